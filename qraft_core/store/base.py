@@ -1,0 +1,101 @@
+"""The one interface Qraft uses to talk to its store.
+
+Callers speak in tables, time windows and simple filters; they never learn
+whether ClickHouse is embedded (chDB) or a server. `MemoryStore` (fake.py)
+implements the same interface for unit tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+import polars as pl
+
+Op = Literal["=", "!=", ">", ">=", "<", "<=", "in", "has"]
+
+
+@dataclass(frozen=True)
+class Filter:
+    """`column op value`; `has` tests membership of value in an array column."""
+
+    column: str
+    op: Op
+    value: Any
+
+
+class StoreError(RuntimeError):
+    """The store could not do what was asked (transient or not)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or locked right now; retrying may help."""
+
+
+class EventStore(Protocol):
+    dsn: str
+
+    def session(self) -> AbstractContextManager[None]:
+        """Hold the store for several calls (one lock, one connection)."""
+        ...
+
+    def migrate(self) -> list[str]:
+        """Apply pending numbered migrations; returns the ones applied."""
+        ...
+
+    def insert(self, table: str, frame: pl.DataFrame) -> int: ...
+
+    def replace_window(
+        self,
+        table: str,
+        start: datetime,
+        end: datetime,
+        frame: pl.DataFrame,
+        where: Sequence[Filter] = (),
+    ) -> int:
+        """Delete the rows of [start, end) matching `where`, then insert `frame`."""
+        ...
+
+    def delete(self, table: str, where: Sequence[Filter]) -> None: ...
+
+    def select(
+        self,
+        table: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        where: Sequence[Filter] = (),
+        columns: Sequence[str] | None = None,
+        order_by: Sequence[str] = (),
+        descending: bool = False,
+        limit: int | None = None,
+    ) -> pl.DataFrame:
+        """Rows of [start, end) on the table's time column, de-duplicated on its key."""
+        ...
+
+    def count(
+        self,
+        table: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        where: Sequence[Filter] = (),
+        group_by: str | None = None,
+    ) -> dict[str, int]:
+        """Row counts (de-duplicated); keyed by group value, or {"": n} without group_by."""
+        ...
+
+    def max_time(self, table: str, group_by: str) -> dict[str, datetime]:
+        """The latest value of the table's time column per group value."""
+        ...
+
+
+def iter_windows(start: datetime, end: datetime, step: Any) -> Iterator[tuple[datetime, datetime]]:
+    """Consecutive [a, b) windows of `step` covering [start, end)."""
+    cursor = start
+    while cursor < end:
+        yield cursor, min(cursor + step, end)
+        cursor += step

@@ -1,0 +1,349 @@
+"""ClickHouse through clickhouse-connect: embedded (chdb://) or a server (http(s)://).
+
+chDB lets one process hold a data directory at a time, and one path per
+process, so every embedded access is a short session under a cross-process
+file lock; a server DSN needs neither.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import polars as pl
+from filelock import FileLock, Timeout
+
+from qraft_core.store.base import Filter, StoreError, StoreUnavailable
+from qraft_core.store.schema import TableSpec, checked_identifier, spec
+
+log = logging.getLogger(__name__)
+
+_SQL_OPS = {"=", "!=", ">", ">=", "<", "<=", "in", "has"}
+# One chDB engine per process: sessions of every store object in this process
+# serialise on this lock before taking the cross-process file lock.
+_PROCESS_LOCK = threading.RLock()
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every bundled migration, in order."""
+    found = []
+    for entry in resources.files("qraft_core.store.migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text()))
+    return sorted(found)
+
+
+def _statements(sql: str) -> list[str]:
+    body = "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--"))
+    return [part.strip() for part in body.split(";") if part.strip()]
+
+
+def _ch_type_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "UInt8"
+    if isinstance(value, int):
+        return "Int64"
+    if isinstance(value, float):
+        return "Float64"
+    if isinstance(value, datetime):
+        return "DateTime64(3, 'UTC')"
+    return "String"
+
+
+class ClickHouseStore:
+    """`EventStore` over clickhouse-connect.
+
+    >>> ClickHouseStore("mysql://nope").dsn
+    Traceback (most recent call last):
+    ...
+    ValueError: store DSN must start with chdb://, http:// or https:// (got 'mysql://nope')
+    """
+
+    def __init__(self, dsn: str, lock_timeout_s: float = 60.0) -> None:
+        if not dsn.startswith(("chdb://", "http://", "https://")):
+            raise ValueError(f"store DSN must start with chdb://, http:// or https:// (got {dsn!r})")
+        self.dsn = dsn
+        self.lock_timeout_s = lock_timeout_s
+        self.embedded = dsn.startswith("chdb://")
+        self._client: Any = None
+        self._depth = 0
+        self._file_lock: FileLock | None = None
+        if self.embedded:
+            path = Path(dsn.removeprefix("chdb://"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file_lock = FileLock(str(path) + ".lock", thread_local=False)
+
+    @property
+    def lock_path(self) -> str | None:
+        return self._file_lock.lock_file if self._file_lock else None
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        with _PROCESS_LOCK if self.embedded else _nullcontext():
+            self._acquire()
+            self._depth = 1
+            try:
+                yield
+            finally:
+                self._depth = 0
+                self._release()
+
+    def _acquire(self) -> None:
+        if self._file_lock is not None:
+            try:
+                self._file_lock.acquire(timeout=self.lock_timeout_s)
+            except Timeout as exc:
+                raise StoreUnavailable(
+                    f"the embedded store at {self.dsn} is held by another process "
+                    f"(lock {self._file_lock.lock_file}) for more than {self.lock_timeout_s:.0f}s"
+                ) from exc
+        try:
+            self._client = clickhouse_connect.get_client(dsn=self.dsn)
+        except Exception as exc:
+            if self._file_lock is not None:
+                self._file_lock.release()
+            raise StoreUnavailable(f"cannot open the store at {self.dsn}: {exc}") from exc
+
+    def _release(self) -> None:
+        try:
+            if self._client is not None and self.embedded:
+                self._client.close()
+        finally:
+            if self.embedded:
+                self._client = None
+            if self._file_lock is not None:
+                self._file_lock.release()
+
+    @contextmanager
+    def _client_in_session(self) -> Iterator[Any]:
+        with self.session():
+            try:
+                yield self._client
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"store call failed: {exc}") from exc
+
+    # -- schema ---------------------------------------------------------
+    def migrate(self) -> list[str]:
+        applied = []
+        with self._client_in_session() as client:
+            client.command(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
+                "applied_at DateTime64(3, 'UTC')) ENGINE = MergeTree ORDER BY version"
+            )
+            done = {row[0] for row in client.query("SELECT version FROM schema_migrations").result_rows}
+            for version, name, sql in migration_files():
+                if version in done:
+                    continue
+                for statement in _statements(sql):
+                    client.command(statement)
+                client.insert(
+                    "schema_migrations",
+                    [[version, name, datetime.now(UTC)]],
+                    column_names=["version", "name", "applied_at"],
+                )
+                applied.append(name)
+        return applied
+
+    # -- writes ---------------------------------------------------------
+    def insert(self, table: str, frame: pl.DataFrame) -> int:
+        table_spec = spec(table)
+        if frame.height == 0:
+            return 0
+        arrow = _conform(frame, table_spec).to_arrow()
+        with self._client_in_session() as client:
+            client.insert_arrow(table_spec.name, arrow)
+        return frame.height
+
+    def delete(self, table: str, where: Sequence[Filter]) -> None:
+        table_spec = spec(table)
+        clause, params = _where_sql(table_spec, None, None, where)
+        with self._client_in_session() as client:
+            client.command(f"DELETE FROM {table_spec.name} {clause}", parameters=params)
+
+    def replace_window(
+        self,
+        table: str,
+        start: datetime,
+        end: datetime,
+        frame: pl.DataFrame,
+        where: Sequence[Filter] = (),
+    ) -> int:
+        table_spec = spec(table)
+        clause, params = _where_sql(table_spec, start, end, where)
+        with self._client_in_session() as client:
+            client.command(f"DELETE FROM {table_spec.name} {clause}", parameters=params)
+            return self.insert(table, frame)
+
+    # -- reads ----------------------------------------------------------
+    def select(
+        self,
+        table: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        where: Sequence[Filter] = (),
+        columns: Sequence[str] | None = None,
+        order_by: Sequence[str] = (),
+        descending: bool = False,
+        limit: int | None = None,
+    ) -> pl.DataFrame:
+        table_spec = spec(table)
+        cols = [checked_identifier(c) for c in (columns or table_spec.columns)]
+        clause, params = _where_sql(table_spec, start, end, where)
+        sql = f"SELECT {', '.join(cols)} FROM {table_spec.name}{_final(table_spec)} {clause}"
+        if order_by:
+            direction = " DESC" if descending else ""
+            sql += " ORDER BY " + ", ".join(checked_identifier(c) + direction for c in order_by)
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._client_in_session() as client:
+            arrow = client.query_arrow(sql, parameters=params)
+        frame = pl.from_arrow(arrow)
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    def count(
+        self,
+        table: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        where: Sequence[Filter] = (),
+        group_by: str | None = None,
+    ) -> dict[str, int]:
+        table_spec = spec(table)
+        clause, params = _where_sql(table_spec, start, end, where)
+        final = _final(table_spec)
+        with self._client_in_session() as client:
+            if group_by is None:
+                rows = client.query(f"SELECT '', count() FROM {table_spec.name}{final} {clause}", parameters=params).result_rows
+            else:
+                key = checked_identifier(group_by)
+                rows = client.query(
+                    f"SELECT toString({key}), count() FROM {table_spec.name}{final} {clause} GROUP BY {key}",
+                    parameters=params,
+                ).result_rows
+        return {str(k): int(n) for k, n in rows}
+
+    def max_time(self, table: str, group_by: str) -> dict[str, datetime]:
+        table_spec = spec(table)
+        if table_spec.time_column is None:
+            raise ValueError(f"table {table} has no time column")
+        key = checked_identifier(group_by)
+        with self._client_in_session() as client:
+            rows = client.query(
+                f"SELECT toString({key}), max({table_spec.time_column}) FROM {table_spec.name} GROUP BY {key}"
+            ).result_rows
+        return {str(k): _as_utc(t) for k, t in rows if t is not None}
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _final(table_spec: TableSpec) -> str:
+    return " FINAL" if table_spec.dedup_key else ""
+
+
+def _where_sql(
+    table_spec: TableSpec, start: datetime | None, end: datetime | None, where: Sequence[Filter]
+) -> tuple[str, dict[str, Any]]:
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    if start is not None or end is not None:
+        if table_spec.time_column is None:
+            raise ValueError(f"table {table_spec.name} has no time column for a window")
+        if start is not None:
+            clauses.append(f"{table_spec.time_column} >= {{w_start:DateTime64(3, 'UTC')}}")
+            params["w_start"] = start
+        if end is not None:
+            clauses.append(f"{table_spec.time_column} < {{w_end:DateTime64(3, 'UTC')}}")
+            params["w_end"] = end
+    for index, item in enumerate(where):
+        column = checked_identifier(item.column)
+        if item.op not in _SQL_OPS:
+            raise ValueError(f"unsupported filter operator {item.op!r}")
+        name = f"p{index}"
+        declared = table_spec.columns.get(column, "")
+        if item.op == "in":
+            values = list(item.value)
+            if not values:
+                clauses.append("0")
+                continue
+            element = declared if declared and "Array" not in declared else _ch_type_of(values[0])
+            clauses.append(f"{column} IN {{{name}:Array({_bare(element)})}}")
+            params[name] = values
+        elif item.op == "has":
+            clauses.append(f"has({column}, {{{name}:String}})")
+            params[name] = item.value
+        else:
+            element = _bare(declared) if declared and "Array" not in declared else _ch_type_of(item.value)
+            clauses.append(f"{column} {item.op} {{{name}:{element}}}")
+            params[name] = item.value
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _bare(ch_type: str) -> str:
+    """The parameter type for a column type (without LowCardinality/Nullable wrappers)."""
+    for wrapper in ("LowCardinality(", "Nullable("):
+        if ch_type.startswith(wrapper):
+            ch_type = ch_type[len(wrapper) : -1]
+    return ch_type
+
+
+_POLARS_OF = {
+    "String": pl.Utf8,
+    "UInt8": pl.UInt8,
+    "UInt32": pl.UInt32,
+    "UInt64": pl.UInt64,
+    "Int64": pl.Int64,
+    "Int32": pl.Int32,
+    "Float64": pl.Float64,
+    "Float32": pl.Float32,
+    "DateTime64(3, 'UTC')": pl.Datetime("ms", "UTC"),
+}
+
+
+def polars_dtype(ch_type: str) -> Any:
+    bare = _bare(ch_type)
+    if bare.startswith("Array("):
+        return pl.List(polars_dtype(bare[len("Array(") : -1]))
+    try:
+        return _POLARS_OF[bare]
+    except KeyError:
+        raise ValueError(f"no polars type for ClickHouse type {ch_type!r}") from None
+
+
+def _conform(frame: pl.DataFrame, table_spec: TableSpec) -> pl.DataFrame:
+    """Select the table's columns in order and cast them to its types (missing → error)."""
+    missing = [c for c in table_spec.columns if c not in frame.columns]
+    if missing:
+        raise StoreError(f"rows for {table_spec.name} lack columns: {', '.join(missing)}")
+    return frame.select(
+        pl.col(name).cast(polars_dtype(ch_type)) for name, ch_type in table_spec.columns.items()
+    )

@@ -1,0 +1,136 @@
+"""An in-memory `EventStore` for unit tests: same interface, polars frames inside."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from qraft_core.store.base import Filter
+from qraft_core.store.clickhouse import _conform, polars_dtype
+from qraft_core.store.schema import TableSpec, spec
+
+_OPS = {
+    "=": lambda c, v: c == v,
+    "!=": lambda c, v: c != v,
+    ">": lambda c, v: c > v,
+    ">=": lambda c, v: c >= v,
+    "<": lambda c, v: c < v,
+    "<=": lambda c, v: c <= v,
+    "in": lambda c, v: c.is_in(list(v)),
+    "has": lambda c, v: c.list.contains(v),
+}
+
+
+class MemoryStore:
+    """`EventStore` kept in memory.
+
+    >>> from datetime import UTC
+    >>> store = MemoryStore()
+    >>> rows = pl.DataFrame({"ts": [datetime(2026, 1, 5, tzinfo=UTC)], "actor": ["ci"],
+    ...     "action": ["replay"], "target": ["w"], "before": [""], "after": [""], "detail": [""]})
+    >>> store.insert("audit_log", rows)
+    1
+    >>> store.count("audit_log")
+    {'': 1}
+    """
+
+    def __init__(self) -> None:
+        self.dsn = "memory://"
+        self.tables: dict[str, pl.DataFrame] = {}
+        self.migrated = False
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        yield
+
+    def migrate(self) -> list[str]:
+        self.migrated = True
+        return []
+
+    def _frame(self, table_spec: TableSpec) -> pl.DataFrame:
+        if table_spec.name not in self.tables:
+            self.tables[table_spec.name] = pl.DataFrame(
+                schema={n: polars_dtype(t) for n, t in table_spec.columns.items()}
+            )
+        return self.tables[table_spec.name]
+
+    def insert(self, table: str, frame: pl.DataFrame) -> int:
+        table_spec = spec(table)
+        if frame.height == 0:
+            return 0
+        self.tables[table] = pl.concat([self._frame(table_spec), _conform(frame, table_spec)])
+        return frame.height
+
+    def _mask(self, table_spec: TableSpec, start: Any, end: Any, where: Sequence[Filter]) -> pl.Expr:
+        mask = pl.lit(True)
+        if start is not None:
+            mask &= pl.col(table_spec.time_column) >= start  # type: ignore[arg-type]
+        if end is not None:
+            mask &= pl.col(table_spec.time_column) < end  # type: ignore[arg-type]
+        for item in where:
+            mask &= _OPS[item.op](pl.col(item.column), item.value)
+        return mask
+
+    def delete(self, table: str, where: Sequence[Filter]) -> None:
+        table_spec = spec(table)
+        frame = self._frame(table_spec)
+        self.tables[table] = frame.filter(~self._mask(table_spec, None, None, where).fill_null(False))
+
+    def replace_window(
+        self, table: str, start: datetime, end: datetime, frame: pl.DataFrame, where: Sequence[Filter] = ()
+    ) -> int:
+        table_spec = spec(table)
+        current = self._frame(table_spec)
+        self.tables[table] = current.filter(~self._mask(table_spec, start, end, where).fill_null(False))
+        return self.insert(table, frame)
+
+    def _rows(self, table: str, start: Any, end: Any, where: Sequence[Filter]) -> pl.DataFrame:
+        table_spec = spec(table)
+        frame = self._frame(table_spec).filter(self._mask(table_spec, start, end, where))
+        if table_spec.dedup_key:
+            frame = frame.unique(subset=list(table_spec.dedup_key), keep="last", maintain_order=True)
+        return frame
+
+    def select(
+        self,
+        table: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        where: Sequence[Filter] = (),
+        columns: Sequence[str] | None = None,
+        order_by: Sequence[str] = (),
+        descending: bool = False,
+        limit: int | None = None,
+    ) -> pl.DataFrame:
+        frame = self._rows(table, start, end, where)
+        if order_by:
+            frame = frame.sort(list(order_by), descending=descending)
+        if columns:
+            frame = frame.select(list(columns))
+        return frame.head(limit) if limit is not None else frame
+
+    def count(
+        self,
+        table: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        where: Sequence[Filter] = (),
+        group_by: str | None = None,
+    ) -> dict[str, int]:
+        frame = self._rows(table, start, end, where)
+        if group_by is None:
+            return {"": frame.height}
+        grouped = frame.group_by(group_by).len()
+        return {str(k): int(n) for k, n in grouped.iter_rows()}
+
+    def max_time(self, table: str, group_by: str) -> dict[str, datetime]:
+        table_spec = spec(table)
+        frame = self._frame(table_spec)
+        grouped = frame.group_by(group_by).agg(pl.col(table_spec.time_column).max())  # type: ignore[arg-type]
+        return {str(k): t for k, t in grouped.iter_rows()}
