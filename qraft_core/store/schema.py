@@ -122,9 +122,9 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in _SPECS}
 
 def _load_domain_specs() -> None:
     # Later migrations' tables are declared beside the code that owns them.
-    from qraft_core.store import schema_explain, schema_patterns
+    from qraft_core.store import schema_explain, schema_features, schema_patterns
 
-    for extra in (*schema_patterns.SPECS, *schema_explain.SPECS):
+    for extra in (*schema_features.SPECS, *schema_patterns.SPECS, *schema_explain.SPECS):
         TABLES[checked_identifier(extra.name)] = extra
 
 
