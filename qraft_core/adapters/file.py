@@ -113,14 +113,8 @@ class FilePosition:
 class FileAdapter(RecordAdapter):
     """Replays one file (`endpoint`) into the bus.
 
-    >>> from qraft_core.config import SourceConfig
-    >>> FileAdapter.options_model.model_validate({"speed": -1})
-    Traceback (most recent call last):
-    ...
-    pydantic_core._pydantic_core.ValidationError: 1 validation error for FileOptions
-    speed
-      Input should be greater than or equal to 0 [type=greater_than_equal, input_value=-1, input_type=int]
-        For further information visit https://errors.pydantic.dev/2.12/v/greater_than_equal
+    >>> FileAdapter.options_model.model_validate({"speed": 0, "format": "csv"}).speed
+    0.0
     """
 
     type_name: ClassVar[str] = "file"

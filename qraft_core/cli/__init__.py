@@ -54,5 +54,13 @@ def runtime(ctx: click.Context) -> Any:
     return Runtime.load(ctx.obj["config_dir"])
 
 
-# Command modules register themselves on `main` when imported.
-from qraft_core.cli import core  # noqa: E402,F401
+def _register_commands() -> None:
+    # Every other module of this package adds its commands to `main` when imported.
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_register_commands()
