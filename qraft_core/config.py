@@ -78,9 +78,14 @@ class LanderConfig(Strict):
 
 
 class CleanConfig(Strict):
-    # Events further than this from the window they claim are dead letters.
+    # An event time this far after its ingest time is a broken clock, not a skew.
     max_future_s: int = Field(default=300, ge=0)
     max_age_days: int = Field(default=3650, ge=1)
+    # Payload fields that must hold positive finite numbers, per event type;
+    # numeric strings (Binance sends prices as strings) become numbers.
+    numeric_fields: dict[str, list[str]] = Field(
+        default_factory=lambda: {"trade": ["p", "q"], "aggTrade": ["p", "q"]}
+    )
 
 
 class MlflowConfig(Strict):

@@ -92,6 +92,10 @@ class EventStore(Protocol):
         """The latest value of the table's time column per group value."""
         ...
 
+    def extent(self, table: str, column: str, where: Sequence[Filter] = ()) -> tuple[Any, Any] | None:
+        """(min, max) of `column` over the rows matching `where`, or None when there are none."""
+        ...
+
 
 def iter_windows(start: datetime, end: datetime, step: Any) -> Iterator[tuple[datetime, datetime]]:
     """Consecutive [a, b) windows of `step` covering [start, end)."""

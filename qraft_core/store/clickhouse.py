@@ -253,6 +253,21 @@ class ClickHouseStore:
             ).result_rows
         return {str(k): _as_utc(t) for k, t in rows if t is not None}
 
+    def extent(self, table: str, column: str, where: Sequence[Filter] = ()) -> tuple[Any, Any] | None:
+        table_spec = spec(table)
+        key = checked_identifier(column)
+        clause, params = _where_sql(table_spec, None, None, where)
+        with self._client_in_session() as client:
+            rows = client.query(
+                f"SELECT count(), min({key}), max({key}) FROM {table_spec.name} {clause}", parameters=params
+            ).result_rows
+        count, low, high = rows[0]
+        if not count:
+            return None
+        if isinstance(low, datetime):
+            return _as_utc(low), _as_utc(high)
+        return low, high
+
 
 class _nullcontext:
     def __enter__(self) -> None:

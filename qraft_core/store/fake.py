@@ -134,3 +134,9 @@ class MemoryStore:
         frame = self._frame(table_spec)
         grouped = frame.group_by(group_by).agg(pl.col(table_spec.time_column).max())  # type: ignore[arg-type]
         return {str(k): t for k, t in grouped.iter_rows()}
+
+    def extent(self, table: str, column: str, where: Sequence[Filter] = ()) -> tuple[Any, Any] | None:
+        frame = self._rows(table, None, None, where)
+        if frame.height == 0:
+            return None
+        return frame[column].min(), frame[column].max()

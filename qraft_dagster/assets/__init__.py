@@ -1,0 +1,1 @@
+"""Partitioned assets: short adapters that call qraft_core and report metadata."""

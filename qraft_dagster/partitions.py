@@ -1,0 +1,74 @@
+"""The one place where Qraft's time-window partitions are declared.
+
+Windows are `partitions.interval_minutes` long (1 minute for the demo). With
+an open end, only the newest `max_partitions` windows exist: Dagster's UI gets
+slow past a few tens of thousands of partitions (30,000 one-minute windows are
+about 20 days), and older windows stay in the tables, replayable through the
+CLI. The start of that rolling range moves in whole days, so the partition set
+is stable for a day at a time.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from dagster import TimeWindowPartitionsDefinition
+
+from qraft_core.config import ConfigError, PartitionsConfig
+
+PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
+
+
+def cron_for(interval_minutes: int) -> str:
+    """The cron schedule of windows of this length.
+
+    >>> cron_for(1), cron_for(15), cron_for(120)
+    ('* * * * *', '*/15 * * * *', '0 */2 * * *')
+    """
+    if interval_minutes < 60 and 60 % interval_minutes == 0:
+        return "* * * * *" if interval_minutes == 1 else f"*/{interval_minutes} * * * *"
+    if interval_minutes % 60 == 0 and 24 % (interval_minutes // 60) == 0:
+        hours = interval_minutes // 60
+        return "0 * * * *" if hours == 1 else f"0 */{hours} * * *"
+    raise ConfigError(
+        f"qraft.yaml: partitions.interval_minutes: expected a divisor of 60 or a whole number of hours "
+        f"dividing 24 (got {interval_minutes})"
+    )
+
+
+def partition_start(config: PartitionsConfig, now: datetime | None = None) -> datetime:
+    """The first window: the configured start, or later when the range would exceed max_partitions."""
+    if config.end is not None:
+        return config.start
+    now = now or datetime.now(UTC)
+    earliest = now - config.interval * config.max_partitions
+    earliest = earliest.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    return max(config.start, earliest)
+
+
+def build_partitions(config: PartitionsConfig, now: datetime | None = None) -> TimeWindowPartitionsDefinition:
+    return TimeWindowPartitionsDefinition(
+        cron_schedule=cron_for(config.interval_minutes),
+        start=partition_start(config, now),
+        end=config.end,
+        fmt=PARTITION_FORMAT,
+        timezone="UTC",
+    )
+
+
+def partition_key(window_start: datetime) -> str:
+    return window_start.astimezone(UTC).strftime(PARTITION_FORMAT)
+
+
+def window_of(key: str) -> datetime:
+    return datetime.strptime(key, PARTITION_FORMAT).replace(tzinfo=UTC)
+
+
+def _configured_partitions() -> TimeWindowPartitionsDefinition:
+    from qraft_core.config import load_qraft_config
+
+    return build_partitions(load_qraft_config().partitions)
+
+
+# Declared once, from config/qraft.yaml (or QRAFT_CONFIG_DIR), for every asset, job and sensor.
+PARTITIONS = _configured_partitions()

@@ -1,0 +1,1 @@
+"""Sensors that turn landed data into partitioned runs."""
