@@ -39,13 +39,13 @@ def materialize_windows(
     """One run of the pipeline job over the windows [start, end)."""
     selected = window_tags(start, end, config)
     key = selected.pop("dagster/partition", None)
-    return defs.get_job_def(PIPELINE_JOB).execute_in_process(
+    return defs.resolve_job_def(PIPELINE_JOB).execute_in_process(
         instance=instance, partition_key=key, tags={**selected, **(tags or {})}, raise_on_error=False
     )
 
 
 def execute_request(defs: Definitions, instance: DagsterInstance, request: RunRequest) -> ExecuteInProcessResult:
-    return defs.get_job_def(PIPELINE_JOB).execute_in_process(
+    return defs.resolve_job_def(PIPELINE_JOB).execute_in_process(
         instance=instance, partition_key=request.partition_key, tags=dict(request.tags), raise_on_error=False
     )
 
@@ -58,7 +58,7 @@ def drain_sensor(
     max_ticks: int = 1000,
 ) -> str | None:
     """Evaluate the window sensor and execute what it requests until it requests nothing."""
-    sensor = defs.get_sensor_def(SENSOR_NAME)
+    sensor = defs.resolve_sensor_def(SENSOR_NAME)
     for _ in range(max_ticks):
         context = build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources)
         result = sensor.evaluate_tick(context)

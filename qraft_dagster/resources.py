@@ -1,8 +1,5 @@
 """Where Dagster gets Qraft's real services: one resource built from the config directory."""
 
-
-from functools import cached_property
-
 from dagster import ConfigurableResource
 
 from qraft_core.runtime import Runtime
@@ -13,6 +10,7 @@ class QraftResource(ConfigurableResource):  # type: ignore[misc]
 
     config_dir: str = "config"
 
-    @cached_property
+    @property
     def runtime(self) -> Runtime:
+        # Loaded per use, so QRAFT_* overrides and config edits apply to the next run.
         return Runtime.load(self.config_dir)

@@ -22,4 +22,35 @@ SPECS: list[TableSpec] = [
         time_column="window_start",
         dedup_key=("pattern_id",),
     ),
+    TableSpec(
+        "detections",
+        {
+            "signal_id": "String",
+            "window_start": TS,
+            "time": TS,
+            "detector": "LowCardinality(String)",
+            "engine": "LowCardinality(String)",
+            "stream": "LowCardinality(String)",
+            "type": "LowCardinality(String)",
+            "score": "Float64",
+            "confidence": "Float64",
+            # The whole Signal as JSON (fields, states, params).
+            "body": "String",
+        },
+        time_column="window_start",
+        dedup_key=("signal_id",),
+    ),
+    TableSpec(
+        "detector_state",
+        {
+            "window_start": TS,
+            "detector": "LowCardinality(String)",
+            "stream": "LowCardinality(String)",
+            # Encoded by qraft_core.detectors.base.encode_state.
+            "state": "String",
+            "config_hash": "String",
+        },
+        time_column="window_start",
+        dedup_key=("window_start", "detector", "stream"),
+    ),
 ]

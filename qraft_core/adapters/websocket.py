@@ -1,0 +1,275 @@
+"""Websocket streams in Binance's formats (trade, aggTrade, kline; plain or combined).
+
+The adapter subscribes to the configured symbols, reconnects with backoff and
+jitter when the server closes, stalls or drops the connection, and publishes
+a `source_gap` event when a reconnect may have lost trades (the next trade id
+of a symbol is not the one after the last seen). Duplicate or out-of-order
+trades keep their stable ids, so the bus and `raw_events` drop the copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import Field
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from qraft_core.adapters.base import AdapterStats, parse_failure_reason
+from qraft_core.adapters.live import Backoff, LiveAdapter, NetworkOptions, gap_event, sleep_or_stop, ssl_context
+from qraft_core.adapters.parsers import PARSERS, GenericOptions, ParsedRecord, ParseError, RecordParser, parse_time
+from qraft_core.adapters.registry import register_adapter
+from qraft_core.bus.base import Publisher
+from qraft_core.config import ConfigError
+from qraft_core.events import StandardEvent
+
+log = logging.getLogger(__name__)
+
+
+def binance_kline_parser(options: GenericOptions, source: str) -> RecordParser:
+    """Binance kline (candlestick) updates; an open candle is re-sent until it closes.
+
+    Each update is its own event (id ends in the event time `E`); the closing
+    update of a candle ends in `closed`, so it is stable across reconnects.
+    """
+
+    def parse(record: Mapping[str, Any], raw_checksum: str) -> ParsedRecord:
+        data = record.get("data", record)
+        kline = data.get("k") if isinstance(data, Mapping) else None
+        if not isinstance(data, Mapping) or not isinstance(kline, Mapping):
+            raise ParseError("binance kline message has no object 'k'")
+        for key, holder in (("s", data), ("E", data), ("t", kline), ("i", kline)):
+            if holder.get(key) in (None, ""):
+                raise ParseError(f"binance kline message lacks field {key!r}")
+        version = "closed" if kline.get("x") else data["E"]
+        payload = {**{k: v for k, v in data.items() if k != "k"}, **dict(kline), "s": data["s"]}
+        return ParsedRecord(
+            f"{source}:{data['s']}:{kline['i']}:{kline['t']}:{version}",
+            "kline",
+            parse_time(data["E"], "ms"),
+            payload,
+        )
+
+    return parse
+
+
+PARSERS.setdefault("binance_kline", binance_kline_parser)
+
+# Per parser: the Binance stream name suffix and the payload key of the exchange's sequential id.
+_BINANCE_STREAMS = {"binance_trade": ("trade", "t"), "binance_aggtrade": ("aggTrade", "a")}
+
+
+class WebSocketOptions(NetworkOptions):
+    # Symbols to subscribe to (SUBSCRIBE message); empty when the URL names the streams itself.
+    symbols: list[str] = Field(default_factory=list)
+    # Stream names to subscribe to; default `<symbol>@<kind>` from the parser (kline: `kline_<interval>`).
+    streams: list[str] = Field(default_factory=list)
+    kline_interval: str = "1m"
+    # Publish a partial batch after this long.
+    flush_ms: int = Field(default=200, ge=1)
+    # No message for this long (server alive but silent) counts as a stall: reconnect.
+    idle_timeout_s: float = Field(default=60.0, gt=0)
+    ping_interval_s: float | None = Field(default=20.0, gt=0)
+    ping_timeout_s: float | None = Field(default=20.0, gt=0)
+    open_timeout_s: float = Field(default=10.0, gt=0)
+    max_message_bytes: int = Field(default=1 << 20, ge=1024)
+    # permessage-deflate; Binance streams do not use it and it costs CPU per frame.
+    compression: bool = False
+
+
+def _is_control(record: Mapping[str, Any]) -> bool:
+    """Replies to SUBSCRIBE and errors: {"result": null, "id": 1} or {"error": {...}, "id": 1}."""
+    return "id" in record and ("result" in record or "error" in record) and "e" not in record
+
+
+class StreamStalled(Exception):
+    pass
+
+
+@register_adapter
+class WebSocketAdapter(LiveAdapter):
+    """Streams from a websocket `endpoint` (ws:// or wss://).
+
+    >>> WebSocketAdapter.options_model.model_validate({"symbols": ["BTCUSDT"]}).idle_timeout_s
+    60.0
+    """
+
+    type_name: ClassVar[str] = "websocket"
+    options_model: ClassVar[type[WebSocketOptions]] = WebSocketOptions  # type: ignore[assignment]
+    options: WebSocketOptions
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.backoff = Backoff(self.options.backoff_initial_s, self.options.backoff_max_s)
+        self.sequence_key = _BINANCE_STREAMS.get(self.source.parser, ("", self.options.id_field or ""))[1]
+        self._batch: list[StandardEvent] = []
+        self._failures: list[tuple[str, bytes]] = []
+        self._batch_started = 0.0
+        self._last_message = 0.0
+        # Per symbol: (event time, sequential id) of the newest event seen.
+        self._last_seen: dict[str, tuple[datetime, Any]] = {}
+        # Symbols whose first new event after a reconnect still has to be checked for a gap.
+        self._gap_check: set[str] = set()
+        self._disconnect_reason = ""
+        self._last_disconnect = ""
+        self._stalled = False
+        self._subscribe_id = 0
+
+    def subscription(self) -> list[str]:
+        """The stream names the SUBSCRIBE message asks for."""
+        if self.options.streams:
+            return list(self.options.streams)
+        if self.source.parser == "binance_kline":
+            kind = f"kline_{self.options.kline_interval}"
+        else:
+            kind = _BINANCE_STREAMS.get(self.source.parser, ("trade", ""))[0]
+        return [f"{symbol.lower()}@{kind}" for symbol in self.options.symbols]
+
+    async def run(self, publisher: Publisher, stop: asyncio.Event) -> AdapterStats:
+        while not stop.is_set():
+            try:
+                await self._session(publisher, stop)
+            except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError, StreamStalled) as exc:
+                if not self._stalled:
+                    self._disconnect_reason = f"{type(exc).__name__}: {exc}"
+                self.error("connect", "connection lost: %s", self._disconnect_reason)
+            except InvalidURI as exc:
+                raise ConfigError(f"source {self.source.name}: endpoint: {exc}") from exc
+            if stop.is_set():
+                break
+            delay = self.backoff.next()
+            self._last_disconnect = self._disconnect_reason or "server closed the stream"
+            self.reconnected(delay, self._last_disconnect)
+            self._gap_check = set(self._last_seen)
+            if await sleep_or_stop(stop, delay):
+                break
+        await self._flush(publisher)
+        return self.stats
+
+    async def _session(self, publisher: Publisher, stop: asyncio.Event) -> None:
+        options = self.options
+        secure = self.endpoint.startswith("wss://")
+        async with connect(
+            self.endpoint,
+            ssl=ssl_context(options) if secure else None,
+            additional_headers=self.headers or None,
+            open_timeout=options.open_timeout_s,
+            ping_interval=options.ping_interval_s,
+            ping_timeout=options.ping_timeout_s,
+            close_timeout=2,
+            max_size=options.max_message_bytes,
+            compression="deflate" if options.compression else None,
+            proxy=None,
+        ) as ws:
+            log.info("source %s: connected to %s", self.source.name, self.source.endpoint, extra=self.log_fields)
+            self._disconnect_reason = ""
+            self._stalled = False
+            self._last_message = time.monotonic()
+            streams = self.subscription()
+            if streams:
+                self._subscribe_id += 1
+                await ws.send(json.dumps({"method": "SUBSCRIBE", "params": streams, "id": self._subscribe_id}))
+            watcher = asyncio.create_task(self._watch(ws, publisher, stop))
+            try:
+                await self._read(ws, publisher)
+            finally:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+                await self._flush(publisher)
+            if not stop.is_set():
+                # The loop ends quietly on a normal close from the server; that is still a disconnect.
+                code = ws.close_code
+                self._disconnect_reason = self._disconnect_reason or f"server closed the stream (code {code})"
+
+    async def _read(self, ws: ClientConnection, publisher: Publisher) -> None:
+        batch_size = self.options.batch_size
+        handle = self.handle_message
+        async for message in ws:
+            self._last_message = time.monotonic()
+            if handle(message) and len(self._batch) + len(self._failures) >= batch_size:
+                await self._flush(publisher)
+        if self._stalled:
+            raise StreamStalled(self._disconnect_reason)
+
+    async def _watch(self, ws: ClientConnection, publisher: Publisher, stop: asyncio.Event) -> None:
+        """Publishes partial batches on time, closes on stop, aborts a stalled stream."""
+        tick = min(self.options.flush_ms / 1000, 0.25)
+        while True:
+            if await sleep_or_stop(stop, tick):
+                await ws.close()
+                return
+            now = time.monotonic()
+            if self._batch or self._failures:
+                if now - self._batch_started >= self.options.flush_ms / 1000:
+                    await self._flush(publisher)
+            if now - self._last_message > self.options.idle_timeout_s:
+                self._stalled = True
+                self._disconnect_reason = f"stalled: no message for {self.options.idle_timeout_s}s"
+                ws.transport.abort()
+                return
+
+    def handle_message(self, message: str | bytes) -> bool:
+        """Parse one frame into the pending batch; False for control replies."""
+        raw = message.encode() if isinstance(message, str) else message
+        try:
+            record = json.loads(raw)
+        except ValueError as exc:
+            self._fail(f"frame is not JSON: {exc}", raw)
+            return True
+        if not isinstance(record, dict):
+            self._fail("frame is not a JSON object", raw)
+            return True
+        if _is_control(record):
+            if record.get("error"):
+                self.error("subscribe", "server replied with an error: %s", record["error"])
+            return False
+        try:
+            event = self.to_event(record, raw)
+        except ValueError as exc:
+            self._fail(parse_failure_reason(exc), raw)
+            return True
+        self._check_sequence(event)
+        self._add(event)
+        return True
+
+    def _check_sequence(self, event: StandardEvent) -> None:
+        key = str(event.payload.get("s", ""))
+        seq = event.payload.get(self.sequence_key, event.event_id) if self.sequence_key else event.event_id
+        previous = self._last_seen.get(key)
+        if previous is None:
+            self._last_seen[key] = (event.timestamp, seq)
+            return
+        comparable = isinstance(seq, int) and isinstance(previous[1], int)
+        if comparable and seq <= previous[1]:
+            return  # a duplicate or late trade: its stable id lets the store drop or place it
+        if key in self._gap_check:
+            self._gap_check.discard(key)
+            if not comparable or seq != previous[1] + 1:
+                self._add(gap_event(self.source.name, key, previous[0], event.timestamp, previous[1], seq,
+                                    self._last_disconnect, self.reconnects))
+        self._last_seen[key] = (event.timestamp, seq)
+
+    def _add(self, event: StandardEvent) -> None:
+        if not self._batch and not self._failures:
+            self._batch_started = time.monotonic()
+        self._batch.append(event)
+
+    def _fail(self, reason: str, raw: bytes) -> None:
+        if not self._batch and not self._failures:
+            self._batch_started = time.monotonic()
+        self._failures.append((reason, raw))
+
+    async def _flush(self, publisher: Publisher) -> None:
+        # Swap first: the reader and the watcher may both flush, and neither may publish a batch twice.
+        batch, failures = self._batch, self._failures
+        self._batch, self._failures = [], []
+        if batch or failures:
+            await self.publish(publisher, batch, failures)
+            if batch:
+                self.backoff.reset()

@@ -1,0 +1,256 @@
+"""The one contract every detector follows, whatever engine runs it.
+
+A detector watches one stream. `update` takes that stream's feature bars in
+time order and returns the signals they raised; `get_state`/`from_state`
+carry the online state from one partition to the next, so a backfill that
+starts anywhere continues exactly where the previous window stopped.
+
+Following River's conventions: hyperparameters are stored exactly as given
+(`params`), every piece of mutable state is created in `reset()` and nowhere
+else, and randomness comes only from the seeded generators built there.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import pickle
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+import polars as pl
+
+from qraft_core.events import iso, utc
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One raw finding of one detector on one stream at one bar.
+
+    `fields` holds each input field's share of the finding (scores sum to 1);
+    `group` separates findings of the same type that are different things
+    (the itemset of a frequent pattern, empty otherwise).
+    """
+
+    detector: str
+    engine: str
+    algorithm: str
+    version: str
+    stream: str
+    type: str
+    time: datetime
+    score: float
+    confidence: float
+    fields: dict[str, float]
+    prev_state: str
+    new_state: str
+    params: dict[str, Any]
+    group: str = ""
+    # Bars between the estimated start of the change and the bar that raised it.
+    lag_bars: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["time"] = iso(self.time)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Signal:
+        values = dict(data)
+        values["time"] = utc(datetime.fromisoformat(str(values["time"]).replace("Z", "+00:00")))
+        return cls(**values)
+
+
+def confidence_of(score: float, scale: float) -> float:
+    """Map a non-negative strength to (0, 1): `scale` is the strength worth 0.63.
+
+    >>> confidence_of(0.0, 2.0)
+    0.0
+    >>> round(confidence_of(2.0, 2.0), 3)
+    0.632
+    """
+    return 1.0 - math.exp(-max(score, 0.0) / scale)
+
+
+def shares(raw: Mapping[str, float]) -> dict[str, float]:
+    """Non-negative contributions scaled to sum to 1, rounded for storage.
+
+    >>> shares({"volume": 3.0, "price": 1.0})
+    {'volume': 0.75, 'price': 0.25}
+    """
+    clipped = {k: abs(v) for k, v in raw.items() if math.isfinite(v)}
+    total = sum(clipped.values())
+    if total <= 0:
+        return {k: round(1.0 / len(clipped), 6) for k in clipped} if clipped else {}
+    return {k: round(v / total, 6) for k, v in clipped.items()}
+
+
+def encode_state(state: bytes | dict[str, Any]) -> str:
+    """The text stored in `detector_state.state`: tagged, compressed, base64."""
+    if isinstance(state, dict):
+        import json
+
+        return "json:" + json.dumps(state, sort_keys=True, separators=(",", ":"))
+    return "pickle:" + base64.b64encode(zlib.compress(state, 6)).decode()
+
+
+def decode_state(text: str) -> bytes | dict[str, Any]:
+    """Inverse of `encode_state`.
+
+    >>> decode_state(encode_state({"n": 1}))
+    {'n': 1}
+    >>> decode_state(encode_state(b"abc"))
+    b'abc'
+    """
+    kind, _, body = text.partition(":")
+    if kind == "json":
+        import json
+
+        loaded: dict[str, Any] = json.loads(body)
+        return loaded
+    if kind == "pickle":
+        return zlib.decompress(base64.b64decode(body))
+    raise ValueError(f"unknown detector state encoding {kind!r}")
+
+
+class DetectorParamsError(ValueError):
+    """Parameters a detector does not know, or of the wrong kind."""
+
+
+class StreamDetector:
+    """Base of every detector: stores the configuration, owns `reset`, pickles its state.
+
+    Subclasses declare `defaults` (every hyperparameter they accept), build
+    their mutable state in `_fresh_state()` and read bars in `_update_row`.
+    """
+
+    engine: ClassVar[str] = "river"
+    kind: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        name: str,
+        stream: str,
+        features: Sequence[str],
+        params: Mapping[str, Any] | None = None,
+        seed: int = 42,
+    ) -> None:
+        self.name = name
+        self.stream = stream
+        self.features = list(features)
+        self.params = dict(params or {})
+        self.seed = seed
+        self.check_params(self.params)
+        self.state: Any = None
+        self.reset()
+
+    # -- configuration ---------------------------------------------------
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        unknown = sorted(set(params) - set(cls.defaults))
+        if unknown:
+            raise DetectorParamsError(
+                f"{cls.__name__} does not accept {', '.join(unknown)} "
+                f"(accepted: {', '.join(sorted(cls.defaults)) or 'none'})"
+            )
+
+    def param(self, key: str) -> Any:
+        return self.params.get(key, self.defaults[key])
+
+    @property
+    def effective_params(self) -> dict[str, Any]:
+        return {**self.defaults, **self.params, "seed": self.seed}
+
+    @property
+    def algorithm(self) -> str:
+        return type(self).__name__
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    # -- state -----------------------------------------------------------
+    def reset(self) -> None:
+        """Forget everything learned: the one place mutable state is created."""
+        self.state = self._fresh_state()
+
+    def _fresh_state(self) -> Any:
+        raise NotImplementedError
+
+    def get_state(self) -> bytes | dict[str, Any]:
+        return pickle.dumps(self.state, protocol=5)
+
+    def set_state(self, state: bytes | dict[str, Any]) -> None:
+        if not isinstance(state, bytes):
+            raise ValueError(f"{self.algorithm} state must be bytes, got {type(state).__name__}")
+        self.state = pickle.loads(state)  # noqa: S301 - written by Qraft itself into its own store
+
+    @classmethod
+    def from_state(
+        cls,
+        state: bytes | dict[str, Any],
+        name: str,
+        stream: str,
+        features: Sequence[str],
+        params: Mapping[str, Any] | None = None,
+        seed: int = 42,
+    ) -> StreamDetector:
+        detector = cls(name, stream, features, params, seed)
+        detector.set_state(state)
+        return detector
+
+    # -- reading bars ----------------------------------------------------
+    def update(self, rows: pl.DataFrame) -> list[Signal]:
+        """Read one stream's bars (time order); returns the signals they raised."""
+        signals: list[Signal] = []
+        for time, values, row in self._rows(rows):
+            found = self._update_row(time, values, row)
+            if found is not None:
+                signals.append(found)
+        return signals
+
+    def _rows(self, rows: pl.DataFrame) -> Iterator[tuple[datetime, dict[str, float], dict[str, Any]]]:
+        missing = [f for f in self.features if f not in rows.columns]
+        if missing:
+            raise ValueError(f"detector {self.name}: bars lack feature columns {', '.join(missing)}")
+        for row in rows.iter_rows(named=True):
+            values = {}
+            for feature in self.features:
+                value = row[feature]
+                values[feature] = float(value) if value is not None and math.isfinite(value) else math.nan
+            yield utc(row["bar_time"]), values, row
+
+    def _update_row(self, time: datetime, values: dict[str, float], row: dict[str, Any]) -> Signal | None:
+        raise NotImplementedError
+
+    def signal(
+        self,
+        time: datetime,
+        score: float,
+        confidence: float,
+        fields: Mapping[str, float],
+        prev_state: str,
+        new_state: str,
+        **more: Any,
+    ) -> Signal:
+        return Signal(
+            detector=self.name,
+            engine=self.engine,
+            algorithm=self.algorithm,
+            version=self.version,
+            stream=self.stream,
+            type=self.kind,
+            time=time,
+            score=round(float(score), 6),
+            confidence=round(min(max(float(confidence), 0.0), 1.0), 6),
+            fields=shares(fields),
+            prev_state=prev_state,
+            new_state=new_state,
+            params=self.effective_params,
+            **more,
+        )

@@ -1,0 +1,214 @@
+"""Detectors run by CapyMOA (MOA on the JVM), behind the common protocol.
+
+CapyMOA is version-locked: another version loads with a warning. Without a
+JVM or CapyMOA, `capymoa_available()` says so once in the log and returns
+False, and the runner goes on with River alone.
+
+State: MOA's Java objects do not round-trip through Java serialization from
+Python (the deserializer cannot see MOA's class loader), so the state stored
+is the detector's own input history since its last rebuild. Restoring
+re-feeds that history to fresh, seeded models, which reproduces them exactly.
+To keep the history bounded, when it reaches `max_history` inputs the
+detector rebuilds itself from its last `keep_history` inputs. A continuous
+run and a restored run both rebuild at the same inputs, so they agree.
+
+>>> if capymoa_available():
+...     from datetime import UTC, datetime, timedelta
+...     import random
+...     rng = random.Random(7)
+...     t0 = datetime(2026, 1, 5, tzinfo=UTC)
+...     bars = pl.DataFrame({"bar_time": [t0 + timedelta(seconds=10 * i) for i in range(400)],
+...         "realized_vol": [rng.gauss(1.0 if i < 200 else 3.0, 0.2) for i in range(400)]})
+...     found = CapyADWIN("vol_adwin_moa", "binance_spot:BTCUSDT", ["realized_vol"]).update(bars)
+...     assert found and found[0].time > t0 + timedelta(seconds=2000)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime
+from functools import cache
+from typing import Any, ClassVar
+
+import polars as pl
+
+from qraft_core.detectors.anomaly import ANOMALY_DEFAULTS, AnomalyDetector
+from qraft_core.detectors.base import Signal, StreamDetector
+from qraft_core.detectors.drift import DRIFT_DEFAULTS, DriftDetector
+from qraft_core.events import iso, utc
+
+log = logging.getLogger(__name__)
+
+LOCKED_VERSION = "0.15.1"
+HISTORY_DEFAULTS: dict[str, Any] = {"max_history": 4000, "keep_history": 1000}
+
+
+@cache
+def capymoa_available() -> bool:
+    """Whether CapyMOA and its JVM load; logs the reason once when they do not."""
+    try:
+        import capymoa
+
+        # Starting the JVM happens on the first import of a Java-backed module.
+        import capymoa.drift.detectors  # noqa: F401
+    except Exception as exc:  # ImportError, or the JVM failing to start
+        log.warning("CapyMOA is unavailable (%s): detectors run on River only", exc)
+        return False
+    if capymoa.__version__ != LOCKED_VERSION:
+        log.warning(
+            "CapyMOA %s is installed but Qraft is tested with %s; results may differ",
+            capymoa.__version__,
+            LOCKED_VERSION,
+        )
+    return True
+
+
+def capymoa_version() -> str:
+    import capymoa
+
+    return str(capymoa.__version__)
+
+
+class CapyMOADetector(StreamDetector):
+    """Keeps the input history that rebuilds the Java models (see the module docstring)."""
+
+    engine: ClassVar[str] = "capymoa"
+
+    @property
+    def algorithm(self) -> str:
+        return "capymoa." + type(self).__name__.removeprefix("Capy")
+
+    @property
+    def version(self) -> str:
+        return capymoa_version()
+
+    def reset(self) -> None:
+        super().reset()
+        self.history: list[list[Any]] = []
+
+    def _update_row(self, time: datetime, values: dict[str, float], row: dict[str, Any]) -> Signal | None:
+        self.history.append([iso(time), [values[f] for f in self.features]])
+        found = super()._update_row(time, values, row)  # type: ignore[safe-super]
+        if len(self.history) >= int(self.param("max_history")):
+            self._rebuild(self.history[-int(self.param("keep_history")) :])
+        return found
+
+    def _rebuild(self, history: list[list[Any]]) -> None:
+        self.reset()
+        for time, values in history:
+            self._update_row(
+                utc(datetime.fromisoformat(time.replace("Z", "+00:00"))),
+                {f: math.nan if v is None else float(v) for f, v in zip(self.features, values, strict=True)},
+                {},
+            )
+
+    def get_state(self) -> dict[str, Any]:
+        return {"history": [[t, [None if math.isnan(v) else v for v in vs]] for t, vs in self.history]}
+
+    def set_state(self, state: bytes | dict[str, Any]) -> None:
+        if not isinstance(state, dict) or "history" not in state:
+            raise ValueError(f"{self.algorithm} state must be a dict with the input history")
+        self._rebuild(state["history"])
+
+
+class CapyDrift(CapyMOADetector, DriftDetector):
+    def _feed(self, model: Any, value: float) -> bool:
+        model.add_element(value)
+        return bool(model.detected_change())
+
+
+class CapyADWIN(CapyDrift):
+    defaults: ClassVar[dict[str, Any]] = {**DRIFT_DEFAULTS, **HISTORY_DEFAULTS, "delta": 0.002}
+
+    def _new_model(self) -> Any:
+        from capymoa.drift.detectors import ADWIN
+
+        return ADWIN(delta=self.param("delta"))
+
+
+class CapyPageHinkley(CapyDrift):
+    defaults: ClassVar[dict[str, Any]] = {
+        **DRIFT_DEFAULTS,
+        **HISTORY_DEFAULTS,
+        "min_n_instances": 30,
+        "delta": 0.005,
+        "lambda_": 50.0,
+        "alpha": 0.9999,
+    }
+
+    def _new_model(self) -> Any:
+        from capymoa.drift.detectors import PageHinkley
+
+        return PageHinkley(
+            min_n_instances=self.param("min_n_instances"),
+            delta=self.param("delta"),
+            lambda_=self.param("lambda_"),
+            alpha=self.param("alpha"),
+        )
+
+
+class CapyCUSUM(CapyDrift):
+    defaults: ClassVar[dict[str, Any]] = {
+        **DRIFT_DEFAULTS,
+        **HISTORY_DEFAULTS,
+        "min_n_instances": 30,
+        "delta": 0.005,
+        "lambda_": 50.0,
+    }
+
+    def _new_model(self) -> Any:
+        from capymoa.drift.detectors import CUSUM
+
+        return CUSUM(
+            min_n_instances=self.param("min_n_instances"),
+            delta=self.param("delta"),
+            lambda_=self.param("lambda_"),
+        )
+
+
+class CapyHalfSpaceTrees(CapyMOADetector, AnomalyDetector):
+    """MOA's HSTrees on features scaled to [0, 1] by their running minimum and maximum."""
+
+    defaults: ClassVar[dict[str, Any]] = {
+        **ANOMALY_DEFAULTS,
+        **HISTORY_DEFAULTS,
+        "threshold": 0.9,
+        "window_size": 60,
+        "number_of_trees": 10,
+        "max_depth": 6,
+        "size_limit": 0.1,
+    }
+
+    def _new_model(self) -> Any:
+        from capymoa.anomaly import HalfSpaceTrees
+        from capymoa.stream import Schema
+
+        self._schema = Schema.from_custom(
+            features=[*self.features, "class"], target="class", categories={"class": ["0", "1"]}
+        )
+        self._range: dict[str, tuple[float, float]] = {}
+        return HalfSpaceTrees(
+            self._schema,
+            random_seed=self.seed,
+            window_size=self.param("window_size"),
+            number_of_trees=self.param("number_of_trees"),
+            max_depth=self.param("max_depth"),
+            size_limit=self.param("size_limit"),
+        )
+
+    def _score_and_learn(self, values: dict[str, float]) -> tuple[float, dict[str, float] | None]:
+        import numpy as np
+        from capymoa.core import LabeledInstance
+
+        scaled = []
+        for feature, value in values.items():
+            low, high = self._range.get(feature, (value, value))
+            low, high = min(low, value), max(high, value)
+            self._range[feature] = (low, high)
+            scaled.append((value - low) / (high - low) if high > low else 0.5)
+        instance = LabeledInstance.from_array(self._schema, np.array(scaled), 0)
+        model = self.state["model"]
+        score = float(model.score_instance(instance))
+        model.train(instance)
+        return score, None

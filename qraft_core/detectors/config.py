@@ -1,0 +1,135 @@
+"""`config/detectors.yaml`: which detectors run, on which streams and features.
+
+>>> cfg = DetectorsConfig.model_validate({"detectors": [{"name": "vol_adwin", "engine": "river",
+...     "algorithm": "ADWIN", "kind": "concept_drift", "features": ["realized_vol"],
+...     "streams": ["binance_spot:*"]}]})
+>>> [d.name for d in cfg.for_stream("binance_spot:BTCUSDT")], cfg.for_stream("news")
+(['vol_adwin'], [])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from qraft_core.config import ConfigError, Strict, config_dir, parse_model, read_yaml
+from qraft_core.detectors.base import DetectorParamsError, StreamDetector
+from qraft_core.detectors.capymoa_engine import CapyADWIN, CapyCUSUM, CapyHalfSpaceTrees, CapyPageHinkley
+from qraft_core.detectors.itemsets import FrequentItemsets
+from qraft_core.detectors.river_engine import (
+    DBStreamRegimes,
+    RiverADWIN,
+    RiverHalfSpaceTrees,
+    RiverKSWIN,
+    RiverPageHinkley,
+    RobustZScore,
+)
+from qraft_core.events import PatternType
+
+Engine = Literal["river", "capymoa"]
+
+ALGORITHMS: dict[tuple[str, str], type[StreamDetector]] = {
+    ("river", "ADWIN"): RiverADWIN,
+    ("river", "PageHinkley"): RiverPageHinkley,
+    ("river", "KSWIN"): RiverKSWIN,
+    ("river", "HalfSpaceTrees"): RiverHalfSpaceTrees,
+    ("river", "RobustZScore"): RobustZScore,
+    ("river", "DBSTREAM"): DBStreamRegimes,
+    ("river", "LossyCountingItemsets"): FrequentItemsets,
+    ("capymoa", "ADWIN"): CapyADWIN,
+    ("capymoa", "PageHinkley"): CapyPageHinkley,
+    ("capymoa", "CUSUM"): CapyCUSUM,
+    ("capymoa", "HalfSpaceTrees"): CapyHalfSpaceTrees,
+}
+
+
+class DetectorSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    engine: Engine
+    algorithm: str
+    kind: PatternType
+    features: list[str] = Field(default_factory=list)
+    # Glob patterns over stream names, e.g. "binance_spot:*".
+    streams: list[str] = Field(default_factory=lambda: ["*"])
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 42
+    enabled: bool = True
+
+    @property
+    def detector_class(self) -> type[StreamDetector]:
+        return ALGORITHMS[(self.engine, self.algorithm)]
+
+    @property
+    def config_hash(self) -> str:
+        """Changes whenever anything that shapes the detector's state changes."""
+        text = json.dumps(self.model_dump(mode="json", exclude={"enabled"}), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def matches(self, stream: str) -> bool:
+        return any(fnmatchcase(stream, pattern) for pattern in self.streams)
+
+    def build(self, stream: str) -> StreamDetector:
+        return self.detector_class(self.name, stream, self.features, self.params, self.seed)
+
+    def restore(self, stream: str, state: bytes | dict[str, Any]) -> StreamDetector:
+        return self.detector_class.from_state(state, self.name, stream, self.features, self.params, self.seed)
+
+
+class MergeConfig(Strict):
+    # Signals of the same stream and type this close together are one finding.
+    tolerance_s: float = Field(default=60.0, ge=0)
+    # A detector firing again this soon after its last signal repeats the same change.
+    cooldown_s: float = Field(default=180.0, ge=0)
+    # Bars before and after a finding its metric changes are measured on.
+    context_bars: int = Field(default=30, ge=1)
+    bar_seconds: float = Field(default=10.0, gt=0)
+
+
+class DetectorsConfig(Strict):
+    detectors: list[DetectorSpec] = Field(default_factory=list)
+    merge: MergeConfig = MergeConfig()
+
+    @field_validator("detectors")
+    @classmethod
+    def _unique_and_known(cls, value: list[DetectorSpec]) -> list[DetectorSpec]:
+        seen: set[str] = set()
+        for spec in value:
+            if spec.name in seen:
+                raise ValueError(f"detector name {spec.name!r} appears twice")
+            seen.add(spec.name)
+            known = sorted(a for e, a in ALGORITHMS if e == spec.engine)
+            if (spec.engine, spec.algorithm) not in ALGORITHMS:
+                raise ValueError(
+                    f"{spec.name}: unknown {spec.engine} algorithm {spec.algorithm!r} (known: {', '.join(known)})"
+                )
+            detector_class = spec.detector_class
+            if detector_class.kind != spec.kind:
+                raise ValueError(f"{spec.name}: {spec.algorithm} finds {detector_class.kind}, not {spec.kind}")
+            if not spec.features and detector_class is not FrequentItemsets:
+                raise ValueError(f"{spec.name}: needs at least one feature")
+            try:
+                detector_class.check_params(spec.params)
+            except DetectorParamsError as exc:
+                raise ValueError(f"{spec.name}: params: {exc}") from None
+        return value
+
+    @property
+    def enabled(self) -> list[DetectorSpec]:
+        return [spec for spec in self.detectors if spec.enabled]
+
+    def for_stream(self, stream: str) -> list[DetectorSpec]:
+        return [spec for spec in self.enabled if spec.matches(stream)]
+
+
+def load_detectors(directory: Path | str | None = None) -> DetectorsConfig:
+    """`detectors.yaml` of the config folder; ConfigError names file, key and expectation."""
+    path = config_dir(directory) / "detectors.yaml"
+    config = parse_model(DetectorsConfig, read_yaml(path), path)
+    if not config.enabled:
+        raise ConfigError(f"{path}: detectors: expected at least one enabled detector")
+    return config

@@ -1,0 +1,3 @@
+from qraft_dagster.cli import main
+
+main()
