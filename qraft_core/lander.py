@@ -11,6 +11,7 @@ request, which is honoured once the batch in hand is landed or handed back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -260,10 +261,8 @@ class Lander:
                     return False
                 # Keep the bus from redelivering what is still being landed.
                 await asyncio.gather(*(m.in_progress() for m in messages), return_exceptions=True)
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
                 delay = min(delay * 2, self.config.retry_max_s)
 
     async def land_once(self, stop: asyncio.Event | None = None) -> int:

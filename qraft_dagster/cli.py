@@ -201,3 +201,114 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
             except Exception:
                 os.killpg(process.pid, signal.SIGKILL)
         rt.stop_owned_services()
+
+
+def _config_hash(rt: Runtime) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(rt.config_path.glob("*.yaml")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@main.command("replay")
+@click.option("--start", "start_text", required=True, help="Window start (ISO 8601, UTC), e.g. 2026-01-05T00:00:00Z.")
+@click.option("--end", "end_text", required=True, help="Window end (exclusive, ISO 8601, UTC).")
+@click.option("--source", "sources", multiple=True,
+              help="Limit the summary and the golden comparison to these sources (repeatable). "
+                   "The windows are recomputed for every source, as detector state spans them.")
+@click.option("--wait", is_flag=True, help="Run in the foreground and print the summary (default: start it in the background).")
+@click.option("--in-process", is_flag=True, help="Use a throw-away Dagster instance (for CI); implies --wait.")
+@click.option("--compare", "golden", type=click.Path(dir_okay=False, path_type=Path),
+              help="Compare the replayed pattern events with this golden file; exit 1 on a difference.")
+@click.option("--write-golden", is_flag=True, help="Write the replayed pattern events to the --compare file.")
+@click.option("--tolerance", default=0.05, show_default=True, help="Allowed confidence difference against the golden file.")
+@click.option("--replay-id", hidden=True, help="Adopt a replay claimed by `qraft api` or a background launch.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def replay(ctx: click.Context, start_text: str, end_text: str, sources: tuple[str, ...], wait: bool,
+           in_process: bool, golden: Path | None, write_golden: bool, tolerance: float,
+           replay_id: str | None, as_json: bool) -> None:
+    """Re-run clean_events → features → detections → pattern_events → explanation_cards over a window.
+
+    Detector state is restored from the window before --start, so a replay reproduces the original results.
+    """
+    import sys
+    from datetime import datetime
+
+    from dagster import DagsterInstance
+
+    from qraft_core.audit import record_audit
+    from qraft_core.config import ConfigError
+    from qraft_core.events import utc
+    from qraft_core.golden import compare_golden, golden_document, golden_record, read_golden
+    from qraft_core.replays import ReplayConflict, ReplayRegistry, launch_replay
+
+    _use_config_dir(ctx)
+    rt = runtime(ctx)
+    try:
+        start = utc(datetime.fromisoformat(start_text.replace("Z", "+00:00")))
+        end = utc(datetime.fromisoformat(end_text.replace("Z", "+00:00")))
+    except ValueError as exc:
+        raise ConfigError(f"replay window: not an ISO 8601 time: {exc}") from None
+    if write_golden and golden is None:
+        raise click.UsageError("--write-golden needs --compare FILE")
+    if golden is not None and not write_golden:
+        read_golden(golden)  # a broken golden file fails before any work is done
+    from qraft_dagster.replay import replay_window, replayed_patterns, run_replay, window_summary
+
+    start, end = replay_window(start, end, rt.config.partitions)
+    registry = ReplayRegistry(rt.data_dir / "replays")
+    source_list = sorted(sources)
+    try:
+        if not (wait or in_process):
+            record = launch_replay(registry, rt.config_path, start, end, source_list)
+            emit({"id": record.id, "status": record.status, "start": record.start, "end": record.end},
+                 as_json, f"replay {record.id} started in the background (log: {registry.directory}/{record.id}.log)")
+            return
+        record = registry.claim(start, end, source_list, replay_id)
+    except ReplayConflict as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(3)
+
+    from qraft_dagster.definitions import defs
+    from qraft_dagster.execute import open_instance
+
+    logging.getLogger("dagster").setLevel(logging.WARNING)
+    began = time.monotonic()
+    instance = DagsterInstance.ephemeral() if in_process else open_instance(rt.config.dagster_home)
+    windows = int((end - start) / rt.config.partitions.interval)
+    with tqdm(total=windows, desc="replay", unit="window", disable=as_json) as bar:
+        outcome = run_replay(defs, instance, rt, start, end, bar.update)
+    summary = {"id": record.id, "start": record.start, "end": record.end, "sources": source_list, **outcome,
+               **window_summary(rt, start, end, source_list), "seconds": round(time.monotonic() - began, 2),
+               "config_hash": _config_hash(rt)}
+    status = "failed" if outcome["failed_runs"] else "succeeded"
+    diff = None
+    if golden is not None and status == "succeeded":
+        replayed = replayed_patterns(rt, start, end, source_list)
+        if write_golden:
+            from qraft_core.golden import write_golden as write
+
+            write(golden, golden_document(replayed, start, end, summary.get("engines", [])))
+            summary["golden_written"] = str(golden)
+        else:
+            diff = compare_golden(read_golden(golden)["patterns"], [golden_record(p) for p in replayed], tolerance)
+            summary["golden"] = {"file": str(golden), "regression": diff.regression, **diff.as_dict()}
+            status = "regression" if diff.regression else status
+    summary["status"] = status
+    registry.finish(record, status, summary)
+    record_audit(rt.store, os.environ.get("USER", "cli"), "replay", f"[{record.start}, {record.end})",
+                 after={k: summary[k] for k in ("status", "events", "pattern_events_by_type")},
+                 detail={"config_hash": summary["config_hash"], "sources": source_list, "id": record.id})
+    human = [f"replay {record.id}: {status}",
+             f"  {summary['partitions']} partitions in {summary['runs']} run(s), {summary['events']} clean events"
+             + ("  (no data in this window)" if summary["no_data"] else ""),
+             f"  pattern events: {summary['pattern_events']} {summary['pattern_events_by_type']}",
+             f"  {summary['seconds']}s"]
+    if diff is not None:
+        human += ["  golden: no differences"] if not diff.regression else ["  golden differences:", *("    " + line for line in diff.lines())]
+    emit(summary, as_json, "\n".join(human))
+    if status != "succeeded":
+        sys.exit(1)

@@ -1,6 +1,11 @@
 """The Dagster code location: assets, the pipeline job, its sensor and schedule, resources."""
 
-from dagster import AssetSelection, Definitions, build_schedule_from_partitioned_job, define_asset_job
+from dagster import (
+    AssetSelection,
+    Definitions,
+    build_schedule_from_partitioned_job,
+    define_asset_job,
+)
 
 from qraft_core.config import config_dir
 from qraft_dagster.assets.ingest import clean_events, raw_events

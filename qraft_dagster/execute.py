@@ -10,7 +10,13 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, RunRequest, build_sensor_context
+from dagster import (
+    DagsterInstance,
+    Definitions,
+    ExecuteInProcessResult,
+    RunRequest,
+    build_sensor_context,
+)
 
 from qraft_core.config import PartitionsConfig
 from qraft_dagster.sensors.windows import PIPELINE_JOB, window_tags

@@ -4,6 +4,7 @@
 from dagster import AssetExecutionContext, AssetSpec, BackfillPolicy, MaterializeResult, asset
 
 from qraft_core.clean import clean_windows
+from qraft_dagster.assets.metadata import as_metadata, window
 from qraft_dagster.partitions import PARTITIONS
 from qraft_dagster.resources import QraftResource
 
@@ -25,6 +26,6 @@ raw_events = AssetSpec(
 def clean_events(context: AssetExecutionContext, qraft: QraftResource) -> MaterializeResult:
     """Validated, repaired events per window; rejects go to dead_letters with a reason."""
     rt = qraft.runtime
-    start, end = context.partition_time_window
+    start, end = window(context)
     result = clean_windows(rt.store, start, end, rt.config.partitions.interval, rt.config.clean)
-    return MaterializeResult(metadata=result.as_metadata())
+    return MaterializeResult(metadata=as_metadata(result.as_metadata()))

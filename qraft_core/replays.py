@@ -1,0 +1,122 @@
+"""Replays in flight: one record per replay, and no two over overlapping windows at once.
+
+Records live as JSON files under `<data_dir>/replays/`; claiming a window is
+done under a file lock, so a second replay over an overlapping window is
+refused with the running one named, never interleaved. A record whose process
+died counts as failed, so a killed replay never blocks the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from qraft_core.events import iso, stable_id
+
+
+class ReplayConflict(RuntimeError):
+    """Another replay over an overlapping window is running."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+@dataclass
+class ReplayRecord:
+    id: str
+    start: str
+    end: str
+    sources: list[str]
+    status: str = "running"  # running | succeeded | failed | regression
+    pid: int = 0
+    started_at: str = ""
+    finished_at: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def overlaps(self, start: datetime, end: datetime) -> bool:
+        return iso(start) < self.end and self.start < iso(end)
+
+
+class ReplayRegistry:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(directory / "claims.lock"))
+
+    def _path(self, replay_id: str) -> Path:
+        if not replay_id.replace("-", "").isalnum():
+            raise ValueError(f"not a replay id: {replay_id!r}")
+        return self.directory / f"{replay_id}.json"
+
+    def save(self, record: ReplayRecord) -> None:
+        path = self._path(record.id)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(record), indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+    def get(self, replay_id: str) -> ReplayRecord | None:
+        path = self._path(replay_id)
+        if not path.exists():
+            return None
+        record = ReplayRecord(**json.loads(path.read_text()))
+        if record.status == "running" and record.pid and not _alive(record.pid):
+            record.status = "failed"
+            record.summary = {**record.summary, "error": "the replay process exited before finishing"}
+        return record
+
+    def running(self) -> list[ReplayRecord]:
+        found = [self.get(p.stem) for p in self.directory.glob("*.json")]
+        return [r for r in found if r is not None and r.status == "running"]
+
+    def claim(self, start: datetime, end: datetime, sources: list[str], replay_id: str | None = None) -> ReplayRecord:
+        """Register a replay of [start, end), or raise ReplayConflict naming the overlapping one."""
+        with self._lock:
+            for other in self.running():
+                if other.id != replay_id and other.overlaps(start, end):
+                    raise ReplayConflict(
+                        f"replay {other.id} of [{other.start}, {other.end}) is running (pid {other.pid}); "
+                        "wait for it to finish or choose a window that does not overlap"
+                    )
+            now = datetime.now(UTC)
+            record = self.get(replay_id) if replay_id else None
+            if record is None:
+                record = ReplayRecord(
+                    id=replay_id or stable_id("replay", iso(start), iso(end), *sources, iso(now))[:18],
+                    start=iso(start), end=iso(end), sources=sorted(sources), started_at=iso(now),
+                )
+            record.status, record.pid = "running", os.getpid()
+            self.save(record)
+            return record
+
+    def finish(self, record: ReplayRecord, status: str, summary: dict[str, Any]) -> None:
+        record.status, record.summary, record.finished_at = status, summary, iso(datetime.now(UTC))
+        self.save(record)
+
+
+def launch_replay(
+    registry: ReplayRegistry, config_dir: Path, start: datetime, end: datetime, sources: list[str]
+) -> ReplayRecord:
+    """Claim the window, then run `qraft replay --wait` for it in a background process."""
+    record = registry.claim(start, end, sources)
+    command = [sys.executable, "-m", "qraft_dagster", "--config-dir", str(config_dir), "replay",
+               "--start", record.start, "--end", record.end, "--wait", "--replay-id", record.id]
+    for source in sources:
+        command += ["--source", source]
+    log = open(registry.directory / f"{record.id}.log", "ab")  # noqa: SIM115 - owned by the child
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    record.pid = process.pid
+    registry.save(record)
+    return record
