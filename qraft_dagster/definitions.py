@@ -8,11 +8,12 @@ from dagster import (
 )
 
 from qraft_core.config import config_dir
+from qraft_dagster.assets.discovery import detections, explanation_cards, features, pattern_events
 from qraft_dagster.assets.ingest import clean_events, raw_events
 from qraft_dagster.resources import QraftResource
 from qraft_dagster.sensors.windows import PIPELINE_JOB, build_window_sensor
 
-PIPELINE_ASSETS = [clean_events]
+PIPELINE_ASSETS = [clean_events, features, detections, pattern_events, explanation_cards]
 
 
 def build_definitions(config_directory: str) -> Definitions:
