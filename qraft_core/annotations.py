@@ -100,7 +100,9 @@ def verdicts(annotations: Sequence[Annotation]) -> dict[str, str]:
 def _annotated_patterns(store: EventStore, pattern_ids: Sequence[str]) -> list[PatternEvent]:
     if not pattern_ids:
         return []
-    frame = store.select("pattern_events", where=[Filter("pattern_id", "in", list(pattern_ids))], columns=["body"])
+    frame = store.select(
+        "pattern_events", where=[Filter("pattern_id", "in", list(pattern_ids))], columns=["body"]
+    )
     return [PatternEvent.model_validate(json.loads(body)) for body in frame["body"]]
 
 

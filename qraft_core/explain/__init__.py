@@ -7,6 +7,16 @@ from qraft_core.explain.materialize import explain_pattern, materialize_cards
 from qraft_core.explain.templates import CardsConfig, TemplateError, load_cards_config
 
 __all__ = [
-    "Card", "CardsConfig", "ContextSummary", "LlmClient", "LlmError", "OpenAiCompatibleClient", "TemplateError",
-    "explain_pattern", "load_cards_config", "load_context", "materialize_cards", "render_card",
+    "Card",
+    "CardsConfig",
+    "ContextSummary",
+    "LlmClient",
+    "LlmError",
+    "OpenAiCompatibleClient",
+    "TemplateError",
+    "explain_pattern",
+    "load_cards_config",
+    "load_context",
+    "materialize_cards",
+    "render_card",
 ]

@@ -104,7 +104,9 @@ class _Wording:
         self.language: LanguageCards = cards.language(lang)
 
     def phrase(self, name: str, **values: object) -> str:
-        return fill(getattr(self.language.phrases, name), values, f"cards.yaml: languages.{self.lang}.phrases.{name}")
+        return fill(
+            getattr(self.language.phrases, name), values, f"cards.yaml: languages.{self.lang}.phrases.{name}"
+        )
 
     def type_part(self, pattern: PatternEvent, part: str, values: dict[str, object]) -> str:
         template = getattr(self.language.types[pattern.type], part)
@@ -143,15 +145,28 @@ def _context_lines(context: ContextSummary, pattern_id: str, words: _Wording) ->
 
 
 def _source_lines(source: SourceContext, words: _Wording) -> list[str]:
-    lines = [words.phrase("context_source", source=source.source, events=source.events,
-                          before=source.before, after=source.after)]
+    lines = [
+        words.phrase(
+            "context_source",
+            source=source.source,
+            events=source.events,
+            before=source.before,
+            after=source.after,
+        )
+    ]
     if source.trades is not None:
         trades = source.trades
-        lines.append(words.phrase(
-            "context_trades", count=trades.count, price_min=fmt_number(trades.price_min),
-            price_max=fmt_number(trades.price_max), price_first=fmt_number(trades.price_first),
-            price_last=fmt_number(trades.price_last), volume=fmt_number(trades.volume),
-        ))
+        lines.append(
+            words.phrase(
+                "context_trades",
+                count=trades.count,
+                price_min=fmt_number(trades.price_min),
+                price_max=fmt_number(trades.price_max),
+                price_first=fmt_number(trades.price_first),
+                price_last=fmt_number(trades.price_last),
+                volume=fmt_number(trades.volume),
+            )
+        )
     if source.headlines is not None:
         lines.append(words.phrase("context_headlines", count=source.headlines))
     return lines
@@ -197,37 +212,51 @@ def render_card(
     else:
         agreed_text = words.phrase("single_engine", algorithm=_algo_name(pattern.algorithm))
     if pattern.details.prev_state or pattern.details.new_state:
-        state_text = words.phrase("state_change", prev_state=values["prev_state"], new_state=values["new_state"])
+        state_text = words.phrase(
+            "state_change", prev_state=values["prev_state"], new_state=values["new_state"]
+        )
     else:
         state_text = words.phrase("no_state_change")
     title = words.type_part(pattern, "title", values)
     action = words.type_part(pattern, "action", values)
     summary = words.type_part(pattern, "summary", values)
     params = json.dumps(pattern.algorithm.params, sort_keys=True, ensure_ascii=False)
-    window = words.phrase("context_window", start=fmt_minute(context.start), end=fmt_minute(context.end),
-                          minutes=context.minutes)
-    notes = [words.phrase("annotation", **{**annotation_line(a), "label": words.language.labels[a.label]})
-             for a in annotations]
+    window = words.phrase(
+        "context_window",
+        start=fmt_minute(context.start),
+        end=fmt_minute(context.end),
+        minutes=context.minutes,
+    )
+    notes = [
+        words.phrase("annotation", **{**annotation_line(a), "label": words.language.labels[a.label]})
+        for a in annotations
+    ]
     bullet = "\n  - "
-    markdown = "\n".join([
-        f"### {title} · {values['time']}",
-        "",
-        summary,
-        "",
-        f"- **{headings.what_changed}:** {state_text}",
-        f"- **{headings.by_how_much}:** {values['changes']}",
-        f"- **{headings.contributors}:** {values['contributors']}",
-        f"- **{headings.confidence}:** {values['confidence']}",
-        f"- **{headings.agreed}:** {agreed_text}",
-        f"- **{headings.action}:** {action}",
-        f"- **{headings.algorithm}:** {_algo_name(pattern.algorithm)} `{params}`",
-        f"- **{headings.context}:** {window}{bullet}{bullet.join(_context_lines(context, pattern.pattern_id, words))}",
-        f"- **{headings.replay}:** `{context.replay_command}`",
-        f"- **{headings.annotations}:** "
-        + (bullet + bullet.join(notes) if notes else words.phrase("no_annotations",
-                                                                              pattern_id=pattern.pattern_id)),
-        f"- **{headings.pattern}:** `{pattern.pattern_id}`",
-    ])
+    context_lines = _context_lines(context, pattern.pattern_id, words)
+    markdown = "\n".join(
+        [
+            f"### {title} · {values['time']}",
+            "",
+            summary,
+            "",
+            f"- **{headings.what_changed}:** {state_text}",
+            f"- **{headings.by_how_much}:** {values['changes']}",
+            f"- **{headings.contributors}:** {values['contributors']}",
+            f"- **{headings.confidence}:** {values['confidence']}",
+            f"- **{headings.agreed}:** {agreed_text}",
+            f"- **{headings.action}:** {action}",
+            f"- **{headings.algorithm}:** {_algo_name(pattern.algorithm)} `{params}`",
+            f"- **{headings.context}:** {window}{bullet}{bullet.join(context_lines)}",
+            f"- **{headings.replay}:** `{context.replay_command}`",
+            f"- **{headings.annotations}:** "
+            + (
+                bullet + bullet.join(notes)
+                if notes
+                else words.phrase("no_annotations", pattern_id=pattern.pattern_id)
+            ),
+            f"- **{headings.pattern}:** `{pattern.pattern_id}`",
+        ]
+    )
     return Card(
         pattern_id=pattern.pattern_id,
         type=pattern.type.value,

@@ -20,9 +20,23 @@ from qraft_core.events import PatternEvent, PatternType, iso, utc
 from qraft_core.store.base import EventStore, Filter
 
 EXPORT_COLUMNS = (
-    "pattern_id", "type", "timestamp", "window_start", "source_streams", "confidence", "cross_validated",
-    "algorithm", "algorithm_version", "algorithms", "prev_state", "new_state", "metric_changes",
-    "metric_units", "metrics", "top_contributors", "restart",
+    "pattern_id",
+    "type",
+    "timestamp",
+    "window_start",
+    "source_streams",
+    "confidence",
+    "cross_validated",
+    "algorithm",
+    "algorithm_version",
+    "algorithms",
+    "prev_state",
+    "new_state",
+    "metric_changes",
+    "metric_units",
+    "metrics",
+    "top_contributors",
+    "restart",
 )
 
 
@@ -35,10 +49,10 @@ def parse_time(value: str, name: str) -> datetime:
 
     >>> iso(parse_time("2026-01-05T10:00:00Z", "start"))
     '2026-01-05T10:00:00.000Z'
-    >>> parse_time("yesterday", "start")
+    >>> parse_time("yesterday", "start")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    qraft_core.explain.catalog.QueryError: start: 'yesterday' is not an ISO 8601 time (e.g. 2026-01-05T10:00:00Z)
+    qraft_core.explain.catalog.QueryError: start: 'yesterday' is not an ISO 8601 time (e.g. 2026-01-05T10:0...
     """
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
@@ -71,7 +85,9 @@ def resolve_range(
     """Fill a missing bound with the longest allowed range; with neither, end at the newest pattern."""
     span = timedelta(days=max_days)
     if start is None and end is None:
-        newest = max(store.max_time("pattern_events", "type").values(), default=datetime(1970, 1, 1, tzinfo=UTC))
+        newest = max(
+            store.max_time("pattern_events", "type").values(), default=datetime(1970, 1, 1, tzinfo=UTC)
+        )
         end = newest + timedelta(milliseconds=1)
     if start is None:
         assert end is not None
@@ -136,17 +152,25 @@ def keyset_page(
     columns: Sequence[str] | None = None,
 ) -> tuple[pl.DataFrame, str | None]:
     """Up to `limit` rows after `cursor` in (time, id) order, and the cursor of the next page."""
-    order = (time_column, id_column)
-    common = {"start": start, "end": end, "columns": columns, "order_by": order}
+
+    def rows(extra: list[Filter], count: int) -> pl.DataFrame:
+        return store.select(
+            table,
+            start=start,
+            end=end,
+            where=[*where, *extra],
+            columns=columns,
+            order_by=(time_column, id_column),
+            limit=count,
+        )
+
     if cursor is None:
-        frame = store.select(table, where=list(where), limit=limit + 1, **common)  # type: ignore[arg-type]
+        frame = rows([], limit + 1)
     else:
         last_ts, last_id = decode_cursor(cursor)
         # (ts, id) > (last_ts, last_id) is two AND-only queries: the rest of last_ts, then later times.
-        same = store.select(table, where=[*where, Filter(time_column, "=", last_ts), Filter(id_column, ">", last_id)],
-                            limit=limit + 1, **common)  # type: ignore[arg-type]
-        later = store.select(table, where=[*where, Filter(time_column, ">", last_ts)],
-                             limit=limit + 1 - same.height, **common)  # type: ignore[arg-type]
+        same = rows([Filter(time_column, "=", last_ts), Filter(id_column, ">", last_id)], limit + 1)
+        later = rows([Filter(time_column, ">", last_ts)], limit + 1 - same.height)
         frame = pl.concat([same, later]) if same.height else later
     if frame.height <= limit:
         return frame, None
@@ -158,13 +182,23 @@ def patterns_page(
     store: EventStore, query: PatternQuery, limit: int, cursor: str | None = None
 ) -> tuple[list[PatternEvent], str | None]:
     frame, next_cursor = keyset_page(
-        store, "pattern_events", time_column="window_start", id_column="pattern_id", start=query.start,
-        end=query.end, where=query.filters(), limit=limit, cursor=cursor, columns=["window_start", "pattern_id", "body"],
+        store,
+        "pattern_events",
+        time_column="window_start",
+        id_column="pattern_id",
+        start=query.start,
+        end=query.end,
+        where=query.filters(),
+        limit=limit,
+        cursor=cursor,
+        columns=["window_start", "pattern_id", "body"],
     )
     return [PatternEvent.model_validate_json(body) for body in frame["body"]], next_cursor
 
 
-def iter_patterns(store: EventStore, query: PatternQuery, page_size: int = 1000) -> Iterator[list[PatternEvent]]:
+def iter_patterns(
+    store: EventStore, query: PatternQuery, page_size: int = 1000
+) -> Iterator[list[PatternEvent]]:
     """Every matching pattern, page by page."""
     cursor: str | None = None
     while True:
@@ -176,12 +210,15 @@ def iter_patterns(store: EventStore, query: PatternQuery, page_size: int = 1000)
 
 
 def load_pattern(store: EventStore, pattern_id: str) -> PatternEvent | None:
-    frame = store.select("pattern_events", where=[Filter("pattern_id", "=", pattern_id)], columns=["body"], limit=1)
+    frame = store.select(
+        "pattern_events", where=[Filter("pattern_id", "=", pattern_id)], columns=["body"], limit=1
+    )
     return PatternEvent.model_validate_json(frame["body"][0]) if frame.height else None
 
 
 def export_row(pattern: PatternEvent) -> dict[str, object]:
     """One pattern as a flat row (nested fields as JSON text), for CSV."""
+
     def as_json(value: object) -> str:
         return json.dumps(value, sort_keys=True, ensure_ascii=False)
 

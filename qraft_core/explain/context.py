@@ -80,9 +80,11 @@ def replay_command(start: datetime, end: datetime, sources: list[str]) -> str:
     """The command that replays [start, end) of the given sources.
 
     >>> from datetime import UTC
-    >>> replay_command(datetime(2026, 1, 5, 10, 27, tzinfo=UTC), datetime(2026, 1, 5, 10, 38, tzinfo=UTC), ["a"])
+    >>> start, end = datetime(2026, 1, 5, 10, 27, tzinfo=UTC), datetime(2026, 1, 5, 10, 38, tzinfo=UTC)
+    >>> replay_command(start, end, ["a"])
     'qraft replay --start 2026-01-05T10:27:00Z --end 2026-01-05T10:38:00Z --source a'
     """
+
     def minute(ts: datetime) -> str:
         return utc(ts).strftime("%Y-%m-%dT%H:%M:00Z")
 
@@ -105,7 +107,11 @@ def summarise_context(
         rows = frame.filter(pl.col("source") == source) if frame.height else frame
         before = rows.filter(pl.col("timestamp") < pattern.timestamp).height if rows.height else 0
         titles = _titles(rows)
-        types = {str(k): int(n) for k, n in rows.group_by("type").len().sort("type").iter_rows()} if rows.height else {}
+        types = (
+            {str(k): int(n) for k, n in rows.group_by("type").len().sort("type").iter_rows()}
+            if rows.height
+            else {}
+        )
         summaries.append(
             SourceContext(
                 source=source,
@@ -119,7 +125,10 @@ def summarise_context(
             )
         )
     return ContextSummary(
-        start=start, end=end, minutes=minutes, sources=summaries,
+        start=start,
+        end=end,
+        minutes=minutes,
+        sources=summaries,
         replay_command=replay_command(start, end, sources),
     )
 
@@ -127,10 +136,14 @@ def summarise_context(
 def _trades(rows: pl.DataFrame) -> TradeSummary | None:
     if rows.height == 0:
         return None
-    trades = rows.filter(pl.col("type").is_in(TRADE_TYPES)).select(
-        _payload_field("p", "price").cast(pl.Float64, strict=False).alias("price"),
-        _payload_field("q", "qty", "quantity").cast(pl.Float64, strict=False).alias("qty"),
-    ).drop_nulls("price")
+    trades = (
+        rows.filter(pl.col("type").is_in(TRADE_TYPES))
+        .select(
+            _payload_field("p", "price").cast(pl.Float64, strict=False).alias("price"),
+            _payload_field("q", "qty", "quantity").cast(pl.Float64, strict=False).alias("qty"),
+        )
+        .drop_nulls("price")
+    )
     if trades.height == 0:
         return None
     prices = trades["price"]
@@ -167,4 +180,3 @@ def load_context(store: EventStore, pattern: PatternEvent, minutes: int) -> Cont
 def context_filters(pattern: PatternEvent) -> list[Filter]:
     """Clean events of the pattern's sources (an empty source list matches nothing)."""
     return [Filter("source", "in", pattern_sources(pattern) or [""])]
-

@@ -52,9 +52,13 @@ class OpenAiCompatibleClient:
         self.max_tokens = max_tokens
 
     @classmethod
-    def from_config(cls, config: LlmConfig, environ: Mapping[str, str] | None = None) -> OpenAiCompatibleClient:
+    def from_config(
+        cls, config: LlmConfig, environ: Mapping[str, str] | None = None
+    ) -> OpenAiCompatibleClient:
         env = os.environ if environ is None else environ
-        return cls(config.url, config.model, env.get(config.api_key_env, ""), config.timeout_s, config.max_tokens)
+        return cls(
+            config.url, config.model, env.get(config.api_key_env, ""), config.timeout_s, config.max_tokens
+        )
 
     def complete(self, messages: list[dict[str, str]]) -> str:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -113,8 +117,11 @@ def with_llm(
             raise LlmError(disabled_reason)
         text = client.complete(build_messages(pattern, card.context, card.lang))
     except LlmError as exc:
-        note = fill(cards.language(card.lang).phrases.llm_fallback, {"reason": str(exc)},
-                    f"cards.yaml: languages.{card.lang}.phrases.llm_fallback")
+        note = fill(
+            cards.language(card.lang).phrases.llm_fallback,
+            {"reason": str(exc)},
+            f"cards.yaml: languages.{card.lang}.phrases.llm_fallback",
+        )
         return card.model_copy(update={"note": note, "markdown": f"> {note}\n\n{card.markdown}"})
     return labelled(card, text, client.model, cards)
 

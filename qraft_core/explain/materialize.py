@@ -61,8 +61,9 @@ def materialize_cards(
     cards = cards.with_actions(config.explain.actions)
     minutes = config.explain.context_minutes
     with store.session():
-        frame = store.select("pattern_events", start=start, end=end, columns=["body"],
-                             order_by=("window_start", "pattern_id"))
+        frame = store.select(
+            "pattern_events", start=start, end=end, columns=["body"], order_by=("window_start", "pattern_id")
+        )
         patterns = [PatternEvent.model_validate_json(body) for body in frame["body"]]
         notes = _by_pattern(list_annotations(store, [p.pattern_id for p in patterns]))
         contexts = [load_context(store, pattern, minutes) for pattern in patterns]
@@ -80,17 +81,24 @@ def materialize_cards(
                 if candidate.mode == "llm":
                     explained.append((pattern, candidate))
     with store.session():
-        written = store.replace_window("pattern_cards", start, end, _card_rows(human),
-                                       where=[Filter("mode", "=", "human")])
+        written = store.replace_window(
+            "pattern_cards", start, end, _card_rows(human), where=[Filter("mode", "=", "human")]
+        )
         if client is not None:
-            written += store.replace_window("pattern_cards", start, end, _card_rows(explained),
-                                            where=[Filter("mode", "=", "llm")])
+            written += store.replace_window(
+                "pattern_cards", start, end, _card_rows(explained), where=[Filter("mode", "=", "llm")]
+            )
     by_type: dict[str, int] = {}
     for pattern in patterns:
         by_type[pattern.type.value] = by_type.get(pattern.type.value, 0) + 1
     preview = [card.markdown for _, card in human if card.lang == config.explain.language][:PREVIEW_CARDS]
-    return {"cards": written, "patterns": len(patterns), "by_type": by_type, "llm_cards": len(explained),
-            "markdown": preview}
+    return {
+        "cards": written,
+        "patterns": len(patterns),
+        "by_type": by_type,
+        "llm_cards": len(explained),
+        "markdown": preview,
+    }
 
 
 def explain_pattern(
@@ -112,10 +120,18 @@ def explain_pattern(
         context = load_context(store, pattern, config.explain.context_minutes)
         annotations = list_annotations(store, [pattern.pattern_id])
         stored = (
-            store.select("pattern_cards", where=[Filter("pattern_id", "=", pattern.pattern_id),
-                                                 Filter("lang", "=", lang), Filter("mode", "=", "llm")],
-                         columns=["body"], limit=1)
-            if mode == "llm" else None
+            store.select(
+                "pattern_cards",
+                where=[
+                    Filter("pattern_id", "=", pattern.pattern_id),
+                    Filter("lang", "=", lang),
+                    Filter("mode", "=", "llm"),
+                ],
+                columns=["body"],
+                limit=1,
+            )
+            if mode == "llm"
+            else None
         )
     card = render_card(pattern, context, annotations, lang, cards)
     if mode == "human":

@@ -25,9 +25,21 @@ LANGS: tuple[Lang, ...] = ("en", "zh")
 # Fields every card-level template (titles, summaries, actions) may use.
 CARD_FIELDS = frozenset(
     {
-        "pattern_id", "type_name", "time", "window_start", "streams", "prev_state", "new_state",
-        "changes", "contributors", "top_field", "confidence", "agreed", "algorithm",
-        "algorithm_version", "context_minutes",
+        "pattern_id",
+        "type_name",
+        "time",
+        "window_start",
+        "streams",
+        "prev_state",
+        "new_state",
+        "changes",
+        "contributors",
+        "top_field",
+        "confidence",
+        "agreed",
+        "algorithm",
+        "algorithm_version",
+        "context_minutes",
     }
 )
 # Phrases are filled with their own small set of fields.
@@ -111,7 +123,9 @@ class CardsConfig(_Strict):
             raise ValueError(f"no card templates for language {lang!r} (have: {', '.join(self.languages)})")
         return self.languages[lang]  # type: ignore[index]
 
-    def with_actions(self, actions: Mapping[str, Mapping[str, str]], where: str = "qraft.yaml") -> CardsConfig:
+    def with_actions(
+        self, actions: Mapping[str, Mapping[str, str]], where: str = "qraft.yaml"
+    ) -> CardsConfig:
         """A copy whose suggested actions are replaced by `explain.actions` ({type: {lang: text}})."""
         updated = self.model_copy(deep=True)
         for type_name, by_lang in actions.items():
@@ -123,7 +137,9 @@ class CardsConfig(_Strict):
             for lang, text in by_lang.items():
                 key = f"explain.actions.{type_name}.{lang}"
                 if lang not in updated.languages:
-                    raise ConfigError(f"{where}: {key}: unknown language (expected one of {', '.join(LANGS)})")
+                    raise ConfigError(
+                        f"{where}: {key}: unknown language (expected one of {', '.join(LANGS)})"
+                    )
                 check_template(text, CARD_FIELDS, f"{where}: {key}")
                 updated.languages[lang].types[PatternType(type_name)].action = text  # type: ignore[index]
         return updated
@@ -147,7 +163,9 @@ def template_fields(template: str, where: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise TemplateError(f"{where}: not a valid template ({exc}); write literal braces as {{{{ }}}}") from None
+        raise TemplateError(
+            f"{where}: not a valid template ({exc}); write literal braces as {{{{ }}}}"
+        ) from None
     for _, name, spec, _ in parsed:
         if name is None:
             continue
@@ -172,29 +190,37 @@ def fill(template: str, values: Mapping[str, object], where: str) -> str:
 
     >>> fill("{a} → {b}", {"a": "low", "b": "high"}, "t")
     'low → high'
-    >>> fill("{a} {c}", {"a": 1}, "cards.yaml: x")
+    >>> fill("{a} {c}", {"a": 1}, "x")
     Traceback (most recent call last):
     ...
-    qraft_core.explain.templates.TemplateError: cards.yaml: x: template references field 'c', which this card lacks
+    qraft_core.explain.templates.TemplateError: x: template references field 'c', which this card lacks
     """
     try:
         return template.format_map(values)
     except KeyError as exc:
-        raise TemplateError(f"{where}: template references field {exc.args[0]!r}, which this card lacks") from None
+        raise TemplateError(
+            f"{where}: template references field {exc.args[0]!r}, which this card lacks"
+        ) from None
 
 
 def _validate(cards: CardsConfig, path: Path | str) -> None:
     for lang in LANGS:
         if lang not in cards.languages:
-            raise ConfigError(f"{path}: languages.{lang}: missing (every card exists in {' and '.join(LANGS)})")
+            raise ConfigError(
+                f"{path}: languages.{lang}: missing (every card exists in {' and '.join(LANGS)})"
+            )
     for lang, language in cards.languages.items():
         base = f"{path}: languages.{lang}"
         for pattern_type in PatternType:
             if pattern_type not in language.types:
-                raise ConfigError(f"{base}.types.{pattern_type.value}: missing (every pattern type needs a card)")
+                raise ConfigError(
+                    f"{base}.types.{pattern_type.value}: missing (every pattern type needs a card)"
+                )
         for pattern_type, templates in language.types.items():
             for part in ("title", "summary", "action"):
-                check_template(getattr(templates, part), CARD_FIELDS, f"{base}.types.{pattern_type.value}.{part}")
+                check_template(
+                    getattr(templates, part), CARD_FIELDS, f"{base}.types.{pattern_type.value}.{part}"
+                )
         for phrase, allowed in PHRASE_FIELDS.items():
             check_template(getattr(language.phrases, phrase), allowed, f"{base}.phrases.{phrase}")
         for label in ("confirmed", "false_alarm", "note"):

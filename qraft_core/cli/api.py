@@ -1,0 +1,21 @@
+"""`qraft api`: serve the REST and Explain API."""
+
+from __future__ import annotations
+
+import click
+
+from qraft_core.cli import main, runtime
+
+
+@main.command("api")
+@click.option("--host", default=None, help="Interface to listen on (default: api.host).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default: api.port).")
+@click.pass_context
+def api(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the API (OpenAPI docs at /docs); writes need the key in the api.api_key_env variable."""
+    import uvicorn
+
+    from qraft_core.api import create_app
+
+    rt = runtime(ctx)
+    uvicorn.run(create_app(rt), host=host or rt.config.api.host, port=port or rt.config.api.port)
