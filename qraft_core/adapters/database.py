@@ -22,7 +22,14 @@ from pydantic import Field, field_validator
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
 from qraft_core.adapters.base import AdapterStats, parse_failure_reason
-from qraft_core.adapters.live import Backoff, JsonState, LiveAdapter, RateLimiter, TlsOptions, sleep_or_stop
+from qraft_core.adapters.live import (
+    Backoff,
+    JsonState,
+    LiveAdapter,
+    RateLimiter,
+    TlsOptions,
+    sleep_or_stop,
+)
 from qraft_core.adapters.registry import register_adapter
 from qraft_core.bus.base import Publisher
 from qraft_core.config import ConfigError
@@ -155,7 +162,8 @@ class DatabaseAdapter(LiveAdapter):
             return {}
         if not options.ca_file.exists():
             raise ConfigError(f"source {self.source.name}: options.ca_file: {options.ca_file} does not exist")
-        return {"sslrootcert": str(options.ca_file), "sslmode": "verify-full" if options.verify else "require"}
+        mode = "verify-full" if options.verify else "require"
+        return {"sslrootcert": str(options.ca_file), "sslmode": mode}
 
     def _reflect(self) -> sa.Table | None:
         assert self.engine is not None

@@ -28,7 +28,12 @@ from qraft_core.adapters.parsers import GenericOptions
 from qraft_core.bus.base import Publisher
 from qraft_core.config import ConfigError, SourceConfig
 from qraft_core.events import EventMeta, StandardEvent, iso, stable_id
-from qraft_core.metrics import ADAPTER_ERRORS, ADAPTER_EVENTS, ADAPTER_LAG_SECONDS, ADAPTER_RECONNECTS
+from qraft_core.metrics import (
+    ADAPTER_ERRORS,
+    ADAPTER_EVENTS,
+    ADAPTER_LAG_SECONDS,
+    ADAPTER_RECONNECTS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +73,13 @@ class NetworkOptions(TlsOptions):
 def resolve_credentials(source: SourceConfig, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The secret values of a source's `credentials`, read from the environment.
 
-    >>> src = SourceConfig(name="s", type="rest", credentials={"token": "QRAFT_DOC_TOKEN"})
-    >>> resolve_credentials(src, {"QRAFT_DOC_TOKEN": "abc"})
+    >>> src = SourceConfig(name="s", type="rest", credentials={"token": "DOC_TOKEN"})
+    >>> resolve_credentials(src, {"DOC_TOKEN": "abc"})
     {'token': 'abc'}
     >>> resolve_credentials(src, {})
     Traceback (most recent call last):
     ...
-    qraft_core.config.ConfigError: source s: credentials.token: environment variable QRAFT_DOC_TOKEN is not set
+    qraft_core.config.ConfigError: source s: credentials.token: environment variable DOC_TOKEN is not set
     """
     env = os.environ if environ is None else environ
     values = {}
@@ -183,7 +188,9 @@ class JsonState:
         try:
             data = json.loads(self.path.read_text())
         except ValueError as exc:
-            raise ConfigError(f"{self.path}: state file is not JSON ({exc}); move it away to start over") from exc
+            raise ConfigError(
+                f"{self.path}: state file is not JSON ({exc}); move it away to start over"
+            ) from exc
         return data if isinstance(data, dict) else {}
 
     def save(self, data: Mapping[str, Any]) -> None:
@@ -234,7 +241,9 @@ class LiveAdapter(RecordAdapter):
     def __init__(self, source: SourceConfig, options: BaseModel, state_dir: Path) -> None:
         super().__init__(source, options, state_dir)
         self.secrets = resolve_credentials(source)
-        self.endpoint = fill_placeholders(source.endpoint, self.secrets, f"source {source.name}: endpoint", True)
+        self.endpoint = fill_placeholders(
+            source.endpoint, self.secrets, f"source {source.name}: endpoint", url_quote=True
+        )
         declared = self.options.headers if isinstance(self.options, NetworkOptions) else {}
         self.headers = {
             name: fill_placeholders(value, self.secrets, f"source {source.name}: options.headers.{name}")

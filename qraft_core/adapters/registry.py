@@ -20,7 +20,7 @@ def register_adapter(cls: type) -> type:
 
 def _load_builtin() -> None:
     # Importing the modules registers their adapter classes.
-    from qraft_core.adapters import file, websocket  # noqa: F401
+    from qraft_core.adapters import database, file, rest, watcher, websocket  # noqa: F401
 
 
 def adapter_type(name: str, where: str = "") -> type:

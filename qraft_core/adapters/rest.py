@@ -62,7 +62,8 @@ def compile_path(expression: str) -> tuple[Step, ...]:
         match = _STEP.match(rest, position)
         if match is None:
             raise ValueError(
-                f"path {expression!r}: cannot read {rest[position:]!r} (supported: $, .key, ['key'], [n], [*], .*)"
+                f"path {expression!r}: cannot read {rest[position:]!r} "
+                "(supported: $, .key, ['key'], [n], [*], .*)"
             )
         key, bracket = match.group(1), match.group(2)
         if key is not None:
@@ -256,7 +257,8 @@ class RestAdapter(LiveAdapter):
         try:
             document = json.loads(body)
         except ValueError as exc:
-            await self.publish(publisher, [], [(f"response is not JSON: {exc}", body[:MAX_DEAD_LETTER_BYTES])])
+            reason = f"response is not JSON: {exc}"
+            await self.publish(publisher, [], [(reason, body[:MAX_DEAD_LETTER_BYTES])])
             return
         batch: list[StandardEvent] = []
         failures: list[tuple[str, bytes]] = []

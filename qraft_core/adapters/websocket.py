@@ -22,8 +22,22 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from qraft_core.adapters.base import AdapterStats, parse_failure_reason
-from qraft_core.adapters.live import Backoff, LiveAdapter, NetworkOptions, gap_event, sleep_or_stop, ssl_context
-from qraft_core.adapters.parsers import PARSERS, GenericOptions, ParsedRecord, ParseError, RecordParser, parse_time
+from qraft_core.adapters.live import (
+    Backoff,
+    LiveAdapter,
+    NetworkOptions,
+    gap_event,
+    sleep_or_stop,
+    ssl_context,
+)
+from qraft_core.adapters.parsers import (
+    PARSERS,
+    GenericOptions,
+    ParsedRecord,
+    ParseError,
+    RecordParser,
+    parse_time,
+)
 from qraft_core.adapters.registry import register_adapter
 from qraft_core.bus.base import Publisher
 from qraft_core.config import ConfigError
@@ -136,6 +150,8 @@ class WebSocketAdapter(LiveAdapter):
             try:
                 await self._session(publisher, stop)
             except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError, StreamStalled) as exc:
+                if stop.is_set():
+                    break
                 if not self._stalled:
                     self._disconnect_reason = f"{type(exc).__name__}: {exc}"
                 self.error("connect", "connection lost: %s", self._disconnect_reason)
@@ -167,14 +183,16 @@ class WebSocketAdapter(LiveAdapter):
             compression="deflate" if options.compression else None,
             proxy=None,
         ) as ws:
-            log.info("source %s: connected to %s", self.source.name, self.source.endpoint, extra=self.log_fields)
+            log.info("source %s: connected to %s", self.source.name, self.source.endpoint,
+                     extra=self.log_fields)
             self._disconnect_reason = ""
             self._stalled = False
             self._last_message = time.monotonic()
             streams = self.subscription()
             if streams:
                 self._subscribe_id += 1
-                await ws.send(json.dumps({"method": "SUBSCRIBE", "params": streams, "id": self._subscribe_id}))
+                request = {"method": "SUBSCRIBE", "params": streams, "id": self._subscribe_id}
+                await ws.send(json.dumps(request))
             watcher = asyncio.create_task(self._watch(ws, publisher, stop))
             try:
                 await self._read(ws, publisher)
@@ -205,9 +223,9 @@ class WebSocketAdapter(LiveAdapter):
                 await ws.close()
                 return
             now = time.monotonic()
-            if self._batch or self._failures:
-                if now - self._batch_started >= self.options.flush_ms / 1000:
-                    await self._flush(publisher)
+            pending = self._batch or self._failures
+            if pending and now - self._batch_started >= self.options.flush_ms / 1000:
+                await self._flush(publisher)
             if now - self._last_message > self.options.idle_timeout_s:
                 self._stalled = True
                 self._disconnect_reason = f"stalled: no message for {self.options.idle_timeout_s}s"

@@ -1,0 +1,191 @@
+"""Directory watching: new files and appended lines matching a glob (CSV, JSONL, Parquet).
+
+For each file the consumed byte offset (CSV, JSONL) or row count (Parquet)
+is kept in a state file, so nothing is published twice after a restart.
+A line is consumed only once its newline has been written, and a Parquet
+file only once it can be read, so files still being written are safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import polars as pl
+from pydantic import Field
+
+from qraft_core.adapters.base import AdapterStats, parse_failure_reason
+from qraft_core.adapters.file import file_format
+from qraft_core.adapters.live import JsonState, LiveAdapter, LiveOptions, sleep_or_stop
+from qraft_core.adapters.registry import register_adapter
+from qraft_core.bus.base import Publisher
+from qraft_core.config import ConfigError
+from qraft_core.events import StandardEvent
+
+log = logging.getLogger(__name__)
+
+# How much of a growing file is read per step, so a huge append does not fill memory.
+READ_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+class WatcherOptions(LiveOptions):
+    # Which files of the folder (`endpoint`) to read; `**/` descends into subfolders.
+    pattern: str = "*.jsonl"
+    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    interval_s: float = Field(default=1.0, gt=0)
+
+
+@register_adapter
+class WatcherAdapter(LiveAdapter):
+    """Watches the folder `endpoint` for files matching `options.pattern`.
+
+    >>> WatcherAdapter.options_model.model_validate({"pattern": "*.csv"}).format
+    'auto'
+    """
+
+    type_name: ClassVar[str] = "watcher"
+    options_model: ClassVar[type[WatcherOptions]] = WatcherOptions  # type: ignore[assignment]
+    options: WatcherOptions
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.state = JsonState(self.state_dir / f"{self.source.name}.watch.json")
+        self.files: dict[str, dict[str, Any]] = self.state.load().get("files", {})
+        self._unreadable: set[str] = set()
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.endpoint)
+
+    async def run(self, publisher: Publisher, stop: asyncio.Event) -> AdapterStats:
+        if not self.folder.is_dir():
+            raise ConfigError(f"source {self.source.name}: endpoint {self.folder} is not a folder")
+        while not stop.is_set():
+            await self.scan(publisher)
+            if await sleep_or_stop(stop, self.options.interval_s):
+                break
+        return self.stats
+
+    async def scan(self, publisher: Publisher) -> int:
+        """Publish whatever is new in the folder; returns the number of records read."""
+        read = 0
+        for path in sorted(p for p in self.folder.glob(self.options.pattern) if p.is_file()):
+            try:
+                fmt = file_format(path, self.options.format)
+            except ConfigError as exc:
+                if str(path) not in self._unreadable:
+                    self._unreadable.add(str(path))
+                    self.error("format", "%s", exc)
+                continue
+            if fmt == "parquet":
+                read += await self._parquet(publisher, path)
+            else:
+                read += await self._text(publisher, path, fmt)
+        return read
+
+    def _position(self, path: Path) -> dict[str, Any]:
+        """The saved position of `path`, reset when the file was replaced or truncated."""
+        stat = path.stat()
+        key = str(path.resolve())
+        position = self.files.get(key)
+        if position is not None and (position["inode"] != stat.st_ino or position["size"] > stat.st_size):
+            log.warning("source %s: %s was replaced or truncated; reading it from the start",
+                        self.source.name, path, extra=self.log_fields)
+            position = None
+        if position is None:
+            position = {"inode": stat.st_ino, "size": 0, "offset": 0, "rows": 0, "header": None}
+            self.files[key] = position
+        return position
+
+    def _save(self, path: Path, position: dict[str, Any], **changes: Any) -> None:
+        position.update(changes)
+        self.files[str(path.resolve())] = position
+        self.state.save({"files": self.files})
+
+    async def _text(self, publisher: Publisher, path: Path, fmt: str) -> int:
+        position = self._position(path)
+        read = 0
+        while True:
+            with path.open("rb") as handle:
+                handle.seek(position["offset"])
+                chunk = handle.read(READ_CHUNK_BYTES)
+            complete = chunk[: chunk.rfind(b"\n") + 1]  # an unfinished last line waits for its newline
+            if not complete:
+                return read
+            header = position["header"]
+            start = position["offset"]
+            batch: list[StandardEvent] = []
+            failures: list[tuple[str, bytes]] = []
+            consumed = 0
+            for line in complete.splitlines(keepends=True):
+                consumed += len(line)
+                raw = line.rstrip(b"\r\n")
+                if fmt == "csv" and header is None:
+                    header = next(csv.reader([raw.decode("utf-8", "replace")]), [])
+                    continue
+                read += 1
+                record, error = self._record(raw, fmt, header)
+                if record is None:
+                    failures.append((error, raw))
+                else:
+                    try:
+                        batch.append(self.to_event(record, raw))
+                    except ValueError as exc:
+                        failures.append((parse_failure_reason(exc), raw))
+                if len(batch) + len(failures) >= self.options.batch_size:
+                    await self.publish(publisher, batch, failures)
+                    batch, failures = [], []
+                    self._save(path, position, offset=start + consumed, size=start + consumed, header=header)
+            await self.publish(publisher, batch, failures)
+            self._save(path, position, offset=start + consumed, size=start + consumed, header=header)
+
+    @staticmethod
+    def _record(raw: bytes, fmt: str, header: list[str] | None) -> tuple[dict[str, Any] | None, str]:
+        if not raw.strip():
+            return None, "empty line"
+        if fmt == "csv":
+            values = next(csv.reader(io.StringIO(raw.decode("utf-8", "replace"))), [])
+            names = header or []
+            if len(values) != len(names):
+                return None, f"CSV row has {len(values)} values for {len(names)} columns"
+            return dict(zip(names, values, strict=True)), ""
+        try:
+            record = json.loads(raw)
+        except ValueError as exc:
+            return None, f"line is not JSON: {exc}"
+        if not isinstance(record, dict):
+            return None, "line is not a JSON object"
+        return record, ""
+
+    async def _parquet(self, publisher: Publisher, path: Path) -> int:
+        position = self._position(path)
+        size = path.stat().st_size
+        if size == position["size"]:
+            return 0
+        try:
+            frame = pl.read_parquet(path)
+        except Exception as exc:  # noqa: BLE001 - a file being written is not readable yet
+            log.debug("source %s: %s not readable yet (%s)", self.source.name, path, exc)
+            return 0
+        if frame.height < position["rows"]:
+            position["rows"] = 0
+        read = 0
+        for offset in range(position["rows"], frame.height, self.options.batch_size):
+            batch: list[StandardEvent] = []
+            failures: list[tuple[str, bytes]] = []
+            for row in frame.slice(offset, self.options.batch_size).iter_rows(named=True):
+                raw = json.dumps(row, default=str).encode()
+                try:
+                    batch.append(self.to_event(row, raw))
+                except ValueError as exc:
+                    failures.append((parse_failure_reason(exc), raw))
+            await self.publish(publisher, batch, failures)
+            read += len(batch) + len(failures)
+            self._save(path, position, rows=offset + len(batch) + len(failures))
+        self._save(path, position, size=size)
+        return read

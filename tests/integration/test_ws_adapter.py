@@ -1,0 +1,154 @@
+"""The websocket adapter against a real local server that misbehaves, landing through real NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from websockets.asyncio.server import ServerConnection, serve
+
+from qraft_core.adapters.registry import build_adapter
+from qraft_core.bus.base import StreamSettings
+from qraft_core.bus.nats_bus import NatsBus
+from qraft_core.config import SourceConfig
+from qraft_core.events import StandardEvent
+
+BASE_MS = 1767571200000
+
+
+def trade(trade_id: int, symbol: str = "BTCUSDT") -> str:
+    """A recorded-format Binance trade inside a combined-stream envelope."""
+    data = {"e": "trade", "E": BASE_MS + trade_id * 1000 + 5, "s": symbol, "t": trade_id,
+            "p": f"{42000 + trade_id}.10", "q": "0.5", "T": BASE_MS + trade_id * 1000, "m": False, "M": True}
+    return json.dumps({"stream": f"{symbol.lower()}@trade", "data": data})
+
+
+# One script per connection, in order: frames to send, then how the connection ends.
+SCRIPTS: list[tuple[list[str], str]] = [
+    ([trade(i) for i in range(1, 6)] + ["{not json", '{"e":"trade","E":17675'], "abort"),
+    ([trade(4), trade(5), trade(6), trade(8), trade(7)], "close"),
+    ([trade(11), trade(12)], "stall"),
+    ([trade(13), trade(14), trade(15)], "hold"),
+]
+EXPECTED_TRADES = [1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 14, 15]
+
+
+class ScriptedServer:
+    def __init__(self) -> None:
+        self.connections = 0
+        self.subscriptions: list[dict[str, Any]] = []
+
+    async def handler(self, ws: ServerConnection) -> None:
+        frames, ending = SCRIPTS[min(self.connections, len(SCRIPTS) - 1)]
+        self.connections += 1
+        request = json.loads(await ws.recv())
+        self.subscriptions.append(request)
+        await ws.send(json.dumps({"result": None, "id": request["id"]}))
+        for frame in frames:
+            await ws.send(frame)
+        if ending == "abort":
+            ws.transport.abort()
+        elif ending == "close":
+            await ws.close()
+        else:  # "stall" keeps the connection open and silent; "hold" waits for the client to leave
+            await ws.wait_closed()
+
+
+def source(url: str, **options: Any) -> SourceConfig:
+    return SourceConfig(
+        name="binance_ws", type="websocket", endpoint=url, parser="binance_trade",
+        options={"symbols": ["BTCUSDT"], "idle_timeout_s": 0.6, "backoff_initial_s": 0.05,
+                 "backoff_max_s": 0.2, "flush_ms": 20, "batch_size": 3, **options},
+    )
+
+
+def decode(data: bytes, events: list[StandardEvent], letters: list[dict]) -> None:
+    for line in data.split(b"\n"):
+        body = json.loads(line)
+        if "qraft_dead_letter" in body:
+            letters.append(body["qraft_dead_letter"])
+        else:
+            events.append(StandardEvent.model_validate(body))
+
+
+async def drain(bus: NatsBus, events: list[StandardEvent], letters: list[dict], until_trade: int | None) -> None:
+    """Read the stream back until trade `until_trade` has arrived (None: until it is empty)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while loop.time() < deadline:
+        messages = await bus.fetch(100, 0.2)
+        for message in messages:
+            await message.ack()
+            decode(message.data, events, letters)
+        if until_trade is None and not messages:
+            return
+        if any(e.type == "trade" and e.payload["t"] == until_trade for e in events):
+            return
+    raise AssertionError(f"trade {until_trade} never arrived; got {[e.payload.get('t') for e in events]}")
+
+
+def land(store: Any, events: list[StandardEvent]) -> None:
+    """What the lander does: insert into raw_events, which keeps one row per event_id."""
+    store.insert("raw_events", pl.DataFrame({
+        "event_id": [e.event_id for e in events],
+        "source": [e.source for e in events],
+        "type": [e.type for e in events],
+        "timestamp": [e.timestamp for e in events],
+        "ingest_time": [e.ingest_time for e in events],
+        "landed_at": [e.ingest_time for e in events],
+        "payload": [json.dumps(e.payload) for e in events],
+        "parser_version": [e.meta.parser_version for e in events],
+        "raw_checksum": [e.meta.raw_checksum for e in events],
+    }))
+
+
+def test_adapter_survives_drops_garbage_and_stalls_and_lands_each_trade_once(
+    tmp_path: Path, nats_server: Any, chdb_store: Any
+) -> None:
+    server = ScriptedServer()
+
+    async def scenario() -> tuple[list[StandardEvent], list[dict], Any]:
+        async with serve(server.handler, "127.0.0.1", 0) as ws_server:
+            port = ws_server.sockets[0].getsockname()[1]
+            adapter = build_adapter(source(f"ws://127.0.0.1:{port}"), tmp_path)
+            stop = asyncio.Event()
+            async with NatsBus(nats_server.url, StreamSettings()) as bus:
+                await bus.subscribe("ws-test")
+                task = asyncio.create_task(adapter.run(bus, stop))
+                events: list[StandardEvent] = []
+                letters: list[dict] = []
+                await drain(bus, events, letters, until_trade=15)
+                stop.set()
+                stats = await asyncio.wait_for(task, 10)
+                await drain(bus, events, letters, until_trade=None)
+                await bus._sub.unsubscribe()  # a pull subscription left open makes drain() wait 30s
+        return events, letters, stats
+
+    events, letters, stats = asyncio.run(scenario())
+
+    assert server.connections == 4
+    assert server.subscriptions == [{"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": n}
+                                    for n in range(1, 5)]
+    trades = [e for e in events if e.type == "trade"]
+    # Copies resent after the reconnect are published again with the same stable ids ...
+    assert sorted(e.payload["t"] for e in trades) == [1, 2, 3, 4, 4, 5, 5, 6, 7, 8, 11, 12, 13, 14, 15]
+    assert {e.event_id for e in trades} == {f"binance_ws:BTCUSDT:{i}" for i in EXPECTED_TRADES}
+    # ... so once landed, every trade exists exactly once.
+    land(chdb_store, events)
+    landed = chdb_store.select("raw_events", where=[], order_by=["timestamp"])
+    assert landed.filter(pl.col("type") == "trade")["event_id"].to_list() == [
+        f"binance_ws:BTCUSDT:{i}" for i in EXPECTED_TRADES
+    ]
+    gaps = [e for e in events if e.type == "source_gap"]
+    assert len(gaps) == 1
+    gap = gaps[0].payload
+    assert (gap["key"], gap["last_id"], gap["next_id"], gap["missed_ids"]) == ("BTCUSDT", 8, 11, 2)
+    assert (gap["from"], gap["to"]) == ("2026-01-05T00:00:08.000Z", "2026-01-05T00:00:11.000Z")
+    assert gap["reason"].startswith("server closed the stream")
+    assert sorted(letter["raw"] for letter in letters) == ['{"e":"trade","E":17675', "{not json"]
+    assert all(letter["reason"].startswith("frame is not JSON") for letter in letters)
+    assert stats.extra["reconnects"] == 3
+    assert stats.dead_lettered == 2
