@@ -1,0 +1,147 @@
+"""The REST poller against a real local HTTP server that is slow, limited, failing and repetitive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qraft_core.adapters.registry import build_adapter
+from qraft_core.bus.fake import MemoryBus
+from qraft_core.config import SourceConfig
+
+
+def quotes(*ids: int) -> bytes:
+    # Seconds, milliseconds and microseconds: the parser tells them apart by magnitude.
+    times = {1: 1767571200, 2: 1767571201000, 3: 1767571202000000}
+    return json.dumps({"data": [{"id": i, "px": {"value": 100 + i}, "time": times[i]} for i in ids]}).encode()
+
+
+class Scripted:
+    """Answers requests from a list of (status, headers, body, delay_s); then 304 forever."""
+
+    def __init__(self, script: list[tuple[int, dict[str, str], bytes, float]]) -> None:
+        self.script = list(script)
+        self.requests: list[tuple[float, dict[str, str]]] = []
+        self.lock = threading.Lock()
+
+    def next(self, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes, float]:
+        with self.lock:
+            self.requests.append((time.monotonic(), headers))
+            return self.script.pop(0) if self.script else (304, {}, b"", 0.0)
+
+
+@pytest.fixture
+def http_server() -> Iterator[tuple[str, list[Scripted]]]:
+    holder: list[Scripted] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            status, headers, body, delay = holder[0].next(dict(self.headers))
+            time.sleep(delay)
+            try:
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except OSError:
+                pass  # the client gave up on a slow answer
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/quotes", holder
+    server.shutdown()
+    server.server_close()
+
+
+def rest_source(url: str, **extra: Any) -> SourceConfig:
+    options = {"interval_s": 0.05, "records": "$.data[*]", "timeout_s": 0.3, "max_retries": 3,
+               "backoff_initial_s": 0.01, "backoff_max_s": 0.05, "id_field": "id", "time_field": "ts",
+               "event_type": "quote", "fields": {"id": "$.id", "price": "$.px.value", "ts": "time"},
+               "headers": {"Authorization": "Bearer {token}"}}
+    options.update(extra.pop("options", {}))
+    return SourceConfig(name="quotes", type="rest", endpoint=url, options=options,
+                        credentials={"token": "QRAFT_TEST_QUOTES_TOKEN"}, **extra)
+
+
+async def run_until(adapter: Any, bus: MemoryBus, scripted: Scripted, requests: int) -> Any:
+    stop = asyncio.Event()
+    task = asyncio.create_task(adapter.run(bus, stop))
+    for _ in range(600):
+        if len(scripted.requests) >= requests or task.done():
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    return await asyncio.wait_for(task, 10)
+
+
+def published(bus: MemoryBus) -> tuple[list[dict], list[dict]]:
+    events, letters = [], []
+    for message in bus.queue:
+        for line in message.data.split(b"\n"):
+            body = json.loads(line)
+            (letters if "qraft_dead_letter" in body else events).append(body.get("qraft_dead_letter", body))
+    return events, letters
+
+
+def test_poller_retries_honours_retry_after_skips_unchanged_and_dead_letters_bad_json(
+    http_server: tuple[str, list[Scripted]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, holder = http_server
+    monkeypatch.setenv("QRAFT_TEST_QUOTES_TOKEN", "s3cret")
+    scripted = Scripted([
+        (500, {}, b"boom", 0.0),
+        (429, {"Retry-After": "1"}, b"", 0.0),
+        (200, {}, quotes(1), 1.0),  # slower than timeout_s: abandoned
+        (200, {"ETag": '"v1"'}, quotes(1, 2), 0.0),
+        (304, {}, b"", 0.0),
+        (200, {"ETag": '"v2"'}, quotes(1, 2), 0.0),  # same body as before: nothing new
+        (200, {}, b'{"data": [', 0.0),
+        (200, {}, quotes(1, 2, 3), 0.0),
+    ])
+    holder.append(scripted)
+    bus = MemoryBus()
+    adapter = build_adapter(rest_source(url), tmp_path)
+    stats = asyncio.run(run_until(adapter, bus, scripted, requests=9))
+
+    events, letters = published(bus)
+    first = [("quotes:1", 101, "2026-01-05T00:00:00Z"), ("quotes:2", 102, "2026-01-05T00:00:01Z")]
+    # The changed body republishes quotes 1 and 2 under the same ids; landing keeps one row each.
+    assert [(e["event_id"], e["payload"]["price"], e["timestamp"]) for e in events] == [
+        *first, *first, ("quotes:3", 103, "2026-01-05T00:00:02Z"),
+    ]
+    assert len(letters) == 1 and letters[0]["reason"].startswith("response is not JSON")
+    assert letters[0]["raw"] == '{"data": ['
+    times = [at for at, _ in scripted.requests]
+    assert times[2] - times[1] >= 1.0  # Retry-After: 1 was honoured
+    headers = [h for _, h in scripted.requests]
+    assert all(h["Authorization"] == "Bearer s3cret" for h in headers)
+    assert headers[4].get("If-None-Match") == '"v1"' and "If-None-Match" not in headers[0]
+    assert stats.extra["unchanged"] >= 2
+    assert stats.errors == 3  # the 500, the 429 and the timeout
+
+
+def test_poller_keeps_to_the_source_rate_limit(http_server: tuple[str, list[Scripted]], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    url, holder = http_server
+    monkeypatch.setenv("QRAFT_TEST_QUOTES_TOKEN", "x")
+    scripted = Scripted([])
+    holder.append(scripted)
+    adapter = build_adapter(rest_source(url, rate_limit_per_s=10, options={"interval_s": 0.001}), tmp_path)
+    asyncio.run(run_until(adapter, MemoryBus(), scripted, requests=6))
+    times = [at for at, _ in scripted.requests]
+    assert len(times) >= 6
+    assert all(b - a >= 0.09 for a, b in zip(times, times[1:], strict=False))

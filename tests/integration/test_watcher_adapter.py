@@ -1,0 +1,135 @@
+"""The folder watcher on real files that are still being written."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from qraft_core.adapters.registry import build_adapter
+from qraft_core.bus.fake import MemoryBus
+from qraft_core.config import SourceConfig
+
+
+def drained(bus: MemoryBus) -> list[Any]:
+    """Event ids (or dead-letter reasons) published since the last call."""
+    out = []
+    while bus.queue:
+        for line in bus.queue.popleft().data.split(b"\n"):
+            body = json.loads(line)
+            out.append(body["event_id"] if "event_id" in body else ("dead", body["qraft_dead_letter"]["reason"]))
+    return out
+
+
+def watcher(folder: Path, state: Path, pattern: str, **options: Any) -> Any:
+    source = SourceConfig(name="drop", type="watcher", endpoint=str(folder),
+                          options={"pattern": pattern, "id_field": "id", "time_field": "ts", **options})
+    return build_adapter(source, state)
+
+
+def line(i: int) -> bytes:
+    return json.dumps({"id": i, "ts": 1767571200 + i}).encode() + b"\n"
+
+
+def test_jsonl_partial_lines_wait_for_their_newline_and_restart_resumes(tmp_path: Path) -> None:
+    folder, state = tmp_path / "in", tmp_path / "state"
+    folder.mkdir()
+    target = folder / "a.jsonl"
+    bus = MemoryBus()
+    adapter = watcher(folder, state, "*.jsonl")
+
+    target.write_bytes(line(1) + line(2) + line(3)[:10])
+    asyncio.run(adapter.scan(bus))
+    assert drained(bus) == ["drop:1", "drop:2"]
+
+    with target.open("ab") as handle:
+        handle.write(line(3)[10:] + b"{not json}\n" + line(4)[:-1])
+    asyncio.run(adapter.scan(bus))
+    reason = "line is not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
+    assert drained(bus) == ["drop:3", ("dead", reason)]
+
+    with target.open("ab") as handle:
+        handle.write(b"\n")
+    asyncio.run(adapter.scan(bus))
+    assert drained(bus) == ["drop:4"]
+
+    restarted = watcher(folder, state, "*.jsonl")
+    asyncio.run(restarted.scan(bus))
+    assert drained(bus) == []
+    with target.open("ab") as handle:
+        handle.write(line(5))
+    asyncio.run(restarted.scan(bus))
+    assert drained(bus) == ["drop:5"]
+
+    target.write_bytes(line(9))  # replaced by a shorter file: read from its start
+    asyncio.run(restarted.scan(bus))
+    assert drained(bus) == ["drop:9"]
+
+
+def test_csv_header_and_rows_arrive_in_pieces(tmp_path: Path) -> None:
+    folder, state = tmp_path / "in", tmp_path / "state"
+    folder.mkdir()
+    target = folder / "b.csv"
+    bus = MemoryBus()
+    adapter = watcher(folder, state, "*.csv", batch_size=1)
+    target.write_bytes(b"id,t")
+    asyncio.run(adapter.scan(bus))
+    assert drained(bus) == []
+    with target.open("ab") as handle:
+        handle.write(b"s\n1,1767571200000\n2,17675712")
+    asyncio.run(adapter.scan(bus))
+    assert drained(bus) == ["drop:1"]
+    with target.open("ab") as handle:
+        handle.write(b"01000\n3\n")
+    asyncio.run(adapter.scan(bus))
+    assert drained(bus) == ["drop:2", ("dead", "CSV row has 1 values for 2 columns")]
+    saved = json.loads((state / "drop.watch.json").read_text())
+    assert saved["files"][str(target.resolve())]["header"] == ["id", "ts"]
+
+
+def test_parquet_is_read_once_complete_and_new_files_are_found(tmp_path: Path) -> None:
+    folder, state = tmp_path / "in", tmp_path / "state"
+    folder.mkdir()
+    bus = MemoryBus()
+    adapter = watcher(folder, state, "*.parquet")
+    frame = pl.DataFrame({"id": [1, 2, 3], "ts": [1767571200000000, 1767571201000000, 1767571202000000]})
+    complete = tmp_path / "full.parquet"
+    frame.write_parquet(complete)
+    data = complete.read_bytes()
+    partial = folder / "c.parquet"
+    partial.write_bytes(data[: len(data) // 2])
+    asyncio.run(adapter.scan(bus))
+    assert drained(bus) == []
+    partial.write_bytes(data)
+    asyncio.run(adapter.scan(bus))
+    assert drained(bus) == ["drop:1", "drop:2", "drop:3"]
+    frame.head(1).with_columns(pl.lit(7).alias("id")).write_parquet(folder / "d.parquet")
+    asyncio.run(adapter.scan(bus))
+    assert drained(bus) == ["drop:7"]
+
+
+def test_run_polls_until_stopped(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_bytes(line(1))
+
+    async def scenario() -> list[Any]:
+        bus, stop = MemoryBus(), asyncio.Event()
+        task = asyncio.create_task(watcher(folder, tmp_path / "state", "*.jsonl", interval_s=0.02).run(bus, stop))
+        for _ in range(200):
+            if bus.queue:
+                break
+            await asyncio.sleep(0.01)
+        (folder / "b.jsonl").write_bytes(line(2))
+        for _ in range(200):
+            if len(bus.queue) == 2:
+                break
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        return drained(bus)
+
+    assert asyncio.run(scenario()) == ["drop:1", "drop:2"]
