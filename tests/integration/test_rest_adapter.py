@@ -144,4 +144,6 @@ def test_poller_keeps_to_the_source_rate_limit(http_server: tuple[str, list[Scri
     asyncio.run(run_until(adapter, MemoryBus(), scripted, requests=6))
     times = [at for at, _ in scripted.requests]
     assert len(times) >= 6
-    assert all(b - a >= 0.09 for a, b in zip(times, times[1:], strict=False))
+    # Measured at the server, so single gaps jitter; without the limit they would be ~1 ms.
+    assert all(b - a >= 0.05 for a, b in zip(times, times[1:], strict=False))
+    assert (times[-1] - times[0]) / (len(times) - 1) >= 0.09
