@@ -36,9 +36,9 @@ class Aggregate(BaseOperator[AggregateParams]):
     Events without a positive finite price and quantity are dropped and counted.
 
     >>> from datetime import datetime, UTC
+    >>> t1, t2 = datetime(2026, 1, 5, 0, 0, 1, tzinfo=UTC), datetime(2026, 1, 5, 0, 0, 2, tzinfo=UTC)
     >>> events = pl.DataFrame({
-    ...     "stream": ["x:A", "x:A"], "event_id": ["1", "2"],
-    ...     "timestamp": [datetime(2026, 1, 5, 0, 0, 1, tzinfo=UTC), datetime(2026, 1, 5, 0, 0, 2, tzinfo=UTC)],
+    ...     "stream": ["x:A", "x:A"], "event_id": ["1", "2"], "timestamp": [t1, t2],
     ...     "payload": ['{"p": 100, "q": 1, "m": false}', '{"p": 110, "q": 3, "m": true}']})
     >>> bars = Aggregate().apply(events, OperatorContext("x", 10))
     >>> bars.select("open", "close", "vwap", "volume", "buy_ratio").row(0)
@@ -46,6 +46,7 @@ class Aggregate(BaseOperator[AggregateParams]):
     """
 
     name: ClassVar[str] = "aggregate"
+    params_model: ClassVar[type[OperatorParams]] = AggregateParams
 
     def apply(self, frame: pl.DataFrame, context: OperatorContext) -> pl.DataFrame:
         missing = [c for c in ("stream", "timestamp", "event_id", "payload") if c not in frame.columns]
@@ -66,9 +67,14 @@ class Aggregate(BaseOperator[AggregateParams]):
             is_sell.alias("is_sell"),
         )
         usable = (
-            pl.col("price").is_finite() & (pl.col("price") > 0) & pl.col("qty").is_finite() & (pl.col("qty") > 0)
+            pl.col("price").is_finite()
+            & (pl.col("price") > 0)
+            & pl.col("qty").is_finite()
+            & (pl.col("qty") > 0)
         ).fill_null(False)
-        context.drop("aggregate: no positive finite price and quantity", trades.height - trades.filter(usable).height)
+        context.drop(
+            "aggregate: no positive finite price and quantity", trades.height - trades.filter(usable).height
+        )
         trades = (
             trades.filter(usable)
             .with_columns(bar_start("timestamp", context.bar_seconds).alias("bar_time"))

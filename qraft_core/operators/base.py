@@ -94,6 +94,9 @@ class BaseOperator(Generic[P]):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params!r})"
 
+    def apply(self, frame: pl.DataFrame, context: OperatorContext) -> pl.DataFrame:
+        raise NotImplementedError
+
 
 def _describe(error: ValidationError) -> str:
     parts = []
@@ -146,7 +149,9 @@ class TrailingOperator(BaseOperator[P]):
         if frame.height and history.height:
             history = history.filter(pl.col("bar_time") < frame["bar_time"].min())
         if history.height:
-            history = history.with_columns(pl.lit(False).alias("_new"))
+            history = history.with_columns(
+                pl.col("bar_time").cast(frame.schema["bar_time"]), pl.lit(False).alias("_new")
+            )
             new = pl.concat([history, new], how="diagonal_relaxed")
         result = self.compute(new.sort(BAR_KEYS), context)
         if result.height:
@@ -162,7 +167,9 @@ class TrailingOperator(BaseOperator[P]):
         """The trailing bars as plain lists (bar_time in epoch milliseconds)."""
         if self._tail.height == 0:
             return {"columns": {}}
-        return {"columns": self._tail.with_columns(pl.col("bar_time").dt.epoch("ms")).to_dict(as_series=False)}
+        return {
+            "columns": self._tail.with_columns(pl.col("bar_time").dt.epoch("ms")).to_dict(as_series=False)
+        }
 
     @classmethod
     def from_state(cls, params: Mapping[str, Any], state: Mapping[str, Any]) -> Self:

@@ -33,7 +33,9 @@ from qraft_core.operators.base import (
     register_operator,
 )
 
-_TOKEN = re.compile(r"\s*(?:(?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<op>[-+*/()]))")
+_TOKEN = re.compile(
+    r"\s*(?:(?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<op>[-+*/()]))"
+)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 RESERVED = {"stream", "bar_time", "event_count", "items", "window_start"}
 
@@ -207,6 +209,7 @@ class Derive(TrailingOperator[DeriveParams]):
     """
 
     name: ClassVar[str] = "derive"
+    params_model: ClassVar[type[OperatorParams]] = DeriveParams
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         super().__init__(params)

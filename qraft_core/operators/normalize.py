@@ -7,7 +7,12 @@ from typing import ClassVar, Literal
 import polars as pl
 from pydantic import Field, model_validator
 
-from qraft_core.operators.base import OperatorContext, OperatorParams, TrailingOperator, register_operator
+from qraft_core.operators.base import (
+    OperatorContext,
+    OperatorParams,
+    TrailingOperator,
+    register_operator,
+)
 
 
 class NormalizeParams(OperatorParams):
@@ -37,7 +42,8 @@ class Normalize(TrailingOperator[NormalizeParams]):
 
     >>> from datetime import datetime, timedelta, UTC
     >>> t0 = datetime(2026, 1, 5, tzinfo=UTC)
-    >>> bars = pl.DataFrame({"stream": ["s"] * 4, "bar_time": [t0 + timedelta(seconds=10 * i) for i in range(4)],
+    >>> times = [t0 + timedelta(seconds=10 * i) for i in range(4)]
+    >>> bars = pl.DataFrame({"stream": ["s"] * 4, "bar_time": times,
     ...     "volume": [1.0, 2.0, 3.0, 10.0]})
     >>> op = Normalize({"fields": ["volume"], "window": 3, "min_periods": 2})
     >>> op.apply(bars, OperatorContext("x", 10))["volume_z"].to_list()
@@ -45,6 +51,7 @@ class Normalize(TrailingOperator[NormalizeParams]):
     """
 
     name: ClassVar[str] = "normalize"
+    params_model: ClassVar[type[OperatorParams]] = NormalizeParams
 
     @property
     def lookback_bars(self) -> int:
@@ -62,11 +69,13 @@ class Normalize(TrailingOperator[NormalizeParams]):
     def compute(self, frame: pl.DataFrame, context: OperatorContext) -> pl.DataFrame:
         options = self.options
         if frame.height == 0:
-            return frame.with_columns(pl.lit(None, dtype=pl.Float64).alias(f + self.suffix) for f in options.fields)
+            return frame.with_columns(
+                pl.lit(None, dtype=pl.Float64).alias(f + self.suffix) for f in options.fields
+            )
         period = f"{options.window * context.bar_seconds}s"
-        trailing = frame.rolling(index_column="bar_time", period=period, closed="left", group_by="stream").agg(
-            pl.col(f).cast(pl.Float64).alias(f"_w_{f}") for f in options.fields
-        )
+        trailing = frame.rolling(
+            index_column="bar_time", period=period, closed="left", group_by="stream"
+        ).agg(pl.col(f).cast(pl.Float64).alias(f"_w_{f}") for f in options.fields)
         frame = frame.join(trailing, on=["stream", "bar_time"], how="left")
         scaled = []
         for f in options.fields:

@@ -18,15 +18,15 @@ from qraft_core.operators.base import (
 )
 
 # Common English function words; headlines carry their meaning in the rest.
-ENGLISH_STOPWORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before being below
+_STOPWORD_TEXT = """a about above after again against all am an and any are as at be because been before
+being below
     between both but by can could did do does doing down during each few for from further had has have
     having he her here hers him his how i if in into is it its itself just me more most my no nor not now
     of off on once only or other our ours out over own same she should so some such than that the their
     theirs them then there these they this those through to too under until up very was we were what when
     where which while who whom why will with would you your yours amid says said new after over near via
-    vs""".split()
-)
+    vs"""
+ENGLISH_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 
 class TextCleanParams(OperatorParams):
@@ -44,6 +44,7 @@ class TextClean(BaseOperator[TextCleanParams]):
     """
 
     name: ClassVar[str] = "text_clean"
+    params_model: ClassVar[type[OperatorParams]] = TextCleanParams
 
     def apply(self, frame: pl.DataFrame, context: OperatorContext) -> pl.DataFrame:
         if "payload" not in frame.columns:
@@ -83,6 +84,7 @@ class KeywordExtract(BaseOperator[KeywordExtractParams]):
     """
 
     name: ClassVar[str] = "keyword_extract"
+    params_model: ClassVar[type[OperatorParams]] = KeywordExtractParams
 
     def apply(self, frame: pl.DataFrame, context: OperatorContext) -> pl.DataFrame:
         missing = [c for c in ("stream", "timestamp", "text") if c not in frame.columns]

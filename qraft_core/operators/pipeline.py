@@ -1,0 +1,179 @@
+"""`config/preprocessing.yaml`: the per-source operator chains, validated and built.
+
+    preprocessing:
+      bar_seconds: 10
+      default: [validate_schema, add_ingest_time, drop_malformed]
+      pipeline_by_source:
+        - source: binance_spot
+          event_type: trade          # only events of this type (optional)
+          stream_key: s              # stream = "binance_spot:<payload.s>" (optional)
+          operators:
+            - aggregate: {method: ohlcv}
+            - normalize: {fields: [volume], window: 60}
+        - source: news
+          operators:
+            - text_clean
+            - keyword_extract: {topk: 20}
+
+An operator is written as its name alone or as `name: {params}`. Unknown keys,
+unknown operators and bad parameters are errors naming file, key and what was
+expected. `default` names the universal cleaning steps that run before these
+chains (schema validation, timestamp checks, malformed events to dead letters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+from pydantic import Field, field_validator, model_validator
+
+from qraft_core.config import Strict, config_dir, parse_model, read_yaml
+from qraft_core.operators.base import (
+    BaseOperator,
+    OperatorContext,
+    OperatorError,
+    TrailingOperator,
+    build_operator,
+)
+
+UniversalStep = Literal["validate_schema", "add_ingest_time", "drop_malformed"]
+UNIVERSAL_STEPS: list[UniversalStep] = ["validate_schema", "add_ingest_time", "drop_malformed"]
+
+
+def _operator_step(entry: Any) -> tuple[str, dict[str, Any]]:
+    if isinstance(entry, str):
+        return entry, {}
+    if isinstance(entry, Mapping) and len(entry) == 1:
+        name, params = next(iter(entry.items()))
+        if params is None:
+            params = {}
+        if not isinstance(params, Mapping):
+            raise ValueError(f"parameters of {name!r} must be a mapping, got {type(params).__name__}")
+        return str(name), dict(params)
+    raise ValueError("expected an operator name or a mapping {name: {params}}")
+
+
+class SourcePipeline(Strict):
+    source: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    event_type: str | None = None
+    # Payload field whose value splits the source into streams "<source>:<value>".
+    stream_key: str | None = None
+    operators: list[Any] = Field(min_length=1)
+
+    @field_validator("operators")
+    @classmethod
+    def _known_operators(cls, value: list[Any]) -> list[Any]:
+        for index, entry in enumerate(value):
+            try:
+                name, params = _operator_step(entry)
+                build_operator(name, params)
+            except ValueError as exc:
+                raise ValueError(f"operators[{index}]: {exc}") from None
+        return value
+
+    def steps(self) -> list[tuple[str, dict[str, Any]]]:
+        return [_operator_step(entry) for entry in self.operators]
+
+    def build(self) -> list[BaseOperator[Any]]:
+        """Fresh operator instances (stateful ones start without history)."""
+        return [build_operator(name, params) for name, params in self.steps()]
+
+    def joined_sources(self) -> list[str]:
+        return [params["source"] for name, params in self.steps() if name == "join"]
+
+    def stream_expr(self) -> pl.Expr:
+        """The stream name of each clean event of this source."""
+        if self.stream_key is None:
+            return pl.lit(self.source)
+        value = pl.col("payload").str.json_path_match(f"$.{self.stream_key}").fill_null("")
+        return pl.concat_str(pl.lit(self.source + ":"), value)
+
+    def owns_stream(self, stream: pl.Expr) -> pl.Expr:
+        if self.stream_key is None:
+            return stream == self.source
+        return stream.str.starts_with(self.source + ":")
+
+
+class PreprocessingConfig(Strict):
+    bar_seconds: int = Field(default=10, ge=1, le=3600)
+    default: list[UniversalStep] = Field(default_factory=lambda: list(UNIVERSAL_STEPS))
+    pipeline_by_source: list[SourcePipeline] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PreprocessingConfig:
+        names = [p.source for p in self.pipeline_by_source]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"source(s) listed twice in pipeline_by_source: {', '.join(duplicated)}")
+        for pipeline in self.pipeline_by_source:
+            for other in pipeline.joined_sources():
+                if other not in names:
+                    raise ValueError(f"{pipeline.source}: join reads source {other!r}, which has no pipeline")
+        self.ordered()
+        return self
+
+    def ordered(self) -> list[SourcePipeline]:
+        """Pipelines with every joined source before the pipelines joining it."""
+        by_name = {p.source: p for p in self.pipeline_by_source}
+        done: list[SourcePipeline] = []
+        visiting: list[str] = []
+
+        def visit(pipeline: SourcePipeline) -> None:
+            if any(p.source == pipeline.source for p in done):
+                return
+            if pipeline.source in visiting:
+                cycle = " → ".join([*visiting, pipeline.source])
+                raise ValueError(f"joins form a cycle: {cycle}")
+            visiting.append(pipeline.source)
+            for other in pipeline.joined_sources():
+                visit(by_name[other])
+            visiting.pop()
+            done.append(pipeline)
+
+        for pipeline in self.pipeline_by_source:
+            visit(pipeline)
+        return done
+
+    def lookback_bars(self) -> int:
+        """The most bars any stateful operator reads before a window."""
+        trailing = [
+            op.lookback_bars
+            for p in self.pipeline_by_source
+            for op in p.build()
+            if isinstance(op, TrailingOperator)
+        ]
+        return max(trailing, default=0)
+
+
+class PreprocessingFile(Strict):
+    preprocessing: PreprocessingConfig
+
+
+def load_preprocessing(directory: Path | str | None = None) -> PreprocessingConfig:
+    """`config/preprocessing.yaml`, validated; raises ConfigError naming file, key and expectation."""
+    path = config_dir(directory) / "preprocessing.yaml"
+    return parse_model(PreprocessingFile, read_yaml(path), path).preprocessing
+
+
+def run_pipeline(
+    pipeline: SourcePipeline,
+    operators: list[BaseOperator[Any]],
+    events: pl.DataFrame,
+    context: OperatorContext,
+) -> pl.DataFrame:
+    """Apply `operators` in order to the clean events of one source.
+
+    The chain must turn events into bars (a frame with `stream` and `bar_time`).
+    """
+    frame = events.with_columns(pipeline.stream_expr().alias("stream"))
+    for operator in operators:
+        frame = operator.apply(frame, context)
+    if "bar_time" not in frame.columns:
+        raise OperatorError(
+            f"the pipeline of {pipeline.source} ends without bars: add an aggregating operator "
+            "(aggregate or keyword_extract)"
+        )
+    return frame
