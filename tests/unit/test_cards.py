@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -91,8 +90,8 @@ def test_drift_card_in_english_states_the_facts(store: MemoryStore, cards: Cards
     assert "- **What changed:** Cluster#2 (low volatility) → Cluster#4 (high volatility)" in card.markdown
     assert "- **Confidence:** 0.87" in card.markdown
     assert (
-        "- **Algorithms that agreed:** river.ADWIN 0.22.0, capymoa.ADWIN 0.15.1 (cross-validated by 2 engines)"
-        in card.markdown
+        "- **Algorithms that agreed:** river.ADWIN 0.22.0, capymoa.ADWIN 0.15.1 "
+        "(cross-validated by 2 engines)" in card.markdown
     )
     assert "  - binance_spot: 22 events (11 before, 11 after)" in card.markdown
     assert "  - 22 trades, price 42035 to 42087.5 (first 42035, last 42087.5), volume 0.66" in card.markdown
@@ -112,7 +111,9 @@ def test_drift_card_in_chinese(store: MemoryStore, cards: CardsConfig) -> None:
     assert "（2 个引擎交叉验证）" in card.markdown
 
 
-def test_single_engine_findings_say_they_are_not_cross_validated(store: MemoryStore, cards: CardsConfig) -> None:
+def test_single_engine_findings_say_they_are_not_cross_validated(
+    store: MemoryStore, cards: CardsConfig
+) -> None:
     card, _ = card_for(store, "anomaly", "en", cards)
     assert "river.HalfSpaceTrees 0.22.0 only (not cross-validated)" in card.markdown
     assert card.cross_validated is False and [a.name for a in card.agreed] == ["river.HalfSpaceTrees"]
@@ -164,7 +165,9 @@ def test_a_missing_pattern_type_is_rejected(tmp_path: Path) -> None:
     folder = tmp_path / "config"
     folder.mkdir()
     text = (REPO / "config" / "cards.yaml").read_text()
-    (folder / "cards.yaml").write_text(text.replace("      freq_pattern:\n        title: 频繁模式", "      x:\n        title: x"))
+    (folder / "cards.yaml").write_text(
+        text.replace("      freq_pattern:\n        title: 频繁模式", "      x:\n        title: x")
+    )
     with pytest.raises(ConfigError, match=r"languages\.zh\.types\.x"):
         load_cards_config(folder)
 
@@ -188,7 +191,9 @@ def test_annotations_appear_on_the_card(store: MemoryStore, cards: CardsConfig) 
     assert "  - 误报，ana，2026-01-05T12:00:00.000Z：exchange maintenance" in card.markdown
 
 
-def test_materialize_writes_both_languages_and_replaces_the_window(store: MemoryStore, cards: CardsConfig) -> None:
+def test_materialize_writes_both_languages_and_replaces_the_window(
+    store: MemoryStore, cards: CardsConfig
+) -> None:
     config = QraftConfig(explain=ExplainConfig(language="zh"))
     start, end = datetime(2026, 1, 5, 10, tzinfo=UTC), datetime(2026, 1, 5, 11, tzinfo=UTC)
     first = materialize_cards(store, config, cards, start, end)

@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from qraft_core.annotations import HumanTruth, UnknownPattern, add_annotation, detector_stats, human_truth
+from qraft_core.annotations import (
+    HumanTruth,
+    UnknownPattern,
+    add_annotation,
+    detector_stats,
+    human_truth,
+)
 from qraft_core.explain.examples import example_patterns, pattern_rows
 from qraft_core.store.fake import MemoryStore
 
@@ -23,7 +29,9 @@ def store() -> MemoryStore:
 
 def test_latest_verdict_counts_per_detector_and_notes_do_not_change_it(store: MemoryStore) -> None:
     add_annotation(store, DRIFT.pattern_id, "false_alarm", "first look", "ana", now=T0)
-    add_annotation(store, DRIFT.pattern_id, "confirmed", "seen on the chart", "bo", now=T0 + timedelta(hours=1))
+    add_annotation(
+        store, DRIFT.pattern_id, "confirmed", "seen on the chart", "bo", now=T0 + timedelta(hours=1)
+    )
     add_annotation(store, DRIFT.pattern_id, "note", "check tomorrow", "bo", now=T0 + timedelta(hours=2))
     add_annotation(store, ANOMALY.pattern_id, "false_alarm", "maintenance", "ana", now=T0)
     add_annotation(store, CLUSTER.pattern_id, "confirmed", "", "ana", now=T0)

@@ -45,7 +45,10 @@ def test_llm_text_is_labelled_and_added_below_the_facts(human_card) -> None:  # 
     client = ScriptedClient("Volatility rose after a quiet hour.")
     card = with_llm(human_card, DRIFT, client, cards)
     assert (card.mode, card.label, card.llm_text, card.llm_model) == (
-        "llm", "LLM-based", "Volatility rose after a quiet hour.", "fake-model",
+        "llm",
+        "LLM-based",
+        "Volatility rose after a quiet hour.",
+        "fake-model",
     )
     assert card.markdown.startswith(human_card.markdown)
     assert card.markdown.endswith(
@@ -80,6 +83,10 @@ def test_llm_switched_off_means_no_client_and_a_note(human_card) -> None:  # typ
 def test_client_endpoint_and_key_come_from_config() -> None:
     config = LlmConfig(enabled=True, url="http://127.0.0.1:9/", model="m", api_key_env="MY_LLM_KEY")
     client = OpenAiCompatibleClient.from_config(config, environ={"MY_LLM_KEY": "s3cret"})
-    assert (client.endpoint, client.model, client.api_key) == ("http://127.0.0.1:9/v1/chat/completions", "m", "s3cret")
+    assert (client.endpoint, client.model, client.api_key) == (
+        "http://127.0.0.1:9/v1/chat/completions",
+        "m",
+        "s3cret",
+    )
     direct = OpenAiCompatibleClient("https://llm.example/v1/chat/completions", "m")
     assert direct.endpoint == "https://llm.example/v1/chat/completions"
