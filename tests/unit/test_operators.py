@@ -374,3 +374,31 @@ def test_features_reject_ranges_off_the_bar_grid(memory_store: MemoryStore) -> N
         materialize_features(memory_store, SMALL_CONFIG, T0, at(60), timedelta(seconds=15))
     with pytest.raises(ValueError, match="bar boundaries"):
         materialize_features(memory_store, SMALL_CONFIG, at(5), at(65), timedelta(minutes=1))
+
+
+def test_empty_range_writes_nothing(memory_store: MemoryStore) -> None:
+    meta = materialize_features(memory_store, SMALL_CONFIG, T0, at(120), timedelta(minutes=1))
+    assert meta == {"rows": 0, "streams": [], "windows": 2, "events": 0, "dropped_events": 0}
+    empty = load_features(memory_store, T0, at(120))
+    assert empty.columns == ["window_start", "bar_time", "stream", "event_count", "items"]
+
+
+def test_windows_with_gaps_give_the_same_rows_one_by_one(memory_store: MemoryStore) -> None:
+    # Trades in minutes 0 and 2 only, news in minute 1 only.
+    rows: list[tuple[str, str, float, dict[str, object]]] = [
+        ("binance_spot", "trade", s, {"s": "BTC", "p": 100.0 + s % 7, "q": 1.0 + s % 3, "m": s % 2 == 0})
+        for s in [*range(0, 60, 4), *range(121, 180, 5)]
+    ]
+    rows.append(("news", "headline", 75.0, {"headline": "Quiet markets"}))
+    memory_store.insert("clean_events", clean_rows(rows))
+    other = MemoryStore()
+    other.insert("clean_events", clean_rows(rows))
+    materialize_features(memory_store, SMALL_CONFIG, T0, at(180), timedelta(minutes=1))
+    for minute in range(3):
+        materialize_features(other, SMALL_CONFIG, at(60 * minute), at(60 * minute + 60), timedelta(minutes=1))
+    whole = load_features(memory_store, T0, at(180))
+    assert whole.height == 6 + 6 + 1  # bars: 6 per minute with trades, 1 of news
+    assert_frame_equal(load_features(other, T0, at(180)), whole, check_exact=True)
+    # The first bar after the silent minute is more than max_gap_bars after the last one.
+    after_gap = whole.filter(pl.col("bar_time") == at(120), pl.col("stream") == "binance_spot:BTC")
+    assert after_gap["log_return"].item() == 0.0
