@@ -13,7 +13,15 @@ from polars.testing import assert_frame_equal
 
 from qraft_core.config import ConfigError
 from qraft_core.features import load_features, materialize_features
-from qraft_core.operators import OperatorContext, OperatorError, build_operator, load_preprocessing
+from qraft_core.operators import (
+    REGISTRY,
+    Operator,
+    OperatorContext,
+    OperatorError,
+    StatefulOperator,
+    build_operator,
+    load_preprocessing,
+)
 from qraft_core.operators.derive import DeriveError, parse_expression
 from qraft_core.operators.pipeline import PreprocessingConfig
 from qraft_core.store.fake import MemoryStore
@@ -41,6 +49,24 @@ def trades(rows: list[tuple[str, float, object, object, bool]]) -> pl.DataFrame:
 def bars(stream: str, values: dict[str, list[float]], step_s: int = 10) -> pl.DataFrame:
     n = len(next(iter(values.values())))
     return pl.DataFrame({"stream": [stream] * n, "bar_time": [at(step_s * i) for i in range(n)], **values})
+
+
+def test_every_builtin_operator_meets_the_protocol_it_declares() -> None:
+    params = {
+        "aggregate": {},
+        "derive": {"columns": {"r": "close / prev(close)"}},
+        "normalize": {"fields": ["v"]},
+        "text_clean": {},
+        "keyword_extract": {"topk": 3},
+        "join": {"source": "news", "columns": ["c"]},
+    }
+    assert sorted(REGISTRY) == sorted(params)
+    for name, given in params.items():
+        operator = build_operator(name, given)
+        assert isinstance(operator, Operator), name
+        assert isinstance(operator, StatefulOperator) == operator.stateful, name
+        assert operator.params == given and operator.params is not given, name
+    assert [n for n in sorted(params) if REGISTRY[n].stateful] == ["derive", "normalize"]
 
 
 # -- aggregate ----------------------------------------------------------------
