@@ -1,0 +1,88 @@
+"""`qraft patterns` and `qraft api` through the real CLI against embedded ClickHouse."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from qraft_core.cli import main
+from qraft_core.explain.examples import example_clean_events, example_patterns, pattern_rows
+from qraft_core.runtime import Runtime
+
+PATTERNS = example_patterns()
+DRIFT, ANOMALY, CLUSTER, FREQ = PATTERNS
+DAY = ["--since", "2026-01-05T00:00:00Z", "--until", "2026-01-06T00:00:00Z"]
+
+
+@pytest.fixture
+def runner(config_dir: Path) -> CliRunner:
+    store = Runtime.load(config_dir).store
+    with store.session():
+        store.insert("clean_events", example_clean_events())
+        store.insert("pattern_events", pattern_rows(PATTERNS))
+    return CliRunner()
+
+
+def run(runner: CliRunner, *args: str) -> str:
+    result = runner.invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_list_filters_and_prints_json(runner: CliRunner) -> None:
+    listed = json.loads(run(runner, "patterns", "list", *DAY, "--json"))
+    assert [p["pattern_id"] for p in listed] == [p.pattern_id for p in PATTERNS]
+    news = json.loads(run(runner, "patterns", "list", *DAY, "--source", "news", "--json"))
+    assert [p["type"] for p in news] == ["cluster_change", "freq_pattern"]
+    human = run(runner, "patterns", "list", *DAY, "--type", "anomaly")
+    assert human.strip() == (
+        f"2026-01-05T10:41:00.000Z  anomaly        0.93  binance_spot         {ANOMALY.pattern_id}  "
+        "normal trading → price spike"
+    )
+
+
+def test_show_prints_the_card_in_either_language(runner: CliRunner) -> None:
+    assert run(runner, "patterns", "show", DRIFT.pattern_id).startswith(
+        "### Concept drift · 2026-01-05 10:32:15 UTC"
+    )
+    assert run(runner, "patterns", "show", DRIFT.pattern_id, "--lang", "zh").startswith("### 概念漂移")
+    card = json.loads(run(runner, "patterns", "show", FREQ.pattern_id, "--json"))
+    assert card["replay_command"].endswith("--source news") and card["mode"] == "human"
+
+
+def test_annotate_then_export(runner: CliRunner, tmp_path: Path) -> None:
+    run(runner, "patterns", "annotate", ANOMALY.pattern_id, "--label", "false_alarm", "--note", "maintenance")
+    assert "误报，cli" in run(runner, "patterns", "show", ANOMALY.pattern_id, "--lang", "zh")
+    out = tmp_path / "patterns.csv"
+    summary = json.loads(
+        run(runner, "patterns", "export", *DAY, "--format", "csv", "--out", str(out), "--json")
+    )
+    assert summary["patterns"] == 4
+    with out.open() as handle:
+        assert [row["type"] for row in csv.DictReader(handle)] == [p.type.value for p in PATTERNS]
+    out_json = tmp_path / "drift.json"
+    run(
+        runner,
+        "patterns",
+        "export",
+        *DAY,
+        "--type",
+        "concept_drift",
+        "--format",
+        "json",
+        "--out",
+        str(out_json),
+    )
+    assert [p["pattern_id"] for p in json.loads(out_json.read_text())] == [DRIFT.pattern_id]
+
+
+def test_bad_input_is_a_usage_error(runner: CliRunner) -> None:
+    bad_time = runner.invoke(main, ["patterns", "list", "--since", "noon"])
+    assert bad_time.exit_code == 2 and "--since: 'noon' is not an ISO 8601 time" in bad_time.output
+    unknown = runner.invoke(main, ["patterns", "show", "nope"])
+    assert unknown.exit_code == 2 and "no pattern with id 'nope'" in unknown.output
+    assert "OpenAPI docs at /docs" in run(runner, "api", "--help")
