@@ -60,3 +60,47 @@ def test_registry_upsert_replaces_rows_and_status_reports_rate_last_time_and_err
         "events_per_s": 0.0, "errors": 2,
     }
     assert (rows["legacy"]["status"], rows["legacy"]["last_event_time"]) == ("disabled", None)
+
+
+def test_cli_sources_list_and_ingest_from_file(
+    config_dir: Any, nats_server: Any, tmp_path: Any, monkeypatch: Any
+) -> None:
+    import asyncio
+
+    from click.testing import CliRunner
+
+    from qraft_core.bus.base import StreamSettings
+    from qraft_core.bus.nats_bus import NatsBus
+    from qraft_core.cli import main
+
+    monkeypatch.setenv("QRAFT_NATS_URL", nats_server.url)
+    replay = tmp_path / "trades.jsonl"
+    trades = [{"e": "trade", "E": 1767571200000 + i, "s": "BTCUSDT", "t": i, "p": "1", "q": "1",
+               "T": 1767571200000 + i} for i in range(1, 6)]
+    replay.write_text("\n".join(json.dumps(t) for t in trades) + "\n{broken\n")
+    runner = CliRunner()
+
+    result = runner.invoke(main, ["ingest", "binance_spot", "--from", str(replay), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["source"], summary["type"], summary["published"], summary["dead_lettered"]) == (
+        "binance_spot", "file", 5, 1)
+    assert summary["last_event_time"] == "2026-01-05T00:00:00.005000+00:00"
+
+    async def read_back() -> list[str]:
+        async with NatsBus(nats_server.url, StreamSettings()) as bus:
+            await bus.subscribe("cli-test")
+            messages = await bus.fetch(100, 1.0)
+            await bus._sub.unsubscribe()  # a pull subscription left open makes drain() wait 30s
+        return [m.subject for m in messages]
+
+    assert set(asyncio.run(read_back())) == {"qraft.raw.binance_spot"}
+
+    listed = runner.invoke(main, ["sources", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)
+    assert [r["name"] for r in rows][:2] == ["binance_spot", "news"]
+    assert rows[0]["status"] == "configured" and rows[0]["events_per_s"] == 0.0
+
+    unknown = runner.invoke(main, ["ingest", "nope"])
+    assert unknown.exit_code == 2 and "unknown source 'nope'" in unknown.output
