@@ -245,8 +245,17 @@ def _env_overrides(model: type[BaseModel], environ: Mapping[str, str]) -> dict[s
         target = overrides
         for part in path[:-1]:
             target = target.setdefault(part, {})
-        target[path[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        # Text settings keep the text (QRAFT_NATS_STREAM=off is a name, not False); others are YAML.
+        textual = _leaf_annotation(model, path) in (str, Path)
+        target[path[-1]] = raw if textual or raw == "" else yaml.safe_load(raw)
     return overrides
+
+
+def _leaf_annotation(model: type[BaseModel], path: list[str]) -> Any:
+    annotation: Any = model
+    for part in path:
+        annotation = annotation.model_fields[part].annotation
+    return annotation
 
 
 def _match_field_path(model: type[BaseModel], rest: str) -> list[str] | None:

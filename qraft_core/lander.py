@@ -121,6 +121,9 @@ def land_batch(
                 continue
             try:
                 document = json.loads(line)
+            except RecursionError:
+                reject(subject_source, "malformed JSON: nested too deeply", line, index)
+                continue
             except ValueError as exc:
                 reject(subject_source, f"malformed JSON: {str(exc).split(':')[0]}", line, index)
                 continue

@@ -138,7 +138,8 @@ def plan_windows(
             through = closed_end
 
     new_cursor = {
-        "through": iso(through),
+        # Before any data there is nothing to pin: the first landing decides where windows start.
+        "through": iso(through) if max_event_time is not None else None,
         "landed_seen": iso(landed_seen),
         "max_event_time": iso(max_event_time) if max_event_time else None,
         "quiet_since": iso(quiet_since),

@@ -22,6 +22,8 @@ from qraft_core.config import PartitionsConfig
 from qraft_dagster.sensors.windows import PIPELINE_JOB, window_tags
 
 SENSOR_NAME = "qraft_window_sensor"
+# Step-level chatter goes to the run's event log (the UI), not the terminal.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def open_instance(dagster_home: Path) -> DagsterInstance:
@@ -46,13 +48,15 @@ def materialize_windows(
     selected = window_tags(start, end, config)
     key = selected.pop("dagster/partition", None)
     return defs.resolve_job_def(PIPELINE_JOB).execute_in_process(
-        instance=instance, partition_key=key, tags={**selected, **(tags or {})}, raise_on_error=False
+        run_config=QUIET, instance=instance, partition_key=key, tags={**selected, **(tags or {})},
+        raise_on_error=False,
     )
 
 
 def execute_request(defs: Definitions, instance: DagsterInstance, request: RunRequest) -> ExecuteInProcessResult:
     return defs.resolve_job_def(PIPELINE_JOB).execute_in_process(
-        instance=instance, partition_key=request.partition_key, tags=dict(request.tags), raise_on_error=False
+        run_config=QUIET, instance=instance, partition_key=request.partition_key, tags=dict(request.tags),
+        raise_on_error=False,
     )
 
 

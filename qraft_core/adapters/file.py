@@ -141,7 +141,10 @@ class FileAdapter(RecordAdapter):
         pending = 0
         first_event: float | None = None
         started = time.monotonic()
-        for record, raw, error in read_records(path, fmt, self.options.required, skip=done):
+        # `required` names fields after renaming; the file has them under their original names.
+        original = {new: old for old, new in self.options.rename.items()}
+        required = [original.get(name, name) for name in self.options.required]
+        for record, raw, error in read_records(path, fmt, required, skip=done):
             if stop is not None and stop.is_set():
                 break
             pending += 1

@@ -52,7 +52,9 @@ class NatsBus:
 
     async def close(self) -> None:
         if self._nc is not None:
-            await self._nc.drain()
+            # Flush what was published and acknowledged; a drain can stall on a pull subscription.
+            await self._nc.flush(timeout=10)
+            await self._nc.close()
             self._nc = None
 
     async def __aenter__(self) -> NatsBus:

@@ -188,7 +188,10 @@ class ClickHouseStore:
         table_spec = spec(table)
         clause, params = _where_sql(table_spec, start, end, where)
         with self._client_in_session() as client:
-            client.command(f"DELETE FROM {table_spec.name} {clause}", parameters=params)
+            # A DELETE is a mutation (~0.1 s even when it matches nothing); first runs find empty windows.
+            found = client.query(f"SELECT 1 FROM {table_spec.name} {clause} LIMIT 1", parameters=params)
+            if found.result_rows:
+                client.command(f"DELETE FROM {table_spec.name} {clause}", parameters=params)
             return self.insert(table, frame)
 
     # -- reads ----------------------------------------------------------

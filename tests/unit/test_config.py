@@ -110,11 +110,6 @@ def test_a_bad_environment_override_is_an_error_naming_the_key(tmp_path):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="environment values are parsed as YAML, so a text setting that looks like a number or a "
-    "boolean (QRAFT_MLFLOW_EXPERIMENT=2026, QRAFT_NATS_STREAM=off) becomes int/bool and is rejected",
-)
 def test_a_text_setting_may_look_like_a_number_in_the_environment(tmp_path):
     config = load_qraft_config(tmp_path, environ={"QRAFT_MLFLOW_EXPERIMENT": "2026"})
     assert config.mlflow.experiment == "2026"

@@ -193,11 +193,6 @@ def test_a_stop_request_ends_the_replay_at_a_resumable_point(tmp_path):
     assert landed(replay(adapter_for(tmp_path, path, "binance_trade"))).landed == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CSV/Parquet check `required` against the columns before renaming, although required names "
-    "fields after renaming (GenericOptions), so a renamed required column is reported missing",
-)
 def test_required_names_after_renaming_are_accepted_for_csv(tmp_path):
     path = tmp_path / "news.csv"
     path.write_text("id,ts,title\nn1,1767571200,BTC up\n")

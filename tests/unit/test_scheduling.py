@@ -199,11 +199,6 @@ def test_observe_landing_sees_only_rows_landed_after_the_mark(memory_store):
 
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a plan made before anything landed stores through=first_window, so the first data to land "
-    "hands out every empty window from the partition start instead of starting where the data starts",
-)
 def test_a_plan_before_any_data_does_not_pin_the_start_to_the_first_partition():
     empty = plan({}, NOTHING, first_window=at(-1440))
     result = plan(empty.cursor, landed(600.5, 605), first_window=at(-1440))
