@@ -22,7 +22,14 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import status_code_conformance
 
 from qraft_core.api import ReplayConflict, create_app
-from qraft_core.config import ApiConfig, ExplainConfig, LlmConfig, QraftConfig, load_sources
+from qraft_core.config import (
+    ApiConfig,
+    ConfigError,
+    ExplainConfig,
+    LlmConfig,
+    QraftConfig,
+    load_sources,
+)
 from qraft_core.events import PatternEvent, iso
 from qraft_core.explain import load_cards_config, materialize_cards
 from qraft_core.explain.examples import example_clean_events, example_patterns, pattern_rows
@@ -538,3 +545,14 @@ def test_no_server_errors_anywhere_in_the_api(runtime: RuntimeStub) -> None:
 
         exercise()
     assert failures == []
+
+
+def test_a_card_template_naming_a_missing_field_stops_the_api_at_start(runtime: RuntimeStub) -> None:
+    cards_file = runtime.config_path / "cards.yaml"
+    cards_file.write_text(cards_file.read_text().replace("{contributors}", "{drivers}", 1))
+    with pytest.raises(ConfigError) as error:
+        create_app(runtime)
+    assert (
+        "cards.yaml: languages.en.types.concept_drift.summary: template references unknown field 'drivers'"
+        in (str(error.value))
+    )
