@@ -85,9 +85,8 @@ def resolve_range(
     """Fill a missing bound with the longest allowed range; with neither, end at the newest pattern."""
     span = timedelta(days=max_days)
     if start is None and end is None:
-        newest = max(
-            store.max_time("pattern_events", "type").values(), default=datetime(1970, 1, 1, tzinfo=UTC)
-        )
+        # No patterns yet: the span up to now, which is empty but reads naturally.
+        newest = max(store.max_time("pattern_events", "type").values(), default=datetime.now(UTC))
         end = newest + timedelta(milliseconds=1)
     if start is None:
         assert end is not None
