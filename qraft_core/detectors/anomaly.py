@@ -15,7 +15,9 @@ from qraft_core.detectors.base import Signal, StreamDetector
 
 ANOMALY_DEFAULTS: dict[str, Any] = {
     "threshold": 0.8,
-    "warmup_bars": 60,
+    "warmup_bars": 120,
+    # Standardized values are squashed into (0, 1) as 0.5 + 0.5 * tanh(z / squash_sd).
+    "squash_sd": 4.0,
 }
 
 
@@ -26,7 +28,7 @@ class RunningMoments:
     >>> for v in (1.0, 2.0, 3.0):
     ...     m.add({"x": v})
     >>> m.z({"x": 5.0})
-    {'x': 2.449489742783178}
+    {'x': 3.6742346141747673}
     """
 
     def __init__(self) -> None:
@@ -61,16 +63,24 @@ class AnomalyDetector(StreamDetector):
     def _new_model(self) -> Any:
         raise NotImplementedError
 
-    def _score_and_learn(self, values: dict[str, float]) -> tuple[float, dict[str, float] | None]:
-        """The bar's anomaly score, and per-feature contributions if the algorithm has its own."""
+    def _score_and_learn(
+        self, values: dict[str, float], unit: dict[str, float]
+    ) -> tuple[float, dict[str, float] | None]:
+        """The bar's anomaly score, and per-feature contributions if the algorithm has its own.
+
+        `unit` holds the values standardized by their running moments and squashed
+        into (0, 1): the same bounded input for every engine's trees.
+        """
         raise NotImplementedError
 
     def _update_row(self, time: datetime, values: dict[str, float], row: dict[str, Any]) -> Signal | None:
         if any(math.isnan(v) for v in values.values()):
             return None
         state = self.state
-        score, own_contributions = self._score_and_learn(values)
         z = state["moments"].z(values)
+        squash = float(self.param("squash_sd"))
+        unit = {f: 0.5 + 0.5 * math.tanh(v / squash) for f, v in z.items()}
+        score, own_contributions = self._score_and_learn(values, unit)
         state["moments"].add(values)
         state["seen"] += 1
         threshold = float(self.param("threshold"))

@@ -31,8 +31,6 @@ from datetime import datetime
 from functools import cache
 from typing import Any, ClassVar
 
-import polars as pl
-
 from qraft_core.detectors.anomaly import ANOMALY_DEFAULTS, AnomalyDetector
 from qraft_core.detectors.base import Signal, StreamDetector
 from qraft_core.detectors.drift import DRIFT_DEFAULTS, DriftDetector
@@ -168,7 +166,7 @@ class CapyCUSUM(CapyDrift):
 
 
 class CapyHalfSpaceTrees(CapyMOADetector, AnomalyDetector):
-    """MOA's HSTrees on features scaled to [0, 1] by their running minimum and maximum."""
+    """MOA's HSTrees on standardized, squashed features (the unit box the trees split)."""
 
     defaults: ClassVar[dict[str, Any]] = {
         **ANOMALY_DEFAULTS,
@@ -187,7 +185,6 @@ class CapyHalfSpaceTrees(CapyMOADetector, AnomalyDetector):
         self._schema = Schema.from_custom(
             features=[*self.features, "class"], target="class", categories={"class": ["0", "1"]}
         )
-        self._range: dict[str, tuple[float, float]] = {}
         return HalfSpaceTrees(
             self._schema,
             random_seed=self.seed,
@@ -197,17 +194,13 @@ class CapyHalfSpaceTrees(CapyMOADetector, AnomalyDetector):
             size_limit=self.param("size_limit"),
         )
 
-    def _score_and_learn(self, values: dict[str, float]) -> tuple[float, dict[str, float] | None]:
+    def _score_and_learn(
+        self, values: dict[str, float], unit: dict[str, float]
+    ) -> tuple[float, dict[str, float] | None]:
         import numpy as np
         from capymoa.core import LabeledInstance
 
-        scaled = []
-        for feature, value in values.items():
-            low, high = self._range.get(feature, (value, value))
-            low, high = min(low, value), max(high, value)
-            self._range[feature] = (low, high)
-            scaled.append((value - low) / (high - low) if high > low else 0.5)
-        instance = LabeledInstance.from_array(self._schema, np.array(scaled), 0)
+        instance = LabeledInstance.from_array(self._schema, np.array([unit[f] for f in self.features]), 0)
         model = self.state["model"]
         score = float(model.score_instance(instance))
         model.train(instance)

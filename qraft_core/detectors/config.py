@@ -19,7 +19,12 @@ from pydantic import Field, field_validator
 
 from qraft_core.config import ConfigError, Strict, config_dir, parse_model, read_yaml
 from qraft_core.detectors.base import DetectorParamsError, StreamDetector
-from qraft_core.detectors.capymoa_engine import CapyADWIN, CapyCUSUM, CapyHalfSpaceTrees, CapyPageHinkley
+from qraft_core.detectors.capymoa_engine import (
+    CapyADWIN,
+    CapyCUSUM,
+    CapyHalfSpaceTrees,
+    CapyPageHinkley,
+)
 from qraft_core.detectors.itemsets import FrequentItemsets
 from qraft_core.detectors.river_engine import (
     DBStreamRegimes,

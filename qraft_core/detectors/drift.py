@@ -13,7 +13,7 @@ from collections import deque
 from datetime import datetime
 from typing import Any, ClassVar
 
-from qraft_core.detectors.base import Signal, StreamDetector, confidence_of
+from qraft_core.detectors.base import DetectorParamsError, Signal, StreamDetector, confidence_of
 
 DRIFT_DEFAULTS: dict[str, Any] = {
     # Bars kept to describe the state before and after a change.
@@ -22,13 +22,21 @@ DRIFT_DEFAULTS: dict[str, Any] = {
     "warmup_bars": 30,
     # The strength (mean shift in spreads) that maps to confidence 0.63.
     "confidence_scale": 2.0,
+    # "log" feeds log(max(value, log_floor)): scale-free, and volatility shifts are multiplicative.
+    "transform": "none",
+    "log_floor": 1e-12,
 }
+TRANSFORMS = ("none", "log")
 
 
 class DriftDetector(StreamDetector):
     kind: ClassVar[str] = "concept_drift"
 
     def _fresh_state(self) -> dict[str, Any]:
+        if self.param("transform") not in TRANSFORMS:
+            raise DetectorParamsError(
+                f"{self.algorithm}: transform must be one of {', '.join(TRANSFORMS)}, got {self.param('transform')!r}"
+            )
         return {
             "models": {feature: self._new_model() for feature in self.features},
             "recent": {feature: deque(maxlen=int(self.param("context_bars"))) for feature in self.features},
@@ -53,6 +61,8 @@ class DriftDetector(StreamDetector):
             if math.isnan(value):
                 continue
             state["recent"][feature].append(value)
+            if self.param("transform") == "log":
+                value = math.log(max(value, float(self.param("log_floor"))))
             model = state["models"][feature]
             if self._feed(model, value) and state["seen"] > int(self.param("warmup_bars")):
                 changed[feature] = self._lag(model) or 0

@@ -21,7 +21,6 @@ from collections import deque
 from datetime import datetime
 from typing import Any, ClassVar
 
-import polars as pl
 import river
 from river import anomaly, cluster, drift, preprocessing
 
@@ -99,7 +98,7 @@ class RiverKSWIN(RiverDetector, DriftDetector):
 
 
 class RiverHalfSpaceTrees(RiverDetector, AnomalyDetector):
-    """HalfSpaceTrees behind a MinMax scaler, which keeps features in the unit box the trees split."""
+    """HalfSpaceTrees on standardized, squashed features (the unit box the trees split)."""
 
     defaults: ClassVar[dict[str, Any]] = {
         **ANOMALY_DEFAULTS,
@@ -110,17 +109,19 @@ class RiverHalfSpaceTrees(RiverDetector, AnomalyDetector):
     }
 
     def _new_model(self) -> Any:
-        return preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(
+        return anomaly.HalfSpaceTrees(
             n_trees=self.param("n_trees"),
             height=self.param("height"),
             window_size=self.param("window_size"),
             seed=self.seed,
         )
 
-    def _score_and_learn(self, values: dict[str, float]) -> tuple[float, dict[str, float] | None]:
+    def _score_and_learn(
+        self, values: dict[str, float], unit: dict[str, float]
+    ) -> tuple[float, dict[str, float] | None]:
         model = self.state["model"]
-        score = float(model.score_one(values))
-        model.learn_one(values)
+        score = float(model.score_one(unit))
+        model.learn_one(unit)
         return score, None
 
 
@@ -149,7 +150,9 @@ class RobustZScore(AnomalyDetector):
     def _new_model(self) -> Any:
         return {f: deque(maxlen=int(self.param("window_bars"))) for f in self.features}
 
-    def _score_and_learn(self, values: dict[str, float]) -> tuple[float, dict[str, float] | None]:
+    def _score_and_learn(
+        self, values: dict[str, float], unit: dict[str, float]
+    ) -> tuple[float, dict[str, float] | None]:
         windows = self.state["model"]
         robust_z = {}
         for feature, value in values.items():

@@ -1,0 +1,126 @@
+"""Experiment records of detector runs in MLflow.
+
+One MLflow run per detections materialization: the detectors' parameters,
+the library versions, and what the run did (rows, signals per detector,
+anomaly rate, latency). MLflow is imported only when a run is logged, and a
+disabled tracker does nothing, so nothing else depends on it.
+
+>>> Tracker("", enabled=False).log_run("noop", {"a": 1}, {"m": 1.0}) is None
+True
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qraft_core.events import iso
+
+if TYPE_CHECKING:
+    from qraft_core.config import QraftConfig
+    from qraft_core.detectors.config import DetectorsConfig
+
+log = logging.getLogger(__name__)
+
+# MLflow rejects longer parameter values.
+_MAX_PARAM_CHARS = 500
+
+
+def default_tracking_uri(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir.resolve() / 'mlflow.db'}"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the detector engines in this process ("unavailable" when missing)."""
+    import river
+
+    from qraft_core.detectors.capymoa_engine import capymoa_available, capymoa_version
+
+    return {
+        "river": str(river.__version__),
+        "capymoa": capymoa_version() if capymoa_available() else "unavailable",
+    }
+
+
+class Tracker:
+    """Logs runs to MLflow at `tracking_uri` under `experiment`; a no-op when disabled."""
+
+    def __init__(self, tracking_uri: str, experiment: str = "qraft", enabled: bool = True) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.enabled = enabled
+
+    @classmethod
+    def from_config(cls, config: QraftConfig) -> Tracker:
+        mlflow = config.mlflow
+        uri = mlflow.tracking_uri or default_tracking_uri(config.data_dir)
+        return cls(uri, mlflow.experiment, mlflow.enabled)
+
+    def log_run(
+        self,
+        run_name: str,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        tags: Mapping[str, str] | None = None,
+    ) -> str | None:
+        """Record one run; returns its MLflow run id (None when disabled)."""
+        if not self.enabled:
+            return None
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri=self.tracking_uri)
+        experiment = client.get_experiment_by_name(self.experiment)
+        experiment_id = (
+            experiment.experiment_id if experiment is not None else client.create_experiment(self.experiment)
+        )
+        run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags or {}))
+        run_id: str = run.info.run_id
+        client.log_batch(
+            run_id,
+            params=[mlflow.entities.Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in sorted(params.items())],
+            metrics=[mlflow.entities.Metric(k, float(v), 0, 0) for k, v in sorted(metrics.items())],
+        )
+        client.set_terminated(run_id)
+        return run_id
+
+    def log_detections(
+        self, config: DetectorsConfig, start: datetime, end: datetime, metadata: Mapping[str, Any]
+    ) -> str | None:
+        """Record one detections materialization (metadata as returned by the runner)."""
+        if not self.enabled:
+            return None
+        params: dict[str, Any] = {"window_start": iso(start), "window_end": iso(end)}
+        for spec in config.enabled:
+            params[f"{spec.name}.algorithm"] = f"{spec.engine}.{spec.algorithm}"
+            params[f"{spec.name}.features"] = ",".join(spec.features)
+            params[f"{spec.name}.seed"] = spec.seed
+            for key, value in sorted(spec.params.items()):
+                params[f"{spec.name}.{key}"] = value
+        by_detector: Mapping[str, int] = metadata.get("signals_by_detector", {})
+        rows = int(metadata.get("rows_processed", 0))
+        anomalies = sum(n for name, n in by_detector.items() if _kind_of(config, name) == "anomaly")
+        metrics: dict[str, float] = {
+            "rows_processed": rows,
+            "windows": int(metadata.get("windows", 0)),
+            "latency_s": float(metadata.get("latency_s", 0.0)),
+            "signals_total": sum(by_detector.values()),
+            "anomaly_rate": anomalies / rows if rows else 0.0,
+        }
+        metrics.update({f"signals.{name}": n for name, n in by_detector.items()})
+        tags = {f"version.{lib}": version for lib, version in library_versions().items()}
+        tags["engines"] = ",".join(metadata.get("engines", []))
+        try:
+            return self.log_run(f"detections {iso(start)}", params, metrics, tags)
+        except Exception as exc:  # a tracking outage must not fail the detections themselves
+            log.warning("could not record the detections run in MLflow at %s: %s", self.tracking_uri, exc)
+            return None
+
+
+def _kind_of(config: DetectorsConfig, name: str) -> str:
+    for spec in config.detectors:
+        if spec.name == name:
+            return spec.kind.value
+    return ""

@@ -1,0 +1,149 @@
+"""Detectors on seeded synthetic bars: exact findings, state round trips, reset, params."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+import pytest
+
+from qraft_core.detectors.base import DetectorParamsError, StreamDetector, decode_state, encode_state
+from qraft_core.detectors.capymoa_engine import (
+    CapyADWIN,
+    CapyCUSUM,
+    CapyHalfSpaceTrees,
+    CapyPageHinkley,
+    capymoa_available,
+)
+from qraft_core.detectors.itemsets import FrequentItemsets
+from qraft_core.detectors.river_engine import (
+    DBStreamRegimes,
+    RiverADWIN,
+    RiverHalfSpaceTrees,
+    RiverKSWIN,
+    RiverPageHinkley,
+    RobustZScore,
+)
+from qraft_core.detectors.synthetic import BAR, START, synthetic_features
+
+BARS = synthetic_features(n_bars=600, seed=7, vol_shift_at=300, spikes_at=(200, 450), regime_at=400,
+                          news_burst_at=350)
+BTC = BARS.filter(pl.col("stream") == "binance_spot:BTCUSDT")
+NEWS = BARS.filter(pl.col("stream") == "news")
+VOL = ["realized_vol"]
+SHAPE = ["log_return_z", "volume_z", "mean_size_z"]
+REGIME = ["realized_vol", "volume", "mean_size", "buy_ratio"]
+
+needs_capymoa = pytest.mark.skipif(not capymoa_available(), reason="CapyMOA/JVM not available")
+
+# (class, features, params, bars, expected (bar index, group) of every signal)
+CASES: list[tuple[type[StreamDetector], list[str], dict[str, Any], pl.DataFrame, list[tuple[int, str]]]] = [
+    (RiverADWIN, VOL, {"transform": "log"}, BTC, [(310, "")]),
+    (RiverPageHinkley, VOL, {"transform": "log", "threshold": 8.0, "delta": 0.1}, BTC, [(307, "")]),
+    (RiverKSWIN, VOL, {"transform": "log", "alpha": 0.0001}, BTC, [(312, "")]),
+    (RiverHalfSpaceTrees, SHAPE, {"threshold": 0.9}, BTC, [(150, ""), (153, ""), (200, ""), (400, ""), (450, "")]),
+    (DBStreamRegimes, REGIME, {"clustering_threshold": 1.0, "jump_distance": 3.0, "persistence": 6}, BTC,
+     [(306, ""), (415, "")]),
+    (FrequentItemsets, [], {"recent_bars": 12}, NEWS, [(371, "approval+etf")]),
+]
+CAPY_CASES = [
+    (CapyADWIN, VOL, {"transform": "log"}, BTC, [(319, ""), (351, "")]),
+    (CapyCUSUM, VOL, {"transform": "log", "lambda_": 8.0, "delta": 0.1}, BTC, [(307, "")]),
+    (CapyHalfSpaceTrees, SHAPE, {"threshold": 0.6}, BTC, [(120, ""), (158, ""), (200, ""), (405, ""), (450, "")]),
+]
+ALL = [pytest.param(*case, id=case[0].__name__) for case in CASES] + [
+    pytest.param(*case, id=case[0].__name__, marks=needs_capymoa) for case in CAPY_CASES
+]
+
+
+def bar_index(signal: Any) -> int:
+    return int((signal.time - START) / BAR)
+
+
+@pytest.mark.parametrize(("cls", "features", "params", "bars", "expected"), ALL)
+def test_exact_findings_on_seeded_bars(cls, features, params, bars, expected) -> None:
+    signals = cls("d", "binance_spot:BTCUSDT", features, params).update(bars)
+    assert [(bar_index(s), s.group) for s in signals] == expected
+    for signal in signals:
+        assert 0.0 <= signal.confidence <= 1.0
+        assert signal.engine == cls.engine
+        assert signal.fields and abs(sum(signal.fields.values()) - 1.0) < 1e-5
+
+
+def test_volatility_step_at_bar_300_is_found_after_it_by_every_drift_detector() -> None:
+    for cls, features, params, bars, expected in [*CASES[:3], *(CAPY_CASES[:2] if capymoa_available() else [])]:
+        first = expected[0][0]
+        assert 300 <= first <= 320, cls.__name__
+    signal = RiverADWIN("d", "s", VOL, {"transform": "log"}).update(BTC)[0]
+    assert signal.type == "concept_drift"
+    assert signal.fields == {"realized_vol": 1.0}
+    assert signal.prev_state.startswith("river.ADWIN window: realized_vol ≈ 0.00")
+    assert signal.score > 2.0
+
+
+def test_anomaly_signal_names_the_spiking_field() -> None:
+    spike = [s for s in RobustZScore("d", "s", ["log_return", "volume"]).update(BTC) if bar_index(s) == 200][0]
+    assert max(spike.fields, key=spike.fields.__getitem__) in {"log_return", "volume"}
+    assert spike.new_state.startswith("observed: ")
+
+
+@pytest.mark.parametrize(("cls", "features", "params", "bars", "expected"), ALL)
+def test_state_round_trip_continues_exactly(cls, features, params, bars, expected) -> None:
+    whole = cls("d", "s", features, params, seed=3).update(bars)
+    first = cls("d", "s", features, params, seed=3)
+    half = bars.height // 2
+    part = first.update(bars.head(half))
+    stored = encode_state(first.get_state())
+    restored = cls.from_state(decode_state(stored), "d", "s", features, params, seed=3)
+    part += restored.update(bars.tail(bars.height - half))
+    assert [s.to_json() for s in part] == [s.to_json() for s in whole]
+
+
+@pytest.mark.parametrize(("cls", "features", "params", "bars", "expected"), ALL)
+def test_reset_forgets_everything(cls, features, params, bars, expected) -> None:
+    detector = cls("d", "s", features, params)
+    first = detector.update(bars)
+    detector.reset()
+    assert [s.to_json() for s in detector.update(bars)] == [s.to_json() for s in first]
+
+
+def test_hyperparameters_are_stored_as_given_and_checked() -> None:
+    given = {"delta": 0.01}
+    detector = RiverADWIN("d", "s", VOL, given)
+    assert detector.params == {"delta": 0.01}
+    assert detector.params is not given
+    assert detector.effective_params["delta"] == 0.01
+    assert detector.effective_params["grace_period"] == 10
+    with pytest.raises(DetectorParamsError, match="RiverADWIN does not accept threshold"):
+        RiverADWIN("d", "s", VOL, {"threshold": 1})
+    with pytest.raises(DetectorParamsError, match="transform must be one of none, log"):
+        RiverADWIN("d", "s", VOL, {"transform": "sqrt"})
+
+
+def test_seeded_trees_repeat_and_seed_matters() -> None:
+    def run(seed: int) -> list[int]:
+        return [bar_index(s) for s in RiverHalfSpaceTrees("d", "s", SHAPE, {"threshold": 0.9}, seed).update(BTC)]
+
+    assert run(42) == run(42) == [150, 153, 200, 400, 450]
+    assert run(7) != run(42)
+
+
+def test_missing_feature_column_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="detector d: bars lack feature columns nope"):
+        RiverADWIN("d", "s", ["nope"]).update(BTC)
+
+
+def test_itemset_signal_carries_support_and_lift() -> None:
+    signal = FrequentItemsets("d", "news", [], {"recent_bars": 12}).update(NEWS)[0]
+    assert signal.type == "freq_pattern"
+    assert set(signal.fields) == {"approval", "etf"}
+    assert signal.extra["count"] == 4.0
+    assert signal.extra["lift"] >= 2.0 and signal.extra["p_value"] <= 1e-3
+    assert signal.extra["support"] == pytest.approx(4 / 12, abs=1e-6)
+
+
+def test_state_encoding_is_tagged() -> None:
+    assert encode_state({"a": [1, 2]}) == 'json:{"a":[1,2]}'
+    assert encode_state(b"x").startswith("pickle:")
+    with pytest.raises(ValueError, match="unknown detector state encoding 'yaml'"):
+        decode_state("yaml:a: 1")
