@@ -161,17 +161,17 @@ def land_batch(
     return LandedBatch(raw_frame, dead_frame)
 
 
-_TIME_SCHEMA = {
+_TIME_SCHEMA: dict[str, pl.DataType] = {
     "timestamp": pl.Datetime("ms", "UTC"),
     "ingest_time": pl.Datetime("ms", "UTC"),
 }
-_DEAD_SCHEMA = {
-    "letter_id": pl.Utf8,
-    "stage": pl.Utf8,
-    "source": pl.Utf8,
-    "reason": pl.Utf8,
-    "raw": pl.Utf8,
-    "event_id": pl.Utf8,
+_DEAD_SCHEMA: dict[str, pl.DataType] = {
+    "letter_id": pl.Utf8(),
+    "stage": pl.Utf8(),
+    "source": pl.Utf8(),
+    "reason": pl.Utf8(),
+    "raw": pl.Utf8(),
+    "event_id": pl.Utf8(),
     "event_time": pl.Datetime("ms", "UTC"),
     "window_start": pl.Datetime("ms", "UTC"),
     "received_at": pl.Datetime("ms", "UTC"),

@@ -19,7 +19,23 @@ from typing import Any
 
 from filelock import FileLock
 
+from qraft_core.config import ConfigError, PartitionsConfig
 from qraft_core.events import iso, stable_id
+from qraft_core.scheduling import ceil_to, floor_to, partition_start
+
+
+def replay_window(start: datetime, end: datetime, config: PartitionsConfig) -> tuple[datetime, datetime]:
+    """[start, end) widened to whole windows, or a ConfigError when it lies outside the partitions."""
+    if end <= start:
+        raise ConfigError(f"replay window: --end ({iso(end)}) must be after --start ({iso(start)})")
+    first = partition_start(config)
+    aligned = floor_to(start, config.interval), ceil_to(end, config.interval)
+    last = config.end
+    if aligned[0] < first or (last is not None and aligned[1] > last):
+        limit = f"[{iso(first)}, {iso(last) if last else 'now'})"
+        raise ConfigError(f"replay window [{iso(start)}, {iso(end)}) lies outside the partitions {limit}")
+    return aligned
+
 
 
 class ReplayConflict(RuntimeError):
@@ -120,3 +136,17 @@ def launch_replay(
     record.pid = process.pid
     registry.save(record)
     return record
+
+
+@dataclass
+class SubprocessReplayLauncher:
+    """Starts replays as background `qraft replay --wait` processes (the API's replay runner)."""
+
+    registry: ReplayRegistry
+    config_dir: Path
+    partitions: PartitionsConfig
+
+    def launch(self, start: datetime, end: datetime, sources: list[str]) -> dict[str, str]:
+        start, end = replay_window(start, end, self.partitions)
+        record = launch_replay(self.registry, self.config_dir, start, end, sources)
+        return {"id": record.id, "status": record.status}

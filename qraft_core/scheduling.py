@@ -33,6 +33,16 @@ def floor_to(ts: datetime, interval: timedelta) -> datetime:
     return EPOCH + ((ts - EPOCH) // interval) * interval
 
 
+def partition_start(config: PartitionsConfig, now: datetime | None = None) -> datetime:
+    """The first window: the configured start, or later when the range would exceed max_partitions."""
+    if config.end is not None:
+        return config.start
+    now = now or datetime.now(UTC)
+    earliest = now - config.interval * config.max_partitions
+    earliest = earliest.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    return max(config.start, earliest)
+
+
 def ceil_to(ts: datetime, interval: timedelta) -> datetime:
     floored = floor_to(ts, interval)
     return floored if floored == ts else floored + interval

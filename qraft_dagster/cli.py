@@ -116,9 +116,29 @@ def demo(ctx: click.Context, keep: bool, as_json: bool) -> None:
         "dead_lettered_at_landing": landed.dead_lettered,
         "runs": runs,
         **table_counts(rt),
+        "cards": demo_cards(rt),
         "seconds": round(time.monotonic() - started, 1),
     }
     emit(summary, as_json, _demo_text(rt, summary))
+
+
+def demo_cards(rt: Runtime, count: int = 3) -> list[str]:
+    """The markdown cards of the most confident finding of each type (up to `count`)."""
+    from qraft_core.store.base import Filter
+
+    with rt.store.session():
+        found = rt.store.select("pattern_events", columns=["pattern_id", "type", "confidence"],
+                                order_by=("confidence", "pattern_id"), descending=True)
+        best: dict[str, str] = {}
+        for pattern_id, kind, _ in found.iter_rows():
+            best.setdefault(kind, pattern_id)
+        chosen = list(best.values())[:count]
+        cards = rt.store.select("pattern_cards", columns=["pattern_id", "markdown"], where=[
+            Filter("pattern_id", "in", chosen), Filter("lang", "=", rt.config.explain.language),
+            Filter("mode", "=", "human"),
+        ])
+    by_id = dict(cards.iter_rows())
+    return [by_id[p] for p in chosen if p in by_id]
 
 
 def _demo_text(rt: Runtime, summary: dict[str, Any]) -> str:
@@ -131,8 +151,15 @@ def _demo_text(rt: Runtime, summary: dict[str, Any]) -> str:
         "",
         "Where to look:",
         "  qraft stats                 row counts, sources, dead letters",
+        "  qraft evaluate              precision, recall and delay against data/demo/ground_truth.json",
+        "  qraft patterns list         the findings; `qraft patterns show ID` for one card",
+        "  qraft api                   the REST/Explain API (OpenAPI page at /docs)",
         f"  make ui                     Dagster UI at http://127.0.0.1:{rt.config.dagster.port} (lineage, runs, backfills)",
     ]
+    cards = summary.get("cards", [])
+    if cards:
+        lines += ["", f"Some of the {tables.get('pattern_events', 0)} findings, as their cards:", ""]
+        lines += [f"{card}\n" for card in cards]
     return "\n".join(lines)
 
 
@@ -256,7 +283,8 @@ def replay(ctx: click.Context, start_text: str, end_text: str, sources: tuple[st
         raise click.UsageError("--write-golden needs --compare FILE")
     if golden is not None and not write_golden:
         read_golden(golden)  # a broken golden file fails before any work is done
-    from qraft_dagster.replay import replay_window, replayed_patterns, run_replay, window_summary
+    from qraft_core.replays import replay_window
+    from qraft_dagster.replay import replayed_patterns, run_replay, window_summary
 
     start, end = replay_window(start, end, rt.config.partitions)
     registry = ReplayRegistry(rt.data_dir / "replays")

@@ -10,11 +10,12 @@ is stable for a day at a time.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from dagster import TimeWindowPartitionsDefinition
 
 from qraft_core.config import ConfigError, PartitionsConfig
+from qraft_core.scheduling import partition_start
 
 PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
 
@@ -34,16 +35,6 @@ def cron_for(interval_minutes: int) -> str:
         f"qraft.yaml: partitions.interval_minutes: expected a divisor of 60 or a whole number of hours "
         f"dividing 24 (got {interval_minutes})"
     )
-
-
-def partition_start(config: PartitionsConfig, now: datetime | None = None) -> datetime:
-    """The first window: the configured start, or later when the range would exceed max_partitions."""
-    if config.end is not None:
-        return config.start
-    now = now or datetime.now(UTC)
-    earliest = now - config.interval * config.max_partitions
-    earliest = earliest.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    return max(config.start, earliest)
 
 
 def build_partitions(config: PartitionsConfig, now: datetime | None = None) -> TimeWindowPartitionsDefinition:

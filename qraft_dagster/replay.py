@@ -6,26 +6,10 @@ from typing import Any
 
 from dagster import DagsterInstance, Definitions
 
-from qraft_core.config import ConfigError, PartitionsConfig
-from qraft_core.events import PatternEvent, iso
+from qraft_core.events import PatternEvent
 from qraft_core.runtime import Runtime
-from qraft_core.scheduling import ceil_to, floor_to
 from qraft_core.store.base import Filter
 from qraft_dagster.execute import materialize_windows
-from qraft_dagster.partitions import partition_start
-
-
-def replay_window(start: datetime, end: datetime, config: PartitionsConfig) -> tuple[datetime, datetime]:
-    """[start, end) widened to whole windows, or a ConfigError when it lies outside the partitions."""
-    if end <= start:
-        raise ConfigError(f"replay window: --end ({iso(end)}) must be after --start ({iso(start)})")
-    first = partition_start(config)
-    aligned = floor_to(start, config.interval), ceil_to(end, config.interval)
-    last = config.end
-    if aligned[0] < first or (last is not None and aligned[1] > last):
-        limit = f"[{iso(first)}, {iso(last) if last else 'now'})"
-        raise ConfigError(f"replay window [{iso(start)}, {iso(end)}) lies outside the partitions {limit}")
-    return aligned
 
 
 def run_replay(

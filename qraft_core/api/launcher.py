@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
+from qraft_core.replays import ReplayConflict
 
-class ReplayConflict(RuntimeError):
-    """A running replay already covers part of the requested range of these sources."""
+__all__ = ["ReplayConflict", "ReplayLauncher"]
 
 
 class ReplayLauncher(Protocol):

@@ -50,7 +50,7 @@ class Publisher(Protocol):
 
 
 class Consumer(Protocol):
-    async def fetch(self, max_messages: int, timeout_s: float) -> list[BusMessage]: ...
+    async def fetch(self, max_messages: int, timeout_s: float) -> Sequence[BusMessage]: ...
 
     async def pending(self) -> int:
         """Messages the durable consumer has not yet been delivered."""

@@ -57,7 +57,7 @@ class MemoryBus:
     async def fetch(self, max_messages: int, timeout_s: float) -> list[MemoryMessage]:
         if not self.queue:
             await asyncio.sleep(timeout_s)
-        taken = []
+        taken: list[MemoryMessage] = []
         while self.queue and len(taken) < max_messages:
             taken.append(self.queue.popleft())
         return taken

@@ -37,6 +37,9 @@ def main(ctx: click.Context, config_dir: str, verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Libraries Qraft embeds (MLflow's migrations, httpx) are only interesting when verbose.
+    for noisy in ("alembic", "httpx", "mlflow"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
     ctx.obj = {"config_dir": config_dir}
 
 

@@ -16,6 +16,10 @@ def api(ctx: click.Context, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from qraft_core.api import create_app
+    from qraft_core.replays import ReplayRegistry, SubprocessReplayLauncher
 
     rt = runtime(ctx)
-    uvicorn.run(create_app(rt), host=host or rt.config.api.host, port=port or rt.config.api.port)
+    launcher = SubprocessReplayLauncher(
+        ReplayRegistry(rt.data_dir / "replays"), rt.config_path.resolve(), rt.config.partitions
+    )
+    uvicorn.run(create_app(rt, launcher), host=host or rt.config.api.host, port=port or rt.config.api.port)
