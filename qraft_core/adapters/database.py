@@ -111,6 +111,7 @@ class DatabaseAdapter(LiveAdapter):
     """
 
     type_name: ClassVar[str] = "database"
+    endpoint_expected: ClassVar[str] = "a SQLAlchemy URL such as postgresql+psycopg://user@host/db"
     options_model: ClassVar[type[DatabaseOptions]] = DatabaseOptions  # type: ignore[assignment]
     options: DatabaseOptions
 

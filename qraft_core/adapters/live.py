@@ -237,6 +237,20 @@ class LiveAdapter(RecordAdapter):
 
     options_model: ClassVar[type[BaseModel]] = LiveOptions
     options: LiveOptions
+    # What the endpoint must start with, and how to describe it in an error.
+    endpoint_prefixes: ClassVar[tuple[str, ...]] = ()
+    endpoint_expected: ClassVar[str] = "a non-empty endpoint"
+
+    @classmethod
+    def check_source(cls, source: SourceConfig, options: BaseModel, where: str) -> None:
+        """Configuration errors visible before the source runs (`qraft config validate`)."""
+        endpoint = source.endpoint.strip()
+        if not endpoint or (cls.endpoint_prefixes and not endpoint.startswith(cls.endpoint_prefixes)):
+            raise ConfigError(f"{where}.endpoint: expected {cls.endpoint_expected} (got {source.endpoint!r})")
+        declared = dict.fromkeys(source.credentials, "")
+        fill_placeholders(endpoint, declared, f"{where}.endpoint")
+        for name, value in getattr(options, "headers", {}).items():
+            fill_placeholders(value, declared, f"{where}.options.headers.{name}")
 
     def __init__(self, source: SourceConfig, options: BaseModel, state_dir: Path) -> None:
         super().__init__(source, options, state_dir)

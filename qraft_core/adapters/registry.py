@@ -41,9 +41,14 @@ def validate_source(source: SourceConfig, where: str) -> BaseModel:
         )
     options_model: type[BaseModel] = cls.options_model  # type: ignore[attr-defined]
     try:
-        return options_model.model_validate(source.options)
+        options = options_model.model_validate(source.options)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(f"{where}.options", exc)) from exc
+    # Checks that need more than the options (the endpoint, credential placeholders).
+    check_source = getattr(cls, "check_source", None)
+    if check_source is not None:
+        check_source(source, options, where)
+    return options
 
 
 def build_adapter(source: SourceConfig, state_dir: Path, where: str = "sources.yaml") -> Adapter:

@@ -169,6 +169,8 @@ class RestAdapter(LiveAdapter):
     """
 
     type_name: ClassVar[str] = "rest"
+    endpoint_prefixes: ClassVar[tuple[str, ...]] = ("http://", "https://")
+    endpoint_expected: ClassVar[str] = "an http:// or https:// URL"
     options_model: ClassVar[type[RestOptions]] = RestOptions  # type: ignore[assignment]
     options: RestOptions
 

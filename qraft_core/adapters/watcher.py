@@ -49,6 +49,7 @@ class WatcherAdapter(LiveAdapter):
     """
 
     type_name: ClassVar[str] = "watcher"
+    endpoint_expected: ClassVar[str] = "the folder to watch"
     options_model: ClassVar[type[WatcherOptions]] = WatcherOptions  # type: ignore[assignment]
     options: WatcherOptions
 

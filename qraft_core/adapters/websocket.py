@@ -115,6 +115,8 @@ class WebSocketAdapter(LiveAdapter):
     """
 
     type_name: ClassVar[str] = "websocket"
+    endpoint_prefixes: ClassVar[tuple[str, ...]] = ("ws://", "wss://")
+    endpoint_expected: ClassVar[str] = "a ws:// or wss:// URL"
     options_model: ClassVar[type[WebSocketOptions]] = WebSocketOptions  # type: ignore[assignment]
     options: WebSocketOptions
 
@@ -160,12 +162,11 @@ class WebSocketAdapter(LiveAdapter):
             if stop.is_set():
                 break
             delay = self.backoff.next()
-            self._last_disconnect = self._disconnect_reason or "server closed the stream"
+            self.note_disconnect(self._disconnect_reason or "server closed the stream")
             self.reconnected(delay, self._last_disconnect)
-            self._gap_check = set(self._last_seen)
             if await sleep_or_stop(stop, delay):
                 break
-        await self._flush(publisher)
+        await self.flush(publisher)
         return self.stats
 
     async def _session(self, publisher: Publisher, stop: asyncio.Event) -> None:
@@ -193,13 +194,15 @@ class WebSocketAdapter(LiveAdapter):
                 self._subscribe_id += 1
                 request = {"method": "SUBSCRIBE", "params": streams, "id": self._subscribe_id}
                 await ws.send(json.dumps(request))
-            watcher = asyncio.create_task(self._watch(ws, publisher, stop))
+            session_over = asyncio.Event()
+            watcher = asyncio.create_task(self._watch(ws, publisher, stop, session_over))
             try:
                 await self._read(ws, publisher)
             finally:
-                watcher.cancel()
+                # Not cancelled: a cancelled publish would lose the batch it had taken.
+                session_over.set()
                 await asyncio.gather(watcher, return_exceptions=True)
-                await self._flush(publisher)
+                await self.flush(publisher)
             if not stop.is_set():
                 # The loop ends quietly on a normal close from the server; that is still a disconnect.
                 code = ws.close_code
@@ -211,21 +214,25 @@ class WebSocketAdapter(LiveAdapter):
         async for message in ws:
             self._last_message = time.monotonic()
             if handle(message) and len(self._batch) + len(self._failures) >= batch_size:
-                await self._flush(publisher)
+                await self.flush(publisher)
         if self._stalled:
             raise StreamStalled(self._disconnect_reason)
 
-    async def _watch(self, ws: ClientConnection, publisher: Publisher, stop: asyncio.Event) -> None:
+    async def _watch(
+        self, ws: ClientConnection, publisher: Publisher, stop: asyncio.Event, session_over: asyncio.Event
+    ) -> None:
         """Publishes partial batches on time, closes on stop, aborts a stalled stream."""
         tick = min(self.options.flush_ms / 1000, 0.25)
-        while True:
+        while not session_over.is_set():
             if await sleep_or_stop(stop, tick):
                 await ws.close()
+                return
+            if session_over.is_set():
                 return
             now = time.monotonic()
             pending = self._batch or self._failures
             if pending and now - self._batch_started >= self.options.flush_ms / 1000:
-                await self._flush(publisher)
+                await self.flush(publisher)
             if now - self._last_message > self.options.idle_timeout_s:
                 self._stalled = True
                 self._disconnect_reason = f"stalled: no message for {self.options.idle_timeout_s}s"
@@ -256,6 +263,11 @@ class WebSocketAdapter(LiveAdapter):
         self._add(event)
         return True
 
+    def note_disconnect(self, reason: str) -> None:
+        """After a disconnect, the next new event of every known symbol is checked for a gap."""
+        self._last_disconnect = reason
+        self._gap_check = set(self._last_seen)
+
     def _check_sequence(self, event: StandardEvent) -> None:
         key = str(event.payload.get("s", ""))
         seq = event.payload.get(self.sequence_key, event.event_id) if self.sequence_key else event.event_id
@@ -283,7 +295,7 @@ class WebSocketAdapter(LiveAdapter):
             self._batch_started = time.monotonic()
         self._failures.append((reason, raw))
 
-    async def _flush(self, publisher: Publisher) -> None:
+    async def flush(self, publisher: Publisher) -> None:
         # Swap first: the reader and the watcher may both flush, and neither may publish a batch twice.
         batch, failures = self._batch, self._failures
         self._batch, self._failures = [], []

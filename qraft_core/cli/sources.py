@@ -36,7 +36,8 @@ def sources_list(ctx: click.Context, as_json: bool) -> None:
     """Every source in sources.yaml with its owner, status, last event, rate and error count."""
     rt = runtime(ctx)
     rows = source_status(rt.store, rt.sources().sources)
-    header = f"{'name':<20} {'type':<10} {'status':<11} {'owner':<14} {'last event':<26} {'ev/s':>8} {'errors':>7}"
+    header = (f"{'name':<20} {'type':<10} {'status':<11} {'owner':<14} {'last event':<26} "
+              f"{'ev/s':>8} {'errors':>7}")
     lines = [header] + [
         f"{r['name']:<20} {r['type']:<10} {r['status']:<11} {r['owner'] or '-':<14} "
         f"{r['last_event_time'] or '-':<26} {r['events_per_s']:>8} {r['errors']:>7}"
@@ -61,7 +62,8 @@ def replay_source(source: SourceConfig, path: Path, speed: float) -> SourceConfi
     """`source` read from `path` by the file adapter, keeping its name, parser and field mapping."""
     parse_options = {k: v for k, v in source.options.items() if k in GenericOptions.model_fields}
     return source.model_copy(update={
-        "type": "file", "endpoint": str(path), "options": {**parse_options, "speed": speed}, "credentials": {},
+        "type": "file", "endpoint": str(path), "options": {**parse_options, "speed": speed},
+        "credentials": {},
     })
 
 

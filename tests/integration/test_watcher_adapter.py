@@ -20,7 +20,8 @@ def drained(bus: MemoryBus) -> list[Any]:
     while bus.queue:
         for line in bus.queue.popleft().data.split(b"\n"):
             body = json.loads(line)
-            out.append(body["event_id"] if "event_id" in body else ("dead", body["qraft_dead_letter"]["reason"]))
+            letter = body.get("qraft_dead_letter")
+            out.append(("dead", letter["reason"]) if letter else body["event_id"])
     return out
 
 
@@ -118,7 +119,8 @@ def test_run_polls_until_stopped(tmp_path: Path) -> None:
 
     async def scenario() -> list[Any]:
         bus, stop = MemoryBus(), asyncio.Event()
-        task = asyncio.create_task(watcher(folder, tmp_path / "state", "*.jsonl", interval_s=0.02).run(bus, stop))
+        adapter = watcher(folder, tmp_path / "state", "*.jsonl", interval_s=0.02)
+        task = asyncio.create_task(adapter.run(bus, stop))
         for _ in range(200):
             if bus.queue:
                 break

@@ -1,0 +1,63 @@
+"""REST poller pieces: the JSONPath subset, field mapping, Retry-After."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from qraft_core.adapters.registry import build_adapter
+from qraft_core.adapters.rest import RestAdapter, compile_path, retry_after_seconds, select
+from qraft_core.config import SourceConfig
+
+DOC = {"data": [{"s": "A", "px": {"bid": 1, "ask": 2}, "tags": ["x", "y"]},
+                {"s": "B", "px": {"bid": 3}, "tags": []}], "meta": {"next page": 2}}
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    ("$", [DOC]),
+    ("$.data[*].s", ["A", "B"]),
+    ("$.data[-1].px.bid", [3]),
+    ("$.data[*].px.ask", [2]),
+    ("$.data[0].px.*", [1, 2]),
+    ("$.meta['next page']", [2]),
+    ('$["meta"]["next page"]', [2]),
+    ("data[5].s", []),
+    ("$.data[0].tags[1]", ["y"]),
+])
+def test_select(path: str, expected: list) -> None:
+    assert select(DOC, compile_path(path)) == expected
+
+
+@pytest.mark.parametrize("bad", ["$.", "$[", "$.a[x]", "$.a..b", "$.a b"])
+def test_unsupported_paths_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="cannot read"):
+        compile_path(bad)
+
+
+def test_fields_map_by_path_and_missing_ones_become_none(tmp_path: Path) -> None:
+    source = SourceConfig(name="r", type="rest", endpoint="https://h", options={
+        "records": "$.data[*]",
+        "fields": {"symbol": "$.s", "bid": "px.bid", "ask": "$.px.ask", "tags": "tags[*]"}})
+    adapter = build_adapter(source, tmp_path)
+    assert isinstance(adapter, RestAdapter)
+    assert [adapter._map(r) for r in adapter._records(DOC)] == [
+        {"symbol": "A", "bid": 1, "ask": 2, "tags": ["x", "y"]},
+        {"symbol": "B", "bid": 3, "ask": None, "tags": None},
+    ]
+
+
+def test_records_path_reaching_a_list_reads_its_items(tmp_path: Path) -> None:
+    source = SourceConfig(name="r", type="rest", endpoint="https://h", options={"records": "$.data"})
+    adapter = build_adapter(source, tmp_path)
+    assert isinstance(adapter, RestAdapter)
+    assert [r["s"] for r in adapter._records(DOC)] == ["A", "B"]
+
+
+@pytest.mark.parametrize(("header", "seconds"), [
+    ("120", 120.0), ("0", 0.0), ("-5", 0.0), ("Mon, 05 Jan 2026 00:01:00 GMT", 60.0),
+    ("Sun, 04 Jan 2026 23:00:00 GMT", 0.0), ("", None), (None, None), ("later", None),
+])
+def test_retry_after(header: str | None, seconds: float | None) -> None:
+    assert retry_after_seconds(header, datetime(2026, 1, 5, tzinfo=UTC)) == seconds

@@ -1,0 +1,123 @@
+"""Websocket frames → events, dead letters and gap records, without a network."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from qraft_core.adapters.registry import build_adapter
+from qraft_core.adapters.websocket import WebSocketAdapter
+from qraft_core.bus.fake import MemoryBus
+from qraft_core.config import SourceConfig
+
+MS = 1767571200000
+
+
+def adapter(tmp_path: Path, parser: str = "binance_trade", **options: Any) -> WebSocketAdapter:
+    source = SourceConfig(name="ws", type="websocket", endpoint="ws://127.0.0.1:1", parser=parser,
+                          options=options)
+    built = build_adapter(source, tmp_path)
+    assert isinstance(built, WebSocketAdapter)
+    return built
+
+
+def trade(trade_id: int, symbol: str = "BTCUSDT", combined: bool = False) -> str:
+    data = {"e": "trade", "E": MS + trade_id, "s": symbol, "t": trade_id, "p": "1.5", "q": "2",
+            "T": MS + trade_id}
+    return json.dumps({"stream": f"{symbol.lower()}@trade", "data": data} if combined else data)
+
+
+def published(ws: WebSocketAdapter) -> list[dict[str, Any]]:
+    bus = MemoryBus()
+    asyncio.run(ws.flush(bus))
+    return [json.loads(line) for m in bus.queue for line in m.data.split(b"\n")]
+
+
+def test_plain_and_combined_frames_give_the_same_stable_event(tmp_path: Path) -> None:
+    ws = adapter(tmp_path)
+    assert ws.handle_message(trade(7)) and ws.handle_message(trade(7, combined=True).encode())
+    first, second = published(ws)
+    assert first["event_id"] == second["event_id"] == "ws:BTCUSDT:7"
+    assert (first["type"], first["timestamp"], first["payload"]["p"]) == (
+        "trade", "2026-01-05T00:00:00.007000Z", "1.5")
+
+
+def test_aggtrade_and_kline_ids(tmp_path: Path) -> None:
+    agg = adapter(tmp_path, "binance_aggtrade")
+    agg.handle_message(json.dumps({"e": "aggTrade", "E": MS, "s": "ETHUSDT", "a": 12, "p": "1", "q": "1",
+                                   "f": 100, "l": 105, "T": MS}))
+    assert [e["event_id"] for e in published(agg)] == ["ws:ETHUSDT:12"]
+
+    klines = adapter(tmp_path, "binance_kline", symbols=["BTCUSDT"], kline_interval="5m")
+    assert klines.subscription() == ["btcusdt@kline_5m"]
+    candle = {"t": MS, "T": MS + 299_999, "s": "BTCUSDT", "i": "5m", "o": "1", "c": "2", "h": "3", "l": "0.5",
+              "v": "10", "x": False}
+    klines.handle_message(json.dumps({"e": "kline", "E": MS + 1000, "s": "BTCUSDT", "k": candle}))
+    closing = {"e": "kline", "E": MS + 300_000, "s": "BTCUSDT", "k": {**candle, "x": True}}
+    klines.handle_message(json.dumps(closing))
+    events = published(klines)
+    assert [e["event_id"] for e in events] == [
+        f"ws:BTCUSDT:5m:{MS}:{MS + 1000}", f"ws:BTCUSDT:5m:{MS}:closed"]
+    assert events[1]["type"] == "kline" and events[1]["payload"]["c"] == "2"
+
+
+def test_subscription_names_follow_the_parser(tmp_path: Path) -> None:
+    two = adapter(tmp_path, symbols=["BTCUSDT", "ETHUSDT"])
+    assert two.subscription() == ["btcusdt@trade", "ethusdt@trade"]
+    assert adapter(tmp_path, "binance_aggtrade", symbols=["BTCUSDT"]).subscription() == ["btcusdt@aggTrade"]
+    assert adapter(tmp_path, streams=["!ticker@arr"]).subscription() == ["!ticker@arr"]
+    assert adapter(tmp_path).subscription() == []
+
+
+def test_control_replies_are_skipped_and_bad_frames_become_dead_letters(tmp_path: Path) -> None:
+    ws = adapter(tmp_path)
+    assert ws.handle_message('{"result": null, "id": 1}') is False
+    assert ws.handle_message('{"error": {"code": 2, "msg": "Invalid request"}, "id": 2}') is False
+    assert ws.stats.errors == 1
+    for frame in ['{"e":"trade","E":176', "[1, 2]", '{"e": "trade", "s": "BTCUSDT", "T": 1}', "\x00\x01"]:
+        assert ws.handle_message(frame)
+    letters = [r["qraft_dead_letter"] for r in published(ws)]
+    assert [(letter["reason"].split(":")[0], letter["raw"]) for letter in letters] == [
+        ("frame is not JSON", '{"e":"trade","E":176'),
+        ("frame is not a JSON object", "[1, 2]"),
+        ("binance trade message lacks field 't'", '{"e": "trade", "s": "BTCUSDT", "T": 1}'),
+        ("frame is not JSON", "\x00\x01"),
+    ]
+    assert all(letter["source"] == "ws" for letter in letters)
+
+
+def test_a_gap_is_recorded_per_symbol_only_when_ids_were_skipped(tmp_path: Path) -> None:
+    ws = adapter(tmp_path)
+    for frame in [trade(1), trade(2), trade(50, "ETHUSDT")]:
+        ws.handle_message(frame)
+    ws.note_disconnect("server closed the stream (code 1001)")
+    # Replayed copies and an out-of-order trade pass through; BTC resumes at 3 (no gap), ETH at 53.
+    resumed = [trade(2), trade(1), trade(3), trade(53, "ETHUSDT"), trade(54, "ETHUSDT"), trade(52, "ETHUSDT")]
+    for frame in resumed:
+        ws.handle_message(frame)
+    events = published(ws)
+    assert [e["event_id"] if e["type"] == "trade" else "gap" for e in events] == [
+        "ws:BTCUSDT:1", "ws:BTCUSDT:2", "ws:ETHUSDT:50", "ws:BTCUSDT:2", "ws:BTCUSDT:1", "ws:BTCUSDT:3",
+        "gap", "ws:ETHUSDT:53", "ws:ETHUSDT:54", "ws:ETHUSDT:52",
+    ]
+    gap = events[6]
+    assert gap["type"] == "source_gap" and gap["source"] == "ws"
+    assert gap["payload"] == {
+        "key": "ETHUSDT", "from": "2026-01-05T00:00:00.050Z", "to": "2026-01-05T00:00:00.053Z",
+        "last_id": 50, "next_id": 53, "missed_ids": 2, "reason": "server closed the stream (code 1001)",
+        "reconnects": 0,
+    }
+    ws.note_disconnect("again")
+    ws.handle_message(trade(55, "ETHUSDT"))
+    assert [e["type"] for e in published(ws)] == ["trade"]  # 54 → 55 is contiguous
+
+
+def test_generic_frames_read_seconds_milliseconds_and_microseconds(tmp_path: Path) -> None:
+    ws = adapter(tmp_path, "generic", id_field="id", time_field="ts")
+    for i, ts in enumerate([1767571200, 1767571200250, 1767571200500000], start=1):
+        ws.handle_message(json.dumps({"id": i, "ts": ts}))
+    assert [e["timestamp"] for e in published(ws)] == [
+        "2026-01-05T00:00:00Z", "2026-01-05T00:00:00.250000Z", "2026-01-05T00:00:00.500000Z",
+    ]
