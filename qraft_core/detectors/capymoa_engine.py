@@ -15,6 +15,7 @@ run and a restored run both rebuild at the same inputs, so they agree.
 >>> if capymoa_available():
 ...     from datetime import UTC, datetime, timedelta
 ...     import random
+...     import polars as pl
 ...     rng = random.Random(7)
 ...     t0 = datetime(2026, 1, 5, tzinfo=UTC)
 ...     bars = pl.DataFrame({"bar_time": [t0 + timedelta(seconds=10 * i) for i in range(400)],

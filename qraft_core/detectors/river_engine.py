@@ -2,6 +2,7 @@
 
 >>> from datetime import UTC, datetime, timedelta
 >>> import random
+>>> import polars as pl
 >>> rng = random.Random(7)
 >>> t0 = datetime(2026, 1, 5, tzinfo=UTC)
 >>> bars = pl.DataFrame({
