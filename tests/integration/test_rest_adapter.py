@@ -106,7 +106,7 @@ def test_poller_retries_honours_retry_after_skips_unchanged_and_dead_letters_bad
         (500, {}, b"boom", 0.0),
         (429, {"Retry-After": "1"}, b"", 0.0),
         (200, {}, quotes(1), 1.0),  # slower than timeout_s: abandoned
-        (200, {"ETag": '"v1"'}, quotes(1, 2), 0.0),
+        (200, {"ETag": '"v1"', "Last-Modified": "Mon, 05 Jan 2026 00:00:00 GMT"}, quotes(1, 2), 0.0),
         (304, {}, b"", 0.0),
         (200, {"ETag": '"v2"'}, quotes(1, 2), 0.0),  # same body as before: nothing new
         (200, {}, b'{"data": [', 0.0),
@@ -130,6 +130,7 @@ def test_poller_retries_honours_retry_after_skips_unchanged_and_dead_letters_bad
     headers = [h for _, h in scripted.requests]
     assert all(h["Authorization"] == "Bearer s3cret" for h in headers)
     assert headers[4].get("If-None-Match") == '"v1"' and "If-None-Match" not in headers[0]
+    assert headers[4].get("If-Modified-Since") == "Mon, 05 Jan 2026 00:00:00 GMT"
     assert stats.extra["unchanged"] >= 2
     assert stats.errors == 3  # the 500, the 429 and the timeout
 

@@ -121,3 +121,39 @@ def test_generic_frames_read_seconds_milliseconds_and_microseconds(tmp_path: Pat
     assert [e["timestamp"] for e in published(ws)] == [
         "2026-01-05T00:00:00Z", "2026-01-05T00:00:00.250000Z", "2026-01-05T00:00:00.500000Z",
     ]
+
+
+def test_events_are_exactly_what_validation_would_build_and_nan_is_refused(tmp_path: Path) -> None:
+    from qraft_core.events import StandardEvent
+
+    ws = adapter(tmp_path)
+    ws.handle_message(trade(3))
+    event = ws._batch[0]
+    assert StandardEvent.model_validate(event.model_dump()) == event
+    assert event.meta.parser_version == "qraft-parsers/1:binance_trade" and len(event.meta.raw_checksum) == 64
+    ws.handle_message('{"e": "trade", "E": 1, "s": "BTCUSDT", "t": 9, "p": NaN, "T": 1}')
+    letters = [r["qraft_dead_letter"]["reason"] for r in published(ws) if "qraft_dead_letter" in r]
+    assert letters == ["frame is not JSON: NaN is not a JSON number"]
+
+
+def test_publishing_updates_the_prometheus_metrics(tmp_path: Path) -> None:
+    from prometheus_client import REGISTRY
+
+    source = SourceConfig(name="ws_metrics", type="websocket", endpoint="ws://127.0.0.1:1",
+                          parser="binance_trade")
+    ws = build_adapter(source, tmp_path)
+    assert isinstance(ws, WebSocketAdapter)
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"source": "ws_metrics", **labels}) or 0.0
+
+    before = sample("qraft_adapter_events_total"), sample("qraft_adapter_errors_total", kind="dead_letter")
+    ws.handle_message(trade(1))
+    ws.handle_message(trade(2))
+    ws.handle_message("garbage")
+    published(ws)
+    assert sample("qraft_adapter_events_total") - before[0] == 2
+    assert sample("qraft_adapter_errors_total", kind="dead_letter") - before[1] == 1
+    assert sample("qraft_adapter_lag_seconds") > 0  # ingest time is after the 2026-01-05 trade time
+    ws.reconnected(0.5, "test")
+    assert sample("qraft_adapter_reconnects_total") == 1
