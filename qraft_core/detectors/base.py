@@ -13,6 +13,7 @@ else, and randomness comes only from the seeded generators built there.
 from __future__ import annotations
 
 import base64
+import json
 import math
 import pickle
 import zlib
@@ -90,12 +91,13 @@ def shares(raw: Mapping[str, float]) -> dict[str, float]:
 
 
 def encode_state(state: bytes | dict[str, Any]) -> str:
-    """The text stored in `detector_state.state`: tagged, compressed, base64."""
+    """The text stored in `detector_state.state`: a tag, then the zlib-compressed
+    pickle (River objects) or JSON (input histories), in base64."""
     if isinstance(state, dict):
-        import json
-
-        return "json:" + json.dumps(state, sort_keys=True, separators=(",", ":"))
-    return "pickle:" + base64.b64encode(zlib.compress(state, 6)).decode()
+        raw, kind = json.dumps(state, sort_keys=True, separators=(",", ":")).encode(), "json"
+    else:
+        raw, kind = state, "pickle"
+    return f"{kind}:" + base64.b64encode(zlib.compress(raw, 6)).decode()
 
 
 def decode_state(text: str) -> bytes | dict[str, Any]:
@@ -107,14 +109,13 @@ def decode_state(text: str) -> bytes | dict[str, Any]:
     b'abc'
     """
     kind, _, body = text.partition(":")
-    if kind == "json":
-        import json
-
-        loaded: dict[str, Any] = json.loads(body)
-        return loaded
+    if kind not in ("json", "pickle"):
+        raise ValueError(f"unknown detector state encoding {kind!r}")
+    raw = zlib.decompress(base64.b64decode(body))
     if kind == "pickle":
-        return zlib.decompress(base64.b64decode(body))
-    raise ValueError(f"unknown detector state encoding {kind!r}")
+        return raw
+    loaded: dict[str, Any] = json.loads(raw)
+    return loaded
 
 
 class DetectorParamsError(ValueError):

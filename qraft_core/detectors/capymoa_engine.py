@@ -40,7 +40,7 @@ from qraft_core.events import iso, utc
 log = logging.getLogger(__name__)
 
 LOCKED_VERSION = "0.15.1"
-HISTORY_DEFAULTS: dict[str, Any] = {"max_history": 4000, "keep_history": 1000}
+HISTORY_DEFAULTS: dict[str, Any] = {"max_history": 600, "keep_history": 300}
 
 
 @cache
@@ -85,15 +85,18 @@ class CapyMOADetector(StreamDetector):
     def reset(self) -> None:
         super().reset()
         self.history: list[list[Any]] = []
+        # Inputs seen before the kept history: they still count towards the warm-up.
+        self.dropped = 0
 
     def _update_row(self, time: datetime, values: dict[str, float], row: dict[str, Any]) -> Signal | None:
         self.history.append([iso(time), [values[f] for f in self.features]])
         found = super()._update_row(time, values, row)  # type: ignore[safe-super]
         if len(self.history) >= int(self.param("max_history")):
-            self._rebuild(self.history[-int(self.param("keep_history")) :])
+            keep = int(self.param("keep_history"))
+            self._rebuild(self.history[-keep:], self.dropped + len(self.history) - keep)
         return found
 
-    def _rebuild(self, history: list[list[Any]]) -> None:
+    def _rebuild(self, history: list[list[Any]], dropped: int) -> None:
         self.reset()
         for time, values in history:
             self._update_row(
@@ -101,14 +104,17 @@ class CapyMOADetector(StreamDetector):
                 {f: math.nan if v is None else float(v) for f, v in zip(self.features, values, strict=True)},
                 {},
             )
+        self.dropped = dropped
+        self.state["seen"] += dropped
 
     def get_state(self) -> dict[str, Any]:
-        return {"history": [[t, [None if math.isnan(v) else v for v in vs]] for t, vs in self.history]}
+        history = [[t, [None if math.isnan(v) else v for v in vs]] for t, vs in self.history]
+        return {"history": history, "dropped": self.dropped}
 
     def set_state(self, state: bytes | dict[str, Any]) -> None:
         if not isinstance(state, dict) or "history" not in state:
             raise ValueError(f"{self.algorithm} state must be a dict with the input history")
-        self._rebuild(state["history"])
+        self._rebuild(state["history"], int(state.get("dropped", 0)))
 
 
 class CapyDrift(CapyMOADetector, DriftDetector):
