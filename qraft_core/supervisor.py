@@ -121,6 +121,11 @@ class SourceSupervisor:
             before = self.running[name].config
             await self._stop(name)
             await self._audit("source.remove", name, before=before.model_dump(mode="json"))
+            if name not in {s.name for s in sources}:
+                await self._store_call(upsert_sources, [before], "removed")
+        # Registry rows first: a source failing right after its start then has the newer row.
+        statuses = {s.name: "running" if s.enabled else "disabled" for s in sources}
+        await self._store_call(upsert_sources, sources, statuses)
         for name, config in wanted.items():
             entry = self.running.get(name)
             if entry is None:
@@ -134,8 +139,6 @@ class SourceSupervisor:
                                   after=config.model_dump(mode="json"))
         if first:
             await self._audit("sources.start", str(self.path), after=sorted(wanted))
-        statuses = {s.name: "running" if s.enabled else "disabled" for s in sources}
-        await self._store_call(upsert_sources, sources, statuses)
 
     def _start(self, config: SourceConfig) -> None:
         entry = RunningSource(config)
@@ -163,12 +166,16 @@ class SourceSupervisor:
             started = time.monotonic()
             try:
                 adapter = build_adapter(entry.config, self.state_dir, f"{self.path}: source {name}")
+                if entry.status == "failing":
+                    await self._store_call(upsert_sources, [entry.config], "running")
                 entry.status = "running"
                 await adapter.run(self.publisher, entry.stop)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one failing source never stops the others
                 entry.restarts += 1
+                if entry.status != "failing":
+                    await self._store_call(upsert_sources, [entry.config], "failing")
                 entry.status = "failing"
                 entry.last_error = f"{type(exc).__name__}: {exc}"
                 ADAPTER_ERRORS.labels(name, "crash").inc()
@@ -182,6 +189,7 @@ class SourceSupervisor:
                 continue
             if not entry.stop.is_set():
                 entry.status = "finished"  # a bounded source (a file replay) reached its end
+                await self._store_call(upsert_sources, [entry.config], "finished")
                 log.info("source %s finished", name, extra={"source": name})
                 return
         entry.status = "stopped"

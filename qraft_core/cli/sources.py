@@ -1,8 +1,9 @@
-"""`qraft sources list` and `qraft ingest`: what is configured, and running one source by hand."""
+"""`qraft sources list|run` and `qraft ingest`: what is configured, running all sources, or one by hand."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import tempfile
 from collections.abc import Sequence
@@ -21,7 +22,11 @@ from qraft_core.bus.base import Publisher
 from qraft_core.cli import emit, main, runtime
 from qraft_core.config import SourceConfig
 from qraft_core.events import StandardEvent
+from qraft_core.metrics import serve_metrics
 from qraft_core.sources_registry import source_status
+from qraft_core.supervisor import supervise_sources
+
+log = logging.getLogger(__name__)
 
 
 @main.group("sources")
@@ -44,6 +49,37 @@ def sources_list(ctx: click.Context, as_json: bool) -> None:
         for r in rows
     ]
     emit(rows, as_json, "\n".join(lines))
+
+
+async def run_sources(rt: Any, poll_s: float, stop: asyncio.Event | None = None) -> None:
+    """Every enabled source against the configured bus and store until stopped (SIGTERM/SIGINT)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    bus = await rt.connect_bus()
+    try:
+        await bus.ensure_stream()
+        await supervise_sources(rt.config_path, rt.state_dir, bus, stop, store=rt.store, poll_s=poll_s)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await bus.close()
+
+
+@sources_group.command("run")
+@click.option("--poll", "poll_s", type=float, default=1.0, show_default=True,
+              help="How often sources.yaml is checked for edits, in seconds.")
+@click.option("--metrics-port", type=int, default=9465, show_default=True,
+              help="Serve Prometheus metrics on this port (0 = any free port).")
+@click.pass_context
+def sources_run(ctx: click.Context, poll_s: float, metrics_port: int) -> None:
+    """Run every enabled source until stopped; edits of sources.yaml are applied while running."""
+    rt = runtime(ctx)
+    port = serve_metrics(metrics_port)
+    if port:
+        log.info("metrics on http://127.0.0.1:%d/metrics", port)
+    asyncio.run(run_sources(rt, poll_s))
 
 
 def count_records(path: Path, fmt: str) -> int:

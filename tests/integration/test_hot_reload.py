@@ -105,5 +105,41 @@ def test_add_change_remove_invalid_edit_and_crash(
     ]
     rejected = audit.filter(audit["action"] == "sources.reload_rejected")["detail"][0]
     assert "sources[0].type: unknown source type 'carrier_pigeon'" in rejected
-    registry = chdb_store.select("source_registry", order_by=["name"])
-    assert dict(zip(registry["name"], registry["owner"], strict=True))["b"] == "new-owner"
+    registry = {row["name"]: row for row in chdb_store.select("source_registry").iter_rows(named=True)}
+    assert {name: row["status"] for name, row in registry.items()} == {
+        "a": "removed", "b": "running", "c": "running", "keep": "running", "locked": "failing",
+    }
+    assert registry["b"]["owner"] == "new-owner"
+
+
+def test_sources_run_uses_the_configured_bus_and_store(
+    config_dir: Path, nats_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qraft_core.bus.nats_bus import NatsBus
+    from qraft_core.cli.sources import run_sources
+    from qraft_core.runtime import Runtime
+
+    monkeypatch.setenv("QRAFT_NATS_URL", nats_server.url)
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "1.jsonl").write_text(json.dumps({"id": "x1", "ts": 1767571200}) + "\n")
+    write_sources(config_dir, [watched("drop", folder)])
+    rt = Runtime.load(config_dir)
+
+    async def scenario() -> list[str]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_sources(rt, poll_s=0.05, stop=stop))
+        subjects: list[str] = []
+        async with NatsBus(nats_server.url, rt.stream_settings) as bus:
+            await until(lambda: task.done() or (rt.state_dir / "drop.watch.json").exists(), "the first scan")
+            await bus.subscribe("run-test")
+            subjects += [m.subject for m in await bus.fetch(10, 2.0)]
+            await bus._sub.unsubscribe()  # a pull subscription left open makes drain() wait 30s
+        stop.set()
+        await asyncio.wait_for(task, 20)
+        return subjects
+
+    assert asyncio.run(scenario()) == ["qraft.raw.drop"]
+    audit = rt.store.select("audit_log")
+    assert audit["action"].to_list() == ["sources.start"]
+    assert rt.store.select("source_registry")["status"].to_list() == ["running"]
