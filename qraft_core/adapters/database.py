@@ -18,8 +18,8 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
-from pydantic import Field, field_validator
-from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, NoSuchTableError, SQLAlchemyError
 
 from qraft_core.adapters.base import AdapterStats, parse_failure_reason
 from qraft_core.adapters.live import (
@@ -32,7 +32,7 @@ from qraft_core.adapters.live import (
 )
 from qraft_core.adapters.registry import register_adapter
 from qraft_core.bus.base import Publisher
-from qraft_core.config import ConfigError
+from qraft_core.config import ConfigError, SourceConfig
 from qraft_core.events import StandardEvent, stable_id
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,15 @@ class DatabaseAdapter(LiveAdapter):
     options_model: ClassVar[type[DatabaseOptions]] = DatabaseOptions  # type: ignore[assignment]
     options: DatabaseOptions
 
+    @classmethod
+    def check_source(cls, source: SourceConfig, options: BaseModel, where: str) -> None:
+        super().check_source(source, options, where)
+        # Placeholders stand for secrets that are not read at validation time.
+        try:
+            sa.engine.make_url(re.sub(r"\{[A-Za-z_][A-Za-z0-9_]*\}", "x", source.endpoint))
+        except ArgumentError as exc:
+            raise ConfigError(f"{where}.endpoint: expected {cls.endpoint_expected} ({exc})") from None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.state = JsonState(self.state_dir / f"{self.source.name}.cursor.json")
@@ -133,7 +142,10 @@ class DatabaseAdapter(LiveAdapter):
         return [options.cursor_column, *([options.tiebreak_column] if options.tiebreak_column else [])]
 
     async def run(self, publisher: Publisher, stop: asyncio.Event) -> AdapterStats:
-        self.engine = sa.create_engine(self.endpoint, pool_pre_ping=True, connect_args=self._tls_args())
+        try:
+            self.engine = sa.create_engine(self.endpoint, pool_pre_ping=True, connect_args=self._tls_args())
+        except (ArgumentError, NoSuchModuleError) as exc:
+            raise ConfigError(f"source {self.source.name}: endpoint: {exc}") from exc
         try:
             while not stop.is_set():
                 await self.limiter.acquire()

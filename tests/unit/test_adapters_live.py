@@ -39,6 +39,9 @@ def test_the_bundled_examples_are_valid(tmp_path: Path) -> None:
      "sources[0].endpoint: expected a ws:// or wss:// URL (got '')"),
     ({"name": "x", "type": "rest", "endpoint": "ws://h"},
      "sources[0].endpoint: expected an http:// or https:// URL (got 'ws://h')"),
+    ({"name": "x", "type": "database", "endpoint": "not a url", "options": {"table": "t"}},
+     "sources[0].endpoint: expected a SQLAlchemy URL such as postgresql+psycopg://user@host/db "
+     "(Could not parse SQLAlchemy URL from given URL string)"),
     ({"name": "x", "type": "database", "endpoint": "sqlite:///a.db"},
      "sources[0].options: table: Field required"),
     ({"name": "x", "type": "database", "endpoint": "sqlite:///a.db", "options": {"table": "t; drop"}},
