@@ -50,7 +50,9 @@ def bare_river(frame: pl.DataFrame, specs) -> float:  # type: ignore[no-untyped-
     hst = anomaly.HalfSpaceTrees(n_trees=hst_spec.params["n_trees"], height=hst_spec.params["height"],
                                  window_size=hst_spec.params["window_size"], seed=hst_spec.seed)
     scaler = preprocessing.StandardScaler()
-    clusters = cluster.DBSTREAM(clustering_threshold=by_algorithm["DBSTREAM"].params["clustering_threshold"])
+    dbstream = by_algorithm["DBSTREAM"].build(STREAM).effective_params
+    clusters = cluster.DBSTREAM(**{k: dbstream[k] for k in (
+        "clustering_threshold", "fading_factor", "cleanup_interval", "intersection_factor", "minimum_weight")})
     shape, regime = hst_spec.features, by_algorithm["DBSTREAM"].features
     began = time.perf_counter()
     for row in frame.iter_rows(named=True):

@@ -73,7 +73,7 @@ class AnomalyDetector(StreamDetector):
         """
         raise NotImplementedError
 
-    def _update_row(self, time: datetime, values: dict[str, float], row: dict[str, Any]) -> Signal | None:
+    def _update_row(self, time: datetime, values: dict[str, float]) -> Signal | None:
         if any(math.isnan(v) for v in values.values()):
             return None
         state = self.state

@@ -209,24 +209,26 @@ class StreamDetector:
     def update(self, rows: pl.DataFrame) -> list[Signal]:
         """Read one stream's bars (time order); returns the signals they raised."""
         signals: list[Signal] = []
-        for time, values, row in self._rows(rows):
-            found = self._update_row(time, values, row)
+        for time, values in self._rows(rows):
+            found = self._update_row(time, values)
             if found is not None:
                 signals.append(found)
         return signals
 
-    def _rows(self, rows: pl.DataFrame) -> Iterator[tuple[datetime, dict[str, float], dict[str, Any]]]:
+    def _rows(self, rows: pl.DataFrame) -> Iterator[tuple[datetime, dict[str, float]]]:
         missing = [f for f in self.features if f not in rows.columns]
         if missing:
             raise ValueError(f"detector {self.name}: bars lack feature columns {', '.join(missing)}")
-        for row in rows.iter_rows(named=True):
-            values = {}
-            for feature in self.features:
-                value = row[feature]
-                values[feature] = float(value) if value is not None and math.isfinite(value) else math.nan
-            yield utc(row["bar_time"]), values, row
+        # Nulls and non-finite values become NaN, which every detector skips.
+        columns = rows.select(
+            pl.col(f).cast(pl.Float64).fill_null(float("nan")).replace([float("inf"), float("-inf")], float("nan"))
+            for f in self.features
+        )
+        times = [utc(t) for t in rows["bar_time"].to_list()]
+        for time, values in zip(times, columns.iter_rows(), strict=True):
+            yield time, dict(zip(self.features, values, strict=True))
 
-    def _update_row(self, time: datetime, values: dict[str, float], row: dict[str, Any]) -> Signal | None:
+    def _update_row(self, time: datetime, values: dict[str, float]) -> Signal | None:
         raise NotImplementedError
 
     def signal(

@@ -88,9 +88,9 @@ class CapyMOADetector(StreamDetector):
         # Inputs seen before the kept history: they still count towards the warm-up.
         self.dropped = 0
 
-    def _update_row(self, time: datetime, values: dict[str, float], row: dict[str, Any]) -> Signal | None:
+    def _update_row(self, time: datetime, values: dict[str, float]) -> Signal | None:
         self.history.append([iso(time), [values[f] for f in self.features]])
-        found = super()._update_row(time, values, row)  # type: ignore[safe-super]
+        found = super()._update_row(time, values)  # type: ignore[safe-super]
         if len(self.history) >= int(self.param("max_history")):
             keep = int(self.param("keep_history"))
             self._rebuild(self.history[-keep:], self.dropped + len(self.history) - keep)
@@ -102,7 +102,6 @@ class CapyMOADetector(StreamDetector):
             self._update_row(
                 utc(datetime.fromisoformat(time.replace("Z", "+00:00"))),
                 {f: math.nan if v is None else float(v) for f, v in zip(self.features, values, strict=True)},
-                {},
             )
         self.dropped = dropped
         self.state["seen"] += dropped

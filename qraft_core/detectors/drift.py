@@ -53,7 +53,7 @@ class DriftDetector(StreamDetector):
         """Bars since the estimated change point, when the algorithm knows it."""
         return None
 
-    def _update_row(self, time: datetime, values: dict[str, float], row: dict[str, Any]) -> Signal | None:
+    def _update_row(self, time: datetime, values: dict[str, float]) -> Signal | None:
         state = self.state
         state["seen"] += 1
         changed: dict[str, int] = {}

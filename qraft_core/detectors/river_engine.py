@@ -210,7 +210,7 @@ class DBStreamRegimes(RiverDetector):
             "seen": 0,
         }
 
-    def _update_row(self, time: datetime, values: dict[str, float], row: dict[str, Any]) -> Signal | None:
+    def _update_row(self, time: datetime, values: dict[str, float]) -> Signal | None:
         if any(math.isnan(v) for v in values.values()):
             return None
         state = self.state
