@@ -157,3 +157,81 @@ def test_adapter_survives_drops_garbage_and_stalls_and_lands_each_trade_once(
     assert all(letter["reason"].startswith("frame is not JSON") for letter in letters)
     assert stats.extra["reconnects"] == server.connections - 1
     assert stats.dead_lettered == 2
+
+
+def test_pings_are_answered_and_a_server_that_stops_answering_pings_is_left(
+    tmp_path: Path, caplog: Any
+) -> None:
+    import base64
+    import hashlib
+    import socket
+    import threading
+
+    from qraft_core.bus.fake import MemoryBus
+
+    pongs: list[float] = []
+
+    async def pinging(ws: ServerConnection) -> None:
+        await ws.recv()  # the SUBSCRIBE request
+        await ws.send(trade(1))
+        pongs.append(await asyncio.wait_for(await ws.ping(), 5))
+        await ws.wait_closed()
+
+    # A server that completes the handshake, sends one trade and then ignores everything, pings included.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    deaf_connections: list[socket.socket] = []
+
+    def deaf_server() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            request = conn.recv(4096)
+            key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key"))
+            accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            body = trade(len(deaf_connections) + 1).encode()
+            conn.sendall(bytes([0x81, 126]) + len(body).to_bytes(2, "big") + body)
+            deaf_connections.append(conn)
+
+    threading.Thread(target=deaf_server, daemon=True).start()
+
+    async def scenario() -> tuple[Any, Any]:
+        async with serve(pinging, "127.0.0.1", 0) as ws_server:
+            port = ws_server.sockets[0].getsockname()[1]
+            stop = asyncio.Event()
+            answering = build_adapter(source(f"ws://127.0.0.1:{port}", idle_timeout_s=30), tmp_path)
+            task = asyncio.create_task(answering.run(MemoryBus(), stop))
+            for _ in range(250):
+                if pongs:
+                    break
+                await asyncio.sleep(0.02)
+            stop.set()
+            first = await asyncio.wait_for(task, 10)
+        url = f"ws://127.0.0.1:{listener.getsockname()[1]}"
+        deaf = build_adapter(source(url, idle_timeout_s=30, ping_interval_s=0.1, ping_timeout_s=0.2), tmp_path)
+        stop = asyncio.Event()
+        task = asyncio.create_task(deaf.run(MemoryBus(), stop))
+        for _ in range(250):
+            if len(deaf_connections) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        stop.set()
+        second = await asyncio.wait_for(task, 10)
+        return first, second
+
+    try:
+        answered, deaf_stats = asyncio.run(scenario())
+    finally:
+        listener.close()
+        for conn in deaf_connections:
+            conn.close()
+    assert len(pongs) == 1 and answered.extra.get("reconnects", 0) == 0
+    assert len(deaf_connections) >= 2 and deaf_stats.extra["reconnects"] >= 1
+    assert deaf_stats.published >= 2
+    assert "keepalive ping timeout" in caplog.text
