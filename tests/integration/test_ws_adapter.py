@@ -214,7 +214,8 @@ def test_pings_are_answered_and_a_server_that_stops_answering_pings_is_left(
             stop.set()
             first = await asyncio.wait_for(task, 10)
         url = f"ws://127.0.0.1:{listener.getsockname()[1]}"
-        deaf = build_adapter(source(url, idle_timeout_s=30, ping_interval_s=0.1, ping_timeout_s=0.2), tmp_path)
+        keepalive = {"idle_timeout_s": 30, "ping_interval_s": 0.1, "ping_timeout_s": 0.2}
+        deaf = build_adapter(source(url, **keepalive), tmp_path)
         stop = asyncio.Event()
         task = asyncio.create_task(deaf.run(MemoryBus(), stop))
         for _ in range(250):
