@@ -289,8 +289,9 @@ class RestAdapter(LiveAdapter):
     def _map(self, record: dict[str, Any]) -> dict[str, Any]:
         if not self.field_paths:
             return record
-        mapped = {}
+        mapped: dict[str, Any] = {}
         for name, steps in self.field_paths.items():
             found = select(record, steps)
-            mapped[name] = found[0] if len(found) == 1 else (found or None)
+            # A path with a wildcard gives a list (maybe empty); any other path one value or None.
+            mapped[name] = found if None in steps else (found[0] if found else None)
         return mapped

@@ -44,7 +44,7 @@ def test_fields_map_by_path_and_missing_ones_become_none(tmp_path: Path) -> None
     assert isinstance(adapter, RestAdapter)
     assert [adapter._map(r) for r in adapter._records(DOC)] == [
         {"symbol": "A", "bid": 1, "ask": 2, "tags": ["x", "y"]},
-        {"symbol": "B", "bid": 3, "ask": None, "tags": None},
+        {"symbol": "B", "bid": 3, "ask": None, "tags": []},
     ]
 
 
