@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,8 +10,10 @@ from typing import Any
 import pytest
 
 from qraft_core.adapters.base import dead_letter_envelope
+from qraft_core.bus.fake import MemoryBus
+from qraft_core.config import LanderConfig
 from qraft_core.events import checksum, stable_id
-from qraft_core.lander import land_batch
+from qraft_core.lander import Lander, land_batch
 
 NOW = datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
 SUBJECT = "qraft.raw.binance_spot"
@@ -237,3 +240,17 @@ def test_deeply_nested_json_is_dead_lettered_not_raised():
     batch = land_batch([(SUBJECT, event_line("ok") + b"\n" + b"[" * 100_000)], now=NOW)
     assert batch.raw_events["event_id"].to_list() == ["ok"]
     assert batch.dead_letters["reason"].to_list()[0].startswith("malformed JSON")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Lander._collect fetches up to batch_size *messages* per fetch while batch_size counts lines, "
+    "so a batch of multi-event messages can hold batch_size times more events than configured",
+)
+def test_a_lander_batch_holds_about_batch_size_lines(memory_store):
+    bus = MemoryBus()
+    for m in range(10):
+        asyncio.run(bus.publish_raw("binance_spot", b"\n".join(event_line(f"b-{m}-{i}") for i in range(100))))
+    lander = Lander(bus, memory_store, LanderConfig(batch_size=200, batch_timeout_ms=50))
+    assert asyncio.run(lander.land_once()) <= 3  # at most one message beyond the limit
+    assert lander.stats.landed <= 300
