@@ -111,7 +111,7 @@ def build_event(group: list[Signal], window_start: datetime, window_end: datetim
     detectors = sorted({s.detector for s in group})
     engines = sorted({s.engine for s in group})
     lag = min(max(s.lag_bars for s in group), merge.context_bars)
-    change_point = anchor.time - timedelta(seconds=lag * merge.bar_seconds)
+    change_point = top.time - timedelta(seconds=lag * merge.bar_seconds)
     changes, units, levels = metric_changes(bars, change_point, window_end, merge.context_bars, merge.bar_seconds)
     algorithms: dict[str, AlgorithmInfo] = {}
     for signal in sorted(group, key=lambda s: s.detector):
@@ -128,13 +128,15 @@ def build_event(group: list[Signal], window_start: datetime, window_end: datetim
             "detectors": detectors,
             "engines": engines,
             "change_point": iso(change_point),
+            "first_signal": iso(anchor.time),
             **({"itemset": anchor.group.split("+")} if anchor.group else {}),
         }
     )
     return PatternEvent(
         pattern_id=stable_id("pattern", anchor.type, anchor.stream, iso(anchor.time), anchor.group),
         type=PatternType(anchor.type),
-        timestamp=anchor.time,
+        # The most confident signal dates the finding; the first one names it and its window.
+        timestamp=top.time,
         window_start=window_start,
         source_streams=[anchor.stream],
         details=details,
@@ -168,8 +170,9 @@ def materialize_patterns(
 ) -> dict[str, Any]:
     """Pattern events for every window of [start, end), each window replaced as a whole.
 
-    Returns {"pattern_events", "by_type", "suppressed", "top"} (top: the five
-    findings of highest confidence, short).
+    Returns {"pattern_events", "by_type", "cross_validated", "suppressed" (signals
+    dropped by the cooldown, per detector), "top"} (top: the five findings of
+    highest confidence, short).
     """
     merge = config.merge
     start, end = utc(start), utc(end)
