@@ -127,6 +127,22 @@ class StreamDetector:
 
     Subclasses declare `defaults` (every hyperparameter they accept), build
     their mutable state in `_fresh_state()` and read bars in `_update_row`.
+
+    >>> from qraft_core.detectors.river_engine import RobustZScore
+    >>> from qraft_core.detectors.synthetic import synthetic_features
+    >>> bars = synthetic_features(n_bars=300, seed=2, spikes_at=(250,)).filter(pl.col("stream") != "news")
+    >>> detector = RobustZScore("spikes", "binance_spot:BTCUSDT", ["log_return"], {"warmup_bars": 30})
+    >>> detector.params, detector.param("window_bars")
+    ({'warmup_bars': 30}, 120)
+    >>> first = detector.update(bars.head(200))
+    >>> saved = detector.get_state()
+    >>> later = RobustZScore.from_state(saved, "spikes", "binance_spot:BTCUSDT", ["log_return"],
+    ...     {"warmup_bars": 30}).update(bars.tail(100))
+    >>> [(s.type, s.time.strftime("%H:%M:%S"), s.fields) for s in later]
+    [('anomaly', '00:41:40', {'log_return': 1.0})]
+    >>> detector.reset()
+    >>> [s.to_json() for s in detector.update(bars.head(200))] == [s.to_json() for s in first]
+    True
     """
 
     engine: ClassVar[str] = "river"
