@@ -104,6 +104,7 @@ class Tracker:
         anomalies = sum(n for name, n in by_detector.items() if _kind_of(config, name) == "anomaly")
         metrics: dict[str, float] = {
             "rows_processed": rows,
+            "events_processed": int(metadata.get("events_processed", 0)),
             "windows": int(metadata.get("windows", 0)),
             "latency_s": float(metadata.get("latency_s", 0.0)),
             "signals_total": sum(by_detector.values()),

@@ -149,15 +149,17 @@ def materialize_detections(
 ) -> dict[str, Any]:
     """Detections and detector state for every window of [start, end), in order.
 
-    Returns metadata: windows, rows_processed, signals_by_detector, engines,
-    latency_s (wall time of the run, for monitoring only), restarted.
+    Returns metadata: windows, rows_processed (bars), events_processed (the
+    events those bars summarise), signals_by_detector, engines, latency_s (wall
+    time of the run, for monitoring only), restarted (detectors whose changed
+    configuration made them start afresh).
     """
     began = time.perf_counter()
     start, end = utc(start), utc(end)
     specs = active_specs(config)
     load = load_features or _default_loader
     signals_by_detector: Counter[str] = Counter()
-    rows_processed = windows = 0
+    rows_processed = events_processed = windows = 0
     with store.session():
         detectors, restarted = restore_detectors(store, specs, start, interval, first_window)
         features = load(store, start, end)
@@ -172,10 +174,12 @@ def materialize_detections(
             )
             signals_by_detector.update(s.detector for s in signals)
             rows_processed += bars.height
+            events_processed += int(bars["event_count"].sum()) if bars.height else 0
             windows += 1
     metadata: dict[str, Any] = {
         "windows": windows,
         "rows_processed": rows_processed,
+        "events_processed": events_processed,
         "signals_by_detector": {spec.name: signals_by_detector.get(spec.name, 0) for spec in specs},
         "engines": sorted({spec.engine for spec in specs}),
         "latency_s": round(time.perf_counter() - began, 4),

@@ -44,6 +44,7 @@ def test_one_run_equals_two_consecutive_runs() -> None:
     assert detections(whole) == detections(split)
     assert meta["windows"] == 100
     assert meta["rows_processed"] == BARS.height
+    assert meta["events_processed"] == BARS["event_count"].sum()
     assert meta["engines"] == (["capymoa", "river"] if capymoa_available() else ["river"])
     assert sum(meta["signals_by_detector"].values()) == len(detections(whole))
     assert meta["signals_by_detector"]["news_itemsets"] == 1

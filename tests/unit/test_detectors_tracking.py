@@ -21,12 +21,13 @@ def test_a_detections_run_is_recorded(tmp_path: Path) -> None:
     tracker = Tracker.from_config(QraftConfig(data_dir=tmp_path))
     assert tracker.tracking_uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     config = load_detectors(REPO / "config")
-    metadata = {"windows": 2, "rows_processed": 100, "latency_s": 0.5, "engines": ["capymoa", "river"],
+    metadata = {"windows": 2, "rows_processed": 100, "events_processed": 4000, "latency_s": 0.5, "engines": ["capymoa", "river"],
                 "signals_by_detector": {"bar_hst": 3, "bar_robust_z": 1, "vol_adwin": 2}}
     run_id = tracker.log_detections(config, T0, T0 + timedelta(minutes=2), metadata)
     assert run_id is not None
     run = mlflow.MlflowClient(tracking_uri=tracker.tracking_uri).get_run(run_id)
     assert run.data.metrics["rows_processed"] == 100
+    assert run.data.metrics["events_processed"] == 4000
     assert run.data.metrics["signals.bar_hst"] == 3
     assert run.data.metrics["signals_total"] == 6
     assert run.data.metrics["anomaly_rate"] == 0.04
