@@ -36,10 +36,14 @@ def golden_record(pattern: PatternEvent) -> dict[str, Any]:
     }
 
 
-def golden_document(
-    patterns: Iterable[PatternEvent], start: datetime, end: datetime, engines: list[str]
-) -> dict[str, Any]:
-    records = sorted((golden_record(p) for p in patterns), key=lambda r: (r["timestamp"], r["type"], r["streams"]))
+def _engines(pattern: PatternEvent) -> set[str]:
+    return {a.name.split(".")[0] for a in pattern.algorithms or [pattern.algorithm]}
+
+
+def golden_document(patterns: Iterable[PatternEvent], start: datetime, end: datetime) -> dict[str, Any]:
+    found = list(patterns)
+    engines = sorted(set().union(*(_engines(p) for p in found))) if found else []
+    records = sorted((golden_record(p) for p in found), key=lambda r: (r["timestamp"], r["type"], r["streams"]))
     return {
         "version": GOLDEN_VERSION,
         "window": {"start": iso(start), "end": iso(end)},
@@ -139,3 +143,18 @@ def compare_golden(
                                  "fields": fields})
     diff.extra = [r for r in replayed if _key(r) not in golden_keys]
     return diff
+
+
+def engine_agreement(patterns: Iterable[PatternEvent]) -> dict[str, Any]:
+    """Which findings both engines made and which only one made, for the engine-agreement report."""
+    report: dict[str, list[dict[str, Any]]] = {"both": [], "river_only": [], "capymoa_only": []}
+    for pattern in patterns:
+        engines = _engines(pattern)
+        record = golden_record(pattern)
+        if {"river", "capymoa"} <= engines:
+            report["both"].append(record)
+        elif "capymoa" in engines:
+            report["capymoa_only"].append(record)
+        else:
+            report["river_only"].append(record)
+    return {"counts": {k: len(v) for k, v in report.items()}, **report}

@@ -319,7 +319,7 @@ def replay(ctx: click.Context, start_text: str, end_text: str, sources: tuple[st
         if write_golden:
             from qraft_core.golden import write_golden as write
 
-            write(golden, golden_document(replayed, start, end, summary.get("engines", [])))
+            write(golden, golden_document(replayed, start, end))
             summary["golden_written"] = str(golden)
         else:
             diff = compare_golden(read_golden(golden)["patterns"], [golden_record(p) for p in replayed], tolerance)
