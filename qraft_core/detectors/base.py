@@ -97,7 +97,7 @@ def encode_state(state: bytes | dict[str, Any]) -> str:
         raw, kind = json.dumps(state, sort_keys=True, separators=(",", ":")).encode(), "json"
     else:
         raw, kind = state, "pickle"
-    return f"{kind}:" + base64.b64encode(zlib.compress(raw, 6)).decode()
+    return f"{kind}:" + base64.b64encode(zlib.compress(raw, 1)).decode()
 
 
 def decode_state(text: str) -> bytes | dict[str, Any]:
@@ -116,6 +116,10 @@ def decode_state(text: str) -> bytes | dict[str, Any]:
         return raw
     loaded: dict[str, Any] = json.loads(raw)
     return loaded
+
+
+def _finite(value: float | None) -> float:
+    return value if value is not None and math.isfinite(value) else math.nan
 
 
 class DetectorParamsError(ValueError):
@@ -236,13 +240,10 @@ class StreamDetector:
         if missing:
             raise ValueError(f"detector {self.name}: bars lack feature columns {', '.join(missing)}")
         # Nulls and non-finite values become NaN, which every detector skips.
-        columns = rows.select(
-            pl.col(f).cast(pl.Float64).fill_null(float("nan")).replace([float("inf"), float("-inf")], float("nan"))
-            for f in self.features
-        )
+        columns = [[_finite(v) for v in rows[f].cast(pl.Float64).to_list()] for f in self.features]
         times = [utc(t) for t in rows["bar_time"].to_list()]
-        for time, values in zip(times, columns.iter_rows(), strict=True):
-            yield time, dict(zip(self.features, values, strict=True))
+        for index, time in enumerate(times):
+            yield time, {f: column[index] for f, column in zip(self.features, columns, strict=True)}
 
     def _update_row(self, time: datetime, values: dict[str, float]) -> Signal | None:
         raise NotImplementedError
