@@ -45,18 +45,15 @@ from qraft_core.store.base import EventStore, Filter, iter_windows
 
 FeatureLoader = Callable[[EventStore, datetime, datetime], pl.DataFrame]
 
-# name in metric_changes -> (feature column, how the change is expressed)
+# name in metric_changes -> (feature column, unit). "relative": mean after / mean
+# before - 1 (0.37 = +37%); "pp": mean after - mean before of a ratio, in percentage points.
 METRICS: dict[str, tuple[str, str]] = {
     "volatility": ("realized_vol", "relative"),
     "volume": ("volume", "relative"),
     "trade_size": ("mean_size", "relative"),
-    "buy_ratio": ("buy_ratio", "points"),
+    "buy_ratio": ("buy_ratio", "pp"),
     "price": ("close", "relative"),
     "headlines": ("headline_count", "relative"),
-}
-UNITS = {
-    "relative": "relative change of the mean after vs before (0.37 = +37%)",
-    "points": "difference of the mean after minus before (0.05 = +5 percentage points)",
 }
 TOP_CONTRIBUTORS = 5
 
@@ -71,8 +68,8 @@ def metric_changes(
     >>> bars = pl.DataFrame({"bar_time": [t0 + timedelta(seconds=10 * i) for i in range(6)],
     ...     "realized_vol": [1.0, 1.0, 1.0, 2.0, 2.0, 2.0], "buy_ratio": [0.5] * 3 + [0.6] * 3})
     >>> changes, units, _ = metric_changes(bars, t0 + timedelta(seconds=30), t0 + timedelta(minutes=1), 3, 10)
-    >>> changes
-    {'volatility': 1.0, 'buy_ratio': 0.1}
+    >>> changes, units
+    ({'volatility': 1.0, 'buy_ratio': 10.0}, {'volatility': 'relative', 'buy_ratio': 'pp'})
     """
     span = timedelta(seconds=context_bars * bar_seconds)
     times = pl.col("bar_time")
@@ -89,15 +86,15 @@ def metric_changes(
         mean_before, mean_after = before[column].mean(), after[column].mean()
         if not isinstance(mean_before, float) or not isinstance(mean_after, float):
             continue
-        if unit == "points":
-            change = mean_after - mean_before
+        if unit == "pp":
+            change = (mean_after - mean_before) * 100
         elif mean_before != 0:
             change = mean_after / mean_before - 1.0
         else:
             continue
         if math.isfinite(change):
             changes[name] = round(change, 6)
-            units[name] = UNITS[unit]
+            units[name] = unit
             levels[f"{name}_before"] = round(mean_before, 10)
             levels[f"{name}_after"] = round(mean_after, 10)
     return changes, units, levels
