@@ -104,3 +104,26 @@ def test_cli_sources_list_and_ingest_from_file(
 
     unknown = runner.invoke(main, ["ingest", "nope"])
     assert unknown.exit_code == 2 and "unknown source 'nope'" in unknown.output
+
+
+def test_cli_ingest_runs_a_live_source_for_a_while(
+    config_dir: Any, nats_server: Any, tmp_path: Any, monkeypatch: Any
+) -> None:
+    import yaml
+    from click.testing import CliRunner
+
+    from qraft_core.cli import main
+
+    monkeypatch.setenv("QRAFT_NATS_URL", nats_server.url)
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("".join(json.dumps({"id": i, "ts": 1767571200 + i}) + "\n" for i in range(3)))
+    (config_dir / "sources.yaml").write_text(yaml.safe_dump({"sources": [{
+        "name": "drop", "type": "watcher", "endpoint": str(folder),
+        "options": {"pattern": "*.jsonl", "id_field": "id", "time_field": "ts", "interval_s": 0.05},
+    }]}))
+    result = CliRunner().invoke(main, ["ingest", "drop", "--duration", "0.5", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["type"], summary["published"], summary["last_event_time"]) == (
+        "watcher", 3, "2026-01-05T00:00:02+00:00")
