@@ -117,7 +117,8 @@ def test_cli_ingest_runs_a_live_source_for_a_while(
     monkeypatch.setenv("QRAFT_NATS_URL", nats_server.url)
     folder = tmp_path / "drop"
     folder.mkdir()
-    (folder / "a.jsonl").write_text("".join(json.dumps({"id": i, "ts": 1767571200 + i}) + "\n" for i in range(3)))
+    lines = [json.dumps({"id": i, "ts": 1767571200 + i}) + "\n" for i in range(3)]
+    (folder / "a.jsonl").write_text("".join(lines))
     (config_dir / "sources.yaml").write_text(yaml.safe_dump({"sources": [{
         "name": "drop", "type": "watcher", "endpoint": str(folder),
         "options": {"pattern": "*.jsonl", "id_field": "id", "time_field": "ts", "interval_s": 0.05},
