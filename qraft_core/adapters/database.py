@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
 import re
 from datetime import date, datetime
 from decimal import Decimal
@@ -34,8 +33,6 @@ from qraft_core.adapters.registry import register_adapter
 from qraft_core.bus.base import Publisher
 from qraft_core.config import ConfigError, SourceConfig
 from qraft_core.events import StandardEvent, stable_id
-
-log = logging.getLogger(__name__)
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 

@@ -103,7 +103,7 @@ def _is_control(record: Mapping[str, Any]) -> bool:
 
 
 class StreamStalled(Exception):
-    pass
+    """The server kept the connection open but sent nothing for `idle_timeout_s`."""
 
 
 def _reject_constant(name: str) -> None:
