@@ -83,10 +83,13 @@ class WatcherAdapter(LiveAdapter):
                     self._unreadable.add(str(path))
                     self.error("format", "%s", exc)
                 continue
-            if fmt == "parquet":
-                read += await self._parquet(publisher, path)
-            else:
-                read += await self._text(publisher, path, fmt)
+            try:
+                if fmt == "parquet":
+                    read += await self._parquet(publisher, path)
+                else:
+                    read += await self._text(publisher, path, fmt)
+            except FileNotFoundError:
+                continue  # removed between the listing and the read
         return read
 
     def _position(self, path: Path) -> dict[str, Any]:
