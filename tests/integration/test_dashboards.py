@@ -1,0 +1,483 @@
+"""The files in dashboards/: they parse, name only metrics the processes expose, and the
+Superset bundle's SQL gives the expected answers on a real, migrated embedded ClickHouse."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import uuid
+import zipfile
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import polars as pl
+import pytest
+import yaml
+from prometheus_client.metrics import MetricWrapperBase
+
+from qraft_core import metrics
+from qraft_core.cli.sources import sources_run
+from qraft_core.config import LanderConfig
+from qraft_core.store import ClickHouseStore
+from qraft_core.store.clickhouse import polars_dtype
+from qraft_core.store.schema import spec
+
+REPO = Path(__file__).resolve().parents[2]
+DASHBOARDS = REPO / "dashboards"
+SUPERSET = DASHBOARDS / "superset"
+GRAFANA = DASHBOARDS / "grafana" / "qraft.json"
+PROMETHEUS = DASHBOARDS / "prometheus"
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def superset_files(folder: str) -> dict[str, dict[str, Any]]:
+    return {str(p.relative_to(SUPERSET)): load_yaml(p) for p in sorted((SUPERSET / folder).rglob("*.yaml"))}
+
+
+DATABASES = superset_files("databases")
+DATASETS = superset_files("datasets")
+CHARTS = superset_files("charts")
+DASHBOARD_FILES = superset_files("dashboards")
+DATASETS_BY_UUID = {d["uuid"]: d for d in DATASETS.values()}
+DATASETS_BY_NAME = {d["table_name"]: d for d in DATASETS.values()}
+CHARTS_BY_UUID = {c["uuid"]: c for c in CHARTS.values()}
+
+
+# -- every file parses ------------------------------------------------------------------------
+
+def test_every_dashboard_file_parses_into_a_mapping():
+    files = sorted(p for p in DASHBOARDS.rglob("*") if p.suffix in {".yaml", ".yml", ".json"})
+    parsed = {str(p.relative_to(DASHBOARDS)): json.loads(p.read_text()) if p.suffix == ".json" else load_yaml(p)
+              for p in files}
+    assert all(isinstance(doc, dict) for doc in parsed.values())
+    assert {"grafana/qraft.json", "prometheus/prometheus.yml", "prometheus/alerts.yml",
+            "superset/metadata.yaml", "superset/databases/qraft.yaml",
+            "superset/dashboards/qraft_overview.yaml"} <= set(parsed)
+    assert len(DATASETS) >= 6 and len(CHARTS) >= 6
+
+
+# -- the Superset bundle ----------------------------------------------------------------------
+# Keys Superset's ImportV1*Schema accept (marshmallow rejects unknown keys) and require.
+KEYS: dict[str, tuple[set[str], set[str]]] = {
+    "databases": ({"database_name", "sqlalchemy_uri", "uuid", "version"},
+                  {"password", "cache_timeout", "expose_in_sqllab", "allow_run_async", "allow_ctas",
+                   "allow_cvas", "allow_dml", "extra"}),
+    "datasets": ({"table_name", "uuid", "version", "database_uuid"},
+                 {"main_dttm_col", "description", "default_endpoint", "offset", "cache_timeout", "schema",
+                  "sql", "params", "template_params", "filter_select_enabled", "fetch_values_predicate",
+                  "extra", "columns", "metrics"}),
+    "charts": ({"slice_name", "viz_type", "uuid", "version", "dataset_uuid"},
+               {"params", "query_context", "cache_timeout"}),
+    "dashboards": ({"dashboard_title", "uuid", "version"}, {"description", "css", "slug", "position", "metadata"}),
+}
+COLUMN_KEYS = {"column_name", "verbose_name", "is_dttm", "is_active", "type", "groupby", "filterable",
+               "expression", "description", "python_date_format", "extra"}
+METRIC_KEYS = {"metric_name", "verbose_name", "metric_type", "expression", "description", "d3format", "extra",
+               "warning_text"}
+
+
+def test_superset_bundle_has_the_export_layout_and_only_keys_superset_accepts():
+    assert load_yaml(SUPERSET / "metadata.yaml")["version"] == "1.0.0"
+    assert load_yaml(SUPERSET / "metadata.yaml")["type"] == "Dashboard"
+    top = {p.name for p in SUPERSET.iterdir()}
+    assert top == {"metadata.yaml", "databases", "datasets", "charts", "dashboards"}
+    for folder, files in (("databases", DATABASES), ("datasets", DATASETS), ("charts", CHARTS),
+                          ("dashboards", DASHBOARD_FILES)):
+        required, optional = KEYS[folder]
+        for name, doc in files.items():
+            assert required <= set(doc), (name, required - set(doc))
+            assert set(doc) <= required | optional, (name, set(doc) - required - optional)
+            assert doc["version"] == "1.0.0"
+            uuid.UUID(doc["uuid"])
+    for name, dataset in DATASETS.items():
+        assert PurePosixPath(name).parent == PurePosixPath("datasets/qraft"), name
+        assert all(set(c) <= COLUMN_KEYS for c in dataset["columns"]), name
+        assert all(set(m) <= METRIC_KEYS and m["expression"] for m in dataset["metrics"]), name
+        # Superset wraps a virtual dataset's SQL in a subquery: no statement end, no line comment.
+        assert ";" not in dataset["sql"] and "--" not in dataset["sql"], name
+    every_uuid = [d["uuid"] for files in (DATABASES, DATASETS, CHARTS, DASHBOARD_FILES) for d in files.values()]
+    assert len(every_uuid) == len(set(every_uuid))
+
+
+def test_the_bundled_database_is_the_clickhouse_connect_dialect_on_localhost():
+    (database,) = DATABASES.values()
+    assert database["sqlalchemy_uri"] == "clickhousedb://default:@localhost:8123/default"
+
+
+def test_datasets_read_deduplicated_tables_with_final():
+    for name, dataset in DATASETS.items():
+        reads = re.findall(r"\bFROM\s+(\w+)(\s+FINAL)?", dataset["sql"])
+        assert reads, name
+        for table, final in reads:
+            assert bool(final) == bool(spec(table).dedup_key), (name, table)
+
+
+def test_superset_uuid_references_resolve():
+    database_uuids = {d["uuid"] for d in DATABASES.values()}
+    assert all(d["database_uuid"] in database_uuids for d in DATASETS.values())
+    assert all(c["dataset_uuid"] in DATASETS_BY_UUID for c in CHARTS.values())
+    (dashboard,) = DASHBOARD_FILES.values()
+    position = dashboard["position"]
+    placed = [c["meta"] for c in position.values() if isinstance(c, dict) and c.get("type") == "CHART"]
+    assert sorted(m["uuid"] for m in placed) == sorted(CHARTS_BY_UUID)
+    assert len({m["chartId"] for m in placed}) == len(placed)
+    assert all(m["sliceName"] == CHARTS_BY_UUID[m["uuid"]]["slice_name"] for m in placed)
+    for key, component in position.items():
+        if not isinstance(component, dict):
+            continue
+        assert component["id"] == key
+        for child in component.get("children", []):
+            assert key in position[child]["parents"], (key, child)
+    rows = [position[r] for r in position["GRID_ID"]["children"]]
+    assert all(sum(position[c]["meta"]["width"] for c in row["children"]) <= 12 for row in rows)
+
+
+def chart_metrics(params: dict[str, Any]) -> list[str]:
+    named = params.get("metrics", []) + ([params["metric"]] if "metric" in params else [])
+    return named + ([params["timeseries_limit_metric"]] if "timeseries_limit_metric" in params else [])
+
+
+def chart_columns(params: dict[str, Any]) -> list[str]:
+    columns = params.get("groupby", []) + params.get("all_columns", [])
+    columns += [json.loads(order)[0] for order in params.get("order_by_cols", [])]
+    return columns + [f["subject"] for f in params.get("adhoc_filters", [])]
+
+
+@pytest.mark.parametrize("name", sorted(CHARTS))
+def test_charts_use_their_datasets_saved_metrics_and_columns(name):
+    chart = CHARTS[name]
+    dataset = DATASETS_BY_UUID[chart["dataset_uuid"]]
+    params = chart["params"]
+    columns = {c["column_name"]: c for c in dataset["columns"]}
+    assert params["viz_type"] == chart["viz_type"]
+    assert set(chart_metrics(params)) <= {m["metric_name"] for m in dataset["metrics"]}
+    assert set(chart_columns(params)) <= set(columns)
+    if "x_axis" in params:
+        assert columns[params["x_axis"]]["is_dttm"]
+
+
+def test_the_folder_zipped_as_documented_imports_with_its_root_folder_removed(tmp_path):
+    readme = (DASHBOARDS / "README.md").read_text()
+    assert "zip -r /tmp/qraft_superset.zip superset" in readme
+    archive = tmp_path / "qraft_superset.zip"
+    if shutil.which("zip"):
+        subprocess.run(["zip", "-qr", str(archive), "superset"], cwd=DASHBOARDS, check=True)
+    else:
+        shutil.make_archive(str(archive.with_suffix("")), "zip", root_dir=DASHBOARDS, base_dir="superset")
+    with zipfile.ZipFile(archive) as bundle:
+        # Superset's importer drops each entry's first path component, then keeps *.yaml files.
+        names = {str(PurePosixPath(*PurePosixPath(n).parts[1:])) for n in bundle.namelist() if n.endswith(".yaml")}
+    assert names == {"metadata.yaml", *DATABASES, *DATASETS, *CHARTS, *DASHBOARD_FILES}
+
+
+# -- the Superset SQL on a real store ---------------------------------------------------------
+
+def frame(table: str, rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """Rows of `table`, every unnamed column left at its type's zero value."""
+    columns = spec(table).columns
+    zero = {"String": "", "DateTime64(3, 'UTC')": T0}
+    full = [{c: row.get(c, zero.get(t.removeprefix("LowCardinality(").removesuffix(")"), 0)
+                        if not t.startswith(("Array", "Nullable")) else [] if t.startswith("Array") else None)
+             for c, t in columns.items()} for row in rows]
+    return pl.DataFrame(full, schema={c: polars_dtype(t) for c, t in columns.items()})
+
+
+def raw(event_id: str, source: str, event_s: float, landed_s: float) -> dict[str, Any]:
+    return {"event_id": event_id, "source": source, "type": "trade", "timestamp": at(event_s),
+            "ingest_time": at(event_s), "landed_at": at(landed_s), "payload": "{}"}
+
+
+def pattern(pattern_id: str, type_: str, streams: list[str], confidence: float, cross_validated: int,
+            algorithm: str, time_s: float, detectors: list[str]) -> dict[str, Any]:
+    return {"pattern_id": pattern_id, "type": type_, "timestamp": at(time_s), "window_start": at(time_s // 60 * 60),
+            "source_streams": streams, "confidence": confidence, "cross_validated": cross_validated,
+            "algorithm": algorithm, "algorithm_version": "1.0",
+            "body": json.dumps({"details": {"detectors": detectors}})}
+
+
+SEED: dict[str, list[dict[str, Any]]] = {
+    # e1 arrives twice (a redelivery); FINAL reads must count it once.
+    "raw_events": [raw("e1", "btc", 10, 20), raw("e2", "btc", 40, 65), raw("e3", "btc", 75, 90),
+                   raw("e4", "btc", 105, 110), raw("n1", "news", 30, 45), raw("e1", "btc", 10, 20)],
+    "clean_events": [
+        {"event_id": "e1", "source": "btc", "type": "trade", "timestamp": at(10), "window_start": T0, "repaired": 1},
+        {"event_id": "n1", "source": "news", "type": "trade", "timestamp": at(30), "window_start": T0},
+    ],
+    "dead_letters": [
+        {"letter_id": "L1", "stage": "land", "source": "btc", "reason": "malformed JSON: Expecting value",
+         "received_at": at(20)},
+        {"letter_id": "L2", "stage": "clean", "source": "btc", "event_id": "e2", "event_time": at(40),
+         "reason": "payload.p: expected a positive number, got 'abc'", "window_start": T0, "received_at": at(70)},
+        {"letter_id": "L3", "stage": "clean", "source": "btc", "event_id": "e4", "event_time": at(105),
+         "reason": "event time is 400s after its ingest time (more than max_future_s=300)",
+         "window_start": at(60), "received_at": at(130)},
+        {"letter_id": "L1", "stage": "land", "source": "btc", "reason": "malformed JSON: Expecting value",
+         "received_at": at(20)},
+    ],
+    "pattern_events": [
+        pattern("p1", "concept_drift", ["btc"], 0.9, 1, "ADWIN", 30, ["adwin_price", "moa_adwin_price"]),
+        pattern("p2", "anomaly", ["btc", "news"], 0.6, 0, "HalfSpaceTrees", 70, ["hst_price"]),
+        pattern("p3", "anomaly", ["news"], 0.7, 0, "HalfSpaceTrees", 80, ["hst_news"]),
+        pattern("p1", "concept_drift", ["btc"], 0.9, 1, "ADWIN", 30, ["adwin_price", "moa_adwin_price"]),
+    ],
+    "annotations": [
+        {"annotation_id": "a1", "pattern_id": "p1", "label": "confirmed", "created_at": at(200)},
+        {"annotation_id": "a2", "pattern_id": "p1", "label": "false_alarm", "created_at": at(300)},
+        {"annotation_id": "a3", "pattern_id": "p2", "label": "note", "note": "news echo", "created_at": at(250)},
+        {"annotation_id": "a4", "pattern_id": "p3", "label": "confirmed", "created_at": at(260)},
+        {"annotation_id": "a5", "pattern_id": "p3", "label": "note", "created_at": at(270)},
+    ],
+    "detections": [
+        {"signal_id": "s1", "window_start": T0, "time": at(30), "detector": "adwin_price", "engine": "river",
+         "stream": "btc", "type": "concept_drift", "score": 3.0, "confidence": 0.9},
+        {"signal_id": "s2", "window_start": T0, "time": at(31), "detector": "moa_adwin_price", "engine": "capymoa",
+         "stream": "btc", "type": "concept_drift", "score": 2.0, "confidence": 0.8},
+        {"signal_id": "s3", "window_start": at(60), "time": at(70), "detector": "hst_price", "engine": "river",
+         "stream": "btc", "type": "anomaly", "score": 0.5, "confidence": 0.6},
+    ],
+}
+
+
+@pytest.fixture
+def seeded_client(chdb_store: ClickHouseStore) -> Iterator[Any]:
+    """The open client of a migrated embedded store holding SEED (one chDB client per process)."""
+    with chdb_store.session():
+        # Duplicates stay in separate parts, as a redelivery's do until a merge: only FINAL collapses them.
+        chdb_store._client.command("SYSTEM STOP MERGES")
+        for table, rows in SEED.items():
+            for start in range(len(rows)):
+                chdb_store.insert(table, frame(table, rows[start:start + 1]))
+        yield chdb_store._client
+
+
+def query(client: Any, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    result = client.query(sql)
+    # The client hands back UTC times without a zone.
+    rows = [tuple(v.replace(tzinfo=UTC) if isinstance(v, datetime) else v for v in r) for r in result.result_rows]
+    return list(result.column_names), rows
+
+
+def virtual(dataset: str) -> str:
+    return f"({DATASETS_BY_NAME[dataset]['sql']}) AS virtual_table"
+
+
+GRAINS = {"PT1M": 1, "PT5M": 5, "PT15M": 15}
+
+
+def chart_sql(chart: dict[str, Any]) -> str:
+    """The query shape Superset sends for the chart (time grain, group by, saved metrics)."""
+    dataset = DATASETS_BY_UUID[chart["dataset_uuid"]]
+    params = chart["params"]
+    expression = {m["metric_name"]: m["expression"] for m in dataset["metrics"]}
+    source = f"({dataset['sql']}) AS virtual_table"
+    if params.get("query_mode") == "raw":
+        order = ", ".join(f"{c} {'ASC' if asc else 'DESC'}" for c, asc in map(json.loads, params["order_by_cols"]))
+        return f"SELECT {', '.join(params['all_columns'])} FROM {source} ORDER BY {order} LIMIT {params['row_limit']}"
+    dimensions = list(params.get("groupby", []))
+    selected = [f"{c} AS {c}" for c in dimensions]
+    if "x_axis" in params:
+        x = params["x_axis"]
+        minutes = GRAINS[params["time_grain_sqla"]]
+        selected.insert(0, f"toStartOfInterval(toDateTime({x}), INTERVAL {minutes} MINUTE) AS {x}")
+        dimensions.insert(0, x)
+    selected += [f"{expression[m]} AS {m}" for m in dict.fromkeys(chart_metrics(params))]
+    group = f" GROUP BY {', '.join(dimensions)} ORDER BY {', '.join(dimensions)}" if dimensions else ""
+    return f"SELECT {', '.join(selected)} FROM {source}{group}"
+
+
+def test_every_dataset_runs_with_its_declared_columns_and_every_metric(seeded_client):
+    for name, dataset in DATASETS.items():
+        columns, rows = query(seeded_client, dataset["sql"])
+        assert rows, name
+        assert columns == [c["column_name"] for c in dataset["columns"]], name
+        types = dict(zip(columns, (t.name for t in seeded_client.query(dataset["sql"]).column_types), strict=True))
+        for column in dataset["columns"]:
+            assert ("DateTime" in types[column["column_name"]]) == column["is_dttm"], (name, column)
+        assert dataset["main_dttm_col"] in {c["column_name"] for c in dataset["columns"] if c["is_dttm"]}
+        dimension = next(c["column_name"] for c in dataset["columns"] if c["groupby"])
+        for metric in dataset["metrics"]:
+            sql = (f"SELECT {dimension} AS {dimension}, {metric['expression']} AS {metric['metric_name']} "
+                   f"FROM ({dataset['sql']}) AS virtual_table GROUP BY {dimension}")
+            assert query(seeded_client, sql)[1], (name, metric["metric_name"])
+
+
+def test_every_chart_query_runs(seeded_client):
+    for name, chart in CHARTS.items():
+        assert query(seeded_client, chart_sql(chart))[1], name
+
+
+def test_landed_per_minute_counts_each_event_once_by_landing_minute(seeded_client):
+    assert query(seeded_client, f"SELECT * FROM {virtual('qraft_landed_per_minute')} ORDER BY minute, source")[1] == [
+        (T0, "btc", 1, 10.0), (T0, "news", 1, 15.0), (at(60), "btc", 3, 15.0),
+    ]
+
+
+def test_clean_vs_raw_accounts_for_every_raw_event_of_a_window(seeded_client):
+    assert query(seeded_client, f"SELECT * FROM {virtual('qraft_clean_vs_raw')} ORDER BY window_start, source")[1] == [
+        (T0, "btc", 2, 1, 1, 1, 0), (T0, "news", 1, 1, 0, 0, 0), (at(60), "btc", 2, 0, 0, 1, 1),
+    ]
+
+
+def test_dead_letters_group_by_stage_and_kind_of_reason(seeded_client):
+    sql = (f"SELECT stage, reason_kind, count() FROM {virtual('qraft_dead_letters')} "
+           "GROUP BY stage, reason_kind ORDER BY stage, reason_kind")
+    assert query(seeded_client, sql)[1] == [
+        ("clean", "event time is Ns after its ingest time (more than max_future_s=N)", 1),
+        ("clean", "payload.p", 1),
+        ("land", "malformed JSON", 1),
+    ]
+
+
+def test_findings_list_each_pattern_once_with_its_streams_and_detectors(seeded_client):
+    sql = f"SELECT pattern_id, time, type, streams, confidence, algorithm, detectors FROM {virtual('qraft_findings')}"
+    assert sorted(query(seeded_client, sql)[1]) == [
+        ("p1", at(30), "concept_drift", "btc", 0.9, "ADWIN", "adwin_price, moa_adwin_price"),
+        ("p2", at(70), "anomaly", "btc, news", 0.6, "HalfSpaceTrees", "hst_price"),
+        ("p3", at(80), "anomaly", "news", 0.7, "HalfSpaceTrees", "hst_news"),
+    ]
+
+
+def chart_rows(client: Any, file_name: str) -> list[tuple[Any, ...]]:
+    return query(client, chart_sql(CHARTS[f"charts/{file_name}.yaml"]))[1]
+
+
+def test_pattern_charts_count_and_average_distinct_patterns_per_stream_and_type(seeded_client):
+    assert chart_rows(seeded_client, "patterns_over_time_by_stream") == [(T0, "btc", 2), (T0, "news", 2)]
+    assert chart_rows(seeded_client, "patterns_over_time_by_type") == [(T0, "anomaly", 2), (T0, "concept_drift", 1)]
+    # p2 is on two streams but weighs once: (0.6 + 0.7) / 2, not (0.6 + 0.6 + 0.7) / 3.
+    assert chart_rows(seeded_client, "confidence_by_type") == [
+        (T0, "anomaly", pytest.approx(0.65)), (T0, "concept_drift", pytest.approx(0.9)),
+    ]
+    assert chart_rows(seeded_client, "cross_validated_share") == [(1 / 3,)]
+
+
+def test_verdicts_take_the_latest_verdict_and_leave_notes_unreviewed(seeded_client):
+    sql = f"SELECT pattern_id, algorithm, verdict, notes FROM {virtual('qraft_verdicts')} ORDER BY pattern_id"
+    assert query(seeded_client, sql)[1] == [
+        ("p1", "ADWIN", "false_alarm", 0), ("p2", "HalfSpaceTrees", "unreviewed", 1),
+        ("p3", "HalfSpaceTrees", "confirmed", 1),
+    ]
+    assert chart_rows(seeded_client, "verdicts_per_algorithm") == [
+        ("ADWIN", 1, 0, 1, 0.0), ("HalfSpaceTrees", 2, 1, 0, 1.0),
+    ]
+
+
+# -- Prometheus metric names in Grafana and the alert rules ------------------------------------
+
+SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+            "gauge": ("",)}
+TARGET_LABELS = {"job", "instance", "component"}
+
+
+def exposed_metrics() -> dict[str, set[str]]:
+    """Every series name the processes expose, with the labels it carries."""
+    found: dict[str, set[str]] = {}
+    for collector in vars(metrics).values():
+        if isinstance(collector, MetricWrapperBase):
+            (family,) = collector.describe()
+            labels = set(collector._labelnames)
+            for suffix in SUFFIXES[family.type]:
+                found[family.name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
+    return found
+
+
+EXPOSED = exposed_metrics()
+METRIC_NAME = re.compile(r"\b(qraft_[a-z0-9_]+)\b")
+SELECTOR = re.compile(r"\b(qraft_[a-z0-9_]+)\s*\{([^}]*)\}")
+MATCHER = re.compile(r"([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)")
+GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
+AGGREGATION = re.compile(r"\b(?:sum|min|max|avg|count|stddev|stdvar|topk|bottomk|quantile|group)\s*\(")
+
+
+def result_labels(expr: str) -> set[str]:
+    """Labels a PromQL expression's result can carry, with the checks the metric names must pass."""
+    names = set(METRIC_NAME.findall(expr))
+    assert names <= set(EXPOSED), (expr, names - set(EXPOSED))
+    available = TARGET_LABELS.union(*(EXPOSED[n] for n in names))
+    for name, matchers in SELECTOR.findall(expr):
+        assert set(MATCHER.findall(matchers)) <= EXPOSED[name] | TARGET_LABELS, (expr, name)
+    grouped = [{label.strip() for label in group.split(",") if label.strip()} for group in GROUPING.findall(expr)]
+    for labels in grouped:
+        assert labels <= available, (expr, labels - available)
+    if grouped:
+        return set.union(*grouped)
+    return set() if AGGREGATION.search(expr) else available
+
+
+def grafana_targets() -> list[tuple[str, dict[str, Any]]]:
+    dashboard = json.loads(GRAFANA.read_text())
+    return [(panel["title"], target) for panel in dashboard["panels"] for target in panel.get("targets", [])]
+
+
+def test_grafana_panels_use_exposed_metrics_and_legends_name_result_labels():
+    used: set[str] = set()
+    for title, target in grafana_targets():
+        labels = result_labels(target["expr"])
+        assert set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target["legendFormat"])) <= labels, title
+        used |= set(METRIC_NAME.findall(target["expr"]))
+    # Every series the processes expose has a panel.
+    assert used == {n for n in EXPOSED if not n.endswith("_created")}
+
+
+def test_grafana_dashboard_is_parameterised_by_datasource_and_its_panels_do_not_overlap():
+    dashboard = json.loads(GRAFANA.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    result_labels(variables["source"]["query"]["query"])
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells = set()
+    for panel in panels:
+        if panel["type"] != "row":
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        box = panel["gridPos"]
+        assert box["x"] + box["w"] <= 24
+        area = {(x, y) for x in range(box["x"], box["x"] + box["w"]) for y in range(box["y"], box["y"] + box["h"])}
+        assert not cells & area, panel["title"]
+        cells |= area
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for group in load_yaml(PROMETHEUS / "alerts.yml")["groups"] for rule in group["rules"]]
+
+
+def test_alert_rules_use_exposed_metrics_and_annotate_with_result_labels():
+    rules = alert_rules()
+    assert {r["alert"] for r in rules} >= {
+        "QraftConsumerLagGrowing", "QraftDeadLetterRatioHigh", "QraftNoEventsLanded", "QraftStoreRetries",
+        "QraftAdapterReconnectStorm", "QraftAdapterLagHigh",
+    }
+    for rule in rules:
+        labels = result_labels(rule["expr"])
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
+        for text in rule["annotations"].values():
+            assert set(re.findall(r"\$labels\.(\w+)", text)) <= labels, rule["alert"]
+
+
+def test_scrape_targets_are_the_processes_default_metrics_ports():
+    config = load_yaml(PROMETHEUS / "prometheus.yml")
+    assert [(PROMETHEUS / f).is_file() for f in config["rule_files"]] == [True]
+    targets = {job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
+               for job in config["scrape_configs"]}
+    adapter_port = next(p.default for p in sources_run.params if p.name == "metrics_port")
+    assert targets == {"qraft-lander": [f"127.0.0.1:{LanderConfig().metrics_port}"],
+                       "qraft-adapters": [f"127.0.0.1:{adapter_port}"]}
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_promtool_accepts_the_config_and_the_rules():
+    subprocess.run(["promtool", "check", "config", "prometheus.yml"], cwd=PROMETHEUS, check=True)
+    subprocess.run(["promtool", "check", "rules", "alerts.yml"], cwd=PROMETHEUS, check=True)
