@@ -18,8 +18,13 @@ T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
 def event(i: int, source: str = "s") -> StandardEvent:
     return StandardEvent(
-        event_id=f"{source}-{i}", source=source, type="t", timestamp=T0, ingest_time=T0,
-        payload={"i": i}, meta=EventMeta(parser_version="v1"),
+        event_id=f"{source}-{i}",
+        source=source,
+        type="t",
+        timestamp=T0,
+        ingest_time=T0,
+        payload={"i": i},
+        meta=EventMeta(parser_version="v1"),
     )
 
 
@@ -114,7 +119,6 @@ async def _resume(url: str) -> list[bytes]:
 
 def test_a_durable_consumer_resumes_after_reconnecting(nats_server):
     assert asyncio.run(_resume(nats_server.url)) == [event(1).to_json_bytes(), event(2).to_json_bytes()]
-
 
 
 class _LateProbeSubscription:

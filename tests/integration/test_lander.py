@@ -26,9 +26,13 @@ CONFIG = LanderConfig(batch_size=250, batch_timeout_ms=200, retry_max_s=0.2)
 def events(source: str, first: int, count: int) -> list[StandardEvent]:
     return [
         StandardEvent(
-            event_id=f"{source}:{i}", source=source, type="trade",
-            timestamp=T0 + timedelta(milliseconds=250 * i), ingest_time=T0 + timedelta(milliseconds=250 * i + 5),
-            payload={"p": 100 + i, "q": 1}, meta=EventMeta(parser_version="test/1"),
+            event_id=f"{source}:{i}",
+            source=source,
+            type="trade",
+            timestamp=T0 + timedelta(milliseconds=250 * i),
+            ingest_time=T0 + timedelta(milliseconds=250 * i + 5),
+            payload={"p": 100 + i, "q": 1},
+            meta=EventMeta(parser_version="test/1"),
         )
         for i in range(first, first + count)
     ]
@@ -76,7 +80,9 @@ def test_end_to_end_counts_reasons_and_sources(nats_server, chdb_store):
             await publish_trades(bus, messages=12, per_message=50)
             news = [e.to_json_bytes() for e in events("news", 0, 3)]
             await bus.publish_raw("news", b"\n".join([news[0], b"{oops", news[1], b"", news[2]]))
-            await bus.publish_raw("news", dead_letter_envelope("record has no time field 'at'", b"{}", "news"))
+            await bus.publish_raw(
+                "news", dead_letter_envelope("record has no time field 'at'", b"{}", "news")
+            )
             await bus.publish_raw("news", events("binance_spot", 0, 1)[0].to_json_bytes())
         finally:
             await bus.close()
@@ -94,7 +100,9 @@ def test_end_to_end_counts_reasons_and_sources(nats_server, chdb_store):
         ("news", "source 'binance_spot' published on subject 'qraft.raw.news'"),
     ]
     assert set(letters["stage"]) == {"land"}
-    first = chdb_store.select("raw_events", where=[Filter("event_id", "=", "binance_spot:7")]).row(0, named=True)
+    first = chdb_store.select("raw_events", where=[Filter("event_id", "=", "binance_spot:7")]).row(
+        0, named=True
+    )
     assert first["timestamp"] == T0 + timedelta(milliseconds=1750)
     assert json.loads(first["payload"]) == {"p": 107, "q": 1}
 
@@ -201,7 +209,9 @@ class AckAuditor:
         return True
 
 
-def test_a_store_held_elsewhere_is_retried_and_nothing_is_acknowledged_before_the_insert(nats_server, chdb_store):
+def test_a_store_held_elsewhere_is_retried_and_nothing_is_acknowledged_before_the_insert(
+    nats_server, chdb_store
+):
     chdb_store.lock_timeout_s = 0.1
     holder = FileLock(chdb_store.lock_path)
 

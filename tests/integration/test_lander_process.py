@@ -35,8 +35,12 @@ def message_events(index: int, per_message: int) -> list[StandardEvent]:
     first = index * per_message
     return [
         StandardEvent(
-            event_id=f"{SOURCE}:{i}", source=SOURCE, type="trade", timestamp=T0 + timedelta(milliseconds=10 * i),
-            ingest_time=T0 + timedelta(milliseconds=10 * i + 3), payload={"p": 1 + i % 7, "q": 1},
+            event_id=f"{SOURCE}:{i}",
+            source=SOURCE,
+            type="trade",
+            timestamp=T0 + timedelta(milliseconds=10 * i),
+            ingest_time=T0 + timedelta(milliseconds=10 * i + 3),
+            payload={"p": 1 + i % 7, "q": 1},
             meta=EventMeta(parser_version="test/1"),
         )
         for i in range(first, first + per_message)
@@ -64,8 +68,11 @@ async def _consumer_state(url: str) -> dict[str, int]:
     connection = await nats.connect(url)
     try:
         info = await connection.jetstream().consumer_info(STREAM, DURABLE)
-        return {"ack_floor": info.ack_floor.stream_seq, "ack_pending": info.num_ack_pending,
-                "pending": info.num_pending}
+        return {
+            "ack_floor": info.ack_floor.stream_seq,
+            "ack_pending": info.num_ack_pending,
+            "pending": info.num_pending,
+        }
     finally:
         await connection.close()
 
@@ -99,8 +106,10 @@ class LanderProcess:
     def start(self, *args: str, name: str = "lander") -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [str(QRAFT), "land", *args],
-            cwd=REPO, env=self.env,
-            stdout=(self.log_dir / f"{name}.out").open("wb"), stderr=(self.log_dir / f"{name}.err").open("wb"),
+            cwd=REPO,
+            env=self.env,
+            stdout=(self.log_dir / f"{name}.out").open("wb"),
+            stderr=(self.log_dir / f"{name}.err").open("wb"),
         )
 
     def output(self, name: str = "lander") -> tuple[str, str]:
@@ -115,14 +124,16 @@ class LanderProcess:
 @pytest.fixture
 def lander(tmp_path: Path, nats_server: EmbeddedNats) -> Iterator[LanderProcess]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QRAFT_")}
-    env.update({
-        "QRAFT_CONFIG_DIR": str(REPO / "config"),
-        "QRAFT_DATA_DIR": str(tmp_path / "data"),
-        "QRAFT_NATS_URL": nats_server.url,
-        "QRAFT_LANDER_METRICS_PORT": "0",
-        "QRAFT_LANDER_BATCH_SIZE": "2000",
-        "QRAFT_LANDER_BATCH_TIMEOUT_MS": "200",
-    })
+    env.update(
+        {
+            "QRAFT_CONFIG_DIR": str(REPO / "config"),
+            "QRAFT_DATA_DIR": str(tmp_path / "data"),
+            "QRAFT_NATS_URL": nats_server.url,
+            "QRAFT_LANDER_METRICS_PORT": "0",
+            "QRAFT_LANDER_BATCH_SIZE": "2000",
+            "QRAFT_LANDER_BATCH_TIMEOUT_MS": "200",
+        }
+    )
     logs = tmp_path / "logs"
     logs.mkdir()
     yield LanderProcess(tmp_path / "data", env, logs)

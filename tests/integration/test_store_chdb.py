@@ -17,14 +17,26 @@ T0 = datetime(2026, 1, 5, tzinfo=UTC)
 MS = pl.Datetime("ms", "UTC")
 
 
-def raw_rows(ids: list[str], *, source: str = "s", seconds: list[int] | None = None,
-             landed_at: datetime = T0, payload: str = "{}") -> pl.DataFrame:
+def raw_rows(
+    ids: list[str],
+    *,
+    source: str = "s",
+    seconds: list[int] | None = None,
+    landed_at: datetime = T0,
+    payload: str = "{}",
+) -> pl.DataFrame:
     times = [T0 + timedelta(seconds=s) for s in (seconds or range(len(ids)))]
     return pl.DataFrame(
         {
-            "event_id": ids, "source": [source] * len(ids), "type": ["trade"] * len(ids),
-            "timestamp": times, "ingest_time": times, "landed_at": [landed_at] * len(ids),
-            "payload": [payload] * len(ids), "parser_version": ["v1"] * len(ids), "raw_checksum": [""] * len(ids),
+            "event_id": ids,
+            "source": [source] * len(ids),
+            "type": ["trade"] * len(ids),
+            "timestamp": times,
+            "ingest_time": times,
+            "landed_at": [landed_at] * len(ids),
+            "payload": [payload] * len(ids),
+            "parser_version": ["v1"] * len(ids),
+            "raw_checksum": [""] * len(ids),
         },
         schema_overrides={"timestamp": MS, "ingest_time": MS, "landed_at": MS},
     )
@@ -38,9 +50,13 @@ def test_migrations_are_applied_once(chdb_store):
 
 def test_raw_events_are_deduplicated_on_event_id_and_the_latest_landing_wins(chdb_store):
     chdb_store.insert("raw_events", raw_rows(["a", "b"], payload='{"v":1}'))
-    chdb_store.insert("raw_events", raw_rows(["a", "b", "c"], landed_at=T0 + timedelta(minutes=1), payload='{"v":2}'))
+    chdb_store.insert(
+        "raw_events", raw_rows(["a", "b", "c"], landed_at=T0 + timedelta(minutes=1), payload='{"v":2}')
+    )
     assert chdb_store.count("raw_events") == {"": 3}
-    rows = chdb_store.select("raw_events", order_by=("event_id",), columns=("event_id", "payload", "landed_at"))
+    rows = chdb_store.select(
+        "raw_events", order_by=("event_id",), columns=("event_id", "payload", "landed_at")
+    )
     assert rows.rows() == [
         ("a", '{"v":2}', T0 + timedelta(minutes=1)),
         ("b", '{"v":2}', T0 + timedelta(minutes=1)),
@@ -49,8 +65,10 @@ def test_raw_events_are_deduplicated_on_event_id_and_the_latest_landing_wins(chd
 
 
 def test_a_landed_batch_round_trips_through_raw_events_and_dead_letters(chdb_store):
-    line = (b'{"event_id":"e1","source":"s","type":"t","timestamp":"2026-01-05T00:00:01.5Z",'
-            b'"ingest_time":"2026-01-05T00:00:02Z","payload":{"p":1},"meta":{"parser_version":"v1"}}')
+    line = (
+        b'{"event_id":"e1","source":"s","type":"t","timestamp":"2026-01-05T00:00:01.5Z",'
+        b'"ingest_time":"2026-01-05T00:00:02Z","payload":{"p":1},"meta":{"parser_version":"v1"}}'
+    )
     batch = land_batch([("qraft.raw.s", line + b"\n{oops\n" + line)], now=T0)
     with chdb_store.session():
         chdb_store.insert("raw_events", batch.raw_events)
@@ -58,27 +76,41 @@ def test_a_landed_batch_round_trips_through_raw_events_and_dead_letters(chdb_sto
         chdb_store.insert("dead_letters", batch.dead_letters)  # a redelivery
     stored = chdb_store.select("raw_events")
     assert stored.drop("landed_at").row(0, named=True) == {
-        "event_id": "e1", "source": "s", "type": "t", "timestamp": T0 + timedelta(seconds=1.5),
-        "ingest_time": T0 + timedelta(seconds=2), "payload": '{"p":1}', "parser_version": "v1", "raw_checksum": "",
+        "event_id": "e1",
+        "source": "s",
+        "type": "t",
+        "timestamp": T0 + timedelta(seconds=1.5),
+        "ingest_time": T0 + timedelta(seconds=2),
+        "payload": '{"p":1}',
+        "parser_version": "v1",
+        "raw_checksum": "",
     }
     letters = chdb_store.select("dead_letters")
     assert letters.height == 1
-    assert letters.row(0, named=True)["reason"] == "malformed JSON: Expecting property name enclosed in double quotes"
+    assert (
+        letters.row(0, named=True)["reason"]
+        == "malformed JSON: Expecting property name enclosed in double quotes"
+    )
     assert letters.row(0, named=True)["window_start"] is None
 
 
 def test_windows_filters_and_groups(chdb_store):
     chdb_store.insert("raw_events", raw_rows(["a", "b", "c"], seconds=[0, 59, 60]))
     chdb_store.insert("raw_events", raw_rows(["n"], source="news", seconds=[30]))
-    first_minute = chdb_store.select("raw_events", start=T0, end=T0 + timedelta(minutes=1), order_by=("timestamp",))
+    first_minute = chdb_store.select(
+        "raw_events", start=T0, end=T0 + timedelta(minutes=1), order_by=("timestamp",)
+    )
     assert first_minute["event_id"].to_list() == ["a", "n", "b"]
     assert chdb_store.count("raw_events", group_by="source") == {"s": 3, "news": 1}
     assert chdb_store.count("raw_events", where=[Filter("event_id", "in", ["a", "c", "zz"])]) == {"": 2}
     assert chdb_store.count("raw_events", where=[Filter("event_id", "in", [])]) == {"": 0}
-    assert chdb_store.max_time("raw_events", "source") == {"s": T0 + timedelta(seconds=60),
-                                                           "news": T0 + timedelta(seconds=30)}
+    assert chdb_store.max_time("raw_events", "source") == {
+        "s": T0 + timedelta(seconds=60),
+        "news": T0 + timedelta(seconds=30),
+    }
     assert chdb_store.extent("raw_events", "timestamp", [Filter("source", "=", "s")]) == (
-        T0, T0 + timedelta(seconds=60)
+        T0,
+        T0 + timedelta(seconds=60),
     )
     assert chdb_store.extent("raw_events", "timestamp", [Filter("source", "=", "none")]) is None
     newest = chdb_store.select("raw_events", order_by=("timestamp",), descending=True, limit=1)
@@ -100,7 +132,9 @@ def test_rows_lacking_a_column_are_refused_before_anything_is_written(chdb_store
 def test_unknown_tables_and_bad_identifiers_are_refused(chdb_store):
     with pytest.raises(ValueError, match="^unknown table 'nope'"):
         chdb_store.count("nope")
-    with pytest.raises((ValueError, StoreError), match="not a valid identifier: 'source; DROP TABLE raw_events'"):
+    with pytest.raises(
+        (ValueError, StoreError), match="not a valid identifier: 'source; DROP TABLE raw_events'"
+    ):
         chdb_store.count("raw_events", group_by="source; DROP TABLE raw_events")
     with pytest.raises(ValueError, match="not a valid identifier: 'x y'"):
         chdb_store.select("raw_events", columns=("x y",))

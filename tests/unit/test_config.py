@@ -73,8 +73,11 @@ def test_yaml_that_is_not_a_mapping_or_not_yaml_is_named(tmp_path):
 
 
 def test_environment_overrides_win_over_the_file(tmp_path):
-    write(tmp_path, "qraft.yaml", "nats:\n  url: nats://file:4222\n  stream: FROM_FILE\npartitions:\n"
-          "  interval_minutes: 1\n")
+    write(
+        tmp_path,
+        "qraft.yaml",
+        "nats:\n  url: nats://file:4222\n  stream: FROM_FILE\npartitions:\n  interval_minutes: 1\n",
+    )
     environ = {
         "QRAFT_NATS_URL": "nats://127.0.0.1:4333",
         "QRAFT_PARTITIONS_INTERVAL_MINUTES": "5",
@@ -121,7 +124,9 @@ SOURCE = "sources:\n  - name: trades\n    type: {type}\n    endpoint: {endpoint}
 def test_an_unknown_source_type_is_named_with_the_known_ones(tmp_path):
     write(tmp_path, "sources.yaml", SOURCE.format(type="ftp", endpoint="x.csv", parser="generic"))
     message = config_error(lambda: load_sources(tmp_path))
-    assert message.startswith(f"{tmp_path / 'sources.yaml'}: sources[0].type: unknown source type 'ftp' (known: ")
+    assert message.startswith(
+        f"{tmp_path / 'sources.yaml'}: sources[0].type: unknown source type 'ftp' (known: "
+    )
     assert "file" in message.split("known: ")[1]
 
 
@@ -130,8 +135,12 @@ def test_an_unknown_parser_and_bad_options_are_named(tmp_path):
     assert config_error(lambda: load_sources(tmp_path)).startswith(
         f"{tmp_path / 'sources.yaml'}: sources[0].parser: unknown parser 'xml' (known: "
     )
-    write(tmp_path, "sources.yaml", SOURCE.format(type="file", endpoint="x.csv", parser="generic")
-          + "    options: {speed: -1, colour: red}\n")
+    write(
+        tmp_path,
+        "sources.yaml",
+        SOURCE.format(type="file", endpoint="x.csv", parser="generic")
+        + "    options: {speed: -1, colour: red}\n",
+    )
     assert config_error(lambda: load_sources(tmp_path)).splitlines() == [
         f"{tmp_path / 'sources.yaml'}: sources[0].options: speed: Input should be greater than or equal to 0 "
         "(got -1)",
@@ -179,7 +188,8 @@ def test_config_validate_command_on_a_good_directory(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["--config-dir", str(directory), "config", "validate", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {
-        "ok": True, "checked": [str(directory / "qraft.yaml"), str(directory / "sources.yaml")]
+        "ok": True,
+        "checked": [str(directory / "qraft.yaml"), str(directory / "sources.yaml")],
     }
 
 

@@ -20,8 +20,16 @@ JAN5 = datetime(2026, 1, 5, tzinfo=UTC)
 
 
 def trade(i: int, **changes: Any) -> dict[str, Any]:
-    record = {"e": "trade", "E": 1767571200000 + i * 1000 + 5, "s": "BTCUSDT", "t": 100 + i,
-              "p": f"{42000 + i}.5", "q": "0.1", "T": 1767571200000 + i * 1000, "m": False}
+    record = {
+        "e": "trade",
+        "E": 1767571200000 + i * 1000 + 5,
+        "s": "BTCUSDT",
+        "t": 100 + i,
+        "p": f"{42000 + i}.5",
+        "q": "0.1",
+        "T": 1767571200000 + i * 1000,
+        "m": False,
+    }
     record.update(changes)
     return record
 
@@ -74,8 +82,13 @@ def test_csv_with_column_mapping_and_required_columns(tmp_path):
         "n3,1767571500000,ETH down,Chain\n"
     )
     adapter = adapter_for(
-        tmp_path, path, id_field="id", time_field="published_at", event_type="headline",
-        rename={"source": "outlet"}, required=["id", "title"],
+        tmp_path,
+        path,
+        id_field="id",
+        time_field="published_at",
+        event_type="headline",
+        rename={"source": "outlet"},
+        required=["id", "title"],
     )
     batch = landed(replay(adapter))
     assert batch.raw_events.select("event_id", "type", "timestamp").rows() == [
@@ -83,7 +96,10 @@ def test_csv_with_column_mapping_and_required_columns(tmp_path):
         ("replay:n3", "headline", JAN5 + timedelta(minutes=5)),
     ]
     assert json.loads(batch.raw_events["payload"][0]) == {
-        "id": "n1", "published_at": "2026-01-05T00:00:06.079Z", "title": "BTC up", "outlet": "Ledger",
+        "id": "n1",
+        "published_at": "2026-01-05T00:00:06.079Z",
+        "title": "BTC up",
+        "outlet": "Ledger",
     }
     assert batch.dead_letters.select("reason", "raw").rows() == [
         ("adapter: record lacks required field(s): title", "n2,2026-01-05T00:02:14Z,,Chain"),
@@ -92,16 +108,22 @@ def test_csv_with_column_mapping_and_required_columns(tmp_path):
 
 def test_parquet_rows_are_published_with_native_types(tmp_path):
     path = tmp_path / "ticks.parquet"
-    pl.DataFrame({
-        "tick": [1, 2, 3],
-        "at": [JAN5, JAN5 + timedelta(seconds=1), JAN5 + timedelta(seconds=2)],
-        "price": [1.5, 2.5, 3.5],
-    }).write_parquet(path)
+    pl.DataFrame(
+        {
+            "tick": [1, 2, 3],
+            "at": [JAN5, JAN5 + timedelta(seconds=1), JAN5 + timedelta(seconds=2)],
+            "price": [1.5, 2.5, 3.5],
+        }
+    ).write_parquet(path)
     adapter = adapter_for(tmp_path, path, id_field="tick", time_field="at", required=["price"])
     batch = landed(replay(adapter))
     assert batch.raw_events["event_id"].to_list() == ["replay:1", "replay:2", "replay:3"]
     assert batch.raw_events["timestamp"].to_list() == [JAN5 + timedelta(seconds=s) for s in range(3)]
-    assert json.loads(batch.raw_events["payload"][2]) == {"tick": 3, "at": "2026-01-05T00:00:02Z", "price": 3.5}
+    assert json.loads(batch.raw_events["payload"][2]) == {
+        "tick": 3,
+        "at": "2026-01-05T00:00:02Z",
+        "price": 3.5,
+    }
     assert batch.dead_lettered == 0
 
 
@@ -145,7 +167,9 @@ def test_dead_lettered_records_also_advance_the_position(tmp_path):
 def test_a_missing_csv_column_is_a_config_error_naming_it(tmp_path):
     path = tmp_path / "news.csv"
     path.write_text("id,published_at\nn1,2026-01-05T00:00:00Z\n")
-    adapter = adapter_for(tmp_path, path, id_field="id", time_field="published_at", required=["id", "headline"])
+    adapter = adapter_for(
+        tmp_path, path, id_field="id", time_field="published_at", required=["id", "headline"]
+    )
     with pytest.raises(ConfigError) as caught:
         replay(adapter)
     assert str(caught.value) == f"{path}: missing column(s) headline (columns present: id, published_at)"
@@ -196,6 +220,7 @@ def test_a_stop_request_ends_the_replay_at_a_resumable_point(tmp_path):
 def test_required_names_after_renaming_are_accepted_for_csv(tmp_path):
     path = tmp_path / "news.csv"
     path.write_text("id,ts,title\nn1,1767571200,BTC up\n")
-    adapter = adapter_for(tmp_path, path, id_field="id", time_field="ts", rename={"title": "headline"},
-                          required=["headline"])
+    adapter = adapter_for(
+        tmp_path, path, id_field="id", time_field="ts", rename={"title": "headline"}, required=["headline"]
+    )
     assert landed(replay(adapter)).landed == 1

@@ -112,12 +112,12 @@ def test_a_line_at_the_size_limit_lands():
     assert (batch.landed, batch.dead_lettered) == (1, 0)
 
 
-@pytest.mark.parametrize(
-    ("token", "shown"), [("NaN", "nan"), ("Infinity", "inf"), ("-Infinity", "-inf")]
-)
+@pytest.mark.parametrize(("token", "shown"), [("NaN", "nan"), ("Infinity", "inf"), ("-Infinity", "-inf")])
 def test_non_finite_numbers_in_the_payload_are_dead_lettered(token, shown):
     # json.loads accepts these tokens; the event model must refuse them.
-    line = event_line("nan-1", payload={"p": 1.0, "deep": [{"q": 0.0}]}).replace(b'"q": 0.0', b'"q": ' + token.encode())
+    line = event_line("nan-1", payload={"p": 1.0, "deep": [{"q": 0.0}]}).replace(
+        b'"q": 0.0', b'"q": ' + token.encode()
+    )
     letter = single(line)
     assert letter["reason"] == (
         f"invalid event: payload: Value error, payload.deep[0].q holds a non-finite number ({shown})"
@@ -127,7 +127,9 @@ def test_non_finite_numbers_in_the_payload_are_dead_lettered(token, shown):
     assert letter["window_start"] == datetime(2026, 1, 5, 0, 3, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("missing", ["event_id", "source", "type", "timestamp", "ingest_time", "payload", "meta"])
+@pytest.mark.parametrize(
+    "missing", ["event_id", "source", "type", "timestamp", "ingest_time", "payload", "meta"]
+)
 def test_a_missing_field_is_named_in_the_reason(missing):
     letter = single(event_line("m-1", **{missing: None}))
     assert letter["reason"] == f"invalid event: {missing}: Field required"
@@ -228,11 +230,26 @@ def test_empty_input_gives_empty_frames_with_the_table_columns():
     batch = land_batch([], now=NOW)
     assert (batch.landed, batch.dead_lettered) == (0, 0)
     assert batch.raw_events.columns == [
-        "event_id", "source", "type", "timestamp", "ingest_time", "payload", "parser_version",
-        "raw_checksum", "landed_at",
+        "event_id",
+        "source",
+        "type",
+        "timestamp",
+        "ingest_time",
+        "payload",
+        "parser_version",
+        "raw_checksum",
+        "landed_at",
     ]
     assert batch.dead_letters.columns == [
-        "letter_id", "stage", "source", "reason", "raw", "event_id", "event_time", "window_start", "received_at",
+        "letter_id",
+        "stage",
+        "source",
+        "reason",
+        "raw",
+        "event_id",
+        "event_time",
+        "window_start",
+        "received_at",
     ]
 
 

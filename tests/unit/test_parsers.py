@@ -41,7 +41,9 @@ def test_parse_time_auto_detects_the_unit(value, expected):
 def test_the_same_instant_in_every_unit_is_the_same_time(unit_scale):
     # From 1973 (the smallest 12-digit millisecond count) to 2286: the range auto-detection must cover.
     for seconds in (100_000_000, 1_000_000_000, 1_767_571_200, 9_999_999_999):
-        assert parse_time(seconds * unit_scale) == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+        assert parse_time(seconds * unit_scale) == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(
+            seconds=seconds
+        )
 
 
 @pytest.mark.parametrize(
@@ -81,8 +83,15 @@ def test_bad_times_raise_parse_error_with_the_value(value, unit, message):
 
 
 TRADE = {
-    "e": "trade", "E": 1767571200203, "s": "BTCUSDT", "t": 4210000000, "p": "94987.46", "q": "0.01015",
-    "T": 1767571200174, "m": True, "M": True,
+    "e": "trade",
+    "E": 1767571200203,
+    "s": "BTCUSDT",
+    "t": 4210000000,
+    "p": "94987.46",
+    "q": "0.01015",
+    "T": 1767571200174,
+    "m": True,
+    "M": True,
 }
 
 
@@ -125,8 +134,11 @@ def test_binance_message_without_an_object_payload_is_a_parse_error():
 
 def test_generic_parser_renames_checks_required_fields_and_uses_the_id_field():
     options = GenericOptions(
-        id_field="id", time_field="published_at", event_type="headline",
-        rename={"title": "headline"}, required=["id", "headline"],
+        id_field="id",
+        time_field="published_at",
+        event_type="headline",
+        rename={"title": "headline"},
+        required=["id", "headline"],
     )
     parse = build_parser("generic", options, "news")
     parsed = parse({"id": "n1", "published_at": "2026-01-05T00:00:06.079Z", "title": "BTC up"}, "sum")
@@ -156,7 +168,9 @@ def test_generic_parser_errors_name_the_missing_time_or_id():
 
 def test_generic_parser_honours_a_declared_time_unit():
     parse = build_parser("generic", GenericOptions(time_unit="ms"), "s")
-    assert parse({"timestamp": 1767571200}, "sum").timestamp == datetime(1970, 1, 21, 10, 59, 31, 200000, tzinfo=UTC)
+    assert parse({"timestamp": 1767571200}, "sum").timestamp == datetime(
+        1970, 1, 21, 10, 59, 31, 200000, tzinfo=UTC
+    )
     in_seconds = build_parser("generic", GenericOptions(time_unit="s"), "s")
     with pytest.raises(ParseError, match="^timestamp 1767571200123 is out of range$"):
         in_seconds({"timestamp": 1767571200123}, "sum")

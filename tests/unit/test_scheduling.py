@@ -6,7 +6,6 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
-import pytest
 
 from qraft_core.config import PartitionsConfig
 from qraft_core.scheduling import (
@@ -44,8 +43,13 @@ def landed(first: float, last: float, landed_at: datetime = NOW) -> LandingObser
     return LandingObservation(at(first), at(last), landed_at)
 
 
-def plan(cursor: dict, seen: LandingObservation, now: datetime = NOW, config: PartitionsConfig = CONFIG,
-         first_window: datetime = T0) -> WindowPlan:
+def plan(
+    cursor: dict,
+    seen: LandingObservation,
+    now: datetime = NOW,
+    config: PartitionsConfig = CONFIG,
+    first_window: datetime = T0,
+) -> WindowPlan:
     result = plan_windows(cursor, seen, now, config, first_window)
     json.dumps(result.cursor)  # the cursor must survive being stored as JSON
     return result
@@ -65,8 +69,10 @@ def test_windows_close_once_the_watermark_passes_them_in_chunks_with_determinist
     assert result.requests[0].run_key == "closed:2026-01-05T00:00:00.000Z:2026-01-05T00:03:00.000Z"
     assert result.skipped_late == 0
     assert result.cursor == {
-        "through": z(5), "landed_seen": "2026-01-05T12:00:00.000Z",
-        "max_event_time": z(5 + 40 / 60), "quiet_since": "2026-01-05T12:00:00.000Z",
+        "through": z(5),
+        "landed_seen": "2026-01-05T12:00:00.000Z",
+        "max_event_time": z(5 + 40 / 60),
+        "quiet_since": "2026-01-05T12:00:00.000Z",
     }
     assert plan({}, landed(0.2, 5 + 40 / 60)) == result
 
@@ -132,7 +138,9 @@ def test_late_data_and_new_closed_windows_in_one_plan():
     later = NOW + timedelta(seconds=5)
     both = plan(first.cursor, landed(1.5, 9, landed_at=later), later)
     assert [(r.reason, r.start, r.end) for r in both.requests] == [
-        ("late", at(1), at(3)), ("closed", at(3), at(6)), ("closed", at(6), at(8)),
+        ("late", at(1), at(3)),
+        ("closed", at(3), at(6)),
+        ("closed", at(6), at(8)),
     ]
     assert both.cursor["max_event_time"] == z(9)
 
@@ -186,17 +194,21 @@ def test_observe_landing_sees_only_rows_landed_after_the_mark(memory_store):
     ms = pl.Datetime("ms", "UTC")
     rows = pl.DataFrame(
         {
-            "event_id": ["a", "b", "c"], "source": ["s"] * 3, "type": ["t"] * 3,
-            "timestamp": [at(5), at(1), at(9)], "ingest_time": [at(5), at(1), at(9)],
+            "event_id": ["a", "b", "c"],
+            "source": ["s"] * 3,
+            "type": ["t"] * 3,
+            "timestamp": [at(5), at(1), at(9)],
+            "ingest_time": [at(5), at(1), at(9)],
             "landed_at": [NOW, NOW + timedelta(seconds=1), NOW + timedelta(seconds=2)],
-            "payload": ["{}"] * 3, "parser_version": ["v"] * 3, "raw_checksum": [""] * 3,
+            "payload": ["{}"] * 3,
+            "parser_version": ["v"] * 3,
+            "raw_checksum": [""] * 3,
         },
         schema_overrides={"timestamp": ms, "ingest_time": ms, "landed_at": ms},
     )
     memory_store.insert("raw_events", rows)
     assert observe_landing(memory_store, NOW) == LandingObservation(at(1), at(9), NOW + timedelta(seconds=2))
     assert observe_landing(memory_store, NOW + timedelta(seconds=2)) == NOTHING
-
 
 
 def test_a_plan_before_any_data_does_not_pin_the_start_to_the_first_partition():

@@ -1,0 +1,214 @@
+"""Landing throughput: NATS JetStream → validation → embedded ClickHouse, in events per second.
+
+200,000 standard events are published in messages of 2,000 to an embedded
+nats-server, then landed by the `Lander` into chDB (both in a temporary
+directory). Baseline (same run, same messages): a bare nats-py pull fetch with
+acks plus one clickhouse-connect `insert_arrow` of an equivalent pre-built
+Arrow table, so no parsing or validation. A second line times `land_batch`
+alone against a bare `json.loads` of every line.
+Prints JSON lines {"bench","value","unit","baseline","ratio"}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import clickhouse_connect
+import nats
+import polars as pl
+
+from qraft_core.bus.base import StreamSettings
+from qraft_core.bus.embedded import EmbeddedNats
+from qraft_core.bus.nats_bus import NatsBus
+from qraft_core.config import LanderConfig
+from qraft_core.events import stable_id
+from qraft_core.lander import Lander, land_batch
+from qraft_core.store import ClickHouseStore, open_store
+
+EVENTS = 200_000
+PER_MESSAGE = 2_000
+SOURCE = "binance_spot"
+SETTINGS = StreamSettings()
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def event_line(index: int) -> bytes:
+    at = T0 + timedelta(milliseconds=index)
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+    return json.dumps(
+        {
+            "event_id": f"{SOURCE}:BTCUSDT:{index}",
+            "source": SOURCE,
+            "type": "trade",
+            "timestamp": stamp,
+            "ingest_time": stamp,
+            "payload": {
+                "e": "trade",
+                "s": "BTCUSDT",
+                "t": index,
+                "p": f"{42000 + index % 500}.50",
+                "q": "0.010",
+                "T": 1767571200000 + index,
+                "m": index % 2 == 0,
+            },
+            "meta": {"parser_version": "qraft-parsers/1:binance_trade", "raw_checksum": f"{index:064x}"},
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def build_messages() -> list[bytes]:
+    lines = [event_line(i) for i in range(EVENTS)]
+    return [b"\n".join(lines[i : i + PER_MESSAGE]) for i in range(0, EVENTS, PER_MESSAGE)]
+
+
+def equivalent_arrow(messages: list[bytes]):  # type: ignore[no-untyped-def]
+    """The rows the lander would insert, built directly (untimed) for the baseline insert."""
+    documents = [json.loads(line) for message in messages for line in message.split(b"\n")]
+    ms = pl.Datetime("ms", "UTC")
+    frame = pl.DataFrame(
+        {
+            "event_id": [d["event_id"] for d in documents],
+            "source": [d["source"] for d in documents],
+            "type": [d["type"] for d in documents],
+            "timestamp": [d["timestamp"] for d in documents],
+            "ingest_time": [d["ingest_time"] for d in documents],
+            "landed_at": [T0] * len(documents),
+            "payload": [json.dumps(d["payload"], separators=(",", ":"), sort_keys=True) for d in documents],
+            "parser_version": [d["meta"]["parser_version"] for d in documents],
+            "raw_checksum": [d["meta"]["raw_checksum"] for d in documents],
+        }
+    ).with_columns(
+        pl.col("timestamp").str.to_datetime(time_zone="UTC").cast(ms),
+        pl.col("ingest_time").str.to_datetime(time_zone="UTC").cast(ms),
+        pl.col("landed_at").cast(ms),
+    )
+    return frame.to_arrow()
+
+
+async def publish(url: str, messages: list[bytes]) -> None:
+    async with NatsBus(url, SETTINGS) as bus:
+        for index, data in enumerate(messages):
+            await bus.publish_raw(SOURCE, data, stable_id("bench", index))
+
+
+async def baseline_fetch(url: str, expected: int) -> float:
+    """Seconds for a bare nats-py pull consumer to fetch and acknowledge every message."""
+    connection = await nats.connect(url)
+    try:
+        js = connection.jetstream()
+        subscription = await js.pull_subscribe(
+            SETTINGS.wildcard, durable="bench-baseline", stream=SETTINGS.stream
+        )
+        started = time.perf_counter()
+        taken = 0
+        while taken < expected:
+            # 10 messages (~7 MB) per request keeps the server's buffer for this client under max_pending.
+            batch = await subscription.fetch(min(10, expected - taken), timeout=5)
+            for message in batch:
+                await message.ack()
+            taken += len(batch)
+        await connection.flush()
+        return time.perf_counter() - started
+    finally:
+        await connection.close()
+
+
+def baseline_insert(store: ClickHouseStore, arrow) -> float:  # type: ignore[no-untyped-def]
+    """Seconds for one insert_arrow of the pre-built rows, straight into a copy of raw_events."""
+    client = clickhouse_connect.get_client(dsn=store.dsn)
+    try:
+        client.command("CREATE TABLE IF NOT EXISTS raw_events_baseline AS raw_events")
+        started = time.perf_counter()
+        client.insert_arrow("raw_events_baseline", arrow)
+        elapsed = time.perf_counter() - started
+        landed = client.query("SELECT count() FROM raw_events_baseline").result_rows[0][0]
+    finally:
+        client.close()
+    if landed != EVENTS:
+        raise SystemExit(f"baseline inserted {landed} rows, expected {EVENTS}")
+    return elapsed
+
+
+async def land(url: str, store: ClickHouseStore) -> float:
+    """Seconds for the Lander (default configuration) to land and acknowledge every event."""
+    async with NatsBus(url, SETTINGS) as bus:
+        # A short ack wait bounds the run if the server drops the lander as a slow consumer
+        # (a fetch asks for up to 1,000 messages of 2,000 events, more than nats-server's 64 MB max_pending).
+        await bus.subscribe("bench-lander", ack_wait_s=10)
+        lander = Lander(bus, store, LanderConfig(), subject_prefix=SETTINGS.subject_prefix)
+        stop = asyncio.Event()
+        started = time.perf_counter()
+        running = asyncio.create_task(lander.run(stop))
+        while lander.stats.landed + lander.stats.dead_lettered < EVENTS and not running.done():
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await running
+    # A redelivered message is landed (and counted) again; raw_events is checked for exactly EVENTS rows.
+    if lander.stats.landed < EVENTS or lander.stats.dead_lettered:
+        raise SystemExit(f"lander stats {lander.stats}, expected {EVENTS} landed")
+    return elapsed
+
+
+def time_land_batch(messages: list[bytes]) -> tuple[float, float]:
+    """Seconds for land_batch on every message, and for a bare json.loads of every line."""
+    subject = SETTINGS.subject(SOURCE)
+    started = time.perf_counter()
+    batch = land_batch([(subject, data) for data in messages])
+    validated = time.perf_counter() - started
+    if batch.landed != EVENTS:
+        raise SystemExit(f"land_batch landed {batch.landed}, expected {EVENTS}")
+    started = time.perf_counter()
+    for data in messages:
+        for line in data.split(b"\n"):
+            json.loads(line)
+    return validated, time.perf_counter() - started
+
+
+def report(bench: str, seconds: float, baseline_seconds: float) -> None:
+    value, baseline = EVENTS / seconds, EVENTS / baseline_seconds
+    print(
+        json.dumps(
+            {
+                "bench": bench,
+                "value": round(value),
+                "unit": "events/s",
+                "baseline": round(baseline),
+                "ratio": round(value / baseline, 3),
+            }
+        ),
+        flush=True,
+    )
+
+
+def main() -> None:
+    messages = build_messages()
+    arrow = equivalent_arrow(messages)
+    with tempfile.TemporaryDirectory(prefix="qraft-bench-land-") as tmp:
+        server = EmbeddedNats(Path(tmp) / "nats").start()
+        try:
+            store = open_store(f"chdb://{Path(tmp) / 'clickhouse'}")
+            asyncio.run(publish(server.url, messages))
+            fetch_s = asyncio.run(baseline_fetch(server.url, len(messages)))
+            insert_s = baseline_insert(store, arrow)
+            land_s = asyncio.run(land(server.url, store))
+            stored = store.count("raw_events")[""]
+            if stored != EVENTS:
+                raise SystemExit(f"raw_events holds {stored} rows, expected {EVENTS}")
+        finally:
+            server.stop()
+    print(f"lander {land_s:.2f}s; baseline fetch {fetch_s:.2f}s + insert {insert_s:.2f}s", file=sys.stderr)
+    report("land_nats_to_chdb", land_s, fetch_s + insert_s)
+    validate_s, parse_s = time_land_batch(messages)
+    report("land_batch_validate", validate_s, parse_s)
+
+
+if __name__ == "__main__":
+    main()
