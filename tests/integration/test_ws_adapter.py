@@ -81,7 +81,10 @@ async def drain(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 30
     while loop.time() < deadline:
-        messages = await bus.fetch(100, 0.2)
+        try:
+            messages = await bus.fetch(100, 0.2)
+        except TimeoutError:  # nats-py sometimes raises a plain TimeoutError that NatsBus.fetch lets out
+            messages = []
         for message in messages:
             await message.ack()
             decode(message.data, events, letters)
