@@ -24,7 +24,7 @@ from qraft_core.cli.sources import sources_run
 from qraft_core.config import LanderConfig
 from qraft_core.store import ClickHouseStore
 from qraft_core.store.clickhouse import polars_dtype
-from qraft_core.store.schema import spec
+from qraft_core.store.schema import TS, spec
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "dashboards"
@@ -59,8 +59,8 @@ CHARTS_BY_UUID = {c["uuid"]: c for c in CHARTS.values()}
 
 def test_every_dashboard_file_parses_into_a_mapping():
     files = sorted(p for p in DASHBOARDS.rglob("*") if p.suffix in {".yaml", ".yml", ".json"})
-    parsed = {str(p.relative_to(DASHBOARDS)): json.loads(p.read_text()) if p.suffix == ".json" else load_yaml(p)
-              for p in files}
+    parsed = {str(p.relative_to(DASHBOARDS)): json.loads(p.read_text()) if p.suffix == ".json"
+              else load_yaml(p) for p in files}
     assert all(isinstance(doc, dict) for doc in parsed.values())
     assert {"grafana/qraft.json", "prometheus/prometheus.yml", "prometheus/alerts.yml",
             "superset/metadata.yaml", "superset/databases/qraft.yaml",
@@ -80,7 +80,8 @@ KEYS: dict[str, tuple[set[str], set[str]]] = {
                   "extra", "columns", "metrics"}),
     "charts": ({"slice_name", "viz_type", "uuid", "version", "dataset_uuid"},
                {"params", "query_context", "cache_timeout"}),
-    "dashboards": ({"dashboard_title", "uuid", "version"}, {"description", "css", "slug", "position", "metadata"}),
+    "dashboards": ({"dashboard_title", "uuid", "version"},
+                   {"description", "css", "slug", "position", "metadata"}),
 }
 COLUMN_KEYS = {"column_name", "verbose_name", "is_dttm", "is_active", "type", "groupby", "filterable",
                "expression", "description", "python_date_format", "extra"}
@@ -107,7 +108,8 @@ def test_superset_bundle_has_the_export_layout_and_only_keys_superset_accepts():
         assert all(set(m) <= METRIC_KEYS and m["expression"] for m in dataset["metrics"]), name
         # Superset wraps a virtual dataset's SQL in a subquery: no statement end, no line comment.
         assert ";" not in dataset["sql"] and "--" not in dataset["sql"], name
-    every_uuid = [d["uuid"] for files in (DATABASES, DATASETS, CHARTS, DASHBOARD_FILES) for d in files.values()]
+    every_uuid = [d["uuid"] for files in (DATABASES, DATASETS, CHARTS, DASHBOARD_FILES)
+                  for d in files.values()]
     assert len(every_uuid) == len(set(every_uuid))
 
 
@@ -178,20 +180,26 @@ def test_the_folder_zipped_as_documented_imports_with_its_root_folder_removed(tm
         shutil.make_archive(str(archive.with_suffix("")), "zip", root_dir=DASHBOARDS, base_dir="superset")
     with zipfile.ZipFile(archive) as bundle:
         # Superset's importer drops each entry's first path component, then keeps *.yaml files.
-        names = {str(PurePosixPath(*PurePosixPath(n).parts[1:])) for n in bundle.namelist() if n.endswith(".yaml")}
+        names = {str(PurePosixPath(*PurePosixPath(n).parts[1:]))
+                 for n in bundle.namelist() if n.endswith(".yaml")}
     assert names == {"metadata.yaml", *DATABASES, *DATASETS, *CHARTS, *DASHBOARD_FILES}
 
 
 # -- the Superset SQL on a real store ---------------------------------------------------------
 
+def zero(ch_type: str) -> Any:
+    if ch_type.startswith("Array("):
+        return []
+    if ch_type.startswith("Nullable("):
+        return None
+    return {"String": "", "LowCardinality(String)": "", TS: T0}.get(ch_type, 0)
+
+
 def frame(table: str, rows: list[dict[str, Any]]) -> pl.DataFrame:
     """Rows of `table`, every unnamed column left at its type's zero value."""
     columns = spec(table).columns
-    zero = {"String": "", "DateTime64(3, 'UTC')": T0}
-    full = [{c: row.get(c, zero.get(t.removeprefix("LowCardinality(").removesuffix(")"), 0)
-                        if not t.startswith(("Array", "Nullable")) else [] if t.startswith("Array") else None)
-             for c, t in columns.items()} for row in rows]
-    return pl.DataFrame(full, schema={c: polars_dtype(t) for c, t in columns.items()})
+    full = [{name: row.get(name, zero(ch_type)) for name, ch_type in columns.items()} for row in rows]
+    return pl.DataFrame(full, schema={name: polars_dtype(ch_type) for name, ch_type in columns.items()})
 
 
 def raw(event_id: str, source: str, event_s: float, landed_s: float) -> dict[str, Any]:
@@ -201,9 +209,9 @@ def raw(event_id: str, source: str, event_s: float, landed_s: float) -> dict[str
 
 def pattern(pattern_id: str, type_: str, streams: list[str], confidence: float, cross_validated: int,
             algorithm: str, time_s: float, detectors: list[str]) -> dict[str, Any]:
-    return {"pattern_id": pattern_id, "type": type_, "timestamp": at(time_s), "window_start": at(time_s // 60 * 60),
-            "source_streams": streams, "confidence": confidence, "cross_validated": cross_validated,
-            "algorithm": algorithm, "algorithm_version": "1.0",
+    return {"pattern_id": pattern_id, "type": type_, "timestamp": at(time_s),
+            "window_start": at(time_s // 60 * 60), "source_streams": streams, "confidence": confidence,
+            "cross_validated": cross_validated, "algorithm": algorithm, "algorithm_version": "1.0",
             "body": json.dumps({"details": {"detectors": detectors}})}
 
 
@@ -212,14 +220,16 @@ SEED: dict[str, list[dict[str, Any]]] = {
     "raw_events": [raw("e1", "btc", 10, 20), raw("e2", "btc", 40, 65), raw("e3", "btc", 75, 90),
                    raw("e4", "btc", 105, 110), raw("n1", "news", 30, 45), raw("e1", "btc", 10, 20)],
     "clean_events": [
-        {"event_id": "e1", "source": "btc", "type": "trade", "timestamp": at(10), "window_start": T0, "repaired": 1},
+        {"event_id": "e1", "source": "btc", "type": "trade", "timestamp": at(10), "window_start": T0,
+         "repaired": 1},
         {"event_id": "n1", "source": "news", "type": "trade", "timestamp": at(30), "window_start": T0},
     ],
     "dead_letters": [
         {"letter_id": "L1", "stage": "land", "source": "btc", "reason": "malformed JSON: Expecting value",
          "received_at": at(20)},
         {"letter_id": "L2", "stage": "clean", "source": "btc", "event_id": "e2", "event_time": at(40),
-         "reason": "payload.p: expected a positive number, got 'abc'", "window_start": T0, "received_at": at(70)},
+         "reason": "payload.p: expected a positive number, got 'abc'", "window_start": T0,
+         "received_at": at(70)},
         {"letter_id": "L3", "stage": "clean", "source": "btc", "event_id": "e4", "event_time": at(105),
          "reason": "event time is 400s after its ingest time (more than max_future_s=300)",
          "window_start": at(60), "received_at": at(130)},
@@ -235,17 +245,18 @@ SEED: dict[str, list[dict[str, Any]]] = {
     "annotations": [
         {"annotation_id": "a1", "pattern_id": "p1", "label": "confirmed", "created_at": at(200)},
         {"annotation_id": "a2", "pattern_id": "p1", "label": "false_alarm", "created_at": at(300)},
-        {"annotation_id": "a3", "pattern_id": "p2", "label": "note", "note": "news echo", "created_at": at(250)},
+        {"annotation_id": "a3", "pattern_id": "p2", "label": "note", "note": "news echo",
+         "created_at": at(250)},
         {"annotation_id": "a4", "pattern_id": "p3", "label": "confirmed", "created_at": at(260)},
         {"annotation_id": "a5", "pattern_id": "p3", "label": "note", "created_at": at(270)},
     ],
     "detections": [
         {"signal_id": "s1", "window_start": T0, "time": at(30), "detector": "adwin_price", "engine": "river",
          "stream": "btc", "type": "concept_drift", "score": 3.0, "confidence": 0.9},
-        {"signal_id": "s2", "window_start": T0, "time": at(31), "detector": "moa_adwin_price", "engine": "capymoa",
-         "stream": "btc", "type": "concept_drift", "score": 2.0, "confidence": 0.8},
-        {"signal_id": "s3", "window_start": at(60), "time": at(70), "detector": "hst_price", "engine": "river",
-         "stream": "btc", "type": "anomaly", "score": 0.5, "confidence": 0.6},
+        {"signal_id": "s2", "window_start": T0, "time": at(31), "detector": "moa_adwin_price",
+         "engine": "capymoa", "stream": "btc", "type": "concept_drift", "score": 2.0, "confidence": 0.8},
+        {"signal_id": "s3", "window_start": at(60), "time": at(70), "detector": "hst_price",
+         "engine": "river", "stream": "btc", "type": "anomaly", "score": 0.5, "confidence": 0.6},
     ],
 }
 
@@ -262,11 +273,10 @@ def seeded_client(chdb_store: ClickHouseStore) -> Iterator[Any]:
         yield chdb_store._client
 
 
-def query(client: Any, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    result = client.query(sql)
+def query(client: Any, sql: str) -> list[tuple[Any, ...]]:
     # The client hands back UTC times without a zone.
-    rows = [tuple(v.replace(tzinfo=UTC) if isinstance(v, datetime) else v for v in r) for r in result.result_rows]
-    return list(result.column_names), rows
+    return [tuple(v.replace(tzinfo=UTC) if isinstance(v, datetime) else v for v in row)
+            for row in client.query(sql).result_rows]
 
 
 def virtual(dataset: str) -> str:
@@ -283,8 +293,10 @@ def chart_sql(chart: dict[str, Any]) -> str:
     expression = {m["metric_name"]: m["expression"] for m in dataset["metrics"]}
     source = f"({dataset['sql']}) AS virtual_table"
     if params.get("query_mode") == "raw":
-        order = ", ".join(f"{c} {'ASC' if asc else 'DESC'}" for c, asc in map(json.loads, params["order_by_cols"]))
-        return f"SELECT {', '.join(params['all_columns'])} FROM {source} ORDER BY {order} LIMIT {params['row_limit']}"
+        order = ", ".join(f"{column} {'ASC' if ascending else 'DESC'}"
+                          for column, ascending in map(json.loads, params["order_by_cols"]))
+        return (f"SELECT {', '.join(params['all_columns'])} FROM {source} ORDER BY {order} "
+                f"LIMIT {params['row_limit']}")
     dimensions = list(params.get("groupby", []))
     selected = [f"{c} AS {c}" for c in dimensions]
     if "x_axis" in params:
@@ -299,10 +311,10 @@ def chart_sql(chart: dict[str, Any]) -> str:
 
 def test_every_dataset_runs_with_its_declared_columns_and_every_metric(seeded_client):
     for name, dataset in DATASETS.items():
-        columns, rows = query(seeded_client, dataset["sql"])
-        assert rows, name
-        assert columns == [c["column_name"] for c in dataset["columns"]], name
-        types = dict(zip(columns, (t.name for t in seeded_client.query(dataset["sql"]).column_types), strict=True))
+        result = seeded_client.query(dataset["sql"])
+        assert result.result_rows, name
+        assert list(result.column_names) == [c["column_name"] for c in dataset["columns"]], name
+        types = {column: t.name for column, t in zip(result.column_names, result.column_types, strict=True)}
         for column in dataset["columns"]:
             assert ("DateTime" in types[column["column_name"]]) == column["is_dttm"], (name, column)
         assert dataset["main_dttm_col"] in {c["column_name"] for c in dataset["columns"] if c["is_dttm"]}
@@ -310,22 +322,24 @@ def test_every_dataset_runs_with_its_declared_columns_and_every_metric(seeded_cl
         for metric in dataset["metrics"]:
             sql = (f"SELECT {dimension} AS {dimension}, {metric['expression']} AS {metric['metric_name']} "
                    f"FROM ({dataset['sql']}) AS virtual_table GROUP BY {dimension}")
-            assert query(seeded_client, sql)[1], (name, metric["metric_name"])
+            assert query(seeded_client, sql), (name, metric["metric_name"])
 
 
 def test_every_chart_query_runs(seeded_client):
     for name, chart in CHARTS.items():
-        assert query(seeded_client, chart_sql(chart))[1], name
+        assert query(seeded_client, chart_sql(chart)), name
 
 
 def test_landed_per_minute_counts_each_event_once_by_landing_minute(seeded_client):
-    assert query(seeded_client, f"SELECT * FROM {virtual('qraft_landed_per_minute')} ORDER BY minute, source")[1] == [
+    sql = f"SELECT * FROM {virtual('qraft_landed_per_minute')} ORDER BY minute, source"
+    assert query(seeded_client, sql) == [
         (T0, "btc", 1, 10.0), (T0, "news", 1, 15.0), (at(60), "btc", 3, 15.0),
     ]
 
 
 def test_clean_vs_raw_accounts_for_every_raw_event_of_a_window(seeded_client):
-    assert query(seeded_client, f"SELECT * FROM {virtual('qraft_clean_vs_raw')} ORDER BY window_start, source")[1] == [
+    sql = f"SELECT * FROM {virtual('qraft_clean_vs_raw')} ORDER BY window_start, source"
+    assert query(seeded_client, sql) == [
         (T0, "btc", 2, 1, 1, 1, 0), (T0, "news", 1, 1, 0, 0, 0), (at(60), "btc", 2, 0, 0, 1, 1),
     ]
 
@@ -333,7 +347,7 @@ def test_clean_vs_raw_accounts_for_every_raw_event_of_a_window(seeded_client):
 def test_dead_letters_group_by_stage_and_kind_of_reason(seeded_client):
     sql = (f"SELECT stage, reason_kind, count() FROM {virtual('qraft_dead_letters')} "
            "GROUP BY stage, reason_kind ORDER BY stage, reason_kind")
-    assert query(seeded_client, sql)[1] == [
+    assert query(seeded_client, sql) == [
         ("clean", "event time is Ns after its ingest time (more than max_future_s=N)", 1),
         ("clean", "payload.p", 1),
         ("land", "malformed JSON", 1),
@@ -341,8 +355,9 @@ def test_dead_letters_group_by_stage_and_kind_of_reason(seeded_client):
 
 
 def test_findings_list_each_pattern_once_with_its_streams_and_detectors(seeded_client):
-    sql = f"SELECT pattern_id, time, type, streams, confidence, algorithm, detectors FROM {virtual('qraft_findings')}"
-    assert sorted(query(seeded_client, sql)[1]) == [
+    sql = ("SELECT pattern_id, time, type, streams, confidence, algorithm, detectors "
+           f"FROM {virtual('qraft_findings')} ORDER BY pattern_id")
+    assert query(seeded_client, sql) == [
         ("p1", at(30), "concept_drift", "btc", 0.9, "ADWIN", "adwin_price, moa_adwin_price"),
         ("p2", at(70), "anomaly", "btc, news", 0.6, "HalfSpaceTrees", "hst_price"),
         ("p3", at(80), "anomaly", "news", 0.7, "HalfSpaceTrees", "hst_news"),
@@ -350,12 +365,14 @@ def test_findings_list_each_pattern_once_with_its_streams_and_detectors(seeded_c
 
 
 def chart_rows(client: Any, file_name: str) -> list[tuple[Any, ...]]:
-    return query(client, chart_sql(CHARTS[f"charts/{file_name}.yaml"]))[1]
+    return query(client, chart_sql(CHARTS[f"charts/{file_name}.yaml"]))
 
 
 def test_pattern_charts_count_and_average_distinct_patterns_per_stream_and_type(seeded_client):
     assert chart_rows(seeded_client, "patterns_over_time_by_stream") == [(T0, "btc", 2), (T0, "news", 2)]
-    assert chart_rows(seeded_client, "patterns_over_time_by_type") == [(T0, "anomaly", 2), (T0, "concept_drift", 1)]
+    assert chart_rows(seeded_client, "patterns_over_time_by_type") == [
+        (T0, "anomaly", 2), (T0, "concept_drift", 1),
+    ]
     # p2 is on two streams but weighs once: (0.6 + 0.7) / 2, not (0.6 + 0.6 + 0.7) / 3.
     assert chart_rows(seeded_client, "confidence_by_type") == [
         (T0, "anomaly", pytest.approx(0.65)), (T0, "concept_drift", pytest.approx(0.9)),
@@ -365,7 +382,7 @@ def test_pattern_charts_count_and_average_distinct_patterns_per_stream_and_type(
 
 def test_verdicts_take_the_latest_verdict_and_leave_notes_unreviewed(seeded_client):
     sql = f"SELECT pattern_id, algorithm, verdict, notes FROM {virtual('qraft_verdicts')} ORDER BY pattern_id"
-    assert query(seeded_client, sql)[1] == [
+    assert query(seeded_client, sql) == [
         ("p1", "ADWIN", "false_alarm", 0), ("p2", "HalfSpaceTrees", "unreviewed", 1),
         ("p3", "HalfSpaceTrees", "confirmed", 1),
     ]
@@ -408,7 +425,8 @@ def result_labels(expr: str) -> set[str]:
     available = TARGET_LABELS.union(*(EXPOSED[n] for n in names))
     for name, matchers in SELECTOR.findall(expr):
         assert set(MATCHER.findall(matchers)) <= EXPOSED[name] | TARGET_LABELS, (expr, name)
-    grouped = [{label.strip() for label in group.split(",") if label.strip()} for group in GROUPING.findall(expr)]
+    grouped = [{label.strip() for label in group.split(",") if label.strip()}
+               for group in GROUPING.findall(expr)]
     for labels in grouped:
         assert labels <= available, (expr, labels - available)
     if grouped:
@@ -434,7 +452,7 @@ def test_grafana_panels_use_exposed_metrics_and_legends_name_result_labels():
 def test_grafana_dashboard_is_parameterised_by_datasource_and_its_panels_do_not_overlap():
     dashboard = json.loads(GRAFANA.read_text())
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert (variables["datasource"]["type"], variables["datasource"]["query"]) == ("datasource", "prometheus")
     result_labels(variables["source"]["query"]["query"])
     panels = dashboard["panels"]
     assert len({p["id"] for p in panels}) == len(panels)
@@ -444,7 +462,8 @@ def test_grafana_dashboard_is_parameterised_by_datasource_and_its_panels_do_not_
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
         box = panel["gridPos"]
         assert box["x"] + box["w"] <= 24
-        area = {(x, y) for x in range(box["x"], box["x"] + box["w"]) for y in range(box["y"], box["y"] + box["h"])}
+        area = {(x, y) for x in range(box["x"], box["x"] + box["w"])
+                for y in range(box["y"], box["y"] + box["h"])}
         assert not cells & area, panel["title"]
         cells |= area
 
