@@ -271,3 +271,16 @@ def test_a_lander_batch_holds_about_batch_size_lines(memory_store):
     lander = Lander(bus, memory_store, LanderConfig(batch_size=200, batch_timeout_ms=50))
     assert asyncio.run(lander.land_once()) <= 3  # at most one message beyond the limit
     assert lander.stats.landed <= 300
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AttributeError,
+    reason="land_batch calls .get on the qraft_dead_letter value without checking it is an object, so "
+    '{"qraft_dead_letter": "x"} raises and fails (and keeps failing) the whole batch',
+)
+@pytest.mark.parametrize("envelope", [b'{"qraft_dead_letter": "oops"}', b'{"qraft_dead_letter": [1]}'])
+def test_a_malformed_dead_letter_envelope_is_itself_dead_lettered(envelope):
+    batch = land_batch([(SUBJECT, event_line("ok") + b"\n" + envelope)], now=NOW)
+    assert batch.raw_events["event_id"].to_list() == ["ok"]
+    assert batch.dead_letters["raw"].to_list() == [envelope.decode()]
