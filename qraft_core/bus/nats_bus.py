@@ -102,7 +102,7 @@ class NatsBus:
     async def fetch(self, max_messages: int, timeout_s: float) -> list[NatsMessage]:
         try:
             msgs = await self._sub.fetch(max_messages, timeout=timeout_s)
-        except NatsTimeout:
+        except (NatsTimeout, TimeoutError):  # nats-py raises either, depending on where it waited
             return []
         return [NatsMessage(m) for m in msgs]
 

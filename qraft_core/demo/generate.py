@@ -49,7 +49,7 @@ import polars as pl
 
 from qraft_core.adapters.file import read_records
 from qraft_core.adapters.parsers import GenericOptions, build_parser
-from qraft_core.clean import check_event
+from qraft_core.clean import clean_frame
 from qraft_core.config import CleanConfig
 from qraft_core.events import _reject_non_finite, checksum, iso
 
@@ -537,12 +537,9 @@ def clean_events_frame(files: DemoFiles, start: datetime = START, end: datetime 
             _reject_non_finite(parsed.payload)
         except ValueError:
             return
-        if not start <= parsed.timestamp < end:
-            return
-        reason, payload, _ = check_event(
-            json.dumps(parsed.payload), parsed.type, parsed.timestamp, parsed.timestamp, config
-        )
-        if reason is None:
+        if start <= parsed.timestamp < end:
+            # The payload text exactly as the lander writes it.
+            payload = json.dumps(parsed.payload, separators=(",", ":"), sort_keys=True)
             for key, value in zip(
                 rows, (parsed.event_id, source, parsed.type, parsed.timestamp, payload), strict=True
             ):
@@ -556,8 +553,5 @@ def clean_events_frame(files: DemoFiles, start: datetime = START, end: datetime 
             add(NEWS_STREAM, record, raw, news_parser)
     ms = pl.Datetime("ms", "UTC")
     frame = pl.DataFrame(rows, schema_overrides={"timestamp": ms})
-    return frame.with_columns(
-        pl.col("timestamp").alias("ingest_time"),
-        pl.col("timestamp").dt.truncate("1m").alias("window_start"),
-        pl.lit(0, dtype=pl.UInt8).alias("repaired"),
-    ).sort("timestamp", "event_id")
+    clean, _ = clean_frame(frame.with_columns(pl.col("timestamp").alias("ingest_time")), timedelta(minutes=1), config)
+    return clean.sort("timestamp", "event_id")

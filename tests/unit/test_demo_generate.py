@@ -107,7 +107,7 @@ def test_malformed_lines_are_rejected_at_their_stage_and_only_they(
             stages[number] = "adapter"
             assert parse_failure_reason(exc)
             continue
-        reason, _, _ = check_event(
+        reason, _ = check_event(
             json.dumps(event.payload), event.type, event.timestamp, event.timestamp, CleanConfig()
         )
         if reason is not None:

@@ -1,0 +1,156 @@
+"""Replay throughput: a day of demo-like data through every asset, with and without Dagster.
+
+The demo generator's three hours are repeated across the day (eight shifts) for
+two seeds, the second under other symbols, which gives four trade streams and
+a news stream: about 1.7 million events over 1,440 one-minute windows, landed
+straight into `raw_events` of an embedded ClickHouse in a temporary directory.
+
+Measured in the same run over the same windows:
+- baseline: the qraft_core functions the assets call (clean, features,
+  detections, pattern events, cards), in chunks of `max_windows_per_run`;
+- value: `qraft replay --in-process`'s path, ranged Dagster runs of the
+  pipeline job on an ephemeral instance.
+The ratio is the orchestration overhead. QRAFT_BENCH_HOURS (default 24)
+shortens the day for a quick look.
+Prints JSON lines {"bench","value","unit","baseline","ratio"}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+HOURS = int(os.environ.get("QRAFT_BENCH_HOURS", "24"))
+START = datetime(2026, 1, 5, tzinfo=UTC)
+SHIFT = timedelta(hours=3)
+RENAMED = {"BTCUSDT": "SOLUSDT", "ETHUSDT": "BNBUSDT"}
+
+
+def day_of_raw_events(work: Path) -> pl.DataFrame:
+    from qraft_core.demo.generate import clean_events_frame, generate_demo
+
+    copies = []
+    for seed, rename in ((7, {}), (8, RENAMED)):
+        base = clean_events_frame(generate_demo(work / f"seed{seed}", seed=seed))
+        for symbol, other in rename.items():
+            base = base.with_columns(
+                pl.col("payload").str.replace(f'"s":"{symbol}"', f'"s":"{other}"', literal=True),
+                pl.col("event_id").str.replace(symbol, other, literal=True),
+            )
+        for shift in range(-(-HOURS // 3)):
+            offset = SHIFT * shift
+            copies.append(base.with_columns(
+                (pl.col("timestamp") + offset).alias("timestamp"),
+                (pl.col("event_id") + f"#{seed}.{shift}").alias("event_id"),
+            ))
+    frame = pl.concat(copies).filter(pl.col("timestamp") < START + timedelta(hours=HOURS))
+    return frame.select(
+        "event_id", "source", "type", "timestamp",
+        pl.col("timestamp").alias("ingest_time"),
+        pl.col("timestamp").alias("landed_at"),
+        "payload",
+        pl.lit("bench/1").alias("parser_version"),
+        pl.lit("").alias("raw_checksum"),
+    )
+
+
+def write_config(work: Path) -> Path:
+    import shutil
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    config = work / "config"
+    shutil.copytree(repo / "config", config)
+    qraft = yaml.safe_load((config / "qraft.yaml").read_text())
+    qraft["data_dir"] = str(work / "data")
+    qraft["partitions"]["end"] = (START + timedelta(days=max(1, -(-HOURS // 24)))).isoformat()
+    qraft.setdefault("mlflow", {})["enabled"] = False  # the same for both paths; MLflow cost is not replay cost
+    (config / "qraft.yaml").write_text(yaml.safe_dump(qraft))
+    return config
+
+
+def core_only(rt, start: datetime, end: datetime) -> None:  # type: ignore[no-untyped-def]
+    """What the assets call, chunk by chunk, without Dagster."""
+    from qraft_core.clean import clean_windows
+    from qraft_core.detectors.config import load_detectors
+    from qraft_core.detectors.runner import materialize_detections
+    from qraft_core.explain.materialize import materialize_cards
+    from qraft_core.explain.templates import load_cards_config
+    from qraft_core.features import materialize_features
+    from qraft_core.operators.pipeline import load_preprocessing
+    from qraft_core.patterns.materialize import materialize_patterns
+    from qraft_core.scheduling import partition_start
+
+    partitions = rt.config.partitions
+    preprocessing = load_preprocessing(rt.config_path)
+    detectors = load_detectors(rt.config_path)
+    cards = load_cards_config(rt.config_path)
+    step = partitions.interval * partitions.max_windows_per_run
+    cursor = start
+    while cursor < end:
+        chunk_end = min(cursor + step, end)
+        clean_windows(rt.store, cursor, chunk_end, partitions.interval, rt.config.clean)
+        materialize_features(rt.store, preprocessing, cursor, chunk_end, partitions.interval)
+        materialize_detections(rt.store, detectors, cursor, chunk_end, partitions.interval,
+                               partition_start(partitions), None)
+        materialize_patterns(rt.store, detectors, cursor, chunk_end, partitions.interval)
+        materialize_cards(rt.store, rt.config, cards, cursor, chunk_end)
+        cursor = chunk_end
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as directory:
+        work = Path(directory)
+        config = write_config(work)
+        os.environ["QRAFT_CONFIG_DIR"] = str(config)
+        from qraft_core.runtime import Runtime
+
+        rt = Runtime.load(config)
+        raw = day_of_raw_events(work)
+        rt.store.insert("raw_events", raw)
+        start, end = START, START + timedelta(hours=HOURS)
+        # Both paths run in this process: pay imports and the JVM start before either is timed.
+        from qraft_core.detectors.capymoa_engine import capymoa_available
+
+        capymoa_available()
+        core_only(rt, start, start + rt.config.partitions.interval)
+
+        began = time.perf_counter()
+        core_only(rt, start, end)
+        baseline_s = time.perf_counter() - began
+        findings = rt.store.count("pattern_events").get("", 0)
+
+        from dagster import DagsterInstance
+
+        from qraft_dagster.definitions import build_definitions
+        from qraft_dagster.replay import run_replay
+
+        defs = build_definitions(str(config))
+        began = time.perf_counter()
+        outcome = run_replay(defs, DagsterInstance.ephemeral(), rt, start, end)
+        dagster_s = time.perf_counter() - began
+        if outcome["failed_runs"]:
+            print(f"replay runs failed: {outcome['failed_runs']}", file=sys.stderr)
+            return 1
+        same = rt.store.count("pattern_events").get("", 0) == findings
+        events = raw.height
+        for name, value, base, unit in (
+            ("replay_events_per_s", events / dagster_s, events / baseline_s, "events/s"),
+            ("replay_seconds", dagster_s, baseline_s, "s"),
+        ):
+            print(json.dumps({"bench": name, "value": round(value, 1), "unit": unit, "baseline": round(base, 1),
+                              "ratio": round(value / base, 3), "events": events, "hours": HOURS,
+                              "runs": outcome["runs"], "pattern_events": findings, "same_findings": same}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
