@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import polars as pl
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from qraft_core.adapters.base import AdapterStats, RecordAdapter, parse_failure_reason
 from qraft_core.adapters.parsers import GenericOptions
 from qraft_core.adapters.registry import register_adapter
 from qraft_core.bus.base import Publisher
-from qraft_core.config import ConfigError
+from qraft_core.config import ConfigError, SourceConfig
 from qraft_core.events import StandardEvent
 
 
@@ -120,6 +120,12 @@ class FileAdapter(RecordAdapter):
     type_name: ClassVar[str] = "file"
     options_model: ClassVar[type[FileOptions]] = FileOptions  # type: ignore[assignment]
     options: FileOptions
+
+    @classmethod
+    def check_source(cls, source: SourceConfig, options: BaseModel, where: str) -> None:
+        """A file source names its file; an empty endpoint would silently read '.'."""
+        if not source.endpoint.strip():
+            raise ConfigError(f"{where}.endpoint: expected the path of a CSV, JSONL or Parquet file (got '')")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

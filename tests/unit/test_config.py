@@ -160,11 +160,6 @@ def test_a_missing_sources_file_is_named(tmp_path):
     assert config_error(lambda: load_sources(tmp_path)) == f"{tmp_path / 'sources.yaml'}: file not found"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nothing checks that a file source has an endpoint: validation passes and the replay later "
-    "reads Path('') == '.', failing far from the configuration",
-)
 def test_a_file_source_without_endpoint_is_a_config_error(tmp_path):
     write(tmp_path, "sources.yaml", "sources:\n  - name: trades\n    type: file\n")
     assert "sources[0].endpoint" in config_error(lambda: load_sources(tmp_path))
