@@ -103,8 +103,11 @@ def summarise_context(
     sources = pattern_sources(pattern)
     summaries = []
     frame = frame.sort(["timestamp", "event_id"]) if frame.height else frame
-    for source in sources:
+    for source, label, symbol in _context_streams(pattern):
         rows = frame.filter(pl.col("source") == source) if frame.height else frame
+        if symbol and rows.height:
+            # One instrument of a multi-symbol source: its trades only, not its neighbours' prices.
+            rows = rows.filter(_payload_field("s") == symbol)
         before = rows.filter(pl.col("timestamp") < pattern.timestamp).height if rows.height else 0
         titles = _titles(rows)
         types = (
@@ -114,7 +117,7 @@ def summarise_context(
         )
         summaries.append(
             SourceContext(
-                source=source,
+                source=label,
                 events=rows.height,
                 before=before,
                 after=rows.height - before,
@@ -131,6 +134,23 @@ def summarise_context(
         sources=summaries,
         replay_command=replay_command(start, end, sources),
     )
+
+
+def _context_streams(pattern: PatternEvent) -> list[tuple[str, str, str]]:
+    """(source, label, symbol) per stream; `binance_spot:BTCUSDT` is symbol BTCUSDT of binance_spot.
+
+    Streams without a symbol summarise their whole source, once.
+    """
+    found: dict[str, tuple[str, str, str]] = {}
+    for stream in sorted(pattern.source_streams):
+        match = _SOURCE_NAME.match(stream)
+        if not match:
+            continue
+        source = match.group(0)
+        symbol = stream[len(source) + 1 :] if stream[len(source) : len(source) + 1] == ":" else ""
+        label = stream if symbol else source
+        found.setdefault(label, (source, label, symbol))
+    return list(found.values())
 
 
 def _trades(rows: pl.DataFrame) -> TradeSummary | None:
@@ -166,15 +186,30 @@ def _titles(rows: pl.DataFrame) -> pl.Series:
 
 def load_context(store: EventStore, pattern: PatternEvent, minutes: int) -> ContextSummary:
     """The summarised clean-data context of one pattern."""
-    start, end = context_window(pattern, minutes)
+    return load_contexts(store, [pattern], minutes)[0]
+
+
+def load_contexts(store: EventStore, patterns: list[PatternEvent], minutes: int) -> list[ContextSummary]:
+    """The contexts of many patterns from one read of the clean events they span."""
+    if not patterns:
+        return []
+    windows = [context_window(pattern, minutes) for pattern in patterns]
+    sources = sorted({s for pattern in patterns for s in pattern_sources(pattern)}) or [""]
     frame = store.select(
         "clean_events",
-        start=start,
-        end=end,
-        where=context_filters(pattern),
+        start=min(start for start, _ in windows),
+        end=max(end for _, end in windows),
+        where=[Filter("source", "in", sources)],
         columns=["event_id", "source", "type", "timestamp", "payload"],
     )
-    return summarise_context(frame, pattern, start, end, minutes)
+    contexts = []
+    for pattern, (start, end) in zip(patterns, windows, strict=True):
+        rows = frame.filter(
+            (pl.col("timestamp") >= start) & (pl.col("timestamp") < end)
+            & pl.col("source").is_in(pattern_sources(pattern))
+        )
+        contexts.append(summarise_context(rows, pattern, start, end, minutes))
+    return contexts
 
 
 def context_filters(pattern: PatternEvent) -> list[Filter]:

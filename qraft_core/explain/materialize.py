@@ -12,7 +12,7 @@ from qraft_core.annotations import Annotation, list_annotations
 from qraft_core.config import QraftConfig
 from qraft_core.events import PatternEvent
 from qraft_core.explain.cards import Card, Mode, render_card
-from qraft_core.explain.context import load_context
+from qraft_core.explain.context import load_context, load_contexts
 from qraft_core.explain.llm import LlmClient, labelled, llm_client, with_llm
 from qraft_core.explain.templates import LANGS, CardsConfig
 from qraft_core.store.base import EventStore, Filter
@@ -66,7 +66,7 @@ def materialize_cards(
         )
         patterns = [PatternEvent.model_validate_json(body) for body in frame["body"]]
         notes = _by_pattern(list_annotations(store, [p.pattern_id for p in patterns]))
-        contexts = [load_context(store, pattern, minutes) for pattern in patterns]
+        contexts = load_contexts(store, patterns, minutes)
     human = [
         (pattern, render_card(pattern, context, notes.get(pattern.pattern_id, []), lang, cards))
         for pattern, context in zip(patterns, contexts, strict=True)
