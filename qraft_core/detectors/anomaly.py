@@ -94,9 +94,9 @@ class AnomalyDetector(StreamDetector):
             score,
             self._confidence(score, threshold),
             contributions,
-            "typical: " + ", ".join(f"{f} ≈ {typical[f]:.6g}" for f in values),
-            f"observed: {top} = {values[top]:.6g} ({z[top]:+.1f} sd), "
-            + ", ".join(f"{f} = {values[f]:.6g}" for f in values if f != top),
+            "typical: " + ", ".join(f"{f} ≈ {typical[f]:.4g}" for f in values),
+            f"observed: {top} = {values[top]:.4g} ({z[top]:+.1f} sd)"
+            + "".join(f", {f} = {values[f]:.4g}" for f in values if f != top),
         )
 
     def _confidence(self, score: float, threshold: float) -> float:

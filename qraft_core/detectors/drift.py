@@ -49,53 +49,73 @@ class DriftDetector(StreamDetector):
     def _feed(self, model: Any, value: float) -> bool:
         raise NotImplementedError
 
-    def _lag(self, model: Any) -> int | None:
-        """Bars since the estimated change point, when the algorithm knows it."""
-        return None
+    def _transform(self, value: float) -> float:
+        if self.param("transform") == "log":
+            return math.log(max(value, float(self.param("log_floor"))))
+        return value
 
     def _update_row(self, time: datetime, values: dict[str, float]) -> Signal | None:
         state = self.state
         state["seen"] += 1
-        changed: dict[str, int] = {}
+        changed: list[str] = []
         for feature, value in values.items():
             if math.isnan(value):
                 continue
             state["recent"][feature].append(value)
-            if self.param("transform") == "log":
-                value = math.log(max(value, float(self.param("log_floor"))))
             model = state["models"][feature]
-            if self._feed(model, value) and state["seen"] > int(self.param("warmup_bars")):
-                changed[feature] = self._lag(model) or 0
+            if self._feed(model, self._transform(value)) and state["seen"] > int(self.param("warmup_bars")):
+                changed.append(feature)
         if not changed:
             return None
         return self._describe(time, changed)
 
-    def _describe(self, time: datetime, changed: dict[str, int]) -> Signal | None:
+    def _describe(self, time: datetime, changed: list[str]) -> Signal | None:
         strengths: dict[str, float] = {}
         before_after: dict[str, tuple[float, float]] = {}
         lags = []
-        for feature, lag in changed.items():
+        for feature in changed:
             recent = list(self.state["recent"][feature])
-            split = min(max(lag, 3), max(len(recent) - 3, 1))
-            before, after = recent[:-split], recent[-split:]
-            if len(before) < 2:
+            if len(recent) < 6:
                 continue
-            spread = statistics.pstdev(before) or abs(statistics.fmean(before)) * 1e-3 or 1e-12
-            mean_before, mean_after = statistics.fmean(before), statistics.fmean(after)
-            strengths[feature] = abs(mean_after - mean_before) / spread
-            before_after[feature] = (mean_before, mean_after)
-            lags.append(split)
+            # Located and scored on the values the test saw; described in the feature's own units.
+            seen = [self._transform(v) for v in recent]
+            split = change_point(seen)
+            spread = statistics.pstdev(seen[:split]) or abs(statistics.fmean(seen[:split])) * 1e-3 or 1e-12
+            strengths[feature] = abs(statistics.fmean(seen[split:]) - statistics.fmean(seen[:split])) / spread
+            before_after[feature] = (statistics.fmean(recent[:split]), statistics.fmean(recent[split:]))
+            after = recent[split:]
+            lags.append(len(after))
         if not strengths:
             return None
         score = max(strengths.values())
-        prev = ", ".join(f"{f} ≈ {before_after[f][0]:.6g}" for f in strengths)
-        new = ", ".join(f"{f} ≈ {before_after[f][1]:.6g}" for f in strengths)
+        lag = max(lags)
         return self.signal(
             time,
             score,
             confidence_of(score, float(self.param("confidence_scale"))),
             strengths,
-            f"{self.algorithm} window: {prev}",
-            f"after change: {new}",
-            lag_bars=max(lags),
+            ", ".join(f"{f} ≈ {before_after[f][0]:.4g}" for f in strengths) + " (mean before the change)",
+            ", ".join(f"{f} ≈ {before_after[f][1]:.4g}" for f in strengths) + f" (mean of the last {lag} bars)",
+            lag_bars=lag,
         )
+
+
+def change_point(values: list[float], margin: int = 3) -> int:
+    """Where a list most likely changed its mean: the split maximising the
+    standardised difference of the means before and after (binary segmentation).
+
+    >>> change_point([1.0] * 20 + [3.0] * 7)
+    20
+    """
+    n = len(values)
+    prefix = [0.0]
+    for value in values:
+        prefix.append(prefix[-1] + value)
+    best, best_split = -1.0, n // 2
+    for split in range(margin, n - margin + 1):
+        left = prefix[split] / split
+        right = (prefix[n] - prefix[split]) / (n - split)
+        weight = math.sqrt(split * (n - split) / n)
+        if abs(left - right) * weight > best:
+            best, best_split = abs(left - right) * weight, split
+    return best_split

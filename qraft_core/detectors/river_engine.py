@@ -54,10 +54,6 @@ class RiverADWIN(RiverDetector, DriftDetector):
         model.update(value)
         return bool(model.drift_detected)
 
-    def _lag(self, model: Any) -> int | None:
-        # After a drift ADWIN keeps only the values since the change: its width is the lag.
-        return int(model.width)
-
 
 class RiverPageHinkley(RiverDetector, DriftDetector):
     defaults: ClassVar[dict[str, Any]] = {
@@ -93,9 +89,6 @@ class RiverKSWIN(RiverDetector, DriftDetector):
         )
 
     _feed = RiverADWIN._feed
-
-    def _lag(self, model: Any) -> int | None:
-        return int(self.param("stat_size"))
 
 
 class RiverHalfSpaceTrees(RiverDetector, AnomalyDetector):

@@ -93,7 +93,7 @@ def metric_changes(
         else:
             continue
         if math.isfinite(change):
-            changes[name] = round(change, 6)
+            changes[name] = round(change, 2 if unit == "pp" else 6)
             units[name] = unit
             levels[f"{name}_before"] = round(mean_before, 10)
             levels[f"{name}_after"] = round(mean_after, 10)

@@ -81,8 +81,11 @@ def test_volatility_step_at_bar_300_is_found_after_it_by_every_drift_detector() 
     signal = RiverADWIN("d", "s", VOL, {"transform": "log"}).update(BTC)[0]
     assert signal.type == "concept_drift"
     assert signal.fields == {"realized_vol": 1.0}
-    assert signal.prev_state.startswith("river.ADWIN window: realized_vol ≈ 0.00")
-    assert signal.score > 2.0
+    # The change point is located in the recent bars: 11 bars before the detection at bar 310.
+    assert signal.lag_bars == 11
+    assert signal.prev_state == "realized_vol ≈ 0.0009935 (mean before the change)"
+    assert signal.new_state == "realized_vol ≈ 0.003083 (mean of the last 11 bars)"
+    assert signal.confidence > 0.9
 
 
 def test_anomaly_signal_names_the_spiking_field() -> None:
