@@ -236,7 +236,8 @@ class DBStreamRegimes(RiverDetector):
             confidence_of(jump, float(self.param("confidence_scale"))),
             {f: centre[f] - previous[f] for f in self.features},
             "regime centre (sd): " + _describe(previous),
-            "regime centre (sd): " + _describe(centre),
+            "regime centre (sd): " + _describe(centre)
+            + (f"; clusters {clusters_before} → {state['clusters']}" if clusters_before != state["clusters"] else ""),
             lag_bars=int(self.param("persistence")) - 1,
             extra={"clusters_before": float(clusters_before), "clusters_after": float(state["clusters"])},
         )
