@@ -142,6 +142,9 @@ def test_superset_uuid_references_resolve():
         assert component["id"] == key
         for child in component.get("children", []):
             assert key in position[child]["parents"], (key, child)
+    native_filters = dashboard["metadata"].get("native_filter_configuration", [])
+    targets = {t["datasetUuid"] for f in native_filters for t in f["targets"] if "datasetUuid" in t}
+    assert targets <= set(DATASETS_BY_UUID)
     rows = [position[r] for r in position["GRID_ID"]["children"]]
     assert all(sum(position[c]["meta"]["width"] for c in row["children"]) <= 12 for row in rows)
 
