@@ -274,6 +274,7 @@ def seeded_client(chdb_store: ClickHouseStore) -> Iterator[Any]:
             for start in range(len(rows)):
                 chdb_store.insert(table, frame(table, rows[start:start + 1]))
         yield chdb_store._client
+        chdb_store._client.command("SYSTEM START MERGES")
 
 
 def query(client: Any, sql: str) -> list[tuple[Any, ...]]:
