@@ -132,6 +132,9 @@ def land_batch(
                 continue
             if DEAD_LETTER_KEY in document:
                 envelope = document[DEAD_LETTER_KEY] or {}
+                if not isinstance(envelope, dict):
+                    reject(subject_source, "adapter: malformed dead-letter envelope", line, index)
+                    continue
                 reason = f"adapter: {envelope.get('reason', 'unparseable record')}"
                 reject(subject_source, reason, str(envelope.get("raw", "")).encode(), index)
                 continue
@@ -239,7 +242,12 @@ class Lander:
             remaining = deadline - self.clock()
             if remaining <= 0:
                 break
-            fetched = await self.consumer.fetch(min(self.config.batch_size, 1000), max(remaining, 0.05))
+            # Messages carry whole batches of events: ask for as many messages as the lines still
+            # wanted need at the lines per message seen so far, so a pull never floods the client.
+            # The first pull takes one message to learn their size.
+            per_message = lines / len(taken) if taken else float(self.config.batch_size)
+            wanted = max(1, min(1000, int((self.config.batch_size - lines) / per_message)))
+            fetched = await self.consumer.fetch(wanted, max(remaining, 0.05))
             taken.extend(fetched)
             lines += sum(m.data.count(b"\n") + 1 for m in fetched)
         return taken
