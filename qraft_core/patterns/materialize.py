@@ -3,7 +3,10 @@
 Per window: signals of the window plus a lookback of max(tolerance, cooldown)
 are read, repeated firings are dropped (cooldown), the rest are grouped by
 stream, type and time (tolerance), and every group whose first signal lies in
-the window becomes one `PatternEvent`. Metric changes are measured on the
+the window becomes one `PatternEvent`. A window sees only signals up to its
+end, so a confirming signal that arrives in the next window (within the
+tolerance) joins nothing: the next window treats it as part of the finding
+already reported, and does not report it again. Metric changes are measured on the
 features of the stream: the `context_bars` bars before the estimated change
 point against the bars from it to at most `context_bars` later, never past
 the end of the finding's window, so a replay measures exactly what the live
