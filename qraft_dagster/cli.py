@@ -186,8 +186,9 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
     _use_config_dir(ctx)
     rt = runtime(ctx)
     url = rt.nats_url(start=True)
-    env = {**os.environ, "QRAFT_NATS_URL": url, "DAGSTER_HOME": str(rt.config.dagster_home)}
-    rt.config.dagster_home.mkdir(parents=True, exist_ok=True)
+    from qraft_dagster.execute import ensure_dagster_home
+
+    env = {**os.environ, "QRAFT_NATS_URL": url, "DAGSTER_HOME": str(ensure_dagster_home(rt.config.dagster_home))}
     qraft = [sys.executable, "-m", "qraft_dagster"]
     children: dict[str, list[str]] = {"lander": [*qraft, "land"]}
     if not no_sources:

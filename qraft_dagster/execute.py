@@ -26,13 +26,31 @@ SENSOR_NAME = "qraft_window_sensor"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def open_instance(dagster_home: Path) -> DagsterInstance:
-    """The persistent instance under the data directory (the one `dagster dev` there uses)."""
+# Runs execute one at a time, in the order they were requested: the self-dependent detections
+# asset needs window N-1's state before window N, whether runs come from the sensor or a backfill.
+INSTANCE_SETTINGS = """\
+telemetry:
+  enabled: false
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 1
+"""
+
+
+def ensure_dagster_home(dagster_home: Path) -> Path:
+    """The Dagster home under the data directory, with Qraft's instance settings."""
     dagster_home.mkdir(parents=True, exist_ok=True)
     settings = dagster_home / "dagster.yaml"
     if not settings.exists():
-        settings.write_text("telemetry:\n  enabled: false\n")
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
+        settings.write_text(INSTANCE_SETTINGS)
+    return dagster_home
+
+
+def open_instance(dagster_home: Path) -> DagsterInstance:
+    """The persistent instance under the data directory (the one `dagster dev` there uses)."""
+    os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(dagster_home))
     return DagsterInstance.get()
 
 

@@ -21,7 +21,7 @@ from qraft_core.detectors.base import Signal, StreamDetector, decode_state, enco
 from qraft_core.detectors.capymoa_engine import capymoa_available
 from qraft_core.detectors.config import DetectorsConfig, DetectorSpec
 from qraft_core.events import iso, stable_id, utc
-from qraft_core.store.base import EventStore, iter_windows
+from qraft_core.store.base import EventStore, Filter, iter_windows
 
 if TYPE_CHECKING:
     from qraft_core.tracking import Tracker
@@ -59,6 +59,7 @@ def restore_detectors(
     start: datetime,
     interval: timedelta,
     first_window: datetime,
+    load: FeatureLoader = _default_loader,
 ) -> tuple[dict[tuple[str, str], StreamDetector], list[str]]:
     """The detectors as they were after the window before `start`; also the names restarted."""
     if utc(start) == utc(first_window):
@@ -66,10 +67,20 @@ def restore_detectors(
     previous = utc(start) - interval
     rows = store.select("detector_state", start=previous, end=previous + interval)
     if rows.height == 0:
-        raise DetectorStateMissing(
-            f"no detector state stored for window {iso(previous)}: materialize detections for that "
-            f"window first (a backfill must start at {iso(first_window)} or right after a materialized window)"
-        )
+        # Windows without bars leave every detector as it was, so the latest earlier snapshot (or a
+        # fresh start, when there is none) is exact as long as nothing arrived in between.
+        latest = store.extent("detector_state", "window_start", [Filter("window_start", "<", utc(start))])
+        since = latest[1] + interval if latest else utc(first_window)
+        # Raw events count too: windows not materialized yet have no bars but are not empty.
+        if load(store, since, utc(start)).height or store.count("raw_events", start=since, end=utc(start))[""]:
+            raise DetectorStateMissing(
+                f"no detector state stored for window {iso(previous)}: materialize detections from "
+                f"{iso(since)} first (a backfill must start at {iso(first_window)} or right after a "
+                "materialized window)"
+            )
+        if latest is None:
+            return {}, []
+        rows = store.select("detector_state", start=latest[1], end=latest[1] + interval)
     by_name = {spec.name: spec for spec in specs}
     detectors: dict[tuple[str, str], StreamDetector] = {}
     restarted: set[str] = set()
@@ -176,7 +187,7 @@ def materialize_detections(
         written_until = until
 
     with store.session():
-        detectors, restarted = restore_detectors(store, specs, start, interval, first_window)
+        detectors, restarted = restore_detectors(store, specs, start, interval, first_window, load)
         features = load(store, start, end)
         for window_start, window_end in iter_windows(start, end, interval):
             bars = features.filter(

@@ -90,3 +90,17 @@ def test_a_changed_detector_restarts_fresh_and_says_so() -> None:
     )
     meta = run(store, 50, 60, changed)
     assert meta["restarted"] == ["bar_hst"]
+
+
+def test_windows_without_bars_need_no_snapshot_of_their_own() -> None:
+    # The bars stop after minute 100; windows 100-129 were never materialized.
+    continuous, gapped = MemoryStore(), MemoryStore()
+    run(continuous, 0, 140)
+    run(gapped, 0, 100)
+    run(gapped, 130, 140)
+    assert detections(gapped, 0, 140) == detections(continuous, 0, 140)
+    # Nothing at all before a window without bars: a fresh start is the exact state.
+    empty = MemoryStore()
+    materialize_detections(empty, load_detectors(REPO / "config"), START + 500 * MINUTE, START + 501 * MINUTE,
+                           MINUTE, START, load_features=lambda *_: BARS.clear())
+    assert empty.count("detector_state") == {"": 1}
