@@ -59,8 +59,10 @@ async def publish_sources(rt: Runtime) -> dict[str, dict[str, int]]:
 
 def run_pipeline(rt: Runtime) -> dict[str, Any]:
     """Evaluate the window sensor and execute its runs in this process until all windows are done."""
-    from qraft_dagster.definitions import defs
+    from qraft_dagster.definitions import build_definitions
     from qraft_dagster.execute import drain_sensor, open_instance
+
+    defs = build_definitions(str(rt.config_path.resolve()))
 
     logging.getLogger("dagster").setLevel(logging.WARNING)
     instance = open_instance(rt.config.dagster_home)
@@ -301,8 +303,10 @@ def replay(ctx: click.Context, start_text: str, end_text: str, sources: tuple[st
         click.echo(f"error: {exc}", err=True)
         sys.exit(3)
 
-    from qraft_dagster.definitions import defs
+    from qraft_dagster.definitions import build_definitions
     from qraft_dagster.execute import open_instance
+
+    defs = build_definitions(str(rt.config_path.resolve()))
 
     logging.getLogger("dagster").setLevel(logging.WARNING)
     began = time.monotonic()
