@@ -309,4 +309,13 @@ def validate_all(directory: Path | str | None = None) -> list[str]:
     checked.append(str(base / "qraft.yaml"))
     load_sources(base)
     checked.append(str(base / "sources.yaml"))
+    # The pipeline's own files are validated by the modules that use them.
+    from qraft_core.detectors.config import load_detectors
+    from qraft_core.explain.templates import load_cards_config
+    from qraft_core.operators.pipeline import load_preprocessing
+
+    for name, load in (("preprocessing.yaml", load_preprocessing), ("detectors.yaml", load_detectors),
+                       ("cards.yaml", load_cards_config)):
+        load(base)
+        checked.append(str(base / name))
     return checked

@@ -17,7 +17,9 @@ from tqdm import tqdm
 
 from qraft_core.adapters.registry import build_adapter
 from qraft_core.cli import emit, main, runtime
+from qraft_core.cli.evaluate import report_table
 from qraft_core.cli.land import run_lander, table_counts
+from qraft_core.evaluate import evaluate_store
 from qraft_core.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,7 @@ def demo(ctx: click.Context, keep: bool, as_json: bool) -> None:
         "dead_lettered_at_landing": landed.dead_lettered,
         "runs": runs,
         **table_counts(rt),
+        "evaluation": evaluate_store(rt.store, DEMO_DIR / "ground_truth.json"),
         "cards": demo_cards(rt),
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -158,6 +161,8 @@ def _demo_text(rt: Runtime, summary: dict[str, Any]) -> str:
         "  qraft api                   the REST/Explain API (OpenAPI page at /docs)",
         f"  make ui                     Dagster UI at http://127.0.0.1:{rt.config.dagster.port} (lineage, runs, backfills)",
     ]
+    lines += ["", "How the findings score against the planted truth (qraft evaluate):", "",
+              report_table(summary["evaluation"])]
     cards = summary.get("cards", [])
     if cards:
         lines += ["", f"Some of the {tables.get('pattern_events', 0)} findings, as their cards:", ""]
@@ -332,6 +337,17 @@ def replay(ctx: click.Context, start_text: str, end_text: str, sources: tuple[st
             status = "regression" if diff.regression else status
     summary["status"] = status
     registry.finish(record, status, summary)
+    from qraft_core.tracking import Tracker, library_versions
+
+    Tracker.from_config(rt.config).log_run(
+        f"replay {record.start}..{record.end}",
+        params={"start": record.start, "end": record.end, "sources": ",".join(source_list) or "all",
+                "config_hash": summary["config_hash"], "actor": os.environ.get("USER", "cli"), **library_versions()},
+        metrics={"events": summary["events"], "pattern_events": summary["pattern_events"],
+                 "seconds": summary["seconds"], "partitions": summary["partitions"],
+                 **{f"pattern_events.{k}": v for k, v in summary["pattern_events_by_type"].items()}},
+        tags={"qraft.kind": "replay", "qraft.status": status, "qraft.replay_id": record.id},
+    )
     record_audit(rt.store, os.environ.get("USER", "cli"), "replay", f"[{record.start}, {record.end})",
                  after={k: summary[k] for k in ("status", "events", "pattern_events_by_type")},
                  detail={"config_hash": summary["config_hash"], "sources": source_list, "id": record.id})

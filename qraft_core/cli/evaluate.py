@@ -14,7 +14,7 @@ from qraft_core.evaluate import DEFAULT_TRUTH, evaluate_store
 _COLUMNS = ("truth", "findings", "precision", "recall", "delay_mean_s", "delay_p95_s", "false_alarms_per_10k_events")
 
 
-def _table(report: dict[str, Any]) -> str:
+def report_table(report: dict[str, Any]) -> str:
     lines = [
         f"window {report['window']['start']} .. {report['window']['end']}, "
         f"tolerance {report['tolerance_s']:g}s, {report['events']} events",
@@ -43,4 +43,4 @@ def evaluate(ctx: click.Context, truth_path: Path, start: datetime | None, end: 
         report = evaluate_store(runtime(ctx).store, truth_path, start, end)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    emit(report, as_json, _table(report))
+    emit(report, as_json, report_table(report))

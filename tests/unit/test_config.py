@@ -171,9 +171,20 @@ def bundled_copy(tmp_path: Path) -> Path:
     return target
 
 
+ALL_FILES = ("qraft.yaml", "sources.yaml", "preprocessing.yaml", "detectors.yaml", "cards.yaml")
+
+
 def test_validate_all_lists_the_files_checked(tmp_path):
     directory = bundled_copy(tmp_path)
-    assert validate_all(directory) == [str(directory / "qraft.yaml"), str(directory / "sources.yaml")]
+    assert validate_all(directory) == [str(directory / name) for name in ALL_FILES]
+
+
+def test_validate_all_checks_the_pipeline_files_too(tmp_path):
+    directory = bundled_copy(tmp_path)
+    text = (directory / "detectors.yaml").read_text().replace("algorithm: ADWIN", "algorithm: ADWINN", 1)
+    write(directory, "detectors.yaml", text)
+    with pytest.raises(ConfigError, match=r"detectors\.yaml.*unknown river algorithm 'ADWINN'"):
+        validate_all(directory)
 
 
 def test_config_validate_command_on_a_good_directory(tmp_path, monkeypatch):
@@ -184,7 +195,7 @@ def test_config_validate_command_on_a_good_directory(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {
         "ok": True,
-        "checked": [str(directory / "qraft.yaml"), str(directory / "sources.yaml")],
+        "checked": [str(directory / name) for name in ALL_FILES],
     }
 
 
