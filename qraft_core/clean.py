@@ -33,6 +33,8 @@ class CleanResult:
     dead_lettered: int
     repaired: int
     by_source: dict[str, int]
+    # Seconds from event time to landing, worst case in the range: how late data arrives.
+    max_lateness_s: float = 0.0
 
     def as_metadata(self) -> dict[str, Any]:
         return {
@@ -42,6 +44,7 @@ class CleanResult:
             "dead_lettered": self.dead_lettered,
             "repaired": self.repaired,
             "by_source": self.by_source,
+            "max_lateness_s": self.max_lateness_s,
         }
 
 
@@ -139,7 +142,10 @@ def clean_windows(
         # dead_letters is keyed by window_start, so this replaces only this stage's letters.
         store.replace_window("dead_letters", start, end, dead_all, where=[Filter("stage", "=", CLEAN_STAGE)])
     raw_count = raw.height
+    lateness_ms = (raw["landed_at"] - raw["timestamp"]).dt.total_milliseconds().max() if raw_count else 0
+    lateness = float(lateness_ms) if isinstance(lateness_ms, (int, float)) else 0.0
     by_source = {source: n for source, n in clean_all.group_by("source").len().iter_rows()}
     windows = -(-(end - start) // interval)
     return CleanResult(windows, raw_count, clean_all.height, dead_all.height,
-                       int(clean_all["repaired"].sum() or 0), dict(sorted(by_source.items())))
+                       int(clean_all["repaired"].sum() or 0), dict(sorted(by_source.items())),
+                       round(lateness / 1000, 3))

@@ -79,7 +79,11 @@ def run_pipeline(rt: Runtime) -> dict[str, Any]:
 
     drain_sensor(defs, instance, None, on_run)
     bar.close()
-    return runs
+    from dagster import AssetKey
+
+    windows = {name: len(instance.get_materialized_partitions(AssetKey(name)))
+               for name in ("clean_events", "explanation_cards")}
+    return {**runs, "windows_materialized": windows}
 
 
 def _fresh_data_dir(rt: Runtime) -> None:
@@ -109,7 +113,9 @@ def demo(ctx: click.Context, keep: bool, as_json: bool) -> None:
         click.echo(f"1/3 publishing the demo sources to NATS ({rt.nats_url(start=True)}) …")
         published = asyncio.run(publish_sources(rt))
         click.echo("2/3 landing events from JetStream into ClickHouse …")
+        landing_started = time.monotonic()
         landed = asyncio.run(run_lander(rt, until_idle=True))
+        landing_s = time.monotonic() - landing_started
     finally:
         rt.stop_owned_services()
     click.echo("3/3 materializing the partitioned assets through Dagster …")
@@ -118,6 +124,7 @@ def demo(ctx: click.Context, keep: bool, as_json: bool) -> None:
         "published": published,
         "landed": landed.landed,
         "dead_lettered_at_landing": landed.dead_lettered,
+        "landing_events_per_s": round(landed.landed / landing_s) if landing_s else 0,
         "runs": runs,
         **table_counts(rt),
         "evaluation": evaluate_store(rt.store, DEMO_DIR / "ground_truth.json"),
@@ -152,7 +159,9 @@ def _demo_text(rt: Runtime, summary: dict[str, Any]) -> str:
         "",
         f"Demo done in {summary['seconds']}s: {summary['landed']} events landed, "
         f"{tables.get('clean_events', 0)} clean, {tables.get('dead_letters', 0)} dead letters, "
-        f"{summary['runs']['succeeded']} Dagster runs ({summary['runs']['failed']} failed).",
+        f"{summary['runs']['succeeded']} Dagster runs ({summary['runs']['failed']} failed), "
+        f"{summary['runs']['windows_materialized']['explanation_cards']} one-minute windows materialized; "
+        f"landing ran at {summary['landing_events_per_s']} events/s.",
         "",
         "Where to look:",
         "  qraft stats                 row counts, sources, dead letters",

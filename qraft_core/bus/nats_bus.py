@@ -110,6 +110,11 @@ class NatsBus:
         info = await self._sub.consumer_info()
         return int(info.num_pending + info.num_ack_pending)
 
+    async def consumer_pending(self, durable: str) -> int:
+        """Messages the named durable consumer has not yet acknowledged (its lag)."""
+        info = await self._js.consumer_info(self.settings.stream, durable)
+        return int(info.num_pending + info.num_ack_pending)
+
     async def stream_messages(self) -> int:
         info = await self._js.stream_info(self.settings.stream)
         return int(info.state.messages)

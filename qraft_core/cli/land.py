@@ -56,6 +56,23 @@ def land(ctx: click.Context, until_idle: bool, metrics_port: int | None, as_json
          f"in {stats.batches} batches ({stats.retries} store retries)")
 
 
+async def _lander_lag(rt: Runtime) -> int:
+    bus = await rt.connect_bus(start=False)
+    try:
+        return await asyncio.wait_for(bus.consumer_pending(rt.config.lander.durable_name), timeout=5)
+    finally:
+        await bus.close()
+
+
+def lander_lag(rt: Runtime) -> int | None:
+    """Messages waiting for the lander, or None when the bus or the consumer is not there."""
+    try:
+        return asyncio.run(_lander_lag(rt))
+    except Exception as exc:  # no server running, no consumer yet: lag is unknown, not an error
+        log.debug("lander lag unknown: %s", exc)
+        return None
+
+
 def table_counts(rt: Runtime) -> dict[str, Any]:
     """Row counts and freshness of every table, for `qraft stats` and the demo summary."""
     from qraft_core.store.schema import TABLES, spec
@@ -71,6 +88,7 @@ def table_counts(rt: Runtime) -> dict[str, Any]:
     return {
         "tables": counts,
         "raw_events_by_source": by_source,
+        # The watermark per source: the newest event time landed.
         "latest_event_time": latest,
         "dead_letters_by_stage": dead,
         "pattern_events_by_type": patterns,
@@ -82,10 +100,13 @@ def table_counts(rt: Runtime) -> dict[str, Any]:
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
     """Row counts per table, events per source, latest event times, dead letters, findings."""
-    data = table_counts(runtime(ctx))
+    rt = runtime(ctx)
+    data = {**table_counts(rt), "lander_lag_messages": lander_lag(rt)}
     lines = [f"{name:>20}  {n}" for name, n in data["tables"].items()]
     lines += [f"source {s}: {n} raw events, latest {data['latest_event_time'].get(s, '-')}"
               for s, n in sorted(data["raw_events_by_source"].items())]
     lines += [f"dead letters ({stage}): {n}" for stage, n in sorted(data["dead_letters_by_stage"].items())]
     lines += [f"pattern events ({t}): {n}" for t, n in sorted(data["pattern_events_by_type"].items())]
+    lag = data["lander_lag_messages"]
+    lines.append(f"lander lag: {'unknown (bus not running)' if lag is None else f'{lag} messages'}")
     emit(data, as_json, "\n".join(lines))
