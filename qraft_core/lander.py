@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -120,7 +122,7 @@ def land_batch(
                 reject(subject_source, f"oversize: {len(line)} bytes > {max_payload_bytes}", line[:4096], index)
                 continue
             try:
-                document = json.loads(line)
+                document, finite = _parse_line(line)
             except RecursionError:
                 reject(subject_source, "malformed JSON: nested too deeply", line, index)
                 continue
@@ -138,30 +140,105 @@ def land_batch(
                 reason = f"adapter: {envelope.get('reason', 'unparseable record')}"
                 reject(subject_source, reason, str(envelope.get("raw", "")).encode(), index)
                 continue
-            try:
-                event = StandardEvent.model_validate(document)
-            except ValidationError as exc:
-                reject(subject_source, _validation_reason(exc), line, index, document)
+            row = well_formed_row(document) if finite else None
+            if row is None:
+                # Not plainly well formed: the model decides, and names what is wrong.
+                try:
+                    event = StandardEvent.model_validate(document)
+                except ValidationError as exc:
+                    reject(subject_source, _validation_reason(exc), line, index, document)
+                    continue
+                row = (event.event_id, event.source, event.type, event.timestamp, event.ingest_time,
+                       json.dumps(event.payload, separators=(",", ":"), sort_keys=True),
+                       event.meta.parser_version, event.meta.raw_checksum)
+            if row[1] != subject_source:
+                reject(subject_source, f"source {row[1]!r} published on subject {subject!r}", line, index, document)
                 continue
-            if event.source != subject_source:
-                reject(subject_source, f"source {event.source!r} published on subject {subject!r}", line, index, document)
-                continue
-            if event.event_id in seen:
+            if row[0] in seen:
                 continue  # the same event twice in one batch: ReplacingMergeTree would collapse it anyway
-            seen.add(event.event_id)
-            raw["event_id"].append(event.event_id)
-            raw["source"].append(event.source)
-            raw["type"].append(event.type)
-            raw["timestamp"].append(event.timestamp)
-            raw["ingest_time"].append(event.ingest_time)
-            raw["payload"].append(json.dumps(event.payload, separators=(",", ":"), sort_keys=True))
-            raw["parser_version"].append(event.meta.parser_version)
-            raw["raw_checksum"].append(event.meta.raw_checksum)
+            seen.add(row[0])
+            for column, value in zip(RAW_COLUMNS, row, strict=True):
+                raw[column].append(value)
     raw_frame = pl.DataFrame(raw, schema_overrides=_TIME_SCHEMA).with_columns(
         pl.lit(landed_at).dt.cast_time_unit("ms").alias("landed_at")
     )
     dead_frame = pl.DataFrame(dead, schema=_DEAD_SCHEMA)
     return LandedBatch(raw_frame, dead_frame)
+
+
+_EVENT_FIELDS = frozenset(StandardEvent.model_fields)
+_SOURCE_NAME = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+
+
+class _NonFinite(ValueError):
+    """A NaN, an Infinity or an overflowing float in a line (the model names where)."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf
+        raise _NonFinite(text)
+    return value
+
+
+def _reject_constant(name: str) -> float:
+    raise _NonFinite(name)
+
+
+def _parse_line(line: bytes) -> tuple[Any, bool]:
+    """(document, all numbers finite?); raises ValueError/RecursionError for malformed JSON."""
+    try:
+        return json.loads(line, parse_constant=_reject_constant, parse_float=_finite_float), True
+    except _NonFinite:
+        return json.loads(line), False
+
+
+def _iso_utc(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def well_formed_row(document: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The raw_events row of an event in the shape adapters publish, checked without the model.
+
+    The document must come from a parse that rejected non-finite numbers. Anything
+    unusual (other time formats, odd types) returns None, and
+    `StandardEvent` then accepts it or says why not; so this path only ever accepts what the
+    model accepts, ~4x faster.
+
+    >>> well_formed_row({"event_id": "e", "source": "s", "type": "t", "timestamp": "2026-01-05T00:00:00Z",
+    ...     "ingest_time": "2026-01-05T00:00:01Z", "payload": {"b": 1, "a": "x"},
+    ...     "meta": {"parser_version": "v1"}})[5]
+    '{"a":"x","b":1}'
+    >>> well_formed_row({"event_id": "e", "source": "s", "type": "t", "timestamp": 1767571200,
+    ...     "ingest_time": "2026-01-05T00:00:01Z", "payload": {}, "meta": {"parser_version": "v1"}}) is None
+    True
+    """
+    if document.keys() != _EVENT_FIELDS:
+        return None
+    event_id, source, kind, meta, payload = (
+        document["event_id"], document["source"], document["type"], document["meta"], document["payload"]
+    )
+    if not (
+        isinstance(event_id, str) and 0 < len(event_id) <= 256
+        and isinstance(source, str) and _SOURCE_NAME.fullmatch(source)
+        and isinstance(kind, str) and 0 < len(kind) <= 64
+        and isinstance(payload, dict) and isinstance(meta, dict)
+        and isinstance(meta.get("parser_version"), str) and meta["parser_version"]
+        and isinstance(meta.get("raw_checksum", ""), str)
+    ):
+        return None
+    timestamp, ingest_time = _iso_utc(document["timestamp"]), _iso_utc(document["ingest_time"])
+    if timestamp is None or ingest_time is None:
+        return None
+    return (event_id, source, kind, timestamp, ingest_time,
+            json.dumps(payload, separators=(",", ":"), sort_keys=True),
+            meta["parser_version"], meta.get("raw_checksum", ""))
 
 
 _TIME_SCHEMA: dict[str, pl.DataType] = {

@@ -12,7 +12,7 @@ import pytest
 from qraft_core.adapters.base import dead_letter_envelope
 from qraft_core.bus.fake import MemoryBus
 from qraft_core.config import LanderConfig
-from qraft_core.events import checksum, stable_id
+from qraft_core.events import StandardEvent, checksum, stable_id
 from qraft_core.lander import Lander, land_batch
 
 NOW = datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
@@ -273,3 +273,30 @@ def test_a_malformed_dead_letter_envelope_is_itself_dead_lettered(envelope):
     batch = land_batch([(SUBJECT, event_line("ok") + b"\n" + envelope)], now=NOW)
     assert batch.raw_events["event_id"].to_list() == ["ok"]
     assert batch.dead_letters["raw"].to_list() == [envelope.decode()]
+
+
+@pytest.mark.parametrize("timestamp", ["2026-01-05T00:00:01Z", "2026-01-05T01:00:01+01:00", "2026-01-05T00:00:01.123456"])
+def test_the_fast_path_gives_exactly_the_models_row(timestamp):
+    from qraft_core.lander import well_formed_row
+
+    document = {"event_id": "e1", "source": "binance_spot", "type": "trade", "timestamp": timestamp,
+                "ingest_time": "2026-01-05T00:00:02Z", "payload": {"q": "0.5", "p": 1.25, "n": [1, {"b": None}]},
+                "meta": {"parser_version": "v1", "raw_checksum": "abc", "extra": 1}}
+    event = StandardEvent.model_validate(document)
+    assert well_formed_row(document) == (
+        event.event_id, event.source, event.type, event.timestamp, event.ingest_time,
+        json.dumps(event.payload, separators=(",", ":"), sort_keys=True),
+        event.meta.parser_version, event.meta.raw_checksum,
+    )
+
+
+@pytest.mark.parametrize("change", [
+    {"timestamp": 1767571201}, {"event_id": ""}, {"source": "bad source"}, {"payload": []},
+    {"meta": {}}, {"extra_field": 1},
+])
+def test_the_fast_path_leaves_anything_unusual_to_the_model(change):
+    from qraft_core.lander import well_formed_row
+
+    document = {"event_id": "e1", "source": "s", "type": "t", "timestamp": "2026-01-05T00:00:01Z",
+                "ingest_time": "2026-01-05T00:00:02Z", "payload": {}, "meta": {"parser_version": "v1"}, **change}
+    assert well_formed_row(document) is None
