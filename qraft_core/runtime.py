@@ -5,7 +5,11 @@ Dagster gets the same objects through its resources, which call this module.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -69,6 +73,20 @@ class Runtime:
 
     async def connect_bus(self, start: bool = True) -> NatsBus:
         return await NatsBus(self.nats_url(start), self.stream_settings).connect()
+
+    @asynccontextmanager
+    async def bus_until_signal(self, stop: asyncio.Event) -> AsyncIterator[NatsBus]:
+        """The bus for a long-running service; SIGTERM or SIGINT sets `stop` instead of killing it."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        bus = await self.connect_bus()
+        try:
+            yield bus
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await bus.close()
 
     def stop_owned_services(self) -> None:
         """Stop the embedded NATS server if this runtime started it."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from dataclasses import asdict
 from typing import Any
 
@@ -21,11 +20,7 @@ log = logging.getLogger(__name__)
 async def run_lander(rt: Runtime, until_idle: bool = False, stop: asyncio.Event | None = None) -> LanderStats:
     """Consume the configured bus into the configured store until stopped (SIGTERM/SIGINT)."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    bus = await rt.connect_bus()
-    try:
+    async with rt.bus_until_signal(stop) as bus:
         lander_config = rt.config.lander
         await bus.subscribe(lander_config.durable_name)
         lander = Lander(
@@ -33,10 +28,6 @@ async def run_lander(rt: Runtime, until_idle: bool = False, stop: asyncio.Event 
             subject_prefix=rt.config.nats.subject_prefix, interval=rt.config.partitions.interval,
         )
         return await lander.run(stop, until_idle=until_idle)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await bus.close()
 
 
 @main.command("land")

@@ -54,17 +54,9 @@ def sources_list(ctx: click.Context, as_json: bool) -> None:
 async def run_sources(rt: Any, poll_s: float, stop: asyncio.Event | None = None) -> None:
     """Every enabled source against the configured bus and store until stopped (SIGTERM/SIGINT)."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    bus = await rt.connect_bus()
-    try:
+    async with rt.bus_until_signal(stop) as bus:
         await bus.ensure_stream()
         await supervise_sources(rt.config_path, rt.state_dir, bus, stop, store=rt.store, poll_s=poll_s)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await bus.close()
 
 
 @sources_group.command("run")
