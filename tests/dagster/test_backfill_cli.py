@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
 from qraft_core.lander import land_batch
@@ -30,6 +31,7 @@ def _trades(n: int) -> bytes:
     }) for i in range(n)).encode()
 
 
+@pytest.mark.timeout(900)
 def test_dagster_job_backfill_runs_every_window_in_order(config_dir, tmp_path):
     rt = Runtime.load(config_dir)
     rt.store.insert("raw_events", land_batch([("qraft.raw.binance_spot", _trades(200))]).raw_events)
@@ -48,7 +50,8 @@ def test_dagster_job_backfill_runs_every_window_in_order(config_dir, tmp_path):
     )
     try:
         with DagsterInstance.from_config(str(home)) as instance:
-            deadline = time.monotonic() + 240
+            # Each run is its own process (imports, JVM); a loaded machine needs minutes for four.
+            deadline = time.monotonic() + 540
 
             def backfill_runs() -> list:  # type: ignore[type-arg]
                 # The daemon's window sensor may request its own run too; only the backfill's count here.
