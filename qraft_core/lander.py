@@ -36,6 +36,7 @@ from qraft_core.metrics import (
     LAND_BATCH_SECONDS,
     STORE_RETRIES,
 )
+from qraft_core.scheduling import floor_to
 from qraft_core.store.base import EventStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def land_batch(
     seen: set[str] = set()
 
     def reject(subject_source: str, reason: str, line: bytes, index: int, event: dict[str, Any] | None = None) -> None:
-        event_time = _event_time(event)
+        event_time = _iso_utc(event.get("timestamp")) if event else None
         dead.append(
             {
                 "letter_id": stable_id("lander", subject_source, checksum(line), index),
@@ -108,7 +109,7 @@ def land_batch(
                 "raw": line.decode("utf-8", "replace"),
                 "event_id": str((event or {}).get("event_id", ""))[:256],
                 "event_time": event_time,
-                "window_start": _floor(event_time, interval) if event_time else None,
+                "window_start": floor_to(event_time, interval) if event_time else None,
                 "received_at": landed_at,
             }
         )
@@ -256,27 +257,6 @@ _DEAD_SCHEMA: dict[str, pl.DataType] = {
     "window_start": pl.Datetime("ms", "UTC"),
     "received_at": pl.Datetime("ms", "UTC"),
 }
-
-
-def _event_time(event: dict[str, Any] | None) -> datetime | None:
-    if not event:
-        return None
-    try:
-        return _parse_time(event.get("timestamp"))
-    except ValueError:
-        return None
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _floor(ts: datetime, interval: timedelta) -> datetime:
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    return epoch + ((ts - epoch) // interval) * interval
 
 
 @dataclass

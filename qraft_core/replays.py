@@ -19,6 +19,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from qraft_core.bus.embedded import process_alive
 from qraft_core.config import ConfigError, PartitionsConfig
 from qraft_core.events import iso, stable_id
 from qraft_core.scheduling import ceil_to, floor_to, partition_start
@@ -40,14 +41,6 @@ def replay_window(start: datetime, end: datetime, config: PartitionsConfig) -> t
 
 class ReplayConflict(RuntimeError):
     """Another replay over an overlapping window is running."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
 
 
 @dataclass
@@ -88,7 +81,7 @@ class ReplayRegistry:
         if not path.exists():
             return None
         record = ReplayRecord(**json.loads(path.read_text()))
-        if record.status == "running" and record.pid and not _alive(record.pid):
+        if record.status == "running" and record.pid and not process_alive(record.pid):
             record.status = "failed"
             record.summary = {**record.summary, "error": "the replay process exited before finishing"}
         return record

@@ -7,6 +7,7 @@ from typing import Any
 from dagster import DagsterInstance, Definitions
 
 from qraft_core.events import PatternEvent
+from qraft_core.patterns.materialize import load_pattern_events
 from qraft_core.runtime import Runtime
 from qraft_core.store.base import Filter
 from qraft_dagster.execute import materialize_windows
@@ -38,9 +39,7 @@ def run_replay(
 
 
 def replayed_patterns(rt: Runtime, start: datetime, end: datetime, sources: list[str]) -> list[PatternEvent]:
-    frame = rt.store.select("pattern_events", start=start, end=end, columns=["body"],
-                            order_by=("window_start", "pattern_id"))
-    patterns = [PatternEvent.model_validate_json(body) for body in frame["body"]]
+    patterns = load_pattern_events(rt.store, start, end)
     if sources:
         patterns = [p for p in patterns if any(s.split(":")[0] in sources for s in p.source_streams)]
     return patterns

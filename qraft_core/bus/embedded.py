@@ -39,7 +39,7 @@ def nats_server_binary() -> str:
     return found
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except OSError:
@@ -80,7 +80,7 @@ class EmbeddedNats:
             state = json.loads(state_file.read_text())
         except (OSError, ValueError):
             return None
-        if _alive(state["pid"]) and _port_open(state["port"]):
+        if process_alive(state["pid"]) and _port_open(state["port"]):
             return cls(directory=directory, port=state["port"], pid=state["pid"])
         return None
 
@@ -120,10 +120,10 @@ class EmbeddedNats:
         return self
 
     def stop(self) -> None:
-        if self.pid and _alive(self.pid):
+        if self.pid and process_alive(self.pid):
             os.kill(self.pid, signal.SIGTERM)
             deadline = time.monotonic() + 10
-            while _alive(self.pid) and time.monotonic() < deadline:
+            while process_alive(self.pid) and time.monotonic() < deadline:
                 if self.process is not None and self.process.poll() is not None:
                     break
                 time.sleep(0.05)
