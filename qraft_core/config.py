@@ -9,13 +9,14 @@ environment variables (for example `QRAFT_NATS_URL`, `QRAFT_STORE_DSN`).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CONFIG_DIR_ENV = "QRAFT_CONFIG_DIR"
 ENV_PREFIX = "QRAFT_"
@@ -119,8 +120,54 @@ class ApiConfig(Strict):
     max_page: int = Field(default=1000, ge=1)
 
 
+class DagsterK8sConfig(Strict):
+    """Where the Kubernetes run launcher starts one Job per run (`dagster.run_launcher: k8s`)."""
+
+    image: str = ""
+    namespace: str = "qraft"
+    service_account: str = "qraft-dagster"
+    # The ConfigMap holding this dagster.yaml, mounted into every run pod.
+    instance_config_map: str = "qraft-dagster-instance"
+    env_config_maps: list[str] = Field(default_factory=lambda: ["qraft-env"])
+    env_secrets: list[str] = Field(default_factory=lambda: ["qraft-secrets"])
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg2://")
+
+
 class DagsterConfig(Strict):
     port: int = Field(default=3000, ge=1, le=65535)
+    # `sqlite`: runs, event log and sensor cursors under the Dagster home (one machine).
+    # `postgresql://user@host:5432/db`: the same on a server shared by webserver, daemon and runs;
+    # the password comes from PGPASSWORD (libpq), so dagster.yaml never holds it.
+    storage: str = "sqlite"
+    run_launcher: Literal["default", "k8s"] = "default"
+    k8s: DagsterK8sConfig = DagsterK8sConfig()
+    # Step stdout/stderr; empty = under the Dagster home, else a directory every process shares.
+    compute_logs_dir: str = ""
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        if value == "sqlite":
+            return value
+        if not value.startswith(POSTGRES_SCHEMES):
+            raise ValueError(f"expected 'sqlite' or a URL starting with {' or '.join(POSTGRES_SCHEMES)}")
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.password is not None:
+            raise ValueError("the URL holds a password; set it in the PGPASSWORD environment variable instead")
+        if not parts.hostname or not parts.path.strip("/"):
+            raise ValueError("expected a host and a database name, e.g. postgresql://dagster@db:5432/dagster")
+        return value
+
+    @model_validator(mode="after")
+    def _launcher_has_image(self) -> DagsterConfig:
+        if self.run_launcher == "k8s" and not self.k8s.image:
+            raise ValueError("k8s.image: the Kubernetes run launcher needs the image of the user code")
+        return self
 
 
 class QraftConfig(Strict):
@@ -201,9 +248,14 @@ def describe_validation_error(path: Path | str, error: ValidationError) -> str:
         expected = problem["msg"]
         if problem["type"] == "extra_forbidden":
             expected = "an unknown key (check the spelling)"
-        shown = "" if isinstance(found, (dict, list)) else f" (got {found!r})"
+        shown = "" if isinstance(found, (dict, list)) else f" (got {_mask_password(repr(found))})"
         lines.append(f"{path}: {key or '<top>'}: {expected}{shown}")
     return "\n".join(lines)
+
+
+def _mask_password(text: str) -> str:
+    """user:secret@host in a URL becomes user:***@host: errors are printed and logged."""
+    return re.sub(r"(//[^:/@\s]+:)[^@/\s]+@", r"\1***@", text)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -67,7 +67,7 @@ def run_pipeline(rt: Runtime) -> dict[str, Any]:
     defs = build_definitions(str(rt.config_path.resolve()))
 
     logging.getLogger("dagster").setLevel(logging.WARNING)
-    instance = open_instance(rt.config.dagster_home)
+    instance = open_instance(rt.config.dagster_home, rt.config.dagster)
     runs = {"succeeded": 0, "failed": 0}
     bar = tqdm(desc="pipeline runs", unit="run")
 
@@ -204,7 +204,7 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
     url = rt.nats_url(start=True)
     from qraft_dagster.execute import ensure_dagster_home
 
-    env = {**os.environ, "QRAFT_NATS_URL": url, "DAGSTER_HOME": str(ensure_dagster_home(rt.config.dagster_home))}
+    env = {**os.environ, "QRAFT_NATS_URL": url, "DAGSTER_HOME": str(ensure_dagster_home(rt.config.dagster_home, rt.config.dagster))}
     qraft = [sys.executable, "-m", "qraft_dagster"]
     children: dict[str, list[str]] = {"lander": [*qraft, "land"]}
     if not no_sources:
@@ -324,7 +324,7 @@ def replay(ctx: click.Context, start_text: str, end_text: str, sources: tuple[st
 
     logging.getLogger("dagster").setLevel(logging.WARNING)
     began = time.monotonic()
-    instance = DagsterInstance.ephemeral() if in_process else open_instance(rt.config.dagster_home)
+    instance = DagsterInstance.ephemeral() if in_process else open_instance(rt.config.dagster_home, rt.config.dagster)
     windows = int((end - start) / rt.config.partitions.interval)
     with tqdm(total=windows, desc="replay", unit="window", disable=as_json) as bar:
         outcome = run_replay(defs, instance, rt, start, end, bar.update)

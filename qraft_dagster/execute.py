@@ -18,7 +18,8 @@ from dagster import (
     build_sensor_context,
 )
 
-from qraft_core.config import PartitionsConfig
+from qraft_core.config import DagsterConfig, PartitionsConfig
+from qraft_dagster.instance import write_instance_settings
 from qraft_dagster.sensors.windows import PIPELINE_JOB, window_tags
 
 SENSOR_NAME = "qraft_window_sensor"
@@ -26,31 +27,15 @@ SENSOR_NAME = "qraft_window_sensor"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-# Runs execute one at a time, in the order they were requested: the self-dependent detections
-# asset needs window N-1's state before window N, whether runs come from the sensor or a backfill.
-INSTANCE_SETTINGS = """\
-telemetry:
-  enabled: false
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    max_concurrent_runs: 1
-"""
-
-
-def ensure_dagster_home(dagster_home: Path) -> Path:
-    """The Dagster home under the data directory, with Qraft's instance settings."""
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    settings = dagster_home / "dagster.yaml"
-    if not settings.exists():
-        settings.write_text(INSTANCE_SETTINGS)
+def ensure_dagster_home(dagster_home: Path, settings: DagsterConfig | None = None) -> Path:
+    """The Dagster home under the data directory, with dagster.yaml written from Qraft's settings."""
+    write_instance_settings(dagster_home, settings or DagsterConfig())
     return dagster_home
 
 
-def open_instance(dagster_home: Path) -> DagsterInstance:
+def open_instance(dagster_home: Path, settings: DagsterConfig | None = None) -> DagsterInstance:
     """The persistent instance under the data directory (the one `dagster dev` there uses)."""
-    os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(dagster_home))
+    os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(dagster_home, settings))
     return DagsterInstance.get()
 
 
