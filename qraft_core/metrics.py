@@ -6,6 +6,7 @@ Every process serves the default registry on its own configured port.
 from __future__ import annotations
 
 import logging
+import os
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -31,7 +32,8 @@ ADAPTER_LAG_SECONDS = Gauge(
 def serve_metrics(port: int) -> int:
     """Serve /metrics on `port` (0 picks a free one); returns the port, or 0 if it is taken."""
     try:
-        server, _thread = start_http_server(port, addr="127.0.0.1")
+        # Loopback unless a container or pod must be scraped from outside (QRAFT_METRICS_HOST=0.0.0.0).
+        server, _thread = start_http_server(port, addr=os.environ.get("QRAFT_METRICS_HOST", "127.0.0.1"))
     except OSError as exc:
         # A metrics port clash must not stop ingestion.
         log.warning("metrics not served: port %s unavailable (%s)", port, exc)

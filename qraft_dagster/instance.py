@@ -9,6 +9,7 @@ self-dependent detections asset needs window N-1's state before window N.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -84,3 +85,20 @@ def write_instance_settings(dagster_home: Path, config: DagsterConfig) -> Path:
         out.write(text)
     os.replace(temporary, target)
     return target
+
+
+def main() -> None:
+    """`python -m qraft_dagster.instance`: write dagster.yaml for this configuration, print DAGSTER_HOME."""
+    from qraft_core.config import ConfigError, load_qraft_config
+
+    try:
+        config = load_qraft_config()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    write_instance_settings(config.dagster_home, config.dagster)
+    print(config.dagster_home)
+
+
+if __name__ == "__main__":
+    main()

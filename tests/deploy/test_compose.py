@@ -1,0 +1,87 @@
+"""The Compose file: valid against the Compose specification, and consistent with the repository
+(mounted files exist, Qraft commands and options exist, the environment is a valid configuration)."""
+
+import json
+
+import jsonschema
+import pytest
+import yaml
+
+from qraft_core.config import load_qraft_config
+from qraft_dagster.instance import instance_settings
+
+from .conftest import DEPLOY, interpolate, unknown_cli_usage
+
+COMPOSE = DEPLOY / "compose" / "compose.yaml"
+SCHEMA = json.loads((DEPLOY / "schemas" / "compose-spec.json").read_text())
+STACK = {"clickhouse", "nats-1", "nats-2", "nats-3", "postgres", "dagster-code", "dagster-webserver",
+         "dagster-daemon", "lander", "sources", "api", "mlflow", "superset", "prometheus",
+         "alertmanager", "grafana"}
+
+
+def compose_errors(document: dict) -> list[str]:  # type: ignore[type-arg]
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_compose_file_matches_the_compose_specification(compose):
+    assert compose_errors(compose) == []
+    assert set(compose["services"]) == STACK
+
+
+def test_the_schema_check_rejects_a_broken_file(compose):
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["lander"]["restart"] = ["always"]
+    broken["services"]["api"]["healtcheck"] = {"test": "true"}
+    errors = compose_errors(broken)
+    assert any(e.startswith("services/lander/restart") for e in errors)
+    assert any("healtcheck" in e for e in errors)
+
+
+def test_every_mounted_file_and_build_context_exists(compose):
+    base = COMPOSE.parent
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (base / source).exists(), f"{name}: {source} does not exist"
+        build = service.get("build")
+        if build:
+            context = base / (build if isinstance(build, str) else build["context"])
+            dockerfile = context / (build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile")
+            assert dockerfile.exists(), f"{name}: {dockerfile} does not exist"
+
+
+def test_qraft_commands_and_options_exist(compose):
+    commands = [s["command"] for s in compose["services"].values() if s.get("command", [None])[0] == "qraft"]
+    assert len(commands) == 3
+    assert [problem for argv in commands for problem in unknown_cli_usage(argv)] == []
+    assert unknown_cli_usage(["qraft", "land", "--metrics-prot", "1"]) == [
+        "unknown option '--metrics-prot' in qraft land --metrics-prot 1"
+    ]
+
+
+def test_the_qraft_environment_is_a_valid_configuration_with_dagster_on_postgres(compose, tmp_path):
+    environment = {k: interpolate(str(v)) for k, v in compose["services"]["lander"]["environment"].items()}
+    config = load_qraft_config(DEPLOY.parent / "config", environment)
+    assert config.store.dsn == "http://qraft:placeholder@clickhouse:8123/default"
+    settings = instance_settings(config.dagster)
+    assert settings["storage"]["postgres"]["postgres_db"]["hostname"] == "postgres"
+    assert settings["run_coordinator"]["config"] == {"max_concurrent_runs": 1}
+
+
+def test_prometheus_scrapes_the_ports_the_processes_serve(compose):
+    scrape = yaml.safe_load((COMPOSE.parent / "prometheus.yml").read_text())
+    targets = {t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
+    served = set()
+    for name, service in compose["services"].items():
+        command = service.get("command", [])
+        if "--metrics-port" in command:
+            served.add(f"{name}:{command[command.index('--metrics-port') + 1]}")
+    assert targets == served == {"lander:9464", "sources:9465"}
+    assert scrape["rule_files"] == ["alerts.yml"]
