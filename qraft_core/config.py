@@ -131,6 +131,9 @@ class DagsterK8sConfig(Strict):
     env_config_maps: list[str] = Field(default_factory=lambda: ["qraft-env"])
     env_secrets: list[str] = Field(default_factory=lambda: ["qraft-secrets"])
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    # A ReadWriteMany claim mounted at dagster.compute_logs_dir in every run pod, so the
+    # webserver shows the step logs of runs whose pods are gone.
+    compute_logs_claim: str = ""
 
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg2://")
@@ -167,6 +170,8 @@ class DagsterConfig(Strict):
     def _launcher_has_image(self) -> DagsterConfig:
         if self.run_launcher == "k8s" and not self.k8s.image:
             raise ValueError("k8s.image: the Kubernetes run launcher needs the image of the user code")
+        if self.k8s.compute_logs_claim and not self.compute_logs_dir:
+            raise ValueError("k8s.compute_logs_claim: set compute_logs_dir, where the claim is mounted")
         return self
 
 

@@ -64,6 +64,11 @@ def instance_settings(config: DagsterConfig) -> dict[str, Any]:
                 "load_incluster_config": True,
             },
         }
+        if k8s.compute_logs_claim:
+            settings["run_launcher"]["config"] |= {
+                "volumes": [{"name": "compute-logs", "persistentVolumeClaim": {"claimName": k8s.compute_logs_claim}}],
+                "volume_mounts": [{"name": "compute-logs", "mountPath": config.compute_logs_dir}],
+            }
     if config.compute_logs_dir:
         settings["compute_logs"] = {
             "module": "dagster.core.storage.local_compute_log_manager",
@@ -87,15 +92,20 @@ def write_instance_settings(dagster_home: Path, config: DagsterConfig) -> Path:
     return target
 
 
-def main() -> None:
-    """`python -m qraft_dagster.instance`: write dagster.yaml for this configuration, print DAGSTER_HOME."""
+def main(argv: list[str] | None = None) -> None:
+    """`python -m qraft_dagster.instance [--print]`: write dagster.yaml for this configuration and
+    print DAGSTER_HOME, or print the file's content (for a Kubernetes ConfigMap)."""
     from qraft_core.config import ConfigError, load_qraft_config
 
+    args = sys.argv[1:] if argv is None else argv
     try:
         config = load_qraft_config()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if args == ["--print"]:
+        print(yaml.safe_dump(instance_settings(config.dagster), sort_keys=False), end="")
+        return
     write_instance_settings(config.dagster_home, config.dagster)
     print(config.dagster_home)
 

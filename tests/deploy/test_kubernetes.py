@@ -1,0 +1,106 @@
+"""The Kubernetes manifests: every overlay rendered and each resource validated, strictly, against
+the Kubernetes API schemas (bundled by kubernetes-validate), then checked for what the schemas
+cannot see: references that resolve, commands that exist, settings that load."""
+
+import copy
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from qraft_core.config import load_qraft_config
+from qraft_dagster.instance import instance_settings
+
+from .conftest import DEPLOY, unknown_cli_usage
+from .kustomize import pod_specs, render
+
+# The oldest Kubernetes release still supported upstream when these manifests were written.
+KUBERNETES = "1.32.0"
+OVERLAYS = ["local", "production"]
+SECRET_KEYS = {line.split("=", 1)[0] for line in (DEPLOY / "k8s" / "secrets.env.example").read_text().splitlines()
+               if line and not line.startswith("#")}
+
+
+def schema_errors(resource: dict) -> list[str]:  # type: ignore[type-arg]
+    try:
+        kubernetes_validate.validate(resource, KUBERNETES, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        return [f"{resource['kind']}/{resource['metadata']['name']}: {error.message}"]
+    return []
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request):  # type: ignore[no-untyped-def]
+    return request.param, render(DEPLOY / "k8s" / "overlays" / request.param)
+
+
+def test_every_resource_is_valid_against_the_kubernetes_schemas(rendered):
+    _, resources = rendered
+    assert len(resources) > 30
+    assert [e for resource in resources for e in schema_errors(resource)] == []
+
+
+def test_the_schema_check_rejects_a_misspelt_field(rendered):
+    _, resources = rendered
+    lander = copy.deepcopy(next(r for r in resources if r["metadata"]["name"] == "lander"))
+    lander["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    assert schema_errors(lander) and "imagePullPolcy" in schema_errors(lander)[0]
+
+
+def test_every_reference_resolves_and_every_secret_key_is_documented(rendered):
+    _, resources = rendered
+    names = {(r["kind"], r["metadata"]["name"]) for r in resources}
+    for owner, pod in pod_specs(resources):
+        for volume in pod.get("volumes", []):
+            if "configMap" in volume:
+                assert ("ConfigMap", volume["configMap"]["name"]) in names, owner
+            if "persistentVolumeClaim" in volume:
+                assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in names, owner
+        if "serviceAccountName" in pod:
+            assert ("ServiceAccount", pod["serviceAccountName"]) in names, owner
+        for container in pod["containers"]:
+            mounted = {v["name"] for v in pod.get("volumes", [])}
+            assert {m["name"] for m in container.get("volumeMounts", [])} <= mounted, owner
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source:
+                    assert ("ConfigMap", source["configMapRef"]["name"]) in names, owner
+                else:
+                    assert source["secretRef"]["name"] == "qraft-secrets", owner
+            for variable in container.get("env", []):
+                secret = variable.get("valueFrom", {}).get("secretKeyRef")
+                if secret:
+                    assert secret["name"] == "qraft-secrets" and secret["key"] in SECRET_KEYS, owner
+
+
+def test_every_service_selects_pods(rendered):
+    _, resources = rendered
+    pod_labels = [r["spec"]["template"]["metadata"]["labels"] for r in resources if "template" in r.get("spec", {})]
+    for service in (r for r in resources if r["kind"] == "Service"):
+        selector = service["spec"]["selector"].items()
+        assert any(selector <= labels.items() for labels in pod_labels), service["metadata"]["name"]
+
+
+def test_qraft_containers_run_commands_that_exist_with_a_valid_configuration(rendered):
+    overlay, resources = rendered
+    environment = next(r for r in resources if r["metadata"]["name"] == "qraft-env")["data"]
+    config = load_qraft_config(DEPLOY.parent / "config", environment)
+    assert config.dagster.storage == "postgresql://qraft@postgres:5432/dagster"
+    commands = [c["args"] for _, pod in pod_specs(resources) for c in pod["containers"]
+                if c.get("args", [""])[0] == "qraft"]
+    assert sorted(argv[1] for argv in commands) == ["api", "land", "sources"]
+    assert [problem for argv in commands for problem in unknown_cli_usage(argv)] == []
+
+
+def test_production_runs_each_dagster_run_as_a_job_with_the_instance_qraft_writes():
+    resources = render(DEPLOY / "k8s" / "overlays" / "production")
+    environment = next(r for r in resources if r["metadata"]["name"] == "qraft-env")["data"]
+    config = load_qraft_config(DEPLOY.parent / "config", environment)
+    instance = next(r for r in resources if r["metadata"]["name"] == "qraft-dagster-instance")
+    assert yaml.safe_load(instance["data"]["dagster.yaml"]) == instance_settings(config.dagster)
+    launcher = instance_settings(config.dagster)["run_launcher"]["config"]
+    images = {c["image"] for _, pod in pod_specs(resources) for c in pod["containers"]}
+    assert launcher["job_image"] in images
+    lander = next(r for r in resources if r["metadata"]["name"] == "lander")
+    assert lander["spec"]["replicas"] == 3
+    webserver = dict(pod_specs(resources))["dagster-webserver"]
+    assert {"name": "compute-logs", "mountPath": config.dagster.compute_logs_dir} in webserver["containers"][0]["volumeMounts"]
