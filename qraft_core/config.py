@@ -34,6 +34,24 @@ class StoreConfig(Strict):
     # Empty means the embedded default: chdb://<data_dir>/clickhouse
     dsn: str = ""
     lock_timeout_s: float = Field(default=60.0, gt=0)
+    # A cluster defined on the server (remote_servers): Replicated tables ON CLUSTER + Distributed.
+    cluster: str = Field(default="", pattern=r"^([A-Za-z_][A-Za-z0-9_]{0,63})?$")
+    # Days a table's rows are kept (a TTL); tables not listed are kept for good.
+    retention_days: dict[str, int] = Field(default_factory=dict)
+    # Raw and clean rows of a source expire after that source's `retention_days` in sources.yaml.
+    source_retention: bool = False
+
+    @field_validator("retention_days")
+    @classmethod
+    def _known_tables(cls, value: dict[str, int]) -> dict[str, int]:
+        from qraft_core.store.cluster import RETENTION_CLOCKS
+
+        for table, days in value.items():
+            if table not in RETENTION_CLOCKS:
+                raise ValueError(f"{table!r} is not a table with a retention; expected one of {', '.join(RETENTION_CLOCKS)}")
+            if days < 1:
+                raise ValueError(f"{table}: expected at least 1 day (got {days})")
+        return value
 
 
 class NatsConfig(Strict):

@@ -18,7 +18,7 @@ from qraft_core.bus.base import StreamSettings
 from qraft_core.bus.embedded import EmbeddedNats
 from qraft_core.bus.nats_bus import NatsBus
 from qraft_core.config import QraftConfig, SourcesFile, config_dir, load_qraft_config, load_sources
-from qraft_core.store import ClickHouseStore, open_store
+from qraft_core.store import ClickHouseStore, StoreLayout, open_store
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,9 @@ class Runtime:
     @cached_property
     def store(self) -> ClickHouseStore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        return open_store(self.config.store_dsn, self.config.store.lock_timeout_s)
+        sources = self.sources() if self.config.store.source_retention else None
+        layout = StoreLayout.from_config(self.config, sources)
+        return open_store(self.config.store_dsn, self.config.store.lock_timeout_s, layout=layout)
 
     def sources(self) -> SourcesFile:
         return load_sources(self.config_path)

@@ -21,6 +21,7 @@ import polars as pl
 from filelock import FileLock, Timeout
 
 from qraft_core.store.base import Filter, StoreError, StoreUnavailable
+from qraft_core.store.cluster import StoreLayout, apply_migrations, delete_statement
 from qraft_core.store.schema import TableSpec, checked_identifier, spec
 
 log = logging.getLogger(__name__)
@@ -67,11 +68,12 @@ class ClickHouseStore:
     ValueError: store DSN must start with chdb://, http:// or https:// (got 'mysql://nope')
     """
 
-    def __init__(self, dsn: str, lock_timeout_s: float = 60.0) -> None:
+    def __init__(self, dsn: str, lock_timeout_s: float = 60.0, layout: StoreLayout | None = None) -> None:
         if not dsn.startswith(("chdb://", "http://", "https://")):
             raise ValueError(f"store DSN must start with chdb://, http:// or https:// (got {dsn!r})")
         self.dsn = dsn
         self.lock_timeout_s = lock_timeout_s
+        self.layout = layout or StoreLayout()
         self.embedded = dsn.startswith("chdb://")
         self._client: Any = None
         self._depth = 0
@@ -141,25 +143,11 @@ class ClickHouseStore:
 
     # -- schema ---------------------------------------------------------
     def migrate(self) -> list[str]:
-        applied = []
+        migrations = [(version, name, _statements(sql)) for version, name, sql in migration_files()]
         with self._client_in_session() as client:
-            client.command(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
-                "applied_at DateTime64(3, 'UTC')) ENGINE = MergeTree ORDER BY version"
-            )
-            done = {row[0] for row in client.query("SELECT version FROM schema_migrations").result_rows}
-            for version, name, sql in migration_files():
-                if version in done:
-                    continue
-                for statement in _statements(sql):
-                    client.command(statement)
-                client.insert(
-                    "schema_migrations",
-                    [[version, name, datetime.now(UTC)]],
-                    column_names=["version", "name", "applied_at"],
-                )
-                applied.append(name)
-        return applied
+            # Processes sharing a server take turns; the embedded store's file lock already does that.
+            lock_timeout = None if self.embedded else self.lock_timeout_s
+            return apply_migrations(client, migrations, self.layout, lock_timeout)
 
     # -- writes ---------------------------------------------------------
     def insert(self, table: str, frame: pl.DataFrame) -> int:
@@ -175,7 +163,7 @@ class ClickHouseStore:
         table_spec = spec(table)
         clause, params = _where_sql(table_spec, None, None, where)
         with self._client_in_session() as client:
-            client.command(f"DELETE FROM {table_spec.name} {clause}", parameters=params)
+            client.command(delete_statement(table_spec.name, clause, self.layout), parameters=params)
 
     def replace_window(
         self,
@@ -191,7 +179,7 @@ class ClickHouseStore:
             # A DELETE is a mutation (~0.1 s even when it matches nothing); first runs find empty windows.
             found = client.query(f"SELECT 1 FROM {table_spec.name} {clause} LIMIT 1", parameters=params)
             if found.result_rows:
-                client.command(f"DELETE FROM {table_spec.name} {clause}", parameters=params)
+                client.command(delete_statement(table_spec.name, clause, self.layout), parameters=params)
             return self.insert(table, frame)
 
     # -- reads ----------------------------------------------------------
