@@ -17,13 +17,13 @@ from typing import Any
 import polars as pl
 
 from qraft_core.redact import redact
-from qraft_core.store.base import Filter, StoreError
+from qraft_core.store.base import STREAM_SEPARATORS, Filter, StoreError
 from qraft_core.store.schema import TableSpec, checked_identifier, spec
 from qraft_core.store.sessions import ENGINE, ServerClients, lock_path_of
 
 log = logging.getLogger(__name__)
 
-_SQL_OPS = {"=", "!=", ">", ">=", "<", "<=", "in", "has"}
+_SQL_OPS = {"=", "!=", ">", ">=", "<", "<=", "in", "has", "has_source"}
 
 
 def migration_files() -> list[tuple[int, str, str]]:
@@ -51,6 +51,12 @@ def _ch_type_of(value: Any) -> str:
     if isinstance(value, datetime):
         return "DateTime64(3, 'UTC')"
     return "String"
+
+
+_TABLE_VERSIONS = (
+    "SELECT table, toString(count()), toString(sum(cityHash64(name))) FROM system.parts "
+    "WHERE database = currentDatabase() AND active AND table IN {tables:Array(String)} GROUP BY table"
+)
 
 
 class ClickHouseStore:
@@ -227,6 +233,14 @@ class ClickHouseStore:
             return _as_utc(low), _as_utc(high)
         return low, high
 
+    def table_versions(self, tables: Sequence[str]) -> dict[str, str]:
+        """The table's active data parts: every insert, delete and merge makes new ones."""
+        names = [spec(table).name for table in tables]
+        with self._client_in_session() as client:
+            rows = client.query(_TABLE_VERSIONS, parameters={"tables": names}).result_rows
+        found = {str(table): f"{count}:{digest}" for table, count, digest in rows}
+        return {name: found.get(name, "empty") for name in names}
+
 
 def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -266,6 +280,11 @@ def _where_sql(
             params[name] = values
         elif item.op == "has":
             clauses.append(f"has({column}, {{{name}:String}})")
+            params[name] = item.value
+        elif item.op == "has_source":
+            value = f"{{{name}:String}}"
+            tests = " OR ".join(f"startsWith(s, concat({value}, '{sep}'))" for sep in STREAM_SEPARATORS)
+            clauses.append(f"arrayExists(s -> s = {value} OR {tests}, {column})")
             params[name] = item.value
         else:
             element = _bare(declared) if declared and "Array" not in declared else _ch_type_of(item.value)

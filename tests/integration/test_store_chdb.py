@@ -260,3 +260,43 @@ def test_a_store_kept_open_is_handed_to_another_process_that_asks(chdb_store):
     assert chdb_store.count("audit_log") == {"": 1} and chdb_store.count("raw_events") == {"": 1}
     ENGINE.close()
     assert not ENGINE.is_open
+
+
+def test_has_source_matches_a_source_and_its_streams(chdb_store, memory_store):
+    from qraft_core.explain.examples import example_patterns, pattern_rows
+
+    streams = [
+        ["binance_spot:BTCUSDT"],
+        ["binance_spot.price", "news"],
+        ["binance_spot_eu:X"],
+        ["news"],
+    ]
+    patterns = [
+        p.model_copy(update={"source_streams": s})
+        for p, s in zip(example_patterns(), streams, strict=True)
+    ]
+    for store in (chdb_store, memory_store):
+        store.insert("pattern_events", pattern_rows(patterns))
+        found = store.select(
+            "pattern_events", where=[Filter("source_streams", "has_source", "binance_spot")]
+        )
+        assert sorted(found["source_streams"].to_list()) == [
+            ["binance_spot.price", "news"],
+            ["binance_spot:BTCUSDT"],
+        ]
+        assert store.count(
+            "pattern_events", where=[Filter("source_streams", "has_source", "news")]
+        ) == {"": 2}
+        assert store.count(
+            "pattern_events", where=[Filter("source_streams", "has_source", "binance")]
+        ) == {"": 0}
+
+
+def test_table_versions_change_with_every_write(chdb_store):
+    first = chdb_store.table_versions(["raw_events", "audit_log"])
+    assert first == {"raw_events": "empty", "audit_log": "empty"}
+    chdb_store.insert("raw_events", raw_rows(["a", "b"]))
+    second = chdb_store.table_versions(["raw_events", "audit_log"])
+    assert second["raw_events"] != "empty" and second["audit_log"] == "empty"
+    chdb_store.delete("raw_events", [Filter("event_id", "=", "a")])
+    assert chdb_store.table_versions(["raw_events"])["raw_events"] != second["raw_events"]
