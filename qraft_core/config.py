@@ -136,6 +136,15 @@ class ApiConfig(Strict):
     read_requires_key: bool = False
     max_range_days: int = Field(default=31, ge=1)
     max_page: int = Field(default=1000, ge=1)
+    # The embedded store stays open this long after the last request (reopening costs ~0.1 s);
+    # another process asking for it gets it as soon as the requests in flight end.
+    store_keep_open_s: float = Field(default=30.0, ge=0)
+    # Responses (pattern pages, cards) are reused while the tables they read are unchanged;
+    # the tables' versions are read at most this often, so other processes' writes show up within it.
+    cache_check_s: float = Field(default=0.25, ge=0)
+    # An entry is rebuilt after this long even if no version changed (bounds any staleness).
+    cache_ttl_s: float = Field(default=60.0, gt=0)
+    cache_max_entries: int = Field(default=2048, ge=0)
 
 
 class DagsterK8sConfig(Strict):

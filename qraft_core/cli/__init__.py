@@ -16,12 +16,13 @@ class QraftGroup(click.Group):
     """Turns configuration and store errors into one clear line and exit code 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from qraft_core.redact import redact
         from qraft_core.store.base import StoreError
 
         try:
             return super().invoke(ctx)
         except (ConfigError, StoreError) as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {redact(str(exc))}", err=True)
             sys.exit(2)
 
 
@@ -32,6 +33,9 @@ class QraftGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, config_dir: str, verbose: bool) -> None:
     """Qraft: pattern discovery on live event streams."""
+    from qraft_core.redact import install_log_redaction
+
+    install_log_redaction()
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -15,12 +15,19 @@ from typing import Any, Literal, Protocol
 
 import polars as pl
 
-Op = Literal["=", "!=", ">", ">=", "<", "<=", "in", "has"]
+Op = Literal["=", "!=", ">", ">=", "<", "<=", "in", "has", "has_source"]
+# A stream is named after its source: `binance_spot`, `binance_spot:BTCUSDT` or `binance_spot.price`.
+STREAM_SEPARATORS = (":", ".")
 
 
 @dataclass(frozen=True)
 class Filter:
-    """`column op value`; `has` tests membership of value in an array column."""
+    """`column op value`.
+
+    `has` tests membership of value in an array column; `has_source` is true
+    when an element of an array of stream names is `value` or a stream of
+    the source `value` (`value:...` or `value....`).
+    """
 
     column: str
     op: Op
@@ -94,6 +101,10 @@ class EventStore(Protocol):
 
     def extent(self, table: str, column: str, where: Sequence[Filter] = ()) -> tuple[Any, Any] | None:
         """(min, max) of `column` over the rows matching `where`, or None when there are none."""
+        ...
+
+    def table_versions(self, tables: Sequence[str]) -> dict[str, str]:
+        """A token per table that changes whenever its rows may have changed (any process's writes)."""
         ...
 
 

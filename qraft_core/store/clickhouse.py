@@ -1,35 +1,30 @@
 """ClickHouse through clickhouse-connect: embedded (chdb://) or a server (http(s)://).
 
-chDB lets one process hold a data directory at a time, and one path per
-process, so every embedded access is a short session under a cross-process
-file lock; a server DSN needs neither.
+Who holds a connection, and for how long, is `sessions.py`: per-thread
+clients on a server, one shared engine per process under a cross-process
+file lock on chDB. Error messages never carry the DSN's credentials.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
-import clickhouse_connect
 import polars as pl
-from filelock import FileLock, Timeout
 
-from qraft_core.store.base import Filter, StoreError, StoreUnavailable
+from qraft_core.redact import redact
+from qraft_core.store.base import STREAM_SEPARATORS, Filter, StoreError, StoreUnavailable
 from qraft_core.store.cluster import StoreLayout, apply_migrations, delete_statement
 from qraft_core.store.schema import TableSpec, checked_identifier, spec
+from qraft_core.store.sessions import ENGINE, ServerClients, lock_path_of
 
 log = logging.getLogger(__name__)
 
-_SQL_OPS = {"=", "!=", ">", ">=", "<", "<=", "in", "has"}
-# One chDB engine per process: sessions of every store object in this process
-# serialise on this lock before taking the cross-process file lock.
-_PROCESS_LOCK = threading.RLock()
+_SQL_OPS = {"=", "!=", ">", ">=", "<", "<=", "in", "has", "has_source"}
 
 
 def migration_files() -> list[tuple[int, str, str]]:
@@ -59,6 +54,12 @@ def _ch_type_of(value: Any) -> str:
     return "String"
 
 
+_TABLE_VERSIONS = (
+    "SELECT table, toString(count()), toString(sum(cityHash64(name))) FROM system.parts "
+    "WHERE database = currentDatabase() AND active AND table IN {tables:Array(String)} GROUP BY table"
+)
+
+
 class ClickHouseStore:
     """`EventStore` over clickhouse-connect.
 
@@ -68,78 +69,45 @@ class ClickHouseStore:
     ValueError: store DSN must start with chdb://, http:// or https:// (got 'mysql://nope')
     """
 
-    def __init__(self, dsn: str, lock_timeout_s: float = 60.0, layout: StoreLayout | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        lock_timeout_s: float = 60.0,
+        keep_open_s: float = 0.0,
+        layout: StoreLayout | None = None,
+    ) -> None:
         if not dsn.startswith(("chdb://", "http://", "https://")):
-            raise ValueError(f"store DSN must start with chdb://, http:// or https:// (got {dsn!r})")
+            raise ValueError(f"store DSN must start with chdb://, http:// or https:// (got {redact(dsn)!r})")
         self.dsn = dsn
         self.lock_timeout_s = lock_timeout_s
+        # How long the embedded engine stays open after the last session (0: closed at once).
+        self.keep_open_s = keep_open_s
         self.layout = layout or StoreLayout()
         self.embedded = dsn.startswith("chdb://")
-        self._client: Any = None
-        self._depth = 0
-        self._file_lock: FileLock | None = None
-        if self.embedded:
-            path = Path(dsn.removeprefix("chdb://"))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file_lock = FileLock(str(path) + ".lock", thread_local=False)
+        self._server = None if self.embedded else ServerClients(dsn)
 
     @property
     def lock_path(self) -> str | None:
-        return self._file_lock.lock_file if self._file_lock else None
+        return lock_path_of(self.dsn) if self.embedded else None
 
     @contextmanager
     def session(self) -> Iterator[None]:
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        with _PROCESS_LOCK if self.embedded else _nullcontext():
-            self._acquire()
-            self._depth = 1
-            try:
-                yield
-            finally:
-                self._depth = 0
-                self._release()
-
-    def _acquire(self) -> None:
-        if self._file_lock is not None:
-            try:
-                self._file_lock.acquire(timeout=self.lock_timeout_s)
-            except Timeout as exc:
-                raise StoreUnavailable(
-                    f"the embedded store at {self.dsn} is held by another process "
-                    f"(lock {self._file_lock.lock_file}) for more than {self.lock_timeout_s:.0f}s"
-                ) from exc
-        try:
-            self._client = clickhouse_connect.get_client(dsn=self.dsn)
-        except Exception as exc:
-            if self._file_lock is not None:
-                self._file_lock.release()
-            raise StoreUnavailable(f"cannot open the store at {self.dsn}: {exc}") from exc
-
-    def _release(self) -> None:
-        try:
-            if self._client is not None and self.embedded:
-                self._client.close()
-        finally:
-            if self.embedded:
-                self._client = None
-            if self._file_lock is not None:
-                self._file_lock.release()
+        with self._client_in_session():
+            yield
 
     @contextmanager
     def _client_in_session(self) -> Iterator[Any]:
-        with self.session():
+        if self._server is not None:
+            holder = self._server.session()
+        else:
+            holder = ENGINE.session(self.dsn, self.lock_timeout_s, self.keep_open_s)
+        with holder as client:
             try:
-                yield self._client
+                yield client
             except StoreError:
                 raise
             except Exception as exc:
-                raise StoreError(f"store call failed: {exc}") from exc
+                raise StoreError(f"store call failed: {redact(str(exc))}") from exc
 
     # -- schema ---------------------------------------------------------
     def migrate(self) -> list[str]:
@@ -259,13 +227,13 @@ class ClickHouseStore:
             return _as_utc(low), _as_utc(high)
         return low, high
 
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    def table_versions(self, tables: Sequence[str]) -> dict[str, str]:
+        """The table's active data parts: every insert, delete and merge makes new ones."""
+        names = [spec(table).name for table in tables]
+        with self._client_in_session() as client:
+            rows = client.query(_TABLE_VERSIONS, parameters={"tables": names}).result_rows
+        found = {str(table): f"{count}:{digest}" for table, count, digest in rows}
+        return {name: found.get(name, "empty") for name in names}
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -306,6 +274,11 @@ def _where_sql(
             params[name] = values
         elif item.op == "has":
             clauses.append(f"has({column}, {{{name}:String}})")
+            params[name] = item.value
+        elif item.op == "has_source":
+            value = f"{{{name}:String}}"
+            tests = " OR ".join(f"startsWith(s, concat({value}, '{sep}'))" for sep in STREAM_SEPARATORS)
+            clauses.append(f"arrayExists(s -> s = {value} OR {tests}, {column})")
             params[name] = item.value
         else:
             element = _bare(declared) if declared and "Array" not in declared else _ch_type_of(item.value)

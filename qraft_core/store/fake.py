@@ -9,7 +9,7 @@ from typing import Any
 
 import polars as pl
 
-from qraft_core.store.base import Filter
+from qraft_core.store.base import STREAM_SEPARATORS, Filter
 from qraft_core.store.clickhouse import _conform, polars_dtype
 from qraft_core.store.schema import TableSpec, spec
 
@@ -22,6 +22,9 @@ _OPS = {
     "<=": lambda c, v: c <= v,
     "in": lambda c, v: c.is_in(list(v)),
     "has": lambda c, v: c.list.contains(v),
+    "has_source": lambda c, v: c.list.eval(
+        (pl.element() == v) | pl.any_horizontal(pl.element().str.starts_with(v + sep) for sep in STREAM_SEPARATORS)
+    ).list.any(),
 }
 
 
@@ -41,6 +44,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.dsn = "memory://"
         self.tables: dict[str, pl.DataFrame] = {}
+        self.writes: dict[str, int] = {}
         self.migrated = False
 
     @contextmanager
@@ -63,7 +67,11 @@ class MemoryStore:
         if frame.height == 0:
             return 0
         self.tables[table] = pl.concat([self._frame(table_spec), _conform(frame, table_spec)])
+        self._touch(table)
         return frame.height
+
+    def _touch(self, table: str) -> None:
+        self.writes[table] = self.writes.get(table, 0) + 1
 
     def _mask(self, table_spec: TableSpec, start: Any, end: Any, where: Sequence[Filter]) -> pl.Expr:
         mask = pl.lit(True)
@@ -79,6 +87,7 @@ class MemoryStore:
         table_spec = spec(table)
         frame = self._frame(table_spec)
         self.tables[table] = frame.filter(~self._mask(table_spec, None, None, where).fill_null(False))
+        self._touch(table)
 
     def replace_window(
         self, table: str, start: datetime, end: datetime, frame: pl.DataFrame, where: Sequence[Filter] = ()
@@ -86,6 +95,7 @@ class MemoryStore:
         table_spec = spec(table)
         current = self._frame(table_spec)
         self.tables[table] = current.filter(~self._mask(table_spec, start, end, where).fill_null(False))
+        self._touch(table)
         return self.insert(table, frame)
 
     def _rows(self, table: str, start: Any, end: Any, where: Sequence[Filter]) -> pl.DataFrame:
@@ -140,3 +150,6 @@ class MemoryStore:
         if frame.height == 0:
             return None
         return frame[column].min(), frame[column].max()
+
+    def table_versions(self, tables: Sequence[str]) -> dict[str, str]:
+        return {spec(table).name: str(self.writes.get(spec(table).name, 0)) for table in tables}

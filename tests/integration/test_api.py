@@ -34,6 +34,7 @@ from qraft_core.events import PatternEvent, iso
 from qraft_core.explain import load_cards_config, materialize_cards
 from qraft_core.explain.examples import example_clean_events, example_patterns, pattern_rows
 from qraft_core.store import ClickHouseStore
+from qraft_core.store.sessions import ENGINE
 
 KEY = "test-key-0123456789"
 DAY = {"start": "2026-01-05T00:00:00Z", "end": "2026-01-06T00:00:00Z"}
@@ -117,12 +118,15 @@ class FakeLlmEndpoint:
 @pytest.fixture
 def runtime(
     chdb_store: ClickHouseStore, config_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> RuntimeStub:
+) -> Iterator[RuntimeStub]:
     monkeypatch.setenv("QRAFT_API_KEY", KEY)
+    # As `qraft api` runs it: the embedded store stays open between requests.
+    chdb_store.keep_open_s = QraftConfig().api.store_keep_open_s
     with chdb_store.session():
         chdb_store.insert("clean_events", example_clean_events())
         chdb_store.insert("pattern_events", pattern_rows(PATTERNS))
-    return RuntimeStub(QraftConfig(data_dir=tmp_path / "data"), config_dir, chdb_store, tmp_path / "data")
+    yield RuntimeStub(QraftConfig(data_dir=tmp_path / "data"), config_dir, chdb_store, tmp_path / "data")
+    ENGINE.close()
 
 
 @pytest.fixture
@@ -426,6 +430,7 @@ def test_injection_strings_in_every_string_parameter_change_nothing(
 
 def test_a_store_held_elsewhere_is_503(client: TestClient, runtime: RuntimeStub) -> None:
     runtime.store.lock_timeout_s = 0.2
+    ENGINE.close()
     assert runtime.store.lock_path is not None
     with FileLock(runtime.store.lock_path):
         response = client.get("/patterns", params=DAY)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from qraft_core.lander import land_batch
 from qraft_core.store import ClickHouseStore, open_store
 from qraft_core.store.base import Filter, StoreError, StoreUnavailable
+from qraft_core.store.sessions import ENGINE
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 MS = pl.Datetime("ms", "UTC")
@@ -51,7 +54,8 @@ def test_migrations_are_applied_once(chdb_store):
 def test_raw_events_are_deduplicated_on_event_id_and_the_latest_landing_wins(chdb_store):
     chdb_store.insert("raw_events", raw_rows(["a", "b"], payload='{"v":1}'))
     chdb_store.insert(
-        "raw_events", raw_rows(["a", "b", "c"], landed_at=T0 + timedelta(minutes=1), payload='{"v":2}')
+        "raw_events",
+        raw_rows(["a", "b", "c"], landed_at=T0 + timedelta(minutes=1), payload='{"v":2}'),
     )
     assert chdb_store.count("raw_events") == {"": 3}
     rows = chdb_store.select(
@@ -102,7 +106,9 @@ def test_windows_filters_and_groups(chdb_store):
     )
     assert first_minute["event_id"].to_list() == ["a", "n", "b"]
     assert chdb_store.count("raw_events", group_by="source") == {"s": 3, "news": 1}
-    assert chdb_store.count("raw_events", where=[Filter("event_id", "in", ["a", "c", "zz"])]) == {"": 2}
+    assert chdb_store.count("raw_events", where=[Filter("event_id", "in", ["a", "c", "zz"])]) == {
+        "": 2
+    }
     assert chdb_store.count("raw_events", where=[Filter("event_id", "in", [])]) == {"": 0}
     assert chdb_store.max_time("raw_events", "source") == {
         "s": T0 + timedelta(seconds=60),
@@ -119,8 +125,13 @@ def test_windows_filters_and_groups(chdb_store):
 
 def test_replace_window_replaces_only_that_window(chdb_store):
     chdb_store.insert("raw_events", raw_rows(["a", "b", "c"], seconds=[0, 30, 60]))
-    chdb_store.replace_window("raw_events", T0, T0 + timedelta(minutes=1), raw_rows(["x"], seconds=[10]))
-    assert chdb_store.select("raw_events", order_by=("timestamp",))["event_id"].to_list() == ["x", "c"]
+    chdb_store.replace_window(
+        "raw_events", T0, T0 + timedelta(minutes=1), raw_rows(["x"], seconds=[10])
+    )
+    assert chdb_store.select("raw_events", order_by=("timestamp",))["event_id"].to_list() == [
+        "x",
+        "c",
+    ]
 
 
 def test_rows_lacking_a_column_are_refused_before_anything_is_written(chdb_store):
@@ -179,3 +190,113 @@ def test_a_server_dsn_is_not_locked():
     assert (store.embedded, store.lock_path) == (False, None)
     with pytest.raises(StoreUnavailable, match="^cannot open the store at http://127.0.0.1:1"):
         store.count("raw_events")
+
+
+# -- threads and processes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("keep_open_s", [0.0, 30.0])
+def test_threads_share_the_store_without_losing_a_write(chdb_store, keep_open_s):
+    chdb_store.keep_open_s = keep_open_s
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        try:
+            for i in range(10):
+                chdb_store.insert("raw_events", raw_rows([f"w{worker}-{i}"]))
+                with chdb_store.session():
+                    assert chdb_store.count(
+                        "raw_events", where=[Filter("event_id", "=", f"w{worker}-{i}")]
+                    ) == {"": 1}
+                chdb_store.select("raw_events", limit=5)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert chdb_store.count("raw_events") == {"": 160}
+    ENGINE.close()
+
+
+def test_a_store_kept_open_is_held_between_sessions_and_closed_when_idle(chdb_store):
+    chdb_store.keep_open_s = 0.3
+    chdb_store.count("raw_events")
+    assert ENGINE.is_open
+    with pytest.raises(Timeout):
+        FileLock(chdb_store.lock_path).acquire(timeout=0.05)
+    for _ in range(100):  # the idle engine is closed by its own thread
+        if not ENGINE.is_open:
+            break
+        threading.Event().wait(0.05)
+    assert not ENGINE.is_open
+    with FileLock(chdb_store.lock_path, timeout=0.1):
+        pass
+
+
+WRITER = """
+import sys
+from datetime import UTC, datetime
+import polars as pl
+from qraft_core.store import ClickHouseStore
+store = ClickHouseStore(sys.argv[1], lock_timeout_s=20)
+now = datetime(2026, 1, 5, tzinfo=UTC)
+store.insert("audit_log", pl.DataFrame({"ts": [now], "actor": ["other"], "action": ["x"], "target": ["t"],
+    "before": [""], "after": [""], "detail": [""]}))
+"""
+
+
+def test_a_store_kept_open_is_handed_to_another_process_that_asks(chdb_store):
+    chdb_store.keep_open_s = 600  # far longer than the other process is willing to wait
+    chdb_store.insert("raw_events", raw_rows(["mine"]))
+    assert ENGINE.is_open
+    other = subprocess.run(
+        [sys.executable, "-c", WRITER, chdb_store.dsn], capture_output=True, text=True
+    )
+    assert other.returncode == 0, other.stderr
+    assert chdb_store.count("audit_log") == {"": 1} and chdb_store.count("raw_events") == {"": 1}
+    ENGINE.close()
+    assert not ENGINE.is_open
+
+
+def test_has_source_matches_a_source_and_its_streams(chdb_store, memory_store):
+    from qraft_core.explain.examples import example_patterns, pattern_rows
+
+    streams = [
+        ["binance_spot:BTCUSDT"],
+        ["binance_spot.price", "news"],
+        ["binance_spot_eu:X"],
+        ["news"],
+    ]
+    patterns = [
+        p.model_copy(update={"source_streams": s})
+        for p, s in zip(example_patterns(), streams, strict=True)
+    ]
+    for store in (chdb_store, memory_store):
+        store.insert("pattern_events", pattern_rows(patterns))
+        found = store.select(
+            "pattern_events", where=[Filter("source_streams", "has_source", "binance_spot")]
+        )
+        assert sorted(found["source_streams"].to_list()) == [
+            ["binance_spot.price", "news"],
+            ["binance_spot:BTCUSDT"],
+        ]
+        assert store.count(
+            "pattern_events", where=[Filter("source_streams", "has_source", "news")]
+        ) == {"": 2}
+        assert store.count(
+            "pattern_events", where=[Filter("source_streams", "has_source", "binance")]
+        ) == {"": 0}
+
+
+def test_table_versions_change_with_every_write(chdb_store):
+    first = chdb_store.table_versions(["raw_events", "audit_log"])
+    assert first == {"raw_events": "empty", "audit_log": "empty"}
+    chdb_store.insert("raw_events", raw_rows(["a", "b"]))
+    second = chdb_store.table_versions(["raw_events", "audit_log"])
+    assert second["raw_events"] != "empty" and second["audit_log"] == "empty"
+    chdb_store.delete("raw_events", [Filter("event_id", "=", "a")])
+    assert chdb_store.table_versions(["raw_events"])["raw_events"] != second["raw_events"]

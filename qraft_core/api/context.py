@@ -1,0 +1,176 @@
+"""What every router of the API shares: configuration, store, keys, the response cache, errors."""
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+from fastapi import Security
+from fastapi.responses import Response
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel
+
+from qraft_core.api.cache import Body, ResponseCache
+from qraft_core.api.launcher import ReplayLauncher
+from qraft_core.config import QraftConfig
+from qraft_core.events import PatternEvent
+from qraft_core.explain.catalog import (
+    PatternQuery,
+    load_pattern,
+    parse_time,
+    parse_type,
+    resolve_range,
+)
+from qraft_core.explain.llm import LlmClient, llm_client
+from qraft_core.explain.templates import CardsConfig, load_cards_config
+from qraft_core.store.base import EventStore, Filter
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class RuntimeLike(Protocol):
+    config: QraftConfig
+    config_path: Path
+    data_dir: Path
+
+    @property
+    def store(self) -> EventStore: ...
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+_MEANING = {
+    400: "Bad input",
+    401: "API key missing",
+    403: "API key wrong",
+    404: "Not found",
+    409: "Conflicts with a running replay",
+    503: "Store, key or replay runner unavailable",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error responses of an operation."""
+    return {code: {"model": ErrorBody, "description": _MEANING[code]} for code in codes}
+
+
+def plain_text(value: str | None, name: str) -> str | None:
+    if value is not None and _CONTROL.search(value):
+        raise ApiError(400, f"{name}: control characters are not allowed")
+    return value
+
+
+def json_body(data: Any) -> Body:
+    """JSON as Starlette's JSONResponse writes it."""
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return Body(text.encode(), "application/json")
+
+
+def respond(body: Body) -> Response:
+    return Response(body.content, media_type=body.media_type)
+
+
+@dataclass(frozen=True)
+class StreamOrSourceQuery(PatternQuery):
+    """`source` names a stream (`binance_spot:BTCUSDT`) or a source, meaning all of its streams."""
+
+    def filters(self) -> list[Filter]:
+        return [
+            Filter(f.column, "has_source", f.value) if f.column == "source_streams" else f
+            for f in super().filters()
+        ]
+
+
+@dataclass
+class ApiContext:
+    runtime: RuntimeLike
+    launcher: ReplayLauncher | None
+    cards: CardsConfig = field(init=False)
+    llm: LlmClient | None = field(init=False)
+    cache: ResponseCache = field(init=False)
+    key_header: APIKeyHeader = field(init=False)
+    sources_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        api = self.config.api
+        self.cards = load_cards_config(self.runtime.config_path)
+        self.llm = llm_client(self.config.llm)
+        self.cache = ResponseCache(
+            lambda: self.store, api.cache_check_s, api.cache_ttl_s, api.cache_max_entries
+        )
+        self.key_header = APIKeyHeader(
+            name="X-API-Key", auto_error=False, description=f"The key held in ${api.api_key_env}"
+        )
+
+    @property
+    def config(self) -> QraftConfig:
+        return self.runtime.config
+
+    @property
+    def store(self) -> EventStore:
+        return self.runtime.store
+
+    def check_key(self, given: str | None) -> str:
+        """The actor recorded in the audit log for this key; ApiError when it is missing or wrong."""
+        env = self.config.api.api_key_env
+        expected = os.environ.get(env, "")
+        if not expected:
+            raise ApiError(503, f"no API key is configured: set {env} to enable this endpoint")
+        if not given:
+            raise ApiError(401, "missing API key (send it in the X-API-Key header)")
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise ApiError(403, "wrong API key")
+        return "key:" + hashlib.sha256(expected.encode()).hexdigest()[:8]
+
+    def dependencies(self) -> tuple[Any, Any]:
+        """(reader, writer): FastAPI dependencies that check the key; the writer returns the actor."""
+
+        def reader(key: Annotated[str | None, Security(self.key_header)] = None) -> None:
+            if self.config.api.read_requires_key:
+                self.check_key(key)
+
+        def writer(key: Annotated[str | None, Security(self.key_header)] = None) -> str:
+            return self.check_key(key)
+
+        return reader, writer
+
+    def pattern_or_404(self, pattern_id: str) -> PatternEvent:
+        plain_text(pattern_id, "pattern_id")
+        pattern = load_pattern(self.store, pattern_id)
+        if pattern is None:
+            raise ApiError(404, f"no pattern with id {pattern_id!r}")
+        return pattern
+
+    def pattern_query(
+        self,
+        start: str | None,
+        end: str | None,
+        type_: str | None,
+        source: str | None,
+        min_confidence: float | None,
+    ) -> PatternQuery:
+        begin, finish = resolve_range(
+            self.store, _time(start, "start"), _time(end, "end"), self.config.api.max_range_days
+        )
+        return StreamOrSourceQuery(
+            begin, finish, parse_type(type_), plain_text(source, "source"), min_confidence
+        )
+
+
+def _time(value: str | None, name: str) -> datetime | None:
+    return None if value is None else parse_time(value, name)

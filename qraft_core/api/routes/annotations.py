@@ -1,0 +1,69 @@
+"""`/pattern/{id}/annotations` and `/annotations/stats`: human verdicts and notes."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from qraft_core.annotations import (
+    Label,
+    UnknownPattern,
+    add_annotation,
+    detector_stats,
+    list_annotations,
+)
+from qraft_core.api.context import ApiContext, ApiError, errors, plain_text
+from qraft_core.api.routes.patterns import PatternId
+
+
+class AnnotationIn(BaseModel):
+    label: Label
+    note: str = Field(default="", max_length=4000)
+    author: str = Field(default="", max_length=200)
+
+
+def annotations_router(ctx: ApiContext) -> APIRouter:
+    reader, writer = ctx.dependencies()
+    router = APIRouter(tags=["annotations"])
+
+    @router.get(
+        "/pattern/{pattern_id}/annotations",
+        dependencies=[Depends(reader)],
+        responses=errors(400, 401, 403, 404, 503),
+    )
+    def get_annotations(pattern_id: PatternId) -> dict[str, Any]:
+        ctx.pattern_or_404(pattern_id)
+        return {
+            "annotations": [
+                a.model_dump(mode="json") for a in list_annotations(ctx.store, [pattern_id])
+            ]
+        }
+
+    @router.post(
+        "/pattern/{pattern_id}/annotations",
+        status_code=201,
+        responses=errors(400, 401, 403, 404, 503),
+    )
+    def post_annotation(
+        pattern_id: PatternId, body: AnnotationIn, actor: Annotated[str, Depends(writer)]
+    ) -> dict[str, Any]:
+        """Confirm a pattern, mark it a false alarm, or add a note."""
+        plain_text(pattern_id, "pattern_id")
+        try:
+            annotation = add_annotation(
+                ctx.store, pattern_id, body.label, body.note, body.author, actor=actor
+            )
+        except UnknownPattern as exc:
+            raise ApiError(404, str(exc)) from None
+        finally:
+            ctx.cache.written()  # even a failed write may have stored a part of itself
+        return annotation.model_dump(mode="json")
+
+    @router.get(
+        "/annotations/stats", dependencies=[Depends(reader)], responses=errors(400, 401, 403, 503)
+    )
+    def get_annotation_stats() -> dict[str, Any]:
+        """Per detector: confirmed findings, false alarms, notes and precision over verdicts."""
+        return {"detectors": detector_stats(ctx.store)}
+
+    return router

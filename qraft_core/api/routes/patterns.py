@@ -1,0 +1,148 @@
+"""`/patterns`, `/pattern/{id}`, `/pattern/{id}/context` and `/explain/{id}`: findings and their cards."""
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi import Path as PathParam
+from fastapi.responses import Response
+
+from qraft_core.api.cache import CACHED_TABLES, Body
+from qraft_core.api.context import ApiContext, errors, json_body, respond
+from qraft_core.events import iso
+from qraft_core.explain.catalog import keyset_page, patterns_page
+from qraft_core.explain.context import context_filters, context_window
+from qraft_core.explain.materialize import explain_pattern
+
+PatternId = Annotated[str, PathParam(min_length=1, max_length=256, description="A pattern's id")]
+# What a card is built from: the pattern, its annotations, its clean context and stored LLM texts.
+CARD_TABLES = CACHED_TABLES
+
+
+def confidence_query() -> Any:
+    return Query(default=None, ge=0.0, le=1.0, description="Only patterns at least this confident")
+
+
+def source_query() -> Any:
+    return Query(
+        None,
+        max_length=256,
+        description="A source (all of its streams, e.g. binance_spot) or one stream (binance_spot:BTCUSDT)",
+    )
+
+
+def patterns_router(ctx: ApiContext) -> APIRouter:
+    reader, _ = ctx.dependencies()
+    router = APIRouter(tags=["patterns"], dependencies=[Depends(reader)])
+    max_page = ctx.config.api.max_page
+
+    @router.get("/patterns", responses=errors(400, 401, 403, 503))
+    def get_patterns(
+        start: str | None = Query(None, description="ISO 8601, inclusive, on window_start"),
+        end: str | None = Query(None, description="ISO 8601, exclusive"),
+        type: str | None = Query(
+            None, description="concept_drift, anomaly, cluster_change or freq_pattern"
+        ),
+        source: str | None = source_query(),
+        min_confidence: float | None = confidence_query(),
+        limit: int = Query(100, ge=1, le=max_page),
+        cursor: str | None = Query(
+            None, max_length=2000, description="next_cursor of the previous page"
+        ),
+    ) -> Response:
+        """Pattern events in (window_start, pattern_id) order, a keyset page at a time."""
+
+        def build() -> tuple[Body, bool]:
+            selected = ctx.pattern_query(start, end, type, source, min_confidence)
+            page, next_cursor = patterns_page(ctx.store, selected, limit, cursor)
+            body = {
+                "start": iso(selected.start),
+                "end": iso(selected.end),
+                "count": len(page),
+                "items": [p.model_dump(mode="json") for p in page],
+                "next_cursor": next_cursor,
+            }
+            return json_body(body), True
+
+        key = ("patterns", start, end, type, source, min_confidence, limit, cursor)
+        return respond(ctx.cache.get(key, ("pattern_events",), build))
+
+    @router.get("/pattern/{pattern_id}", responses=errors(400, 401, 403, 404, 503))
+    def get_pattern(pattern_id: PatternId) -> Response:
+        """One pattern with its context summary, rule-based card and annotations."""
+
+        def build() -> tuple[Body, bool]:
+            pattern = ctx.pattern_or_404(pattern_id)
+            card = explain_pattern(
+                ctx.store, ctx.config, ctx.cards, pattern, ctx.config.explain.language
+            )
+            body = {
+                "pattern": pattern.model_dump(mode="json"),
+                "context": card.context.model_dump(mode="json"),
+                "card": card.model_dump(mode="json"),
+                "annotations": [a.model_dump(mode="json") for a in card.annotations],
+            }
+            return json_body(body), True
+
+        return respond(ctx.cache.get(("pattern", pattern_id), CARD_TABLES, build))
+
+    @router.get("/pattern/{pattern_id}/context", responses=errors(400, 401, 403, 404, 503))
+    def get_context(
+        pattern_id: PatternId,
+        limit: int = Query(500, ge=1, le=max_page),
+        cursor: str | None = Query(None, max_length=2000),
+    ) -> dict[str, Any]:
+        """The full clean rows of a pattern's context window, a keyset page at a time."""
+        pattern = ctx.pattern_or_404(pattern_id)
+        start, end = context_window(pattern, ctx.config.explain.context_minutes)
+        frame, next_cursor = keyset_page(
+            ctx.store,
+            "clean_events",
+            time_column="timestamp",
+            id_column="event_id",
+            start=start,
+            end=end,
+            where=context_filters(pattern),
+            limit=limit,
+            cursor=cursor,
+            columns=["event_id", "source", "type", "timestamp", "payload"],
+        )
+        rows = [{**row, "timestamp": iso(row["timestamp"])} for row in frame.iter_rows(named=True)]
+        return {
+            "start": iso(start),
+            "end": iso(end),
+            "count": len(rows),
+            "rows": rows,
+            "next_cursor": next_cursor,
+        }
+
+    @router.get(
+        "/explain/{pattern_id}",
+        responses={**errors(400, 401, 403, 404, 503), 200: {"content": {"text/markdown": {}}}},
+    )
+    def get_explain(
+        pattern_id: PatternId,
+        mode: Literal["human", "llm"] = "human",
+        lang: Literal["en", "zh"] | None = None,
+        format: Literal["json", "markdown"] = "json",
+    ) -> Response:
+        """The card: rule-based (`human`) or with an LLM-based explanation added (`llm`)."""
+        language = lang or ctx.config.explain.language
+
+        def build() -> tuple[Body, bool]:
+            pattern = ctx.pattern_or_404(pattern_id)
+            card = explain_pattern(
+                ctx.store, ctx.config, ctx.cards, pattern, language, mode, ctx.llm
+            )
+            body = (
+                Body(card.markdown.encode(), "text/markdown; charset=utf-8")
+                if format == "markdown"
+                else json_body(card.model_dump(mode="json"))
+            )
+            # An LLM that did not answer is asked again next time.
+            return body, card.mode == mode
+
+        return respond(
+            ctx.cache.get(("explain", pattern_id, mode, language, format), CARD_TABLES, build)
+        )
+
+    return router

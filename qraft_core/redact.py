@@ -1,0 +1,85 @@
+"""Secrets out of every message: API bodies, CLI errors and log lines go through `redact`.
+
+Three kinds of secret reach messages: credentials inside URLs (a store DSN
+`http://user:pass@host`, `nats://user:pass@host`, `nats://token@host`),
+secret query parameters (`?password=...`), and the values of secret
+environment variables (an LLM key, the API key, a store password), which can
+appear anywhere, e.g. echoed back in an upstream error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import traceback
+from typing import Any
+
+MASK = "***"
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/@\s\"'<>]+)@")
+_SECRET_PARAM = re.compile(
+    r"(?P<name>\b(?:password|passwd|pwd|token|access_token|api_key|apikey|secret|access_key|secret_key)=)"
+    r"(?P<value>[^&\s\"'<>]+)",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"(?P<name>\bBearer\s+)(?P<value>[^\s\"'<>]+)", re.IGNORECASE)
+_SECRET_ENV_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|PWD|CREDENTIALS?)$", re.IGNORECASE)
+# Shorter values (a flag like "1") would mask ordinary words.
+_MIN_SECRET_LEN = 6
+
+
+def _userinfo(match: re.Match[str]) -> str:
+    user, colon, _ = match["userinfo"].partition(":")
+    # With a colon the user name stays (it helps to read the message); a lone value is a token.
+    return f"{match['scheme']}{user}:{MASK}@" if colon else f"{match['scheme']}{MASK}@"
+
+
+def secret_values() -> list[str]:
+    """Values of environment variables whose names say they are secrets, longest first."""
+    found = {
+        value
+        for name, value in os.environ.items()
+        if _SECRET_ENV_NAME.search(name) and len(value) >= _MIN_SECRET_LEN
+    }
+    return sorted(found, key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    """`text` with every credential it may carry masked.
+
+    >>> redact("cannot open the store at http://qraft:s3cret@ch:8123/db?password=x1&db=a")
+    'cannot open the store at http://qraft:***@ch:8123/db?password=***&db=a'
+    >>> redact("nats://tok3n@nats:4222 and Bearer sk-abc")
+    'nats://***@nats:4222 and Bearer ***'
+    """
+    text = _URL_USERINFO.sub(_userinfo, text)
+    text = _SECRET_PARAM.sub(lambda m: m["name"] + MASK, text)
+    text = _BEARER.sub(lambda m: m["name"] + MASK, text)
+    for value in secret_values():
+        text = text.replace(value, MASK)
+    return text
+
+
+class _RedactedRecords:
+    """A log record factory that redacts the message and the traceback as the record is made."""
+
+    def __init__(self, factory: Any) -> None:
+        self.factory = factory
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record: logging.LogRecord = self.factory(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed format string is logged as it came
+            message = str(record.msg)
+        record.msg, record.args = redact(message), None
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+        return record
+
+
+def install_log_redaction() -> None:
+    """Redact every log record this process makes, whichever logger or handler it goes to."""
+    current = logging.getLogRecordFactory()
+    if not isinstance(current, _RedactedRecords):
+        logging.setLogRecordFactory(_RedactedRecords(current))

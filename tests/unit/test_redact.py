@@ -1,0 +1,86 @@
+"""Secrets never reach a message: URLs, query parameters, bearer tokens, secret environment values."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from qraft_core.redact import install_log_redaction, redact
+from qraft_core.store import ClickHouseStore
+from qraft_core.store.sessions import ServerClients
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("http://qraft:hunter22@ch.internal:8123/qraft", "http://qraft:***@ch.internal:8123/qraft"),
+        ("https://u:p%40ss@h/db?secure=1", "https://u:***@h/db?secure=1"),
+        (
+            "nats://svc:n4ts-pass@n1:4222,nats://svc:n4ts-pass@n2:4222",
+            "nats://svc:***@n1:4222,nats://svc:***@n2:4222",
+        ),
+        ("nats://s3cr3t-token@nats:4222", "nats://***@nats:4222"),
+        ("http://h:8123/?user=a&password=topsecret&x=1", "http://h:8123/?user=a&password=***&x=1"),
+        (
+            "401 from endpoint: Authorization: Bearer sk-live-123",
+            "401 from endpoint: Authorization: Bearer ***",
+        ),
+        ("http://plain.host:8123/db", "http://plain.host:8123/db"),
+        ("no secret here", "no secret here"),
+    ],
+)
+def test_credentials_are_masked(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_values_of_secret_environment_variables_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QRAFT_LLM_API_KEY", "sk-proj-abcdef123456")
+    monkeypatch.setenv("QRAFT_STORE_PASSWORD", "pa55word!")
+    monkeypatch.setenv("QRAFT_MODE", "production-mode")  # not a secret by its name
+    text = "upstream said: invalid key sk-proj-abcdef123456 (pa55word!) in production-mode"
+    assert redact(text) == "upstream said: invalid key *** (***) in production-mode"
+
+
+def test_log_records_are_redacted_whatever_the_handler(caplog: pytest.LogCaptureFixture) -> None:
+    install_log_redaction()
+    logger = logging.getLogger("qraft.test.redact")
+    with caplog.at_level(logging.INFO):
+        logger.info("connecting to %s", "http://user:hunter22@host:8123")
+        try:
+            raise RuntimeError("cannot reach nats://svc:n4ts-pass@n1:4222")
+        except RuntimeError:
+            logger.exception("bus down")
+    assert "hunter22" not in caplog.text and "n4ts-pass" not in caplog.text
+    assert "http://user:***@host:8123" in caplog.text and "nats://svc:***@n1:4222" in caplog.text
+
+
+def test_a_bad_store_dsn_is_reported_without_its_password() -> None:
+    with pytest.raises(ValueError) as error:
+        ClickHouseStore("mysql://root:hunter22@db")
+    assert "hunter22" not in str(error.value) and "mysql://root:***@db" in str(error.value)
+
+
+def test_a_server_store_gives_each_thread_its_own_client() -> None:
+    made: list[object] = []
+
+    def connect(dsn: str) -> object:
+        made.append(object())
+        return made[-1]
+
+    clients = ServerClients("http://h:8123", connect)
+    seen: dict[str, object] = {}
+
+    def use(name: str) -> None:
+        for _ in range(3):
+            with clients.session() as client:
+                seen.setdefault(name, client)
+                assert seen[name] is client
+
+    threads = [threading.Thread(target=use, args=(f"t{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(made) == 4 and len({id(c) for c in seen.values()}) == 4
