@@ -131,16 +131,16 @@ class _Message:
         return self._checksum
 
 
-@dataclass
+@dataclass(slots=True)
 class _Line:
-    """One line that became an event, kept until the whole batch has been judged."""
+    """One line that became an event, kept until the whole batch has been judged (its parsed
+    document is not kept: tens of thousands of live dicts make every garbage collection slow)."""
 
     row: tuple[Any, ...]
     origin: str
     message: _Message
     index: int
     raw: bytes
-    document: dict[str, Any]
 
     @property
     def source(self) -> str:
@@ -157,6 +157,7 @@ class _Judge:
         self.kept: dict[tuple[str, str], _Line] = {}
         self.dead: list[dict[str, Any]] = []
         self.letter_ids: set[str] = set()
+        self.backfill = False  # any backfill event kept?
 
     def letter_id(self, message: _Message, index: int) -> str:
         """Stable across redeliveries of a message; distinct for each bad line, even identical ones."""
@@ -169,8 +170,7 @@ class _Judge:
         return letter
 
     def reject(self, message: _Message, index: int, reason: str, raw: bytes | str,
-               event: dict[str, Any] | None = None) -> None:
-        event_time = _iso_utc(event.get("timestamp")) if event else None
+               event_id: object = "", event_time: datetime | None = None) -> None:
         self.dead.append(
             {
                 "letter_id": self.letter_id(message, index),
@@ -178,7 +178,7 @@ class _Judge:
                 "source": safe_text(message.source, 256),
                 "reason": safe_text(reason, 2000),
                 "raw": safe_text(raw),
-                "event_id": safe_text((event or {}).get("event_id", ""), 256),
+                "event_id": safe_text(event_id, 256),
                 "event_time": event_time,
                 "window_start": floor_to(event_time, self.interval) if event_time else None,
                 "received_at": self.landed_at,
@@ -187,6 +187,7 @@ class _Judge:
 
     def keep(self, line: _Line) -> None:
         """One id, one row: the newest ingest wins; a different older version is a dead letter."""
+        self.backfill = self.backfill or line.origin == "backfill"
         key = (line.source, line.row[0])
         other = self.kept.get(key)
         if other is None:
@@ -196,11 +197,14 @@ class _Judge:
             return  # the same event delivered twice: it is stored, nothing is lost
         newer, older = (line, other) if line.row[4] >= other.row[4] else (other, line)
         self.kept[key] = newer
-        self.reject(older.message, older.index, superseded_reason(newer.row[3], newer.row[4]), older.raw, older.document)
+        self.reject(older.message, older.index, superseded_reason(newer.row[3], newer.row[4]), older.raw,
+                    older.row[0], older.row[3])
 
     def bound_backfill(self) -> None:
         """History is judged against its own batch: an event far from the median time of its
         source's backfill events in this batch has a broken timestamp, whatever its age."""
+        if not self.backfill:
+            return
         times: dict[str, list[datetime]] = {}
         for line in self.kept.values():
             if line.origin == "backfill":
@@ -214,13 +218,12 @@ class _Judge:
             del self.kept[key]
             self.reject(line.message, line.index,
                         f"event time {iso(line.row[3])} is more than {spread.days} days from the median "
-                        f"event time {iso(median)} of its source's backfill batch", line.raw, line.document)
+                        f"event time {iso(median)} of its source's backfill batch", line.raw,
+                        line.row[0], line.row[3])
 
     def batch(self) -> LandedBatch:
-        raw: dict[str, list[Any]] = {name: [] for name in RAW_COLUMNS}
-        for line in self.kept.values():
-            for column, value in zip(RAW_COLUMNS, line.row, strict=True):
-                raw[column].append(value)
+        columns = list(zip(*(line.row for line in self.kept.values()), strict=True)) or [()] * len(RAW_COLUMNS)
+        raw = {name: list(values) for name, values in zip(RAW_COLUMNS, columns, strict=True)}
         raw_frame = pl.DataFrame(raw, schema_overrides=_TIME_SCHEMA).with_columns(
             pl.lit(self.landed_at).dt.cast_time_unit("ms").alias("landed_at")
         )
@@ -277,7 +280,8 @@ def land_batch(
 def _judge_line(judge: _Judge, subject: str, message: _Message, index: int, line: bytes,
                 max_payload_bytes: int) -> None:
     def reject(reason: str, raw: bytes | str = line, event: dict[str, Any] | None = None) -> None:
-        judge.reject(message, index, reason, raw, event)
+        event = event or {}
+        judge.reject(message, index, reason, raw, event.get("event_id", ""), _iso_utc(event.get("timestamp")))
 
     if len(line) > max_payload_bytes:
         return reject(f"oversize: {len(line)} bytes > {max_payload_bytes}", line[:4096])
@@ -317,7 +321,7 @@ def _judge_line(judge: _Judge, subject: str, message: _Message, index: int, line
     problem = _store_range_problem(row) or (judge.bounds.live_problem(row[3], row[4]) if origin == "live" else None)
     if problem:
         return reject(problem, event=document)
-    judge.keep(_Line(row, origin, message, index, line, document))
+    judge.keep(_Line(row, origin, message, index, line))
     return None
 
 
