@@ -18,6 +18,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from qraft_core.events import MAX_RECORD_BYTES
+
 CONFIG_DIR_ENV = "QRAFT_CONFIG_DIR"
 ENV_PREFIX = "QRAFT_"
 
@@ -92,8 +94,21 @@ class LanderConfig(Strict):
     batch_timeout_ms: int = Field(default=500, ge=1)
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     durable_name: str = "qraft-lander"
-    max_payload_bytes: int = Field(default=256 * 1024, gt=0)
+    max_payload_bytes: int = Field(default=MAX_RECORD_BYTES, gt=0)
     retry_max_s: float = Field(default=30.0, gt=0)
+    # Live sources (events with meta.origin "live"): an event time this far after its ingest time
+    # is a broken clock; the same bound as clean.max_future_s, for the same reason.
+    live_max_future_s: int = Field(default=300, ge=0)
+    # ... and this far before it is not live data: a week covers a source's own catch-up after an
+    # outage; older history belongs to a file (backfill) source.
+    live_max_age_s: int = Field(default=7 * 86_400, ge=1)
+    # Backfill events are judged against the median event time of their source in the batch,
+    # never the clock: a century holds any real history in one batch (a 20,000-line batch of
+    # daily values spans 55 years), a mistyped year (2999 for 2019) falls outside it.
+    backfill_max_spread_days: int = Field(default=36_525, ge=1)
+    # A store error that is neither known to be transient nor known to be permanent is retried this
+    # many times, then treated as permanent (its rows are dead-lettered with the error).
+    max_store_attempts: int = Field(default=10, ge=1)
 
 
 class CleanConfig(Strict):

@@ -11,12 +11,14 @@ import hashlib
 import json
 import math
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticSerializationError
 
 # Namespace for content-derived ids: the same content always gets the same id.
 QRAFT_NAMESPACE = uuid.UUID("6f1c2a52-8c5e-4b8e-9a57-3f0d8c1e7a11")
@@ -52,15 +54,99 @@ def iso(ts: datetime) -> str:
     return utc(ts).strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc(ts).microsecond // 1000:03d}Z"
 
 
-def _reject_non_finite(value: Any, path: str = "payload") -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{path} holds a non-finite number ({value})")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _reject_non_finite(item, f"{path}.{key}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _reject_non_finite(item, f"{path}[{index}]")
+# What one record may hold. Deeper nesting is hostile or broken input (JSON parsers and
+# serializers recurse, so depth is what crashes them); a record larger than this does not fit a
+# bus message next to its neighbours. The lander's `max_payload_bytes` defaults to the same size.
+MAX_NESTING = 64
+MAX_RECORD_BYTES = 256 * 1024
+# How much of a rejected record a dead letter keeps.
+MAX_DEAD_LETTER_RAW = 16 * 1024
+
+DEAD_LETTER_KEY = "qraft_dead_letter"
+
+_SCALARS = (str, int, float, bool, type(None), datetime, date, time, timedelta, Decimal)
+
+
+def safe_text(value: object, limit: int | None = None) -> str:
+    """`value` as text that always encodes as UTF-8: lone surrogates become visible escapes.
+
+    >>> safe_text("a\\ud800b")
+    'a\\\\ud800b'
+    >>> safe_text(b"caf\\xe9")
+    'caf\\\\xe9'
+    """
+    if isinstance(value, bytes):
+        text = value.decode("utf-8", "backslashreplace")
+    else:
+        text = value if isinstance(value, str) else _bounded_repr(value)
+        if not text.isascii():
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if limit is None else text[:limit]
+
+
+def _bounded_repr(value: object) -> str:
+    try:
+        return str(value)
+    except (RecursionError, ValueError):  # a structure too deep to print, or an integer too long
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _path(parent: str, key: object) -> str:
+    return f"{parent}[{key}]" if isinstance(key, int) else f"{parent}.{safe_text(key, 64)}"
+
+
+def content_problem(value: object, path: str = "payload") -> str | None:
+    """Why `value` cannot be part of an event, or None: nesting deeper than `MAX_NESTING`, text
+    that is not valid Unicode (lone surrogates), non-finite numbers, non-text keys, binary or
+    unknown values. Iterative, so no content can exhaust the stack.
+
+    >>> content_problem({"a": [1, {"b": "x"}]}) is None
+    True
+    >>> content_problem({"a": float("nan")})
+    'payload.a holds a non-finite number (nan)'
+    >>> content_problem({"k": "\\udc80"})
+    'payload.k holds text that is not valid Unicode (a lone surrogate)'
+    >>> content_problem({"d": json.loads("[" * 100 + "]" * 100)})
+    'payload.d[0][0][0][0][0][0][0][0][0][0][… is nested deeper than 64 levels'
+    """
+    stack: list[tuple[object, str, int]] = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return f"{where[:40]}… is nested deeper than {MAX_NESTING} levels"
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return f"{where} holds text that is not valid Unicode (a lone surrogate)"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{where} holds a non-finite number ({item})"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    return f"{where} has a key that is not text ({type(key).__name__})"
+                stack.append((key, f"{where} key", depth + 1))
+                stack.append((child, _path(where, key), depth + 1))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((child, _path(where, index), depth + 1) for index, child in enumerate(item))
+        elif isinstance(item, bytes):
+            return f"{where} holds binary data ({len(item)} bytes)"
+        elif not isinstance(item, _SCALARS):
+            return f"{where} holds a {type(item).__name__}, which JSON cannot carry"
+    return None
+
+
+def dead_letter_envelope(reason: str, raw: bytes | str, source: str) -> bytes:
+    """What an adapter publishes for a record it could not turn into an event (never raises).
+
+    >>> dead_letter_envelope("bad", b"\\xff{", "s")
+    b'{"qraft_dead_letter": {"reason": "bad", "raw": "\\\\\\\\xff{", "source": "s"}}'
+    """
+    envelope = {"reason": safe_text(reason, MAX_DEAD_LETTER_RAW), "raw": safe_text(raw, MAX_DEAD_LETTER_RAW),
+                "source": safe_text(source, 64)}
+    return json.dumps({DEAD_LETTER_KEY: envelope}).encode()
 
 
 class EventMeta(BaseModel):
@@ -68,6 +154,16 @@ class EventMeta(BaseModel):
 
     parser_version: str = Field(min_length=1)
     raw_checksum: str = ""
+    # `live`: read as it happens, event times are judged against the ingest time at landing;
+    # `backfill`: history (files), judged against the other events of its batch, never the clock.
+    origin: Literal["live", "backfill"] = "live"
+
+    @model_validator(mode="after")
+    def _extras_encodable(self) -> EventMeta:
+        problem = content_problem(self.model_extra or {}, "meta")
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class StandardEvent(BaseModel):
@@ -97,12 +193,27 @@ class StandardEvent(BaseModel):
 
     @field_validator("payload")
     @classmethod
-    def _finite(cls, value: dict[str, Any]) -> dict[str, Any]:
-        _reject_non_finite(value)
+    def _encodable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        problem = content_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     def to_json_bytes(self) -> bytes:
-        return self.model_dump_json().encode()
+        """One JSON line; an event built without validation that cannot be encoded becomes a
+        dead-letter envelope with the reason, so encoding never fails a whole batch.
+
+        >>> e = StandardEvent.model_construct(event_id="e\\ud800", source="s", type="t",
+        ...     timestamp=datetime(2026, 1, 5, tzinfo=UTC), ingest_time=datetime(2026, 1, 5, tzinfo=UTC),
+        ...     payload={}, meta=EventMeta(parser_version="v"))
+        >>> json.loads(e.to_json_bytes())[DEAD_LETTER_KEY]["reason"][:30]
+        'event cannot be encoded as JSO'
+        """
+        try:
+            return self.model_dump_json().encode()
+        except (PydanticSerializationError, ValueError, RecursionError) as exc:
+            reason = f"event cannot be encoded as JSON: {safe_text(exc, 200)}"
+            return dead_letter_envelope(reason, _bounded_repr(self.__dict__), self.source)
 
 
 class PatternType(StrEnum):

@@ -20,15 +20,23 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 from pydantic import ValidationError
 
-from qraft_core.adapters.base import DEAD_LETTER_KEY
 from qraft_core.bus.base import BusMessage, Consumer
 from qraft_core.config import LanderConfig
-from qraft_core.events import StandardEvent, checksum, stable_id
+from qraft_core.events import (
+    DEAD_LETTER_KEY,
+    MAX_NESTING,
+    MAX_RECORD_BYTES,
+    StandardEvent,
+    checksum,
+    iso,
+    safe_text,
+    stable_id,
+)
 from qraft_core.metrics import (
     CONSUMER_LAG,
     EVENTS_DEAD_LETTERED,
@@ -37,7 +45,7 @@ from qraft_core.metrics import (
     STORE_RETRIES,
 )
 from qraft_core.scheduling import floor_to
-from qraft_core.store.base import EventStore, StoreError
+from qraft_core.store.base import EventStore, Filter, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -69,21 +77,187 @@ def _validation_reason(exc: ValidationError) -> str:
     for problem in exc.errors():
         key = ".".join(str(p) for p in problem["loc"]) or "<event>"
         parts.append(f"{key}: {problem['msg']}")
-    return "invalid event: " + "; ".join(parts)
+    return safe_text("invalid event: " + "; ".join(parts), 2000)
+
+
+# What DateTime64(3) columns can hold; anything outside would be stored as a different time.
+STORE_TIME_RANGE = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2299, 12, 31, 23, 59, 59, 999000, tzinfo=UTC))
+SUPERSEDED = "superseded"
+
+
+@dataclass(frozen=True)
+class EventTimeBounds:
+    """How far an event time may lie from what it is judged against (see `LanderConfig`)."""
+
+    live_max_future: timedelta
+    live_max_age: timedelta
+    backfill_max_spread: timedelta
+
+    @classmethod
+    def of(cls, config: LanderConfig) -> EventTimeBounds:
+        return cls(timedelta(seconds=config.live_max_future_s), timedelta(seconds=config.live_max_age_s),
+                   timedelta(days=config.backfill_max_spread_days))
+
+    def live_problem(self, timestamp: datetime, ingest_time: datetime) -> str | None:
+        if timestamp - ingest_time > self.live_max_future:
+            return (f"event time {iso(timestamp)} is {(timestamp - ingest_time).total_seconds():.0f}s after its "
+                    f"ingest time (a live source allows {self.live_max_future.total_seconds():.0f}s)")
+        if ingest_time - timestamp > self.live_max_age:
+            return (f"event time {iso(timestamp)} is {(ingest_time - timestamp).total_seconds():.0f}s before its "
+                    f"ingest time (a live source allows {self.live_max_age.total_seconds():.0f}s)")
+        return None
+
+
+def _store_range_problem(row: tuple[Any, ...]) -> str | None:
+    low, high = STORE_TIME_RANGE
+    for name, value in (("timestamp", row[3]), ("ingest_time", row[4])):
+        if not low <= value <= high:
+            return f"{name} {value.isoformat()} is outside the store's range ({low.year} to {high.year})"
+    return None
+
+
+class _Message:
+    """One bus message; its checksum (part of every letter id of its lines) is computed once, if needed."""
+
+    def __init__(self, source: str, data: bytes) -> None:
+        self.source = source
+        self.data = data
+        self._checksum: str | None = None
+
+    @property
+    def checksum(self) -> str:
+        if self._checksum is None:
+            self._checksum = checksum(self.data)
+        return self._checksum
+
+
+@dataclass(slots=True)
+class _Line:
+    """One line that became an event, kept until the whole batch has been judged (its parsed
+    document is not kept: tens of thousands of live dicts make every garbage collection slow)."""
+
+    row: tuple[Any, ...]
+    origin: str
+    message: _Message
+    index: int
+    raw: bytes
+
+    @property
+    def source(self) -> str:
+        return self.message.source
+
+
+class _Judge:
+    """Collects raw-event rows and dead letters of one batch; see `land_batch`."""
+
+    def __init__(self, landed_at: datetime, interval: timedelta, bounds: EventTimeBounds) -> None:
+        self.landed_at = landed_at
+        self.interval = interval
+        self.bounds = bounds
+        self.kept: dict[tuple[str, str], _Line] = {}
+        self.dead: list[dict[str, Any]] = []
+        self.letter_ids: set[str] = set()
+        self.backfill = False  # any backfill event kept?
+
+    def letter_id(self, message: _Message, index: int) -> str:
+        """Stable across redeliveries of a message; distinct for each bad line, even identical ones."""
+        base = stable_id("lander", message.source, message.checksum, index)
+        letter, copy = base, 0
+        while letter in self.letter_ids:  # the same message twice in one batch
+            copy += 1
+            letter = stable_id(base, copy)
+        self.letter_ids.add(letter)
+        return letter
+
+    def reject(self, message: _Message, index: int, reason: str, raw: bytes | str,
+               event_id: object = "", event_time: datetime | None = None) -> None:
+        self.dead.append(
+            {
+                "letter_id": self.letter_id(message, index),
+                "stage": "land",
+                "source": safe_text(message.source, 256),
+                "reason": safe_text(reason, 2000),
+                "raw": safe_text(raw),
+                "event_id": safe_text(event_id, 256),
+                "event_time": event_time,
+                "window_start": floor_to(event_time, self.interval) if event_time else None,
+                "received_at": self.landed_at,
+            }
+        )
+
+    def keep(self, line: _Line) -> None:
+        """One id, one row: the newest ingest wins; a different older version is a dead letter."""
+        self.backfill = self.backfill or line.origin == "backfill"
+        key = (line.source, line.row[0])
+        other = self.kept.get(key)
+        if other is None:
+            self.kept[key] = line
+            return
+        if same_content(other.row, line.row):
+            return  # the same event delivered twice: it is stored, nothing is lost
+        newer, older = (line, other) if line.row[4] >= other.row[4] else (other, line)
+        self.kept[key] = newer
+        self.reject(older.message, older.index, superseded_reason(newer.row[3], newer.row[4]), older.raw,
+                    older.row[0], older.row[3])
+
+    def bound_backfill(self) -> None:
+        """History is judged against its own batch: an event far from the median time of its
+        source's backfill events in this batch has a broken timestamp, whatever its age."""
+        if not self.backfill:
+            return
+        times: dict[str, list[datetime]] = {}
+        for line in self.kept.values():
+            if line.origin == "backfill":
+                times.setdefault(line.source, []).append(line.row[3])
+        medians = {source: sorted(values)[len(values) // 2] for source, values in times.items()}
+        spread = self.bounds.backfill_max_spread
+        for key, line in list(self.kept.items()):
+            median = medians.get(line.source)
+            if line.origin != "backfill" or median is None or abs(line.row[3] - median) <= spread:
+                continue
+            del self.kept[key]
+            self.reject(line.message, line.index,
+                        f"event time {iso(line.row[3])} is more than {spread.days} days from the median "
+                        f"event time {iso(median)} of its source's backfill batch", line.raw,
+                        line.row[0], line.row[3])
+
+    def batch(self) -> LandedBatch:
+        columns = list(zip(*(line.row for line in self.kept.values()), strict=True)) or [()] * len(RAW_COLUMNS)
+        raw = {name: list(values) for name, values in zip(RAW_COLUMNS, columns, strict=True)}
+        raw_frame = pl.DataFrame(raw, schema_overrides=_TIME_SCHEMA).with_columns(
+            pl.lit(self.landed_at).dt.cast_time_unit("ms").alias("landed_at")
+        )
+        return LandedBatch(raw_frame, pl.DataFrame(self.dead, schema=_DEAD_SCHEMA))
+
+
+def same_content(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """Two rows of one id are the same event when time, type and payload agree."""
+    return a[2] == b[2] and a[3] == b[3] and a[5] == b[5]
+
+
+def superseded_reason(timestamp: datetime, ingest_time: datetime) -> str:
+    return (f"{SUPERSEDED}: event id re-sent with different content; the version with event time "
+            f"{iso(timestamp)} ingested at {iso(ingest_time)} is kept")
 
 
 def land_batch(
     messages: Sequence[tuple[str, bytes]],
     *,
     subject_prefix: str = "qraft.raw",
-    max_payload_bytes: int = 256 * 1024,
+    max_payload_bytes: int = MAX_RECORD_BYTES,
     interval: timedelta = timedelta(minutes=1),
     now: datetime | None = None,
+    bounds: EventTimeBounds | None = None,
 ) -> LandedBatch:
     """Split (subject, data) messages into raw-event rows and dead-letter rows.
 
     Every message holds newline-delimited events. Each line is judged on its
-    own, so one bad line never costs its neighbours.
+    own, so one bad line never costs its neighbours, and nothing a line holds
+    raises. Every line becomes a row of `raw_events`, a dead letter, or is the
+    exact duplicate of a row in the batch. Of two versions of one event id with
+    different content, the newer ingest time wins and the other is dead-lettered
+    as `superseded`. Event times are bounded (`EventTimeBounds`): live events
+    against their ingest time, backfill events against their batch.
 
     >>> good = (b'{"event_id":"e1","source":"s","type":"t","timestamp":"2026-01-05T00:00:01Z",'
     ...         b'"ingest_time":"2026-01-05T00:00:02Z","payload":{"p":1},"meta":{"parser_version":"v1"}}')
@@ -93,81 +267,66 @@ def land_batch(
     >>> batch.dead_letters["reason"][0]
     'malformed JSON: Expecting property name enclosed in double quotes'
     """
-    landed_at = now or datetime.now(UTC)
-    raw: dict[str, list[Any]] = {name: [] for name in RAW_COLUMNS}
-    dead: list[dict[str, Any]] = []
-    seen: set[str] = set()
-
-    def reject(subject_source: str, reason: str, line: bytes, index: int, event: dict[str, Any] | None = None) -> None:
-        event_time = _iso_utc(event.get("timestamp")) if event else None
-        dead.append(
-            {
-                "letter_id": stable_id("lander", subject_source, checksum(line), index),
-                "stage": "land",
-                "source": subject_source,
-                "reason": reason,
-                "raw": line.decode("utf-8", "replace"),
-                "event_id": str((event or {}).get("event_id", ""))[:256],
-                "event_time": event_time,
-                "window_start": floor_to(event_time, interval) if event_time else None,
-                "received_at": landed_at,
-            }
-        )
-
+    judge = _Judge(now or datetime.now(UTC), interval, bounds or EventTimeBounds.of(LanderConfig()))
     for subject, data in messages:
-        subject_source = _source_of(subject, subject_prefix)
+        message = _Message(_source_of(subject, subject_prefix), data)
         for index, line in enumerate(data.split(b"\n")):
-            if not line.strip():
-                continue
-            if len(line) > max_payload_bytes:
-                reject(subject_source, f"oversize: {len(line)} bytes > {max_payload_bytes}", line[:4096], index)
-                continue
-            try:
-                document, finite = _parse_line(line)
-            except RecursionError:
-                reject(subject_source, "malformed JSON: nested too deeply", line, index)
-                continue
-            except ValueError as exc:
-                reject(subject_source, f"malformed JSON: {str(exc).split(':')[0]}", line, index)
-                continue
-            if not isinstance(document, dict):
-                reject(subject_source, f"not an event object: {type(document).__name__}", line, index)
-                continue
-            if DEAD_LETTER_KEY in document:
-                envelope = document[DEAD_LETTER_KEY] or {}
-                if not isinstance(envelope, dict):
-                    reject(subject_source, "adapter: malformed dead-letter envelope", line, index)
-                    continue
-                reason = f"adapter: {envelope.get('reason', 'unparseable record')}"
-                reject(subject_source, reason, str(envelope.get("raw", "")).encode(), index)
-                continue
-            row = well_formed_row(document) if finite else None
-            if row is None:
-                # Not plainly well formed: the model decides, and names what is wrong.
-                try:
-                    event = StandardEvent.model_validate(document)
-                except ValidationError as exc:
-                    reject(subject_source, _validation_reason(exc), line, index, document)
-                    continue
-                row = (event.event_id, event.source, event.type, event.timestamp, event.ingest_time,
-                       json.dumps(event.payload, separators=(",", ":"), sort_keys=True),
-                       event.meta.parser_version, event.meta.raw_checksum)
-            if row[1] != subject_source:
-                reject(subject_source, f"source {row[1]!r} published on subject {subject!r}", line, index, document)
-                continue
-            if row[0] in seen:
-                continue  # the same event twice in one batch: ReplacingMergeTree would collapse it anyway
-            seen.add(row[0])
-            for column, value in zip(RAW_COLUMNS, row, strict=True):
-                raw[column].append(value)
-    raw_frame = pl.DataFrame(raw, schema_overrides=_TIME_SCHEMA).with_columns(
-        pl.lit(landed_at).dt.cast_time_unit("ms").alias("landed_at")
-    )
-    dead_frame = pl.DataFrame(dead, schema=_DEAD_SCHEMA)
-    return LandedBatch(raw_frame, dead_frame)
+            if line.strip():
+                _judge_line(judge, subject, message, index, line, max_payload_bytes)
+    judge.bound_backfill()
+    return judge.batch()
+
+
+def _judge_line(judge: _Judge, subject: str, message: _Message, index: int, line: bytes,
+                max_payload_bytes: int) -> None:
+    def reject(reason: str, raw: bytes | str = line, event: dict[str, Any] | None = None) -> None:
+        event = event or {}
+        judge.reject(message, index, reason, raw, event.get("event_id", ""), _iso_utc(event.get("timestamp")))
+
+    if len(line) > max_payload_bytes:
+        return reject(f"oversize: {len(line)} bytes > {max_payload_bytes}", line[:4096])
+    try:
+        document, finite = _parse_line(line)
+    except RecursionError:
+        return reject("malformed JSON: nested too deeply")
+    except ValueError as exc:
+        return reject(f"malformed JSON: {str(exc).split(':')[0]}")
+    if not isinstance(document, dict):
+        return reject(f"not an event object: {type(document).__name__}")
+    if DEAD_LETTER_KEY in document:
+        envelope = document[DEAD_LETTER_KEY] or {}
+        if not isinstance(envelope, dict):
+            return reject("adapter: malformed dead-letter envelope")
+        return reject(f"adapter: {safe_text(envelope.get('reason', 'unparseable record'))}",
+                      safe_text(envelope.get("raw", "")))
+    # Only a line with \u escapes can hold a lone surrogate, only one with many brackets deep nesting.
+    plain = b"\\u" not in line and line.count(b"[") + line.count(b"{") <= MAX_NESTING
+    row = well_formed_row(document) if finite and plain else None
+    if row is None:
+        # Not plainly well formed: the model decides, and names what is wrong.
+        try:
+            event = StandardEvent.model_validate(document)
+        except ValidationError as exc:
+            return reject(_validation_reason(exc), event=document)
+        except (ValueError, TypeError, RecursionError) as exc:
+            return reject(f"invalid event: {type(exc).__name__}", event=document)
+        row = (event.event_id, event.source, event.type, event.timestamp, event.ingest_time,
+               json.dumps(event.payload, separators=(",", ":"), sort_keys=True),
+               event.meta.parser_version, event.meta.raw_checksum)
+        origin = event.meta.origin
+    else:
+        origin = document["meta"].get("origin", "live")
+    if row[1] != message.source:
+        return reject(f"source {row[1]!r} published on subject {safe_text(subject)!r}", event=document)
+    problem = _store_range_problem(row) or (judge.bounds.live_problem(row[3], row[4]) if origin == "live" else None)
+    if problem:
+        return reject(problem, event=document)
+    judge.keep(_Line(row, origin, message, index, line))
+    return None
 
 
 _EVENT_FIELDS = frozenset(StandardEvent.model_fields)
+_ORIGINS = ("live", "backfill")
 _SOURCE_NAME = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 
@@ -232,6 +391,7 @@ def well_formed_row(document: dict[str, Any]) -> tuple[Any, ...] | None:
         and isinstance(payload, dict) and isinstance(meta, dict)
         and isinstance(meta.get("parser_version"), str) and meta["parser_version"]
         and isinstance(meta.get("raw_checksum", ""), str)
+        and meta.get("origin", "live") in _ORIGINS
     ):
         return None
     timestamp, ingest_time = _iso_utc(document["timestamp"]), _iso_utc(document["ingest_time"])
@@ -257,6 +417,64 @@ _DEAD_SCHEMA: dict[str, pl.DataType] = {
     "window_start": pl.Datetime("ms", "UTC"),
     "received_at": pl.Datetime("ms", "UTC"),
 }
+
+
+# ClickHouse refuses an insert touching more partitions than max_partitions_per_insert_block
+# (100 by default); raw_events has one partition per day.
+MAX_DAYS_PER_INSERT = 100
+# Inserts tried to find the rows a permanent store error is about (~2 log2 of a batch).
+BISECT_ATTEMPTS = 64
+_TRANSIENT_MARKERS = (
+    "timeout", "timed out", "connection refused", "connection reset", "broken pipe", "network_error",
+    "socket_timeout", "held by another process", "too_many_simultaneous_queries", "merges are processing",
+    "memory_limit_exceeded", "table_is_read_only", "temporarily", "cannot open the store",
+)
+_PERMANENT_MARKERS = (
+    "too_many_parts", "too many partitions", "cannot_parse", "type_mismatch", "unknown_table",
+    "no_such_column", "there_is_no_column", "illegal_type", "illegal_column", "out_of_range",
+    "incorrect_data", "cannot_convert", "cannot_insert_null", "arrowinvalid", "arrowtypeerror",
+    "unicodeencodeerror", "overflowerror", "lack columns", "computeerror", "schemaerror",
+)
+
+
+def store_error_kind(exc: BaseException) -> Literal["transient", "permanent", "unknown"]:
+    """Transient (the store is busy or away: retry), permanent (these rows or this schema will
+    never be accepted: dead-letter) or unknown, from the error and its causes.
+
+    >>> store_error_kind(StoreUnavailable("the embedded store is held by another process"))
+    'transient'
+    >>> store_error_kind(StoreError("Code: 252. DB::Exception: Too many partitions for single INSERT block"))
+    'permanent'
+    >>> store_error_kind(StoreError("Too many parts (3001). Merges are processing significantly slower (TOO_MANY_PARTS)"))
+    'transient'
+    """
+    if isinstance(exc, StoreUnavailable):
+        return "transient"
+    chain: list[str] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(chain) < 8:
+        chain.append(f"{type(cause).__name__}: {cause}")
+        cause = cause.__cause__ or cause.__context__
+    text = " ".join(chain).lower()
+    if any(marker in text for marker in _TRANSIENT_MARKERS):
+        return "transient"
+    if any(marker in text for marker in _PERMANENT_MARKERS):
+        return "permanent"
+    return "unknown"
+
+
+def partition_chunks(raw: pl.DataFrame) -> list[pl.DataFrame]:
+    """Rows in groups of at most `MAX_DAYS_PER_INSERT` days, so no insert spans too many partitions.
+
+    >>> days = pl.DataFrame({"timestamp": [datetime(2020, 1, 1, tzinfo=UTC) + timedelta(days=d) for d in range(215)]})
+    >>> [chunk.height for chunk in partition_chunks(days)]
+    [100, 100, 15]
+    """
+    day = pl.col("timestamp").dt.date()
+    days = raw.select(day.unique().sort()).to_series().to_list()
+    if len(days) <= MAX_DAYS_PER_INSERT:
+        return [raw]
+    return [raw.filter(day.is_in(days[i : i + MAX_DAYS_PER_INSERT])) for i in range(0, len(days), MAX_DAYS_PER_INSERT)]
 
 
 @dataclass
@@ -309,24 +527,146 @@ class Lander:
             lines += sum(m.data.count(b"\n") + 1 for m in fetched)
         return taken
 
-    def _write(self, batch: LandedBatch) -> None:
-        with self.store.session():
-            self.store.insert("raw_events", batch.raw_events)
-            self.store.insert("dead_letters", batch.dead_letters)
+    def _write(self, batch: LandedBatch, give_up: bool) -> LandedBatch:
+        """Write a batch in one store session; returns what was written.
 
-    async def _write_with_retry(self, batch: LandedBatch, messages: list[BusMessage], stop: asyncio.Event) -> bool:
-        """True once written; False if a stop arrived while the store stayed unavailable."""
-        delay = 0.2
-        while True:
+        Stored versions an event id supersedes are dead-lettered before they are deleted, so a
+        failure at any point leaves nothing lost when the batch is written again. `give_up`
+        makes errors of unknown kind permanent.
+        """
+        with self.store.session():
+            raw, dead, written_first = self._resolve_stored_versions(batch)
+            rejected: list[pl.DataFrame] = []
+            for chunk in partition_chunks(raw):
+                rejected.extend(self._insert_or_bisect(chunk, give_up))
+            if rejected:
+                failed = pl.concat([frame.drop("reason") for frame in rejected])
+                raw = raw.join(failed.select("source", "event_id", "timestamp"),
+                               on=["source", "event_id", "timestamp"], how="anti")
+                dead = pl.concat([dead, *(self._letters(frame, "store") for frame in rejected)])
+            self.store.insert("dead_letters", dead)
+        return LandedBatch(raw, pl.concat([written_first, dead]))
+
+    def _resolve_stored_versions(self, batch: LandedBatch) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        """One id, one row across batches: the newest ingest wins, as within a batch.
+
+        Returns the rows to insert, the dead letters to insert with them, and the dead letters of
+        stored versions already written (before those versions were deleted)."""
+        raw, dead = batch.raw_events, batch.dead_letters
+        written_first = dead.clear()
+        stored_parts = []
+        for (source,), group in raw.group_by("source"):
+            ids = group["event_id"].unique().to_list()
+            where = [Filter("source", "=", source), Filter("event_id", "in", ids)]
+            stored_parts.append(self.store.select("raw_events", where=where, columns=[*RAW_COLUMNS, "landed_at"]))
+        stored = pl.concat(stored_parts, how="vertical_relaxed") if stored_parts else pl.DataFrame()
+        if stored.is_empty():
+            return raw, dead, written_first
+        stored = stored.with_columns(pl.col("timestamp", "ingest_time").dt.cast_time_unit("ms"))
+        pairs = raw.join(stored, on=["source", "event_id"], suffix="_stored")
+        differing = pairs.filter(
+            (pl.col("type") != pl.col("type_stored")) | (pl.col("timestamp") != pl.col("timestamp_stored"))
+            | (pl.col("payload") != pl.col("payload_stored"))
+        )
+        if differing.is_empty():
+            return raw, dead, written_first
+        newest = pairs.group_by("source", "event_id").agg(pl.col("ingest_time_stored").max().alias("newest"))
+        differing = differing.join(newest, on=["source", "event_id"])
+        incoming_wins = differing.filter(pl.col("ingest_time") >= pl.col("newest"))
+        stored_wins = differing.filter(pl.col("ingest_time") < pl.col("newest")).unique(["source", "event_id"])
+        letters = [dead]
+        if not incoming_wins.is_empty():
+            # The stored versions, then the incoming ones that replace them.
+            losers = incoming_wins.select(
+                *(pl.col(f"{c}_stored").alias(c) for c in RAW_COLUMNS if c not in ("source", "event_id")),
+                "source", "event_id",
+                pl.struct(pl.col("timestamp"), pl.col("ingest_time")).alias("winner"),
+            )
+            written_first = self._letters(losers, "superseded")
+            self.store.insert("dead_letters", written_first)
+            for (source,), group in incoming_wins.group_by("source"):
+                ids = group["event_id"].unique().to_list()
+                self.store.delete("raw_events", [Filter("source", "=", source), Filter("event_id", "in", ids)])
+        if not stored_wins.is_empty():
+            losers = stored_wins.select(
+                *RAW_COLUMNS,
+                pl.struct(pl.col("timestamp_stored").alias("timestamp"), pl.col("newest").alias("ingest_time"))
+                .alias("winner"),
+            )
+            letters.append(self._letters(losers, "superseded"))
+            raw = raw.join(stored_wins.select("source", "event_id"), on=["source", "event_id"], how="anti")
+        return raw, pl.concat(letters), written_first
+
+    def _letters(self, rows: pl.DataFrame, kind: str) -> pl.DataFrame:
+        """Dead letters for raw-event rows: `superseded` ones (with a `winner` column) or ones the
+        store refused (with a `reason` column). Ids are stable, so a rewrite stores them once."""
+        letters = []
+        received_at = datetime.now(UTC)
+        for row in rows.iter_rows(named=True):
+            if kind == "superseded":
+                winner = row["winner"]
+                reason = superseded_reason(winner["timestamp"], winner["ingest_time"])
+            else:
+                reason = row["reason"]
+            document = {c: row[c] for c in RAW_COLUMNS}
+            letters.append({
+                "letter_id": stable_id("lander", kind, row["source"], row["event_id"], row["timestamp"], row["payload"]),
+                "stage": "land",
+                "source": row["source"],
+                "reason": reason,
+                "raw": json.dumps(document, default=str, sort_keys=True),
+                "event_id": row["event_id"],
+                "event_time": row["timestamp"],
+                "window_start": floor_to(row["timestamp"], self.interval),
+                "received_at": received_at,
+            })
+        return pl.DataFrame(letters, schema=_DEAD_SCHEMA)
+
+    def _insert_or_bisect(self, rows: pl.DataFrame, give_up: bool) -> list[pl.DataFrame]:
+        """Insert rows; a permanent error splits them in halves until the refused rows are found
+        (at most `BISECT_ATTEMPTS` tries, then the rest is refused whole). Returns the refused
+        rows with a `reason` column; transient errors propagate to be retried."""
+        pending, refused, attempts = [rows], [], 0
+        while pending:
+            chunk = pending.pop()
             try:
-                await asyncio.to_thread(self._write, batch)
-                return True
+                self.store.insert("raw_events", chunk)
+                continue
+            except StoreError as exc:
+                kind = store_error_kind(exc)
+                if kind == "transient" or (kind == "unknown" and not give_up):
+                    raise
+                reason = f"store refused the event ({kind} error): {safe_text(exc, 500)}"
+            attempts += 1
+            if chunk.height == 1 or attempts >= BISECT_ATTEMPTS:
+                log.error("%d events refused by the store: %s", chunk.height, reason)
+                refused.append(chunk.with_columns(pl.lit(reason).alias("reason")))
+            else:
+                half = chunk.height // 2
+                pending += [chunk[half:], chunk[:half]]
+        return refused
+
+    async def _write_with_retry(
+        self, batch: LandedBatch, messages: list[BusMessage], stop: asyncio.Event
+    ) -> LandedBatch | None:
+        """What was written; None if a stop arrived while the store stayed unavailable.
+
+        Transient errors are retried with backoff for as long as they last; an error of unknown
+        kind `max_store_attempts` times, then it is permanent: its rows become dead letters.
+        """
+        delay = 0.2
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await asyncio.to_thread(self._write, batch, attempt >= self.config.max_store_attempts)
             except StoreError as exc:
                 self.stats.retries += 1
                 STORE_RETRIES.inc()
-                log.warning("store write failed (%s); retrying in %.1fs", exc, delay)
+                log.warning("store write failed (%s, %s); retrying in %.1fs",
+                            store_error_kind(exc), exc, delay)
                 if stop.is_set():
-                    return False
+                    return None
                 # Keep the bus from redelivering what is still being landed.
                 await asyncio.gather(*(m.in_progress() for m in messages), return_exceptions=True)
                 with contextlib.suppress(TimeoutError):
@@ -345,10 +685,13 @@ class Lander:
             subject_prefix=self.subject_prefix,
             max_payload_bytes=self.config.max_payload_bytes,
             interval=self.interval,
+            bounds=EventTimeBounds.of(self.config),
         )
-        if not await self._write_with_retry(batch, messages, stop):
+        written = await self._write_with_retry(batch, messages, stop)
+        if written is None:
             await asyncio.gather(*(m.nak() for m in messages), return_exceptions=True)
             return 0
+        batch = written
         await asyncio.gather(*(m.ack() for m in messages))
         LAND_BATCH_SECONDS.observe(time.perf_counter() - started)
         self._count(batch, len(messages))

@@ -7,31 +7,34 @@ dead-letter envelope so the lander records it with the reason.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel
 
 from qraft_core.adapters.parsers import GenericOptions, ParseError, RecordParser, build_parser
 from qraft_core.bus.base import Publisher
 from qraft_core.config import SourceConfig
-from qraft_core.events import EventMeta, StandardEvent, checksum
+from qraft_core.events import (
+    DEAD_LETTER_KEY,
+    MAX_DEAD_LETTER_RAW,
+    MAX_RECORD_BYTES,
+    EventMeta,
+    StandardEvent,
+    checksum,
+    dead_letter_envelope,
+    safe_text,
+)
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_KEY = "qraft_dead_letter"
+__all__ = ["DEAD_LETTER_KEY", "PARSER_VERSION", "RecordAdapter", "dead_letter_envelope"]
+
 PARSER_VERSION = "qraft-parsers/1"
-
-
-def dead_letter_envelope(reason: str, raw: bytes | str, source: str) -> bytes:
-    """What an adapter publishes for a record it could not turn into an event."""
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    return json.dumps({DEAD_LETTER_KEY: {"reason": reason, "raw": text, "source": source}}).encode()
 
 
 @dataclass
@@ -56,6 +59,8 @@ class RecordAdapter:
 
     type_name: ClassVar[str] = ""
     options_model: ClassVar[type[BaseModel]] = GenericOptions
+    # How the lander judges event times (see `EventMeta.origin`): files are history.
+    origin: ClassVar[Literal["live", "backfill"]] = "backfill"
 
     def __init__(self, source: SourceConfig, options: BaseModel, state_dir: Path) -> None:
         self.source = source
@@ -78,9 +83,25 @@ class RecordAdapter:
             timestamp=parsed.timestamp,
             ingest_time=datetime.now(UTC),
             payload=parsed.payload,
-            meta=EventMeta(parser_version=f"{PARSER_VERSION}:{self.source.parser}", raw_checksum=raw_sum),
+            meta=EventMeta(parser_version=f"{PARSER_VERSION}:{self.source.parser}", raw_checksum=raw_sum,
+                           origin=self.origin),
         )
         self.stats.last_event_time = event.timestamp
+        return event
+
+    def judge(
+        self, record: Mapping[str, Any], raw: bytes, batch: list[StandardEvent], failures: list[tuple[str, bytes]]
+    ) -> StandardEvent | None:
+        """Append the record's event to `batch`, or its reason to `failures`; never raises on content."""
+        if len(raw) > MAX_RECORD_BYTES:
+            failures.append((f"record is oversize: {len(raw)} bytes > {MAX_RECORD_BYTES}", raw[:MAX_DEAD_LETTER_RAW]))
+            return None
+        try:
+            event = self.to_event(record, raw)
+        except Exception as exc:  # noqa: BLE001 - whatever a record holds costs that record only
+            failures.append((parse_failure_reason(exc), raw))
+            return None
+        batch.append(event)
         return event
 
     async def publish(
@@ -96,5 +117,7 @@ class RecordAdapter:
 
 def parse_failure_reason(exc: Exception) -> str:
     if isinstance(exc, ParseError):
-        return str(exc)
-    return f"invalid event: {exc}".replace("\n", "; ")
+        return safe_text(exc)
+    if isinstance(exc, ValueError):
+        return safe_text(f"invalid event: {exc}".replace("\n", "; "))
+    return safe_text(f"record cannot be read: {type(exc).__name__}: {exc}".replace("\n", "; "), 500)

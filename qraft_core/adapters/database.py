@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import re
 from datetime import date, datetime
 from decimal import Decimal
@@ -20,7 +19,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, NoSuchTableError, SQLAlchemyError
 
-from qraft_core.adapters.base import AdapterStats, parse_failure_reason
+from qraft_core.adapters.base import AdapterStats
 from qraft_core.adapters.live import (
     Backoff,
     JsonState,
@@ -29,6 +28,7 @@ from qraft_core.adapters.live import (
     TlsOptions,
     sleep_or_stop,
 )
+from qraft_core.adapters.parsers import raw_json
 from qraft_core.adapters.registry import register_adapter
 from qraft_core.bus.base import Publisher
 from qraft_core.config import ConfigError, SourceConfig
@@ -224,17 +224,11 @@ class DatabaseAdapter(LiveAdapter):
         key_column = self.options.key_column or self.options.tiebreak_column or self.options.cursor_column
         for row in rows:
             record = {name: json_value(value) for name, value in row.items()}
-            raw = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str).encode()
-            try:
-                event = self.to_event(record, raw)
-            except ValueError as exc:
-                failures.append((parse_failure_reason(exc), raw))
-                continue
-            if not self.options.id_field:
+            event = self.judge(record, raw_json(record), batch, failures)
+            if event is not None and not self.options.id_field:
                 version = (record[key_column],) if key_column == self.options.cursor_column else (
                     record[key_column], record[self.options.cursor_column])
-                event = event.model_copy(update={"event_id": stable_id(self.source.name, *version)})
-            batch.append(event)
+                batch[-1] = event.model_copy(update={"event_id": stable_id(self.source.name, *version)})
         await self.publish(publisher, batch, failures)
         last = rows[-1]
         self.cursor = tuple(last[name] for name in self.cursor_columns)

@@ -19,12 +19,12 @@ from typing import Any, ClassVar, Literal
 import polars as pl
 from pydantic import BaseModel, Field
 
-from qraft_core.adapters.base import AdapterStats, RecordAdapter, parse_failure_reason
-from qraft_core.adapters.parsers import GenericOptions
+from qraft_core.adapters.base import AdapterStats, RecordAdapter
+from qraft_core.adapters.parsers import GenericOptions, decode_json_record, raw_json
 from qraft_core.adapters.registry import register_adapter
 from qraft_core.bus.base import Publisher
 from qraft_core.config import ConfigError, SourceConfig
-from qraft_core.events import StandardEvent
+from qraft_core.events import MAX_DEAD_LETTER_RAW, MAX_RECORD_BYTES, StandardEvent
 
 
 class FileOptions(GenericOptions):
@@ -45,7 +45,11 @@ def file_format(path: Path, declared: str) -> str:
 
 
 def read_records(path: Path, fmt: str, required: list[str], skip: int = 0) -> Iterator[tuple[dict[str, Any] | None, bytes, str]]:
-    """(record or None, raw bytes, error) for every record after the first `skip`."""
+    """(record or None, raw bytes, error) for every record after the first `skip`.
+
+    Each record is judged on its own: what one holds (bytes that are not UTF-8, nesting,
+    size) makes that record a failure, and the records after it are still read.
+    """
     if fmt == "jsonl":
         with path.open("rb") as handle:
             for index, line in enumerate(handle):
@@ -55,30 +59,10 @@ def read_records(path: Path, fmt: str, required: list[str], skip: int = 0) -> It
                 if not raw.strip():
                     yield None, raw, "empty line"
                     continue
-                try:
-                    record = json.loads(raw)
-                except ValueError as exc:
-                    yield None, raw, f"line {index + 1} is not JSON: {exc}"
-                    continue
-                if not isinstance(record, dict):
-                    yield None, raw, f"line {index + 1} is not a JSON object"
-                    continue
-                yield record, raw, ""
+                record, error = decode_json_record(raw)
+                yield record, raw, f"line {index + 1} {error}" if error else ""
     elif fmt == "csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise ConfigError(
-                    f"{path}: missing column(s) {', '.join(missing)} (columns present: {', '.join(header)})"
-                )
-            for index, row in enumerate(reader):
-                if index < skip:
-                    continue
-                buffer = io.StringIO()
-                csv.writer(buffer).writerow(row.values())
-                yield dict(row), buffer.getvalue().rstrip("\r\n").encode(), ""
+        yield from _csv_records(path, required, skip)
     else:
         frame = pl.read_parquet(path)
         missing = [c for c in required if c not in frame.columns]
@@ -87,8 +71,55 @@ def read_records(path: Path, fmt: str, required: list[str], skip: int = 0) -> It
                 f"{path}: missing column(s) {', '.join(missing)} (columns present: {', '.join(frame.columns)})"
             )
         for row in frame.slice(skip).iter_rows(named=True):
-            raw = json.dumps(row, default=str).encode()
-            yield row, raw, ""
+            yield row, raw_json(row), ""
+
+
+def _csv_records(path: Path, required: list[str], skip: int) -> Iterator[tuple[dict[str, Any] | None, bytes, str]]:
+    # surrogateescape keeps bytes that are not UTF-8 visible to the row check instead of
+    # failing the whole file at the first one.
+    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        reader = csv.DictReader(handle)
+        try:
+            header = reader.fieldnames or []
+        except csv.Error as exc:
+            raise ConfigError(f"{path}: the header line is not CSV ({exc})") from None
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise ConfigError(
+                f"{path}: missing column(s) {', '.join(missing)} (columns present: {', '.join(header)})"
+            )
+        index = 0
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # e.g. a field over the csv module's size limit
+                if index >= skip:
+                    yield None, b"", f"CSV row {index + 1}: {exc}"
+                index += 1
+                continue
+            index += 1
+            if index <= skip:
+                continue
+            text = ",".join(f"{v}" for v in row.values())
+            raw = text.encode("utf-8", "surrogateescape")
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    yield None, raw, f"CSV row {index} is not UTF-8 (byte {exc.start})"
+                    continue
+            if len(raw) > MAX_RECORD_BYTES:
+                yield None, raw[:MAX_DEAD_LETTER_RAW], f"CSV row {index} is oversize: {len(raw)} bytes > {MAX_RECORD_BYTES}"
+                continue
+            yield dict(row), _csv_line(row), ""
+
+
+def _csv_line(row: dict[str, Any]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(row.values())
+    return buffer.getvalue().rstrip("\r\n").encode()
 
 
 class FilePosition:
@@ -156,23 +187,20 @@ class FileAdapter(RecordAdapter):
             pending += 1
             if record is None:
                 failures.append((error, raw))
+                event = None
             else:
-                try:
-                    event = self.to_event(record, raw)
-                except ValueError as exc:
-                    failures.append((parse_failure_reason(exc), raw))
-                else:
-                    if self.options.speed > 0:
-                        at = event.timestamp.timestamp()
-                        first_event = at if first_event is None else first_event
-                        # Event time runs `speed` times faster than wall time.
-                        delay = started + (at - first_event) / self.options.speed - time.monotonic()
-                        if delay > 0:
-                            # The current record is counted but not yet batched.
-                            done = await self._flush(publisher, path, batch, failures, pending - 1, done)
-                            batch, failures, pending = [], [], 1
-                            await asyncio.sleep(delay)
-                    batch.append(event)
+                event = self.judge(record, raw, batch, failures)
+            if event is not None and self.options.speed > 0:
+                at = event.timestamp.timestamp()
+                first_event = at if first_event is None else first_event
+                # Event time runs `speed` times faster than wall time.
+                delay = started + (at - first_event) / self.options.speed - time.monotonic()
+                if delay > 0:
+                    # The current record is counted but waits for its time in the next batch.
+                    batch.pop()
+                    done = await self._flush(publisher, path, batch, failures, pending - 1, done)
+                    batch, failures, pending = [event], [], 1
+                    await asyncio.sleep(delay)
             if pending >= self.options.batch_size:
                 done = await self._flush(publisher, path, batch, failures, pending, done)
                 batch, failures, pending = [], [], 0

@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 from urllib.parse import quote
 
 from pydantic import BaseModel, Field, model_validator
@@ -237,6 +237,7 @@ class LiveAdapter(RecordAdapter):
 
     options_model: ClassVar[type[BaseModel]] = LiveOptions
     options: LiveOptions
+    origin: ClassVar[Literal["live", "backfill"]] = "live"
     # What the endpoint must start with, and how to describe it in an error.
     endpoint_prefixes: ClassVar[tuple[str, ...]] = ()
     endpoint_expected: ClassVar[str] = "a non-empty endpoint"

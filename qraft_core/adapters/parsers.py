@@ -6,6 +6,7 @@ Parsers are chosen by name in `sources.yaml` (`parser:`).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from qraft_core.events import stable_id
+from qraft_core.events import MAX_NESTING, MAX_RECORD_BYTES, content_problem, safe_text, stable_id
 
 TimeUnit = Literal["auto", "s", "ms", "us", "ns", "iso"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -51,7 +52,10 @@ def parse_time(value: Any, unit: TimeUnit = "auto") -> datetime:
     if isinstance(value, bool):
         raise ParseError(f"timestamp {value!r} is not a time")
     if isinstance(value, (int, float)):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ParseError(f"timestamp {safe_text(value, 40)}… is out of range") from None
     elif isinstance(value, str) and unit != "iso":
         try:
             number = float(value)
@@ -77,6 +81,95 @@ def parse_time(value: Any, unit: TimeUnit = "auto") -> datetime:
             raise ParseError(f"timestamp {value!r} is neither an epoch number nor ISO 8601") from None
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     raise ParseError(f"timestamp {value!r} is not a time")
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+# Decodes without NaN/Infinity, so every payload is valid JSON for the events built from it.
+STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def decode_json_record(raw: bytes | str) -> tuple[dict[str, Any] | None, str]:
+    """(record, "") for a JSON object, else (None, why it "is not" one): oversize, not UTF-8, not JSON,
+    nested deeper than `MAX_NESTING`, not an object. Never raises.
+
+    >>> decode_json_record(b'{"a": 1}')
+    ({'a': 1}, '')
+    >>> decode_json_record(b"[" * 5000 + b"]" * 5000)[1]
+    'is nested deeper than 64 levels'
+    >>> decode_json_record(b'{"a": "caf\\xe9"}')[1]
+    'is not UTF-8: invalid continuation byte at byte 10'
+    >>> decode_json_record(b"[1]")[1]
+    'is not a JSON object'
+    >>> decode_json_record(b'{"id": "\\\\ud800"}')[1]
+    'is not usable: record.id holds text that is not valid Unicode (a lone surrogate)'
+    """
+    size = len(raw)
+    if size > MAX_RECORD_BYTES:
+        return None, f"is oversize: {size} bytes > {MAX_RECORD_BYTES}"
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as exc:
+        return None, f"is not UTF-8: {exc.reason} at byte {exc.start}"
+    # Brackets bound the depth from above: only a suspicious line pays for the exact check.
+    if text.count("[") + text.count("{") > MAX_NESTING and json_depth(text) > MAX_NESTING:
+        return None, f"is nested deeper than {MAX_NESTING} levels"
+    try:
+        record = STRICT_JSON.decode(text)
+    except ValueError as exc:
+        return None, f"is not JSON: {safe_text(exc, 200)}"
+    except RecursionError:
+        return None, f"is nested deeper than {MAX_NESTING} levels"
+    if not isinstance(record, dict):
+        return None, "is not a JSON object"
+    # Text that is not Unicode (a lone surrogate) can only arrive as a \\u escape.
+    problem = content_problem(record, "record") if "\\u" in text else None
+    if problem:
+        return None, f"is not usable: {problem}"
+    return record, ""
+
+
+def json_depth(text: str) -> int:
+    """The deepest bracket nesting of JSON text, outside strings (no parse, no recursion).
+
+    >>> json_depth('{"a": [1, {"b": "[[["}]}')
+    3
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def raw_json(record: object) -> bytes:
+    """The bytes a dead letter keeps of a record that was not read from bytes (never raises)."""
+    try:
+        return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str).encode()
+    except (ValueError, TypeError, RecursionError):
+        return safe_text(record, 16 * 1024).encode()
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,7 +20,7 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import Field, field_validator
 
-from qraft_core.adapters.base import AdapterStats, parse_failure_reason
+from qraft_core.adapters.base import AdapterStats
 from qraft_core.adapters.live import (
     Backoff,
     LiveAdapter,
@@ -30,14 +29,13 @@ from qraft_core.adapters.live import (
     sleep_or_stop,
     ssl_context,
 )
+from qraft_core.adapters.parsers import STRICT_JSON, raw_json
 from qraft_core.adapters.registry import register_adapter
 from qraft_core.bus.base import Publisher
-from qraft_core.events import StandardEvent
+from qraft_core.events import MAX_DEAD_LETTER_RAW, StandardEvent, safe_text
 
 _STEP = re.compile(r"\.([A-Za-z_][\w\-]*)|\.\*|\[(\*|-?\d+|'[^']*'|\"[^\"]*\")\]")
 Step = str | int | None  # a key, an index, or None for every element
-
-MAX_DEAD_LETTER_BYTES = 64 * 1024
 
 
 def compile_path(expression: str) -> tuple[Step, ...]:
@@ -257,23 +255,19 @@ class RestAdapter(LiveAdapter):
             return
         self.last_body_hash = digest
         try:
-            document = json.loads(body)
-        except ValueError as exc:
-            reason = f"response is not JSON: {exc}"
-            await self.publish(publisher, [], [(reason, body[:MAX_DEAD_LETTER_BYTES])])
+            document = STRICT_JSON.decode(body.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            reason = f"response is not JSON: {safe_text(exc, 200) if isinstance(exc, ValueError) else 'nested too deeply'}"
+            await self.publish(publisher, [], [(reason, body[:MAX_DEAD_LETTER_RAW])])
             return
         batch: list[StandardEvent] = []
         failures: list[tuple[str, bytes]] = []
         for record in self._records(document):
-            raw = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str).encode()
+            raw = raw_json(record)
             if not isinstance(record, dict):
                 failures.append(("record is not a JSON object", raw))
-                continue
-            mapped = self._map(record)
-            try:
-                batch.append(self.to_event(mapped, raw))
-            except ValueError as exc:
-                failures.append((parse_failure_reason(exc), raw))
+            else:
+                self.judge(self._map(record), raw, batch, failures)
             if len(batch) + len(failures) >= self.options.batch_size:
                 await self.publish(publisher, batch, failures)
                 batch, failures = [], []

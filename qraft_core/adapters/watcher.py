@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import json
 import logging
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -19,13 +18,14 @@ from typing import Any, ClassVar, Literal
 import polars as pl
 from pydantic import Field
 
-from qraft_core.adapters.base import AdapterStats, parse_failure_reason
+from qraft_core.adapters.base import AdapterStats
 from qraft_core.adapters.file import file_format
 from qraft_core.adapters.live import JsonState, LiveAdapter, LiveOptions, sleep_or_stop
+from qraft_core.adapters.parsers import decode_json_record, raw_json
 from qraft_core.adapters.registry import register_adapter
 from qraft_core.bus.base import Publisher
 from qraft_core.config import ConfigError
-from qraft_core.events import StandardEvent
+from qraft_core.events import MAX_DEAD_LETTER_RAW, MAX_RECORD_BYTES, StandardEvent
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,18 @@ class WatcherOptions(LiveOptions):
     pattern: str = "*.jsonl"
     format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
     interval_s: float = Field(default=1.0, gt=0)
+
+
+def _line_end(path: Path, offset: int) -> int | None:
+    """The offset just after the newline ending the line at `offset`, or None if not written yet."""
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        while chunk := handle.read(READ_CHUNK_BYTES):
+            newline = chunk.find(b"\n")
+            if newline >= 0:
+                return offset + newline + 1
+            offset += len(chunk)
+    return None
 
 
 @register_adapter
@@ -120,7 +132,18 @@ class WatcherAdapter(LiveAdapter):
                 chunk = handle.read(READ_CHUNK_BYTES)
             complete = chunk[: chunk.rfind(b"\n") + 1]  # an unfinished last line waits for its newline
             if not complete:
-                return read
+                if len(chunk) < READ_CHUNK_BYTES:
+                    return read
+                # One line longer than a whole chunk: a dead letter, then read on after it.
+                end = _line_end(path, position["offset"])
+                if end is None:
+                    return read
+                size = end - position["offset"]
+                await self.publish(publisher, [], [(f"line is oversize: {size} bytes > {MAX_RECORD_BYTES}",
+                                                    chunk[:MAX_DEAD_LETTER_RAW])])
+                self._save(path, position, offset=end, size=end)
+                read += 1
+                continue
             header = position["header"]
             start = position["offset"]
             batch: list[StandardEvent] = []
@@ -137,10 +160,7 @@ class WatcherAdapter(LiveAdapter):
                 if record is None:
                     failures.append((error, raw))
                 else:
-                    try:
-                        batch.append(self.to_event(record, raw))
-                    except ValueError as exc:
-                        failures.append((parse_failure_reason(exc), raw))
+                    self.judge(record, raw, batch, failures)
                 if len(batch) + len(failures) >= self.options.batch_size:
                     await self.publish(publisher, batch, failures)
                     batch, failures = [], []
@@ -153,18 +173,21 @@ class WatcherAdapter(LiveAdapter):
         if not raw.strip():
             return None, "empty line"
         if fmt == "csv":
-            values = next(csv.reader(io.StringIO(raw.decode("utf-8", "replace"))), [])
+            if len(raw) > MAX_RECORD_BYTES:
+                return None, f"CSV row is oversize: {len(raw)} bytes > {MAX_RECORD_BYTES}"
+            try:
+                text = raw.decode("utf-8")
+                values = next(csv.reader(io.StringIO(text)), [])
+            except UnicodeDecodeError as exc:
+                return None, f"CSV row is not UTF-8: {exc.reason} at byte {exc.start}"
+            except csv.Error as exc:
+                return None, f"CSV row is not CSV: {exc}"
             names = header or []
             if len(values) != len(names):
                 return None, f"CSV row has {len(values)} values for {len(names)} columns"
             return dict(zip(names, values, strict=True)), ""
-        try:
-            record = json.loads(raw)
-        except ValueError as exc:
-            return None, f"line is not JSON: {exc}"
-        if not isinstance(record, dict):
-            return None, "line is not a JSON object"
-        return record, ""
+        record, error = decode_json_record(raw)
+        return record, f"line {error}" if error else ""
 
     async def _parquet(self, publisher: Publisher, path: Path) -> int:
         position = self._position(path)
@@ -183,11 +206,7 @@ class WatcherAdapter(LiveAdapter):
             batch: list[StandardEvent] = []
             failures: list[tuple[str, bytes]] = []
             for row in frame.slice(offset, self.options.batch_size).iter_rows(named=True):
-                raw = json.dumps(row, default=str).encode()
-                try:
-                    batch.append(self.to_event(row, raw))
-                except ValueError as exc:
-                    failures.append((parse_failure_reason(exc), raw))
+                self.judge(row, raw_json(row), batch, failures)
             await self.publish(publisher, batch, failures)
             read += len(batch) + len(failures)
             self._save(path, position, rows=offset + len(batch) + len(failures))

@@ -36,6 +36,7 @@ from qraft_core.adapters.parsers import (
     ParsedRecord,
     ParseError,
     RecordParser,
+    decode_json_record,
     parse_time,
 )
 from qraft_core.adapters.registry import register_adapter
@@ -106,14 +107,6 @@ class StreamStalled(Exception):
     """The server kept the connection open but sent nothing for `idle_timeout_s`."""
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-# Decodes frames without NaN/Infinity, so every payload is valid JSON for the events built from it.
-_FRAME_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-
-
 @register_adapter
 class WebSocketAdapter(LiveAdapter):
     """Streams from a websocket `endpoint` (ws:// or wss://).
@@ -134,7 +127,7 @@ class WebSocketAdapter(LiveAdapter):
         self._template = StandardEvent(
             event_id="-", source=self.source.name, type="-", timestamp=datetime.now(UTC),
             ingest_time=datetime.now(UTC), payload={},
-            meta=EventMeta(parser_version=f"{PARSER_VERSION}:{self.source.parser}"),
+            meta=EventMeta(parser_version=f"{PARSER_VERSION}:{self.source.parser}", origin=self.origin),
         )
         self.sequence_key = _BINANCE_STREAMS.get(self.source.parser, ("", self.options.id_field or ""))[1]
         self._batch: list[StandardEvent] = []
@@ -254,14 +247,10 @@ class WebSocketAdapter(LiveAdapter):
 
     def handle_message(self, message: str | bytes) -> bool:
         """Parse one frame into the pending batch; False for control replies."""
-        raw = message.encode() if isinstance(message, str) else message
-        try:
-            record = _FRAME_DECODER.decode(message if isinstance(message, str) else message.decode())
-        except ValueError as exc:  # UnicodeDecodeError included
-            self._fail(f"frame is not JSON: {exc}", raw)
-            return True
-        if not isinstance(record, dict):
-            self._fail("frame is not a JSON object", raw)
+        raw = message.encode("utf-8", "surrogatepass") if isinstance(message, str) else message
+        record, error = decode_json_record(message)
+        if record is None:
+            self._fail(f"frame {error}", raw)
             return True
         if _is_control(record):
             if record.get("error"):
@@ -269,7 +258,7 @@ class WebSocketAdapter(LiveAdapter):
             return False
         try:
             event = self.to_event(record, raw)
-        except ValueError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a frame holds costs that frame only
             self._fail(parse_failure_reason(exc), raw)
             return True
         self._check_sequence(event)
@@ -279,8 +268,9 @@ class WebSocketAdapter(LiveAdapter):
     def to_event(self, record: Mapping[str, Any], raw: bytes) -> StandardEvent:
         """The event without a second validation pass, which would halve the throughput.
 
-        What the validation would check holds by construction: frames are decoded
-        without NaN/Infinity, the parsers return aware UTC times and non-empty ids.
+        What the validation would check holds by construction: frames are decoded without
+        NaN/Infinity, deep nesting or lone surrogates, the parsers return aware UTC times and
+        non-empty ids.
         """
         raw_sum = checksum(raw)
         parsed = self.parse_record(record, raw_sum)

@@ -14,6 +14,8 @@ from qraft_core.bus.fake import MemoryBus
 from qraft_core.config import LanderConfig
 from qraft_core.events import StandardEvent, checksum, stable_id
 from qraft_core.lander import Lander, land_batch
+from qraft_core.store.base import StoreError, StoreUnavailable
+from qraft_core.store.fake import MemoryStore
 
 NOW = datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
 SUBJECT = "qraft.raw.binance_spot"
@@ -82,7 +84,8 @@ def test_malformed_json_is_dead_lettered_with_the_parser_message():
 def test_invalid_utf8_is_dead_lettered_not_raised():
     letter = single(b'{"a": "\xc3\x28"}')
     assert letter["reason"] == "malformed JSON: 'utf-8' codec can't decode byte 0xc3 in position 7"
-    assert letter["raw"] == '{"a": "\ufffd("}'
+    # The bytes that are not UTF-8 stay visible as escapes.
+    assert letter["raw"] == '{"a": "\\xc3("}'
 
 
 @pytest.mark.parametrize(
@@ -150,7 +153,7 @@ def test_adapter_dead_letter_envelope_keeps_the_adapter_reason_and_raw_record():
     assert letter["reason"] == "adapter: binance trade message lacks field 's'"
     assert letter["raw"] == '{"t": 1}'
     assert letter["event_id"] == ""
-    assert letter["letter_id"] == stable_id("lander", "binance_spot", checksum(b'{"t": 1}'), 0)
+    assert letter["letter_id"] == stable_id("lander", "binance_spot", checksum(envelope), 0)
 
 
 def test_adapter_envelope_without_details_still_has_a_reason():
@@ -198,18 +201,24 @@ def test_one_bad_line_costs_none_of_its_neighbours():
     ]
 
 
-def test_letter_ids_are_derived_from_source_content_and_position():
+def test_letter_ids_are_derived_from_source_message_and_position():
     data = b"{oops\n" + event_line("ok") + b"\n{oops"
     one = land_batch([(SUBJECT, data)], now=NOW)
     again = land_batch([(SUBJECT, data)], now=NOW + timedelta(hours=1))
     ids = one.dead_letters["letter_id"].to_list()
+    # A redelivered message reproduces the same ids, so the dead letter is stored once.
     assert ids == again.dead_letters["letter_id"].to_list()
     assert ids == [
-        stable_id("lander", "binance_spot", checksum(b"{oops"), 0),
-        stable_id("lander", "binance_spot", checksum(b"{oops"), 2),
+        stable_id("lander", "binance_spot", checksum(data), 0),
+        stable_id("lander", "binance_spot", checksum(data), 2),
     ]
-    # A redelivered message reproduces the same ids, so the dead letter is stored once.
-    assert len(set(ids)) == 2
+
+
+def test_identical_bad_records_in_different_messages_are_each_counted():
+    batch = land_batch([(SUBJECT, b"{oops"), (SUBJECT, b"{oops\n{oops"), (SUBJECT, b"{oops")], now=NOW)
+    ids = batch.dead_letters["letter_id"].to_list()
+    assert len(ids) == 4
+    assert len(set(ids)) == 4  # four rows in dead_letters, as the counter says
 
 
 def test_dead_letter_with_a_parseable_timestamp_gets_its_window():
@@ -300,3 +309,181 @@ def test_the_fast_path_leaves_anything_unusual_to_the_model(change):
     document = {"event_id": "e1", "source": "s", "type": "t", "timestamp": "2026-01-05T00:00:01Z",
                 "ingest_time": "2026-01-05T00:00:02Z", "payload": {}, "meta": {"parser_version": "v1"}, **change}
     assert well_formed_row(document) is None
+
+
+# -- hostile content: every field, every kind ------------------------------------------------
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"event_id": "e\ud800"}, "invalid event: event_id: Input should be a valid string, unable to parse raw data as a unicode string"),
+    ({"type": "\udfff"}, "invalid event: type: Input should be a valid string, unable to parse raw data as a unicode string"),
+    ({"meta": {"parser_version": "v\ud800"}},
+     "invalid event: meta.parser_version: Input should be a valid string, unable to parse raw data as a unicode string"),
+    ({"meta": {"parser_version": "v", "note": "\ud800"}},
+     "invalid event: meta: Value error, meta.note holds text that is not valid Unicode (a lone surrogate)"),
+    ({"payload": {"k": ["ok", "\udc80"]}},
+     "invalid event: payload: Value error, payload.k[1] holds text that is not valid Unicode (a lone surrogate)"),
+    ({"payload": {"\ud800": 1}},
+     "invalid event: payload: Value error, payload key holds text that is not valid Unicode (a lone surrogate)"),
+])
+def test_a_lone_surrogate_anywhere_dead_letters_that_line_only(change, reason):
+    bad = event_line("s-1", **change)
+    assert b"\\ud" in bad.lower()
+    batch = land_batch([(SUBJECT, event_line("ok-1") + b"\n" + bad + b"\n" + event_line("ok-2"))], now=NOW)
+    assert batch.raw_events["event_id"].to_list() == ["ok-1", "ok-2"]
+    assert batch.dead_letters["reason"].to_list() == [reason]
+    # Every text column of the dead letter encodes: the store can take it.
+    for column in ("reason", "raw", "event_id", "source"):
+        batch.dead_letters[column][0].encode("utf-8")
+
+
+def test_a_payload_nested_deeper_than_the_limit_is_dead_lettered_with_the_limit():
+    deep: Any = 1
+    for _ in range(900):
+        deep = [deep]
+    batch = land_batch([(SUBJECT, event_line("deep", payload={"d": deep}))], now=NOW)
+    assert batch.landed == 0
+    assert batch.dead_letters["reason"][0].endswith("is nested deeper than 64 levels")
+    assert batch.dead_letters["event_id"][0] == "deep"
+
+
+def test_a_payload_at_the_nesting_limit_lands():
+    deep: Any = 1
+    for _ in range(63):
+        deep = {"d": deep}
+    assert land_batch([(SUBJECT, event_line("edge", payload=deep))], now=NOW).landed == 1
+
+
+# -- one id, one row ---------------------------------------------------------------------
+
+
+def test_a_re_sent_id_with_other_content_keeps_the_newest_ingest_and_dead_letters_the_other():
+    older = event_line("r-1", timestamp="2026-01-05T00:00:01Z", ingest_time="2026-01-05T00:00:02Z")
+    newer = event_line("r-1", timestamp="2026-01-05T00:00:09Z", ingest_time="2026-01-05T00:00:10Z")
+    for messages in ([(SUBJECT, older + b"\n" + newer)], [(SUBJECT, newer), (SUBJECT, older)]):
+        batch = land_batch(messages, now=NOW)
+        assert batch.raw_events["timestamp"].to_list() == [datetime(2026, 1, 5, 0, 0, 9, tzinfo=UTC)]
+        assert batch.dead_letters["reason"].to_list() == [
+            "superseded: event id re-sent with different content; the version with event time "
+            "2026-01-05T00:00:09.000Z ingested at 2026-01-05T00:00:10.000Z is kept"
+        ]
+        assert batch.dead_letters["raw"][0] == older.decode()
+        assert batch.dead_letters["event_time"][0] == datetime(2026, 1, 5, 0, 0, 1, tzinfo=UTC)
+
+
+def test_the_same_event_re_sent_with_another_ingest_time_is_a_duplicate_not_a_dead_letter():
+    again = event_line("d-1", ingest_time="2026-01-05T00:09:00Z")
+    batch = land_batch([(SUBJECT, event_line("d-1") + b"\n" + again)], now=NOW)
+    assert (batch.landed, batch.dead_lettered) == (1, 0)
+
+
+# -- event-time bounds -------------------------------------------------------------------
+
+
+def origin(name: str) -> dict[str, str]:
+    return {"parser_version": "v1", "origin": name}
+
+
+@pytest.mark.parametrize(("timestamp", "reason"), [
+    ("2026-01-05T00:08:17.400Z",
+     "event time 2026-01-05T00:08:17.400Z is 300s after its ingest time (a live source allows 300s)"),
+    ("2025-12-29T00:03:17.299Z",
+     "event time 2025-12-29T00:03:17.299Z is 604800s before its ingest time (a live source allows 604800s)"),
+])
+def test_live_events_are_judged_against_their_ingest_time(timestamp, reason):
+    letter = single(event_line("l-1", timestamp=timestamp, meta=origin("live")))
+    assert letter["reason"] == reason
+
+
+def test_live_events_within_the_bounds_land():
+    lines = [event_line("l-1", timestamp="2026-01-05T00:08:17.299Z"),  # 299.999 s ahead
+             event_line("l-2", timestamp="2025-12-29T00:03:17.301Z", meta=origin("live"))]
+    assert land_batch([(SUBJECT, b"\n".join(lines))], now=NOW).landed == 2
+
+
+def test_backfill_history_of_any_age_lands_and_a_broken_year_does_not():
+    days = [datetime(1950, 1, 1, tzinfo=UTC) + timedelta(days=400 * i) for i in range(60)]
+    lines = [event_line(f"h-{i}", timestamp=day.isoformat(), meta=origin("backfill")) for i, day in enumerate(days)]
+    lines.append(event_line("typo", timestamp="2250-06-01T00:00:00Z", meta=origin("backfill")))
+    batch = land_batch([(SUBJECT, b"\n".join(lines))], now=NOW)
+    assert batch.landed == 60
+    assert batch.dead_letters["event_id"].to_list() == ["typo"]
+    assert batch.dead_letters["reason"][0].startswith(
+        "event time 2250-06-01T00:00:00.000Z is more than 36525 days from the median event time 1982-")
+
+
+@pytest.mark.parametrize(("timestamp", "reason"), [
+    ("1899-12-31T23:59:59Z", "timestamp 1899-12-31T23:59:59+00:00 is outside the store's range (1900 to 2299)"),
+    ("2300-01-01T00:00:00Z", "timestamp 2300-01-01T00:00:00+00:00 is outside the store's range (1900 to 2299)"),
+])
+def test_times_the_store_cannot_hold_are_dead_lettered(timestamp, reason):
+    assert single(event_line("x", timestamp=timestamp, meta=origin("backfill")))["reason"] == reason
+
+
+# -- store errors: transient ones are retried, permanent ones dead-letter the refused rows ---------
+
+
+class RefusingStore(MemoryStore):
+    """Refuses raw-event inserts holding `poison` with `error`, the first `times` times."""
+
+    def __init__(self, error: Exception, poison: str = "p-3", times: int = 10**6) -> None:
+        super().__init__()
+        self.error, self.poison, self.times, self.raw_inserts = error, poison, times, 0
+
+    def insert(self, table: str, frame: Any) -> int:
+        if table == "raw_events":
+            self.raw_inserts += 1
+            if self.times > 0 and self.poison in frame["event_id"].to_list():
+                self.times -= 1
+                raise self.error
+        return super().insert(table, frame)
+
+
+def land_with(store: MemoryStore, lines: int = 8, **config: Any) -> Lander:
+    bus = MemoryBus()
+    asyncio.run(bus.publish_raw("binance_spot", b"\n".join(event_line(f"p-{i}") for i in range(lines))))
+    lander = Lander(bus, store, LanderConfig(batch_timeout_ms=20, retry_max_s=0.01, **config))
+    assert asyncio.run(lander.land_once()) == 1
+    return lander
+
+
+def test_a_permanent_store_error_dead_letters_only_the_rows_it_is_about():
+    store = RefusingStore(StoreError("store call failed: Code: 53. DB::Exception: TYPE_MISMATCH"))
+    lander = land_with(store)
+    assert sorted(store.tables["raw_events"]["event_id"].to_list()) == [f"p-{i}" for i in range(8) if i != 3]
+    letters = store.tables["dead_letters"]
+    assert letters["event_id"].to_list() == ["p-3"]
+    assert letters["reason"][0] == ("store refused the event (permanent error): "
+                                    "store call failed: Code: 53. DB::Exception: TYPE_MISMATCH")
+    assert (lander.stats.landed, lander.stats.dead_lettered, lander.stats.retries) == (7, 1, 0)
+    assert store.raw_inserts <= 2 * 3 + 1  # bisection, not one insert per row
+
+
+def test_a_transient_store_error_is_retried_until_it_passes():
+    store = RefusingStore(StoreUnavailable("the embedded store is held by another process"), times=3)
+    lander = land_with(store)
+    assert store.tables["raw_events"].height == 8
+    assert (lander.stats.landed, lander.stats.dead_lettered, lander.stats.retries) == (8, 0, 3)
+
+
+def test_an_unknown_store_error_is_retried_then_treated_as_permanent():
+    store = RefusingStore(StoreError("store call failed: something new"))
+    lander = land_with(store, max_store_attempts=3)
+    assert (lander.stats.landed, lander.stats.dead_lettered, lander.stats.retries) == (7, 1, 2)
+    assert store.tables["dead_letters"]["reason"][0] == (
+        "store refused the event (unknown error): store call failed: something new")
+
+
+def test_a_batch_refused_whole_is_dead_lettered_in_few_inserts():
+    class AllRefused(RefusingStore):
+        def insert(self, table: str, frame: Any) -> int:
+            if table == "raw_events":
+                self.raw_inserts += 1
+                raise self.error
+            return MemoryStore.insert(self, table, frame)
+
+    store = AllRefused(StoreError("Code: 60. DB::Exception: UNKNOWN_TABLE"))
+    lander = land_with(store, lines=500)
+    assert lander.stats.dead_lettered == 500
+    assert store.tables["dead_letters"].height == 500
+    assert store.raw_inserts <= 2 * 64

@@ -1,0 +1,104 @@
+"""The lander on real NATS and chDB: long spans, re-sent ids and hostile lines never stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from qraft_core.bus.nats_bus import NatsBus
+from qraft_core.config import LanderConfig
+from qraft_core.lander import MAX_DAYS_PER_INSERT, Lander, LanderStats, partition_chunks
+from qraft_core.store import ClickHouseStore
+from tests.integration.test_lander import SETTINGS, connect
+
+CONFIG = LanderConfig(batch_size=20_000, batch_timeout_ms=300, retry_max_s=0.2)
+T0 = datetime(2014, 3, 1, tzinfo=UTC)
+INGESTED = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def line(event_id: str, timestamp: datetime, *, ingest: datetime = INGESTED, value: Any = 1.0,
+         origin: str = "backfill") -> bytes:
+    return json.dumps({
+        "event_id": event_id, "source": "metrics", "type": "record",
+        "timestamp": timestamp.isoformat(), "ingest_time": ingest.isoformat(),
+        "payload": {"value": value}, "meta": {"parser_version": "test/1", "origin": origin},
+    }).encode()
+
+
+async def publish(url: str, *messages: bytes) -> None:
+    bus = await NatsBus(url, SETTINGS).connect()
+    try:
+        for data in messages:
+            await bus.publish_raw("metrics", data)
+    finally:
+        await bus.close()
+
+
+async def land(url: str, store: ClickHouseStore) -> LanderStats:
+    bus = await connect(url)
+    try:
+        return await Lander(bus, store, CONFIG).run(asyncio.Event(), until_idle=True)
+    finally:
+        await bus.close()
+
+
+def test_one_batch_spanning_215_days_of_2014_lands_whole(nats_server, chdb_store):
+    # Five values a day for 215 days: more partitions than ClickHouse takes in one insert.
+    lines = [line(f"m{d}-{k}", T0 + timedelta(days=d, hours=k)) for d in range(215) for k in range(5)]
+    assert len(partition_chunks(pl.DataFrame({"timestamp": [T0 + timedelta(days=d) for d in range(215)]}))) == 3
+    asyncio.run(publish(nats_server.url, b"\n".join(lines)))
+    stats = asyncio.run(land(nats_server.url, chdb_store))
+    assert (stats.landed, stats.dead_lettered, stats.batches) == (1075, 0, 1)
+    assert chdb_store.count("raw_events") == {"": 1075}
+    assert MAX_DAYS_PER_INSERT == 100
+
+
+def test_a_re_sent_id_keeps_one_row_the_newest_ingest_across_batches(nats_server, chdb_store):
+    old = line("r-1", T0, ingest=INGESTED, value=1.0)
+    asyncio.run(publish(nats_server.url, old + b"\n" + line("r-2", T0)))
+    asyncio.run(land(nats_server.url, chdb_store))
+    newer = line("r-1", T0 + timedelta(seconds=30), ingest=INGESTED + timedelta(hours=1), value=2.0)
+    stale = line("r-2", T0 + timedelta(seconds=5), ingest=INGESTED - timedelta(hours=1), value=9.0)
+    asyncio.run(publish(nats_server.url, newer + b"\n" + stale))
+    stats = asyncio.run(land(nats_server.url, chdb_store))
+    assert (stats.landed, stats.dead_lettered) == (1, 2)
+    # Without FINAL: one row per id.
+    with chdb_store.session():
+        rows = chdb_store._client.query(  # noqa: SLF001 - the raw table, not the de-duplicating read
+            "SELECT event_id, timestamp, payload FROM raw_events ORDER BY event_id").result_rows
+        letters = chdb_store.select("dead_letters", order_by=("event_id",))
+    assert [(r[0], r[1].replace(tzinfo=UTC), r[2]) for r in rows] == [
+        ("r-1", T0 + timedelta(seconds=30), '{"value":2.0}'),
+        ("r-2", T0, '{"value":1.0}'),
+    ]
+    assert letters["event_id"].to_list() == ["r-1", "r-2"]
+    assert all(reason.startswith("superseded: ") for reason in letters["reason"].to_list())
+    assert json.loads(letters["raw"][0])["payload"] == '{"value":1.0}'
+    # Landing the same versions again changes nothing.
+    asyncio.run(publish(nats_server.url, newer + b"\n" + stale + b"\n"))
+    asyncio.run(land(nats_server.url, chdb_store))
+    assert chdb_store.count("raw_events") == {"": 2}
+    assert chdb_store.count("dead_letters") == {"": 2}
+
+
+def test_hostile_lines_cost_only_themselves(nats_server, chdb_store):
+    hostile = [
+        b'{"event_id": "\\ud800", "source": "metrics"}',
+        line("s-1", T0, value="x\udc80"),
+        line("deep", T0).replace(b'{"value": 1.0}', b'{"value": ' + b"[" * 900 + b"]" * 900 + b"}"),
+        b"[" * 100_000,
+        b"\xff\xfe garbage",
+        line("future", INGESTED + timedelta(days=400), origin="live"),
+        line("y2999", datetime(2999, 1, 1, tzinfo=UTC)),
+    ]
+    good = [line(f"g-{i}", T0 + timedelta(minutes=i)) for i in range(3)]
+    asyncio.run(publish(nats_server.url, b"\n".join([good[0], *hostile, good[1]]), good[2]))
+    stats = asyncio.run(land(nats_server.url, chdb_store))
+    assert (stats.landed, stats.dead_lettered) == (3, len(hostile))
+    assert chdb_store.count("dead_letters") == {"": len(hostile)}
+    assert sorted(chdb_store.select("raw_events", columns=("event_id",))["event_id"].to_list()) == [
+        "g-0", "g-1", "g-2"]
