@@ -20,7 +20,7 @@ from qraft_core.cli import emit, main, runtime
 from qraft_core.cli.evaluate import report_table
 from qraft_core.cli.land import run_lander, table_counts
 from qraft_core.evaluate import evaluate_store
-from qraft_core.runtime import Runtime
+from qraft_core.runtime import Runtime, jvm_crash_env
 
 log = logging.getLogger(__name__)
 
@@ -326,8 +326,14 @@ def replay(ctx: click.Context, start_text: str, end_text: str, sources: tuple[st
     began = time.monotonic()
     instance = DagsterInstance.ephemeral() if in_process else open_instance(rt.config.dagster_home)
     windows = int((end - start) / rt.config.partitions.interval)
-    with tqdm(total=windows, desc="replay", unit="window", disable=as_json) as bar:
-        outcome = run_replay(defs, instance, rt, start, end, bar.update)
+    # A JVM crash (CapyMOA) leaves its report where the replay record can name it.
+    os.environ.update(jvm_crash_env(rt.crash_dir, {"JAVA_TOOL_OPTIONS": os.environ.get("JAVA_TOOL_OPTIONS", "")}))
+    try:
+        with tqdm(total=windows, desc="replay", unit="window", disable=as_json) as bar:
+            outcome = run_replay(defs, instance, rt, start, end, bar.update)
+    except BaseException as exc:  # the record must not stay "running" (Ctrl-C included)
+        registry.finish(record, "failed", {"error": f"{type(exc).__name__}: {exc}"})
+        raise
     summary = {"id": record.id, "start": record.start, "end": record.end, "sources": source_list, **outcome,
                **window_summary(rt, start, end, source_list), "seconds": round(time.monotonic() - began, 2),
                "config_hash": _config_hash(rt)}
