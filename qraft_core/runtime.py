@@ -107,16 +107,22 @@ class Runtime:
         wait_s = None if stop is not None else self.config.nats.connect_wait_s
         return await NatsBus(self.nats_url(start), self.stream_settings).connect(stop, wait_s)
 
+    def revive_embedded_nats(self, server: EmbeddedNats) -> bool:
+        """Restart `server` on its port if it died (then owned here); True when it was restarted."""
+        if not server.revive():
+            return False
+        log.warning("the embedded nats-server had died; restarted it at %s", server.url)
+        if self._embedded_nats is None:
+            atexit.register(self.stop_owned_services)
+        self._embedded_nats = server
+        return True
+
     async def keep_embedded_alive(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
-        """Restart the embedded server on its port whenever it dies (clients reconnect by themselves)."""
-        server = EmbeddedNats.running(self.data_dir / "nats")
+        """Restart the embedded server whenever it dies; connected clients reconnect by themselves."""
+        server = self._embedded_nats or EmbeddedNats.running(self.data_dir / "nats")
         while server is not None and not stop.is_set():
             try:
-                if await asyncio.to_thread(server.revive):
-                    log.warning("the embedded nats-server had died; restarted it at %s", server.url)
-                    if self._embedded_nats is None:
-                        atexit.register(self.stop_owned_services)
-                    self._embedded_nats = server
+                await asyncio.to_thread(self.revive_embedded_nats, server)
             except Exception as exc:  # noqa: BLE001 - keep watching; the next round tries again
                 log.error("could not restart the embedded nats-server: %s", exc)
             with suppress(TimeoutError):

@@ -21,6 +21,7 @@ from qraft_core.cli.evaluate import report_table
 from qraft_core.cli.land import run_lander, table_counts
 from qraft_core.evaluate import evaluate_store
 from qraft_core.runtime import Runtime, jvm_crash_env
+from qraft_dagster import operations  # registers `qraft bus` and `qraft replays`
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,9 @@ def demo(ctx: click.Context, keep: bool, as_json: bool) -> None:
     rt = runtime(ctx)
     if not keep:
         _fresh_data_dir(rt)
+        if rt.config.nats.url:
+            # An external stream outlives the data directory and drops republished ids: land it afresh.
+            asyncio.run(operations.reset_consumer(rt))
     ensure_demo_data()
     try:
         click.echo(f"1/3 publishing the demo sources to NATS ({rt.nats_url(start=True)}) …")
@@ -199,12 +203,16 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
     import signal
     import sys
 
+    from qraft_core.bus.embedded import EmbeddedNats
+
     _use_config_dir(ctx)
     rt = runtime(ctx)
     url = rt.nats_url(start=True)
+    embedded = None if rt.config.nats.url else EmbeddedNats.running(rt.data_dir / "nats")
     from qraft_dagster.execute import ensure_dagster_home
 
-    env = {**os.environ, "QRAFT_NATS_URL": url, "DAGSTER_HOME": str(ensure_dagster_home(rt.config.dagster_home))}
+    env = {**jvm_crash_env(rt.crash_dir, dict(os.environ)), "QRAFT_NATS_URL": url,
+           "DAGSTER_HOME": str(ensure_dagster_home(rt.config.dagster_home))}
     qraft = [sys.executable, "-m", "qraft_dagster"]
     children: dict[str, list[str]] = {"lander": [*qraft, "land"]}
     if not no_sources:
@@ -228,6 +236,8 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
     backoff = dict.fromkeys(children, 1.0)
     try:
         while not stopping:
+            if embedded is not None and rt.revive_embedded_nats(embedded):
+                click.echo(f"the embedded nats-server had died; restarted it at {embedded.url}", err=True)
             for name, process in running.items():
                 if process.poll() is not None and not stopping:
                     click.echo(f"{name} exited with {process.returncode}; restarting in {backoff[name]:.0f}s", err=True)

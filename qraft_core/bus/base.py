@@ -13,6 +13,18 @@ from typing import Protocol
 from qraft_core.events import StandardEvent, stable_id
 
 
+class BusError(RuntimeError):
+    """The bus could not do what was asked (unreachable, failing, or stopped while waiting)."""
+
+
+class BusUnavailable(BusError):
+    """The bus could not be reached, or kept failing, for longer than allowed."""
+
+
+class BusStopped(BusError):
+    """A stop was requested while waiting for the bus."""
+
+
 def encode_events(events: Sequence[StandardEvent]) -> bytes:
     """Newline-delimited JSON: one event per line."""
     return b"\n".join(event.to_json_bytes() for event in events)

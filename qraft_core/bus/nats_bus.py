@@ -14,7 +14,14 @@ import nats.errors
 from nats.js import api
 from nats.js.errors import BadRequestError, NotFoundError
 
-from qraft_core.bus.base import StreamSettings, batch_message_id, encode_events, split_to_fit
+from qraft_core.bus.base import (
+    BusStopped,
+    BusUnavailable,
+    StreamSettings,
+    batch_message_id,
+    encode_events,
+    split_to_fit,
+)
 from qraft_core.events import StandardEvent
 
 log = logging.getLogger(__name__)
@@ -26,14 +33,6 @@ OVERSIZED_EXCERPT = 4096
 # Errors no retry can fix: the message itself is wrong.
 PERMANENT_ERRORS = (nats.errors.MaxPayloadError, nats.errors.BadSubjectError, nats.errors.BadHeaderError,
                     BadRequestError)
-
-
-class BusUnavailable(RuntimeError):
-    """The bus could not be reached, or kept failing, for longer than allowed."""
-
-
-class BusStopped(RuntimeError):
-    """A stop was requested while waiting for the bus."""
 
 
 def seed_urls(url: str | Sequence[str]) -> list[str]:
