@@ -57,12 +57,30 @@ class StoreConfig(Strict):
 
 
 class NatsConfig(Strict):
-    # Empty means the embedded nats-server, started on a free loopback port.
+    # Empty means the embedded nats-server, started on a free loopback port. Several seed
+    # URLs of a cluster: a comma-separated string or a list (kept as the comma-separated string).
     url: str = ""
     stream: str = Field(default="QRAFT_RAW", pattern=r"^[A-Za-z0-9_\-]+$")
     subject_prefix: str = "qraft.raw"
     duplicate_window_s: int = Field(default=3600, gt=0)
-    max_msg_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    # The embedded server's max_payload is set to this; against another server the smaller one wins.
+    max_msg_bytes: int = Field(default=8 * 1024 * 1024, gt=0, le=64 * 1024 * 1024)
+    # None: 3 on a cluster, 1 on a single server; an existing stream never gets fewer than it has.
+    replicas: int | None = Field(default=None, ge=1, le=5)
+    # Stream limits; 0 leaves the stream's own (unlimited when Qraft creates it).
+    max_age_s: int = Field(default=0, ge=0)
+    max_bytes: int = Field(default=0, ge=0)
+    # A publish retries through leader elections and reconnects for this long before failing.
+    publish_timeout_s: float = Field(default=120.0, gt=0)
+    # How long a one-shot command waits for an unreachable server (services wait until stopped).
+    connect_wait_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _seed_list(cls, value: Any) -> Any:
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return ",".join(item.strip() for item in value)
+        return value
 
 
 class PartitionsConfig(Strict):
@@ -76,6 +94,8 @@ class PartitionsConfig(Strict):
     max_windows_per_run: int = Field(default=60, ge=1)
     # How many windows back a late event may reopen (re-materialise).
     max_reopen_windows: int = Field(default=120, ge=0)
+    # Runs one sensor tick may request; runs execute one at a time, so more only grows the queue.
+    max_runs_per_tick: int = Field(default=10, ge=1)
 
     @field_validator("start", "end")
     @classmethod

@@ -3,13 +3,17 @@
 Records live as JSON files under `<data_dir>/replays/`; claiming a window is
 done under a file lock, so a second replay over an overlapping window is
 refused with the running one named, never interleaved. A record whose process
-died counts as failed, so a killed replay never blocks the next one.
+died counts as failed, so a killed replay never blocks the next one. A
+background replay runs under a small watcher process that records how it
+ended (exit code or signal, and the JVM crash file when CapyMOA's JVM crashed).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
@@ -22,6 +26,7 @@ from filelock import FileLock
 from qraft_core.bus.embedded import process_alive
 from qraft_core.config import ConfigError, PartitionsConfig
 from qraft_core.events import iso, stable_id
+from qraft_core.runtime import jvm_crash_env, jvm_crash_file
 from qraft_core.scheduling import ceil_to, floor_to, partition_start
 
 
@@ -83,8 +88,28 @@ class ReplayRegistry:
         record = ReplayRecord(**json.loads(path.read_text()))
         if record.status == "running" and record.pid and not process_alive(record.pid):
             record.status = "failed"
-            record.summary = {**record.summary, "error": "the replay process exited before finishing"}
+            record.summary = {**record.summary, "error": "the replay process exited before finishing",
+                              **self.crash_report(record.pid)}
         return record
+
+    @property
+    def crash_dir(self) -> Path:
+        return self.directory.parent / "crash"
+
+    def crash_report(self, pid: int) -> dict[str, str]:
+        crash = jvm_crash_file(self.crash_dir, pid)
+        return {"jvm_crash_file": str(crash)} if crash else {}
+
+    def finish_if_running(self, replay_id: str, returncode: int) -> None:
+        """Record how a replay process ended, unless it recorded its own result."""
+        with self._lock:
+            path = self._path(replay_id)
+            record = ReplayRecord(**json.loads(path.read_text()))
+            if record.status != "running":
+                return
+            how = exit_description(returncode)
+            self.finish(record, "failed", {**record.summary, "error": f"the replay process {how}",
+                                           "exit": how, **self.crash_report(record.pid)})
 
     def running(self) -> list[ReplayRecord]:
         found = [self.get(p.stem) for p in self.directory.glob("*.json")]
@@ -115,20 +140,41 @@ class ReplayRegistry:
         self.save(record)
 
 
+def exit_description(returncode: int) -> str:
+    """
+    >>> exit_description(-11), exit_description(3)
+    ('was killed by SIGSEGV', 'exited with code 3')
+    """
+    if returncode < 0:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with code {returncode}"
+
+
 def launch_replay(
     registry: ReplayRegistry, config_dir: Path, start: datetime, end: datetime, sources: list[str]
 ) -> ReplayRecord:
-    """Claim the window, then run `qraft replay --wait` for it in a background process."""
+    """Claim the window, then run `qraft replay --wait` for it in the background, under a watcher."""
     record = registry.claim(start, end, sources)
     command = [sys.executable, "-m", "qraft_dagster", "--config-dir", str(config_dir), "replay",
                "--start", record.start, "--end", record.end, "--wait", "--replay-id", record.id]
     for source in sources:
         command += ["--source", source]
     log = open(registry.directory / f"{record.id}.log", "ab")  # noqa: SIM115 - owned by the child
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    watcher = [sys.executable, "-m", "qraft_core.replays", str(registry.directory), record.id, "--", *command]
+    process = subprocess.Popen(watcher, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     record.pid = process.pid
     registry.save(record)
     return record
+
+
+def watch_replay(directory: Path, replay_id: str, command: list[str]) -> int:
+    """Run a replay command and record its end if it could not (a crash, a signal)."""
+    registry = ReplayRegistry(directory)
+    child = subprocess.Popen(command, env=jvm_crash_env(registry.crash_dir, dict(os.environ)))
+    returncode = child.wait()
+    if returncode != 0:
+        registry.finish_if_running(replay_id, returncode)
+    return returncode
 
 
 @dataclass
@@ -143,3 +189,12 @@ class SubprocessReplayLauncher:
         start, end = replay_window(start, end, self.partitions)
         record = launch_replay(self.registry, self.config_dir, start, end, sources)
         return {"id": record.id, "status": record.status}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Run a replay command and record how it ended.")
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("replay_id")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    arguments = parser.parse_args()
+    sys.exit(watch_replay(arguments.directory, arguments.replay_id, arguments.command[1:]))

@@ -8,13 +8,22 @@ reopen it, and every window after it up to the last one handed out, because
 the detectors carry state forward in event time; how far back a reopen may
 reach is bounded by `max_reopen_windows`.
 
+One event cannot drag the watermark ahead: it follows landed event times only
+in steps of at most `max_reopen_windows` windows (a longer jump would close
+windows whose late data could no longer be repaired). Events beyond such a gap
+move it only once the gap region keeps receiving events (a stream that
+resumed after a pause), or the stream went quiet. With an open partition end
+no window past the current time is closed, and one plan hands out at most
+`max_runs_per_tick` runs; the next plan continues where it stopped.
+
 The plan is a pure function of a JSON-able cursor and one observation of the
 store, so a sensor (or the demo, or a test) can evaluate it repeatedly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,21 +59,58 @@ def ceil_to(ts: datetime, interval: timedelta) -> datetime:
 
 @dataclass(frozen=True)
 class LandingObservation:
-    """What landed since the cursor's `landed_seen` mark."""
+    """What landed since the cursor's `landed_seen` mark, and where the watermark may go.
+
+    `reach`: the newest landed event time reachable from the previous watermark in
+    steps no longer than the jump bound (None: no bound, use max_event_time).
+    `ahead_start`/`ahead_count`: the earliest landed event beyond that reach, and how
+    many events lie within one jump bound of it.
+    """
 
     min_event_time: datetime | None
     max_event_time: datetime | None
     max_landed_at: datetime | None
+    reach: datetime | None = None
+    ahead_start: datetime | None = None
+    ahead_count: int = 0
 
 
-def observe_landing(store: EventStore, landed_seen: datetime) -> LandingObservation:
+# Queries per plan while following the watermark; a longer backlog continues in the next plan.
+MAX_REACH_STEPS = 50
+
+
+def jump_bound(config: PartitionsConfig) -> timedelta:
+    return config.interval * max(config.max_reopen_windows, 1)
+
+
+def observe_landing(
+    store: EventStore, landed_seen: datetime, watermark: datetime | None = None, bound: timedelta | None = None
+) -> LandingObservation:
+    """New landings since `landed_seen`; with a `bound`, how far the watermark may follow from `watermark`."""
     newer = [Filter("landed_at", ">", landed_seen)]
     with store.session():
         times = store.extent("raw_events", "timestamp", newer)
         landed = store.extent("raw_events", "landed_at", newer)
-    if times is None or landed is None:
-        return LandingObservation(None, None, None)
-    return LandingObservation(times[0], times[1], landed[1])
+        new = (LandingObservation(times[0], times[1], landed[1]) if times is not None and landed is not None
+               else LandingObservation(None, None, None))
+        start = watermark or new.min_event_time
+        if bound is None or start is None:
+            return new
+        reach = start
+        for _ in range(MAX_REACH_STEPS):
+            step = store.extent("raw_events", "timestamp", [Filter("timestamp", ">", reach),
+                                                           Filter("timestamp", "<=", reach + bound)])
+            if step is None:
+                break
+            reach = step[1]
+        else:  # still catching up: nothing is ahead of a gap yet
+            return replace(new, reach=reach)
+        ahead = store.extent("raw_events", "timestamp", [Filter("timestamp", ">", reach)])
+        if ahead is None:
+            return replace(new, reach=reach)
+        in_reach = [Filter("timestamp", ">=", ahead[0]), Filter("timestamp", "<", ahead[0] + bound)]
+        count = int(store.count("raw_events", where=in_reach).get("", 0))
+        return replace(new, reach=reach, ahead_start=ahead[0], ahead_count=count)
 
 
 @dataclass(frozen=True)
@@ -73,8 +119,12 @@ class WindowRequest:
 
     start: datetime
     end: datetime
-    reason: str  # "closed" or "late"
+    reason: str  # "closed", "late" or "retry"
     run_key: str
+    # 0 for a first run; n for the n-th re-run after a failure.
+    attempt: int = 0
+    # The run whose failure this request repairs.
+    repairs: str = ""
 
 
 @dataclass(frozen=True)
@@ -109,7 +159,8 @@ def plan_windows(
     """The runs to request now, and the cursor to keep.
 
     Cursor keys: `through` (end of the last window handed out), `landed_seen`
-    (newest landing already considered), `max_event_time`, `quiet_since`.
+    (newest landing already considered), `max_event_time` (the watermark before
+    lateness), `quiet_since`, and `ahead` (events waiting past a gap) when there are.
     """
     interval = config.interval
     through = _parse(cursor.get("through"))
@@ -120,6 +171,7 @@ def plan_windows(
     landed_seen = _parse(cursor.get("landed_seen")) or EPOCH
     max_event_time = _parse(cursor.get("max_event_time"))
     quiet_since = _parse(cursor.get("quiet_since")) or now
+    ahead = cursor.get("ahead")
     requests: list[WindowRequest] = []
     skipped = 0
 
@@ -127,31 +179,93 @@ def plan_windows(
         assert seen.min_event_time is not None and seen.max_event_time is not None
         quiet_since = now
         landed_seen = max(landed_seen, seen.max_landed_at)
-        max_event_time = max(filter(None, (max_event_time, seen.max_event_time)))
+        if seen.reach is None:
+            max_event_time = max(filter(None, (max_event_time, seen.max_event_time)))
         if seen.min_event_time < through:
             earliest = through - interval * config.max_reopen_windows
             reopen_from = max(floor_to(seen.min_event_time, interval), earliest, first_window)
             skipped = max(0, int((reopen_from - floor_to(seen.min_event_time, interval)) / interval))
             if reopen_from < through:
                 requests += _chunks(reopen_from, through, config, "late", f":{iso(seen.max_landed_at)}")
+    if seen.reach is not None:
+        max_event_time = max(filter(None, (max_event_time, seen.reach)))
+    quiet = (now - quiet_since).total_seconds() >= config.allowed_lateness_s
+
+    if seen.ahead_start is not None:
+        # Events past a gap: believed once more of them arrive there, or once the stream is quiet.
+        grew = ahead is not None and ahead["start"] == iso(seen.ahead_start) and seen.ahead_count > ahead["count"]
+        if grew or quiet:
+            max_event_time = max(filter(None, (max_event_time, seen.ahead_start)))
+            ahead = None
+        else:
+            ahead = {"start": iso(seen.ahead_start), "count": seen.ahead_count}
+    elif seen.max_landed_at is not None:
+        ahead = None
 
     if max_event_time is not None:
-        quiet = (now - quiet_since).total_seconds() >= config.allowed_lateness_s
         if quiet:
             closed_end = ceil_to(max_event_time + timedelta(milliseconds=1), interval)
         else:
             closed_end = floor_to(max_event_time - timedelta(seconds=config.allowed_lateness_s), interval)
-        if config.end is not None:
-            closed_end = min(closed_end, config.end)
+        # No partition exists past the end, or (with an open end) past the current time.
+        closed_end = min(closed_end, config.end if config.end is not None else floor_to(now, interval))
+        runs_left = max(0, config.max_runs_per_tick - len(requests))
+        closed_end = min(closed_end, through + interval * config.max_windows_per_run * runs_left)
         if closed_end > through:
             requests += _chunks(through, closed_end, config, "closed", "")
             through = closed_end
 
-    new_cursor = {
+    new_cursor: dict[str, Any] = {
         # Before any data there is nothing to pin: the first landing decides where windows start.
         "through": iso(through) if max_event_time is not None else None,
         "landed_seen": iso(landed_seen),
         "max_event_time": iso(max_event_time) if max_event_time else None,
         "quiet_since": iso(quiet_since),
     }
+    if ahead is not None:
+        new_cursor["ahead"] = ahead
     return WindowPlan(requests, new_cursor, skipped)
+
+
+# Re-runs of one failed run's windows before a person has to look (each failure of a re-run counts).
+RUN_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    """A pipeline run that failed (or died) over the windows [start, end)."""
+
+    run_id: str
+    start: datetime
+    end: datetime
+    attempt: int = 0
+
+
+def plan_retries(
+    failures: list[FailedRun], materialized: Collection[datetime], first_window: datetime, config: PartitionsConfig
+) -> tuple[list[WindowRequest], list[FailedRun]]:
+    """Re-runs for failed runs, and the failures given up on (after RUN_RETRIES attempts).
+
+    A re-run starts at the first window not materialized: back from the failed run's start
+    through any unmaterialized windows before it (a run killed earlier left them without
+    detector state), never before `first_window`; it ends where the failed run ended.
+    Windows a later run already materialized are skipped at the start.
+    """
+    interval = config.interval
+    requests: list[WindowRequest] = []
+    given_up: list[FailedRun] = []
+    for failure in failures:
+        if failure.attempt >= RUN_RETRIES:
+            given_up.append(failure)
+            continue
+        begin = max(failure.start, first_window)
+        while begin > first_window and begin - interval not in materialized:
+            begin -= interval
+        while begin < failure.end and begin in materialized:
+            begin += interval
+        if begin >= failure.end:
+            continue
+        marker = f":{failure.run_id}"
+        requests += [replace(r, attempt=failure.attempt + 1, repairs=failure.run_id)
+                     for r in _chunks(begin, failure.end, config, "retry", marker)]
+    return requests, given_up

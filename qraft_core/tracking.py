@@ -66,9 +66,21 @@ class Tracker:
         metrics: Mapping[str, float],
         tags: Mapping[str, str] | None = None,
     ) -> str | None:
-        """Record one run; returns its MLflow run id (None when disabled)."""
+        """Record one run; returns its MLflow run id (None when disabled or when MLflow failed).
+
+        A tracking outage never fails what is being tracked: it is logged and the record skipped.
+        """
         if not self.enabled:
             return None
+        try:
+            return self._log_run(run_name, params, metrics, tags)
+        except Exception as exc:  # noqa: BLE001 - any MLflow failure (server, store, client) is skipped
+            log.warning("could not record run %r in MLflow at %s: %s", run_name, self.tracking_uri, exc)
+            return None
+
+    def _log_run(
+        self, run_name: str, params: Mapping[str, Any], metrics: Mapping[str, float], tags: Mapping[str, str] | None
+    ) -> str:
         import mlflow
 
         client = mlflow.MlflowClient(tracking_uri=self.tracking_uri)
@@ -113,11 +125,7 @@ class Tracker:
         metrics.update({f"signals.{name}": n for name, n in by_detector.items()})
         tags = {f"version.{lib}": version for lib, version in library_versions().items()}
         tags["engines"] = ",".join(metadata.get("engines", []))
-        try:
-            return self.log_run(f"detections {iso(start)}", params, metrics, tags)
-        except Exception as exc:  # a tracking outage must not fail the detections themselves
-            log.warning("could not record the detections run in MLflow at %s: %s", self.tracking_uri, exc)
-            return None
+        return self.log_run(f"detections {iso(start)}", params, metrics, tags)
 
 
 def _kind_of(config: DetectorsConfig, name: str) -> str:

@@ -20,7 +20,8 @@ from qraft_core.cli import emit, main, runtime
 from qraft_core.cli.evaluate import report_table
 from qraft_core.cli.land import run_lander, table_counts
 from qraft_core.evaluate import evaluate_store
-from qraft_core.runtime import Runtime
+from qraft_core.runtime import Runtime, jvm_crash_env
+from qraft_dagster import operations  # registers `qraft bus` and `qraft replays`
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,9 @@ def demo(ctx: click.Context, keep: bool, as_json: bool) -> None:
     rt = runtime(ctx)
     if not keep:
         _fresh_data_dir(rt)
+        if rt.config.nats.url:
+            # An external stream outlives the data directory and drops republished ids: land it afresh.
+            asyncio.run(operations.reset_consumer(rt))
     ensure_demo_data()
     try:
         click.echo(f"1/3 publishing the demo sources to NATS ({rt.nats_url(start=True)}) …")
@@ -199,12 +203,16 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
     import signal
     import sys
 
+    from qraft_core.bus.embedded import EmbeddedNats
+
     _use_config_dir(ctx)
     rt = runtime(ctx)
     url = rt.nats_url(start=True)
+    embedded = None if rt.config.nats.url else EmbeddedNats.running(rt.data_dir / "nats")
     from qraft_dagster.execute import ensure_dagster_home
 
-    env = {**os.environ, "QRAFT_NATS_URL": url, "DAGSTER_HOME": str(ensure_dagster_home(rt.config.dagster_home, rt.config.dagster))}
+    env = {**jvm_crash_env(rt.crash_dir, dict(os.environ)), "QRAFT_NATS_URL": url,
+           "DAGSTER_HOME": str(ensure_dagster_home(rt.config.dagster_home, rt.config.dagster))}
     qraft = [sys.executable, "-m", "qraft_dagster"]
     children: dict[str, list[str]] = {"lander": [*qraft, "land"]}
     if not no_sources:
@@ -228,6 +236,8 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
     backoff = dict.fromkeys(children, 1.0)
     try:
         while not stopping:
+            if embedded is not None and rt.revive_embedded_nats(embedded):
+                click.echo(f"the embedded nats-server had died; restarted it at {embedded.url}", err=True)
             for name, process in running.items():
                 if process.poll() is not None and not stopping:
                     click.echo(f"{name} exited with {process.returncode}; restarting in {backoff[name]:.0f}s", err=True)
@@ -326,8 +336,14 @@ def replay(ctx: click.Context, start_text: str, end_text: str, sources: tuple[st
     began = time.monotonic()
     instance = DagsterInstance.ephemeral() if in_process else open_instance(rt.config.dagster_home, rt.config.dagster)
     windows = int((end - start) / rt.config.partitions.interval)
-    with tqdm(total=windows, desc="replay", unit="window", disable=as_json) as bar:
-        outcome = run_replay(defs, instance, rt, start, end, bar.update)
+    # A JVM crash (CapyMOA) leaves its report where the replay record can name it.
+    os.environ.update(jvm_crash_env(rt.crash_dir, {"JAVA_TOOL_OPTIONS": os.environ.get("JAVA_TOOL_OPTIONS", "")}))
+    try:
+        with tqdm(total=windows, desc="replay", unit="window", disable=as_json) as bar:
+            outcome = run_replay(defs, instance, rt, start, end, bar.update)
+    except BaseException as exc:  # the record must not stay "running" (Ctrl-C included)
+        registry.finish(record, "failed", {"error": f"{type(exc).__name__}: {exc}"})
+        raise
     summary = {"id": record.id, "start": record.start, "end": record.end, "sources": source_list, **outcome,
                **window_summary(rt, start, end, source_list), "seconds": round(time.monotonic() - began, 2),
                "config_hash": _config_hash(rt)}

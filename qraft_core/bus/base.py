@@ -13,6 +13,18 @@ from typing import Protocol
 from qraft_core.events import StandardEvent, stable_id
 
 
+class BusError(RuntimeError):
+    """The bus could not do what was asked (unreachable, failing, or stopped while waiting)."""
+
+
+class BusUnavailable(BusError):
+    """The bus could not be reached, or kept failing, for longer than allowed."""
+
+
+class BusStopped(BusError):
+    """A stop was requested while waiting for the bus."""
+
+
 def encode_events(events: Sequence[StandardEvent]) -> bytes:
     """Newline-delimited JSON: one event per line."""
     return b"\n".join(event.to_json_bytes() for event in events)
@@ -24,6 +36,26 @@ def batch_message_id(events: Sequence[StandardEvent]) -> str:
     if len(events) == 1:
         return events[0].event_id
     return stable_id("batch", *(e.event_id for e in events))
+
+
+def split_to_fit(lines: Sequence[bytes], limit: int) -> list[tuple[int, int]]:
+    """Index ranges [i, j) of consecutive lines whose newline-joined size stays within `limit`.
+
+    A line longer than the limit gets a range of its own (the caller dead-letters it).
+
+    >>> split_to_fit([b"aaa", b"bb", b"c", b"dddddd"], 6)
+    [(0, 2), (2, 3), (3, 4)]
+    """
+    ranges: list[tuple[int, int]] = []
+    start, size = 0, -1
+    for index, line in enumerate(lines):
+        if index > start and size + 1 + len(line) > limit:
+            ranges.append((start, index))
+            start, size = index, -1
+        size += 1 + len(line)
+    if lines:
+        ranges.append((start, len(lines)))
+    return ranges
 
 
 class BusMessage(Protocol):
@@ -41,7 +73,7 @@ class BusMessage(Protocol):
 
 class Publisher(Protocol):
     async def publish_events(self, source: str, events: Sequence[StandardEvent]) -> None:
-        """Publish events of one source as one message; returns once the bus has stored it."""
+        """Publish events of one source (split into messages that fit the bus); returns once stored."""
         ...
 
     async def publish_raw(self, source: str, data: bytes, message_id: str | None = None) -> None:
@@ -63,6 +95,13 @@ class StreamSettings:
     subject_prefix: str = "qraft.raw"
     duplicate_window_s: int = 3600
     max_msg_bytes: int = 8 * 1024 * 1024
+    # None: 3 on a cluster, 1 on a single server. An existing stream is never given fewer.
+    replicas: int | None = None
+    # 0: no limit (an existing stream's own limit is kept).
+    max_age_s: int = 0
+    max_bytes: int = 0
+    # How long a publish keeps retrying through leader elections and reconnects.
+    publish_timeout_s: float = 120.0
 
     def subject(self, source: str) -> str:
         return f"{self.subject_prefix}.{source}"

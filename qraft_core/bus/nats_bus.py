@@ -2,16 +2,47 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import nats
-from nats.errors import TimeoutError as NatsTimeout
+import nats.errors
 from nats.js import api
-from nats.js.errors import NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError
 
-from qraft_core.bus.base import StreamSettings, batch_message_id, encode_events
+from qraft_core.bus.base import (
+    BusStopped,
+    BusUnavailable,
+    StreamSettings,
+    batch_message_id,
+    encode_events,
+    split_to_fit,
+)
 from qraft_core.events import StandardEvent
+
+log = logging.getLogger(__name__)
+
+# Room for the headers (the message id) next to the payload in one protocol message.
+HEADER_ALLOWANCE = 1024
+# How much of an oversized event its dead letter keeps.
+OVERSIZED_EXCERPT = 4096
+# Errors no retry can fix: the message itself is wrong.
+PERMANENT_ERRORS = (nats.errors.MaxPayloadError, nats.errors.BadSubjectError, nats.errors.BadHeaderError,
+                    BadRequestError)
+
+
+def seed_urls(url: str | Sequence[str]) -> list[str]:
+    """Server URLs from a comma-separated string or a list.
+
+    >>> seed_urls("nats://a:4222, nats://b:4222,")
+    ['nats://a:4222', 'nats://b:4222']
+    """
+    parts = url.split(",") if isinstance(url, str) else list(url)
+    return [part.strip() for part in parts if part.strip()]
 
 
 class NatsMessage:
@@ -35,17 +66,44 @@ class NatsMessage:
 class NatsBus:
     """Publisher and durable pull consumer on one JetStream stream."""
 
-    def __init__(self, url: str, settings: StreamSettings | None = None) -> None:
-        self.url = url
+    def __init__(self, url: str | Sequence[str], settings: StreamSettings | None = None) -> None:
+        self.servers = seed_urls(url)
         self.settings = settings or StreamSettings()
         self._nc: Any = None
         self._js: Any = None
         self._sub: Any = None
+        self._last_error_log = 0.0
 
-    async def connect(self) -> NatsBus:
-        self._nc = await nats.connect(
-            self.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5
-        )
+    @property
+    def url(self) -> str:
+        return ",".join(self.servers)
+
+    async def _connection_error(self, exc: Exception) -> None:
+        # nats-py reports every failed attempt; one line per 10 s is enough to see it is waiting.
+        if time.monotonic() - self._last_error_log > 10:
+            self._last_error_log = time.monotonic()
+            log.warning("NATS at %s: %s: %s (retrying)", self.url, type(exc).__name__, exc)
+
+    async def connect(self, stop: asyncio.Event | None = None, wait_s: float | None = None) -> NatsBus:
+        """Connect (retrying while no server answers) until connected, `stop` is set or `wait_s` passes."""
+        connecting = asyncio.ensure_future(nats.connect(
+            servers=self.servers, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5,
+            error_cb=self._connection_error,
+        ))
+        waits: set[asyncio.Future[Any]] = {connecting}
+        stopping = asyncio.ensure_future(stop.wait()) if stop is not None else None
+        if stopping is not None:
+            waits.add(stopping)
+        done, _ = await asyncio.wait(waits, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+        if stopping is not None:
+            stopping.cancel()
+        if connecting not in done:
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+            if stop is not None and stop.is_set():
+                raise BusStopped(f"stopped while connecting to NATS at {self.url}")
+            raise BusUnavailable(f"no NATS server answered at {self.url} within {wait_s}s")
+        self._nc = connecting.result()
         self._js = self._nc.jetstream()
         await self.ensure_stream()
         return self
@@ -53,7 +111,10 @@ class NatsBus:
     async def close(self) -> None:
         if self._nc is not None:
             # Flush what was published and acknowledged; a drain can stall on a pull subscription.
-            await self._nc.flush(timeout=10)
+            try:
+                await self._nc.flush(timeout=10)
+            except nats.errors.Error as exc:
+                log.warning("NATS flush on close failed: %s", exc)
             await self._nc.close()
             self._nc = None
 
@@ -63,28 +124,87 @@ class NatsBus:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @property
+    def clustered(self) -> bool:
+        """Whether the connected server is part of a cluster (its INFO names one)."""
+        return bool(self._nc._server_info.get("cluster"))
+
+    @property
+    def message_limit(self) -> int:
+        """The largest payload one publish may carry: the server's and the stream's limit, less headers."""
+        return min(int(self._nc.max_payload), self.settings.max_msg_bytes) - HEADER_ALLOWANCE
+
     async def ensure_stream(self) -> None:
-        config = api.StreamConfig(
-            name=self.settings.stream,
-            subjects=[self.settings.wildcard],
-            storage=api.StorageType.FILE,
-            duplicate_window=float(self.settings.duplicate_window_s),
-            max_msg_size=self.settings.max_msg_bytes,
-        )
+        """Create the stream, or update the settings Qraft owns without lowering the replicas."""
+        settings = self.settings
         try:
-            await self._js.stream_info(self.settings.stream)
-            await self._js.update_stream(config)
+            existing: api.StreamConfig | None = (await self._js.stream_info(settings.stream)).config
         except NotFoundError:
-            await self._js.add_stream(config)
+            existing = None
+        wanted = settings.replicas or (3 if self.clustered else 1)
+        ours: dict[str, Any] = {
+            "subjects": [settings.wildcard],
+            "duplicate_window": float(settings.duplicate_window_s),
+            "max_msg_size": min(int(self._nc.max_payload), settings.max_msg_bytes),
+            "num_replicas": max(wanted, (existing.num_replicas or 1) if existing else 1),
+        }
+        if settings.max_age_s:
+            ours["max_age"] = float(settings.max_age_s)
+        if settings.max_bytes:
+            ours["max_bytes"] = settings.max_bytes
+        if existing is None:
+            await self._js.add_stream(api.StreamConfig(name=settings.stream, storage=api.StorageType.FILE, **ours))
+            return
+        if existing.num_replicas and existing.num_replicas > wanted:
+            log.info("stream %s keeps its %d replicas (nats.replicas asks for %d)",
+                     settings.stream, existing.num_replicas, wanted)
+        updated = dataclasses.replace(existing, **ours)
+        if updated != existing:
+            await self._js.update_stream(updated)
+
+    async def stream_config(self) -> api.StreamConfig:
+        return (await self._js.stream_info(self.settings.stream)).config
 
     # -- publishing -----------------------------------------------------
     async def publish_events(self, source: str, events: Sequence[StandardEvent]) -> None:
-        if events:
-            await self.publish_raw(source, encode_events(events), batch_message_id(events))
+        """Publish in as few messages as fit the server's limit; an event too big on its own is dead-lettered."""
+        if not events:
+            return
+        lines = [event.to_json_bytes() for event in events]
+        limit = self.message_limit
+        for start, end in split_to_fit(lines, limit):
+            part = events[start:end]
+            if end - start == 1 and len(lines[start]) > limit:
+                await self.publish_raw(source, oversized_dead_letter(part[0], len(lines[start]), limit, source))
+                continue
+            data = lines[start] if end - start == 1 else encode_events(part)
+            await self.publish_raw(source, data, batch_message_id(part))
 
     async def publish_raw(self, source: str, data: bytes, message_id: str | None = None) -> None:
+        """Publish and wait for the stream to store it, retrying through failovers for `publish_timeout_s`.
+
+        A retried message keeps its id, so one the stream did store before the error is dropped as a repeat.
+        """
         headers = {"Nats-Msg-Id": message_id} if message_id else None
-        await self._js.publish(self.settings.subject(source), data, headers=headers, timeout=10)
+        subject = self.settings.subject(source)
+        deadline = time.monotonic() + self.settings.publish_timeout_s
+        delay = 0.1
+        while True:
+            try:
+                await self._js.publish(subject, data, headers=headers, timeout=5)
+                return
+            except PERMANENT_ERRORS:
+                raise
+            except (TimeoutError, nats.errors.Error) as exc:
+                if self._nc is None or self._nc.is_closed:
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise BusUnavailable(
+                        f"publishing to {subject} failed for {self.settings.publish_timeout_s}s: {exc!r}"
+                    ) from exc
+                log.warning("publish to %s failed (%s); retrying in %.1fs", subject, type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # -- consuming ------------------------------------------------------
     async def subscribe(self, durable: str, ack_wait_s: float = 60.0) -> None:
@@ -102,7 +222,14 @@ class NatsBus:
     async def fetch(self, max_messages: int, timeout_s: float) -> list[NatsMessage]:
         try:
             msgs = await self._sub.fetch(max_messages, timeout=timeout_s)
-        except (NatsTimeout, TimeoutError):  # nats-py raises either, depending on where it waited
+        except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either, depending on where it waited
+            return []
+        except nats.errors.Error as exc:
+            # A leader election or a reconnect: nothing was delivered; the next fetch tries again.
+            if self._nc is None or self._nc.is_closed:
+                raise
+            log.warning("fetch from %s failed (%s: %s); retrying", self.settings.stream, type(exc).__name__, exc)
+            await asyncio.sleep(min(timeout_s, 1.0))
             return []
         return [NatsMessage(m) for m in msgs]
 
@@ -115,6 +242,22 @@ class NatsBus:
         info = await self._js.consumer_info(self.settings.stream, durable)
         return int(info.num_pending + info.num_ack_pending)
 
+    async def delete_consumer(self, durable: str) -> bool:
+        """Forget the durable consumer, so its next subscription reads the stream from the start."""
+        try:
+            await self._js.delete_consumer(self.settings.stream, durable)
+        except NotFoundError:
+            return False
+        return True
+
     async def stream_messages(self) -> int:
         info = await self._js.stream_info(self.settings.stream)
         return int(info.state.messages)
+
+
+def oversized_dead_letter(event: StandardEvent, size: int, limit: int, source: str) -> bytes:
+    """The dead letter of an event larger than one bus message may be: its id and the start of it."""
+    from qraft_core.adapters.base import dead_letter_envelope  # adapters import the bus
+
+    reason = f"event {event.event_id!r} is {size} bytes; a bus message holds at most {limit}"
+    return dead_letter_envelope(reason, event.to_json_bytes()[:OVERSIZED_EXCERPT], source)

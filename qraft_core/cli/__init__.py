@@ -13,15 +13,16 @@ from qraft_core.config import ConfigError
 
 
 class QraftGroup(click.Group):
-    """Turns configuration and store errors into one clear line and exit code 2."""
+    """Turns configuration, store and bus errors into one clear line and exit code 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from qraft_core.bus.base import BusError
         from qraft_core.redact import redact
         from qraft_core.store.base import StoreError
 
         try:
             return super().invoke(ctx)
-        except (ConfigError, StoreError) as exc:
+        except (ConfigError, StoreError, BusError) as exc:
             click.echo(f"error: {redact(str(exc))}", err=True)
             sys.exit(2)
 

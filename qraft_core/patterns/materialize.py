@@ -167,8 +167,12 @@ def materialize_patterns(
     end: datetime,
     interval: timedelta = timedelta(minutes=1),
     load_features: FeatureLoader | None = None,
+    restart: bool = False,
 ) -> dict[str, Any]:
     """Pattern events for every window of [start, end), each window replaced as a whole.
+
+    `restart`: the windows are re-run after a failure (detector state rebuilt); every
+    event is marked so.
 
     Returns {"pattern_events", "by_type", "cross_validated", "suppressed" (signals
     dropped by the cooldown, per detector), "top"} (top: the five findings of
@@ -197,6 +201,8 @@ def materialize_patterns(
                 for group in group_signals(kept, merge.tolerance_s)
                 if window_start <= group[0].time < window_end
             ]
+            if restart:
+                window_events = [event.model_copy(update={"restart": True}) for event in window_events]
             store.replace_window("pattern_events", window_start, window_end, pattern_rows(window_events))
             events.extend(window_events)
     by_type = Counter(event.type.value for event in events)

@@ -10,10 +10,12 @@ from dagster import (
 )
 
 from qraft_core.detectors.config import load_detectors
-from qraft_core.detectors.runner import materialize_detections
+from qraft_core.detectors.runner import DetectorStateMissing, materialize_detections
+from qraft_core.events import iso
 from qraft_core.explain.materialize import materialize_cards
 from qraft_core.explain.templates import load_cards_config
 from qraft_core.features import materialize_features
+from qraft_core.healing import rebuild_detector_state
 from qraft_core.operators.pipeline import load_preprocessing
 from qraft_core.patterns.materialize import materialize_patterns
 from qraft_core.tracking import Tracker
@@ -21,6 +23,7 @@ from qraft_dagster.assets.ingest import clean_events
 from qraft_dagster.assets.metadata import as_metadata, window
 from qraft_dagster.partitions import PARTITIONS, partition_start
 from qraft_dagster.resources import QraftResource
+from qraft_dagster.sensors.windows import RESTART_TAG
 
 PIPELINE = {
     "partitions_def": PARTITIONS,
@@ -48,14 +51,28 @@ def features(context: AssetExecutionContext, qraft: QraftResource) -> Materializ
     **PIPELINE,
 )
 def detections(context: AssetExecutionContext, qraft: QraftResource) -> MaterializeResult:
-    """River and CapyMOA detector signals; detector state is snapshot after every window."""
+    """River and CapyMOA detector signals; detector state is snapshot after every window.
+
+    A missing state for the window before (a run died half-way) is rebuilt from the last
+    good snapshot first; the run is then tagged so its pattern events carry `restart`.
+    """
     rt = qraft.runtime
     start, end = window(context)
     partitions = rt.config.partitions
-    result = materialize_detections(
-        rt.store, load_detectors(rt.config_path), start, end, partitions.interval,
-        partition_start(partitions), Tracker.from_config(rt.config),
-    )
+    detectors_config = load_detectors(rt.config_path)
+    first = partition_start(partitions)
+
+    def run() -> dict[str, object]:
+        return materialize_detections(rt.store, detectors_config, start, end, partitions.interval, first,
+                                      Tracker.from_config(rt.config))
+
+    try:
+        result = run()
+    except DetectorStateMissing as exc:
+        context.log.warning(str(exc))
+        since = rebuild_detector_state(rt.store, rt.config_path, rt.config, start, first)
+        context.instance.add_run_tags(context.run.run_id, {RESTART_TAG: f"rebuilt from {iso(since)}"})
+        result = {**run(), "rebuilt_from": iso(since)}
     return MaterializeResult(metadata=as_metadata(result))
 
 
@@ -73,7 +90,10 @@ def pattern_events(context: AssetExecutionContext, qraft: QraftResource) -> Mate
     """Findings merged across engines (cross-validated), with metric changes measured on clean data."""
     rt = qraft.runtime
     start, end = window(context)
-    result = materialize_patterns(rt.store, load_detectors(rt.config_path), start, end, rt.config.partitions.interval)
+    run = context.instance.get_run_by_id(context.run.run_id)
+    restart = run is not None and RESTART_TAG in run.tags
+    result = materialize_patterns(rt.store, load_detectors(rt.config_path), start, end, rt.config.partitions.interval,
+                                  restart=restart)
     return MaterializeResult(metadata=as_metadata(result, {"top_findings": _top_table(result["top"])}))
 
 

@@ -131,3 +131,127 @@ def test_a_fetch_that_times_out_inside_nats_py_returns_nothing():
     bus = NatsBus("nats://127.0.0.1:1")
     bus._sub = _LateProbeSubscription()
     assert asyncio.run(bus.fetch(10, 0.2)) == []
+
+
+# -- message sizes, connecting, stream settings, one server per directory --------------------
+
+def sized_event(i: int, payload_bytes: int) -> StandardEvent:
+    return event(i).model_copy(update={"payload": {"i": i, "pad": "x" * payload_bytes}})
+
+
+async def _drain(bus: NatsBus) -> list[bytes]:
+    messages = []
+    while batch := await bus.fetch(100, 1.0):
+        for message in batch:
+            await message.ack()
+        messages += [m.data for m in batch]
+    return messages
+
+
+async def _publish_past_one_mib(url: str) -> tuple[int, list[bytes], int]:
+    settings = StreamSettings(stream="SIZES", subject_prefix="sz")
+    async with NatsBus(url, settings) as bus:
+        await bus.subscribe("reader")
+        events = [sized_event(i, 1200) for i in range(3000)]  # 3.7 MB in one call
+        await bus.publish_events("s", events)
+        await bus.publish_events("s", [sized_event(9999, 2 * 1024 * 1024)])  # larger than any message
+        return bus.message_limit, await _drain(bus), await bus.stream_messages()
+
+
+def test_batches_larger_than_the_servers_max_payload_are_split_and_an_oversized_event_is_dead_lettered(tmp_path):
+    # A server with nats-server's own 1 MiB default, as an external server would have.
+    server = EmbeddedNats(tmp_path / "nats", max_payload=1024 * 1024).start()
+    try:
+        limit, messages, stored = asyncio.run(_publish_past_one_mib(server.url))
+    finally:
+        server.stop()
+    assert limit == 1024 * 1024 - 1024
+    assert all(len(m) <= limit for m in messages)
+    lines = [line for m in messages[:-1] for line in m.split(b"\n")]
+    assert [json.loads(line)["event_id"] for line in lines] == [f"s-{i}" for i in range(3000)]
+    assert stored == len(messages) == 6  # 3000 events of ~1.3 KB in 5 parts, then the dead letter
+    dead = json.loads(messages[-1])["qraft_dead_letter"]
+    assert dead["reason"].startswith("event 's-9999' is 2097") and dead["reason"].endswith(f"at most {limit}")
+    assert dead["source"] == "s"
+
+
+async def _negotiated(url: str) -> tuple[int, int]:
+    async with NatsBus(url, StreamSettings(stream="DEFAULTS", subject_prefix="df")) as bus:
+        return int(bus._nc.max_payload), (await bus.stream_config()).max_msg_size
+
+
+def test_the_embedded_server_is_started_with_the_streams_message_size(tmp_path):
+    server = EmbeddedNats(tmp_path / "nats").start()
+    try:
+        assert asyncio.run(_negotiated(server.url)) == (8 * 1024 * 1024, 8 * 1024 * 1024)
+    finally:
+        server.stop()
+
+
+async def _stream_settings(url: str) -> tuple[list, list]:
+    import dataclasses
+
+    settings = StreamSettings(stream="LIMITS", subject_prefix="lm", max_age_s=3600, max_bytes=10**9)
+    async with NatsBus(url, settings) as bus:
+        created = await bus.stream_config()
+        # An operator adds a limit of their own; Qraft's next connect keeps it.
+        await bus._js.update_stream(dataclasses.replace(created, max_msgs=12345))
+    async with NatsBus(url, StreamSettings(stream="LIMITS", subject_prefix="lm")) as bus:
+        kept = await bus.stream_config()
+    return ([created.num_replicas, created.max_age, created.max_bytes],
+            [kept.num_replicas, kept.max_age, kept.max_bytes, kept.max_msgs])
+
+
+def test_stream_limits_are_set_and_settings_qraft_does_not_own_are_kept(nats_server):
+    created, kept = asyncio.run(_stream_settings(nats_server.url))
+    assert created == [1, 3600.0, 10**9]
+    assert kept == [1, 3600.0, 10**9, 12345]
+
+
+async def _connect_until_stopped(url: str) -> str:
+    from qraft_core.bus.base import BusStopped, BusUnavailable
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.3, stop.set)
+    try:
+        await NatsBus(url).connect(stop)
+    except BusStopped as exc:
+        stopped = str(exc)
+    try:
+        await NatsBus(url).connect(wait_s=0.3)
+    except BusUnavailable as exc:
+        return f"{stopped} | {exc}"
+    return stopped
+
+
+def test_connecting_to_an_unreachable_server_can_be_stopped_or_bounded():
+    from qraft_core.bus.embedded import free_port
+
+    url = f"nats://127.0.0.1:{free_port()}"
+    assert asyncio.run(_connect_until_stopped(f"{url}, {url}")) == (
+        f"stopped while connecting to NATS at {url},{url} | no NATS server answered at {url},{url} within 0.3s"
+    )
+
+
+def test_one_directory_has_one_server_and_a_dead_one_is_revived_on_its_port(tmp_path):
+    import os
+    import signal
+
+    import pytest
+
+    from qraft_core.bus.embedded import EmbeddedNatsError, process_alive
+
+    first = EmbeddedNats(tmp_path / "nats").start()
+    try:
+        with pytest.raises(EmbeddedNatsError, match=f"pid {first.pid} already serves"):
+            EmbeddedNats(tmp_path / "nats").start()
+        assert EmbeddedNats.ensure(tmp_path / "nats").pid == first.pid
+        assert first.revive() is False
+        old_pid, port = first.pid, first.port
+        os.kill(old_pid, signal.SIGKILL)
+        first.process.wait()
+        assert first.revive() is True
+        assert (first.port, process_alive(first.pid), first.pid != old_pid) == (port, True, True)
+        asyncio.run(_round_trip(first.url))  # the stream survived on disk; the server works
+    finally:
+        first.stop()
