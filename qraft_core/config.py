@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from qraft_core.events import MAX_RECORD_BYTES
 
+from qraft_core.plugins import PluginError, load_plugins
+
 CONFIG_DIR_ENV = "QRAFT_CONFIG_DIR"
 ENV_PREFIX = "QRAFT_"
 
@@ -134,12 +136,12 @@ class LanderConfig(Strict):
 class CleanConfig(Strict):
     # An event time this far after its ingest time is a broken clock, not a skew.
     max_future_s: int = Field(default=300, ge=0)
+    # An event this much older than the newest event of its source (or than its ingest
+    # time, whichever is earlier) is a broken clock: history of any age still cleans.
     max_age_days: int = Field(default=3650, ge=1)
-    # Payload fields that must hold positive finite numbers, per event type;
-    # numeric strings (Binance sends prices as strings) become numbers.
-    numeric_fields: dict[str, list[str]] = Field(
-        default_factory=lambda: {"trade": ["p", "q"], "aggTrade": ["p", "q"]}
-    )
+    # Payload fields that must hold finite numbers (any sign), per event type;
+    # numeric strings count as numbers. Domain rules (positive prices) come from plugins.
+    numeric_fields: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class MlflowConfig(Strict):
@@ -239,6 +241,9 @@ class DagsterConfig(Strict):
 
 class QraftConfig(Strict):
     data_dir: Path = Path(".qraft")
+    # Modules registering operators, cleaning rules, metric sets and card vocabulary
+    # (besides the built-in markets plugin and installed `qraft.plugins` entry points).
+    plugins: list[str] = Field(default_factory=list)
     store: StoreConfig = StoreConfig()
     nats: NatsConfig = NatsConfig()
     partitions: PartitionsConfig = PartitionsConfig()
@@ -406,7 +411,12 @@ def load_qraft_config(
     path = config_dir(directory) / "qraft.yaml"
     data = read_yaml(path) if path.exists() else {}
     merged = _deep_merge(data, _env_overrides(QraftConfig, os.environ if environ is None else environ))
-    return parse_model(QraftConfig, merged, f"{path} (with QRAFT_* environment overrides)")
+    config = parse_model(QraftConfig, merged, f"{path} (with QRAFT_* environment overrides)")
+    try:
+        load_plugins(config.plugins)
+    except PluginError as exc:
+        raise ConfigError(f"{path}: plugins: {exc}") from None
+    return config
 
 
 def load_sources(directory: Path | str | None = None) -> SourcesFile:

@@ -52,7 +52,9 @@ def compute_bars(
             op.with_history(own_history) if isinstance(op, TrailingOperator) else op
             for op in source_pipeline.build()
         ]
-        context = OperatorContext(source_pipeline.source, pipeline.bar_seconds, bars=bars, dropped=dropped)
+        context = OperatorContext(
+            source_pipeline.source, pipeline.bar_seconds_of(source_pipeline), bars=bars, dropped=dropped
+        )
         source_events = events.filter(selected).sort("timestamp", "event_id")
         bars[source_pipeline.source] = run_pipeline(source_pipeline, operators, source_events, context)
     return bars
@@ -107,13 +109,13 @@ def _empty_rows() -> pl.DataFrame:
 
 
 def _check_grid(pipeline: PreprocessingConfig, start: datetime, end: datetime, interval: timedelta) -> None:
-    bar = pipeline.bar_seconds
     if end <= start:
         raise ValueError(f"empty range: end {end.isoformat()} is not after start {start.isoformat()}")
-    if interval.total_seconds() % bar or interval.total_seconds() <= 0:
-        raise ValueError(f"the window interval ({interval}) is not a multiple of bar_seconds ({bar})")
-    if start.timestamp() % bar or end.timestamp() % bar:
-        raise ValueError(f"start and end must fall on bar boundaries (multiples of {bar}s)")
+    for bar in sorted({pipeline.bar_seconds_of(p) for p in pipeline.pipeline_by_source} or {pipeline.bar_seconds}):
+        if interval.total_seconds() % bar or interval.total_seconds() <= 0:
+            raise ValueError(f"the window interval ({interval}) is not a multiple of bar_seconds ({bar})")
+        if start.timestamp() % bar or end.timestamp() % bar:
+            raise ValueError(f"start and end must fall on bar boundaries (multiples of {bar}s)")
 
 
 def materialize_features(
@@ -131,7 +133,7 @@ def materialize_features(
     start, end = utc(start), utc(end)
     _check_grid(pipeline, start, end, interval)
     sources = [p.source for p in pipeline.pipeline_by_source]
-    lookback = timedelta(seconds=pipeline.lookback_bars() * pipeline.bar_seconds)
+    lookback = timedelta(seconds=pipeline.lookback_seconds())
     dropped: dict[str, int] = {}
     with store.session():
         events = store.select(

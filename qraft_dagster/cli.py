@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ def ensure_demo_data(directory: Path = DEMO_DIR) -> None:
         generate_demo(directory)
 
 
-async def publish_sources(rt: Runtime) -> dict[str, dict[str, int]]:
+async def publish_sources(rt: Runtime, echo: Callable[[str], None] = click.echo) -> dict[str, dict[str, int]]:
     """Replay every enabled file source into the bus, as fast as possible."""
     bus = await rt.connect_bus()
     published: dict[str, dict[str, int]] = {}
@@ -53,15 +54,18 @@ async def publish_sources(rt: Runtime) -> dict[str, dict[str, int]]:
             adapter = build_adapter(source, rt.state_dir)
             stats = await adapter.run(bus, asyncio.Event())
             published[source.name] = {"published": stats.published, "dead_lettered": stats.dead_lettered}
-            click.echo(f"  {source.name}: published {stats.published} events, "
-                       f"{stats.dead_lettered} unparseable records as dead letters")
+            echo(f"  {source.name}: published {stats.published} events, "
+                 f"{stats.dead_lettered} unparseable records as dead letters")
     finally:
         await bus.close()
     return published
 
 
-def run_pipeline(rt: Runtime) -> dict[str, Any]:
-    """Evaluate the window sensor and execute its runs in this process until all windows are done."""
+def run_pipeline(rt: Runtime, total_runs: int | None = None) -> dict[str, Any]:
+    """Evaluate the window sensor and execute its runs in this process until all windows are done.
+
+    `total_runs` (when known) gives the progress bar its end.
+    """
     from qraft_dagster.definitions import build_definitions
     from qraft_dagster.execute import drain_sensor, open_instance
 
@@ -70,7 +74,7 @@ def run_pipeline(rt: Runtime) -> dict[str, Any]:
     logging.getLogger("dagster").setLevel(logging.WARNING)
     instance = open_instance(rt.config.dagster_home, rt.config.dagster)
     runs = {"succeeded": 0, "failed": 0}
-    bar = tqdm(desc="pipeline runs", unit="run")
+    bar = tqdm(desc="pipeline runs", unit="run", total=total_runs)
 
     def on_run(request: Any, result: Any) -> None:
         runs["succeeded" if result.success else "failed"] += 1
@@ -87,7 +91,32 @@ def run_pipeline(rt: Runtime) -> dict[str, Any]:
     return {**runs, "windows_materialized": windows}
 
 
-def _fresh_data_dir(rt: Runtime) -> None:
+def run_file_sources(rt: Runtime, echo: Callable[[str], None] = click.echo,
+                     total_runs: int | None = None) -> dict[str, Any]:
+    """The configured file sources through the whole pipeline: bus, lander, store, Dagster runs.
+
+    The embedded NATS server started here is stopped before the Dagster runs begin.
+    """
+    try:
+        echo(f"1/3 publishing the file sources to NATS ({rt.nats_url(start=True)}) …")
+        published = asyncio.run(publish_sources(rt, echo))
+        echo("2/3 landing events from JetStream into ClickHouse …")
+        landing_started = time.monotonic()
+        landed = asyncio.run(run_lander(rt, until_idle=True))
+        landing_s = time.monotonic() - landing_started
+    finally:
+        rt.stop_owned_services()
+    echo("3/3 materializing the partitioned assets through Dagster …")
+    return {
+        "published": published,
+        "landed": landed.landed,
+        "dead_lettered_at_landing": landed.dead_lettered,
+        "landing_events_per_s": round(landed.landed / landing_s) if landing_s else 0,
+        "runs": run_pipeline(rt, total_runs),
+    }
+
+
+def fresh_data_dir(rt: Runtime) -> None:
     for name in ("clickhouse", "clickhouse.lock", "nats", "state", "dagster"):
         target = rt.data_dir / name
         if target.is_dir():
@@ -108,37 +137,22 @@ def demo(ctx: click.Context, keep: bool, as_json: bool) -> None:
     started = time.monotonic()
     rt = runtime(ctx)
     if not keep:
-        _fresh_data_dir(rt)
+        fresh_data_dir(rt)
         if rt.config.nats.url:
             # An external stream outlives the data directory and drops republished ids: land it afresh.
             asyncio.run(operations.reset_consumer(rt))
     ensure_demo_data()
-    try:
-        click.echo(f"1/3 publishing the demo sources to NATS ({rt.nats_url(start=True)}) …")
-        published = asyncio.run(publish_sources(rt))
-        click.echo("2/3 landing events from JetStream into ClickHouse …")
-        landing_started = time.monotonic()
-        landed = asyncio.run(run_lander(rt, until_idle=True))
-        landing_s = time.monotonic() - landing_started
-    finally:
-        rt.stop_owned_services()
-    click.echo("3/3 materializing the partitioned assets through Dagster …")
-    runs = run_pipeline(rt)
     summary = {
-        "published": published,
-        "landed": landed.landed,
-        "dead_lettered_at_landing": landed.dead_lettered,
-        "landing_events_per_s": round(landed.landed / landing_s) if landing_s else 0,
-        "runs": runs,
+        **run_file_sources(rt),
         **table_counts(rt),
         "evaluation": evaluate_store(rt.store, DEMO_DIR / "ground_truth.json"),
-        "cards": demo_cards(rt),
+        "cards": top_cards(rt),
         "seconds": round(time.monotonic() - started, 1),
     }
     emit(summary, as_json, _demo_text(rt, summary))
 
 
-def demo_cards(rt: Runtime, count: int = 3) -> list[str]:
+def top_cards(rt: Runtime, count: int = 3) -> list[str]:
     """The markdown cards of the most confident finding of each type (up to `count`)."""
     from qraft_core.store.base import Filter
 
@@ -386,3 +400,6 @@ def replay(ctx: click.Context, start_text: str, end_text: str, sources: tuple[st
     emit(summary, as_json, "\n".join(human))
     if status != "succeeded":
         sys.exit(1)
+
+
+from qraft_dagster import analyze  # noqa: E402,F401 - registers `qraft analyze` (it uses the functions above)

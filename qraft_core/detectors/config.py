@@ -92,7 +92,6 @@ class MergeConfig(Strict):
     cooldown_s: float = Field(default=180.0, ge=0)
     # Bars before and after a finding its metric changes are measured on.
     context_bars: int = Field(default=30, ge=1)
-    bar_seconds: float = Field(default=10.0, gt=0)
 
 
 class DetectorsConfig(Strict):

@@ -17,11 +17,20 @@ from qraft_core.annotations import Annotation, annotation_line
 from qraft_core.config import config_dir
 from qraft_core.events import AlgorithmInfo, Contributor, PatternEvent, iso, utc
 from qraft_core.explain.context import ContextSummary, SourceContext
-from qraft_core.explain.templates import CardsConfig, LanguageCards, default_cards_config, fill
+from qraft_core.explain.templates import (
+    CardsConfig,
+    LanguageCards,
+    default_cards_config,
+    field_name,
+    fill,
+    plugin_phrase,
+)
 
 Mode = Literal["human", "llm"]
 # Metric units whose values are fractions, shown as percentages.
 FRACTION_UNITS = frozenset({"relative", "ratio", "fraction"})
+# A difference in the field's own (unnamed) unit.
+DELTA_UNIT = "delta"
 
 
 class MetricChange(BaseModel):
@@ -79,7 +88,11 @@ def change_text(value: float, unit: str) -> str:
 
     >>> change_text(0.37, "relative"), change_text(-2.5, "%"), change_text(120.0, "BTC")
     ('+37%', '-2.5%', '+120 BTC')
+    >>> change_text(-1.5, "delta")
+    '-1.5'
     """
+    if unit == DELTA_UNIT:
+        unit = ""
     if unit in FRACTION_UNITS:
         return f"{value * 100:+.1f}%".replace(".0%", "%")
     if unit == "%":
@@ -104,16 +117,18 @@ class _Wording:
         self.language: LanguageCards = cards.language(lang)
 
     def phrase(self, name: str, **values: object) -> str:
-        return fill(
-            getattr(self.language.phrases, name), values, f"cards.yaml: languages.{self.lang}.phrases.{name}"
-        )
+        if name in type(self.language.phrases).model_fields:
+            template, where = getattr(self.language.phrases, name), f"cards.yaml: languages.{self.lang}.phrases"
+        else:
+            template, where = plugin_phrase(name, self.lang), f"plugin phrases ({self.lang})"
+        return fill(template, values, f"{where}.{name}")
 
     def type_part(self, pattern: PatternEvent, part: str, values: dict[str, object]) -> str:
         template = getattr(self.language.types[pattern.type], part)
         return fill(template, values, f"cards.yaml: languages.{self.lang}.types.{pattern.type.value}.{part}")
 
     def field(self, name: str) -> str:
-        return self.language.fields.get(name, name)
+        return field_name(self.language, self.lang, name)
 
 
 def _changes(pattern: PatternEvent, words: _Wording) -> list[MetricChange]:
@@ -154,21 +169,11 @@ def _source_lines(source: SourceContext, words: _Wording) -> list[str]:
             after=source.after,
         )
     ]
-    if source.trades is not None:
-        trades = source.trades
-        lines.append(
-            words.phrase(
-                "context_trades",
-                count=trades.count,
-                price_min=fmt_number(trades.price_min),
-                price_max=fmt_number(trades.price_max),
-                price_first=fmt_number(trades.price_first),
-                price_last=fmt_number(trades.price_last),
-                volume=fmt_number(trades.volume),
-            )
-        )
-    if source.headlines is not None:
-        lines.append(words.phrase("context_headlines", count=source.headlines))
+    for line in source.lines:
+        values = {k: fmt_number(v) if isinstance(v, float) else v for k, v in line.values.items()}
+        if "field" in values:
+            values["field"] = words.field(str(values["field"]))
+        lines.append(words.phrase(line.phrase, **values))
     return lines
 
 

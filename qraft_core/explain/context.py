@@ -8,26 +8,32 @@ finding covers exactly the data the card describes.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import polars as pl
 from pydantic import BaseModel
 
+from qraft_core.config import ConfigError, config_dir
 from qraft_core.events import PatternEvent, utc
+from qraft_core.operators.aggregate import numeric_fields, numeric_value
+from qraft_core.operators.pipeline import PreprocessingConfig, SourcePipeline, load_preprocessing
+from qraft_core.plugins import load_plugins
 from qraft_core.store.base import EventStore, Filter
 
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}")
-MAX_TITLES = 3
-TRADE_TYPES = ("trade", "aggTrade")
+# The generic summary shows this many fields of a stream.
+MAX_FIELDS = 5
 
 
-class TradeSummary(BaseModel):
-    count: int
-    price_min: float
-    price_max: float
-    price_first: float
-    price_last: float
-    volume: float
+class ContextLine(BaseModel):
+    """One line of a source's context: the phrase that words it and the values it shows."""
+
+    phrase: str
+    values: dict[str, float | int | str]
+    # Sample texts (e.g. headlines), for readers of the context, not for the phrase.
+    examples: list[str] = []
 
 
 class SourceContext(BaseModel):
@@ -36,9 +42,32 @@ class SourceContext(BaseModel):
     before: int
     after: int
     types: dict[str, int]
-    trades: TradeSummary | None = None
-    headlines: int | None = None
-    headline_titles: list[str] = []
+    lines: list[ContextLine] = []
+
+
+ContextSummarise = Callable[[pl.DataFrame], list[ContextLine]]
+
+
+@dataclass(frozen=True)
+class ContextSummarizer:
+    """Summarises the context rows of the event types it claims (rows sorted by time)."""
+
+    event_types: tuple[str, ...]
+    summarise: ContextSummarise
+
+
+CONTEXT_SUMMARIZERS: list[ContextSummarizer] = []
+
+
+def register_context_summarizer(event_types: tuple[str, ...]) -> Callable[[ContextSummarise], ContextSummarise]:
+    """Decorator: a plugin's summary of its event types; other types get the generic field summary."""
+
+    def register(function: ContextSummarise) -> ContextSummarise:
+        if all(s.summarise is not function for s in CONTEXT_SUMMARIZERS):
+            CONTEXT_SUMMARIZERS.append(ContextSummarizer(tuple(event_types), function))
+        return function
+
+    return register
 
 
 class ContextSummary(BaseModel):
@@ -58,7 +87,7 @@ def context_window(pattern: PatternEvent, minutes: int) -> tuple[datetime, datet
 
     >>> from qraft_core.events import PatternDetails, PatternExplain, AlgorithmInfo
     >>> p = PatternEvent(pattern_id="p", type="anomaly", timestamp="2026-01-05T10:32:15Z",
-    ...     window_start="2026-01-05T10:32:00Z", source_streams=["s"], details=PatternDetails(),
+    ...     window_start="2026-01-05T10:32:00Z", source_streams=["cpu"], details=PatternDetails(),
     ...     explain=PatternExplain(), algorithm=AlgorithmInfo(name="a", version="1"), confidence=0.5)
     >>> from qraft_core.events import iso
     >>> [iso(t) for t in context_window(p, 5)]
@@ -71,7 +100,7 @@ def context_window(pattern: PatternEvent, minutes: int) -> tuple[datetime, datet
 
 
 def pattern_sources(pattern: PatternEvent) -> list[str]:
-    """The sources behind a pattern's streams (a stream `binance_spot.price` belongs to `binance_spot`)."""
+    """The sources behind a pattern's streams (a stream `hosts:web1` belongs to `hosts`)."""
     found = [m.group(0) for m in (_SOURCE_NAME.match(s) for s in pattern.source_streams) if m]
     return sorted(set(found))
 
@@ -92,24 +121,74 @@ def replay_command(start: datetime, end: datetime, sources: list[str]) -> str:
     return f"qraft replay --start {minute(start)} --end {minute(end)}{flags}"
 
 
-def _payload_field(*names: str) -> pl.Expr:
-    return pl.coalesce([pl.col("payload").str.json_path_match(f"$.{name}") for name in names])
+def field_summaries(rows: pl.DataFrame, fields: list[str]) -> list[ContextLine]:
+    """Count, range, first and last of each numeric field over the rows (at most MAX_FIELDS fields).
+
+    >>> rows = pl.DataFrame({"payload": ['{"value": "-2"}', '{"value": 0}', '{"value": "x"}']})
+    >>> [line.values for line in field_summaries(rows, ["value"])]
+    [{'field': 'value', 'count': 2, 'min': -2.0, 'max': 0.0, 'first': -2.0, 'last': 0.0}]
+    """
+    lines = []
+    for name in fields[:MAX_FIELDS]:
+        values = rows.select(numeric_value(name).alias("v"))["v"].drop_nulls()
+        if values.len() == 0:
+            continue
+        lines.append(ContextLine(phrase="context_field", values={
+            "field": name, "count": values.len(), "min": float(values.min()),  # type: ignore[arg-type]
+            "max": float(values.max()), "first": float(values[0]), "last": float(values[-1]),  # type: ignore[arg-type]
+        }))
+    return lines
+
+
+def _generic_fields(rows: pl.DataFrame, pipeline: SourcePipeline | None) -> list[str]:
+    """The fields the source's `stats` aggregate summarises, else every numeric payload field."""
+    params = pipeline.aggregate_params() if pipeline is not None else {}
+    if params.get("fields") is not None:
+        return list(params["fields"])
+    excluded = [*params.get("exclude", []), *params.get("categorical", [])]
+    if pipeline is not None and pipeline.stream_key:
+        excluded.append(pipeline.stream_key)
+    return numeric_fields(rows, excluded)
+
+
+def source_lines(rows: pl.DataFrame, pipeline: SourcePipeline | None) -> list[ContextLine]:
+    """Plugin summaries for the event types they claim, the generic field summary for the rest."""
+    load_plugins()
+    lines: list[ContextLine] = []
+    claimed: set[str] = set()
+    for summarizer in CONTEXT_SUMMARIZERS:
+        own = rows.filter(pl.col("type").is_in(summarizer.event_types))
+        claimed.update(summarizer.event_types)
+        if own.height:
+            lines += summarizer.summarise(own)
+    rest = rows.filter(~pl.col("type").is_in(sorted(claimed)))
+    if rest.height:
+        lines += field_summaries(rest, _generic_fields(rest, pipeline))
+    return lines
 
 
 def summarise_context(
-    frame: pl.DataFrame, pattern: PatternEvent, start: datetime, end: datetime, minutes: int
+    frame: pl.DataFrame,
+    pattern: PatternEvent,
+    start: datetime,
+    end: datetime,
+    minutes: int,
+    preprocessing: PreprocessingConfig | None = None,
 ) -> ContextSummary:
-    """Counts per source, price range and volume of trades, headline counts (no full rows)."""
-    sources = pattern_sources(pattern)
+    """Counts per stream and a summary of its fields (no full rows).
+
+    A stream split by a key (`source:key`) is summarised from its own events only,
+    picked by the key its pipeline in `preprocessing` declares.
+    """
+    preprocessing = preprocessing or PreprocessingConfig()
     summaries = []
     frame = frame.sort(["timestamp", "event_id"]) if frame.height else frame
-    for source, label, symbol in _context_streams(pattern):
+    for stream, source in _context_streams(pattern):
+        pipeline = next((p for p in preprocessing.pipeline_by_source if p.owns_stream_name(stream)), None)
         rows = frame.filter(pl.col("source") == source) if frame.height else frame
-        if symbol and rows.height:
-            # One instrument of a multi-symbol source: its trades only, not its neighbours' prices.
-            rows = rows.filter(_payload_field("s") == symbol)
+        if rows.height and pipeline is not None:
+            rows = rows.filter(pipeline.stream_expr() == stream)
         before = rows.filter(pl.col("timestamp") < pattern.timestamp).height if rows.height else 0
-        titles = _titles(rows)
         types = (
             {str(k): int(n) for k, n in rows.group_by("type").len().sort("type").iter_rows()}
             if rows.height
@@ -117,14 +196,12 @@ def summarise_context(
         )
         summaries.append(
             SourceContext(
-                source=label,
+                source=stream,
                 events=rows.height,
                 before=before,
                 after=rows.height - before,
                 types=types,
-                trades=_trades(rows),
-                headlines=titles.len() if titles.len() else None,
-                headline_titles=titles.head(MAX_TITLES).to_list(),
+                lines=source_lines(rows, pipeline) if rows.height else [],
             )
         )
     return ContextSummary(
@@ -132,67 +209,48 @@ def summarise_context(
         end=end,
         minutes=minutes,
         sources=summaries,
-        replay_command=replay_command(start, end, sources),
+        replay_command=replay_command(start, end, pattern_sources(pattern)),
     )
 
 
-def _context_streams(pattern: PatternEvent) -> list[tuple[str, str, str]]:
-    """(source, label, symbol) per stream; `binance_spot:BTCUSDT` is symbol BTCUSDT of binance_spot.
-
-    Streams without a symbol summarise their whole source, once.
-    """
-    found: dict[str, tuple[str, str, str]] = {}
+def _context_streams(pattern: PatternEvent) -> list[tuple[str, str]]:
+    """(stream, source) per distinct stream of the pattern, in name order."""
+    found: dict[str, str] = {}
     for stream in sorted(pattern.source_streams):
         match = _SOURCE_NAME.match(stream)
-        if not match:
-            continue
-        source = match.group(0)
-        symbol = stream[len(source) + 1 :] if stream[len(source) : len(source) + 1] == ":" else ""
-        label = stream if symbol else source
-        found.setdefault(label, (source, label, symbol))
-    return list(found.values())
+        if match:
+            found.setdefault(stream, match.group(0))
+    return list(found.items())
 
 
-def _trades(rows: pl.DataFrame) -> TradeSummary | None:
-    if rows.height == 0:
-        return None
-    trades = (
-        rows.filter(pl.col("type").is_in(TRADE_TYPES))
-        .select(
-            _payload_field("p", "price").cast(pl.Float64, strict=False).alias("price"),
-            _payload_field("q", "qty", "quantity").cast(pl.Float64, strict=False).alias("qty"),
-        )
-        .drop_nulls("price")
-    )
-    if trades.height == 0:
-        return None
-    prices = trades["price"]
-    return TradeSummary(
-        count=trades.height,
-        price_min=float(prices.min()),  # type: ignore[arg-type]
-        price_max=float(prices.max()),  # type: ignore[arg-type]
-        price_first=float(prices[0]),
-        price_last=float(prices[-1]),
-        # Rounded so float summation noise never shows up on a card.
-        volume=round(float(trades["qty"].fill_null(0.0).sum()), 8),
-    )
+def configured_preprocessing() -> PreprocessingConfig:
+    """preprocessing.yaml of the configuration folder; without one, no stream keys are known."""
+    try:
+        return load_preprocessing(config_dir())
+    except ConfigError:
+        return PreprocessingConfig()
 
 
-def _titles(rows: pl.DataFrame) -> pl.Series:
-    if rows.height == 0:
-        return pl.Series("title", [], dtype=pl.Utf8)
-    return rows.select(_payload_field("headline", "title").alias("title")).drop_nulls("title")["title"]
-
-
-def load_context(store: EventStore, pattern: PatternEvent, minutes: int) -> ContextSummary:
+def load_context(
+    store: EventStore, pattern: PatternEvent, minutes: int, preprocessing: PreprocessingConfig | None = None
+) -> ContextSummary:
     """The summarised clean-data context of one pattern."""
-    return load_contexts(store, [pattern], minutes)[0]
+    return load_contexts(store, [pattern], minutes, preprocessing)[0]
 
 
-def load_contexts(store: EventStore, patterns: list[PatternEvent], minutes: int) -> list[ContextSummary]:
-    """The contexts of many patterns from one read of the clean events they span."""
+def load_contexts(
+    store: EventStore,
+    patterns: list[PatternEvent],
+    minutes: int,
+    preprocessing: PreprocessingConfig | None = None,
+) -> list[ContextSummary]:
+    """The contexts of many patterns from one read of the clean events they span.
+
+    `preprocessing` (default: the configuration folder's) tells which events make up a keyed stream.
+    """
     if not patterns:
         return []
+    preprocessing = preprocessing or configured_preprocessing()
     windows = [context_window(pattern, minutes) for pattern in patterns]
     sources = sorted({s for pattern in patterns for s in pattern_sources(pattern)}) or [""]
     frame = store.select(
@@ -208,7 +266,7 @@ def load_contexts(store: EventStore, patterns: list[PatternEvent], minutes: int)
             (pl.col("timestamp") >= start) & (pl.col("timestamp") < end)
             & pl.col("source").is_in(pattern_sources(pattern))
         )
-        contexts.append(summarise_context(rows, pattern, start, end, minutes))
+        contexts.append(summarise_context(rows, pattern, start, end, minutes, preprocessing))
     return contexts
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from qraft_core.config import ConfigError, config_dir, parse_model, read_yaml
 from qraft_core.events import PatternType
+from qraft_core.plugins import load_plugins
 
 Lang = Literal["en", "zh"]
 LANGS: tuple[Lang, ...] = ("en", "zh")
@@ -52,8 +54,7 @@ PHRASE_FIELDS: dict[str, frozenset[str]] = {
     "single_engine": frozenset({"algorithm"}),
     "context_window": frozenset({"start", "end", "minutes"}),
     "context_source": frozenset({"source", "events", "before", "after"}),
-    "context_trades": frozenset({"count", "price_min", "price_max", "price_first", "price_last", "volume"}),
-    "context_headlines": frozenset({"count"}),
+    "context_field": frozenset({"field", "count", "min", "max", "first", "last"}),
     "no_context": frozenset(),
     "context_rows": frozenset({"pattern_id"}),
     "no_annotations": frozenset({"pattern_id"}),
@@ -96,8 +97,7 @@ class Phrases(_Strict):
     single_engine: str
     context_window: str
     context_source: str
-    context_trades: str
-    context_headlines: str
+    context_field: str
     no_context: str
     context_rows: str
     no_annotations: str
@@ -147,6 +147,54 @@ class CardsConfig(_Strict):
 
 class TemplateError(ConfigError):
     """A template names a field it is not given."""
+
+
+@dataclass(frozen=True)
+class PluginPhrase:
+    """A phrase a plugin brings for its own context lines, in every language."""
+
+    fields: frozenset[str]
+    text: Mapping[str, str]
+
+
+PLUGIN_PHRASES: dict[str, PluginPhrase] = {}
+# Display names of metric and contributor fields, per language, registered by plugins;
+# `fields` in cards.yaml overrides them.
+VOCABULARY: dict[str, dict[str, str]] = {lang: {} for lang in LANGS}
+
+
+def register_phrase(name: str, fields: frozenset[str], text: Mapping[str, str]) -> None:
+    """Make phrase `name` available to cards; every language needs a text using only `fields`."""
+    if name in PHRASE_FIELDS:
+        raise ValueError(f"phrase {name!r} is one of cards.yaml's own phrases")
+    for lang in LANGS:
+        if lang not in text:
+            raise ValueError(f"phrase {name!r}: no text for language {lang!r}")
+        check_template(text[lang], fields, f"phrase {name!r} ({lang})")
+    PLUGIN_PHRASES[name] = PluginPhrase(fields, dict(text))
+
+
+def register_vocabulary(names: Mapping[str, Mapping[str, str]]) -> None:
+    """Display names of fields per language: {lang: {field: name}}."""
+    for lang, by_field in names.items():
+        if lang not in VOCABULARY:
+            raise ValueError(f"vocabulary for unknown language {lang!r} (expected one of {', '.join(LANGS)})")
+        VOCABULARY[lang].update(by_field)
+
+
+def plugin_phrase(name: str, lang: str) -> str:
+    load_plugins()
+    if name not in PLUGIN_PHRASES:
+        raise TemplateError(f"no phrase {name!r} in cards.yaml or any plugin")
+    return PLUGIN_PHRASES[name].text[lang]
+
+
+def field_name(cards: LanguageCards, lang: str, name: str) -> str:
+    """A field's display name: cards.yaml's `fields`, then plugin vocabulary, else the name itself."""
+    if name in cards.fields:
+        return cards.fields[name]
+    load_plugins()
+    return VOCABULARY.get(lang, {}).get(name, name)
 
 
 def template_fields(template: str, where: str) -> list[str]:

@@ -1,10 +1,21 @@
-"""`aggregate`: trades → OHLCV bars with order-flow and volatility features."""
+"""`aggregate`: clean events → one bar per stream and bar, by a named method.
+
+The built-in method `stats` (the default) summarises any stream: per bar the
+event count and, for every numeric payload field F, columns `F_<stat>`; each
+categorical field gives one count column per value. Domain plugins register
+further methods (the markets plugin registers `ohlcv`) with
+`register_aggregate_method`, the same way a user's own plugin would.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import polars as pl
+from pydantic import Field, ValidationError, field_validator
 
 from qraft_core.operators.base import (
     BaseOperator,
@@ -12,91 +23,224 @@ from qraft_core.operators.base import (
     OperatorError,
     OperatorParams,
     bar_start,
+    describe_params_error,
     payload_field,
     register_operator,
 )
+from qraft_core.plugins import load_plugins
+
+EVENT_COLUMNS = ("stream", "timestamp", "event_id", "payload")
+Stat = Literal["count", "sum", "mean", "min", "max", "first", "last", "std"]
+DEFAULT_STATS: list[Stat] = ["mean", "min", "max", "last", "std"]
+AggregateFunction = Callable[[pl.DataFrame, Any, OperatorContext], pl.DataFrame]
+
+
+@dataclass(frozen=True)
+class AggregateMethod:
+    name: str
+    params_model: type[OperatorParams]
+    function: AggregateFunction
+
+
+AGGREGATE_METHODS: dict[str, AggregateMethod] = {}
+
+
+def register_aggregate_method(
+    name: str, params_model: type[OperatorParams]
+) -> Callable[[AggregateFunction], AggregateFunction]:
+    """Decorator: `aggregate: {method: <name>, ...}` calls the function with validated params."""
+
+    def register(function: AggregateFunction) -> AggregateFunction:
+        known = AGGREGATE_METHODS.get(name)
+        if known is not None and known.function is not function:
+            raise ValueError(f"aggregate method {name!r} is taken by {known.function.__qualname__}")
+        AGGREGATE_METHODS[name] = AggregateMethod(name, params_model, function)
+        return function
+
+    return register
+
+
+def aggregate_method(name: str) -> AggregateMethod:
+    load_plugins()
+    try:
+        return AGGREGATE_METHODS[name]
+    except KeyError:
+        known = ", ".join(sorted(AGGREGATE_METHODS))
+        raise OperatorError(f"aggregate: method: unknown method {name!r} (known: {known})") from None
+
+
+class StatsParams(OperatorParams):
+    # Numeric payload fields; unset: every field whose values in the frame are all numbers.
+    fields: list[str] | None = None
+    # Fields never summarised (e.g. the time field when it holds epoch numbers).
+    exclude: list[str] = Field(default_factory=list)
+    stats: list[Stat] = Field(default_factory=lambda: list(DEFAULT_STATS), min_length=1)
+    quantiles: list[float] = Field(default_factory=list)
+    # Fields whose values are counted per bar: column `<field>_<value>_count`.
+    categorical: list[str] = Field(default_factory=list)
+    # Values beyond the most frequent `max_categories` of a frame count as `<field>_other_count`.
+    max_categories: int = Field(default=20, ge=1)
+
+    @field_validator("quantiles")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        for q in value:
+            if not 0 < q < 1:
+                raise ValueError(f"quantiles must lie strictly between 0 and 1 (got {q})")
+        return value
 
 
 class AggregateParams(OperatorParams):
-    method: Literal["ohlcv"] = "ohlcv"
-    # Payload fields holding price, quantity and Binance's buyer-is-maker flag
-    # (true: the seller took liquidity, so the trade is a sell).
-    price: str = "p"
-    quantity: str = "q"
-    buyer_is_maker: str | None = "m"
+    method: str = "stats"
 
 
 @register_operator
-class Aggregate(BaseOperator[AggregateParams]):
-    """One bar per stream and `bar_seconds`: open/high/low/close, `vwap`, `volume`,
-    `quote_volume`, `trade_count`, `buy_volume`, `buy_ratio` (taker-buy share of
-    volume), `imbalance` ((buy - sell) / volume), `mean_size` and `realized_vol`
-    (square root of the summed squared log returns between the bar's trades).
-
-    Events without a positive finite price and quantity are dropped and counted.
+class Aggregate(BaseOperator[Any]):
+    """Events → bars by `method` (`stats` unless stated); the method's parameters sit beside it.
 
     >>> from datetime import datetime, UTC
-    >>> t1, t2 = datetime(2026, 1, 5, 0, 0, 1, tzinfo=UTC), datetime(2026, 1, 5, 0, 0, 2, tzinfo=UTC)
-    >>> events = pl.DataFrame({
-    ...     "stream": ["x:A", "x:A"], "event_id": ["1", "2"], "timestamp": [t1, t2],
-    ...     "payload": ['{"p": 100, "q": 1, "m": false}', '{"p": 110, "q": 3, "m": true}']})
-    >>> bars = Aggregate().apply(events, OperatorContext("x", 10))
-    >>> bars.select("open", "close", "vwap", "volume", "buy_ratio").row(0)
-    (100.0, 110.0, 107.5, 4.0, 0.25)
+    >>> t1, t2 = datetime(2014, 1, 5, 0, 0, 1, tzinfo=UTC), datetime(2014, 1, 5, 0, 0, 2, tzinfo=UTC)
+    >>> events = pl.DataFrame({"stream": ["cpu", "cpu"], "event_id": ["1", "2"], "timestamp": [t1, t2],
+    ...     "payload": ['{"value": "-2"}', '{"value": "0"}']})
+    >>> bars = Aggregate().apply(events, OperatorContext("cpu", 10))
+    >>> bars.select("event_count", "value_mean", "value_min", "value_last", "value_std").row(0)
+    (2, -1.0, -2.0, 0.0, 1.0)
     """
 
     name: ClassVar[str] = "aggregate"
     params_model: ClassVar[type[OperatorParams]] = AggregateParams
 
+    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
+        self.params = dict(params or {})
+        self.method = aggregate_method(str(self.params.get("method", "stats")))
+        rest = {k: v for k, v in self.params.items() if k != "method"}
+        try:
+            self.options = self.method.params_model.model_validate(rest)
+        except ValidationError as exc:
+            raise OperatorError(f"aggregate ({self.method.name}): {describe_params_error(exc)}") from None
+
     def apply(self, frame: pl.DataFrame, context: OperatorContext) -> pl.DataFrame:
-        missing = [c for c in ("stream", "timestamp", "event_id", "payload") if c not in frame.columns]
+        missing = [c for c in EVENT_COLUMNS if c not in frame.columns]
         if missing:
             raise OperatorError(f"aggregate: the frame lacks column(s) {', '.join(missing)}")
-        options = self.options
-        is_sell = (
-            payload_field(options.buyer_is_maker).str.to_lowercase().eq("true").fill_null(False)
-            if options.buyer_is_maker
-            else pl.lit(False)
-        )
-        trades = frame.select(
-            "stream",
-            "timestamp",
-            "event_id",
-            payload_field(options.price).cast(pl.Float64, strict=False).alias("price"),
-            payload_field(options.quantity).cast(pl.Float64, strict=False).alias("qty"),
-            is_sell.alias("is_sell"),
-        )
-        usable = (
-            pl.col("price").is_finite()
-            & (pl.col("price") > 0)
-            & pl.col("qty").is_finite()
-            & (pl.col("qty") > 0)
-        ).fill_null(False)
-        context.drop(
-            "aggregate: no positive finite price and quantity", trades.height - trades.filter(usable).height
-        )
-        trades = (
-            trades.filter(usable)
-            .with_columns(bar_start("timestamp", context.bar_seconds).alias("bar_time"))
-            .sort("stream", "timestamp", "event_id")
-        )
-        price, qty = pl.col("price"), pl.col("qty")
-        buy_qty = pl.when(pl.col("is_sell")).then(0.0).otherwise(qty)
-        bars = trades.group_by("stream", "bar_time", maintain_order=True).agg(
-            pl.len().cast(pl.UInt32).alias("event_count"),
-            price.first().alias("open"),
-            price.max().alias("high"),
-            price.min().alias("low"),
-            price.last().alias("close"),
-            qty.sum().alias("volume"),
-            (price * qty).sum().alias("quote_volume"),
-            buy_qty.sum().alias("buy_volume"),
-            price.log().diff().pow(2).sum().sqrt().alias("realized_vol"),
-        )
-        return bars.with_columns(
-            (pl.col("quote_volume") / pl.col("volume")).alias("vwap"),
-            pl.col("event_count").cast(pl.Float64).alias("trade_count"),
-            (pl.col("buy_volume") / pl.col("volume")).alias("buy_ratio"),
-            ((2 * pl.col("buy_volume") - pl.col("volume")) / pl.col("volume")).alias("imbalance"),
-            (pl.col("volume") / pl.col("event_count")).alias("mean_size"),
-        ).sort("stream", "bar_time")
+        return self.method.function(frame, self.options, context)
+
+
+def payload_keys(frame: pl.DataFrame) -> list[str]:
+    """Top-level keys of the JSON payloads, sorted (payloads that are not objects add none)."""
+    keys: set[str] = set()
+    for text in frame["payload"].unique().to_list():
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(data, dict):
+            keys.update(str(k) for k in data)
+    return sorted(keys)
+
+
+def numeric_value(name: str) -> pl.Expr:
+    """A payload field as a finite Float64, null when absent or not a finite number."""
+    number = payload_field(name).cast(pl.Float64, strict=False)
+    return pl.when(number.is_finite()).then(number)
+
+
+def numeric_fields(frame: pl.DataFrame, exclude: list[str]) -> list[str]:
+    """Fields whose every present value in the frame is a number (booleans are not)."""
+    found = []
+    for name in payload_keys(frame):
+        if name in exclude:
+            continue
+        text = payload_field(name)
+        counts = frame.select(
+            text.is_not_null().sum().alias("present"),
+            text.cast(pl.Float64, strict=False).is_not_null().sum().alias("numbers"),
+        ).row(0)
+        if counts[0] and counts[0] == counts[1]:
+            found.append(name)
+    return found
+
+
+def _label(value: pl.Expr) -> pl.Expr:
+    """A category value as part of a column name: letters, digits and underscores."""
+    cleaned = value.str.replace_all(r"[^A-Za-z0-9]+", "_").str.strip_chars("_")
+    return pl.when(cleaned == "").then(pl.lit("empty")).otherwise(cleaned)
+
+
+def quantile_label(q: float) -> str:
+    """`p50` for 0.5, `p99_9` for 0.999.
+
+    >>> [quantile_label(q) for q in (0.5, 0.95, 0.999)]
+    ['p50', 'p95', 'p99_9']
+    """
+    return "p" + f"{q * 100:.6g}".replace(".", "_")
+
+
+def _stat(value: pl.Expr, stat: str) -> pl.Expr:
+    present = value.count() > 0
+    expressions = {
+        "count": value.count().cast(pl.Float64),
+        "sum": pl.when(present).then(value.sum()),
+        "mean": value.mean(),
+        "min": value.min(),
+        "max": value.max(),
+        "first": value.drop_nulls().first(),
+        "last": value.drop_nulls().last(),
+        # Population deviation: a bar of one value has spread 0, not a missing value.
+        "std": value.std(ddof=0),
+    }
+    return expressions[stat]
+
+
+def _category_counts(events: pl.DataFrame, field: str, limit: int) -> pl.DataFrame | None:
+    values = events.select("stream", "bar_time", payload_field(field).alias("_value")).drop_nulls("_value")
+    if values.height == 0:
+        return None
+    ranked = values.group_by("_value").len().sort(["len", "_value"], descending=[True, False])
+    kept = ranked["_value"].head(limit).to_list()
+    labelled = values.with_columns(
+        pl.when(pl.col("_value").is_in(kept))
+        .then(pl.lit(f"{field}_") + _label(pl.col("_value")))
+        .otherwise(pl.lit(f"{field}_other"))
+        .add(pl.lit("_count"))
+        .alias("_column")
+    )
+    counts = labelled.group_by("stream", "bar_time", "_column").len()
+    return counts.pivot(on="_column", index=["stream", "bar_time"], values="len").with_columns(
+        pl.exclude("stream", "bar_time").cast(pl.Float64)
+    )
+
+
+@register_aggregate_method("stats", StatsParams)
+def per_field_stats(frame: pl.DataFrame, options: StatsParams, context: OperatorContext) -> pl.DataFrame:
+    """`event_count`, `F_<stat>` per numeric field and `<field>_<value>_count` per category."""
+    excluded = [*options.exclude, *options.categorical]
+    fields = options.fields if options.fields is not None else numeric_fields(frame, excluded)
+    events = frame.with_columns(bar_start("timestamp", context.bar_seconds).alias("bar_time")).sort(
+        "stream", "timestamp", "event_id"
+    )
+    values = events.select(
+        "stream", "bar_time", *(numeric_value(f).alias(f"_v{i}") for i, f in enumerate(fields))
+    )
+    if options.fields is not None:
+        for i, name in enumerate(fields):
+            unusable = events.height - values[f"_v{i}"].count() - events.select(
+                payload_field(name).is_null().sum()
+            ).item()
+            context.drop(f"aggregate: payload.{name} is not a finite number (value left out)", unusable)
+    columns = [pl.len().cast(pl.UInt32).alias("event_count")]
+    for i, name in enumerate(fields):
+        value = pl.col(f"_v{i}")
+        columns += [_stat(value, stat).alias(f"{name}_{stat}") for stat in options.stats]
+        columns += [
+            value.quantile(q, interpolation="linear").alias(f"{name}_{quantile_label(q)}")
+            for q in options.quantiles
+        ]
+    bars = values.group_by("stream", "bar_time", maintain_order=True).agg(columns)
+    for field in options.categorical:
+        counts = _category_counts(events, field, options.max_categories)
+        if counts is not None:
+            bars = bars.join(counts, on=["stream", "bar_time"], how="left").with_columns(
+                pl.col(c).fill_null(0.0) for c in counts.columns if c not in ("stream", "bar_time")
+            )
+    return bars.sort("stream", "bar_time")

@@ -89,7 +89,7 @@ class BaseOperator(Generic[P]):
         try:
             self.options: P = self.params_model.model_validate(self.params)  # type: ignore[assignment]
         except ValidationError as exc:
-            raise OperatorError(f"{self.name}: {_describe(exc)}") from None
+            raise OperatorError(f"{self.name}: {describe_params_error(exc)}") from None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params!r})"
@@ -98,7 +98,7 @@ class BaseOperator(Generic[P]):
         raise NotImplementedError
 
 
-def _describe(error: ValidationError) -> str:
+def describe_params_error(error: ValidationError) -> str:
     parts = []
     for problem in error.errors():
         key = ".".join(str(p) for p in problem["loc"]) or "<params>"

@@ -1,15 +1,19 @@
 """`config/preprocessing.yaml`: the per-source operator chains, validated and built.
 
     preprocessing:
-      bar_seconds: 10
+      bar_seconds: 10                # bar size of sources that do not state their own
       default: [validate_schema, add_ingest_time, drop_malformed]
       pipeline_by_source:
-        - source: binance_spot
-          event_type: trade          # only events of this type (optional)
-          stream_key: s              # stream = "binance_spot:<payload.s>" (optional)
+        - source: cpu
+          bar_seconds: 300           # this source's bar size (optional)
           operators:
-            - aggregate: {method: ohlcv}
-            - normalize: {fields: [volume], window: 60}
+            - aggregate: {fields: [value]}   # method `stats`: value_mean, value_min, ...
+        - source: hosts
+          event_type: metric         # only events of this type (optional)
+          stream_key: host           # stream = "hosts:<payload.host>" (optional)
+          operators:
+            - aggregate: {fields: [load], stats: [mean, max]}
+            - normalize: {fields: [load_mean], window: 60}
         - source: news
           operators:
             - text_clean
@@ -41,6 +45,8 @@ from qraft_core.operators.base import (
 
 UniversalStep = Literal["validate_schema", "add_ingest_time", "drop_malformed"]
 UNIVERSAL_STEPS: list[UniversalStep] = ["validate_schema", "add_ingest_time", "drop_malformed"]
+# One day: the longest window a partition can have, so the longest bar.
+MAX_BAR_SECONDS = 86_400
 
 
 def _operator_step(entry: Any) -> tuple[str, dict[str, Any]]:
@@ -59,8 +65,11 @@ def _operator_step(entry: Any) -> tuple[str, dict[str, Any]]:
 class SourcePipeline(Strict):
     source: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     event_type: str | None = None
-    # Payload field whose value splits the source into streams "<source>:<value>".
+    # Payload field whose value splits the source into streams "<source>:<value>";
+    # unset, the source is one stream named after it.
     stream_key: str | None = None
+    # This source's bar size; unset, the file-wide `bar_seconds`.
+    bar_seconds: int | None = Field(default=None, ge=1, le=MAX_BAR_SECONDS)
     operators: list[Any] = Field(min_length=1)
 
     @field_validator("operators")
@@ -81,6 +90,10 @@ class SourcePipeline(Strict):
         """Fresh operator instances (stateful ones start without history)."""
         return [build_operator(name, params) for name, params in self.steps()]
 
+    def aggregate_params(self) -> dict[str, Any]:
+        """The parameters of the chain's `aggregate` step ({} without one)."""
+        return next((params for name, params in self.steps() if name == "aggregate"), {})
+
     def joined_sources(self) -> list[str]:
         return [params["source"] for name, params in self.steps() if name == "join"]
 
@@ -96,9 +109,14 @@ class SourcePipeline(Strict):
             return stream == self.source
         return stream.str.starts_with(self.source + ":")
 
+    def owns_stream_name(self, stream: str) -> bool:
+        if self.stream_key is None:
+            return stream == self.source
+        return stream.startswith(self.source + ":")
+
 
 class PreprocessingConfig(Strict):
-    bar_seconds: int = Field(default=10, ge=1, le=3600)
+    bar_seconds: int = Field(default=10, ge=1, le=MAX_BAR_SECONDS)
     default: list[UniversalStep] = Field(default_factory=lambda: list(UNIVERSAL_STEPS))
     pipeline_by_source: list[SourcePipeline] = Field(default_factory=list)
 
@@ -108,12 +126,35 @@ class PreprocessingConfig(Strict):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"source(s) listed twice in pipeline_by_source: {', '.join(duplicated)}")
+        by_name = {p.source: p for p in self.pipeline_by_source}
         for pipeline in self.pipeline_by_source:
             for other in pipeline.joined_sources():
                 if other not in names:
                     raise ValueError(f"{pipeline.source}: join reads source {other!r}, which has no pipeline")
+                if self.bar_seconds_of(by_name[other]) != self.bar_seconds_of(pipeline):
+                    raise ValueError(
+                        f"{pipeline.source}: join reads source {other!r}, whose bars have another size "
+                        f"({self.bar_seconds_of(by_name[other])}s, not {self.bar_seconds_of(pipeline)}s)"
+                    )
         self.ordered()
         return self
+
+    def bar_seconds_of(self, pipeline: SourcePipeline) -> int:
+        return pipeline.bar_seconds or self.bar_seconds
+
+    def bar_seconds_for_stream(self, stream: str) -> int:
+        """The bar size of a stream's source (the file-wide size for streams no pipeline owns).
+
+        >>> config = PreprocessingConfig.model_validate({"pipeline_by_source": [
+        ...     {"source": "cpu", "bar_seconds": 300, "operators": ["aggregate"]},
+        ...     {"source": "fx", "stream_key": "pair", "operators": ["aggregate"]}]})
+        >>> [config.bar_seconds_for_stream(s) for s in ("cpu", "fx:EURUSD", "other")]
+        [300, 10, 10]
+        """
+        for pipeline in self.pipeline_by_source:
+            if pipeline.owns_stream_name(stream):
+                return self.bar_seconds_of(pipeline)
+        return self.bar_seconds
 
     def ordered(self) -> list[SourcePipeline]:
         """Pipelines with every joined source before the pipelines joining it."""
@@ -137,10 +178,10 @@ class PreprocessingConfig(Strict):
             visit(pipeline)
         return done
 
-    def lookback_bars(self) -> int:
-        """The most bars any stateful operator reads before a window."""
+    def lookback_seconds(self) -> int:
+        """The longest stretch of time any stateful operator reads before a window."""
         trailing = [
-            op.lookback_bars
+            op.lookback_bars * self.bar_seconds_of(p)
             for p in self.pipeline_by_source
             for op in p.build()
             if isinstance(op, TrailingOperator)

@@ -7,7 +7,7 @@ the window becomes one `PatternEvent`. A window sees only signals up to its
 end, so a confirming signal that arrives in the next window (within the
 tolerance) joins nothing: the next window treats it as part of the finding
 already reported, and does not report it again. Metric changes are measured on the
-features of the stream: the `context_bars` bars before the estimated change
+features of the stream (names and units from the registered metric sets): the `context_bars` bars before the estimated change
 point against the bars from it to at most `context_bars` later, never past
 the end of the finding's window, so a replay measures exactly what the live
 run measured.
@@ -24,6 +24,7 @@ from typing import Any
 
 import polars as pl
 
+from qraft_core.config import config_dir
 from qraft_core.detectors.base import Signal
 from qraft_core.detectors.config import DetectorsConfig, MergeConfig
 from qraft_core.detectors.runner import load_signals
@@ -38,26 +39,18 @@ from qraft_core.events import (
     stable_id,
     utc,
 )
+from qraft_core.operators.pipeline import PreprocessingConfig, load_preprocessing
 from qraft_core.patterns.merge import (
     apply_cooldown,
     combined_confidence,
     combined_contributions,
     group_signals,
 )
+from qraft_core.patterns.metrics import metrics_for
 from qraft_core.store.base import EventStore, Filter, iter_windows
 
 FeatureLoader = Callable[[EventStore, datetime, datetime], pl.DataFrame]
 
-# name in metric_changes -> (feature column, unit). "relative": mean after / mean
-# before - 1 (0.37 = +37%); "pp": mean after - mean before of a ratio, in percentage points.
-METRICS: dict[str, tuple[str, str]] = {
-    "volatility": ("realized_vol", "relative"),
-    "volume": ("volume", "relative"),
-    "trade_size": ("mean_size", "relative"),
-    "buy_ratio": ("buy_ratio", "pp"),
-    "price": ("close", "relative"),
-    "headlines": ("headline_count", "relative"),
-}
 TOP_CONTRIBUTORS = 5
 
 
@@ -66,13 +59,15 @@ def metric_changes(
 ) -> tuple[dict[str, float], dict[str, str], dict[str, float]]:
     """Changes of the clean-data metrics around `change_point` (see the module docstring).
 
+    Metric names and units come from the registered metric sets (`qraft_core.patterns.metrics`).
+
     >>> from datetime import UTC
-    >>> t0 = datetime(2026, 1, 5, tzinfo=UTC)
-    >>> bars = pl.DataFrame({"bar_time": [t0 + timedelta(seconds=10 * i) for i in range(6)],
-    ...     "realized_vol": [1.0, 1.0, 1.0, 2.0, 2.0, 2.0], "buy_ratio": [0.5] * 3 + [0.6] * 3})
-    >>> changes, units, _ = metric_changes(bars, t0 + timedelta(seconds=30), t0 + timedelta(minutes=1), 3, 10)
+    >>> t0 = datetime(2014, 1, 5, tzinfo=UTC)
+    >>> bars = pl.DataFrame({"bar_time": [t0 + timedelta(minutes=5 * i) for i in range(6)],
+    ...     "value_mean": [-1.0, -1.0, -1.0, 0.5, 0.5, 0.5], "value_max": [0.0] * 6})
+    >>> changes, units, _ = metric_changes(bars, t0 + timedelta(minutes=15), t0 + timedelta(hours=1), 3, 300)
     >>> changes, units
-    ({'volatility': 1.0, 'buy_ratio': 10.0}, {'volatility': 'relative', 'buy_ratio': 'pp'})
+    ({'value': 1.5}, {'value': 'delta'})
     """
     span = timedelta(seconds=context_bars * bar_seconds)
     times = pl.col("bar_time")
@@ -83,7 +78,7 @@ def metric_changes(
     levels: dict[str, float] = {}
     if before.height == 0 or after.height == 0:
         return changes, units, levels
-    for name, (column, unit) in METRICS.items():
+    for name, (column, unit) in metrics_for(bars.columns).items():
         if column not in bars.columns:
             continue
         mean_before, mean_after = before[column].mean(), after[column].mean()
@@ -91,28 +86,35 @@ def metric_changes(
             continue
         if unit == "pp":
             change = (mean_after - mean_before) * 100
+        elif unit == "delta":
+            change = mean_after - mean_before
         elif mean_before != 0:
             change = mean_after / mean_before - 1.0
         else:
             continue
         if math.isfinite(change):
-            changes[name] = round(change, 2 if unit == "pp" else 6)
+            changes[name] = round(change, 2 if unit == "pp" else 6) if unit != "delta" else _significant(change)
             units[name] = unit
             levels[f"{name}_before"] = round(mean_before, 10)
             levels[f"{name}_after"] = round(mean_after, 10)
     return changes, units, levels
 
 
+def _significant(value: float, digits: int = 6) -> float:
+    """`value` to `digits` significant digits (a delta's scale is the field's own)."""
+    return float(f"{value:.{digits}g}")
+
+
 def build_event(group: list[Signal], window_start: datetime, window_end: datetime, bars: pl.DataFrame,
-                merge: MergeConfig) -> PatternEvent:
-    """One PatternEvent from a group of signals on one stream, type and time."""
+                merge: MergeConfig, bar_seconds: float) -> PatternEvent:
+    """One PatternEvent from a group of signals on one stream, type and time, on bars of `bar_seconds`."""
     anchor = group[0]
     top = max(group, key=lambda s: (s.confidence, s.score, s.detector))
     detectors = sorted({s.detector for s in group})
     engines = sorted({s.engine for s in group})
     lag = min(max(s.lag_bars for s in group), merge.context_bars)
-    change_point = top.time - timedelta(seconds=lag * merge.bar_seconds)
-    changes, units, levels = metric_changes(bars, change_point, window_end, merge.context_bars, merge.bar_seconds)
+    change_point = top.time - timedelta(seconds=lag * bar_seconds)
+    changes, units, levels = metric_changes(bars, change_point, window_end, merge.context_bars, bar_seconds)
     algorithms: dict[str, AlgorithmInfo] = {}
     for signal in sorted(group, key=lambda s: s.detector):
         algorithms.setdefault(signal.detector, _algorithm(signal))
@@ -168,11 +170,13 @@ def materialize_patterns(
     interval: timedelta = timedelta(minutes=1),
     load_features: FeatureLoader | None = None,
     restart: bool = False,
+    preprocessing: PreprocessingConfig | None = None,
 ) -> dict[str, Any]:
     """Pattern events for every window of [start, end), each window replaced as a whole.
 
     `restart`: the windows are re-run after a failure (detector state rebuilt); every
-    event is marked so.
+    event is marked so. Bar sizes per stream come from `preprocessing` (default:
+    preprocessing.yaml of the configuration folder), where the bars were declared.
 
     Returns {"pattern_events", "by_type", "cross_validated", "suppressed" (signals
     dropped by the cooldown, per detector), "top"} (top: the five findings of
@@ -181,7 +185,11 @@ def materialize_patterns(
     merge = config.merge
     start, end = utc(start), utc(end)
     lookback = timedelta(seconds=max(merge.tolerance_s, merge.cooldown_s))
-    bar = timedelta(seconds=merge.bar_seconds)
+    preprocessing = preprocessing or load_preprocessing(config_dir())
+    longest_bar = max(
+        [preprocessing.bar_seconds, *(preprocessing.bar_seconds_of(p) for p in preprocessing.pipeline_by_source)]
+    )
+    bar = timedelta(seconds=longest_bar)
     load = load_features or _default_loader
     events: list[PatternEvent] = []
     suppressed: Counter[str] = Counter()
@@ -197,7 +205,8 @@ def materialize_patterns(
             kept_ids = {id(s) for s in kept}
             suppressed.update(s.detector for s in seen if s.time >= window_start and id(s) not in kept_ids)
             window_events = [
-                build_event(group, window_start, window_end, by_stream.get(group[0].stream, _EMPTY), merge)
+                build_event(group, window_start, window_end, by_stream.get(group[0].stream, _EMPTY), merge,
+                            preprocessing.bar_seconds_for_stream(group[0].stream))
                 for group in group_signals(kept, merge.tolerance_s)
                 if window_start <= group[0].time < window_end
             ]

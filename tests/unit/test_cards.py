@@ -124,10 +124,12 @@ def test_context_counts_only_the_patterns_sources(store: MemoryStore) -> None:
     context = load_context(store, PATTERNS["cluster_change"], 5)
     by_source = {s.source: s for s in context.sources}
     assert sorted(by_source) == ["binance_spot", "news"]  # the "weather" source is not part of it
-    assert (by_source["news"].events, by_source["news"].headlines) == (1, 1)
-    assert by_source["news"].headline_titles == ["ETF approval talk, item 4"]
-    trades = by_source["binance_spot"].trades
-    assert trades is not None and (trades.count, trades.price_min, trades.price_max) == (20, 42125.0, 42172.5)
+    [headlines] = by_source["news"].lines
+    assert (by_source["news"].events, headlines.phrase, headlines.values) == (1, "context_headlines", {"count": 1})
+    assert headlines.examples == ["ETF approval talk, item 4"]
+    [trades] = by_source["binance_spot"].lines
+    assert trades.phrase == "context_trades"
+    assert (trades.values["count"], trades.values["price_min"], trades.values["price_max"]) == (20, 42125.0, 42172.5)
     assert context.replay_command.endswith("--source binance_spot --source news")
 
 
@@ -156,8 +158,8 @@ def test_a_template_naming_a_missing_field_is_rejected_with_template_and_field(t
 
 
 def test_a_phrase_naming_another_phrases_field_is_rejected(tmp_path: Path) -> None:
-    folder = _write_cards(tmp_path, '"{count} headlines"', '"{count} headlines from {source}"')
-    with pytest.raises(ConfigError, match=r"languages\.en\.phrases\.context_headlines: .*'source'"):
+    folder = _write_cards(tmp_path, '"{field}: {count} values', '"{field} of {source}: {count} values')
+    with pytest.raises(ConfigError, match=r"languages\.en\.phrases\.context_field: .*'source'"):
         load_cards_config(folder)
 
 

@@ -63,7 +63,7 @@ def test_the_prompt_holds_the_pattern_event_and_its_context(human_card) -> None:
     assert "Simplified Chinese" in system["content"] and "never invent numbers" in system["content"]
     facts = json.loads(user["content"])
     assert facts["pattern_event"]["pattern_id"] == DRIFT.pattern_id
-    assert facts["context"]["sources"][0]["trades"]["price_max"] == 42087.5
+    assert facts["context"]["sources"][0]["lines"][0]["values"]["price_max"] == 42087.5
 
 
 @pytest.mark.parametrize("reason", ["no answer within 2s", "the LLM endpoint answered HTTP 500"])

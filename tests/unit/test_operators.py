@@ -82,7 +82,7 @@ def test_aggregate_ohlcv_of_two_bars_and_two_streams() -> None:
             ("x:A", 12.0, "108", "1", True),
         ]
     )
-    result = build_operator("aggregate").apply(frame, CONTEXT)
+    result = build_operator("aggregate", {"method": "ohlcv"}).apply(frame, CONTEXT)
     got = result.select(
         "stream", "bar_time", "event_count", "open", "high", "low", "close", "volume", "vwap", "buy_ratio"
     ).rows()
@@ -109,7 +109,7 @@ def test_aggregate_drops_and_counts_unusable_trades() -> None:
         ]
     )
     context = OperatorContext("x", 10)
-    result = build_operator("aggregate").apply(frame, context)
+    result = build_operator("aggregate", {"method": "ohlcv"}).apply(frame, context)
     assert result["event_count"].to_list() == [1]
     assert context.dropped == {"aggregate: no positive finite price and quantity": 3}
 
@@ -257,7 +257,7 @@ def test_bundled_config_loads_with_the_contract_features() -> None:
     config = load_preprocessing(Path(__file__).resolve().parents[2] / "config")
     assert config.bar_seconds == 10
     assert [p.source for p in config.ordered()] == ["news", "binance_spot"]
-    assert config.lookback_bars() == 60
+    assert config.lookback_seconds() == 600
 
 
 @pytest.mark.parametrize(
@@ -313,7 +313,7 @@ SMALL_CONFIG = PreprocessingConfig.model_validate(
                 "source": "binance_spot",
                 "stream_key": "s",
                 "operators": [
-                    "aggregate",
+                    {"aggregate": {"method": "ohlcv"}},
                     {"derive": {"columns": {"log_return": "log(close / prev(close))"}}},
                     {"normalize": {"fields": ["volume"], "window": 3, "min_periods": 2}},
                     {"join": {"source": "news", "columns": ["headline_count"]}},

@@ -1,0 +1,438 @@
+"""`qraft analyze`: settings for a user's own files, inferred from the data.
+
+For each file: the time column (named, or the first column whose values all
+read as times: ISO 8601 text, or epoch numbers in s/ms/us/ns when the column is
+named like a time or its numbers rise like one), the sampling interval (median
+step between distinct times; irregular sampling and gaps are reported), the
+numeric columns (every present value a number, of any sign) and categorical
+columns (few distinct text values). From those: each file is a source and a
+stream named after its stem, with bars one "round" size at or above its
+sampling interval, windows holding several bars, a partition range covering
+the data, and the default detector set. The result is a configuration folder
+the user can read, edit and run with `qraft --config-dir DIR up`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatchcase
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from qraft_core.adapters.parsers import ParseError, parse_time
+from qraft_core.config import ConfigError
+from qraft_core.operators.aggregate import DEFAULT_STATS
+from qraft_core.operators.pipeline import MAX_BAR_SECONDS
+
+# Column names read as time without looking further (lower case).
+TIME_NAMES = ("timestamp", "time", "datetime", "date", "ts", "event_time", "created_at", "time_ms", "epoch")
+TIME_HINTS = ("time", "date", "epoch")
+# Bar sizes a person reads at a glance; each divides the next window sizes.
+BAR_SIZES = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+# Window lengths a partition schedule can have (divisors of an hour, whole hours dividing a day).
+WINDOW_MINUTES = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 240, 360, 480, 720, 1440)
+# A window holds at least this many bars, so one run has something to detect on.
+BARS_PER_WINDOW = 12
+# Day-partitioned tables take at most 100 partitions per insert: one run or landing batch spans less.
+MAX_SPAN_PER_WRITE = timedelta(days=90)
+TARGET_RUNS = 20
+MAX_PARTITIONS = 30_000
+SAMPLE = 200
+# A text column is categorical when it has at most this many distinct values (and repeats them).
+MAX_CATEGORIES = 50
+EVENT_TYPE = "record"
+CONTEXT_BARS = 6
+DEFAULT_DETECTORS = files("qraft_core.detectors") / "defaults.yaml"
+
+
+class AnalyzeError(ConfigError):
+    """A file cannot be analysed; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class FileProfile:
+    path: Path
+    source: str
+    format: str
+    rows: int
+    time_field: str
+    time_unit: str
+    first: datetime
+    last: datetime
+    interval_s: float
+    irregular: bool
+    gaps: int
+    numeric: list[str]
+    categorical: list[str]
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def bar_seconds(self) -> int:
+        return bar_size(self.interval_s)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": str(self.path), "source": self.source, "rows": self.rows, "time_field": self.time_field,
+            "time_unit": self.time_unit, "first": self.first.isoformat(), "last": self.last.isoformat(),
+            "interval_s": self.interval_s, "irregular": self.irregular, "gaps": self.gaps,
+            "bar_seconds": self.bar_seconds, "numeric": self.numeric, "categorical": self.categorical,
+            "ignored": self.ignored,
+        }
+
+
+def read_table(path: Path) -> tuple[pl.DataFrame, str]:
+    """The file as a frame of text columns (CSV) or typed columns (JSONL, Parquet), and its format."""
+    suffix = path.suffix.lower()
+    fmt = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(suffix)
+    if fmt is None:
+        raise AnalyzeError(f"{path}: cannot tell the format from the extension (expected .csv, .jsonl or .parquet)")
+    if not path.is_file():
+        raise AnalyzeError(f"{path}: no such file")
+    try:
+        if fmt == "csv":
+            frame = pl.read_csv(path, infer_schema=False)
+        elif fmt == "jsonl":
+            frame = pl.read_ndjson(path, infer_schema_length=None)
+        else:
+            frame = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        raise AnalyzeError(f"{path}: cannot be read as {fmt}: {exc}") from None
+    if frame.height == 0:
+        raise AnalyzeError(f"{path}: has no rows")
+    return frame, fmt
+
+
+def _as_times(values: list[Any], unit: str) -> list[datetime] | None:
+    try:
+        return [parse_time(v, unit) for v in values]  # type: ignore[arg-type]
+    except ParseError:
+        return None
+
+
+def _numbers(column: pl.Series) -> pl.Series:
+    return column.cast(pl.Utf8).cast(pl.Float64, strict=False) if column.dtype != pl.Boolean else column.cast(
+        pl.Float64).clear()
+
+
+def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
+    """"iso", an epoch unit ("s", "ms", "us", "ns"), or None when the column is not a time."""
+    present = column.drop_nulls()
+    if present.len() == 0 or column.dtype == pl.Boolean:
+        return None
+    if isinstance(column.dtype, pl.Datetime | pl.Date):
+        return "iso"
+    numbers = _numbers(present)
+    if numbers.null_count() == 0:
+        magnitude = float(numbers.abs().median())  # type: ignore[arg-type]
+        unit = "s" if magnitude < 1e11 else "ms" if magnitude < 1e14 else "us" if magnitude < 1e17 else "ns"
+        seconds = numbers / {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
+        # Plain numbers pass as epoch times only when named like one, or after 1973 and rising.
+        rising = bool((numbers.diff().drop_nulls() >= 0).mean() or 0 >= 0.95) if numbers.len() > 1 else False
+        if not hinted and not (float(seconds.min()) >= 1e8 and rising):  # type: ignore[arg-type]
+            return None
+        return unit if _as_times(present.head(SAMPLE).to_list(), unit) else None
+    if numbers.null_count() < present.len():
+        return None  # some numbers, some text: not a time column
+    return "iso" if _as_times(present.head(SAMPLE).cast(pl.Utf8).to_list(), "iso") else None
+
+
+def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tuple[str, str]:
+    """(column, unit) of the event time."""
+    if named is not None:
+        if named not in frame.columns:
+            raise AnalyzeError(f"{path}: no column {named!r} (columns: {', '.join(frame.columns)})")
+        unit = time_unit_of(frame[named], hinted=True)
+        if unit is None:
+            raise AnalyzeError(f"{path}: column {named!r} does not hold ISO 8601 times or epoch numbers")
+        return named, unit
+    ranked = sorted(frame.columns, key=lambda c: (c.lower() not in TIME_NAMES, not _hinted(c)))
+    for column in ranked:
+        unit = time_unit_of(frame[column], hinted=_hinted(column))
+        if unit is not None:
+            return column, unit
+    raise AnalyzeError(
+        f"{path}: no column holds times (ISO 8601 text or epoch numbers); name it with --time-field "
+        f"(columns: {', '.join(frame.columns)})"
+    )
+
+
+def _hinted(column: str) -> bool:
+    name = column.lower()
+    return name in TIME_NAMES or any(hint in name for hint in TIME_HINTS)
+
+
+def sampling(times: list[datetime]) -> tuple[float, bool, int]:
+    """(median step in seconds, irregular?, gaps) over the distinct sorted times.
+
+    Irregular: more than a fifth of the steps differ from the median by over 10%.
+    A gap is a step longer than five median steps.
+
+    >>> t0 = datetime(2014, 1, 1, tzinfo=UTC)
+    >>> sampling([t0 + timedelta(minutes=5 * i) for i in (0, 1, 2, 3, 10, 11)])
+    (300.0, False, 1)
+    """
+    distinct = sorted(set(times))
+    if len(distinct) < 2:
+        return 1.0, False, 0
+    steps = pl.Series([(b - a).total_seconds() for a, b in zip(distinct, distinct[1:], strict=False)])
+    median = float(steps.median())  # type: ignore[arg-type]
+    off = float(((steps - median).abs() > 0.1 * median).mean())  # type: ignore[arg-type]
+    return median, off > 0.2, int((steps > 5 * median).sum())
+
+
+def bar_size(interval_s: float) -> int:
+    """The smallest round bar size at or above the sampling interval (at most a day).
+
+    >>> [bar_size(s) for s in (0.2, 1, 7, 300, 301, 3600, 86400, 10 * 86400)]
+    [1, 1, 10, 300, 600, 3600, 86400, 86400]
+    """
+    return next((size for size in BAR_SIZES if size >= interval_s - 1e-9), MAX_BAR_SECONDS)
+
+
+def window_minutes(bars: list[int], span: timedelta) -> int:
+    """The shortest window holding BARS_PER_WINDOW of the largest bar, whole bars of every
+    source, and no more than MAX_PARTITIONS windows over the span.
+
+    >>> window_minutes([300], timedelta(days=10)), window_minutes([1], timedelta(hours=2))
+    (60, 1)
+    >>> window_minutes([86400], timedelta(days=3650)), window_minutes([60, 300], timedelta(days=1))
+    (1440, 60)
+    """
+    fitting = [m for m in WINDOW_MINUTES if all(m * 60 % bar == 0 for bar in bars)]
+    if not fitting:
+        return WINDOW_MINUTES[-1]
+    for minutes in fitting:
+        if minutes * 60 >= BARS_PER_WINDOW * max(bars) and span / timedelta(minutes=minutes) <= MAX_PARTITIONS:
+            return minutes
+    return fitting[-1]
+
+
+def source_name(path: Path, taken: set[str]) -> str:
+    """The file's stem as a source name (letters, digits, `_`, `-`), unique among `taken`.
+
+    >>> source_name(Path("cpu load (2014).csv"), {"cpu_load_2014"})
+    'cpu_load_2014_2'
+    """
+    base = re.sub(r"[^A-Za-z0-9_\-]+", "_", path.stem).strip("_")[:60] or "file"
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}_{n}"
+    taken.add(name)
+    return name
+
+
+def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FileProfile:
+    frame, fmt = read_table(path)
+    column, unit = find_time_column(frame, path, time_field)
+    present = frame[column].drop_nulls()
+    values = present.cast(pl.Utf8).to_list() if unit == "iso" and present.dtype == pl.Utf8 else present.to_list()
+    times = _as_times(values, unit)
+    if times is None:
+        bad = next(v for v in values if _as_times([v], unit) is None)
+        raise AnalyzeError(f"{path}: column {column!r}: value {bad!r} is not a time like the others")
+    interval, irregular, gaps = sampling(times)
+    numeric, categorical, ignored = [], [], []
+    for name in frame.columns:
+        if name == column:
+            continue
+        values_of = frame[name].drop_nulls()
+        if values_of.len() == 0:
+            ignored.append(name)
+        elif values_of.dtype != pl.Boolean and _numbers(values_of).null_count() == 0:
+            numeric.append(name)
+        elif values_of.n_unique() <= min(MAX_CATEGORIES, max(2, values_of.len() // 10)):
+            categorical.append(name)
+        else:
+            ignored.append(name)
+    if not numeric and not categorical:
+        raise AnalyzeError(f"{path}: no numeric or categorical column besides the time column {column!r}")
+    return FileProfile(path.resolve(), source_name(path, taken), fmt, frame.height, column, unit,
+                       min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored)
+
+
+def profile_files(paths: list[Path], time_field: str | None) -> list[FileProfile]:
+    taken: set[str] = set()
+    return [profile_file(path, time_field, taken) for path in paths]
+
+
+@dataclass(frozen=True)
+class AnalysisPlan:
+    profiles: list[FileProfile]
+    interval_minutes: int
+    start: datetime
+    end: datetime
+    max_windows_per_run: int
+    batch_size: int
+
+    @property
+    def windows(self) -> int:
+        return int((self.end - self.start) / timedelta(minutes=self.interval_minutes))
+
+    @property
+    def runs(self) -> int:
+        return -(-self.windows // self.max_windows_per_run)
+
+
+def plan_analysis(profiles: list[FileProfile]) -> AnalysisPlan:
+    first = min(p.first for p in profiles)
+    last = max(p.last for p in profiles)
+    minutes = window_minutes([p.bar_seconds for p in profiles], last - first)
+    window = timedelta(minutes=minutes)
+    start = _floor(first, window)
+    end = _floor(last, window) + window
+    windows = int((end - start) / window)
+    per_run = max(1, min(int(MAX_SPAN_PER_WRITE / window), max(60, -(-windows // TARGET_RUNS))))
+    densest = min(p.interval_s for p in profiles) or 1.0
+    batch = max(1, min(20_000, int(MAX_SPAN_PER_WRITE.total_seconds() / densest)))
+    return AnalysisPlan(profiles, minutes, start, end, per_run, batch)
+
+
+def _floor(ts: datetime, step: timedelta) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return epoch + ((ts - epoch) // step) * step
+
+
+def feature_columns(profile: FileProfile) -> list[str]:
+    return sorted(f"{name}_{stat}" for name in profile.numeric for stat in DEFAULT_STATS)
+
+
+def resolve_detectors(template: dict[str, Any], profiles: list[FileProfile]) -> dict[str, Any]:
+    """The default detector set with its feature globs resolved against each stream's columns.
+
+    Streams with the same resolved features share one entry; a detector whose globs
+    match nothing on a stream does not run there.
+    """
+    detectors = []
+    for spec in template.get("detectors", []):
+        globs = spec.get("features") or []
+        by_features: dict[tuple[str, ...], list[str]] = {}
+        for profile in profiles:
+            columns = feature_columns(profile)
+            matched = sorted({c for c in columns for g in globs if fnmatchcase(c, g)}) if globs else []
+            if matched or not globs:
+                by_features.setdefault(tuple(matched), []).append(profile.source)
+        for index, (features, streams) in enumerate(sorted(by_features.items())):
+            entry = {**spec, "streams": sorted(streams)}
+            if globs:
+                entry["features"] = list(features)
+            if index:
+                entry["name"] = f"{spec['name']}_{index + 1}"
+            detectors.append(entry)
+    return {**template, "detectors": detectors}
+
+
+def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from: Path | None) -> list[Path]:
+    """The configuration folder for the plan; returns the files written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    qraft = {
+        "data_dir": str(data_dir.resolve()),
+        "partitions": {
+            "interval_minutes": plan.interval_minutes,
+            "start": plan.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "end": plan.end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            # The files are complete: a window is closed once nothing more lands.
+            "allowed_lateness_s": 0,
+            "max_partitions": max(MAX_PARTITIONS, plan.windows),
+            "max_windows_per_run": plan.max_windows_per_run,
+        },
+        "lander": {"batch_size": plan.batch_size, "metrics_port": 0},
+        # A card's context shows a few bars either side of the finding.
+        "explain": {"context_minutes": max(5, -(-CONTEXT_BARS * max(p.bar_seconds for p in plan.profiles) // 60))},
+        # A trial run records no MLflow experiment; turn on to keep detector runs.
+        "mlflow": {"enabled": False},
+    }
+    sources = {"sources": [
+        {"name": p.source, "type": "file", "endpoint": str(p.path), "parser": "generic",
+         "description": f"{p.path.name}: {p.rows} rows, one every {p.interval_s:g}s (inferred by qraft analyze)",
+         "options": {"format": p.format, "time_field": p.time_field, "time_unit": p.time_unit,
+                     "event_type": EVENT_TYPE}}
+        for p in plan.profiles
+    ]}
+    preprocessing = {"preprocessing": {
+        "bar_seconds": min(p.bar_seconds for p in plan.profiles),
+        "pipeline_by_source": [
+            {"source": p.source, "event_type": EVENT_TYPE, "bar_seconds": p.bar_seconds,
+             "operators": [{"aggregate": {
+                 "method": "stats", "fields": p.numeric,
+                 **({"categorical": p.categorical} if p.categorical else {}),
+             }}]}
+            for p in plan.profiles
+        ],
+    }}
+    template = yaml.safe_load(DEFAULT_DETECTORS.read_text())
+    detectors = resolve_detectors(template, plan.profiles)
+    written = []
+    for name, content, note in (
+        ("qraft.yaml", qraft, "Inferred by `qraft analyze` from the data; edit freely."),
+        ("sources.yaml", sources, "One file source per analysed file; each is its own stream."),
+        ("preprocessing.yaml", preprocessing, "Per-field bar statistics; bar size from each file's sampling interval."),
+        ("detectors.yaml", detectors, "The default detector set, features resolved for these streams."),
+    ):
+        path = directory / name
+        path.write_text(f"# {note}\n" + yaml.safe_dump(content, sort_keys=False, allow_unicode=True))
+        written.append(path)
+    if cards_from is not None and cards_from.exists():
+        written.append(Path(shutil.copyfile(cards_from, directory / "cards.yaml")))
+    return written
+
+
+def describe_plan(plan: AnalysisPlan) -> list[str]:
+    """One line per file and one for the windows: what was inferred."""
+    lines = []
+    for p in plan.profiles:
+        notes = [n for n, on in (("irregular sampling", p.irregular), (f"{p.gaps} gap(s)", p.gaps > 0)) if on]
+        lines.append(
+            f"  {p.path.name} → stream {p.source}: {p.rows} rows {p.first:%Y-%m-%d %H:%M} .. {p.last:%Y-%m-%d %H:%M}, "
+            f"time column {p.time_field!r} ({p.time_unit}), one every {_duration(p.interval_s)}"
+            + (f" ({', '.join(notes)})" if notes else "")
+            + f"; bars of {_duration(p.bar_seconds)}; fields {', '.join(p.numeric + p.categorical)}"
+        )
+    lines.append(f"  {plan.windows} windows of {plan.interval_minutes} min in {plan.runs} run(s)")
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    """
+    >>> [_duration(s) for s in (1, 90, 300, 7200, 86400, 1.5)]
+    ['1s', '90s', '5min', '2h', '1d', '1.5s']
+    """
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def infer_config(paths: list[Path], time_field: str | None, directory: Path, data_dir: Path,
+                 cards_from: Path | None = None) -> AnalysisPlan:
+    """Profile the files, plan the windows and write the configuration folder."""
+    if not paths:
+        raise AnalyzeError("no files given")
+    plan = plan_analysis(profile_files(paths, time_field))
+    write_config(plan, directory, data_dir, cards_from)
+    return plan
+
+
+def finding_rows(patterns: list[Any]) -> list[dict[str, Any]]:
+    """Pattern events as the plain objects `qraft analyze --json` prints."""
+    return [
+        {
+            "pattern_id": p.pattern_id,
+            "type": p.type.value,
+            "timestamp": p.timestamp.isoformat().replace("+00:00", "Z"),
+            "source_streams": p.source_streams,
+            "confidence": p.confidence,
+            "cross_validated": p.cross_validated,
+            "algorithm": p.algorithm.name,
+            "metric_changes": p.details.metric_changes,
+            "change_point": p.details.change_point,
+        }
+        for p in patterns
+    ]

@@ -1,0 +1,52 @@
+"""Metric sets: which feature columns a pattern event's metric changes are measured on.
+
+A metric set maps the columns present in a stream's bars to
+`{metric name: (column, unit)}`. Units: "relative" (mean after / mean before
+- 1, 0.37 = +37%), "pp" (difference of a ratio, in percentage points), "delta"
+(mean after - mean before, in the field's own unit: right for values of any
+sign). The generic set reads every field's bar mean (`F_mean`, else `F_last`)
+and names the metric after the field itself; plugins register their own sets
+(the markets plugin names volatility, volume, ...), checked first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from qraft_core.plugins import load_plugins
+
+Metrics = dict[str, tuple[str, str]]
+MetricSet = Callable[[Sequence[str]], Metrics]
+METRIC_SETS: list[MetricSet] = []
+LEVEL_SUFFIXES = ("_mean", "_last")
+
+
+def register_metric_set(metric_set: MetricSet) -> MetricSet:
+    """Decorator: a plugin's metric set, consulted before the generic one."""
+    if metric_set not in METRIC_SETS:
+        METRIC_SETS.append(metric_set)
+    return metric_set
+
+
+def field_levels(columns: Sequence[str]) -> Metrics:
+    """Each field's level column: `F_mean`, or `F_last` when the bars have no mean.
+
+    >>> field_levels(["event_count", "value_mean", "value_max", "load_last", "load_std"])
+    {'load': ('load_last', 'delta'), 'value': ('value_mean', 'delta')}
+    """
+    found: Metrics = {}
+    for suffix in reversed(LEVEL_SUFFIXES):  # the preferred suffix is written last and wins
+        for column in columns:
+            if column.endswith(suffix) and len(column) > len(suffix):
+                found[column[: -len(suffix)]] = (column, "delta")
+    return dict(sorted(found.items()))
+
+
+def metrics_for(columns: Sequence[str]) -> Metrics:
+    """Every registered set's metrics over `columns`, plugin sets first (a name is taken once)."""
+    load_plugins()
+    merged: Metrics = {}
+    for metric_set in [*METRIC_SETS, field_levels]:
+        for name, spec in metric_set(columns).items():
+            merged.setdefault(name, spec)
+    return merged

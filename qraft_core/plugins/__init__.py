@@ -1,0 +1,41 @@
+"""Domain plugins: modules that register operators, aggregate methods, cleaning rules,
+metric sets, context summaries and card vocabulary through the generic registries.
+
+A plugin is an importable module whose import performs its registrations. The
+built-in markets plugin is always loaded (the demo relies on it); others come
+from the `qraft.plugins` entry-point group of installed packages or from the
+`plugins:` list of `qraft.yaml`. Registries call `load_plugins()` before a
+lookup, so a plugin is never missing because nothing happened to import it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from importlib.metadata import entry_points
+
+BUILTIN_PLUGINS = ("qraft_core.plugins.markets",)
+ENTRY_POINT_GROUP = "qraft.plugins"
+_loaded: set[str] = set()
+
+
+class PluginError(ImportError):
+    """A configured plugin cannot be imported."""
+
+
+def load_plugins(names: Iterable[str] = ()) -> list[str]:
+    """Import the built-in, installed and named plugins (each once); returns those loaded so far."""
+    wanted = [*BUILTIN_PLUGINS, *names]
+    if not _loaded:
+        wanted += [entry.value for entry in entry_points(group=ENTRY_POINT_GROUP)]
+    for name in wanted:
+        if name in _loaded:
+            continue
+        # Marked first: a plugin's own registrations look plugins up again while it imports.
+        _loaded.add(name)
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            _loaded.discard(name)
+            raise PluginError(f"plugin {name!r} cannot be imported: {exc}") from exc
+    return sorted(_loaded)

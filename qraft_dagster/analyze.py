@@ -1,0 +1,68 @@
+"""`qraft analyze FILE...`: a user's own files through the real pipeline, with inferred settings.
+
+The settings come from `qraft_core.analyze` (written as a configuration folder
+next to the data); this module runs them the way `qraft demo` runs the demo:
+file sources → embedded NATS → lander → chDB → Dagster runs → cards.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from qraft_core.analyze import describe_plan, finding_rows, infer_config
+from qraft_core.cli import emit, main
+from qraft_core.patterns.materialize import load_pattern_events
+from qraft_core.runtime import Runtime
+from qraft_dagster.cli import fresh_data_dir, run_file_sources, top_cards
+
+# Where the configuration and the data go, next to the first file, unless told otherwise.
+OUTPUT_FOLDER = "qraft_analyze"
+
+
+@main.command("analyze")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--time-field", help="The column holding event times (default: detected).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help=f"Where the store, bus and Dagster data go (default: {OUTPUT_FOLDER}/data next to the first file).")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as a JSON list.")
+@click.pass_context
+def analyze(ctx: click.Context, files: tuple[Path, ...], time_field: str | None, data_dir: Path | None,
+            as_json: bool) -> None:
+    """Find patterns in your own CSV, JSONL or Parquet files with settings inferred from them.
+
+    Each file becomes its own stream, named after the file. The inferred configuration is written to
+    qraft_analyze/config next to the first file: edit it and run `qraft --config-dir ... up` on it.
+    """
+    def echo(text: str) -> None:
+        click.echo(text, err=as_json)
+
+    output = files[0].resolve().parent / OUTPUT_FOLDER
+    config_dir = output / "config"
+    plan = infer_config(list(files), time_field, config_dir, data_dir or output / "data",
+                        Path(ctx.obj["config_dir"]) / "cards.yaml")
+    echo(f"inferred settings, written to {config_dir}/:")
+    for line in describe_plan(plan):
+        echo(line)
+    # The Dagster definitions declare their partitions from the configuration folder when first imported.
+    if "qraft_dagster.definitions" in sys.modules:
+        raise click.UsageError("analyze must run in a fresh process (the pipeline definitions are already loaded)")
+    os.environ["QRAFT_CONFIG_DIR"] = str(config_dir)
+    rt = Runtime.load(config_dir)
+    fresh_data_dir(rt)
+    summary = run_file_sources(rt, echo, plan.runs)
+    patterns = load_pattern_events(rt.store)
+    findings = finding_rows(patterns)
+    if as_json:
+        emit(findings, True)
+        return
+    lines = ["", f"{len(findings)} finding(s) in {summary['landed']} events "
+             f"({summary['runs']['succeeded']} runs, {summary['runs']['failed']} failed):"]
+    lines += [f"  {f['timestamp']}  {f['type']:<15} {', '.join(f['source_streams'])}  "
+              f"confidence {f['confidence']:.2f}  {f['pattern_id']}" for f in findings]
+    cards = top_cards(rt)
+    if cards:
+        lines += ["", "The most confident finding of each type, as its card:", "", *cards]
+    lines += ["", f"Configuration: {config_dir} (run it with `qraft --config-dir {config_dir} up`)"]
+    emit(None, False, "\n".join(lines))
