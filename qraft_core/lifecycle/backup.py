@@ -30,7 +30,7 @@ MANIFEST = "manifest.json"
 
 
 @contextmanager
-def _client(store: ClickHouseStore, allowed_path: str | None) -> Iterator[Any]:
+def admin_client(store: ClickHouseStore, allowed_path: str | None) -> Iterator[Any]:
     """A client that may run BACKUP/RESTORE. The embedded engine needs the folder it may write
     to in its configuration, so it is opened for this alone, under the store's file lock."""
     if not store.embedded:
@@ -86,7 +86,7 @@ def backup(store: ClickHouseStore, target: Location, files: dict[str, Path]) -> 
     engine, allowed = _backup_engine(store, target)
     if not target.is_s3:
         target.filesystem.create_dir(target.path, recursive=True)
-    with _client(store, allowed) as client:
+    with admin_client(store, allowed) as client:
         database = client.query("SELECT currentDatabase()").result_rows[0][0]
         digests = table_digests(client)
         _run(client, f"BACKUP DATABASE {database} TO {engine}")
@@ -108,7 +108,7 @@ def restore(store: ClickHouseStore, source: Location, files: dict[str, Path]) ->
     """
     manifest = json.loads(source.read_bytes(MANIFEST))
     engine, allowed = _backup_engine(store, source)
-    with _client(store, allowed) as client:
+    with admin_client(store, allowed) as client:
         database = client.query("SELECT currentDatabase()").result_rows[0][0]
         for table in table_digests(client):
             client.command(f"DROP TABLE IF EXISTS {table} SYNC")

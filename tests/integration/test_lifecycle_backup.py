@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from qraft_core.cli import main
 from qraft_core.lander import land_batch
-from qraft_core.lifecycle.backup import _client, table_digests
+from qraft_core.lifecycle.backup import admin_client, table_digests
 from qraft_core.lifecycle.compaction import compact_detector_state
 from qraft_core.runtime import Runtime
 from qraft_core.store import Filter
@@ -34,7 +34,7 @@ def _events(n: int, offset: int = 0) -> bytes:
 
 
 def _digests(rt: Runtime) -> dict[str, list[int]]:
-    with _client(rt.store, None) as client:
+    with admin_client(rt.store, None) as client:
         return table_digests(client)
 
 
