@@ -56,32 +56,33 @@ def landed(config_dir) -> Runtime:
     return rt
 
 
-@pytest.fixture
-def s3(monkeypatch):
-    """moto's S3 server on a free port, with a bucket `qraft`."""
+@pytest.fixture(scope="module")
+def s3():
+    """moto's S3 server on a free port, with a bucket `qraft`; one for the module (it starts slowly)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
-    for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test-key",
-                        "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "moto server did not start"
-                time.sleep(0.2)
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="qraft")
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with pytest.MonkeyPatch.context() as environment:
+        for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test-key",
+                            "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_REGION": "us-east-1"}.items():
+            environment.setenv(name, value)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    assert server.poll() is None and time.monotonic() < deadline, "moto server did not start"
+                    time.sleep(0.2)
+            boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="qraft")
+            yield endpoint
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 def test_backup_restore_round_trip_gives_identical_table_digests(landed, tmp_path):
