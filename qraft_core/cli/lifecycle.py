@@ -23,6 +23,12 @@ def _local_stores(rt: Any) -> dict[str, Path]:
     return files
 
 
+def _postgres_stores(rt: Any) -> dict[str, str]:
+    """Dagster's database when it is on PostgreSQL (dumped with pg_dump)."""
+    storage = rt.config.dagster.storage
+    return {} if storage == "sqlite" else {"dagster": storage}
+
+
 def _fail(exc: Exception) -> NoReturn:
     click.echo(f"error: {exc}", err=True)
     raise SystemExit(2)
@@ -33,17 +39,18 @@ def _fail(exc: Exception) -> NoReturn:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @click.pass_context
 def backup_command(ctx: click.Context, destination: str, as_json: bool) -> None:
-    """Back up ClickHouse (BACKUP DATABASE) and the local Dagster and MLflow stores to DESTINATION,
-    a new local folder or s3://bucket/prefix (credentials and endpoint from AWS_* variables)."""
+    """Back up ClickHouse (BACKUP DATABASE), the local Dagster and MLflow stores and Dagster's
+    PostgreSQL database (pg_dump) to DESTINATION, a new local folder or s3://bucket/prefix
+    (credentials and endpoint from AWS_* variables)."""
     from qraft_core.lifecycle.backup import backup
 
     rt = runtime(ctx)
     try:
-        manifest = backup(rt.store, location(destination), _local_stores(rt))
+        manifest = backup(rt.store, location(destination), _local_stores(rt), _postgres_stores(rt))
     except LocationError as exc:
         _fail(exc)
-    emit(manifest, as_json, f"backed up {len(manifest['tables'])} tables and {len(manifest['files'])} "
-                            f"files to {destination}")
+    emit(manifest, as_json, f"backed up {len(manifest['tables'])} tables, {len(manifest['files'])} files "
+                            f"and {len(manifest['databases'])} PostgreSQL databases to {destination}")
 
 
 @main.command("restore")
@@ -60,7 +67,7 @@ def restore_command(ctx: click.Context, source: str, yes: bool, as_json: bool) -
         _fail(ValueError("restore replaces the current data: run it again with --yes"))
     rt = runtime(ctx)
     try:
-        manifest = restore(rt.store, location(source), _local_stores(rt))
+        manifest = restore(rt.store, location(source), _local_stores(rt), _postgres_stores(rt))
     except LocationError as exc:
         _fail(exc)
     emit(manifest, as_json, f"restored {len(manifest['tables'])} tables from {source}; digests verified")

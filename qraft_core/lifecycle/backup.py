@@ -1,18 +1,19 @@
 """`qraft backup` / `qraft restore`: ClickHouse through its own BACKUP and RESTORE, plus the
-Dagster and MLflow stores when they are local SQLite files.
+Dagster and MLflow stores: local SQLite files, or PostgreSQL databases through pg_dump.
 
 A backup folder holds `clickhouse/` (ClickHouse's backup format), `files/` (the SQLite stores,
-copied with SQLite's online backup so a running process does not tear them) and `manifest.json`
-with a digest of every table, which a restore checks. Dagster and MLflow on PostgreSQL are
-backed up with that server's tools (pg_dump), JetStream with `nats stream backup`: see
-docs/operations.md.
+copied with SQLite's online backup so a running process does not tear them, and the
+PostgreSQL dumps) and `manifest.json` with a digest of every table, which a restore checks.
+JetStream is backed up with `nats stream backup`: see docs/operations.md.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,8 +82,10 @@ def _run(client: Any, statement: str) -> None:
         raise StoreError(f"ClickHouse could not run {statement.split('(')[0].strip()}: {message}") from None
 
 
-def backup(store: ClickHouseStore, target: Location, files: dict[str, Path]) -> dict[str, Any]:
-    """Back the store's database and the named local files up into `target`; returns the manifest."""
+def backup(store: ClickHouseStore, target: Location, files: dict[str, Path],
+           databases: dict[str, str] | None = None) -> dict[str, Any]:
+    """Back the store's database, the named local files and PostgreSQL databases (name: URL
+    without a password; libpq reads PGPASSWORD) up into `target`; returns the manifest."""
     engine, allowed = _backup_engine(store, target)
     if not target.is_s3:
         target.filesystem.create_dir(target.path, recursive=True)
@@ -95,13 +98,16 @@ def backup(store: ClickHouseStore, target: Location, files: dict[str, Path]) -> 
         if path.exists():
             target.child("files").write_bytes(name, _sqlite_snapshot(path))
             copied[name] = str(path)
+    for name, url in (databases or {}).items():
+        target.child("files").write_bytes(f"{name}.pgdump", _postgres("pg_dump", url, "--format=custom"))
     manifest = {"created_at": datetime.now(UTC).isoformat(), "database": database,
-                "tables": digests, "files": copied}
+                "tables": digests, "files": copied, "databases": sorted(databases or {})}
     target.write_bytes(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
     return manifest
 
 
-def restore(store: ClickHouseStore, source: Location, files: dict[str, Path]) -> dict[str, Any]:
+def restore(store: ClickHouseStore, source: Location, files: dict[str, Path],
+            databases: dict[str, str] | None = None) -> dict[str, Any]:
     """Replace the store's tables (and the named local files) with the backup in `source`.
 
     Returns the manifest with `verified`: the restored tables' digests equal the backed-up ones.
@@ -117,10 +123,26 @@ def restore(store: ClickHouseStore, source: Location, files: dict[str, Path]) ->
     for name in manifest["files"]:
         if name in files:
             _replace_file(files[name], source.child("files").read_bytes(name))
+    for name in manifest.get("databases", []):
+        if name in (databases or {}):
+            dump = source.child("files").read_bytes(f"{name}.pgdump")
+            _postgres("pg_restore", (databases or {})[name], "--clean", "--if-exists", "--no-owner", data=dump)
     mismatched = sorted(t for t, d in manifest["tables"].items() if restored.get(t) != d)
     if mismatched:
         raise LocationError(f"restored tables differ from the backup: {', '.join(mismatched)}")
     return {**manifest, "verified": True}
+
+
+def _postgres(tool: str, url: str, *args: str, data: bytes | None = None) -> bytes:
+    """Run pg_dump or pg_restore on the database at `url` (a SQLAlchemy driver suffix is dropped)."""
+    if shutil.which(tool) is None:
+        raise LocationError(f"{tool} is not installed: install the PostgreSQL client tools")
+    scheme, _, rest = url.partition("://")
+    result = subprocess.run([tool, *args, f"--dbname={scheme.split('+')[0]}://{rest}"], input=data,
+                            capture_output=True, check=False)
+    if result.returncode != 0:
+        raise LocationError(f"{tool} failed: {result.stderr.decode(errors='replace').strip()}")
+    return result.stdout
 
 
 def _sqlite_snapshot(path: Path) -> bytes:

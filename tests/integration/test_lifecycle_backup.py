@@ -7,10 +7,12 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import boto3
 import polars as pl
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -153,3 +155,26 @@ def test_compaction_keeps_every_nth_window_and_the_newest(landed):
     assert kept == [f"2026-01-05 00:0{m}:00.000" for m in (0, 4, 8, 9)]
     # Compacting again changes nothing.
     assert compact_detector_state(landed.store, 4, timedelta(minutes=1), start) == {"kept": 4, "deleted": 0}
+
+
+def test_dagster_on_postgres_is_dumped_and_restored(landed, tmp_path, monkeypatch):
+    """The machine's PostgreSQL, a database of this test's own, pg_dump and pg_restore."""
+    name = f"qraft_test_{uuid.uuid4().hex[:12]}"
+    server = "postgresql://postgres@127.0.0.1:5432"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with psycopg.connect(f"{server}/{name}", autocommit=True) as db:
+            db.execute("CREATE TABLE runs (run_id text)")
+            db.execute("INSERT INTO runs VALUES ('r-1')")
+        monkeypatch.setenv("QRAFT_DAGSTER_STORAGE", f"{server}/{name}")
+        assert _cli("backup", str(tmp_path / "b"))["databases"] == ["dagster"]
+        with psycopg.connect(f"{server}/{name}", autocommit=True) as db:
+            db.execute("DELETE FROM runs")
+            db.execute("CREATE TABLE later (x int)")
+        _cli("restore", str(tmp_path / "b"), "--yes")
+        with psycopg.connect(f"{server}/{name}") as db:
+            assert db.execute("SELECT run_id FROM runs").fetchall() == [("r-1",)]
+    finally:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
