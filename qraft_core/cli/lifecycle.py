@@ -1,0 +1,148 @@
+"""`qraft backup`, `qraft restore`, `qraft archive`, `qraft compact-state`: the data lifecycle."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from qraft_core.cli import emit, main, runtime
+from qraft_core.lifecycle.location import LocationError, location
+
+
+def _local_stores(rt: Any) -> dict[str, Path]:
+    """The SQLite files of Dagster and MLflow, when they are local (a server has its own backups)."""
+    files: dict[str, Path] = {}
+    if rt.config.dagster.storage == "sqlite":
+        home = rt.config.dagster_home
+        files |= {f"dagster/{p.relative_to(home)}": p for p in sorted(home.rglob("*.db"))}
+    if not rt.config.mlflow.tracking_uri:
+        files["mlflow/mlflow.db"] = rt.data_dir / "mlflow.db"
+    return files
+
+
+def _postgres_stores(rt: Any) -> dict[str, str]:
+    """Dagster's database when it is on PostgreSQL (dumped with pg_dump)."""
+    storage = rt.config.dagster.storage
+    return {} if storage == "sqlite" else {"dagster": storage}
+
+
+def _fail(exc: Exception) -> NoReturn:
+    click.echo(f"error: {exc}", err=True)
+    raise SystemExit(2)
+
+
+@main.command("backup")
+@click.argument("destination")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.pass_context
+def backup_command(ctx: click.Context, destination: str, as_json: bool) -> None:
+    """Back up ClickHouse (BACKUP DATABASE), the local Dagster and MLflow stores and Dagster's
+    PostgreSQL database (pg_dump) to DESTINATION, a new local folder or s3://bucket/prefix
+    (credentials and endpoint from AWS_* variables)."""
+    from qraft_core.lifecycle.backup import backup
+
+    rt = runtime(ctx)
+    try:
+        manifest = backup(rt.store, location(destination), _local_stores(rt), _postgres_stores(rt))
+    except LocationError as exc:
+        _fail(exc)
+    emit(manifest, as_json, f"backed up {len(manifest['tables'])} tables, {len(manifest['files'])} files "
+                            f"and {len(manifest['databases'])} PostgreSQL databases to {destination}")
+
+
+@main.command("restore")
+@click.argument("source")
+@click.option("--yes", is_flag=True, help="Confirm: the current tables and local stores are replaced.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verified manifest as JSON.")
+@click.pass_context
+def restore_command(ctx: click.Context, source: str, yes: bool, as_json: bool) -> None:
+    """Replace ClickHouse's tables and the local Dagster and MLflow stores with the backup in
+    SOURCE, then check every table's digest against the backup. Stop Qraft's processes first."""
+    from qraft_core.lifecycle.backup import restore
+
+    if not yes:
+        _fail(ValueError("restore replaces the current data: run it again with --yes"))
+    rt = runtime(ctx)
+    try:
+        manifest = restore(rt.store, location(source), _local_stores(rt), _postgres_stores(rt))
+    except LocationError as exc:
+        _fail(exc)
+    emit(manifest, as_json, f"restored {len(manifest['tables'])} tables from {source}; digests verified")
+
+
+@main.group("archive")
+def archive_group() -> None:
+    """The cold archive: whole days of raw or clean events as Parquet (local folder or S3)."""
+
+
+def _day(_ctx: click.Context, _param: click.Parameter, value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a day as YYYY-MM-DD (got {value!r})") from None
+
+
+_TABLE = click.argument("table", type=click.Choice(["raw_events", "clean_events"]))
+_START = click.option("--start", required=True, callback=_day, help="First day (YYYY-MM-DD).")
+_END = click.option("--end", required=True, callback=_day, help="Day after the last (YYYY-MM-DD).")
+
+
+@archive_group.command("export")
+@_TABLE
+@_START
+@_END
+@click.option("--to", "destination", required=True, help="Local folder or s3://bucket/prefix.")
+@click.option("--delete", is_flag=True, help="Remove each day from ClickHouse once its file is written and checked.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def archive_export(ctx: click.Context, table: str, start: date, end: date, destination: str,
+                   delete: bool, as_json: bool) -> None:
+    """Write the days [START, END) of TABLE to Parquet files under DESTINATION."""
+    from qraft_core.lifecycle.archive import archive
+
+    try:
+        summary = archive(runtime(ctx).store, table, start, end, location(destination), delete)
+    except LocationError as exc:
+        _fail(exc)
+    emit(summary, as_json, f"archived {summary['rows']} rows of {table} ({len(summary['days'])} days) "
+                           f"to {destination}{'; removed from ClickHouse' if delete else ''}")
+
+
+@archive_group.command("load")
+@_TABLE
+@_START
+@_END
+@click.option("--from", "source", required=True, help="Local folder or s3://bucket/prefix.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def archive_load(ctx: click.Context, table: str, start: date, end: date, source: str, as_json: bool) -> None:
+    """Put the archived days [START, END) of TABLE back into ClickHouse (then `qraft replay` them)."""
+    from qraft_core.lifecycle.archive import load
+
+    try:
+        summary = load(runtime(ctx).store, table, start, end, location(source))
+    except LocationError as exc:
+        _fail(exc)
+    emit(summary, as_json, f"loaded {summary['rows']} rows of {table} ({len(summary['days'])} days) from {source}")
+
+
+@main.command("compact-state")
+@click.option("--every", type=click.IntRange(min=1), required=True, help="Keep the state of every N-th window.")
+@click.option("--before", type=click.DateTime(), default=None, help="Only compact windows before this time (UTC).")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.pass_context
+def compact_state(ctx: click.Context, every: int, before: datetime | None, as_json: bool) -> None:
+    """Delete stored detector states except every N-th window and the newest; replays then start
+    at a kept window."""
+    from datetime import UTC
+
+    from qraft_core.lifecycle.compaction import compact_detector_state
+
+    rt = runtime(ctx)
+    partitions = rt.config.partitions
+    counts = compact_detector_state(rt.store, every, partitions.interval, partitions.start,
+                                    before.replace(tzinfo=UTC) if before else None)
+    emit(counts, as_json, f"detector state: kept {counts['kept']} windows, deleted {counts['deleted']}")
