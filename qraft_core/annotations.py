@@ -58,18 +58,19 @@ def add_annotation(
     """Attach an annotation to an existing pattern and record it in the audit log."""
     if label not in ("confirmed", "false_alarm", "note"):
         raise ValueError(f"label must be confirmed, false_alarm or note (got {label!r})")
-    if store.count("pattern_events", where=[Filter("pattern_id", "=", pattern_id)]).get("", 0) == 0:
-        raise UnknownPattern(f"no pattern with id {pattern_id!r}")
-    annotation = Annotation(
-        annotation_id=str(uuid.uuid4()),
-        pattern_id=pattern_id,
-        label=label,
-        note=note,
-        author=author or actor,
-        created_at=now or datetime.now(UTC),
-    )
-    store.insert("annotations", pl.DataFrame([annotation.model_dump()]))
-    record_audit(store, actor, "annotate", pattern_id, None, annotation.model_dump(mode="json"))
+    with store.session():
+        if store.count("pattern_events", where=[Filter("pattern_id", "=", pattern_id)]).get("", 0) == 0:
+            raise UnknownPattern(f"no pattern with id {pattern_id!r}")
+        annotation = Annotation(
+            annotation_id=str(uuid.uuid4()),
+            pattern_id=pattern_id,
+            label=label,
+            note=note,
+            author=author or actor,
+            created_at=now or datetime.now(UTC),
+        )
+        store.insert("annotations", pl.DataFrame([annotation.model_dump()]))
+        record_audit(store, actor, "annotate", pattern_id, None, annotation.model_dump(mode="json"))
     return annotation
 
 

@@ -23,7 +23,9 @@ _SECRET_PARAM = re.compile(
     re.IGNORECASE,
 )
 _BEARER = re.compile(r"(?P<name>\bBearer\s+)(?P<value>[^\s\"'<>]+)", re.IGNORECASE)
-_SECRET_ENV_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|PWD|CREDENTIALS?)$", re.IGNORECASE)
+_SECRET_ENV_NAME = re.compile(
+    r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|PWD|CREDENTIALS?)$", re.IGNORECASE
+)
 # Shorter values (a flag like "1") would mask ordinary words.
 _MIN_SECRET_LEN = 6
 
@@ -60,21 +62,34 @@ def redact(text: str) -> str:
     return text
 
 
+def _redacted_arg(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redact(value if isinstance(value, str) else str(value))
+
+
 class _RedactedRecords:
-    """A log record factory that redacts the message and the traceback as the record is made."""
+    """A log record factory that redacts the message, its arguments and the traceback as the record is made.
+
+    Arguments stay arguments (formatters such as uvicorn's access log unpack them); numbers are kept
+    for `%d`-style formats, anything else becomes its redacted text.
+    """
 
     def __init__(self, factory: Any) -> None:
         self.factory = factory
 
     def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
         record: logging.LogRecord = self.factory(*args, **kwargs)
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed format string is logged as it came
-            message = str(record.msg)
-        record.msg, record.args = redact(message), None
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, dict):
+            record.args = {key: _redacted_arg(value) for key, value in record.args.items()}
+        elif record.args:
+            record.args = tuple(_redacted_arg(value) for value in record.args)
         if record.exc_info and record.exc_info[0] is not None:
-            record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+            record.exc_text = redact(
+                "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+            )
         return record
 
 

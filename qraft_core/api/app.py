@@ -19,7 +19,7 @@ from qraft_core.api.docs import add_offline_docs
 from qraft_core.api.launcher import ReplayLauncher
 from qraft_core.api.routes.annotations import annotations_router
 from qraft_core.api.routes.export import export_router
-from qraft_core.api.routes.patterns import patterns_router
+from qraft_core.api.routes.patterns import cards_router, patterns_router
 from qraft_core.api.routes.replay import replay_router
 from qraft_core.api.routes.sources import sources_router
 from qraft_core.config import ConfigError
@@ -77,6 +77,7 @@ def create_app(runtime: RuntimeLike, replay_launcher: ReplayLauncher | None = No
     for router in (
         sources_router(ctx),
         patterns_router(ctx),
+        cards_router(ctx),
         annotations_router(ctx),
         replay_router(ctx),
         export_router(ctx),

@@ -3,21 +3,25 @@
 Pattern pages and cards are costly to build (several store reads, a context
 summary, JSON encoding) and change only when a table they read changes. The
 store gives a version token per table (`EventStore.table_versions`), read at
-most every `check_s` for every cached table at once, so writes by other
-processes (the pipeline, `qraft patterns annotate`) show up within `check_s`;
+most every `check_s` for every cached table at once by a background thread,
+so writes by other processes (the pipeline, `qraft patterns annotate`) show
+up within `check_s` plus one read of the versions;
 a write through this API drops the cached versions at once, so its author
 reads it back. Entries also expire after `ttl_s`, whatever the versions say.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
-from qraft_core.store.base import EventStore
+from qraft_core.store.base import EventStore, StoreError
+
+log = logging.getLogger(__name__)
 
 # Every table a cached response reads.
 CACHED_TABLES = ("pattern_events", "annotations", "clean_events", "pattern_cards")
@@ -57,11 +61,33 @@ class ResponseCache:
         self._checked_at = float("-inf")
 
     def _current_versions(self) -> dict[str, str]:
-        with self._probe:  # one reader of the versions at a time; the others use what it read
-            if self._clock() - self._checked_at >= self.check_s:
-                self._versions = self._store().table_versions(CACHED_TABLES)
-                self._checked_at = self._clock()
+        """The versions last read; older than `check_s`, they are read again off the request path.
+
+        A request waits for fresh ones only after a write through this API, or when
+        `check_s` is 0 (versions read for every request).
+        """
+        if self._clock() - self._checked_at < self.check_s:
             return self._versions
+        if self.check_s <= 0 or self._checked_at == float("-inf"):
+            with self._probe:
+                if self.check_s <= 0 or self._checked_at == float("-inf"):
+                    self._read_versions()
+        elif self._probe.acquire(blocking=False):
+            threading.Thread(target=self._refresh, name="qraft-cache-versions", daemon=True).start()
+        return self._versions
+
+    def _read_versions(self) -> None:
+        self._versions = self._store().table_versions(CACHED_TABLES)
+        self._checked_at = self._clock()
+
+    def _refresh(self) -> None:
+        try:
+            self._read_versions()
+        except StoreError as exc:  # the requests that need the store will report it
+            log.debug("could not read table versions: %s", exc)
+            self._checked_at = self._clock()
+        finally:
+            self._probe.release()
 
     def get(
         self, key: Hashable, tables: Sequence[str], build: Callable[[], tuple[Body, bool]]

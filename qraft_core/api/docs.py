@@ -24,6 +24,8 @@ def add_offline_docs(app: FastAPI) -> None:
             swagger_css_url=f"{ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
             oauth2_redirect_url=redirect,
+            # Swagger UI would otherwise send the spec to an online validator.
+            swagger_ui_parameters={"validatorUrl": None},
         )
 
     @app.get(redirect, include_in_schema=False)

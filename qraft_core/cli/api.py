@@ -19,6 +19,9 @@ def api(ctx: click.Context, host: str | None, port: int | None) -> None:
     from qraft_core.replays import ReplayRegistry, SubprocessReplayLauncher
 
     rt = runtime(ctx)
+    # A long-running reader keeps the embedded store open between requests; it hands the
+    # store to any other process that asks (see qraft_core/store/sessions.py).
+    rt.store.keep_open_s = rt.config.api.store_keep_open_s
     launcher = SubprocessReplayLauncher(
         ReplayRegistry(rt.data_dir / "replays"), rt.config_path.resolve(), rt.config.partitions
     )

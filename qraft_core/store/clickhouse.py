@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -92,16 +92,18 @@ class ClickHouseStore:
 
     @contextmanager
     def session(self) -> Iterator[None]:
-        with self._client_in_session():
+        with self._holder():
             yield
+
+    def _holder(self) -> AbstractContextManager[Any]:
+        if self._server is not None:
+            return self._server.session()
+        return ENGINE.session(self.dsn, self.lock_timeout_s, self.keep_open_s)
 
     @contextmanager
     def _client_in_session(self) -> Iterator[Any]:
-        if self._server is not None:
-            holder = self._server.session()
-        else:
-            holder = ENGINE.session(self.dsn, self.lock_timeout_s, self.keep_open_s)
-        with holder as client:
+        """The client for one store call; driver errors become StoreError (credentials masked)."""
+        with self._holder() as client:
             try:
                 yield client
             except StoreError:

@@ -37,6 +37,7 @@ from qraft_core.store.base import StoreError, StoreUnavailable
 # holder that handed the store over stays back (the waiter polls every 50 ms).
 _IDLE_POLL_S = 0.02
 _HANDOVER_MAX_S = 2.0
+_INHERITED: list[Any] = []
 
 
 class WaitSignal:
@@ -213,7 +214,12 @@ class EmbeddedEngine:
             self._cond.notify_all()
 
     def forget_after_fork(self) -> None:
-        # A forked child inherits neither the threads nor the right to use the parent's engine.
+        """In a forked child: drop the parent's engine without touching it.
+
+        The client stays referenced so that no finalizer runs on an engine the child does not own.
+        """
+        if self._client is not None:
+            _INHERITED.append(self._client)
         self._cond = threading.Condition()
         self._local = threading.local()
         self._reset()

@@ -300,3 +300,18 @@ def test_table_versions_change_with_every_write(chdb_store):
     assert second["raw_events"] != "empty" and second["audit_log"] == "empty"
     chdb_store.delete("raw_events", [Filter("event_id", "=", "a")])
     assert chdb_store.table_versions(["raw_events"])["raw_events"] != second["raw_events"]
+
+
+def test_a_store_is_migrated_once_per_process(tmp_path, monkeypatch):
+    calls: list[str] = []
+    real_migrate = ClickHouseStore.migrate
+
+    def counted(self):
+        calls.append(self.dsn)
+        return real_migrate(self)
+
+    monkeypatch.setattr(ClickHouseStore, "migrate", counted)
+    dsn = f"chdb://{tmp_path / 'once'}"
+    first, second = open_store(dsn), open_store(dsn)
+    assert calls == [dsn] and first is not second
+    assert second.count("raw_events") == {"": 0}  # the second handle sees the migrated schema

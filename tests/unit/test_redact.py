@@ -56,6 +56,23 @@ def test_log_records_are_redacted_whatever_the_handler(caplog: pytest.LogCapture
     assert "http://user:***@host:8123" in caplog.text and "nats://svc:***@n1:4222" in caplog.text
 
 
+def test_formatters_that_unpack_arguments_still_work() -> None:
+    """uvicorn's access log unpacks the record's arguments and formats the status code with %d."""
+    install_log_redaction()
+    record = logging.getLogRecordFactory()(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/x?password=hunter22", "1.1", 200),
+        None,
+    )
+    client, method, path, version, status = record.args  # type: ignore[misc]
+    assert (path, status) == ("/x?password=***", 200)
+    assert record.getMessage() == '127.0.0.1:5000 - "GET /x?password=*** HTTP/1.1" 200'
+
+
 def test_a_bad_store_dsn_is_reported_without_its_password() -> None:
     with pytest.raises(ValueError) as error:
         ClickHouseStore("mysql://root:hunter22@db")

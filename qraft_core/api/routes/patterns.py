@@ -115,6 +115,13 @@ def patterns_router(ctx: ApiContext) -> APIRouter:
             "next_cursor": next_cursor,
         }
 
+    return router
+
+
+def cards_router(ctx: ApiContext) -> APIRouter:
+    reader, _ = ctx.dependencies()
+    router = APIRouter(tags=["patterns"], dependencies=[Depends(reader)])
+
     @router.get(
         "/explain/{pattern_id}",
         responses={**errors(400, 401, 403, 404, 503), 200: {"content": {"text/markdown": {}}}},
