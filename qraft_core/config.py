@@ -262,6 +262,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except (ValueError, TypeError, OverflowError) as exc:  # a value YAML reads but Python cannot hold
+        raise ConfigError(f"{path}: not valid YAML: {_shorten(str(exc))}") from exc
     except RecursionError:
         raise ConfigError(f"{path}: <top>: expected at most {MAX_CONFIG_DEPTH} levels of nesting") from None
     if data is None:
