@@ -9,7 +9,6 @@ environment variables (for example `QRAFT_NATS_URL`, `QRAFT_STORE_DSN`).
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,8 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from qraft_core.events import MAX_RECORD_BYTES
-
 from qraft_core.plugins import PluginError, load_plugins
+from qraft_core.redact import redact
 
 CONFIG_DIR_ENV = "QRAFT_CONFIG_DIR"
 ENV_PREFIX = "QRAFT_"
@@ -309,6 +308,10 @@ class SourcesFile(Strict):
 M = TypeVar("M", bound=BaseModel)
 
 
+def _shorten(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def describe_validation_error(path: Path | str, error: ValidationError) -> str:
     """One line per problem: file, key path, what was expected, what was found."""
     lines = []
@@ -320,30 +323,78 @@ def describe_validation_error(path: Path | str, error: ValidationError) -> str:
         expected = problem["msg"]
         if problem["type"] == "extra_forbidden":
             expected = "an unknown key (check the spelling)"
-        shown = "" if isinstance(found, (dict, list)) else f" (got {_mask_password(repr(found))})"
+        shown = "" if isinstance(found, (dict, list)) else f" (got {_shorten(redact(repr(found)))})"
         lines.append(f"{path}: {key or '<top>'}: {expected}{shown}")
     return "\n".join(lines)
 
 
-def _mask_password(text: str) -> str:
-    """user:secret@host in a URL becomes user:***@host: errors are printed and logged."""
-    return re.sub(r"(//[^:/@\s]+:)[^@/\s]+@", r"\1***@", text)
+# A configuration file is a few kilobytes of settings; these bounds are far above any real one and
+# far below what exhausts memory or the stack (YAML aliases can expand a small file exponentially).
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_CONFIG_VALUES = 100_000
+MAX_CONFIG_DEPTH = 32
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping a YAML configuration file holds; any damage is a ConfigError naming the file.
+
+    Missing, a folder, unreadable, binary, not UTF-8, empty, not YAML, nested deeper than
+    `MAX_CONFIG_DEPTH` or expanding (through aliases) to more than `MAX_CONFIG_VALUES` values.
+    """
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: file not found") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{path}: <top>: expected a YAML file, found a folder") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: <top>: expected a YAML file of at most {MAX_CONFIG_BYTES} bytes "
+                          f"(got {len(raw)})")
+    if b"\x00" in raw:
+        raise ConfigError(f"{path}: <top>: expected YAML text, found a binary file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: <top>: expected UTF-8 text, found byte 0x{raw[exc.start]:02x} at offset {exc.start} "
+            "(save the file as UTF-8)"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except (ValueError, TypeError, OverflowError) as exc:  # a value YAML reads but Python cannot hold
+        raise ConfigError(f"{path}: not valid YAML: {_shorten(str(exc))}") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: <top>: expected at most {MAX_CONFIG_DEPTH} levels of nesting") from None
     if data is None:
-        return {}
+        raise ConfigError(f"{path}: <top>: expected a mapping of keys, the file is empty "
+                          "(delete it to use the defaults)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: <top>: expected a mapping of keys, got {type(data).__name__}")
+    _check_size(data, path)
     return data
+
+
+def _check_size(data: Any, path: Path) -> None:
+    """Nesting and value count, counting every use of an alias; stops at the first excess."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    values = 0
+    while stack:
+        item, where, depth = stack.pop()
+        values += 1
+        if values > MAX_CONFIG_VALUES:
+            raise ConfigError(f"{path}: <top>: expected at most {MAX_CONFIG_VALUES} values, the file expands "
+                              "to more (YAML anchors and aliases?)")
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{path}: {where[:120] or '<top>'}: expected at most {MAX_CONFIG_DEPTH} "
+                              "levels of nesting")
+        if isinstance(item, dict):
+            stack.extend((value, f"{where}.{key}" if where else str(key), depth + 1) for key, value in item.items())
+        elif isinstance(item, list):
+            stack.extend((value, f"{where}[{index}]", depth + 1) for index, value in enumerate(item))
 
 
 def parse_model(model: type[M], data: Mapping[str, Any], path: Path | str) -> M:

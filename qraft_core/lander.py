@@ -120,7 +120,7 @@ class _Message:
     """One bus message; its checksum (part of every letter id of its lines) is computed once, if needed."""
 
     def __init__(self, source: str, data: bytes) -> None:
-        self.source = source
+        self.source = safe_text(source)
         self.data = data
         self._checksum: str | None = None
 

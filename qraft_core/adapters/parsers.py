@@ -95,7 +95,7 @@ def _finite_float(text: str) -> float:
 
 
 # Decodes without NaN/Infinity, so every payload is valid JSON for the events built from it.
-STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def decode_json_record(raw: bytes | str) -> tuple[dict[str, Any] | None, str]:
@@ -124,7 +124,7 @@ def decode_json_record(raw: bytes | str) -> tuple[dict[str, Any] | None, str]:
     if text.count("[") + text.count("{") > MAX_NESTING and json_depth(text) > MAX_NESTING:
         return None, f"is nested deeper than {MAX_NESTING} levels"
     try:
-        record = STRICT_JSON.decode(text)
+        record = _STRICT_JSON.decode(text)
     except ValueError as exc:
         return None, f"is not JSON: {safe_text(exc, 200)}"
     except RecursionError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from qraft_core.adapters.live import (
     sleep_or_stop,
     ssl_context,
 )
-from qraft_core.adapters.parsers import STRICT_JSON, raw_json
+from qraft_core.adapters.parsers import raw_json
 from qraft_core.adapters.registry import register_adapter
 from qraft_core.bus.base import Publisher
 from qraft_core.events import MAX_DEAD_LETTER_RAW, StandardEvent, safe_text
@@ -255,7 +256,8 @@ class RestAdapter(LiveAdapter):
             return
         self.last_body_hash = digest
         try:
-            document = STRICT_JSON.decode(body.decode("utf-8"))
+            # Lenient on NaN: a record holding one is judged (and dead-lettered) on its own.
+            document = json.loads(body)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             reason = f"response is not JSON: {safe_text(exc, 200) if isinstance(exc, ValueError) else 'nested too deeply'}"
             await self.publish(publisher, [], [(reason, body[:MAX_DEAD_LETTER_RAW])])

@@ -51,7 +51,7 @@ from qraft_core.adapters.file import read_records
 from qraft_core.adapters.parsers import GenericOptions, build_parser
 from qraft_core.clean import clean_frame
 from qraft_core.config import CleanConfig
-from qraft_core.events import _reject_non_finite, checksum, iso
+from qraft_core.events import checksum, content_problem, iso
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
 END = datetime(2026, 1, 5, 3, tzinfo=UTC)
@@ -534,8 +534,9 @@ def clean_events_frame(files: DemoFiles, start: datetime = START, end: datetime 
     def add(source: str, record: dict[str, Any], raw: bytes, parser: Any) -> None:
         try:
             parsed = parser(record, checksum(raw))
-            _reject_non_finite(parsed.payload)
         except ValueError:
+            return
+        if content_problem(parsed.payload):
             return
         if start <= parsed.timestamp < end:
             # The payload text exactly as the lander writes it.

@@ -36,10 +36,14 @@ def test_the_bundled_configuration_is_valid():
     assert names[:2] == ["binance_spot", "news"]
 
 
-def test_an_empty_or_missing_qraft_yaml_means_the_defaults(tmp_path):
+def test_a_missing_qraft_yaml_means_the_defaults_an_empty_one_is_an_error(tmp_path):
     assert load_qraft_config(tmp_path, environ={}).nats.stream == "QRAFT_RAW"
-    write(tmp_path, "qraft.yaml", "")
     assert load_qraft_config(tmp_path, environ={}).lander.max_payload_bytes == 256 * 1024
+    write(tmp_path, "qraft.yaml", "# nothing yet\n")
+    assert config_error(lambda: load_qraft_config(tmp_path, environ={})) == (
+        f"{tmp_path / 'qraft.yaml'}: <top>: expected a mapping of keys, the file is empty "
+        "(delete it to use the defaults)"
+    )
 
 
 def test_an_unknown_key_names_file_key_path_and_what_to_check(tmp_path):

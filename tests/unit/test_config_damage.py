@@ -1,0 +1,126 @@
+"""Damaged configuration files: one line naming the file, the key and what was expected, exit 2."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from qraft_core.cli import main
+from qraft_core.config import ConfigError, load_qraft_config, load_sources, validate_all
+from qraft_core.detectors.config import load_detectors
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def bundled(tmp_path: Path) -> Path:
+    target = tmp_path / "config"
+    shutil.copytree(REPO / "config", target)
+    return target
+
+
+def damage(directory: Path, name: str, content: bytes | None) -> Path:
+    path = directory / name
+    path.unlink(missing_ok=True)
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    return path
+
+
+BOMB = b"a: &a [x, x, x, x, x, x, x, x, x, x]\n" + b"".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n".encode() for i in range(8)
+)
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"\x00\x01\x02\xff binary", "<top>: expected YAML text, found a binary file"),
+    ("nats:\n  url: caf\u00e9\n".encode("latin-1"),
+     "<top>: expected UTF-8 text, found byte 0xe9 at offset 16 (save the file as UTF-8)"),
+    (b"", "<top>: expected a mapping of keys, the file is empty (delete it to use the defaults)"),
+    (b"a: " + b"[" * 1200 + b"]" * 1200, "<top>: expected at most 32 levels of nesting"),
+    (b"a:\n" + b"".join(b"  " * i + b"k:\n" for i in range(1, 40)) + b"  " * 40 + b"v: 1\n",
+     "a.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k: expected at most 32 levels of nesting"),
+    (BOMB, "<top>: expected at most 100000 values, the file expands to more (YAML anchors and aliases?)"),
+    (b"- just\n- a list\n", "<top>: expected a mapping of keys, got list"),
+    (b"nats: [unclosed\n", "not valid YAML: "),
+])
+def test_a_damaged_file_is_a_config_error_naming_it(tmp_path, content, expected):
+    directory = bundled(tmp_path)
+    path = damage(directory, "sources.yaml", content)
+    with pytest.raises(ConfigError) as caught:
+        validate_all(directory)
+    assert str(caught.value).startswith(f"{path}: {expected}")
+
+
+@pytest.mark.parametrize("name", ["qraft.yaml", "sources.yaml", "detectors.yaml", "preprocessing.yaml",
+                                  "cards.yaml"])
+def test_every_configuration_file_is_read_the_same_careful_way(tmp_path, name):
+    directory = bundled(tmp_path)
+    path = damage(directory, name, "a: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        validate_all(directory)
+    assert str(caught.value) == (
+        f"{path}: <top>: expected UTF-8 text, found byte 0xe9 at offset 6 (save the file as UTF-8)")
+
+
+def test_a_folder_in_place_of_a_file_is_named(tmp_path):
+    directory = bundled(tmp_path)
+    for name in ("qraft.yaml", "sources.yaml", "detectors.yaml"):
+        path = damage(directory, name, None)
+        with pytest.raises(ConfigError) as caught:
+            validate_all(directory)
+        assert str(caught.value) == f"{path}: <top>: expected a YAML file, found a folder"
+        path.rmdir()
+        shutil.copy(REPO / "config" / name, path)
+
+
+def test_a_shared_alias_within_the_bounds_is_fine(tmp_path):
+    directory = bundled(tmp_path)
+    text = (directory / "qraft.yaml").read_text() + "\nlander: &l {batch_size: 100}\n"
+    (directory / "qraft.yaml").write_text(text)
+    assert load_qraft_config(directory, environ={}).lander.batch_size == 100
+    assert load_sources(directory).sources
+
+
+def detector_params(tmp_path: Path, params: dict) -> Path:
+    directory = bundled(tmp_path)
+    path = directory / "detectors.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["detectors"][0]["params"] = params
+    path.write_text(yaml.safe_dump(data))
+    return directory
+
+
+@pytest.mark.parametrize(("params", "expected"), [
+    ({"delta": "high"}, "params.delta: expected a number like the default 0.002 (got 'high')"),
+    ({"grace_period": 2.5}, "params.grace_period: expected a whole number like the default 10 (got 2.5)"),
+    ({"grace_period": True}, "params.grace_period: expected a whole number like the default 10 (got True)"),
+    ({"delta": float("nan")}, "params.delta: expected a number like the default 0.002 (got nan)"),
+    ({"transform": 3}, "params.transform: expected a str like the default 'none' (got 3)"),
+])
+def test_detector_params_are_type_checked_at_validation(tmp_path, params, expected):
+    directory = detector_params(tmp_path, params)
+    with pytest.raises(ConfigError) as caught:
+        load_detectors(directory)
+    assert str(caught.value) == (
+        f"{directory / 'detectors.yaml'}: detectors: Value error, vol_adwin: {expected}"
+    )
+
+
+def test_config_validate_exits_2_with_one_line_for_damage(tmp_path, monkeypatch):
+    directory = detector_params(tmp_path, {"delta": "high"})
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["--config-dir", str(directory), "config", "validate"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "vol_adwin: params.delta: expected a number" in result.output
+    damage(directory, "sources.yaml", b"\xff\xfe\x00")
+    result = CliRunner().invoke(main, ["--config-dir", str(directory), "config", "validate"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"error: {directory / 'sources.yaml'}: <top>: expected YAML text, found a binary file")

@@ -1,0 +1,94 @@
+"""Hostile bus messages thrown at `land_batch`: nothing raises, every line is one raw event or one
+dead letter with a reason, and every row is one the store can take."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from qraft_core.events import dead_letter_envelope
+from qraft_core.lander import land_batch
+from tests.unit.fuzz_strategies import FUZZ, NOW, garbage, json_line, text, times, values
+
+FIELDS = ("event_id", "source", "type", "timestamp", "ingest_time", "payload", "meta")
+
+
+@st.composite
+def event_documents(draw: st.DrawFn, n: int) -> bytes:
+    """An event whose every field may be good, missing or hostile; its id is unique unless hostile."""
+    good: dict[str, Any] = {
+        "event_id": f"e-{n}", "source": "fuzz", "type": "record",
+        "timestamp": (NOW - timedelta(seconds=n)).isoformat(), "ingest_time": NOW.isoformat(),
+        "payload": {"v": n}, "meta": {"parser_version": "v1"},
+    }
+    hostile = {
+        "event_id": st.one_of(text.map(lambda t: f"e-{n}-{t}"), values, st.just("x" * 300)),
+        "source": st.one_of(st.just("other"), values, st.just("bad source")),
+        "type": st.one_of(text, values),
+        "timestamp": times,
+        "ingest_time": times,
+        "payload": st.one_of(st.dictionaries(text, values, max_size=3), values),
+        "meta": st.one_of(
+            st.fixed_dictionaries({"parser_version": st.one_of(text, values)},
+                                  optional={"origin": st.one_of(st.sampled_from(["live", "backfill"]), values),
+                                            "note": values}),
+            values),
+    }
+    document = dict(good)
+    for field in draw(st.sets(st.sampled_from(FIELDS), max_size=3)):
+        if draw(st.booleans()):
+            del document[field]
+        else:
+            document[field] = draw(hostile[field])
+    if draw(st.booleans()):
+        document["extra"] = draw(values)
+    return json_line(document)
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> list[tuple[str, bytes]]:
+    batch, n = [], 0
+    for _ in range(draw(st.integers(min_value=1, max_value=4))):
+        lines = []
+        for _ in range(draw(st.integers(min_value=1, max_value=6))):
+            kind = draw(st.sampled_from(["event", "event", "event", "garbage", "envelope", "value"]))
+            if kind == "event":
+                lines.append(draw(event_documents(n)))
+            elif kind == "garbage":
+                lines.append(draw(garbage) or b"{")
+            elif kind == "envelope":
+                lines.append(dead_letter_envelope(draw(text), draw(st.one_of(garbage, text)), draw(text)))
+            else:
+                lines.append(json_line(draw(values)))
+            n += 1
+        subject = draw(st.sampled_from(["qraft.raw.fuzz", "qraft.raw.fuzz", "elsewhere", "qraft.raw.\udc80"]))
+        batch.append((subject, b"\n".join(lines)))
+    return batch
+
+
+@FUZZ
+@given(batch=messages(), resend=st.booleans())
+def test_every_line_is_one_row_or_one_dead_letter_the_store_can_take(batch, resend):
+    if resend:  # the first message again, after the others: identical lines are duplicates, not losses
+        batch = [*batch, batch[0]]
+    landed = land_batch(batch, now=NOW)
+    lines = sum(1 for _, data in batch for line in data.split(b"\n") if line.strip())
+    duplicates = lines - sum(1 for _, data in batch[:-1] for line in data.split(b"\n") if line.strip()) \
+        if resend else 0
+    # A re-sent line is either a duplicate of its first landing or dead-lettered again.
+    assert lines - duplicates <= landed.landed + landed.dead_lettered <= lines
+    assert len(set(landed.dead_letters["letter_id"].to_list())) == landed.dead_lettered
+    assert landed.raw_events.select("source", "event_id").is_unique().all()
+    assert all(landed.dead_letters["reason"].to_list())
+    for column in ("letter_id", "reason", "raw", "event_id", "source"):
+        for value in landed.dead_letters[column].to_list():
+            value.encode("utf-8")
+    for column in ("event_id", "source", "type", "payload", "parser_version", "raw_checksum"):
+        for value in landed.raw_events[column].to_list():
+            value.encode("utf-8")
+    for payload in landed.raw_events["payload"].to_list():
+        assert isinstance(json.loads(payload), dict)
