@@ -59,8 +59,8 @@ def test_killing_the_adapter_the_embedded_server_and_the_lander_loses_and_double
     shutil.copytree(REPO / "config", config)
     trades = tmp_path / "trades.jsonl"
     write_trades(trades, chaos_events)
-    # Paced so the run lasts about 20 s (reduced) and the kills land inside it.
-    speed = chaos_events * STEP_MS / 1000 / max(20.0, chaos_events / 3000)
+    # Paced so the run lasts about 12 s (reduced) and the kills land inside it.
+    speed = chaos_events * STEP_MS / 1000 / max(12.0, chaos_events / 3000)
     (config / "sources.yaml").write_text(yaml.safe_dump({"sources": [{
         "name": "binance_spot", "type": "file", "endpoint": str(trades), "parser": "binance_trade",
         "options": {"speed": speed, "batch_size": 500},

@@ -301,7 +301,12 @@ def test_land_stops_the_embedded_server_it_started(config_dir, tmp_path):
 
 
 def test_bus_reset_makes_the_next_lander_land_the_stream_again(config_dir, nats_server, monkeypatch, tmp_path):
+    from qraft_core.cli.land import run_lander
+    from qraft_core.runtime import Runtime
+    from qraft_dagster.operations import reset_consumer
+
     monkeypatch.setenv("QRAFT_NATS_URL", nats_server.url)
+    monkeypatch.setenv("QRAFT_LANDER_BATCH_TIMEOUT_MS", "100")
 
     async def publish() -> None:
         async with NatsBus(nats_server.url) as bus:
@@ -309,13 +314,11 @@ def test_bus_reset_makes_the_next_lander_land_the_stream_again(config_dir, nats_
 
     asyncio.run(publish())
     landed = []
-    for step, data_dir in enumerate(["first", "fresh", "fresh"]):
+    for data_dir in ["first", "fresh", "fresh after reset"]:
         monkeypatch.setenv("QRAFT_DATA_DIR", str(tmp_path / data_dir))
-        if step == 2:
-            reset = _qraft(config_dir, "bus", "reset", "--yes", "--json")
-            assert json.loads(reset.communicate(timeout=60)[0]) == {"consumer": "qraft-lander", "deleted": True}
-        process = _qraft(config_dir, "land", "--until-idle", "--json")
-        output = process.communicate(timeout=120)[0].decode()
-        landed.append(json.loads(output[output.index("{"):])["landed"])
+        rt = Runtime.load(config_dir)
+        if data_dir == "fresh after reset":
+            assert asyncio.run(reset_consumer(rt)) is True
+        landed.append(asyncio.run(run_lander(rt, until_idle=True)).landed)
     # A fresh store behind a consumer that had read everything: nothing, until the reset.
     assert landed == [5, 0, 5]
