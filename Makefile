@@ -3,7 +3,7 @@
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 
-.PHONY: install demo test bench ui lint
+.PHONY: install demo test bench ui lint chaos
 
 install:
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
@@ -24,3 +24,7 @@ ui: install
 lint: install
 	$(UV) run ruff check qraft_core qraft_dagster tests bench
 	$(UV) run mypy
+
+# The full fault drills (200,000 events; tests/chaos/): `make test` runs them reduced.
+chaos: install
+	QRAFT_CHAOS_EVENTS=200000 $(UV) run pytest tests/chaos -p no:cacheprovider -s --timeout 3600

@@ -109,6 +109,10 @@ class Runtime:
         wait_s = None if stop is not None else self.config.nats.connect_wait_s
         return await NatsBus(self.nats_url(start), self.stream_settings).connect(stop, wait_s)
 
+    def embedded_server(self) -> EmbeddedNats | None:
+        """The embedded server this runtime started, else the one running for its data directory."""
+        return self._embedded_nats or EmbeddedNats.running(self.data_dir / "nats")
+
     def revive_embedded_nats(self, server: EmbeddedNats) -> bool:
         """Restart `server` on its port if it died (then owned here); True when it was restarted."""
         if not server.revive():
@@ -121,7 +125,7 @@ class Runtime:
 
     async def keep_embedded_alive(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
         """Restart the embedded server whenever it dies; connected clients reconnect by themselves."""
-        server = self._embedded_nats or EmbeddedNats.running(self.data_dir / "nats")
+        server = self.embedded_server()
         while server is not None and not stop.is_set():
             try:
                 await asyncio.to_thread(self.revive_embedded_nats, server)

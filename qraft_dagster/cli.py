@@ -217,12 +217,10 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
     import signal
     import sys
 
-    from qraft_core.bus.embedded import EmbeddedNats
-
     _use_config_dir(ctx)
     rt = runtime(ctx)
     url = rt.nats_url(start=True)
-    embedded = None if rt.config.nats.url else EmbeddedNats.running(rt.data_dir / "nats")
+    embedded = None if rt.config.nats.url else rt.embedded_server()
     from qraft_dagster.execute import ensure_dagster_home
 
     env = {**jvm_crash_env(rt.crash_dir, dict(os.environ)), "QRAFT_NATS_URL": url,

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import nats
@@ -30,9 +30,9 @@ log = logging.getLogger(__name__)
 HEADER_ALLOWANCE = 1024
 # How much of an oversized event its dead letter keeps.
 OVERSIZED_EXCERPT = 4096
-# Errors no retry can fix: the message itself is wrong.
+# Errors no retry can fix: the request itself is wrong, or what it names does not exist.
 PERMANENT_ERRORS = (nats.errors.MaxPayloadError, nats.errors.BadSubjectError, nats.errors.BadHeaderError,
-                    BadRequestError)
+                    BadRequestError, NotFoundError)
 
 
 def seed_urls(url: str | Sequence[str]) -> list[str]:
@@ -138,7 +138,9 @@ class NatsBus:
         """Create the stream, or update the settings Qraft owns without lowering the replicas."""
         settings = self.settings
         try:
-            existing: api.StreamConfig | None = (await self._js.stream_info(settings.stream)).config
+            existing: api.StreamConfig | None = (
+                await self._retrying("reading the stream", lambda: self._js.stream_info(settings.stream))
+            ).config
         except NotFoundError:
             existing = None
         wanted = settings.replicas or (3 if self.clustered else 1)
@@ -153,14 +155,15 @@ class NatsBus:
         if settings.max_bytes:
             ours["max_bytes"] = settings.max_bytes
         if existing is None:
-            await self._js.add_stream(api.StreamConfig(name=settings.stream, storage=api.StorageType.FILE, **ours))
+            created = api.StreamConfig(name=settings.stream, storage=api.StorageType.FILE, **ours)
+            await self._retrying("creating the stream", lambda: self._js.add_stream(created))
             return
         if existing.num_replicas and existing.num_replicas > wanted:
             log.info("stream %s keeps its %d replicas (nats.replicas asks for %d)",
                      settings.stream, existing.num_replicas, wanted)
         updated = dataclasses.replace(existing, **ours)
         if updated != existing:
-            await self._js.update_stream(updated)
+            await self._retrying("updating the stream", lambda: self._js.update_stream(updated))
 
     async def stream_config(self) -> api.StreamConfig:
         return (await self._js.stream_info(self.settings.stream)).config
@@ -187,22 +190,24 @@ class NatsBus:
         """
         headers = {"Nats-Msg-Id": message_id} if message_id else None
         subject = self.settings.subject(source)
+        await self._retrying(f"publish to {subject}",
+                             lambda: self._js.publish(subject, data, headers=headers, timeout=5))
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """`call()`, retried with backoff while the error is transient (no leader, no responders, reconnecting)."""
         deadline = time.monotonic() + self.settings.publish_timeout_s
         delay = 0.1
         while True:
             try:
-                await self._js.publish(subject, data, headers=headers, timeout=5)
-                return
+                return await call()
             except PERMANENT_ERRORS:
                 raise
             except (TimeoutError, nats.errors.Error) as exc:
                 if self._nc is None or self._nc.is_closed:
                     raise
                 if time.monotonic() + delay > deadline:
-                    raise BusUnavailable(
-                        f"publishing to {subject} failed for {self.settings.publish_timeout_s}s: {exc!r}"
-                    ) from exc
-                log.warning("publish to %s failed (%s); retrying in %.1fs", subject, type(exc).__name__, delay)
+                    raise BusUnavailable(f"{what} failed for {self.settings.publish_timeout_s}s: {exc!r}") from exc
+                log.warning("%s failed (%s); retrying in %.1fs", what, type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

@@ -255,3 +255,70 @@ def test_one_directory_has_one_server_and_a_dead_one_is_revived_on_its_port(tmp_
         asyncio.run(_round_trip(first.url))  # the stream survived on disk; the server works
     finally:
         first.stop()
+
+
+# -- commands: stopped while connecting, no orphan server, consumer reset ----------------------
+
+def _qraft(config_dir, *args: str, env: dict | None = None):  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "qraft_dagster", "--config-dir", str(config_dir), *args],
+                            env={**os.environ, "QRAFT_LANDER_METRICS_PORT": "0", **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_land_against_an_unreachable_server_stops_on_sigterm(config_dir):
+    import signal
+    import time
+
+    from qraft_core.bus.embedded import free_port
+
+    url = f"nats://127.0.0.1:{free_port()}"
+    process = _qraft(config_dir, "land", env={"QRAFT_NATS_URL": url})
+    deadline = time.monotonic() + 60
+    output = b""
+    while b"retrying" not in output and time.monotonic() < deadline:  # it is waiting for the server
+        output += process.stdout.readline()
+    process.send_signal(signal.SIGTERM)
+    output += process.communicate(timeout=30)[0]
+    assert process.returncode == 2, output
+    assert f"error: stopped while connecting to NATS at {url}".encode() in output
+    assert b"Traceback" not in output
+
+
+def test_land_stops_the_embedded_server_it_started(config_dir, tmp_path):
+    from qraft_core.bus.embedded import process_alive
+
+    process = _qraft(config_dir, "land", "--until-idle", "--json")
+    output = process.communicate(timeout=120)[0].decode()
+    assert process.returncode == 0, output
+    log = (tmp_path / "data" / "nats" / "nats-server.log").read_text()
+    pid = int(log[1:log.index("]")])  # nats-server starts every log line with "[pid]"
+    assert not process_alive(pid)
+    assert not (tmp_path / "data" / "nats" / "server.json").exists()
+
+
+def test_bus_reset_makes_the_next_lander_land_the_stream_again(config_dir, nats_server, monkeypatch, tmp_path):
+    from qraft_core.cli.land import run_lander
+    from qraft_core.runtime import Runtime
+    from qraft_dagster.operations import reset_consumer
+
+    monkeypatch.setenv("QRAFT_NATS_URL", nats_server.url)
+    monkeypatch.setenv("QRAFT_LANDER_BATCH_TIMEOUT_MS", "100")
+
+    async def publish() -> None:
+        async with NatsBus(nats_server.url) as bus:
+            await bus.publish_events("s", [event(i) for i in range(5)])
+
+    asyncio.run(publish())
+    landed = []
+    for data_dir in ["first", "fresh", "fresh after reset"]:
+        monkeypatch.setenv("QRAFT_DATA_DIR", str(tmp_path / data_dir))
+        rt = Runtime.load(config_dir)
+        if data_dir == "fresh after reset":
+            assert asyncio.run(reset_consumer(rt)) is True
+        landed.append(asyncio.run(run_lander(rt, until_idle=True)).landed)
+    # A fresh store behind a consumer that had read everything: nothing, until the reset.
+    assert landed == [5, 0, 5]
