@@ -47,6 +47,8 @@ TARGET_RUNS = 20
 MIN_WINDOWS_PER_RUN = 240
 MAX_PARTITIONS = 30_000
 SAMPLE = 200
+# Rows whose time does not parse become dead letters; beyond this share the column is not a time.
+MIN_TIME_SHARE = 0.95
 # A text column is categorical when it has at most this many distinct values (and repeats them).
 MAX_CATEGORIES = 50
 EVENT_TYPE = "record"
@@ -111,11 +113,20 @@ def read_table(path: Path) -> tuple[pl.DataFrame, str]:
     return frame, fmt
 
 
-def _as_times(values: list[Any], unit: str) -> list[datetime] | None:
-    try:
-        return [parse_time(v, unit) for v in values]  # type: ignore[arg-type]
-    except ParseError:
-        return None
+def _parsed(values: list[Any], unit: str) -> list[datetime | None]:
+    """Each value as a time, or None where it is not one."""
+    times: list[datetime | None] = []
+    for value in values:
+        try:
+            times.append(parse_time(value, unit))  # type: ignore[arg-type]
+        except ParseError:
+            times.append(None)
+    return times
+
+
+def _mostly_times(values: list[Any], unit: str) -> bool:
+    """At least MIN_TIME_SHARE of the values read as times (a few bad rows become dead letters)."""
+    return bool(values) and sum(t is not None for t in _parsed(values, unit)) >= MIN_TIME_SHARE * len(values)
 
 
 def _numbers(column: pl.Series) -> pl.Series:
@@ -139,10 +150,10 @@ def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
         rising = bool((numbers.diff().drop_nulls() >= 0).mean() or 0 >= 0.95) if numbers.len() > 1 else False
         if not hinted and not (float(seconds.min()) >= 1e8 and rising):  # type: ignore[arg-type]
             return None
-        return unit if _as_times(present.head(SAMPLE).to_list(), unit) else None
-    if numbers.null_count() < present.len():
-        return None  # some numbers, some text: not a time column
-    return "iso" if _as_times(present.head(SAMPLE).cast(pl.Utf8).to_list(), "iso") else None
+        return unit if _mostly_times(present.head(SAMPLE).to_list(), unit) else None
+    if numbers.null_count() < present.len() * MIN_TIME_SHARE:
+        return None  # mostly numbers, some text: not a time column
+    return "iso" if _mostly_times(present.head(SAMPLE).cast(pl.Utf8).to_list(), "iso") else None
 
 
 def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tuple[str, str]:
@@ -236,10 +247,14 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
     column, unit = find_time_column(frame, path, time_field)
     present = frame[column].drop_nulls()
     values = present.cast(pl.Utf8).to_list() if unit == "iso" and present.dtype == pl.Utf8 else present.to_list()
-    times = _as_times(values, unit)
-    if times is None:
-        bad = next(v for v in values if _as_times([v], unit) is None)
-        raise AnalyzeError(f"{path}: column {column!r}: value {bad!r} is not a time like the others")
+    parsed = _parsed(values, unit)
+    times = [t for t in parsed if t is not None]
+    if len(times) < MIN_TIME_SHARE * frame.height:
+        bad = next(v for v, t in zip(values, parsed, strict=True) if t is None)
+        raise AnalyzeError(
+            f"{path}: column {column!r}: only {len(times)} of {frame.height} rows hold a time "
+            f"(e.g. {bad!r} does not)"
+        )
     interval, irregular, gaps = sampling(times)
     numeric, categorical, ignored = [], [], []
     for name in frame.columns:

@@ -6,7 +6,6 @@ file sources → embedded NATS → lander → chDB → Dagster runs → cards.
 """
 
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -45,10 +44,14 @@ def analyze(ctx: click.Context, files: tuple[Path, ...], time_field: str | None,
     echo(f"inferred settings, written to {config_dir}/:")
     for line in describe_plan(plan):
         echo(line)
-    # The Dagster definitions declare their partitions from the configuration folder when first imported.
-    if "qraft_dagster.definitions" in sys.modules:
-        raise click.UsageError("analyze must run in a fresh process (the pipeline definitions are already loaded)")
+    # The Dagster partitions are declared from the configuration folder when first imported (as for `demo`).
     os.environ["QRAFT_CONFIG_DIR"] = str(config_dir)
+    from qraft_dagster.partitions import PARTITIONS
+
+    if (PARTITIONS.start.timestamp(), PARTITIONS.end and PARTITIONS.end.timestamp()) != (
+            plan.start.timestamp(), plan.end.timestamp()):
+        raise click.ClickException("the pipeline definitions were loaded for another configuration in this "
+                                   "process; run `qraft analyze` in a fresh process")
     rt = Runtime.load(config_dir)
     fresh_data_dir(rt)
     summary = run_file_sources(rt, echo, plan.runs)

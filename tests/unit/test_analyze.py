@@ -123,6 +123,19 @@ def test_hostile_files_give_a_clear_error(tmp_path: Path) -> None:
     mixed = write_csv(tmp_path / "mixed.csv", ["timestamp", "v"], [[T0.isoformat(), 1], ["yesterday", 2]] * 3)
     with pytest.raises(AnalyzeError, match="no column holds times"):
         profile_file(mixed, None, set())
+    with pytest.raises(AnalyzeError, match="column 'timestamp' does not hold ISO 8601 times or epoch numbers"):
+        profile_file(mixed, "timestamp", set())
+    late = [[(T0 + timedelta(minutes=i)).isoformat(), i] for i in range(200)] + [["soon", 1]] * 100
+    with pytest.raises(AnalyzeError, match=r"column 'timestamp': only 200 of 300 rows hold a time \(e.g. 'soon'"):
+        profile_file(write_csv(tmp_path / "late.csv", ["timestamp", "v"], late), None, set())
+
+
+def test_a_few_rows_without_a_time_do_not_stop_the_analysis(tmp_path: Path) -> None:
+    rows = [[(T0 + timedelta(minutes=i)).isoformat(), i] for i in range(100)]
+    rows[40][0] = "not a time"
+    profile = profile_file(write_csv(tmp_path / "m.csv", ["timestamp", "v"], rows), None, set())
+    # The row is left to the file source, which dead-letters it with the parse error.
+    assert (profile.time_field, profile.rows, profile.interval_s) == ("timestamp", 100, 60.0)
 
 
 def test_the_written_config_is_valid_and_each_file_is_its_own_stream(tmp_path: Path) -> None:
