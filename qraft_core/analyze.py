@@ -4,7 +4,7 @@ For each file: the time column (named, or the first column whose values all
 read as times: ISO 8601 text, or epoch numbers in s/ms/us/ns when the column is
 named like a time or its numbers rise like one), the sampling interval (median
 step between distinct times; irregular sampling and gaps are reported), the
-numeric columns (every present value a number, of any sign) and categorical
+numeric columns (95% of the present values numbers, of any sign) and categorical
 columns (few distinct text values). From those: each file is a source and a
 stream named after its stem, with bars one "round" size at or above its
 sampling interval, windows holding several bars, a partition range covering
@@ -49,6 +49,9 @@ MAX_PARTITIONS = 30_000
 SAMPLE = 200
 # Rows whose time does not parse become dead letters; beyond this share the column is not a time.
 MIN_TIME_SHARE = 0.95
+# A column is numeric when this share of its present values are numbers ("N/A" and the like are
+# left out of the bar statistics, not the event).
+MIN_NUMBER_SHARE = 0.95
 # A text column is categorical when it has at most this many distinct values (and repeats them).
 MAX_CATEGORIES = 50
 EVENT_TYPE = "record"
@@ -263,7 +266,7 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         values_of = frame[name].drop_nulls()
         if values_of.len() == 0:
             ignored.append(name)
-        elif values_of.dtype != pl.Boolean and _numbers(values_of).null_count() == 0:
+        elif values_of.dtype != pl.Boolean and _numbers(values_of).null_count() <= (1 - MIN_NUMBER_SHARE) * values_of.len():
             numeric.append(name)
         elif values_of.n_unique() <= min(MAX_CATEGORIES, max(2, values_of.len() // 10)):
             categorical.append(name)
@@ -348,7 +351,10 @@ def resolve_detectors(template: dict[str, Any], profiles: list[FileProfile]) -> 
 
 def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from: Path | None) -> list[Path]:
     """The configuration folder for the plan; returns the files written."""
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AnalyzeError(f"{directory}: cannot create the configuration folder: {exc}") from None
     qraft = {
         "data_dir": str(data_dir.resolve()),
         "partitions": {

@@ -107,8 +107,8 @@ def test_long_spans_keep_every_write_under_ninety_days(tmp_path: Path) -> None:
 
 
 def test_columns_are_split_into_numeric_categorical_and_ignored(tmp_path: Path) -> None:
-    rows = [[(T0 + timedelta(minutes=i)).isoformat(), i - 50, ["ok", "error"][i % 2], f"req-{i}", ""]
-            for i in range(100)]
+    rows = [[(T0 + timedelta(minutes=i)).isoformat(), "N/A" if i == 7 else i - 50, ["ok", "error"][i % 2],
+             f"req-{i}", ""] for i in range(100)]
     profile = profile_file(write_csv(tmp_path / "m.csv", ["t", "latency", "status", "id", "empty"], rows), None, set())
     assert (profile.numeric, profile.categorical, profile.ignored) == (["latency"], ["status"], ["id", "empty"])
 
