@@ -65,6 +65,13 @@ def run_pipeline(rt: Runtime, total_runs: int | None = None) -> dict[str, Any]:
 
     `total_runs` (when known) gives the progress bar its end.
     """
+    import warnings
+
+    from dagster import BetaWarning, PreviewWarning
+
+    # Qraft's own use of beta Dagster options (backfill policies) is not news to the person running it.
+    warnings.filterwarnings("ignore", category=BetaWarning)
+    warnings.filterwarnings("ignore", category=PreviewWarning)
     from qraft_dagster.definitions import build_definitions
     from qraft_dagster.execute import drain_sensor, open_instance
 
