@@ -5,7 +5,10 @@ and headlines). Measured: the configured pipelines (payload decoding,
 aggregate, derive, normalize, text, join, conversion to table rows), alone and
 through `materialize_features` on embedded ClickHouse (read, compute, replace).
 Baseline (same run): a bare polars group_by computing OHLCV + volume per
-stream and bar from the same payload strings.
+stream and bar from the same payload strings. The generic `stats` aggregate is
+measured on 100k metric events (`{"value": ...}`, one a second, any sign)
+against a bare group_by of mean/min/max/last/std of the same payloads, with
+the fields listed and with the fields detected from the payloads.
 Prints JSON lines {"bench","value","unit","baseline","ratio"}.
 """
 
@@ -24,6 +27,7 @@ from qraft_core.demo import generate_demo
 from qraft_core.demo.generate import clean_events_frame
 from qraft_core.features import compute_bars, feature_rows, materialize_features
 from qraft_core.operators import load_preprocessing
+from qraft_core.operators.pipeline import PreprocessingConfig
 from qraft_core.store import open_store
 
 EVENTS = 100_000
@@ -63,6 +67,31 @@ def raw_group_by(events: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def metric_events(count: int) -> pl.DataFrame:
+    """Seeded metric events of one source, one a second, values of any sign."""
+    start = pl.datetime(2014, 3, 1, time_zone="UTC")
+    frame = pl.DataFrame({"i": range(count)}).with_columns(
+        pl.lit("cpu").alias("source"),
+        pl.lit("record").alias("type"),
+        (pl.col("i").cast(pl.Utf8) + "-e").alias("event_id"),
+        (start + pl.duration(seconds=pl.col("i"))).dt.cast_time_unit("ms").alias("timestamp"),
+    )
+    values = ((pl.col("i") * 7919 % 1000) - 500) / 10
+    return frame.with_columns(
+        (pl.lit('{"value": ') + values.cast(pl.Utf8) + pl.lit("}")).alias("payload")
+    ).drop("i")
+
+
+def raw_stats(events: pl.DataFrame) -> pl.DataFrame:
+    value = pl.col("payload").str.json_path_match("$.value").cast(pl.Float64)
+    return (
+        events.select(pl.col("timestamp").dt.truncate("10s").alias("bar_time"), value.alias("v"))
+        .group_by("bar_time")
+        .agg(pl.len(), *(getattr(pl.col("v"), stat)().alias(stat) for stat in ("mean", "min", "max", "last")),
+             pl.col("v").std(ddof=0).alias("std"))
+    )
+
+
 def emit(name: str, events_per_s: float, baseline: float) -> None:
     print(
         json.dumps(
@@ -99,6 +128,15 @@ def main() -> None:
             lambda: materialize_features(store, config, start, end, interval)
         )
         emit("features_materialize_chdb_events_per_s", materialized, baseline)
+
+        metrics = metric_events(EVENTS)
+        stats_baseline = metrics.height / best_seconds(lambda: raw_stats(metrics))
+        for name, params in (("listed", {"fields": ["value"]}), ("detected", {})):
+            generic = PreprocessingConfig.model_validate(
+                {"pipeline_by_source": [{"source": "cpu", "operators": [{"aggregate": params}]}]}
+            )
+            rate = metrics.height / best_seconds(lambda g=generic: compute_bars(g, metrics, no_history))
+            emit(f"features_stats_{name}_fields_events_per_s", rate, stats_baseline)
 
 
 if __name__ == "__main__":

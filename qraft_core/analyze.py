@@ -4,7 +4,7 @@ For each file: the time column (named, or the first column whose values all
 read as times: ISO 8601 text, or epoch numbers in s/ms/us/ns when the column is
 named like a time or its numbers rise like one), the sampling interval (median
 step between distinct times; irregular sampling and gaps are reported), the
-numeric columns (every present value a number, of any sign) and categorical
+numeric columns (95% of the present values numbers, of any sign) and categorical
 columns (few distinct text values). From those: each file is a source and a
 stream named after its stem, with bars one "round" size at or above its
 sampling interval, windows holding several bars, a partition range covering
@@ -42,9 +42,16 @@ WINDOW_MINUTES = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 240, 360, 
 BARS_PER_WINDOW = 12
 # Day-partitioned tables take at most 100 partitions per insert: one run or landing batch spans less.
 MAX_SPAN_PER_WRITE = timedelta(days=90)
+# Runs are few and long: each Dagster run has a fixed cost, the progress bar still moves.
 TARGET_RUNS = 20
+MIN_WINDOWS_PER_RUN = 240
 MAX_PARTITIONS = 30_000
 SAMPLE = 200
+# Rows whose time does not parse become dead letters; beyond this share the column is not a time.
+MIN_TIME_SHARE = 0.95
+# A column is numeric when this share of its present values are numbers ("N/A" and the like are
+# left out of the bar statistics, not the event).
+MIN_NUMBER_SHARE = 0.95
 # A text column is categorical when it has at most this many distinct values (and repeats them).
 MAX_CATEGORIES = 50
 EVENT_TYPE = "record"
@@ -109,11 +116,20 @@ def read_table(path: Path) -> tuple[pl.DataFrame, str]:
     return frame, fmt
 
 
-def _as_times(values: list[Any], unit: str) -> list[datetime] | None:
-    try:
-        return [parse_time(v, unit) for v in values]  # type: ignore[arg-type]
-    except ParseError:
-        return None
+def _parsed(values: list[Any], unit: str) -> list[datetime | None]:
+    """Each value as a time, or None where it is not one."""
+    times: list[datetime | None] = []
+    for value in values:
+        try:
+            times.append(parse_time(value, unit))  # type: ignore[arg-type]
+        except ParseError:
+            times.append(None)
+    return times
+
+
+def _mostly_times(values: list[Any], unit: str) -> bool:
+    """At least MIN_TIME_SHARE of the values read as times (a few bad rows become dead letters)."""
+    return bool(values) and sum(t is not None for t in _parsed(values, unit)) >= MIN_TIME_SHARE * len(values)
 
 
 def _numbers(column: pl.Series) -> pl.Series:
@@ -137,10 +153,10 @@ def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
         rising = bool((numbers.diff().drop_nulls() >= 0).mean() or 0 >= 0.95) if numbers.len() > 1 else False
         if not hinted and not (float(seconds.min()) >= 1e8 and rising):  # type: ignore[arg-type]
             return None
-        return unit if _as_times(present.head(SAMPLE).to_list(), unit) else None
-    if numbers.null_count() < present.len():
-        return None  # some numbers, some text: not a time column
-    return "iso" if _as_times(present.head(SAMPLE).cast(pl.Utf8).to_list(), "iso") else None
+        return unit if _mostly_times(present.head(SAMPLE).to_list(), unit) else None
+    if numbers.null_count() < present.len() * MIN_TIME_SHARE:
+        return None  # mostly numbers, some text: not a time column
+    return "iso" if _mostly_times(present.head(SAMPLE).cast(pl.Utf8).to_list(), "iso") else None
 
 
 def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tuple[str, str]:
@@ -234,10 +250,14 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
     column, unit = find_time_column(frame, path, time_field)
     present = frame[column].drop_nulls()
     values = present.cast(pl.Utf8).to_list() if unit == "iso" and present.dtype == pl.Utf8 else present.to_list()
-    times = _as_times(values, unit)
-    if times is None:
-        bad = next(v for v in values if _as_times([v], unit) is None)
-        raise AnalyzeError(f"{path}: column {column!r}: value {bad!r} is not a time like the others")
+    parsed = _parsed(values, unit)
+    times = [t for t in parsed if t is not None]
+    if len(times) < MIN_TIME_SHARE * frame.height:
+        bad = next(v for v, t in zip(values, parsed, strict=True) if t is None)
+        raise AnalyzeError(
+            f"{path}: column {column!r}: only {len(times)} of {frame.height} rows hold a time "
+            f"(e.g. {bad!r} does not)"
+        )
     interval, irregular, gaps = sampling(times)
     numeric, categorical, ignored = [], [], []
     for name in frame.columns:
@@ -246,7 +266,7 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         values_of = frame[name].drop_nulls()
         if values_of.len() == 0:
             ignored.append(name)
-        elif values_of.dtype != pl.Boolean and _numbers(values_of).null_count() == 0:
+        elif values_of.dtype != pl.Boolean and _numbers(values_of).null_count() <= (1 - MIN_NUMBER_SHARE) * values_of.len():
             numeric.append(name)
         elif values_of.n_unique() <= min(MAX_CATEGORIES, max(2, values_of.len() // 10)):
             categorical.append(name)
@@ -289,7 +309,7 @@ def plan_analysis(profiles: list[FileProfile]) -> AnalysisPlan:
     start = _floor(first, window)
     end = _floor(last, window) + window
     windows = int((end - start) / window)
-    per_run = max(1, min(int(MAX_SPAN_PER_WRITE / window), max(60, -(-windows // TARGET_RUNS))))
+    per_run = max(1, min(int(MAX_SPAN_PER_WRITE / window), max(MIN_WINDOWS_PER_RUN, -(-windows // TARGET_RUNS))))
     densest = min(p.interval_s for p in profiles) or 1.0
     batch = max(1, min(20_000, int(MAX_SPAN_PER_WRITE.total_seconds() / densest)))
     return AnalysisPlan(profiles, minutes, start, end, per_run, batch)
@@ -331,7 +351,10 @@ def resolve_detectors(template: dict[str, Any], profiles: list[FileProfile]) -> 
 
 def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from: Path | None) -> list[Path]:
     """The configuration folder for the plan; returns the files written."""
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AnalyzeError(f"{directory}: cannot create the configuration folder: {exc}") from None
     qraft = {
         "data_dir": str(data_dir.resolve()),
         "partitions": {

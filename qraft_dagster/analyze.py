@@ -6,13 +6,13 @@ file sources → embedded NATS → lander → chDB → Dagster runs → cards.
 """
 
 import os
-import sys
 from pathlib import Path
 
 import click
 
 from qraft_core.analyze import describe_plan, finding_rows, infer_config
 from qraft_core.cli import emit, main
+from qraft_core.config import CONFIG_DIR_ENV, ENV_PREFIX
 from qraft_core.patterns.materialize import load_pattern_events
 from qraft_core.runtime import Runtime
 from qraft_dagster.cli import fresh_data_dir, run_file_sources, top_cards
@@ -33,10 +33,19 @@ def analyze(ctx: click.Context, files: tuple[Path, ...], time_field: str | None,
     """Find patterns in your own CSV, JSONL or Parquet files with settings inferred from them.
 
     Each file becomes its own stream, named after the file. The inferred configuration is written to
-    qraft_analyze/config next to the first file: edit it and run `qraft --config-dir ... up` on it.
+    qraft_analyze/config next to the first file (re-running replaces it): edit it and run
+    `qraft --config-dir ... up` on it.
     """
     def echo(text: str) -> None:
         click.echo(text, err=as_json)
+
+    # A trial is self-contained: QRAFT_* overrides (a data directory, a store or bus URL) must not
+    # point it at, and wipe, another deployment's data.
+    ignored = sorted(name for name in os.environ if name.startswith(ENV_PREFIX) and name != CONFIG_DIR_ENV)
+    for name in ignored:
+        del os.environ[name]
+    if ignored:
+        echo(f"ignoring {', '.join(ignored)}: analyze uses only the configuration it writes")
 
     output = files[0].resolve().parent / OUTPUT_FOLDER
     config_dir = output / "config"
@@ -45,10 +54,14 @@ def analyze(ctx: click.Context, files: tuple[Path, ...], time_field: str | None,
     echo(f"inferred settings, written to {config_dir}/:")
     for line in describe_plan(plan):
         echo(line)
-    # The Dagster definitions declare their partitions from the configuration folder when first imported.
-    if "qraft_dagster.definitions" in sys.modules:
-        raise click.UsageError("analyze must run in a fresh process (the pipeline definitions are already loaded)")
-    os.environ["QRAFT_CONFIG_DIR"] = str(config_dir)
+    # The Dagster partitions are declared from the configuration folder when first imported (as for `demo`).
+    os.environ[CONFIG_DIR_ENV] = str(config_dir)
+    from qraft_dagster.partitions import PARTITIONS
+
+    if (PARTITIONS.start.timestamp(), PARTITIONS.end and PARTITIONS.end.timestamp()) != (
+            plan.start.timestamp(), plan.end.timestamp()):
+        raise click.ClickException("the pipeline definitions were loaded for another configuration in this "
+                                   "process; run `qraft analyze` in a fresh process")
     rt = Runtime.load(config_dir)
     fresh_data_dir(rt)
     summary = run_file_sources(rt, echo, plan.runs)

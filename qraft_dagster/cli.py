@@ -66,6 +66,13 @@ def run_pipeline(rt: Runtime, total_runs: int | None = None) -> dict[str, Any]:
 
     `total_runs` (when known) gives the progress bar its end.
     """
+    import warnings
+
+    from dagster import BetaWarning, PreviewWarning
+
+    # Qraft's own use of beta Dagster options (backfill policies) is not news to the person running it.
+    warnings.filterwarnings("ignore", category=BetaWarning)
+    warnings.filterwarnings("ignore", category=PreviewWarning)
     from qraft_dagster.definitions import build_definitions
     from qraft_dagster.execute import drain_sensor, open_instance
 
@@ -269,6 +276,15 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
         rt.stop_owned_services()
 
 
+def _no_data_reason(summary: dict[str, Any]) -> str:
+    """Why a replayed window has no clean events: nothing landed, or every event was rejected."""
+    reasons = summary["dead_letters_by_reason"]
+    if not reasons:
+        return "  (no data in this window)"
+    shown = "; ".join(f"{reason} ({count})" for reason, count in list(reasons.items())[:3])
+    return f"  (all {summary['dead_letters']} events were dead-lettered: {shown})"
+
+
 def _config_hash(rt: Runtime) -> str:
     import hashlib
 
@@ -390,7 +406,7 @@ def replay(ctx: click.Context, start_text: str, end_text: str, sources: tuple[st
                  detail={"config_hash": summary["config_hash"], "sources": source_list, "id": record.id})
     human = [f"replay {record.id}: {status}",
              f"  {summary['partitions']} partitions in {summary['runs']} run(s), {summary['events']} clean events"
-             + ("  (no data in this window)" if summary["no_data"] else ""),
+             + (_no_data_reason(summary) if summary["no_data"] else ""),
              f"  pattern events: {summary['pattern_events']} {summary['pattern_events_by_type']}",
              f"  {summary['seconds']}s"]
     if diff is not None:

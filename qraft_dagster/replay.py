@@ -6,6 +6,7 @@ from typing import Any
 
 from dagster import DagsterInstance, Definitions
 
+from qraft_core.clean import rejection_counts
 from qraft_core.events import PatternEvent
 from qraft_core.patterns.materialize import load_pattern_events
 from qraft_core.runtime import Runtime
@@ -49,14 +50,16 @@ def window_summary(rt: Runtime, start: datetime, end: datetime, sources: list[st
     where = [Filter("source", "in", sources)] if sources else []
     with rt.store.session():
         events = rt.store.count("clean_events", start=start, end=end, where=where).get("", 0)
-        dead = rt.store.count("dead_letters", start=start, end=end).get("", 0)
+        letters = rt.store.select("dead_letters", start=start, end=end, where=where, columns=["reason"])
     by_type: dict[str, int] = {}
     for pattern in replayed_patterns(rt, start, end, sources):
         by_type[pattern.type.value] = by_type.get(pattern.type.value, 0) + 1
     return {
         "partitions": int((end - start) / rt.config.partitions.interval),
         "events": events,
-        "dead_letters": dead,
+        "dead_letters": letters.height,
+        # Why events were rejected: a window of rejects is told apart from a window without data.
+        "dead_letters_by_reason": rejection_counts(letters),
         "pattern_events": sum(by_type.values()),
         "pattern_events_by_type": by_type,
         "no_data": events == 0,

@@ -38,13 +38,15 @@ def _query(
     until: str | None,
     source: str | None,
     min_confidence: float | None,
+    capped: bool = True,
 ) -> PatternQuery:
+    """The query of the shared options; `capped`: at most api.max_range_days (listings, not exports)."""
     try:
         start, end = resolve_range(
             rt.store,
             parse_time(since, "--since") if since else None,
             parse_time(until, "--until") if until else None,
-            rt.config.api.max_range_days,
+            rt.config.api.max_range_days if capped else None,
         )
     except QueryError as exc:
         raise click.UsageError(str(exc)) from None
@@ -60,7 +62,8 @@ def _filters(command: F) -> F:
             ),
             click.option("--since", help="ISO 8601 start on window_start (inclusive)."),
             click.option(
-                "--until", help="ISO 8601 end (exclusive); the range is at most api.max_range_days."
+                "--until", help="ISO 8601 end (exclusive); a listing spans at most api.max_range_days, "
+                "an export any range (default: all stored patterns)."
             ),
             click.option("--source", help="Only patterns on this stream."),
             click.option(
@@ -175,9 +178,12 @@ def patterns_export(
     out: Path,
     as_json: bool,
 ) -> None:
-    """Export pattern events as CSV or a JSON array (for offline analysis and compliance)."""
+    """Export pattern events as CSV or a JSON array (for offline analysis and compliance).
+
+    Without --since/--until every stored pattern is exported, whatever the span; pages keep memory flat.
+    """
     rt = runtime(ctx)
-    query = _query(rt, type_, since, until, source, min_confidence)
+    query = _query(rt, type_, since, until, source, min_confidence, capped=False)
     total = rt.store.count("pattern_events", start=query.start, end=query.end, where=query.filters()).get(
         "", 0
     )

@@ -80,9 +80,22 @@ def check_range(start: datetime, end: datetime, max_days: int) -> None:
 
 
 def resolve_range(
-    store: EventStore, start: datetime | None, end: datetime | None, max_days: int
+    store: EventStore, start: datetime | None, end: datetime | None, max_days: int | None
 ) -> tuple[datetime, datetime]:
-    """Fill a missing bound with the longest allowed range; with neither, end at the newest pattern."""
+    """Fill a missing bound with the longest allowed range; with neither, end at the newest pattern.
+
+    `max_days` None means no limit (exports page through any span): a missing bound
+    becomes the oldest or newest stored pattern window.
+    """
+    if max_days is None:
+        stored = store.extent("pattern_events", "window_start")
+        now = datetime.now(UTC)
+        oldest, newest = (utc(stored[0]), utc(stored[1])) if stored else (now, now)
+        start = start or oldest
+        end = end or max(newest + timedelta(milliseconds=1), start + timedelta(milliseconds=1))
+        if end <= start:
+            raise QueryError(f"end ({iso(end)}) must be after start ({iso(start)})")
+        return start, end
     span = timedelta(days=max_days)
     if start is None and end is None:
         # No patterns yet: the span up to now, which is empty but reads naturally.

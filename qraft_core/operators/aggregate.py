@@ -30,6 +30,7 @@ from qraft_core.operators.base import (
 from qraft_core.plugins import load_plugins
 
 EVENT_COLUMNS = ("stream", "timestamp", "event_id", "payload")
+RESERVED_COLUMNS = frozenset({"stream", "bar_time", "event_count", "window_start", "items"})
 Stat = Literal["count", "sum", "mean", "min", "max", "first", "last", "std"]
 DEFAULT_STATS: list[Stat] = ["mean", "min", "max", "last", "std"]
 AggregateFunction = Callable[[pl.DataFrame, Any, OperatorContext], pl.DataFrame]
@@ -216,6 +217,11 @@ def per_field_stats(frame: pl.DataFrame, options: StatsParams, context: Operator
     """`event_count`, `F_<stat>` per numeric field and `<field>_<value>_count` per category."""
     excluded = [*options.exclude, *options.categorical]
     fields = options.fields if options.fields is not None else numeric_fields(frame, excluded)
+    # A field named `event` would write `event_count` over the bar's own count.
+    clashing = [f for f in fields if any(f"{f}_{stat}" in RESERVED_COLUMNS for stat in options.stats)]
+    for name in clashing:
+        context.drop(f"aggregate: payload.{name} clashes with a bar column (field left out)", frame.height)
+    fields = [f for f in fields if f not in clashing]
     events = frame.with_columns(bar_start("timestamp", context.bar_seconds).alias("bar_time")).sort(
         "stream", "timestamp", "event_id"
     )

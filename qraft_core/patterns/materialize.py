@@ -212,8 +212,9 @@ def materialize_patterns(
             ]
             if restart:
                 window_events = [event.model_copy(update={"restart": True}) for event in window_events]
-            store.replace_window("pattern_events", window_start, window_end, pattern_rows(window_events))
             events.extend(window_events)
+        # One replace for the range: the same rows as window by window, one round trip.
+        store.replace_window("pattern_events", start, end, pattern_rows(events))
     by_type = Counter(event.type.value for event in events)
     top = sorted(events, key=lambda e: (-e.confidence, e.timestamp, e.pattern_id))[:5]
     return {

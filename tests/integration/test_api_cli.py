@@ -86,3 +86,19 @@ def test_bad_input_is_a_usage_error(runner: CliRunner) -> None:
     unknown = runner.invoke(main, ["patterns", "show", "nope"])
     assert unknown.exit_code == 2 and "no pattern with id 'nope'" in unknown.output
     assert "OpenAPI docs at /docs" in run(runner, "api", "--help")
+
+
+def test_export_without_a_range_holds_every_pattern_whatever_the_span(runner: CliRunner, tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    old = DRIFT.model_copy(update={"pattern_id": "old-drift", "timestamp": DRIFT.timestamp - timedelta(days=4000),
+                                   "window_start": DRIFT.window_start - timedelta(days=4000)})
+    store = Runtime.load().store
+    with store.session():
+        store.insert("pattern_events", pattern_rows([old]))
+    out = tmp_path / "all.json"
+    summary = json.loads(run(runner, "patterns", "export", "--format", "json", "--out", str(out), "--json"))
+    assert summary["patterns"] == 5 and summary["start"].startswith("2015-")
+    assert [p["pattern_id"] for p in json.loads(out.read_text())] == ["old-drift"] + [p.pattern_id for p in PATTERNS]
+    # Listings keep their api.max_range_days window (the newest 31 days here).
+    assert len(json.loads(run(runner, "patterns", "list", "--json"))) == 4

@@ -218,3 +218,36 @@ def test_recleaning_one_window_leaves_the_others_and_the_landing_dead_letters_al
     assert (result.raw, result.clean, result.dead_lettered) == (6, 3, 3)
     assert store_counts(chdb_store) == (9, 4, 5, 1)
     assert chdb_store.count("dead_letters", group_by="stage") == {"clean": 5, "land": 1}
+
+
+def test_old_history_on_chdb_cleans_and_a_window_of_rejects_says_why(chdb_store):
+    ingest = datetime(2026, 11, 30, tzinfo=UTC)
+    old = datetime(2014, 3, 1, tzinfo=UTC)
+    rows = []
+    for i, value in enumerate([-2.5, 0, 3]):
+        row = raw_row(f"m{i}", 0, {"value": value}, source="cpu", event_type="record")
+        rows.append({**row, "timestamp": old + timedelta(minutes=i), "ingest_time": ingest, "landed_at": ingest})
+    # A broken clock in the same file: 1970 is more than max_age_days before the file's newest event.
+    stray = raw_row("epoch0", 0, {"value": 1}, source="cpu", event_type="record")
+    rows.append({**stray, "timestamp": datetime(1970, 1, 1, tzinfo=UTC), "ingest_time": ingest, "landed_at": ingest})
+    chdb_store.insert("raw_events", raw_frame(rows))
+    config = CleanConfig(numeric_fields={"record": ["value"]})
+    kept = clean_windows(chdb_store, old, old + 3 * MINUTE, MINUTE, config)
+    assert (kept.raw, kept.clean, kept.dead_lettered) == (3, 3, 0)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    rejected = clean_windows(chdb_store, epoch, epoch + MINUTE, MINUTE, config)
+    assert (rejected.clean, rejected.dead_lettered) == (0, 1)
+    assert rejected.as_metadata()["rejected"] == {
+        "event time is more than max_age_days=3650 before the newest event of its source": 1
+    }
+
+
+def test_a_replay_summary_says_why_a_window_has_no_clean_events():
+    from qraft_dagster.cli import _no_data_reason
+
+    assert _no_data_reason({"dead_letters_by_reason": {}, "dead_letters": 0}) == "  (no data in this window)"
+    summary = {"dead_letters": 5, "dead_letters_by_reason": {"event time is more than max_age_days=3650 before "
+                                                            "its ingest time": 5}}
+    assert _no_data_reason(summary) == (
+        "  (all 5 events were dead-lettered: event time is more than max_age_days=3650 before its ingest time (5))"
+    )

@@ -89,6 +89,14 @@ def test_categorical_fields_give_counts_of_their_values() -> None:
     ]
 
 
+def test_a_field_that_would_overwrite_a_bar_column_is_left_out_and_counted() -> None:
+    context = OperatorContext("cpu", 60)
+    bars = build_operator("aggregate", {"stats": ["count", "mean"]}).apply(
+        events([1, 2], step_s=10, extra={"event": 5}), context)
+    assert bars.select("event_count", "value_count").row(0) == (2, 2.0)
+    assert context.dropped == {"aggregate: payload.event clashes with a bar column (field left out)": 2}
+
+
 def test_aggregate_method_and_params_are_checked() -> None:
     with pytest.raises(OperatorError, match="unknown method 'median'.*known: ohlcv, stats"):
         build_operator("aggregate", {"method": "median"})

@@ -1,0 +1,163 @@
+"""`qraft analyze` inference: time column, sampling interval, bars, windows, fields, written config."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from qraft_core.analyze import (
+    AnalyzeError,
+    find_time_column,
+    plan_analysis,
+    profile_file,
+    profile_files,
+    write_config,
+)
+from qraft_core.config import load_qraft_config, load_sources, validate_all
+from qraft_core.detectors.config import load_detectors
+from qraft_core.operators.pipeline import load_preprocessing
+
+T0 = datetime(2014, 2, 1, tzinfo=UTC)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def series(path: Path, step: timedelta, n: int, render=lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")) -> Path:
+    return write_csv(path, ["timestamp", "value"],
+                     [[render(T0 + step * i), (i % 7) - 3] for i in range(n)])
+
+
+@pytest.mark.parametrize(
+    ("render", "unit"),
+    [
+        (lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ"), "iso"),
+        (lambda t: t.strftime("%Y-%m-%d %H:%M:%S"), "iso"),
+        (lambda t: int(t.timestamp()), "s"),
+        (lambda t: int(t.timestamp() * 1e3), "ms"),
+        (lambda t: int(t.timestamp() * 1e6), "us"),
+        (lambda t: int(t.timestamp() * 1e9), "ns"),
+    ],
+)
+def test_the_time_column_and_its_unit_are_detected(tmp_path: Path, render, unit: str) -> None:
+    path = write_csv(tmp_path / "m.csv", ["value", "when"],
+                     [[i - 5, render(T0 + timedelta(minutes=5 * i))] for i in range(50)])
+    profile = profile_file(path, None, set())
+    assert (profile.time_field, profile.time_unit, profile.first, profile.interval_s) == ("when", unit, T0, 300.0)
+    assert profile.numeric == ["value"]
+
+
+def test_plain_numbers_are_not_mistaken_for_times(tmp_path: Path) -> None:
+    frame = pl.DataFrame({"load": ["0.5", "0.7", "0.1"], "count": ["3", "1", "2"], "at": ["1", "2", "3"]})
+    with pytest.raises(AnalyzeError, match="no column holds times.*--time-field"):
+        find_time_column(frame.drop("at"), Path("x.csv"), None)
+    # A column named like a time is read as one, even with small numbers.
+    assert find_time_column(frame.rename({"at": "epoch"}), Path("x.csv"), None) == ("epoch", "s")
+
+
+def test_a_named_time_column_must_exist_and_hold_times(tmp_path: Path) -> None:
+    path = series(tmp_path / "a.csv", timedelta(minutes=1), 20)
+    with pytest.raises(AnalyzeError, match=r"a.csv: no column 'ts' \(columns: timestamp, value\)"):
+        profile_file(path, "ts", set())
+    with pytest.raises(AnalyzeError, match="column 'value' does not hold ISO 8601 times"):
+        profile_file(path, "value", set())
+
+
+@pytest.mark.parametrize(
+    ("step", "bar", "window_minutes"),
+    [(timedelta(seconds=1), 1, 1), (timedelta(minutes=5), 300, 60), (timedelta(days=1), 86400, 1440),
+     (timedelta(seconds=45), 60, 12)],
+)
+def test_sampling_interval_gives_bar_and_window_size(tmp_path: Path, step, bar, window_minutes) -> None:
+    plan = plan_analysis(profile_files([series(tmp_path / "s.csv", step, 400)], None))
+    [profile] = plan.profiles
+    assert (profile.bar_seconds, plan.interval_minutes) == (bar, window_minutes)
+    assert not profile.irregular and profile.gaps == 0
+    assert plan.start <= profile.first and plan.end > profile.last
+
+
+def test_irregular_sampling_and_gaps_are_recognised(tmp_path: Path) -> None:
+    times = [T0 + timedelta(seconds=s) for s in (0, 50, 130, 190, 250, 330, 400, 480, 530, 600)]
+    times += [T0 + timedelta(hours=5, seconds=60 * i) for i in range(10)]
+    path = write_csv(tmp_path / "irr.csv", ["time", "v"], [[t.isoformat(), 1] for t in times])
+    profile = profile_file(path, None, set())
+    assert profile.irregular and profile.gaps == 1
+    assert profile.bar_seconds == 60
+
+
+def test_long_spans_keep_every_write_under_ninety_days(tmp_path: Path) -> None:
+    plan = plan_analysis(profile_files([series(tmp_path / "daily.csv", timedelta(days=1), 3650)], None))
+    assert plan.interval_minutes == 1440 and plan.windows == 3650
+    assert plan.max_windows_per_run == 90 and plan.batch_size == 90
+    minute = plan_analysis(profile_files([series(tmp_path / "min.csv", timedelta(minutes=1), 200_000)], None))
+    assert minute.end - minute.start > timedelta(days=100)
+    assert minute.batch_size == 20_000 and minute.windows <= 30_000
+
+
+def test_columns_are_split_into_numeric_categorical_and_ignored(tmp_path: Path) -> None:
+    rows = [[(T0 + timedelta(minutes=i)).isoformat(), "N/A" if i == 7 else i - 50, ["ok", "error"][i % 2],
+             f"req-{i}", ""] for i in range(100)]
+    profile = profile_file(write_csv(tmp_path / "m.csv", ["t", "latency", "status", "id", "empty"], rows), None, set())
+    assert (profile.numeric, profile.categorical, profile.ignored) == (["latency"], ["status"], ["id", "empty"])
+
+
+def test_hostile_files_give_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.csv").write_text("timestamp,value\n")
+    with pytest.raises(AnalyzeError, match="empty.csv: has no rows"):
+        profile_file(tmp_path / "empty.csv", None, set())
+    (tmp_path / "x.txt").write_text("hello")
+    with pytest.raises(AnalyzeError, match="cannot tell the format"):
+        profile_file(tmp_path / "x.txt", None, set())
+    mixed = write_csv(tmp_path / "mixed.csv", ["timestamp", "v"], [[T0.isoformat(), 1], ["yesterday", 2]] * 3)
+    with pytest.raises(AnalyzeError, match="no column holds times"):
+        profile_file(mixed, None, set())
+    with pytest.raises(AnalyzeError, match="column 'timestamp' does not hold ISO 8601 times or epoch numbers"):
+        profile_file(mixed, "timestamp", set())
+    late = [[(T0 + timedelta(minutes=i)).isoformat(), i] for i in range(200)] + [["soon", 1]] * 100
+    with pytest.raises(AnalyzeError, match=r"column 'timestamp': only 200 of 300 rows hold a time \(e.g. 'soon'"):
+        profile_file(write_csv(tmp_path / "late.csv", ["timestamp", "v"], late), None, set())
+
+
+def test_a_few_rows_without_a_time_do_not_stop_the_analysis(tmp_path: Path) -> None:
+    rows = [[(T0 + timedelta(minutes=i)).isoformat(), i] for i in range(100)]
+    rows[40][0] = "not a time"
+    profile = profile_file(write_csv(tmp_path / "m.csv", ["timestamp", "v"], rows), None, set())
+    # The row is left to the file source, which dead-letters it with the parse error.
+    assert (profile.time_field, profile.rows, profile.interval_s) == ("timestamp", 100, 60.0)
+
+
+def test_the_written_config_is_valid_and_each_file_is_its_own_stream(tmp_path: Path) -> None:
+    files = [series(tmp_path / "cpu load.csv", timedelta(minutes=5), 300),
+             series(tmp_path / "requests.csv", timedelta(minutes=1), 300)]
+    (tmp_path / "events.jsonl").write_text("\n".join(
+        json.dumps({"ts": int((T0 + timedelta(minutes=i)).timestamp() * 1000), "kind": ["a", "b"][i % 2]})
+        for i in range(300)))
+    files.append(tmp_path / "events.jsonl")
+    plan = plan_analysis(profile_files(files, None))
+    folder = tmp_path / "config"
+    write_config(plan, folder, tmp_path / "data", REPO / "config" / "cards.yaml")
+    assert validate_all(folder)
+    assert [s.name for s in load_sources(folder).sources] == ["cpu_load", "requests", "events"]
+    preprocessing = load_preprocessing(folder)
+    assert [(p.source, p.bar_seconds, p.stream_key) for p in preprocessing.pipeline_by_source] == [
+        ("cpu_load", 300, None), ("requests", 60, None), ("events", 60, None)]
+    config = load_qraft_config(folder)
+    assert (config.partitions.interval_minutes, config.partitions.start) == (60, T0)
+    detectors = load_detectors(folder)
+    by_name = {d.name: (d.features, d.streams) for d in detectors.detectors}
+    # Glob features resolved per stream: the categorical-only stream has no `*_mean` column.
+    assert by_name["level_adwin"] == (["value_mean"], ["cpu_load", "requests"])
+    assert "events" not in {s for d in detectors.detectors for s in d.streams}
+    assert yaml.safe_load((folder / "sources.yaml").read_text())["sources"][0]["endpoint"] == str(files[0].resolve())
