@@ -31,6 +31,7 @@ from qraft_core.annotations import (
     detector_stats,
     list_annotations,
 )
+from qraft_core.api.explorer import mount_explorer
 from qraft_core.api.launcher import ReplayConflict, ReplayLauncher
 from qraft_core.audit import record_audit
 from qraft_core.config import ConfigError, QraftConfig, SourceConfig, load_sources, read_yaml
@@ -456,4 +457,5 @@ def create_app(runtime_like: RuntimeLike, replay_launcher: ReplayLauncher | None
         disposition = f'attachment; filename="patterns.{format}"'
         return StreamingResponse(chunks(), media_type=media, headers={"Content-Disposition": disposition})
 
+    mount_explorer(app, runtime)
     return app
