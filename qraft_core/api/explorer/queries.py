@@ -164,7 +164,8 @@ def raw_values(
     """The numeric payload fields of the stream's clean events in [start, end), as columns.
 
     A stream `source:SYMBOL` keeps the events of its source whose payload names the symbol.
-    Fields that are constant over the window (ids, epoch times) carry no series and are left out.
+    Fields that carry no measurement are left out: constants, counters (ids) and the events'
+    own times.
     """
     source, symbol = stream_symbol(stream)
     frame = store.select(
@@ -177,29 +178,29 @@ def raw_values(
         limit=max_rows + 1,
     )
     truncated = frame.height > max_rows
-    times: list[str] = []
+    stamps: list[datetime] = []
     rows: list[dict[str, float]] = []
     for ts, text in zip(frame["timestamp"].head(max_rows), frame["payload"].head(max_rows), strict=True):
         payload = json.loads(text)
         if symbol and symbol not in payload.values():
             continue
-        times.append(iso(ts))
+        stamps.append(ts)
         rows.append(_numbers(payload))
     fields = sorted({k for row in rows for k in row})
     columns = {f: [row.get(f) for row in rows] for f in fields}
-    varying = {f: v for f, v in columns.items() if len({x for x in v if x is not None}) > 1}
-    monotonic_ids = {f for f, v in varying.items() if _is_counter(v, len(times))}
-    return {
-        "times": times,
-        "columns": {f: v for f, v in varying.items() if f not in monotonic_ids},
-        "truncated": truncated,
+    middle = stamps[len(stamps) // 2].timestamp() if stamps else 0.0
+    measured = {
+        f: v
+        for f, v in columns.items()
+        if len({x for x in v if x is not None}) > 1 and not _is_counter(v, len(stamps)) and not _is_epoch(v, middle)
     }
+    return {"times": [iso(t) for t in stamps], "columns": measured, "truncated": truncated}
 
 
 def _is_counter(values: list[float | None], n: int) -> bool:
-    """A whole-number field that never falls over time: an id or an epoch time, not a measurement.
+    """A whole-number field that never falls over time: an id or a sequence number, not a measurement.
 
-    >>> _is_counter([1700000000000.0, 1700000000000.0, 1700000000250.0], 3), _is_counter([3.0, 2.0, 4.0], 3)
+    >>> _is_counter([7.0, 7.0, 9.0], 3), _is_counter([3.0, 2.0, 4.0], 3)
     (True, False)
     """
     present = [v for v in values if v is not None]
@@ -208,6 +209,19 @@ def _is_counter(values: list[float | None], n: int) -> bool:
         and all(float(v).is_integer() for v in present)
         and all(b >= a for a, b in zip(present, present[1:], strict=False))
     )
+
+
+def _is_epoch(values: list[float | None], event_time_s: float) -> bool:
+    """A field holding the events' own time as seconds, ms, µs or ns since 1970 (within a day).
+
+    >>> _is_epoch([1767571200026.0, 1767571200015.0], 1767571200.0), _is_epoch([95000.5], 1767571200.0)
+    (True, False)
+    """
+    present = sorted(v for v in values if v is not None)
+    if not present:
+        return False
+    median = present[len(present) // 2]
+    return any(abs(median / scale - event_time_s) < 86_400 for scale in (1, 1e3, 1e6, 1e9))
 
 
 def signals(store: EventStore, streams: list[str], start: datetime, end: datetime) -> list[dict[str, Any]]:
@@ -314,11 +328,14 @@ def stream_view(
     }
 
 
-def default_range(store: EventStore, table: str, group: str, span: timedelta) -> tuple[datetime, datetime]:
-    """The `span` ending at the newest row of `table` (or now when it is empty)."""
-    newest = store.max_time(table, group)
-    end = max(newest.values()) + timedelta(milliseconds=1) if newest else datetime.now(UTC)
-    return end - span, end
+def default_range(store: EventStore, stream: str, span: timedelta) -> tuple[datetime, datetime]:
+    """The stream's bars of the last `span` up to its newest (all of them when they span less)."""
+    bars = store.extent("features", "bar_time", [Filter("stream", "=", stream)])
+    if bars is None:
+        now = datetime.now(UTC)
+        return now - span, now
+    first, last = utc(bars[0]), utc(bars[1]) + timedelta(milliseconds=1)
+    return max(first, last - span), last
 
 
 # -- pipeline ---------------------------------------------------------------

@@ -109,12 +109,12 @@ def explorer_router(runtime: Any) -> APIRouter:
         start: str | None = Query(None),
         end: str | None = Query(None),
     ) -> dict[str, Any]:
-        """One stream's features with its findings and detector alarms (default: its newest 3 hours)."""
+        """One stream's features with its findings and detector alarms (default: its newest 3 hours of bars)."""
         with runtime.store.session():
             if start and end:
                 begin, finish = parse_time(start, "start"), parse_time(end, "end")
             else:
-                begin, finish = queries.default_range(runtime.store, "features", "stream", timedelta(hours=3))
+                begin, finish = queries.default_range(runtime.store, stream, timedelta(hours=3))
             check_range(begin, finish, config.api.max_range_days)
             return {
                 "start": iso(begin),

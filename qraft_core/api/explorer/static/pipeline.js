@@ -42,7 +42,7 @@ function newest(steps) {
     if (!rows.length) return h("div.sub", {}, h("h3", {}, step.step), h("p.empty", {}, "empty"));
     const columns = Object.keys(rows[0]);
     return h("div.sub", {}, h("h3", {}, `${step.step} · ${step.table}`),
-      h("div.table-wrap.scroll-x", {}, h("table.grid.compact", {},
+      h("div.table-wrap.scroll-x", {}, h("table.grid.compact.nowrap", {},
         h("thead", {}, h("tr", {}, columns.map((c) => h("th", {}, c)))),
         h("tbody", {}, rows.map((row) => h("tr", {}, columns.map((c) => h("td", {}, format(row[c])))))))));
   });
