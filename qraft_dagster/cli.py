@@ -237,6 +237,7 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
     if not no_sources:
         children["sources"] = [*qraft, "sources", "run"]
     if not no_ui:
+        children["api"] = [*qraft, "api"]  # the REST API and the explorer at http://<api.host>:<api.port>/
         children["dagster"] = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml",
                                "-p", str(rt.config.dagster.port)]
     logs = rt.data_dir / "logs"

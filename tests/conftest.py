@@ -46,5 +46,29 @@ def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return target
 
 
+def _demo_config(base: Path, target: Path, demo: Path, capymoa: bool) -> Path:
+    """A copy of `base` whose file sources read `demo`, with the CapyMOA detectors on or off."""
+    import yaml
+
+    shutil.copytree(base, target)
+    sources = yaml.safe_load((target / "sources.yaml").read_text())
+    for source in sources["sources"]:
+        source["endpoint"] = str(demo / Path(source["endpoint"]).name)
+    (target / "sources.yaml").write_text(yaml.safe_dump(sources))
+    if not capymoa:
+        detectors = yaml.safe_load((target / "detectors.yaml").read_text())
+        for spec in detectors["detectors"]:
+            if spec["engine"] == "capymoa":
+                spec["enabled"] = False
+        (target / "detectors.yaml").write_text(yaml.safe_dump(detectors))
+    return target
+
+
+@pytest.fixture(scope="session")
+def demo_config():  # type: ignore[no-untyped-def]
+    """Makes config copies over a demo folder: demo_config(base, target, demo, capymoa)."""
+    return _demo_config
+
+
 def run_async(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)

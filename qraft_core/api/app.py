@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from qraft_core.api.context import ApiContext, ApiError, RuntimeLike
 from qraft_core.api.docs import add_offline_docs
+from qraft_core.api.explorer import mount_explorer
 from qraft_core.api.launcher import ReplayLauncher
 from qraft_core.api.routes.annotations import annotations_router
 from qraft_core.api.routes.export import export_router
@@ -84,4 +85,5 @@ def create_app(runtime: RuntimeLike, replay_launcher: ReplayLauncher | None = No
     ):
         app.include_router(router)
     add_offline_docs(app)
+    mount_explorer(app, runtime)
     return app

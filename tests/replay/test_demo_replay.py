@@ -8,7 +8,6 @@ Update the goldens after an intended change with:
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from qraft_core.events import PatternEvent
@@ -32,23 +30,8 @@ START, END = "2026-01-05T00:00:00Z", "2026-01-05T01:30:00Z"
 WRITE = os.environ.get("QRAFT_WRITE_GOLDEN") == "1"
 
 
-def _config(base: Path, target: Path, demo: Path, capymoa: bool) -> Path:
-    shutil.copytree(base, target)
-    sources = yaml.safe_load((target / "sources.yaml").read_text())
-    for source in sources["sources"]:
-        source["endpoint"] = str(demo / Path(source["endpoint"]).name)
-    (target / "sources.yaml").write_text(yaml.safe_dump(sources))
-    if not capymoa:
-        detectors = yaml.safe_load((target / "detectors.yaml").read_text())
-        for spec in detectors["detectors"]:
-            if spec["engine"] == "capymoa":
-                spec["enabled"] = False
-        (target / "detectors.yaml").write_text(yaml.safe_dump(detectors))
-    return target
-
-
 @pytest.fixture(scope="module")
-def landed(tmp_path_factory):
+def landed(tmp_path_factory, demo_config):
     """The demo data landed through a real NATS server into a private chDB store."""
     from qraft_core.bus.embedded import EmbeddedNats
     from qraft_core.cli.land import run_lander
@@ -59,8 +42,8 @@ def landed(tmp_path_factory):
     demo = root / "demo"
     generate_demo(demo)
     configs = {
-        "river_capymoa": _config(REPO / "config", root / "config_both", demo, capymoa=True),
-        "river": _config(REPO / "config", root / "config_river", demo, capymoa=False),
+        "river_capymoa": demo_config(REPO / "config", root / "config_both", demo, capymoa=True),
+        "river": demo_config(REPO / "config", root / "config_river", demo, capymoa=False),
     }
     server = EmbeddedNats(root / "nats").start()
     saved = {k: os.environ.get(k) for k in ("QRAFT_DATA_DIR", "QRAFT_NATS_URL", "QRAFT_CONFIG_DIR")}

@@ -1,0 +1,134 @@
+"""The explorer in headless Chromium against a real API over the pipeline's real output."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from qraft_core.events import iso
+from qraft_core.replays import ReplayRegistry
+from qraft_core.store.base import Filter
+
+
+def _findings(rt: Any) -> list[dict[str, Any]]:
+    frame = rt.store.select(
+        "pattern_events", columns=["pattern_id", "type", "timestamp", "window_start"],
+        order_by=("window_start", "pattern_id"),
+    )
+    return frame.to_dicts()
+
+
+def _open_first_finding(page: Any, url: str) -> dict[str, Any]:
+    page.goto(f"{url}/#/")
+    first = page.locator("#findings .finding-row").first
+    pattern_id = first.get_attribute("data-id")
+    first.click()
+    page.locator("#finding-chart svg.chart").wait_for(state="attached")
+    return {"pattern_id": pattern_id}
+
+
+def test_the_inbox_lists_the_findings_of_the_pipeline(page, explorer_url, explorer_store):
+    expected = _findings(explorer_store)
+    # The demo's first planted anomalies fall inside the slice: the pipeline found some.
+    assert expected
+    page.goto(f"{explorer_url}/#/")
+    rows = page.locator("#findings .finding-row")
+    rows.first.wait_for()
+    assert [rows.nth(i).get_attribute("data-id") for i in range(rows.count())] == [
+        f["pattern_id"] for f in expected
+    ]
+    assert rows.first.locator("td").first.inner_text() == expected[0]["timestamp"].strftime("%Y-%m-%d %H:%M:%S")
+    # Filtering on a type the slice has none of empties the table.
+    page.goto(f"{explorer_url}/#/?type=cluster_change")
+    page.locator("text=No findings match these filters.").wait_for()
+
+
+def test_a_finding_page_draws_its_series_with_the_finding_marked(page, explorer_url, explorer_store):
+    opened = _open_first_finding(page, explorer_url)
+    rt = explorer_store
+    finding = next(f for f in _findings(rt) if f["pattern_id"] == opened["pattern_id"])
+    chart = page.locator("#finding-chart svg.chart")
+    # The finding line sits inside the plot at the finding's time.
+    marker = chart.locator("line.marker.finding").first
+    x = float(marker.get_attribute("x1"))
+    width = float(chart.get_attribute("width"))
+    assert 64 < x < width - 16
+    assert chart.locator("text.marker-label").first.text_content() == "finding"
+    # Every alarm bar of the detectors on this stream in the window is shaded.
+    body = json.loads(
+        rt.store.select("pattern_events", where=[Filter("pattern_id", "=", finding["pattern_id"])],
+                        columns=["body"])["body"][0]
+    )
+    stream = body["source_streams"][0]
+    page.wait_for_load_state("networkidle")  # the page's own requests are done: one store session at a time
+    page_data = page.evaluate(f"fetch('/explorer/api/finding/{finding['pattern_id']}').then(r => r.json())")
+    assert "signals" in page_data, page_data
+    start, end = (datetime.fromisoformat(page_data[k].replace("Z", "+00:00")) for k in ("start", "end"))
+    alarms = rt.store.select("detections", where=[Filter("stream", "=", stream)], columns=["time"])["time"]
+    in_window = [t for t in alarms if start <= t < end]
+    assert [s["time"] for s in page_data["signals"]] == [iso(t) for t in sorted(in_window)]
+    assert in_window, "the finding's own alarm is in its window"
+    first_panel = chart.locator("g.panel").first
+    assert first_panel.locator("rect.band.signal").count() == len(in_window)
+    # The columns drawn are the ones the features table holds for the stream, none hard-coded.
+    names = rt.store.select("features", where=[Filter("stream", "=", stream)], columns=["names"], limit=1)
+    page.locator("#all-columns").click()
+    titles = chart.locator("text.panel-title").all_text_contents()
+    drawn = {re.sub(r"\s+★ contributor$", "", t).split(" · ", 1)[1] for t in titles if " · " in t}
+    assert set(names["names"][0]) <= drawn
+    contributors = [c["field"] for c in body["explain"]["top_contributors"]]
+    assert page.locator("#contributors .bar-label").all_inner_texts() == contributors
+
+
+def test_a_confirm_click_is_stored_and_audited(page, explorer_url, explorer_store, write_key):
+    opened = _open_first_finding(page, explorer_url)
+    pattern_id = opened["pattern_id"]
+    page.locator("#confirm").click()
+    # Without the key the API refuses, and the page says what to do.
+    page.locator("#annotation-result .error").wait_for()
+    assert "write key" in page.locator("#annotation-result").inner_text()
+    page.fill("#api-key", write_key)
+    page.press("#api-key", "Enter")
+    page.fill("#author", "ana")
+    page.fill("#note", "matches the planted spike")
+    page.locator("#confirm").click()
+    page.locator("#annotation-result .ok").wait_for()
+    assert page.locator("#verdict").inner_text() == "confirmed"
+    store = explorer_store.store
+    stored = store.select("annotations", where=[Filter("pattern_id", "=", pattern_id)]).to_dicts()
+    assert [(a["label"], a["author"], a["note"]) for a in stored] == [
+        ("confirmed", "ana", "matches the planted spike")
+    ]
+    audit = store.select("audit_log", where=[Filter("action", "=", "annotate"), Filter("target", "=", pattern_id)])
+    assert audit.height == 1 and audit["actor"][0].startswith("key:")
+    assert json.loads(audit["after"][0])["label"] == "confirmed"
+    # The inbox's verdict filter now finds exactly this finding.
+    page.goto(f"{explorer_url}/#/?verdict=confirmed")
+    rows = page.locator("#findings .finding-row")
+    rows.first.wait_for()
+    assert [rows.nth(i).get_attribute("data-id") for i in range(rows.count())] == [pattern_id]
+
+
+def test_a_replay_started_from_the_page_completes(page, explorer_url, explorer_store, write_key):
+    _open_first_finding(page, explorer_url)
+    page.fill("#api-key", write_key)
+    page.press("#api-key", "Enter")
+    page.locator("#replay").click()
+    status = page.locator("#replay-status [data-status]")
+    status.wait_for()
+    page.wait_for_function(
+        "() => ['succeeded', 'failed', 'regression'].includes("
+        "document.querySelector('#replay-status [data-status]')?.dataset.status)",
+        timeout=120_000,
+    )
+    replay_id = re.search(r"replay (\S+)", page.locator("#replay-status").inner_text()).group(1)
+    record = ReplayRegistry(explorer_store.data_dir / "replays").get(replay_id)
+    assert record is not None and record.status == "succeeded", record
+    assert status.get_attribute("data-status") == "succeeded"
+    # The card's context window, 5 minutes either side of the finding, with the same findings again.
+    assert (record.start, record.end) == ("2026-01-05T00:20:00.000Z", "2026-01-05T00:30:00.000Z")
+    window = (datetime(2026, 1, 5, 0, 20, tzinfo=UTC), datetime(2026, 1, 5, 0, 30, tzinfo=UTC))
+    stored = explorer_store.store.count("pattern_events", start=window[0], end=window[1]).get("", 0)
+    assert record.summary["pattern_events"] == stored > 0
