@@ -1,12 +1,25 @@
 """Scoring findings against known patterns (the demo's ground truth, or human labels).
 
-A finding matches an unmatched truth item of the same type and stream when
-`truth.time - early_s <= finding.time <= truth.time + tolerance_s`; each
-finding and each truth item matches at most once (earliest first). Per type
-the report gives precision, recall, mean and p95 detection delay (early
-findings count as delay 0), and false alarms per 10,000 events, beside a
-periodic-alarm baseline that spends the same number of alarms per stream and
-type evenly over the window.
+A truth item is a point in time (matched within `[time - early_s, time +
+tolerance_s]`) or a labelled window (`"window": {"start", "end"}`, matched
+anywhere inside). A finding matches an unmatched truth item of the same type
+and stream whose window holds it; each finding and each truth item matches at
+most once (earliest first). Per type the report gives precision, recall, mean
+and p95 detection delay (early findings count as delay 0), and false alarms
+per 10,000 events, beside a periodic-alarm baseline that spends the same
+number of alarms per stream and type evenly over the window, and lists every
+finding with the truth item it matched or `null` (a false alarm).
+
+The window-based score follows the public anomaly benchmarks' rules (NAB):
+per window, the first finding inside earns `A_TP * sigma(y)` (y: its position
+relative to the window's end, -1 at the start, 0 at the end, so early
+findings earn almost the full reward); a window without a finding costs
+`A_FN`; a finding outside every window costs `A_FP` (scaled by sigma of its
+distance after the previous window, so a finding just after a window costs
+little); further findings inside a window count neither way. The raw score is
+normalized to 100 for a perfect detector and 0 for one that never fires.
+Profiles: standard (A_TP 1, A_FP 0.11, A_FN 1), low_fp (A_FP 0.22), low_fn
+(A_FN 2).
 
 >>> from datetime import UTC
 >>> t0 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -15,6 +28,8 @@ type evenly over the window.
 >>> row = score(found, truth, tolerance_s=180, early_s=20, n_events=10_000)["anomaly"]
 >>> row["precision"], row["recall"], row["delay_mean_s"], row["false_alarms_per_10k_events"]
 (0.5, 0.5, 20.0, 1.0)
+>>> window_score(found, truth, tolerance_s=180, early_s=20)["anomaly"]
+{'standard': 46.93, 'low_fp': 44.42, 'low_fn': 47.95}
 """
 
 from __future__ import annotations
@@ -36,12 +51,31 @@ DEFAULT_EARLY_S = 20.0
 
 @dataclass(frozen=True)
 class Item:
-    """A truth item or a finding: what kind of pattern, on which stream, when."""
+    """A truth item or a finding: what kind of pattern, on which stream, when.
+
+    A truth item may carry a labelled window (`start`, `end`); without one its
+    window is `[time - early_s, time + tolerance_s]`.
+    """
 
     type: str
     stream: str
     time: datetime
     id: str = ""
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def window(self, tolerance_s: float, early_s: float) -> tuple[datetime, datetime]:
+        if self.start is not None and self.end is not None:
+            return self.start, self.end
+        return self.time - timedelta(seconds=early_s), self.time + timedelta(seconds=tolerance_s)
+
+
+# NAB's application profiles: (reward for a true positive, cost of a false positive, cost of a miss).
+PROFILES: dict[str, tuple[float, float, float]] = {
+    "standard": (1.0, 0.11, 1.0),
+    "low_fp": (1.0, 0.22, 1.0),
+    "low_fn": (1.0, 0.11, 2.0),
+}
 
 
 @dataclass(frozen=True)
@@ -61,10 +95,7 @@ def load_truth(path: Path) -> Truth:
     try:
         data = json.loads(path.read_text())
         window = data.get("window") or {}
-        items = [
-            Item(p["type"], p["stream"], _parse_time(p["time"]), str(p.get("id", "")))
-            for p in data["patterns"]
-        ]
+        items = [_truth_item(p) for p in data["patterns"]]
         return Truth(
             items=items,
             tolerance_s=float(data.get("tolerance_s", 180)),
@@ -77,20 +108,36 @@ def load_truth(path: Path) -> Truth:
         raise ValueError(f"{path}: not a ground truth file ({type(exc).__name__}: {exc})") from None
 
 
+def _truth_item(pattern: dict[str, Any]) -> Item:
+    """One entry of `patterns`: a point in time, or a labelled window (time defaults to its start)."""
+    kind, stream = pattern["type"], pattern["stream"]
+    window = pattern.get("window") or {}
+    start = _parse_time(window["start"]) if "start" in window else None
+    end = _parse_time(window["end"]) if "end" in window else None
+    if (start is None) != (end is None) or (start is not None and end is not None and end < start):
+        raise ValueError(f"pattern {pattern.get('id', '')!r}: window needs a start no later than its end")
+    time = _parse_time(pattern["time"]) if "time" in pattern or start is None else start
+    return Item(kind, stream, time, str(pattern.get("id", "")), start, end)
+
+
+def _order(item: Item) -> tuple[datetime, str, str, str]:
+    return (item.time, item.stream, item.type, item.id)
+
+
 def match(
     findings: Iterable[Item], truth: Iterable[Item], tolerance_s: float, early_s: float = DEFAULT_EARLY_S
 ) -> list[tuple[Item, Item | None]]:
     """Each finding (in time order) with the truth item it matched, or None (a false alarm)."""
-    unmatched = sorted(truth, key=lambda t: (t.time, t.stream, t.type, t.id))
+    unmatched = sorted(truth, key=_order)
     pairs: list[tuple[Item, Item | None]] = []
-    for finding in sorted(findings, key=lambda f: (f.time, f.stream, f.type, f.id)):
+    for finding in sorted(findings, key=_order):
         hit = next(
             (
                 t
                 for t in unmatched
                 if t.type == finding.type
                 and t.stream == finding.stream
-                and t.time - timedelta(seconds=early_s) <= finding.time <= t.time + timedelta(seconds=tolerance_s)
+                and t.window(tolerance_s, early_s)[0] <= finding.time <= t.window(tolerance_s, early_s)[1]
             ),
             None,
         )
@@ -137,6 +184,77 @@ def score(
     return report
 
 
+def _sigmoid(position: float) -> float:
+    """NAB's scaled sigmoid: ~1 at a window's start (-1), 0 at its end (0), towards -1 after it."""
+    return 2.0 / (1.0 + math.exp(5.0 * min(position, 20.0))) - 1.0
+
+
+def _raw_window_score(findings: Sequence[Item], windows: list[tuple[datetime, datetime]],
+                      profile: tuple[float, float, float]) -> float:
+    """The NAB score of one stream's findings against its windows (see the module docstring)."""
+    reward, false_cost, miss_cost = profile
+    windows = sorted(windows)
+    detected = [False] * len(windows)
+    total = 0.0
+    for finding in sorted(findings, key=_order):
+        inside = next((i for i, (start, end) in enumerate(windows) if start <= finding.time <= end), None)
+        if inside is not None:
+            if not detected[inside]:
+                start, end = windows[inside]
+                width = max((end - start).total_seconds(), 1e-9)
+                total += reward * _sigmoid((finding.time - end).total_seconds() / width)
+                detected[inside] = True
+            continue
+        before = [(start, end) for start, end in windows if end < finding.time]
+        if before:
+            start, end = before[-1]
+            width = max((end - start).total_seconds(), 1e-9)
+            total += false_cost * _sigmoid((finding.time - end).total_seconds() / width)
+        else:
+            total -= false_cost
+    return total - miss_cost * detected.count(False)
+
+
+def window_score(
+    findings: Sequence[Item], truth: Sequence[Item], tolerance_s: float, early_s: float = DEFAULT_EARLY_S
+) -> dict[str, dict[str, float | None]]:
+    """Normalized window-based scores per profile, per type (findings and windows of that type) and
+    "overall" (any finding in any window of its stream, as the benchmarks count). None: no windows."""
+    report: dict[str, dict[str, float | None]] = {}
+    for kind in [*sorted({t.type for t in truth} | {f.type for f in findings}, key=_type_order), "overall"]:
+        chosen = [f for f in findings if kind in ("overall", f.type)]
+        labelled = [t for t in truth if kind in ("overall", t.type)]
+        streams = sorted({t.stream for t in labelled} | {f.stream for f in chosen})
+        row: dict[str, float | None] = {}
+        for name, profile in PROFILES.items():
+            raw = perfect = null = 0.0
+            for stream in streams:
+                windows = [t.window(tolerance_s, early_s) for t in labelled if t.stream == stream]
+                raw += _raw_window_score([f for f in chosen if f.stream == stream], windows, profile)
+                perfect += profile[0] * _sigmoid(-1.0) * len(windows)
+                null -= profile[2] * len(windows)
+            row[name] = round(100.0 * (raw - null) / (perfect - null), 2) if perfect > null else None
+        report[kind] = row
+    return report
+
+
+def matches(findings: Sequence[Item], truth: Sequence[Item], tolerance_s: float,
+            early_s: float = DEFAULT_EARLY_S) -> list[dict[str, Any]]:
+    """Every finding with the truth item it matched (`truth_id`, delay) or `false_alarm`."""
+    return [
+        {
+            "finding_id": finding.id,
+            "type": finding.type,
+            "stream": finding.stream,
+            "time": iso(finding.time),
+            "truth_id": hit.id if hit else None,
+            "delay_s": round(max((finding.time - hit.time).total_seconds(), 0.0), 3) if hit else None,
+            "false_alarm": hit is None,
+        }
+        for finding, hit in match(findings, truth, tolerance_s, early_s)
+    ]
+
+
 def periodic_baseline(findings: Sequence[Item], truth: Sequence[Item], start: datetime, end: datetime) -> list[Item]:
     """Alarms at even intervals, as many per (type, stream) of the truth as the detectors raised (at least 1)."""
     span = (end - start).total_seconds()
@@ -165,15 +283,19 @@ def evaluate_findings(
 ) -> dict[str, Any]:
     """The full report: detectors and periodic baseline side by side."""
     inside = [t for t in truth.items if start <= t.time < end]
+    baseline = periodic_baseline(findings, inside, start, end)
     return {
         "window": {"start": iso(start), "end": iso(end)},
         "tolerance_s": truth.tolerance_s,
         "early_s": early_s,
         "events": n_events,
         "detectors": score(findings, inside, truth.tolerance_s, early_s, n_events),
-        "baseline": score(
-            periodic_baseline(findings, inside, start, end), inside, truth.tolerance_s, early_s, n_events
-        ),
+        "baseline": score(baseline, inside, truth.tolerance_s, early_s, n_events),
+        "window_score": {
+            "detectors": window_score(findings, inside, truth.tolerance_s, early_s),
+            "baseline": window_score(baseline, inside, truth.tolerance_s, early_s),
+        },
+        "findings": matches(findings, inside, truth.tolerance_s, early_s),
     }
 
 
@@ -189,6 +311,17 @@ def evaluate_store(
     if start is None or end is None:
         raise ValueError(f"{truth_path}: no window in the file: give --start and --end")
     events = load_pattern_events(store, start, end)
-    findings = [Item(e.type.value, stream, e.timestamp, e.pattern_id) for e in events for stream in e.source_streams]
+    findings = [Item(e.type.value, stream, finding_time(e), e.pattern_id) for e in events for stream in e.source_streams]
     n_events = store.count("clean_events", start=start, end=end).get("", 0)
     return evaluate_findings(findings, truth, start, end, n_events)
+
+
+def finding_time(event: Any) -> datetime:
+    """When a pattern event happened: its estimated change point when it has an earlier one."""
+    change_point = (event.details.model_extra or {}).get("change_point")
+    if isinstance(change_point, str):
+        try:
+            return min(_parse_time(change_point), event.timestamp)
+        except ValueError:
+            pass
+    return utc(event.timestamp)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from qraft_core.cli import emit, main, runtime
-from qraft_core.evaluate import DEFAULT_TRUTH, evaluate_store
+from qraft_core.evaluate import DEFAULT_TRUTH, PROFILES, evaluate_store
 
 _COLUMNS = ("truth", "findings", "precision", "recall", "delay_mean_s", "delay_p95_s", "false_alarms_per_10k_events")
 
@@ -24,12 +24,22 @@ def report_table(report: dict[str, Any]) -> str:
         for kind, row in report[who].items():
             cells = "".join(f"{'-' if row[c] is None else row[c]:>14}" for c in _COLUMNS)
             lines.append(f"{who:10}{kind:16}{cells}")
+    lines += ["", "window-based score (NAB rules; 100 = perfect, 0 = no findings)",
+              f"{'':10}{'type':16}" + "".join(f"{p:>14}" for p in PROFILES)]
+    for who, rows in report["window_score"].items():
+        for kind, row in rows.items():
+            lines.append(f"{who:10}{kind:16}" + "".join(f"{'-' if row[p] is None else row[p]:>14}" for p in PROFILES))
+    lines += ["", "findings:"]
+    for finding in report["findings"]:
+        outcome = "FALSE ALARM" if finding["false_alarm"] else f"matches {finding['truth_id']} (+{finding['delay_s']:g}s)"
+        lines.append(f"  {finding['time']}  {finding['type']:15} {finding['stream']:28} {outcome}")
     return "\n".join(lines)
 
 
 @main.command("evaluate")
 @click.option("--truth", "truth_path", type=click.Path(path_type=Path), default=DEFAULT_TRUTH,
-              show_default=True, help="Ground truth JSON (the demo's format).")
+              show_default=True, help="Ground truth JSON (the demo's format; a pattern may give a labelled "
+              "window {start, end} instead of a time).")
 @click.option("--start", type=click.DateTime(["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
               default=None, help="Window start (UTC); default: the truth file's window.")
 @click.option("--end", type=click.DateTime(["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
@@ -38,7 +48,8 @@ def report_table(report: dict[str, Any]) -> str:
 @click.pass_context
 def evaluate(ctx: click.Context, truth_path: Path, start: datetime | None, end: datetime | None,
              as_json: bool) -> None:
-    """Precision, recall, detection delay and false alarm rate per pattern type, beside a periodic baseline."""
+    """Precision, recall, detection delay, false alarm rate and the window-based (NAB) score per pattern
+    type, beside a periodic baseline, and every finding with the truth item it matched or "false alarm"."""
     try:
         report = evaluate_store(runtime(ctx).store, truth_path, start, end)
     except ValueError as exc:

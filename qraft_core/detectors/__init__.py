@@ -11,6 +11,7 @@ from qraft_core.detectors.config import (
     DetectorsConfig,
     DetectorSpec,
     MergeConfig,
+    load_default_detectors,
     load_detectors,
 )
 from qraft_core.detectors.runner import DetectorStateMissing, load_signals, materialize_detections
@@ -26,6 +27,7 @@ __all__ = [
     "capymoa_available",
     "decode_state",
     "encode_state",
+    "load_default_detectors",
     "load_detectors",
     "load_signals",
     "materialize_detections",

@@ -53,17 +53,31 @@ class Signal:
     # Bars between the estimated start of the change and the bar that raised it.
     lag_bars: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    # The earliest bar the evidence supports (a drift's estimated change point, a spike's own
+    # bar); `time` is the bar at which the detector became sure. None: the same as `time`.
+    onset: datetime | None = None
+
+    @property
+    def finding_time(self) -> datetime:
+        """When the finding happened, whatever bar or window raised it."""
+        return self.onset or self.time
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["time"] = iso(self.time)
+        data["onset"] = iso(self.onset) if self.onset else None
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Signal:
         values = dict(data)
-        values["time"] = utc(datetime.fromisoformat(str(values["time"]).replace("Z", "+00:00")))
+        values["time"] = _parse(values["time"])
+        values["onset"] = _parse(values["onset"]) if values.get("onset") else None
         return cls(**values)
+
+
+def _parse(text: Any) -> datetime:
+    return utc(datetime.fromisoformat(str(text).replace("Z", "+00:00")))
 
 
 def confidence_of(score: float, scale: float) -> float:
@@ -120,6 +134,13 @@ def decode_state(text: str) -> bytes | dict[str, Any]:
 
 def _finite(value: float | None) -> float:
     return value if value is not None and math.isfinite(value) else math.nan
+
+
+def _unpickle(state: bytes) -> dict[str, Any]:
+    loaded = pickle.loads(state)  # noqa: S301 - written by Qraft itself into its own store
+    if isinstance(loaded, dict) and set(loaded) == {"features", "state"}:
+        return loaded
+    return {"features": [], "state": loaded}  # stored before the features travelled with it
 
 
 class DetectorParamsError(ValueError):
@@ -204,12 +225,19 @@ class StreamDetector:
         raise NotImplementedError
 
     def get_state(self) -> bytes | dict[str, Any]:
-        return pickle.dumps(self.state, protocol=5)
+        # The features travel with the state: globs resolved on the stream's first bars stay fixed.
+        return pickle.dumps({"features": self.features, "state": self.state}, protocol=5)
 
     def set_state(self, state: bytes | dict[str, Any]) -> None:
         if not isinstance(state, bytes):
             raise ValueError(f"{self.algorithm} state must be bytes, got {type(state).__name__}")
-        self.state = pickle.loads(state)  # noqa: S301 - written by Qraft itself into its own store
+        self.state = _unpickle(state)["state"]
+
+    @staticmethod
+    def stored_features(state: bytes | dict[str, Any]) -> list[str]:
+        """The feature columns a stored state was learned on."""
+        stored = state if isinstance(state, dict) else _unpickle(state)
+        return list(stored.get("features", []))
 
     @classmethod
     def from_state(

@@ -2,7 +2,7 @@
 
 CapyMOA is version-locked: another version loads with a warning. Without a
 JVM or CapyMOA, `capymoa_available()` says so once in the log and returns
-False, and the runner goes on with River alone.
+False, and the runner goes on with the other engines.
 
 State: MOA's Java objects do not round-trip through Java serialization from
 Python (the deserializer cannot see MOA's class loader), so the state stored
@@ -52,7 +52,7 @@ def capymoa_available() -> bool:
         # Starting the JVM happens on the first import of a Java-backed module.
         import capymoa.drift.detectors  # noqa: F401
     except Exception as exc:  # ImportError, or the JVM failing to start
-        log.warning("CapyMOA is unavailable (%s): detectors run on River only", exc)
+        log.warning("CapyMOA is unavailable (%s): detectors run without CapyMOA", exc)
         return False
     if capymoa.__version__ != LOCKED_VERSION:
         log.warning(
@@ -108,7 +108,7 @@ class CapyMOADetector(StreamDetector):
 
     def get_state(self) -> dict[str, Any]:
         history = [[t, [None if math.isnan(v) else v for v in vs]] for t, vs in self.history]
-        return {"history": history, "dropped": self.dropped}
+        return {"history": history, "dropped": self.dropped, "features": self.features}
 
     def set_state(self, state: bytes | dict[str, Any]) -> None:
         if not isinstance(state, dict) or "history" not in state:

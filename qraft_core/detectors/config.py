@@ -20,6 +20,7 @@ from pydantic import Field, field_validator
 
 from qraft_core.config import ConfigError, Strict, config_dir, parse_model, read_yaml
 from qraft_core.detectors.base import DetectorParamsError, StreamDetector
+from qraft_core.detectors.calibrated import CalibratedAnomaly, CalibratedDrift
 from qraft_core.detectors.capymoa_engine import (
     CapyADWIN,
     CapyCUSUM,
@@ -37,16 +38,23 @@ from qraft_core.detectors.river_engine import (
 )
 from qraft_core.events import PatternType
 
-Engine = Literal["river", "capymoa"]
+# The engine is what runs the algorithm: River, CapyMOA (MOA on the JVM), or Qraft's own Python.
+Engine = Literal["river", "capymoa", "qraft"]
+# Characters that make a feature name a glob over the stream's feature columns.
+GLOB_CHARS = frozenset("*?[")
+# Bar columns that are never features.
+NOT_FEATURES = frozenset({"bar_time", "stream", "window_start", "source"})
 
 ALGORITHMS: dict[tuple[str, str], type[StreamDetector]] = {
     ("river", "ADWIN"): RiverADWIN,
     ("river", "PageHinkley"): RiverPageHinkley,
     ("river", "KSWIN"): RiverKSWIN,
     ("river", "HalfSpaceTrees"): RiverHalfSpaceTrees,
-    ("river", "RobustZScore"): RobustZScore,
     ("river", "DBSTREAM"): DBStreamRegimes,
-    ("river", "LossyCountingItemsets"): FrequentItemsets,
+    ("qraft", "RobustZScore"): RobustZScore,
+    ("qraft", "LossyCountingItemsets"): FrequentItemsets,
+    ("qraft", "CalibratedAnomaly"): CalibratedAnomaly,
+    ("qraft", "CalibratedDrift"): CalibratedDrift,
     ("capymoa", "ADWIN"): CapyADWIN,
     ("capymoa", "PageHinkley"): CapyPageHinkley,
     ("capymoa", "CUSUM"): CapyCUSUM,
@@ -79,11 +87,35 @@ class DetectorSpec(Strict):
     def matches(self, stream: str) -> bool:
         return any(fnmatchcase(stream, pattern) for pattern in self.streams)
 
-    def build(self, stream: str) -> StreamDetector:
-        return self.detector_class(self.name, stream, self.features, self.params, self.seed)
+    @property
+    def has_globs(self) -> bool:
+        return any(GLOB_CHARS & set(feature) for feature in self.features)
+
+    def resolve_features(self, columns: list[str]) -> list[str]:
+        """The features on a stream with these feature columns: each glob replaced by the
+        columns it matches (sorted), names kept as given; duplicates dropped.
+
+        >>> spec = DetectorSpec(name="d", engine="qraft", algorithm="CalibratedDrift", kind="concept_drift",
+        ...     features=["*_mean", "event_count"])
+        >>> spec.resolve_features(["value_mean", "event_count", "cpu_mean", "value_max"])
+        ['cpu_mean', 'value_mean', 'event_count']
+        >>> spec.resolve_features(["value_max"])
+        ['event_count']
+        """
+        resolved: list[str] = []
+        for feature in self.features:
+            matches = sorted(c for c in columns if fnmatchcase(c, feature)) if GLOB_CHARS & set(feature) else [feature]
+            resolved.extend(m for m in matches if m not in resolved)
+        return resolved
+
+    def build(self, stream: str, features: list[str] | None = None) -> StreamDetector:
+        chosen = self.features if features is None else features
+        return self.detector_class(self.name, stream, chosen, self.params, self.seed)
 
     def restore(self, stream: str, state: bytes | dict[str, Any]) -> StreamDetector:
-        return self.detector_class.from_state(state, self.name, stream, self.features, self.params, self.seed)
+        # Globs were resolved on the stream's first bars; the state remembers the result.
+        features = self.detector_class.stored_features(state) if self.has_globs else self.features
+        return self.detector_class.from_state(state, self.name, stream, features, self.params, self.seed)
 
 
 def param_type_problem(given: Any, default: Any) -> str | None:
@@ -155,6 +187,14 @@ class DetectorsConfig(Strict):
 
     def for_stream(self, stream: str) -> list[DetectorSpec]:
         return [spec for spec in self.enabled if spec.matches(stream)]
+
+
+DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
+
+
+def load_default_detectors() -> DetectorsConfig:
+    """The packaged default detector set for any stream (`qraft_core/detectors/defaults.yaml`)."""
+    return parse_model(DetectorsConfig, read_yaml(DEFAULTS_PATH), DEFAULTS_PATH)
 
 
 def load_detectors(directory: Path | str | None = None) -> DetectorsConfig:

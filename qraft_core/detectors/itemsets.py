@@ -40,7 +40,7 @@ ITEM_SEPARATOR = "+"
 
 
 class FrequentItemsets(StreamDetector):
-    engine: ClassVar[str] = "river"
+    engine: ClassVar[str] = "qraft"
     kind: ClassVar[str] = "freq_pattern"
     defaults: ClassVar[dict[str, Any]] = {
         "items_column": "items",

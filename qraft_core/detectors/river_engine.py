@@ -126,7 +126,7 @@ class RobustZScore(AnomalyDetector):
     with the tree detectors'; threshold 0.8 with z_scale 2 means |z| >= 8.
     """
 
-    engine: ClassVar[str] = "river"
+    engine: ClassVar[str] = "qraft"
     defaults: ClassVar[dict[str, Any]] = {
         **ANOMALY_DEFAULTS,
         "window_bars": 120,

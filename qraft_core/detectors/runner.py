@@ -19,7 +19,7 @@ import polars as pl
 
 from qraft_core.detectors.base import Signal, StreamDetector, decode_state, encode_state
 from qraft_core.detectors.capymoa_engine import capymoa_available
-from qraft_core.detectors.config import DetectorsConfig, DetectorSpec
+from qraft_core.detectors.config import NOT_FEATURES, DetectorsConfig, DetectorSpec
 from qraft_core.events import iso, stable_id, utc
 from qraft_core.store.base import EventStore, Filter, iter_windows
 
@@ -108,14 +108,29 @@ def run_window(
     if bars.height == 0:
         return signals
     for (stream,), stream_bars in sorted(bars.partition_by("stream", as_dict=True, maintain_order=True).items()):
+        columns: list[str] | None = None
         for spec in specs:
             if not spec.matches(str(stream)):
                 continue
             detector = detectors.get((spec.name, str(stream)))
             if detector is None:
-                detector = detectors[(spec.name, str(stream))] = spec.build(str(stream))
+                features = None
+                if spec.has_globs:
+                    columns = feature_columns(stream_bars) if columns is None else columns
+                    features = spec.resolve_features(columns)
+                    if not features:
+                        continue  # nothing on this stream for the detector (yet)
+                detector = detectors[(spec.name, str(stream))] = spec.build(str(stream), features)
             signals.extend(detector.update(stream_bars))
     return signals
+
+
+def feature_columns(stream_bars: pl.DataFrame) -> list[str]:
+    """The numeric columns a stream's bars carry values in (what feature globs match)."""
+    return [
+        name for name, dtype in stream_bars.schema.items()
+        if name not in NOT_FEATURES and dtype.is_numeric() and stream_bars[name].null_count() < stream_bars.height
+    ]
 
 
 def detection_rows(window_start: datetime, signals: list[Signal]) -> pl.DataFrame:

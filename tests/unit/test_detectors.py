@@ -13,6 +13,7 @@ from qraft_core.detectors.base import (
     decode_state,
     encode_state,
 )
+from qraft_core.detectors.calibrated import CalibratedAnomaly, CalibratedDrift
 from qraft_core.detectors.capymoa_engine import (
     CapyADWIN,
     CapyCUSUM,
@@ -49,6 +50,8 @@ CASES: list[tuple[type[StreamDetector], list[str], dict[str, Any], pl.DataFrame,
     (DBStreamRegimes, REGIME, {"clustering_threshold": 1.0, "jump_distance": 3.0, "persistence": 6}, BTC,
      [(306, ""), (415, "")]),
     (FrequentItemsets, [], {"recent_bars": 12}, NEWS, [(371, "approval+etf")]),
+    (CalibratedDrift, VOL, {}, BTC, [(302, "")]),
+    (CalibratedAnomaly, ["log_return", "volume"], {}, BTC, [(203, "")]),
 ]
 CAPY_CASES = [
     (CapyADWIN, VOL, {"transform": "log"}, BTC, [(319, ""), (351, "")]),

@@ -32,14 +32,14 @@ def test_missing_capymoa_is_logged_once_and_river_runs(without_capymoa, caplog) 
     with caplog.at_level(logging.WARNING, logger="qraft_core.detectors.capymoa_engine"):
         assert capymoa_engine.capymoa_available() is False
         assert capymoa_engine.capymoa_available() is False
-        assert {spec.engine for spec in active_specs(config)} == {"river"}
+        assert {spec.engine for spec in active_specs(config)} == {"qraft", "river"}
         meta = materialize_detections(MemoryStore(), config, START, START + timedelta(minutes=20),
                                       timedelta(minutes=1), START, load_features=lambda *_: bars)
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1
     assert warnings[0].startswith("CapyMOA is unavailable (")
-    assert warnings[0].endswith("detectors run on River only")
-    assert meta["engines"] == ["river"]
+    assert warnings[0].endswith("detectors run without CapyMOA")
+    assert meta["engines"] == ["qraft", "river"]
     assert not any(name.endswith("_moa") for name in meta["signals_by_detector"])
 
 

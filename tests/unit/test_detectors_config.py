@@ -30,7 +30,7 @@ def test_bundled_config_loads() -> None:
     config = load_detectors(REPO / "config")
     engines = {spec.engine for spec in config.enabled}
     kinds = {spec.kind.value for spec in config.enabled}
-    assert engines == {"river", "capymoa"}
+    assert engines == {"river", "capymoa", "qraft"}
     assert kinds == {"concept_drift", "anomaly", "cluster_change", "freq_pattern"}
     assert [s.name for s in config.for_stream("news")] == ["news_itemsets"]
 
@@ -46,7 +46,7 @@ def test_config_hash_follows_what_shapes_state() -> None:
     ("detector", "message"),
     [
         ({**GOOD, "treshold": 1}, "detectors[0].treshold: an unknown key (check the spelling)"),
-        ({**GOOD, "engine": "flink"}, "detectors[0].engine: Input should be 'river' or 'capymoa'"),
+        ({**GOOD, "engine": "flink"}, "detectors[0].engine: Input should be 'river', 'capymoa' or 'qraft'"),
         ({**GOOD, "kind": "trend"}, "detectors[0].kind: Input should be 'concept_drift'"),
         ({**GOOD, "algorithm": "DDM"}, "vol_adwin: unknown river algorithm 'DDM' (known: ADWIN, DBSTREAM"),
         ({**GOOD, "kind": "anomaly"}, "vol_adwin: ADWIN finds concept_drift, not anomaly"),

@@ -16,6 +16,7 @@ from qraft_core.evaluate import (
     match,
     periodic_baseline,
     score,
+    window_score,
 )
 from qraft_core.store.fake import MemoryStore
 
@@ -103,3 +104,66 @@ def test_evaluate_store_reads_stored_findings(tmp_path: Path) -> None:
     assert report["events"] == 0
     assert report["detectors"]["overall"]["findings"] == 0
     assert report["detectors"]["overall"]["recall"] == 0.0
+
+
+def test_window_score_follows_the_benchmark_rules() -> None:
+    truth = [at("anomaly", "s1", 0, "a0"), at("anomaly", "s1", 1000, "a1")]  # windows [-20, 180], [980, 1180]
+    perfect = window_score([at("anomaly", "s1", -20)] * 1 + [at("anomaly", "s1", 980)], truth, 180, 20)
+    nothing = window_score([], truth, 180, 20)
+    assert perfect["anomaly"] == {"standard": 100.0, "low_fp": 100.0, "low_fn": 100.0}
+    assert nothing["anomaly"] == {"standard": 0.0, "low_fp": 0.0, "low_fn": 0.0}
+    early, late = (window_score([at("anomaly", "s1", t)], truth, 180, 20)["anomaly"]["standard"] for t in (10, 170))
+    assert early > late > 25.0  # an early finding earns more; one window of two found is about half
+    # A false alarm before any window costs A_FP in full: 0.11 of a 2-window span of 3.97 points.
+    alarm = window_score([at("anomaly", "s1", -500), at("anomaly", "s1", -20), at("anomaly", "s1", 980)], truth, 180, 20)
+    assert alarm["anomaly"]["standard"] == round(100 * (1 - 0.11 / (2 * 0.98661 + 2)), 2)
+    assert alarm["anomaly"]["low_fp"] < alarm["anomaly"]["standard"]
+    # Extra findings inside a found window count neither way; other types count only "overall".
+    again = window_score([at("anomaly", "s1", -20), at("anomaly", "s1", 5), at("anomaly", "s1", 980),
+                          at("concept_drift", "s1", 990)], truth, 180, 20)
+    assert again["anomaly"]["standard"] == 100.0 and again["overall"]["standard"] == 100.0
+    assert again["concept_drift"]["standard"] is None
+
+
+def test_labelled_windows_in_the_truth_file(tmp_path: Path) -> None:
+    path = tmp_path / "truth.json"
+    path.write_text(json.dumps({"tolerance_s": 60, "window": {"start": "2026-01-05T00:00:00Z", "end": "2026-01-05T01:00:00Z"},
+                                "patterns": [{"id": "w", "type": "anomaly", "stream": "s1",
+                                              "window": {"start": "2026-01-05T00:10:00Z", "end": "2026-01-05T00:30:00Z"}},
+                                             {"id": "p", "type": "anomaly", "stream": "s1", "time": "2026-01-05T00:50:00Z"}]}))
+    truth = load_truth(path)
+    assert [(t.id, t.time.minute, t.start and t.start.minute, t.end and t.end.minute) for t in truth.items] == [
+        ("w", 10, 10, 30), ("p", 50, None, None)]
+    found = [at("anomaly", "s1", 25 * 60, "f1"), at("anomaly", "s1", 40 * 60, "f2"), at("anomaly", "s1", 3000 + 30, "f3")]
+    report = evaluate_findings(found, truth, T0, T0 + timedelta(hours=1), 1000)
+    assert report["findings"] == [
+        {"finding_id": "f1", "type": "anomaly", "stream": "s1", "time": "2026-01-05T00:25:00.000Z",
+         "truth_id": "w", "delay_s": 900.0, "false_alarm": False},
+        {"finding_id": "f2", "type": "anomaly", "stream": "s1", "time": "2026-01-05T00:40:00.000Z",
+         "truth_id": None, "delay_s": None, "false_alarm": True},
+        {"finding_id": "f3", "type": "anomaly", "stream": "s1", "time": "2026-01-05T00:50:30.000Z",
+         "truth_id": "p", "delay_s": 30.0, "false_alarm": False},
+    ]
+    assert report["detectors"]["anomaly"]["recall"] == 1.0
+    assert set(report["window_score"]) == {"detectors", "baseline"}
+    path.write_text(json.dumps({"patterns": [{"type": "anomaly", "stream": "s", "window": {"start": "2026-01-05T00:10:00Z"}}]}))
+    with pytest.raises(ValueError, match="window needs a start no later than its end"):
+        load_truth(path)
+
+
+def test_cli_lists_every_finding_and_the_window_score(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from qraft_core.cli import main
+
+    monkeypatch.setenv("QRAFT_DATA_DIR", str(tmp_path / "data"))
+    truth = write_truth(tmp_path)
+    human = CliRunner().invoke(main, ["evaluate", "--truth", str(truth)])
+    assert human.exit_code == 0, human.output
+    assert "window-based score (NAB rules" in human.output and "findings:" in human.output
+    as_json = CliRunner().invoke(main, ["evaluate", "--truth", str(truth), "--json"])
+    report = json.loads(as_json.output)
+    assert report["findings"] == [] and report["window_score"]["detectors"]["overall"]["standard"] == 0.0
+    missing = CliRunner().invoke(main, ["evaluate", "--truth", str(tmp_path / "none.json")])
+    assert missing.exit_code == 2 and "ground truth file not found" in missing.output
+    assert "Traceback" not in missing.output

@@ -1,0 +1,608 @@
+"""Calibrated detectors: thresholds from each stream's own score distribution.
+
+Both detectors share one front end, `SeasonalBaseline`: per feature, a robust
+level (with a damped trend), a daily profile (24 hourly knots, interpolated)
+plus a day-of-week offset, used only once the data has shown that they
+predict better than the plain level, and a running scale (mean absolute
+residual). A bar's residual divided by the scale is its score.
+
+- `CalibratedAnomaly` turns scores into tail probabilities with a
+  peaks-over-threshold model (`TailModel`: an exponential tail above a running
+  high quantile) and raises an anomaly when the probability (times the number
+  of features) falls below `alarm_probability`. An extreme bar is confirmed a
+  few bars later: if the values stay shifted it was a level shift (left to the
+  drift detector; the baseline re-anchors), if an extreme recurs at the same
+  time of day or week it is seasonal and not reported again.
+- `CalibratedDrift` runs two-sided CUSUM tests on the calibrated residuals,
+  for the level and for the spread. The alarm level is the larger of
+  `threshold` and the `excursion_probability` quantile of the stream's own
+  past CUSUM excursions (so autocorrelated series calibrate themselves). The
+  finding carries the CUSUM change-point estimate (where the statistic last
+  left zero) as its onset; after an alarm the baseline re-anchors on the data
+  since that point.
+
+Warm-ups are stated in time (`warmup_s`, with a minimum of `warmup_bars`);
+each detector has an alarm budget (`refractory_bars`, `max_alarms_per_day`).
+
+>>> from datetime import UTC, datetime, timedelta
+>>> import random
+>>> import polars as pl
+>>> rng = random.Random(3)
+>>> t0 = datetime(2026, 1, 5, tzinfo=UTC)
+>>> values = [rng.gauss(10.0 if i < 600 else 14.0, 1.0) for i in range(900)]
+>>> values[300] += 12.0
+>>> bars = pl.DataFrame({"bar_time": [t0 + timedelta(minutes=i) for i in range(900)], "value_mean": values})
+>>> [(s.type, s.onset.strftime("%H:%M")) for s in CalibratedAnomaly("spikes", "cpu", ["value_mean"]).update(bars)]
+[('anomaly', '05:00')]
+>>> [(s.type, s.onset.strftime("%H:%M")) for s in CalibratedDrift("shifts", "cpu", ["value_mean"]).update(bars)]
+[('concept_drift', '10:00')]
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+
+from qraft_core.detectors.base import Signal, StreamDetector, confidence_of
+from qraft_core.detectors.drift import change_point
+
+DAY_S = 86_400.0
+WEEK_S = 7 * DAY_S
+HOURS = 24
+# Bars a baseline reads before its scores mean anything (and before it clips what it learns).
+SETTLE_BARS = 10
+
+
+def _rate(half_life: float) -> float:
+    """EWMA weight of the newest value for a memory of `half_life` updates."""
+    return 1.0 - 0.5 ** (1.0 / max(half_life, 1e-9))
+
+
+class TailModel:
+    """Generalized Pareto tail of a score, fitted to three running quantiles (peaks over threshold).
+
+    The quantiles at `quantile` (q), (1+q)/2 and (3+q)/4 give the tail's shape
+    (Pickands' estimator, kept in [0, 0.5]: exponential for light tails, a power
+    law for heavy ones) and scale. Quantiles move by small steps, so a single
+    outlier barely changes the model, while a stream whose ordinary values are
+    heavy-tailed gets a heavy tail and does not alarm on them.
+
+    >>> tail = TailModel(0.9, 500)
+    >>> for i in range(200):
+    ...     tail.learn(float(i % 10))
+    >>> tail.p_value(0.0), tail.p_value(30.0) < 1e-4
+    (1.0, True)
+    """
+
+    def __init__(self, quantile: float, memory: float) -> None:
+        self.shares = (1.0 - quantile, (1.0 - quantile) / 2, (1.0 - quantile) / 4)  # tail shares
+        self.memory = memory
+        self.first: list[float] = []
+        self.levels: list[float] = []  # the running quantiles
+        self.count = 0
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.levels)
+
+    def _fit(self) -> tuple[float, float, float]:
+        """(threshold, scale, shape) of the tail above the lowest quantile."""
+        low, middle, high = self.levels
+        first, second = max(middle - low, 1e-9), max(high - middle, 1e-9)
+        shape = min(max(math.log(second / first) / math.log(2.0), 0.0), 0.5)
+        scale = first / math.log(2.0) if shape < 1e-6 else first * shape / (2.0**shape - 1.0)
+        return low, scale, shape
+
+    def p_value(self, score: float) -> float:
+        if not self.ready or score <= self.levels[0]:
+            return 1.0
+        threshold, scale, shape = self._fit()
+        y = (score - threshold) / scale
+        survival = math.exp(-y) if shape < 1e-6 else (1.0 + shape * y) ** (-1.0 / shape)
+        return self.shares[0] * survival
+
+    def bound(self, probability: float) -> float:
+        """The score whose tail probability is `probability` (inf before calibration)."""
+        if not self.ready:
+            return math.inf
+        threshold, scale, shape = self._fit()
+        ratio = self.shares[0] / probability
+        y = math.log(ratio) if shape < 1e-6 else (ratio**shape - 1.0) / shape
+        return threshold + scale * y
+
+    def learn(self, score: float) -> None:
+        if not self.ready:
+            self.first.append(score)
+            if len(self.first) >= 50:
+                ordered = sorted(self.first)
+                self.levels = [ordered[min(int((1.0 - share) * len(ordered)), len(ordered) - 1)]
+                               for share in self.shares]
+                self.first = []
+            return
+        # Stochastic approximation of each quantile, in steps proportional to the tail's width,
+        # large at first (1/n) to settle fast, then fixed (forgetting beyond `memory` scores).
+        self.count += 1
+        width = max(self.levels[2] - self.levels[0], 1e-9)
+        memory = min(self.memory, 50.0 + self.count)
+        for index, share in enumerate(self.shares):
+            exceeded = 1.0 if score > self.levels[index] else 0.0
+            self.levels[index] += width / (memory * share) * (exceeded - share)
+        for index in (1, 2):
+            self.levels[index] = max(self.levels[index], self.levels[index - 1])
+
+
+class SeasonalBaseline:
+    """Expected value and scale of one feature, with daily/weekly profiles where they help.
+
+    >>> from datetime import UTC, datetime, timedelta
+    >>> base = SeasonalBaseline(level_half_life=20, scale_half_life=50)
+    >>> t0 = datetime(2026, 1, 5, tzinfo=UTC)
+    >>> for i in range(24 * 12 * 7):  # a week of 5-minute bars, a daily cycle of +-10
+    ...     t = t0 + timedelta(minutes=5 * i)
+    ...     base.learn(t, 50 + 10 * math.sin(2 * math.pi * i / 288), clip=4.0)
+    >>> base.seasonal, abs(base.residual(t0 + timedelta(days=7, hours=6), 60.0)[0]) < 2.0
+    (True, True)
+    """
+
+    def __init__(self, level_half_life: float, scale_half_life: float) -> None:
+        self.level_rate = _rate(level_half_life)
+        self.scale_rate = _rate(scale_half_life)
+        self.n = 0
+        self.fresh = 0  # bars since the start or the last re-anchoring
+        self.level = 0.0
+        self.trend = 0.0
+        self.plain = 0.0  # level without any profile: the model the profiles must beat
+        self.slow = 0.0  # level over about half a day: what the daily profile is measured against
+        self.scale = 0.0
+        self.daily = [0.0] * HOURS
+        self.weekly = [0.0] * 7
+        self.error_plain = 0.0
+        self.error_seasonal = 0.0
+        self.first_s = math.nan
+        self.last_s = math.nan
+        self.step_s = math.inf  # the bar interval: the smallest gap seen
+        self.seasonal = False
+
+    # -- profile -----------------------------------------------------------
+    def _knots(self, epoch_s: float) -> tuple[int, float, int]:
+        position = ((epoch_s % DAY_S) / 3600.0 - 0.5) % HOURS
+        low = int(position)
+        return low, position - low, int((epoch_s // DAY_S + 3) % 7)  # 1970-01-01 was a Thursday
+
+    def season(self, epoch_s: float) -> float:
+        low, weight, weekday = self._knots(epoch_s)
+        return (1 - weight) * self.daily[low] + weight * self.daily[(low + 1) % HOURS] + self.weekly[weekday]
+
+    def expected(self, epoch_s: float) -> float:
+        if self.seasonal:
+            return self.level + self.trend + self.season(epoch_s)
+        return self.plain
+
+    def floor(self) -> float:
+        return 1e-9 * max(1.0, abs(self.level), abs(self.plain))
+
+    def residual(self, time: datetime, value: float) -> tuple[float, float]:
+        """(value - expected, scale) before learning the bar."""
+        return value - self.expected(time.timestamp()), max(self.scale, self.floor())
+
+    # -- learning ----------------------------------------------------------
+    def learn(self, time: datetime, value: float, clip: float) -> None:
+        epoch_s = time.timestamp()
+        if self.n == 0:
+            self.level = self.plain = self.slow = value
+            self.first_s = epoch_s
+        elif epoch_s > self.last_s:
+            self.step_s = min(self.step_s, epoch_s - self.last_s)
+        self.last_s = epoch_s
+        self.n += 1
+        self.fresh += 1
+        # Early on (and after a change), plain averages; later, the configured memories.
+        warm = 1.0 / self.fresh
+        level_rate, scale_rate = max(self.level_rate, warm), max(self.scale_rate, warm)
+        bound = clip * max(self.scale, self.floor()) if self.n > SETTLE_BARS else math.inf
+
+        def clipped(x: float) -> float:
+            return max(-bound, min(bound, x))
+
+        season = self.season(epoch_s)
+        error_plain = clipped(value - self.plain)
+        error_seasonal = clipped(value - (self.level + self.trend + season))
+        used = error_seasonal if self.seasonal else error_plain
+        self.scale += scale_rate * (abs(used) - self.scale)
+        self.plain += level_rate * error_plain
+        previous = self.level
+        self.level += self.trend + level_rate * error_seasonal
+        self.trend = 0.98 * self.trend + 0.1 * level_rate * (self.level - previous - self.trend)
+        if self.step_s < DAY_S / 4:
+            self._learn_profile(epoch_s, value, clipped, error_plain, error_seasonal)
+
+    def _learn_profile(self, epoch_s: float, value: float, clipped: Any, error_plain: float,
+                       error_seasonal: float) -> None:
+        # Profiles are deviations from a level slow enough not to follow the daily cycle itself.
+        # A knot's half-life is a day of its own bars, the weekday offsets' three weeks.
+        per_hour = max(1.0, 3600.0 / self.step_s)
+        season = self.season(epoch_s)
+        self.slow += max(_rate(12 * per_hour), 1.0 / self.n) * clipped(value - season - self.slow)
+        low, weight, weekday = self._knots(epoch_s)
+        daily_rate, weekly_rate = _rate(per_hour), _rate(3 * 24 * per_hour)
+        daily_error = clipped(value - self.slow - season)
+        self.daily[low] += daily_rate * (1 - weight) * daily_error
+        self.daily[(low + 1) % HOURS] += daily_rate * weight * daily_error
+        if epoch_s - self.first_s >= 2 * WEEK_S:
+            self.weekly[weekday] += weekly_rate * daily_error
+        # Which model predicts better (squared errors: a missed daily step weighs), over about a day.
+        compare = max(_rate(DAY_S / self.step_s), 1e-3)
+        self.error_plain += compare * (error_plain**2 - self.error_plain)
+        self.error_seasonal += compare * (error_seasonal**2 - self.error_seasonal)
+        if epoch_s - self.first_s >= 2 * DAY_S:
+            self.seasonal = self.error_seasonal < 0.8 * self.error_plain
+
+    def shift(self, offset: float) -> None:
+        """Re-anchor after a level shift: move the level by `offset`."""
+        self.level += offset
+        self.plain += offset
+
+    def anchor(self, level: float, trend: float, scale: float, bars: int) -> None:
+        """Re-anchor after a change: the data, less its profile, now sits at `level` with this
+        trend and scale, measured on `bars` bars; until the memories are longer, level and
+        scale are the plain averages since the change."""
+        self.plain = self.level = level
+        self.trend = trend
+        self.scale = max(scale, self.floor())
+        self.fresh = max(bars, 1)
+
+
+BASELINE_DEFAULTS: dict[str, Any] = {
+    # Warm-up: no finding before this much data time has passed and `warmup_bars` bars were read.
+    "warmup_s": 600.0,
+    "warmup_bars": 60,
+    # Memories of the baseline, in bars: level (and trend), scale.
+    "level_half_life_bars": 30,
+    "scale_half_life_bars": 100,
+    # Residuals beyond this many scales teach the baseline no more than this many scales.
+    "clip": 4.0,
+    # Alarm budget: no two findings closer than this many bars, at most this many per day of data.
+    "refractory_bars": 10,
+    "max_alarms_per_day": 48,
+}
+
+
+class CalibratedDetector(StreamDetector):
+    """Baselines per feature, the warm-up and the alarm budget; subclasses score bars."""
+
+    engine: ClassVar[str] = "qraft"
+
+    @property
+    def algorithm(self) -> str:
+        return "qraft." + type(self).__name__
+
+    @property
+    def version(self) -> str:
+        return "1"
+
+    def _fresh_state(self) -> dict[str, Any]:
+        return {
+            "baselines": {
+                f: SeasonalBaseline(float(self.param("level_half_life_bars")), float(self.param("scale_half_life_bars")))
+                for f in self.features
+            },
+            "bars": 0,
+            "first_s": math.nan,
+            "last_alarm_bar": -(10**9),
+            "alarms": [],  # epoch seconds of the findings of the last day
+        }
+
+    def _tails(self, keys: Sequence[str]) -> dict[str, TailModel]:
+        memory = float(self.param("calibration_bars"))
+        return {key: TailModel(float(self.param("tail_quantile")), memory) for key in keys}
+
+    def _update_row(self, time: datetime, values: dict[str, float]) -> Signal | None:
+        present = {f: v for f, v in values.items() if not math.isnan(v)}
+        if not present:
+            return None  # a bar without values (a gap) changes nothing
+        self.state["bars"] += 1
+        return self._read(time, present, self._warm(time))
+
+    def _read(self, time: datetime, present: dict[str, float], warm: bool) -> Signal | None:
+        """Score one bar's present values (after the warm-up when `warm`), then learn them."""
+        raise NotImplementedError
+
+    def _warm(self, time: datetime) -> bool:
+        state = self.state
+        if math.isnan(state["first_s"]):
+            state["first_s"] = time.timestamp()
+        return (
+            state["bars"] > int(self.param("warmup_bars"))
+            and time.timestamp() - state["first_s"] >= float(self.param("warmup_s"))
+        )
+
+    def _within_budget(self, time: datetime) -> bool:
+        """Whether one more finding fits the budget; if so it is counted."""
+        state = self.state
+        now = time.timestamp()
+        state["alarms"] = [t for t in state["alarms"] if now - t < DAY_S]
+        if state["bars"] - state["last_alarm_bar"] < int(self.param("refractory_bars")):
+            return False
+        if len(state["alarms"]) >= int(self.param("max_alarms_per_day")):
+            return False
+        state["alarms"].append(now)
+        state["last_alarm_bar"] = state["bars"]
+        return True
+
+
+ANOMALY_PARAMS: dict[str, Any] = {
+    **BASELINE_DEFAULTS,
+    # Tail probability (times the number of features) below which a bar is extreme.
+    "alarm_probability": 1e-5,
+    # The tail model: exponential above this running quantile of scores, memory in bars.
+    "tail_quantile": 0.9,
+    "calibration_bars": 2000,
+    # Bars read after an extreme one to tell a spike (values come back) from a level shift.
+    "confirm_bars": 3,
+    # An extreme this close (in seconds, or `recurrence_bars` bars if longer) to the same time of
+    # an earlier day or week is a seasonal recurrence, not an anomaly.
+    "recurrence_s": 900.0,
+    "recurrence_bars": 2,
+    "confidence_scale": 3.0,
+}
+
+
+class CalibratedAnomaly(CalibratedDetector):
+    """Spikes and dips whose tail probability under the stream's own recent scores is tiny."""
+
+    kind: ClassVar[str] = "anomaly"
+    defaults: ClassVar[dict[str, Any]] = ANOMALY_PARAMS
+
+    def _fresh_state(self) -> dict[str, Any]:
+        state = super()._fresh_state()
+        state["tails"] = self._tails(self.features)
+        state["pending"] = None  # an extreme bar waiting for confirmation
+        state["extremes"] = []  # epoch seconds of recent confirmed extremes (seasonal check)
+        return state
+
+    def _read(self, time: datetime, present: dict[str, float], warm: bool) -> Signal | None:
+        state = self.state
+        residuals = {f: state["baselines"][f].residual(time, v) for f, v in present.items()}
+        scores = {f: abs(r) / scale for f, (r, scale) in residuals.items()}
+        pending = state["pending"]
+        if pending is not None:
+            found = self._confirm(pending, time, residuals)
+            if found is not None or state["pending"] is None:
+                self._learn(time, present, scores, skip_baseline=False)
+                return found
+        alarm_probability = float(self.param("alarm_probability"))
+        # Bonferroni: the chance that any of the features is this extreme.
+        p_values = {f: min(1.0, state["tails"][f].p_value(s) * len(self.features)) for f, s in scores.items()}
+        p_value = min(p_values.values())
+        extreme = warm and pending is None and p_value < alarm_probability
+        if extreme:
+            outliers = [f for f, p in p_values.items() if p < alarm_probability]
+            state["pending"] = {
+                "time": time, "values": present, "residuals": {f: residuals[f][0] for f in outliers},
+                "scores": scores, "p_value": p_value,
+                "expected": {f: state["baselines"][f].expected(time.timestamp()) for f in present},
+                "seen": 0, "shifted": 0, "shift_sum": dict.fromkeys(outliers, 0.0),
+            }
+            if int(self.param("confirm_bars")) == 0:
+                return self._conclude(state["pending"], time)
+        # An extreme bar does not teach the baseline until it is known to be a lasting change.
+        self._learn(time, present, scores, skip_baseline=extreme)
+        return None
+
+    def _learn(self, time: datetime, present: dict[str, float], scores: dict[str, float], skip_baseline: bool) -> None:
+        for f, value in present.items():
+            if self.state["baselines"][f].n > SETTLE_BARS:  # first scores measure a baseline still forming
+                self.state["tails"][f].learn(scores[f])
+            if not skip_baseline:
+                self.state["baselines"][f].learn(time, value, float(self.param("clip")))
+
+    def _confirm(self, pending: dict[str, Any], time: datetime,
+                 residuals: dict[str, tuple[float, float]]) -> Signal | None:
+        pending["seen"] += 1
+        shifted = False
+        for f, (r, _) in residuals.items():
+            if f not in pending["residuals"]:
+                continue
+            # Measured against the baseline from before the extreme bar (it did not learn it).
+            first = pending["residuals"][f]
+            pending["shift_sum"][f] += r
+            if first * r > 0 and abs(r) >= 0.5 * abs(first):
+                shifted = True
+        pending["shifted"] += int(shifted)
+        if pending["seen"] < int(self.param("confirm_bars")):
+            return None
+        return self._conclude(pending, time)
+
+    def _conclude(self, pending: dict[str, Any], time: datetime) -> Signal | None:
+        state = self.state
+        state["pending"] = None
+        seen = max(pending["seen"], 1)
+        if pending["shifted"] * 2 > seen:
+            # The values stayed away: a level shift, not a spike. Re-anchor on the bars after it.
+            for f, total in pending["shift_sum"].items():
+                state["baselines"][f].shift(total / seen)
+                state["baselines"][f].fresh = seen
+            return None
+        onset: datetime = pending["time"]
+        if self._recurring(onset.timestamp(), state["baselines"]) or not self._within_budget(onset):
+            return None
+        scores = pending["scores"]
+        top = max(pending["residuals"], key=lambda f: scores[f])
+        surprise = -math.log10(max(pending["p_value"], 1e-300))
+        threshold = -math.log10(float(self.param("alarm_probability")))
+        sign = "+" if pending["residuals"][top] > 0 else "-"
+        return self.signal(
+            time,
+            surprise,
+            confidence_of(surprise - threshold + 1.0, float(self.param("confidence_scale"))),
+            scores,
+            "expected: " + ", ".join(f"{f} ≈ {v:.4g}" for f, v in pending["expected"].items()),
+            f"observed: {top} = {pending['values'][top]:.4g} "
+            f"({sign}{scores[top]:.1f} scales, tail probability {pending['p_value']:.2g})",
+            onset=onset,
+            lag_bars=pending["seen"],
+        )
+
+    def _recurring(self, epoch_s: float, baselines: dict[str, SeasonalBaseline]) -> bool:
+        """Whether an extreme came at this time of day or week before (records this one)."""
+        state = self.state
+        step = min(b.step_s for b in baselines.values())
+        tolerance = max(float(self.param("recurrence_s")), int(self.param("recurrence_bars")) * step)
+        recent = [t for t in state["extremes"] if epoch_s - t <= 2 * WEEK_S]
+        recurring = any(
+            epoch_s - t >= DAY_S / 2 and min((epoch_s - t) % period, period - (epoch_s - t) % period) <= tolerance
+            for t in recent
+            for period in (DAY_S, WEEK_S)
+        )
+        state["extremes"] = [*recent[-31:], epoch_s]
+        return recurring
+
+
+DRIFT_PARAMS: dict[str, Any] = {
+    **BASELINE_DEFAULTS,
+    "level_half_life_bars": 60,
+    "scale_half_life_bars": 200,
+    "refractory_bars": 30,
+    "max_alarms_per_day": 24,
+    # CUSUM allowances (in scales) for the level and for the spread, and the smallest alarm level.
+    "level_allowance": 0.6,
+    "spread_allowance": 0.4,
+    "threshold": 12.0,
+    # Residuals are clipped to this many scales before the CUSUM (one spike is not a drift).
+    "score_clip": 6.0,
+    # The alarm level is at least this quantile of the stream's own past CUSUM excursions.
+    "excursion_probability": 1e-5,
+    "tail_quantile": 0.9,
+    "calibration_bars": 2000,
+    # Recent bars kept to locate the change point and measure the new level and spread.
+    "segment_bars": 48,
+    "confidence_scale": 2.0,
+}
+CHANNELS = ("up", "down", "wider", "narrower")
+LEVEL_CHANNELS = ("up", "down")
+# One CUSUM channel: its statistic, its peak, where it last left zero, and bars since then.
+EMPTY_EXCURSION: dict[str, Any] = {"sum": 0.0, "peak": 0.0, "start": None, "bars": 0}
+
+
+class CalibratedDrift(CalibratedDetector):
+    """Level shifts, ramps and spread changes: CUSUM on calibrated residuals, dated at the change point."""
+
+    kind: ClassVar[str] = "concept_drift"
+    defaults: ClassVar[dict[str, Any]] = DRIFT_PARAMS
+
+    def _fresh_state(self) -> dict[str, Any]:
+        state = super()._fresh_state()
+        state["cusum"] = {f: {c: dict(EMPTY_EXCURSION) for c in CHANNELS} for f in self.features}
+        state["excursions"] = self._tails(CHANNELS)
+        # Per feature: (epoch seconds, value less its profile part) of the last `segment_bars` bars.
+        state["recent"] = {f: [] for f in self.features}
+        return state
+
+    def _read(self, time: datetime, present: dict[str, float], warm: bool) -> Signal | None:
+        state = self.state
+        score_clip = float(self.param("score_clip"))
+        alarms: list[tuple[float, str, str]] = []
+        for f, value in present.items():
+            baseline = state["baselines"][f]
+            residual, scale = baseline.residual(time, value)
+            z = max(-score_clip, min(score_clip, residual / scale))
+            steps = {
+                "up": z - float(self.param("level_allowance")),
+                "down": -z - float(self.param("level_allowance")),
+                "wider": abs(z) - 1.0 - float(self.param("spread_allowance")),
+                "narrower": 1.0 - abs(z) - float(self.param("spread_allowance")),
+            }
+            for channel, step in steps.items():
+                cusum = state["cusum"][f][channel]
+                self._advance(cusum, channel, step, time)
+                if warm and cusum["sum"] > self._alarm_level(channel):
+                    alarms.append((cusum["sum"] / self._alarm_level(channel), f, channel))
+            season = baseline.season(time.timestamp()) if baseline.seasonal else 0.0
+            recent = state["recent"][f]
+            recent.append((int(time.timestamp()), value - season))
+            del recent[: -int(self.param("segment_bars"))]
+            baseline.learn(time, value, float(self.param("clip")))
+        if not alarms:
+            return None
+        _, feature, channel = max(alarms)
+        if channel not in LEVEL_CHANNELS:
+            # A level shift widens the residuals too: it is the level that moved when its own
+            # statistic is well on the way to an alarm.
+            level = max(LEVEL_CHANNELS, key=lambda c: state["cusum"][feature][c]["sum"])
+            if state["cusum"][feature][level]["sum"] >= 0.5 * self._alarm_level(level):
+                channel = level
+        return self._alarm(time, feature, channel)
+
+    def _advance(self, cusum: dict[str, Any], channel: str, step: float, time: datetime) -> None:
+        if cusum["sum"] + step <= 0:
+            if cusum["sum"] > 0:
+                # An excursion ended without an alarm: its peak calibrates the alarm level.
+                self.state["excursions"][channel].learn(cusum["peak"])
+            cusum.update(EMPTY_EXCURSION)
+            return
+        if cusum["sum"] == 0:
+            cusum["start"] = time
+        cusum["sum"] += step
+        cusum["peak"] = max(cusum["peak"], cusum["sum"])
+        cusum["bars"] += 1
+
+    def _alarm_level(self, channel: str) -> float:
+        bound = self.state["excursions"][channel].bound(float(self.param("excursion_probability")))
+        return max(float(self.param("threshold")), bound if math.isfinite(bound) else 0.0)
+
+    def _alarm(self, time: datetime, feature: str, channel: str) -> Signal | None:
+        state = self.state
+        excursion_bars = state["cusum"][feature][channel]["bars"]
+        for excursion in state["cusum"][feature].values():
+            excursion.update(EMPTY_EXCURSION)
+        baseline = state["baselines"][feature]
+        before_level, before_scale = baseline.expected(time.timestamp()), max(baseline.scale, baseline.floor())
+        # The change point: the split of the recent bars (twice the excursion, at most
+        # `segment_bars`) that best separates their means, or their spreads.
+        window = state["recent"][feature][-(2 * excursion_bars + 10):]
+        values = [v for _, v in window]
+        centre = statistics.fmean(values)
+        level_change = channel in LEVEL_CHANNELS
+        split = change_point(values if level_change else [abs(v - centre) for v in values], margin=2)
+        onset = datetime.fromtimestamp(window[split][0], tz=time.tzinfo)
+        before, after = values[:split], values[split:]
+        level_after = statistics.fmean(after)
+        trend = 0.0
+        if len(after) >= 10:
+            # A ramp (the values still moving along a line) also moves the trend.
+            slope = _slope(after)
+            if abs(slope) * len(after) > 0.5 * abs(level_after - statistics.fmean(before)):
+                trend, level_after = slope, level_after + slope * (len(after) - 1) / 2
+        # A few bars measure a spread poorly: blend it with the old one until more arrive.
+        weight = len(after) / (len(after) + 5)
+        spread_after = statistics.fmean(abs(v - statistics.fmean(after)) for v in after)
+        baseline.anchor(level_after, trend, weight * spread_after + (1 - weight) * before_scale, len(after))
+        if level_change:
+            strength = abs(statistics.fmean(after) - statistics.fmean(before)) / before_scale
+            described = f"{feature} ≈ {statistics.fmean(after):.4g} (mean since the change); level went {channel}"
+        else:
+            strength = abs(math.log(max(spread_after, baseline.floor()) / before_scale))
+            described = (f"{feature} spread ≈ {spread_after:.4g} (mean absolute deviation since the change); "
+                         f"spread went {channel}")
+        if not self._within_budget(onset):
+            return None
+        return self.signal(
+            time,
+            strength,
+            confidence_of(strength, float(self.param("confidence_scale"))),
+            {feature: 1.0},
+            f"{feature} ≈ {before_level:.4g}, spread ≈ {before_scale:.4g} (before the change)",
+            described,
+            onset=onset,
+            lag_bars=len(after),
+        )
+
+
+def _slope(values: list[float]) -> float:
+    """Least-squares slope of values against their index."""
+    n = len(values)
+    index_mean, value_mean = (n - 1) / 2, statistics.fmean(values)
+    return sum((i - index_mean) * (v - value_mean) for i, v in enumerate(values)) / (n * (n * n - 1) / 12)
