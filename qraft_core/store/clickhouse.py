@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 
 from qraft_core.redact import redact
-from qraft_core.store.base import STREAM_SEPARATORS, Filter, StoreError, StoreUnavailable
+from qraft_core.store.base import STREAM_SEPARATORS, Filter, StoreError
 from qraft_core.store.cluster import StoreLayout, apply_migrations, delete_statement
 from qraft_core.store.schema import TableSpec, checked_identifier, spec
 from qraft_core.store.sessions import ENGINE, ServerClients, lock_path_of
