@@ -2,6 +2,7 @@
 (mounted files exist, Qraft commands and options exist, the environment is a valid configuration)."""
 
 import json
+import re
 
 import jsonschema
 import pytest
@@ -85,3 +86,13 @@ def test_prometheus_scrapes_the_ports_the_processes_serve(compose):
             served.add(f"{name}:{command[command.index('--metrics-port') + 1]}")
     assert targets == served == {"lander:9464", "sources:9465"}
     assert scrape["rule_files"] == ["alerts.yml"]
+
+
+def test_no_secret_is_written_into_the_file(compose):
+    for name, service in compose["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if re.search(r"PASSWORD|SECRET|_KEY$", key):
+                assert str(value).startswith("${"), (name, key)
+            # A URL's password, too, only ever comes from the environment.
+            password = re.search(r"//[^/@:]*:([^@/]*)@", str(value))
+            assert password is None or password[1].startswith("${"), (name, key)
