@@ -96,3 +96,16 @@ def test_no_secret_is_written_into_the_file(compose):
             # A URL's password, too, only ever comes from the environment.
             password = re.search(r"//[^/@:]*:([^@/]*)@", str(value))
             assert password is None or password[1].startswith("${"), (name, key)
+
+
+def test_the_three_nats_servers_form_one_jetstream_cluster(compose):
+    def flag(command: list[str], name: str) -> str:
+        return command[command.index(name) + 1]
+
+    nodes = {name: s["command"] for name, s in compose["services"].items() if name.startswith("nats-")}
+    assert sorted(nodes) == ["nats-1", "nats-2", "nats-3"]
+    for name, command in nodes.items():
+        assert "--jetstream" in command and flag(command, "--name") == name
+        assert flag(command, "--cluster_name") == "qraft"
+        routes = {r.removeprefix("nats://").split(":")[0] for r in flag(command, "--routes").split(",")}
+        assert routes == set(nodes) - {name}
