@@ -56,6 +56,12 @@ class StoreConfig(Strict):
                 raise ValueError(f"{table}: expected at least 1 day (got {days})")
         return value
 
+    @model_validator(mode="after")
+    def _cluster_needs_a_server(self) -> StoreConfig:
+        if self.cluster and not self.dsn.startswith(("http://", "https://")):
+            raise ValueError("cluster: a cluster needs dsn to name one of its ClickHouse servers (http(s)://…)")
+        return self
+
 
 class NatsConfig(Strict):
     # Empty means the embedded nats-server, started on a free loopback port. Several seed

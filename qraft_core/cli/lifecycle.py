@@ -47,7 +47,7 @@ def backup_command(ctx: click.Context, destination: str, as_json: bool) -> None:
     rt = runtime(ctx)
     try:
         manifest = backup(rt.store, location(destination), _local_stores(rt), _postgres_stores(rt))
-    except LocationError as exc:
+    except (LocationError, OSError) as exc:
         _fail(exc)
     emit(manifest, as_json, f"backed up {len(manifest['tables'])} tables, {len(manifest['files'])} files "
                             f"and {len(manifest['databases'])} PostgreSQL databases to {destination}")
@@ -68,7 +68,7 @@ def restore_command(ctx: click.Context, source: str, yes: bool, as_json: bool) -
     rt = runtime(ctx)
     try:
         manifest = restore(rt.store, location(source), _local_stores(rt), _postgres_stores(rt))
-    except LocationError as exc:
+    except (LocationError, OSError) as exc:
         _fail(exc)
     emit(manifest, as_json, f"restored {len(manifest['tables'])} tables from {source}; digests verified")
 
@@ -105,7 +105,7 @@ def archive_export(ctx: click.Context, table: str, start: date, end: date, desti
 
     try:
         summary = archive(runtime(ctx).store, table, start, end, location(destination), delete)
-    except LocationError as exc:
+    except (LocationError, OSError) as exc:
         _fail(exc)
     emit(summary, as_json, f"archived {summary['rows']} rows of {table} ({len(summary['days'])} days) "
                            f"to {destination}{'; removed from ClickHouse' if delete else ''}")
@@ -124,7 +124,7 @@ def archive_load(ctx: click.Context, table: str, start: date, end: date, source:
 
     try:
         summary = load(runtime(ctx).store, table, start, end, location(source))
-    except LocationError as exc:
+    except (LocationError, OSError) as exc:
         _fail(exc)
     emit(summary, as_json, f"loaded {summary['rows']} rows of {table} ({len(summary['days'])} days) from {source}")
 

@@ -86,6 +86,7 @@ def test_a_statement_without_a_cluster_form_is_refused():
     ({"QRAFT_STORE_RETENTION_DAYS": "{raw_event: 3}"}, "store.retention_days: Value error, 'raw_event' is not a table"),
     ({"QRAFT_STORE_RETENTION_DAYS": "{raw_events: 0}"}, "expected at least 1 day"),
     ({"QRAFT_STORE_CLUSTER": "a;b"}, "store.cluster: String should match pattern"),
+    ({"QRAFT_STORE_CLUSTER": "qraft"}, "store: Value error, cluster: a cluster needs dsn"),
 ])
 def test_bad_store_settings_name_the_key(environ, message):
     with pytest.raises(ConfigError, match="config/qraft.yaml") as error:

@@ -2,6 +2,7 @@
 (mounted files exist, Qraft commands and options exist, the environment is a valid configuration)."""
 
 import json
+import re
 
 import jsonschema
 import pytest
@@ -85,3 +86,26 @@ def test_prometheus_scrapes_the_ports_the_processes_serve(compose):
             served.add(f"{name}:{command[command.index('--metrics-port') + 1]}")
     assert targets == served == {"lander:9464", "sources:9465"}
     assert scrape["rule_files"] == ["alerts.yml"]
+
+
+def test_no_secret_is_written_into_the_file(compose):
+    for name, service in compose["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if re.search(r"PASSWORD|SECRET|_KEY$", key):
+                assert str(value).startswith("${"), (name, key)
+            # A URL's password, too, only ever comes from the environment.
+            password = re.search(r"//[^/@:]*:([^@/]*)@", str(value))
+            assert password is None or password[1].startswith("${"), (name, key)
+
+
+def test_the_three_nats_servers_form_one_jetstream_cluster(compose):
+    def flag(command: list[str], name: str) -> str:
+        return command[command.index(name) + 1]
+
+    nodes = {name: s["command"] for name, s in compose["services"].items() if name.startswith("nats-")}
+    assert sorted(nodes) == ["nats-1", "nats-2", "nats-3"]
+    for name, command in nodes.items():
+        assert "--jetstream" in command and flag(command, "--name") == name
+        assert flag(command, "--cluster_name") == "qraft"
+        routes = {r.removeprefix("nats://").split(":")[0] for r in flag(command, "--routes").split(",")}
+        assert routes == set(nodes) - {name}

@@ -104,3 +104,12 @@ def test_production_runs_each_dagster_run_as_a_job_with_the_instance_qraft_write
     assert lander["spec"]["replicas"] == 3
     webserver = dict(pod_specs(resources))["dagster-webserver"]
     assert {"name": "compute-logs", "mountPath": config.dagster.compute_logs_dir} in webserver["containers"][0]["volumeMounts"]
+
+
+def test_nats_routes_name_every_pod_of_the_statefulset(rendered):
+    _, resources = rendered
+    nats = next(r for r in resources if r["kind"] == "StatefulSet" and r["metadata"]["name"] == "nats")
+    config = next(r for r in resources if r["metadata"]["name"] == "nats-config")["data"]["nats.conf"]
+    routes = sorted(line.strip() for line in config.splitlines() if line.strip().startswith("nats://"))
+    service = nats["spec"]["serviceName"]
+    assert routes == [f"nats://nats-{i}.{service}:6222" for i in range(nats["spec"]["replicas"])]
