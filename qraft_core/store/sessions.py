@@ -117,6 +117,12 @@ class EmbeddedEngine:
             self._local.depth = 0
             self._leave(keep_open_s)
 
+    def current_client(self, dsn: str) -> Any:
+        """The client if this thread is in a session on `dsn`, else None."""
+        if getattr(self._local, "depth", 0) and self._local.dsn == dsn:
+            return self._client
+        return None
+
     @property
     def is_open(self) -> bool:
         return self._client is not None
@@ -232,6 +238,9 @@ class ServerClients:
         self.dsn = dsn
         self._connect = connect or connect_client
         self._local = threading.local()
+
+    def current_client(self) -> Any:
+        return getattr(self._local, "client", None)
 
     @contextmanager
     def session(self) -> Iterator[Any]:
