@@ -77,7 +77,7 @@ def serve(data_dir: Path, port: int, cache: bool) -> None:
 
     from qraft_core.api import create_app
 
-    api = ApiConfig() if cache else ApiConfig(cache_max_entries=0)
+    api = ApiConfig() if cache else ApiConfig(cache_max_mb=0)
     config = QraftConfig(data_dir=data_dir, api=api)
     store = open_store(
         f"chdb://{data_dir / 'clickhouse'}", keep_open_s=config.api.store_keep_open_s

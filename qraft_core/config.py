@@ -186,7 +186,7 @@ class ApiConfig(Strict):
     cache_check_s: float = Field(default=0.25, ge=0)
     # An entry is rebuilt after this long even if no version changed (bounds any staleness).
     cache_ttl_s: float = Field(default=60.0, gt=0)
-    cache_max_entries: int = Field(default=2048, ge=0)
+    cache_max_mb: float = Field(default=64.0, ge=0)
 
 
 class DagsterK8sConfig(Strict):

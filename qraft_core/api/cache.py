@@ -46,13 +46,14 @@ class ResponseCache:
         store: Callable[[], EventStore],
         check_s: float,
         ttl_s: float,
-        max_entries: int,
+        max_bytes: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self.check_s = check_s
         self.ttl_s = ttl_s
-        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._bytes = 0
         self._clock = clock
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._lock = threading.Lock()
@@ -72,9 +73,11 @@ class ResponseCache:
             with self._probe:
                 if self.check_s <= 0 or self._checked_at == float("-inf"):
                     self._read_versions()
-        elif self._probe.acquire(blocking=False):
+            return self._versions
+        current = self._versions
+        if self._probe.acquire(blocking=False):
             threading.Thread(target=self._refresh, name="qraft-cache-versions", daemon=True).start()
-        return self._versions
+        return current
 
     def _read_versions(self) -> None:
         self._versions = self._store().table_versions(CACHED_TABLES)
@@ -93,7 +96,7 @@ class ResponseCache:
         self, key: Hashable, tables: Sequence[str], build: Callable[[], tuple[Body, bool]]
     ) -> Body:
         """The cached body of `key`, or `build()`'s (kept when its flag says the body may be reused)."""
-        if self.max_entries <= 0:
+        if self.max_bytes <= 0:
             return build()[0]
         versions = self._current_versions()
         token = tuple(versions[table] for table in tables)
@@ -104,12 +107,16 @@ class ResponseCache:
                 self._entries.move_to_end(key)
                 return entry.body
         body, reusable = build()
-        if reusable:
+        if reusable and len(body.content) <= self.max_bytes:
             with self._lock:
+                replaced = self._entries.pop(key, None)
+                if replaced is not None:
+                    self._bytes -= len(replaced.body.content)
                 self._entries[key] = _Entry(token, now, body)
-                self._entries.move_to_end(key)
-                while len(self._entries) > self.max_entries:
-                    self._entries.popitem(last=False)
+                self._bytes += len(body.content)
+                while self._bytes > self.max_bytes:
+                    _, dropped = self._entries.popitem(last=False)
+                    self._bytes -= len(dropped.body.content)
         return body
 
     def written(self) -> None:

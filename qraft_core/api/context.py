@@ -111,7 +111,10 @@ class ApiContext:
         self.cards = load_cards_config(self.runtime.config_path)
         self.llm = llm_client(self.config.llm)
         self.cache = ResponseCache(
-            lambda: self.store, api.cache_check_s, api.cache_ttl_s, api.cache_max_entries
+            lambda: self.store,
+            api.cache_check_s,
+            api.cache_ttl_s,
+            int(api.cache_max_mb * 1024 * 1024),
         )
         self.key_header = APIKeyHeader(
             name="X-API-Key", auto_error=False, description=f"The key held in ${api.api_key_env}"

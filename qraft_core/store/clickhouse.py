@@ -95,6 +95,13 @@ class ClickHouseStore:
         with self._holder():
             yield
 
+    @property
+    def _client(self) -> Any:
+        """The client of this thread's open session, or None (tests use it to send raw SQL)."""
+        if self._server is not None:
+            return self._server.current_client()
+        return ENGINE.current_client(self.dsn)
+
     def _holder(self) -> AbstractContextManager[Any]:
         if self._server is not None:
             return self._server.session()

@@ -91,6 +91,7 @@ class EmbeddedEngine:
         self._signal: WaitSignal | None = None
         self._yield_to: WaitSignal | None = None
         self._users = 0
+        self._opening = False
         self._idle_until = 0.0
         self._reaper: threading.Thread | None = None
 
@@ -117,11 +118,18 @@ class EmbeddedEngine:
             self._local.depth = 0
             self._leave(keep_open_s)
 
+    def current_client(self, dsn: str) -> Any:
+        """The client if this thread is in a session on `dsn`, else None."""
+        if getattr(self._local, "depth", 0) and self._local.dsn == dsn:
+            return self._client
+        return None
+
     @property
     def is_open(self) -> bool:
         return self._client is not None
 
     def _enter(self, dsn: str, lock_timeout_s: float) -> Any:
+        deadline = time.monotonic() + lock_timeout_s
         with self._cond:
             while True:
                 if self._client is not None:
@@ -130,13 +138,34 @@ class EmbeddedEngine:
                     if self._dsn == dsn and not handing_over:
                         self._users += 1
                         return self._client
-                    if self._users:  # wait for the sessions in flight, then hand over or switch path
+                    if (
+                        self._users
+                    ):  # wait for the sessions in flight, then hand over or switch path
                         self._cond.wait()
                         continue
                     self._close(handing_over)
-                self._open(dsn, lock_timeout_s)
-                self._users = 1
-                return self._client
+                if (
+                    self._opening
+                ):  # another thread is waiting for the lock: wait with it, up to our own deadline
+                    if not self._cond.wait(timeout=max(0.0, deadline - time.monotonic())):
+                        raise self._held_elsewhere(dsn, lock_timeout_s)
+                    continue
+                self._opening = True
+                try:
+                    # Waiting for the file lock can take long: others may leave or give up meanwhile.
+                    self._cond.release()
+                    try:
+                        opened = self._open(
+                            dsn, max(0.0, deadline - time.monotonic()), lock_timeout_s
+                        )
+                    finally:
+                        self._cond.acquire()
+                    self._dsn, self._client, self._file_lock, self._signal = opened
+                    self._users = 1
+                    return self._client
+                finally:
+                    self._opening = False
+                    self._cond.notify_all()
 
     def _leave(self, keep_open_s: float) -> None:
         with self._cond:
@@ -151,7 +180,9 @@ class EmbeddedEngine:
                     self._start_reaper()
             self._cond.notify_all()
 
-    def _open(self, dsn: str, lock_timeout_s: float) -> None:
+    def _open(
+        self, dsn: str, timeout_s: float, lock_timeout_s: float
+    ) -> tuple[str, Any, FileLock, WaitSignal]:
         if self._yield_to is not None:  # stay back until the process we handed the store to has it
             self._yield_to.wait_gone(_HANDOVER_MAX_S)
             self._yield_to = None
@@ -164,18 +195,24 @@ class EmbeddedEngine:
         except Timeout:
             with signal.waiting():
                 try:
-                    file_lock.acquire(timeout=lock_timeout_s)
+                    file_lock.acquire(timeout=timeout_s)
                 except Timeout as exc:
-                    raise StoreUnavailable(
-                        f"the embedded store at {redact(dsn)} is held by another process "
-                        f"(lock {lock_path}) for more than {lock_timeout_s:.0f}s"
-                    ) from exc
+                    raise self._held_elsewhere(dsn, lock_timeout_s) from exc
         try:
             client = self._connect(dsn)
         except Exception as exc:
             file_lock.release()
-            raise StoreUnavailable(f"cannot open the store at {redact(dsn)}: {redact(str(exc))}") from exc
-        self._dsn, self._client, self._file_lock, self._signal = dsn, client, file_lock, signal
+            raise StoreUnavailable(
+                f"cannot open the store at {redact(dsn)}: {redact(str(exc))}"
+            ) from exc
+        return dsn, client, file_lock, signal
+
+    @staticmethod
+    def _held_elsewhere(dsn: str, lock_timeout_s: float) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"the embedded store at {redact(dsn)} is held by another process "
+            f"(lock {lock_path_of(dsn)}) for more than {lock_timeout_s:.0f}s"
+        )
 
     def _close(self, handing_over: bool = False) -> None:
         client, file_lock = self._client, self._file_lock
@@ -232,6 +269,9 @@ class ServerClients:
         self.dsn = dsn
         self._connect = connect or connect_client
         self._local = threading.local()
+
+    def current_client(self) -> Any:
+        return getattr(self._local, "client", None)
 
     @contextmanager
     def session(self) -> Iterator[Any]:

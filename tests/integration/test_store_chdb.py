@@ -223,12 +223,14 @@ def test_threads_share_the_store_without_losing_a_write(chdb_store, keep_open_s)
 
 
 def test_a_store_kept_open_is_held_between_sessions_and_closed_when_idle(chdb_store):
-    chdb_store.keep_open_s = 0.3
+    chdb_store.keep_open_s = 600
     chdb_store.count("raw_events")
     assert ENGINE.is_open
     with pytest.raises(Timeout):
         FileLock(chdb_store.lock_path).acquire(timeout=0.05)
-    for _ in range(100):  # the idle engine is closed by its own thread
+    chdb_store.keep_open_s = 0.2
+    chdb_store.count("raw_events")
+    for _ in range(200):  # the idle engine is closed by its own thread
         if not ENGINE.is_open:
             break
         threading.Event().wait(0.05)
@@ -315,3 +317,28 @@ def test_a_store_is_migrated_once_per_process(tmp_path, monkeypatch):
     first, second = open_store(dsn), open_store(dsn)
     assert calls == [dsn] and first is not second
     assert second.count("raw_events") == {"": 0}  # the second handle sees the migrated schema
+
+
+def test_threads_waiting_for_a_held_store_each_give_up_after_their_own_timeout(chdb_store):
+    chdb_store.lock_timeout_s = 0.3
+    holder = FileLock(chdb_store.lock_path, thread_local=False)
+    holder.acquire()
+    release = threading.Timer(3.0, holder.release)  # longer than 16 waits of 0.3 s one after another
+    release.start()
+    outcomes: list[str] = []
+
+    def ask() -> None:
+        try:
+            chdb_store.count("raw_events")
+            outcomes.append("served")
+        except StoreUnavailable:
+            outcomes.append("unavailable")
+
+    threads = [threading.Thread(target=ask) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    release.join()
+    assert outcomes == ["unavailable"] * 16
+    assert chdb_store.count("raw_events") == {"": 0}
