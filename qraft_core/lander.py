@@ -555,10 +555,17 @@ class Lander:
         raw, dead = batch.raw_events, batch.dead_letters
         written_first = dead.clear()
         stored_parts = []
+        # Stored versions are looked for within `resend_window_s` of the batch's event times, so the
+        # cost follows the batch, not the size of raw_events.
+        window = timedelta(seconds=self.config.resend_window_s)
         for (source,), group in raw.group_by("source"):
             ids = group["event_id"].unique().to_list()
             where = [Filter("source", "=", source), Filter("event_id", "in", ids)]
-            stored_parts.append(self.store.select("raw_events", where=where, columns=[*RAW_COLUMNS, "landed_at"]))
+            first: datetime = group["timestamp"].min()  # type: ignore[assignment]
+            last: datetime = group["timestamp"].max()  # type: ignore[assignment]
+            stored_parts.append(self.store.select(
+                "raw_events", start=first - window, end=last + window + timedelta(milliseconds=1),
+                where=where, columns=[*RAW_COLUMNS, "landed_at"]))
         stored = pl.concat(stored_parts, how="vertical_relaxed") if stored_parts else pl.DataFrame()
         if stored.is_empty():
             return raw, dead, written_first
