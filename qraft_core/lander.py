@@ -1,11 +1,14 @@
 """The lander: the long-running consumer that moves events from the bus into `raw_events`.
 
-It fetches batches (by size and time), validates every line of every message,
-inserts good events into `raw_events` and everything else into `dead_letters`
-with the reason and the raw bytes, and acknowledges the messages only after
-both inserts committed. Store errors are retried with backoff while the bus is
-told the batch is still in progress; nothing here ends the process but a stop
-request, which is honoured once the batch in hand is landed or handed back.
+It fetches batches (by size and time), judges every line of every message on
+its own, inserts good events into `raw_events` and everything else into
+`dead_letters` with the reason and the raw bytes, and acknowledges the messages
+only after both inserts committed. One event id keeps one row (the newest
+ingest wins, within and across batches); event times are bounded by origin.
+Transient store errors are retried with backoff while the bus is told the
+batch is still in progress; permanent ones dead-letter the rows they are about.
+Nothing here ends the process but a stop request, which is honoured once the
+batch in hand is landed or handed back.
 """
 
 from __future__ import annotations
