@@ -133,6 +133,10 @@ class LanderConfig(Strict):
     # never the clock: a century holds any real history in one batch (a 20,000-line batch of
     # daily values spans 55 years), a mistyped year (2999 for 2019) falls outside it.
     backfill_max_spread_days: int = Field(default=36_525, ge=1)
+    # A re-sent event id is matched with its stored versions whose event time lies within this
+    # many seconds of the batch's (the lookup reads only that stretch of raw_events): a day covers
+    # corrections and redeliveries; a version moved further stays a second row.
+    resend_window_s: int = Field(default=86_400, ge=0)
     # A store error that is neither known to be transient nor known to be permanent is retried this
     # many times, then treated as permanent (its rows are dead-lettered with the error).
     max_store_attempts: int = Field(default=10, ge=1)

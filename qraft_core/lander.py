@@ -1,11 +1,14 @@
 """The lander: the long-running consumer that moves events from the bus into `raw_events`.
 
-It fetches batches (by size and time), validates every line of every message,
-inserts good events into `raw_events` and everything else into `dead_letters`
-with the reason and the raw bytes, and acknowledges the messages only after
-both inserts committed. Store errors are retried with backoff while the bus is
-told the batch is still in progress; nothing here ends the process but a stop
-request, which is honoured once the batch in hand is landed or handed back.
+It fetches batches (by size and time), judges every line of every message on
+its own, inserts good events into `raw_events` and everything else into
+`dead_letters` with the reason and the raw bytes, and acknowledges the messages
+only after both inserts committed. One event id keeps one row (the newest
+ingest wins, within and across batches); event times are bounded by origin.
+Transient store errors are retried with backoff while the bus is told the
+batch is still in progress; permanent ones dead-letter the rows they are about.
+Nothing here ends the process but a stop request, which is honoured once the
+batch in hand is landed or handed back.
 """
 
 from __future__ import annotations
@@ -555,10 +558,17 @@ class Lander:
         raw, dead = batch.raw_events, batch.dead_letters
         written_first = dead.clear()
         stored_parts = []
+        # Stored versions are looked for within `resend_window_s` of the batch's event times, so the
+        # cost follows the batch, not the size of raw_events.
+        window = timedelta(seconds=self.config.resend_window_s)
         for (source,), group in raw.group_by("source"):
             ids = group["event_id"].unique().to_list()
             where = [Filter("source", "=", source), Filter("event_id", "in", ids)]
-            stored_parts.append(self.store.select("raw_events", where=where, columns=[*RAW_COLUMNS, "landed_at"]))
+            first: datetime = group["timestamp"].min()  # type: ignore[assignment]
+            last: datetime = group["timestamp"].max()  # type: ignore[assignment]
+            stored_parts.append(self.store.select(
+                "raw_events", start=first - window, end=last + window + timedelta(milliseconds=1),
+                where=where, columns=[*RAW_COLUMNS, "landed_at"]))
         stored = pl.concat(stored_parts, how="vertical_relaxed") if stored_parts else pl.DataFrame()
         if stored.is_empty():
             return raw, dead, written_first

@@ -487,3 +487,32 @@ def test_a_batch_refused_whole_is_dead_lettered_in_few_inserts():
     assert lander.stats.dead_lettered == 500
     assert store.tables["dead_letters"].height == 500
     assert store.raw_inserts <= 2 * 64
+
+
+def land_lines(store: MemoryStore, *lines: bytes, **config: Any) -> Lander:
+    bus = MemoryBus()
+    asyncio.run(bus.publish_raw("binance_spot", b"\n".join(lines)))
+    lander = Lander(bus, store, LanderConfig(batch_timeout_ms=20, **config))
+    asyncio.run(lander.land_once())
+    return lander
+
+
+def test_across_batches_the_newest_ingest_wins_within_the_resend_window(memory_store):
+    land_lines(memory_store, event_line("r-1", timestamp="2026-01-05T00:00:01Z", ingest_time="2026-01-05T00:00:02Z"))
+    newer = event_line("r-1", timestamp="2026-01-05T00:00:09Z", ingest_time="2026-01-05T00:00:10Z")
+    lander = land_lines(memory_store, newer)
+    assert (lander.stats.landed, lander.stats.dead_lettered) == (1, 1)
+    assert memory_store.tables["raw_events"]["timestamp"].to_list() == [datetime(2026, 1, 5, 0, 0, 9, tzinfo=UTC)]
+    assert memory_store.tables["dead_letters"]["reason"][0].startswith("superseded: ")
+    # An older version arriving late loses to the stored one.
+    stale = event_line("r-1", timestamp="2026-01-05T00:00:05Z", ingest_time="2026-01-05T00:00:03Z")
+    lander = land_lines(memory_store, stale)
+    assert (lander.stats.landed, lander.stats.dead_lettered) == (0, 1)
+    assert memory_store.tables["raw_events"].height == 1
+
+
+def test_a_version_moved_beyond_the_resend_window_is_not_looked_for(memory_store):
+    land_lines(memory_store, event_line("r-2", timestamp="2026-01-05T00:00:01Z"), resend_window_s=60)
+    land_lines(memory_store, event_line("r-2", timestamp="2026-01-05T00:02:01Z",
+                                        ingest_time="2026-01-05T00:03:17.300Z"), resend_window_s=60)
+    assert memory_store.tables["raw_events"].height == 2
