@@ -322,3 +322,13 @@ def test_bus_reset_makes_the_next_lander_land_the_stream_again(config_dir, nats_
         landed.append(asyncio.run(run_lander(rt, until_idle=True)).landed)
     # A fresh store behind a consumer that had read everything: nothing, until the reset.
     assert landed == [5, 0, 5]
+
+
+def test_nats_url_takes_a_list_or_a_comma_separated_string_of_seed_urls():
+    from qraft_core.bus.nats_bus import seed_urls
+    from qraft_core.config import QraftConfig
+
+    listed = QraftConfig.model_validate({"nats": {"url": ["nats://a:4222", "nats://b:4222"]}})
+    assert listed.nats.url == "nats://a:4222,nats://b:4222"
+    assert seed_urls(listed.nats.url) == seed_urls("nats://a:4222, nats://b:4222") == ["nats://a:4222", "nats://b:4222"]
+    assert NatsBus(listed.nats.url).servers == ["nats://a:4222", "nats://b:4222"]
