@@ -133,14 +133,16 @@ def _mostly_times(values: list[Any], unit: str) -> bool:
 
 
 def _numbers(column: pl.Series) -> pl.Series:
-    return column.cast(pl.Utf8).cast(pl.Float64, strict=False) if column.dtype != pl.Boolean else column.cast(
-        pl.Float64).clear()
+    """The values as numbers, null where one is not (booleans and nested values never are)."""
+    if column.dtype == pl.Boolean or column.dtype.is_nested():
+        return pl.Series(column.name, [None] * column.len(), dtype=pl.Float64)
+    return column.cast(pl.Utf8).cast(pl.Float64, strict=False)
 
 
 def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
     """"iso", an epoch unit ("s", "ms", "us", "ns"), or None when the column is not a time."""
     present = column.drop_nulls()
-    if present.len() == 0 or column.dtype == pl.Boolean:
+    if present.len() == 0 or column.dtype == pl.Boolean or column.dtype.is_nested():
         return None
     if isinstance(column.dtype, pl.Datetime | pl.Date):
         return "iso"
@@ -264,9 +266,9 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         if name == column:
             continue
         values_of = frame[name].drop_nulls()
-        if values_of.len() == 0:
+        if values_of.len() == 0 or values_of.dtype.is_nested():
             ignored.append(name)
-        elif values_of.dtype != pl.Boolean and _numbers(values_of).null_count() <= (1 - MIN_NUMBER_SHARE) * values_of.len():
+        elif _numbers(values_of).null_count() <= (1 - MIN_NUMBER_SHARE) * values_of.len():
             numeric.append(name)
         elif values_of.n_unique() <= min(MAX_CATEGORIES, max(2, values_of.len() // 10)):
             categorical.append(name)

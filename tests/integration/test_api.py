@@ -32,7 +32,7 @@ from qraft_core.config import (
 )
 from qraft_core.events import PatternEvent, iso
 from qraft_core.explain import load_cards_config, materialize_cards
-from qraft_core.explain.examples import example_clean_events, example_patterns, pattern_rows
+from qraft_core.plugins.markets.examples import example_clean_events, example_patterns, pattern_rows
 from qraft_core.store import ClickHouseStore
 from qraft_core.store.sessions import ENGINE
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from qraft_core.cli import main
-from qraft_core.explain.examples import example_clean_events, example_patterns, pattern_rows
+from qraft_core.plugins.markets.examples import example_clean_events, example_patterns, pattern_rows
 from qraft_core.runtime import Runtime
 
 PATTERNS = example_patterns()

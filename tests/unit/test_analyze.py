@@ -142,7 +142,8 @@ def test_the_written_config_is_valid_and_each_file_is_its_own_stream(tmp_path: P
     files = [series(tmp_path / "cpu load.csv", timedelta(minutes=5), 300),
              series(tmp_path / "requests.csv", timedelta(minutes=1), 300)]
     (tmp_path / "events.jsonl").write_text("\n".join(
-        json.dumps({"ts": int((T0 + timedelta(minutes=i)).timestamp() * 1000), "kind": ["a", "b"][i % 2]})
+        json.dumps({"ts": int((T0 + timedelta(minutes=i)).timestamp() * 1000), "kind": ["a", "b"][i % 2],
+                    "ok": i % 3 == 0, "meta": {"host": "h1"}, "tags": ["x"]})
         for i in range(300)))
     files.append(tmp_path / "events.jsonl")
     plan = plan_analysis(profile_files(files, None))
@@ -160,4 +161,7 @@ def test_the_written_config_is_valid_and_each_file_is_its_own_stream(tmp_path: P
     # Glob features resolved per stream: the categorical-only stream has no `*_mean` column.
     assert by_name["level_adwin"] == (["value_mean"], ["cpu_load", "requests"])
     assert "events" not in {s for d in detectors.detectors for s in d.streams}
+    events = plan.profiles[2]
+    assert (events.time_unit, events.numeric, events.categorical, events.ignored) == (
+        "ms", [], ["kind", "ok"], ["meta", "tags"])
     assert yaml.safe_load((folder / "sources.yaml").read_text())["sources"][0]["endpoint"] == str(files[0].resolve())

@@ -14,8 +14,8 @@ from qraft_core.events import PatternEvent
 from qraft_core.explain import load_cards_config, load_context, materialize_cards, render_card
 from qraft_core.explain.cards import Card
 from qraft_core.explain.context import ContextSummary
-from qraft_core.explain.examples import example_clean_events, example_patterns, pattern_rows
 from qraft_core.explain.templates import CardsConfig
+from qraft_core.plugins.markets.examples import example_clean_events, example_patterns, pattern_rows
 from qraft_core.store.fake import MemoryStore
 
 REPO = Path(__file__).resolve().parents[2]

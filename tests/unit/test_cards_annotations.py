@@ -13,7 +13,7 @@ from qraft_core.annotations import (
     detector_stats,
     human_truth,
 )
-from qraft_core.explain.examples import example_patterns, pattern_rows
+from qraft_core.plugins.markets.examples import example_patterns, pattern_rows
 from qraft_core.store.fake import MemoryStore
 
 T0 = datetime(2026, 1, 6, 9, 0, tzinfo=UTC)

@@ -9,8 +9,8 @@ import pytest
 
 from qraft_core.config import LlmConfig
 from qraft_core.explain import LlmError, load_cards_config, load_context, render_card
-from qraft_core.explain.examples import example_clean_events, example_patterns
 from qraft_core.explain.llm import OpenAiCompatibleClient, build_messages, llm_client, with_llm
+from qraft_core.plugins.markets.examples import example_clean_events, example_patterns
 from qraft_core.store.fake import MemoryStore
 
 REPO = Path(__file__).resolve().parents[2]

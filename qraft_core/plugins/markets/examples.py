@@ -1,4 +1,5 @@
-"""One pattern event of every type with the clean data around it, for documentation and tests.
+"""Market examples: one pattern event of every type on trades and headlines, with the clean data
+around it, for documentation and tests.
 
 The values are synthetic but shaped like real detector output: states before
 and after, metric changes with units, contributors, and cross-validated
