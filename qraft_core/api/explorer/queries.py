@@ -16,7 +16,7 @@ from typing import Any
 
 from qraft_core.annotations import list_annotations, verdicts
 from qraft_core.events import PatternEvent, iso, utc
-from qraft_core.explain.catalog import PatternQuery, encode_cursor, patterns_page
+from qraft_core.explain.catalog import PatternQuery, encode_cursor, iter_patterns, patterns_page
 from qraft_core.explain.context import context_window, pattern_sources
 from qraft_core.store.base import EventStore, Filter
 
@@ -425,17 +425,18 @@ def evaluation_view(store: EventStore, truth_path: Path) -> dict[str, Any] | Non
 
     None when there is no truth file.
     """
-    from qraft_core.evaluate import Item, evaluate_store, load_truth, match
-    from qraft_core.patterns.materialize import load_pattern_events
+    from qraft_core.evaluate import Item, evaluate_findings, load_truth, match
 
     if not truth_path.is_file():
         return None
     truth = load_truth(truth_path)
-    report = evaluate_store(store, truth_path)
     if truth.start is None or truth.end is None:
         return None
-    events = load_pattern_events(store, truth.start, truth.end)
+    # Through the catalogue: the patterns package would load every detector library first.
+    events = [e for page in iter_patterns(store, PatternQuery(truth.start, truth.end)) for e in page]
     findings = [Item(e.type.value, s, e.timestamp, e.pattern_id) for e in events for s in e.source_streams]
+    n_events = store.count("clean_events", start=truth.start, end=truth.end).get("", 0)
+    report = evaluate_findings(findings, truth, truth.start, truth.end, n_events)
     inside = [t for t in truth.items if truth.start <= t.time < truth.end]
     pairs = match(findings, inside, truth.tolerance_s, report["early_s"])
     matched = {id(t): f for f, t in pairs if t is not None}
