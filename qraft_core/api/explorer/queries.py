@@ -246,7 +246,7 @@ def signals(store: EventStore, streams: list[str], start: datetime, end: datetim
 
 def matching_headlines(
     store: EventStore, pattern: PatternEvent, start: datetime, end: datetime, limit: int = 50
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
     """Clean events around a frequent pattern whose text holds every item of its itemset."""
     items = [str(i).lower() for i in (pattern.details.model_extra or {}).get("itemset", [])]
     if not items:
@@ -262,10 +262,13 @@ def matching_headlines(
     found = []
     for ts, text in zip(frame["timestamp"], frame["payload"], strict=True):
         payload = json.loads(text)
-        strings = " ".join(v for v in payload.values() if isinstance(v, str))
-        words = set(_WORD.findall(strings.lower()))
-        if all(item in words for item in items):
-            found.append({"time": iso(ts), "text": strings})
+        strings = {k: v for k, v in payload.items() if isinstance(v, str)}
+        words = set(_WORD.findall(" ".join(strings.values()).lower()))
+        if strings and all(item in words for item in items):
+            # The longest text is the headline; the other fields (ids, outlet) go beside it.
+            headline = max(strings, key=lambda k: len(strings[k]))
+            others = {k: v for k, v in strings.items() if k != headline}
+            found.append({"time": iso(ts), "text": strings[headline], "fields": others})
             if len(found) == limit:
                 break
     return found

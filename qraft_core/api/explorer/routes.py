@@ -128,9 +128,10 @@ def explorer_router(runtime: Any) -> APIRouter:
 
     @router.get("/pipeline", responses=_errors())
     def pipeline() -> dict[str, Any]:
-        """Rows per step, dead letters by reason, newest rows per step, lag."""
+        """Rows per step, dead letters by reason, newest rows per step, lag, and the Dagster UI's port."""
         with runtime.store.session():
-            return queries.pipeline_view(runtime.store, newest_rows=5)
+            view = queries.pipeline_view(runtime.store, newest_rows=5)
+        return {**view, "dagster_port": config.dagster.port}
 
     @router.get("/evaluation", responses=_errors(404))
     def evaluation() -> Any:

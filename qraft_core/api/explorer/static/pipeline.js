@@ -8,7 +8,9 @@ export async function pipelinePage(view) {
   const render = async () => {
     const data = await api("/explorer/api/pipeline");
     clear(view,
-      h("div.page-head", {}, h("h1", {}, "Pipeline"), h("span.muted", {}, `as of ${fmtTime(data.lag.now)} UTC`)),
+      h("div.page-head", {}, h("h1", {}, "Pipeline"), h("span.muted", {}, `as of ${fmtTime(data.lag.now)} UTC`),
+        h("a", { href: `${location.protocol}//${location.hostname}:${data.dagster_port}/`, target: "_blank", rel: "noopener" },
+          "Dagster UI: lineage, runs, partitions ↗")),
       section("Flow", flow(data)),
       h("div.columns", {},
         h("div.col-main", {}, section("Newest rows per step", newest(data.steps))),
