@@ -382,7 +382,7 @@ def pipeline_view(store: EventStore, newest_rows: int) -> dict[str, Any]:
             "last_landed_at": iso(utc(landed[1])) if landed else None,
             "newest_event": iso(utc(newest_event[1])) if newest_event else None,
             "seconds_since_landing": round((now - utc(landed[1])).total_seconds(), 1) if landed else None,
-            "findings_behind_raw_s": _behind(steps),
+            "features_behind_raw_s": _behind(steps),
         },
     }
 
@@ -394,11 +394,15 @@ def _group_column(table: str) -> str:
 
 
 def _behind(steps: list[dict[str, Any]]) -> float | None:
-    """How far the newest finding window trails the newest raw event (event time)."""
-    raw, findings = steps[0]["newest"], steps[4]["newest"]
-    if raw is None or findings is None:
+    """How far the newest feature bar trails the newest raw event, in event time.
+
+    Features are written for every bar of every processed window (findings and alarms only
+    when something is found), so they show how far the windowed pipeline has come.
+    """
+    raw, features = steps[0]["newest"], steps[2]["newest"]
+    if raw is None or features is None:
         return None
-    return round((datetime.fromisoformat(raw) - datetime.fromisoformat(findings)).total_seconds(), 1)
+    return round((datetime.fromisoformat(raw) - datetime.fromisoformat(features)).total_seconds(), 1)
 
 
 def _newest_rows(store: EventStore, table: str, limit: int) -> list[dict[str, Any]]:
