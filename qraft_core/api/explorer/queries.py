@@ -16,7 +16,13 @@ from typing import Any
 
 from qraft_core.annotations import list_annotations, verdicts
 from qraft_core.events import PatternEvent, iso, utc
-from qraft_core.explain.catalog import PatternQuery, encode_cursor, iter_patterns, patterns_page
+from qraft_core.explain.catalog import (
+    PatternQuery,
+    encode_cursor,
+    iter_patterns,
+    parse_time,
+    patterns_page,
+)
 from qraft_core.explain.context import context_window, pattern_sources
 from qraft_core.store.base import EventStore, Filter
 
@@ -49,25 +55,25 @@ def inbox_page(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Findings with their verdicts, a keyset page at a time, keeping only those with `verdict`.
 
-    Pages of the catalogue are read until `limit` findings pass the verdict filter, so a page
-    is never short while more findings remain; the cursor names the last finding returned.
+    Catalogue pages are read until one finding more than `limit` passes the filter, so a page
+    is never short while more remain and there is a next cursor only when a next page has rows.
     """
     found: list[dict[str, Any]] = []
-    next_cursor = cursor
-    while len(found) < limit:
-        page, after = patterns_page(store, query, limit, next_cursor)
+    scan = cursor
+    while len(found) <= limit:
+        page, after = patterns_page(store, query, limit + 1, scan)
         labels = verdicts(list_annotations(store, [p.pattern_id for p in page])) if page else {}
-        for position, pattern in enumerate(page):
+        for pattern in page:
             label = labels.get(pattern.pattern_id, "unreviewed")
             if verdict in ("any", label):
                 found.append({**pattern.model_dump(mode="json"), "verdict": label})
-                if len(found) == limit:
-                    more = position < len(page) - 1 or after is not None
-                    return found, encode_cursor(pattern.window_start, pattern.pattern_id) if more else None
         if after is None:
-            return found, None
-        next_cursor = after
-    return found, next_cursor
+            break
+        scan = after
+    if len(found) <= limit:
+        return found, None
+    last = found[limit - 1]
+    return found[:limit], encode_cursor(parse_time(last["window_start"], "window_start"), last["pattern_id"])
 
 
 def newest_finding(store: EventStore) -> dict[str, Any]:
