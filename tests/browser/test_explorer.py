@@ -132,3 +132,21 @@ def test_a_replay_started_from_the_page_completes(page, explorer_url, explorer_s
     window = (datetime(2026, 1, 5, 0, 20, tzinfo=UTC), datetime(2026, 1, 5, 0, 30, tzinfo=UTC))
     stored = explorer_store.store.count("pattern_events", start=window[0], end=window[1]).get("", 0)
     assert record.summary["pattern_events"] == stored > 0
+
+
+def test_the_pipeline_and_streams_pages_show_the_store(page, explorer_url, explorer_store):
+    store = explorer_store.store
+    page.goto(f"{explorer_url}/#/pipeline")
+    page.locator("#step-findings").wait_for()
+    for step, table in (("raw", "raw_events"), ("clean", "clean_events"), ("features", "features"),
+                        ("findings", "pattern_events")):
+        assert page.locator(f"#step-{step}").get_attribute("data-rows") == str(store.count(table)[""])
+    letters = store.count("dead_letters", group_by="reason")
+    shown = page.locator("#dead-letters tbody tr")
+    assert shown.count() == len(letters) and sum(
+        int(shown.nth(i).locator("td").last.inner_text()) for i in range(shown.count())
+    ) == sum(letters.values())
+    page.goto(f"{explorer_url}/#/streams")
+    page.locator("#stream-chart svg.chart").wait_for(state="attached")
+    streams = sorted(store.count("features", group_by="stream"))
+    assert page.locator("#streams .stream-row td:first-child").all_inner_texts() == streams

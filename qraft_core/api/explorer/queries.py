@@ -16,7 +16,13 @@ from typing import Any
 
 from qraft_core.annotations import list_annotations, verdicts
 from qraft_core.events import PatternEvent, iso, utc
-from qraft_core.explain.catalog import PatternQuery, encode_cursor, patterns_page
+from qraft_core.explain.catalog import (
+    PatternQuery,
+    encode_cursor,
+    iter_patterns,
+    parse_time,
+    patterns_page,
+)
 from qraft_core.explain.context import context_window, pattern_sources
 from qraft_core.store.base import EventStore, Filter
 
@@ -49,25 +55,25 @@ def inbox_page(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Findings with their verdicts, a keyset page at a time, keeping only those with `verdict`.
 
-    Pages of the catalogue are read until `limit` findings pass the verdict filter, so a page
-    is never short while more findings remain; the cursor names the last finding returned.
+    Catalogue pages are read until one finding more than `limit` passes the filter, so a page
+    is never short while more remain and there is a next cursor only when a next page has rows.
     """
     found: list[dict[str, Any]] = []
-    next_cursor = cursor
-    while len(found) < limit:
-        page, after = patterns_page(store, query, limit, next_cursor)
+    scan = cursor
+    while len(found) <= limit:
+        page, after = patterns_page(store, query, limit + 1, scan)
         labels = verdicts(list_annotations(store, [p.pattern_id for p in page])) if page else {}
-        for position, pattern in enumerate(page):
+        for pattern in page:
             label = labels.get(pattern.pattern_id, "unreviewed")
             if verdict in ("any", label):
                 found.append({**pattern.model_dump(mode="json"), "verdict": label})
-                if len(found) == limit:
-                    more = position < len(page) - 1 or after is not None
-                    return found, encode_cursor(pattern.window_start, pattern.pattern_id) if more else None
         if after is None:
-            return found, None
-        next_cursor = after
-    return found, next_cursor
+            break
+        scan = after
+    if len(found) <= limit:
+        return found, None
+    last = found[limit - 1]
+    return found[:limit], encode_cursor(parse_time(last["window_start"], "window_start"), last["pattern_id"])
 
 
 def newest_finding(store: EventStore) -> dict[str, Any]:
@@ -246,7 +252,7 @@ def signals(store: EventStore, streams: list[str], start: datetime, end: datetim
 
 def matching_headlines(
     store: EventStore, pattern: PatternEvent, start: datetime, end: datetime, limit: int = 50
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
     """Clean events around a frequent pattern whose text holds every item of its itemset."""
     items = [str(i).lower() for i in (pattern.details.model_extra or {}).get("itemset", [])]
     if not items:
@@ -262,10 +268,13 @@ def matching_headlines(
     found = []
     for ts, text in zip(frame["timestamp"], frame["payload"], strict=True):
         payload = json.loads(text)
-        strings = " ".join(v for v in payload.values() if isinstance(v, str))
-        words = set(_WORD.findall(strings.lower()))
-        if all(item in words for item in items):
-            found.append({"time": iso(ts), "text": strings})
+        strings = {k: v for k, v in payload.items() if isinstance(v, str)}
+        words = set(_WORD.findall(" ".join(strings.values()).lower()))
+        if strings and all(item in words for item in items):
+            # The longest text is the headline; the other fields (ids, outlet) go beside it.
+            headline = max(strings, key=lambda k: len(strings[k]))
+            others = {k: v for k, v in strings.items() if k != headline}
+            found.append({"time": iso(ts), "text": strings[headline], "fields": others})
             if len(found) == limit:
                 break
     return found
@@ -379,7 +388,7 @@ def pipeline_view(store: EventStore, newest_rows: int) -> dict[str, Any]:
             "last_landed_at": iso(utc(landed[1])) if landed else None,
             "newest_event": iso(utc(newest_event[1])) if newest_event else None,
             "seconds_since_landing": round((now - utc(landed[1])).total_seconds(), 1) if landed else None,
-            "findings_behind_raw_s": _behind(steps),
+            "features_behind_raw_s": _behind(steps),
         },
     }
 
@@ -391,11 +400,15 @@ def _group_column(table: str) -> str:
 
 
 def _behind(steps: list[dict[str, Any]]) -> float | None:
-    """How far the newest finding window trails the newest raw event (event time)."""
-    raw, findings = steps[0]["newest"], steps[4]["newest"]
-    if raw is None or findings is None:
+    """How far the newest feature bar trails the newest raw event, in event time.
+
+    Features are written for every bar of every processed window (findings and alarms only
+    when something is found), so they show how far the windowed pipeline has come.
+    """
+    raw, features = steps[0]["newest"], steps[2]["newest"]
+    if raw is None or features is None:
         return None
-    return round((datetime.fromisoformat(raw) - datetime.fromisoformat(findings)).total_seconds(), 1)
+    return round((datetime.fromisoformat(raw) - datetime.fromisoformat(features)).total_seconds(), 1)
 
 
 def _newest_rows(store: EventStore, table: str, limit: int) -> list[dict[str, Any]]:
@@ -425,17 +438,18 @@ def evaluation_view(store: EventStore, truth_path: Path) -> dict[str, Any] | Non
 
     None when there is no truth file.
     """
-    from qraft_core.evaluate import Item, evaluate_store, load_truth, match
-    from qraft_core.patterns.materialize import load_pattern_events
+    from qraft_core.evaluate import Item, evaluate_findings, load_truth, match
 
     if not truth_path.is_file():
         return None
     truth = load_truth(truth_path)
-    report = evaluate_store(store, truth_path)
     if truth.start is None or truth.end is None:
         return None
-    events = load_pattern_events(store, truth.start, truth.end)
+    # Through the catalogue: the patterns package would load every detector library first.
+    events = [e for page in iter_patterns(store, PatternQuery(truth.start, truth.end)) for e in page]
     findings = [Item(e.type.value, s, e.timestamp, e.pattern_id) for e in events for s in e.source_streams]
+    n_events = store.count("clean_events", start=truth.start, end=truth.end).get("", 0)
+    report = evaluate_findings(findings, truth, truth.start, truth.end, n_events)
     inside = [t for t in truth.items if truth.start <= t.time < truth.end]
     pairs = match(findings, inside, truth.tolerance_s, report["early_s"])
     matched = {id(t): f for f, t in pairs if t is not None}

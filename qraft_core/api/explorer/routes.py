@@ -6,8 +6,6 @@ notes, replays) go through the REST API's own endpoints with the key the user
 enters; the endpoints here only read.
 """
 
-from __future__ import annotations
-
 import hmac
 import os
 from datetime import timedelta
@@ -34,9 +32,15 @@ from qraft_core.explain.catalog import (
 from qraft_core.replays import ReplayRegistry
 
 STATIC = Path(__file__).parent / "static"
+_MEANING = {400: "Bad input", 401: "API key missing or wrong (reads need it)", 404: "Not found",
+            503: "Store unavailable"}
 # Bounds on what one chart request reads, so a wide window cannot exhaust the API.
 MAX_BARS = 20_000
 MAX_RAW_ROWS = 20_000
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"description": _MEANING[code]} for code in (*codes, 401, 503)}
 
 
 def explorer_router(runtime: Any) -> APIRouter:
@@ -54,7 +58,7 @@ def explorer_router(runtime: Any) -> APIRouter:
 
     router = APIRouter(prefix="/explorer/api", tags=["explorer"], dependencies=[Depends(reader)])
 
-    @router.get("/findings")
+    @router.get("/findings", responses=_errors(400))
     def findings(
         start: str | None = Query(None, description="ISO 8601, inclusive, on window_start"),
         end: str | None = Query(None, description="ISO 8601, exclusive"),
@@ -77,13 +81,13 @@ def explorer_router(runtime: Any) -> APIRouter:
             items, next_cursor = queries.inbox_page(runtime.store, query, verdict, limit, cursor)
         return {"start": iso(begin), "end": iso(finish), "items": items, "next_cursor": next_cursor}
 
-    @router.get("/pulse")
+    @router.get("/pulse", responses=_errors())
     def pulse() -> dict[str, Any]:
         """How many findings there are and the newest window: the inbox polls this for live updates."""
         with runtime.store.session():
             return queries.newest_finding(runtime.store)
 
-    @router.get("/finding/{pattern_id}")
+    @router.get("/finding/{pattern_id}", responses=_errors(400, 404))
     def finding(
         pattern_id: Annotated[str, PathParam(min_length=1, max_length=256)],
         minutes: int = Query(15, ge=1, le=24 * 60, description="Minutes of series either side"),
@@ -97,13 +101,13 @@ def explorer_router(runtime: Any) -> APIRouter:
                 runtime.store, pattern, minutes, config.explain.context_minutes, MAX_BARS, MAX_RAW_ROWS
             )
 
-    @router.get("/streams")
+    @router.get("/streams", responses=_errors())
     def streams() -> dict[str, Any]:
         """Every stream with feature bars: its columns, extent and number of findings."""
         with runtime.store.session():
             return {"streams": queries.stream_catalog(runtime.store)}
 
-    @router.get("/stream")
+    @router.get("/stream", responses=_errors(400))
     def stream(
         stream: str = Query(..., min_length=1, max_length=256),
         start: str | None = Query(None),
@@ -122,13 +126,14 @@ def explorer_router(runtime: Any) -> APIRouter:
                 **queries.stream_view(runtime.store, stream, begin, finish, MAX_BARS),
             }
 
-    @router.get("/pipeline")
+    @router.get("/pipeline", responses=_errors())
     def pipeline() -> dict[str, Any]:
-        """Rows per step, dead letters by reason, newest rows per step, lag."""
+        """Rows per step, dead letters by reason, newest rows per step, lag, and the Dagster UI's port."""
         with runtime.store.session():
-            return queries.pipeline_view(runtime.store, newest_rows=5)
+            view = queries.pipeline_view(runtime.store, newest_rows=5)
+        return {**view, "dagster_port": config.dagster.port}
 
-    @router.get("/evaluation")
+    @router.get("/evaluation", responses=_errors(404))
     def evaluation() -> Any:
         """Truth items against findings, when the ground truth file is present."""
         with runtime.store.session():
@@ -137,7 +142,7 @@ def explorer_router(runtime: Any) -> APIRouter:
             return JSONResponse({"error": f"no ground truth file at {DEFAULT_TRUTH}"}, status_code=404)
         return view
 
-    @router.get("/replays/{replay_id}")
+    @router.get("/replays/{replay_id}", responses=_errors(400, 404))
     def replay_status(replay_id: Annotated[str, PathParam(min_length=1, max_length=64)]) -> Any:
         """A replay's record: running, succeeded, failed or regression, with its summary."""
         registry = ReplayRegistry(runtime.data_dir / "replays")

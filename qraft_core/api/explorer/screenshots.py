@@ -26,7 +26,7 @@ VIEWPORT = {"width": 1600, "height": 1000}
 # What each page shows once it has loaded: a screenshot waits for it.
 PAGES = [
     ("inbox", "#/", "#findings .finding-row"),
-    ("finding", None, "#finding-chart svg.chart .marker.finding"),
+    ("finding", None, "#card .md"),
     ("streams", "#/streams", "#stream-chart svg.chart"),
     ("pipeline", "#/pipeline", "#step-findings"),
     ("evaluation", "#/evaluation", "#truth, .empty"),
@@ -74,8 +74,17 @@ def serve(app: Any) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+def _showcase_finding(page: Any, base_url: str) -> str:
+    """A finding that shows the most: a cross-validated drift if there is one, else the first finding."""
+    for query in ("type=concept_drift&limit=200", "limit=1"):
+        items = page.request.get(f"{base_url}/explorer/api/findings?{query}").json()["items"]
+        if items:
+            return str(next((i for i in items if i["cross_validated"]), items[0])["pattern_id"])
+    raise RuntimeError("the store holds no findings: run `make demo` first")
+
+
 def take_screenshots(base_url: str, out_dir: Path) -> list[Path]:
-    """One PNG per page; the finding page shows the first finding of the inbox."""
+    """One PNG per page."""
     from playwright.sync_api import sync_playwright
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -85,8 +94,7 @@ def take_screenshots(base_url: str, out_dir: Path) -> list[Path]:
         page = browser.new_page(viewport=VIEWPORT, device_scale_factor=1)
         for name, route, ready in PAGES:
             if route is None:
-                page.goto(f"{base_url}/#/")
-                page.locator("#findings .finding-row").first.click()
+                page.goto(f"{base_url}/#/finding/{_showcase_finding(page, base_url)}")
             else:
                 page.goto(f"{base_url}/{route}")
             page.locator(ready).first.wait_for(state="attached", timeout=30_000)

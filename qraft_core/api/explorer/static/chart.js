@@ -77,7 +77,7 @@ function bisect(times, t) {
 
 /**
  * Draw stacked time panels into `container`.
- * spec = {start, end (ms), panels: [{title, height, series: [{name, times, values, kind: "line"|"dots"|"bars", cls}],
+ * spec = {start, end (ms), panels: [{title, height, domain, series: [{name, times, values, kind: "line"|"dots"|"bars", cls, stepMs}],
  *         levels: [{from, to, value, label, cls}], points: [{time, cls, label}]}],
  *         markers: [{time, cls, label}], bands: [{from, to, cls, label}]}
  */
@@ -156,11 +156,10 @@ function render(wrap, tip, spec, state, redraw) {
 
   const axisY = total - MARGIN.bottom + 14;
   for (const t of xTicks) s("text", { x: x(t), y: axisY, class: "tick", "text-anchor": "middle" }, svg).textContent = timeLabel(t, step);
-  for (const marker of spec.markers || []) {
-    if (marker.label && marker.time >= t0 && marker.time <= t1) {
-      s("text", { x: x(marker.time) + 3, y: MARGIN.top + TITLE_H + 10, class: `marker-label ${marker.cls || ""}` }, svg).textContent = marker.label;
-    }
-  }
+  // Labels one under the other, so markers close in time stay readable.
+  (spec.markers || []).filter((m) => m.label && m.time >= t0 && m.time <= t1).forEach((marker, index) => {
+    s("text", { x: x(marker.time) + 3, y: MARGIN.top + TITLE_H + 10 + index * 11, class: `marker-label ${marker.cls || ""}` }, svg).textContent = marker.label;
+  });
   const cursor = s("line", { y1: MARGIN.top, y2: total - MARGIN.bottom, class: "cursor", visibility: "hidden" }, svg);
   const brush = s("rect", { y: MARGIN.top, height: total - MARGIN.bottom - MARGIN.top, class: "brush", visibility: "hidden" }, svg);
   const overlay = s("rect", { x: MARGIN.left, y: 0, width: plotW, height: total, class: "overlay" }, svg);
@@ -217,7 +216,8 @@ function drawSeries(g, series, x, y, base, t0, t1) {
     s("path", { d, class: cls }, g);
     return;
   }
-  const step = times.length > 1 ? (times[times.length - 1] - times[0]) / (times.length - 1) : 1000;
+  // Bars are as wide as the series says (sparse series such as alarms cannot infer it).
+  const step = series.stepMs || smallestStep(times);
   const width = Math.max(1, (x(t0 + step) - x(t0)) * 0.8);
   const frag = document.createDocumentFragment();
   for (let i = 0; i < times.length; i++) {
@@ -231,6 +231,13 @@ function drawSeries(g, series, x, y, base, t0, t1) {
     }
   }
   g.append(frag);
+}
+
+// The shortest gap between consecutive times: the bar size of a series with gaps.
+function smallestStep(times) {
+  let step = Infinity;
+  for (let i = 1; i < times.length; i++) if (times[i] > times[i - 1]) step = Math.min(step, times[i] - times[i - 1]);
+  return Number.isFinite(step) ? step : 1000;
 }
 
 function showReadout(svg, layout, t, tip, event, step) {

@@ -134,7 +134,8 @@ function stateTable(pattern) {
 
 function headlineList(headlines) {
   return h("table.grid.compact#headlines", {}, headlines.map((line) =>
-    h("tr", {}, h("td.num", {}, fmtTime(line.time, false)), h("td", {}, line.text))));
+    h("tr", {}, h("td.num", {}, fmtTime(line.time, false)), h("td", {}, line.text),
+      h("td.muted", {}, Object.values(line.fields).filter((v) => !/^\d{4}-\d\d-\d\dT/.test(v)).join(" · ")))));
 }
 
 function contributorBars(contributors) {

@@ -1,4 +1,5 @@
 // The findings inbox: filters, a keyset-paged table, live updates by polling.
+import { ms, timeChart } from "./chart.js";
 import { api, clear, fmtTime, h, routeTo, section, TYPE_LABEL, typePill, verdictPill } from "./util.js";
 
 const POLL_MS = 5000;
@@ -9,6 +10,7 @@ export async function inboxPage(view, route) {
   const streams = (await api("/explorer/api/streams")).streams;
   const cursors = [null];
   const table = h("div.table-wrap");
+  const timeline = h("div.chart-box#timeline");
   const status = h("div.status-line");
   const live = h("span.live", { title: "The list refreshes itself when new findings arrive" }, "live");
   let known = null;
@@ -30,6 +32,7 @@ export async function inboxPage(view, route) {
     if (cursor) query.set("cursor", cursor);
     const page = await api(`/explorer/api/findings?${query}`);
     clear(table, findingsTable(page.items));
+    drawTimeline(timeline, page.items);
     const pageNo = cursors.length;
     clear(
       status,
@@ -55,7 +58,7 @@ export async function inboxPage(view, route) {
     }
   }
 
-  clear(view, h("div.page-head", {}, h("h1", {}, "Findings"), form), section("Inbox", status, table));
+  clear(view, h("div.page-head", {}, h("h1", {}, "Findings"), form), section("Inbox", status, timeline, table));
   await load(null);
   await poll();
   const timer = setInterval(poll, POLL_MS);
@@ -100,10 +103,29 @@ function findingsTable(items) {
 }
 
 export function confidenceBar(value) {
-  return h("span.conf", {}, h("span.conf-bar", { style: `width:${Math.round(value * 100)}%` }), h("span.conf-num", {}, value.toFixed(2)));
+  return h("span.conf", {}, h("span.conf-track", {}, h("span.conf-bar", { style: `width:${Math.round(value * 100)}%` })),
+    h("span.conf-num", {}, value.toFixed(2)));
 }
 
 export function algorithms(pattern) {
   const names = (pattern.algorithms.length ? pattern.algorithms : [pattern.algorithm]).map((a) => a.name);
   return h("span.algos", {}, names.join(", "), pattern.cross_validated ? h("span.pill.xv", { title: "Reported by both engines" }, "cross-validated") : null);
+}
+
+// The page's findings on one time axis, by type, at the height of their confidence.
+function drawTimeline(box, items) {
+  if (!items.length) {
+    clear(box);
+    return;
+  }
+  const times = items.map((i) => ms(i.timestamp));
+  const span = Math.max(times[times.length - 1] - times[0], 60000);
+  const series = Object.keys(TYPE_LABEL).map((type) => {
+    const own = items.filter((i) => i.type === type);
+    return { name: type, times: own.map((i) => ms(i.timestamp)), values: own.map((i) => i.confidence), kind: "dots", cls: `big t-${type}` };
+  }).filter((s) => s.times.length);
+  timeChart(box, {
+    start: times[0] - span * 0.02, end: times[times.length - 1] + span * 0.02,
+    panels: [{ title: "confidence of the findings on this page, by type", height: 56, domain: [0, 1.08], series }],
+  });
 }

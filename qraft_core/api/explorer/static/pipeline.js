@@ -8,7 +8,9 @@ export async function pipelinePage(view) {
   const render = async () => {
     const data = await api("/explorer/api/pipeline");
     clear(view,
-      h("div.page-head", {}, h("h1", {}, "Pipeline"), h("span.muted", {}, `as of ${fmtTime(data.lag.now)} UTC`)),
+      h("div.page-head", {}, h("h1", {}, "Pipeline"), h("span.muted", {}, `as of ${fmtTime(data.lag.now)} UTC`),
+        h("a", { href: `${location.protocol}//${location.hostname}:${data.dagster_port}/`, target: "_blank", rel: "noopener" },
+          "Dagster UI: lineage, runs, partitions ↗")),
       section("Flow", flow(data)),
       h("div.columns", {},
         h("div.col-main", {}, section("Newest rows per step", newest(data.steps))),
@@ -59,7 +61,7 @@ function lag(info) {
     ["Newest event (event time)", fmtTime(info.newest_event)],
     ["Last landed (wall clock)", fmtTime(info.last_landed_at)],
     ["Since the last landing", info.seconds_since_landing === null ? "—" : `${fmtInt(info.seconds_since_landing)} s`],
-    ["Findings behind raw events", info.findings_behind_raw_s === null ? "—" : `${fmtInt(info.findings_behind_raw_s)} s of event time`],
+    ["Newest feature bar behind raw", info.features_behind_raw_s === null ? "—" : `${fmtInt(info.features_behind_raw_s)} s of event time`],
   ];
   return h("table.kv#lag", {}, rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td.num", {}, v))));
 }

@@ -30,7 +30,7 @@ export async function streamsPage(view, route) {
       chartBox, h("p.hint", {}, "Click a finding in the table below to open it; drag to zoom.")),
     h("div.columns", {},
       h("div.col-main", {}, section("Findings on this stream", findingList(data.findings))),
-      h("div.col-side", {}, section("Detectors", detectorTable(data.signals, stats.detectors)))));
+      h("div.col-side", {}, section("Detectors", h("div.scroll-x", {}, detectorTable(data.signals, stats.detectors))))));
   timeChart(chartBox, streamSpec(data));
   return null;
 }
@@ -39,16 +39,17 @@ function streamSpec(data) {
   const times = data.times.map(ms);
   const alarms = data.signals.map((s) => ms(s.time));
   const panels = Object.entries(data.columns).map(([name, values]) => ({
-    title: name, height: 70, series: [{ name, times, values, kind: "line" }],
+    title: name, height: 52, series: [{ name, times, values, kind: "line" }],
     points: alarms.map((t) => ({ time: t, cls: "signal", label: "alarm" })),
   }));
   panels.push({ title: "events per bar", height: 40, series: [{ name: "events", times, values: data.event_count, kind: "bars", cls: "count" }] });
   const detectors = [...new Set(data.signals.map((s) => s.detector))].sort();
   for (const detector of detectors) {
     const own = data.signals.filter((s) => s.detector === detector);
+    const scores = own.map((s) => s.score);
     panels.push({
-      title: `score · ${detector}`, height: 40, domain: [0, 1.05],
-      series: [{ name: detector, times: own.map((s) => ms(s.time)), values: own.map((s) => s.score), kind: "bars", cls: "score" }],
+      title: `alarm score · ${detector}`, height: 40, domain: [0, Math.max(1, ...scores) * 1.05],
+      series: [{ name: detector, times: own.map((s) => ms(s.time)), values: scores, kind: "bars", cls: "score", stepMs: times.length > 1 ? times[1] - times[0] : 10000 }],
     });
   }
   const markers = data.findings.map((f) => ({ time: ms(f.timestamp), cls: `finding t-${f.type}` }));
@@ -67,11 +68,11 @@ function detectorTable(signals, stats) {
   const names = [...new Set([...signals.map((s) => s.detector)])].sort();
   if (!names.length) return h("p.empty", {}, "No detector alarms in this range.");
   return h("table.grid.compact#detectors", {},
-    h("thead", {}, h("tr", {}, ["Detector", "Algorithm", "Alarms", "Mean score", "Human precision"].map((t) => h("th", {}, t)))),
+    h("thead", {}, h("tr", {}, ["Detector", "Algorithm", "Alarms", "Mean score", "Verdict precision"].map((t) => h("th", {}, t)))),
     h("tbody", {}, names.map((name) => {
       const own = signals.filter((s) => s.detector === name);
       const verdicts = stats[own[0].algorithm];
-      return h("tr", {}, h("td", {}, name), h("td", {}, `${own[0].engine} · ${own[0].algorithm}`), h("td.num", {}, own.length),
+      return h("tr", {}, h("td", {}, name), h("td", {}, own[0].algorithm), h("td.num", {}, own.length),
         h("td.num", {}, fmtNum(own.reduce((a, s) => a + s.score, 0) / own.length, 3)),
         h("td.num", {}, verdicts && verdicts.confirmed + verdicts.false_alarm ? `${(verdicts.precision * 100).toFixed(0)}% of ${verdicts.confirmed + verdicts.false_alarm}` : "no verdicts"));
     })));

@@ -1,0 +1,75 @@
+"""The explorer's queries on the in-memory store: inbox paging with verdicts, series, raw values."""
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+
+from qraft_core.annotations import add_annotation
+from qraft_core.api.explorer import queries
+from qraft_core.explain.catalog import PatternQuery
+from qraft_core.explain.examples import example_patterns, pattern_rows
+
+PATTERNS = example_patterns()
+DAY = PatternQuery(datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 6, tzinfo=UTC))
+
+
+def _pages(store, verdict, limit):
+    ids, cursor = [], None
+    while True:
+        items, cursor = queries.inbox_page(store, DAY, verdict, limit, cursor)
+        ids.append([i["pattern_id"] for i in items])
+        if cursor is None:
+            return ids
+
+
+def test_inbox_pages_keep_their_size_under_a_verdict_filter(memory_store):
+    memory_store.insert("pattern_events", pattern_rows(PATTERNS))
+    drift, anomaly, cluster, freq = (p.pattern_id for p in PATTERNS)
+    add_annotation(memory_store, anomaly, "false_alarm")
+    add_annotation(memory_store, freq, "confirmed")
+    add_annotation(memory_store, freq, "note", "still confirmed: notes are no verdict")
+    assert _pages(memory_store, "any", 3) == [[drift, anomaly, cluster], [freq]]
+    assert _pages(memory_store, "unreviewed", 1) == [[drift], [cluster]]
+    assert _pages(memory_store, "confirmed", 1) == [[freq]]
+    assert _pages(memory_store, "false_alarm", 5) == [[anomaly]]
+    items, _ = queries.inbox_page(memory_store, DAY, "any", 4, None)
+    assert [i["verdict"] for i in items] == ["unreviewed", "false_alarm", "unreviewed", "confirmed"]
+
+
+def test_feature_series_reads_whatever_columns_a_stream_has(memory_store):
+    t0 = datetime(2026, 1, 5, tzinfo=UTC)
+    memory_store.insert("features", pl.DataFrame({
+        "window_start": [t0] * 3,
+        "bar_time": [t0, t0 + timedelta(seconds=10), t0 + timedelta(seconds=20)],
+        "stream": ["sensors:a"] * 3,
+        "event_count": [3, 4, 5],
+        # A column that appears later is padded with nulls before it.
+        "names": [["value_mean"], ["value_mean"], ["value_mean", "value_max"]],
+        "values": [[1.0], [2.0], [3.0, 9.0]],
+        "items": [[], [], []],
+    }, schema_overrides={"items": pl.List(pl.Utf8)}))
+    series = queries.feature_series(memory_store, "sensors:a", t0, t0 + timedelta(minutes=1), 10)
+    assert series["columns"] == {"value_mean": [1.0, 2.0, 3.0], "value_max": [None, None, 9.0]}
+    assert series["event_count"] == [3, 4, 5] and series["truncated"] is False
+    assert queries.feature_series(memory_store, "sensors:a", t0, t0 + timedelta(minutes=1), 2)["truncated"]
+
+
+def test_raw_values_keep_measurements_of_the_streams_symbol(memory_store):
+    t0 = datetime(2026, 1, 5, tzinfo=UTC)
+    rows = [
+        ('{"s": "AAA", "p": "10.5", "q": 2, "t": 100, "E": %d}', 0),
+        ('{"s": "BBB", "p": "99.0", "q": 7, "t": 101, "E": %d}', 1),
+        ('{"s": "AAA", "p": "11.0", "q": 1, "t": 102, "E": %d}', 2),
+        ('{"s": "AAA", "p": "10.0", "q": 3, "t": 103, "E": %d, "note": "x"}', 3),
+    ]
+    times = [t0 + timedelta(seconds=i) for _, i in rows]
+    memory_store.insert("clean_events", pl.DataFrame({
+        "event_id": [f"e{i}" for _, i in rows], "source": ["mkt"] * 4, "type": ["trade"] * 4,
+        "timestamp": times, "ingest_time": times, "window_start": [t0] * 4,
+        "payload": [text % (int(ts.timestamp() * 1000)) for (text, _), ts in zip(rows, times, strict=True)],
+        "repaired": [0] * 4,
+    }))
+    raw = queries.raw_values(memory_store, "mkt:AAA", t0, t0 + timedelta(minutes=1), 100)
+    # The trade id (a counter) and the event time (epoch ms) are not measurements.
+    assert raw["columns"] == {"p": [10.5, 11.0, 10.0], "q": [2.0, 1.0, 3.0]}
+    assert len(raw["times"]) == 3
