@@ -363,6 +363,7 @@ class CalibratedAnomaly(CalibratedDetector):
         state["tails"] = self._tails(self.features)
         state["pending"] = None  # an extreme bar waiting for confirmation
         state["extremes"] = []  # epoch seconds of recent confirmed extremes (seasonal check)
+        state["runs"] = {f: [0, 0.0] for f in self.features}  # signed length and residual sum of a run
         return state
 
     def _read(self, time: datetime, present: dict[str, float], warm: bool) -> Signal | None:
@@ -373,7 +374,7 @@ class CalibratedAnomaly(CalibratedDetector):
         if pending is not None:
             found = self._confirm(pending, time, residuals)
             if found is not None or state["pending"] is None:
-                self._learn(time, present, scores, skip_baseline=False)
+                self._learn(time, present, residuals, skip_baseline=False)
                 return found
         alarm_probability = float(self.param("alarm_probability"))
         # Bonferroni: the chance that any of the features is this extreme.
@@ -391,15 +392,29 @@ class CalibratedAnomaly(CalibratedDetector):
             if int(self.param("confirm_bars")) == 0:
                 return self._conclude(state["pending"], time)
         # An extreme bar does not teach the baseline until it is known to be a lasting change.
-        self._learn(time, present, scores, skip_baseline=extreme)
+        self._learn(time, present, residuals, skip_baseline=extreme)
         return None
 
-    def _learn(self, time: datetime, present: dict[str, float], scores: dict[str, float], skip_baseline: bool) -> None:
+    def _learn(self, time: datetime, present: dict[str, float], residuals: dict[str, tuple[float, float]],
+               skip_baseline: bool) -> None:
+        confirm = max(int(self.param("confirm_bars")), 1)
         for f, value in present.items():
-            if self.state["baselines"][f].n > SETTLE_BARS:  # first scores measure a baseline still forming
-                self.state["tails"][f].learn(scores[f])
+            baseline, tail, run = self.state["baselines"][f], self.state["tails"][f], self.state["runs"][f]
+            residual, scale = residuals[f]
+            # A run of high residuals on one side is a level moving, not the noise's tail: it
+            # teaches the tail nothing, and once it outlasts the confirmation the level re-anchors.
+            high = tail.ready and abs(residual) / scale > tail.levels[0]
+            same_side = high and run[0] * residual > 0
+            run[0], run[1] = (run[0] + (1 if residual > 0 else -1), run[1] + residual) if same_side else (
+                (1 if residual > 0 else -1, residual) if high else (0, 0.0))
+            if baseline.n > SETTLE_BARS and abs(run[0]) < 2:  # first scores measure a baseline still forming
+                tail.learn(abs(residual) / scale)
             if not skip_baseline:
-                self.state["baselines"][f].learn(time, value, float(self.param("clip")))
+                baseline.learn(time, value, float(self.param("clip")))
+            if abs(run[0]) > confirm:
+                baseline.shift(run[1] / abs(run[0]))
+                baseline.fresh = abs(run[0])
+                run[0], run[1] = 0, 0.0
 
     def _confirm(self, pending: dict[str, Any], time: datetime,
                  residuals: dict[str, tuple[float, float]]) -> Signal | None:
@@ -465,6 +480,8 @@ class CalibratedAnomaly(CalibratedDetector):
 
 DRIFT_PARAMS: dict[str, Any] = {
     **BASELINE_DEFAULTS,
+    # A CUSUM compares with a reference level and scale: they need more bars than a tail does.
+    "warmup_bars": 120,
     "level_half_life_bars": 60,
     "scale_half_life_bars": 200,
     "refractory_bars": 30,
@@ -515,16 +532,18 @@ class CalibratedDrift(CalibratedDetector):
             z = max(-score_clip, min(score_clip, residual / scale))
             # Autocorrelated residuals sum up faster than independent ones: scaled by the square
             # root of the AR(1) long-run variance factor (1 + rho) / (1 - rho), a CUSUM keeps its
-            # false alarm rate.
+            # false alarm rate. The level channels take half of that correction (in logarithm):
+            # their excursions calibrate the rest, and a real shift is itself autocorrelated.
             previous = state["previous_z"].get(f, 0.0)
             state["previous_z"][f] = z
             state["lag_product"][f] += _rate(float(self.param("scale_half_life_bars"))) * (
                 z * previous - state["lag_product"][f])
             rho = min(max(state["lag_product"][f] / 1.6, 0.0), 0.9)  # E[z^2] is about 1.6 (z in mean-absolute units)
             damping = math.sqrt((1 - rho) / (1 + rho))
+            level_damping = math.sqrt(damping)
             steps = {
-                "up": z * damping - float(self.param("level_allowance")),
-                "down": -z * damping - float(self.param("level_allowance")),
+                "up": z * level_damping - float(self.param("level_allowance")),
+                "down": -z * level_damping - float(self.param("level_allowance")),
                 "wider": (abs(z) - 1.0) * damping - float(self.param("spread_allowance")),
                 "narrower": (1.0 - abs(z)) * damping - float(self.param("spread_allowance")),
             }
