@@ -77,9 +77,11 @@ class TailModel:
     (1.0, True)
     """
 
-    def __init__(self, quantile: float, memory: float) -> None:
+    def __init__(self, quantile: float, memory: float, first: int = 50, max_shape: float = 0.5) -> None:
         self.shares = (1.0 - quantile, (1.0 - quantile) / 2, (1.0 - quantile) / 4)  # tail shares
         self.memory = memory
+        self.first_size = first  # scores collected before the first fit
+        self.max_shape = max_shape
         self.first: list[float] = []
         self.levels: list[float] = []  # the running quantiles
         self.count = 0
@@ -92,7 +94,7 @@ class TailModel:
         """(threshold, scale, shape) of the tail above the lowest quantile."""
         low, middle, high = self.levels
         first, second = max(middle - low, 1e-9), max(high - middle, 1e-9)
-        shape = min(max(math.log(second / first) / math.log(2.0), 0.0), 0.5)
+        shape = min(max(math.log(second / first) / math.log(2.0), 0.0), self.max_shape)
         scale = first / math.log(2.0) if shape < 1e-6 else first * shape / (2.0**shape - 1.0)
         return low, scale, shape
 
@@ -116,7 +118,7 @@ class TailModel:
     def learn(self, score: float) -> None:
         if not self.ready:
             self.first.append(score)
-            if len(self.first) >= 50:
+            if len(self.first) >= self.first_size:
                 ordered = sorted(self.first)
                 self.levels = [ordered[min(int((1.0 - share) * len(ordered)), len(ordered) - 1)]
                                for share in self.shares]
@@ -245,11 +247,11 @@ class SeasonalBaseline:
         self.level += offset
         self.plain += offset
 
-    def anchor(self, level: float, trend: float, scale: float, bars: int) -> None:
-        """Re-anchor after a change: the data, less its profile, now sits at `level` with this
-        trend and scale, measured on `bars` bars; until the memories are longer, level and
+    def anchor(self, plain: float, level: float, trend: float, scale: float, bars: int) -> None:
+        """Re-anchor after a change: the data now sits at `plain` (`level` less its profile) with
+        this trend and scale, measured on `bars` bars; until the memories are longer, level and
         scale are the plain averages since the change."""
-        self.plain = self.level = level
+        self.plain, self.level = plain, level
         self.trend = trend
         self.scale = max(scale, self.floor())
         self.fresh = max(bars, 1)
@@ -295,9 +297,9 @@ class CalibratedDetector(StreamDetector):
             "alarms": [],  # epoch seconds of the findings of the last day
         }
 
-    def _tails(self, keys: Sequence[str]) -> dict[str, TailModel]:
+    def _tails(self, keys: Sequence[str], first: int = 50, max_shape: float = 0.5) -> dict[str, TailModel]:
         memory = float(self.param("calibration_bars"))
-        return {key: TailModel(float(self.param("tail_quantile")), memory) for key in keys}
+        return {key: TailModel(float(self.param("tail_quantile")), memory, first, max_shape) for key in keys}
 
     def _update_row(self, time: datetime, values: dict[str, float]) -> Signal | None:
         present = {f: v for f, v in values.items() if not math.isnan(v)}
@@ -361,6 +363,7 @@ class CalibratedAnomaly(CalibratedDetector):
         state["tails"] = self._tails(self.features)
         state["pending"] = None  # an extreme bar waiting for confirmation
         state["extremes"] = []  # epoch seconds of recent confirmed extremes (seasonal check)
+        state["runs"] = {f: [0, 0.0] for f in self.features}  # signed length and residual sum of a run
         return state
 
     def _read(self, time: datetime, present: dict[str, float], warm: bool) -> Signal | None:
@@ -371,7 +374,7 @@ class CalibratedAnomaly(CalibratedDetector):
         if pending is not None:
             found = self._confirm(pending, time, residuals)
             if found is not None or state["pending"] is None:
-                self._learn(time, present, scores, skip_baseline=False)
+                self._learn(time, present, residuals, skip_baseline=False)
                 return found
         alarm_probability = float(self.param("alarm_probability"))
         # Bonferroni: the chance that any of the features is this extreme.
@@ -389,15 +392,29 @@ class CalibratedAnomaly(CalibratedDetector):
             if int(self.param("confirm_bars")) == 0:
                 return self._conclude(state["pending"], time)
         # An extreme bar does not teach the baseline until it is known to be a lasting change.
-        self._learn(time, present, scores, skip_baseline=extreme)
+        self._learn(time, present, residuals, skip_baseline=extreme)
         return None
 
-    def _learn(self, time: datetime, present: dict[str, float], scores: dict[str, float], skip_baseline: bool) -> None:
+    def _learn(self, time: datetime, present: dict[str, float], residuals: dict[str, tuple[float, float]],
+               skip_baseline: bool) -> None:
+        confirm = max(int(self.param("confirm_bars")), 1)
         for f, value in present.items():
-            if self.state["baselines"][f].n > SETTLE_BARS:  # first scores measure a baseline still forming
-                self.state["tails"][f].learn(scores[f])
+            baseline, tail, run = self.state["baselines"][f], self.state["tails"][f], self.state["runs"][f]
+            residual, scale = residuals[f]
+            # A run of high residuals on one side is a level moving, not the noise's tail: it
+            # teaches the tail nothing, and once it outlasts the confirmation the level re-anchors.
+            high = tail.ready and abs(residual) / scale > tail.levels[0]
+            same_side = high and run[0] * residual > 0
+            run[0], run[1] = (run[0] + (1 if residual > 0 else -1), run[1] + residual) if same_side else (
+                (1 if residual > 0 else -1, residual) if high else (0, 0.0))
+            if baseline.n > SETTLE_BARS and abs(run[0]) < 2:  # first scores measure a baseline still forming
+                tail.learn(abs(residual) / scale)
             if not skip_baseline:
-                self.state["baselines"][f].learn(time, value, float(self.param("clip")))
+                baseline.learn(time, value, float(self.param("clip")))
+            if abs(run[0]) > confirm:
+                baseline.shift(run[1] / abs(run[0]))
+                baseline.fresh = abs(run[0])
+                run[0], run[1] = 0, 0.0
 
     def _confirm(self, pending: dict[str, Any], time: datetime,
                  residuals: dict[str, tuple[float, float]]) -> Signal | None:
@@ -463,6 +480,8 @@ class CalibratedAnomaly(CalibratedDetector):
 
 DRIFT_PARAMS: dict[str, Any] = {
     **BASELINE_DEFAULTS,
+    # A CUSUM compares with a reference level and scale: they need more bars than a tail does.
+    "warmup_bars": 120,
     "level_half_life_bars": 60,
     "scale_half_life_bars": 200,
     "refractory_bars": 30,
@@ -496,9 +515,11 @@ class CalibratedDrift(CalibratedDetector):
     def _fresh_state(self) -> dict[str, Any]:
         state = super()._fresh_state()
         state["cusum"] = {f: {c: dict(EMPTY_EXCURSION) for c in CHANNELS} for f in self.features}
-        state["excursions"] = self._tails(CHANNELS)
-        # Per feature: (epoch seconds, value less its profile part) of the last `segment_bars` bars.
+        state["excursions"] = self._tails(CHANNELS, first=30, max_shape=0.0)
+        # Per feature: (epoch seconds, value, its profile part) of the last `segment_bars` bars.
         state["recent"] = {f: [] for f in self.features}
+        state["previous_z"] = {}
+        state["lag_product"] = dict.fromkeys(self.features, 0.0)  # running mean of z(t) * z(t-1)
         return state
 
     def _read(self, time: datetime, present: dict[str, float], warm: bool) -> Signal | None:
@@ -509,22 +530,36 @@ class CalibratedDrift(CalibratedDetector):
             baseline = state["baselines"][f]
             residual, scale = baseline.residual(time, value)
             z = max(-score_clip, min(score_clip, residual / scale))
+            # Autocorrelated residuals sum up faster than independent ones: scaled by the square
+            # root of the AR(1) long-run variance factor (1 + rho) / (1 - rho), a CUSUM keeps its
+            # false alarm rate. The level channels take half of that correction (in logarithm):
+            # their excursions calibrate the rest, and a real shift is itself autocorrelated.
+            previous = state["previous_z"].get(f, 0.0)
+            state["previous_z"][f] = z
+            state["lag_product"][f] += _rate(float(self.param("scale_half_life_bars"))) * (
+                z * previous - state["lag_product"][f])
+            rho = min(max(state["lag_product"][f] / 1.6, 0.0), 0.9)  # E[z^2] is about 1.6 (z in mean-absolute units)
+            damping = math.sqrt((1 - rho) / (1 + rho))
+            level_damping = math.sqrt(damping)
             steps = {
-                "up": z - float(self.param("level_allowance")),
-                "down": -z - float(self.param("level_allowance")),
-                "wider": abs(z) - 1.0 - float(self.param("spread_allowance")),
-                "narrower": 1.0 - abs(z) - float(self.param("spread_allowance")),
+                "up": z * level_damping - float(self.param("level_allowance")),
+                "down": -z * level_damping - float(self.param("level_allowance")),
+                "wider": (abs(z) - 1.0) * damping - float(self.param("spread_allowance")),
+                "narrower": (1.0 - abs(z)) * damping - float(self.param("spread_allowance")),
             }
             for channel, step in steps.items():
                 cusum = state["cusum"][f][channel]
                 self._advance(cusum, channel, step, time)
                 if warm and cusum["sum"] > self._alarm_level(channel):
                     alarms.append((cusum["sum"] / self._alarm_level(channel), f, channel))
-            season = baseline.season(time.timestamp()) if baseline.seasonal else 0.0
             recent = state["recent"][f]
-            recent.append((int(time.timestamp()), value - season))
+            recent.append((int(time.timestamp()), value, baseline.season(time.timestamp())))
             del recent[: -int(self.param("segment_bars"))]
+            seasonal = baseline.seasonal
             baseline.learn(time, value, float(self.param("clip")))
+            if baseline.seasonal != seasonal:
+                # Residuals of another model: their excursions calibrate afresh.
+                state["excursions"] = self._tails(CHANNELS, first=30, max_shape=0.0)
         if not alarms:
             return None
         _, feature, channel = max(alarms)
@@ -550,12 +585,15 @@ class CalibratedDrift(CalibratedDetector):
         cusum["bars"] += 1
 
     def _alarm_level(self, channel: str) -> float:
+        """The larger of `threshold` and the bound calibrated on the stream's own excursions."""
         bound = self.state["excursions"][channel].bound(float(self.param("excursion_probability")))
         return max(float(self.param("threshold")), bound if math.isfinite(bound) else 0.0)
 
     def _alarm(self, time: datetime, feature: str, channel: str) -> Signal | None:
         state = self.state
         excursion_bars = state["cusum"][feature][channel]["bars"]
+        # The alarm's own excursion calibrates too: a stream that keeps alarming raises its level.
+        state["excursions"][channel].learn(state["cusum"][feature][channel]["peak"])
         for excursion in state["cusum"][feature].values():
             excursion.update(EMPTY_EXCURSION)
         baseline = state["baselines"][feature]
@@ -563,7 +601,7 @@ class CalibratedDrift(CalibratedDetector):
         # The change point: the split of the recent bars (twice the excursion, at most
         # `segment_bars`) that best separates their means, or their spreads.
         window = state["recent"][feature][-(2 * excursion_bars + 10):]
-        values = [v for _, v in window]
+        values = [v - (season if baseline.seasonal else 0.0) for _, v, season in window]
         centre = statistics.fmean(values)
         level_change = channel in LEVEL_CHANNELS
         split = change_point(values if level_change else [abs(v - centre) for v in values], margin=2)
@@ -579,7 +617,10 @@ class CalibratedDrift(CalibratedDetector):
         # A few bars measure a spread poorly: blend it with the old one until more arrive.
         weight = len(after) / (len(after) + 5)
         spread_after = statistics.fmean(abs(v - statistics.fmean(after)) for v in after)
-        baseline.anchor(level_after, trend, weight * spread_after + (1 - weight) * before_scale, len(after))
+        # Both models move: the one in use by what was measured, the other by the same step.
+        profile = statistics.fmean(season for _, _, season in window[split:])
+        plain, level = (level_after + profile, level_after) if baseline.seasonal else (level_after, level_after - profile)
+        baseline.anchor(plain, level, trend, weight * spread_after + (1 - weight) * before_scale, len(after))
         if level_change:
             strength = abs(statistics.fmean(after) - statistics.fmean(before)) / before_scale
             described = f"{feature} ≈ {statistics.fmean(after):.4g} (mean since the change); level went {channel}"

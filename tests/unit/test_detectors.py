@@ -50,7 +50,7 @@ CASES: list[tuple[type[StreamDetector], list[str], dict[str, Any], pl.DataFrame,
     (DBStreamRegimes, REGIME, {"clustering_threshold": 1.0, "jump_distance": 3.0, "persistence": 6}, BTC,
      [(306, ""), (415, "")]),
     (FrequentItemsets, [], {"recent_bars": 12}, NEWS, [(371, "approval+etf")]),
-    (CalibratedDrift, VOL, {}, BTC, [(302, "")]),
+    (CalibratedDrift, VOL, {}, BTC, [(303, "")]),
     (CalibratedAnomaly, ["log_return", "volume"], {}, BTC, [(203, "")]),
 ]
 CAPY_CASES = [

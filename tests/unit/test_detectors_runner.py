@@ -104,3 +104,38 @@ def test_windows_without_bars_need_no_snapshot_of_their_own() -> None:
     materialize_detections(empty, load_detectors(REPO / "config"), START + 500 * MINUTE, START + 501 * MINUTE,
                            MINUTE, START, load_features=lambda *_: BARS.clear())
     assert empty.count("detector_state") == {"": 1}
+
+
+def test_finding_times_do_not_depend_on_the_window_length() -> None:
+    """The same seeded stream, run and merged in 1-minute and in 60-minute windows, gives the same
+    signals (times and onsets) and the same pattern events, each dated as its evidence supports."""
+    import numpy as np
+
+    from qraft_core.detectors import load_default_detectors, load_signals
+    from qraft_core.patterns.materialize import load_pattern_events, materialize_patterns
+
+    rng = np.random.default_rng(4)
+    values = rng.normal(50.0, 2.0, 1440)
+    values[500] += 25.0  # a spike at 01:23:20
+    values[900:] += 10.0  # a level shift at 02:30:00
+    values[1203] -= 25.0  # a dip at 03:20:30
+    bars = pl.DataFrame({"bar_time": [START + i * timedelta(seconds=10) for i in range(1440)], "stream": "cpu",
+                         "event_count": 1, "value_mean": values, "value_min": values, "value_max": values})
+    config = load_default_detectors()
+
+    def bars_between(store, start, end):  # type: ignore[no-untyped-def]
+        return bars.filter((pl.col("bar_time") >= start) & (pl.col("bar_time") < end))
+
+    found = {}
+    for minutes in (1, 60):
+        store, interval, end = MemoryStore(), timedelta(minutes=minutes), START + timedelta(hours=4)
+        materialize_detections(store, config, START, end, interval, START, load_features=bars_between)
+        materialize_patterns(store, config, START, end, interval, load_features=bars_between)
+        signals = [(s.detector, s.time, s.finding_time) for s in load_signals(store, START, end)]
+        events = [(e.type.value, e.timestamp, e.details.model_extra["change_point"])
+                  for e in load_pattern_events(store, START, end)]
+        found[minutes] = (signals, events)
+    assert found[1] == found[60]
+    signals, _ = found[1]
+    assert [(name, onset.strftime("%H:%M:%S")) for name, _, onset in signals] == [
+        ("spikes_and_dips", "01:23:20"), ("level_drift", "02:30:00"), ("spikes_and_dips", "03:20:30")]
