@@ -34,9 +34,9 @@ import httpx
 from qraft_core.config import ApiConfig, QraftConfig
 from qraft_core.events import PatternEvent
 from qraft_core.explain.catalog import PatternQuery, load_pattern, parse_time, patterns_page
-from qraft_core.explain.examples import example_clean_events, example_patterns, pattern_rows
 from qraft_core.explain.materialize import explain_pattern
 from qraft_core.explain.templates import load_cards_config
+from qraft_core.plugins.markets.examples import example_clean_events, example_patterns, pattern_rows
 from qraft_core.store import ClickHouseStore, open_store
 from qraft_core.store.sessions import ENGINE
 

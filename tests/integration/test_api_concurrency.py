@@ -16,7 +16,7 @@ import uvicorn
 from qraft_core.annotations import add_annotation
 from qraft_core.api import create_app
 from qraft_core.config import ApiConfig, QraftConfig
-from qraft_core.explain.examples import example_patterns, pattern_rows
+from qraft_core.plugins.markets.examples import example_patterns, pattern_rows
 from tests.integration import test_api
 from tests.integration.test_api import KEY, RuntimeStub
 

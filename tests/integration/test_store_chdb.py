@@ -265,7 +265,7 @@ def test_a_store_kept_open_is_handed_to_another_process_that_asks(chdb_store):
 
 
 def test_has_source_matches_a_source_and_its_streams(chdb_store, memory_store):
-    from qraft_core.explain.examples import example_patterns, pattern_rows
+    from qraft_core.plugins.markets.examples import example_patterns, pattern_rows
 
     streams = [
         ["binance_spot:BTCUSDT"],

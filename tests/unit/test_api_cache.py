@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import polars as pl
 
 from qraft_core.api.cache import Body, ResponseCache
-from qraft_core.explain.examples import example_patterns, pattern_rows
+from qraft_core.plugins.markets.examples import example_patterns, pattern_rows
 from qraft_core.store.fake import MemoryStore
 
 

@@ -7,7 +7,7 @@ import polars as pl
 from qraft_core.annotations import add_annotation
 from qraft_core.api.explorer import queries
 from qraft_core.explain.catalog import PatternQuery
-from qraft_core.explain.examples import example_patterns, pattern_rows
+from qraft_core.plugins.markets.examples import example_patterns, pattern_rows
 
 PATTERNS = example_patterns()
 DAY = PatternQuery(datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 6, tzinfo=UTC))
