@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
+import threading
 import traceback
 from typing import Any
 
@@ -93,8 +95,22 @@ class _RedactedRecords:
         return record
 
 
-def install_log_redaction() -> None:
-    """Redact every log record this process makes, whichever logger or handler it goes to."""
+def _redacted_traceback(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
+
+
+def _redacted_thread_traceback(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is not SystemExit:
+        name = args.thread.name if args.thread is not None else "?"
+        sys.stderr.write(f"Exception in thread {name}:\n")
+        _redacted_traceback(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
+
+
+def install_redaction() -> None:
+    """Redact every log record this process makes (whichever logger or handler it goes to) and
+    every traceback of an uncaught exception, in the main thread or any other."""
     current = logging.getLogRecordFactory()
     if not isinstance(current, _RedactedRecords):
         logging.setLogRecordFactory(_RedactedRecords(current))
+    sys.excepthook = _redacted_traceback
+    threading.excepthook = _redacted_thread_traceback

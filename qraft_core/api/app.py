@@ -25,7 +25,7 @@ from qraft_core.api.routes.replay import replay_router
 from qraft_core.api.routes.sources import sources_router
 from qraft_core.config import ConfigError
 from qraft_core.explain.catalog import QueryError
-from qraft_core.redact import install_log_redaction, redact
+from qraft_core.redact import install_redaction, redact
 from qraft_core.store.base import StoreError, StoreUnavailable
 
 
@@ -64,7 +64,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
 def create_app(runtime: RuntimeLike, replay_launcher: ReplayLauncher | None = None) -> FastAPI:
     """The API over a runtime (anything with .config, .config_path, .store and .data_dir)."""
-    install_log_redaction()
+    install_redaction()
     ctx = ApiContext(runtime, replay_launcher)
     app = FastAPI(
         title="Qraft API",

@@ -34,9 +34,9 @@ class QraftGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, config_dir: str, verbose: bool) -> None:
     """Qraft: pattern discovery on live event streams."""
-    from qraft_core.redact import install_log_redaction
+    from qraft_core.redact import install_redaction
 
-    install_log_redaction()
+    install_redaction()
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 
 import pytest
 
-from qraft_core.redact import install_log_redaction, redact
+from qraft_core.redact import install_redaction, redact
 from qraft_core.store import ClickHouseStore
 from qraft_core.store.sessions import ServerClients
 
@@ -44,7 +46,7 @@ def test_values_of_secret_environment_variables_are_masked(monkeypatch: pytest.M
 
 
 def test_log_records_are_redacted_whatever_the_handler(caplog: pytest.LogCaptureFixture) -> None:
-    install_log_redaction()
+    install_redaction()
     logger = logging.getLogger("qraft.test.redact")
     with caplog.at_level(logging.INFO):
         logger.info("connecting to %s", "http://user:hunter22@host:8123")
@@ -58,7 +60,7 @@ def test_log_records_are_redacted_whatever_the_handler(caplog: pytest.LogCapture
 
 def test_formatters_that_unpack_arguments_still_work() -> None:
     """uvicorn's access log unpacks the record's arguments and formats the status code with %d."""
-    install_log_redaction()
+    install_redaction()
     record = logging.getLogRecordFactory()(
         "uvicorn.access",
         logging.INFO,
@@ -71,6 +73,24 @@ def test_formatters_that_unpack_arguments_still_work() -> None:
     client, method, path, version, status = record.args  # type: ignore[misc]
     assert (path, status) == ("/x?password=***", 200)
     assert record.getMessage() == '127.0.0.1:5000 - "GET /x?password=*** HTTP/1.1" 200'
+
+
+def test_uncaught_exceptions_print_redacted_tracebacks() -> None:
+    script = (
+        "import threading\n"
+        "from qraft_core.redact import install_redaction\n"
+        "install_redaction()\n"
+        "def fail():\n"
+        "    raise ConnectionError('cannot reach nats://svc:n4ts-pass@n1:4222')\n"
+        "thread = threading.Thread(target=fail)\n"
+        "thread.start()\n"
+        "thread.join()\n"
+        "fail()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 1 and "n4ts-pass" not in result.stderr
+    assert result.stderr.count("ConnectionError: cannot reach nats://svc:***@n1:4222") == 2
+    assert "Exception in thread Thread-1 (fail):" in result.stderr
 
 
 def test_a_bad_store_dsn_is_reported_without_its_password() -> None:
