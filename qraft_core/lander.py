@@ -174,6 +174,8 @@ class _Judge:
 
     def reject(self, message: _Message, index: int, reason: str, raw: bytes | str,
                event_id: object = "", event_time: datetime | None = None) -> None:
+        if event_time is not None and not STORE_TIME_RANGE[0] <= event_time <= STORE_TIME_RANGE[1]:
+            event_time = None  # a dead letter keeps such a time in its raw text only
         self.dead.append(
             {
                 "letter_id": self.letter_id(message, index),
