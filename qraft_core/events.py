@@ -59,6 +59,8 @@ def iso(ts: datetime) -> str:
 # bus message next to its neighbours. The lander's `max_payload_bytes` defaults to the same size.
 MAX_NESTING = 64
 MAX_RECORD_BYTES = 256 * 1024
+# Python reads JSON integers of at most 4,300 digits; 4,000 digits is about 13,000 bits.
+MAX_INT_BITS = 13_000
 # How much of a rejected record a dead letter keeps.
 MAX_DEAD_LETTER_RAW = 16 * 1024
 
@@ -123,6 +125,9 @@ def content_problem(value: object, path: str = "payload") -> str | None:
         elif isinstance(item, float):
             if not math.isfinite(item):
                 return f"{where} holds a non-finite number ({item})"
+        elif isinstance(item, int):
+            if item.bit_length() > MAX_INT_BITS:
+                return f"{where} holds an integer of more than {MAX_INT_BITS} bits"
         elif isinstance(item, dict):
             for key, child in item.items():
                 if not isinstance(key, str):

@@ -174,6 +174,8 @@ class _Judge:
 
     def reject(self, message: _Message, index: int, reason: str, raw: bytes | str,
                event_id: object = "", event_time: datetime | None = None) -> None:
+        if event_time is not None and not STORE_TIME_RANGE[0] <= event_time <= STORE_TIME_RANGE[1]:
+            event_time = None  # a dead letter keeps such a time in its raw text only
         self.dead.append(
             {
                 "letter_id": self.letter_id(message, index),
@@ -314,7 +316,7 @@ def _judge_line(judge: _Judge, subject: str, message: _Message, index: int, line
         except (ValueError, TypeError, RecursionError) as exc:
             return reject(f"invalid event: {type(exc).__name__}", event=document)
         row = (event.event_id, event.source, event.type, event.timestamp, event.ingest_time,
-               json.dumps(event.payload, separators=(",", ":"), sort_keys=True),
+               _CANONICAL.encode(event.payload),
                event.meta.parser_version, event.meta.raw_checksum)
         origin = event.meta.origin
     else:
@@ -348,12 +350,20 @@ def _reject_constant(name: str) -> float:
     raise _NonFinite(name)
 
 
+# Built once: json.loads/dumps with options build a new decoder/encoder on every call.
+_FINITE_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_DECODER = json.JSONDecoder()
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
 def _parse_line(line: bytes) -> tuple[Any, bool]:
-    """(document, all numbers finite?); raises ValueError/RecursionError for malformed JSON."""
+    """(document, all numbers finite?); raises ValueError/RecursionError for malformed JSON
+    (UnicodeDecodeError, a ValueError, for bytes that are not UTF-8)."""
+    text = line.decode("utf-8")
     try:
-        return json.loads(line, parse_constant=_reject_constant, parse_float=_finite_float), True
+        return _FINITE_DECODER.decode(text), True
     except _NonFinite:
-        return json.loads(line), False
+        return _DECODER.decode(text), False
 
 
 def _iso_utc(value: Any) -> datetime | None:
@@ -401,7 +411,7 @@ def well_formed_row(document: dict[str, Any]) -> tuple[Any, ...] | None:
     if timestamp is None or ingest_time is None:
         return None
     return (event_id, source, kind, timestamp, ingest_time,
-            json.dumps(payload, separators=(",", ":"), sort_keys=True),
+            _CANONICAL.encode(payload),
             meta["parser_version"], meta.get("raw_checksum", ""))
 
 

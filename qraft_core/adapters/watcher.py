@@ -139,8 +139,8 @@ class WatcherAdapter(LiveAdapter):
                 if end is None:
                     return read
                 size = end - position["offset"]
-                await self.publish(publisher, [], [(f"line is oversize: {size} bytes > {MAX_RECORD_BYTES}",
-                                                    chunk[:MAX_DEAD_LETTER_RAW])])
+                reason = f"line is oversize: {size} bytes, more than the {READ_CHUNK_BYTES} read at once"
+                await self.publish(publisher, [], [(reason, chunk[:MAX_DEAD_LETTER_RAW])])
                 self._save(path, position, offset=end, size=end)
                 read += 1
                 continue

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qraft_core.events import dead_letter_envelope
-from qraft_core.lander import land_batch
+from qraft_core.lander import STORE_TIME_RANGE, land_batch
 from tests.unit.fuzz_strategies import FUZZ, NOW, garbage, json_line, text, times, values
 
 FIELDS = ("event_id", "source", "type", "timestamp", "ingest_time", "payload", "meta")
@@ -92,3 +92,7 @@ def test_every_line_is_one_row_or_one_dead_letter_the_store_can_take(batch, rese
             value.encode("utf-8")
     for payload in landed.raw_events["payload"].to_list():
         assert isinstance(json.loads(payload), dict)
+    low, high = STORE_TIME_RANGE
+    for column, frame in (("event_time", landed.dead_letters), ("timestamp", landed.raw_events),
+                          ("ingest_time", landed.raw_events)):
+        assert all(value is None or low <= value <= high for value in frame[column].to_list())

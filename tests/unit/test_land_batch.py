@@ -417,7 +417,10 @@ def test_backfill_history_of_any_age_lands_and_a_broken_year_does_not():
     ("2300-01-01T00:00:00Z", "timestamp 2300-01-01T00:00:00+00:00 is outside the store's range (1900 to 2299)"),
 ])
 def test_times_the_store_cannot_hold_are_dead_lettered(timestamp, reason):
-    assert single(event_line("x", timestamp=timestamp, meta=origin("backfill")))["reason"] == reason
+    letter = single(event_line("x", timestamp=timestamp, meta=origin("backfill")))
+    assert letter["reason"] == reason
+    # The dead letter itself must fit the store: the time stays in its raw text only.
+    assert letter["event_time"] is None and letter["window_start"] is None
 
 
 # -- store errors: transient ones are retried, permanent ones dead-letter the refused rows ---------
