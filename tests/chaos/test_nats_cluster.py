@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from nats.js.errors import NotFoundError
 
 from qraft_core.bus.nats_bus import NatsBus
 from qraft_core.events import EventMeta, StandardEvent
@@ -77,9 +78,13 @@ async def produce(rt: Runtime, cluster: NatsCluster, total: int, kills: dict[int
     return seen
 
 
-async def lag(rt: Runtime, cluster: NatsCluster) -> int:
+async def lag(rt: Runtime, cluster: NatsCluster) -> int | None:
+    """The lander's lag; None until the (restarted) lander has created its consumer."""
     async with NatsBus(cluster.urls, rt.stream_settings) as bus:
-        return await bus.consumer_pending(rt.config.lander.durable_name)
+        try:
+            return await bus.consumer_pending(rt.config.lander.durable_name)
+        except NotFoundError:
+            return None
 
 
 async def replicas_after_asking_for_one(rt: Runtime, cluster: NatsCluster) -> int:

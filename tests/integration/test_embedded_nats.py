@@ -322,6 +322,13 @@ def test_bus_reset_makes_the_next_lander_land_the_stream_again(config_dir, nats_
         landed.append(asyncio.run(run_lander(rt, until_idle=True)).landed)
     # A fresh store behind a consumer that had read everything: nothing, until the reset.
     assert landed == [5, 0, 5]
+    from qraft_dagster.operations import bus_status
+
+    status = asyncio.run(bus_status(rt))
+    assert {k: status[k] for k in ("stream", "replicas", "clustered", "messages", "consumer_lag", "max_msg_bytes")} == {
+        "stream": "QRAFT_RAW", "replicas": 1, "clustered": False, "messages": 1, "consumer_lag": 0,
+        "max_msg_bytes": 8 * 1024 * 1024,  # the embedded server's max_payload, matching nats.max_msg_bytes
+    }
 
 
 def test_nats_url_takes_a_list_or_a_comma_separated_string_of_seed_urls():
