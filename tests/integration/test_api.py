@@ -202,7 +202,7 @@ def test_pattern_detail_has_context_card_and_annotations(client: TestClient) -> 
     write(client, f"/pattern/{DRIFT.pattern_id}/annotations", {"label": "confirmed", "note": "real move"})
     detail = client.get(f"/pattern/{DRIFT.pattern_id}").json()
     assert detail["pattern"]["pattern_id"] == DRIFT.pattern_id
-    assert detail["context"]["sources"][0]["trades"]["price_min"] == 42035.0
+    assert detail["context"]["sources"][0]["lines"][0]["values"]["price_min"] == 42035.0
     assert detail["card"]["replay_command"] == (
         "qraft replay --start 2026-01-05T10:27:00Z --end 2026-01-05T10:38:00Z --source binance_spot"
     )

@@ -107,7 +107,7 @@ def test_drift_card_in_chinese(store: MemoryStore, cards: CardsConfig) -> None:
     assert card.title == "概念漂移"
     assert card.summary.startswith("2026-01-05 10:32:15 UTC：在 binance_spot 上检测到概念漂移。")
     assert "价格波动率 +37%, 成交量 +1.25 BTC" in card.summary
-    assert "- **建议:** 暂停针对旧状态调优的策略，并人工审查新状态。" in card.markdown
+    assert "- **建议:** 检查此时发生的变化；针对旧状态调优的内容（阈值、模型、策略）可能需要更新。" in card.markdown
     assert "（2 个引擎交叉验证）" in card.markdown
 
 
