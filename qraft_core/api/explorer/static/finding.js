@@ -185,10 +185,12 @@ function cardView(id) {
       clear(llm, h("p.muted", {}, "Asking the LLM…"));
       try {
         const card = await api(`/explain/${encodeURIComponent(id)}?mode=llm&lang=${lang}`);
-        clear(llm, h("div.llm-label", {}, "LLM-based"),
-          card.llm_text ? h("p", {}, card.llm_text) : null,
-          card.note ? h("p.muted", {}, card.note) : null,
-          card.llm_model ? h("p.muted", {}, `model: ${card.llm_model}`) : null);
+        if (card.llm_text) {
+          clear(llm, h("div.llm-label", {}, "LLM-based"), h("p#llm-text", {}, card.llm_text),
+            h("p.muted", {}, `model: ${card.llm_model}; the facts above are the rule-based card's`));
+        } else {
+          clear(llm, h("p.muted#llm-text", {}, `No LLM-based explanation: ${card.note || "the endpoint gave none"}`));
+        }
       } catch (error) {
         clear(llm, errorBox(error));
       }
