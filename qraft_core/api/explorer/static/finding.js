@@ -6,6 +6,7 @@ import { api, clear, errorBox, fmtNum, fmtTime, h, markdown, section, typePill, 
 
 const REPLAY_POLL_MS = 1500;
 const TERMINAL = new Set(["succeeded", "failed", "regression"]);
+const LEVEL_TYPES = new Set(["concept_drift", "cluster_change"]);
 
 export async function findingPage(view, route) {
   const id = route.path[1];
@@ -96,7 +97,8 @@ export function chartSpec(data, allColumns) {
         series: [{ name, times, values, kind: "line", cls: contributors.has(name) ? "hot" : "" }],
         points: alarmTimes.map((t) => ({ time: t, cls: "signal", label: "alarm bar" })),
       };
-      if (pattern.type === "concept_drift" && contributors.has(name)) panel.levels = levels(times, values, changeTime);
+      // A drift's two levels, a cluster change's two regime centres: the means either side of the change.
+      if (LEVEL_TYPES.has(pattern.type) && contributors.has(name)) panel.levels = levels(times, values, changeTime);
       panels.push(panel);
     }
     panels.push({ title: `${stream.stream} · events per bar`, height: 44, series: [{ name: "events", times, values: stream.event_count, kind: "bars", cls: "count" }] });
@@ -129,7 +131,13 @@ function stateTable(pattern) {
       `Δ ${name}`, `${fmtNum(value)} ${details.metric_units[name] || ""}`,
     ]),
   ];
-  return h("table.kv", {}, rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v))));
+  // Metrics measured on clean data before and after the finding, paired by name.
+  const measured = Object.keys(details.metrics).filter((k) => k.endsWith("_before"))
+    .map((k) => k.slice(0, -7)).filter((name) => `${name}_after` in details.metrics);
+  for (const name of measured) {
+    rows.push([`${name}`, `${fmtNum(details.metrics[`${name}_before`])} → ${fmtNum(details.metrics[`${name}_after`])}`]);
+  }
+  return h("table.kv#what-changed", {}, rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v))));
 }
 
 function headlineList(headlines) {
