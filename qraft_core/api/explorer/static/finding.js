@@ -6,6 +6,7 @@ import { api, clear, errorBox, fmtNum, fmtTime, h, markdown, section, typePill, 
 
 const REPLAY_POLL_MS = 1500;
 const TERMINAL = new Set(["succeeded", "failed", "regression"]);
+const LEVEL_TYPES = new Set(["concept_drift", "cluster_change"]);
 
 export async function findingPage(view, route) {
   const id = route.path[1];
@@ -96,7 +97,8 @@ export function chartSpec(data, allColumns) {
         series: [{ name, times, values, kind: "line", cls: contributors.has(name) ? "hot" : "" }],
         points: alarmTimes.map((t) => ({ time: t, cls: "signal", label: "alarm bar" })),
       };
-      if (pattern.type === "concept_drift" && contributors.has(name)) panel.levels = levels(times, values, changeTime);
+      // A drift's two levels, a cluster change's two regime centres: the means either side of the change.
+      if (LEVEL_TYPES.has(pattern.type) && contributors.has(name)) panel.levels = levels(times, values, changeTime);
       panels.push(panel);
     }
     panels.push({ title: `${stream.stream} · events per bar`, height: 44, series: [{ name: "events", times, values: stream.event_count, kind: "bars", cls: "count" }] });
@@ -129,7 +131,13 @@ function stateTable(pattern) {
       `Δ ${name}`, `${fmtNum(value)} ${details.metric_units[name] || ""}`,
     ]),
   ];
-  return h("table.kv", {}, rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v))));
+  // Metrics measured on clean data before and after the finding, paired by name.
+  const measured = Object.keys(details.metrics).filter((k) => k.endsWith("_before"))
+    .map((k) => k.slice(0, -7)).filter((name) => `${name}_after` in details.metrics);
+  for (const name of measured) {
+    rows.push([`${name}`, `${fmtNum(details.metrics[`${name}_before`])} → ${fmtNum(details.metrics[`${name}_after`])}`]);
+  }
+  return h("table.kv#what-changed", {}, rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v))));
 }
 
 function headlineList(headlines) {
@@ -185,10 +193,12 @@ function cardView(id) {
       clear(llm, h("p.muted", {}, "Asking the LLM…"));
       try {
         const card = await api(`/explain/${encodeURIComponent(id)}?mode=llm&lang=${lang}`);
-        clear(llm, h("div.llm-label", {}, "LLM-based"),
-          card.llm_text ? h("p", {}, card.llm_text) : null,
-          card.note ? h("p.muted", {}, card.note) : null,
-          card.llm_model ? h("p.muted", {}, `model: ${card.llm_model}`) : null);
+        if (card.llm_text) {
+          clear(llm, h("div.llm-label", {}, "LLM-based"), h("p#llm-text", {}, card.llm_text),
+            h("p.muted", {}, `model: ${card.llm_model}; the facts above are the rule-based card's`));
+        } else {
+          clear(llm, h("p.muted#llm-text", {}, `No LLM-based explanation: ${card.note || "the endpoint gave none"}`));
+        }
       } catch (error) {
         clear(llm, errorBox(error));
       }
