@@ -185,9 +185,9 @@ def test_validate_all_lists_the_files_checked(tmp_path):
 
 def test_validate_all_checks_the_pipeline_files_too(tmp_path):
     directory = bundled_copy(tmp_path)
-    text = (directory / "detectors.yaml").read_text().replace("algorithm: ADWIN", "algorithm: ADWINN", 1)
+    text = (directory / "detectors.yaml").read_text().replace("algorithm: DBSTREAM", "algorithm: DBSTREAMM", 1)
     write(directory, "detectors.yaml", text)
-    with pytest.raises(ConfigError, match=r"detectors\.yaml.*unknown river algorithm 'ADWINN'"):
+    with pytest.raises(ConfigError, match=r"detectors\.yaml.*unknown river algorithm 'DBSTREAMM'"):
         validate_all(directory)
 
 
