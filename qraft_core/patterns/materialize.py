@@ -113,7 +113,10 @@ def build_event(group: list[Signal], window_start: datetime, window_end: datetim
     detectors = sorted({s.detector for s in group})
     engines = sorted({s.engine for s in group})
     lag = min(max(s.lag_bars for s in group), merge.context_bars)
-    change_point = top.time - timedelta(seconds=lag * bar_seconds)
+    # The earliest point the evidence supports (a detector's estimated onset, else its first
+    # signal) dates the finding, whatever the window length.
+    onset = min(s.finding_time for s in group)
+    change_point = min(onset, top.time - timedelta(seconds=lag * bar_seconds))
     changes, units, levels = metric_changes(bars, change_point, window_end, merge.context_bars, bar_seconds)
     algorithms: dict[str, AlgorithmInfo] = {}
     for signal in sorted(group, key=lambda s: s.detector):
@@ -137,8 +140,8 @@ def build_event(group: list[Signal], window_start: datetime, window_end: datetim
     return PatternEvent(
         pattern_id=stable_id("pattern", anchor.type, anchor.stream, iso(anchor.time), anchor.group),
         type=PatternType(anchor.type),
-        # The most confident signal dates the finding; the first one names it and its window.
-        timestamp=top.time,
+        # The earliest evidence dates the finding; the first signal names it and its window.
+        timestamp=onset,
         window_start=window_start,
         source_streams=[anchor.stream],
         details=details,

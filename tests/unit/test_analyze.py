@@ -159,7 +159,7 @@ def test_the_written_config_is_valid_and_each_file_is_its_own_stream(tmp_path: P
     detectors = load_detectors(folder)
     by_name = {d.name: (d.features, d.streams) for d in detectors.detectors}
     # Glob features resolved per stream: the categorical-only stream has no `*_mean` column.
-    assert by_name["level_adwin"] == (["value_mean"], ["cpu_load", "requests"])
+    assert by_name["level_drift"] == (["value_mean"], ["cpu_load", "requests"])
     assert "events" not in {s for d in detectors.detectors for s in d.streams}
     events = plan.profiles[2]
     assert (events.time_unit, events.numeric, events.categorical, events.ignored) == (

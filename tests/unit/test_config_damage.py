@@ -91,7 +91,9 @@ def detector_params(tmp_path: Path, params: dict) -> Path:
     directory = bundled(tmp_path)
     path = directory / "detectors.yaml"
     data = yaml.safe_load(path.read_text())
-    data["detectors"][0]["params"] = params
+    # A River ADWIN of its own, so the expected defaults do not depend on the bundled set.
+    data["detectors"][0] = {"name": "vol_adwin", "engine": "river", "algorithm": "ADWIN",
+                            "kind": "concept_drift", "features": ["value_mean"], "params": params}
     path.write_text(yaml.safe_dump(data))
     return directory
 

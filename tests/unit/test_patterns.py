@@ -143,12 +143,12 @@ def test_load_pattern_events_filters() -> None:
     assert load_pattern_events(store, START + 20 * MINUTE, START + 30 * MINUTE) == []
 
 
-def test_the_most_confident_signal_dates_the_finding() -> None:
+def test_the_earliest_evidence_dates_the_finding() -> None:
     store = store_with([signal("weak", "river", 600, 0.2, kind="anomaly"),
                         signal("strong", "capymoa", 630, 0.9, kind="anomaly")])
     materialize(store)
     (event,) = load_pattern_events(store)
-    assert event.timestamp == START + timedelta(seconds=630)
+    assert event.timestamp == START + timedelta(seconds=600)
     assert event.details.model_extra["first_signal"] == "2026-01-05T00:10:00.000Z"
     assert event.algorithm.params["detector"] == "strong"
     again = store_with([signal("weak", "river", 600, 0.2, kind="anomaly"),
