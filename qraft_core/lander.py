@@ -529,6 +529,22 @@ def partition_chunks(raw: pl.DataFrame) -> list[pl.DataFrame]:
     return [raw.filter(day.is_in(days[i : i + MAX_DAYS_PER_INSERT])) for i in range(0, len(days), MAX_DAYS_PER_INSERT)]
 
 
+# Hashes of stored event ids the lander keeps per source (about 60 bytes each); a source with more
+# stored ids in a batch's resend window than this is looked up in the store for every batch.
+ID_MEMORY_MAX = 1_000_000
+
+
+@dataclass
+class _KnownIds:
+    """Hashes of the ids of every raw_events row of one source whose event time lies in
+    [start, end): filled by one query, then by every insert of this lander, the one writer of
+    raw_events (a superset is harmless: it only costs a lookup)."""
+
+    start: datetime
+    end: datetime
+    hashes: set[int]
+
+
 @dataclass
 class LanderStats:
     batches: int = 0
@@ -559,6 +575,8 @@ class Lander:
         self.interval = interval
         self.clock = clock
         self.stats = LanderStats()
+        self._known: dict[str, _KnownIds] = {}
+        self._too_dense: set[str] = set()  # sources whose stored ids do not fit ID_MEMORY_MAX
 
     async def _collect(self, stop: asyncio.Event) -> list[BusMessage]:
         """Messages until the batch is full (by lines) or its time is up."""
@@ -612,12 +630,17 @@ class Lander:
         window = timedelta(seconds=self.config.resend_window_s)
         for (source,), group in raw.group_by("source"):
             ids = group["event_id"].unique().to_list()
-            where = [Filter("source", "=", source), Filter("event_id", "in", ids)]
             first: datetime = group["timestamp"].min()  # type: ignore[assignment]
             last: datetime = group["timestamp"].max()  # type: ignore[assignment]
+            start, end = first - window, last + window + timedelta(milliseconds=1)
+            known = self._known_ids(source, start, end)
+            if known is not None:  # only ids the memory may hold can have a stored version
+                ids = [event_id for event_id in ids if hash(event_id) in known.hashes]
+                if not ids:
+                    continue
+            where = [Filter("source", "=", source), Filter("event_id", "in", ids)]
             stored_parts.append(self.store.select(
-                "raw_events", start=first - window, end=last + window + timedelta(milliseconds=1),
-                where=where, columns=[*RAW_COLUMNS, "landed_at"]))
+                "raw_events", start=start, end=end, where=where, columns=[*RAW_COLUMNS, "landed_at"]))
         stored = pl.concat(stored_parts, how="vertical_relaxed") if stored_parts else pl.DataFrame()
         if stored.is_empty():
             return raw, dead, written_first
@@ -656,6 +679,41 @@ class Lander:
             raw = raw.join(stored_wins.select("source", "event_id"), on=["source", "event_id"], how="anti")
         return raw, pl.concat(letters), written_first
 
+    def _known_ids(self, source: str, start: datetime, end: datetime) -> _KnownIds | None:
+        """The memory of `source`'s stored ids, made to cover [start, end) by reading the ids of
+        the part it did not cover yet; None when they do not fit `ID_MEMORY_MAX`."""
+        if source in self._too_dense:
+            return None
+        known = self._known.get(source)
+        if known is not None and known.start <= start and end <= known.end:
+            return known
+        if known is None:
+            spans, known = [(start, end)], _KnownIds(start, end, set())
+        else:
+            spans = [(a, b) for a, b in ((start, known.start), (known.end, end)) if a < b]
+            known.start, known.end = min(start, known.start), max(end, known.end)
+        for a, b in spans:
+            stored = self.store.select("raw_events", start=a, end=b, where=[Filter("source", "=", source)],
+                                       columns=["event_id"])
+            known.hashes.update(map(hash, stored["event_id"].to_list()))
+        if len(known.hashes) <= ID_MEMORY_MAX:
+            self._known[source] = known
+            return known
+        if self._known.pop(source, None) is not None:  # grown too large: start again from this batch
+            return self._known_ids(source, start, end)
+        self._too_dense.add(source)
+        log.info("stored ids of %s in one resend window exceed the lander's memory; every batch is looked up",
+                 source)
+        return None
+
+    def _remember(self, rows: pl.DataFrame) -> None:
+        for (source,), group in rows.group_by("source"):
+            known = self._known.get(source)
+            if known is not None:
+                known.hashes.update(map(hash, group["event_id"].to_list()))
+                if len(known.hashes) > ID_MEMORY_MAX:  # the next batch reads its own window again
+                    del self._known[source]
+
     def _letters(self, rows: pl.DataFrame, kind: str) -> pl.DataFrame:
         """Dead letters for raw-event rows: `superseded` ones (with a `winner` column) or ones the
         store refused (with a `reason` column). Ids are stable, so a rewrite stores them once."""
@@ -690,6 +748,7 @@ class Lander:
             chunk = pending.pop()
             try:
                 self.store.insert("raw_events", chunk)
+                self._remember(chunk)
                 continue
             except StoreError as exc:
                 kind = store_error_kind(exc)
