@@ -687,7 +687,7 @@ class Lander:
         known = self._known.get(source)
         if known is not None and known.start <= start and end <= known.end:
             return known
-        if known is None:
+        if known is None or end < known.start or known.end < start:  # apart: never read the gap between
             spans, known = [(start, end)], _KnownIds(start, end, set())
         else:
             spans = [(a, b) for a, b in ((start, known.start), (known.end, end)) if a < b]

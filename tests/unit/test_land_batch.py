@@ -527,8 +527,11 @@ class LookupCountingStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.id_lookups: list[list[str]] = []
+        self.id_reads: list[tuple[datetime, datetime]] = []  # spans whose stored ids were read
 
     def select(self, table: str, **kwargs: Any) -> Any:
+        if kwargs.get("columns") == ["event_id"]:
+            self.id_reads.append((kwargs["start"], kwargs["end"]))
         for item in kwargs.get("where", ()):
             if table == "raw_events" and item.column == "event_id":
                 self.id_lookups.append(sorted(item.value))
@@ -559,3 +562,15 @@ def test_one_lander_looks_up_only_ids_it_may_have_stored(monkeypatch, memory_max
     assert sorted(store.tables["dead_letters"]["event_id"].to_list()) == ["a", "old"]
     assert all(r.startswith("superseded: ") for r in store.tables["dead_letters"]["reason"].to_list())
     assert store.id_lookups == lookups
+
+
+def test_the_id_memory_never_reads_the_years_between_live_and_backfill_batches():
+    store, bus = LookupCountingStore(), MemoryBus()
+    lander = Lander(bus, store, LanderConfig(batch_timeout_ms=20, resend_window_s=60))
+    land_each(lander, bus, event_line("live"))
+    land_each(lander, bus, event_line("old", timestamp="1950-01-01T00:00:00Z",
+                                      meta={"parser_version": "v1", "origin": "backfill"}))
+    land_each(lander, bus, event_line("live", type="quote", ingest_time="2026-01-05T00:03:18Z"))
+    assert store.tables["raw_events"].height == 2
+    assert store.tables["dead_letters"]["event_id"].to_list() == ["live"]  # found again after the backfill
+    assert all(end - start < timedelta(minutes=3) for start, end in store.id_reads)
