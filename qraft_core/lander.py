@@ -529,7 +529,7 @@ def partition_chunks(raw: pl.DataFrame) -> list[pl.DataFrame]:
     return [raw.filter(day.is_in(days[i : i + MAX_DAYS_PER_INSERT])) for i in range(0, len(days), MAX_DAYS_PER_INSERT)]
 
 
-# Hashes of stored event ids the lander keeps per source (about 60 bytes each); a source with more
+# Hashes of stored event ids the lander keeps per source (about 70 bytes each); a source with more
 # stored ids in a batch's resend window than this is looked up in the store for every batch.
 ID_MEMORY_MAX = 1_000_000
 
