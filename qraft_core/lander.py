@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import msgspec
 import polars as pl
 from pydantic import ValidationError
 
@@ -273,16 +274,17 @@ def land_batch(
     'malformed JSON: Expecting property name enclosed in double quotes'
     """
     judge = _Judge(now or datetime.now(UTC), interval, bounds or EventTimeBounds.of(LanderConfig()))
+    parser = _LineParser()
     for subject, data in messages:
         message = _Message(_source_of(subject, subject_prefix), data)
         for index, line in enumerate(data.split(b"\n")):
             if line.strip():
-                _judge_line(judge, subject, message, index, line, max_payload_bytes)
+                _judge_line(judge, parser, subject, message, index, line, max_payload_bytes)
     judge.bound_backfill()
     return judge.batch()
 
 
-def _judge_line(judge: _Judge, subject: str, message: _Message, index: int, line: bytes,
+def _judge_line(judge: _Judge, parser: _LineParser, subject: str, message: _Message, index: int, line: bytes,
                 max_payload_bytes: int) -> None:
     def reject(reason: str, raw: bytes | str = line, event: dict[str, Any] | None = None) -> None:
         event = event or {}
@@ -291,7 +293,7 @@ def _judge_line(judge: _Judge, subject: str, message: _Message, index: int, line
     if len(line) > max_payload_bytes:
         return reject(f"oversize: {len(line)} bytes > {max_payload_bytes}", line[:4096])
     try:
-        document, finite = _parse_line(line)
+        document, finite = parser.parse(line)
     except RecursionError:
         return reject("malformed JSON: nested too deeply")
     except ValueError as exc:
@@ -306,7 +308,7 @@ def _judge_line(judge: _Judge, subject: str, message: _Message, index: int, line
                       safe_text(envelope.get("raw", "")))
     # Only a line with \u escapes can hold a lone surrogate, only one with many brackets deep nesting.
     plain = b"\\u" not in line and line.count(b"[") + line.count(b"{") <= MAX_NESTING
-    row = well_formed_row(document) if finite and plain else None
+    row = well_formed_row(document, parser.canonical_encoder(line)) if finite and plain else None
     if row is None:
         # Not plainly well formed: the model decides, and names what is wrong.
         try:
@@ -356,14 +358,50 @@ _DECODER = json.JSONDecoder()
 _CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 
 
-def _parse_line(line: bytes) -> tuple[Any, bool]:
-    """(document, all numbers finite?); raises ValueError/RecursionError for malformed JSON
-    (UnicodeDecodeError, a ValueError, for bytes that are not UTF-8)."""
-    text = line.decode("utf-8")
-    try:
-        return _FINITE_DECODER.decode(text), True
-    except _NonFinite:
-        return _DECODER.decode(text), False
+def _canonical(payload: dict[str, Any]) -> str:
+    return _CANONICAL.encode(payload)
+
+
+def _canonical_compiled(payload: dict[str, Any]) -> str:
+    return msgspec.json.encode(payload, order="sorted").decode("ascii")
+
+
+class _LineParser:
+    """Parses lines with a compiled decoder; a line it does not accept (malformed, a NaN, an
+    overflowing number, nesting too deep) is parsed again by the standard library, which names
+    the problem, so every reason stays the one `json` gives. Whatever the compiled decoder
+    accepts, `json` accepts as the same document (`test_compiled_decoder_agrees_with_json`)."""
+
+    def __init__(self) -> None:
+        self.saw_float = False  # in the line parsed last
+        self._decoder = msgspec.json.Decoder(float_hook=self._float)
+
+    def _float(self, text: str) -> float:
+        self.saw_float = True
+        return _finite_float(text)
+
+    def parse(self, line: bytes) -> tuple[Any, bool]:
+        """(document, all numbers finite?); raises ValueError/RecursionError for malformed JSON
+        (UnicodeDecodeError, a ValueError, for bytes that are not UTF-8)."""
+        self.saw_float = False
+        try:
+            return self._decoder.decode(line), True
+        except (msgspec.DecodeError, ValueError, RecursionError):
+            pass
+        self.saw_float = True  # not known: the slow encoder is always right
+        text = line.decode("utf-8")
+        try:
+            return _FINITE_DECODER.decode(text), True
+        except _NonFinite:
+            return _DECODER.decode(text), False
+
+    def canonical_encoder(self, line: bytes) -> Callable[[dict[str, Any]], str]:
+        """The compiled encoder writes the same text as `_CANONICAL` for printable ASCII text
+        without floats or \\u escapes (it spells floats and DEL differently, and does not
+        escape non-ASCII)."""
+        if self.saw_float or not line.isascii() or b"\x7f" in line or b"\\u" in line:
+            return _canonical
+        return _canonical_compiled
 
 
 def _iso_utc(value: Any) -> datetime | None:
@@ -376,7 +414,8 @@ def _iso_utc(value: Any) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def well_formed_row(document: dict[str, Any]) -> tuple[Any, ...] | None:
+def well_formed_row(document: dict[str, Any],
+                    canonical: Callable[[dict[str, Any]], str] = _canonical) -> tuple[Any, ...] | None:
     """The raw_events row of an event in the shape adapters publish, checked without the model.
 
     The document must come from a parse that rejected non-finite numbers. Anything
@@ -411,7 +450,7 @@ def well_formed_row(document: dict[str, Any]) -> tuple[Any, ...] | None:
     if timestamp is None or ingest_time is None:
         return None
     return (event_id, source, kind, timestamp, ingest_time,
-            _CANONICAL.encode(payload),
+            canonical(payload),
             meta["parser_version"], meta.get("raw_checksum", ""))
 
 
@@ -490,6 +529,22 @@ def partition_chunks(raw: pl.DataFrame) -> list[pl.DataFrame]:
     return [raw.filter(day.is_in(days[i : i + MAX_DAYS_PER_INSERT])) for i in range(0, len(days), MAX_DAYS_PER_INSERT)]
 
 
+# Hashes of stored event ids the lander keeps per source (about 70 bytes each); a source with more
+# stored ids in a batch's resend window than this is looked up in the store for every batch.
+ID_MEMORY_MAX = 1_000_000
+
+
+@dataclass
+class _KnownIds:
+    """Hashes of the ids of every raw_events row of one source whose event time lies in
+    [start, end): filled by one query, then by every insert of this lander, the one writer of
+    raw_events (a superset is harmless: it only costs a lookup)."""
+
+    start: datetime
+    end: datetime
+    hashes: set[int]
+
+
 @dataclass
 class LanderStats:
     batches: int = 0
@@ -520,6 +575,8 @@ class Lander:
         self.interval = interval
         self.clock = clock
         self.stats = LanderStats()
+        self._known: dict[str, _KnownIds] = {}
+        self._too_dense: set[str] = set()  # sources whose stored ids do not fit ID_MEMORY_MAX
 
     async def _collect(self, stop: asyncio.Event) -> list[BusMessage]:
         """Messages until the batch is full (by lines) or its time is up."""
@@ -573,12 +630,17 @@ class Lander:
         window = timedelta(seconds=self.config.resend_window_s)
         for (source,), group in raw.group_by("source"):
             ids = group["event_id"].unique().to_list()
-            where = [Filter("source", "=", source), Filter("event_id", "in", ids)]
             first: datetime = group["timestamp"].min()  # type: ignore[assignment]
             last: datetime = group["timestamp"].max()  # type: ignore[assignment]
+            start, end = first - window, last + window + timedelta(milliseconds=1)
+            known = self._known_ids(source, start, end)
+            if known is not None:  # only ids the memory may hold can have a stored version
+                ids = [event_id for event_id in ids if hash(event_id) in known.hashes]
+                if not ids:
+                    continue
+            where = [Filter("source", "=", source), Filter("event_id", "in", ids)]
             stored_parts.append(self.store.select(
-                "raw_events", start=first - window, end=last + window + timedelta(milliseconds=1),
-                where=where, columns=[*RAW_COLUMNS, "landed_at"]))
+                "raw_events", start=start, end=end, where=where, columns=[*RAW_COLUMNS, "landed_at"]))
         stored = pl.concat(stored_parts, how="vertical_relaxed") if stored_parts else pl.DataFrame()
         if stored.is_empty():
             return raw, dead, written_first
@@ -617,6 +679,41 @@ class Lander:
             raw = raw.join(stored_wins.select("source", "event_id"), on=["source", "event_id"], how="anti")
         return raw, pl.concat(letters), written_first
 
+    def _known_ids(self, source: str, start: datetime, end: datetime) -> _KnownIds | None:
+        """The memory of `source`'s stored ids, made to cover [start, end) by reading the ids of
+        the part it did not cover yet; None when they do not fit `ID_MEMORY_MAX`."""
+        if source in self._too_dense:
+            return None
+        known = self._known.get(source)
+        if known is not None and known.start <= start and end <= known.end:
+            return known
+        if known is None or end < known.start or known.end < start:  # apart: never read the gap between
+            spans, known = [(start, end)], _KnownIds(start, end, set())
+        else:
+            spans = [(a, b) for a, b in ((start, known.start), (known.end, end)) if a < b]
+            known.start, known.end = min(start, known.start), max(end, known.end)
+        for a, b in spans:
+            stored = self.store.select("raw_events", start=a, end=b, where=[Filter("source", "=", source)],
+                                       columns=["event_id"])
+            known.hashes.update(map(hash, stored["event_id"].to_list()))
+        if len(known.hashes) <= ID_MEMORY_MAX:
+            self._known[source] = known
+            return known
+        if self._known.pop(source, None) is not None:  # grown too large: start again from this batch
+            return self._known_ids(source, start, end)
+        self._too_dense.add(source)
+        log.info("stored ids of %s in one resend window exceed the lander's memory; every batch is looked up",
+                 source)
+        return None
+
+    def _remember(self, rows: pl.DataFrame) -> None:
+        for (source,), group in rows.group_by("source"):
+            known = self._known.get(source)
+            if known is not None:
+                known.hashes.update(map(hash, group["event_id"].to_list()))
+                if len(known.hashes) > ID_MEMORY_MAX:  # the next batch reads its own window again
+                    del self._known[source]
+
     def _letters(self, rows: pl.DataFrame, kind: str) -> pl.DataFrame:
         """Dead letters for raw-event rows: `superseded` ones (with a `winner` column) or ones the
         store refused (with a `reason` column). Ids are stable, so a rewrite stores them once."""
@@ -651,6 +748,7 @@ class Lander:
             chunk = pending.pop()
             try:
                 self.store.insert("raw_events", chunk)
+                self._remember(chunk)
                 continue
             except StoreError as exc:
                 kind = store_error_kind(exc)

@@ -7,11 +7,12 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from qraft_core.events import dead_letter_envelope
-from qraft_core.lander import STORE_TIME_RANGE, land_batch
+from qraft_core.lander import STORE_TIME_RANGE, _LineParser, land_batch
 from tests.unit.fuzz_strategies import FUZZ, NOW, garbage, json_line, text, times, values
 
 FIELDS = ("event_id", "source", "type", "timestamp", "ingest_time", "payload", "meta")
@@ -96,3 +97,30 @@ def test_every_line_is_one_row_or_one_dead_letter_the_store_can_take(batch, rese
     for column, frame in (("event_time", landed.dead_letters), ("timestamp", landed.raw_events),
                           ("ingest_time", landed.raw_events)):
         assert all(value is None or low <= value <= high for value in frame[column].to_list())
+
+
+# Lines the compiled decoder must judge as `json` does: hostile values, garbage, and printable ASCII
+# JSON that mixes floats, short escapes, DEL and non-ASCII into otherwise plain events.
+ascii_json = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30), st.floats(),
+              st.text(alphabet=st.characters(max_codepoint=0x80), max_size=8)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@FUZZ
+@given(line=st.one_of(garbage, values.map(json_line), ascii_json.map(json_line),
+                      ascii_json.map(lambda v: json.dumps({"payload": v}, ensure_ascii=False).encode())))
+def test_compiled_decoder_agrees_with_json(line):
+    parser = _LineParser()
+    try:
+        document, finite = parser.parse(line)
+    except (ValueError, RecursionError) as exc:
+        with pytest.raises(type(exc)):
+            json.loads(line.decode("utf-8"))
+        return
+    assert document == json.loads(line.decode("utf-8")) or not finite  # NaN != NaN
+    if finite and isinstance(document, dict):
+        canonical = json.dumps(document, separators=(",", ":"), sort_keys=True)
+        assert parser.canonical_encoder(line)(document) == canonical

@@ -519,3 +519,58 @@ def test_a_version_moved_beyond_the_resend_window_is_not_looked_for(memory_store
     land_lines(memory_store, event_line("r-2", timestamp="2026-01-05T00:02:01Z",
                                         ingest_time="2026-01-05T00:03:17.300Z"), resend_window_s=60)
     assert memory_store.tables["raw_events"].height == 2
+
+
+class LookupCountingStore(MemoryStore):
+    """Counts the stored-version lookups (selects by event id) of raw_events."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.id_lookups: list[list[str]] = []
+        self.id_reads: list[tuple[datetime, datetime]] = []  # spans whose stored ids were read
+
+    def select(self, table: str, **kwargs: Any) -> Any:
+        if kwargs.get("columns") == ["event_id"]:
+            self.id_reads.append((kwargs["start"], kwargs["end"]))
+        for item in kwargs.get("where", ()):
+            if table == "raw_events" and item.column == "event_id":
+                self.id_lookups.append(sorted(item.value))
+        return super().select(table, **kwargs)
+
+
+def land_each(lander: Lander, bus: MemoryBus, *lines: bytes) -> None:
+    asyncio.run(bus.publish_raw("binance_spot", b"\n".join(lines)))
+    assert asyncio.run(lander.land_once()) == 1
+
+
+@pytest.mark.parametrize(("memory_max", "lookups"), [
+    (1_000_000, [["a", "old"]]),  # all-new ids are not looked up; the re-sent ones alone are
+    (1, [["a", "c", "old"]]),  # the memory outgrew its size: the next batch's window is read again, too many
+    (0, [["a", "b"], ["a", "c", "old"]]),  # stored ids beyond the memory: every batch is looked up whole
+])
+def test_one_lander_looks_up_only_ids_it_may_have_stored(monkeypatch, memory_max, lookups):
+    monkeypatch.setattr("qraft_core.lander.ID_MEMORY_MAX", memory_max)
+    store, bus = LookupCountingStore(), MemoryBus()
+    # A version stored before this lander started is found through the memory's first read.
+    store.insert("raw_events", land_batch([(SUBJECT, event_line("old", ingest_time="2026-01-05T00:03:17Z"))],
+                                          now=NOW).raw_events)
+    lander = Lander(bus, store, LanderConfig(batch_timeout_ms=20))
+    land_each(lander, bus, event_line("a"), event_line("b"))
+    land_each(lander, bus, event_line("c"), event_line("a", type="quote", ingest_time="2026-01-05T00:03:18Z"),
+              event_line("old", type="quote"))
+    assert sorted(store.tables["raw_events"]["type"].to_list()) == ["quote", "quote", "trade", "trade"]
+    assert sorted(store.tables["dead_letters"]["event_id"].to_list()) == ["a", "old"]
+    assert all(r.startswith("superseded: ") for r in store.tables["dead_letters"]["reason"].to_list())
+    assert store.id_lookups == lookups
+
+
+def test_the_id_memory_never_reads_the_years_between_live_and_backfill_batches():
+    store, bus = LookupCountingStore(), MemoryBus()
+    lander = Lander(bus, store, LanderConfig(batch_timeout_ms=20, resend_window_s=60))
+    land_each(lander, bus, event_line("live"))
+    land_each(lander, bus, event_line("old", timestamp="1950-01-01T00:00:00Z",
+                                      meta={"parser_version": "v1", "origin": "backfill"}))
+    land_each(lander, bus, event_line("live", type="quote", ingest_time="2026-01-05T00:03:18Z"))
+    assert store.tables["raw_events"].height == 2
+    assert store.tables["dead_letters"]["event_id"].to_list() == ["live"]  # found again after the backfill
+    assert all(end - start < timedelta(minutes=3) for start, end in store.id_reads)
