@@ -65,10 +65,22 @@ class WaitSignal:
             os.close(fd)
         return False
 
-    def wait_gone(self, max_s: float) -> None:
+    def wait_served(self, lock_path: str, max_s: float) -> None:
+        """Until a waiter holds the lock at `lock_path`, nobody waits any more, or `max_s` passed."""
         deadline = time.monotonic() + max_s
-        while self.someone_waits() and time.monotonic() < deadline:
+        while self.someone_waits() and not _held(lock_path) and time.monotonic() < deadline:
             time.sleep(_IDLE_POLL_S)
+
+
+def _held(lock_path: str) -> bool:
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock taken just now
+    return False
 
 
 def lock_path_of(dsn: str) -> str:
@@ -172,9 +184,10 @@ class EmbeddedEngine:
             self._users -= 1
             if self._users == 0 and self._client is not None:
                 assert self._signal is not None
-                handing_over = self._signal.someone_waits()
-                if keep_open_s <= 0 or handing_over:
-                    self._close(handing_over)
+                if keep_open_s <= 0:
+                    self._close()  # a short-session process closes as it always did, without staying back
+                elif self._signal.someone_waits():
+                    self._close(handing_over=True)
                 else:
                     self._idle_until = time.monotonic() + keep_open_s
                     self._start_reaper()
@@ -183,10 +196,10 @@ class EmbeddedEngine:
     def _open(
         self, dsn: str, timeout_s: float, lock_timeout_s: float
     ) -> tuple[str, Any, FileLock, WaitSignal]:
-        if self._yield_to is not None:  # stay back until the process we handed the store to has it
-            self._yield_to.wait_gone(_HANDOVER_MAX_S)
-            self._yield_to = None
         lock_path = lock_path_of(dsn)
+        if self._yield_to is not None:  # stay back until the process we handed the store to has it
+            self._yield_to.wait_served(lock_path, _HANDOVER_MAX_S)
+            self._yield_to = None
         Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
         file_lock = FileLock(lock_path, thread_local=False)
         signal = WaitSignal(lock_path + ".waiting")
