@@ -646,10 +646,15 @@ class Lander:
             return raw, dead, written_first
         stored = stored.with_columns(pl.col("timestamp", "ingest_time").dt.cast_time_unit("ms"))
         pairs = raw.join(stored, on=["source", "event_id"], suffix="_stored")
-        differing = pairs.filter(
+        differs = (
             (pl.col("type") != pl.col("type_stored")) | (pl.col("timestamp") != pl.col("timestamp_stored"))
             | (pl.col("payload") != pl.col("payload_stored"))
         )
+        # A version already stored as it is (a batch redelivered after a lander died between its
+        # insert and its ack) is not inserted again: one id stays one row even before a merge.
+        stored_as_is = pairs.filter(~differs).select("source", "event_id").unique()
+        raw = raw.join(stored_as_is, on=["source", "event_id"], how="anti")
+        differing = pairs.filter(differs).join(stored_as_is, on=["source", "event_id"], how="anti")
         if differing.is_empty():
             return raw, dead, written_first
         newest = pairs.group_by("source", "event_id").agg(pl.col("ingest_time_stored").max().alias("newest"))
