@@ -197,4 +197,6 @@ if __name__ == "__main__":
     parser.add_argument("replay_id")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     arguments = parser.parse_args()
-    sys.exit(watch_replay(arguments.directory, arguments.replay_id, arguments.command[1:]))
+    # argparse keeps or drops the "--" before a remainder depending on the Python version.
+    command = arguments.command[1:] if arguments.command[:1] == ["--"] else arguments.command
+    sys.exit(watch_replay(arguments.directory, arguments.replay_id, command))
