@@ -31,8 +31,10 @@ BATCH = 500
 
 def events(start: int, count: int) -> list[StandardEvent]:
     return [
+        # Ingested as they happen: a live source's events lie within seconds of their ingest time.
         StandardEvent(event_id=f"c-{i}", source="chaos", type="tick", timestamp=T0 + timedelta(milliseconds=50 * i),
-                      ingest_time=T0, payload={"i": i}, meta=EventMeta(parser_version="chaos/1"))
+                      ingest_time=T0 + timedelta(milliseconds=50 * i), payload={"i": i},
+                      meta=EventMeta(parser_version="chaos/1"))
         for i in range(start, start + count)
     ]
 
