@@ -16,6 +16,7 @@ from nats.js import api
 from nats.js.errors import BadRequestError, NotFoundError
 
 from qraft_core.bus.base import (
+    BusError,
     BusStopped,
     BusUnavailable,
     StoredMessage,
@@ -286,26 +287,31 @@ async def read_stream(url: str | Sequence[str], stream: str,
     """
     nc = await _connect_once(url)
     try:
-        js = nc.jetstream()
-        try:
-            info = await js.stream_info(stream)
-        except NotFoundError:
-            return None
-        sequence, last = int(info.state.first_seq or 1), int(info.state.last_seq or 0)
-        while sequence <= last and info.state.messages:
-            try:
-                message = await js.get_msg(stream, seq=sequence, subject=">", next=True)
-            except NotFoundError:  # the remaining messages expired while being read
-                break
-            if int(message.seq or 0) > last:
-                break
-            write(StoredMessage(message.subject or "", dict(message.headers or {}), message.data or b""))
-            sequence = int(message.seq or 0) + 1
-        config = info.config.as_dict()
-        # Enum values as their names, so the configuration is plain JSON.
-        return {key: getattr(value, "value", value) for key, value in config.items()}
+        return await _read_stream(nc.jetstream(), stream, write)
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise BusError(f"reading stream {stream} at {url} failed: {str(exc) or type(exc).__name__}") from exc
     finally:
         await nc.close()
+
+
+async def _read_stream(js: Any, stream: str, write: Callable[[StoredMessage], None]) -> dict[str, Any] | None:
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        return None
+    sequence, last = int(info.state.first_seq or 1), int(info.state.last_seq or 0)
+    while sequence <= last and info.state.messages:
+        try:
+            message = await js.get_msg(stream, seq=sequence, subject=">", next=True)
+        except NotFoundError:  # the remaining messages expired while being read
+            break
+        if int(message.seq or 0) > last:
+            break
+        write(StoredMessage(message.subject or "", dict(message.headers or {}), message.data or b""))
+        sequence = int(message.seq or 0) + 1
+    config = info.config.as_dict()
+    # Enum values as their names, so the configuration is plain JSON.
+    return {key: getattr(value, "value", value) for key, value in config.items()}
 
 
 async def write_stream(url: str | Sequence[str], config: dict[str, Any],
@@ -317,27 +323,32 @@ async def write_stream(url: str | Sequence[str], config: dict[str, Any],
     """
     nc = await _connect_once(url)
     try:
-        js = nc.jetstream()
-        wanted = api.StreamConfig.from_response(dict(config))
-        try:
-            existing = (await js.stream_info(wanted.name)).config
-        except NotFoundError:
-            existing = None
-        if existing is not None:
-            wanted.num_replicas = max(wanted.num_replicas or 1, existing.num_replicas or 1)
-            await js.delete_stream(wanted.name)
-        await js.add_stream(wanted)
-        stored = 0
-        pending = iter(messages)
-        while window := list(itertools.islice(pending, RESTORE_WINDOW)):
-            # Tasks created in order write their requests in order, so the sequence is kept; no
-            # expected-stream header, which would be stored with the message and change it.
-            acks = await asyncio.gather(*(
-                js.publish(m.subject, m.data, headers=m.headers or None, timeout=30) for m in window))
-            stored += sum(not ack.duplicate for ack in acks)
-        return stored
+        return await _write_stream(nc.jetstream(), config, messages)
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise BusError(f"restoring stream {config.get('name')} at {url} failed: {str(exc) or type(exc).__name__}") from exc
     finally:
         await nc.close()
+
+
+async def _write_stream(js: Any, config: dict[str, Any], messages: Iterable[StoredMessage]) -> int:
+    wanted = api.StreamConfig.from_response(dict(config))
+    try:
+        existing = (await js.stream_info(wanted.name)).config
+    except NotFoundError:
+        existing = None
+    if existing is not None:
+        wanted.num_replicas = max(wanted.num_replicas or 1, existing.num_replicas or 1)
+        await js.delete_stream(wanted.name)
+    await js.add_stream(wanted)
+    stored = 0
+    pending = iter(messages)
+    while window := list(itertools.islice(pending, RESTORE_WINDOW)):
+        # Tasks created in order write their requests in order, so the sequence is kept; no
+        # expected-stream header, which would be stored with the message and change it.
+        acks = await asyncio.gather(*(
+            js.publish(m.subject, m.data, headers=m.headers or None, timeout=30) for m in window))
+        stored += sum(not ack.duplicate for ack in acks)
+    return stored
 
 
 def oversized_dead_letter(event: StandardEvent, size: int, limit: int, source: str) -> bytes:

@@ -80,8 +80,10 @@ def restore_stream(url: str, source: Location, expected: dict[str, Any]) -> dict
     try:
         config = json.loads(folder.read_bytes(CONFIG))
         asyncio.run(write_stream(url, config, _read_messages(folder)))
-    except (OSError, gzip.BadGzipFile, EOFError, json.JSONDecodeError) as exc:
-        raise LocationError(f"{folder.url}: the stream backup cannot be read ({exc})") from exc
+    except LocationError:
+        raise
+    except (OSError, EOFError, ValueError, TypeError) as exc:  # a damaged file or configuration
+        raise LocationError(f"{folder.url}: the stream backup cannot be read ({exc!r})") from exc
     digest = StreamDigest()
     asyncio.run(read_stream(url, expected["name"], digest.add))
     restored = digest.summary(expected["name"])

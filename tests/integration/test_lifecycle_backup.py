@@ -291,6 +291,17 @@ def test_a_stream_restore_replaces_an_existing_stream_and_names_a_damaged_backup
     assert failed.exit_code == 2, failed.output
     assert "messages.jsonl.gz: line 4 is not a stored message (KeyError" in failed.output
 
+    # A stream of another name already takes the subjects: the server's refusal is reported.
+    async def overlap() -> None:
+        for settings in (StreamSettings(stream="QRAFT_RAW", subject_prefix="other"),
+                         StreamSettings(stream="TAKEN", subject_prefix="qraft.raw.a")):
+            await (await NatsBus(second_nats.url, settings).connect()).close()
+
+    asyncio.run(overlap())
+    refused = CliRunner().invoke(main, ["restore", str(tmp_path / "b"), "--yes"])
+    assert refused.exit_code == 2, refused.output
+    assert "restoring stream QRAFT_RAW at" in refused.output and "overlap" in refused.output
+
 
 def test_backup_names_an_unreachable_bus_and_no_stream_leaves_it_out(landed, tmp_path, monkeypatch):
     monkeypatch.setenv("QRAFT_NATS_URL", "nats://127.0.0.1:1")
