@@ -89,5 +89,9 @@ def restore_stream(url: str, source: Location, expected: dict[str, Any]) -> dict
     restored = digest.summary(expected["name"])
     if restored != expected:
         raise LocationError(f"the restored stream {expected['name']} differs from the backup: "
-                            f"{restored['messages']} messages, {expected['messages']} backed up")
+                            f"{restored['messages']} messages, {expected['messages']} backed up "
+                            f"(a repeated Nats-Msg-Id within the duplicate window is stored once)"
+                            if restored["messages"] != expected["messages"] else
+                            f"the restored stream {expected['name']} has the backup's {expected['messages']} "
+                            "messages but not their contents (digest differs)")
     return restored

@@ -283,6 +283,14 @@ def test_a_stream_restore_replaces_an_existing_stream_and_names_a_damaged_backup
     monkeypatch.setenv("QRAFT_NATS_URL", second_nats.url)
     _cli("restore", str(tmp_path / "b"), "--yes")
     assert [m.headers["Nats-Msg-Id"] for m in _stored(second_nats.url)] == [f"a-{i}" for i in range(5)]
+    # The read-back check compares contents, not only the count.
+    from qraft_core.lifecycle.location import LocationError, location
+    from qraft_core.lifecycle.stream_backup import restore_stream
+
+    expected = json.loads((tmp_path / "b" / "manifest.json").read_text())["stream"]
+    assert restore_stream(second_nats.url, location(str(tmp_path / "b")), expected) == expected
+    with pytest.raises(LocationError, match="has the backup's 5 messages but not their contents"):
+        restore_stream(second_nats.url, location(str(tmp_path / "b")), {**expected, "digest": "0" * 64})
 
     damaged = tmp_path / "b" / "nats" / "messages.jsonl.gz"
     lines = gzip.decompress(damaged.read_bytes()).splitlines(keepends=True)
