@@ -58,6 +58,15 @@ def split_to_fit(lines: Sequence[bytes], limit: int) -> list[tuple[int, int]]:
     return ranges
 
 
+@dataclass(frozen=True)
+class StoredMessage:
+    """One message as the stream holds it, for snapshots: subject, headers (with `Nats-Msg-Id`), data."""
+
+    subject: str
+    headers: dict[str, str]
+    data: bytes
+
+
 class BusMessage(Protocol):
     subject: str
     data: bytes

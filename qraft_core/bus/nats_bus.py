@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import nats
@@ -15,8 +16,10 @@ from nats.js import api
 from nats.js.errors import BadRequestError, NotFoundError
 
 from qraft_core.bus.base import (
+    BusError,
     BusStopped,
     BusUnavailable,
+    StoredMessage,
     StreamSettings,
     batch_message_id,
     encode_events,
@@ -30,6 +33,9 @@ log = logging.getLogger(__name__)
 HEADER_ALLOWANCE = 1024
 # How much of an oversized event its dead letter keeps.
 OVERSIZED_EXCERPT = 4096
+# Publishes a restore has in flight at once: enough to hide the round trip, few enough to keep
+# a failure's unknown outcome small.
+RESTORE_WINDOW = 256
 # Errors no retry can fix: the request itself is wrong, or what it names does not exist.
 PERMANENT_ERRORS = (nats.errors.MaxPayloadError, nats.errors.BadSubjectError, nats.errors.BadHeaderError,
                     BadRequestError, NotFoundError)
@@ -258,6 +264,91 @@ class NatsBus:
     async def stream_messages(self) -> int:
         info = await self._js.stream_info(self.settings.stream)
         return int(info.state.messages)
+
+
+# -- snapshots of a whole stream (`qraft backup` / `qraft restore`) ------------------------
+
+async def _connect_once(url: str | Sequence[str]) -> Any:
+    """A plain connection that fails fast: a backup should say the bus is down, not wait for it."""
+    try:
+        return await nats.connect(servers=seed_urls(url), connect_timeout=5, max_reconnect_attempts=1,
+                                  allow_reconnect=False)
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        raise BusUnavailable(f"no NATS server answered at {url}: {exc!r}") from exc
+
+
+async def read_stream(url: str | Sequence[str], stream: str,
+                      write: Callable[[StoredMessage], None]) -> dict[str, Any] | None:
+    """Hand every message of `stream` to `write`, in sequence order, up to the last one stored when
+    the read began; returns the stream's configuration (JSON-ready), or None when there is no stream.
+
+    Messages are fetched one by one with "the next message at or after this sequence", so gaps
+    left by deleted or expired messages are skipped without a consumer on the stream.
+    """
+    nc = await _connect_once(url)
+    try:
+        return await _read_stream(nc.jetstream(), stream, write)
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise BusError(f"reading stream {stream} at {url} failed: {str(exc) or type(exc).__name__}") from exc
+    finally:
+        await nc.close()
+
+
+async def _read_stream(js: Any, stream: str, write: Callable[[StoredMessage], None]) -> dict[str, Any] | None:
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        return None
+    sequence, last = int(info.state.first_seq or 1), int(info.state.last_seq or 0)
+    while sequence <= last and info.state.messages:
+        try:
+            message = await js.get_msg(stream, seq=sequence, subject=">", next=True)
+        except NotFoundError:  # the remaining messages expired while being read
+            break
+        if int(message.seq or 0) > last:
+            break
+        write(StoredMessage(message.subject or "", dict(message.headers or {}), message.data or b""))
+        sequence = int(message.seq or 0) + 1
+    config = info.config.as_dict()
+    # Enum values as their names, so the configuration is plain JSON.
+    return {key: getattr(value, "value", value) for key, value in config.items()}
+
+
+async def write_stream(url: str | Sequence[str], config: dict[str, Any],
+                       messages: Iterable[StoredMessage]) -> int:
+    """Re-create the stream of `config` (an existing one is deleted first and keeps its replicas if
+    it had more) and publish `messages` in order with their headers; returns how many were stored.
+
+    A message the stream drops as a repeat of an id within the duplicate window is not counted.
+    """
+    nc = await _connect_once(url)
+    try:
+        return await _write_stream(nc.jetstream(), config, messages)
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise BusError(f"restoring stream {config.get('name')} at {url} failed: {str(exc) or type(exc).__name__}") from exc
+    finally:
+        await nc.close()
+
+
+async def _write_stream(js: Any, config: dict[str, Any], messages: Iterable[StoredMessage]) -> int:
+    wanted = api.StreamConfig.from_response(dict(config))
+    try:
+        existing = (await js.stream_info(wanted.name)).config
+    except NotFoundError:
+        existing = None
+    if existing is not None:
+        wanted.num_replicas = max(wanted.num_replicas or 1, existing.num_replicas or 1)
+        await js.delete_stream(wanted.name)
+    await js.add_stream(wanted)
+    stored = 0
+    pending = iter(messages)
+    while window := list(itertools.islice(pending, RESTORE_WINDOW)):
+        # Tasks created in order write their requests in order, so the sequence is kept; no
+        # expected-stream header, which would be stored with the message and change it.
+        acks = await asyncio.gather(*(
+            js.publish(m.subject, m.data, headers=m.headers or None, timeout=30) for m in window))
+        stored += sum(not ack.duplicate for ack in acks)
+    return stored
 
 
 def oversized_dead_letter(event: StandardEvent, size: int, limit: int, source: str) -> bytes:

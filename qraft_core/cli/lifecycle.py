@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 import click
 
+from qraft_core.bus.base import BusError
 from qraft_core.cli import emit, main, runtime
 from qraft_core.lifecycle.location import LocationError, location
 
@@ -29,6 +30,15 @@ def _postgres_stores(rt: Any) -> dict[str, str]:
     return {} if storage == "sqlite" else {"dagster": storage}
 
 
+def _bus(rt: Any, with_stream: bool) -> str | None:
+    """The NATS URL of the bus to back up or restore (the embedded server is started if needed)."""
+    return rt.nats_url() if with_stream else None
+
+
+_NO_STREAM = click.option("--no-stream", is_flag=True,
+                          help="Leave the JetStream stream out (for example when NATS has its own backups).")
+
+
 def _fail(exc: Exception) -> NoReturn:
     click.echo(f"error: {exc}", err=True)
     raise SystemExit(2)
@@ -36,39 +46,49 @@ def _fail(exc: Exception) -> NoReturn:
 
 @main.command("backup")
 @click.argument("destination")
+@_NO_STREAM
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @click.pass_context
-def backup_command(ctx: click.Context, destination: str, as_json: bool) -> None:
-    """Back up ClickHouse (BACKUP DATABASE), the local Dagster and MLflow stores and Dagster's
-    PostgreSQL database (pg_dump) to DESTINATION, a new local folder or s3://bucket/prefix
-    (credentials and endpoint from AWS_* variables)."""
+def backup_command(ctx: click.Context, destination: str, no_stream: bool, as_json: bool) -> None:
+    """Back up ClickHouse (BACKUP DATABASE), the local Dagster and MLflow stores, Dagster's
+    PostgreSQL database (pg_dump) and the JetStream stream (every message with its id) to
+    DESTINATION, a new local folder or s3://bucket/prefix (credentials and endpoint from AWS_*
+    variables)."""
     from qraft_core.lifecycle.backup import backup
 
     rt = runtime(ctx)
+    url = _bus(rt, not no_stream)
     try:
-        manifest = backup(rt.store, location(destination), _local_stores(rt), _postgres_stores(rt))
-    except (LocationError, OSError) as exc:
+        manifest = backup(rt.store, location(destination), _local_stores(rt), _postgres_stores(rt),
+                          (url, rt.config.nats.stream) if url else None)
+    except (LocationError, OSError, BusError) as exc:
         _fail(exc)
-    emit(manifest, as_json, f"backed up {len(manifest['tables'])} tables, {len(manifest['files'])} files "
-                            f"and {len(manifest['databases'])} PostgreSQL databases to {destination}")
+    stream = manifest["stream"]
+    emit(manifest, as_json, f"backed up {len(manifest['tables'])} tables, {len(manifest['files'])} files, "
+                            f"{len(manifest['databases'])} PostgreSQL databases and "
+                            f"{stream['messages'] if stream else 'no'} stream messages to {destination}")
 
 
 @main.command("restore")
 @click.argument("source")
-@click.option("--yes", is_flag=True, help="Confirm: the current tables and local stores are replaced.")
+@click.option("--yes", is_flag=True, help="Confirm: the current tables, stores and stream are replaced.")
+@_NO_STREAM
 @click.option("--json", "as_json", is_flag=True, help="Print the verified manifest as JSON.")
 @click.pass_context
-def restore_command(ctx: click.Context, source: str, yes: bool, as_json: bool) -> None:
-    """Replace ClickHouse's tables and the local Dagster and MLflow stores with the backup in
-    SOURCE, then check every table's digest against the backup. Stop Qraft's processes first."""
+def restore_command(ctx: click.Context, source: str, yes: bool, no_stream: bool, as_json: bool) -> None:
+    """Replace ClickHouse's tables, the local Dagster and MLflow stores and the JetStream stream
+    (re-created with its configuration, never with fewer replicas, and re-published with its
+    message ids) with the backup in SOURCE, then check every table's and the stream's digest
+    against the backup. Stop Qraft's processes first; `qraft bus reset` then re-lands the stream."""
     from qraft_core.lifecycle.backup import restore
 
     if not yes:
         _fail(ValueError("restore replaces the current data: run it again with --yes"))
     rt = runtime(ctx)
     try:
-        manifest = restore(rt.store, location(source), _local_stores(rt), _postgres_stores(rt))
-    except (LocationError, OSError) as exc:
+        manifest = restore(rt.store, location(source), _local_stores(rt), _postgres_stores(rt),
+                           _bus(rt, not no_stream))
+    except (LocationError, OSError, BusError) as exc:
         _fail(exc)
     emit(manifest, as_json, f"restored {len(manifest['tables'])} tables from {source}; digests verified")
 

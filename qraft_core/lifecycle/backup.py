@@ -4,7 +4,8 @@ Dagster and MLflow stores: local SQLite files, or PostgreSQL databases through p
 A backup folder holds `clickhouse/` (ClickHouse's backup format), `files/` (the SQLite stores,
 copied with SQLite's online backup so a running process does not tear them, and the
 PostgreSQL dumps) and `manifest.json` with a digest of every table, which a restore checks.
-JetStream is backed up with `nats stream backup`: see docs/operations.md.
+and, given the bus, `nats/` with the JetStream stream's messages and configuration
+(lifecycle/stream_backup.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import clickhouse_connect
 from filelock import FileLock
 
 from qraft_core.lifecycle.location import Location, LocationError
+from qraft_core.lifecycle.stream_backup import backup_stream, restore_stream
 from qraft_core.store import ClickHouseStore, StoreError
 
 MANIFEST = "manifest.json"
@@ -83,9 +85,10 @@ def _run(client: Any, statement: str) -> None:
 
 
 def backup(store: ClickHouseStore, target: Location, files: dict[str, Path],
-           databases: dict[str, str] | None = None) -> dict[str, Any]:
-    """Back the store's database, the named local files and PostgreSQL databases (name: URL
-    without a password; libpq reads PGPASSWORD) up into `target`; returns the manifest."""
+           databases: dict[str, str] | None = None, bus: tuple[str, str] | None = None) -> dict[str, Any]:
+    """Back the store's database, the named local files, PostgreSQL databases (name: URL
+    without a password; libpq reads PGPASSWORD) and the bus stream (NATS URL, stream name) up
+    into `target`; returns the manifest."""
     engine, allowed = _backup_engine(store, target)
     if not target.is_s3:
         target.filesystem.create_dir(target.path, recursive=True)
@@ -100,17 +103,20 @@ def backup(store: ClickHouseStore, target: Location, files: dict[str, Path],
             copied[name] = str(path)
     for name, url in (databases or {}).items():
         target.child("files").write_bytes(f"{name}.pgdump", _postgres("pg_dump", url, "--format=custom"))
+    stream = backup_stream(*bus, target) if bus else None
     manifest = {"created_at": datetime.now(UTC).isoformat(), "database": database,
-                "tables": digests, "files": copied, "databases": sorted(databases or {})}
+                "tables": digests, "files": copied, "databases": sorted(databases or {}), "stream": stream}
     target.write_bytes(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
     return manifest
 
 
 def restore(store: ClickHouseStore, source: Location, files: dict[str, Path],
-            databases: dict[str, str] | None = None) -> dict[str, Any]:
-    """Replace the store's tables (and the named local files) with the backup in `source`.
+            databases: dict[str, str] | None = None, bus_url: str | None = None) -> dict[str, Any]:
+    """Replace the store's tables (the named local files, PostgreSQL databases and, given its URL,
+    the bus stream) with the backup in `source`.
 
-    Returns the manifest with `verified`: the restored tables' digests equal the backed-up ones.
+    Returns the manifest with `verified`: the restored tables' and stream's digests equal the
+    backed-up ones.
     """
     manifest = json.loads(source.read_bytes(MANIFEST))
     engine, allowed = _backup_engine(store, source)
@@ -127,6 +133,8 @@ def restore(store: ClickHouseStore, source: Location, files: dict[str, Path],
         if name in (databases or {}):
             dump = source.child("files").read_bytes(f"{name}.pgdump")
             _postgres("pg_restore", (databases or {})[name], "--clean", "--if-exists", "--no-owner", data=dump)
+    if bus_url and manifest.get("stream"):
+        restore_stream(bus_url, source, manifest["stream"])
     mismatched = sorted(t for t, d in manifest["tables"].items() if restored.get(t) != d)
     if mismatched:
         raise LocationError(f"restored tables differ from the backup: {', '.join(mismatched)}")
