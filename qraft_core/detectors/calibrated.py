@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from qraft_core.detectors.base import Signal, StreamDetector, confidence_of
@@ -166,6 +166,8 @@ class SeasonalBaseline:
         self.first_s = math.nan
         self.last_s = math.nan
         self.step_s = math.inf  # the bar interval: the smallest gap seen
+        self.quantum = math.inf  # the reading's resolution: the smallest change between values seen
+        self.previous = math.nan
         self.seasonal = False
 
     # -- profile -----------------------------------------------------------
@@ -183,8 +185,16 @@ class SeasonalBaseline:
             return self.level + self.trend + self.season(epoch_s)
         return self.plain
 
+    @property
+    def profiled(self) -> bool:
+        """Whether the daily profile has seen every hour of the day at least once."""
+        return self.step_s < DAY_S / 4 and self.last_s - self.first_s >= DAY_S
+
     def floor(self) -> float:
-        return 1e-9 * max(1.0, abs(self.level), abs(self.plain))
+        # A quantized reading (counts, integers, one decimal) cannot show a spread below half its
+        # step: a run of equal values (zeros at night) must not make one step look extreme.
+        resolution = self.quantum / 2 if math.isfinite(self.quantum) else 0.0
+        return max(1e-9 * max(1.0, abs(self.level), abs(self.plain)), resolution)
 
     def residual(self, time: datetime, value: float) -> tuple[float, float]:
         """(value - expected, scale) before learning the bar."""
@@ -199,6 +209,9 @@ class SeasonalBaseline:
         elif epoch_s > self.last_s:
             self.step_s = min(self.step_s, epoch_s - self.last_s)
         self.last_s = epoch_s
+        if value != self.previous and not math.isnan(self.previous):
+            self.quantum = min(self.quantum, abs(value - self.previous))
+        self.previous = value
         self.n += 1
         self.fresh += 1
         # Early on (and after a change), plain averages; later, the configured memories.
@@ -229,18 +242,20 @@ class SeasonalBaseline:
         season = self.season(epoch_s)
         self.slow += max(_rate(12 * per_hour), 1.0 / self.n) * clipped(value - season - self.slow)
         low, weight, weekday = self._knots(epoch_s)
-        daily_rate, weekly_rate = _rate(per_hour), _rate(3 * 24 * per_hour)
+        daily_rate, weekly_rate = _rate(per_hour), _rate(24 * per_hour)
         daily_error = clipped(value - self.slow - season)
         self.daily[low] += daily_rate * (1 - weight) * daily_error
         self.daily[(low + 1) % HOURS] += daily_rate * weight * daily_error
-        if epoch_s - self.first_s >= 2 * WEEK_S:
+        if epoch_s - self.first_s >= WEEK_S:
             self.weekly[weekday] += weekly_rate * daily_error
         # Which model predicts better (squared errors: a missed daily step weighs), over about a day.
         compare = max(_rate(DAY_S / self.step_s), 1e-3)
         self.error_plain += compare * (error_plain**2 - self.error_plain)
         self.error_seasonal += compare * (error_seasonal**2 - self.error_seasonal)
         if epoch_s - self.first_s >= 2 * DAY_S:
-            self.seasonal = self.error_seasonal < 0.8 * self.error_plain
+            # Hysteresis: on when the profiles clearly help, off only when they stop helping at all.
+            # Flapping between the models would reset the drift detector's calibration each time.
+            self.seasonal = self.error_seasonal < (1.0 if self.seasonal else 0.8) * self.error_plain
 
     def shift(self, offset: float) -> None:
         """Re-anchor after a level shift: move the level by `offset`."""
@@ -520,13 +535,41 @@ class CalibratedDrift(CalibratedDetector):
         state["recent"] = {f: [] for f in self.features}
         state["previous_z"] = {}
         state["lag_product"] = dict.fromkeys(self.features, 0.0)  # running mean of z(t) * z(t-1)
+        # Features read as counts so far (every value a non-negative integer): see `_stabilised`.
+        state["counts"] = dict.fromkeys(self.features, True)
         return state
+
+    def _stabilised(self, f: str, value: float) -> float:
+        """The value on the scale the baseline models: Anscombe's square root for counts.
+
+        A count's spread grows with its level (Poisson: variance = mean), so on the raw scale a
+        busy hour looks like a wider spread and a quiet night, all zeros, like a narrower one.
+        2 * sqrt(x + 3/8) gives counts a spread of about 1 at any level. The first value that is
+        not a non-negative integer ends this for the feature: its baseline is rebuilt on the raw
+        scale from the recent bars.
+        """
+        state = self.state
+        if state["counts"][f] and (value < 0 or value != math.floor(value)):
+            state["counts"][f] = False
+            recent = [(t, _unstabilise(v), season) for t, v, season in state["recent"][f]]
+            state["recent"][f] = recent
+            baseline = state["baselines"][f] = SeasonalBaseline(
+                float(self.param("level_half_life_bars")), float(self.param("scale_half_life_bars")))
+            for t, v, _ in recent:
+                baseline.learn(datetime.fromtimestamp(t, tz=UTC), v, float(self.param("clip")))
+            state["cusum"][f] = {c: dict(EMPTY_EXCURSION) for c in CHANNELS}
+        return 2.0 * math.sqrt(value + 0.375) if state["counts"][f] else value
+
+    def _shown(self, f: str, value: float) -> float:
+        """A modelled value back on the feature's own scale, for descriptions."""
+        return _unstabilise(value) if self.state["counts"][f] else value
 
     def _read(self, time: datetime, present: dict[str, float], warm: bool) -> Signal | None:
         state = self.state
         score_clip = float(self.param("score_clip"))
         alarms: list[tuple[float, str, str]] = []
-        for f, value in present.items():
+        for f, raw in present.items():
+            value = self._stabilised(f, raw)
             baseline = state["baselines"][f]
             residual, scale = baseline.residual(time, value)
             z = max(-score_clip, min(score_clip, residual / scale))
@@ -621,13 +664,22 @@ class CalibratedDrift(CalibratedDetector):
         profile = statistics.fmean(season for _, _, season in window[split:])
         plain, level = (level_after + profile, level_after) if baseline.seasonal else (level_after, level_after - profile)
         baseline.anchor(plain, level, trend, weight * spread_after + (1 - weight) * before_scale, len(after))
+        mean_after = self._shown(feature, statistics.fmean(after))
+        spread_unit = " on the square-root scale of counts" if state["counts"][feature] else ""
         if level_change:
             strength = abs(statistics.fmean(after) - statistics.fmean(before)) / before_scale
-            described = f"{feature} ≈ {statistics.fmean(after):.4g} (mean since the change); level went {channel}"
+            described = f"{feature} ≈ {mean_after:.4g} (mean since the change); level went {channel}"
         else:
             strength = abs(math.log(max(spread_after, baseline.floor()) / before_scale))
-            described = (f"{feature} spread ≈ {spread_after:.4g} (mean absolute deviation since the change); "
-                         f"spread went {channel}")
+            described = (f"{feature} spread ≈ {spread_after:.4g} (mean absolute deviation since the change"
+                         f"{spread_unit}); spread went {channel}")
+        if level_change and not baseline.seasonal and baseline.profiled:
+            # The daily profile is learnt but not yet trusted: a move it predicts is the daily
+            # cycle, not a drift (a real shift of the smallest size the CUSUM is set for remains).
+            unexplained = [v - season for _, v, season in window]
+            moved = abs(statistics.fmean(unexplained[split:]) - statistics.fmean(unexplained[:split]))
+            if moved < 2 * float(self.param("level_allowance")) * before_scale:
+                return None
         if not self._within_budget(onset):
             return None
         return self.signal(
@@ -635,11 +687,17 @@ class CalibratedDrift(CalibratedDetector):
             strength,
             confidence_of(strength, float(self.param("confidence_scale"))),
             {feature: 1.0},
-            f"{feature} ≈ {before_level:.4g}, spread ≈ {before_scale:.4g} (before the change)",
+            f"{feature} ≈ {self._shown(feature, before_level):.4g}, spread ≈ {before_scale:.4g}{spread_unit}"
+            " (before the change)",
             described,
             onset=onset,
             lag_bars=len(after),
         )
+
+
+def _unstabilise(value: float) -> float:
+    """The count whose Anscombe transform is `value`."""
+    return max(value / 2.0, 0.0) ** 2 - 0.375
 
 
 def _slope(values: list[float]) -> float:

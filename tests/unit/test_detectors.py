@@ -175,3 +175,33 @@ def test_capymoa_history_rebuilds_keep_restored_runs_exact() -> None:
     assert [s.to_json() for s in found] == [s.to_json() for s in whole]
     # Rebuilt every 50 inputs from the last 50, ADWIN sees a shorter past than unbounded (319).
     assert [bar_index(s) for s in whole] == [345]
+
+
+def _sleeping_counts(days: int, shift_at: int | None = None) -> pl.DataFrame:
+    """5-minute request counts: a daily cycle whose nights are mostly zeros (seeded Poisson)."""
+    import math
+    from datetime import UTC, datetime, timedelta
+
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    n = days * 288
+    rate = [max(0.0, 12.0 * math.sin(2 * math.pi * i / 288)) + 0.2 for i in range(n)]
+    if shift_at is not None:
+        rate = [r + (25.0 if i >= shift_at else 0.0) for i, r in enumerate(rate)]
+    t0 = datetime(2026, 1, 5, tzinfo=UTC)
+    return pl.DataFrame({"bar_time": [t0 + timedelta(minutes=5 * i) for i in range(n)],
+                         "requests_mean": rng.poisson(rate).astype(float)})
+
+
+def test_calibrated_drift_on_counts_that_sleep_at_night() -> None:
+    # Three days of a count that is zero most nights: its spread follows its level (square-root
+    # scale, resolution floor). What remains are moves of the daily cycle before it is trusted.
+    found = CalibratedDrift("d", "web", ["requests_mean"]).update(_sleeping_counts(3))
+    quiet = ["05 08:55", "06 00:30", "06 01:10", "06 11:25", "07 00:25", "07 04:35"]
+    assert [s.onset.strftime("%d %H:%M") for s in found] == quiet
+    # The same stream with its rate up by 25 from the third day at 08:20: the shift is dated there.
+    shifted = CalibratedDrift("d", "web", ["requests_mean"]).update(_sleeping_counts(3, shift_at=2 * 288 + 100))
+    added = [(s.onset.strftime("%d %H:%M"), s.new_state.endswith("level went up")) for s in shifted
+             if s.onset.strftime("%d %H:%M") not in quiet]
+    assert added[0] == ("07 08:20", True)
