@@ -7,6 +7,7 @@ by the sensor from the first window not materialized, ahead of later windows.
 
 import json
 import random
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -75,7 +76,7 @@ def test_a_failed_run_is_rerun_and_lost_state_is_rebuilt_with_the_same_detection
     good = detectors.read_text()
     first = sensor.evaluate_tick(build_sensor_context(instance=instance, resources=defs.resources))
     assert [r.run_key for r in first.run_requests] == ["closed:2026-01-05T00:00:00.000Z:2026-01-05T00:20:00.000Z"]
-    detectors.write_text(good.replace("algorithm: ADWIN", "algorithm: NoSuchAlgorithm", 1))  # a broken deploy
+    detectors.write_text(re.sub(r"algorithm: \w+", "algorithm: NoSuchAlgorithm", good, count=1))  # a broken deploy
     failed = execute_request(defs, instance, first.run_requests[0])
     assert not failed.success
     detectors.write_text(good)  # fixed; nobody replays by hand
