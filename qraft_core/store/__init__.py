@@ -7,18 +7,20 @@ from qraft_core.store.base import EventStore, Filter, StoreError, StoreUnavailab
 from qraft_core.store.clickhouse import ClickHouseStore
 from qraft_core.store.cluster import StoreLayout
 
-_migrated: set[tuple[str, int]] = set()
+_migrated: set[tuple[str, int, str]] = set()
 _migrating = threading.Lock()
 
 
-def _identity(store: ClickHouseStore) -> tuple[str, int]:
-    """The DSN, plus the data directory's inode on chDB (a directory removed and made again is new)."""
+def _identity(store: ClickHouseStore) -> tuple[str, int, str]:
+    """The DSN, the data directory's inode on chDB (a directory removed and made again is new)
+    and the layout (a changed retention or cluster setting is migrated again)."""
+    layout = repr(store.layout)
     if not store.embedded:
-        return store.dsn, 0
+        return store.dsn, 0, layout
     try:
-        return store.dsn, os.stat(store.dsn.removeprefix("chdb://")).st_ino
+        return store.dsn, os.stat(store.dsn.removeprefix("chdb://")).st_ino, layout
     except FileNotFoundError:
-        return store.dsn, -1
+        return store.dsn, -1, layout
 
 
 def open_store(
