@@ -17,11 +17,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _trades(path: Path, first_id: int, count: int) -> None:
+    # Trades of the last minute: a watcher is a live source, whose event times the lander bounds
+    # by their ingest time.
+    now_ms = int(time.time() * 1000) - 60_000
     with path.open("a") as handle:
         for trade_id in range(first_id, first_id + count):
             handle.write(json.dumps({
-                "e": "trade", "E": 1767571200000 + trade_id, "s": "BTCUSDT", "t": trade_id,
-                "p": "42000.5", "q": "0.01", "T": 1767571200000 + trade_id, "m": False, "M": True,
+                "e": "trade", "E": now_ms + trade_id, "s": "BTCUSDT", "t": trade_id,
+                "p": "42000.5", "q": "0.01", "T": now_ms + trade_id, "m": False, "M": True,
             }) + "\n")
 
 
