@@ -68,7 +68,7 @@ def http_server() -> Iterator[tuple[str, list[Scripted]]]:
 
 
 def rest_source(url: str, **extra: Any) -> SourceConfig:
-    options = {"interval_s": 0.05, "records": "$.data[*]", "timeout_s": 0.3, "max_retries": 3,
+    options = {"interval_s": 0.05, "records": "$.data[*]", "timeout_s": 1.5, "max_retries": 3,
                "backoff_initial_s": 0.01, "backoff_max_s": 0.05, "id_field": "id", "time_field": "ts",
                "event_type": "quote", "fields": {"id": "$.id", "price": "$.px.value", "ts": "time"},
                "headers": {"Authorization": "Bearer {token}"}}
@@ -105,7 +105,7 @@ def test_poller_retries_honours_retry_after_skips_unchanged_and_dead_letters_bad
     scripted = Scripted([
         (500, {}, b"boom", 0.0),
         (429, {"Retry-After": "1"}, b"", 0.0),
-        (200, {}, quotes(1), 1.0),  # slower than timeout_s: abandoned
+        (200, {}, quotes(1), 3.0),  # slower than timeout_s: abandoned
         (200, {"ETag": '"v1"', "Last-Modified": "Mon, 05 Jan 2026 00:00:00 GMT"}, quotes(1, 2), 0.0),
         (304, {}, b"", 0.0),
         (200, {"ETag": '"v2"'}, quotes(1, 2), 0.0),  # same body as before: nothing new
