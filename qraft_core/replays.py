@@ -155,7 +155,7 @@ def launch_replay(
 ) -> ReplayRecord:
     """Claim the window, then run `qraft replay --wait` for it in the background, under a watcher."""
     record = registry.claim(start, end, sources)
-    command = [sys.executable, "-m", "qraft_dagster", "--config-dir", str(config_dir), "replay",
+    command = [sys.executable, "-m", "qraft_cli", "--config-dir", str(config_dir), "replay",
                "--start", record.start, "--end", record.end, "--wait", "--replay-id", record.id]
     for source in sources:
         command += ["--source", source]

@@ -41,11 +41,11 @@ def _demo_slice(demo: Path, end: datetime) -> None:
 @pytest.fixture(scope="module")
 def explorer_store(tmp_path_factory: pytest.TempPathFactory, demo_config: Any) -> Iterator[Any]:
     """A runtime whose store holds the pipeline's output on the demo slice."""
+    from qraft_cli.land import run_lander
+    from qraft_cli.pipeline import publish_sources, run_pipeline
     from qraft_core.bus.embedded import EmbeddedNats
-    from qraft_core.cli.land import run_lander
     from qraft_core.demo.generate import generate_demo
     from qraft_core.runtime import Runtime
-    from qraft_dagster.cli import publish_sources, run_pipeline
 
     root = tmp_path_factory.mktemp("explorer")
     demo = root / "demo"

@@ -45,7 +45,7 @@ def test_replays_show_reports_how_a_replay_ended(config_dir, tmp_path):
 
     from click.testing import CliRunner
 
-    from qraft_dagster.cli import main
+    from qraft_cli import main
 
     registry = ReplayRegistry(tmp_path / "data" / "replays")
     record = registry.claim(datetime(2026, 1, 5, 10, tzinfo=UTC), datetime(2026, 1, 5, 11, tzinfo=UTC), [])

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from qraft_core.cli import emit, main, runtime
+from qraft_cli import emit, main, runtime
 from qraft_core.runtime import Runtime
 
 

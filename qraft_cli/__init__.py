@@ -68,6 +68,8 @@ def _register_commands() -> None:
     import pkgutil
 
     for module in pkgutil.iter_modules(__path__):
+        if module.name.startswith("_"):  # __main__ runs the command group when imported
+            continue
         importlib.import_module(f"{__name__}.{module.name}")
 
 

@@ -14,12 +14,12 @@ import click
 import polars as pl
 from tqdm import tqdm
 
+from qraft_cli import emit, main, runtime
 from qraft_core.adapters.base import DEAD_LETTER_KEY, AdapterStats
 from qraft_core.adapters.file import file_format
 from qraft_core.adapters.parsers import GenericOptions
 from qraft_core.adapters.registry import build_adapter
 from qraft_core.bus.base import Publisher
-from qraft_core.cli import emit, main, runtime
 from qraft_core.config import SourceConfig
 from qraft_core.events import StandardEvent
 from qraft_core.metrics import serve_metrics

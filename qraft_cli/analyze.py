@@ -10,12 +10,12 @@ from pathlib import Path
 
 import click
 
+from qraft_cli import emit, main
+from qraft_cli.pipeline import fresh_data_dir, run_file_sources, top_cards
 from qraft_core.analyze import describe_plan, finding_rows, infer_config
-from qraft_core.cli import emit, main
 from qraft_core.config import CONFIG_DIR_ENV, ENV_PREFIX
 from qraft_core.patterns.materialize import load_pattern_events
 from qraft_core.runtime import Runtime
-from qraft_dagster.cli import fresh_data_dir, run_file_sources, top_cards
 
 # Where the configuration and the data go, next to the first file, unless told otherwise.
 OUTPUT_FOLDER = "qraft_analyze"

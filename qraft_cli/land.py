@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from qraft_core.cli import emit, main, runtime
+from qraft_cli import emit, main, runtime
 from qraft_core.lander import Lander, LanderStats
 from qraft_core.metrics import serve_metrics
 from qraft_core.runtime import Runtime

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from tqdm import tqdm
 
+from qraft_cli import emit, main, runtime
 from qraft_core.annotations import UnknownPattern, add_annotation
-from qraft_core.cli import emit, main, runtime
 from qraft_core.events import PatternEvent, PatternType, iso
 from qraft_core.explain.catalog import (
     PatternQuery,

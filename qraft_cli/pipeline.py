@@ -1,8 +1,4 @@
-"""The `qraft` console script: qraft_core's commands plus those that drive Dagster.
-
-`qraft_core` stays free of Dagster; the commands that run the partitioned
-pipeline (`demo`, `replay`, `up`) live here and join the same command group.
-"""
+"""The commands that run the partitioned pipeline: `qraft demo`, `qraft replay`, `qraft up`."""
 
 import asyncio
 import logging
@@ -16,13 +12,12 @@ from typing import Any
 import click
 from tqdm import tqdm
 
+from qraft_cli import emit, main, operations, runtime
+from qraft_cli.evaluate import report_table
+from qraft_cli.land import run_lander, table_counts
 from qraft_core.adapters.registry import build_adapter
-from qraft_core.cli import emit, main, runtime
-from qraft_core.cli.evaluate import report_table
-from qraft_core.cli.land import run_lander, table_counts
 from qraft_core.evaluate import evaluate_store
 from qraft_core.runtime import Runtime, jvm_crash_env
-from qraft_dagster import operations  # registers `qraft bus` and `qraft replays`
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +227,7 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
 
     env = {**jvm_crash_env(rt.crash_dir, dict(os.environ)), "QRAFT_NATS_URL": url,
            "DAGSTER_HOME": str(ensure_dagster_home(rt.config.dagster_home, rt.config.dagster))}
-    qraft = [sys.executable, "-m", "qraft_dagster"]
+    qraft = [sys.executable, "-m", "qraft_cli"]
     children: dict[str, list[str]] = {"lander": [*qraft, "land"]}
     if not no_sources:
         children["sources"] = [*qraft, "sources", "run"]
@@ -416,5 +411,3 @@ def replay(ctx: click.Context, start_text: str, end_text: str, sources: tuple[st
     if status != "succeeded":
         sys.exit(1)
 
-
-from qraft_dagster import analyze  # noqa: E402,F401 - registers `qraft analyze` (it uses the functions above)

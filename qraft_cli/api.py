@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from qraft_core.cli import main, runtime
+from qraft_cli import main, runtime
 
 
 @main.command("api")
