@@ -35,9 +35,9 @@ WRITE = os.environ.get("QRAFT_WRITE_GOLDEN") == "1"
 def landed(tmp_path_factory, demo_config):
     """The demo data landed through a real NATS server into a private chDB store."""
     from qraft_cli.land import run_lander
-    from qraft_cli.pipeline import publish_sources
     from qraft_core.bus.embedded import EmbeddedNats
     from qraft_core.demo.generate import generate_demo
+    from qraft_core.services.pipeline import publish_sources
 
     root = tmp_path_factory.mktemp("replay")
     demo = root / "demo"
