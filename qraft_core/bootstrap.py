@@ -2,8 +2,8 @@
 
 Entry points (the `qraft` command, the API, the replay worker) call `bootstrap`
 once per process and pass in what only they know: the pipeline runner (the
-Dagster one lives in `qraft_dagster`) and the command that starts a
-background replay worker. Tests pass fakes (the in-memory store, a fake runner,
+Dagster one lives in the Dagster package, which this one never imports) and
+the command that starts a background replay worker. Tests pass fakes (the in-memory store, a fake runner,
 a disabled tracker). The store is opened and migrated once, on first use, and
 shared by every service.
 """
