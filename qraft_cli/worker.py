@@ -5,26 +5,30 @@ replay ID` runs the replay claimed as ID through the replay service (its watcher
 from __future__ import annotations
 
 import argparse
-import getpass
 import logging
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
 
 from qraft_cli import pipeline_services
+from qraft_core.config import ConfigError
 from qraft_core.services.replay import ReplayRequest
 
 
 def run_claimed_replay(config_dir: Path, replay_id: str) -> int:
     """0 when the replay succeeded, 1 when it failed, 2 when there is no such claimed replay."""
-    services = pipeline_services(config_dir, runs_pipeline=True)
-    record = services.replay_registry.get(replay_id)
-    if record is None:
-        print(f"error: no replay {replay_id} was claimed", file=sys.stderr)
+    try:
+        record = pipeline_services(config_dir).replay_registry.get(replay_id)  # before Dagster loads
+        if record is None:
+            raise ConfigError(f"no replay {replay_id} was claimed")
+        services = pipeline_services(config_dir, runs_pipeline=True)
+        request = ReplayRequest(datetime.fromisoformat(record.start), datetime.fromisoformat(record.end),
+                                tuple(record.sources), actor=os.environ.get("USER", "cli"))
+        result = services.replays.run(request, replay_id=record.id)
+    except (ConfigError, ValueError) as exc:  # a bad id or configuration: one line in the replay's log
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    request = ReplayRequest(datetime.fromisoformat(record.start), datetime.fromisoformat(record.end), tuple(record.sources),
-                            actor=getpass.getuser())
-    result = services.replays.run(request, replay_id=record.id)
     print(f"replay {record.id}: {result.status}")
     return 0 if result.status == "succeeded" else 1
 

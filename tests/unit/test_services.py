@@ -237,3 +237,12 @@ def test_the_process_supervisor_restarts_a_child_that_exits(tmp_path: Path) -> N
     child.process.wait()
     supervisor.stop()
     assert (tmp_path / "logs" / "short.log").read_text() == "hello\nhello\n"
+
+
+def test_the_replay_worker_refuses_an_id_nobody_claimed(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from qraft_cli.worker import main
+
+    assert main(["--config-dir", str(config_dir), "replay", "../etc"]) == 2
+    assert main(["--config-dir", str(config_dir), "replay", "r-unknown"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["error: not a replay id: '../etc'",
+                                                    "error: no replay r-unknown was claimed"]
