@@ -48,7 +48,7 @@ class Services:
     def replays(self) -> ReplayService:
         rt = self.runtime
         return ReplayService(rt.config, rt.config_path, self.store, self.replay_registry,
-                             self._tracker or Tracker.from_config(rt.config), self.runner)
+                             self._tracker or Tracker.from_config(rt.config), self.pipeline)
 
     @cached_property
     def replay_launcher(self) -> SubprocessReplayLauncher | None:

@@ -122,7 +122,8 @@ class PipelineService:
     rt: Runtime
     runner: PipelineRunner | None = None
 
-    def _runner(self) -> PipelineRunner:
+    def require_runner(self) -> PipelineRunner:
+        """The runner, or a ConfigError when this process was given none."""
         if self.runner is None:
             raise ConfigError("pipeline: no pipeline runner was configured for this process")
         return self.runner
@@ -130,14 +131,14 @@ class PipelineService:
     def materialize(self, start: datetime, end: datetime,
                     on_progress: Callable[[int], None] = lambda windows: None) -> WindowRuns:
         """Recompute every asset over the windows [start, end)."""
-        return self._runner().materialize(start, end, on_progress)
+        return self.require_runner().materialize(start, end, on_progress)
 
     def run_file_sources(self, echo: Echo, on_run: Callable[[str, bool], None]) -> dict[str, Any]:
         """The configured file sources through the whole pipeline: bus, lander, store, pipeline runs.
 
         The embedded NATS server started here is stopped before the pipeline runs begin.
         """
-        runner = self._runner()
+        runner = self.require_runner()
         try:
             echo(f"1/3 publishing the file sources to NATS ({self.rt.nats_url(start=True)}) …")
             published = asyncio.run(publish_sources(self.rt, echo))

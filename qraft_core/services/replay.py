@@ -31,7 +31,7 @@ from qraft_core.golden import (
 )
 from qraft_core.patterns.materialize import load_pattern_events
 from qraft_core.replays import ReplayRecord, ReplayRegistry, replay_window
-from qraft_core.services.ports import PipelineRunner
+from qraft_core.services.pipeline import PipelineService
 from qraft_core.store.base import EventStore, Filter
 from qraft_core.tracking import Tracker, library_versions
 
@@ -104,7 +104,7 @@ class ReplayService:
     store: EventStore
     registry: ReplayRegistry
     tracker: Tracker
-    runner: PipelineRunner | None = None
+    pipeline: PipelineService
 
     def window(self, start: datetime, end: datetime) -> tuple[datetime, datetime]:
         """[start, end) widened to whole windows; a ConfigError when outside the partitions."""
@@ -127,13 +127,12 @@ class ReplayService:
             on_progress: Callable[[int], None] = lambda windows: None) -> ReplayResult:
         """Claim, recompute and record the replay; the record never stays "running" on an error."""
         self.check(request)
-        if self.runner is None:
-            raise ConfigError("replay: no pipeline runner was configured for this process")
+        self.pipeline.require_runner()
         record = self.claim(request, replay_id)
         start, end = self.window(request.start, request.end)
         began = time.monotonic()
         try:
-            outcome = self.runner.materialize(start, end, on_progress)
+            outcome = self.pipeline.materialize(start, end, on_progress)
         except BaseException as exc:  # Ctrl-C included
             self.registry.finish(record, "failed", {"error": f"{type(exc).__name__}: {exc}"})
             raise
