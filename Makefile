@@ -22,7 +22,7 @@ ui: install
 	$(UV) run qraft up
 
 lint: install
-	$(UV) run ruff check qraft_core qraft_dagster tests bench
+	$(UV) run ruff check qraft_core qraft_dagster qraft_cli tests bench
 	$(UV) run mypy
 
 # The full fault drills (200,000 events; tests/chaos/): `make test` runs them reduced.

@@ -151,14 +151,16 @@ def exit_description(returncode: int) -> str:
 
 
 def launch_replay(
-    registry: ReplayRegistry, config_dir: Path, start: datetime, end: datetime, sources: list[str]
+    registry: ReplayRegistry, worker: list[str], config_dir: Path, start: datetime, end: datetime,
+    sources: list[str],
 ) -> ReplayRecord:
-    """Claim the window, then run `qraft replay --wait` for it in the background, under a watcher."""
+    """Claim the window, then run the replay worker on it in the background, under a watcher.
+
+    `worker` is the command of the entry point that runs a claimed replay; it gets
+    `--config-dir DIR replay ID` appended.
+    """
     record = registry.claim(start, end, sources)
-    command = [sys.executable, "-m", "qraft_dagster", "--config-dir", str(config_dir), "replay",
-               "--start", record.start, "--end", record.end, "--wait", "--replay-id", record.id]
-    for source in sources:
-        command += ["--source", source]
+    command = [*worker, "--config-dir", str(config_dir), "replay", record.id]
     log = open(registry.directory / f"{record.id}.log", "ab")  # noqa: SIM115 - owned by the child
     watcher = [sys.executable, "-m", "qraft_core.replays", str(registry.directory), record.id, "--", *command]
     process = subprocess.Popen(watcher, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -179,15 +181,16 @@ def watch_replay(directory: Path, replay_id: str, command: list[str]) -> int:
 
 @dataclass
 class SubprocessReplayLauncher:
-    """Starts replays as background `qraft replay --wait` processes (the API's replay runner)."""
+    """Starts replays as background worker processes (the API's replay runner)."""
 
     registry: ReplayRegistry
     config_dir: Path
     partitions: PartitionsConfig
+    worker: list[str]
 
     def launch(self, start: datetime, end: datetime, sources: list[str]) -> dict[str, str]:
         start, end = replay_window(start, end, self.partitions)
-        record = launch_replay(self.registry, self.config_dir, start, end, sources)
+        record = launch_replay(self.registry, self.worker, self.config_dir, start, end, sources)
         return {"id": record.id, "status": record.status}
 
 

@@ -1,11 +1,14 @@
-"""Runs every enabled source as its own task, and follows `sources.yaml` as it changes.
+"""Keeping things running: every enabled source as its own task, and the processes of `qraft up`.
 
-A crashed adapter is restarted with backoff; the supervisor itself never
+The source supervisor runs each source and follows `sources.yaml` as it changes. A crashed adapter is restarted with backoff; the supervisor itself never
 stops for a source. Edits to `sources.yaml` are picked up by polling its
 content: added sources start, changed ones restart, removed or disabled ones
 stop, and the others are not touched. An invalid edit is reported and the
 running set stays as it was. With a store, every change goes to `audit_log`
 and the source registry.
+
+The process supervisor keeps child processes running the same way: one that
+exits is restarted with backoff; stopping it ends them all.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -217,3 +223,63 @@ async def supervise_sources(
 ) -> None:
     """Run every enabled source of `config_dir/sources.yaml` until `stop` is set, reloading on edits."""
     await SourceSupervisor(config_dir, state_dir, publisher, store, poll_s).run(stop)
+
+
+@dataclass
+class ChildProcess:
+    command: list[str]
+    log_file: Path
+    backoff: Backoff
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restart_at: float | None = None  # when it exited: the monotonic time it is due to restart
+
+
+class ProcessSupervisor:
+    """Child processes, each with its output appended to its own log file, restarted with
+    backoff when they exit, until `stop`."""
+
+    def __init__(self, commands: dict[str, list[str]], env: dict[str, str], log_dir: Path,
+                 restart_initial_s: float = 1.0, restart_max_s: float = 60.0, stop_grace_s: float = 20.0) -> None:
+        self.env = env
+        self.stop_grace_s = stop_grace_s
+        self.children = {name: ChildProcess(command, log_dir / f"{name}.log", Backoff(restart_initial_s, restart_max_s))
+                         for name, command in commands.items()}
+
+    def _spawn(self, child: ChildProcess) -> None:
+        child.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with child.log_file.open("ab") as log_file:  # the child keeps its own copy of the handle
+            child.process = subprocess.Popen(child.command, env=self.env, stdout=log_file,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
+        child.started_at, child.restart_at = time.monotonic(), None
+
+    def start(self) -> None:
+        for child in self.children.values():
+            self._spawn(child)
+
+    def check(self, report: Callable[[str], None]) -> None:
+        """Restart the children that exited once their backoff has passed (never blocks)."""
+        now = time.monotonic()
+        for name, child in self.children.items():
+            if child.process is None or child.process.poll() is None:
+                continue
+            if child.restart_at is None:
+                if now - child.started_at > child.backoff.maximum:
+                    child.backoff.reset()  # it ran well for a while: this is a fresh failure
+                delay = child.backoff.next()
+                child.restart_at = now + delay
+                report(f"{name} exited with {child.process.returncode}; restarting in {delay:.0f}s")
+            elif now >= child.restart_at:
+                self._spawn(child)
+
+    def stop(self) -> None:
+        """SIGTERM every child's process group, then SIGKILL those still running after the grace time."""
+        running = [c.process for c in self.children.values() if c.process is not None and c.process.poll() is None]
+        for process in running:
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in running:
+            try:
+                process.wait(timeout=self.stop_grace_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

@@ -42,10 +42,10 @@ def _demo_slice(demo: Path, end: datetime) -> None:
 def explorer_store(tmp_path_factory: pytest.TempPathFactory, demo_config: Any) -> Iterator[Any]:
     """A runtime whose store holds the pipeline's output on the demo slice."""
     from qraft_core.bus.embedded import EmbeddedNats
-    from qraft_core.cli.land import run_lander
     from qraft_core.demo.generate import generate_demo
     from qraft_core.runtime import Runtime
-    from qraft_dagster.cli import publish_sources, run_pipeline
+    from qraft_core.services.pipeline import publish_sources, run_lander
+    from qraft_dagster.runner import DagsterPipelineRunner
 
     root = tmp_path_factory.mktemp("explorer")
     demo = root / "demo"
@@ -72,25 +72,22 @@ def explorer_store(tmp_path_factory: pytest.TempPathFactory, demo_config: Any) -
             asyncio.run(run_lander(rt, until_idle=True))
         finally:
             server.stop()
-        outcome = run_pipeline(rt)
-        assert outcome["failed"] == 0, outcome
+        outcome = DagsterPipelineRunner(rt).run_due(lambda run_key, succeeded: None)
+        assert outcome.failed == 0, outcome
         yield rt
 
 
 @pytest.fixture(scope="module")
 def explorer_url(explorer_store: Any) -> Iterator[str]:
     """The API with the explorer, served on a free port with the replay runner `qraft api` uses."""
+    from qraft_cli import REPLAY_WORKER
     from qraft_core.api import create_app
     from qraft_core.api.explorer.screenshots import serve
-    from qraft_core.replays import ReplayRegistry, SubprocessReplayLauncher
-    from qraft_core.runtime import Runtime
+    from qraft_core.bootstrap import bootstrap
 
     # Its own runtime (and store object): the tests read the store beside the serving thread.
-    rt = Runtime.load(explorer_store.config_path)
-    launcher = SubprocessReplayLauncher(
-        ReplayRegistry(rt.data_dir / "replays"), rt.config_path.resolve(), rt.config.partitions
-    )
-    with serve(create_app(rt, launcher)) as url:
+    found = bootstrap(explorer_store.config_path, replay_worker=REPLAY_WORKER)
+    with serve(create_app(found.runtime, found.replay_launcher)) as url:
         yield url
 
 

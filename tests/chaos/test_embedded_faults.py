@@ -69,7 +69,7 @@ def test_killing_the_adapter_the_embedded_server_and_the_lander_loses_and_double
     monkeypatch.setenv("QRAFT_DATA_DIR", str(data))
     monkeypatch.delenv("QRAFT_NATS_URL", raising=False)
     env = {**os.environ, "QRAFT_LANDER_METRICS_PORT": "0", "QRAFT_LANDER_BATCH_TIMEOUT_MS": "100"}
-    up = subprocess.Popen([sys.executable, "-m", "qraft_dagster", "--config-dir", str(config), "up", "--no-ui"],
+    up = subprocess.Popen([sys.executable, "-m", "qraft_cli", "--config-dir", str(config), "up", "--no-ui"],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     rt = Runtime.load(config)
     server_file = data / "nats" / "server.json"

@@ -41,7 +41,7 @@ def events(start: int, count: int) -> list[StandardEvent]:
 
 def start_lander(config_dir) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
     return subprocess.Popen(
-        [sys.executable, "-m", "qraft_dagster", "--config-dir", str(config_dir), "land", "--metrics-port", "0"],
+        [sys.executable, "-m", "qraft_cli", "--config-dir", str(config_dir), "land", "--metrics-port", "0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
 

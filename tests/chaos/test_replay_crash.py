@@ -40,21 +40,21 @@ def test_a_replay_killed_by_sigsegv_is_failed_with_the_signal_and_the_crash_file
     assert crashed.pid != record.pid and crashed.finished_at
 
 
-def test_replays_show_reports_how_a_replay_ended(config_dir, tmp_path):
+def test_replay_status_reports_how_a_replay_ended(config_dir, tmp_path):
     import json
 
     from click.testing import CliRunner
 
-    from qraft_dagster.cli import main
+    from qraft_cli import main
 
     registry = ReplayRegistry(tmp_path / "data" / "replays")
     record = registry.claim(datetime(2026, 1, 5, 10, tzinfo=UTC), datetime(2026, 1, 5, 11, tzinfo=UTC), [])
     registry.finish_if_running(record.id, -9)
-    shown = CliRunner().invoke(main, ["--config-dir", str(config_dir), "replays", "show", record.id, "--json"])
+    shown = CliRunner().invoke(main, ["--config-dir", str(config_dir), "replay", "status", record.id, "--json"])
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.output)["summary"] == {"error": "the replay process was killed by SIGKILL",
                                                    "exit": "was killed by SIGKILL"}
-    listed = CliRunner().invoke(main, ["--config-dir", str(config_dir), "replays", "list", "--json"])
+    listed = CliRunner().invoke(main, ["--config-dir", str(config_dir), "replay", "status", "--json"])
     assert [(r["id"], r["status"]) for r in json.loads(listed.output)] == [(record.id, "failed")]
-    missing = CliRunner().invoke(main, ["--config-dir", str(config_dir), "replays", "show", "../etc"])
+    missing = CliRunner().invoke(main, ["--config-dir", str(config_dir), "replay", "status", "../etc"])
     assert missing.exit_code == 2 and "not a replay id" in missing.output

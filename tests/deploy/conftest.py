@@ -21,7 +21,7 @@ def interpolate(text: str, value: str = "placeholder") -> str:
 
 def unknown_cli_usage(argv: Sequence[str]) -> list[str]:
     """What in a `qraft …` command line the CLI does not know: a subcommand or an option."""
-    from qraft_dagster.cli import main
+    from qraft_cli import main
 
     command: click.Command = main
     args = list(argv[1:])

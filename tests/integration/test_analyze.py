@@ -56,7 +56,7 @@ def test_analyze_a_2014_metric_with_negatives_and_zeros(tmp_path: Path) -> None:
     write_metric(data)
     env = {k: v for k, v in os.environ.items() if not k.startswith("QRAFT_")}
     done = subprocess.run(
-        [sys.executable, "-m", "qraft_dagster", "analyze", str(data), "--json"],
+        [sys.executable, "-m", "qraft_cli", "analyze", str(data), "--json"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from qraft_core.cli import main
+from qraft_cli import main
 from qraft_core.plugins.markets.examples import example_clean_events, example_patterns, pattern_rows
 from qraft_core.runtime import Runtime
 

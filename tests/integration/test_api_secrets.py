@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
+from qraft_cli import main
 from qraft_core.api import create_app
-from qraft_core.cli import main
 from qraft_core.config import QraftConfig
 from qraft_core.store import ClickHouseStore
 from tests.integration.test_api import RuntimeStub

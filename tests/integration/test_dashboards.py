@@ -19,8 +19,8 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
+from qraft_cli.sources import sources_run
 from qraft_core import metrics
-from qraft_core.cli.sources import sources_run
 from qraft_core.config import LanderConfig
 from qraft_core.store import ClickHouseStore
 from qraft_core.store.clickhouse import polars_dtype

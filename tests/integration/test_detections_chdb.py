@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 from click.testing import CliRunner
 
-from qraft_core.cli import main
+from qraft_cli import main
 from qraft_core.detectors import load_detectors, materialize_detections
 from qraft_core.detectors.synthetic import START, synthetic_features
 from qraft_core.patterns import load_pattern_events, materialize_patterns

@@ -264,7 +264,7 @@ def _qraft(config_dir, *args: str, env: dict | None = None):  # type: ignore[no-
     import subprocess
     import sys
 
-    return subprocess.Popen([sys.executable, "-m", "qraft_dagster", "--config-dir", str(config_dir), *args],
+    return subprocess.Popen([sys.executable, "-m", "qraft_cli", "--config-dir", str(config_dir), *args],
                             env={**os.environ, "QRAFT_LANDER_METRICS_PORT": "0", **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -301,9 +301,9 @@ def test_land_stops_the_embedded_server_it_started(config_dir, tmp_path):
 
 
 def test_bus_reset_makes_the_next_lander_land_the_stream_again(config_dir, nats_server, monkeypatch, tmp_path):
-    from qraft_core.cli.land import run_lander
+    from qraft_cli.land import run_lander
+    from qraft_cli.operations import reset_consumer
     from qraft_core.runtime import Runtime
-    from qraft_dagster.operations import reset_consumer
 
     monkeypatch.setenv("QRAFT_NATS_URL", nats_server.url)
     monkeypatch.setenv("QRAFT_LANDER_BATCH_TIMEOUT_MS", "100")
@@ -322,7 +322,7 @@ def test_bus_reset_makes_the_next_lander_land_the_stream_again(config_dir, nats_
         landed.append(asyncio.run(run_lander(rt, until_idle=True)).landed)
     # A fresh store behind a consumer that had read everything: nothing, until the reset.
     assert landed == [5, 0, 5]
-    from qraft_dagster.operations import bus_status
+    from qraft_cli.operations import bus_status
 
     status = asyncio.run(bus_status(rt))
     assert {k: status[k] for k in ("stream", "replicas", "clustered", "messages", "consumer_lag", "max_msg_bytes")} == {

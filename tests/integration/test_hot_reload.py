@@ -116,8 +116,8 @@ def test_add_change_remove_invalid_edit_and_crash(
 def test_sources_run_uses_the_configured_bus_and_store(
     config_dir: Path, nats_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from qraft_cli.sources import run_sources
     from qraft_core.bus.nats_bus import NatsBus
-    from qraft_core.cli.sources import run_sources
     from qraft_core.runtime import Runtime
 
     monkeypatch.setenv("QRAFT_NATS_URL", nats_server.url)

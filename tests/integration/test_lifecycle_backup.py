@@ -20,10 +20,10 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
+from qraft_cli import main
 from qraft_core.bus.base import StoredMessage, StreamSettings
 from qraft_core.bus.embedded import EmbeddedNats
 from qraft_core.bus.nats_bus import NatsBus, read_stream
-from qraft_core.cli import main
 from qraft_core.events import EventMeta, StandardEvent
 from qraft_core.lander import land_batch
 from qraft_core.lifecycle.backup import admin_client, table_digests

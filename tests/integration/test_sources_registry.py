@@ -70,9 +70,9 @@ def test_cli_sources_list_and_ingest_from_file(
 
     from click.testing import CliRunner
 
+    from qraft_cli import main
     from qraft_core.bus.base import StreamSettings
     from qraft_core.bus.nats_bus import NatsBus
-    from qraft_core.cli import main
 
     monkeypatch.setenv("QRAFT_NATS_URL", nats_server.url)
     replay = tmp_path / "trades.jsonl"
@@ -117,7 +117,7 @@ def test_cli_ingest_runs_a_live_source_for_a_while(
     import yaml
     from click.testing import CliRunner
 
-    from qraft_core.cli import main
+    from qraft_cli import main
 
     monkeypatch.setenv("QRAFT_NATS_URL", nats_server.url)
     folder = tmp_path / "drop"

@@ -51,7 +51,7 @@ def test_up_runs_sources_and_lander_until_sigterm(tmp_path):
            "QRAFT_LANDER_BATCH_TIMEOUT_MS": "100"}
     env.pop("QRAFT_NATS_URL", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "qraft_dagster", "--config-dir", str(config), "up", "--no-ui"],
+        [sys.executable, "-m", "qraft_cli", "--config-dir", str(config), "up", "--no-ui"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
     os.environ["QRAFT_DATA_DIR"] = str(tmp_path / "data")

@@ -34,10 +34,10 @@ WRITE = os.environ.get("QRAFT_WRITE_GOLDEN") == "1"
 @pytest.fixture(scope="module")
 def landed(tmp_path_factory, demo_config):
     """The demo data landed through a real NATS server into a private chDB store."""
+    from qraft_cli.land import run_lander
     from qraft_core.bus.embedded import EmbeddedNats
-    from qraft_core.cli.land import run_lander
     from qraft_core.demo.generate import generate_demo
-    from qraft_dagster.cli import publish_sources
+    from qraft_core.services.pipeline import publish_sources
 
     root = tmp_path_factory.mktemp("replay")
     demo = root / "demo"
@@ -64,7 +64,7 @@ def landed(tmp_path_factory, demo_config):
 
 
 def _qraft(config: Path, *args: str) -> tuple[int, dict | str]:
-    from qraft_dagster.cli import main
+    from qraft_cli import main
 
     result = CliRunner().invoke(main, ["--config-dir", str(config), *args], catch_exceptions=False)
     try:
@@ -158,7 +158,7 @@ def test_an_overlapping_replay_is_refused_while_one_runs(landed):
 def test_a_killed_replay_reruns_to_completion_with_each_row_once(landed):
     config = landed["configs"]["river"]
     env = {**os.environ, "QRAFT_CONFIG_DIR": str(config)}
-    command = [sys.executable, "-m", "qraft_dagster", "--config-dir", str(config), "replay",
+    command = [sys.executable, "-m", "qraft_cli", "--config-dir", str(config), "replay",
                "--start", START, "--end", END, "--in-process", "--json"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                start_new_session=True)

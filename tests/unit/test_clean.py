@@ -243,7 +243,7 @@ def test_old_history_on_chdb_cleans_and_a_window_of_rejects_says_why(chdb_store)
 
 
 def test_a_replay_summary_says_why_a_window_has_no_clean_events():
-    from qraft_dagster.cli import _no_data_reason
+    from qraft_cli.replay import _no_data_reason
 
     assert _no_data_reason({"dead_letters_by_reason": {}, "dead_letters": 0}) == "  (no data in this window)"
     summary = {"dead_letters": 5, "dead_letters_by_reason": {"event time is more than max_age_days=3650 before "

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from qraft_core.cli import main
+from qraft_cli import main
 from qraft_core.config import ConfigError, load_qraft_config, load_sources, validate_all
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from qraft_core.cli import main
+from qraft_cli import main
 from qraft_core.config import ConfigError, load_qraft_config, load_sources, validate_all
 from qraft_core.detectors.config import load_detectors
 

@@ -154,7 +154,7 @@ def test_labelled_windows_in_the_truth_file(tmp_path: Path) -> None:
 def test_cli_lists_every_finding_and_the_window_score(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    from qraft_core.cli import main
+    from qraft_cli import main
 
     monkeypatch.setenv("QRAFT_DATA_DIR", str(tmp_path / "data"))
     truth = write_truth(tmp_path)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from qraft_core.cli import main
+from qraft_cli import main
 from qraft_core.events import PatternEvent, StandardEvent
 
 REPO = Path(__file__).resolve().parents[2]

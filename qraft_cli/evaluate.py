@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from qraft_core.cli import emit, main, runtime
+from qraft_cli import emit, main, runtime
 from qraft_core.evaluate import DEFAULT_TRUTH, PROFILES, evaluate_store
 
 _COLUMNS = ("truth", "findings", "precision", "recall", "delay_mean_s", "delay_p95_s", "false_alarms_per_10k_events")

@@ -2,37 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 from tqdm import tqdm
 
-from qraft_core.annotations import UnknownPattern, add_annotation
-from qraft_core.cli import emit, main, runtime
-from qraft_core.events import PatternEvent, PatternType, iso
-from qraft_core.explain.catalog import (
-    PatternQuery,
-    QueryError,
-    export_chunks,
-    iter_patterns,
-    load_pattern,
-    parse_time,
-    patterns_page,
-    resolve_range,
-)
-from qraft_core.explain.materialize import explain_pattern
-from qraft_core.explain.templates import load_cards_config
-
-if TYPE_CHECKING:
-    from qraft_core.runtime import Runtime
+from qraft_cli import emit, main, services
+from qraft_core.annotations import UnknownPattern
+from qraft_core.events import PatternType, iso
+from qraft_core.explain.catalog import PatternQuery, QueryError, parse_time
+from qraft_core.services.patterns import PatternService
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _query(
-    rt: Runtime,
+    patterns: PatternService,
     type_: str | None,
     since: str | None,
     until: str | None,
@@ -42,15 +29,10 @@ def _query(
 ) -> PatternQuery:
     """The query of the shared options; `capped`: at most api.max_range_days (listings, not exports)."""
     try:
-        start, end = resolve_range(
-            rt.store,
-            parse_time(since, "--since") if since else None,
-            parse_time(until, "--until") if until else None,
-            rt.config.api.max_range_days if capped else None,
-        )
+        return patterns.query(type_, parse_time(since, "--since") if since else None,
+                              parse_time(until, "--until") if until else None, source, min_confidence, capped)
     except QueryError as exc:
         raise click.UsageError(str(exc)) from None
-    return PatternQuery(start, end, PatternType(type_) if type_ else None, source, min_confidence)
 
 
 def _filters(command: F) -> F:
@@ -96,9 +78,8 @@ def patterns_list(
     as_json: bool,
 ) -> None:
     """Pattern events in time order (the newest day of them when no range is given)."""
-    rt = runtime(ctx)
-    query = _query(rt, type_, since, until, source, min_confidence)
-    page, _ = patterns_page(rt.store, query, limit)
+    patterns = services(ctx).patterns
+    page = patterns.list(_query(patterns, type_, since, until, source, min_confidence), limit)
     lines = [
         f"{iso(p.window_start)}  {p.type.value:<14} {p.confidence:.2f}  {','.join(p.source_streams):<20} "
         f"{p.pattern_id}  {p.details.prev_state} → {p.details.new_state}"
@@ -123,18 +104,11 @@ def patterns_list(
 @click.pass_context
 def patterns_show(ctx: click.Context, pattern_id: str, mode: str, lang: str | None, as_json: bool) -> None:
     """One pattern's card, with its clean-data context and annotations."""
-    rt = runtime(ctx)
-    pattern = _pattern(rt, pattern_id)
-    cards = load_cards_config(rt.config_path)
-    card = explain_pattern(rt.store, rt.config, cards, pattern, lang or rt.config.explain.language, mode)  # type: ignore[arg-type]
+    try:
+        card = services(ctx).patterns.show(pattern_id, mode, lang)  # type: ignore[arg-type]
+    except UnknownPattern as exc:
+        raise click.BadParameter(str(exc), param_hint="PATTERN_ID") from None
     emit(card.model_dump(mode="json"), as_json, card.markdown)
-
-
-def _pattern(rt: Runtime, pattern_id: str) -> PatternEvent:
-    pattern = load_pattern(rt.store, pattern_id)
-    if pattern is None:
-        raise click.BadParameter(f"no pattern with id {pattern_id!r}", param_hint="PATTERN_ID")
-    return pattern
 
 
 @patterns_group.command("annotate")
@@ -148,9 +122,8 @@ def patterns_annotate(
     ctx: click.Context, pattern_id: str, label: str, note: str, author: str, as_json: bool
 ) -> None:
     """Confirm a pattern, mark it a false alarm, or add a note (recorded in the audit log)."""
-    rt = runtime(ctx)
     try:
-        annotation = add_annotation(rt.store, pattern_id, label, note, author, actor="cli")  # type: ignore[arg-type]
+        annotation = services(ctx).patterns.annotate(pattern_id, label, note, author, actor="cli")  # type: ignore[arg-type]
     except UnknownPattern as exc:
         raise click.BadParameter(str(exc), param_hint="PATTERN_ID") from None
     emit(annotation.model_dump(mode="json"), as_json, f"{annotation.label} recorded on {pattern_id}")
@@ -182,31 +155,8 @@ def patterns_export(
 
     Without --since/--until every stored pattern is exported, whatever the span; pages keep memory flat.
     """
-    rt = runtime(ctx)
-    query = _query(rt, type_, since, until, source, min_confidence, capped=False)
-    total = rt.store.count("pattern_events", start=query.start, end=query.end, where=query.filters()).get(
-        "", 0
-    )
-    written = 0
-    with tqdm(total=total, unit="pattern", desc="export", disable=None) as progress:
-
-        def counted() -> Iterator[list[PatternEvent]]:
-            nonlocal written
-            for page in iter_patterns(rt.store, query, rt.config.api.max_page):
-                written += len(page)
-                progress.update(len(page))
-                yield page
-
-        staged = out.with_name(f".{out.name}.partial")
-        with staged.open("w", encoding="utf-8", newline="") as handle:
-            for chunk in export_chunks(counted(), fmt):
-                handle.write(chunk)
-        staged.replace(out)
-    summary = {
-        "patterns": written,
-        "format": fmt,
-        "out": str(out),
-        "start": iso(query.start),
-        "end": iso(query.end),
-    }
-    emit(summary, as_json, f"wrote {written} patterns to {out}")
+    patterns = services(ctx).patterns
+    query = _query(patterns, type_, since, until, source, min_confidence, capped=False)
+    with tqdm(total=patterns.count(query), unit="pattern", desc="export", disable=None) as progress:
+        summary = patterns.export(query, fmt, out, progress.update)  # type: ignore[arg-type]
+    emit(summary, as_json, f"wrote {summary['patterns']} patterns to {out}")

@@ -8,8 +8,8 @@ from typing import Any, NoReturn
 
 import click
 
+from qraft_cli import emit, main, runtime
 from qraft_core.bus.base import BusError
-from qraft_core.cli import emit, main, runtime
 from qraft_core.lifecycle.location import LocationError, location
 
 

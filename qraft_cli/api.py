@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from qraft_core.cli import main, runtime
+from qraft_cli import main, services
 
 
 @main.command("api")
@@ -16,13 +16,11 @@ def api(ctx: click.Context, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from qraft_core.api import create_app
-    from qraft_core.replays import ReplayRegistry, SubprocessReplayLauncher
 
-    rt = runtime(ctx)
+    found = services(ctx)
+    rt = found.runtime
     # A long-running reader keeps the embedded store open between requests; it hands the
     # store to any other process that asks (see qraft_core/store/sessions.py).
     rt.store.keep_open_s = rt.config.api.store_keep_open_s
-    launcher = SubprocessReplayLauncher(
-        ReplayRegistry(rt.data_dir / "replays"), rt.config_path.resolve(), rt.config.partitions
-    )
-    uvicorn.run(create_app(rt, launcher), host=host or rt.config.api.host, port=port or rt.config.api.port)
+    app = create_app(rt, found.replay_launcher)
+    uvicorn.run(app, host=host or rt.config.api.host, port=port or rt.config.api.port)

@@ -5,29 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import asdict
-from typing import Any
 
 import click
 
-from qraft_core.cli import emit, main, runtime
-from qraft_core.lander import Lander, LanderStats
+from qraft_cli import emit, main, runtime
 from qraft_core.metrics import serve_metrics
 from qraft_core.runtime import Runtime
+from qraft_core.services.pipeline import run_lander, table_counts
 
 log = logging.getLogger(__name__)
-
-
-async def run_lander(rt: Runtime, until_idle: bool = False, stop: asyncio.Event | None = None) -> LanderStats:
-    """Consume the configured bus into the configured store until stopped (SIGTERM/SIGINT)."""
-    stop = stop or asyncio.Event()
-    async with rt.bus_until_signal(stop) as bus:
-        lander_config = rt.config.lander
-        await bus.subscribe(lander_config.durable_name)
-        lander = Lander(
-            bus, rt.store, lander_config,
-            subject_prefix=rt.config.nats.subject_prefix, interval=rt.config.partitions.interval,
-        )
-        return await lander.run(stop, until_idle=until_idle)
 
 
 @main.command("land")
@@ -62,28 +48,6 @@ def lander_lag(rt: Runtime) -> int | None:
     except Exception as exc:  # no server running, no consumer yet: lag is unknown, not an error
         log.debug("lander lag unknown: %s", exc)
         return None
-
-
-def table_counts(rt: Runtime) -> dict[str, Any]:
-    """Row counts and freshness of every table, for `qraft stats` and the demo summary."""
-    from qraft_core.store.schema import TABLES, spec
-
-    store = rt.store
-    spec("raw_events")  # loads the specs of every migration
-    with store.session():
-        counts: dict[str, Any] = {name: store.count(name).get("", 0) for name in sorted(TABLES)}
-        by_source = store.count("raw_events", group_by="source")
-        latest = {k: v.isoformat() for k, v in store.max_time("raw_events", "source").items()}
-        dead = store.count("dead_letters", group_by="stage")
-        patterns = store.count("pattern_events", group_by="type")
-    return {
-        "tables": counts,
-        "raw_events_by_source": by_source,
-        # The watermark per source: the newest event time landed.
-        "latest_event_time": latest,
-        "dead_letters_by_stage": dead,
-        "pattern_events_by_type": patterns,
-    }
 
 
 @main.command("stats")

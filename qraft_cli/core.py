@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qraft_core.cli import emit, main
+from qraft_cli import emit, main
 from qraft_core.config import validate_all
 from qraft_core.events import export_json_schemas
 

@@ -14,16 +14,15 @@ import click
 import polars as pl
 from tqdm import tqdm
 
+from qraft_cli import emit, main, runtime, services
 from qraft_core.adapters.base import DEAD_LETTER_KEY, AdapterStats
 from qraft_core.adapters.file import file_format
 from qraft_core.adapters.parsers import GenericOptions
 from qraft_core.adapters.registry import build_adapter
 from qraft_core.bus.base import Publisher
-from qraft_core.cli import emit, main, runtime
 from qraft_core.config import SourceConfig
 from qraft_core.events import StandardEvent
 from qraft_core.metrics import serve_metrics
-from qraft_core.sources_registry import source_status
 from qraft_core.supervisor import supervise_sources
 
 log = logging.getLogger(__name__)
@@ -39,8 +38,7 @@ def sources_group() -> None:
 @click.pass_context
 def sources_list(ctx: click.Context, as_json: bool) -> None:
     """Every source in sources.yaml with its owner, status, last event, rate and error count."""
-    rt = runtime(ctx)
-    rows = source_status(rt.store, rt.sources().sources)
+    rows = services(ctx).sources.status()
     header = (f"{'name':<20} {'type':<10} {'status':<11} {'owner':<14} {'last event':<26} "
               f"{'ev/s':>8} {'errors':>7}")
     lines = [header] + [

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
-from qraft_core.config import ConfigError
+from qraft_core.config import CONFIG_DIR_ENV, ConfigError
 
 
 class QraftGroup(click.Group):
@@ -62,12 +64,44 @@ def runtime(ctx: click.Context) -> Any:
     return Runtime.load(ctx.obj["config_dir"])
 
 
+# The entry point that runs a claimed replay in the background (for `qraft replay` and `qraft api`).
+REPLAY_WORKER = [sys.executable, "-m", "qraft_cli.worker"]
+
+
+def services(ctx: click.Context, runs_pipeline: bool = False, ephemeral: bool = False) -> Any:
+    """The services of this command's configuration (`qraft_core.bootstrap`); with `runs_pipeline`,
+    windows are materialized in this process by Dagster (on a throw-away instance when `ephemeral`)."""
+    return pipeline_services(Path(ctx.obj["config_dir"]), runs_pipeline, ephemeral)
+
+
+def pipeline_services(config_dir: Path, runs_pipeline: bool = False, ephemeral: bool = False) -> Any:
+    from qraft_core.bootstrap import bootstrap
+    from qraft_core.runtime import Runtime
+
+    rt = Runtime.load(config_dir)
+    runner = None
+    if runs_pipeline:
+        point_dagster_at(rt.config_path)
+        from qraft_dagster.runner import DagsterPipelineRunner
+
+        runner = DagsterPipelineRunner(rt, ephemeral)
+    return bootstrap(rt, runner=runner, replay_worker=REPLAY_WORKER)
+
+
+def point_dagster_at(config_dir: Path) -> None:
+    """Make the Dagster definitions (in this process and its children) read `config_dir`: they read
+    the configuration folder when first imported."""
+    os.environ[CONFIG_DIR_ENV] = str(config_dir.resolve())
+
+
 def _register_commands() -> None:
     # Every other module of this package adds its commands to `main` when imported.
     import importlib
     import pkgutil
 
     for module in pkgutil.iter_modules(__path__):
+        if module.name.startswith("_"):  # __main__ runs the command group when imported
+            continue
         importlib.import_module(f"{__name__}.{module.name}")
 
 

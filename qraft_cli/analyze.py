@@ -10,12 +10,12 @@ from pathlib import Path
 
 import click
 
+from qraft_cli import emit, main, pipeline_services, point_dagster_at
+from qraft_cli.pipeline import run_progress
 from qraft_core.analyze import describe_plan, finding_rows, infer_config
-from qraft_core.cli import emit, main
 from qraft_core.config import CONFIG_DIR_ENV, ENV_PREFIX
 from qraft_core.patterns.materialize import load_pattern_events
-from qraft_core.runtime import Runtime
-from qraft_dagster.cli import fresh_data_dir, run_file_sources, top_cards
+from qraft_core.services.pipeline import fresh_data_dir, top_cards
 
 # Where the configuration and the data go, next to the first file, unless told otherwise.
 OUTPUT_FOLDER = "qraft_analyze"
@@ -55,16 +55,18 @@ def analyze(ctx: click.Context, files: tuple[Path, ...], time_field: str | None,
     for line in describe_plan(plan):
         echo(line)
     # The Dagster partitions are declared from the configuration folder when first imported (as for `demo`).
-    os.environ[CONFIG_DIR_ENV] = str(config_dir)
+    point_dagster_at(config_dir)
     from qraft_dagster.partitions import PARTITIONS
 
     if (PARTITIONS.start.timestamp(), PARTITIONS.end and PARTITIONS.end.timestamp()) != (
             plan.start.timestamp(), plan.end.timestamp()):
         raise click.ClickException("the pipeline definitions were loaded for another configuration in this "
                                    "process; run `qraft analyze` in a fresh process")
-    rt = Runtime.load(config_dir)
+    found = pipeline_services(config_dir, runs_pipeline=True)
+    rt = found.runtime
     fresh_data_dir(rt)
-    summary = run_file_sources(rt, echo, plan.runs)
+    with run_progress(plan.runs) as on_run:
+        summary = found.pipeline.run_file_sources(echo, on_run)
     patterns = load_pattern_events(rt.store)
     findings = finding_rows(patterns)
     if as_json:

@@ -1,13 +1,13 @@
-"""Operator commands around the bus and the replays: `qraft bus status|reset`, `qraft replays list|show`."""
+"""Operator commands around the bus: `qraft bus status|reset`."""
 
 import asyncio
-from dataclasses import asdict
 from typing import Any
 
 import click
 
-from qraft_core.cli import emit, main, runtime
+from qraft_cli import emit, main, runtime
 from qraft_core.runtime import Runtime
+from qraft_core.services.pipeline import reset_consumer
 
 
 async def bus_status(rt: Runtime) -> dict[str, Any]:
@@ -25,14 +25,6 @@ async def bus_status(rt: Runtime) -> dict[str, Any]:
             "max_msg_bytes": config.max_msg_size, "message_limit": bus.message_limit,
             "messages": await bus.stream_messages(), "consumer": durable, "consumer_lag": lag,
         }
-    finally:
-        await bus.close()
-
-
-async def reset_consumer(rt: Runtime) -> bool:
-    bus = await rt.connect_bus()
-    try:
-        return await bus.delete_consumer(rt.config.lander.durable_name)
     finally:
         await bus.close()
 
@@ -69,41 +61,3 @@ def reset(ctx: click.Context, yes: bool, as_json: bool) -> None:
     emit({"consumer": rt.config.lander.durable_name, "deleted": deleted}, as_json,
          f"consumer {rt.config.lander.durable_name} {'deleted' if deleted else 'did not exist'}; "
          "the next lander starts at the first message of the stream")
-
-
-@main.group("replays")
-def replays_group() -> None:
-    """Replays started by `qraft replay` or the API, and how they ended."""
-
-
-@replays_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-@click.pass_context
-def list_replays(ctx: click.Context, as_json: bool) -> None:
-    """Every replay record, newest first."""
-    from qraft_core.replays import ReplayRegistry
-
-    registry = ReplayRegistry(runtime(ctx).data_dir / "replays")
-    records = [registry.get(path.stem) for path in registry.directory.glob("*.json")]
-    rows = sorted((asdict(r) for r in records if r is not None), key=lambda r: r["started_at"], reverse=True)
-    emit(rows, as_json, "\n".join(f"{r['id']}  {r['status']:<10} [{r['start']}, {r['end']})  "
-                                  f"{r['summary'].get('error', '')}" for r in rows) or "no replays")
-
-
-@replays_group.command("show")
-@click.argument("replay_id")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-@click.pass_context
-def show_replay(ctx: click.Context, replay_id: str, as_json: bool) -> None:
-    """One replay: status, window, summary, and for a crash how it ended and the JVM crash file."""
-    from qraft_core.config import ConfigError
-    from qraft_core.replays import ReplayRegistry
-
-    registry = ReplayRegistry(runtime(ctx).data_dir / "replays")
-    try:
-        record = registry.get(replay_id)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    if record is None:
-        raise click.UsageError(f"no replay {replay_id}")
-    emit(asdict(record), as_json)

@@ -1,0 +1,3 @@
+from qraft_cli import main
+
+main()

@@ -1,0 +1,158 @@
+"""Running the pipeline: file sources to the bus, the lander into the store, windows through the runner.
+
+Shared by `qraft demo`, `qraft analyze`, `qraft land`, the test set-ups and
+anything else that needs data end to end. The partitioned assets run through
+the injected `PipelineRunner`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from qraft_core.adapters.registry import build_adapter
+from qraft_core.config import ConfigError
+from qraft_core.lander import Lander, LanderStats
+from qraft_core.runtime import Runtime
+from qraft_core.services.ports import PipelineRunner, WindowRuns
+from qraft_core.store.base import Filter
+
+Echo = Callable[[str], None]
+
+# What a run from scratch removes from the data directory: the store, the bus, adapter state, Dagster.
+DATA_PARTS = ("clickhouse", "clickhouse.lock", "nats", "state", "dagster")
+
+
+async def publish_sources(rt: Runtime, echo: Echo = lambda text: None) -> dict[str, dict[str, int]]:
+    """Replay every enabled file source into the bus, as fast as possible."""
+    bus = await rt.connect_bus()
+    published: dict[str, dict[str, int]] = {}
+    try:
+        for source in rt.sources().sources:
+            if not source.enabled or source.type != "file":
+                continue
+            adapter = build_adapter(source, rt.state_dir)
+            stats = await adapter.run(bus, asyncio.Event())
+            published[source.name] = {"published": stats.published, "dead_lettered": stats.dead_lettered}
+            echo(f"  {source.name}: published {stats.published} events, "
+                 f"{stats.dead_lettered} unparseable records as dead letters")
+    finally:
+        await bus.close()
+    return published
+
+
+async def run_lander(rt: Runtime, until_idle: bool = False, stop: asyncio.Event | None = None) -> LanderStats:
+    """Consume the configured bus into the configured store until stopped (SIGTERM/SIGINT)."""
+    stop = stop or asyncio.Event()
+    async with rt.bus_until_signal(stop) as bus:
+        lander_config = rt.config.lander
+        await bus.subscribe(lander_config.durable_name)
+        lander = Lander(
+            bus, rt.store, lander_config,
+            subject_prefix=rt.config.nats.subject_prefix, interval=rt.config.partitions.interval,
+        )
+        return await lander.run(stop, until_idle=until_idle)
+
+
+async def reset_consumer(rt: Runtime) -> bool:
+    """Delete the lander's consumer, so the next lander reads the stream from its first message."""
+    bus = await rt.connect_bus()
+    try:
+        return await bus.delete_consumer(rt.config.lander.durable_name)
+    finally:
+        await bus.close()
+
+
+def table_counts(rt: Runtime) -> dict[str, Any]:
+    """Row counts and freshness of every table, for `qraft stats` and the demo summary."""
+    from qraft_core.store.schema import TABLES, spec
+
+    store = rt.store
+    spec("raw_events")  # loads the specs of every migration
+    with store.session():
+        counts: dict[str, Any] = {name: store.count(name).get("", 0) for name in sorted(TABLES)}
+        by_source = store.count("raw_events", group_by="source")
+        latest = {k: v.isoformat() for k, v in store.max_time("raw_events", "source").items()}
+        dead = store.count("dead_letters", group_by="stage")
+        patterns = store.count("pattern_events", group_by="type")
+    return {
+        "tables": counts,
+        "raw_events_by_source": by_source,
+        # The watermark per source: the newest event time landed.
+        "latest_event_time": latest,
+        "dead_letters_by_stage": dead,
+        "pattern_events_by_type": patterns,
+    }
+
+
+def top_cards(rt: Runtime, count: int = 3) -> list[str]:
+    """The markdown cards of the most confident finding of each type (up to `count`)."""
+    with rt.store.session():
+        found = rt.store.select("pattern_events", columns=["pattern_id", "type", "confidence"],
+                                order_by=("confidence", "pattern_id"), descending=True)
+        best: dict[str, str] = {}
+        for pattern_id, kind, _ in found.iter_rows():
+            best.setdefault(kind, pattern_id)
+        chosen = list(best.values())[:count]
+        cards = rt.store.select("pattern_cards", columns=["pattern_id", "markdown"], where=[
+            Filter("pattern_id", "in", chosen), Filter("lang", "=", rt.config.explain.language),
+            Filter("mode", "=", "human"),
+        ])
+    by_id = dict(cards.iter_rows())
+    return [by_id[p] for p in chosen if p in by_id]
+
+
+def fresh_data_dir(rt: Runtime) -> None:
+    """Remove the store, bus, adapter state and Dagster instance of `rt`'s data directory."""
+    for name in DATA_PARTS:
+        target = rt.data_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+@dataclass
+class PipelineService:
+    rt: Runtime
+    runner: PipelineRunner | None = None
+
+    def require_runner(self) -> PipelineRunner:
+        """The runner, or a ConfigError when this process was given none."""
+        if self.runner is None:
+            raise ConfigError("pipeline: no pipeline runner was configured for this process")
+        return self.runner
+
+    def materialize(self, start: datetime, end: datetime,
+                    on_progress: Callable[[int], None] = lambda windows: None) -> WindowRuns:
+        """Recompute every asset over the windows [start, end)."""
+        return self.require_runner().materialize(start, end, on_progress)
+
+    def run_file_sources(self, echo: Echo, on_run: Callable[[str, bool], None]) -> dict[str, Any]:
+        """The configured file sources through the whole pipeline: bus, lander, store, pipeline runs.
+
+        The embedded NATS server started here is stopped before the pipeline runs begin.
+        """
+        runner = self.require_runner()
+        try:
+            echo(f"1/3 publishing the file sources to NATS ({self.rt.nats_url(start=True)}) …")
+            published = asyncio.run(publish_sources(self.rt, echo))
+            echo("2/3 landing events from JetStream into ClickHouse …")
+            landing_started = time.monotonic()
+            landed = asyncio.run(run_lander(self.rt, until_idle=True))
+            landing_s = time.monotonic() - landing_started
+        finally:
+            self.rt.stop_owned_services()
+        echo("3/3 materializing the partitioned assets …")
+        return {
+            "published": published,
+            "landed": landed.landed,
+            "dead_lettered_at_landing": landed.dead_lettered,
+            "landing_events_per_s": round(landed.landed / landing_s) if landing_s else 0,
+            "runs": asdict(runner.run_due(on_run)),
+        }

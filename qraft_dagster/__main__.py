@@ -1,3 +1,0 @@
-from qraft_dagster.cli import main
-
-main()

@@ -1,0 +1,248 @@
+"""The services on the in-memory store with a fake pipeline runner: exact outcomes of each use case."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from qraft_core.annotations import UnknownPattern
+from qraft_core.bootstrap import Services, bootstrap
+from qraft_core.config import ConfigError, SourceConfig
+from qraft_core.events import AlgorithmInfo, PatternDetails, PatternEvent, PatternExplain
+from qraft_core.patterns.materialize import pattern_rows
+from qraft_core.replays import ReplayConflict
+from qraft_core.services.fake_runner import FakePipelineRunner
+from qraft_core.services.replay import ReplayRequest
+from qraft_core.store.fake import MemoryStore
+from qraft_core.supervisor import ProcessSupervisor
+from qraft_core.tracking import Tracker
+
+START = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+END = START + timedelta(minutes=5)
+
+
+class RecordingTracker(Tracker):
+    """A tracker whose MLflow calls are recorded instead of sent; `broken`: every call fails."""
+
+    def __init__(self, broken: bool = False) -> None:
+        super().__init__("memory://", enabled=True)
+        self.broken = broken
+        self.runs: list[dict[str, Any]] = []
+
+    def _log_run(self, run_name: str, params: Any, metrics: Any, tags: Any) -> str:
+        if self.broken:
+            raise ConnectionError("MLflow is down")
+        self.runs.append({"name": run_name, "params": dict(params), "metrics": dict(metrics), "tags": dict(tags)})
+        return "run-1"
+
+
+def _pattern(minute: int, confidence: float = 0.8) -> PatternEvent:
+    at = START + timedelta(minutes=minute)
+    return PatternEvent(
+        pattern_id=f"p{minute}", type="concept_drift", timestamp=at, window_start=at,
+        source_streams=["cpu:host-a"],
+        details=PatternDetails(prev_state="value level 1", new_state="value level 5"),
+        explain=PatternExplain(top_contributors=[{"field": "value_mean", "score": 1.0}]),
+        algorithm=AlgorithmInfo(name="river.ADWIN", version="0.26"), confidence=confidence,
+    )
+
+
+def _services(config_dir: Path, runner: FakePipelineRunner | None = None,
+              tracker: Tracker | None = None) -> tuple[Services, MemoryStore]:
+    store = MemoryStore()
+    return bootstrap(config_dir, store=store, tracker=tracker or RecordingTracker(), runner=runner), store
+
+
+def _writing(store: MemoryStore, *patterns: PatternEvent) -> FakePipelineRunner:
+    """A runner that writes `patterns` when it materializes (as the pipeline would)."""
+    return FakePipelineRunner(produce=lambda start, end: store.insert("pattern_events", pattern_rows(list(patterns))))
+
+
+def test_a_replay_recomputes_records_and_audits_its_window(config_dir: Path) -> None:
+    tracker = RecordingTracker()
+    store = MemoryStore()
+    runner = _writing(store, _pattern(1), _pattern(3))
+    services = bootstrap(config_dir, store=store, tracker=tracker, runner=runner)
+    progress: list[int] = []
+
+    result = services.replays.run(ReplayRequest(START, END, ("cpu",), actor="ci"), on_progress=progress.append)
+
+    assert runner.materialized == [(START, END)] and progress == [5]
+    assert result.status == "succeeded" and result.diff is None
+    summary = {k: v for k, v in result.summary.items() if k not in ("id", "seconds", "config_hash")}
+    assert summary == {
+        "start": "2026-01-05T10:00:00.000Z", "end": "2026-01-05T10:05:00.000Z", "sources": ["cpu"],
+        "runs": 5, "failed_runs": [], "partitions": 5, "events": 0, "dead_letters": 0,
+        "dead_letters_by_reason": {}, "pattern_events": 2, "pattern_events_by_type": {"concept_drift": 2},
+        "no_data": True, "status": "succeeded",
+    }
+    assert services.replays.status(result.record.id)[0].status == "succeeded"
+    audit = store.select("audit_log").to_dicts()
+    assert [(a["actor"], a["action"], a["target"]) for a in audit] == [
+        ("ci", "replay", "[2026-01-05T10:00:00.000Z, 2026-01-05T10:05:00.000Z)")]
+    assert json.loads(audit[0]["after"]) == {"status": "succeeded", "events": 0,
+                                             "pattern_events_by_type": {"concept_drift": 2}}
+    [run] = tracker.runs
+    assert run["tags"] == {"qraft.kind": "replay", "qraft.status": "succeeded", "qraft.replay_id": result.record.id}
+    assert run["metrics"]["pattern_events"] == 2 and run["params"]["sources"] == "cpu"
+
+
+def test_a_window_overlapping_a_running_replay_is_refused_before_any_work(config_dir: Path) -> None:
+    runner = FakePipelineRunner()
+    services, store = _services(config_dir, runner)
+    running = services.replays.claim(ReplayRequest(START + timedelta(minutes=4), END + timedelta(minutes=10)))
+
+    with pytest.raises(ReplayConflict, match=f"replay {running.id} of"):
+        services.replays.run(ReplayRequest(START, END))
+
+    assert runner.materialized == [] and store.count("audit_log") == {"": 0}
+    assert [r.status for r in services.replays.status()] == ["running"]
+
+
+def test_a_replay_compares_with_its_golden_file(config_dir: Path, tmp_path: Path) -> None:
+    golden = tmp_path / "golden.json"
+    store = MemoryStore()
+    services = bootstrap(config_dir, store=store, tracker=RecordingTracker(), runner=_writing(store, _pattern(2)))
+    written = services.replays.run(ReplayRequest(START, END, golden=golden, write_golden=True))
+    assert written.summary["golden_written"] == str(golden)
+    assert [p["timestamp"] for p in json.loads(golden.read_text())["patterns"]] == ["2026-01-05T10:02:00.000Z"]
+
+    same = services.replays.run(ReplayRequest(START, END, golden=golden))
+    assert same.status == "succeeded" and same.diff is not None and not same.diff.regression
+
+    document = json.loads(golden.read_text())
+    document["patterns"][0]["confidence"] = 0.5
+    golden.write_text(json.dumps(document))
+    changed = services.replays.run(ReplayRequest(START, END, golden=golden))
+    assert changed.status == "regression"
+    assert changed.summary["golden"]["changed"] == [{
+        "key": {"type": "concept_drift", "timestamp": "2026-01-05T10:02:00.000Z", "streams": ["cpu:host-a"]},
+        "fields": {"confidence": {"golden": 0.5, "replayed": 0.8}},
+    }]
+
+
+def test_a_broken_golden_file_or_window_is_refused_before_the_claim(config_dir: Path, tmp_path: Path) -> None:
+    runner = FakePipelineRunner()
+    services, _ = _services(config_dir, runner)
+    wrong = tmp_path / "golden.json"
+    wrong.write_text(json.dumps({"version": 99, "patterns": []}))
+    with pytest.raises(ConfigError, match="version: expected 1, got 99"):
+        services.replays.run(ReplayRequest(START, END, golden=wrong))
+    with pytest.raises(ConfigError, match="outside the partitions"):
+        services.replays.run(ReplayRequest(datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC)))
+    assert runner.materialized == [] and services.replays.status() == []
+
+
+def test_an_mlflow_outage_does_not_fail_the_replay(config_dir: Path) -> None:
+    services, store = _services(config_dir, FakePipelineRunner(), RecordingTracker(broken=True))
+    result = services.replays.run(ReplayRequest(START, END))
+    assert result.status == "succeeded"
+    assert store.count("audit_log") == {"": 1}
+
+
+def test_failed_and_crashed_runs_end_the_record(config_dir: Path, tmp_path: Path) -> None:
+    golden = tmp_path / "golden.json"
+    golden.write_text(json.dumps({"version": 1, "window": {}, "engines": [], "patterns": []}))
+    services, _ = _services(config_dir, FakePipelineRunner(fail=True))
+    failed = services.replays.run(ReplayRequest(START, END, golden=golden))
+    assert (failed.status, failed.summary["failed_runs"], failed.diff) == ("failed", ["fake-run-1"], None)
+
+    def crash(start: datetime, end: datetime) -> None:
+        raise KeyboardInterrupt
+
+    crashing, _ = _services(config_dir, FakePipelineRunner(produce=crash))
+    with pytest.raises(KeyboardInterrupt):
+        crashing.replays.run(ReplayRequest(START + timedelta(hours=1), END + timedelta(hours=1)))
+    newest = crashing.replays.status()[0]
+    assert (newest.status, newest.summary) == ("failed", {"error": "KeyboardInterrupt: "})
+
+
+def test_without_a_runner_a_replay_says_so(config_dir: Path) -> None:
+    services, _ = _services(config_dir)
+    with pytest.raises(ConfigError, match="no pipeline runner"):
+        services.replays.run(ReplayRequest(START, END))
+
+
+def test_the_injected_store_is_the_one_every_service_uses(config_dir: Path) -> None:
+    services, store = _services(config_dir)
+    assert services.store is store and services.runtime.store is store
+    assert services.patterns.store is store and services.sources.store is store
+
+
+def test_patterns_are_listed_shown_and_annotated(config_dir: Path) -> None:
+    services, store = _services(config_dir)
+    store.insert("pattern_events", pattern_rows([_pattern(1), _pattern(2, 0.4)]))
+    patterns = services.patterns
+    query = patterns.query(since=START, until=END, min_confidence=0.5)
+    assert [p.pattern_id for p in patterns.list(query, 10)] == ["p1"]
+    assert patterns.count(patterns.query(since=START, until=END)) == 2
+    annotation = patterns.annotate("p1", "confirmed", "seen it", "ana", actor="ci")
+    assert (annotation.pattern_id, annotation.label, annotation.author) == ("p1", "confirmed", "ana")
+    with pytest.raises(UnknownPattern, match="no pattern with id 'nope'"):
+        patterns.annotate("nope", "note")
+    with pytest.raises(UnknownPattern):
+        patterns.show("nope")
+
+
+def test_patterns_export_writes_the_whole_file(config_dir: Path, tmp_path: Path) -> None:
+    services, store = _services(config_dir)
+    store.insert("pattern_events", pattern_rows([_pattern(1), _pattern(2)]))
+    out = tmp_path / "patterns.json"
+    pages: list[int] = []
+    summary = services.patterns.export(services.patterns.query(since=START, until=END, capped=False), "json",
+                                       out, pages.append)
+    assert summary == {"patterns": 2, "format": "json", "out": str(out),
+                       "start": "2026-01-05T10:00:00.000Z", "end": "2026-01-05T10:05:00.000Z"}
+    assert [p["pattern_id"] for p in json.loads(out.read_text())] == ["p1", "p2"] and sum(pages) == 2
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_a_source_is_added_then_replaced_and_a_bad_one_leaves_the_file_alone(config_dir: Path) -> None:
+    services, store = _services(config_dir)
+    path = config_dir / "sources.yaml"
+    source = SourceConfig(name="cpu", type="file", endpoint="data/cpu.csv", parser="generic")
+    assert services.sources.put(source, "ci")["created"] is True
+    replaced = services.sources.put(source.model_copy(update={"endpoint": "data/cpu2.csv"}), "ci")
+    assert replaced == {"source": {"name": "cpu", "type": "file", "endpoint": "data/cpu2.csv"},
+                        "created": False}
+    entries = yaml.safe_load(path.read_text())["sources"]
+    assert [e["endpoint"] for e in entries if e["name"] == "cpu"] == ["data/cpu2.csv"]
+    before = path.read_text()
+    with pytest.raises(ConfigError):
+        services.sources.put(SourceConfig(name="bad", type="no_such_type", endpoint="x"), "ci")
+    assert path.read_text() == before
+    assert [a["action"] for a in store.select("audit_log").to_dicts()] == ["config.sources"] * 2
+    assert [row["name"] for row in services.sources.status()] == [e["name"] for e in entries]
+
+
+def test_the_process_supervisor_restarts_a_child_that_exits(tmp_path: Path) -> None:
+    supervisor = ProcessSupervisor({"short": [sys.executable, "-c", "print('hello')"]}, {}, tmp_path / "logs",
+                                   restart_initial_s=0.0, stop_grace_s=5)
+    supervisor.start()
+    child = supervisor.children["short"]
+    assert child.process is not None
+    first = child.process
+    first.wait()
+    reports: list[str] = []
+    supervisor.check(reports.append)  # notices the exit
+    supervisor.check(reports.append)  # its backoff (none here) has passed: restarted
+    assert reports == ["short exited with 0; restarting in 0s"]
+    assert child.process is not first
+    child.process.wait()
+    supervisor.stop()
+    assert (tmp_path / "logs" / "short.log").read_text() == "hello\nhello\n"
+
+
+def test_the_replay_worker_refuses_an_id_nobody_claimed(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from qraft_cli.worker import main
+
+    assert main(["--config-dir", str(config_dir), "replay", "../etc"]) == 2
+    assert main(["--config-dir", str(config_dir), "replay", "r-unknown"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["error: not a replay id: '../etc'",
+                                                    "error: no replay r-unknown was claimed"]
