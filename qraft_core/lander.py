@@ -20,6 +20,7 @@ import logging
 import math
 import re
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -51,6 +52,7 @@ from qraft_core.metrics import (
 )
 from qraft_core.scheduling import floor_to
 from qraft_core.store.base import EventStore, Filter, StoreError, StoreUnavailable
+from qraft_core.store.clickhouse import ClickHouseStore
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +127,7 @@ class _Message:
     """One bus message: its lines, where they start in the batch, and its checksum (part of every
     letter id of its lines), computed once, if needed."""
 
-    def __init__(self, number: int, subject: str, source: str, data: bytes, offset: int) -> None:
-        self.number = number
+    def __init__(self, subject: str, source: str, data: bytes, offset: int) -> None:
         self.subject = subject
         self.source = safe_text(source)
         self.data = data
@@ -160,7 +161,7 @@ _CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
     "event_id": pl.Utf8(), "source": pl.Utf8(), "type": pl.Utf8(),
     "timestamp": pl.Datetime("us", "UTC"), "ingest_time": pl.Datetime("us", "UTC"),
     "payload": pl.Utf8(), "parser_version": pl.Utf8(), "raw_checksum": pl.Utf8(), "origin": pl.Utf8(),
-    "message": pl.Int64(), "line": pl.Int64(), "position": pl.Int64(),
+    "position": pl.Int64(),
 }
 
 
@@ -172,6 +173,7 @@ class _Judge:
         self.interval = interval
         self.bounds = bounds
         self.messages: list[_Message] = []
+        self.offsets: list[int] = []  # of each message's first line in the batch
         self.frames: list[pl.DataFrame] = []  # rows of whole messages (`landing.compiled`)
         self.rows: list[tuple[Any, ...]] = []  # rows of lines judged one by one
         self.rejections: list[_Rejection] = []
@@ -193,7 +195,12 @@ class _Judge:
                                           event_id, event_time))
 
     def accept(self, message: _Message, index: int, row: tuple[Any, ...], origin: str) -> None:
-        self.rows.append((*row, origin, message.number, index, message.offset + index))
+        self.rows.append((*row, origin, message.offset + index))
+
+    def locate(self, position: int) -> tuple[_Message, int]:
+        """The message and line index of a batch position."""
+        message = self.messages[bisect_right(self.offsets, position) - 1]
+        return message, position - message.offset
 
     def batch(self) -> LandedBatch:
         rows = pl.DataFrame(self.rows, schema=_CANDIDATE_SCHEMA, orient="row")
@@ -222,9 +229,9 @@ class _Judge:
                 continue  # the same event delivered twice: it is stored, nothing is lost
             newer, older = (row, other) if row["ingest_time"] >= other["ingest_time"] else (other, row)
             kept[key] = (position, newer)
-            message = self.messages[older["message"]]
-            self.reject(message, older["line"], superseded_reason(newer["timestamp"], newer["ingest_time"]),
-                        message.lines[older["line"]], older["event_id"], older["timestamp"], (0, row["position"]))
+            message, index = self.locate(older["position"])
+            self.reject(message, index, superseded_reason(newer["timestamp"], newer["ingest_time"]),
+                        message.lines[index], older["event_id"], older["timestamp"], (0, row["position"]))
         winners = pl.DataFrame([{**row, "position": position} for position, row in kept.values()],
                                schema=_CANDIDATE_SCHEMA)
         return pl.concat([candidates.filter(~repeated), winners]).sort("position")
@@ -243,11 +250,11 @@ class _Judge:
             (backfill & ((pl.col("timestamp") - pl.col("median") > spread)
                          | (pl.col("median") - pl.col("timestamp") > spread))).alias("far"))
         for row in kept.filter(pl.col("far")).iter_rows(named=True):
-            message = self.messages[row["message"]]
-            self.reject(message, row["line"],
+            message, index = self.locate(row["position"])
+            self.reject(message, index,
                         f"event time {iso(row['timestamp'])} is more than {spread.days} days from the median "
                         f"event time {iso(row['median'])} of its source's backfill batch",
-                        message.lines[row["line"]], row["event_id"], row["timestamp"], (1, row["position"]))
+                        message.lines[index], row["event_id"], row["timestamp"], (1, row["position"]))
         return kept.filter(~pl.col("far")).drop("median", "far")
 
     def _dead_letters(self) -> pl.DataFrame:
@@ -312,12 +319,13 @@ def land_batch(
     parser = _LineParser()
     rows = CompiledRows()
     offset = 0
-    for number, (subject, data) in enumerate(messages):
-        message = _Message(number, subject, _source_of(subject, subject_prefix), data, offset)
+    for subject, data in messages:
+        message = _Message(subject, _source_of(subject, subject_prefix), data, offset)
         judge.messages.append(message)
+        judge.offsets.append(offset)
         offset += len(message.lines)
         if compiled:
-            judged = rows.add(number, message.source, message.lines, message.offset, max_payload_bytes)
+            judged = rows.add(message.source, message.lines, message.offset, max_payload_bytes)
         else:
             judged = [index for index, line in enumerate(message.lines) if line.strip()]
         for index in judged:
@@ -325,8 +333,8 @@ def land_batch(
     if compiled:
         accepted, refused = rows.checked(STORE_TIME_RANGE, (judge.bounds.live_max_future, judge.bounds.live_max_age))
         judge.frames.append(accepted)
-        for number, index in refused:  # the judge names why
-            _judge_line(judge, parser, judge.messages[number], index, max_payload_bytes)
+        for position in refused:  # the judge names why
+            _judge_line(judge, parser, *judge.locate(position), max_payload_bytes)
     return judge.batch()
 
 
@@ -621,6 +629,8 @@ class Lander:
         self.interval = interval
         self.clock = clock
         self.stats = LanderStats()
+        if isinstance(store, ClickHouseStore):  # see `LanderConfig.store_keep_open_s`
+            store.keep_open_s = max(store.keep_open_s, config.store_keep_open_s)
         self._known: dict[str, _KnownIds] = {}
         self._too_dense: set[str] = set()  # sources whose stored ids do not fit ID_MEMORY_MAX
 

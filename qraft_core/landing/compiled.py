@@ -15,8 +15,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime, timedelta
-from itertools import repeat
-from operator import attrgetter
+from itertools import compress, repeat
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -79,8 +78,6 @@ class _Event(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 _MESSAGE = msgspec.json.Decoder(list[_Event], float_hook=_float_as_python_writes_it)
 _LINE = msgspec.json.Decoder(_Event, float_hook=_float_as_python_writes_it)
 _SORTED = msgspec.json.Encoder(order="sorted")
-_FIELDS = attrgetter("event_id", "source", "type", "timestamp", "ingest_time", "payload", "meta")
-_META_FIELDS = attrgetter("parser_version", "raw_checksum", "origin")
 
 
 def _all_plain(lines: list[bytes], joined: bytes, max_payload_bytes: int) -> bool:
@@ -132,7 +129,7 @@ def _ascii_escaped(match: re.Match[str]) -> str:
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
-def _canonical_payloads(payloads: tuple[dict[str, Any], ...], ascii_only: bool) -> list[bytes]:
+def _canonical_payloads(payloads: list[dict[str, Any]], ascii_only: bool) -> list[bytes]:
     """Compact JSON with sorted keys and non-ASCII text escaped, as `json.dumps` writes it."""
     encoded = list(map(_SORTED.encode, payloads))
     if not ascii_only:
@@ -143,25 +140,21 @@ def _canonical_payloads(payloads: tuple[dict[str, Any], ...], ascii_only: bool) 
 
 
 # Event times `datetime.fromisoformat` reads and polars reads as the same instant: digits are
-# ASCII, seconds below 60 (polars carries 60 into the next minute), offsets below a day.
+# ASCII, seconds below 60 (polars carries 60 into the next minute), a zone (naive times are the
+# judge's), offsets below a day.
 _ISO_TIME = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-5][0-9](\.[0-9]{1,6})?"
-             r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?$")
+             r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
 
 
 def _instant(name: str) -> pl.Expr:
-    """An event-time column as UTC microseconds; null where the text is not one `_ISO_TIME` allows
-    (a naive time is UTC, as the judge takes it)."""
+    """An event-time column as UTC microseconds; null where the text is not one `_ISO_TIME` allows."""
     text = pl.col(name)
-    zoned = text.str.replace(r"Z$", "+00:00")
-    zoned = pl.when(zoned.str.contains(r"[+-][0-9]{2}:[0-9]{2}$")).then(zoned).otherwise(zoned + "+00:00")
-    parsed = zoned.str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%S%.f%:z", strict=False)
+    parsed = text.str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%S%.f%#z", strict=False)
     return pl.when(text.str.contains(_ISO_TIME)).then(parsed).alias(name)
 
 
-_COLUMNS = ("event_id", "source", "type", "timestamp", "ingest_time", "parser_version", "raw_checksum", "origin",
-            "expected_source", "message", "line", "position")
-
-_SCHEMA = {name: pl.Int64() if name in ("message", "line", "position") else pl.Utf8() for name in _COLUMNS}
+_COLUMNS = ("event_id", "source", "type", "timestamp", "ingest_time", "parser_version", "raw_checksum", "origin")
+_SCHEMA = {name: pl.Utf8() for name in _COLUMNS}
 
 
 class CompiledRows:
@@ -170,46 +163,52 @@ class CompiledRows:
     def __init__(self) -> None:
         self._columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
         self._payloads: list[bytes] = []
+        self._positions: list[int] = []
 
-    def add(self, number: int, source: str, lines: list[bytes], offset: int, max_payload_bytes: int) -> list[int]:
-        """Decodes the lines of message `number` (of `source`, its first line at batch position
-        `offset`); returns the indexes of the non-blank lines left to the judge."""
+    def add(self, source: str, lines: list[bytes], offset: int, max_payload_bytes: int) -> list[int]:
+        """Decodes the lines of a message of `source`, its first line at batch position `offset`;
+        returns the indexes of the non-blank lines left to the judge."""
         events, indexes, judged = _decode(lines, max_payload_bytes)
+        sources = [event.source for event in events]
+        if sources.count(source) != len(sources):  # lines of another source: the judge names the subject
+            matches = [name == source for name in sources]
+            judged = sorted([*judged, *(i for i, match in zip(indexes, matches, strict=True) if not match)])
+            events, indexes = list(compress(events, matches)), list(compress(indexes, matches))
+            sources = [source] * len(events)
         if not events:
             return judged
-        ids, sources, kinds, stamps, ingests, payloads, metas = zip(*map(_FIELDS, events), strict=True)
-        versions, checksums, origins = zip(*map(_META_FIELDS, metas), strict=True)
-        columns = self._columns
-        for name, values in zip(_COLUMNS[:8], (ids, sources, kinds, stamps, ingests, versions, checksums, origins),
-                                strict=True):
-            columns[name].extend(values)
-        columns["expected_source"].extend([source] * len(events))
-        columns["message"].extend([number] * len(events))
-        columns["line"].extend(indexes)
-        columns["position"].extend([offset + index for index in indexes])
-        self._payloads.extend(_canonical_payloads(payloads, all(map(bytes.isascii, lines))))
+        columns, metas = self._columns, [event.meta for event in events]
+        columns["event_id"].extend([event.event_id for event in events])
+        columns["source"].extend(sources)
+        columns["type"].extend([event.type for event in events])
+        columns["timestamp"].extend([event.timestamp for event in events])
+        columns["ingest_time"].extend([event.ingest_time for event in events])
+        columns["parser_version"].extend([meta.parser_version for meta in metas])
+        columns["raw_checksum"].extend([meta.raw_checksum for meta in metas])
+        columns["origin"].extend([meta.origin for meta in metas])
+        self._positions.extend([offset + index for index in indexes])
+        self._payloads.extend(_canonical_payloads([event.payload for event in events],
+                                                  all(map(bytes.isascii, lines))))
         return judged
 
     def checked(
         self, store_range: tuple[datetime, datetime], live_bounds: tuple[timedelta, timedelta]
-    ) -> tuple[pl.DataFrame, list[tuple[int, int]]]:
-        """The rows the judge would accept as they are (with `origin`, `message`, `line` and
-        `position`), and (message, line) of the others, left to the judge: events of their
-        message's source whose times lie in `store_range` and, for live events, at most
-        `live_bounds` (future, age) from their ingest time."""
-        frame = pl.DataFrame(self._columns, schema=_SCHEMA)
-        frame = frame.with_columns(
+    ) -> tuple[pl.DataFrame, list[int]]:
+        """The rows the judge would accept as they are (with `origin` and batch `position`), and
+        the positions of the others, left to the judge: rows whose times lie in `store_range`
+        and, for live events, at most `live_bounds` (future, age) from their ingest time."""
+        frame = pl.DataFrame(self._columns, schema=_SCHEMA).with_columns(
             pl.Series("payload", self._payloads, dtype=pl.Binary).cast(pl.Utf8),
+            pl.Series("position", self._positions, dtype=pl.Int64),
             _instant("timestamp"), _instant("ingest_time"),
         )
         low, high = store_range
         future, age = live_bounds
         ahead = pl.col("timestamp") - pl.col("ingest_time")
         accepted = (
-            (pl.col("source") == pl.col("expected_source"))
-            & pl.col("timestamp").is_between(low, high) & pl.col("ingest_time").is_between(low, high)
+            pl.col("timestamp").is_between(low, high) & pl.col("ingest_time").is_between(low, high)
             & ((pl.col("origin") != "live") | ((ahead <= future) & (-ahead <= age)))
         ).fill_null(False)
-        frame = frame.with_columns(accepted.alias("accepted")).drop("expected_source")
-        refused = frame.filter(~pl.col("accepted")).select("message", "line").rows()
+        frame = frame.with_columns(accepted.alias("accepted"))
+        refused = frame.filter(~pl.col("accepted"))["position"].to_list()
         return frame.filter(pl.col("accepted")).drop("accepted"), refused
