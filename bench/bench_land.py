@@ -30,6 +30,7 @@ from qraft_core.config import LanderConfig
 from qraft_core.events import stable_id
 from qraft_core.lander import Lander, land_batch
 from qraft_core.store import ClickHouseStore, open_store
+from qraft_core.store.sessions import ENGINE
 
 EVENTS = 200_000
 PER_MESSAGE = 2_000
@@ -206,6 +207,7 @@ def main() -> None:
             insert_s = baseline_insert(store, arrow)
             land_s, land_cpu_s = asyncio.run(land(server.url, store))
             stored = store.count("raw_events")[""]
+            ENGINE.close()  # the lander keeps the embedded store open between batches
             if stored != EVENTS:
                 raise SystemExit(f"raw_events holds {stored} rows, expected {EVENTS}")
         finally:

@@ -53,6 +53,7 @@ from qraft_core.metrics import (
 from qraft_core.scheduling import floor_to
 from qraft_core.store.base import EventStore, Filter, StoreError, StoreUnavailable
 from qraft_core.store.clickhouse import ClickHouseStore
+from qraft_core.store.sessions import ENGINE
 
 log = logging.getLogger(__name__)
 
@@ -900,4 +901,6 @@ class Lander:
             except Exception:  # a long-running process outlives any one bad batch
                 log.exception("landing a batch failed; the bus will redeliver it")
                 await asyncio.sleep(1.0)
+        if isinstance(self.store, ClickHouseStore):
+            ENGINE.close()  # kept open between batches (`store_keep_open_s`); done with it for good
         return self.stats
