@@ -20,9 +20,11 @@ import logging
 import math
 import re
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any, Literal
 
 import msgspec
@@ -33,7 +35,6 @@ from qraft_core.bus.base import BusMessage, Consumer
 from qraft_core.config import LanderConfig
 from qraft_core.events import (
     DEAD_LETTER_KEY,
-    MAX_NESTING,
     MAX_RECORD_BYTES,
     StandardEvent,
     checksum,
@@ -41,6 +42,7 @@ from qraft_core.events import (
     safe_text,
     stable_id,
 )
+from qraft_core.landing.compiled import CompiledRows, is_plain
 from qraft_core.metrics import (
     CONSUMER_LAG,
     EVENTS_DEAD_LETTERED,
@@ -50,6 +52,8 @@ from qraft_core.metrics import (
 )
 from qraft_core.scheduling import floor_to
 from qraft_core.store.base import EventStore, Filter, StoreError, StoreUnavailable
+from qraft_core.store.clickhouse import ClickHouseStore
+from qraft_core.store.sessions import ENGINE
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +125,15 @@ def _store_range_problem(row: tuple[Any, ...]) -> str | None:
 
 
 class _Message:
-    """One bus message; its checksum (part of every letter id of its lines) is computed once, if needed."""
+    """One bus message: its lines, where they start in the batch, and its checksum (part of every
+    letter id of its lines), computed once, if needed."""
 
-    def __init__(self, source: str, data: bytes) -> None:
+    def __init__(self, subject: str, source: str, data: bytes, offset: int) -> None:
+        self.subject = subject
         self.source = safe_text(source)
         self.data = data
+        self.lines = data.split(b"\n")
+        self.offset = offset
         self._checksum: str | None = None
 
     @property
@@ -136,32 +144,41 @@ class _Message:
 
 
 @dataclass(slots=True)
-class _Line:
-    """One line that became an event, kept until the whole batch has been judged (its parsed
-    document is not kept: tens of thousands of live dicts make every garbage collection slow)."""
+class _Rejection:
+    """A dead letter in the making; `order` is where the per-line judging of the batch names it:
+    (0, the batch position of the line being judged) or, after every line, (1, the kept row's position)."""
 
-    row: tuple[Any, ...]
-    origin: str
+    order: tuple[int, int]
     message: _Message
     index: int
-    raw: bytes
+    reason: str
+    raw: bytes | str
+    event_id: object
+    event_time: datetime | None
 
-    @property
-    def source(self) -> str:
-        return self.message.source
+
+# A row that may land, with its origin and where it stands in the batch (`position` orders rows).
+_CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
+    "event_id": pl.Utf8(), "source": pl.Utf8(), "type": pl.Utf8(),
+    "timestamp": pl.Datetime("us", "UTC"), "ingest_time": pl.Datetime("us", "UTC"),
+    "payload": pl.Utf8(), "parser_version": pl.Utf8(), "raw_checksum": pl.Utf8(), "origin": pl.Utf8(),
+    "position": pl.Int64(),
+}
 
 
 class _Judge:
-    """Collects raw-event rows and dead letters of one batch; see `land_batch`."""
+    """Collects the rows and dead letters of one batch; see `land_batch`."""
 
     def __init__(self, landed_at: datetime, interval: timedelta, bounds: EventTimeBounds) -> None:
         self.landed_at = landed_at
         self.interval = interval
         self.bounds = bounds
-        self.kept: dict[tuple[str, str], _Line] = {}
-        self.dead: list[dict[str, Any]] = []
+        self.messages: list[_Message] = []
+        self.offsets: list[int] = []  # of each message's first line in the batch
+        self.frames: list[pl.DataFrame] = []  # rows of whole messages (`landing.compiled`)
+        self.rows: list[tuple[Any, ...]] = []  # rows of lines judged one by one
+        self.rejections: list[_Rejection] = []
         self.letter_ids: set[str] = set()
-        self.backfill = False  # any backfill event kept?
 
     def letter_id(self, message: _Message, index: int) -> str:
         """Stable across redeliveries of a message; distinct for each bad line, even identical ones."""
@@ -174,71 +191,92 @@ class _Judge:
         return letter
 
     def reject(self, message: _Message, index: int, reason: str, raw: bytes | str,
-               event_id: object = "", event_time: datetime | None = None) -> None:
-        if event_time is not None and not STORE_TIME_RANGE[0] <= event_time <= STORE_TIME_RANGE[1]:
-            event_time = None  # a dead letter keeps such a time in its raw text only
-        self.dead.append(
-            {
-                "letter_id": self.letter_id(message, index),
+               event_id: object = "", event_time: datetime | None = None, order: tuple[int, int] | None = None) -> None:
+        self.rejections.append(_Rejection(order or (0, message.offset + index), message, index, reason, raw,
+                                          event_id, event_time))
+
+    def accept(self, message: _Message, index: int, row: tuple[Any, ...], origin: str) -> None:
+        self.rows.append((*row, origin, message.offset + index))
+
+    def locate(self, position: int) -> tuple[_Message, int]:
+        """The message and line index of a batch position."""
+        message = self.messages[bisect_right(self.offsets, position) - 1]
+        return message, position - message.offset
+
+    def batch(self) -> LandedBatch:
+        rows = pl.DataFrame(self.rows, schema=_CANDIDATE_SCHEMA, orient="row")
+        candidates = pl.concat([*(frame.select(*_CANDIDATE_SCHEMA) for frame in self.frames), rows]).sort("position")
+        kept = self._bound_backfill(self._one_row_per_id(candidates))
+        raw = kept.select(*RAW_COLUMNS).with_columns(
+            pl.col("timestamp", "ingest_time").dt.cast_time_unit("ms"),
+            pl.lit(self.landed_at).dt.cast_time_unit("ms").alias("landed_at"),
+        )
+        return LandedBatch(raw, self._dead_letters())
+
+    def _one_row_per_id(self, candidates: pl.DataFrame) -> pl.DataFrame:
+        """One id, one row: the newest ingest wins (at the place of the id's first row); a different
+        older version is a dead letter. Only ids with more than one row are looked at one by one."""
+        repeated = candidates.select(pl.struct("source", "event_id").is_duplicated()).to_series()
+        if not repeated.any():
+            return candidates
+        kept: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        for row in candidates.filter(repeated).iter_rows(named=True):
+            key = (row["source"], row["event_id"])
+            if key not in kept:
+                kept[key] = (row["position"], row)
+                continue
+            position, other = kept[key]
+            if all(row[c] == other[c] for c in ("type", "timestamp", "payload")):
+                continue  # the same event delivered twice: it is stored, nothing is lost
+            newer, older = (row, other) if row["ingest_time"] >= other["ingest_time"] else (other, row)
+            kept[key] = (position, newer)
+            message, index = self.locate(older["position"])
+            self.reject(message, index, superseded_reason(newer["timestamp"], newer["ingest_time"]),
+                        message.lines[index], older["event_id"], older["timestamp"], (0, row["position"]))
+        winners = pl.DataFrame([{**row, "position": position} for position, row in kept.values()],
+                               schema=_CANDIDATE_SCHEMA)
+        return pl.concat([candidates.filter(~repeated), winners]).sort("position")
+
+    def _bound_backfill(self, kept: pl.DataFrame) -> pl.DataFrame:
+        """History is judged against its own batch: an event far from the median time of its
+        source's backfill events in this batch has a broken timestamp, whatever its age."""
+        backfill = pl.col("origin") == "backfill"
+        if not kept.select(backfill.any()).item():
+            return kept
+        # The upper median, as `sorted(times)[len(times) // 2]`.
+        medians = kept.filter(backfill).group_by("source").agg(
+            pl.col("timestamp").sort().get(pl.len() // 2).alias("median"))
+        spread = self.bounds.backfill_max_spread
+        kept = kept.join(medians, on="source", how="left").sort("position").with_columns(
+            (backfill & ((pl.col("timestamp") - pl.col("median") > spread)
+                         | (pl.col("median") - pl.col("timestamp") > spread))).alias("far"))
+        for row in kept.filter(pl.col("far")).iter_rows(named=True):
+            message, index = self.locate(row["position"])
+            self.reject(message, index,
+                        f"event time {iso(row['timestamp'])} is more than {spread.days} days from the median "
+                        f"event time {iso(row['median'])} of its source's backfill batch",
+                        message.lines[index], row["event_id"], row["timestamp"], (1, row["position"]))
+        return kept.filter(~pl.col("far")).drop("median", "far")
+
+    def _dead_letters(self) -> pl.DataFrame:
+        letters = []
+        low, high = STORE_TIME_RANGE
+        for rejection in sorted(self.rejections, key=attrgetter("order")):
+            event_time = rejection.event_time
+            if event_time is not None and not low <= event_time <= high:
+                event_time = None  # a dead letter keeps such a time in its raw text only
+            letters.append({
+                "letter_id": self.letter_id(rejection.message, rejection.index),
                 "stage": "land",
-                "source": safe_text(message.source, 256),
-                "reason": safe_text(reason, 2000),
-                "raw": safe_text(raw),
-                "event_id": safe_text(event_id, 256),
+                "source": safe_text(rejection.message.source, 256),
+                "reason": safe_text(rejection.reason, 2000),
+                "raw": safe_text(rejection.raw),
+                "event_id": safe_text(rejection.event_id, 256),
                 "event_time": event_time,
                 "window_start": floor_to(event_time, self.interval) if event_time else None,
                 "received_at": self.landed_at,
-            }
-        )
-
-    def keep(self, line: _Line) -> None:
-        """One id, one row: the newest ingest wins; a different older version is a dead letter."""
-        self.backfill = self.backfill or line.origin == "backfill"
-        key = (line.source, line.row[0])
-        other = self.kept.get(key)
-        if other is None:
-            self.kept[key] = line
-            return
-        if same_content(other.row, line.row):
-            return  # the same event delivered twice: it is stored, nothing is lost
-        newer, older = (line, other) if line.row[4] >= other.row[4] else (other, line)
-        self.kept[key] = newer
-        self.reject(older.message, older.index, superseded_reason(newer.row[3], newer.row[4]), older.raw,
-                    older.row[0], older.row[3])
-
-    def bound_backfill(self) -> None:
-        """History is judged against its own batch: an event far from the median time of its
-        source's backfill events in this batch has a broken timestamp, whatever its age."""
-        if not self.backfill:
-            return
-        times: dict[str, list[datetime]] = {}
-        for line in self.kept.values():
-            if line.origin == "backfill":
-                times.setdefault(line.source, []).append(line.row[3])
-        medians = {source: sorted(values)[len(values) // 2] for source, values in times.items()}
-        spread = self.bounds.backfill_max_spread
-        for key, line in list(self.kept.items()):
-            median = medians.get(line.source)
-            if line.origin != "backfill" or median is None or abs(line.row[3] - median) <= spread:
-                continue
-            del self.kept[key]
-            self.reject(line.message, line.index,
-                        f"event time {iso(line.row[3])} is more than {spread.days} days from the median "
-                        f"event time {iso(median)} of its source's backfill batch", line.raw,
-                        line.row[0], line.row[3])
-
-    def batch(self) -> LandedBatch:
-        columns = list(zip(*(line.row for line in self.kept.values()), strict=True)) or [()] * len(RAW_COLUMNS)
-        raw = {name: list(values) for name, values in zip(RAW_COLUMNS, columns, strict=True)}
-        raw_frame = pl.DataFrame(raw, schema_overrides=_TIME_SCHEMA).with_columns(
-            pl.lit(self.landed_at).dt.cast_time_unit("ms").alias("landed_at")
-        )
-        return LandedBatch(raw_frame, pl.DataFrame(self.dead, schema=_DEAD_SCHEMA))
-
-
-def same_content(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    """Two rows of one id are the same event when time, type and payload agree."""
-    return a[2] == b[2] and a[3] == b[3] and a[5] == b[5]
+            })
+        return pl.DataFrame(letters, schema=_DEAD_SCHEMA)
 
 
 def superseded_reason(timestamp: datetime, ingest_time: datetime) -> str:
@@ -254,6 +292,7 @@ def land_batch(
     interval: timedelta = timedelta(minutes=1),
     now: datetime | None = None,
     bounds: EventTimeBounds | None = None,
+    compiled: bool = True,
 ) -> LandedBatch:
     """Split (subject, data) messages into raw-event rows and dead-letter rows.
 
@@ -265,6 +304,10 @@ def land_batch(
     as `superseded`. Event times are bounded (`EventTimeBounds`): live events
     against their ingest time, backfill events against their batch.
 
+    Plain events are decoded and checked a whole message at a time (`landing.compiled`); the
+    other lines, and all of them with `compiled=False`, by `_judge_line`, which names reasons.
+    Both give the same batch.
+
     >>> good = (b'{"event_id":"e1","source":"s","type":"t","timestamp":"2026-01-05T00:00:01Z",'
     ...         b'"ingest_time":"2026-01-05T00:00:02Z","payload":{"p":1},"meta":{"parser_version":"v1"}}')
     >>> batch = land_batch([("qraft.raw.s", good + b"\\n{oops")])
@@ -275,17 +318,30 @@ def land_batch(
     """
     judge = _Judge(now or datetime.now(UTC), interval, bounds or EventTimeBounds.of(LanderConfig()))
     parser = _LineParser()
+    rows = CompiledRows()
+    offset = 0
     for subject, data in messages:
-        message = _Message(_source_of(subject, subject_prefix), data)
-        for index, line in enumerate(data.split(b"\n")):
-            if line.strip():
-                _judge_line(judge, parser, subject, message, index, line, max_payload_bytes)
-    judge.bound_backfill()
+        message = _Message(subject, _source_of(subject, subject_prefix), data, offset)
+        judge.messages.append(message)
+        judge.offsets.append(offset)
+        offset += len(message.lines)
+        if compiled:
+            judged = rows.add(message.source, message.lines, message.offset, max_payload_bytes)
+        else:
+            judged = [index for index, line in enumerate(message.lines) if line.strip()]
+        for index in judged:
+            _judge_line(judge, parser, message, index, max_payload_bytes)
+    if compiled:
+        accepted, refused = rows.checked(STORE_TIME_RANGE, (judge.bounds.live_max_future, judge.bounds.live_max_age))
+        judge.frames.append(accepted)
+        for position in refused:  # the judge names why
+            _judge_line(judge, parser, *judge.locate(position), max_payload_bytes)
     return judge.batch()
 
 
-def _judge_line(judge: _Judge, parser: _LineParser, subject: str, message: _Message, index: int, line: bytes,
-                max_payload_bytes: int) -> None:
+def _judge_line(judge: _Judge, parser: _LineParser, message: _Message, index: int, max_payload_bytes: int) -> None:
+    line, subject = message.lines[index], message.subject
+
     def reject(reason: str, raw: bytes | str = line, event: dict[str, Any] | None = None) -> None:
         event = event or {}
         judge.reject(message, index, reason, raw, event.get("event_id", ""), _iso_utc(event.get("timestamp")))
@@ -306,9 +362,8 @@ def _judge_line(judge: _Judge, parser: _LineParser, subject: str, message: _Mess
             return reject("adapter: malformed dead-letter envelope")
         return reject(f"adapter: {safe_text(envelope.get('reason', 'unparseable record'))}",
                       safe_text(envelope.get("raw", "")))
-    # Only a line with \u escapes can hold a lone surrogate, only one with many brackets deep nesting.
-    plain = b"\\u" not in line and line.count(b"[") + line.count(b"{") <= MAX_NESTING
-    row = well_formed_row(document, parser.canonical_encoder(line)) if finite and plain else None
+    # What only the model finds (lone surrogates, deep nesting, huge integers) needs a line that is not plain.
+    row = well_formed_row(document, parser.canonical_encoder(line)) if finite and is_plain(line) else None
     if row is None:
         # Not plainly well formed: the model decides, and names what is wrong.
         try:
@@ -328,7 +383,7 @@ def _judge_line(judge: _Judge, parser: _LineParser, subject: str, message: _Mess
     problem = _store_range_problem(row) or (judge.bounds.live_problem(row[3], row[4]) if origin == "live" else None)
     if problem:
         return reject(problem, event=document)
-    judge.keep(_Line(row, origin, message, index, line))
+    judge.accept(message, index, row, origin)
     return None
 
 
@@ -575,6 +630,8 @@ class Lander:
         self.interval = interval
         self.clock = clock
         self.stats = LanderStats()
+        if isinstance(store, ClickHouseStore):  # see `LanderConfig.store_keep_open_s`
+            store.keep_open_s = max(store.keep_open_s, config.store_keep_open_s)
         self._known: dict[str, _KnownIds] = {}
         self._too_dense: set[str] = set()  # sources whose stored ids do not fit ID_MEMORY_MAX
 
@@ -844,4 +901,6 @@ class Lander:
             except Exception:  # a long-running process outlives any one bad batch
                 log.exception("landing a batch failed; the bus will redeliver it")
                 await asyncio.sleep(1.0)
+        if isinstance(self.store, ClickHouseStore):
+            ENGINE.close()  # kept open between batches (`store_keep_open_s`); done with it for good
         return self.stats

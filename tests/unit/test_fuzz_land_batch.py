@@ -4,15 +4,16 @@ dead letter with a reason, and every row is one the store can take."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import timedelta, timezone
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from qraft_core.events import dead_letter_envelope
-from qraft_core.lander import STORE_TIME_RANGE, _LineParser, land_batch
+from qraft_core.lander import STORE_TIME_RANGE, EventTimeBounds, _LineParser, land_batch
 from tests.unit.fuzz_strategies import FUZZ, NOW, garbage, json_line, text, times, values
 
 FIELDS = ("event_id", "source", "type", "timestamp", "ingest_time", "payload", "meta")
@@ -124,3 +125,71 @@ def test_compiled_decoder_agrees_with_json(line):
     if finite and isinstance(document, dict):
         canonical = json.dumps(document, separators=(",", ":"), sort_keys=True)
         assert parser.canonical_encoder(line)(document) == canonical
+
+
+# -- the compiled path (whole messages) gives exactly the batch of the per-line judge --------------
+
+unicode_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=6)
+payload_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(min_value=-(10**25), max_value=10**25),
+              st.floats(allow_nan=False, allow_infinity=False), unicode_text),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(unicode_text, inner, max_size=3),
+    max_leaves=8,
+)
+time_texts = st.sampled_from([
+    lambda t: t.isoformat(), lambda t: t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+    lambda t: t.replace(tzinfo=None).isoformat(), lambda t: t.astimezone(timezone(timedelta(hours=-5))).isoformat(),
+    lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ"),
+])
+
+
+@st.composite
+def plain_events(draw: st.DrawFn) -> bytes:
+    """An event as adapters publish it, its id often shared with another line (same or other
+    content), its time within or beyond the live and backfill bounds."""
+    origin = draw(st.sampled_from(["live", "backfill", None]))
+    seconds = draw(st.one_of(st.integers(min_value=-400, max_value=400), st.integers(min_value=-400, max_value=400),
+                             st.integers(min_value=-(10**6), max_value=10**6),
+                             st.integers(min_value=-(10**10), max_value=10**10)))
+    ingest = NOW - timedelta(seconds=draw(st.integers(min_value=0, max_value=3)))
+    meta: dict[str, Any] = {"parser_version": "v1"}
+    if origin:
+        meta["origin"] = origin
+    if draw(st.booleans()):
+        meta["raw_checksum"] = draw(unicode_text)
+    document = {
+        "event_id": f"e-{draw(st.integers(min_value=0, max_value=5))}",
+        "source": draw(st.sampled_from(["fuzz"] * 9 + ["other"])),
+        "type": draw(st.sampled_from(["trade", "quote"])),
+        "timestamp": draw(time_texts)(NOW + timedelta(microseconds=draw(st.integers(0, 999_999)),
+                                                      seconds=seconds)),
+        "ingest_time": draw(time_texts)(ingest),
+        "payload": draw(st.dictionaries(unicode_text, payload_values, max_size=4)),
+        "meta": meta,
+    }
+    return json.dumps(document, ensure_ascii=draw(st.sampled_from([False, False, False, True]))).encode()
+
+
+@st.composite
+def plain_messages(draw: st.DrawFn) -> list[tuple[str, bytes]]:
+    batch = []
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        lines = draw(st.lists(plain_events(), min_size=1, max_size=6))
+        if draw(st.integers(min_value=0, max_value=5)) == 0:  # now and then one line of another kind
+            lines.insert(draw(st.integers(min_value=0, max_value=len(lines))),
+                         draw(st.one_of(garbage, st.just(b""), st.just(b"  "), event_documents(99))))
+        batch.append(("qraft.raw.fuzz", b"\n".join(lines)))
+    return batch
+
+
+# Backfill bounds of days, not a century, so that the generated times cross them.
+BOUNDS = EventTimeBounds(timedelta(seconds=300), timedelta(days=7), timedelta(days=5))
+
+
+@FUZZ
+@given(batch=st.one_of(plain_messages(), messages()))
+def test_the_compiled_path_gives_the_batch_of_the_per_line_judge(batch):
+    compiled = land_batch(batch, now=NOW, bounds=BOUNDS)
+    judged = land_batch(batch, now=NOW, bounds=BOUNDS, compiled=False)
+    assert_frame_equal(compiled.raw_events, judged.raw_events)
+    assert_frame_equal(compiled.dead_letters, judged.dead_letters)

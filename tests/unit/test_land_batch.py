@@ -574,3 +574,32 @@ def test_the_id_memory_never_reads_the_years_between_live_and_backfill_batches()
     assert store.tables["raw_events"].height == 2
     assert store.tables["dead_letters"]["event_id"].to_list() == ["live"]  # found again after the backfill
     assert all(end - start < timedelta(minutes=3) for start, end in store.id_reads)
+
+
+# -- the compiled path --------------------------------------------------------------------------
+
+
+def test_plain_events_are_landed_without_the_per_line_judge(monkeypatch):
+    def judge_line(*args: Any) -> None:
+        raise AssertionError("a plain event reached the per-line judge")
+
+    monkeypatch.setattr("qraft_core.lander._judge_line", judge_line)
+    lines = [
+        event_line("c-1", payload={"p": 1.5, "big": 1e16, "tiny": 1e-05, "n": [1, {"b": None, "a": True}]}),
+        json.dumps(json.loads(event_line("c-2", payload={"name": "café ☕ 𝄞", "del": "x"})), ensure_ascii=False).encode(),
+        event_line("c-3", timestamp="2026-01-05T00:03:17Z", meta={"parser_version": "v", "origin": "backfill"}),
+    ]
+    batch = land_batch([(SUBJECT, b"\n".join(lines) + b"\n")], now=NOW)
+    assert batch.dead_lettered == 0
+    assert batch.raw_events["payload"].to_list() == [
+        '{"big":1e+16,"n":[1,{"a":true,"b":null}],"p":1.5,"tiny":1e-05}',
+        '{"del":"x","name":"caf\\u00e9 \\u2615 \\ud834\\udd1e"}',
+        '{"nested":{"a":1,"b":2},"p":"42000.5","q":0.25}',
+    ]
+
+
+def test_a_payload_integer_longer_than_the_limit_is_dead_lettered():
+    batch = land_batch([(SUBJECT, event_line("i-1", payload={"n": 10**3999}) + b"\n" + event_line("ok"))], now=NOW)
+    assert batch.raw_events["event_id"].to_list() == ["ok"]
+    assert batch.dead_letters["reason"].to_list() == [
+        "invalid event: payload: Value error, payload.n holds an integer of more than 13000 bits"]

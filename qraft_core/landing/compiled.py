@@ -1,0 +1,214 @@
+"""Whole messages of plain events, decoded in compiled code and checked as columns.
+
+The lander's judge (`qraft_core.lander`) takes a line at a time in Python and names what is wrong
+with it. Nearly every line is an event in the shape adapters publish, and for those this module
+does the judge's work on a whole message at once: msgspec decodes all its lines into typed structs
+(field types, lengths, the source name and `meta.origin` are checked in C), payloads are written
+canonically by msgspec, and event times are parsed and bounded as polars columns. A line is
+accepted here only where the judge would accept it as the same row; every other line (malformed,
+unusual, out of bounds, or merely outside what this path can prove) goes to the judge, which
+names the reason. `tests/unit/test_fuzz_land_batch.py` checks that both give the same batch.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timedelta
+from itertools import compress
+from typing import Annotated, Any, Literal
+
+import msgspec
+import polars as pl
+
+from qraft_core.events import MAX_INT_BITS, MAX_NESTING
+
+# Digits an integer of MAX_INT_BITS bits can have: a line with a longer run of digits may hold an
+# integer the event model refuses (msgspec reads integers of any size).
+_INT_DIGITS = int(MAX_INT_BITS * math.log10(2))
+_LONG_NUMBER = re.compile(rb"[0-9]{%d,}" % _INT_DIGITS)
+
+
+def is_plain(line: bytes) -> bool:
+    """A line that cannot hold what only the event model finds: no \\u escapes (the only way to
+    a lone surrogate), no DEL (written differently by the two encoders), at most MAX_NESTING
+    brackets (so no payload nested deeper) and no integer longer than the model allows."""
+    return (
+        b"\\u" not in line and b"\x7f" not in line
+        and line.count(b"[") + line.count(b"{") <= MAX_NESTING
+        and not (len(line) >= _INT_DIGITS and _LONG_NUMBER.search(line))
+    )
+
+
+class _NonFiniteFloat(ValueError):
+    pass
+
+
+def _float_as_python_writes_it(text: str) -> msgspec.Raw:
+    """Floats are kept as the text `json.dumps` writes for them (msgspec spells exponents
+    differently), so payloads are byte for byte the judge's; NaN-like overflows are refused."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFiniteFloat(text)
+    return msgspec.Raw(repr(value).encode())
+
+
+class _Meta(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """`EventMeta` without extras (extras are the judge's: it checks their content)."""
+
+    parser_version: Annotated[str, msgspec.Meta(min_length=1)]
+    raw_checksum: str = ""
+    origin: Literal["live", "backfill"] = "live"
+
+
+class _Event(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """`StandardEvent` with its times still text; `\\Z`, not `$`, which would allow a final newline.
+    Not tracked by the garbage collector (they hold no cycles): tens of thousands of live objects
+    make every collection slow."""
+
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    source: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_\-]{1,64}\Z")]
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    timestamp: str
+    ingest_time: str
+    payload: dict[str, Any]
+    meta: _Meta
+
+
+_MESSAGE = msgspec.json.Decoder(list[_Event], float_hook=_float_as_python_writes_it)
+_LINE = msgspec.json.Decoder(_Event, float_hook=_float_as_python_writes_it)
+_SORTED = msgspec.json.Encoder(order="sorted")
+
+
+def _all_plain(lines: list[bytes], joined: bytes, max_payload_bytes: int) -> bool:
+    """`is_plain` but for nesting, and within the size limit, for every line, checked on them all
+    at once; nesting is bounded on the decoded payloads (`CompiledRows.checked`)."""
+    longest = max(map(len, lines))
+    if longest > max_payload_bytes or longest >= _INT_DIGITS:
+        return longest <= max_payload_bytes and all(map(is_plain, lines))
+    return b"\\u" not in joined and b"\x7f" not in joined
+
+
+def _decode(lines: list[bytes], max_payload_bytes: int) -> tuple[list[_Event], list[int], list[int]]:
+    """(events, the index of each, the indexes of non-blank lines left to the judge)."""
+    joined = b",".join(lines)
+    if all(lines) and _all_plain(lines, joined, max_payload_bytes):
+        try:
+            events = _MESSAGE.decode(b"[" + joined + b"]")
+        except (msgspec.DecodeError, ValueError, RecursionError):
+            pass  # one bad line: decoded one by one below
+        else:
+            if len(events) == len(lines):  # else a line held more than one value
+                return events, list(range(len(lines))), []
+    events, indexes, judged = [], [], []
+    for index, line in enumerate(lines):
+        if not line.strip():
+            continue
+        if len(line) <= max_payload_bytes and is_plain(line):
+            try:
+                events.append(_LINE.decode(line))
+                indexes.append(index)
+                continue
+            except (msgspec.DecodeError, ValueError):
+                pass
+        judged.append(index)
+    return events, indexes, judged
+
+
+def _ascii_escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 | (code >> 10):04x}\\u{0xDC00 | (code & 0x3FF):04x}"
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _canonical_payloads(payloads: list[dict[str, Any]], ascii_only: bool) -> list[bytes]:
+    """Compact JSON with sorted keys and non-ASCII text escaped, as `json.dumps` writes it."""
+    encoded = list(map(_SORTED.encode, payloads))
+    if not ascii_only:
+        for n, text in enumerate(encoded):
+            if not text.isascii():
+                encoded[n] = _NON_ASCII.sub(_ascii_escaped, text.decode()).encode()
+    return encoded
+
+
+# Event times `datetime.fromisoformat` reads and polars reads as the same instant: digits are
+# ASCII, seconds below 60 (polars carries 60 into the next minute), a zone (naive times are the
+# judge's), offsets below a day.
+_ISO_TIME = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-5][0-9](\.[0-9]{1,6})?"
+             r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
+
+
+def _instant(name: str) -> pl.Expr:
+    """An event-time column as UTC microseconds; null where the text is not one `_ISO_TIME` allows."""
+    text = pl.col(name)
+    parsed = text.str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%S%.f%#z", strict=False)
+    return pl.when(text.str.contains(_ISO_TIME)).then(parsed).alias(name)
+
+
+_COLUMNS = ("event_id", "source", "type", "timestamp", "ingest_time", "parser_version", "raw_checksum", "origin")
+_SCHEMA = {name: pl.Utf8() for name in _COLUMNS}
+
+
+class CompiledRows:
+    """The rows of the plain lines of a batch's messages, gathered as columns and checked at once."""
+
+    def __init__(self) -> None:
+        self._columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
+        self._payloads: list[bytes] = []
+        self._positions: list[int] = []
+
+    def add(self, source: str, lines: list[bytes], offset: int, max_payload_bytes: int) -> list[int]:
+        """Decodes the lines of a message of `source`, its first line at batch position `offset`;
+        returns the indexes of the non-blank lines left to the judge."""
+        events, indexes, judged = _decode(lines, max_payload_bytes)
+        sources = [event.source for event in events]
+        if sources.count(source) != len(sources):  # lines of another source: the judge names the subject
+            matches = [name == source for name in sources]
+            judged = sorted([*judged, *(i for i, match in zip(indexes, matches, strict=True) if not match)])
+            events, indexes = list(compress(events, matches)), list(compress(indexes, matches))
+            sources = [source] * len(events)
+        if not events:
+            return judged
+        columns, metas = self._columns, [event.meta for event in events]
+        columns["event_id"].extend([event.event_id for event in events])
+        columns["source"].extend(sources)
+        columns["type"].extend([event.type for event in events])
+        columns["timestamp"].extend([event.timestamp for event in events])
+        columns["ingest_time"].extend([event.ingest_time for event in events])
+        columns["parser_version"].extend([meta.parser_version for meta in metas])
+        columns["raw_checksum"].extend([meta.raw_checksum for meta in metas])
+        columns["origin"].extend([meta.origin for meta in metas])
+        self._positions.extend([offset + index for index in indexes])
+        self._payloads.extend(_canonical_payloads([event.payload for event in events],
+                                                  all(map(bytes.isascii, lines))))
+        return judged
+
+    def checked(
+        self, store_range: tuple[datetime, datetime], live_bounds: tuple[timedelta, timedelta]
+    ) -> tuple[pl.DataFrame, list[int]]:
+        """The rows the judge would accept as they are (with `origin` and batch `position`), and
+        the positions of the others, left to the judge: rows whose times lie in `store_range`
+        and, for live events, at most `live_bounds` (future, age) from their ingest time."""
+        frame = pl.DataFrame(self._columns, schema=_SCHEMA).with_columns(
+            pl.Series("payload", self._payloads, dtype=pl.Binary).cast(pl.Utf8),
+            pl.Series("position", self._positions, dtype=pl.Int64),
+            _instant("timestamp"), _instant("ingest_time"),
+        )
+        low, high = store_range
+        future, age = live_bounds
+        ahead = pl.col("timestamp") - pl.col("ingest_time")
+        accepted = (
+            # Brackets, in strings too, bound the nesting: the judge's plain lines hold at most
+            # MAX_NESTING, two of them outside the payload.
+            (pl.col("payload").str.count_matches(r"[\[{]") <= MAX_NESTING - 2)
+            & pl.col("timestamp").is_between(low, high) & pl.col("ingest_time").is_between(low, high)
+            & ((pl.col("origin") != "live") | ((ahead <= future) & (-ahead <= age)))
+        ).fill_null(False)
+        frame = frame.with_columns(accepted.alias("accepted"))
+        refused = frame.filter(~pl.col("accepted"))["position"].to_list()
+        return frame.filter(pl.col("accepted")).drop("accepted"), refused
