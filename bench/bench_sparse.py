@@ -46,7 +46,7 @@ def write_files(folder: Path) -> list[Path]:
         rng = np.random.default_rng(100 + index)
         level, noise = rng.uniform(-50, 500), rng.uniform(0.5, 20)
         values = level + np.cumsum(rng.normal(0, noise * 0.01, ROWS)) + rng.normal(0, noise, ROWS)
-        shift, spike, dip = (int(rng.integers(2_000, ROWS - 2_000)) for _ in range(3))
+        shift, spike, dip = (int(rng.integers(ROWS // 10, ROWS - ROWS // 10)) for _ in range(3))
         values[shift:] += 6 * noise
         values[spike] += 15 * noise
         values[dip] -= 15 * noise

@@ -34,7 +34,10 @@ FeatureLoader = Callable[[EventStore, datetime, datetime], pl.DataFrame]
 # The row written for every materialized window, even one without any stream yet,
 # so a missing snapshot is told apart from a window where nothing ran.
 WINDOW_MARKER = "*"
+# Rows are written after this many windows with bars (empty windows only add marker rows), and
+# at least every WRITE_BATCH_SPAN, so one insert touches few of the day-partitioned parts.
 WRITE_BATCH_WINDOWS = 30
+WRITE_BATCH_SPAN = timedelta(days=30)
 # A run writes a snapshot of every detector after its last window with bars, and sooner once a
 # stream has fed this many bars since the last snapshot. Resuming replays the bars after the
 # latest snapshot, so this bounds that replay (a few hundred ms for the default set on a stream)
@@ -194,20 +197,16 @@ def bars_by_window(features: pl.DataFrame, origin: datetime, interval: timedelta
     return {int(key): part.drop("_window") for (key,), part in parts.items()}
 
 
-def resume(
-    store: EventStore, specs: list[DetectorSpec], start: datetime, interval: timedelta, first_window: datetime,
-    load: FeatureLoader,
-) -> tuple[dict[tuple[str, str], StreamDetector], list[str], datetime]:
-    """The detectors of the last snapshot before `start`, the names restarted, and the first window
-    after that snapshot (whose bars must be replayed to reach the state right before `start`)."""
+def resume_point(
+    store: EventStore, start: datetime, interval: timedelta, first_window: datetime, load: FeatureLoader
+) -> tuple[datetime | None, datetime]:
+    """The last snapshot before `start` (None: start fresh) and the first window after it, whose
+    bars must be replayed to reach the state right before `start`."""
     if start <= first_window:
-        return {}, [], start
+        return None, start
     check_materialized(store, start, interval, first_window, load)
     snapshot = latest_snapshot(store, start)
-    if snapshot is None:
-        return {}, [], first_window
-    detectors, restarted = restore_detectors(store, specs, snapshot, interval)
-    return detectors, restarted, snapshot + interval
+    return snapshot, snapshot + interval if snapshot else first_window
 
 
 def materialize_detections(
@@ -257,17 +256,21 @@ def materialize_detections(
         written_until = until
 
     with store.session():
-        detectors, restarted, replay_from = resume(store, specs, start, interval, first_window, load)
+        snapshot, replay_from = resume_point(store, start, interval, first_window, load)
         by_window = bars_by_window(load(store, replay_from, end), replay_from, interval)
         first_index = (start - replay_from) // interval
+        last_with_bars = max(by_window, default=-1)
+        detectors: dict[tuple[str, str], StreamDetector] = {}
+        restarted: list[str] = []
+        if snapshot is not None and last_with_bars >= first_index:  # no bars to read: no state needed
+            detectors, restarted = restore_detectors(store, specs, snapshot, interval)
         since_snapshot: Counter[str] = Counter()
-        for index in sorted(i for i in by_window if i < first_index):
+        for index in sorted(i for i in by_window if i < first_index <= last_with_bars):
             run_window(specs, detectors, by_window[index])  # its signals are stored already
             since_snapshot.update(by_window[index]["stream"].to_list())
             replayed += by_window[index].height
-        last_with_bars = max(by_window, default=-1)
-        for windows, (window_start, window_end) in enumerate(iter_windows(start, end, interval), 1):
-            index = first_index + windows - 1
+        busy = 0  # windows with bars not written yet
+        for index, (window_start, window_end) in enumerate(iter_windows(start, end, interval), first_index):
             marked.append(window_start)
             bars = by_window.get(index)
             if bars is not None:
@@ -281,8 +284,10 @@ def materialize_detections(
                 if index == last_with_bars or max(since_snapshot.values()) >= SNAPSHOT_EVERY_BARS:
                     state_frames.append(state_rows(window_start, specs, detectors))
                     since_snapshot.clear()
-            if windows % WRITE_BATCH_WINDOWS == 0:
+                busy += 1
+            if busy == WRITE_BATCH_WINDOWS or window_end - written_until >= WRITE_BATCH_SPAN:
                 flush(window_end)
+                busy = 0
         flush(end)
     metadata: dict[str, Any] = {
         "windows": -(-(end - start) // interval),
