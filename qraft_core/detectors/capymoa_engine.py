@@ -143,7 +143,8 @@ class CapyDrift(CapyMOADetector, DriftDetector):
     def _feed(self, model: Any, value: float) -> bool:
         detector = model.moa_detector
         detector.input(value)
-        return bool(detector.getChange())
+        # A rebuild only restores the model: its verdicts were read when the inputs were first seen.
+        return not self._rebuilding and bool(detector.getChange())
 
     def _describe(self, time: datetime, changed: list[str]) -> Signal | None:
         return None if self._rebuilding else super()._describe(time, changed)
