@@ -209,6 +209,19 @@ def resume_point(
     return snapshot, snapshot + interval if snapshot else first_window
 
 
+def replay(
+    specs: list[DetectorSpec], detectors: dict[tuple[str, str], StreamDetector],
+    by_window: dict[int, pl.DataFrame], first_index: int,
+) -> Counter[str]:
+    """Feed the windows before `first_index` again (their signals are stored already); returns the
+    bars fed per stream."""
+    fed: Counter[str] = Counter()
+    for index in sorted(i for i in by_window if i < first_index):
+        run_window(specs, detectors, by_window[index])
+        fed.update(by_window[index]["stream"].to_list())
+    return fed
+
+
 def materialize_detections(
     store: EventStore,
     config: DetectorsConfig,
@@ -237,7 +250,7 @@ def materialize_detections(
     specs = active_specs(config)
     load = load_features or _default_loader
     signals_by_detector: Counter[str] = Counter()
-    rows_processed = events_processed = replayed = 0
+    rows_processed = events_processed = 0
     detection_frames: list[pl.DataFrame] = []
     state_frames: list[pl.DataFrame] = []
     marked: list[datetime] = []
@@ -264,11 +277,9 @@ def materialize_detections(
         restarted: list[str] = []
         if snapshot is not None and last_with_bars >= first_index:  # no bars to read: no state needed
             detectors, restarted = restore_detectors(store, specs, snapshot, interval)
-        since_snapshot: Counter[str] = Counter()
-        for index in sorted(i for i in by_window if i < first_index <= last_with_bars):
-            run_window(specs, detectors, by_window[index])  # its signals are stored already
-            since_snapshot.update(by_window[index]["stream"].to_list())
-            replayed += by_window[index].height
+        since_snapshot = replay(specs, detectors, by_window, first_index) if last_with_bars >= first_index \
+            else Counter()
+        replayed = since_snapshot.total()
         busy = 0  # windows with bars not written yet
         for index, (window_start, window_end) in enumerate(iter_windows(start, end, interval), first_index):
             marked.append(window_start)
