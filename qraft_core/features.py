@@ -143,8 +143,11 @@ def materialize_features(
             columns=EVENT_COLUMNS,
             where=[Filter("source", "in", sources)],
         )
-        history = load_features(store, start - lookback, start) if lookback else _wide(_empty_rows())
-        rows = feature_rows(compute_bars(pipeline, events, history, dropped), start, interval)
+        if events.height:
+            history = load_features(store, start - lookback, start) if lookback else _wide(_empty_rows())
+            rows = feature_rows(compute_bars(pipeline, events, history, dropped), start, interval)
+        else:
+            rows = _empty_rows()  # bars come from events; without any, the range has none to compute
         written = store.replace_window(FEATURES_TABLE, start, end, rows)
     windows = -(-(end - start) // interval)
     return {

@@ -84,48 +84,76 @@ class CapyMOADetector(StreamDetector):
 
     def reset(self) -> None:
         super().reset()
-        self.history: list[list[Any]] = []
+        # (bar time, inputs) since the last rebuild; times become text only when the state is stored.
+        self.history: list[tuple[datetime, list[float]]] = []
         # Inputs seen before the kept history: they still count towards the warm-up.
         self.dropped = 0
+        self._max_history, self._keep_history = int(self.param("max_history")), int(self.param("keep_history"))
+        self._rebuilding = False
 
     def _update_row(self, time: datetime, values: dict[str, float]) -> Signal | None:
-        self.history.append([iso(time), [values[f] for f in self.features]])
+        self.history.append((time, [values[f] for f in self.features]))
         found = super()._update_row(time, values)  # type: ignore[safe-super]
-        if len(self.history) >= int(self.param("max_history")):
-            keep = int(self.param("keep_history"))
+        if len(self.history) >= self._max_history:
+            keep = self._keep_history
             self._rebuild(self.history[-keep:], self.dropped + len(self.history) - keep)
         return found
 
-    def _rebuild(self, history: list[list[Any]], dropped: int) -> None:
+    def _rebuild(self, history: list[tuple[datetime, list[float]]], dropped: int) -> None:
         self.reset()
+        # Re-fed inputs raise no signals (they were reported when first seen): skip describing them.
+        self._rebuilding = True
         for time, values in history:
-            self._update_row(
-                utc(datetime.fromisoformat(time.replace("Z", "+00:00"))),
-                {f: math.nan if v is None else float(v) for f, v in zip(self.features, values, strict=True)},
-            )
+            self._update_row(time, dict(zip(self.features, values, strict=True)))
+        self._rebuilding = False
         self.dropped = dropped
         self.state["seen"] += dropped
 
     def get_state(self) -> dict[str, Any]:
-        history = [[t, [None if math.isnan(v) else v for v in vs]] for t, vs in self.history]
+        history = [[iso(t), [None if math.isnan(v) else v for v in vs]] for t, vs in self.history]
         return {"history": history, "dropped": self.dropped, "features": self.features}
 
     def set_state(self, state: bytes | dict[str, Any]) -> None:
         if not isinstance(state, dict) or "history" not in state:
             raise ValueError(f"{self.algorithm} state must be a dict with the input history")
-        self._rebuild(state["history"], int(state.get("dropped", 0)))
+        history = [
+            (utc(datetime.fromisoformat(t.replace("Z", "+00:00"))), [math.nan if v is None else float(v) for v in vs])
+            for t, vs in state["history"]
+        ]
+        self._rebuild(history, int(state.get("dropped", 0)))
 
 
 class CapyDrift(CapyMOADetector, DriftDetector):
+    """MOA change detectors, called directly: one JVM call to feed a value, one to read the verdict."""
+
+    def _fresh_state(self) -> dict[str, Any]:
+        # Building a MOA detector parses its options (about 20 ms, more than a rebuild's inputs);
+        # a reset one is the same as a new one, so rebuilds reuse the models they have.
+        self._spare = list(self.state["models"].values()) if self.state else []
+        for model in self._spare:
+            model.reset(clean_history=True)
+        return super()._fresh_state()
+
+    def _new_model(self) -> Any:
+        return self._spare.pop() if self._spare else self._build_model()
+
+    def _build_model(self) -> Any:
+        raise NotImplementedError
+
     def _feed(self, model: Any, value: float) -> bool:
-        model.add_element(value)
-        return bool(model.detected_change())
+        detector = model.moa_detector
+        detector.input(value)
+        # A rebuild only restores the model: its verdicts were read when the inputs were first seen.
+        return not self._rebuilding and bool(detector.getChange())
+
+    def _describe(self, time: datetime, changed: list[str]) -> Signal | None:
+        return None if self._rebuilding else super()._describe(time, changed)
 
 
 class CapyADWIN(CapyDrift):
     defaults: ClassVar[dict[str, Any]] = {**DRIFT_DEFAULTS, **HISTORY_DEFAULTS, "delta": 0.002}
 
-    def _new_model(self) -> Any:
+    def _build_model(self) -> Any:
         from capymoa.drift.detectors import ADWIN
 
         return ADWIN(delta=self.param("delta"))
@@ -141,7 +169,7 @@ class CapyPageHinkley(CapyDrift):
         "alpha": 0.9999,
     }
 
-    def _new_model(self) -> Any:
+    def _build_model(self) -> Any:
         from capymoa.drift.detectors import PageHinkley
 
         return PageHinkley(
@@ -161,7 +189,7 @@ class CapyCUSUM(CapyDrift):
         "lambda_": 50.0,
     }
 
-    def _new_model(self) -> Any:
+    def _build_model(self) -> Any:
         from capymoa.drift.detectors import CUSUM
 
         return CUSUM(

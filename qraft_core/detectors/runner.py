@@ -1,8 +1,10 @@
 """Run the configured detectors over feature windows, carrying their state.
 
-Each window's signals replace that window in `detections`; the state of every
-detector on every stream seen so far is written to `detector_state` for the
-window, so the next window (or a backfill starting there) continues exactly.
+Each window's signals replace that window in `detections`. `detector_state` gets
+a marker row for every materialized window and, now and then, a snapshot of
+every detector on every stream seen so far; the next run (or a backfill starting
+anywhere after a materialized window) resumes from the latest snapshot and
+replays the bars since, so it continues exactly where an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -32,7 +34,16 @@ FeatureLoader = Callable[[EventStore, datetime, datetime], pl.DataFrame]
 # The row written for every materialized window, even one without any stream yet,
 # so a missing snapshot is told apart from a window where nothing ran.
 WINDOW_MARKER = "*"
+# Rows are written after this many windows with bars (empty windows only add marker rows), and
+# at least every WRITE_BATCH_SPAN, so one insert touches few of the day-partitioned parts.
 WRITE_BATCH_WINDOWS = 30
+WRITE_BATCH_SPAN = timedelta(days=30)
+# A run writes a snapshot of every detector after its last window with bars, and sooner once a
+# stream has fed this many bars since the last snapshot. Resuming replays the bars after the
+# latest snapshot, so this bounds that replay (a few hundred ms for the default set on a stream)
+# in a run that died half-way, while a stream's state (a few KB) is written once per this many of
+# its bars instead of after every window: 1 s bars in 1-minute windows, every 10 minutes.
+SNAPSHOT_EVERY_BARS = 600
 
 
 class DetectorStateMissing(RuntimeError):
@@ -53,34 +64,38 @@ def active_specs(config: DetectorsConfig) -> list[DetectorSpec]:
     return specs
 
 
+def check_materialized(
+    store: EventStore, start: datetime, interval: timedelta, first_window: datetime, load: FeatureLoader
+) -> None:
+    """Raise `DetectorStateMissing` when a window before `start` that had input was never run."""
+    previous = start - interval
+    latest = store.extent("detector_state", "window_start", [Filter("window_start", "<", start)])
+    if latest is not None and utc(latest[1]) >= previous:
+        return
+    # Windows without bars leave every detector as it was, so they need no run of their own.
+    since = utc(latest[1]) + interval if latest else first_window
+    # Raw events count too: windows not materialized yet have no bars but are not empty.
+    if load(store, since, start).height or store.count("raw_events", start=since, end=start)[""]:
+        raise DetectorStateMissing(
+            f"no detector state stored for window {iso(previous)}: materialize detections from "
+            f"{iso(since)} first (a backfill must start at {iso(first_window)} or right after a "
+            "materialized window)"
+        )
+
+
+def latest_snapshot(store: EventStore, before: datetime) -> datetime | None:
+    """The last window before `before` whose detector states were written."""
+    found = store.extent("detector_state", "window_start",
+                         [Filter("window_start", "<", before), Filter("detector", "!=", WINDOW_MARKER)])
+    return utc(found[1]) if found else None
+
+
 def restore_detectors(
-    store: EventStore,
-    specs: list[DetectorSpec],
-    start: datetime,
-    interval: timedelta,
-    first_window: datetime,
-    load: FeatureLoader = _default_loader,
+    store: EventStore, specs: list[DetectorSpec], snapshot: datetime, interval: timedelta
 ) -> tuple[dict[tuple[str, str], StreamDetector], list[str]]:
-    """The detectors as they were after the window before `start`; also the names restarted."""
-    if utc(start) == utc(first_window):
-        return {}, []
-    previous = utc(start) - interval
-    rows = store.select("detector_state", start=previous, end=previous + interval)
-    if rows.height == 0:
-        # Windows without bars leave every detector as it was, so the latest earlier snapshot (or a
-        # fresh start, when there is none) is exact as long as nothing arrived in between.
-        latest = store.extent("detector_state", "window_start", [Filter("window_start", "<", utc(start))])
-        since = latest[1] + interval if latest else utc(first_window)
-        # Raw events count too: windows not materialized yet have no bars but are not empty.
-        if load(store, since, utc(start)).height or store.count("raw_events", start=since, end=utc(start))[""]:
-            raise DetectorStateMissing(
-                f"no detector state stored for window {iso(previous)}: materialize detections from "
-                f"{iso(since)} first (a backfill must start at {iso(first_window)} or right after a "
-                "materialized window)"
-            )
-        if latest is None:
-            return {}, []
-        rows = store.select("detector_state", start=latest[1], end=latest[1] + interval)
+    """The detectors as they were after the `snapshot` window; also the names restarted."""
+    rows = store.select("detector_state", start=snapshot, end=snapshot + interval,
+                        where=[Filter("detector", "!=", WINDOW_MARKER)])
     by_name = {spec.name: spec for spec in specs}
     detectors: dict[tuple[str, str], StreamDetector] = {}
     restarted: set[str] = set()
@@ -94,7 +109,8 @@ def restore_detectors(
             continue
         detectors[(spec.name, row["stream"])] = spec.restore(row["stream"], decode_state(row["state"]))
     for name in sorted(restarted):
-        log.warning("detector %s changed configuration: it restarts from a fresh state at %s", name, iso(start))
+        log.warning("detector %s changed configuration: it restarts from a fresh state after %s",
+                    name, iso(snapshot))
     return detectors, sorted(restarted)
 
 
@@ -155,13 +171,55 @@ def detection_rows(window_start: datetime, signals: list[Signal]) -> pl.DataFram
 def state_rows(
     window_start: datetime, specs: list[DetectorSpec], detectors: dict[tuple[str, str], StreamDetector]
 ) -> pl.DataFrame:
+    """A snapshot: the state of every detector on every stream after the window."""
     hashes = {spec.name: spec.config_hash for spec in specs}
-    rows = [{"window_start": window_start, "detector": WINDOW_MARKER, "stream": WINDOW_MARKER,
-             "state": "", "config_hash": ""}]
-    for (name, stream), detector in sorted(detectors.items()):
-        rows.append({"window_start": window_start, "detector": name, "stream": stream,
-                     "state": encode_state(detector.get_state()), "config_hash": hashes[name]})
+    rows = [{"window_start": window_start, "detector": name, "stream": stream,
+             "state": encode_state(detector.get_state()), "config_hash": hashes[name]}
+            for (name, stream), detector in sorted(detectors.items())]
     return pl.DataFrame(rows, schema=_STATE_SCHEMA)
+
+
+def marker_rows(window_starts: list[datetime]) -> pl.DataFrame:
+    """One row per materialized window, so a window never run is told apart from one without bars."""
+    n = len(window_starts)
+    return pl.DataFrame({"window_start": window_starts, "detector": [WINDOW_MARKER] * n,
+                         "stream": [WINDOW_MARKER] * n, "state": [""] * n, "config_hash": [""] * n},
+                        schema=_STATE_SCHEMA)
+
+
+def bars_by_window(features: pl.DataFrame, origin: datetime, interval: timedelta) -> dict[int, pl.DataFrame]:
+    """The bars of each window that has any, keyed by the window's index counted from `origin`."""
+    if features.height == 0:
+        return {}
+    origin_ms, interval_ms = int(origin.timestamp() * 1000), int(interval.total_seconds() * 1000)
+    index = ((pl.col("bar_time").dt.epoch("ms") - origin_ms) // interval_ms).alias("_window")
+    parts = features.with_columns(index).partition_by("_window", as_dict=True, maintain_order=True)
+    return {int(key): part.drop("_window") for (key,), part in parts.items()}
+
+
+def resume_point(
+    store: EventStore, start: datetime, interval: timedelta, first_window: datetime, load: FeatureLoader
+) -> tuple[datetime | None, datetime]:
+    """The last snapshot before `start` (None: start fresh) and the first window after it, whose
+    bars must be replayed to reach the state right before `start`."""
+    if start <= first_window:
+        return None, start
+    check_materialized(store, start, interval, first_window, load)
+    snapshot = latest_snapshot(store, start)
+    return snapshot, snapshot + interval if snapshot else first_window
+
+
+def replay(
+    specs: list[DetectorSpec], detectors: dict[tuple[str, str], StreamDetector],
+    by_window: dict[int, pl.DataFrame], first_index: int,
+) -> Counter[str]:
+    """Feed the windows before `first_index` again (their signals are stored already); returns the
+    bars fed per stream."""
+    fed: Counter[str] = Counter()
+    for index in sorted(i for i in by_window if i < first_index):
+        run_window(specs, detectors, by_window[index])
+        fed.update(by_window[index]["stream"].to_list())
+    return fed
 
 
 def materialize_detections(
@@ -174,58 +232,83 @@ def materialize_detections(
     tracking: Tracker | None = None,
     load_features: FeatureLoader | None = None,
 ) -> dict[str, Any]:
-    """Detections and detector state for every window of [start, end), in order.
+    """Detections for every window of [start, end), in order, and detector snapshots.
+
+    Windows without bars cost no detector call and no state. A snapshot of every
+    detector is written after the run's last window with bars and whenever a stream
+    has fed SNAPSHOT_EVERY_BARS bars since the last one; a run resumes from the
+    latest snapshot by replaying the stored bars after it (their signals are stored
+    already), which gives exactly the state an uninterrupted run has.
 
     Returns metadata: windows, rows_processed (bars), events_processed (the
     events those bars summarise), signals_by_detector, engines, latency_s (wall
     time of the run, for monitoring only), restarted (detectors whose changed
-    configuration made them start afresh).
+    configuration made them start afresh), replayed_bars.
     """
     began = time.perf_counter()
-    start, end = utc(start), utc(end)
+    start, end, first_window = utc(start), utc(end), utc(first_window)
     specs = active_specs(config)
     load = load_features or _default_loader
     signals_by_detector: Counter[str] = Counter()
-    rows_processed = events_processed = windows = 0
+    rows_processed = events_processed = 0
     detection_frames: list[pl.DataFrame] = []
     state_frames: list[pl.DataFrame] = []
+    marked: list[datetime] = []
     written_until = start
 
     def flush(until: datetime) -> None:
         # Windows are written in batches: the same rows as one by one, far fewer round trips.
         nonlocal written_until
         if until > written_until:
-            store.replace_window("detections", written_until, until, pl.concat(detection_frames))
-            store.replace_window("detector_state", written_until, until, pl.concat(state_frames))
+            found = pl.concat(detection_frames) if detection_frames else detection_rows(written_until, [])
+            store.replace_window("detections", written_until, until, found)
+            store.replace_window("detector_state", written_until, until, pl.concat([marker_rows(marked), *state_frames]))
         detection_frames.clear()
         state_frames.clear()
+        marked.clear()
         written_until = until
 
     with store.session():
-        detectors, restarted = restore_detectors(store, specs, start, interval, first_window, load)
-        features = load(store, start, end)
-        for window_start, window_end in iter_windows(start, end, interval):
-            bars = features.filter(
-                (pl.col("bar_time") >= window_start) & (pl.col("bar_time") < window_end)
-            ) if features.height else features
-            signals = run_window(specs, detectors, bars)
-            detection_frames.append(detection_rows(window_start, signals))
-            state_frames.append(state_rows(window_start, specs, detectors))
-            signals_by_detector.update(s.detector for s in signals)
-            rows_processed += bars.height
-            events_processed += int(bars["event_count"].sum()) if bars.height else 0
-            windows += 1
-            if windows % WRITE_BATCH_WINDOWS == 0:
+        snapshot, replay_from = resume_point(store, start, interval, first_window, load)
+        by_window = bars_by_window(load(store, replay_from, end), replay_from, interval)
+        first_index = (start - replay_from) // interval
+        last_with_bars = max(by_window, default=-1)
+        detectors: dict[tuple[str, str], StreamDetector] = {}
+        restarted: list[str] = []
+        if snapshot is not None and last_with_bars >= first_index:  # no bars to read: no state needed
+            detectors, restarted = restore_detectors(store, specs, snapshot, interval)
+        since_snapshot = replay(specs, detectors, by_window, first_index) if last_with_bars >= first_index \
+            else Counter()
+        replayed = since_snapshot.total()
+        busy = 0  # windows with bars not written yet
+        for index, (window_start, window_end) in enumerate(iter_windows(start, end, interval), first_index):
+            marked.append(window_start)
+            bars = by_window.get(index)
+            if bars is not None:
+                signals = run_window(specs, detectors, bars)
+                if signals:
+                    detection_frames.append(detection_rows(window_start, signals))
+                signals_by_detector.update(s.detector for s in signals)
+                rows_processed += bars.height
+                events_processed += int(bars["event_count"].sum())
+                since_snapshot.update(bars["stream"].to_list())
+                if index == last_with_bars or max(since_snapshot.values()) >= SNAPSHOT_EVERY_BARS:
+                    state_frames.append(state_rows(window_start, specs, detectors))
+                    since_snapshot.clear()
+                busy += 1
+            if busy == WRITE_BATCH_WINDOWS or window_end - written_until >= WRITE_BATCH_SPAN:
                 flush(window_end)
+                busy = 0
         flush(end)
     metadata: dict[str, Any] = {
-        "windows": windows,
+        "windows": -(-(end - start) // interval),
         "rows_processed": rows_processed,
         "events_processed": events_processed,
         "signals_by_detector": {spec.name: signals_by_detector.get(spec.name, 0) for spec in specs},
         "engines": sorted({spec.engine for spec in specs}),
         "latency_s": round(time.perf_counter() - began, 4),
         "restarted": restarted,
+        "replayed_bars": replayed,
     }
     if tracking is not None:
         tracking.log_detections(config, start, end, metadata)

@@ -51,7 +51,7 @@ def features(context: AssetExecutionContext, qraft: QraftResource) -> Materializ
     **PIPELINE,
 )
 def detections(context: AssetExecutionContext, qraft: QraftResource) -> MaterializeResult:
-    """River and CapyMOA detector signals; detector state is snapshot after every window.
+    """River and CapyMOA detector signals; the next run resumes from the detector state snapshots.
 
     A missing state for the window before (a run died half-way) is rebuilt from the last
     good snapshot first; the run is then tagged so its pattern events carry `restart`.

@@ -139,3 +139,32 @@ def test_finding_times_do_not_depend_on_the_window_length() -> None:
     signals, _ = found[1]
     assert [(name, onset.strftime("%H:%M:%S")) for name, _, onset in signals] == [
         ("spikes_and_dips", "01:23:20"), ("level_drift", "02:30:00"), ("spikes_and_dips", "03:20:30")]
+
+
+def snapshot_windows(store: MemoryStore) -> list[int]:
+    rows = store.select("detector_state", columns=["window_start", "detector"]).filter(pl.col("detector") != "*")
+    return sorted({int((w - START) / MINUTE) for w in rows["window_start"].to_list()})
+
+
+def test_state_is_snapshot_now_and_then_and_resuming_from_any_snapshot_is_exact(monkeypatch) -> None:
+    import qraft_core.detectors.runner as runner
+
+    # Each trade stream has 6 bars a minute: a snapshot every 5 minutes, and after the last window with bars.
+    monkeypatch.setattr(runner, "SNAPSHOT_EVERY_BARS", 30)
+    continuous = MemoryStore()
+    run(continuous, 0, 120)
+    assert snapshot_windows(continuous) == list(range(4, 100, 5))
+    # Every window has its marker; the windows without bars (100-119) have nothing else.
+    assert continuous.count("detector_state", start=START + 100 * MINUTE, end=START + 120 * MINUTE) == {"": 20}
+    reference, states = detections(continuous), snapshot_windows(continuous)
+    # A run also leaves a snapshot after its last window with bars, so the next run replays nothing.
+    pieces = MemoryStore()
+    replayed = [run(pieces, start, end)["replayed_bars"] for start, end in ((0, 5), (5, 12), (12, 13), (13, 120))]
+    assert replayed == [0, 0, 0, 0]
+    assert detections(pieces) == reference
+    assert snapshot_windows(pieces) == [4, 9, 11, 12, *range(17, 100, 5), 99]
+    # A re-run in the middle resumes from the snapshot of minute 39 and replays minutes 40 and 41.
+    meta = run(continuous, 42, 61)
+    assert meta["replayed_bars"] == BARS.filter(pl.col("bar_time").is_between(
+        START + 40 * MINUTE, START + 42 * MINUTE, closed="left")).height > 2 * 12
+    assert detections(continuous) == reference and snapshot_windows(continuous) == sorted({*states, 60})
