@@ -95,7 +95,7 @@ def change_text(value: float, unit: str, unit_label: str | None = None) -> str:
     ('-1.5', '+4.5 个百分点')
     """
     if unit == DELTA_UNIT:
-        unit = ""
+        unit = unit_label = ""
     if unit in FRACTION_UNITS:
         return f"{value * 100:+.1f}%".replace(".0%", "%")
     if unit == "%":
