@@ -12,7 +12,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from qraft_core.events import AlgorithmInfo, Contributor, PatternDetails, PatternEvent, PatternExplain
+from qraft_core.events import (
+    AlgorithmInfo,
+    Contributor,
+    PatternDetails,
+    PatternEvent,
+    PatternExplain,
+)
 from qraft_core.explain import load_cards_config, load_context, render_card
 from qraft_core.explain.templates import CardsConfig
 from qraft_core.store.fake import MemoryStore
