@@ -83,8 +83,8 @@ def test_the_number_check_catches_an_invented_number(store: MemoryStore, cards: 
 def test_drift_card_in_english_states_the_facts(store: MemoryStore, cards: CardsConfig) -> None:
     card, _ = card_for(store, "concept_drift", "en", cards)
     assert card.summary == (
-        "2026-01-05 10:32:15 UTC: concept drift detected on binance_spot, driven by price volatility; "
-        "price volatility +37%, trade volume +1.25 BTC."
+        "2026-01-05 10:32:15 UTC: concept drift detected on binance_spot; price volatility +37%, "
+        "trade volume +1.25 BTC. Main drivers: price volatility (0.60), trade volume (0.30)."
     )
     assert (
         "- **What changed:** Cluster#2 (low volatility) → Cluster#4 (high volatility) "
@@ -113,7 +113,8 @@ def test_drift_card_in_chinese(store: MemoryStore, cards: CardsConfig) -> None:
     card, _ = card_for(store, "concept_drift", "zh", cards)
     assert card.title == "概念漂移"
     assert card.summary == (
-        "2026-01-05 10:32:15 UTC：在 binance_spot 上检测到概念漂移，主要由 价格波动率 驱动；价格波动率 +37%，成交量 +1.25 BTC。"
+        "2026-01-05 10:32:15 UTC：在 binance_spot 上检测到概念漂移；价格波动率 +37%，成交量 +1.25 BTC。"
+        "主要驱动字段：价格波动率（0.60），成交量（0.30）。"
     )
     assert "- **变化内容：** Cluster#2 (low volatility) → Cluster#4 (high volatility)（检测器原文）" in card.markdown
     assert "- **主要驱动字段：** 价格波动率（`volatility`）（0.60），成交量（`volume`）（0.30）" in card.markdown
@@ -128,7 +129,8 @@ def test_single_engine_findings_say_they_are_not_cross_validated(
     assert "river.HalfSpaceTrees 0.22.0 only (not cross-validated)" in card.markdown
     assert card.cross_validated is False and [a.name for a in card.agreed] == ["river.HalfSpaceTrees"]
     assert card.summary == (
-        "2026-01-05 10:41:30 UTC: anomaly on binance_spot, most unusual in price; price +2.1%, trade count +45 trades."
+        "2026-01-05 10:41:30 UTC: anomaly on binance_spot; price +2.1%, trade count +45 trades. "
+        "Most unusual fields: price (0.82), trade count (0.11)."
     )
 
 

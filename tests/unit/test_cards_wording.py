@@ -131,7 +131,10 @@ def test_one_naming_with_levels_before_and_after_in_english(cards: CardsConfig) 
         "- **Top contributing fields:** realized volatility z-score (`realized_vol_z`) (0.70), "
         "trade volume (`volume`) (0.30)"
     )
-    assert "driven by realized volatility z-score; buyer share +4.5 pp, price volatility +150%." in markdown
+    assert (
+        "buyer share +4.5 pp, price volatility +150%. Main drivers: realized volatility z-score (0.70), "
+        "trade volume (0.30)." in markdown
+    )
 
 
 def test_chinese_cards_have_every_fixed_phrase_label_and_unit_in_chinese(cards: CardsConfig) -> None:
