@@ -209,3 +209,26 @@ def test_cli_names_false_alarms_and_missed_truth_items(tmp_path: Path, monkeypat
     assert [(t["id"], t["finding"], t["missed"]) for t in report["truth_items"]] == [
         ("a0", "f-a0", False), ("d0", None, True), ("a1", None, True), ("a2", None, True)]
     assert [(f["finding_id"], f["false_alarm"]) for f in report["findings"]] == [("f-a0", False), ("f-late", True)]
+
+
+def test_the_explorer_evaluation_page_reads_the_same_report(tmp_path: Path) -> None:
+    from qraft_core.api.explorer.queries import evaluation_view
+    from qraft_core.plugins.markets.examples import example_patterns, pattern_rows
+
+    anomaly = next(p for p in example_patterns() if p.type.value == "anomaly")
+    # Dated by its change point (20 s before the event's time), as `qraft evaluate` dates it.
+    dated = anomaly.model_copy(update={
+        "timestamp": T0 + timedelta(seconds=30), "window_start": T0, "pattern_id": "f-a0", "source_streams": ["s1"],
+        "details": anomaly.details.model_copy(update={"change_point": "2026-01-05T00:00:10Z"})})
+    late = dated.model_copy(update={"timestamp": T0 + timedelta(seconds=900), "pattern_id": "f-late",
+                                    "details": anomaly.details})
+    store = MemoryStore()
+    store.insert("pattern_events", pattern_rows([dated, late]))
+    view = evaluation_view(store, write_truth(tmp_path))
+    assert view is not None
+    assert view["items"] == view["report"]["truth_items"]
+    assert [(t["id"], t["finding"], t["delay_s"]) for t in view["items"]] == [
+        ("a0", "f-a0", 10.0), ("d0", None, None), ("a1", None, None), ("a2", None, None)]
+    assert view["false_alarms"] == [
+        {"type": "anomaly", "stream": "s1", "time": "2026-01-05T00:15:00.000Z", "finding": "f-late"}]
+    assert evaluation_view(store, tmp_path / "none.json") is None
