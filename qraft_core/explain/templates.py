@@ -55,6 +55,7 @@ PHRASE_FIELDS: dict[str, frozenset[str]] = {
     "one_engine": frozenset({"agreed", "detector_count"}),
     "named_field": frozenset({"name", "field"}),
     "zscore_field": frozenset({"field"}),
+    "stat_field": frozenset({"field", "stat"}),
     "change_levels": frozenset({"field", "before", "after", "change"}),
     "heading": frozenset({"heading"}),
     "scored_field": frozenset({"field", "score"}),
@@ -106,6 +107,7 @@ class Phrases(_Strict):
     one_engine: str
     named_field: str
     zscore_field: str
+    stat_field: str
     change_levels: str
     heading: str
     scored_field: str
@@ -131,6 +133,8 @@ class LanguageCards(_Strict):
     fields: dict[str, str] = {}
     # Display names of metric units (e.g. pp); unknown units show as they are.
     units: dict[str, str] = {}
+    # Names of the per-bar statistics of the `aggregate` operator (`value_max`: the bar maximum of value).
+    stats: dict[str, str] = {}
 
 
 class CardsConfig(_Strict):
@@ -219,15 +223,22 @@ def plugin_phrase(name: str, lang: str) -> str:
 def field_name(cards: LanguageCards, lang: str, name: str) -> str:
     """A field's display name: cards.yaml's `fields`, then plugin vocabulary, else the name itself.
 
-    A z-score field (`volume_z`) is named after the field it scores, as a z-score.
+    A z-score field (`volume_z`) is named after the field it scores, as a z-score; a per-bar
+    statistic (`value_max`) after its field and the statistic.
     """
     if name in cards.fields:
         return cards.fields[name]
     load_plugins()
-    if name not in VOCABULARY.get(lang, {}) and name.endswith(ZSCORE_SUFFIX) and len(name) > len(ZSCORE_SUFFIX):
-        base = field_name(cards, lang, name[: -len(ZSCORE_SUFFIX)])
-        return fill(cards.phrases.zscore_field, {"field": base}, f"cards.yaml: languages.{lang}.phrases.zscore_field")
-    return VOCABULARY.get(lang, {}).get(name, name)
+    if name in VOCABULARY.get(lang, {}):
+        return VOCABULARY[lang][name]
+    base, _, suffix = name.rpartition("_")
+    where = f"cards.yaml: languages.{lang}.phrases"
+    if base and f"_{suffix}" == ZSCORE_SUFFIX:
+        return fill(cards.phrases.zscore_field, {"field": field_name(cards, lang, base)}, f"{where}.zscore_field")
+    if base and suffix in cards.stats:
+        values = {"field": field_name(cards, lang, base), "stat": cards.stats[suffix]}
+        return fill(cards.phrases.stat_field, values, f"{where}.stat_field")
+    return name
 
 
 def unit_name(cards: LanguageCards, lang: str, unit: str) -> str:

@@ -200,6 +200,11 @@ def test_a_generic_stream_card_speaks_of_its_own_fields(cards: CardsConfig) -> N
     )
     markdown = card_markdown(drift, "en", cards, store)
     assert section(markdown, "By how much") == "- **By how much:** value 20.1 → 24.2278 (+4.12776)"
-    assert section(markdown, "Top contributing fields") == "- **Top contributing fields:** value_mean (1.00)"
+    assert section(markdown, "Top contributing fields") == (
+        "- **Top contributing fields:** bar mean of value (`value_mean`) (1.00)")
+    assert "Main drivers: bar mean of value (1.00)." in markdown
     assert "  - value: 6 values, 20 to 25 (first 20, last 25)" in markdown
     assert re.findall(r"trade|price|volatil|headline|volume|market", markdown, re.IGNORECASE) == []
+    chinese = card_markdown(drift, "zh", cards, store)
+    assert section(chinese, "主要驱动字段") == "- **主要驱动字段：** value 区间均值（`value_mean`）（1.00）"
+    assert re.findall(r"成交|价格|新闻", chinese) == []
