@@ -146,11 +146,12 @@ class _Wording:
         return self.phrase("separator").join(items)
 
 
-def _changes(pattern: PatternEvent, words: _Wording) -> list[MetricChange]:
+def _changes(pattern: PatternEvent, words: _Wording) -> tuple[list[MetricChange], list[str]]:
     """Each measured metric: its level before and after the finding (in the stream's own
-    units, from `details.metrics`) and the change, or the change alone without levels."""
+    units, from `details.metrics`) and the change, or the change alone without levels; and
+    the short form the summary sentence uses (display name and change)."""
     units, levels = pattern.details.metric_units, pattern.details.metrics
-    changes = []
+    changes, short = [], []
     for metric, value in sorted(pattern.details.metric_changes.items()):
         unit = units.get(metric, "")
         change = words.change(value, unit)
@@ -162,16 +163,8 @@ def _changes(pattern: PatternEvent, words: _Wording) -> list[MetricChange]:
             else f"{words.named(metric)} {change}"
         )
         changes.append(MetricChange(metric=metric, value=value, unit=unit, text=text))
-    return changes
-
-
-def _short_changes(pattern: PatternEvent, words: _Wording) -> str:
-    """The changes as the summary sentence states them: display names and signed changes only."""
-    units = pattern.details.metric_units
-    return words.join(
-        f"{words.field(metric)} {words.change(value, units.get(metric, ''))}"
-        for metric, value in sorted(pattern.details.metric_changes.items())
-    )
+        short.append(f"{words.field(metric)} {change}")
+    return changes, short
 
 
 def _agreed(pattern: PatternEvent) -> list[AlgorithmInfo]:
@@ -225,7 +218,11 @@ def _source_lines(source: SourceContext, words: _Wording) -> list[str]:
 
 
 def _card_values(
-    pattern: PatternEvent, context: ContextSummary, contributors: list[Contributor], words: _Wording
+    pattern: PatternEvent,
+    context: ContextSummary,
+    contributors: list[Contributor],
+    short_changes: list[str],
+    words: _Wording,
 ) -> dict[str, object]:
     """The fields every card-level template may use (templates.CARD_FIELDS)."""
     return {
@@ -236,7 +233,7 @@ def _card_values(
         "streams": words.join(pattern.source_streams),
         "prev_state": pattern.details.prev_state or "?",
         "new_state": pattern.details.new_state or "?",
-        "changes": _short_changes(pattern, words) or words.phrase("no_changes"),
+        "changes": words.join(short_changes) or words.phrase("no_changes"),
         "contributors": words.join(
             words.phrase("scored_field", field=words.field(c.field), score=f"{c.score:.2f}") for c in contributors
         )
@@ -254,6 +251,7 @@ def _markdown(
     pattern: PatternEvent,
     context: ContextSummary,
     annotations: Sequence[Annotation],
+    contributors: list[Contributor],
     parts: dict[str, str],
     words: _Wording,
 ) -> str:
@@ -263,7 +261,6 @@ def _markdown(
         state = words.phrase("state_change", prev_state=details.prev_state or "?", new_state=details.new_state or "?")
     else:
         state = words.phrase("no_state_change")
-    contributors = sorted(pattern.explain.top_contributors, key=lambda c: -c.score)
     params = json.dumps(pattern.algorithm.params, sort_keys=True, ensure_ascii=False)
     window = words.phrase(
         "context_window", start=fmt_minute(context.start), end=fmt_minute(context.end), minutes=context.minutes
@@ -313,10 +310,10 @@ def render_card(
     """
     cards = cards or default_cards_config(str(config_dir()))
     words = _Wording(cards, lang)
-    changes = _changes(pattern, words)
+    changes, short_changes = _changes(pattern, words)
     contributors = sorted(pattern.explain.top_contributors, key=lambda c: -c.score)
     agreed = _agreed(pattern)
-    values = _card_values(pattern, context, contributors, words)
+    values = _card_values(pattern, context, contributors, short_changes, words)
     parts = {
         "title": words.type_part(pattern, "title", values),
         "summary": words.type_part(pattern, "summary", values),
@@ -348,5 +345,5 @@ def render_card(
         context=context,
         replay_command=context.replay_command,
         annotations=list(annotations),
-        markdown=_markdown(pattern, context, annotations, parts, words),
+        markdown=_markdown(pattern, context, annotations, contributors, parts, words),
     )
