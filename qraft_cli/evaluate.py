@@ -32,7 +32,11 @@ def report_table(report: dict[str, Any]) -> str:
     lines += ["", "findings:"]
     for finding in report["findings"]:
         outcome = "FALSE ALARM" if finding["false_alarm"] else f"matches {finding['truth_id']} (+{finding['delay_s']:g}s)"
-        lines.append(f"  {finding['time']}  {finding['type']:15} {finding['stream']:28} {outcome}")
+        lines.append(f"  {finding['time']}  {finding['type']:15} {finding['stream']:28} {outcome:24} {finding['finding_id']}")
+    lines += ["", "truth items:"]
+    for item in report["truth_items"]:
+        outcome = "MISSED" if item["missed"] else f"found (+{item['delay_s']:g}s) by {item['finding']}"
+        lines.append(f"  {item['time']}  {item['type']:15} {item['stream']:28} {item['id']:12} {outcome}")
     return "\n".join(lines)
 
 
@@ -49,7 +53,8 @@ def report_table(report: dict[str, Any]) -> str:
 def evaluate(ctx: click.Context, truth_path: Path, start: datetime | None, end: datetime | None,
              as_json: bool) -> None:
     """Precision, recall, detection delay, false alarm rate and the window-based (NAB) score per pattern
-    type, beside a periodic baseline, and every finding with the truth item it matched or "false alarm"."""
+    type, beside a periodic baseline, every finding with the truth item it matched or "false alarm", and
+    every truth item with the finding that matched it or "missed"."""
     try:
         report = evaluate_store(runtime(ctx).store, truth_path, start, end)
     except ValueError as exc:

@@ -7,8 +7,9 @@ and stream whose window holds it; each finding and each truth item matches at
 most once (earliest first). Per type the report gives precision, recall, mean
 and p95 detection delay (early findings count as delay 0), and false alarms
 per 10,000 events, beside a periodic-alarm baseline that spends the same
-number of alarms per stream and type evenly over the window, and lists every
-finding with the truth item it matched or `null` (a false alarm).
+number of alarms per stream and type evenly over the window, lists every
+finding with the truth item it matched or `null` (a false alarm), and every
+truth item with the finding that matched it and its delay, or `missed`.
 
 The window-based score follows the public anomaly benchmarks' rules (NAB):
 per window, the first finding inside earns `A_TP * sigma(y)` (y: its position
@@ -255,6 +256,29 @@ def matches(findings: Sequence[Item], truth: Sequence[Item], tolerance_s: float,
     ]
 
 
+def truth_outcomes(findings: Sequence[Item], truth: Sequence[Item], tolerance_s: float,
+                   early_s: float = DEFAULT_EARLY_S) -> list[dict[str, Any]]:
+    """Every truth item (in time order) with the finding that matched it and its delay, or `missed`.
+
+    The same matching as `matches`: a finding and a truth item pair up here exactly when they do there.
+    """
+    matched = {id(hit): finding for finding, hit in match(findings, truth, tolerance_s, early_s) if hit is not None}
+    outcomes = []
+    for item in sorted(truth, key=_order):
+        finding = matched.get(id(item))
+        outcomes.append({
+            "id": item.id,
+            "type": item.type,
+            "stream": item.stream,
+            "time": iso(item.time),
+            "finding": finding.id if finding else None,
+            "finding_time": iso(finding.time) if finding else None,
+            "delay_s": round(max((finding.time - item.time).total_seconds(), 0.0), 3) if finding else None,
+            "missed": finding is None,
+        })
+    return outcomes
+
+
 def periodic_baseline(findings: Sequence[Item], truth: Sequence[Item], start: datetime, end: datetime) -> list[Item]:
     """Alarms at even intervals, as many per (type, stream) of the truth as the detectors raised (at least 1)."""
     span = (end - start).total_seconds()
@@ -296,6 +320,7 @@ def evaluate_findings(
             "baseline": window_score(baseline, inside, truth.tolerance_s, early_s),
         },
         "findings": matches(findings, inside, truth.tolerance_s, early_s),
+        "truth_items": truth_outcomes(findings, inside, truth.tolerance_s, early_s),
     }
 
 
@@ -311,9 +336,13 @@ def evaluate_store(
     if start is None or end is None:
         raise ValueError(f"{truth_path}: no window in the file: give --start and --end")
     events = load_pattern_events(store, start, end)
-    findings = [Item(e.type.value, stream, finding_time(e), e.pattern_id) for e in events for stream in e.source_streams]
     n_events = store.count("clean_events", start=start, end=end).get("", 0)
-    return evaluate_findings(findings, truth, start, end, n_events)
+    return evaluate_findings(finding_items(events), truth, start, end, n_events)
+
+
+def finding_items(events: Iterable[Any]) -> list[Item]:
+    """Pattern events as findings to score: one per stream, at the time the event says the change began."""
+    return [Item(e.type.value, stream, finding_time(e), e.pattern_id) for e in events for stream in e.source_streams]
 
 
 def finding_time(event: Any) -> datetime:

@@ -7,7 +7,7 @@ context, formatted; the templates in `config/cards.yaml` only choose the words.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -24,6 +24,7 @@ from qraft_core.explain.templates import (
     field_name,
     fill,
     plugin_phrase,
+    unit_name,
 )
 
 Mode = Literal["human", "llm"]
@@ -31,6 +32,8 @@ Mode = Literal["human", "llm"]
 FRACTION_UNITS = frozenset({"relative", "ratio", "fraction"})
 # A difference in the field's own (unnamed) unit.
 DELTA_UNIT = "delta"
+# Marks a context line shown one level deeper (a sample text under its summary line).
+NESTED = "\t"
 
 
 class MetricChange(BaseModel):
@@ -83,22 +86,22 @@ def fmt_number(value: float) -> str:
     return f"{value:.6g}" if abs(value) < 1e6 else f"{value:.2f}"
 
 
-def change_text(value: float, unit: str) -> str:
-    """A signed change with its unit; fractions are shown as percentages.
+def change_text(value: float, unit: str, unit_label: str | None = None) -> str:
+    """A signed change with its unit (shown as `unit_label` when given); fractions are shown as percentages.
 
     >>> change_text(0.37, "relative"), change_text(-2.5, "%"), change_text(120.0, "BTC")
     ('+37%', '-2.5%', '+120 BTC')
-    >>> change_text(-1.5, "delta")
-    '-1.5'
+    >>> change_text(-1.5, "delta"), change_text(4.5, "pp", "个百分点")
+    ('-1.5', '+4.5 个百分点')
     """
     if unit == DELTA_UNIT:
-        unit = ""
+        unit = unit_label = ""
     if unit in FRACTION_UNITS:
         return f"{value * 100:+.1f}%".replace(".0%", "%")
     if unit == "%":
         return f"{value:+.1f}%".replace(".0%", "%")
     sign = "+" if value > 0 else ""
-    return f"{sign}{fmt_number(value)} {unit}".rstrip()
+    return f"{sign}{fmt_number(value)} {unit_label if unit_label is not None else unit}".rstrip()
 
 
 def fmt_time(ts: datetime) -> str:
@@ -116,7 +119,7 @@ class _Wording:
         self.lang = lang
         self.language: LanguageCards = cards.language(lang)
 
-    def phrase(self, name: str, **values: object) -> str:
+    def phrase(self, name: str, /, **values: object) -> str:
         if name in type(self.language.phrases).model_fields:
             template, where = getattr(self.language.phrases, name), f"cards.yaml: languages.{self.lang}.phrases"
         else:
@@ -128,28 +131,63 @@ class _Wording:
         return fill(template, values, f"cards.yaml: languages.{self.lang}.types.{pattern.type.value}.{part}")
 
     def field(self, name: str) -> str:
+        """The display name of a field."""
         return field_name(self.language, self.lang, name)
 
+    def named(self, name: str) -> str:
+        """The display name with the raw field name beside it, when they differ."""
+        display = self.field(name)
+        return display if display == name else self.phrase("named_field", name=display, field=name)
 
-def _changes(pattern: PatternEvent, words: _Wording) -> list[MetricChange]:
-    units = pattern.details.metric_units
-    return [
-        MetricChange(
-            metric=metric,
-            value=value,
-            unit=units.get(metric, ""),
-            text=f"{words.field(metric)} {change_text(value, units.get(metric, ''))}",
+    def change(self, value: float, unit: str) -> str:
+        return change_text(value, unit, unit_name(self.language, self.lang, unit))
+
+    def join(self, items: Iterable[str]) -> str:
+        return self.phrase("separator").join(items)
+
+
+def _changes(pattern: PatternEvent, words: _Wording) -> tuple[list[MetricChange], list[str]]:
+    """Each measured metric: its level before and after the finding (in the stream's own
+    units, from `details.metrics`) and the change, or the change alone without levels; and
+    the short form the summary sentence uses (display name and change)."""
+    units, levels = pattern.details.metric_units, pattern.details.metrics
+    changes, short = [], []
+    for metric, value in sorted(pattern.details.metric_changes.items()):
+        unit = units.get(metric, "")
+        change = words.change(value, unit)
+        before, after = levels.get(f"{metric}_before"), levels.get(f"{metric}_after")
+        text = (
+            words.phrase("change_levels", field=words.named(metric), before=fmt_number(before),
+                         after=fmt_number(after), change=change)
+            if before is not None and after is not None
+            else f"{words.named(metric)} {change}"
         )
-        for metric, value in sorted(pattern.details.metric_changes.items())
-    ]
+        changes.append(MetricChange(metric=metric, value=value, unit=unit, text=text))
+        short.append(f"{words.field(metric)} {change}")
+    return changes, short
 
 
 def _agreed(pattern: PatternEvent) -> list[AlgorithmInfo]:
-    return pattern.algorithms or [pattern.algorithm]
+    """Every detector merged into the finding (`algorithms`), each once."""
+    seen: dict[tuple[str, str, str], AlgorithmInfo] = {}
+    for algo in pattern.algorithms or [pattern.algorithm]:
+        seen.setdefault((algo.name, algo.version, str(algo.params.get("detector", ""))), algo)
+    return list(seen.values())
 
 
 def _algo_name(algo: AlgorithmInfo) -> str:
     return f"{algo.name} {algo.version}".strip()
+
+
+def _agreed_text(pattern: PatternEvent, agreed: list[AlgorithmInfo], words: _Wording) -> str:
+    """Who reported the finding: several engines (cross-validated), several detectors of one, or one."""
+    names = words.join(dict.fromkeys(_algo_name(a) for a in agreed))
+    if pattern.cross_validated:
+        engines = {a.name.split(".")[0] for a in agreed}
+        return words.phrase("cross_validated", agreed=names, engine_count=len(engines))
+    if len(agreed) > 1:
+        return words.phrase("one_engine", agreed=names, detector_count=len(agreed))
+    return words.phrase("single_engine", algorithm=names)
 
 
 def _context_lines(context: ContextSummary, pattern_id: str, words: _Wording) -> list[str]:
@@ -160,6 +198,7 @@ def _context_lines(context: ContextSummary, pattern_id: str, words: _Wording) ->
 
 
 def _source_lines(source: SourceContext, words: _Wording) -> list[str]:
+    """The source's counts, then each summary line with its sample texts indented under it."""
     lines = [
         words.phrase(
             "context_source",
@@ -172,9 +211,90 @@ def _source_lines(source: SourceContext, words: _Wording) -> list[str]:
     for line in source.lines:
         values = {k: fmt_number(v) if isinstance(v, float) else v for k, v in line.values.items()}
         if "field" in values:
-            values["field"] = words.field(str(values["field"]))
+            values["field"] = words.named(str(values["field"]))
         lines.append(words.phrase(line.phrase, **values))
+        lines += [NESTED + words.phrase("context_example", text=text) for text in line.examples]
     return lines
+
+
+def _card_values(
+    pattern: PatternEvent,
+    context: ContextSummary,
+    contributors: list[Contributor],
+    short_changes: list[str],
+    words: _Wording,
+) -> dict[str, object]:
+    """The fields every card-level template may use (templates.CARD_FIELDS)."""
+    return {
+        "pattern_id": pattern.pattern_id,
+        "type_name": words.language.types[pattern.type].title,
+        "time": fmt_time(pattern.timestamp),
+        "window_start": fmt_time(pattern.window_start),
+        "streams": words.join(pattern.source_streams),
+        "prev_state": pattern.details.prev_state or "?",
+        "new_state": pattern.details.new_state or "?",
+        "changes": words.join(short_changes) or words.phrase("no_changes"),
+        "contributors": words.join(
+            words.phrase("scored_field", field=words.field(c.field), score=f"{c.score:.2f}") for c in contributors
+        )
+        or words.phrase("no_contributors"),
+        "top_field": words.field(contributors[0].field) if contributors else "?",
+        "confidence": f"{pattern.confidence:.2f}",
+        "agreed": words.join(_algo_name(a) for a in _agreed(pattern)),
+        "algorithm": pattern.algorithm.name,
+        "algorithm_version": pattern.algorithm.version,
+        "context_minutes": context.minutes,
+    }
+
+
+def _markdown(
+    pattern: PatternEvent,
+    context: ContextSummary,
+    annotations: Sequence[Annotation],
+    contributors: list[Contributor],
+    parts: dict[str, str],
+    words: _Wording,
+) -> str:
+    """The card as Markdown: a heading, the summary, then one bullet per section."""
+    details = pattern.details
+    if details.prev_state or details.new_state:
+        state = words.phrase("state_change", prev_state=details.prev_state or "?", new_state=details.new_state or "?")
+    else:
+        state = words.phrase("no_state_change")
+    params = json.dumps(pattern.algorithm.params, sort_keys=True, ensure_ascii=False)
+    window = words.phrase(
+        "context_window", start=fmt_minute(context.start), end=fmt_minute(context.end), minutes=context.minutes
+    )
+    notes = [
+        words.phrase("annotation", **{**annotation_line(a), "label": words.language.labels[a.label]})
+        for a in annotations
+    ]
+    bullet = "\n  - "
+    sections = {
+        "what_changed": state,
+        "by_how_much": parts["changes"] or words.phrase("no_changes"),
+        "contributors": words.join(
+            words.phrase("scored_field", field=words.named(c.field), score=f"{c.score:.2f}") for c in contributors
+        )
+        or words.phrase("no_contributors"),
+        "confidence": f"{pattern.confidence:.2f}",
+        "agreed": parts["agreed"],
+        "action": parts["action"],
+        "algorithm": f"{_algo_name(pattern.algorithm)} `{params}`",
+        "context": window
+        + "".join(
+            "\n    - " + line.removeprefix(NESTED) if line.startswith(NESTED) else bullet + line
+            for line in _context_lines(context, pattern.pattern_id, words)
+        ),
+        "replay": f"`{context.replay_command}`",
+        "annotations": bullet + bullet.join(notes)
+        if notes
+        else words.phrase("no_annotations", pattern_id=pattern.pattern_id),
+        "pattern": f"`{pattern.pattern_id}`",
+    }
+    headings = words.language.headings
+    lines = [f"- {words.phrase('heading', heading=getattr(headings, key))} {text}" for key, text in sections.items()]
+    return "\n".join([f"### {parts['title']} · {fmt_time(pattern.timestamp)}", "", parts["summary"], "", *lines])
 
 
 def render_card(
@@ -190,89 +310,28 @@ def render_card(
     """
     cards = cards or default_cards_config(str(config_dir()))
     words = _Wording(cards, lang)
-    changes = _changes(pattern, words)
+    changes, short_changes = _changes(pattern, words)
     contributors = sorted(pattern.explain.top_contributors, key=lambda c: -c.score)
     agreed = _agreed(pattern)
-    values: dict[str, object] = {
-        "pattern_id": pattern.pattern_id,
-        "type_name": words.language.types[pattern.type].title,
-        "time": fmt_time(pattern.timestamp),
-        "window_start": fmt_time(pattern.window_start),
-        "streams": ", ".join(pattern.source_streams),
-        "prev_state": pattern.details.prev_state or "?",
-        "new_state": pattern.details.new_state or "?",
-        "changes": ", ".join(c.text for c in changes) or words.phrase("no_changes"),
-        "contributors": ", ".join(f"{words.field(c.field)} ({c.score:.2f})" for c in contributors)
-        or words.phrase("no_contributors"),
-        "top_field": words.field(contributors[0].field) if contributors else "?",
-        "confidence": f"{pattern.confidence:.2f}",
-        "agreed": ", ".join(_algo_name(a) for a in agreed),
-        "algorithm": pattern.algorithm.name,
-        "algorithm_version": pattern.algorithm.version,
-        "context_minutes": context.minutes,
+    values = _card_values(pattern, context, contributors, short_changes, words)
+    parts = {
+        "title": words.type_part(pattern, "title", values),
+        "summary": words.type_part(pattern, "summary", values),
+        "action": words.type_part(pattern, "action", values),
+        "agreed": _agreed_text(pattern, agreed, words),
+        "changes": words.join(c.text for c in changes),
     }
-    headings = words.language.headings
-    if pattern.cross_validated:
-        agreed_text = words.phrase("cross_validated", agreed=values["agreed"], engine_count=len(agreed))
-    else:
-        agreed_text = words.phrase("single_engine", algorithm=_algo_name(pattern.algorithm))
-    if pattern.details.prev_state or pattern.details.new_state:
-        state_text = words.phrase(
-            "state_change", prev_state=values["prev_state"], new_state=values["new_state"]
-        )
-    else:
-        state_text = words.phrase("no_state_change")
-    title = words.type_part(pattern, "title", values)
-    action = words.type_part(pattern, "action", values)
-    summary = words.type_part(pattern, "summary", values)
-    params = json.dumps(pattern.algorithm.params, sort_keys=True, ensure_ascii=False)
-    window = words.phrase(
-        "context_window",
-        start=fmt_minute(context.start),
-        end=fmt_minute(context.end),
-        minutes=context.minutes,
-    )
-    notes = [
-        words.phrase("annotation", **{**annotation_line(a), "label": words.language.labels[a.label]})
-        for a in annotations
-    ]
-    bullet = "\n  - "
-    context_lines = _context_lines(context, pattern.pattern_id, words)
-    markdown = "\n".join(
-        [
-            f"### {title} · {values['time']}",
-            "",
-            summary,
-            "",
-            f"- **{headings.what_changed}:** {state_text}",
-            f"- **{headings.by_how_much}:** {values['changes']}",
-            f"- **{headings.contributors}:** {values['contributors']}",
-            f"- **{headings.confidence}:** {values['confidence']}",
-            f"- **{headings.agreed}:** {agreed_text}",
-            f"- **{headings.action}:** {action}",
-            f"- **{headings.algorithm}:** {_algo_name(pattern.algorithm)} `{params}`",
-            f"- **{headings.context}:** {window}{bullet}{bullet.join(context_lines)}",
-            f"- **{headings.replay}:** `{context.replay_command}`",
-            f"- **{headings.annotations}:** "
-            + (
-                bullet + bullet.join(notes)
-                if notes
-                else words.phrase("no_annotations", pattern_id=pattern.pattern_id)
-            ),
-            f"- **{headings.pattern}:** `{pattern.pattern_id}`",
-        ]
-    )
     return Card(
         pattern_id=pattern.pattern_id,
         type=pattern.type.value,
         lang=lang,
         mode="human",
         label="rule-based",
-        title=title,
+        title=parts["title"],
         time=iso(pattern.timestamp),
         window_start=iso(pattern.window_start),
         streams=pattern.source_streams,
-        summary=summary,
+        summary=parts["summary"],
         prev_state=pattern.details.prev_state,
         new_state=pattern.details.new_state,
         changes=changes,
@@ -282,9 +341,9 @@ def render_card(
         cross_validated=pattern.cross_validated,
         agreed=agreed,
         algorithm=pattern.algorithm,
-        action=action,
+        action=parts["action"],
         context=context,
         replay_command=context.replay_command,
         annotations=list(annotations),
-        markdown=markdown,
+        markdown=_markdown(pattern, context, annotations, contributors, parts, words),
     )

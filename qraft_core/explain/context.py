@@ -8,7 +8,7 @@ finding covers exactly the data the card describes.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -23,6 +23,7 @@ from qraft_core.plugins import load_plugins
 from qraft_core.store.base import EventStore, Filter
 
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}")
+_NOT_WORD = re.compile(r"[^\w]+|_+")
 # The generic summary shows this many fields of a stream.
 MAX_FIELDS = 5
 
@@ -45,12 +46,16 @@ class SourceContext(BaseModel):
     lines: list[ContextLine] = []
 
 
-ContextSummarise = Callable[[pl.DataFrame], list[ContextLine]]
+# (rows, focus terms) -> lines; focus: the terms the finding is about (a frequent itemset), or none.
+ContextSummarise = Callable[[pl.DataFrame, Sequence[str]], list[ContextLine]]
 
 
 @dataclass(frozen=True)
 class ContextSummarizer:
-    """Summarises the context rows of the event types it claims (rows sorted by time)."""
+    """Summarises the context rows of the event types it claims (rows sorted by time).
+
+    Given focus terms, a summary's sample texts are those containing every term.
+    """
 
     event_types: tuple[str, ...]
     summarise: ContextSummarise
@@ -151,7 +156,24 @@ def _generic_fields(rows: pl.DataFrame, pipeline: SourcePipeline | None) -> list
     return numeric_fields(rows, excluded)
 
 
-def source_lines(rows: pl.DataFrame, pipeline: SourcePipeline | None) -> list[ContextLine]:
+def focus_terms(pattern: PatternEvent) -> list[str]:
+    """The terms a finding is about: a frequent pattern's itemset, else none."""
+    itemset = (pattern.details.model_extra or {}).get("itemset")
+    return [str(term) for term in itemset] if isinstance(itemset, list) else []
+
+
+def words_of(text: str) -> set[str]:
+    """The lower-cased words of a text, split as `text_clean` splits it (on anything not a letter or digit).
+
+    >>> sorted(words_of("BTC ETF: Approval (at last!)"))
+    ['approval', 'at', 'btc', 'etf', 'last']
+    """
+    return set(_NOT_WORD.split(text.lower())) - {""}
+
+
+def source_lines(
+    rows: pl.DataFrame, pipeline: SourcePipeline | None, focus: Sequence[str] = ()
+) -> list[ContextLine]:
     """Plugin summaries for the event types they claim, the generic field summary for the rest."""
     load_plugins()
     lines: list[ContextLine] = []
@@ -160,7 +182,7 @@ def source_lines(rows: pl.DataFrame, pipeline: SourcePipeline | None) -> list[Co
         own = rows.filter(pl.col("type").is_in(summarizer.event_types))
         claimed.update(summarizer.event_types)
         if own.height:
-            lines += summarizer.summarise(own)
+            lines += summarizer.summarise(own, focus)
     rest = rows.filter(~pl.col("type").is_in(sorted(claimed)))
     if rest.height:
         lines += field_summaries(rest, _generic_fields(rest, pipeline))
@@ -201,7 +223,7 @@ def summarise_context(
                 before=before,
                 after=rows.height - before,
                 types=types,
-                lines=source_lines(rows, pipeline) if rows.height else [],
+                lines=source_lines(rows, pipeline, focus_terms(pattern)) if rows.height else [],
             )
         )
     return ContextSummary(

@@ -52,6 +52,15 @@ PHRASE_FIELDS: dict[str, frozenset[str]] = {
     "no_contributors": frozenset(),
     "cross_validated": frozenset({"agreed", "engine_count"}),
     "single_engine": frozenset({"algorithm"}),
+    "one_engine": frozenset({"agreed", "detector_count"}),
+    "named_field": frozenset({"name", "field"}),
+    "zscore_field": frozenset({"field"}),
+    "stat_field": frozenset({"field", "stat"}),
+    "change_levels": frozenset({"field", "before", "after", "change"}),
+    "heading": frozenset({"heading"}),
+    "scored_field": frozenset({"field", "score"}),
+    "separator": frozenset(),
+    "context_example": frozenset({"text"}),
     "context_window": frozenset({"start", "end", "minutes"}),
     "context_source": frozenset({"source", "events", "before", "after"}),
     "context_field": frozenset({"field", "count", "min", "max", "first", "last"}),
@@ -95,6 +104,15 @@ class Phrases(_Strict):
     no_contributors: str
     cross_validated: str
     single_engine: str
+    one_engine: str
+    named_field: str
+    zscore_field: str
+    stat_field: str
+    change_levels: str
+    heading: str
+    scored_field: str
+    separator: str
+    context_example: str
     context_window: str
     context_source: str
     context_field: str
@@ -113,6 +131,10 @@ class LanguageCards(_Strict):
     labels: dict[Literal["confirmed", "false_alarm", "note"], str]
     # Display names of metric and contributor fields; unknown fields show as they are.
     fields: dict[str, str] = {}
+    # Display names of metric units (e.g. pp); unknown units show as they are.
+    units: dict[str, str] = {}
+    # Names of the per-bar statistics of the `aggregate` operator (`value_max`: the bar maximum of value).
+    stats: dict[str, str] = {}
 
 
 class CardsConfig(_Strict):
@@ -161,6 +183,10 @@ PLUGIN_PHRASES: dict[str, PluginPhrase] = {}
 # Display names of metric and contributor fields, per language, registered by plugins;
 # `fields` in cards.yaml overrides them.
 VOCABULARY: dict[str, dict[str, str]] = {lang: {} for lang in LANGS}
+# The same for metric units (`units` in cards.yaml overrides them).
+UNIT_VOCABULARY: dict[str, dict[str, str]] = {lang: {} for lang in LANGS}
+# A field of this suffix is already a z-score (the `normalize` operator's default).
+ZSCORE_SUFFIX = "_z"
 
 
 def register_phrase(name: str, fields: frozenset[str], text: Mapping[str, str]) -> None:
@@ -174,12 +200,17 @@ def register_phrase(name: str, fields: frozenset[str], text: Mapping[str, str]) 
     PLUGIN_PHRASES[name] = PluginPhrase(fields, dict(text))
 
 
-def register_vocabulary(names: Mapping[str, Mapping[str, str]]) -> None:
-    """Display names of fields per language: {lang: {field: name}}."""
-    for lang, by_field in names.items():
-        if lang not in VOCABULARY:
-            raise ValueError(f"vocabulary for unknown language {lang!r} (expected one of {', '.join(LANGS)})")
-        VOCABULARY[lang].update(by_field)
+def register_vocabulary(
+    names: Mapping[str, Mapping[str, str]], units: Mapping[str, Mapping[str, str]] | None = None
+) -> None:
+    """Display names of fields per language: {lang: {field: name}}, and of units likewise."""
+    for vocabulary, given in ((VOCABULARY, names), (UNIT_VOCABULARY, units or {})):
+        for lang, by_name in given.items():
+            if lang not in vocabulary:
+                raise ValueError(
+                    f"vocabulary for unknown language {lang!r} (expected one of {', '.join(LANGS)})"
+                )
+            vocabulary[lang].update(by_name)
 
 
 def plugin_phrase(name: str, lang: str) -> str:
@@ -190,11 +221,32 @@ def plugin_phrase(name: str, lang: str) -> str:
 
 
 def field_name(cards: LanguageCards, lang: str, name: str) -> str:
-    """A field's display name: cards.yaml's `fields`, then plugin vocabulary, else the name itself."""
+    """A field's display name: cards.yaml's `fields`, then plugin vocabulary, else the name itself.
+
+    A z-score field (`volume_z`) is named after the field it scores, as a z-score; a per-bar
+    statistic (`value_max`) after its field and the statistic.
+    """
     if name in cards.fields:
         return cards.fields[name]
     load_plugins()
-    return VOCABULARY.get(lang, {}).get(name, name)
+    if name in VOCABULARY.get(lang, {}):
+        return VOCABULARY[lang][name]
+    base, _, suffix = name.rpartition("_")
+    where = f"cards.yaml: languages.{lang}.phrases"
+    if base and f"_{suffix}" == ZSCORE_SUFFIX:
+        return fill(cards.phrases.zscore_field, {"field": field_name(cards, lang, base)}, f"{where}.zscore_field")
+    if base and suffix in cards.stats:
+        values = {"field": field_name(cards, lang, base), "stat": cards.stats[suffix]}
+        return fill(cards.phrases.stat_field, values, f"{where}.stat_field")
+    return name
+
+
+def unit_name(cards: LanguageCards, lang: str, unit: str) -> str:
+    """A unit's display name: cards.yaml's `units`, then plugin vocabulary, else the unit itself."""
+    if unit in cards.units:
+        return cards.units[unit]
+    load_plugins()
+    return UNIT_VOCABULARY.get(lang, {}).get(unit, unit)
 
 
 def template_fields(template: str, where: str) -> list[str]:

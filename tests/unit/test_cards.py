@@ -65,13 +65,13 @@ def test_every_number_on_every_card_comes_from_the_pattern_or_its_context(
     assert unexplained_numbers(card.markdown, pattern, context) == []
     assert card.type == type_ and card.lang == lang and card.mode == "human"
     # Every section of the card is present, in the language asked for.
-    headings = cards.language(lang).headings
-    for heading in headings.model_dump().values():
-        assert f"**{heading}:**" in card.markdown
+    language = cards.language(lang)
+    for heading in language.headings.model_dump().values():
+        assert f"- {language.phrases.heading.format(heading=heading)} " in card.markdown
     assert f"{pattern.confidence:.2f}" in card.markdown
     assert card.replay_command in card.markdown
     for contributor in pattern.explain.top_contributors:
-        assert f"({contributor.score:.2f})" in card.markdown
+        assert language.phrases.scored_field.format(field="", score=f"{contributor.score:.2f}") in card.markdown
 
 
 def test_the_number_check_catches_an_invented_number(store: MemoryStore, cards: CardsConfig) -> None:
@@ -83,11 +83,18 @@ def test_the_number_check_catches_an_invented_number(store: MemoryStore, cards: 
 def test_drift_card_in_english_states_the_facts(store: MemoryStore, cards: CardsConfig) -> None:
     card, _ = card_for(store, "concept_drift", "en", cards)
     assert card.summary == (
-        "2026-01-05 10:32:15 UTC: concept drift detected on binance_spot. The regime moved from "
-        "Cluster#2 (low volatility) to Cluster#4 (high volatility); price volatility +37%, trade volume "
-        "+1.25 BTC. Main drivers: price volatility (0.60), trade volume (0.30)."
+        "2026-01-05 10:32:15 UTC: concept drift detected on binance_spot; price volatility +37%, "
+        "trade volume +1.25 BTC. Main drivers: price volatility (0.60), trade volume (0.30)."
     )
-    assert "- **What changed:** Cluster#2 (low volatility) → Cluster#4 (high volatility)" in card.markdown
+    assert (
+        "- **What changed:** Cluster#2 (low volatility) → Cluster#4 (high volatility) "
+        "(in the detector's own words)" in card.markdown
+    )
+    assert "- **By how much:** price volatility (`volatility`) +37%, trade volume (`volume`) +1.25 BTC" in card.markdown
+    assert (
+        "- **Top contributing fields:** price volatility (`volatility`) (0.60), trade volume (`volume`) (0.30)"
+        in card.markdown
+    )
     assert "- **Confidence:** 0.87" in card.markdown
     assert (
         "- **Algorithms that agreed:** river.ADWIN 0.22.0, capymoa.ADWIN 0.15.1 "
@@ -98,17 +105,21 @@ def test_drift_card_in_english_states_the_facts(store: MemoryStore, cards: Cards
     assert card.replay_command == (
         "qraft replay --start 2026-01-05T10:27:00Z --end 2026-01-05T10:38:00Z --source binance_spot"
     )
-    assert [c.text for c in card.changes] == ["price volatility +37%", "trade volume +1.25 BTC"]
+    assert [c.text for c in card.changes] == ["price volatility (`volatility`) +37%", "trade volume (`volume`) +1.25 BTC"]
     assert card.label == "rule-based"
 
 
 def test_drift_card_in_chinese(store: MemoryStore, cards: CardsConfig) -> None:
     card, _ = card_for(store, "concept_drift", "zh", cards)
     assert card.title == "概念漂移"
-    assert card.summary.startswith("2026-01-05 10:32:15 UTC：在 binance_spot 上检测到概念漂移。")
-    assert "价格波动率 +37%, 成交量 +1.25 BTC" in card.summary
-    assert "- **建议:** 检查此时发生的变化；针对旧状态调优的内容（阈值、模型、策略）可能需要更新。" in card.markdown
-    assert "（2 个引擎交叉验证）" in card.markdown
+    assert card.summary == (
+        "2026-01-05 10:32:15 UTC：在 binance_spot 上检测到概念漂移；价格波动率 +37%，成交量 +1.25 BTC。"
+        "主要驱动字段：价格波动率（0.60），成交量（0.30）。"
+    )
+    assert "- **变化内容：** Cluster#2 (low volatility) → Cluster#4 (high volatility)（检测器原文）" in card.markdown
+    assert "- **主要驱动字段：** 价格波动率（`volatility`）（0.60），成交量（`volume`）（0.30）" in card.markdown
+    assert "- **建议：** 检查此时发生的变化；针对旧状态调优的内容（阈值、模型、策略）可能需要更新。" in card.markdown
+    assert "- **一致的算法：** river.ADWIN 0.22.0，capymoa.ADWIN 0.15.1（2 个引擎交叉验证）" in card.markdown
 
 
 def test_single_engine_findings_say_they_are_not_cross_validated(
@@ -117,7 +128,10 @@ def test_single_engine_findings_say_they_are_not_cross_validated(
     card, _ = card_for(store, "anomaly", "en", cards)
     assert "river.HalfSpaceTrees 0.22.0 only (not cross-validated)" in card.markdown
     assert card.cross_validated is False and [a.name for a in card.agreed] == ["river.HalfSpaceTrees"]
-    assert "price +2.1%, trade count +45 trades" in card.summary
+    assert card.summary == (
+        "2026-01-05 10:41:30 UTC: anomaly on binance_spot; price +2.1%, trade count +45 trades. "
+        "Most unusual fields: price (0.82), trade count (0.11)."
+    )
 
 
 def test_context_counts_only_the_patterns_sources(store: MemoryStore) -> None:

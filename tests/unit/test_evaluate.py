@@ -167,3 +167,68 @@ def test_cli_lists_every_finding_and_the_window_score(tmp_path: Path, monkeypatc
     missing = CliRunner().invoke(main, ["evaluate", "--truth", str(tmp_path / "none.json")])
     assert missing.exit_code == 2 and "ground truth file not found" in missing.output
     assert "Traceback" not in missing.output
+
+
+def test_every_truth_item_says_which_finding_matched_it_or_that_it_was_missed(tmp_path: Path) -> None:
+    truth = load_truth(write_truth(tmp_path))
+    found = [at("anomaly", "s1", 10, "f-a0"), at("anomaly", "s1", 590, "f-a1"), at("anomaly", "s2", 0, "f-other"),
+             at("concept_drift", "s1", 400, "f-d0")]
+    report = evaluate_findings(found, truth, T0, T0 + timedelta(hours=1), 20_000)
+    assert [(t["id"], t["finding"], t["delay_s"], t["missed"]) for t in report["truth_items"]] == [
+        ("a0", "f-a0", 10.0, False), ("d0", "f-d0", 100.0, False), ("a1", "f-a1", 0.0, False),
+        ("a2", None, None, True)]
+    assert report["truth_items"][0] == {
+        "id": "a0", "type": "anomaly", "stream": "s1", "time": "2026-01-05T00:00:00.000Z", "finding": "f-a0",
+        "finding_time": "2026-01-05T00:00:10.000Z", "delay_s": 10.0, "missed": False}
+    # The same pairs as the per-finding list: one matching, read from both sides.
+    assert sorted((f["finding_id"], f["truth_id"]) for f in report["findings"] if not f["false_alarm"]) == sorted(
+        (t["finding"], t["id"]) for t in report["truth_items"] if not t["missed"])
+    assert [f["finding_id"] for f in report["findings"] if f["false_alarm"]] == ["f-other"]
+
+
+def test_cli_names_false_alarms_and_missed_truth_items(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from qraft_core.cli import main
+    from qraft_core.plugins.markets.examples import example_patterns
+
+    anomaly = next(p for p in example_patterns() if p.type.value == "anomaly")
+    stored = [anomaly.model_copy(update={"timestamp": T0 + timedelta(seconds=s), "pattern_id": i, "source_streams": ["s1"]})
+              for s, i in ((10, "f-a0"), (900, "f-late"))]
+    monkeypatch.setattr("qraft_core.patterns.materialize.load_pattern_events", lambda store, start, end: stored)
+    monkeypatch.setenv("QRAFT_DATA_DIR", str(tmp_path / "data"))
+    truth = write_truth(tmp_path)
+    human = CliRunner().invoke(main, ["evaluate", "--truth", str(truth)])
+    assert human.exit_code == 0, human.output
+    finding_lines = human.output.split("findings:\n")[1].split("\n\n")[0].splitlines()
+    assert [line.split()[3:] for line in finding_lines] == [["matches", "a0", "(+10s)", "f-a0"], ["FALSE", "ALARM", "f-late"]]
+    truth_lines = human.output.split("truth items:\n")[1].splitlines()
+    assert [line.split()[3:] for line in truth_lines] == [
+        ["a0", "found", "(+10s)", "by", "f-a0"], ["d0", "MISSED"], ["a1", "MISSED"], ["a2", "MISSED"]]
+    report = json.loads(CliRunner().invoke(main, ["evaluate", "--truth", str(truth), "--json"]).output)
+    assert [(t["id"], t["finding"], t["missed"]) for t in report["truth_items"]] == [
+        ("a0", "f-a0", False), ("d0", None, True), ("a1", None, True), ("a2", None, True)]
+    assert [(f["finding_id"], f["false_alarm"]) for f in report["findings"]] == [("f-a0", False), ("f-late", True)]
+
+
+def test_the_explorer_evaluation_page_reads_the_same_report(tmp_path: Path) -> None:
+    from qraft_core.api.explorer.queries import evaluation_view
+    from qraft_core.plugins.markets.examples import example_patterns, pattern_rows
+
+    anomaly = next(p for p in example_patterns() if p.type.value == "anomaly")
+    # Dated by its change point (20 s before the event's time), as `qraft evaluate` dates it.
+    dated = anomaly.model_copy(update={
+        "timestamp": T0 + timedelta(seconds=30), "window_start": T0, "pattern_id": "f-a0", "source_streams": ["s1"],
+        "details": anomaly.details.model_copy(update={"change_point": "2026-01-05T00:00:10Z"})})
+    late = dated.model_copy(update={"timestamp": T0 + timedelta(seconds=900), "pattern_id": "f-late",
+                                    "details": anomaly.details})
+    store = MemoryStore()
+    store.insert("pattern_events", pattern_rows([dated, late]))
+    view = evaluation_view(store, write_truth(tmp_path))
+    assert view is not None
+    assert view["items"] == view["report"]["truth_items"]
+    assert [(t["id"], t["finding"], t["delay_s"]) for t in view["items"]] == [
+        ("a0", "f-a0", 10.0), ("d0", None, None), ("a1", None, None), ("a2", None, None)]
+    assert view["false_alarms"] == [
+        {"type": "anomaly", "stream": "s1", "time": "2026-01-05T00:15:00.000Z", "finding": "f-late"}]
+    assert evaluation_view(store, tmp_path / "none.json") is None

@@ -438,7 +438,7 @@ def evaluation_view(store: EventStore, truth_path: Path) -> dict[str, Any] | Non
 
     None when there is no truth file.
     """
-    from qraft_core.evaluate import Item, evaluate_findings, load_truth, match
+    from qraft_core.evaluate import evaluate_findings, finding_items, load_truth
 
     if not truth_path.is_file():
         return None
@@ -447,31 +447,16 @@ def evaluation_view(store: EventStore, truth_path: Path) -> dict[str, Any] | Non
         return None
     # Through the catalogue: the patterns package would load every detector library first.
     events = [e for page in iter_patterns(store, PatternQuery(truth.start, truth.end)) for e in page]
-    findings = [Item(e.type.value, s, e.timestamp, e.pattern_id) for e in events for s in e.source_streams]
     n_events = store.count("clean_events", start=truth.start, end=truth.end).get("", 0)
-    report = evaluate_findings(findings, truth, truth.start, truth.end, n_events)
-    inside = [t for t in truth.items if truth.start <= t.time < truth.end]
-    pairs = match(findings, inside, truth.tolerance_s, report["early_s"])
-    matched = {id(t): f for f, t in pairs if t is not None}
+    report = evaluate_findings(finding_items(events), truth, truth.start, truth.end, n_events)
     return {
         "truth_file": str(truth_path),
         "report": report,
-        "items": [
-            {
-                "type": t.type,
-                "stream": t.stream,
-                "time": iso(t.time),
-                "id": t.id,
-                "finding": matched[id(t)].id if id(t) in matched else None,
-                "finding_time": iso(matched[id(t)].time) if id(t) in matched else None,
-                "delay_s": (matched[id(t)].time - t.time).total_seconds() if id(t) in matched else None,
-            }
-            for t in sorted(inside, key=lambda t: (t.time, t.stream))
-        ],
+        "items": report["truth_items"],
         "false_alarms": [
-            {"type": f.type, "stream": f.stream, "time": iso(f.time), "finding": f.id}
-            for f, t in pairs
-            if t is None
+            {"type": f["type"], "stream": f["stream"], "time": f["time"], "finding": f["finding_id"]}
+            for f in report["findings"]
+            if f["false_alarm"]
         ],
     }
 

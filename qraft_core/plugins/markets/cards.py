@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from qraft_core.explain.context import ContextLine, register_context_summarizer
+from qraft_core.explain.context import ContextLine, register_context_summarizer, words_of
 from qraft_core.explain.templates import register_phrase, register_vocabulary
 from qraft_core.patterns.metrics import Metrics, register_metric_set
 from qraft_core.plugins.markets.rules import TRADE_TYPES
@@ -35,7 +35,7 @@ def _payload_field(*names: str) -> pl.Expr:
 
 
 @register_context_summarizer(TRADE_TYPES)
-def trade_summary(rows: pl.DataFrame) -> list[ContextLine]:
+def trade_summary(rows: pl.DataFrame, focus: Sequence[str] = ()) -> list[ContextLine]:
     """Trade count, price range, first and last price, volume."""
     trades = rows.select(
         _payload_field("p", "price").cast(pl.Float64, strict=False).alias("price"),
@@ -56,13 +56,20 @@ def trade_summary(rows: pl.DataFrame) -> list[ContextLine]:
 
 
 @register_context_summarizer(HEADLINE_TYPES)
-def headline_summary(rows: pl.DataFrame) -> list[ContextLine]:
-    """The number of headlines and the first few titles."""
+def headline_summary(rows: pl.DataFrame, focus: Sequence[str] = ()) -> list[ContextLine]:
+    """The number of headlines and the first few titles; with focus terms (a frequent
+    itemset), how many titles contain them all and the first few of those."""
     titles = rows.select(_payload_field("headline", "title").alias("title")).drop_nulls("title")["title"]
     if titles.len() == 0:
         return []
-    return [ContextLine(phrase="context_headlines", values={"count": titles.len()},
-                        examples=titles.head(MAX_TITLES).to_list())]
+    if not focus:
+        return [ContextLine(phrase="context_headlines", values={"count": titles.len()},
+                            examples=titles.head(MAX_TITLES).to_list())]
+    terms = {term.lower() for term in focus}
+    matching = [title for title in titles.to_list() if terms <= words_of(title)]
+    return [ContextLine(phrase="context_headlines_with",
+                        values={"count": titles.len(), "matching": len(matching), "terms": " & ".join(focus)},
+                        examples=matching[:MAX_TITLES])]
 
 
 register_phrase(
@@ -74,9 +81,23 @@ register_phrase(
     },
 )
 register_phrase("context_headlines", frozenset({"count"}), {"en": "{count} headlines", "zh": "{count} 条新闻标题"})
-register_vocabulary({
-    "en": {"volatility": "price volatility", "volume": "trade volume", "trade_count": "trade count",
-           "price": "price", "spread": "spread", "headline_count": "headline count"},
-    "zh": {"volatility": "价格波动率", "volume": "成交量", "trade_count": "成交笔数", "price": "价格",
-           "spread": "价差", "headline_count": "新闻数量"},
-})
+register_phrase(
+    "context_headlines_with",
+    frozenset({"count", "matching", "terms"}),
+    {"en": "{count} headlines, {matching} of them containing {terms}",
+     "zh": "{count} 条新闻标题，其中 {matching} 条包含 {terms}"},
+)
+# Metric names (MARKET_METRICS) and the bar features detectors read (ohlcv), in both languages.
+register_vocabulary(
+    {
+        "en": {"volatility": "price volatility", "realized_vol": "realized volatility", "volume": "trade volume",
+               "trade_count": "trade count", "price": "price", "close": "close price", "log_return": "log return",
+               "spread": "spread", "headline_count": "headline count", "headlines": "headlines",
+               "trade_size": "mean trade size", "mean_size": "mean trade size", "buy_ratio": "buyer share"},
+        "zh": {"volatility": "价格波动率", "realized_vol": "已实现波动率", "volume": "成交量",
+               "trade_count": "成交笔数", "price": "价格", "close": "收盘价", "log_return": "对数收益率",
+               "spread": "价差", "headline_count": "新闻数量", "headlines": "新闻数量",
+               "trade_size": "平均成交规模", "mean_size": "平均成交规模", "buy_ratio": "主动买入占比"},
+    },
+    units={"en": {"trades": "trades", "headlines": "headlines"}, "zh": {"trades": "笔", "headlines": "条"}},
+)
