@@ -54,14 +54,7 @@ def analyze(ctx: click.Context, files: tuple[Path, ...], time_field: str | None,
     echo(f"inferred settings, written to {config_dir}/:")
     for line in describe_plan(plan):
         echo(line)
-    # The Dagster partitions are declared from the configuration folder when first imported (as for `demo`).
     os.environ[CONFIG_DIR_ENV] = str(config_dir)
-    from qraft_dagster.partitions import PARTITIONS
-
-    if (PARTITIONS.start.timestamp(), PARTITIONS.end and PARTITIONS.end.timestamp()) != (
-            plan.start.timestamp(), plan.end.timestamp()):
-        raise click.ClickException("the pipeline definitions were loaded for another configuration in this "
-                                   "process; run `qraft analyze` in a fresh process")
     rt = Runtime.load(config_dir)
     fresh_data_dir(rt)
     summary = run_file_sources(rt, echo, plan.runs)

@@ -74,7 +74,7 @@ def run_pipeline(rt: Runtime, total_runs: int | None = None) -> dict[str, Any]:
     warnings.filterwarnings("ignore", category=BetaWarning)
     warnings.filterwarnings("ignore", category=PreviewWarning)
     from qraft_dagster.definitions import build_definitions
-    from qraft_dagster.execute import drain_sensor, open_instance
+    from qraft_dagster.execute import catch_up, open_instance
 
     defs = build_definitions(str(rt.config_path.resolve()))
 
@@ -89,7 +89,7 @@ def run_pipeline(rt: Runtime, total_runs: int | None = None) -> dict[str, Any]:
         if not result.success:
             click.echo(f"run {request.run_key} failed; see the Dagster UI for its logs", err=True)
 
-    drain_sensor(defs, instance, None, on_run)
+    catch_up(defs, instance, on_run)  # from and to the daemon's cursor: `qraft up` continues from here
     bar.close()
     from dagster import AssetKey
 
