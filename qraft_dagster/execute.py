@@ -98,6 +98,8 @@ def drain_sensor(
         context = build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources)
         result = sensor.evaluate_tick(context)
         cursor = result.cursor
+        for event in result.asset_events:  # recorded as the daemon records them (raw_events observations)
+            instance.report_runless_asset_event(event)
         if not result.run_requests:
             return cursor
         for request in result.run_requests:
