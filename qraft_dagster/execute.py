@@ -109,7 +109,7 @@ def drain_sensor(
     return cursor
 
 
-def _sensor_origins(workspace_file: Path) -> list[RemoteInstigatorOrigin]:
+def sensor_origins(workspace_file: Path) -> list[RemoteInstigatorOrigin]:
     """The window sensor of each code location the workspace file declares, as the daemon identifies it."""
     return [
         RemoteInstigatorOrigin(RemoteRepositoryOrigin(location, SINGLE_REPOSITORY), SENSOR_NAME)
@@ -119,7 +119,7 @@ def _sensor_origins(workspace_file: Path) -> list[RemoteInstigatorOrigin]:
 
 def stored_cursor(instance: DagsterInstance, workspace_file: Path = WORKSPACE) -> str | None:
     """The window sensor's cursor as the daemon stored it (None: it never ticked)."""
-    for origin in _sensor_origins(workspace_file) if workspace_file.is_file() else []:
+    for origin in sensor_origins(workspace_file) if workspace_file.is_file() else []:
         state = instance.get_instigator_state(origin.get_id(), origin.get_selector().get_id())
         if state is not None and isinstance(state.instigator_data, SensorInstigatorData):
             return state.instigator_data.cursor
@@ -129,7 +129,7 @@ def stored_cursor(instance: DagsterInstance, workspace_file: Path = WORKSPACE) -
 def store_cursor(instance: DagsterInstance, cursor: str | None, workspace_file: Path = WORKSPACE) -> int:
     """Store `cursor` as the daemon's window sensor cursor; returns the code locations updated (0 without
     the workspace file: there is no daemon to share with)."""
-    origins = _sensor_origins(workspace_file) if workspace_file.is_file() else []
+    origins = sensor_origins(workspace_file) if workspace_file.is_file() else []
     for origin in origins:
         state = instance.get_instigator_state(origin.get_id(), origin.get_selector().get_id())
         previous = state.instigator_data if state is not None else None
