@@ -67,8 +67,20 @@ def stop_window_sensor(instance) -> None:  # type: ignore[no-untyped-def]
                                                       SensorInstigatorData(sensor_type=SensorType.STANDARD)))
 
 
-def submit_backfill(instance, keys: list[str]) -> str:  # type: ignore[no-untyped-def]
-    """What the UI's launchPartitionBackfill mutation does for an asset selection and partition names."""
+def prepare_backfill(instance, keys: list[str]):  # type: ignore[no-untyped-def]
+    """What the UI's launchPartitionBackfill mutation builds for an asset selection and partition names
+    (against the loaded code location, as the UI has it loaded before anyone clicks)."""
+    # The code server this starts inherits stdout: keep its log lines off the JSON output.
+    stdout = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        return _backfill(instance, keys)
+    finally:
+        os.dup2(stdout, 1)
+        os.close(stdout)
+
+
+def _backfill(instance, keys: list[str]):  # type: ignore[no-untyped-def]
     from dagster._core.execution.backfill import PartitionBackfill
     from dagster._core.workspace.context import WorkspaceProcessContext
     from dagster._core.workspace.load_target import WorkspaceFileTarget
@@ -77,13 +89,11 @@ def submit_backfill(instance, keys: list[str]) -> str:  # type: ignore[no-untype
         context = workspace.create_request_context()
         graph = context.asset_graph
         selection = [key for key in graph.materializable_asset_keys if graph.get(key).partitions_def is not None]
-        backfill = PartitionBackfill.from_asset_partitions(
+        return PartitionBackfill.from_asset_partitions(
             backfill_id=f"bench{int(time.time())}", asset_graph=graph, partition_names=keys,
             asset_selection=selection, backfill_timestamp=time.time(), tags={}, dynamic_partitions_store=instance,
             all_partitions=False, title=None, description=None, run_config=None,
         )
-        instance.add_backfill(backfill)
-    return backfill.backfill_id
 
 
 def backfill_seconds(config: Path, home: Path, keys: list[str]) -> tuple[float, int]:
@@ -99,8 +109,10 @@ def backfill_seconds(config: Path, home: Path, keys: list[str]) -> tuple[float, 
         try:
             while not instance.get_daemon_heartbeats():  # a user's daemon is up before they click
                 time.sleep(0.5)
+            backfill = prepare_backfill(instance, keys)
             began = time.perf_counter()
-            backfill_id = submit_backfill(instance, keys)
+            instance.add_backfill(backfill)
+            backfill_id = backfill.backfill_id
             deadline = time.monotonic() + TIMEOUT_S
             while time.monotonic() < deadline:
                 runs = instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill_id}))

@@ -4,14 +4,12 @@ from typing import Any
 
 import polars as pl
 from dagster import (
-    AssetDep,
     AssetExecutionContext,
     AssetsDefinition,
     BackfillPolicy,
     MaterializeResult,
     MetadataValue,
     PartitionsDefinition,
-    TimeWindowPartitionMapping,
     asset,
 )
 
@@ -66,12 +64,13 @@ def build_discovery_assets(partitions_def: PartitionsDefinition) -> list[AssetsD
         add_window_counts(context, {"bars": counts_by_window(rt.store, "features", start, end, interval)})
         return MaterializeResult(metadata=run_summary(result, start, end))
 
+    # Detector state flows forward in event time (window N restores N-1's snapshot), but this is not
+    # declared as a self-dependency: Dagster never runs a self-dependent asset with other assets, so
+    # every UI backfill would be two runs (two processes, two JVM starts) instead of one. Order holds
+    # without it: a ranged run processes its windows in order, the instance runs one run at a time in
+    # request order, and a window whose previous state is missing rebuilds it (DetectorStateMissing).
     @asset(
-        deps=[
-            features,
-            # The previous window's detector state: state flows forward in event time.
-            AssetDep("detections", partition_mapping=TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)),
-        ],
+        deps=[features],
         kinds={"river", "capymoa", "clickhouse"},
         check_specs=DETECTOR_CHECKS,
         **pipeline,
