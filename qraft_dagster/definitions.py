@@ -50,8 +50,6 @@ def build_definitions(
         PIPELINE_JOB,
         selection=AssetSelection.assets(*pipeline_assets),
         description="clean_events → features → detections → pattern_events → explanation_cards over a window range.",
-        # One process per run, not per step: a backfill run pays the imports and the JVM start once.
-        executor_def=in_process_executor,
     )
     return Definitions(
         assets=[*ingest_specs(config, _sources(directory)), *pipeline_assets],
@@ -60,6 +58,9 @@ def build_definitions(
         # Off by default: the sensor materializes windows as they close; this is the fixed-clock alternative.
         schedules=[build_schedule_from_partitioned_job(pipeline_job)],
         resources={"qraft": qraft or QraftResource(config_dir=str(directory))},
+        # One process per run, not per step, for every job: the pipeline job and the asset job behind the UI's
+        # "Materialize" and backfills. A run pays the imports and the JVM start once.
+        executor=in_process_executor,
     )
 
 

@@ -102,3 +102,12 @@ def test_the_job_runs_on_the_fake_resource_with_per_window_metadata(config_dir):
     assert clean["2026-01-05-00:01"]["run_summary"].value["clean_events"] == 119
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"dead_letter_ratio": True, "no_rejected_windows": True}
+
+
+def test_every_job_runs_in_one_process(config_dir):
+    """The pipeline job and the implicit asset job the UI's backfills use (one process per run, not per step)."""
+    from qraft_dagster.definitions import build_definitions
+
+    defs = build_definitions(config_dir)
+    assert defs.resolve_job_def("qraft_pipeline").executor_def.name == "in_process"
+    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "in_process"
