@@ -137,7 +137,8 @@ def main() -> int:
     from qraft_dagster.execute import ensure_dagster_home
     from qraft_dagster.partitions import partition_key
 
-    with tempfile.TemporaryDirectory() as directory:
+    # The daemon's last writes may still land while the folder is removed.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as directory:
         work = Path(directory)
         raw = day_of_raw_events(work)
         configs = {name: write_config(work, name) for name in ("replay", "backfill")}
@@ -148,11 +149,11 @@ def main() -> int:
         interval = rt.config.partitions.interval
         keys = [partition_key(START + interval * i) for i in range(WINDOWS)]
         baseline = replay_seconds(configs["replay"], START, START + interval * WINDOWS)
-        value, runs, executing = backfill_seconds(configs["backfill"], Runtime.load(configs["backfill"]).config.dagster_home,
-                                       keys)
-    print(json.dumps({"bench": "backfill_vs_replay", "value": round(value, 1), "unit": "s",
-                      "baseline": round(baseline, 1), "ratio": round(value / baseline, 3),
-                      "windows": WINDOWS, "backfill_runs": runs, "backfill_runs_executing_s": executing}))
+        home = Runtime.load(configs["backfill"]).config.dagster_home
+        value, runs, executing = backfill_seconds(configs["backfill"], home, keys)
+        print(json.dumps({"bench": "backfill_vs_replay", "value": round(value, 1), "unit": "s",
+                          "baseline": round(baseline, 1), "ratio": round(value / baseline, 3), "windows": WINDOWS,
+                          "backfill_runs": runs, "backfill_runs_executing_s": executing}), flush=True)
     return 0
 
 
