@@ -89,8 +89,7 @@ def pipeline_services(config_dir: Path, runs_pipeline: bool = False, ephemeral: 
 
 
 def point_dagster_at(config_dir: Path) -> None:
-    """Make the Dagster definitions (in this process and its children) read `config_dir`: they read
-    the configuration folder when first imported."""
+    """Make Dagster processes started from here (daemon, webserver, run workers) read `config_dir`."""
     os.environ[CONFIG_DIR_ENV] = str(config_dir.resolve())
 
 

@@ -54,14 +54,8 @@ def analyze(ctx: click.Context, files: tuple[Path, ...], time_field: str | None,
     echo(f"inferred settings, written to {config_dir}/:")
     for line in describe_plan(plan):
         echo(line)
-    # The Dagster partitions are declared from the configuration folder when first imported (as for `demo`).
+    # Dagster processes started from here (a daemon, a webserver) read the same configuration folder.
     point_dagster_at(config_dir)
-    from qraft_dagster.partitions import PARTITIONS
-
-    if (PARTITIONS.start.timestamp(), PARTITIONS.end and PARTITIONS.end.timestamp()) != (
-            plan.start.timestamp(), plan.end.timestamp()):
-        raise click.ClickException("the pipeline definitions were loaded for another configuration in this "
-                                   "process; run `qraft analyze` in a fresh process")
     found = pipeline_services(config_dir, runs_pipeline=True)
     rt = found.runtime
     fresh_data_dir(rt)

@@ -2,10 +2,14 @@
 
 Used by `qraft demo`, `qraft replay --in-process` and the tests: the same job,
 assets and sensor as under the daemon, so the runs show up in the UI afterwards.
+Runs requested by the sensor carry its run keys and name, and `catch_up` stores
+the sensor's cursor where the daemon reads it: `qraft up` after `qraft demo`
+continues where the demo ended instead of computing it again.
 """
 
 import json
 import os
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -17,12 +21,26 @@ from dagster import (
     RunRequest,
     build_sensor_context,
 )
+from dagster._core.definitions.sensor_definition import SensorType
+from dagster._core.remote_origin import RemoteInstigatorOrigin, RemoteRepositoryOrigin
+from dagster._core.scheduler.instigation import (
+    InstigatorState,
+    InstigatorStatus,
+    InstigatorType,
+    SensorInstigatorData,
+)
+from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+from dagster._core.workspace.load_target import WorkspaceFileTarget
 
 from qraft_core.config import DagsterConfig, PartitionsConfig
 from qraft_dagster.instance import write_instance_settings
 from qraft_dagster.sensors.windows import PIPELINE_JOB, window_tags
 
 SENSOR_NAME = "qraft_window_sensor"
+# The code location `qraft up` serves (`dagster dev -w workspace.yaml`, from the project folder).
+WORKSPACE = Path("workspace.yaml")
+# What Dagster names the repository of a code location defined by one `Definitions` object.
+SINGLE_REPOSITORY = "__repository__"
 # Step-level chatter goes to the run's event log (the UI), not the terminal.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -57,8 +75,12 @@ def materialize_windows(
 
 
 def execute_request(defs: Definitions, instance: DagsterInstance, request: RunRequest) -> ExecuteInProcessResult:
+    """Run what the sensor requested, tagged as the daemon tags its runs (run key, sensor name)."""
+    tags = dict(request.tags)
+    if request.run_key:
+        tags |= {RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: SENSOR_NAME}
     return defs.resolve_job_def(PIPELINE_JOB).execute_in_process(
-        run_config=QUIET, instance=instance, partition_key=request.partition_key, tags=dict(request.tags),
+        run_config=QUIET, instance=instance, partition_key=request.partition_key, tags=tags,
         raise_on_error=False,
     )
 
@@ -76,12 +98,62 @@ def drain_sensor(
         context = build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources)
         result = sensor.evaluate_tick(context)
         cursor = result.cursor
+        for event in result.asset_events:  # recorded as the daemon records them (raw_events observations)
+            instance.report_runless_asset_event(event)
         if not result.run_requests:
             return cursor
         for request in result.run_requests:
             outcome = execute_request(defs, instance, request)
             if on_run is not None:
                 on_run(request, outcome)
+    return cursor
+
+
+def sensor_origins(workspace_file: Path) -> list[RemoteInstigatorOrigin]:
+    """The window sensor of each code location the workspace file declares, as the daemon identifies it."""
+    return [
+        RemoteInstigatorOrigin(RemoteRepositoryOrigin(location, SINGLE_REPOSITORY), SENSOR_NAME)
+        for location in WorkspaceFileTarget([str(workspace_file)]).create_origins()
+    ]
+
+
+def stored_cursor(instance: DagsterInstance, workspace_file: Path = WORKSPACE) -> str | None:
+    """The window sensor's cursor as the daemon stored it (None: it never ticked)."""
+    for origin in sensor_origins(workspace_file) if workspace_file.is_file() else []:
+        state = instance.get_instigator_state(origin.get_id(), origin.get_selector().get_id())
+        if state is not None and isinstance(state.instigator_data, SensorInstigatorData):
+            return state.instigator_data.cursor
+    return None
+
+
+def store_cursor(instance: DagsterInstance, cursor: str | None, workspace_file: Path = WORKSPACE) -> int:
+    """Store `cursor` as the daemon's window sensor cursor; returns the code locations updated (0 without
+    the workspace file: there is no daemon to share with)."""
+    origins = sensor_origins(workspace_file) if workspace_file.is_file() else []
+    for origin in origins:
+        state = instance.get_instigator_state(origin.get_id(), origin.get_selector().get_id())
+        previous = state.instigator_data if state is not None else None
+        data = SensorInstigatorData(
+            cursor=cursor, sensor_type=SensorType.STANDARD, last_sensor_start_timestamp=time.time(),
+            min_interval=previous.min_interval if isinstance(previous, SensorInstigatorData) else None,
+        )
+        if state is None:
+            instance.add_instigator_state(
+                InstigatorState(origin, InstigatorType.SENSOR, InstigatorStatus.DECLARED_IN_CODE, data))
+        else:
+            instance.update_instigator_state(state.with_data(data))
+    return len(origins)
+
+
+def catch_up(
+    defs: Definitions,
+    instance: DagsterInstance,
+    on_run: Callable[[RunRequest, ExecuteInProcessResult], None] | None = None,
+    workspace_file: Path = WORKSPACE,
+) -> str | None:
+    """`drain_sensor` from the daemon's cursor, then store where it ended for the daemon."""
+    cursor = drain_sensor(defs, instance, stored_cursor(instance, workspace_file), on_run)
+    store_cursor(instance, cursor, workspace_file)
     return cursor
 
 

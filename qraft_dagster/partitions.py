@@ -1,4 +1,8 @@
-"""The one place where Qraft's time-window partitions are declared.
+"""How Qraft's time-window partitions are built from `partitions` in qraft.yaml.
+
+The definitions are built from a configuration object (`build_definitions`); nothing here
+reads configuration at import. The range is `start` to `end` as configured: a bounded
+dataset (a replayed file, the demo) declares its own end, so every partition has data.
 
 Windows are `partitions.interval_minutes` long (1 minute for the demo). With
 an open end, only the newest `max_partitions` windows exist: Dagster's UI gets
@@ -53,13 +57,3 @@ def partition_key(window_start: datetime) -> str:
 
 def window_of(key: str) -> datetime:
     return datetime.strptime(key, PARTITION_FORMAT).replace(tzinfo=UTC)
-
-
-def _configured_partitions() -> TimeWindowPartitionsDefinition:
-    from qraft_core.config import load_qraft_config
-
-    return build_partitions(load_qraft_config().partitions)
-
-
-# Declared once, from config/qraft.yaml (or QRAFT_CONFIG_DIR), for every asset, job and sensor.
-PARTITIONS = _configured_partitions()

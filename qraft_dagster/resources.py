@@ -1,8 +1,53 @@
-"""Where Dagster gets Qraft's real services: one resource built from the config directory."""
+"""Where Dagster gets Qraft's real services: one resource built from the config directory.
+
+A process keeps one `Runtime` per config directory: YAML is read and the store opened and
+migrated once, not on every asset call and sensor tick. Edits to the configuration (files or
+`QRAFT_*` variables) therefore apply to the next process: every run the daemon launches is a
+new process, so to its next run; the sensor runs in the code server, so after a reload of the
+code location (or `qraft up` restarted).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
 
 from dagster import ConfigurableResource
 
+from qraft_core.config import ConfigError, QraftConfig, load_qraft_config
 from qraft_core.runtime import Runtime
+from qraft_core.store.fake import MemoryStore
+
+_runtimes: dict[Path, Runtime] = {}
+_loading = threading.Lock()
+
+
+def require_qraft_yaml(directory: Path | str) -> Path:
+    """The configuration file the code location is built from; its absence is an error, never the defaults
+    (the default partitions are one fixed day, which would silently hide every other window)."""
+    path = Path(directory) / "qraft.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{path.resolve()}: file not found (Dagster's partitions, store and sensor are "
+                          "configured there; set QRAFT_CONFIG_DIR to the folder holding it)")
+    return path
+
+
+def shared_runtime(directory: Path | str) -> Runtime:
+    """This process's Runtime for a config directory, loaded on first use."""
+    key = Path(directory).resolve()
+    with _loading:
+        if key not in _runtimes:
+            require_qraft_yaml(key)
+            _runtimes[key] = Runtime(config=load_qraft_config(key), config_path=key)
+        return _runtimes[key]
+
+
+def share_config(directory: Path | str, config: QraftConfig) -> None:
+    """Make `config` (already loaded by a command) the one the resource of `directory` uses in this process."""
+    key = Path(directory).resolve()
+    with _loading:
+        if key not in _runtimes or _runtimes[key].config is not config:
+            _runtimes[key] = Runtime(config=config, config_path=key)
 
 
 class QraftResource(ConfigurableResource):  # type: ignore[misc]
@@ -12,5 +57,28 @@ class QraftResource(ConfigurableResource):  # type: ignore[misc]
 
     @property
     def runtime(self) -> Runtime:
-        # Loaded per use, so QRAFT_* overrides and config edits apply to the next run.
-        return Runtime.load(self.config_dir)
+        return shared_runtime(self.config_dir)
+
+
+class MemoryRuntime(Runtime):
+    """A Runtime whose store is in memory: the pipeline without chDB, for Dagster-level tests."""
+
+    def __init__(self, directory: Path | str) -> None:
+        super().__init__(config=load_qraft_config(directory), config_path=Path(directory))
+        self.memory = MemoryStore()
+
+    @property  # type: ignore[override]
+    def store(self) -> MemoryStore:  # type: ignore[override]
+        return self.memory
+
+
+class MemoryQraftResource(QraftResource):  # type: ignore[misc]
+    """The fake resource: same configuration, an in-memory store (one per config directory per process)."""
+
+    @property
+    def runtime(self) -> Runtime:
+        key = Path(self.config_dir).resolve()
+        with _loading:
+            if not isinstance(_runtimes.get(key), MemoryRuntime):
+                _runtimes[key] = MemoryRuntime(key)
+            return _runtimes[key]

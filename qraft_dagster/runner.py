@@ -16,7 +16,7 @@ from dagster import AssetKey, BetaWarning, DagsterInstance, Definitions, Preview
 from qraft_core.runtime import Runtime, jvm_crash_env
 from qraft_core.services.ports import PendingRuns, WindowRuns
 from qraft_dagster.definitions import build_definitions
-from qraft_dagster.execute import drain_sensor, open_instance
+from qraft_dagster.execute import catch_up, open_instance
 from qraft_dagster.replay import run_replay
 
 # The assets whose materialized windows the summary of a run counts: the first and the last.
@@ -61,7 +61,7 @@ class DagsterPipelineRunner:
                 counts.failed += 1
             on_run(request.run_key, result.success)
 
-        drain_sensor(self.definitions, self.instance, None, count)
+        catch_up(self.definitions, self.instance, count)  # from and to the daemon's cursor: `qraft up` continues here
         counts.windows_materialized = {
             name: len(self.instance.get_materialized_partitions(AssetKey(name))) for name in COUNTED_ASSETS
         }

@@ -1,9 +1,25 @@
-"""Turning qraft_core's result dictionaries into Dagster metadata."""
+"""Turning qraft_core's results into Dagster metadata, per partition.
 
-from datetime import datetime
+A run may materialize a range of windows; each partition's metadata describes its own
+window (counts, findings), read back from the store, and the run's own totals stay under
+one `run_summary` entry, labelled as such.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from dagster import AssetExecutionContext, MetadataValue
+import polars as pl
+from dagster import AssetExecutionContext, MetadataValue, TableColumn, TableRecord, TableSchema
+
+from qraft_core.config import ApiConfig
+from qraft_core.store.base import EventStore, Filter
+from qraft_core.store.schema import spec
+from qraft_dagster.partitions import partition_key
+
+FINDING_COLUMNS = ("pattern_id", "type", "time", "streams", "confidence", "cross_validated", "explorer")
 
 
 def window(context: AssetExecutionContext) -> tuple[datetime, datetime]:
@@ -25,3 +41,56 @@ def as_metadata(result: dict[str, Any], markdown: dict[str, str] | None = None) 
     for key, text in (markdown or {}).items():
         metadata[key] = MetadataValue.md(text)
     return metadata
+
+
+def run_summary(result: dict[str, Any], start: datetime, end: datetime) -> dict[str, Any]:
+    """The run's totals over all its windows, as one entry that says so."""
+    return {"run_summary": MetadataValue.json({"windows_of_run": [str(start), str(end)], **result})}
+
+
+def rows_by_window(
+    store: EventStore, table: str, start: datetime, end: datetime, interval: timedelta, columns: list[str],
+    where: Sequence[Filter] = (),
+) -> pl.DataFrame:
+    """`columns` of the table's rows in [start, end), with `window`: the partition key of each row."""
+    time_column = spec(table).time_column
+    assert time_column is not None, f"{table} has no time column"
+    frame = store.select(table, start=start, end=end, where=where, columns=[time_column, *columns])
+    keys = [partition_key(w) for w in frame[time_column].dt.truncate(f"{int(interval.total_seconds())}s")]
+    return frame.with_columns(pl.Series("window", keys, dtype=pl.Utf8))
+
+
+def counts_by_window(
+    store: EventStore, table: str, start: datetime, end: datetime, interval: timedelta
+) -> dict[str, int]:
+    frame = rows_by_window(store, table, start, end, interval, [])
+    return dict(frame.group_by("window").len().iter_rows())
+
+
+def add_window_counts(context: AssetExecutionContext, counts: dict[str, dict[str, int]]) -> None:
+    """Per partition of the run: `{name: count in that window}` (0 where the window had none)."""
+    for key in context.partition_keys:
+        context.add_asset_metadata({name: by_window.get(key, 0) for name, by_window in counts.items()},
+                                   partition_key=key)
+
+
+def explorer_url(api: ApiConfig, pattern_id: str) -> str:
+    """The finding's page in the explorer served by `qraft api`."""
+    # A server listening on every interface is reached locally through the loopback address.
+    host = "127.0.0.1" if api.host in ("0.0.0.0", "::", "") else api.host
+    return f"http://{host}:{api.port}/#/finding/{pattern_id}"
+
+
+def findings_table(findings: pl.DataFrame, api: ApiConfig) -> MetadataValue:
+    """Every finding of a window as a table, each with its explorer link."""
+    records = [
+        TableRecord({
+            "pattern_id": row["pattern_id"], "type": row["type"], "time": str(row["timestamp"]),
+            "streams": ", ".join(row["source_streams"]), "confidence": round(float(row["confidence"]), 4),
+            "cross_validated": bool(row["cross_validated"]), "explorer": explorer_url(api, row["pattern_id"]),
+        })
+        for row in findings.sort("timestamp", "pattern_id").iter_rows(named=True)
+    ]
+    types = {"confidence": "float", "cross_validated": "bool"}
+    schema = TableSchema(columns=[TableColumn(name, types.get(name, "string")) for name in FINDING_COLUMNS])
+    return MetadataValue.table(records, schema=schema)

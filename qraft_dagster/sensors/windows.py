@@ -53,6 +53,7 @@ from qraft_core.scheduling import (
     plan_retries,
     plan_windows,
 )
+from qraft_dagster.assets.ingest import observe_raw_events
 from qraft_dagster.partitions import partition_key, partition_start, window_of
 from qraft_dagster.resources import QraftResource
 
@@ -149,8 +150,9 @@ def build_window_sensor(job: JobDefinition | UnresolvedAssetJobDefinition) -> Se
         heal = cursor.pop("heal", {})
         landed_seen = cursor.get("landed_seen")
         watermark = cursor.get("max_event_time")
+        since = datetime.fromisoformat(landed_seen.replace("Z", "+00:00")) if landed_seen else EPOCH
         seen = observe_landing(
-            rt.store, datetime.fromisoformat(landed_seen.replace("Z", "+00:00")) if landed_seen else EPOCH,
+            rt.store, since,
             datetime.fromisoformat(watermark.replace("Z", "+00:00")) if watermark else None, jump_bound(partitions),
         )
         plan = plan_windows(cursor, seen, datetime.now(UTC), partitions, partition_start(partitions))
@@ -171,9 +173,12 @@ def build_window_sensor(job: JobDefinition | UnresolvedAssetJobDefinition) -> Se
             for failure in given_up:
                 context.log.error(f"run {failure.run_id} of [{iso(failure.start)}, {iso(failure.end)}) failed "
                                   f"after {failure.attempt} re-runs; it is not retried again")
+        # Ingest shows in the lineage: each landing is recorded on raw_events (counts, lag, dead letters).
+        observed = [observe_raw_events(rt.store, since)] if seen.max_landed_at is not None else []
         return SensorResult(
             run_requests=[run_request(r, partitions) for r in requests],
             cursor=json.dumps({**plan.cursor, "heal": heal}, sort_keys=True),
+            asset_events=observed,
         )
 
     return qraft_window_sensor

@@ -138,7 +138,7 @@ def test_bad_windows_and_golden_files_are_refused_clearly(landed, tmp_path, monk
     assert code == 2 and "version: expected 1, got 99" in output
     # A window without data, in a store that has none before it either: it completes and says so.
     monkeypatch.setenv("QRAFT_DATA_DIR", str(tmp_path / "empty"))
-    code, summary = _qraft(config, "replay", "--start", "2026-01-05T12:00:00Z", "--end", "2026-01-05T12:05:00Z",
+    code, summary = _qraft(config, "replay", "--start", "2026-01-05T02:00:00Z", "--end", "2026-01-05T02:05:00Z",
                            "--in-process", "--json")
     assert code == 0, summary
     assert summary["no_data"] is True and summary["pattern_events"] == 0
