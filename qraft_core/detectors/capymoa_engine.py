@@ -33,7 +33,7 @@ from functools import cache
 from typing import Any, ClassVar
 
 from qraft_core.detectors.anomaly import ANOMALY_DEFAULTS, AnomalyDetector
-from qraft_core.detectors.base import Signal, StreamDetector
+from qraft_core.detectors.base import Signal, StreamDetector, register_detector
 from qraft_core.detectors.drift import DRIFT_DEFAULTS, DriftDetector
 from qraft_core.events import iso, utc
 
@@ -122,6 +122,7 @@ class CapyDrift(CapyMOADetector, DriftDetector):
         return bool(model.detected_change())
 
 
+@register_detector("ADWIN")
 class CapyADWIN(CapyDrift):
     defaults: ClassVar[dict[str, Any]] = {**DRIFT_DEFAULTS, **HISTORY_DEFAULTS, "delta": 0.002}
 
@@ -131,6 +132,7 @@ class CapyADWIN(CapyDrift):
         return ADWIN(delta=self.param("delta"))
 
 
+@register_detector("PageHinkley")
 class CapyPageHinkley(CapyDrift):
     defaults: ClassVar[dict[str, Any]] = {
         **DRIFT_DEFAULTS,
@@ -152,6 +154,7 @@ class CapyPageHinkley(CapyDrift):
         )
 
 
+@register_detector("CUSUM")
 class CapyCUSUM(CapyDrift):
     defaults: ClassVar[dict[str, Any]] = {
         **DRIFT_DEFAULTS,
@@ -171,6 +174,7 @@ class CapyCUSUM(CapyDrift):
         )
 
 
+@register_detector("HalfSpaceTrees")
 class CapyHalfSpaceTrees(CapyMOADetector, AnomalyDetector):
     """MOA's HSTrees on standardized, squashed features (the unit box the trees split)."""
 

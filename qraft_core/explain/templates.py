@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from qraft_core.config import ConfigError, config_dir, parse_model, read_yaml
 from qraft_core.events import PatternType
-from qraft_core.plugins import load_plugins
+from qraft_core.registry import Registry
 
 Lang = Literal["en", "zh"]
 LANGS: tuple[Lang, ...] = ("en", "zh")
@@ -157,10 +157,10 @@ class PluginPhrase:
     text: Mapping[str, str]
 
 
-PLUGIN_PHRASES: dict[str, PluginPhrase] = {}
+PLUGIN_PHRASES: Registry[PluginPhrase] = Registry("phrase")
 # Display names of metric and contributor fields, per language, registered by plugins;
 # `fields` in cards.yaml overrides them.
-VOCABULARY: dict[str, dict[str, str]] = {lang: {} for lang in LANGS}
+VOCABULARY: dict[str, Registry[str]] = {lang: Registry(f"{lang} field name") for lang in LANGS}
 
 
 def register_phrase(name: str, fields: frozenset[str], text: Mapping[str, str]) -> None:
@@ -171,7 +171,7 @@ def register_phrase(name: str, fields: frozenset[str], text: Mapping[str, str]) 
         if lang not in text:
             raise ValueError(f"phrase {name!r}: no text for language {lang!r}")
         check_template(text[lang], fields, f"phrase {name!r} ({lang})")
-    PLUGIN_PHRASES[name] = PluginPhrase(fields, dict(text))
+    PLUGIN_PHRASES.add(name, PluginPhrase(fields, dict(text)))
 
 
 def register_vocabulary(names: Mapping[str, Mapping[str, str]]) -> None:
@@ -179,11 +179,11 @@ def register_vocabulary(names: Mapping[str, Mapping[str, str]]) -> None:
     for lang, by_field in names.items():
         if lang not in VOCABULARY:
             raise ValueError(f"vocabulary for unknown language {lang!r} (expected one of {', '.join(LANGS)})")
-        VOCABULARY[lang].update(by_field)
+        for key, display in by_field.items():
+            VOCABULARY[lang].add(key, display)
 
 
 def plugin_phrase(name: str, lang: str) -> str:
-    load_plugins()
     if name not in PLUGIN_PHRASES:
         raise TemplateError(f"no phrase {name!r} in cards.yaml or any plugin")
     return PLUGIN_PHRASES[name].text[lang]
@@ -193,7 +193,6 @@ def field_name(cards: LanguageCards, lang: str, name: str) -> str:
     """A field's display name: cards.yaml's `fields`, then plugin vocabulary, else the name itself."""
     if name in cards.fields:
         return cards.fields[name]
-    load_plugins()
     return VOCABULARY.get(lang, {}).get(name, name)
 
 
