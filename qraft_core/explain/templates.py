@@ -193,7 +193,8 @@ def field_name(cards: LanguageCards, lang: str, name: str) -> str:
     """A field's display name: cards.yaml's `fields`, then plugin vocabulary, else the name itself."""
     if name in cards.fields:
         return cards.fields[name]
-    return VOCABULARY.get(lang, {}).get(name, name)
+    vocabulary = VOCABULARY.get(lang)
+    return name if vocabulary is None else vocabulary.get(name, name)
 
 
 def template_fields(template: str, where: str) -> list[str]:
