@@ -280,14 +280,13 @@ class QraftConfig(Strict):
 
 
 class SourceConfig(Strict):
-    """One source in `config/sources.yaml` (the seed's name/type/endpoint/parser/transform)."""
+    """One source in `config/sources.yaml`."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     type: str
     enabled: bool = True
     endpoint: str = ""
     parser: str = "generic"
-    transform: dict[str, Any] = Field(default_factory=dict)
     # Type-specific settings, validated by the adapter registered for `type`.
     options: dict[str, Any] = Field(default_factory=dict)
     rate_limit_per_s: float | None = Field(default=None, gt=0)

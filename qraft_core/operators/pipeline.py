@@ -2,7 +2,6 @@
 
     preprocessing:
       bar_seconds: 10                # bar size of sources that do not state their own
-      default: [validate_schema, add_ingest_time, drop_malformed]
       pipeline_by_source:
         - source: cpu
           bar_seconds: 300           # this source's bar size (optional)
@@ -21,15 +20,15 @@
 
 An operator is written as its name alone or as `name: {params}`. Unknown keys,
 unknown operators and bad parameters are errors naming file, key and what was
-expected. `default` names the universal cleaning steps that run before these
-chains (schema validation, timestamp checks, malformed events to dead letters).
+expected. The chains read the events the clean step kept (schema, event times
+and malformed payloads are checked there, for every source).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 from pydantic import Field, field_validator, model_validator
@@ -43,8 +42,6 @@ from qraft_core.operators.base import (
     build_operator,
 )
 
-UniversalStep = Literal["validate_schema", "add_ingest_time", "drop_malformed"]
-UNIVERSAL_STEPS: list[UniversalStep] = ["validate_schema", "add_ingest_time", "drop_malformed"]
 # One day: the longest window a partition can have, so the longest bar.
 MAX_BAR_SECONDS = 86_400
 
@@ -117,7 +114,6 @@ class SourcePipeline(Strict):
 
 class PreprocessingConfig(Strict):
     bar_seconds: int = Field(default=10, ge=1, le=MAX_BAR_SECONDS)
-    default: list[UniversalStep] = Field(default_factory=lambda: list(UNIVERSAL_STEPS))
     pipeline_by_source: list[SourcePipeline] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -289,9 +289,9 @@ def test_bundled_config_loads_with_the_contract_features() -> None:
             "joins form a cycle: a → b → a",
         ),
         (
-            "preprocessing:\n  default: [validate_schema, guess_types]\n",
-            "preprocessing.default[1]: Input should be "
-            "'validate_schema', 'add_ingest_time' or 'drop_malformed'",
+            # The universal cleaning steps always run (the clean step); naming them was decorative.
+            "preprocessing:\n  default: [validate_schema]\n",
+            "preprocessing.default: an unknown key (check the spelling)",
         ),
     ],
 )
