@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from qraft_core.events import MAX_NESTING, MAX_RECORD_BYTES, content_problem, safe_text, stable_id
 from qraft_core.registry import Registry, UnknownName
+from qraft_core.timeutil import parse_iso
 
 TimeUnit = Literal["auto", "s", "ms", "us", "ns", "iso"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -75,12 +76,10 @@ def parse_time(value: Any, unit: TimeUnit = "auto") -> datetime:
         except OverflowError as exc:
             raise ParseError(f"timestamp {value!r} is out of range") from exc
     if isinstance(value, str):
-        text = value.strip().replace("Z", "+00:00")
         try:
-            parsed = datetime.fromisoformat(text)
+            return parse_iso(value)
         except ValueError:
             raise ParseError(f"timestamp {value!r} is neither an epoch number nor ISO 8601") from None
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     raise ParseError(f"timestamp {value!r} is not a time")
 
 

@@ -26,6 +26,7 @@ import polars as pl
 
 from qraft_core.events import iso, utc
 from qraft_core.registry import Registry
+from qraft_core.timeutil import parse_iso
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,9 @@ class Signal:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Signal:
         values = dict(data)
-        values["time"] = _parse(values["time"])
-        values["onset"] = _parse(values["onset"]) if values.get("onset") else None
+        values["time"] = parse_iso(str(values["time"]))
+        values["onset"] = parse_iso(str(values["onset"])) if values.get("onset") else None
         return cls(**values)
-
-
-def _parse(text: Any) -> datetime:
-    return utc(datetime.fromisoformat(str(text).replace("Z", "+00:00")))
 
 
 def confidence_of(score: float, scale: float) -> float:

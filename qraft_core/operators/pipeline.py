@@ -41,6 +41,7 @@ from qraft_core.operators.base import (
     TrailingOperator,
     build_operator,
 )
+from qraft_core.streams import StreamId
 
 # One day: the longest window a partition can have, so the longest bar.
 MAX_BAR_SECONDS = 86_400
@@ -99,17 +100,17 @@ class SourcePipeline(Strict):
         if self.stream_key is None:
             return pl.lit(self.source)
         value = pl.col("payload").str.json_path_match(f"$.{self.stream_key}").fill_null("")
-        return pl.concat_str(pl.lit(self.source + ":"), value)
+        return pl.concat_str(pl.lit(StreamId.key_prefix(self.source)), value)
 
     def owns_stream(self, stream: pl.Expr) -> pl.Expr:
         if self.stream_key is None:
             return stream == self.source
-        return stream.str.starts_with(self.source + ":")
+        return stream.str.starts_with(StreamId.key_prefix(self.source))
 
     def owns_stream_name(self, stream: str) -> bool:
         if self.stream_key is None:
             return stream == self.source
-        return stream.startswith(self.source + ":")
+        return stream.startswith(StreamId.key_prefix(self.source))
 
 
 class PreprocessingConfig(Strict):
