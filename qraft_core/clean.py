@@ -27,6 +27,7 @@ from qraft_core.config import CleanConfig
 from qraft_core.events import stable_id
 from qraft_core.registry import Registry
 from qraft_core.store.base import EventStore, Filter
+from qraft_core.store.schema import spec
 
 CLEAN_STAGE = "clean"
 # (condition, reason) pairs over the raw columns `payload`, `type`, `timestamp`, `ingest_time`.
@@ -136,10 +137,7 @@ def check_event(
 
 
 _MS = pl.Datetime("ms", "UTC")
-CLEAN_SCHEMA: dict[str, pl.DataType] = {
-    "event_id": pl.Utf8(), "source": pl.Utf8(), "type": pl.Utf8(), "timestamp": _MS, "ingest_time": _MS,
-    "window_start": _MS, "payload": pl.Utf8(), "repaired": pl.UInt8(),
-}
+CLEAN_SCHEMA = spec("clean_events").frame_schema
 
 
 def clean_frame(
