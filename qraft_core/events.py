@@ -272,6 +272,18 @@ class PatternEvent(BaseModel):
     def _aware_utc(cls, value: datetime) -> datetime:
         return utc(value)
 
+    @property
+    def engines(self) -> list[str]:
+        """The engines whose detectors found this pattern (cross-validated: more than one).
+
+        The pattern builder records them in `details.engines` (each detector's own engine); an
+        event made by hand has the engine in its algorithms' names (`river.ADWIN`).
+        """
+        recorded = (self.details.model_extra or {}).get("engines")
+        if recorded:
+            return sorted(recorded)
+        return sorted({a.name.split(".")[0] for a in self.algorithms or [self.algorithm]})
+
 
 def export_json_schemas(directory: Path) -> list[Path]:
     """Write the JSON Schemas of both event shapes; returns the files written."""

@@ -213,7 +213,7 @@ def render_card(
     }
     headings = words.language.headings
     if pattern.cross_validated:
-        agreed_text = words.phrase("cross_validated", agreed=values["agreed"], engine_count=len(agreed))
+        agreed_text = words.phrase("cross_validated", agreed=values["agreed"], engine_count=len(pattern.engines))
     else:
         agreed_text = words.phrase("single_engine", algorithm=_algo_name(pattern.algorithm))
     if pattern.details.prev_state or pattern.details.new_state:

@@ -103,7 +103,7 @@ class FarFromMean(AnomalyDetector):
 
     @property
     def algorithm(self) -> str:
-        return "example.FarFromMean"
+        return "qraft.FarFromMean"
 
     @property
     def version(self) -> str:

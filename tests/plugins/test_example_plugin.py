@@ -92,7 +92,7 @@ def test_a_plugin_from_the_test_folder_runs_end_to_end(tmp_path: Path) -> None:
     assert result["swing_columns"] == ["celsius_swing"]
     # The plugin's metric `temperature` beside the generic set's field-named `celsius`.
     assert result["patterns"] == [
-        ["2026-01-05T02:30:00+00:00", "example.FarFromMean", {"temperature": 8.0, "celsius": 8.0}]
+        ["2026-01-05T02:30:00+00:00", "qraft.FarFromMean", {"temperature": 8.0, "celsius": 8.0}]
     ]
     assert "By how much:** celsius +8, room temperature +8" in result["card"]
 
