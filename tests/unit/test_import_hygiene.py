@@ -16,7 +16,7 @@ def test_importing_config_imports_no_adapter_detector_operator_or_explain_module
     ).stdout.split()
     assert sorted(m for m in listing if m.startswith("qraft")) == [
         "qraft_core", "qraft_core.config", "qraft_core.events", "qraft_core.plugins", "qraft_core.redact",
-        "qraft_core.registry",
+        "qraft_core.registry", "qraft_core.timeutil",
     ]
 
 
