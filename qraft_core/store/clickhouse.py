@@ -19,8 +19,9 @@ import polars as pl
 from qraft_core.redact import redact
 from qraft_core.store.base import STREAM_SEPARATORS, Filter, StoreError
 from qraft_core.store.cluster import StoreLayout, apply_migrations, delete_statement
-from qraft_core.store.schema import TableSpec, bare_type, checked_identifier, polars_dtype, spec
+from qraft_core.store.schema import spec
 from qraft_core.store.sessions import ENGINE, ServerClients, lock_path_of
+from qraft_core.store.table_spec import TableSpec, bare_type, checked_identifier, polars_dtype
 
 log = logging.getLogger(__name__)
 

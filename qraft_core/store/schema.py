@@ -4,80 +4,17 @@ The DDL lives in the numbered migrations; this registry names, per table, the
 columns with their ClickHouse types, the event-time column window operations
 use, and the key rows are de-duplicated on. Writers take their polars schemas
 from here (`TableSpec.frame_schema`); tests/unit/test_table_specs.py proves the
-migrations declare the same columns.
+migrations declare the same columns. The tables of later migrations are
+declared beside the code that owns them (`schema_features`, `schema_patterns`,
+`schema_explain`).
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from typing import Any
-
-import polars as pl
-
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-
-
-def checked_identifier(name: str) -> str:
-    """Identifiers cannot be bound parameters, so they are validated instead.
-
-    >>> checked_identifier("raw_events")
-    'raw_events'
-    >>> checked_identifier("x; DROP TABLE y")
-    Traceback (most recent call last):
-    ...
-    ValueError: not a valid identifier: 'x; DROP TABLE y'
-    """
-    if not IDENTIFIER.match(name):
-        raise ValueError(f"not a valid identifier: {name!r}")
-    return name
-
-
-def bare_type(ch_type: str) -> str:
-    """The parameter type for a column type (without LowCardinality/Nullable wrappers)."""
-    for wrapper in ("LowCardinality(", "Nullable("):
-        if ch_type.startswith(wrapper):
-            ch_type = ch_type[len(wrapper) : -1]
-    return ch_type
-
-
-_POLARS_OF = {
-    "String": pl.Utf8,
-    "UInt8": pl.UInt8,
-    "UInt32": pl.UInt32,
-    "UInt64": pl.UInt64,
-    "Int64": pl.Int64,
-    "Int32": pl.Int32,
-    "Float64": pl.Float64,
-    "Float32": pl.Float32,
-    "DateTime64(3, 'UTC')": pl.Datetime("ms", "UTC"),
-}
-
-
-def polars_dtype(ch_type: str) -> Any:
-    bare = bare_type(ch_type)
-    if bare.startswith("Array("):
-        return pl.List(polars_dtype(bare[len("Array(") : -1]))
-    try:
-        return _POLARS_OF[bare]
-    except KeyError:
-        raise ValueError(f"no polars type for ClickHouse type {ch_type!r}") from None
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    name: str
-    columns: dict[str, str]
-    time_column: str | None = None
-    dedup_key: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def frame_schema(self) -> dict[str, Any]:
-        """The polars schema of the table's rows: what writers build their frames with."""
-        return {name: polars_dtype(ch_type) for name, ch_type in self.columns.items()}
-
-
-TS = "DateTime64(3, 'UTC')"
+from qraft_core.store import schema_explain, schema_features, schema_patterns
+from qraft_core.store.table_spec import TS, TableSpec, checked_identifier
+from qraft_core.store.table_spec import bare_type as bare_type
+from qraft_core.store.table_spec import polars_dtype as polars_dtype
 
 _SPECS = [
     TableSpec(
@@ -158,20 +95,13 @@ _SPECS = [
     ),
 ]
 
-TABLES: dict[str, TableSpec] = {spec.name: spec for spec in _SPECS}
-
-
-def _load_domain_specs() -> None:
-    # Later migrations' tables are declared beside the code that owns them.
-    from qraft_core.store import schema_explain, schema_features, schema_patterns
-
-    for extra in (*schema_features.SPECS, *schema_patterns.SPECS, *schema_explain.SPECS):
-        TABLES[checked_identifier(extra.name)] = extra
+TABLES: dict[str, TableSpec] = {
+    checked_identifier(table.name): table
+    for table in (*_SPECS, *schema_features.SPECS, *schema_patterns.SPECS, *schema_explain.SPECS)
+}
 
 
 def spec(table: str) -> TableSpec:
-    if len(TABLES) == len(_SPECS):
-        _load_domain_specs()
     try:
         return TABLES[table]
     except KeyError:

@@ -29,7 +29,6 @@ def migrated_tables() -> dict[str, dict[str, str]]:
 
 def test_every_migrated_table_has_a_spec_with_the_same_columns_and_types():
     migrated = migrated_tables()
-    spec("raw_events")  # loads the specs declared beside their code
     assert sorted(migrated) == sorted(TABLES)
     for name, columns in migrated.items():
         assert list(spec(name).columns.items()) == list(columns.items()), name
