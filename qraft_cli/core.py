@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from qraft_cli import emit, main
-from qraft_core.config import validate_all
 from qraft_core.events import export_json_schemas
+from qraft_core.validation import validate_all
 
 
 @main.group("config")

@@ -25,21 +25,17 @@ import polars as pl
 
 from qraft_core.config import CleanConfig
 from qraft_core.events import stable_id
-from qraft_core.plugins import load_plugins
+from qraft_core.registry import Registry
 from qraft_core.store.base import EventStore, Filter
+from qraft_core.store.schema import spec
 
 CLEAN_STAGE = "clean"
 # (condition, reason) pairs over the raw columns `payload`, `type`, `timestamp`, `ingest_time`.
 Rule = tuple[pl.Expr, pl.Expr]
 CleanRule = Callable[[CleanConfig], list[Rule]]
-CLEAN_RULES: list[CleanRule] = []
-
-
-def register_clean_rule(rule: CleanRule) -> CleanRule:
-    """Decorator: a plugin's own rejection rules, checked after the JSON-object check."""
-    if rule not in CLEAN_RULES:
-        CLEAN_RULES.append(rule)
-    return rule
+# Plugins' own rejection rules by name, checked after the JSON-object check.
+CLEAN_RULES: Registry[CleanRule] = Registry("clean rule")
+register_clean_rule = CLEAN_RULES.register
 
 
 @dataclass(frozen=True)
@@ -73,12 +69,11 @@ def _rejection(config: CleanConfig) -> pl.Expr:
 
     Rows carry `reference_time` (see the module docstring) besides the raw columns.
     """
-    load_plugins()
     ahead_s = (pl.col("timestamp") - pl.col("ingest_time")).dt.total_milliseconds() / 1000
     rules: list[Rule] = [
         (~pl.col("payload").str.strip_chars_start().str.starts_with("{"), pl.lit("payload is not a JSON object")),
     ]
-    for plugin_rule in CLEAN_RULES:
+    for plugin_rule in CLEAN_RULES.values():
         rules += plugin_rule(config)
     for event_type, names in config.numeric_fields.items():
         for name in names:
@@ -142,10 +137,7 @@ def check_event(
 
 
 _MS = pl.Datetime("ms", "UTC")
-CLEAN_SCHEMA: dict[str, pl.DataType] = {
-    "event_id": pl.Utf8(), "source": pl.Utf8(), "type": pl.Utf8(), "timestamp": _MS, "ingest_time": _MS,
-    "window_start": _MS, "payload": pl.Utf8(), "repaired": pl.UInt8(),
-}
+CLEAN_SCHEMA = spec("clean_events").frame_schema
 
 
 def clean_frame(

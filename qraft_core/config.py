@@ -9,10 +9,11 @@ environment variables (for example `QRAFT_NATS_URL`, `QRAFT_STORE_DSN`).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from qraft_core.events import MAX_RECORD_BYTES
 from qraft_core.plugins import PluginError, load_plugins
 from qraft_core.redact import redact
+from qraft_core.registry import Registry
 
 CONFIG_DIR_ENV = "QRAFT_CONFIG_DIR"
 ENV_PREFIX = "QRAFT_"
@@ -27,6 +29,14 @@ ENV_PREFIX = "QRAFT_"
 
 class ConfigError(ValueError):
     """A configuration problem, phrased for the person who has to fix it."""
+
+
+# What configuration checks with knowledge only other layers have is registered by those layers
+# (built-in plugins), so this module imports none of them: the column whose age a table's
+# retention counts (the store), and checks of a source beyond its own keys (the adapter registry:
+# its type's options, its parser), each called with the source and where it stands in the file.
+RETENTION_CLOCKS: Registry[str] = Registry("table with a retention")
+SOURCE_CHECKS: Registry[Callable[[SourceConfig, str], object]] = Registry("source check")
 
 
 class Strict(BaseModel):
@@ -47,8 +57,6 @@ class StoreConfig(Strict):
     @field_validator("retention_days")
     @classmethod
     def _known_tables(cls, value: dict[str, int]) -> dict[str, int]:
-        from qraft_core.store.cluster import RETENTION_CLOCKS
-
         for table, days in value.items():
             if table not in RETENTION_CLOCKS:
                 raise ValueError(f"{table!r} is not a table with a retention; expected one of {', '.join(RETENTION_CLOCKS)}")
@@ -234,8 +242,6 @@ class DagsterConfig(Strict):
             return value
         if not value.startswith(POSTGRES_SCHEMES):
             raise ValueError(f"expected 'sqlite' or a URL starting with {' or '.join(POSTGRES_SCHEMES)}")
-        from urllib.parse import urlsplit
-
         parts = urlsplit(value)
         if parts.password is not None:
             raise ValueError("the URL holds a password; set it in the PGPASSWORD environment variable instead")
@@ -278,14 +284,13 @@ class QraftConfig(Strict):
 
 
 class SourceConfig(Strict):
-    """One source in `config/sources.yaml` (the seed's name/type/endpoint/parser/transform)."""
+    """One source in `config/sources.yaml`."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     type: str
     enabled: bool = True
     endpoint: str = ""
     parser: str = "generic"
-    transform: dict[str, Any] = Field(default_factory=dict)
     # Type-specific settings, validated by the adapter registered for `type`.
     options: dict[str, Any] = Field(default_factory=dict)
     rate_limit_per_s: float | None = Field(default=None, gt=0)
@@ -488,28 +493,8 @@ def load_sources(directory: Path | str | None = None) -> SourcesFile:
     """`config/sources.yaml`, with each source's options checked by its adapter type."""
     path = config_dir(directory) / "sources.yaml"
     sources = parse_model(SourcesFile, read_yaml(path), path)
-    from qraft_core.adapters.registry import validate_source
-
     for index, source in enumerate(sources.sources):
-        validate_source(source, f"{path}: sources[{index}]")
+        for check in SOURCE_CHECKS.values():
+            check(source, f"{path}: sources[{index}]")
     return sources
 
-
-def validate_all(directory: Path | str | None = None) -> list[str]:
-    """Check every configuration file; returns the files checked, raises ConfigError on the first bad one."""
-    base = config_dir(directory)
-    checked = []
-    load_qraft_config(base)
-    checked.append(str(base / "qraft.yaml"))
-    load_sources(base)
-    checked.append(str(base / "sources.yaml"))
-    # The pipeline's own files are validated by the modules that use them.
-    from qraft_core.detectors.config import load_detectors
-    from qraft_core.explain.templates import load_cards_config
-    from qraft_core.operators.pipeline import load_preprocessing
-
-    for name, load in (("preprocessing.yaml", load_preprocessing), ("detectors.yaml", load_detectors),
-                       ("cards.yaml", load_cards_config)):
-        load(base)
-        checked.append(str(base / name))
-    return checked

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from qraft_core.events import PatternType, iso, utc
+from qraft_core.timeutil import parse_iso
 
 DEFAULT_TRUTH = Path("data/demo/ground_truth.json")
 # Two bars: a detector reading a bar may time-stamp a change a little before its labelled onset.
@@ -87,10 +88,6 @@ class Truth:
     end: datetime | None
 
 
-def _parse_time(text: str) -> datetime:
-    return utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
-
-
 def load_truth(path: Path) -> Truth:
     """Ground truth in the demo's format: {"version", "window", "tolerance_s", "patterns": [...]}."""
     try:
@@ -100,8 +97,8 @@ def load_truth(path: Path) -> Truth:
         return Truth(
             items=items,
             tolerance_s=float(data.get("tolerance_s", 180)),
-            start=_parse_time(window["start"]) if "start" in window else None,
-            end=_parse_time(window["end"]) if "end" in window else None,
+            start=parse_iso(window["start"]) if "start" in window else None,
+            end=parse_iso(window["end"]) if "end" in window else None,
         )
     except FileNotFoundError:
         raise ValueError(f"{path}: ground truth file not found") from None
@@ -113,11 +110,11 @@ def _truth_item(pattern: dict[str, Any]) -> Item:
     """One entry of `patterns`: a point in time, or a labelled window (time defaults to its start)."""
     kind, stream = pattern["type"], pattern["stream"]
     window = pattern.get("window") or {}
-    start = _parse_time(window["start"]) if "start" in window else None
-    end = _parse_time(window["end"]) if "end" in window else None
+    start = parse_iso(window["start"]) if "start" in window else None
+    end = parse_iso(window["end"]) if "end" in window else None
     if (start is None) != (end is None) or (start is not None and end is not None and end < start):
         raise ValueError(f"pattern {pattern.get('id', '')!r}: window needs a start no later than its end")
-    time = _parse_time(pattern["time"]) if "time" in pattern or start is None else start
+    time = parse_iso(pattern["time"]) if "time" in pattern or start is None else start
     return Item(kind, stream, time, str(pattern.get("id", "")), start, end)
 
 
@@ -350,7 +347,7 @@ def finding_time(event: Any) -> datetime:
     change_point = (event.details.model_extra or {}).get("change_point")
     if isinstance(change_point, str):
         try:
-            return min(_parse_time(change_point), event.timestamp)
+            return min(parse_iso(change_point), event.timestamp)
         except ValueError:
             pass
     return utc(event.timestamp)

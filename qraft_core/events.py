@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import uuid
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta  # noqa: F401  (UTC: doctests)
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -19,6 +19,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticSerializationError
+
+# The time format of every event field; imported from here by most modules.
+from qraft_core.timeutil import iso as iso
+from qraft_core.timeutil import utc as utc
 
 # Namespace for content-derived ids: the same content always gets the same id.
 QRAFT_NAMESPACE = uuid.UUID("6f1c2a52-8c5e-4b8e-9a57-3f0d8c1e7a11")
@@ -38,20 +42,6 @@ def stable_id(*parts: object) -> str:
 def checksum(raw: bytes) -> str:
     """sha256 of the raw bytes an event was parsed from."""
     return hashlib.sha256(raw).hexdigest()
-
-
-def utc(ts: datetime) -> datetime:
-    """The same instant as an aware UTC datetime (naive values are taken as UTC)."""
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
-def iso(ts: datetime) -> str:
-    """ISO 8601 with milliseconds and a Z suffix, the format of every event field.
-
-    >>> iso(datetime(2026, 1, 5, 0, 0, 1, 123456, tzinfo=UTC))
-    '2026-01-05T00:00:01.123Z'
-    """
-    return utc(ts).strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc(ts).microsecond // 1000:03d}Z"
 
 
 # What one record may hold. Deeper nesting is hostile or broken input (JSON parsers and
@@ -281,6 +271,18 @@ class PatternEvent(BaseModel):
     @classmethod
     def _aware_utc(cls, value: datetime) -> datetime:
         return utc(value)
+
+    @property
+    def engines(self) -> list[str]:
+        """The engines whose detectors found this pattern (cross-validated: more than one).
+
+        The pattern builder records them in `details.engines` (each detector's own engine); an
+        event made by hand has the engine in its algorithms' names (`river.ADWIN`).
+        """
+        recorded = (self.details.model_extra or {}).get("engines")
+        if recorded:
+            return sorted(recorded)
+        return sorted({a.name.split(".")[0] for a in self.algorithms or [self.algorithm]})
 
 
 def export_json_schemas(directory: Path) -> list[Path]:

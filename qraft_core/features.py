@@ -22,6 +22,7 @@ from qraft_core.events import utc
 from qraft_core.operators import OperatorContext, PreprocessingConfig, run_pipeline
 from qraft_core.operators.base import BAR_TIME_DTYPE, TrailingOperator
 from qraft_core.store.base import EventStore, Filter
+from qraft_core.store.schema import spec
 
 FEATURES_TABLE = "features"
 BASE_COLUMNS = ("window_start", "bar_time", "stream", "event_count")
@@ -95,17 +96,7 @@ def feature_rows(bars: dict[str, pl.DataFrame], start: datetime, interval: timed
 
 
 def _empty_rows() -> pl.DataFrame:
-    return pl.DataFrame(
-        schema={
-            "window_start": BAR_TIME_DTYPE,
-            "bar_time": BAR_TIME_DTYPE,
-            "stream": pl.Utf8,
-            "event_count": pl.UInt32,
-            "names": pl.List(pl.Utf8),
-            "values": pl.List(pl.Float64),
-            "items": pl.List(pl.Utf8),
-        }
-    )
+    return pl.DataFrame(schema=spec(FEATURES_TABLE).frame_schema)
 
 
 def _check_grid(pipeline: PreprocessingConfig, start: datetime, end: datetime, interval: timedelta) -> None:

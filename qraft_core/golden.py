@@ -36,13 +36,9 @@ def golden_record(pattern: PatternEvent) -> dict[str, Any]:
     }
 
 
-def _engines(pattern: PatternEvent) -> set[str]:
-    return {a.name.split(".")[0] for a in pattern.algorithms or [pattern.algorithm]}
-
-
 def golden_document(patterns: Iterable[PatternEvent], start: datetime, end: datetime) -> dict[str, Any]:
     found = list(patterns)
-    engines = sorted(set().union(*(_engines(p) for p in found))) if found else []
+    engines = sorted(set().union(*(p.engines for p in found))) if found else []
     records = sorted((golden_record(p) for p in found), key=lambda r: (r["timestamp"], r["type"], r["streams"]))
     return {
         "version": GOLDEN_VERSION,
@@ -149,7 +145,7 @@ def engine_agreement(patterns: Iterable[PatternEvent]) -> dict[str, Any]:
     """Which findings both engines made and which only one made, for the engine-agreement report."""
     report: dict[str, list[dict[str, Any]]] = {"both": [], "river_only": [], "capymoa_only": []}
     for pattern in patterns:
-        engines = _engines(pattern)
+        engines = pattern.engines
         record = golden_record(pattern)
         if len(engines) > 1:  # two different engines agreed (qraft, river or capymoa)
             report["both"].append(record)

@@ -30,6 +30,7 @@ from typing import Any
 from qraft_core.config import PartitionsConfig
 from qraft_core.events import iso
 from qraft_core.store.base import EventStore, Filter
+from qraft_core.timeutil import parse_iso
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -135,7 +136,7 @@ class WindowPlan:
 
 
 def _parse(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+    return parse_iso(value) if value else None
 
 
 def _chunks(start: datetime, end: datetime, config: PartitionsConfig, reason: str, marker: str) -> list[WindowRequest]:

@@ -29,6 +29,7 @@ from qraft_core.events import (
     dead_letter_envelope,
     safe_text,
 )
+from qraft_core.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,16 @@ class Adapter(Protocol):
     options_model: ClassVar[type[BaseModel]]
 
     async def run(self, publisher: Publisher, stop: asyncio.Event) -> AdapterStats: ...
+
+
+# Adapter classes by the `type` a source names in sources.yaml.
+ADAPTERS: Registry[type[Adapter]] = Registry("source type")
+
+
+def register_adapter(cls: type) -> type:
+    """Class decorator: make an adapter available as `type: <cls.type_name>` in sources.yaml."""
+    ADAPTERS.add(cls.type_name, cls)  # type: ignore[attr-defined]
+    return cls
 
 
 class RecordAdapter:

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, NoSuchTableError, SQLAlchemyError
 
-from qraft_core.adapters.base import AdapterStats
+from qraft_core.adapters.base import AdapterStats, register_adapter
 from qraft_core.adapters.live import (
     Backoff,
     JsonState,
@@ -29,7 +29,6 @@ from qraft_core.adapters.live import (
     sleep_or_stop,
 )
 from qraft_core.adapters.parsers import raw_json
-from qraft_core.adapters.registry import register_adapter
 from qraft_core.bus.base import Publisher
 from qraft_core.config import ConfigError, SourceConfig
 from qraft_core.events import StandardEvent, stable_id

@@ -19,9 +19,8 @@ from typing import Any, ClassVar, Literal
 import polars as pl
 from pydantic import BaseModel, Field
 
-from qraft_core.adapters.base import AdapterStats, RecordAdapter
+from qraft_core.adapters.base import AdapterStats, RecordAdapter, register_adapter
 from qraft_core.adapters.parsers import GenericOptions, decode_json_record, raw_json
-from qraft_core.adapters.registry import register_adapter
 from qraft_core.bus.base import Publisher
 from qraft_core.config import ConfigError, SourceConfig
 from qraft_core.events import MAX_DEAD_LETTER_RAW, MAX_RECORD_BYTES, StandardEvent

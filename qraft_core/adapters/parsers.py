@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from qraft_core.events import MAX_NESTING, MAX_RECORD_BYTES, content_problem, safe_text, stable_id
+from qraft_core.registry import Registry, UnknownName
+from qraft_core.timeutil import parse_iso
 
 TimeUnit = Literal["auto", "s", "ms", "us", "ns", "iso"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -74,12 +76,10 @@ def parse_time(value: Any, unit: TimeUnit = "auto") -> datetime:
         except OverflowError as exc:
             raise ParseError(f"timestamp {value!r} is out of range") from exc
     if isinstance(value, str):
-        text = value.strip().replace("Z", "+00:00")
         try:
-            parsed = datetime.fromisoformat(text)
+            return parse_iso(value)
         except ValueError:
             raise ParseError(f"timestamp {value!r} is neither an epoch number nor ISO 8601") from None
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     raise ParseError(f"timestamp {value!r} is not a time")
 
 
@@ -196,8 +196,13 @@ class GenericOptions(BaseModel):
 
 
 RecordParser = Callable[[Mapping[str, Any], str], ParsedRecord]
+ParserFactory = Callable[[GenericOptions, str], RecordParser]
+# Parser factories by the `parser` a source names in sources.yaml.
+PARSERS: Registry[ParserFactory] = Registry("parser")
+register_parser = PARSERS.register
 
 
+@register_parser("generic")
 def generic_parser(options: GenericOptions, source: str) -> RecordParser:
     def parse(record: Mapping[str, Any], raw_checksum: str) -> ParsedRecord:
         payload = {options.rename.get(k, k): v for k, v in record.items()}
@@ -218,7 +223,7 @@ def generic_parser(options: GenericOptions, source: str) -> RecordParser:
     return parse
 
 
-def _binance(kind: str, id_key: str, time_key: str) -> Callable[[GenericOptions, str], RecordParser]:
+def _binance(kind: str, id_key: str, time_key: str) -> ParserFactory:
     """Binance stream payloads: symbol `s`, exchange id in `id_key`, time in `time_key` (ms)."""
 
     def build(options: GenericOptions, source: str) -> RecordParser:
@@ -237,16 +242,13 @@ def _binance(kind: str, id_key: str, time_key: str) -> Callable[[GenericOptions,
     return build
 
 
-PARSERS: dict[str, Callable[[GenericOptions, str], RecordParser]] = {
-    "generic": generic_parser,
-    "binance_trade": _binance("trade", "t", "T"),
-    "binance_aggtrade": _binance("aggTrade", "a", "T"),
-}
+PARSERS.add("binance_trade", _binance("trade", "t", "T"))
+PARSERS.add("binance_aggtrade", _binance("aggTrade", "a", "T"))
 
 
 def build_parser(name: str, options: GenericOptions, source: str) -> RecordParser:
     try:
         factory = PARSERS[name]
-    except KeyError:
-        raise ValueError(f"unknown parser {name!r} (known: {', '.join(sorted(PARSERS))})") from None
+    except UnknownName as exc:
+        raise ValueError(str(exc)) from None
     return factory(options, source)

@@ -1,4 +1,8 @@
-"""Adapter types by name, and the check of a source's options against its type."""
+"""The built-in adapter types, and the check of a source's options against its type.
+
+Importing this module registers the built-in adapters and adds `check_source` to
+the checks `load_sources` runs: configuration itself knows no adapter.
+"""
 
 from __future__ import annotations
 
@@ -6,39 +10,26 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from qraft_core.adapters.base import Adapter
+from qraft_core.adapters import database, file, rest, watcher, websocket  # noqa: F401  (they register)
+from qraft_core.adapters.base import ADAPTERS, Adapter
 from qraft_core.adapters.parsers import PARSERS
-from qraft_core.config import ConfigError, SourceConfig, describe_validation_error
-
-ADAPTER_TYPES: dict[str, type] = {}
-
-
-def register_adapter(cls: type) -> type:
-    ADAPTER_TYPES[cls.type_name] = cls  # type: ignore[attr-defined]
-    return cls
-
-
-def _load_builtin() -> None:
-    # Importing the modules registers their adapter classes.
-    from qraft_core.adapters import database, file, rest, watcher, websocket  # noqa: F401
+from qraft_core.config import SOURCE_CHECKS, ConfigError, SourceConfig, describe_validation_error
+from qraft_core.registry import UnknownName
 
 
 def adapter_type(name: str, where: str = "") -> type:
-    _load_builtin()
     try:
-        return ADAPTER_TYPES[name]
-    except KeyError:
-        known = ", ".join(sorted(ADAPTER_TYPES))
-        raise ConfigError(f"{where}.type: unknown source type {name!r} (known: {known})") from None
+        return ADAPTERS[name]
+    except UnknownName as exc:
+        raise ConfigError(f"{where}.type: {exc}") from None
 
 
+@SOURCE_CHECKS.register("adapter options")
 def validate_source(source: SourceConfig, where: str) -> BaseModel:
     """The source's options parsed by its adapter type; ConfigError names the key."""
     cls = adapter_type(source.type, where)
     if source.parser not in PARSERS:
-        raise ConfigError(
-            f"{where}.parser: unknown parser {source.parser!r} (known: {', '.join(sorted(PARSERS))})"
-        )
+        raise ConfigError(f"{where}.parser: unknown parser {source.parser!r} (known: {', '.join(PARSERS.names())})")
     options_model: type[BaseModel] = cls.options_model  # type: ignore[attr-defined]
     try:
         options = options_model.model_validate(source.options)

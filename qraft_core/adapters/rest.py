@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import Field, field_validator
 
-from qraft_core.adapters.base import AdapterStats
+from qraft_core.adapters.base import AdapterStats, register_adapter
 from qraft_core.adapters.live import (
     Backoff,
     LiveAdapter,
@@ -31,7 +31,6 @@ from qraft_core.adapters.live import (
     ssl_context,
 )
 from qraft_core.adapters.parsers import raw_json
-from qraft_core.adapters.registry import register_adapter
 from qraft_core.bus.base import Publisher
 from qraft_core.events import MAX_DEAD_LETTER_RAW, StandardEvent, safe_text
 

@@ -18,11 +18,10 @@ from typing import Any, ClassVar, Literal
 import polars as pl
 from pydantic import Field
 
-from qraft_core.adapters.base import AdapterStats
+from qraft_core.adapters.base import AdapterStats, register_adapter
 from qraft_core.adapters.file import file_format
 from qraft_core.adapters.live import JsonState, LiveAdapter, LiveOptions, sleep_or_stop
 from qraft_core.adapters.parsers import decode_json_record, raw_json
-from qraft_core.adapters.registry import register_adapter
 from qraft_core.bus.base import Publisher
 from qraft_core.config import ConfigError
 from qraft_core.events import MAX_DEAD_LETTER_RAW, MAX_RECORD_BYTES, StandardEvent

@@ -21,7 +21,12 @@ from pydantic import Field
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from qraft_core.adapters.base import PARSER_VERSION, AdapterStats, parse_failure_reason
+from qraft_core.adapters.base import (
+    PARSER_VERSION,
+    AdapterStats,
+    parse_failure_reason,
+    register_adapter,
+)
 from qraft_core.adapters.live import (
     Backoff,
     LiveAdapter,
@@ -31,15 +36,14 @@ from qraft_core.adapters.live import (
     ssl_context,
 )
 from qraft_core.adapters.parsers import (
-    PARSERS,
     GenericOptions,
     ParsedRecord,
     ParseError,
     RecordParser,
     decode_json_record,
     parse_time,
+    register_parser,
 )
-from qraft_core.adapters.registry import register_adapter
 from qraft_core.bus.base import Publisher
 from qraft_core.config import ConfigError
 from qraft_core.events import EventMeta, StandardEvent, checksum
@@ -47,6 +51,7 @@ from qraft_core.events import EventMeta, StandardEvent, checksum
 log = logging.getLogger(__name__)
 
 
+@register_parser("binance_kline")
 def binance_kline_parser(options: GenericOptions, source: str) -> RecordParser:
     """Binance kline (candlestick) updates; an open candle is re-sent until it closes.
 
@@ -73,8 +78,6 @@ def binance_kline_parser(options: GenericOptions, source: str) -> RecordParser:
 
     return parse
 
-
-PARSERS.setdefault("binance_kline", binance_kline_parser)
 
 # Per parser: the Binance stream name suffix and the payload key of the exchange's sequential id.
 _BINANCE_STREAMS = {"binance_trade": ("trade", "t"), "binance_aggtrade": ("aggTrade", "a")}

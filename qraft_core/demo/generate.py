@@ -262,12 +262,40 @@ class _Trades:
     buyer_is_maker: np.ndarray
 
 
-def _simulate(market: Market, rng: np.random.Generator) -> tuple[_Trades, list[dict[str, Any]]]:
-    """Trades of one symbol and the ground-truth entries of its planted patterns."""
-    sigma = np.full(SECONDS, market.sigma)
-    size = np.ones(SECONDS)
-    buy = np.full(SECONDS, 0.5)
-    rate = np.full(SECONDS, market.trades_per_s)
+@dataclass
+class _Regime:
+    """Per second of the day: volatility, trade size multiple, buy probability and trade rate."""
+
+    sigma: np.ndarray
+    size: np.ndarray
+    buy: np.ndarray
+    rate: np.ndarray
+
+
+def _regime_entry(plant: Planted, market: Market, before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """The description and details of a planted regime change (drift or cluster change)."""
+    if plant.type == "concept_drift":
+        return {
+            "description": f"volatility regime changes: sigma x{after['sigma'] / before['sigma']:.2f} from here on",
+            "details": {
+                "feature": "realized_vol",
+                "sigma_per_sqrt_s_before": market.sigma * before["sigma"],
+                "sigma_per_sqrt_s_after": market.sigma * after["sigma"],
+                "ratio": round(after["sigma"] / before["sigma"], 4),
+            },
+        }
+    return {
+        "description": (
+            "joint (volatility, trade size, buy ratio) regime jumps to a new cluster: "
+            f"size x{after['size'] / before['size']:.2f}, buy ratio {before['buy']:.2f} → "
+            f"{after['buy']:.2f}, volatility x{after['sigma'] / before['sigma']:.2f}"
+        ),
+        "details": {"features": ["realized_vol", "mean_size", "buy_ratio"], "before": before, "after": dict(after)},
+    }
+
+
+def _plant_regimes(market: Market, regime_of: _Regime) -> list[dict[str, Any]]:
+    """Regime changes and volume bursts written into the per-second regime; their truth entries."""
     stream = f"{TRADE_SOURCE}:{market.symbol}"
     truth: list[dict[str, Any]] = []
     regime = {"sigma": 1.0, "size": 1.0, "buy": 0.5}
@@ -281,40 +309,16 @@ def _simulate(market: Market, rng: np.random.Generator) -> tuple[_Trades, list[d
         }
         if plant.type in ("concept_drift", "cluster_change"):
             before = dict(regime)
-            regime = {
-                "sigma": plant.params.get("sigma", regime["sigma"]),
-                "size": plant.params.get("size", regime["size"]),
-                "buy": plant.params.get("buy", regime["buy"]),
-            }
-            sigma[second:] = market.sigma * regime["sigma"]
-            size[second:] = regime["size"]
-            buy[second:] = regime["buy"]
-            if plant.type == "concept_drift":
-                entry["description"] = (
-                    f"volatility regime changes: sigma x{regime['sigma'] / before['sigma']:.2f} from here on"
-                )
-                entry["details"] = {
-                    "feature": "realized_vol",
-                    "sigma_per_sqrt_s_before": market.sigma * before["sigma"],
-                    "sigma_per_sqrt_s_after": market.sigma * regime["sigma"],
-                    "ratio": round(regime["sigma"] / before["sigma"], 4),
-                }
-            else:
-                entry["description"] = (
-                    "joint (volatility, trade size, buy ratio) regime jumps to a new cluster: "
-                    f"size x{regime['size'] / before['size']:.2f}, buy ratio {before['buy']:.2f} → "
-                    f"{regime['buy']:.2f}, volatility x{regime['sigma'] / before['sigma']:.2f}"
-                )
-                entry["details"] = {
-                    "features": ["realized_vol", "mean_size", "buy_ratio"],
-                    "before": before,
-                    "after": dict(regime),
-                }
+            regime = {key: plant.params.get(key, regime[key]) for key in ("sigma", "size", "buy")}
+            regime_of.sigma[second:] = market.sigma * regime["sigma"]
+            regime_of.size[second:] = regime["size"]
+            regime_of.buy[second:] = regime["buy"]
+            entry.update(_regime_entry(plant, market, before, regime))
         elif plant.kind == "volume_burst":
             span = slice(second, second + BURST_SECONDS)
-            rate[span] *= plant.params["rate"]
-            size[span] *= plant.params["size"]
-            buy[span] = BURST_BUY_PROBABILITY
+            regime_of.rate[span] *= plant.params["rate"]
+            regime_of.size[span] *= plant.params["size"]
+            regime_of.buy[span] = BURST_BUY_PROBABILITY
             entry["description"] = (
                 f"volume burst: {plant.params['rate']:.0f}x the trade rate and "
                 f"{plant.params['size']:.0f}x the trade size for {BURST_SECONDS}s, mostly buys"
@@ -328,21 +332,17 @@ def _simulate(market: Market, rng: np.random.Generator) -> tuple[_Trades, list[d
                 "features": ["volume", "trade_count", "buy_ratio"],
             }
         truth.append(entry)
+    return truth
 
-    counts = rng.poisson(rate)
-    seconds = np.repeat(np.arange(SECONDS), counts)
-    time_ms = np.sort(seconds * 1000 + rng.integers(0, 1000, seconds.size))
+
+def _plant_trades(market: Market, regime: _Regime, truth: list[dict[str, Any]], time_ms: np.ndarray,
+                  log_price: np.ndarray, qty: np.ndarray, buyer_is_maker: np.ndarray) -> None:
+    """Price spikes and block trades written into the drawn trades (in place); their truth entries."""
     second_of = time_ms // 1000
-    gaps = np.diff(time_ms, prepend=time_ms[0] - 200) / 1000.0
-    steps = rng.normal(0.0, 1.0, time_ms.size) * sigma[second_of] * np.sqrt(np.maximum(gaps, 0.001))
-    log_price = math.log(market.price) + np.cumsum(steps)
-    qty = market.median_qty * size[second_of] * rng.lognormal(0.0, QTY_DISPERSION, time_ms.size)
-    buyer_is_maker = rng.random(time_ms.size) >= buy[second_of]
-
     for entry, plant in zip(truth, PLANTED[market.symbol], strict=True):
         onset_ms = round(plant.at * 1000)
         if plant.kind == "price_spike":
-            bar_sigma = float(sigma[int(plant.at)]) * math.sqrt(SPIKE_SECONDS)
+            bar_sigma = float(regime.sigma[int(plant.at)]) * math.sqrt(SPIKE_SECONDS)
             jump = plant.params["sign"] * plant.params["sigmas"] * bar_sigma
             inside = (time_ms >= onset_ms) & (time_ms < onset_ms + SPIKE_SECONDS * 1000)
             log_price[inside] += jump
@@ -359,7 +359,7 @@ def _simulate(market: Market, rng: np.random.Generator) -> tuple[_Trades, list[d
             }
         elif plant.kind == "block_trade":
             at = int(np.searchsorted(time_ms, onset_ms))
-            qty[at] = market.median_qty * size[second_of[at]] * plant.params["size"]
+            qty[at] = market.median_qty * regime.size[second_of[at]] * plant.params["size"]
             buyer_is_maker[at] = False
             entry["time"] = iso(START + timedelta(milliseconds=int(time_ms[at])))
             entry["description"] = (
@@ -372,6 +372,23 @@ def _simulate(market: Market, rng: np.random.Generator) -> tuple[_Trades, list[d
                 "size_multiple": plant.params["size"],
                 "features": ["volume", "mean_size"],
             }
+
+
+def _simulate(market: Market, rng: np.random.Generator) -> tuple[_Trades, list[dict[str, Any]]]:
+    """Trades of one symbol and the ground-truth entries of its planted patterns."""
+    regime = _Regime(np.full(SECONDS, market.sigma), np.ones(SECONDS), np.full(SECONDS, 0.5),
+                     np.full(SECONDS, market.trades_per_s))
+    truth = _plant_regimes(market, regime)
+    counts = rng.poisson(regime.rate)
+    seconds = np.repeat(np.arange(SECONDS), counts)
+    time_ms = np.sort(seconds * 1000 + rng.integers(0, 1000, seconds.size))
+    second_of = time_ms // 1000
+    gaps = np.diff(time_ms, prepend=time_ms[0] - 200) / 1000.0
+    steps = rng.normal(0.0, 1.0, time_ms.size) * regime.sigma[second_of] * np.sqrt(np.maximum(gaps, 0.001))
+    log_price = math.log(market.price) + np.cumsum(steps)
+    qty = market.median_qty * regime.size[second_of] * rng.lognormal(0.0, QTY_DISPERSION, time_ms.size)
+    buyer_is_maker = rng.random(time_ms.size) >= regime.buy[second_of]
+    _plant_trades(market, regime, truth, time_ms, log_price, qty, buyer_is_maker)
     minimum = 10.0**-market.qty_decimals
     trades = _Trades(
         market.symbol,

@@ -4,10 +4,9 @@ Every detector watches one stream: `update(bars) -> list[Signal]`,
 `get_state()`, `from_state(...)`, `reset()`. See `base.StreamDetector`.
 """
 
-from qraft_core.detectors.base import Signal, StreamDetector, decode_state, encode_state
+from qraft_core.detectors.base import DETECTORS, Signal, StreamDetector, decode_state, encode_state
 from qraft_core.detectors.capymoa_engine import capymoa_available
 from qraft_core.detectors.config import (
-    ALGORITHMS,
     DetectorsConfig,
     DetectorSpec,
     MergeConfig,
@@ -17,7 +16,7 @@ from qraft_core.detectors.config import (
 from qraft_core.detectors.runner import DetectorStateMissing, load_signals, materialize_detections
 
 __all__ = [
-    "ALGORITHMS",
+    "DETECTORS",
     "DetectorSpec",
     "DetectorStateMissing",
     "DetectorsConfig",

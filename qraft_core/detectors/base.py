@@ -17,14 +17,16 @@ import json
 import math
 import pickle
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 import polars as pl
 
 from qraft_core.events import iso, utc
+from qraft_core.registry import Registry
+from qraft_core.timeutil import parse_iso
 
 
 @dataclass(frozen=True)
@@ -71,13 +73,9 @@ class Signal:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Signal:
         values = dict(data)
-        values["time"] = _parse(values["time"])
-        values["onset"] = _parse(values["onset"]) if values.get("onset") else None
+        values["time"] = parse_iso(str(values["time"]))
+        values["onset"] = parse_iso(str(values["onset"])) if values.get("onset") else None
         return cls(**values)
-
-
-def _parse(text: Any) -> datetime:
-    return utc(datetime.fromisoformat(str(text).replace("Z", "+00:00")))
 
 
 def confidence_of(score: float, scale: float) -> float:
@@ -170,7 +168,8 @@ class StreamDetector:
     True
     """
 
-    engine: ClassVar[str] = "river"
+    # What runs the algorithm (one of ENGINES); set by every concrete detector.
+    engine: ClassVar[str] = ""
     kind: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
 
@@ -302,3 +301,31 @@ class StreamDetector:
             params=self.effective_params,
             **more,
         )
+
+
+# The engine is what runs the algorithm: River, CapyMOA (MOA on the JVM), or Qraft's own Python.
+# Findings are cross-validated only when two different engines agree.
+Engine = Literal["river", "capymoa", "qraft"]
+ENGINES: tuple[str, ...] = get_args(Engine)
+# Detector classes by `<engine>/<algorithm>`, as detectors.yaml names them.
+DETECTORS: Registry[type[StreamDetector]] = Registry("detector")
+S = TypeVar("S", bound=type[StreamDetector])
+
+
+def detector_key(engine: str, algorithm: str) -> str:
+    return f"{engine}/{algorithm}"
+
+
+def register_detector(algorithm: str) -> Callable[[S], S]:
+    """Class decorator: `engine: <cls.engine>, algorithm: <algorithm>` in detectors.yaml builds the class.
+
+    The engine is the class's own, so a configuration cannot claim another engine for it.
+    """
+
+    def register(cls: S) -> S:
+        if cls.engine not in ENGINES:
+            raise ValueError(f"{cls.__qualname__}: engine {cls.engine!r} is not one of {', '.join(ENGINES)}")
+        DETECTORS.add(detector_key(cls.engine, algorithm), cls)
+        return cls
+
+    return register

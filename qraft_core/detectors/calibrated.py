@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from qraft_core.detectors.base import Signal, StreamDetector, confidence_of
+from qraft_core.detectors.base import Signal, StreamDetector, confidence_of, register_detector
 from qraft_core.detectors.drift import change_point
 
 DAY_S = 86_400.0
@@ -367,6 +367,7 @@ ANOMALY_PARAMS: dict[str, Any] = {
 }
 
 
+@register_detector("CalibratedAnomaly")
 class CalibratedAnomaly(CalibratedDetector):
     """Spikes and dips whose tail probability under the stream's own recent scores is tiny."""
 
@@ -521,6 +522,7 @@ LEVEL_CHANNELS = ("up", "down")
 EMPTY_EXCURSION: dict[str, Any] = {"sum": 0.0, "peak": 0.0, "start": None, "bars": 0}
 
 
+@register_detector("CalibratedDrift")
 class CalibratedDrift(CalibratedDetector):
     """Level shifts, ramps and spread changes: CUSUM on calibrated residuals, dated at the change point."""
 

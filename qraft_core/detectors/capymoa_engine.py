@@ -33,7 +33,7 @@ from functools import cache
 from typing import Any, ClassVar
 
 from qraft_core.detectors.anomaly import ANOMALY_DEFAULTS, AnomalyDetector
-from qraft_core.detectors.base import Signal, StreamDetector
+from qraft_core.detectors.base import Signal, StreamDetector, register_detector
 from qraft_core.detectors.drift import DRIFT_DEFAULTS, DriftDetector
 from qraft_core.events import iso, utc
 
@@ -150,6 +150,7 @@ class CapyDrift(CapyMOADetector, DriftDetector):
         return None if self._rebuilding else super()._describe(time, changed)
 
 
+@register_detector("ADWIN")
 class CapyADWIN(CapyDrift):
     defaults: ClassVar[dict[str, Any]] = {**DRIFT_DEFAULTS, **HISTORY_DEFAULTS, "delta": 0.002}
 
@@ -159,6 +160,7 @@ class CapyADWIN(CapyDrift):
         return ADWIN(delta=self.param("delta"))
 
 
+@register_detector("PageHinkley")
 class CapyPageHinkley(CapyDrift):
     defaults: ClassVar[dict[str, Any]] = {
         **DRIFT_DEFAULTS,
@@ -180,6 +182,7 @@ class CapyPageHinkley(CapyDrift):
         )
 
 
+@register_detector("CUSUM")
 class CapyCUSUM(CapyDrift):
     defaults: ClassVar[dict[str, Any]] = {
         **DRIFT_DEFAULTS,
@@ -199,6 +202,7 @@ class CapyCUSUM(CapyDrift):
         )
 
 
+@register_detector("HalfSpaceTrees")
 class CapyHalfSpaceTrees(CapyMOADetector, AnomalyDetector):
     """MOA's HSTrees on standardized, squashed features (the unit box the trees split)."""
 

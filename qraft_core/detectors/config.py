@@ -14,52 +14,26 @@ import json
 import math
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator
 
 from qraft_core.config import ConfigError, Strict, config_dir, parse_model, read_yaml
-from qraft_core.detectors.base import DetectorParamsError, StreamDetector
-from qraft_core.detectors.calibrated import CalibratedAnomaly, CalibratedDrift
-from qraft_core.detectors.capymoa_engine import (
-    CapyADWIN,
-    CapyCUSUM,
-    CapyHalfSpaceTrees,
-    CapyPageHinkley,
+from qraft_core.detectors import calibrated, capymoa_engine, river_engine  # noqa: F401  (they register)
+from qraft_core.detectors.base import (
+    DETECTORS,
+    DetectorParamsError,
+    Engine,
+    StreamDetector,
+    detector_key,
 )
 from qraft_core.detectors.itemsets import FrequentItemsets
-from qraft_core.detectors.river_engine import (
-    DBStreamRegimes,
-    RiverADWIN,
-    RiverHalfSpaceTrees,
-    RiverKSWIN,
-    RiverPageHinkley,
-    RobustZScore,
-)
 from qraft_core.events import PatternType
 
-# The engine is what runs the algorithm: River, CapyMOA (MOA on the JVM), or Qraft's own Python.
-Engine = Literal["river", "capymoa", "qraft"]
 # Characters that make a feature name a glob over the stream's feature columns.
 GLOB_CHARS = frozenset("*?[")
 # Bar columns that are never features.
 NOT_FEATURES = frozenset({"bar_time", "stream", "window_start", "source"})
-
-ALGORITHMS: dict[tuple[str, str], type[StreamDetector]] = {
-    ("river", "ADWIN"): RiverADWIN,
-    ("river", "PageHinkley"): RiverPageHinkley,
-    ("river", "KSWIN"): RiverKSWIN,
-    ("river", "HalfSpaceTrees"): RiverHalfSpaceTrees,
-    ("river", "DBSTREAM"): DBStreamRegimes,
-    ("qraft", "RobustZScore"): RobustZScore,
-    ("qraft", "LossyCountingItemsets"): FrequentItemsets,
-    ("qraft", "CalibratedAnomaly"): CalibratedAnomaly,
-    ("qraft", "CalibratedDrift"): CalibratedDrift,
-    ("capymoa", "ADWIN"): CapyADWIN,
-    ("capymoa", "PageHinkley"): CapyPageHinkley,
-    ("capymoa", "CUSUM"): CapyCUSUM,
-    ("capymoa", "HalfSpaceTrees"): CapyHalfSpaceTrees,
-}
 
 
 class DetectorSpec(Strict):
@@ -76,7 +50,7 @@ class DetectorSpec(Strict):
 
     @property
     def detector_class(self) -> type[StreamDetector]:
-        return ALGORITHMS[(self.engine, self.algorithm)]
+        return DETECTORS[detector_key(self.engine, self.algorithm)]
 
     @property
     def config_hash(self) -> str:
@@ -161,8 +135,9 @@ class DetectorsConfig(Strict):
             if spec.name in seen:
                 raise ValueError(f"detector name {spec.name!r} appears twice")
             seen.add(spec.name)
-            known = sorted(a for e, a in ALGORITHMS if e == spec.engine)
-            if (spec.engine, spec.algorithm) not in ALGORITHMS:
+            if detector_key(spec.engine, spec.algorithm) not in DETECTORS:
+                prefix = detector_key(spec.engine, "")
+                known = [key.removeprefix(prefix) for key in DETECTORS.names() if key.startswith(prefix)]
                 raise ValueError(
                     f"{spec.name}: unknown {spec.engine} algorithm {spec.algorithm!r} (known: {', '.join(known)})"
                 )

@@ -34,11 +34,12 @@ from typing import Any, ClassVar
 
 import polars as pl
 
-from qraft_core.detectors.base import Signal, StreamDetector, confidence_of
+from qraft_core.detectors.base import Signal, StreamDetector, confidence_of, register_detector
 
 ITEM_SEPARATOR = "+"
 
 
+@register_detector("LossyCountingItemsets")
 class FrequentItemsets(StreamDetector):
     engine: ClassVar[str] = "qraft"
     kind: ClassVar[str] = "freq_pattern"

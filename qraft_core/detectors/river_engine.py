@@ -26,7 +26,7 @@ import river
 from river import anomaly, cluster, drift, preprocessing
 
 from qraft_core.detectors.anomaly import ANOMALY_DEFAULTS, AnomalyDetector
-from qraft_core.detectors.base import Signal, StreamDetector, confidence_of
+from qraft_core.detectors.base import Signal, StreamDetector, confidence_of, register_detector
 from qraft_core.detectors.drift import DRIFT_DEFAULTS, DriftDetector
 
 
@@ -42,6 +42,7 @@ class RiverDetector(StreamDetector):
         return str(river.__version__)
 
 
+@register_detector("ADWIN")
 class RiverADWIN(RiverDetector, DriftDetector):
     defaults: ClassVar[dict[str, Any]] = {**DRIFT_DEFAULTS, "delta": 0.002, "clock": 1, "grace_period": 10}
 
@@ -55,6 +56,7 @@ class RiverADWIN(RiverDetector, DriftDetector):
         return bool(model.drift_detected)
 
 
+@register_detector("PageHinkley")
 class RiverPageHinkley(RiverDetector, DriftDetector):
     defaults: ClassVar[dict[str, Any]] = {
         **DRIFT_DEFAULTS,
@@ -77,6 +79,7 @@ class RiverPageHinkley(RiverDetector, DriftDetector):
     _feed = RiverADWIN._feed
 
 
+@register_detector("KSWIN")
 class RiverKSWIN(RiverDetector, DriftDetector):
     defaults: ClassVar[dict[str, Any]] = {**DRIFT_DEFAULTS, "alpha": 0.005, "window_size": 100, "stat_size": 30}
 
@@ -91,6 +94,7 @@ class RiverKSWIN(RiverDetector, DriftDetector):
     _feed = RiverADWIN._feed
 
 
+@register_detector("HalfSpaceTrees")
 class RiverHalfSpaceTrees(RiverDetector, AnomalyDetector):
     """HalfSpaceTrees on standardized, squashed features (the unit box the trees split)."""
 
@@ -119,6 +123,7 @@ class RiverHalfSpaceTrees(RiverDetector, AnomalyDetector):
         return score, None
 
 
+@register_detector("RobustZScore")
 class RobustZScore(AnomalyDetector):
     """Rolling median/MAD baseline: the largest robust z-score of the bar's features.
 
@@ -162,6 +167,7 @@ class RobustZScore(AnomalyDetector):
         return peak / (peak + float(self.param("z_scale"))), robust_z
 
 
+@register_detector("DBSTREAM")
 class DBStreamRegimes(RiverDetector):
     """Joint regime jumps: DBSTREAM clusters standardized feature vectors; a bar
     assigned to a cluster whose centre lies `jump_distance` away from the

@@ -24,6 +24,7 @@ from qraft_core.detectors.capymoa_engine import capymoa_available
 from qraft_core.detectors.config import NOT_FEATURES, DetectorsConfig, DetectorSpec
 from qraft_core.events import iso, stable_id, utc
 from qraft_core.store.base import EventStore, Filter, iter_windows
+from qraft_core.store.schema import spec as table_spec
 
 if TYPE_CHECKING:
     from qraft_core.tracking import Tracker
@@ -326,11 +327,5 @@ def _json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
 
 
-_TS = pl.Datetime("ms", "UTC")
-_DETECTION_SCHEMA: dict[str, pl.DataType] = {
-    "signal_id": pl.Utf8(), "window_start": _TS, "time": _TS, "detector": pl.Utf8(), "engine": pl.Utf8(),
-    "stream": pl.Utf8(), "type": pl.Utf8(), "score": pl.Float64(), "confidence": pl.Float64(), "body": pl.Utf8(),
-}
-_STATE_SCHEMA: dict[str, pl.DataType] = {
-    "window_start": _TS, "detector": pl.Utf8(), "stream": pl.Utf8(), "state": pl.Utf8(), "config_hash": pl.Utf8(),
-}
+_DETECTION_SCHEMA = table_spec("detections").frame_schema
+_STATE_SCHEMA = table_spec("detector_state").frame_schema

@@ -183,8 +183,7 @@ def _agreed_text(pattern: PatternEvent, agreed: list[AlgorithmInfo], words: _Wor
     """Who reported the finding: several engines (cross-validated), several detectors of one, or one."""
     names = words.join(dict.fromkeys(_algo_name(a) for a in agreed))
     if pattern.cross_validated:
-        engines = {a.name.split(".")[0] for a in agreed}
-        return words.phrase("cross_validated", agreed=names, engine_count=len(engines))
+        return words.phrase("cross_validated", agreed=names, engine_count=len(pattern.engines))
     if len(agreed) > 1:
         return words.phrase("one_engine", agreed=names, detector_count=len(agreed))
     return words.phrase("single_engine", algorithm=names)

@@ -19,7 +19,7 @@ from qraft_core.config import ConfigError, config_dir
 from qraft_core.events import PatternEvent, utc
 from qraft_core.operators.aggregate import numeric_fields, numeric_value
 from qraft_core.operators.pipeline import PreprocessingConfig, SourcePipeline, load_preprocessing
-from qraft_core.plugins import load_plugins
+from qraft_core.registry import Registry
 from qraft_core.store.base import EventStore, Filter
 
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}")
@@ -61,15 +61,16 @@ class ContextSummarizer:
     summarise: ContextSummarise
 
 
-CONTEXT_SUMMARIZERS: list[ContextSummarizer] = []
+CONTEXT_SUMMARIZERS: Registry[ContextSummarizer] = Registry("context summarizer")
 
 
-def register_context_summarizer(event_types: tuple[str, ...]) -> Callable[[ContextSummarise], ContextSummarise]:
+def register_context_summarizer(
+    name: str, event_types: tuple[str, ...]
+) -> Callable[[ContextSummarise], ContextSummarise]:
     """Decorator: a plugin's summary of its event types; other types get the generic field summary."""
 
     def register(function: ContextSummarise) -> ContextSummarise:
-        if all(s.summarise is not function for s in CONTEXT_SUMMARIZERS):
-            CONTEXT_SUMMARIZERS.append(ContextSummarizer(tuple(event_types), function))
+        CONTEXT_SUMMARIZERS.add(name, ContextSummarizer(tuple(event_types), function))
         return function
 
     return register
@@ -175,10 +176,9 @@ def source_lines(
     rows: pl.DataFrame, pipeline: SourcePipeline | None, focus: Sequence[str] = ()
 ) -> list[ContextLine]:
     """Plugin summaries for the event types they claim, the generic field summary for the rest."""
-    load_plugins()
     lines: list[ContextLine] = []
     claimed: set[str] = set()
-    for summarizer in CONTEXT_SUMMARIZERS:
+    for summarizer in CONTEXT_SUMMARIZERS.values():
         own = rows.filter(pl.col("type").is_in(summarizer.event_types))
         claimed.update(summarizer.event_types)
         if own.height:

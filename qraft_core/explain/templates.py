@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from qraft_core.config import ConfigError, config_dir, parse_model, read_yaml
 from qraft_core.events import PatternType
-from qraft_core.plugins import load_plugins
+from qraft_core.registry import Registry
 
 Lang = Literal["en", "zh"]
 LANGS: tuple[Lang, ...] = ("en", "zh")
@@ -179,12 +179,12 @@ class PluginPhrase:
     text: Mapping[str, str]
 
 
-PLUGIN_PHRASES: dict[str, PluginPhrase] = {}
+PLUGIN_PHRASES: Registry[PluginPhrase] = Registry("phrase")
 # Display names of metric and contributor fields, per language, registered by plugins;
 # `fields` in cards.yaml overrides them.
-VOCABULARY: dict[str, dict[str, str]] = {lang: {} for lang in LANGS}
+VOCABULARY: dict[str, Registry[str]] = {lang: Registry(f"{lang} field name") for lang in LANGS}
 # The same for metric units (`units` in cards.yaml overrides them).
-UNIT_VOCABULARY: dict[str, dict[str, str]] = {lang: {} for lang in LANGS}
+UNIT_VOCABULARY: dict[str, Registry[str]] = {lang: Registry(f"{lang} unit name") for lang in LANGS}
 # A field of this suffix is already a z-score (the `normalize` operator's default).
 ZSCORE_SUFFIX = "_z"
 
@@ -197,7 +197,7 @@ def register_phrase(name: str, fields: frozenset[str], text: Mapping[str, str]) 
         if lang not in text:
             raise ValueError(f"phrase {name!r}: no text for language {lang!r}")
         check_template(text[lang], fields, f"phrase {name!r} ({lang})")
-    PLUGIN_PHRASES[name] = PluginPhrase(fields, dict(text))
+    PLUGIN_PHRASES.add(name, PluginPhrase(fields, dict(text)))
 
 
 def register_vocabulary(
@@ -210,11 +210,11 @@ def register_vocabulary(
                 raise ValueError(
                     f"vocabulary for unknown language {lang!r} (expected one of {', '.join(LANGS)})"
                 )
-            vocabulary[lang].update(by_name)
+            for key, display in by_name.items():
+                vocabulary[lang].add(key, display)
 
 
 def plugin_phrase(name: str, lang: str) -> str:
-    load_plugins()
     if name not in PLUGIN_PHRASES:
         raise TemplateError(f"no phrase {name!r} in cards.yaml or any plugin")
     return PLUGIN_PHRASES[name].text[lang]
@@ -228,9 +228,9 @@ def field_name(cards: LanguageCards, lang: str, name: str) -> str:
     """
     if name in cards.fields:
         return cards.fields[name]
-    load_plugins()
-    if name in VOCABULARY.get(lang, {}):
-        return VOCABULARY[lang][name]
+    vocabulary = VOCABULARY.get(lang)
+    if vocabulary is not None and name in vocabulary:
+        return vocabulary[name]
     base, _, suffix = name.rpartition("_")
     where = f"cards.yaml: languages.{lang}.phrases"
     if base and f"_{suffix}" == ZSCORE_SUFFIX:
@@ -245,8 +245,8 @@ def unit_name(cards: LanguageCards, lang: str, unit: str) -> str:
     """A unit's display name: cards.yaml's `units`, then plugin vocabulary, else the unit itself."""
     if unit in cards.units:
         return cards.units[unit]
-    load_plugins()
-    return UNIT_VOCABULARY.get(lang, {}).get(unit, unit)
+    vocabulary = UNIT_VOCABULARY.get(lang)
+    return unit if vocabulary is None else vocabulary.get(unit, unit)
 
 
 def template_fields(template: str, where: str) -> list[str]:

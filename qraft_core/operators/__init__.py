@@ -2,7 +2,7 @@
 
 from qraft_core.operators import aggregate, derive, join, normalize, text
 from qraft_core.operators.base import (
-    REGISTRY,
+    OPERATORS,
     Operator,
     OperatorContext,
     OperatorError,
@@ -21,7 +21,7 @@ from qraft_core.operators.pipeline import (
 _BUILTIN = (aggregate, derive, join, normalize, text)
 
 __all__ = [
-    "REGISTRY",
+    "OPERATORS",
     "Operator",
     "OperatorContext",
     "OperatorError",

@@ -27,7 +27,7 @@ from qraft_core.operators.base import (
     payload_field,
     register_operator,
 )
-from qraft_core.plugins import load_plugins
+from qraft_core.registry import Registry, UnknownName
 
 EVENT_COLUMNS = ("stream", "timestamp", "event_id", "payload")
 RESERVED_COLUMNS = frozenset({"stream", "bar_time", "event_count", "window_start", "items"})
@@ -43,7 +43,7 @@ class AggregateMethod:
     function: AggregateFunction
 
 
-AGGREGATE_METHODS: dict[str, AggregateMethod] = {}
+AGGREGATE_METHODS: Registry[AggregateMethod] = Registry("method")
 
 
 def register_aggregate_method(
@@ -52,22 +52,17 @@ def register_aggregate_method(
     """Decorator: `aggregate: {method: <name>, ...}` calls the function with validated params."""
 
     def register(function: AggregateFunction) -> AggregateFunction:
-        known = AGGREGATE_METHODS.get(name)
-        if known is not None and known.function is not function:
-            raise ValueError(f"aggregate method {name!r} is taken by {known.function.__qualname__}")
-        AGGREGATE_METHODS[name] = AggregateMethod(name, params_model, function)
+        AGGREGATE_METHODS.add(name, AggregateMethod(name, params_model, function))
         return function
 
     return register
 
 
 def aggregate_method(name: str) -> AggregateMethod:
-    load_plugins()
     try:
         return AGGREGATE_METHODS[name]
-    except KeyError:
-        known = ", ".join(sorted(AGGREGATE_METHODS))
-        raise OperatorError(f"aggregate: method: unknown method {name!r} (known: {known})") from None
+    except UnknownName as exc:
+        raise OperatorError(f"aggregate: method: {exc}") from None
 
 
 class StatsParams(OperatorParams):

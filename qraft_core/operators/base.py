@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar, runtime_chec
 import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from qraft_core.registry import Registry, UnknownName
+
 BAR_KEYS = ("stream", "bar_time")
 BAR_TIME_DTYPE = pl.Datetime("ms", "UTC")
 
@@ -195,16 +197,14 @@ class TrailingOperator(BaseOperator[P]):
 
 OperatorClass = type[BaseOperator[Any]]
 C = TypeVar("C", bound=OperatorClass)
-REGISTRY: dict[str, OperatorClass] = {}
+OPERATORS: Registry[OperatorClass] = Registry("operator")
 
 
 def register_operator(cls: C) -> C:
     """Class decorator: make an operator available by its `name` in preprocessing.yaml."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
-    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-        raise ValueError(f"operator name {cls.name!r} is taken by {REGISTRY[cls.name].__name__}")
-    REGISTRY[cls.name] = cls
+    OPERATORS.add(cls.name, cls)
     return cls
 
 
@@ -220,10 +220,9 @@ def build_operator(name: str, params: Mapping[str, Any] | None = None) -> BaseOp
 join, keyword_extract, normalize, text_clean)
     """
     try:
-        cls = REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(REGISTRY))
-        raise OperatorError(f"unknown operator {name!r} (known: {known})") from None
+        cls = OPERATORS[name]
+    except UnknownName as exc:
+        raise OperatorError(str(exc)) from None
     return cls(params)
 
 

@@ -2,7 +2,6 @@
 
     preprocessing:
       bar_seconds: 10                # bar size of sources that do not state their own
-      default: [validate_schema, add_ingest_time, drop_malformed]
       pipeline_by_source:
         - source: cpu
           bar_seconds: 300           # this source's bar size (optional)
@@ -21,15 +20,15 @@
 
 An operator is written as its name alone or as `name: {params}`. Unknown keys,
 unknown operators and bad parameters are errors naming file, key and what was
-expected. `default` names the universal cleaning steps that run before these
-chains (schema validation, timestamp checks, malformed events to dead letters).
+expected. The chains read the events the clean step kept (schema, event times
+and malformed payloads are checked there, for every source).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 from pydantic import Field, field_validator, model_validator
@@ -42,9 +41,8 @@ from qraft_core.operators.base import (
     TrailingOperator,
     build_operator,
 )
+from qraft_core.streams import StreamId
 
-UniversalStep = Literal["validate_schema", "add_ingest_time", "drop_malformed"]
-UNIVERSAL_STEPS: list[UniversalStep] = ["validate_schema", "add_ingest_time", "drop_malformed"]
 # One day: the longest window a partition can have, so the longest bar.
 MAX_BAR_SECONDS = 86_400
 
@@ -102,22 +100,21 @@ class SourcePipeline(Strict):
         if self.stream_key is None:
             return pl.lit(self.source)
         value = pl.col("payload").str.json_path_match(f"$.{self.stream_key}").fill_null("")
-        return pl.concat_str(pl.lit(self.source + ":"), value)
+        return pl.concat_str(pl.lit(StreamId.key_prefix(self.source)), value)
 
     def owns_stream(self, stream: pl.Expr) -> pl.Expr:
         if self.stream_key is None:
             return stream == self.source
-        return stream.str.starts_with(self.source + ":")
+        return stream.str.starts_with(StreamId.key_prefix(self.source))
 
     def owns_stream_name(self, stream: str) -> bool:
         if self.stream_key is None:
             return stream == self.source
-        return stream.startswith(self.source + ":")
+        return stream.startswith(StreamId.key_prefix(self.source))
 
 
 class PreprocessingConfig(Strict):
     bar_seconds: int = Field(default=10, ge=1, le=MAX_BAR_SECONDS)
-    default: list[UniversalStep] = Field(default_factory=lambda: list(UNIVERSAL_STEPS))
     pipeline_by_source: list[SourcePipeline] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -48,6 +48,7 @@ from qraft_core.patterns.merge import (
 )
 from qraft_core.patterns.metrics import metrics_for
 from qraft_core.store.base import EventStore, Filter, iter_windows
+from qraft_core.store.schema import spec
 
 FeatureLoader = Callable[[EventStore, datetime, datetime], pl.DataFrame]
 
@@ -284,8 +285,4 @@ def load_pattern_events(
 
 _TS = pl.Datetime("ms", "UTC")
 _EMPTY = pl.DataFrame(schema={"bar_time": _TS})
-_PATTERN_SCHEMA: dict[str, pl.DataType] = {
-    "pattern_id": pl.Utf8(), "type": pl.Utf8(), "timestamp": _TS, "window_start": _TS,
-    "source_streams": pl.List(pl.Utf8), "confidence": pl.Float64(), "cross_validated": pl.UInt8(),
-    "algorithm": pl.Utf8(), "algorithm_version": pl.Utf8(), "restart": pl.UInt8(), "body": pl.Utf8(),
-}
+_PATTERN_SCHEMA = spec("pattern_events").frame_schema

@@ -13,19 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from qraft_core.plugins import load_plugins
+from qraft_core.registry import Registry
 
 Metrics = dict[str, tuple[str, str]]
 MetricSet = Callable[[Sequence[str]], Metrics]
-METRIC_SETS: list[MetricSet] = []
+# Plugins' metric sets by name, consulted in registration order before the generic one.
+METRIC_SETS: Registry[MetricSet] = Registry("metric set")
+register_metric_set = METRIC_SETS.register
 LEVEL_SUFFIXES = ("_mean", "_last")
-
-
-def register_metric_set(metric_set: MetricSet) -> MetricSet:
-    """Decorator: a plugin's metric set, consulted before the generic one."""
-    if metric_set not in METRIC_SETS:
-        METRIC_SETS.append(metric_set)
-    return metric_set
 
 
 def field_levels(columns: Sequence[str]) -> Metrics:
@@ -44,9 +39,8 @@ def field_levels(columns: Sequence[str]) -> Metrics:
 
 def metrics_for(columns: Sequence[str]) -> Metrics:
     """Every registered set's metrics over `columns`, plugin sets first (a name is taken once)."""
-    load_plugins()
     merged: Metrics = {}
-    for metric_set in [*METRIC_SETS, field_levels]:
+    for metric_set in [*METRIC_SETS.values(), field_levels]:
         for name, spec in metric_set(columns).items():
             merged.setdefault(name, spec)
     return merged

@@ -2,7 +2,7 @@
 metric sets, context summaries and card vocabulary through the generic registries.
 
 A plugin is an importable module whose import performs its registrations. The
-built-in markets plugin is always loaded (the demo relies on it); others come
+built-in ones are always loaded (the demo relies on the markets plugin); others come
 from the `qraft.plugins` entry-point group of installed packages or from the
 `plugins:` list of `qraft.yaml`. Registries call `load_plugins()` before a
 lookup, so a plugin is never missing because nothing happened to import it.
@@ -14,7 +14,9 @@ import importlib
 from collections.abc import Iterable
 from importlib.metadata import entry_points
 
-BUILTIN_PLUGINS = ("qraft_core.plugins.markets",)
+# Qraft's own registrations load the same way: the adapter types (and their check of sources),
+# the store's tables with a retention, and the markets plugin.
+BUILTIN_PLUGINS = ("qraft_core.adapters.registry", "qraft_core.store.cluster", "qraft_core.plugins.markets")
 ENTRY_POINT_GROUP = "qraft.plugins"
 _loaded: set[str] = set()
 

@@ -19,8 +19,9 @@ import polars as pl
 from qraft_core.redact import redact
 from qraft_core.store.base import STREAM_SEPARATORS, Filter, StoreError
 from qraft_core.store.cluster import StoreLayout, apply_migrations, delete_statement
-from qraft_core.store.schema import TableSpec, checked_identifier, spec
+from qraft_core.store.schema import spec
 from qraft_core.store.sessions import ENGINE, ServerClients, lock_path_of
+from qraft_core.store.table_spec import TableSpec, bare_type, checked_identifier, polars_dtype
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +280,7 @@ def _where_sql(
                 clauses.append("0")
                 continue
             element = declared if declared and "Array" not in declared else _ch_type_of(values[0])
-            clauses.append(f"{column} IN {{{name}:Array({_bare(element)})}}")
+            clauses.append(f"{column} IN {{{name}:Array({bare_type(element)})}}")
             params[name] = values
         elif item.op == "has":
             clauses.append(f"has({column}, {{{name}:String}})")
@@ -290,41 +291,10 @@ def _where_sql(
             clauses.append(f"arrayExists(s -> s = {value} OR {tests}, {column})")
             params[name] = item.value
         else:
-            element = _bare(declared) if declared and "Array" not in declared else _ch_type_of(item.value)
+            element = bare_type(declared) if declared and "Array" not in declared else _ch_type_of(item.value)
             clauses.append(f"{column} {item.op} {{{name}:{element}}}")
             params[name] = item.value
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
-def _bare(ch_type: str) -> str:
-    """The parameter type for a column type (without LowCardinality/Nullable wrappers)."""
-    for wrapper in ("LowCardinality(", "Nullable("):
-        if ch_type.startswith(wrapper):
-            ch_type = ch_type[len(wrapper) : -1]
-    return ch_type
-
-
-_POLARS_OF = {
-    "String": pl.Utf8,
-    "UInt8": pl.UInt8,
-    "UInt32": pl.UInt32,
-    "UInt64": pl.UInt64,
-    "Int64": pl.Int64,
-    "Int32": pl.Int32,
-    "Float64": pl.Float64,
-    "Float32": pl.Float32,
-    "DateTime64(3, 'UTC')": pl.Datetime("ms", "UTC"),
-}
-
-
-def polars_dtype(ch_type: str) -> Any:
-    bare = _bare(ch_type)
-    if bare.startswith("Array("):
-        return pl.List(polars_dtype(bare[len("Array(") : -1]))
-    try:
-        return _POLARS_OF[bare]
-    except KeyError:
-        raise ValueError(f"no polars type for ClickHouse type {ch_type!r}") from None
 
 
 def _conform(frame: pl.DataFrame, table_spec: TableSpec) -> pl.DataFrame:

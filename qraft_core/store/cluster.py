@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from qraft_core.config import QraftConfig, SourcesFile
+from qraft_core.config import RETENTION_CLOCKS, QraftConfig, SourcesFile
 from qraft_core.store.base import StoreUnavailable
 from qraft_core.store.schema import checked_identifier
 
-# The column whose age retention counts, per table. Tables absent here are kept for good:
+# The column whose age retention counts, per table (registered where qraft.yaml's
+# store.retention_days is checked). Tables absent here are kept for good:
 # human verdicts (annotations) and the source registry.
-RETENTION_CLOCKS = {
+for _table, _clock in {
     "raw_events": "landed_at",
     "clean_events": "ingest_time",
     "dead_letters": "received_at",
@@ -39,7 +40,8 @@ RETENTION_CLOCKS = {
     "detector_state": "window_start",
     "pattern_events": "window_start",
     "pattern_cards": "created_at",
-}
+}.items():
+    RETENTION_CLOCKS.add(_table, _clock)
 # Tables with a `source` column, where a per-source retention applies.
 SOURCE_TABLES = {"raw_events", "clean_events"}
 

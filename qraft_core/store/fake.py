@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 
 from qraft_core.store.base import STREAM_SEPARATORS, Filter
-from qraft_core.store.clickhouse import _conform, polars_dtype
+from qraft_core.store.clickhouse import _conform
 from qraft_core.store.schema import TableSpec, spec
 
 _OPS = {
@@ -57,9 +57,7 @@ class MemoryStore:
 
     def _frame(self, table_spec: TableSpec) -> pl.DataFrame:
         if table_spec.name not in self.tables:
-            self.tables[table_spec.name] = pl.DataFrame(
-                schema={n: polars_dtype(t) for n, t in table_spec.columns.items()}
-            )
+            self.tables[table_spec.name] = pl.DataFrame(schema=table_spec.frame_schema)
         return self.tables[table_spec.name]
 
     def insert(self, table: str, frame: pl.DataFrame) -> int:

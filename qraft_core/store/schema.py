@@ -2,41 +2,19 @@
 
 The DDL lives in the numbered migrations; this registry names, per table, the
 columns with their ClickHouse types, the event-time column window operations
-use, and the key rows are de-duplicated on.
+use, and the key rows are de-duplicated on. Writers take their polars schemas
+from here (`TableSpec.frame_schema`); tests/unit/test_table_specs.py proves the
+migrations declare the same columns. The tables of later migrations are
+declared beside the code that owns them (`schema_features`, `schema_patterns`,
+`schema_explain`).
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-
-
-def checked_identifier(name: str) -> str:
-    """Identifiers cannot be bound parameters, so they are validated instead.
-
-    >>> checked_identifier("raw_events")
-    'raw_events'
-    >>> checked_identifier("x; DROP TABLE y")
-    Traceback (most recent call last):
-    ...
-    ValueError: not a valid identifier: 'x; DROP TABLE y'
-    """
-    if not IDENTIFIER.match(name):
-        raise ValueError(f"not a valid identifier: {name!r}")
-    return name
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    name: str
-    columns: dict[str, str]
-    time_column: str | None = None
-    dedup_key: tuple[str, ...] = field(default_factory=tuple)
-
-
-TS = "DateTime64(3, 'UTC')"
+from qraft_core.store import schema_explain, schema_features, schema_patterns
+from qraft_core.store.table_spec import TS, TableSpec, checked_identifier
+from qraft_core.store.table_spec import bare_type as bare_type
+from qraft_core.store.table_spec import polars_dtype as polars_dtype
 
 _SPECS = [
     TableSpec(
@@ -117,20 +95,13 @@ _SPECS = [
     ),
 ]
 
-TABLES: dict[str, TableSpec] = {spec.name: spec for spec in _SPECS}
-
-
-def _load_domain_specs() -> None:
-    # Later migrations' tables are declared beside the code that owns them.
-    from qraft_core.store import schema_explain, schema_features, schema_patterns
-
-    for extra in (*schema_features.SPECS, *schema_patterns.SPECS, *schema_explain.SPECS):
-        TABLES[checked_identifier(extra.name)] = extra
+TABLES: dict[str, TableSpec] = {
+    checked_identifier(table.name): table
+    for table in (*_SPECS, *schema_features.SPECS, *schema_patterns.SPECS, *schema_explain.SPECS)
+}
 
 
 def spec(table: str) -> TableSpec:
-    if len(TABLES) == len(_SPECS):
-        _load_domain_specs()
     try:
         return TABLES[table]
     except KeyError:

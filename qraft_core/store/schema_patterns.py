@@ -1,6 +1,6 @@
 """Table specs for pattern events, detections and detector state."""
 
-from qraft_core.store.schema import TS, TableSpec
+from qraft_core.store.table_spec import TS, TableSpec
 
 SPECS: list[TableSpec] = [
     TableSpec(

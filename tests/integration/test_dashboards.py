@@ -23,8 +23,7 @@ from qraft_cli.sources import sources_run
 from qraft_core import metrics
 from qraft_core.config import LanderConfig
 from qraft_core.store import ClickHouseStore
-from qraft_core.store.clickhouse import polars_dtype
-from qraft_core.store.schema import TS, spec
+from qraft_core.store.schema import TS, polars_dtype, spec
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "dashboards"

@@ -19,9 +19,10 @@ from qraft_core.analyze import (
     profile_files,
     write_config,
 )
-from qraft_core.config import load_qraft_config, load_sources, validate_all
+from qraft_core.config import load_qraft_config, load_sources
 from qraft_core.detectors.config import load_detectors
 from qraft_core.operators.pipeline import load_preprocessing
+from qraft_core.validation import validate_all
 
 T0 = datetime(2014, 2, 1, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from qraft_cli import main
-from qraft_core.config import ConfigError, load_qraft_config, load_sources, validate_all
+from qraft_core.config import ConfigError, load_qraft_config, load_sources
+from qraft_core.validation import validate_all
 
 REPO = Path(__file__).resolve().parents[2]
 

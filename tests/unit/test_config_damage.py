@@ -10,8 +10,9 @@ import yaml
 from click.testing import CliRunner
 
 from qraft_cli import main
-from qraft_core.config import ConfigError, load_qraft_config, load_sources, validate_all
+from qraft_core.config import ConfigError, load_qraft_config, load_sources
 from qraft_core.detectors.config import load_detectors
+from qraft_core.validation import validate_all
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -189,7 +189,7 @@ def test_every_truth_item_says_which_finding_matched_it_or_that_it_was_missed(tm
 def test_cli_names_false_alarms_and_missed_truth_items(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    from qraft_core.cli import main
+    from qraft_cli import main
     from qraft_core.plugins.markets.examples import example_patterns
 
     anomaly = next(p for p in example_patterns() if p.type.value == "anomaly")

@@ -10,7 +10,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qraft_core.config import ConfigError, validate_all
+from qraft_core.config import ConfigError
+from qraft_core.validation import validate_all
 from tests.unit.fuzz_strategies import SLOW_FUZZ, garbage, values
 
 REPO = Path(__file__).resolve().parents[2]

@@ -25,6 +25,8 @@ from qraft_core.explain.catalog import (
 )
 from qraft_core.explain.context import context_window, pattern_sources
 from qraft_core.store.base import EventStore, Filter
+from qraft_core.streams import StreamId
+from qraft_core.timeutil import parse_iso
 
 # The steps of the pipeline in flow order, with the table each one fills.
 PIPELINE_STEPS = [
@@ -45,8 +47,8 @@ def stream_symbol(stream: str) -> tuple[str, str]:
     >>> stream_symbol("binance_spot:BTCUSDT"), stream_symbol("news")
     (('binance_spot', 'BTCUSDT'), ('news', ''))
     """
-    source, _, symbol = stream.partition(":")
-    return source, symbol
+    stream_id = StreamId.parse(stream)
+    return stream_id.source, stream_id.key
 
 
 # -- findings inbox ---------------------------------------------------------
@@ -408,7 +410,7 @@ def _behind(steps: list[dict[str, Any]]) -> float | None:
     raw, features = steps[0]["newest"], steps[2]["newest"]
     if raw is None or features is None:
         return None
-    return round((datetime.fromisoformat(raw) - datetime.fromisoformat(features)).total_seconds(), 1)
+    return round((parse_iso(raw) - parse_iso(features)).total_seconds(), 1)
 
 
 def _newest_rows(store: EventStore, table: str, limit: int) -> list[dict[str, Any]]:

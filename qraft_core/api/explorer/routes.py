@@ -57,6 +57,15 @@ def explorer_router(runtime: Any) -> APIRouter:
             raise _Refused()
 
     router = APIRouter(prefix="/explorer/api", tags=["explorer"], dependencies=[Depends(reader)])
+    _add_finding_routes(router, runtime)
+    _add_stream_routes(router, runtime)
+    _add_pipeline_routes(router, runtime)
+    return router
+
+
+def _add_finding_routes(router: APIRouter, runtime: Any) -> None:
+    """The inbox, its live pulse and one finding's view."""
+    config = runtime.config
 
     @router.get("/findings", responses=_errors(400))
     def findings(
@@ -101,6 +110,11 @@ def explorer_router(runtime: Any) -> APIRouter:
                 runtime.store, pattern, minutes, config.explain.context_minutes, MAX_BARS, MAX_RAW_ROWS
             )
 
+
+def _add_stream_routes(router: APIRouter, runtime: Any) -> None:
+    """The stream catalog and one stream's chart."""
+    config = runtime.config
+
     @router.get("/streams", responses=_errors())
     def streams() -> dict[str, Any]:
         """Every stream with feature bars: its columns, extent and number of findings."""
@@ -125,6 +139,11 @@ def explorer_router(runtime: Any) -> APIRouter:
                 "end": iso(finish),
                 **queries.stream_view(runtime.store, stream, begin, finish, MAX_BARS),
             }
+
+
+def _add_pipeline_routes(router: APIRouter, runtime: Any) -> None:
+    """The pipeline's health, the evaluation against ground truth and replay records."""
+    config = runtime.config
 
     @router.get("/pipeline", responses=_errors())
     def pipeline() -> dict[str, Any]:
@@ -153,8 +172,6 @@ def explorer_router(runtime: Any) -> APIRouter:
         if record is None:
             return JSONResponse({"error": f"no replay with id {replay_id!r}"}, status_code=404)
         return vars(record)
-
-    return router
 
 
 class _Refused(Exception):

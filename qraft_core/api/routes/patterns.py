@@ -85,10 +85,17 @@ def patterns_router(ctx: ApiContext) -> APIRouter:
 
         return respond(ctx.cache.get(("pattern", pattern_id), CARD_TABLES, build))
 
+    _add_context_route(router, ctx)
+    return router
+
+
+def _add_context_route(router: APIRouter, ctx: ApiContext) -> None:
+    """`/pattern/{id}/context`: the clean rows behind a pattern's card."""
+
     @router.get("/pattern/{pattern_id}/context", responses=errors(400, 401, 403, 404, 503))
     def get_context(
         pattern_id: PatternId,
-        limit: int = Query(500, ge=1, le=max_page),
+        limit: int = Query(500, ge=1, le=ctx.config.api.max_page),
         cursor: str | None = Query(None, max_length=2000),
     ) -> dict[str, Any]:
         """The full clean rows of a pattern's context window, a keyset page at a time."""
@@ -114,8 +121,6 @@ def patterns_router(ctx: ApiContext) -> APIRouter:
             "rows": rows,
             "next_cursor": next_cursor,
         }
-
-    return router
 
 
 def cards_router(ctx: ApiContext) -> APIRouter:

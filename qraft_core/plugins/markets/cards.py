@@ -25,7 +25,7 @@ MARKET_METRICS: Metrics = {
 }
 
 
-@register_metric_set
+@register_metric_set("markets")
 def market_metrics(columns: Sequence[str]) -> Metrics:
     return {name: spec for name, spec in MARKET_METRICS.items() if spec[0] in columns}
 
@@ -34,7 +34,7 @@ def _payload_field(*names: str) -> pl.Expr:
     return pl.coalesce([pl.col("payload").str.json_path_match(f"$.{name}") for name in names])
 
 
-@register_context_summarizer(TRADE_TYPES)
+@register_context_summarizer("trades", TRADE_TYPES)
 def trade_summary(rows: pl.DataFrame, focus: Sequence[str] = ()) -> list[ContextLine]:
     """Trade count, price range, first and last price, volume."""
     trades = rows.select(
@@ -55,7 +55,7 @@ def trade_summary(rows: pl.DataFrame, focus: Sequence[str] = ()) -> list[Context
     })]
 
 
-@register_context_summarizer(HEADLINE_TYPES)
+@register_context_summarizer("headlines", HEADLINE_TYPES)
 def headline_summary(rows: pl.DataFrame, focus: Sequence[str] = ()) -> list[ContextLine]:
     """The number of headlines and the first few titles; with focus terms (a frequent
     itemset), how many titles contain them all and the first few of those."""

@@ -12,7 +12,7 @@ TRADE_TYPES = ("trade", "aggTrade")
 PRICE_FIELD, QUANTITY_FIELD = "p", "q"
 
 
-@register_clean_rule
+@register_clean_rule("positive_price_and_quantity")
 def positive_price_and_quantity(config: CleanConfig) -> list[Rule]:
     rules = []
     for name in (PRICE_FIELD, QUANTITY_FIELD):
