@@ -23,7 +23,7 @@ from qraft_core.store.fake import MemoryStore
 from qraft_core.supervisor import ProcessSupervisor
 from qraft_core.tracking import Tracker
 
-START = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+START = datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
 END = START + timedelta(minutes=5)
 
 
@@ -77,7 +77,7 @@ def test_a_replay_recomputes_records_and_audits_its_window(config_dir: Path) -> 
     assert result.status == "succeeded" and result.diff is None
     summary = {k: v for k, v in result.summary.items() if k not in ("id", "seconds", "config_hash")}
     assert summary == {
-        "start": "2026-01-05T10:00:00.000Z", "end": "2026-01-05T10:05:00.000Z", "sources": ["cpu"],
+        "start": "2026-01-05T01:00:00.000Z", "end": "2026-01-05T01:05:00.000Z", "sources": ["cpu"],
         "runs": 5, "failed_runs": [], "partitions": 5, "events": 0, "dead_letters": 0,
         "dead_letters_by_reason": {}, "pattern_events": 2, "pattern_events_by_type": {"concept_drift": 2},
         "no_data": True, "status": "succeeded",
@@ -85,7 +85,7 @@ def test_a_replay_recomputes_records_and_audits_its_window(config_dir: Path) -> 
     assert services.replays.status(result.record.id)[0].status == "succeeded"
     audit = store.select("audit_log").to_dicts()
     assert [(a["actor"], a["action"], a["target"]) for a in audit] == [
-        ("ci", "replay", "[2026-01-05T10:00:00.000Z, 2026-01-05T10:05:00.000Z)")]
+        ("ci", "replay", "[2026-01-05T01:00:00.000Z, 2026-01-05T01:05:00.000Z)")]
     assert json.loads(audit[0]["after"]) == {"status": "succeeded", "events": 0,
                                              "pattern_events_by_type": {"concept_drift": 2}}
     [run] = tracker.runs
@@ -111,7 +111,7 @@ def test_a_replay_compares_with_its_golden_file(config_dir: Path, tmp_path: Path
     services = bootstrap(config_dir, store=store, tracker=RecordingTracker(), runner=_writing(store, _pattern(2)))
     written = services.replays.run(ReplayRequest(START, END, golden=golden, write_golden=True))
     assert written.summary["golden_written"] == str(golden)
-    assert [p["timestamp"] for p in json.loads(golden.read_text())["patterns"]] == ["2026-01-05T10:02:00.000Z"]
+    assert [p["timestamp"] for p in json.loads(golden.read_text())["patterns"]] == ["2026-01-05T01:02:00.000Z"]
 
     same = services.replays.run(ReplayRequest(START, END, golden=golden))
     assert same.status == "succeeded" and same.diff is not None and not same.diff.regression
@@ -122,7 +122,7 @@ def test_a_replay_compares_with_its_golden_file(config_dir: Path, tmp_path: Path
     changed = services.replays.run(ReplayRequest(START, END, golden=golden))
     assert changed.status == "regression"
     assert changed.summary["golden"]["changed"] == [{
-        "key": {"type": "concept_drift", "timestamp": "2026-01-05T10:02:00.000Z", "streams": ["cpu:host-a"]},
+        "key": {"type": "concept_drift", "timestamp": "2026-01-05T01:02:00.000Z", "streams": ["cpu:host-a"]},
         "fields": {"confidence": {"golden": 0.5, "replayed": 0.8}},
     }]
 
@@ -198,7 +198,7 @@ def test_patterns_export_writes_the_whole_file(config_dir: Path, tmp_path: Path)
     summary = services.patterns.export(services.patterns.query(since=START, until=END, capped=False), "json",
                                        out, pages.append)
     assert summary == {"patterns": 2, "format": "json", "out": str(out),
-                       "start": "2026-01-05T10:00:00.000Z", "end": "2026-01-05T10:05:00.000Z"}
+                       "start": "2026-01-05T01:00:00.000Z", "end": "2026-01-05T01:05:00.000Z"}
     assert [p["pattern_id"] for p in json.loads(out.read_text())] == ["p1", "p2"] and sum(pages) == 2
     assert not list(tmp_path.glob(".*partial"))
 
