@@ -94,7 +94,7 @@ def test_a_plugin_from_the_test_folder_runs_end_to_end(tmp_path: Path) -> None:
     assert result["patterns"] == [
         ["2026-01-05T02:30:00+00:00", "qraft.FarFromMean", {"temperature": 8.0, "celsius": 8.0}]
     ]
-    assert "By how much:** celsius +8, room temperature +8" in result["card"]
+    assert "By how much:** celsius 21 → 29 (+8), room temperature (`temperature`) 21 → 29 (+8)" in result["card"]
 
 
 if __name__ == "__main__":
