@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     command = [uv, "run", "--project", str(SUPERSET_ENV), "--frozen",
                "python", str(SUPERSET_ENV / "launch.py"), "--home", plan["home"], "--bundle", plan["bundle"],
                "--port", str(args.port), "--store-lock", plan["store_lock"]]
-    os.execv(command[0], command)
+    # Qraft's own environment must not leak into Superset's (uv would warn and ignore it).
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    os.execve(command[0], command, env)
 
 
 if __name__ == "__main__":
