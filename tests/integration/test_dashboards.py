@@ -22,19 +22,21 @@ import sqlalchemy
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from qraft_core import metrics
+from qraft_core import metrics, monitoring
 from qraft_core.cli.sources import sources_run
-from qraft_core.config import LanderConfig, load_qraft_config
+from qraft_core.config import ApiConfig, LanderConfig, load_qraft_config
 from qraft_core.store import open_store
 from qraft_core.store.clickhouse import polars_dtype
 from qraft_core.store.schema import TS, spec
 from qraft_core.superset import BUNDLE_DATABASE, prepare, superset_uri
+from qraft_dagster import monitoring as dagster_monitoring
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "dashboards"
 SUPERSET = DASHBOARDS / "superset"
 GRAFANA = DASHBOARDS / "grafana" / "qraft.json"
 PROMETHEUS = DASHBOARDS / "prometheus"
+ALERTMANAGER = DASHBOARDS / "alertmanager"
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
 
@@ -551,6 +553,11 @@ def exposed_metrics() -> dict[str, set[str]]:
             labels = set(collector._labelnames)
             for suffix in SUFFIXES[family.type]:
                 found[family.name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
+    # The pipeline collectors (the API's /metrics and qraft_dagster.monitoring) declare their families.
+    for name, (_help, labels) in monitoring.FAMILIES.items():
+        found[name] = set(labels)
+    for name, (kind, _help, labels) in dagster_monitoring.FAMILIES.items():
+        found[name + ("_total" if kind == "counter" else "")] = set(labels)
     return found
 
 
@@ -620,7 +627,8 @@ def test_alert_rules_use_exposed_metrics_and_annotate_with_result_labels():
     rules = alert_rules()
     assert {r["alert"] for r in rules} >= {
         "QraftConsumerLagGrowing", "QraftDeadLetterRatioHigh", "QraftNoEventsLanded", "QraftStoreRetries",
-        "QraftAdapterReconnectStorm", "QraftAdapterLagHigh",
+        "QraftAdapterReconnectStorm", "QraftAdapterLagHigh", "QraftWindowsBehind", "QraftRunsFailed",
+        "QraftRunsQueuedUp", "QraftFindingsStorm", "QraftDetectionSlow", "QraftReplayFailed",
     }
     for rule in rules:
         labels = result_labels(rule["expr"])
@@ -637,10 +645,51 @@ def test_scrape_targets_are_the_processes_default_metrics_ports():
                for job in config["scrape_configs"]}
     adapter_port = next(p.default for p in sources_run.params if p.name == "metrics_port")
     assert targets == {"qraft-lander": [f"127.0.0.1:{LanderConfig().metrics_port}"],
-                       "qraft-adapters": [f"127.0.0.1:{adapter_port}"]}
+                       "qraft-adapters": [f"127.0.0.1:{adapter_port}"],
+                       "qraft-api": [f"127.0.0.1:{ApiConfig().port}"],
+                       "qraft-dagster": [f"127.0.0.1:{dagster_monitoring.DEFAULT_PORT}"]}
+    (alerting,) = config["alerting"]["alertmanagers"]
+    assert alerting["static_configs"] == [{"targets": ["127.0.0.1:9093"]}]
+
+
+def test_alertmanager_routes_every_alert_to_the_webhook_read_from_a_file_kept_out_of_git():
+    config = load_yaml(ALERTMANAGER / "alertmanager.yml")
+    receivers = {r["name"]: r for r in config["receivers"]}
+    routes = [config["route"], *config["route"]["routes"]]
+    assert {route["receiver"] for route in routes} <= set(receivers)
+    (webhook,) = receivers["qraft-webhook"]["webhook_configs"]
+    assert webhook["url_file"] == "webhook_url"
+    assert "webhook_url" in (ALERTMANAGER / ".gitignore").read_text().split()
+    # Grouping and inhibition name labels the rules' alerts carry.
+    rule_labels = {"alertname", "severity", "job", "instance", "component", "source", "type", "status"}
+    assert set(config["route"]["group_by"]) <= rule_labels
+    for rule in config["inhibit_rules"]:
+        assert set(rule["equal"]) <= rule_labels
+    alerts = {r["alert"] for r in alert_rules()}
+    matched = [m for route in config["route"]["routes"] for m in route["matchers"]]
+    matched += [m for rule in config["inhibit_rules"] for m in rule["source_matchers"] + rule["target_matchers"]]
+    for matcher in matched:
+        label, value = re.fullmatch(r'(\w+)="([^"]*)"', matcher).groups()
+        assert label in rule_labels and (label != "alertname" or value in alerts), matcher
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 def test_promtool_accepts_the_config_and_the_rules():
     subprocess.run(["promtool", "check", "config", "prometheus.yml"], cwd=PROMETHEUS, check=True)
     subprocess.run(["promtool", "check", "rules", "alerts.yml"], cwd=PROMETHEUS, check=True)
+
+
+def amtool_version() -> tuple[int, ...]:
+    if shutil.which("amtool") is None:
+        return ()
+    output = subprocess.run(["amtool", "--version"], capture_output=True, text=True).stdout
+    found = re.search(r"version (\d+)\.(\d+)", output)
+    return tuple(map(int, found.groups())) if found else ()
+
+
+# The webhook's url_file came with Alertmanager 0.26; older amtools reject it.
+@pytest.mark.skipif(amtool_version() < (0, 26), reason="amtool 0.26 or later is not installed")
+def test_amtool_accepts_the_alertmanager_config(tmp_path):
+    shutil.copy(ALERTMANAGER / "alertmanager.yml", tmp_path)
+    (tmp_path / "webhook_url").write_text("http://127.0.0.1:9/hook")
+    subprocess.run(["amtool", "check-config", "alertmanager.yml"], cwd=tmp_path, check=True)
