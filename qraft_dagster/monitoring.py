@@ -53,9 +53,9 @@ def newest_detection_cost(instance: DagsterInstance) -> dict[str, float]:
     materialization = records[0].asset_materialization if records else None
     if materialization is None:
         return {}
-    metadata = materialization.metadata
-    return {key: float(metadata[key].value) for key in ("latency_s", "windows", "rows_processed")
-            if key in metadata and isinstance(metadata[key].value, (int, float))}
+    values = {key: entry.value for key, entry in materialization.metadata.items()}
+    return {key: float(value) for key in ("latency_s", "windows", "rows_processed")
+            if isinstance(value := values.get(key), (int, float))}
 
 
 class DagsterRunsCollector(Collector):

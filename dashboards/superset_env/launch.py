@@ -50,6 +50,39 @@ def ensure_admin(user: str, password: str) -> None:
             print(f"updated the password of the Superset admin {user!r}")
 
 
+def import_bundle(bundle: str, user: str) -> None:
+    """Every object of the bundle, replacing what an earlier import left.
+
+    `superset import-dashboards` overwrites the dashboard only: a changed dataset, chart or
+    database (a store moved to a server) would keep its old definition. So each kind is
+    imported with overwrite, dependencies first.
+    """
+    from zipfile import ZipFile
+
+    import yaml
+    from flask import g
+    from superset.app import create_app
+
+    app = create_app()
+    with app.app_context():
+        # Superset's models can be imported only once its app exists.
+        from superset.commands.chart.importers.v1 import ImportChartsCommand
+        from superset.commands.dashboard.importers.v1 import ImportDashboardsCommand
+        from superset.commands.database.importers.v1 import ImportDatabasesCommand
+        from superset.commands.dataset.importers.v1 import ImportDatasetsCommand
+        from superset.commands.importers.v1.utils import get_contents_from_bundle
+
+        g.user = app.appbuilder.sm.find_user(username=user)
+        with ZipFile(bundle) as archive:
+            contents = get_contents_from_bundle(archive)
+        # metadata.yaml names the kind an import command accepts.
+        for command, kind in ((ImportDatabasesCommand, "Database"), (ImportDatasetsCommand, "SqlaTable"),
+                              (ImportChartsCommand, "Slice"), (ImportDashboardsCommand, "Dashboard")):
+            metadata = yaml.safe_dump({"version": "1.0.0", "type": kind})
+            command({**contents, "metadata.yaml": metadata}, overwrite=True).run()
+    print("imported the Qraft dashboards")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", required=True, help="Superset's home (metadata database, secret key)")
@@ -73,7 +106,7 @@ def main() -> int:
     superset("db", "upgrade")
     superset("init")
     ensure_admin(user, password)
-    superset("import-dashboards", "-p", args.bundle, "-u", user)
+    import_bundle(args.bundle, user)
     Path(args.bundle).unlink()
     port = free_port(args.port)
     print(f"Superset: http://127.0.0.1:{port}/superset/dashboard/qraft-overview/ (user {user})", flush=True)
