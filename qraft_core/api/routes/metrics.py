@@ -16,7 +16,8 @@ def metrics_router(ctx: ApiContext) -> APIRouter:
     registry.register(PipelineCollector(ctx.store, ctx.runtime.config.partitions, ctx.runtime.data_dir / "replays"))
     router = APIRouter(tags=["monitoring"])
 
-    @router.get("/metrics", response_class=Response)
+    # Prometheus' text format, not a part of the REST API's OpenAPI surface.
+    @router.get("/metrics", response_class=Response, include_in_schema=False)
     def get_metrics() -> Response:
         """Windows behind, findings per window by type and replays by status, in Prometheus' text format."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
