@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prepare-only", action="store_true",
                         help="write the import zip and print what the launch would use, as JSON")
     args = parser.parse_args(argv)
+    if not args.prepare_only and not os.environ.get("QRAFT_SUPERSET_PASSWORD"):
+        print("error: set QRAFT_SUPERSET_PASSWORD to the password of the Superset admin", file=sys.stderr)
+        return 2
     try:
         plan = prepare(args.config)
     except (ConfigError, ValueError) as exc:

@@ -34,6 +34,7 @@ from qraft_core.store.clickhouse import polars_dtype
 from qraft_core.store.schema import TS, spec
 from qraft_core.store.sessions import lock_path_of
 from qraft_core.superset import BUNDLE_DATABASE, SUPERSET_ENV, prepare, superset_uri
+from qraft_core.superset import main as superset_main
 from qraft_dagster import monitoring as dagster_monitoring
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,6 +134,12 @@ def test_the_bundled_database_is_the_embedded_default_store_through_clickhouse_c
     config = load_qraft_config(config_dir)
     assert superset_uri(config.store_dsn) == (
         f"clickhousedb:///default?interface=chdb&path={config.data_dir.resolve()}/clickhouse")
+
+
+def test_the_launch_stops_with_a_message_without_an_admin_password(config_dir, monkeypatch, capsys):
+    monkeypatch.delenv("QRAFT_SUPERSET_PASSWORD", raising=False)
+    assert superset_main([]) == 2
+    assert capsys.readouterr().err == "error: set QRAFT_SUPERSET_PASSWORD to the password of the Superset admin\n"
 
 
 def test_a_server_store_is_given_to_superset_in_the_dialects_form_and_printed_redacted(config_dir, monkeypatch):
