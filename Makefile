@@ -3,7 +3,7 @@
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 
-.PHONY: install demo test bench ui lint chaos browser-deps screenshots
+.PHONY: install demo test bench ui lint chaos browser-deps screenshots superset
 
 install:
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
@@ -20,6 +20,11 @@ bench: install
 
 ui: install
 	$(UV) run qraft up
+
+# Superset 6.1 from its own lock (dashboards/superset_env), the Qraft dashboards imported and
+# pointed at the configured store; the admin password comes from QRAFT_SUPERSET_PASSWORD.
+superset: install
+	$(UV) run python -m qraft_core.superset
 
 lint: install
 	$(UV) run ruff check qraft_core qraft_dagster qraft_cli tests bench

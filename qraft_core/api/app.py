@@ -20,6 +20,7 @@ from qraft_core.api.explorer import mount_explorer
 from qraft_core.api.launcher import ReplayLauncher
 from qraft_core.api.routes.annotations import annotations_router
 from qraft_core.api.routes.export import export_router
+from qraft_core.api.routes.metrics import metrics_router
 from qraft_core.api.routes.patterns import cards_router, patterns_router
 from qraft_core.api.routes.replay import replay_router
 from qraft_core.api.routes.sources import sources_router
@@ -82,6 +83,7 @@ def create_app(runtime: RuntimeLike, replay_launcher: ReplayLauncher | None = No
         annotations_router(ctx),
         replay_router(ctx),
         export_router(ctx),
+        metrics_router(ctx),
     ):
         app.include_router(router)
     add_offline_docs(app)
