@@ -157,12 +157,13 @@ class _Rejection:
     event_time: datetime | None
 
 
-# A row that may land, with its origin and where it stands in the batch (`position` orders rows).
+# A row that may land, with its origin, the batch position of its line (`line`) and where it
+# stands in the batch (`position`: its line's, or the first line of its id's).
 _CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
     "event_id": pl.Utf8(), "source": pl.Utf8(), "type": pl.Utf8(),
     "timestamp": pl.Datetime("us", "UTC"), "ingest_time": pl.Datetime("us", "UTC"),
     "payload": pl.Utf8(), "parser_version": pl.Utf8(), "raw_checksum": pl.Utf8(), "origin": pl.Utf8(),
-    "position": pl.Int64(),
+    "line": pl.Int64(), "position": pl.Int64(),
 }
 
 
@@ -196,7 +197,7 @@ class _Judge:
                                           event_id, event_time))
 
     def accept(self, message: _Message, index: int, row: tuple[Any, ...], origin: str) -> None:
-        self.rows.append((*row, origin, message.offset + index))
+        self.rows.append((*row, origin, message.offset + index, message.offset + index))
 
     def locate(self, position: int) -> tuple[_Message, int]:
         """The message and line index of a batch position."""
@@ -205,7 +206,8 @@ class _Judge:
 
     def batch(self) -> LandedBatch:
         rows = pl.DataFrame(self.rows, schema=_CANDIDATE_SCHEMA, orient="row")
-        candidates = pl.concat([*(frame.select(*_CANDIDATE_SCHEMA) for frame in self.frames), rows]).sort("position")
+        compiled = (frame.with_columns(pl.col("position").alias("line")).select(*_CANDIDATE_SCHEMA) for frame in self.frames)
+        candidates = pl.concat([*compiled, rows]).sort("position")
         kept = self._bound_backfill(self._one_row_per_id(candidates))
         raw = kept.select(*RAW_COLUMNS).with_columns(
             pl.col("timestamp", "ingest_time").dt.cast_time_unit("ms"),
@@ -230,7 +232,7 @@ class _Judge:
                 continue  # the same event delivered twice: it is stored, nothing is lost
             newer, older = (row, other) if row["ingest_time"] >= other["ingest_time"] else (other, row)
             kept[key] = (position, newer)
-            message, index = self.locate(older["position"])
+            message, index = self.locate(older["line"])
             self.reject(message, index, superseded_reason(newer["timestamp"], newer["ingest_time"]),
                         message.lines[index], older["event_id"], older["timestamp"], (0, row["position"]))
         winners = pl.DataFrame([{**row, "position": position} for position, row in kept.values()],
@@ -251,7 +253,7 @@ class _Judge:
             (backfill & ((pl.col("timestamp") - pl.col("median") > spread)
                          | (pl.col("median") - pl.col("timestamp") > spread))).alias("far"))
         for row in kept.filter(pl.col("far")).iter_rows(named=True):
-            message, index = self.locate(row["position"])
+            message, index = self.locate(row["line"])
             self.reject(message, index,
                         f"event time {iso(row['timestamp'])} is more than {spread.days} days from the median "
                         f"event time {iso(row['median'])} of its source's backfill batch",
@@ -509,10 +511,6 @@ def well_formed_row(document: dict[str, Any],
             meta["parser_version"], meta.get("raw_checksum", ""))
 
 
-_TIME_SCHEMA: dict[str, pl.DataType] = {
-    "timestamp": pl.Datetime("ms", "UTC"),
-    "ingest_time": pl.Datetime("ms", "UTC"),
-}
 _DEAD_SCHEMA: dict[str, pl.DataType] = {
     "letter_id": pl.Utf8(),
     "stage": pl.Utf8(),

@@ -603,3 +603,20 @@ def test_a_payload_integer_longer_than_the_limit_is_dead_lettered():
     assert batch.raw_events["event_id"].to_list() == ["ok"]
     assert batch.dead_letters["reason"].to_list() == [
         "invalid event: payload: Value error, payload.n holds an integer of more than 13000 bits"]
+
+
+def test_a_newer_version_out_of_the_backfill_bounds_is_dead_lettered_as_its_own_line():
+    backfill = {"parser_version": "v1", "origin": "backfill"}
+    lines = [event_line(f"h-{i}", timestamp=f"195{i}-01-01T00:00:00Z", meta=backfill) for i in range(5)]
+    old = event_line("x", timestamp="1951-06-01T00:00:00Z", ingest_time="2026-01-05T00:00:02Z", meta=backfill)
+    new = event_line("x", timestamp="2200-06-01T00:00:00Z", ingest_time="2026-01-05T00:00:03Z", meta=backfill)
+    data = b"\n".join([old, *lines, new])
+    batch = land_batch([(SUBJECT, data)], now=NOW)
+    assert batch.raw_events["event_id"].to_list() == [f"h-{i}" for i in range(5)]
+    letters = batch.dead_letters
+    superseded, far = letters["reason"].to_list()
+    assert superseded.startswith("superseded: ")
+    assert far.startswith("event time 2200-06-01T00:00:00.000Z is more than 36525 days from the median")
+    assert letters["raw"].to_list() == [old.decode(), new.decode()]
+    assert letters["letter_id"].to_list() == [stable_id("lander", "binance_spot", checksum(data), index)
+                                              for index in (0, 6)]
