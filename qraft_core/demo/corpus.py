@@ -128,19 +128,23 @@ def make_stream(index: int, family: str, n_bars: int, seed: int) -> Stream:
     planted = _plant(family, n_bars, rng)
     for bar, _, kind, size in planted:
         at = bar * per_bar
+        # Sizes are in units of the spread in force: after a widening, a shift of 3 is 3 new spreads.
         if kind == "spike":
-            signal[at] += size
+            signal[at] += size * spread[at]
         elif kind == "shift":
-            signal[at:] += size
+            signal[at:] += size * spread[at]
         elif kind == "spread":
             spread[at:] *= size
         else:
-            signal[at:] += size * np.arange(n - at) / per_bar
+            signal[at:] += size * spread[at] * np.arange(n - at) / per_bar
     scaled = signal + noise * spread
     level, unit = float(rng.uniform(-100, 300)), float(rng.uniform(0.2, 20))
     if background == "counts":
         rate = float(rng.uniform(2, 30))
-        values = rng.poisson(np.clip(rate + np.sqrt(rate) * signal * spread, 0, None)).astype(float)
+        expected = np.clip(rate + np.sqrt(rate) * signal, 0, None)
+        # A spread change of counts is over- or under-dispersion: deviations from the rate scaled.
+        counts = rng.poisson(expected)
+        values = np.clip(np.round(expected + (counts - expected) * spread), 0, None)
     elif background == "quantized":
         values = np.round(level + unit * scaled, 0 if unit > 2 else 1)
     else:
