@@ -13,8 +13,10 @@ or per 10 samples for 1-second series), with planted changes and their labels:
   not labelled: a seasonal event is no anomaly) where a day fits in the
   stream; a mild steady trend; gaps without bars and bars without a value.
 
-Planted sizes are in units of the background's spread: spikes and dips 7 to
-12, level shifts 3 to 5, spread changes x3 or /3. A label is a window:
+Planted sizes are in units of the spread in force at that time (after a
+widening, a shift of 3 is 3 of the new spreads): spikes and dips 7 to 12,
+level shifts 3 to 5, spread changes x3 or /3 (for counts: deviations from the
+rate scaled, i.e. over- or under-dispersion). A label is a window:
 anomalies `[t - 2 bars, t + 20 bars]`, drifts `[t - 2 bars, t + 200 bars]`.
 
 >>> corpus = generate_corpus(n_streams=8, n_bars=1500, seed=3)
