@@ -13,8 +13,10 @@ or per 10 samples for 1-second series), with planted changes and their labels:
   not labelled: a seasonal event is no anomaly) where a day fits in the
   stream; a mild steady trend; gaps without bars and bars without a value.
 
-Planted sizes are in units of the background's spread: spikes and dips 7 to
-12, level shifts 3 to 5, spread changes x3 or /3. A label is a window:
+Planted sizes are in units of the spread in force at that time (after a
+widening, a shift of 3 is 3 of the new spreads): spikes and dips 7 to 12,
+level shifts 3 to 5, spread changes x3 or /3 (for counts: deviations from the
+rate scaled, i.e. over- or under-dispersion). A label is a window:
 anomalies `[t - 2 bars, t + 20 bars]`, drifts `[t - 2 bars, t + 200 bars]`.
 
 >>> corpus = generate_corpus(n_streams=8, n_bars=1500, seed=3)
@@ -128,19 +130,23 @@ def make_stream(index: int, family: str, n_bars: int, seed: int) -> Stream:
     planted = _plant(family, n_bars, rng)
     for bar, _, kind, size in planted:
         at = bar * per_bar
+        # Sizes are in units of the spread in force: after a widening, a shift of 3 is 3 new spreads.
         if kind == "spike":
-            signal[at] += size
+            signal[at] += size * spread[at]
         elif kind == "shift":
-            signal[at:] += size
+            signal[at:] += size * spread[at]
         elif kind == "spread":
             spread[at:] *= size
         else:
-            signal[at:] += size * np.arange(n - at) / per_bar
+            signal[at:] += size * spread[at] * np.arange(n - at) / per_bar
     scaled = signal + noise * spread
     level, unit = float(rng.uniform(-100, 300)), float(rng.uniform(0.2, 20))
     if background == "counts":
         rate = float(rng.uniform(2, 30))
-        values = rng.poisson(np.clip(rate + np.sqrt(rate) * signal * spread, 0, None)).astype(float)
+        expected = np.clip(rate + np.sqrt(rate) * signal, 0, None)
+        # A spread change of counts is over- or under-dispersion: deviations from the rate scaled.
+        counts = rng.poisson(expected)
+        values = np.clip(np.round(expected + (counts - expected) * spread), 0, None)
     elif background == "quantized":
         values = np.round(level + unit * scaled, 0 if unit > 2 else 1)
     else:

@@ -592,6 +592,10 @@ class CalibratedDrift(CalibratedDetector):
                 "wider": (abs(z) - 1.0) * damping - float(self.param("spread_allowance")),
                 "narrower": (1.0 - abs(z)) * damping - float(self.param("spread_allowance")),
             }
+            if scale <= baseline.floor():
+                # The spread is already at the reading's resolution: it cannot narrow any further
+                # (a stream stuck on one value must not report a narrower spread forever).
+                steps["narrower"] = -float(self.param("spread_allowance"))
             for channel, step in steps.items():
                 cusum = state["cusum"][f][channel]
                 self._advance(cusum, channel, step, time)

@@ -205,3 +205,22 @@ def test_calibrated_drift_on_counts_that_sleep_at_night() -> None:
     added = [(s.onset.strftime("%d %H:%M"), s.new_state.endswith("level went up")) for s in shifted
              if s.onset.strftime("%d %H:%M") not in quiet]
     assert added[0] == ("07 08:20", True)
+
+
+def test_calibrated_drift_on_a_reading_stuck_at_one_value() -> None:
+    # A gauge read to one decimal: noisy for 10 hours, then stuck at 20.0, then one step to 20.1.
+    # The stall is one narrower spread (the spread cannot narrow below the reading's resolution,
+    # so it is not reported again and again), and the single step is a level shift dated there.
+    from datetime import UTC, datetime, timedelta
+
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    values = np.where(np.arange(2000) < 600, np.round(20 + rng.normal(0, 0.3, 2000), 1), 20.0)
+    values[1200:] = 20.1
+    t0 = datetime(2026, 1, 5, tzinfo=UTC)
+    bars = pl.DataFrame({"bar_time": [t0 + timedelta(minutes=i) for i in range(2000)], "gauge_mean": values})
+    found = CalibratedDrift("d", "gauge", ["gauge_mean"]).update(bars)
+    assert [(s.onset.strftime("%H:%M"), s.new_state.rsplit("; ", 1)[1]) for s in found] == [
+        ("10:00", "spread went narrower"), ("20:00", "level went up")]
+    assert CalibratedAnomaly("a", "gauge", ["gauge_mean"]).update(bars) == []
