@@ -68,11 +68,12 @@ class WaitSignal:
     def wait_served(self, lock_path: str, max_s: float) -> None:
         """Until a waiter holds the lock at `lock_path`, nobody waits any more, or `max_s` passed."""
         deadline = time.monotonic() + max_s
-        while self.someone_waits() and not _held(lock_path) and time.monotonic() < deadline:
+        while self.someone_waits() and not lock_held(lock_path) and time.monotonic() < deadline:
             time.sleep(_IDLE_POLL_S)
 
 
-def _held(lock_path: str) -> bool:
+def lock_held(lock_path: str) -> bool:
+    """Whether some process holds the store lock at `lock_path` right now."""
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

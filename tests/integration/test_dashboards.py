@@ -4,11 +4,9 @@ through SQLAlchemy with the connection string `make superset` gives Superset."""
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -31,7 +29,7 @@ from qraft_core import metrics, monitoring
 from qraft_core.config import ApiConfig, LanderConfig, load_qraft_config
 from qraft_core.store import open_store
 from qraft_core.store.schema import TS, polars_dtype, spec
-from qraft_core.store.sessions import lock_path_of
+from qraft_core.store.sessions import lock_held, lock_path_of
 from qraft_core.superset import BUNDLE_DATABASE, SUPERSET_ENV, prepare, superset_uri
 from qraft_core.superset import main as superset_main
 from qraft_dagster import monitoring as dagster_monitoring
@@ -556,17 +554,6 @@ def test_the_projection_puts_two_features_on_the_axes_and_one_on_x(seeded_client
     ]
 
 
-def store_lock_taken(lock_path: str) -> bool:
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def test_superset_holds_the_embedded_store_lock_only_while_a_connection_is_open(config_dir, tmp_path, monkeypatch):
     dsn = load_qraft_config(config_dir).store_dsn
     open_store(dsn, lock_timeout_s=30)  # migrated, then closed: nobody holds the store
@@ -580,11 +567,11 @@ def test_superset_holds_the_embedded_store_lock_only_while_a_connection_is_open(
     try:
         # Superset opens every query's connection from a NullPool and closes it after.
         engine = sqlalchemy.create_engine(launch_uri(config_dir), poolclass=sqlalchemy.pool.NullPool)
-        assert not store_lock_taken(lock_path_of(dsn))
+        assert not lock_held(lock_path_of(dsn))
         with engine.connect() as connection:
             assert connection.exec_driver_sql("SELECT count() FROM pattern_events FINAL").scalar() == 0
-            assert store_lock_taken(lock_path_of(dsn))
-        assert not store_lock_taken(lock_path_of(dsn))
+            assert lock_held(lock_path_of(dsn))
+        assert not lock_held(lock_path_of(dsn))
     finally:
         # The listeners are global to SQLAlchemy: leave none behind for other tests.
         sqlalchemy.event.remove(sqlalchemy.engine.Engine, "do_connect", superset_config._lock_before_connect)
