@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from qraft_cli import emit, main, pipeline_services, point_dagster_at
+from qraft_cli import emit, main, pipeline_services
 from qraft_cli.pipeline import run_progress
 from qraft_core.analyze import describe_plan, finding_rows, infer_config
 from qraft_core.config import CONFIG_DIR_ENV, ENV_PREFIX
@@ -54,8 +54,6 @@ def analyze(ctx: click.Context, files: tuple[Path, ...], time_field: str | None,
     echo(f"inferred settings, written to {config_dir}/:")
     for line in describe_plan(plan):
         echo(line)
-    # Dagster processes started from here (a daemon, a webserver) read the same configuration folder.
-    point_dagster_at(config_dir)
     found = pipeline_services(config_dir, runs_pipeline=True)
     rt = found.runtime
     fresh_data_dir(rt)
