@@ -1,25 +1,33 @@
 """Where Dagster gets Qraft's real services: one resource built from the config directory.
 
-A process keeps one `Runtime` per config directory: YAML is read and the store opened and
-migrated once, not on every asset call and sensor tick. Edits to the configuration (files or
-`QRAFT_*` variables) therefore apply to the next process: every run the daemon launches is a
+A process keeps one `Runtime` per config directory (and set of `QRAFT_*` overrides): YAML is
+read and the store opened and migrated once, not on every asset call and sensor tick. Edits to
+the configuration files therefore apply to the next process: every run the daemon launches is a
 new process, so to its next run; the sensor runs in the code server, so after a reload of the
 code location (or `qraft up` restarted).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 from dagster import ConfigurableResource
 
-from qraft_core.config import ConfigError, QraftConfig, load_qraft_config
+from qraft_core.config import ENV_PREFIX, ConfigError, QraftConfig, load_qraft_config
 from qraft_core.runtime import Runtime
 from qraft_core.store.fake import MemoryStore
 
-_runtimes: dict[Path, Runtime] = {}
+_runtimes: dict[tuple[Path, tuple[tuple[str, str], ...]], Runtime] = {}
 _loading = threading.Lock()
+
+
+def _key(directory: Path | str) -> tuple[Path, tuple[tuple[str, str], ...]]:
+    """A config directory with the QRAFT_* overrides in effect: a command that changes them in-process
+    (e.g. another data directory) gets a Runtime of its own, never a stale one."""
+    overrides = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX)))
+    return Path(directory).resolve(), overrides
 
 
 def require_qraft_yaml(directory: Path | str) -> Path:
@@ -34,20 +42,20 @@ def require_qraft_yaml(directory: Path | str) -> Path:
 
 def shared_runtime(directory: Path | str) -> Runtime:
     """This process's Runtime for a config directory, loaded on first use."""
-    key = Path(directory).resolve()
+    key = _key(directory)
     with _loading:
         if key not in _runtimes:
-            require_qraft_yaml(key)
-            _runtimes[key] = Runtime(config=load_qraft_config(key), config_path=key)
+            require_qraft_yaml(key[0])
+            _runtimes[key] = Runtime(config=load_qraft_config(key[0]), config_path=key[0])
         return _runtimes[key]
 
 
 def share_config(directory: Path | str, config: QraftConfig) -> None:
     """Make `config` (already loaded by a command) the one the resource of `directory` uses in this process."""
-    key = Path(directory).resolve()
+    key = _key(directory)
     with _loading:
         if key not in _runtimes or _runtimes[key].config is not config:
-            _runtimes[key] = Runtime(config=config, config_path=key)
+            _runtimes[key] = Runtime(config=config, config_path=key[0])
 
 
 class QraftResource(ConfigurableResource):  # type: ignore[misc]
@@ -77,8 +85,8 @@ class MemoryQraftResource(QraftResource):  # type: ignore[misc]
 
     @property
     def runtime(self) -> Runtime:
-        key = Path(self.config_dir).resolve()
+        key = _key(self.config_dir)
         with _loading:
             if not isinstance(_runtimes.get(key), MemoryRuntime):
-                _runtimes[key] = MemoryRuntime(key)
+                _runtimes[key] = MemoryRuntime(key[0])
             return _runtimes[key]

@@ -53,7 +53,11 @@ def build_discovery_assets(partitions_def: PartitionsDefinition) -> list[AssetsD
         "backfill_policy": BackfillPolicy.single_run(),
         "group_name": "pipeline",
     }
+    features, detections = _signal_assets(pipeline)
+    return [features, detections, *_finding_assets(pipeline, detections)]
 
+
+def _signal_assets(pipeline: dict[str, Any]) -> tuple[AssetsDefinition, AssetsDefinition]:
     @asset(deps=["clean_events"], kinds={"polars", "clickhouse"}, **pipeline)
     def features(context: AssetExecutionContext, qraft: QraftResource) -> MaterializeResult:
         """Bars per stream (OHLCV, VWAP, imbalance, volatility, z-scores, news keywords) from preprocessing.yaml."""
@@ -103,6 +107,10 @@ def build_discovery_assets(partitions_def: PartitionsDefinition) -> list[AssetsD
         return MaterializeResult(metadata=run_summary(result, start, end),
                                  check_results=detector_check_results(result))
 
+    return features, detections
+
+
+def _finding_assets(pipeline: dict[str, Any], detections: AssetsDefinition) -> list[AssetsDefinition]:
     @asset(deps=[detections], kinds={"clickhouse"}, **pipeline)
     def pattern_events(context: AssetExecutionContext, qraft: QraftResource) -> MaterializeResult:
         """Findings merged across engines (cross-validated), with metric changes measured on clean data."""
@@ -146,4 +154,4 @@ def build_discovery_assets(partitions_def: PartitionsDefinition) -> list[AssetsD
                                          rt.config.partitions.max_windows_per_run)
         return MaterializeResult(metadata=run_summary(result, start, end), check_results=checks)
 
-    return [features, detections, pattern_events, explanation_cards]
+    return [pattern_events, explanation_cards]

@@ -111,3 +111,13 @@ def test_every_job_runs_in_one_process(config_dir):
     defs = build_definitions(config_dir)
     assert defs.resolve_job_def("qraft_pipeline").executor_def.name == "in_process"
     assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "in_process"
+
+
+def test_changed_overrides_in_the_process_get_their_own_runtime(config_dir, tmp_path, monkeypatch):
+    from qraft_dagster.resources import QraftResource
+
+    resource = QraftResource(config_dir=str(config_dir))
+    first = resource.runtime
+    monkeypatch.setenv("QRAFT_DATA_DIR", str(tmp_path / "elsewhere"))
+    assert resource.runtime is not first
+    assert resource.runtime.data_dir == tmp_path / "elsewhere"
