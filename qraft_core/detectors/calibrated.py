@@ -40,6 +40,7 @@ each detector has an alarm budget (`refractory_bars`, `max_alarms_per_day`).
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Sequence
@@ -59,6 +60,19 @@ SETTLE_BARS = 10
 def _rate(half_life: float) -> float:
     """EWMA weight of the newest value for a memory of `half_life` updates."""
     return 1.0 - 0.5 ** (1.0 / max(half_life, 1e-9))
+
+
+@functools.lru_cache(maxsize=64)
+def _profile_rates(step_s: float) -> tuple[float, float, float, float]:
+    """EWMA weights of a baseline's profiles for bars `step_s` apart (every bar needs them, and the
+    bar interval rarely changes): the slow level's (half a day), a daily knot's (a day of its own
+    bars), the weekday offsets' (three weeks) and the model comparison's (a day)."""
+    per_hour = max(1.0, 3600.0 / step_s)
+    return _rate(12 * per_hour), _rate(per_hour), _rate(24 * per_hour), max(_rate(DAY_S / step_s), 1e-3)
+
+
+def _clip(x: float, bound: float) -> float:
+    return max(-bound, min(bound, x))
 
 
 class TailModel:
@@ -177,7 +191,9 @@ class SeasonalBaseline:
         return low, position - low, int((epoch_s // DAY_S + 3) % 7)  # 1970-01-01 was a Thursday
 
     def season(self, epoch_s: float) -> float:
-        low, weight, weekday = self._knots(epoch_s)
+        return self._season_at(*self._knots(epoch_s))
+
+    def _season_at(self, low: int, weight: float, weekday: int) -> float:
         return (1 - weight) * self.daily[low] + weight * self.daily[(low + 1) % HOURS] + self.weekly[weekday]
 
     def expected(self, epoch_s: float) -> float:
@@ -218,13 +234,10 @@ class SeasonalBaseline:
         warm = 1.0 / self.fresh
         level_rate, scale_rate = max(self.level_rate, warm), max(self.scale_rate, warm)
         bound = clip * max(self.scale, self.floor()) if self.n > SETTLE_BARS else math.inf
-
-        def clipped(x: float) -> float:
-            return max(-bound, min(bound, x))
-
-        season = self.season(epoch_s)
-        error_plain = clipped(value - self.plain)
-        error_seasonal = clipped(value - (self.level + self.trend + season))
+        knots = self._knots(epoch_s)
+        season = self._season_at(*knots)
+        error_plain = _clip(value - self.plain, bound)
+        error_seasonal = _clip(value - (self.level + self.trend + season), bound)
         used = error_seasonal if self.seasonal else error_plain
         self.scale += scale_rate * (abs(used) - self.scale)
         self.plain += level_rate * error_plain
@@ -232,24 +245,21 @@ class SeasonalBaseline:
         self.level += self.trend + level_rate * error_seasonal
         self.trend = 0.98 * self.trend + 0.1 * level_rate * (self.level - previous - self.trend)
         if self.step_s < DAY_S / 4:
-            self._learn_profile(epoch_s, value, clipped, error_plain, error_seasonal)
+            self._learn_profile(epoch_s, value, bound, knots, season, error_plain, error_seasonal)
 
-    def _learn_profile(self, epoch_s: float, value: float, clipped: Any, error_plain: float,
-                       error_seasonal: float) -> None:
+    def _learn_profile(self, epoch_s: float, value: float, bound: float, knots: tuple[int, float, int],
+                       season: float, error_plain: float, error_seasonal: float) -> None:
         # Profiles are deviations from a level slow enough not to follow the daily cycle itself.
-        # A knot's half-life is a day of its own bars, the weekday offsets' three weeks.
-        per_hour = max(1.0, 3600.0 / self.step_s)
-        season = self.season(epoch_s)
-        self.slow += max(_rate(12 * per_hour), 1.0 / self.n) * clipped(value - season - self.slow)
-        low, weight, weekday = self._knots(epoch_s)
-        daily_rate, weekly_rate = _rate(per_hour), _rate(24 * per_hour)
-        daily_error = clipped(value - self.slow - season)
+        # `knots` and `season` are those of `epoch_s`: `learn` has not touched the profiles yet.
+        slow_rate, daily_rate, weekly_rate, compare = _profile_rates(self.step_s)
+        self.slow += max(slow_rate, 1.0 / self.n) * _clip(value - season - self.slow, bound)
+        low, weight, weekday = knots
+        daily_error = _clip(value - self.slow - season, bound)
         self.daily[low] += daily_rate * (1 - weight) * daily_error
         self.daily[(low + 1) % HOURS] += daily_rate * weight * daily_error
         if epoch_s - self.first_s >= WEEK_S:
             self.weekly[weekday] += weekly_rate * daily_error
         # Which model predicts better (squared errors: a missed daily step weighs), over about a day.
-        compare = max(_rate(DAY_S / self.step_s), 1e-3)
         self.error_plain += compare * (error_plain**2 - self.error_plain)
         self.error_seasonal += compare * (error_seasonal**2 - self.error_seasonal)
         if epoch_s - self.first_s >= 2 * DAY_S:
@@ -414,6 +424,7 @@ class CalibratedAnomaly(CalibratedDetector):
     def _learn(self, time: datetime, present: dict[str, float], residuals: dict[str, tuple[float, float]],
                skip_baseline: bool) -> None:
         confirm = max(int(self.param("confirm_bars")), 1)
+        clip = float(self.param("clip"))
         for f, value in present.items():
             baseline, tail, run = self.state["baselines"][f], self.state["tails"][f], self.state["runs"][f]
             residual, scale = residuals[f]
@@ -426,7 +437,7 @@ class CalibratedAnomaly(CalibratedDetector):
             if baseline.n > SETTLE_BARS and abs(run[0]) < 2:  # first scores measure a baseline still forming
                 tail.learn(abs(residual) / scale)
             if not skip_baseline:
-                baseline.learn(time, value, float(self.param("clip")))
+                baseline.learn(time, value, clip)
             if abs(run[0]) > confirm:
                 baseline.shift(run[1] / abs(run[0]))
                 baseline.fresh = abs(run[0])
@@ -569,6 +580,11 @@ class CalibratedDrift(CalibratedDetector):
     def _read(self, time: datetime, present: dict[str, float], warm: bool) -> Signal | None:
         state = self.state
         score_clip = float(self.param("score_clip"))
+        level_allowance, spread_allowance = float(self.param("level_allowance")), float(self.param("spread_allowance"))
+        # The alarm level is never below `threshold`: only a statistic above it needs the calibrated bound.
+        threshold = float(self.param("threshold"))
+        lag_rate = _rate(float(self.param("scale_half_life_bars")))
+        segment_bars, clip = int(self.param("segment_bars")), float(self.param("clip"))
         alarms: list[tuple[float, str, str]] = []
         for f, raw in present.items():
             value = self._stabilised(f, raw)
@@ -581,31 +597,33 @@ class CalibratedDrift(CalibratedDetector):
             # their excursions calibrate the rest, and a real shift is itself autocorrelated.
             previous = state["previous_z"].get(f, 0.0)
             state["previous_z"][f] = z
-            state["lag_product"][f] += _rate(float(self.param("scale_half_life_bars"))) * (
+            state["lag_product"][f] += lag_rate * (
                 z * previous - state["lag_product"][f])
             rho = min(max(state["lag_product"][f] / 1.6, 0.0), 0.9)  # E[z^2] is about 1.6 (z in mean-absolute units)
             damping = math.sqrt((1 - rho) / (1 + rho))
             level_damping = math.sqrt(damping)
             steps = {
-                "up": z * level_damping - float(self.param("level_allowance")),
-                "down": -z * level_damping - float(self.param("level_allowance")),
-                "wider": (abs(z) - 1.0) * damping - float(self.param("spread_allowance")),
-                "narrower": (1.0 - abs(z)) * damping - float(self.param("spread_allowance")),
+                "up": z * level_damping - level_allowance,
+                "down": -z * level_damping - level_allowance,
+                "wider": (abs(z) - 1.0) * damping - spread_allowance,
+                "narrower": (1.0 - abs(z)) * damping - spread_allowance,
             }
             if scale <= baseline.floor():
                 # The spread is already at the reading's resolution: it cannot narrow any further
                 # (a stream stuck on one value must not report a narrower spread forever).
-                steps["narrower"] = -float(self.param("spread_allowance"))
+                steps["narrower"] = -spread_allowance
             for channel, step in steps.items():
                 cusum = state["cusum"][f][channel]
                 self._advance(cusum, channel, step, time)
-                if warm and cusum["sum"] > self._alarm_level(channel):
-                    alarms.append((cusum["sum"] / self._alarm_level(channel), f, channel))
+                if warm and cusum["sum"] > threshold:
+                    alarm_level = self._alarm_level(channel)
+                    if cusum["sum"] > alarm_level:
+                        alarms.append((cusum["sum"] / alarm_level, f, channel))
             recent = state["recent"][f]
             recent.append((int(time.timestamp()), value, baseline.season(time.timestamp())))
-            del recent[: -int(self.param("segment_bars"))]
+            del recent[:-segment_bars]
             seasonal = baseline.seasonal
-            baseline.learn(time, value, float(self.param("clip")))
+            baseline.learn(time, value, clip)
             if baseline.seasonal != seasonal:
                 # Residuals of another model: their excursions calibrate afresh.
                 state["excursions"] = self._tails(CHANNELS, first=30, max_shape=0.0)
