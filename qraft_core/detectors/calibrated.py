@@ -71,10 +71,6 @@ def _profile_rates(step_s: float) -> tuple[float, float, float, float]:
     return _rate(12 * per_hour), _rate(per_hour), _rate(24 * per_hour), max(_rate(DAY_S / step_s), 1e-3)
 
 
-def _clip(x: float, bound: float) -> float:
-    return max(-bound, min(bound, x))
-
-
 class TailModel:
     """Generalized Pareto tail of a score, fitted to three running quantiles (peaks over threshold).
 
@@ -140,14 +136,17 @@ class TailModel:
             return
         # Stochastic approximation of each quantile, in steps proportional to the tail's width,
         # large at first (1/n) to settle fast, then fixed (forgetting beyond `memory` scores).
+        # (Written out for the three quantiles: this runs for every score.)
         self.count += 1
-        width = max(self.levels[2] - self.levels[0], 1e-9)
+        low, middle, high = self.levels
+        low_share, middle_share, high_share = self.shares
+        width = max(high - low, 1e-9)
         memory = min(self.memory, 50.0 + self.count)
-        for index, share in enumerate(self.shares):
-            exceeded = 1.0 if score > self.levels[index] else 0.0
-            self.levels[index] += width / (memory * share) * (exceeded - share)
-        for index in (1, 2):
-            self.levels[index] = max(self.levels[index], self.levels[index - 1])
+        low += width / (memory * low_share) * ((1.0 if score > low else 0.0) - low_share)
+        middle += width / (memory * middle_share) * ((1.0 if score > middle else 0.0) - middle_share)
+        high += width / (memory * high_share) * ((1.0 if score > high else 0.0) - high_share)
+        middle = max(middle, low)
+        self.levels[:] = low, middle, max(high, middle)
 
 
 class SeasonalBaseline:
@@ -236,8 +235,8 @@ class SeasonalBaseline:
         bound = clip * max(self.scale, self.floor()) if self.n > SETTLE_BARS else math.inf
         knots = self._knots(epoch_s)
         season = self._season_at(*knots)
-        error_plain = _clip(value - self.plain, bound)
-        error_seasonal = _clip(value - (self.level + self.trend + season), bound)
+        error_plain = max(-bound, min(bound, value - self.plain))
+        error_seasonal = max(-bound, min(bound, value - (self.level + self.trend + season)))
         used = error_seasonal if self.seasonal else error_plain
         self.scale += scale_rate * (abs(used) - self.scale)
         self.plain += level_rate * error_plain
@@ -252,9 +251,9 @@ class SeasonalBaseline:
         # Profiles are deviations from a level slow enough not to follow the daily cycle itself.
         # `knots` and `season` are those of `epoch_s`: `learn` has not touched the profiles yet.
         slow_rate, daily_rate, weekly_rate, compare = _profile_rates(self.step_s)
-        self.slow += max(slow_rate, 1.0 / self.n) * _clip(value - season - self.slow, bound)
+        self.slow += max(slow_rate, 1.0 / self.n) * max(-bound, min(bound, value - season - self.slow))
         low, weight, weekday = knots
-        daily_error = _clip(value - self.slow - season, bound)
+        daily_error = max(-bound, min(bound, value - self.slow - season))
         self.daily[low] += daily_rate * (1 - weight) * daily_error
         self.daily[(low + 1) % HOURS] += daily_rate * weight * daily_error
         if epoch_s - self.first_s >= WEEK_S:
@@ -585,6 +584,7 @@ class CalibratedDrift(CalibratedDetector):
         threshold = float(self.param("threshold"))
         lag_rate = _rate(float(self.param("scale_half_life_bars")))
         segment_bars, clip = int(self.param("segment_bars")), float(self.param("clip"))
+        epoch_s = time.timestamp()
         alarms: list[tuple[float, str, str]] = []
         for f, raw in present.items():
             value = self._stabilised(f, raw)
@@ -620,7 +620,7 @@ class CalibratedDrift(CalibratedDetector):
                     if cusum["sum"] > alarm_level:
                         alarms.append((cusum["sum"] / alarm_level, f, channel))
             recent = state["recent"][f]
-            recent.append((int(time.timestamp()), value, baseline.season(time.timestamp())))
+            recent.append((int(epoch_s), value, baseline.season(epoch_s)))
             del recent[:-segment_bars]
             seasonal = baseline.seasonal
             baseline.learn(time, value, clip)
