@@ -109,7 +109,7 @@ class TailModel:
         return low, scale, shape
 
     def p_value(self, score: float) -> float:
-        if not self.ready or score <= self.levels[0]:
+        if not self.levels or score <= self.levels[0]:  # not `ready`: this runs for every score
             return 1.0
         threshold, scale, shape = self._fit()
         y = (score - threshold) / scale
@@ -126,7 +126,7 @@ class TailModel:
         return threshold + scale * y
 
     def learn(self, score: float) -> None:
-        if not self.ready:
+        if not self.levels:
             self.first.append(score)
             if len(self.first) >= self.first_size:
                 ordered = sorted(self.first)
@@ -208,7 +208,8 @@ class SeasonalBaseline:
     def floor(self) -> float:
         # A quantized reading (counts, integers, one decimal) cannot show a spread below half its
         # step: a run of equal values (zeros at night) must not make one step look extreme.
-        resolution = self.quantum / 2 if math.isfinite(self.quantum) else 0.0
+        quantum = self.quantum  # the smallest of absolute differences: finite, or inf before any
+        resolution = quantum / 2 if quantum < math.inf else 0.0
         return max(1e-9 * max(1.0, abs(self.level), abs(self.plain)), resolution)
 
     def residual(self, time: datetime, value: float) -> tuple[float, float]:
@@ -240,9 +241,9 @@ class SeasonalBaseline:
         used = error_seasonal if self.seasonal else error_plain
         self.scale += scale_rate * (abs(used) - self.scale)
         self.plain += level_rate * error_plain
-        previous = self.level
-        self.level += self.trend + level_rate * error_seasonal
-        self.trend = 0.98 * self.trend + 0.1 * level_rate * (self.level - previous - self.trend)
+        previous, trend = self.level, self.trend
+        self.level = level = previous + (trend + level_rate * error_seasonal)
+        self.trend = 0.98 * trend + 0.1 * level_rate * (level - previous - trend)
         if self.step_s < DAY_S / 4:
             self._learn_profile(epoch_s, value, bound, knots, season, error_plain, error_seasonal)
 
