@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Protocol
 
+from qraft_core.config import ConfigError, QraftConfig
 from qraft_core.explain.llm import LlmClient
 from qraft_core.replays import ReplayRegistry, SubprocessReplayLauncher
 from qraft_core.runtime import Runtime
@@ -25,10 +27,26 @@ from qraft_core.store.base import EventStore
 from qraft_core.tracking import Tracker
 
 
+class RuntimeLike(Protocol):
+    """What the store-backed services need of a runtime: configuration, its folder, data and store."""
+
+    @property
+    def config(self) -> QraftConfig: ...
+
+    @property
+    def config_path(self) -> Path: ...
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    @property
+    def store(self) -> EventStore: ...
+
+
 class Services:
     """Each service is built on first use: a command that needs no store does not open one."""
 
-    def __init__(self, rt: Runtime, tracker: Tracker | None, llm: LlmClient | None,
+    def __init__(self, rt: RuntimeLike, tracker: Tracker | None, llm: LlmClient | None,
                  runner: PipelineRunner | None, replay_worker: list[str] | None) -> None:
         self.runtime = rt
         self.runner = runner
@@ -61,6 +79,9 @@ class Services:
 
     @cached_property
     def pipeline(self) -> PipelineService:
+        """Needs a full runtime: it starts the bus and the embedded NATS server."""
+        if not isinstance(self.runtime, Runtime):
+            raise ConfigError("pipeline: runs need a runtime loaded from a configuration folder")
         return PipelineService(self.runtime, self.runner)
 
     @cached_property
@@ -73,7 +94,7 @@ class Services:
 
 
 def bootstrap(
-    config: Runtime | Path | str | None = None,
+    config: RuntimeLike | Path | str | None = None,
     *,
     store: EventStore | None = None,
     tracker: Tracker | None = None,
@@ -81,13 +102,14 @@ def bootstrap(
     runner: PipelineRunner | None = None,
     replay_worker: list[str] | None = None,
 ) -> Services:
-    """The services over `config` (a runtime, or the configuration folder to load one from).
+    """The services over `config` (a runtime, or the configuration folder to load one from; the API
+    passes its own runtime, which serves every service but the pipeline and replays).
 
     `store`, `tracker` and `llm` replace the configured ones; without `runner` nothing can
     materialize windows in this process; `replay_worker` is the command of the entry point that
     runs a claimed replay in the background (`--config-dir DIR replay ID` is appended).
     """
-    rt = config if isinstance(config, Runtime) else Runtime.load(config)
+    rt = Runtime.load(config) if config is None or isinstance(config, Path | str) else config
     if store is not None:
         # Fills the runtime's cached store, so the lander and every service share the injected one.
         rt.__dict__["store"] = store
