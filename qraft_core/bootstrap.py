@@ -20,7 +20,7 @@ from qraft_core.replays import ReplayRegistry, SubprocessReplayLauncher
 from qraft_core.runtime import Runtime
 from qraft_core.services.patterns import PatternService
 from qraft_core.services.pipeline import PipelineService
-from qraft_core.services.ports import PipelineRunner
+from qraft_core.services.ports import Bus, PipelineRunner
 from qraft_core.services.replay import ReplayService
 from qraft_core.services.sources import SourceService
 from qraft_core.store.base import EventStore
@@ -47,9 +47,10 @@ class Services:
     """Each service is built on first use: a command that needs no store does not open one."""
 
     def __init__(self, rt: RuntimeLike, tracker: Tracker | None, llm: LlmClient | None,
-                 runner: PipelineRunner | None, replay_worker: list[str] | None) -> None:
+                 runner: PipelineRunner | None, replay_worker: list[str] | None, bus: Bus | None = None) -> None:
         self.runtime = rt
         self.runner = runner
+        self.bus = bus
         self._tracker = tracker
         self._llm = llm
         self._replay_worker = replay_worker
@@ -82,7 +83,7 @@ class Services:
         """Needs a full runtime: it starts the bus and the embedded NATS server."""
         if not isinstance(self.runtime, Runtime):
             raise ConfigError("pipeline: runs need a runtime loaded from a configuration folder")
-        return PipelineService(self.runtime, self.runner)
+        return PipelineService(self.runtime, self.runner, self.bus)
 
     @cached_property
     def patterns(self) -> PatternService:
@@ -97,6 +98,7 @@ def bootstrap(
     config: RuntimeLike | Path | str | None = None,
     *,
     store: EventStore | None = None,
+    bus: Bus | None = None,
     tracker: Tracker | None = None,
     llm: LlmClient | None = None,
     runner: PipelineRunner | None = None,
@@ -105,7 +107,8 @@ def bootstrap(
     """The services over `config` (a runtime, or the configuration folder to load one from; the API
     passes its own runtime, which serves every service but the pipeline and replays).
 
-    `store`, `tracker` and `llm` replace the configured ones; without `runner` nothing can
+    `store`, `bus`, `tracker` and `llm` replace the configured ones (an injected bus is used as
+    given and never closed here); without `runner` nothing can
     materialize windows in this process; `replay_worker` is the command of the entry point that
     runs a claimed replay in the background (`--config-dir DIR replay ID` is appended).
     """
@@ -113,4 +116,4 @@ def bootstrap(
     if store is not None:
         # Fills the runtime's cached store, so the lander and every service share the injected one.
         rt.__dict__["store"] = store
-    return Services(rt, tracker, llm, runner, replay_worker)
+    return Services(rt, tracker, llm, runner, replay_worker, bus)
