@@ -8,39 +8,31 @@ import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 from fastapi import Security
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 
+from qraft_core.annotations import UnknownPattern
 from qraft_core.api.cache import Body, ResponseCache
 from qraft_core.api.launcher import ReplayLauncher
+from qraft_core.bootstrap import RuntimeLike, Services, bootstrap
 from qraft_core.config import QraftConfig
 from qraft_core.events import PatternEvent
 from qraft_core.explain.catalog import (
     PatternQuery,
-    load_pattern,
     parse_time,
     parse_type,
     resolve_range,
 )
 from qraft_core.explain.llm import LlmClient, llm_client
-from qraft_core.explain.templates import CardsConfig, load_cards_config
+from qraft_core.explain.templates import load_cards_config
+from qraft_core.services.patterns import PatternService
 from qraft_core.store.base import EventStore, Filter
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class RuntimeLike(Protocol):
-    config: QraftConfig
-    config_path: Path
-    data_dir: Path
-
-    @property
-    def store(self) -> EventStore: ...
 
 
 class ApiError(Exception):
@@ -100,16 +92,19 @@ class StreamOrSourceQuery(PatternQuery):
 class ApiContext:
     runtime: RuntimeLike
     launcher: ReplayLauncher | None
-    cards: CardsConfig = field(init=False)
     llm: LlmClient | None = field(init=False)
+    services: Services = field(init=False)
     cache: ResponseCache = field(init=False)
     key_header: APIKeyHeader = field(init=False)
     sources_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         api = self.config.api
-        self.cards = load_cards_config(self.runtime.config_path)
         self.llm = llm_client(self.config.llm)
+        self.services = bootstrap(self.runtime, llm=self.llm)
+        # A broken cards.yaml stops the API at start (the pattern service reads it on first use,
+        # which must not open the store before the first request).
+        load_cards_config(self.runtime.config_path)
         self.cache = ResponseCache(
             lambda: self.store,
             api.cache_check_s,
@@ -127,6 +122,10 @@ class ApiContext:
     @property
     def store(self) -> EventStore:
         return self.runtime.store
+
+    @property
+    def patterns(self) -> PatternService:
+        return self.services.patterns
 
     def check_key(self, given: str | None) -> str:
         """The actor recorded in the audit log for this key; ApiError when it is missing or wrong."""
@@ -154,10 +153,10 @@ class ApiContext:
 
     def pattern_or_404(self, pattern_id: str) -> PatternEvent:
         plain_text(pattern_id, "pattern_id")
-        pattern = load_pattern(self.store, pattern_id)
-        if pattern is None:
-            raise ApiError(404, f"no pattern with id {pattern_id!r}")
-        return pattern
+        try:
+            return self.patterns.get(pattern_id)
+        except UnknownPattern as exc:
+            raise ApiError(404, str(exc)) from None
 
     def pattern_query(
         self,

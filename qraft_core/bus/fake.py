@@ -42,6 +42,9 @@ class MemoryBus:
     settings: StreamSettings = field(default_factory=StreamSettings)
     queue: deque[MemoryMessage] = field(default_factory=deque)
     seen_ids: set[str] = field(default_factory=set)
+    # Every message published, in order: what a new consumer reads from the start.
+    stream: list[tuple[str, bytes]] = field(default_factory=list)
+    consumers: set[str] = field(default_factory=set)
 
     async def publish_events(self, source: str, events: Sequence[StandardEvent]) -> None:
         if events:
@@ -52,7 +55,21 @@ class MemoryBus:
             if message_id in self.seen_ids:
                 return
             self.seen_ids.add(message_id)
-        self.queue.append(MemoryMessage(self.settings.subject(source), data, self))
+        subject = self.settings.subject(source)
+        self.stream.append((subject, data))
+        self.queue.append(MemoryMessage(subject, data, self))
+
+    async def subscribe(self, durable: str, ack_wait_s: float = 60.0) -> None:
+        """One queue serves every consumer here: subscribing only names the durable consumer."""
+        self.consumers.add(durable)
+
+    async def delete_consumer(self, durable: str) -> bool:
+        """Forget `durable`; the queue then holds the whole stream again, as a new consumer reads it."""
+        if durable not in self.consumers:
+            return False
+        self.consumers.discard(durable)
+        self.queue = deque(MemoryMessage(subject, data, self) for subject, data in self.stream)
+        return True
 
     async def fetch(self, max_messages: int, timeout_s: float) -> list[MemoryMessage]:
         if not self.queue:

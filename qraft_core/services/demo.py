@@ -36,9 +36,10 @@ def run_demo(pipeline: PipelineService, keep: bool, echo: Echo, on_run: Callable
     rt = pipeline.rt
     if not keep:
         fresh_data_dir(rt)
-        if rt.config.nats.url:
-            # An external stream outlives the data directory and drops republished ids: land it afresh.
-            asyncio.run(reset_consumer(rt))
+        if rt.config.nats.url or pipeline.bus is not None:
+            # An external or injected stream outlives the data directory and drops republished ids:
+            # land it afresh.
+            asyncio.run(reset_consumer(rt, pipeline.bus))
     ensure_demo_data(directory, echo)
     return {
         **pipeline.run_file_sources(echo, on_run),

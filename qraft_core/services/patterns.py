@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +24,7 @@ from qraft_core.explain.catalog import (
 )
 from qraft_core.explain.llm import LlmClient
 from qraft_core.explain.materialize import explain_pattern
-from qraft_core.explain.templates import load_cards_config
+from qraft_core.explain.templates import CardsConfig, load_cards_config
 from qraft_core.store.base import EventStore
 
 ExportFormat = Literal["csv", "json"]
@@ -42,9 +44,19 @@ class PatternService:
         start, end = resolve_range(self.store, since, until, self.config.api.max_range_days if capped else None)
         return PatternQuery(start, end, PatternType(type_) if type_ else None, source, min_confidence)
 
+    @cached_property
+    def cards(self) -> CardsConfig:
+        """The card templates, read once (ConfigError for a broken cards.yaml)."""
+        return load_cards_config(self.config_path)
+
+    def page(self, query: PatternQuery, limit: int, cursor: str | None = None) -> tuple[list[PatternEvent], str | None]:
+        """Up to `limit` pattern events after `cursor`, in (window_start, pattern_id) order, and the
+        cursor of the next page (None after the last)."""
+        return patterns_page(self.store, query, limit, cursor)
+
     def list(self, query: PatternQuery, limit: int) -> list[PatternEvent]:
         """The first `limit` pattern events of the query, in time order."""
-        page, _ = patterns_page(self.store, query, limit)
+        page, _ = self.page(query, limit)
         return page
 
     def get(self, pattern_id: str) -> PatternEvent:
@@ -55,9 +67,12 @@ class PatternService:
 
     def show(self, pattern_id: str, mode: Mode = "human", lang: str | None = None) -> Card:
         """The explanation card of one pattern (UnknownPattern when there is none)."""
-        cards = load_cards_config(self.config_path)
+        return self.card(self.get(pattern_id), mode, lang)
+
+    def card(self, pattern: PatternEvent, mode: Mode = "human", lang: str | None = None) -> Card:
+        """The explanation card of a loaded pattern, in `lang` (default: explain.language)."""
         language = lang or self.config.explain.language
-        return explain_pattern(self.store, self.config, cards, self.get(pattern_id), language, mode, self.llm)
+        return explain_pattern(self.store, self.config, self.cards, pattern, language, mode, self.llm)
 
     def annotate(self, pattern_id: str, label: Label, note: str = "", author: str = "",
                  actor: str = "cli") -> Annotation:
@@ -67,22 +82,37 @@ class PatternService:
     def count(self, query: PatternQuery) -> int:
         return self.store.count("pattern_events", start=query.start, end=query.end, where=query.filters()).get("", 0)
 
-    def export(self, query: PatternQuery, fmt: ExportFormat, out: Path,
-               on_page: Callable[[int], None] = lambda rows: None) -> dict[str, Any]:
-        """Write the query's pattern events to `out` page by page (memory stays flat); the file
-        appears whole or not at all. `on_page` gets the size of each page written."""
-        written = 0
+    def export_text(self, query: PatternQuery, fmt: ExportFormat,
+                    on_page: Callable[[int], None] = lambda rows: None) -> Iterator[str]:
+        """The query's pattern events as CSV or JSON text chunks, read page by page (memory stays
+        flat). The first page is read now, so a store failure is raised here rather than midway
+        through the text. `on_page` gets the size of each page read."""
+        pages = iter_patterns(self.store, query, self.config.api.max_page)
+        first = next(pages, None)
 
         def counted() -> Iterator[list[PatternEvent]]:
-            nonlocal written
-            for page in iter_patterns(self.store, query, self.config.api.max_page):
-                written += len(page)
+            if first is None:
+                return
+            for page in itertools.chain([first], pages):
                 on_page(len(page))
                 yield page
 
+        return export_chunks(counted(), fmt)
+
+    def export(self, query: PatternQuery, fmt: ExportFormat, out: Path,
+               on_page: Callable[[int], None] = lambda rows: None) -> dict[str, Any]:
+        """Write the query's pattern events to `out` (see `export_text`); the file appears whole or
+        not at all. `on_page` gets the size of each page written."""
+        written = 0
+
+        def count(rows: int) -> None:
+            nonlocal written
+            written += rows
+            on_page(rows)
+
         staged = out.with_name(f".{out.name}.partial")
         with staged.open("w", encoding="utf-8", newline="") as handle:
-            for chunk in export_chunks(counted(), fmt):
+            for chunk in self.export_text(query, fmt, count):
                 handle.write(chunk)
         staged.replace(out)
         return {"patterns": written, "format": fmt, "out": str(out),

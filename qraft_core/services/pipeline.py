@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -19,7 +20,7 @@ from qraft_core.adapters.registry import build_adapter
 from qraft_core.config import ConfigError
 from qraft_core.lander import Lander, LanderStats
 from qraft_core.runtime import Runtime
-from qraft_core.services.ports import PipelineRunner, WindowRuns
+from qraft_core.services.ports import Bus, PipelineRunner, WindowRuns
 from qraft_core.store.base import Filter
 
 Echo = Callable[[str], None]
@@ -28,44 +29,59 @@ Echo = Callable[[str], None]
 DATA_PARTS = ("clickhouse", "clickhouse.lock", "nats", "state", "dagster")
 
 
-async def publish_sources(rt: Runtime, echo: Echo = lambda text: None) -> dict[str, dict[str, int]]:
-    """Replay every enabled file source into the bus, as fast as possible."""
-    bus = await rt.connect_bus()
-    published: dict[str, dict[str, int]] = {}
+@asynccontextmanager
+async def _connected(rt: Runtime, bus: Bus | None) -> AsyncIterator[Bus]:
+    """`bus` as given (its owner closes it), or the configured one, connected here and closed after."""
+    if bus is not None:
+        yield bus
+        return
+    connected = await rt.connect_bus()
     try:
+        yield connected
+    finally:
+        await connected.close()
+
+
+async def publish_sources(rt: Runtime, echo: Echo = lambda text: None,
+                          bus: Bus | None = None) -> dict[str, dict[str, int]]:
+    """Replay every enabled file source into the bus (the configured one without `bus`), as fast as possible."""
+    published: dict[str, dict[str, int]] = {}
+    async with _connected(rt, bus) as target:
         for source in rt.sources().sources:
             if not source.enabled or source.type != "file":
                 continue
             adapter = build_adapter(source, rt.state_dir)
-            stats = await adapter.run(bus, asyncio.Event())
+            stats = await adapter.run(target, asyncio.Event())
             published[source.name] = {"published": stats.published, "dead_lettered": stats.dead_lettered}
             echo(f"  {source.name}: published {stats.published} events, "
                  f"{stats.dead_lettered} unparseable records as dead letters")
-    finally:
-        await bus.close()
     return published
 
 
-async def run_lander(rt: Runtime, until_idle: bool = False, stop: asyncio.Event | None = None) -> LanderStats:
-    """Consume the configured bus into the configured store until stopped (SIGTERM/SIGINT)."""
+async def run_lander(rt: Runtime, until_idle: bool = False, stop: asyncio.Event | None = None,
+                     bus: Bus | None = None) -> LanderStats:
+    """Consume the bus into the store until stopped; the configured bus also stops on SIGTERM/SIGINT."""
     stop = stop or asyncio.Event()
-    async with rt.bus_until_signal(stop) as bus:
-        lander_config = rt.config.lander
-        await bus.subscribe(lander_config.durable_name)
-        lander = Lander(
-            bus, rt.store, lander_config,
-            subject_prefix=rt.config.nats.subject_prefix, interval=rt.config.partitions.interval,
-        )
-        return await lander.run(stop, until_idle=until_idle)
+    if bus is not None:
+        return await _land(rt, bus, stop, until_idle)
+    async with rt.bus_until_signal(stop) as connected:
+        return await _land(rt, connected, stop, until_idle)
 
 
-async def reset_consumer(rt: Runtime) -> bool:
+async def _land(rt: Runtime, bus: Bus, stop: asyncio.Event, until_idle: bool) -> LanderStats:
+    lander_config = rt.config.lander
+    await bus.subscribe(lander_config.durable_name)
+    lander = Lander(
+        bus, rt.store, lander_config,
+        subject_prefix=rt.config.nats.subject_prefix, interval=rt.config.partitions.interval,
+    )
+    return await lander.run(stop, until_idle=until_idle)
+
+
+async def reset_consumer(rt: Runtime, bus: Bus | None = None) -> bool:
     """Delete the lander's consumer, so the next lander reads the stream from its first message."""
-    bus = await rt.connect_bus()
-    try:
-        return await bus.delete_consumer(rt.config.lander.durable_name)
-    finally:
-        await bus.close()
+    async with _connected(rt, bus) as target:
+        return await target.delete_consumer(rt.config.lander.durable_name)
 
 
 def table_counts(rt: Runtime) -> dict[str, Any]:
@@ -121,6 +137,7 @@ def fresh_data_dir(rt: Runtime) -> None:
 class PipelineService:
     rt: Runtime
     runner: PipelineRunner | None = None
+    bus: Bus | None = None  # None: the configured NATS bus, connected for each step
 
     def require_runner(self) -> PipelineRunner:
         """The runner, or a ConfigError when this process was given none."""
@@ -140,11 +157,12 @@ class PipelineService:
         """
         runner = self.require_runner()
         try:
-            echo(f"1/3 publishing the file sources to NATS ({self.rt.nats_url(start=True)}) …")
-            published = asyncio.run(publish_sources(self.rt, echo))
-            echo("2/3 landing events from JetStream into ClickHouse …")
+            where = "the bus" if self.bus is not None else f"NATS ({self.rt.nats_url(start=True)})"
+            echo(f"1/3 publishing the file sources to {where} …")
+            published = asyncio.run(publish_sources(self.rt, echo, self.bus))
+            echo("2/3 landing events from the bus into the store …")
             landing_started = time.monotonic()
-            landed = asyncio.run(run_lander(self.rt, until_idle=True))
+            landed = asyncio.run(run_lander(self.rt, until_idle=True, bus=self.bus))
             landing_s = time.monotonic() - landing_started
         finally:
             self.rt.stop_owned_services()

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from qraft_core.bus.base import Consumer, Publisher
+
 
 @dataclass
 class WindowRuns:
@@ -43,3 +45,11 @@ class PipelineRunner(Protocol):
         """Run every window that is due (closed and not yet materialized) until none is left;
         `on_run` gets each run's key and whether it succeeded."""
         ...
+
+
+class Bus(Publisher, Consumer, Protocol):
+    """What the pipeline service publishes to and lands from: NatsBus, or MemoryBus in unit tests."""
+
+    async def subscribe(self, durable: str, ack_wait_s: float = 60.0) -> None: ...
+
+    async def delete_consumer(self, durable: str) -> bool: ...

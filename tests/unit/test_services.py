@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+from collections import deque
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,11 +15,13 @@ import yaml
 
 from qraft_core.annotations import UnknownPattern
 from qraft_core.bootstrap import Services, bootstrap
+from qraft_core.bus.fake import MemoryBus
 from qraft_core.config import ConfigError, SourceConfig
 from qraft_core.events import AlgorithmInfo, PatternDetails, PatternEvent, PatternExplain
 from qraft_core.patterns.materialize import pattern_rows
 from qraft_core.replays import ReplayConflict
 from qraft_core.services.fake_runner import FakePipelineRunner
+from qraft_core.services.pipeline import reset_consumer, run_lander
 from qraft_core.services.replay import ReplayRequest
 from qraft_core.store.fake import MemoryStore
 from qraft_core.supervisor import ProcessSupervisor
@@ -246,3 +250,41 @@ def test_the_replay_worker_refuses_an_id_nobody_claimed(config_dir: Path, capsys
     assert main(["--config-dir", str(config_dir), "replay", "r-unknown"]) == 2
     assert capsys.readouterr().err.splitlines() == ["error: not a replay id: '../etc'",
                                                     "error: no replay r-unknown was claimed"]
+
+
+def test_a_file_source_is_published_and_landed_on_the_memory_bus(config_dir: Path, tmp_path: Path) -> None:
+    readings = tmp_path / "cpu.csv"
+    readings.write_text("id,at,host,value\n"
+                        "r1,2026-01-05T01:00:01Z,host-a,0.5\n"
+                        "r2,2026-01-05T01:00:02Z,host-b,0.7\n"
+                        "r3,,host-a,0.9\n"
+                        "r4,2026-01-05T01:01:00Z,host-a,0.6\n")
+    (config_dir / "sources.yaml").write_text(yaml.safe_dump({"sources": [{
+        "name": "cpu", "type": "file", "endpoint": str(readings), "parser": "generic",
+        "options": {"id_field": "id", "time_field": "at", "event_type": "reading", "required": ["id", "at"]},
+    }]}))
+    store, bus, runner = MemoryStore(), MemoryBus(), FakePipelineRunner()
+    services = bootstrap(config_dir, store=store, bus=bus, tracker=RecordingTracker(), runner=runner)
+    said: list[str] = []
+
+    result = services.pipeline.run_file_sources(said.append, lambda key, ok: None)
+
+    assert {k: v for k, v in result.items() if k != "landing_events_per_s"} == {
+        "published": {"cpu": {"published": 3, "dead_lettered": 1}}, "landed": 3, "dead_lettered_at_landing": 1,
+        "runs": {"succeeded": 1, "failed": 0, "windows_materialized": {}},
+    }
+    assert said[0] == "1/3 publishing the file sources to the bus …"
+    assert [(r["event_id"], r["timestamp"].isoformat()) for r in store.select("raw_events").to_dicts()] == [
+        ("cpu:r1", "2026-01-05T01:00:01+00:00"), ("cpu:r2", "2026-01-05T01:00:02+00:00"),
+        ("cpu:r4", "2026-01-05T01:01:00+00:00"),
+    ]
+    assert [(d["stage"], d["reason"], d["raw"]) for d in store.select("dead_letters").to_dicts()] == [
+        ("land", "adapter: record lacks required field(s): at", "r3,,host-a,0.9")]
+    assert bus.queue == deque() and not (tmp_path / "data" / "nats").exists()  # no NATS server was started
+    # Forgetting the lander's consumer makes the next lander read the stream again from its start.
+    rt = services.pipeline.rt
+    assert asyncio.run(reset_consumer(rt, bus)) is True and asyncio.run(reset_consumer(rt, bus)) is False
+    again = asyncio.run(run_lander(rt, until_idle=True, bus=bus))
+    # Both messages come again; their events are already stored, so nothing lands twice.
+    assert (again.messages, again.landed) == (2, 0)
+    assert store.count("raw_events") == {"": 3} and store.count("dead_letters") == {"": 1}

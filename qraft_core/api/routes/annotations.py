@@ -8,7 +8,6 @@ from pydantic import BaseModel, Field
 from qraft_core.annotations import (
     Label,
     UnknownPattern,
-    add_annotation,
     detector_stats,
     list_annotations,
 )
@@ -50,8 +49,8 @@ def annotations_router(ctx: ApiContext) -> APIRouter:
         """Confirm a pattern, mark it a false alarm, or add a note."""
         plain_text(pattern_id, "pattern_id")
         try:
-            annotation = add_annotation(
-                ctx.store, pattern_id, body.label, body.note, body.author, actor=actor
+            annotation = ctx.patterns.annotate(
+                pattern_id, body.label, body.note, body.author, actor=actor
             )
         except UnknownPattern as exc:
             raise ApiError(404, str(exc)) from None

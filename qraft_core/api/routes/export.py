@@ -1,6 +1,5 @@
 """`/export/patterns`: every matching pattern as CSV or JSON, streamed."""
 
-from collections.abc import Iterator
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -8,8 +7,6 @@ from fastapi.responses import StreamingResponse
 
 from qraft_core.api.context import ApiContext, errors
 from qraft_core.api.routes.patterns import confidence_query, source_query
-from qraft_core.events import PatternEvent
-from qraft_core.explain.catalog import export_chunks, iter_patterns
 
 
 def export_router(ctx: ApiContext) -> APIRouter:
@@ -34,23 +31,12 @@ def export_router(ctx: ApiContext) -> APIRouter:
     ) -> StreamingResponse:
         """Every matching pattern as CSV or a JSON array, streamed."""
         selected = ctx.pattern_query(start, end, type, source, min_confidence)
-        pages = iter_patterns(ctx.store, selected, ctx.config.api.max_page)
-        first = next(
-            pages, None
-        )  # fetched now, so a store failure is still a proper error response
-
-        def chunks() -> Iterator[str]:
-            def all_pages() -> Iterator[list[PatternEvent]]:
-                if first is not None:
-                    yield first
-                    yield from pages
-
-            yield from export_chunks(all_pages(), format)
-
+        # The first page is read now, so a store failure is still a proper error response.
+        chunks = ctx.patterns.export_text(selected, format)
         media = "text/csv; charset=utf-8" if format == "csv" else "application/json"
         disposition = f'attachment; filename="patterns.{format}"'
         return StreamingResponse(
-            chunks(), media_type=media, headers={"Content-Disposition": disposition}
+            chunks, media_type=media, headers={"Content-Disposition": disposition}
         )
 
     return router

@@ -9,9 +9,8 @@ from fastapi.responses import Response
 from qraft_core.api.cache import CACHED_TABLES, Body
 from qraft_core.api.context import ApiContext, errors, json_body, respond
 from qraft_core.events import iso
-from qraft_core.explain.catalog import keyset_page, patterns_page
+from qraft_core.explain.catalog import keyset_page
 from qraft_core.explain.context import context_filters, context_window
-from qraft_core.explain.materialize import explain_pattern
 
 PatternId = Annotated[str, PathParam(min_length=1, max_length=256, description="A pattern's id")]
 # What a card is built from: the pattern, its annotations, its clean context and stored LLM texts.
@@ -53,7 +52,7 @@ def patterns_router(ctx: ApiContext) -> APIRouter:
 
         def build() -> tuple[Body, bool]:
             selected = ctx.pattern_query(start, end, type, source, min_confidence)
-            page, next_cursor = patterns_page(ctx.store, selected, limit, cursor)
+            page, next_cursor = ctx.patterns.page(selected, limit, cursor)
             body = {
                 "start": iso(selected.start),
                 "end": iso(selected.end),
@@ -72,9 +71,7 @@ def patterns_router(ctx: ApiContext) -> APIRouter:
 
         def build() -> tuple[Body, bool]:
             pattern = ctx.pattern_or_404(pattern_id)
-            card = explain_pattern(
-                ctx.store, ctx.config, ctx.cards, pattern, ctx.config.explain.language
-            )
+            card = ctx.patterns.card(pattern)
             body = {
                 "pattern": pattern.model_dump(mode="json"),
                 "context": card.context.model_dump(mode="json"),
@@ -142,9 +139,7 @@ def cards_router(ctx: ApiContext) -> APIRouter:
 
         def build() -> tuple[Body, bool]:
             pattern = ctx.pattern_or_404(pattern_id)
-            card = explain_pattern(
-                ctx.store, ctx.config, ctx.cards, pattern, language, mode, ctx.llm
-            )
+            card = ctx.patterns.card(pattern, mode, language)
             body = (
                 Body(card.markdown.encode(), "text/markdown; charset=utf-8")
                 if format == "markdown"
