@@ -24,6 +24,7 @@ from qraft_core.replays import ReplayRecord
 from qraft_core.store import ClickHouseStore
 from qraft_core.store.clickhouse import polars_dtype
 from qraft_core.store.schema import spec
+from qraft_dagster.assets.metadata import run_summary
 from qraft_dagster.monitoring import DagsterRunsCollector
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,9 +140,13 @@ def test_dagster_collector_counts_runs_by_status_and_divides_detection_time_by_w
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DagsterRunsCollector(instance))
     before = samples(generate_latest(registry).decode())
-    assert not any(name.startswith("qraft_detection") for name, _ in before)
+    assert not any(name.startswith(("qraft_detection", "qraft_detector")) for name, _ in before)
+    # The runner's metadata as the detections asset attaches it (one `run_summary` entry).
+    result = {"latency_s": 3.0, "windows": 6, "rows_processed": 600,
+              "detector_seconds": {"fast": 0.3, "slow": 2.4, "idle": 0.0},
+              "detector_bars": {"fast": 600, "slow": 400, "idle": 0}}
     instance.report_runless_asset_event(
-        AssetMaterialization("detections", metadata={"latency_s": 3.0, "windows": 6, "rows_processed": 600}))
+        AssetMaterialization("detections", metadata=run_summary(result, at(0), at(6))))
     values = samples(generate_latest(registry).decode())
     assert values[("qraft_runs_total", (("status", "failure"),))] == 2
     assert values[("qraft_runs_total", (("status", "success"),))] == 1
@@ -150,3 +155,10 @@ def test_dagster_collector_counts_runs_by_status_and_divides_detection_time_by_w
     assert values[("qraft_runs_in_flight", (("status", "queued"),))] == 0
     assert values[("qraft_detection_seconds_per_window", ())] == 0.5
     assert values[("qraft_detection_seconds_per_bar", ())] == 0.005
+    per_window = {labels: value for (name, labels), value in values.items()
+                  if name == "qraft_detector_seconds_per_window"}
+    assert per_window == {(("detector", "fast"),): pytest.approx(0.05), (("detector", "slow"),): pytest.approx(0.4),
+                          (("detector", "idle"),): 0}
+    # A detector that read no bar has no time per bar.
+    per_bar = {labels: value for (name, labels), value in values.items() if name == "qraft_detector_seconds_per_bar"}
+    assert per_bar == {(("detector", "fast"),): pytest.approx(0.0005), (("detector", "slow"),): pytest.approx(0.006)}
