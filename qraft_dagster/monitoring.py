@@ -6,7 +6,9 @@ Dagster instance under the data directory, so qraft_core never imports Dagster.
 - runs: finished runs as counters by status (an increase of failures is an alert), runs in
   flight (queued, starting, started) as a gauge;
 - detection latency: wall seconds per window and per bar of the newest `detections`
-  materialization (every configured detector over its windows, from the runner's metadata).
+  materialization (every configured detector over its windows, from the runner's metadata),
+  and each detector's own seconds per window and per bar (label `detector`), to tell which one
+  is slow.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from prometheus_client import CollectorRegistry, start_http_server
@@ -38,6 +41,11 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "gauge", "Wall seconds per window of the newest detections materialization", ()),
     "qraft_detection_seconds_per_bar": (
         "gauge", "Wall seconds per feature bar of the newest detections materialization", ()),
+    "qraft_detector_seconds_per_window": (
+        "gauge", "Seconds one detector spent per window of the newest detections materialization", ("detector",)),
+    "qraft_detector_seconds_per_bar": (
+        "gauge", "Seconds one detector spent per bar it read in the newest detections materialization",
+        ("detector",)),
 }
 
 
@@ -47,15 +55,21 @@ def _family(name: str) -> CounterMetricFamily | GaugeMetricFamily:
     return family(name, help_text, labels=list(labels) or None)
 
 
-def newest_detection_cost(instance: DagsterInstance) -> dict[str, float]:
-    """latency_s, windows and rows_processed of the newest detections materialization ({} before any)."""
+def newest_detection_run(instance: DagsterInstance) -> dict[str, Any]:
+    """The runner's metadata of the newest detections materialization, its `run_summary` ({} before any)."""
     records = instance.fetch_materializations(AssetKey("detections"), limit=1).records
     materialization = records[0].asset_materialization if records else None
-    if materialization is None:
+    entry = materialization.metadata.get("run_summary") if materialization is not None else None
+    return entry.value if entry is not None and isinstance(entry.value, dict) else {}
+
+
+def _ratios(numerators: Any, denominators: Any) -> dict[str, float]:
+    """numerator / denominator per key where both are numbers and the denominator is positive."""
+    if not isinstance(numerators, dict) or not isinstance(denominators, dict):
         return {}
-    values = {key: entry.value for key, entry in materialization.metadata.items()}
-    return {key: float(value) for key in ("latency_s", "windows", "rows_processed")
-            if isinstance(value := values.get(key), (int, float))}
+    return {key: value / denominators[key] for key, value in sorted(numerators.items())
+            if isinstance(value, (int, float)) and isinstance(denominators.get(key), (int, float))
+            and denominators[key] > 0}
 
 
 class DagsterRunsCollector(Collector):
@@ -73,11 +87,18 @@ class DagsterRunsCollector(Collector):
         for status in IN_FLIGHT:
             count = self.instance.get_runs_count(RunsFilter(statuses=[status]))
             families["qraft_runs_in_flight"].add_metric([status.value.lower()], count)
-        cost = newest_detection_cost(self.instance)
-        if cost.get("windows") and "latency_s" in cost:
-            families["qraft_detection_seconds_per_window"].add_metric([], cost["latency_s"] / cost["windows"])
-        if cost.get("rows_processed") and "latency_s" in cost:
-            families["qraft_detection_seconds_per_bar"].add_metric([], cost["latency_s"] / cost["rows_processed"])
+        run = newest_detection_run(self.instance)
+        totals = _ratios({"window": run.get("latency_s"), "bar": run.get("latency_s")},
+                         {"window": run.get("windows"), "bar": run.get("rows_processed")})
+        for unit, seconds in totals.items():
+            families[f"qraft_detection_seconds_per_{unit}"].add_metric([], seconds)
+        windows = run.get("windows")
+        spent = run.get("detector_seconds")
+        per_window = _ratios(spent, dict.fromkeys(spent, windows)) if isinstance(spent, dict) else {}
+        for detector, seconds in per_window.items():
+            families["qraft_detector_seconds_per_window"].add_metric([detector], seconds)
+        for detector, seconds in _ratios(spent, run.get("detector_bars")).items():
+            families["qraft_detector_seconds_per_bar"].add_metric([detector], seconds)
         return iter(families.values())
 
 

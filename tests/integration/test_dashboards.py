@@ -669,8 +669,12 @@ def test_alert_rules_use_exposed_metrics_and_annotate_with_result_labels():
     assert {r["alert"] for r in rules} >= {
         "QraftConsumerLagGrowing", "QraftDeadLetterRatioHigh", "QraftNoEventsLanded", "QraftStoreRetries",
         "QraftAdapterReconnectStorm", "QraftAdapterLagHigh", "QraftWindowsBehind", "QraftRunsFailed",
-        "QraftRunsQueuedUp", "QraftFindingsStorm", "QraftDetectionSlow", "QraftReplayFailed",
+        "QraftRunsQueuedUp", "QraftFindingsStorm", "QraftDetectionSlow", "QraftDetectorSlow", "QraftReplayFailed",
     }
+    # The slow-detector alert fires once per detector and names it.
+    (slow_detector,) = [r for r in rules if r["alert"] == "QraftDetectorSlow"]
+    assert result_labels(slow_detector["expr"]) == {"detector"}
+    assert "$labels.detector" in slow_detector["annotations"]["summary"]
     for rule in rules:
         labels = result_labels(rule["expr"])
         assert rule["labels"]["severity"] in {"warning", "critical"}

@@ -24,6 +24,7 @@ from qraft_core.replays import ReplayRecord
 from qraft_core.store import ClickHouseStore
 from qraft_core.store.clickhouse import polars_dtype
 from qraft_core.store.schema import spec
+from qraft_dagster.assets.metadata import run_summary
 from qraft_dagster.monitoring import DagsterRunsCollector
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,9 +140,13 @@ def test_dagster_collector_counts_runs_by_status_and_divides_detection_time_by_w
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DagsterRunsCollector(instance))
     before = samples(generate_latest(registry).decode())
-    assert not any(name.startswith("qraft_detection") for name, _ in before)
+    assert not any(name.startswith(("qraft_detection", "qraft_detector")) for name, _ in before)
+    # The runner's metadata as the detections asset attaches it (one `run_summary` entry).
+    result = {"latency_s": 3.0, "windows": 6, "rows_processed": 600,
+              "detector_seconds": {"fast": 0.3, "slow": 2.4, "idle": 0.0},
+              "detector_bars": {"fast": 600, "slow": 400, "idle": 0}}
     instance.report_runless_asset_event(
-        AssetMaterialization("detections", metadata={"latency_s": 3.0, "windows": 6, "rows_processed": 600}))
+        AssetMaterialization("detections", metadata=run_summary(result, at(0), at(6))))
     values = samples(generate_latest(registry).decode())
     assert values[("qraft_runs_total", (("status", "failure"),))] == 2
     assert values[("qraft_runs_total", (("status", "success"),))] == 1
@@ -150,3 +155,52 @@ def test_dagster_collector_counts_runs_by_status_and_divides_detection_time_by_w
     assert values[("qraft_runs_in_flight", (("status", "queued"),))] == 0
     assert values[("qraft_detection_seconds_per_window", ())] == 0.5
     assert values[("qraft_detection_seconds_per_bar", ())] == 0.005
+    per_window = {labels: value for (name, labels), value in values.items()
+                  if name == "qraft_detector_seconds_per_window"}
+    assert per_window == {(("detector", "fast"),): pytest.approx(0.05), (("detector", "slow"),): pytest.approx(0.4),
+                          (("detector", "idle"),): 0}
+    # A detector that read no bar has no time per bar.
+    per_bar = {labels: value for (name, labels), value in values.items() if name == "qraft_detector_seconds_per_bar"}
+    assert per_bar == {(("detector", "fast"),): pytest.approx(0.0005), (("detector", "slow"),): pytest.approx(0.006)}
+
+
+def test_dagster_collector_reads_each_detectors_time_from_a_real_detections_run(config_dir, monkeypatch):
+    from dagster import AssetKey, materialize
+
+    from qraft_core.detectors import load_detectors
+    from qraft_core.detectors.runner import active_specs
+    from qraft_core.lander import land_batch
+    from qraft_dagster.definitions import build_definitions
+    from qraft_dagster.resources import MemoryQraftResource
+
+    monkeypatch.setenv("QRAFT_MLFLOW_ENABLED", "false")
+    qraft = MemoryQraftResource(config_dir=str(config_dir))
+    # Three minutes of one BTCUSDT trade a second: bars for the market detectors, none for the news one.
+    trades = "\n".join(json.dumps({
+        "event_id": f"e{i}", "source": "binance_spot", "type": "trade", "timestamp": at(i / 60).isoformat(),
+        "ingest_time": at(i / 60).isoformat(), "meta": {"parser_version": "test/1"},
+        "payload": {"s": "BTCUSDT", "p": str(100 + i % 7), "q": "0.5", "m": bool(i % 2)}}) for i in range(180))
+    qraft.runtime.store.insert("raw_events", land_batch([("qraft.raw.binance_spot", trades.encode())]).raw_events)
+    defs = build_definitions(config_dir, qraft=qraft)
+    instance = DagsterInstance.ephemeral()
+    result = materialize([defs.resolve_assets_def(AssetKey(name)) for name in ("clean_events", "features", "detections")],
+                         instance=instance, tags={"dagster/asset_partition_range_start": "2026-01-05-00:00",
+                                                  "dagster/asset_partition_range_end": "2026-01-05-00:02"})
+    assert result.success
+    (record,) = instance.fetch_materializations(AssetKey("detections"), limit=1).records
+    summary = record.asset_materialization.metadata["run_summary"].value
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DagsterRunsCollector(instance))
+    values = samples(generate_latest(registry).decode())
+    # The run's totals come from the same `run_summary` entry.
+    assert values[("qraft_detection_seconds_per_window", ())] == pytest.approx(summary["latency_s"] / 3)
+    names = [spec.name for spec in active_specs(load_detectors(config_dir)) if spec.matches("binance_spot:BTCUSDT")]
+    bars = summary["rows_processed"]
+    assert bars > 0 and summary["detector_bars"] == {**dict.fromkeys(summary["detector_bars"], 0),
+                                                      **dict.fromkeys(names, bars)}
+    assert {dict(labels)["detector"]: value for (name, labels), value in values.items()
+            if name == "qraft_detector_seconds_per_bar"} == {
+        name: pytest.approx(summary["detector_seconds"][name] / bars) for name in names}
+    assert {dict(labels)["detector"]: value for (name, labels), value in values.items()
+            if name == "qraft_detector_seconds_per_window"} == {
+        name: pytest.approx(seconds / 3) for name, seconds in summary["detector_seconds"].items()}
