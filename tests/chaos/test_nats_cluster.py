@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 
 from qraft_core.bus.nats_bus import NatsBus
@@ -81,11 +82,12 @@ async def produce(rt: Runtime, cluster: NatsCluster, total: int, kills: dict[int
 
 
 async def lag(rt: Runtime, cluster: NatsCluster) -> int | None:
-    """The lander's lag; None until the (restarted) lander has created its consumer."""
+    """The lander's lag; None until the (restarted) lander has created its consumer, and while
+    the cluster is still electing leaders after a restart (its API requests time out meanwhile)."""
     async with NatsBus(cluster.urls, rt.stream_settings) as bus:
         try:
             return await bus.consumer_pending(rt.config.lander.durable_name)
-        except NotFoundError:
+        except (NotFoundError, NatsTimeoutError):
             return None
 
 
