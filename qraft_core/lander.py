@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
-import re
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
@@ -42,7 +42,7 @@ from qraft_core.events import (
     safe_text,
     stable_id,
 )
-from qraft_core.landing.compiled import CompiledRows, is_plain
+from qraft_core.landing.compiled import SOURCE_NAME, CompiledRows, is_plain
 from qraft_core.metrics import (
     CONSUMER_LAG,
     EVENTS_DEAD_LETTERED,
@@ -74,6 +74,11 @@ class LandedBatch:
     @property
     def dead_lettered(self) -> int:
         return self.dead_letters.height
+
+
+async def _hand_back(messages: Sequence[BusMessage]) -> None:
+    """Give messages back to the bus for redelivery (at once, not after the ack wait)."""
+    await asyncio.gather(*(m.nak() for m in messages), return_exceptions=True)
 
 
 def _source_of(subject: str, prefix: str) -> str:
@@ -132,15 +137,17 @@ class _Message:
         self.subject = subject
         self.source = safe_text(source)
         self.data = data
-        self.lines = data.split(b"\n")
+        self.line_count = data.count(b"\n") + 1
         self.offset = offset
-        self._checksum: str | None = None
 
-    @property
+    @functools.cached_property
+    def lines(self) -> list[bytes]:
+        """Split only for a message with a line to judge: plain ones are decoded whole."""
+        return self.data.split(b"\n")
+
+    @functools.cached_property
     def checksum(self) -> str:
-        if self._checksum is None:
-            self._checksum = checksum(self.data)
-        return self._checksum
+        return checksum(self.data)
 
 
 @dataclass(slots=True)
@@ -326,9 +333,9 @@ def land_batch(
         message = _Message(subject, _source_of(subject, subject_prefix), data, offset)
         judge.messages.append(message)
         judge.offsets.append(offset)
-        offset += len(message.lines)
+        offset += message.line_count
         if compiled:
-            judged = rows.add(message.source, message.lines, message.offset, max_payload_bytes)
+            judged = rows.add(message.source, message.data, message.offset, max_payload_bytes)
         else:
             judged = [index for index, line in enumerate(message.lines) if line.strip()]
         for index in judged:
@@ -391,7 +398,6 @@ def _judge_line(judge: _Judge, parser: _LineParser, message: _Message, index: in
 
 _EVENT_FIELDS = frozenset(StandardEvent.model_fields)
 _ORIGINS = ("live", "backfill")
-_SOURCE_NAME = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 
 class _NonFinite(ValueError):
@@ -495,7 +501,7 @@ def well_formed_row(document: dict[str, Any],
     )
     if not (
         isinstance(event_id, str) and 0 < len(event_id) <= 256
-        and isinstance(source, str) and _SOURCE_NAME.fullmatch(source)
+        and isinstance(source, str) and SOURCE_NAME.fullmatch(source)
         and isinstance(kind, str) and 0 < len(kind) <= 64
         and isinstance(payload, dict) and isinstance(meta, dict)
         and isinstance(meta.get("parser_version"), str) and meta["parser_version"]
@@ -632,6 +638,7 @@ class Lander:
             store.keep_open_s = max(store.keep_open_s, config.store_keep_open_s)
         self._known: dict[str, _KnownIds] = {}
         self._too_dense: set[str] = set()  # sources whose stored ids do not fit ID_MEMORY_MAX
+        self._waiting: list[BusMessage] = []  # of the batch judged while the one before it is written
 
     async def _collect(self, stop: asyncio.Event) -> list[BusMessage]:
         """Messages until the batch is full (by lines) or its time is up."""
@@ -845,11 +852,34 @@ class Lander:
                             store_error_kind(exc), exc, delay)
                 if stop.is_set():
                     return None
-                # Keep the bus from redelivering what is still being landed.
-                await asyncio.gather(*(m.in_progress() for m in messages), return_exceptions=True)
+                # Keep the bus from redelivering what is still being landed, and the batch judged behind it.
+                await asyncio.gather(*(m.in_progress() for m in [*messages, *self._waiting]),
+                                     return_exceptions=True)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=delay)
                 delay = min(delay * 2, self.config.retry_max_s)
+
+    def _judge(self, messages: Sequence[BusMessage]) -> LandedBatch:
+        return land_batch(
+            [(m.subject, m.data) for m in messages],
+            subject_prefix=self.subject_prefix,
+            max_payload_bytes=self.config.max_payload_bytes,
+            interval=self.interval,
+            bounds=EventTimeBounds.of(self.config),
+        )
+
+    async def _land(self, batch: LandedBatch, messages: list[BusMessage], stop: asyncio.Event,
+                    started: float) -> int:
+        """Write a judged batch and acknowledge its messages, or hand them back if a stop came
+        while the store was unavailable; returns the number of messages landed."""
+        written = await self._write_with_retry(batch, messages, stop)
+        if written is None:
+            await _hand_back(messages)
+            return 0
+        await asyncio.gather(*(m.ack() for m in messages))
+        LAND_BATCH_SECONDS.observe(time.perf_counter() - started)
+        self._count(written, len(messages))
+        return len(messages)
 
     async def land_once(self, stop: asyncio.Event | None = None) -> int:
         """Fetch, land and acknowledge one batch; returns the number of messages handled."""
@@ -858,22 +888,7 @@ class Lander:
         if not messages:
             return 0
         started = time.perf_counter()
-        batch = land_batch(
-            [(m.subject, m.data) for m in messages],
-            subject_prefix=self.subject_prefix,
-            max_payload_bytes=self.config.max_payload_bytes,
-            interval=self.interval,
-            bounds=EventTimeBounds.of(self.config),
-        )
-        written = await self._write_with_retry(batch, messages, stop)
-        if written is None:
-            await asyncio.gather(*(m.nak() for m in messages), return_exceptions=True)
-            return 0
-        batch = written
-        await asyncio.gather(*(m.ack() for m in messages))
-        LAND_BATCH_SECONDS.observe(time.perf_counter() - started)
-        self._count(batch, len(messages))
-        return len(messages)
+        return await self._land(self._judge(messages), messages, stop, started)
 
     def _count(self, batch: LandedBatch, messages: int) -> None:
         self.stats.batches += 1
@@ -887,18 +902,44 @@ class Lander:
             EVENTS_DEAD_LETTERED.labels(source).inc(n)
 
     async def run(self, stop: asyncio.Event, until_idle: bool = False) -> LanderStats:
-        """Land until `stop` is set (or, with `until_idle`, until nothing is pending)."""
+        """Land until `stop` is set (or, with `until_idle`, until nothing is pending).
+
+        Batch N+1 is fetched and judged while batch N is written in its thread (the store's
+        insert releases the GIL, so the two overlap on two cores). Writes stay one at a time and
+        in order: a batch's stored versions (`_resolve_stored_versions`) include every batch
+        before it. A stop hands back the batch judged behind the write in flight.
+        """
+        writing: asyncio.Task[int] | None = None
         while not stop.is_set():
+            messages: list[BusMessage] = []
             try:
-                handled = await self.land_once(stop)
-                if handled == 0:
+                messages = await self._collect(stop)
+                started = time.perf_counter()
+                batch = self._judge(messages) if messages else None
+                if writing is not None:
+                    self._waiting = messages
+                    try:
+                        await writing
+                    finally:
+                        writing, self._waiting = None, []
+                if batch is None:
                     lag = await self.consumer.pending()
                     CONSUMER_LAG.set(lag)
                     if until_idle and lag == 0:
                         break
+                elif stop.is_set():
+                    await _hand_back(messages)
+                else:
+                    writing = asyncio.create_task(self._land(batch, messages, stop, started))
             except Exception:  # a long-running process outlives any one bad batch
                 log.exception("landing a batch failed; the bus will redeliver it")
+                await _hand_back(messages)
                 await asyncio.sleep(1.0)
+        if writing is not None:
+            try:
+                await writing
+            except Exception:
+                log.exception("landing a batch failed; the bus will redeliver it")
         if isinstance(self.store, ClickHouseStore):
             ENGINE.close()  # kept open between batches (`store_keep_open_s`); done with it for good
         return self.stats

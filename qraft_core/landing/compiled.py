@@ -19,6 +19,7 @@ from itertools import compress
 from typing import Annotated, Any, Literal
 
 import msgspec
+import numpy as np
 import polars as pl
 
 from qraft_core.events import MAX_INT_BITS, MAX_NESTING
@@ -62,12 +63,13 @@ class _Meta(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 class _Event(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """`StandardEvent` with its times still text; `\\Z`, not `$`, which would allow a final newline.
-    Not tracked by the garbage collector (they hold no cycles): tens of thousands of live objects
-    make every collection slow."""
+    """`StandardEvent` with its times still text and its source unchecked: a row is kept only if its
+    source is the message's, whose name is checked once (`SOURCE_NAME`). Not tracked by the
+    garbage collector (they hold no cycles): tens of thousands of live objects make every
+    collection slow."""
 
     event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-    source: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_\-]{1,64}\Z")]
+    source: str
     type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     timestamp: str
     ingest_time: str
@@ -75,34 +77,46 @@ class _Event(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     meta: _Meta
 
 
+# What `StandardEvent` allows as a source name.
+SOURCE_NAME = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _MESSAGE = msgspec.json.Decoder(list[_Event], float_hook=_float_as_python_writes_it)
 _LINE = msgspec.json.Decoder(_Event, float_hook=_float_as_python_writes_it)
 _SORTED = msgspec.json.Encoder(order="sorted")
 
 
-def _all_plain(lines: list[bytes], joined: bytes, max_payload_bytes: int) -> bool:
-    """`is_plain` but for nesting, and within the size limit, for every line, checked on them all
-    at once; nesting is bounded on the decoded payloads (`CompiledRows.checked`)."""
-    longest = max(map(len, lines))
-    if longest > max_payload_bytes or longest >= _INT_DIGITS:
-        return longest <= max_payload_bytes and all(map(is_plain, lines))
+def _longest_line(data: bytes) -> int:
+    """The length of the longest line of `data`, found without splitting it into lines."""
+    ends = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n"))
+    return int(np.diff(ends, prepend=-1, append=len(data)).max()) - 1
+
+
+def _all_plain(data: bytes, max_payload_bytes: int) -> bool:
+    """`is_plain` but for nesting, and within the size limit, for every line of `data`, checked on
+    them all at once (no digit run spans a newline); nesting is bounded on the decoded payloads
+    (`CompiledRows.checked`)."""
+    if len(data) > min(max_payload_bytes, _INT_DIGITS - 1):  # a line may be too long or hold a long number
+        longest = _longest_line(data)
+        if longest > max_payload_bytes or (longest >= _INT_DIGITS and _LONG_NUMBER.search(data)):
+            return False
     # Most messages hold no backslash at all, which one memchr finds.
-    return (b"\\" not in joined or b"\\u" not in joined) and b"\x7f" not in joined
+    return (b"\\" not in data or b"\\u" not in data) and b"\x7f" not in data
 
 
-def _decode(lines: list[bytes], max_payload_bytes: int) -> tuple[list[_Event], list[int], list[int]]:
-    """(events, the index of each, the indexes of non-blank lines left to the judge)."""
-    joined = b",".join(lines)
-    if all(lines) and _all_plain(lines, joined, max_payload_bytes):
+def _decode(data: bytes, max_payload_bytes: int) -> tuple[list[_Event], list[int], list[int]]:
+    """(events, the line index of each, the indexes of non-blank lines left to the judge).
+
+    A message is decoded whole, as one JSON array of its lines; a blank line, a bad one or one
+    holding more than one value fails that, and the lines are decoded one by one."""
+    if _all_plain(data, max_payload_bytes):
         try:
-            events = _MESSAGE.decode(b"[" + joined + b"]")
+            events = _MESSAGE.decode(b"[" + data.replace(b"\n", b",") + b"]")
         except (msgspec.DecodeError, ValueError, RecursionError):
-            pass  # one bad line: decoded one by one below
+            pass
         else:
-            if len(events) == len(lines):  # else a line held more than one value
-                return events, list(range(len(lines))), []
+            if len(events) == data.count(b"\n") + 1:
+                return events, list(range(len(events))), []
     events, indexes, judged = [], [], []
-    for index, line in enumerate(lines):
+    for index, line in enumerate(data.split(b"\n")):
         if not line.strip():
             continue
         if len(line) <= max_payload_bytes and is_plain(line):
@@ -163,10 +177,12 @@ class CompiledRows:
         self._payloads: list[bytes] = []
         self._positions: list[int] = []
 
-    def add(self, source: str, lines: list[bytes], offset: int, max_payload_bytes: int) -> list[int]:
+    def add(self, source: str, data: bytes, offset: int, max_payload_bytes: int) -> list[int]:
         """Decodes the lines of a message of `source`, its first line at batch position `offset`;
         returns the indexes of the non-blank lines left to the judge."""
-        events, indexes, judged = _decode(lines, max_payload_bytes)
+        if not SOURCE_NAME.fullmatch(source):  # no event of a source so named lands: the judge says why
+            return [index for index, line in enumerate(data.split(b"\n")) if line.strip()]
+        events, indexes, judged = _decode(data, max_payload_bytes)
         sources = [event.source for event in events]
         if sources.count(source) != len(sources):  # lines of another source: the judge names the subject
             matches = [name == source for name in sources]
@@ -186,7 +202,7 @@ class CompiledRows:
         columns["origin"].extend([meta.origin for meta in metas])
         self._positions.extend([offset + index for index in indexes])
         self._payloads.extend(_canonical_payloads([event.payload for event in events],
-                                                  all(map(bytes.isascii, lines))))
+                                                  data.isascii()))
         return judged
 
     def checked(
