@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from qraft_core.adapters.base import dead_letter_envelope
-from qraft_core.bus.fake import MemoryBus
+from qraft_core.bus.fake import MemoryBus, MemoryMessage
 from qraft_core.config import LanderConfig
 from qraft_core.events import StandardEvent, checksum, stable_id
-from qraft_core.lander import Lander, land_batch
+from qraft_core.lander import Lander, LanderStats, land_batch
 from qraft_core.store.base import StoreError, StoreUnavailable
 from qraft_core.store.fake import MemoryStore
 
@@ -109,6 +109,14 @@ def test_oversize_line_is_dead_lettered_and_its_raw_text_truncated():
     assert letter["event_id"] == ""
 
 
+def test_an_oversize_line_in_a_long_message_costs_none_of_its_neighbours():
+    big = event_line("o-2", payload={"blob": "x" * 10_000})
+    data = b"\n".join([event_line("o-1"), big, event_line("o-3")])
+    batch = land_batch([(SUBJECT, data)], max_payload_bytes=5000, now=NOW)
+    assert batch.raw_events["event_id"].to_list() == ["o-1", "o-3"]
+    assert batch.dead_letters["reason"].to_list() == [f"oversize: {len(big)} bytes > 5000"]
+
+
 def test_a_line_at_the_size_limit_lands():
     line = event_line("edge")
     batch = land_batch([(SUBJECT, line)], max_payload_bytes=len(line), now=NOW)
@@ -174,6 +182,16 @@ def test_subject_outside_the_prefix_is_taken_as_the_source_name():
     ]
     custom = land_batch([("feed.binance_spot", event_line("x-3"))], subject_prefix="feed", now=NOW)
     assert custom.raw_events["event_id"].to_list() == ["x-3"]
+
+
+def test_a_subject_whose_source_name_no_event_may_have_dead_letters_every_line_with_its_reason():
+    data = event_line("s-1", source="bad source") + b"\n" + event_line("s-2")
+    batch = land_batch([("qraft.raw.bad source", data)], now=NOW)
+    assert batch.landed == 0
+    assert batch.dead_letters.select("source", "event_id", "reason").rows() == [
+        ("bad source", "s-1", "invalid event: source: String should match pattern '^[A-Za-z0-9_\\-]{1,64}$'"),
+        ("bad source", "s-2", "source 'binance_spot' published on subject 'qraft.raw.bad source'"),
+    ]
 
 
 def test_duplicates_within_a_batch_land_once_and_are_not_dead_letters():
@@ -492,6 +510,75 @@ def test_a_batch_refused_whole_is_dead_lettered_in_few_inserts():
     assert store.raw_inserts <= 2 * 64
 
 
+# -- the next batch is judged while the one before it is written ---------------------------------
+
+
+def two_messages() -> MemoryBus:
+    bus = MemoryBus()
+    for m in range(2):
+        asyncio.run(bus.publish_raw("binance_spot", b"\n".join(event_line(f"m{m}-{i}") for i in range(2))))
+    return bus
+
+
+class QueueWatchingStore(MemoryStore):
+    """Notes how many messages the bus still held at each raw-event insert."""
+
+    def __init__(self, bus: MemoryBus) -> None:
+        super().__init__()
+        self.bus, self.queued_at_inserts = bus, []
+
+    def insert(self, table: str, frame: Any) -> int:
+        if table == "raw_events":
+            self.queued_at_inserts.append(len(self.bus.queue))
+        return super().insert(table, frame)
+
+
+def test_the_next_batch_is_fetched_and_judged_before_the_one_before_it_is_written():
+    bus = two_messages()
+    store = QueueWatchingStore(bus)
+    lander = Lander(bus, store, LanderConfig(batch_size=1, batch_timeout_ms=20))
+    stats = asyncio.run(lander.run(asyncio.Event(), until_idle=True))
+    assert store.queued_at_inserts == [0, 0]  # the second message was taken before the first insert
+    assert store.tables["raw_events"]["event_id"].to_list() == ["m0-0", "m0-1", "m1-0", "m1-1"]
+    assert (stats.batches, stats.messages, stats.landed, stats.retries) == (2, 2, 4, 0)
+
+
+def test_the_batch_judged_behind_a_retried_write_is_kept_in_progress(monkeypatch):
+    signals: list[bytes] = []
+
+    async def in_progress(message: MemoryMessage) -> None:
+        signals.append(message.data[:10])
+
+    monkeypatch.setattr(MemoryMessage, "in_progress", in_progress)
+    store = RefusingStore(StoreUnavailable("the embedded store is held by another process"), poison="m0-0", times=2)
+    lander = Lander(two_messages(), store, LanderConfig(batch_size=1, batch_timeout_ms=20, retry_max_s=0.01))
+    stats = asyncio.run(lander.run(asyncio.Event(), until_idle=True))
+    first, second = event_line("m0-0")[:10], event_line("m1-0")[:10]
+    assert signals == [first, second, first, second]
+    assert (stats.messages, stats.landed, stats.retries) == (2, 4, 2)
+
+
+def test_a_stop_hands_back_the_batch_judged_behind_the_write_in_flight():
+    bus = two_messages()
+    store = RefusingStore(StoreUnavailable("the embedded store is held by another process"), poison="m0-0")
+    lander = Lander(bus, store, LanderConfig(batch_size=1, batch_timeout_ms=20, retry_max_s=0.05))
+
+    async def scenario() -> LanderStats:
+        stop = asyncio.Event()
+        running = asyncio.create_task(lander.run(stop))
+        while lander.stats.retries < 1:
+            await asyncio.sleep(0.01)
+        stop.set()
+        return await running
+
+    stats = asyncio.run(scenario())
+    assert (stats.messages, stats.landed) == (0, 0)
+    assert store.tables["raw_events"].height == 0
+    # Both handed back, each in front of the queue: a new lander takes them at once.
+    assert [m.data for m in bus.queue] == [b"\n".join(event_line(f"m{m}-{i}") for i in range(2)) for m in (1, 0)]
+    assert not any(m.acked for m in bus.queue)
+
+
 def land_lines(store: MemoryStore, *lines: bytes, **config: Any) -> Lander:
     bus = MemoryBus()
     asyncio.run(bus.publish_raw("binance_spot", b"\n".join(lines)))
@@ -596,6 +683,25 @@ def test_plain_events_are_landed_without_the_per_line_judge(monkeypatch):
         '{"del":"x","name":"caf\\u00e9 \\u2615 \\ud834\\udd1e"}',
         '{"nested":{"a":1,"b":2},"p":"42000.5","q":0.25}',
     ]
+
+
+def test_event_times_of_every_shape_are_read_as_the_model_reads_them():
+    times = ["2026-01-05T00:03:17.2Z", "2026-01-05T01:03:17.123456+01:00", "2026-01-05T00:03:17Z",
+             "2026-02-30T00:03:17Z", "2026-01-05T24:03:17Z", "2026-01-05T00:03:17.1234567Z"]
+    data = b"\n".join(event_line(f"t-{i}", timestamp=t) for i, t in enumerate(times))
+    for compiled in (True, False):
+        batch = land_batch([(SUBJECT, data)], now=NOW, compiled=compiled)
+        assert batch.raw_events.select("event_id", "timestamp").rows() == [
+            ("t-0", datetime(2026, 1, 5, 0, 3, 17, 200000, tzinfo=UTC)),
+            ("t-1", datetime(2026, 1, 5, 0, 3, 17, 123000, tzinfo=UTC)),
+            ("t-2", datetime(2026, 1, 5, 0, 3, 17, tzinfo=UTC)),
+            ("t-5", datetime(2026, 1, 5, 0, 3, 17, 123000, tzinfo=UTC)),
+        ]
+        prefix = "invalid event: timestamp: Input should be a valid datetime or date, "
+        assert batch.dead_letters.select("event_id", "reason").rows() == [
+            ("t-3", prefix + "day value is outside expected range"),
+            ("t-4", prefix + "unexpected extra characters at the end of the input"),
+        ]
 
 
 def test_a_payload_integer_longer_than_the_limit_is_dead_lettered():
