@@ -8,7 +8,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
@@ -28,6 +28,8 @@ from qraft_core.bus.base import (
 from qraft_core.events import StandardEvent
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Room for the headers (the message id) next to the payload in one protocol message.
 HEADER_ALLOWANCE = 1024
@@ -268,13 +270,20 @@ class NatsBus:
 
 # -- snapshots of a whole stream (`qraft backup` / `qraft restore`) ------------------------
 
-async def _connect_once(url: str | Sequence[str]) -> Any:
-    """A plain connection that fails fast: a backup should say the bus is down, not wait for it."""
+async def _on_one_connection(url: str | Sequence[str], what: str, call: Callable[[Any], Awaitable[T]]) -> T:
+    """`call(jetstream)` on a plain connection that fails fast: a backup should say the bus is
+    down, not wait for it. NATS errors during the call become a BusError saying what failed."""
     try:
-        return await nats.connect(servers=seed_urls(url), connect_timeout=5, max_reconnect_attempts=1,
-                                  allow_reconnect=False)
+        nc = await nats.connect(servers=seed_urls(url), connect_timeout=5, max_reconnect_attempts=1,
+                                allow_reconnect=False)
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         raise BusUnavailable(f"no NATS server answered at {url}: {exc!r}") from exc
+    try:
+        return await call(nc.jetstream())
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise BusError(f"{what} at {url} failed: {str(exc) or type(exc).__name__}") from exc
+    finally:
+        await nc.close()
 
 
 async def read_stream(url: str | Sequence[str], stream: str,
@@ -285,13 +294,7 @@ async def read_stream(url: str | Sequence[str], stream: str,
     Messages are fetched one by one with "the next message at or after this sequence", so gaps
     left by deleted or expired messages are skipped without a consumer on the stream.
     """
-    nc = await _connect_once(url)
-    try:
-        return await _read_stream(nc.jetstream(), stream, write)
-    except (TimeoutError, nats.errors.Error) as exc:
-        raise BusError(f"reading stream {stream} at {url} failed: {str(exc) or type(exc).__name__}") from exc
-    finally:
-        await nc.close()
+    return await _on_one_connection(url, f"reading stream {stream}", lambda js: _read_stream(js, stream, write))
 
 
 async def _read_stream(js: Any, stream: str, write: Callable[[StoredMessage], None]) -> dict[str, Any] | None:
@@ -321,13 +324,8 @@ async def write_stream(url: str | Sequence[str], config: dict[str, Any],
 
     A message the stream drops as a repeat of an id within the duplicate window is not counted.
     """
-    nc = await _connect_once(url)
-    try:
-        return await _write_stream(nc.jetstream(), config, messages)
-    except (TimeoutError, nats.errors.Error) as exc:
-        raise BusError(f"restoring stream {config.get('name')} at {url} failed: {str(exc) or type(exc).__name__}") from exc
-    finally:
-        await nc.close()
+    return await _on_one_connection(url, f"restoring stream {config.get('name')}",
+                                    lambda js: _write_stream(js, config, messages))
 
 
 async def _write_stream(js: Any, config: dict[str, Any], messages: Iterable[StoredMessage]) -> int:

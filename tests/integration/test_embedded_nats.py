@@ -6,9 +6,15 @@ import asyncio
 import json
 from datetime import UTC, datetime
 
-from qraft_core.bus.base import StreamSettings, batch_message_id, encode_events
+from qraft_core.bus.base import (
+    BusError,
+    BusUnavailable,
+    StreamSettings,
+    batch_message_id,
+    encode_events,
+)
 from qraft_core.bus.embedded import EmbeddedNats
-from qraft_core.bus.nats_bus import NatsBus
+from qraft_core.bus.nats_bus import NatsBus, read_stream, write_stream
 from qraft_core.events import EventMeta, StandardEvent
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -339,3 +345,32 @@ def test_nats_url_takes_a_list_or_a_comma_separated_string_of_seed_urls():
     assert listed.nats.url == "nats://a:4222,nats://b:4222"
     assert seed_urls(listed.nats.url) == seed_urls("nats://a:4222, nats://b:4222") == ["nats://a:4222", "nats://b:4222"]
     assert NatsBus(listed.nats.url).servers == ["nats://a:4222", "nats://b:4222"]
+
+
+async def _snapshot_calls(url: str) -> tuple[dict | None, list[bytes], str, str]:
+    settings = StreamSettings(stream="SNAPSHOT_TEST", subject_prefix="snap")
+    async with NatsBus(url, settings) as bus:
+        await bus.publish_raw("s", b"one")
+        await bus.publish_raw("s", b"two")
+    read: list[bytes] = []
+    config = await read_stream(url, settings.stream, lambda m: read.append(m.data))
+    missing = await read_stream(url, "NO_SUCH_STREAM", lambda m: read.append(m.data))
+    try:
+        await read_stream("nats://127.0.0.1:1", settings.stream, lambda m: None)
+    except BusUnavailable as exc:
+        unreachable = str(exc)
+    try:  # subjects another stream holds: the server refuses the stream
+        await write_stream(url, {"name": "OVERLAPPING", "subjects": ["snap.s"]}, [])
+    except BusError as exc:
+        refused = str(exc)
+    assert missing is None
+    return config, read, unreachable, refused
+
+
+def test_stream_snapshots_read_and_restore_on_a_connection_of_their_own(nats_server):
+    config, read, unreachable, refused = asyncio.run(_snapshot_calls(nats_server.url))
+    assert config is not None and config["name"] == "SNAPSHOT_TEST" and config["subjects"] == ["snap.>"]
+    assert read == [b"one", b"two"]
+    assert unreachable.startswith("no NATS server answered at nats://127.0.0.1:1: ")
+    assert refused.startswith(f"restoring stream OVERLAPPING at {nats_server.url} failed: ")
+    assert "overlap" in refused
