@@ -580,7 +580,13 @@ def partition_chunks(raw: pl.DataFrame) -> list[pl.DataFrame]:
     >>> days = pl.DataFrame({"timestamp": [datetime(2020, 1, 1, tzinfo=UTC) + timedelta(days=d) for d in range(215)]})
     >>> [chunk.height for chunk in partition_chunks(days)]
     [100, 100, 15]
+    >>> [chunk.height for chunk in partition_chunks(days[::107])]  # three days, however far apart
+    [3]
     """
+    first, last = raw.select(pl.col("timestamp").min().dt.date().alias("first"),
+                             pl.col("timestamp").max().dt.date().alias("last")).row(0)
+    if first is None or (last - first).days < MAX_DAYS_PER_INSERT:  # the usual batch: no day of it is listed
+        return [raw]
     day = pl.col("timestamp").dt.date()
     days = raw.select(day.unique().sort()).to_series().to_list()
     if len(days) <= MAX_DAYS_PER_INSERT:
