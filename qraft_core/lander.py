@@ -599,6 +599,11 @@ def partition_chunks(raw: pl.DataFrame) -> list[pl.DataFrame]:
 ID_MEMORY_MAX = 1_000_000
 
 
+def _id_hashes(ids: pl.Series) -> pl.Series:
+    """Event ids hashed in polars: the same id always gives the same number within a process."""
+    return ids.hash()
+
+
 @dataclass
 class _KnownIds:
     """Hashes of the ids of every raw_events row of one source whose event time lies in
@@ -697,16 +702,18 @@ class Lander:
         # cost follows the batch, not the size of raw_events.
         window = timedelta(seconds=self.config.resend_window_s)
         for (source,), group in raw.group_by("source"):
-            ids = group["event_id"].unique().to_list()
+            ids = group["event_id"].unique()
             first: datetime = group["timestamp"].min()  # type: ignore[assignment]
             last: datetime = group["timestamp"].max()  # type: ignore[assignment]
             start, end = first - window, last + window + timedelta(milliseconds=1)
             known = self._known_ids(source, start, end)
             if known is not None:  # only ids the memory may hold can have a stored version
-                ids = [event_id for event_id in ids if hash(event_id) in known.hashes]
-                if not ids:
+                hashes = _id_hashes(ids)
+                held = known.hashes.intersection(hashes.to_list())
+                if not held:
                     continue
-            where = [Filter("source", "=", source), Filter("event_id", "in", ids)]
+                ids = ids.filter(hashes.is_in(list(held)))
+            where = [Filter("source", "=", source), Filter("event_id", "in", ids.to_list())]
             stored_parts.append(self.store.select(
                 "raw_events", start=start, end=end, where=where, columns=[*RAW_COLUMNS, "landed_at"]))
         stored = pl.concat(stored_parts, how="vertical_relaxed") if stored_parts else pl.DataFrame()
@@ -740,8 +747,8 @@ class Lander:
             written_first = self._letters(losers, "superseded")
             self.store.insert("dead_letters", written_first)
             for (source,), group in incoming_wins.group_by("source"):
-                ids = group["event_id"].unique().to_list()
-                self.store.delete("raw_events", [Filter("source", "=", source), Filter("event_id", "in", ids)])
+                replaced = group["event_id"].unique().to_list()
+                self.store.delete("raw_events", [Filter("source", "=", source), Filter("event_id", "in", replaced)])
         if not stored_wins.is_empty():
             losers = stored_wins.select(
                 *RAW_COLUMNS,
@@ -768,7 +775,7 @@ class Lander:
         for a, b in spans:
             stored = self.store.select("raw_events", start=a, end=b, where=[Filter("source", "=", source)],
                                        columns=["event_id"])
-            known.hashes.update(map(hash, stored["event_id"].to_list()))
+            known.hashes.update(_id_hashes(stored["event_id"]).to_list())
         if len(known.hashes) <= ID_MEMORY_MAX:
             self._known[source] = known
             return known
@@ -783,7 +790,7 @@ class Lander:
         for (source,), group in rows.group_by("source"):
             known = self._known.get(source)
             if known is not None:
-                known.hashes.update(map(hash, group["event_id"].to_list()))
+                known.hashes.update(_id_hashes(group["event_id"]).to_list())
                 if len(known.hashes) > ID_MEMORY_MAX:  # the next batch reads its own window again
                     del self._known[source]
 
