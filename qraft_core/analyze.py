@@ -26,6 +26,7 @@ from typing import Any
 import polars as pl
 import yaml
 
+from qraft_core.adapters.file import csv_delimiter, read_records
 from qraft_core.adapters.parsers import ParseError, parse_time
 from qraft_core.config import ConfigError
 from qraft_core.operators.aggregate import DEFAULT_STATS
@@ -57,6 +58,9 @@ MAX_CATEGORIES = 50
 EVENT_TYPE = "record"
 CONTEXT_BARS = 6
 DEFAULT_DETECTORS = files("qraft_core.detectors") / "defaults.yaml"
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+# Cell texts that mean "no value" (compared in lower case).
+MISSING = frozenset({"", "null", "none", "na", "n/a", "nan", "-"})
 
 
 class AnalyzeError(ConfigError):
@@ -79,6 +83,9 @@ class FileProfile:
     numeric: list[str]
     categorical: list[str]
     ignored: list[str] = field(default_factory=list)
+    delimiter: str = ""
+    # Records the file source dead-letters (see `Table`).
+    malformed: int = 0
 
     @property
     def bar_seconds(self) -> int:
@@ -90,30 +97,78 @@ class FileProfile:
             "time_unit": self.time_unit, "first": self.first.isoformat(), "last": self.last.isoformat(),
             "interval_s": self.interval_s, "irregular": self.irregular, "gaps": self.gaps,
             "bar_seconds": self.bar_seconds, "numeric": self.numeric, "categorical": self.categorical,
-            "ignored": self.ignored,
+            "ignored": self.ignored, "malformed": self.malformed,
         }
 
 
-def read_table(path: Path) -> tuple[pl.DataFrame, str]:
-    """The file as a frame of text columns (CSV) or typed columns (JSONL, Parquet), and its format."""
-    suffix = path.suffix.lower()
-    fmt = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(suffix)
+@dataclass(frozen=True)
+class Table:
+    """A file as the file source will read it: its good records as columns, and what it rejects."""
+
+    frame: pl.DataFrame
+    format: str
+    delimiter: str
+    # Records the file source will dead-letter (a CSV row of the wrong width, a line that is not JSON).
+    malformed: int
+    first_malformed: str = ""
+    # Columns holding objects or lists (JSON), kept in the payload only.
+    nested: list[str] = field(default_factory=list)
+
+
+def read_table(path: Path) -> Table:
+    """The file read through the file source's own reader (the same rows, the same rejects).
+
+    CSV and JSON values become text (None where missing: empty, `null`, `NA`, ...), so one
+    rule types every column whatever the format; Parquet keeps its types.
+    """
+    fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise AnalyzeError(f"{path}: cannot tell the format from the extension (expected .csv, .jsonl or .parquet)")
     if not path.is_file():
         raise AnalyzeError(f"{path}: no such file")
-    try:
-        if fmt == "csv":
-            frame = pl.read_csv(path, infer_schema=False)
-        elif fmt == "jsonl":
-            frame = pl.read_ndjson(path, infer_schema_length=None)
-        else:
+    if path.stat().st_size == 0:
+        raise AnalyzeError(f"{path}: is empty")
+    if fmt == "parquet":
+        try:
             frame = pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+            raise AnalyzeError(f"{path}: cannot be read as parquet: {exc}") from None
+        table = Table(frame, fmt, "", 0)
+    else:
+        table = _read_records(path, fmt)
+    if table.frame.height == 0:
+        bad = f" ({table.malformed} malformed, e.g. {table.first_malformed})" if table.malformed else ""
+        raise AnalyzeError(f"{path}: has no rows{bad}")
+    return table
+
+
+def _read_records(path: Path, fmt: str) -> Table:
+    delimiter = ""
+    if fmt == "csv":
+        with path.open(encoding="utf-8-sig", errors="replace") as handle:
+            delimiter = csv_delimiter(handle.readline())
+    columns: dict[str, list[str | None]] = {}
+    nested: set[str] = set()
+    malformed, first_malformed, rows = 0, "", 0
+    try:
+        for record, _raw, error in read_records(path, fmt, [], delimiter=delimiter or ","):
+            if record is None:
+                malformed += 1
+                first_malformed = first_malformed or error
+                continue
+            for name in record:
+                if name not in columns:
+                    columns[name] = [None] * rows
+            for name, values in columns.items():
+                value = record.get(name)
+                if isinstance(value, dict | list):
+                    nested.add(name)
+                values.append(None if value is None or str(value).strip().lower() in MISSING else str(value))
+            rows += 1
+    except (ConfigError, OSError) as exc:
         raise AnalyzeError(f"{path}: cannot be read as {fmt}: {exc}") from None
-    if frame.height == 0:
-        raise AnalyzeError(f"{path}: has no rows")
-    return frame, fmt
+    frame = pl.DataFrame({name: pl.Series(name, values, dtype=pl.Utf8) for name, values in columns.items()})
+    return Table(frame, fmt, delimiter, malformed, first_malformed, sorted(nested))
 
 
 def _parsed(values: list[Any], unit: str) -> list[datetime | None]:
@@ -248,10 +303,11 @@ def source_name(path: Path, taken: set[str]) -> str:
 
 
 def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FileProfile:
-    frame, fmt = read_table(path)
+    table = read_table(path)
+    frame = table.frame
     column, unit = find_time_column(frame, path, time_field)
     present = frame[column].drop_nulls()
-    values = present.cast(pl.Utf8).to_list() if unit == "iso" and present.dtype == pl.Utf8 else present.to_list()
+    values = present.to_list()
     parsed = _parsed(values, unit)
     times = [t for t in parsed if t is not None]
     if len(times) < MIN_TIME_SHARE * frame.height:
@@ -260,13 +316,15 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
             f"{path}: column {column!r}: only {len(times)} of {frame.height} rows hold a time "
             f"(e.g. {bad!r} does not)"
         )
+    if len(set(times)) < 2:
+        raise AnalyzeError(f"{path}: needs rows at two different times at least, to tell how often it is sampled")
     interval, irregular, gaps = sampling(times)
     numeric, categorical, ignored = [], [], []
     for name in frame.columns:
         if name == column:
             continue
         values_of = frame[name].drop_nulls()
-        if values_of.len() == 0 or values_of.dtype.is_nested():
+        if values_of.len() == 0 or values_of.dtype.is_nested() or name in table.nested:
             ignored.append(name)
         elif _numbers(values_of).null_count() <= (1 - MIN_NUMBER_SHARE) * values_of.len():
             numeric.append(name)
@@ -275,9 +333,21 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         else:
             ignored.append(name)
     if not numeric and not categorical:
-        raise AnalyzeError(f"{path}: no numeric or categorical column besides the time column {column!r}")
-    return FileProfile(path.resolve(), source_name(path, taken), fmt, frame.height, column, unit,
-                       min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored)
+        examples = [f"{name!r} holds e.g. {_not_a_number(frame[name])!r}" for name in ignored
+                    if frame[name].drop_nulls().len()]
+        raise AnalyzeError(
+            f"{path}: no numeric or categorical column besides the time column {column!r}"
+            + (f" ({'; '.join(examples)}: numbers must be plain, like 1234.5)" if examples else "")
+        )
+    return FileProfile(path.resolve(), source_name(path, taken), table.format, frame.height, column, unit,
+                       min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored,
+                       table.delimiter, table.malformed)
+
+
+def _not_a_number(column: pl.Series) -> Any:
+    """The first present value of `column` that does not read as a number."""
+    present = column.drop_nulls()
+    return present.filter(_numbers(present).is_null()).head(1).to_list()[0]
 
 
 def profile_files(paths: list[Path], time_field: str | None) -> list[FileProfile]:
@@ -378,7 +448,7 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
         {"name": p.source, "type": "file", "endpoint": str(p.path), "parser": "generic",
          "description": f"{p.path.name}: {p.rows} rows, one every {p.interval_s:g}s (inferred by qraft analyze)",
          "options": {"format": p.format, "time_field": p.time_field, "time_unit": p.time_unit,
-                     "event_type": EVENT_TYPE}}
+                     "event_type": EVENT_TYPE, **({"delimiter": p.delimiter} if p.delimiter else {})}}
         for p in plan.profiles
     ]}
     preprocessing = {"preprocessing": {
@@ -413,7 +483,8 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
     """One line per file and one for the windows: what was inferred."""
     lines = []
     for p in plan.profiles:
-        notes = [n for n, on in (("irregular sampling", p.irregular), (f"{p.gaps} gap(s)", p.gaps > 0)) if on]
+        notes = [n for n, on in (("irregular sampling", p.irregular), (f"{p.gaps} gap(s)", p.gaps > 0),
+                                 (f"{p.malformed} malformed record(s) go to dead letters", p.malformed > 0)) if on]
         lines.append(
             f"  {p.path.name} → stream {p.source}: {p.rows} rows {p.first:%Y-%m-%d %H:%M} .. {p.last:%Y-%m-%d %H:%M}, "
             f"time column {p.time_field!r} ({p.time_unit}), one every {_duration(p.interval_s)}"
