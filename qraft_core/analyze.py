@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
@@ -292,8 +293,12 @@ def source_name(path: Path, taken: set[str]) -> str:
 
     >>> source_name(Path("cpu load (2014).csv"), {"cpu_load_2014"})
     'cpu_load_2014_2'
+    >>> source_name(Path("my file.v2 (ünïcode).csv"), set()), source_name(Path("温度.csv"), set())
+    ('my_file_v2_unicode', 'file')
     """
-    base = re.sub(r"[^A-Za-z0-9_\-]+", "_", path.stem).strip("_")[:60] or "file"
+    # Accented letters keep their base letter (ü → u); other scripts leave nothing to keep.
+    ascii_stem = unicodedata.normalize("NFKD", path.stem).encode("ascii", "ignore").decode()
+    base = re.sub(r"[^A-Za-z0-9_\-]+", "_", ascii_stem).strip("_")[:60] or "file"
     name, n = base, 1
     while name in taken:
         n += 1
@@ -350,9 +355,21 @@ def _not_a_number(column: pl.Series) -> Any:
     return present.filter(_numbers(present).is_null()).head(1).to_list()[0]
 
 
-def profile_files(paths: list[Path], time_field: str | None) -> list[FileProfile]:
+def profile_files(paths: list[Path], time_field: str | None) -> tuple[list[FileProfile], list[str]]:
+    """The profiles of the files that can be analysed, and why each other file cannot.
+
+    One bad file does not stop the others; with no usable file at all, the error names every file.
+    """
     taken: set[str] = set()
-    return [profile_file(path, time_field, taken) for path in paths]
+    profiles, rejected = [], []
+    for path in paths:
+        try:
+            profiles.append(profile_file(path, time_field, taken))
+        except AnalyzeError as exc:
+            rejected.append(str(exc))
+    if not profiles:
+        raise AnalyzeError("no file can be analysed:\n  " + "\n  ".join(rejected))
+    return profiles, rejected
 
 
 @dataclass(frozen=True)
@@ -363,6 +380,8 @@ class AnalysisPlan:
     end: datetime
     max_windows_per_run: int
     batch_size: int
+    # Files left out, each with the reason (file name first).
+    rejected: list[str] = field(default_factory=list)
 
     @property
     def windows(self) -> int:
@@ -373,7 +392,7 @@ class AnalysisPlan:
         return -(-self.windows // self.max_windows_per_run)
 
 
-def plan_analysis(profiles: list[FileProfile]) -> AnalysisPlan:
+def plan_analysis(profiles: list[FileProfile], rejected: list[str] | None = None) -> AnalysisPlan:
     first = min(p.first for p in profiles)
     last = max(p.last for p in profiles)
     minutes = window_minutes([p.bar_seconds for p in profiles], last - first)
@@ -384,7 +403,7 @@ def plan_analysis(profiles: list[FileProfile]) -> AnalysisPlan:
     per_run = max(1, min(int(MAX_SPAN_PER_WRITE / window), max(MIN_WINDOWS_PER_RUN, -(-windows // TARGET_RUNS))))
     densest = min(p.interval_s for p in profiles) or 1.0
     batch = max(1, min(20_000, int(MAX_SPAN_PER_WRITE.total_seconds() / densest)))
-    return AnalysisPlan(profiles, minutes, start, end, per_run, batch)
+    return AnalysisPlan(profiles, minutes, start, end, per_run, batch, list(rejected or []))
 
 
 def _floor(ts: datetime, step: timedelta) -> datetime:
@@ -491,6 +510,7 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
             + (f" ({', '.join(notes)})" if notes else "")
             + f"; bars of {_duration(p.bar_seconds)}; fields {', '.join(p.numeric + p.categorical)}"
         )
+    lines += [f"  left out: {reason}" for reason in plan.rejected]
     lines.append(f"  {plan.windows} windows of {plan.interval_minutes} min in {plan.runs} run(s)")
     return lines
 
@@ -511,7 +531,7 @@ def infer_config(paths: list[Path], time_field: str | None, directory: Path, dat
     """Profile the files, plan the windows and write the configuration folder."""
     if not paths:
         raise AnalyzeError("no files given")
-    plan = plan_analysis(profile_files(paths, time_field))
+    plan = plan_analysis(*profile_files(paths, time_field))
     write_config(plan, directory, data_dir, cards_from)
     return plan
 

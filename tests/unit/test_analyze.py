@@ -82,7 +82,7 @@ def test_a_named_time_column_must_exist_and_hold_times(tmp_path: Path) -> None:
      (timedelta(seconds=45), 60, 12)],
 )
 def test_sampling_interval_gives_bar_and_window_size(tmp_path: Path, step, bar, window_minutes) -> None:
-    plan = plan_analysis(profile_files([series(tmp_path / "s.csv", step, 400)], None))
+    plan = plan_analysis(*profile_files([series(tmp_path / "s.csv", step, 400)], None))
     [profile] = plan.profiles
     assert (profile.bar_seconds, plan.interval_minutes) == (bar, window_minutes)
     assert not profile.irregular and profile.gaps == 0
@@ -99,10 +99,10 @@ def test_irregular_sampling_and_gaps_are_recognised(tmp_path: Path) -> None:
 
 
 def test_long_spans_keep_every_write_under_ninety_days(tmp_path: Path) -> None:
-    plan = plan_analysis(profile_files([series(tmp_path / "daily.csv", timedelta(days=1), 3650)], None))
+    plan = plan_analysis(*profile_files([series(tmp_path / "daily.csv", timedelta(days=1), 3650)], None))
     assert plan.interval_minutes == 1440 and plan.windows == 3650
     assert plan.max_windows_per_run == 90 and plan.batch_size == 90
-    minute = plan_analysis(profile_files([series(tmp_path / "min.csv", timedelta(minutes=1), 200_000)], None))
+    minute = plan_analysis(*profile_files([series(tmp_path / "min.csv", timedelta(minutes=1), 200_000)], None))
     assert minute.end - minute.start > timedelta(days=100)
     assert minute.batch_size == 20_000 and minute.windows <= 30_000
 
@@ -147,7 +147,7 @@ def test_the_written_config_is_valid_and_each_file_is_its_own_stream(tmp_path: P
                     "ok": i % 3 == 0, "meta": {"host": "h1"}, "tags": ["x"]})
         for i in range(300)))
     files.append(tmp_path / "events.jsonl")
-    plan = plan_analysis(profile_files(files, None))
+    plan = plan_analysis(*profile_files(files, None))
     folder = tmp_path / "config"
     write_config(plan, folder, tmp_path / "data", REPO / "config" / "cards.yaml")
     assert validate_all(folder)
