@@ -44,9 +44,6 @@ WINDOW_MINUTES = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 240, 360, 
 BARS_PER_WINDOW = 12
 # Day-partitioned tables take at most 100 partitions per insert: one run or landing batch spans less.
 MAX_SPAN_PER_WRITE = timedelta(days=90)
-# Runs are few and long: each Dagster run has a fixed cost, the progress bar still moves.
-TARGET_RUNS = 20
-MIN_WINDOWS_PER_RUN = 240
 MAX_PARTITIONS = 30_000
 SAMPLE = 200
 # Rows whose time does not parse become dead letters; beyond this share the column is not a time.
@@ -400,7 +397,8 @@ def plan_analysis(profiles: list[FileProfile], rejected: list[str] | None = None
     start = _floor(first, window)
     end = _floor(last, window) + window
     windows = int((end - start) / window)
-    per_run = max(1, min(int(MAX_SPAN_PER_WRITE / window), max(MIN_WINDOWS_PER_RUN, -(-windows // TARGET_RUNS))))
+    # As few runs as the write limit allows: each Dagster run costs seconds whatever it holds.
+    per_run = max(1, min(int(MAX_SPAN_PER_WRITE / window), windows))
     densest = min(p.interval_s for p in profiles) or 1.0
     batch = max(1, min(20_000, int(MAX_SPAN_PER_WRITE.total_seconds() / densest)))
     return AnalysisPlan(profiles, minutes, start, end, per_run, batch, list(rejected or []))
