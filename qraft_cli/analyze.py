@@ -53,11 +53,11 @@ def analyze(ctx: click.Context, files: tuple[Path, ...], time_field: str | None,
     output = files[0].resolve().parent / OUTPUT_FOLDER
     config_dir = output / "config"
     candidates = [Path(ctx.obj["config_dir"]) / "cards.yaml", PROJECT_CONFIG / "cards.yaml"]
-    cards = next((path for path in candidates if path.is_file()), None)
-    if cards is None:
+    cards_file = next((path for path in candidates if path.is_file()), None)
+    if cards_file is None:
         raise AnalyzeError(f"no cards.yaml in {' or '.join(str(p.parent) for p in candidates)}: "
                            "name a configuration folder that has one with --config-dir")
-    plan = infer_config(list(files), time_field, config_dir, data_dir or output / "data", cards)
+    plan = infer_config(list(files), time_field, config_dir, data_dir or output / "data", cards_file)
     echo(f"inferred settings, written to {config_dir}/:")
     for line in describe_plan(plan):
         echo(line)
