@@ -42,6 +42,9 @@ BAR_SIZES = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 
 WINDOW_MINUTES = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 240, 360, 480, 720, 1440)
 # A window holds at least this many bars, so one run has something to detect on.
 BARS_PER_WINDOW = 12
+# Every window costs each asset a store round trip and Dagster a materialization record, whatever
+# it holds; findings do not depend on the window length, so a file is cut into few long windows.
+TARGET_WINDOWS = 100
 # Day-partitioned tables take at most 100 partitions per insert: one run or landing batch spans less.
 MAX_SPAN_PER_WRITE = timedelta(days=90)
 MAX_PARTITIONS = 30_000
@@ -268,11 +271,11 @@ def bar_size(interval_s: float) -> int:
 
 
 def window_minutes(bars: list[int], span: timedelta) -> int:
-    """The shortest window holding BARS_PER_WINDOW of the largest bar, whole bars of every
-    source, and no more than MAX_PARTITIONS windows over the span.
+    """The shortest window holding BARS_PER_WINDOW of the largest bar and whole bars of every
+    source that cuts the span into at most TARGET_WINDOWS windows (else the longest, a day).
 
     >>> window_minutes([300], timedelta(days=10)), window_minutes([1], timedelta(hours=2))
-    (60, 1)
+    (180, 2)
     >>> window_minutes([86400], timedelta(days=3650)), window_minutes([60, 300], timedelta(days=1))
     (1440, 60)
     """
@@ -280,7 +283,7 @@ def window_minutes(bars: list[int], span: timedelta) -> int:
     if not fitting:
         return WINDOW_MINUTES[-1]
     for minutes in fitting:
-        if minutes * 60 >= BARS_PER_WINDOW * max(bars) and span / timedelta(minutes=minutes) <= MAX_PARTITIONS:
+        if minutes * 60 >= BARS_PER_WINDOW * max(bars) and span / timedelta(minutes=minutes) <= TARGET_WINDOWS:
             return minutes
     return fitting[-1]
 
