@@ -12,13 +12,16 @@ import click
 
 from qraft_cli import emit, main, pipeline_services
 from qraft_cli.pipeline import run_progress
-from qraft_core.analyze import describe_plan, finding_rows, infer_config
+from qraft_core.analyze import AnalyzeError, describe_plan, finding_rows, infer_config
 from qraft_core.config import CONFIG_DIR_ENV, ENV_PREFIX
 from qraft_core.patterns.materialize import load_pattern_events
 from qraft_core.services.pipeline import fresh_data_dir, top_cards
 
 # Where the configuration and the data go, next to the first file, unless told otherwise.
 OUTPUT_FOLDER = "qraft_analyze"
+# The project's own configuration: its cards serve when --config-dir (by default ./config) has none,
+# so analyze runs from any folder.
+PROJECT_CONFIG = Path(__file__).resolve().parents[1] / "config"
 
 
 @main.command("analyze")
@@ -49,8 +52,12 @@ def analyze(ctx: click.Context, files: tuple[Path, ...], time_field: str | None,
 
     output = files[0].resolve().parent / OUTPUT_FOLDER
     config_dir = output / "config"
-    plan = infer_config(list(files), time_field, config_dir, data_dir or output / "data",
-                        Path(ctx.obj["config_dir"]) / "cards.yaml")
+    candidates = [Path(ctx.obj["config_dir"]) / "cards.yaml", PROJECT_CONFIG / "cards.yaml"]
+    cards_file = next((path for path in candidates if path.is_file()), None)
+    if cards_file is None:
+        raise AnalyzeError(f"no cards.yaml in {' or '.join(str(p.parent) for p in candidates)}: "
+                           "name a configuration folder that has one with --config-dir")
+    plan = infer_config(list(files), time_field, config_dir, data_dir or output / "data", cards_file)
     echo(f"inferred settings, written to {config_dir}/:")
     for line in describe_plan(plan):
         echo(line)

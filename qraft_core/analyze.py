@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
@@ -26,6 +27,7 @@ from typing import Any
 import polars as pl
 import yaml
 
+from qraft_core.adapters.file import csv_delimiter, read_records
 from qraft_core.adapters.parsers import ParseError, parse_time
 from qraft_core.config import ConfigError
 from qraft_core.operators.aggregate import DEFAULT_STATS
@@ -40,11 +42,11 @@ BAR_SIZES = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 
 WINDOW_MINUTES = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 240, 360, 480, 720, 1440)
 # A window holds at least this many bars, so one run has something to detect on.
 BARS_PER_WINDOW = 12
+# Every window costs each asset a store round trip and Dagster a materialization record, whatever
+# it holds; findings do not depend on the window length, so a file is cut into few long windows.
+TARGET_WINDOWS = 100
 # Day-partitioned tables take at most 100 partitions per insert: one run or landing batch spans less.
 MAX_SPAN_PER_WRITE = timedelta(days=90)
-# Runs are few and long: each Dagster run has a fixed cost, the progress bar still moves.
-TARGET_RUNS = 20
-MIN_WINDOWS_PER_RUN = 240
 MAX_PARTITIONS = 30_000
 SAMPLE = 200
 # Rows whose time does not parse become dead letters; beyond this share the column is not a time.
@@ -57,6 +59,9 @@ MAX_CATEGORIES = 50
 EVENT_TYPE = "record"
 CONTEXT_BARS = 6
 DEFAULT_DETECTORS = files("qraft_core.detectors") / "defaults.yaml"
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+# Cell texts that mean "no value" (compared in lower case).
+MISSING = frozenset({"", "null", "none", "na", "n/a", "nan", "-"})
 
 
 class AnalyzeError(ConfigError):
@@ -79,6 +84,9 @@ class FileProfile:
     numeric: list[str]
     categorical: list[str]
     ignored: list[str] = field(default_factory=list)
+    delimiter: str = ""
+    # Records the file source dead-letters (see `Table`).
+    malformed: int = 0
 
     @property
     def bar_seconds(self) -> int:
@@ -90,30 +98,78 @@ class FileProfile:
             "time_unit": self.time_unit, "first": self.first.isoformat(), "last": self.last.isoformat(),
             "interval_s": self.interval_s, "irregular": self.irregular, "gaps": self.gaps,
             "bar_seconds": self.bar_seconds, "numeric": self.numeric, "categorical": self.categorical,
-            "ignored": self.ignored,
+            "ignored": self.ignored, "malformed": self.malformed,
         }
 
 
-def read_table(path: Path) -> tuple[pl.DataFrame, str]:
-    """The file as a frame of text columns (CSV) or typed columns (JSONL, Parquet), and its format."""
-    suffix = path.suffix.lower()
-    fmt = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(suffix)
+@dataclass(frozen=True)
+class Table:
+    """A file as the file source will read it: its good records as columns, and what it rejects."""
+
+    frame: pl.DataFrame
+    format: str
+    delimiter: str
+    # Records the file source will dead-letter (a CSV row of the wrong width, a line that is not JSON).
+    malformed: int
+    first_malformed: str = ""
+    # Columns holding objects or lists (JSON), kept in the payload only.
+    nested: list[str] = field(default_factory=list)
+
+
+def read_table(path: Path) -> Table:
+    """The file read through the file source's own reader (the same rows, the same rejects).
+
+    CSV and JSON values become text (None where missing: empty, `null`, `NA`, ...), so one
+    rule types every column whatever the format; Parquet keeps its types.
+    """
+    fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise AnalyzeError(f"{path}: cannot tell the format from the extension (expected .csv, .jsonl or .parquet)")
     if not path.is_file():
         raise AnalyzeError(f"{path}: no such file")
-    try:
-        if fmt == "csv":
-            frame = pl.read_csv(path, infer_schema=False)
-        elif fmt == "jsonl":
-            frame = pl.read_ndjson(path, infer_schema_length=None)
-        else:
+    if path.stat().st_size == 0:
+        raise AnalyzeError(f"{path}: is empty")
+    if fmt == "parquet":
+        try:
             frame = pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+            raise AnalyzeError(f"{path}: cannot be read as parquet: {exc}") from None
+        table = Table(frame, fmt, "", 0)
+    else:
+        table = _read_records(path, fmt)
+    if table.frame.height == 0:
+        bad = f" ({table.malformed} malformed, e.g. {table.first_malformed})" if table.malformed else ""
+        raise AnalyzeError(f"{path}: has no rows{bad}")
+    return table
+
+
+def _read_records(path: Path, fmt: str) -> Table:
+    delimiter = ""
+    if fmt == "csv":
+        with path.open(encoding="utf-8-sig", errors="replace") as handle:
+            delimiter = csv_delimiter(handle.readline())
+    columns: dict[str, list[str | None]] = {}
+    nested: set[str] = set()
+    malformed, first_malformed, rows = 0, "", 0
+    try:
+        for record, _raw, error in read_records(path, fmt, [], delimiter=delimiter or ","):
+            if record is None:
+                malformed += 1
+                first_malformed = first_malformed or error
+                continue
+            for name in record:
+                if name not in columns:
+                    columns[name] = [None] * rows
+            for name, values in columns.items():
+                value = record.get(name)
+                if isinstance(value, dict | list):
+                    nested.add(name)
+                values.append(None if value is None or str(value).strip().lower() in MISSING else str(value))
+            rows += 1
+    except (ConfigError, OSError) as exc:
         raise AnalyzeError(f"{path}: cannot be read as {fmt}: {exc}") from None
-    if frame.height == 0:
-        raise AnalyzeError(f"{path}: has no rows")
-    return frame, fmt
+    frame = pl.DataFrame({name: pl.Series(name, values, dtype=pl.Utf8) for name, values in columns.items()})
+    return Table(frame, fmt, delimiter, malformed, first_malformed, sorted(nested))
 
 
 def _parsed(values: list[Any], unit: str) -> list[datetime | None]:
@@ -215,11 +271,11 @@ def bar_size(interval_s: float) -> int:
 
 
 def window_minutes(bars: list[int], span: timedelta) -> int:
-    """The shortest window holding BARS_PER_WINDOW of the largest bar, whole bars of every
-    source, and no more than MAX_PARTITIONS windows over the span.
+    """The shortest window holding BARS_PER_WINDOW of the largest bar and whole bars of every
+    source that cuts the span into at most TARGET_WINDOWS windows (else the longest, a day).
 
     >>> window_minutes([300], timedelta(days=10)), window_minutes([1], timedelta(hours=2))
-    (60, 1)
+    (180, 2)
     >>> window_minutes([86400], timedelta(days=3650)), window_minutes([60, 300], timedelta(days=1))
     (1440, 60)
     """
@@ -227,7 +283,7 @@ def window_minutes(bars: list[int], span: timedelta) -> int:
     if not fitting:
         return WINDOW_MINUTES[-1]
     for minutes in fitting:
-        if minutes * 60 >= BARS_PER_WINDOW * max(bars) and span / timedelta(minutes=minutes) <= MAX_PARTITIONS:
+        if minutes * 60 >= BARS_PER_WINDOW * max(bars) and span / timedelta(minutes=minutes) <= TARGET_WINDOWS:
             return minutes
     return fitting[-1]
 
@@ -237,8 +293,12 @@ def source_name(path: Path, taken: set[str]) -> str:
 
     >>> source_name(Path("cpu load (2014).csv"), {"cpu_load_2014"})
     'cpu_load_2014_2'
+    >>> source_name(Path("my file.v2 (ünïcode).csv"), set()), source_name(Path("温度.csv"), set())
+    ('my_file_v2_unicode', 'file')
     """
-    base = re.sub(r"[^A-Za-z0-9_\-]+", "_", path.stem).strip("_")[:60] or "file"
+    # Accented letters keep their base letter (ü → u); other scripts leave nothing to keep.
+    ascii_stem = unicodedata.normalize("NFKD", path.stem).encode("ascii", "ignore").decode()
+    base = re.sub(r"[^A-Za-z0-9_\-]+", "_", ascii_stem).strip("_")[:60] or "file"
     name, n = base, 1
     while name in taken:
         n += 1
@@ -248,10 +308,11 @@ def source_name(path: Path, taken: set[str]) -> str:
 
 
 def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FileProfile:
-    frame, fmt = read_table(path)
+    table = read_table(path)
+    frame = table.frame
     column, unit = find_time_column(frame, path, time_field)
     present = frame[column].drop_nulls()
-    values = present.cast(pl.Utf8).to_list() if unit == "iso" and present.dtype == pl.Utf8 else present.to_list()
+    values = present.to_list()
     parsed = _parsed(values, unit)
     times = [t for t in parsed if t is not None]
     if len(times) < MIN_TIME_SHARE * frame.height:
@@ -260,13 +321,15 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
             f"{path}: column {column!r}: only {len(times)} of {frame.height} rows hold a time "
             f"(e.g. {bad!r} does not)"
         )
+    if len(set(times)) < 2:
+        raise AnalyzeError(f"{path}: needs rows at two different times at least, to tell how often it is sampled")
     interval, irregular, gaps = sampling(times)
     numeric, categorical, ignored = [], [], []
     for name in frame.columns:
         if name == column:
             continue
         values_of = frame[name].drop_nulls()
-        if values_of.len() == 0 or values_of.dtype.is_nested():
+        if values_of.len() == 0 or values_of.dtype.is_nested() or name in table.nested:
             ignored.append(name)
         elif _numbers(values_of).null_count() <= (1 - MIN_NUMBER_SHARE) * values_of.len():
             numeric.append(name)
@@ -275,14 +338,38 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         else:
             ignored.append(name)
     if not numeric and not categorical:
-        raise AnalyzeError(f"{path}: no numeric or categorical column besides the time column {column!r}")
-    return FileProfile(path.resolve(), source_name(path, taken), fmt, frame.height, column, unit,
-                       min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored)
+        examples = [f"{name!r} holds e.g. {_not_a_number(frame[name])!r}" for name in ignored
+                    if frame[name].drop_nulls().len()]
+        raise AnalyzeError(
+            f"{path}: no numeric or categorical column besides the time column {column!r}"
+            + (f" ({'; '.join(examples)}: numbers must be plain, like 1234.5)" if examples else "")
+        )
+    return FileProfile(path.resolve(), source_name(path, taken), table.format, frame.height, column, unit,
+                       min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored,
+                       table.delimiter, table.malformed)
 
 
-def profile_files(paths: list[Path], time_field: str | None) -> list[FileProfile]:
+def _not_a_number(column: pl.Series) -> Any:
+    """The first present value of `column` that does not read as a number."""
+    present = column.drop_nulls()
+    return present.filter(_numbers(present).is_null()).head(1).to_list()[0]
+
+
+def profile_files(paths: list[Path], time_field: str | None) -> tuple[list[FileProfile], list[str]]:
+    """The profiles of the files that can be analysed, and why each other file cannot.
+
+    One bad file does not stop the others; with no usable file at all, the error names every file.
+    """
     taken: set[str] = set()
-    return [profile_file(path, time_field, taken) for path in paths]
+    profiles, rejected = [], []
+    for path in paths:
+        try:
+            profiles.append(profile_file(path, time_field, taken))
+        except AnalyzeError as exc:
+            rejected.append(str(exc))
+    if not profiles:
+        raise AnalyzeError("no file can be analysed:\n  " + "\n  ".join(rejected))
+    return profiles, rejected
 
 
 @dataclass(frozen=True)
@@ -293,6 +380,8 @@ class AnalysisPlan:
     end: datetime
     max_windows_per_run: int
     batch_size: int
+    # Files left out, each with the reason (file name first).
+    rejected: list[str] = field(default_factory=list)
 
     @property
     def windows(self) -> int:
@@ -303,7 +392,7 @@ class AnalysisPlan:
         return -(-self.windows // self.max_windows_per_run)
 
 
-def plan_analysis(profiles: list[FileProfile]) -> AnalysisPlan:
+def plan_analysis(profiles: list[FileProfile], rejected: list[str] | None = None) -> AnalysisPlan:
     first = min(p.first for p in profiles)
     last = max(p.last for p in profiles)
     minutes = window_minutes([p.bar_seconds for p in profiles], last - first)
@@ -311,10 +400,11 @@ def plan_analysis(profiles: list[FileProfile]) -> AnalysisPlan:
     start = _floor(first, window)
     end = _floor(last, window) + window
     windows = int((end - start) / window)
-    per_run = max(1, min(int(MAX_SPAN_PER_WRITE / window), max(MIN_WINDOWS_PER_RUN, -(-windows // TARGET_RUNS))))
+    # As few runs as the write limit allows: each Dagster run costs seconds whatever it holds.
+    per_run = max(1, min(int(MAX_SPAN_PER_WRITE / window), windows))
     densest = min(p.interval_s for p in profiles) or 1.0
     batch = max(1, min(20_000, int(MAX_SPAN_PER_WRITE.total_seconds() / densest)))
-    return AnalysisPlan(profiles, minutes, start, end, per_run, batch)
+    return AnalysisPlan(profiles, minutes, start, end, per_run, batch, list(rejected or []))
 
 
 def _floor(ts: datetime, step: timedelta) -> datetime:
@@ -378,7 +468,7 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
         {"name": p.source, "type": "file", "endpoint": str(p.path), "parser": "generic",
          "description": f"{p.path.name}: {p.rows} rows, one every {p.interval_s:g}s (inferred by qraft analyze)",
          "options": {"format": p.format, "time_field": p.time_field, "time_unit": p.time_unit,
-                     "event_type": EVENT_TYPE}}
+                     "event_type": EVENT_TYPE, **({"delimiter": p.delimiter} if p.delimiter else {})}}
         for p in plan.profiles
     ]}
     preprocessing = {"preprocessing": {
@@ -413,13 +503,15 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
     """One line per file and one for the windows: what was inferred."""
     lines = []
     for p in plan.profiles:
-        notes = [n for n, on in (("irregular sampling", p.irregular), (f"{p.gaps} gap(s)", p.gaps > 0)) if on]
+        notes = [n for n, on in (("irregular sampling", p.irregular), (f"{p.gaps} gap(s)", p.gaps > 0),
+                                 (f"{p.malformed} malformed record(s) go to dead letters", p.malformed > 0)) if on]
         lines.append(
             f"  {p.path.name} → stream {p.source}: {p.rows} rows {p.first:%Y-%m-%d %H:%M} .. {p.last:%Y-%m-%d %H:%M}, "
             f"time column {p.time_field!r} ({p.time_unit}), one every {_duration(p.interval_s)}"
             + (f" ({', '.join(notes)})" if notes else "")
             + f"; bars of {_duration(p.bar_seconds)}; fields {', '.join(p.numeric + p.categorical)}"
         )
+    lines += [f"  left out: {reason}" for reason in plan.rejected]
     lines.append(f"  {plan.windows} windows of {plan.interval_minutes} min in {plan.runs} run(s)")
     return lines
 
@@ -440,7 +532,7 @@ def infer_config(paths: list[Path], time_field: str | None, directory: Path, dat
     """Profile the files, plan the windows and write the configuration folder."""
     if not paths:
         raise AnalyzeError("no files given")
-    plan = plan_analysis(profile_files(paths, time_field))
+    plan = plan_analysis(*profile_files(paths, time_field))
     write_config(plan, directory, data_dir, cards_from)
     return plan
 

@@ -25,9 +25,13 @@ from qraft_core.bus.base import Publisher
 from qraft_core.config import ConfigError, SourceConfig
 from qraft_core.events import MAX_DEAD_LETTER_RAW, MAX_RECORD_BYTES, StandardEvent
 
+# Field separators a CSV file may use; `auto` takes the one the header line holds most of.
+CSV_DELIMITERS = (",", ";", "\t", "|")
+
 
 class FileOptions(GenericOptions):
     format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    delimiter: Literal["auto", ",", ";", "\t", "|"] = ","
     # 0 publishes as fast as possible; 60 replays an hour of event time in a minute.
     speed: float = Field(default=0.0, ge=0)
     batch_size: int = Field(default=1000, ge=1, le=100_000)
@@ -43,11 +47,25 @@ def file_format(path: Path, declared: str) -> str:
     return formats[suffix]
 
 
-def read_records(path: Path, fmt: str, required: list[str], skip: int = 0) -> Iterator[tuple[dict[str, Any] | None, bytes, str]]:
+def csv_delimiter(header: str) -> str:
+    """The separator a CSV header line uses: the one of CSV_DELIMITERS it holds most of (`,` if none).
+
+    >>> csv_delimiter("timestamp;value;host"), csv_delimiter("timestamp,value"), csv_delimiter("value")
+    (';', ',', ',')
+    """
+    counts = {d: header.count(d) for d in CSV_DELIMITERS}
+    best = max(CSV_DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def read_records(
+    path: Path, fmt: str, required: list[str], skip: int = 0, delimiter: str = ","
+) -> Iterator[tuple[dict[str, Any] | None, bytes, str]]:
     """(record or None, raw bytes, error) for every record after the first `skip`.
 
     Each record is judged on its own: what one holds (bytes that are not UTF-8, nesting,
-    size) makes that record a failure, and the records after it are still read.
+    size, a CSV row with more or fewer fields than the header) makes that record a failure,
+    and the records after it are still read.
     """
     if fmt == "jsonl":
         with path.open("rb") as handle:
@@ -61,7 +79,7 @@ def read_records(path: Path, fmt: str, required: list[str], skip: int = 0) -> It
                 record, error = decode_json_record(raw)
                 yield record, raw, f"line {index + 1} {error}" if error else ""
     elif fmt == "csv":
-        yield from _csv_records(path, required, skip)
+        yield from _csv_records(path, required, skip, delimiter)
     else:
         frame = pl.read_parquet(path)
         missing = [c for c in required if c not in frame.columns]
@@ -73,11 +91,16 @@ def read_records(path: Path, fmt: str, required: list[str], skip: int = 0) -> It
             yield row, raw_json(row), ""
 
 
-def _csv_records(path: Path, required: list[str], skip: int) -> Iterator[tuple[dict[str, Any] | None, bytes, str]]:
+def _csv_records(
+    path: Path, required: list[str], skip: int, delimiter: str
+) -> Iterator[tuple[dict[str, Any] | None, bytes, str]]:
     # surrogateescape keeps bytes that are not UTF-8 visible to the row check instead of
-    # failing the whole file at the first one.
-    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
-        reader = csv.DictReader(handle)
+    # failing the whole file at the first one; utf-8-sig drops a byte order mark.
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
+        if delimiter == "auto":
+            delimiter = csv_delimiter(handle.readline())
+            handle.seek(0)
+        reader = csv.DictReader(handle, delimiter=delimiter)
         try:
             header = reader.fieldnames or []
         except csv.Error as exc:
@@ -101,6 +124,13 @@ def _csv_records(path: Path, required: list[str], skip: int) -> Iterator[tuple[d
             index += 1
             if index <= skip:
                 continue
+            # DictReader files extra fields under None and fills missing ones with None.
+            extra = row.pop(None, None)  # type: ignore[call-overload]
+            if extra is not None or None in row.values():
+                fields = len(header) + len(extra or []) - sum(v is None for v in row.values())
+                values = [v for v in row.values() if v is not None] + list(extra or [])
+                yield None, _csv_line(values), f"CSV row {index} has {fields} fields, the header {len(header)}"
+                continue
             text = ",".join(f"{v}" for v in row.values())
             raw = text.encode("utf-8", "surrogateescape")
             if not text.isascii():
@@ -112,13 +142,13 @@ def _csv_records(path: Path, required: list[str], skip: int) -> Iterator[tuple[d
             if len(raw) > MAX_RECORD_BYTES:
                 yield None, raw[:MAX_DEAD_LETTER_RAW], f"CSV row {index} is oversize: {len(raw)} bytes > {MAX_RECORD_BYTES}"
                 continue
-            yield dict(row), _csv_line(row), ""
+            yield dict(row), _csv_line(list(row.values())), ""
 
 
-def _csv_line(row: dict[str, Any]) -> bytes:
+def _csv_line(values: list[Any]) -> bytes:
     buffer = io.StringIO()
-    csv.writer(buffer).writerow(row.values())
-    return buffer.getvalue().rstrip("\r\n").encode()
+    csv.writer(buffer).writerow(values)
+    return buffer.getvalue().rstrip("\r\n").encode("utf-8", "surrogateescape")
 
 
 class FilePosition:
@@ -180,7 +210,7 @@ class FileAdapter(RecordAdapter):
         # `required` names fields after renaming; the file has them under their original names.
         original = {new: old for old, new in self.options.rename.items()}
         required = [original.get(name, name) for name in self.options.required]
-        for record, raw, error in read_records(path, fmt, required, skip=done):
+        for record, raw, error in read_records(path, fmt, required, skip=done, delimiter=self.options.delimiter):
             if stop is not None and stop.is_set():
                 break
             pending += 1

@@ -1,16 +1,19 @@
 """Pattern events: the findings of a window, built from its raw signals.
 
-Per window: signals of the window plus a lookback of max(tolerance, cooldown)
-are read, repeated firings are dropped (cooldown), the rest are grouped by
-stream, type and time (tolerance), and every group whose first signal lies in
-the window becomes one `PatternEvent`. A window sees only signals up to its
-end, so a confirming signal that arrives in the next window (within the
-tolerance) joins nothing: the next window treats it as part of the finding
-already reported, and does not report it again. Metric changes are measured on the
-features of the stream (names and units from the registered metric sets): the `context_bars` bars before the estimated change
-point against the bars from it to at most `context_bars` later, never past
-the end of the finding's window, so a replay measures exactly what the live
-run measured.
+Per window: the signals raised in it and in the lookback before it (see
+`qraft_core.patterns.merge`: tolerance plus the evidence horizon of
+`context_bars` bars, at least the cooldown) are read; repeated firings are
+dropped (cooldown); the signals raised in the window that point near nothing
+already known are grouped by stream, type and evidence time (tolerance), and
+each group becomes one `PatternEvent`, dated at the earliest evidence time of
+its signals (the estimated change point). A window sees only signals raised
+up to its end, so a confirming signal raised in a later window joins nothing:
+the later window treats it as part of the finding already reported. Metric
+changes are measured on the features of the stream (names and units from the
+registered metric sets): the `context_bars` bars before the change point
+against the bars from it to at most `context_bars` later, never past the end
+of the finding's window, so a replay measures exactly what the live run
+measured.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import polars as pl
@@ -41,10 +45,12 @@ from qraft_core.events import (
 )
 from qraft_core.operators.pipeline import PreprocessingConfig, load_preprocessing
 from qraft_core.patterns.merge import (
-    apply_cooldown,
+    EvidenceTimes,
     combined_confidence,
     combined_contributions,
-    group_signals,
+    lookback_seconds,
+    signal_order,
+    window_findings,
 )
 from qraft_core.patterns.metrics import metrics_for
 from qraft_core.store.base import EventStore, Filter, iter_windows
@@ -107,18 +113,16 @@ def _significant(value: float, digits: int = 6) -> float:
 
 
 def build_event(group: list[Signal], window_start: datetime, window_end: datetime, bars: pl.DataFrame,
-                merge: MergeConfig, bar_seconds: float) -> PatternEvent:
-    """One PatternEvent from a group of signals on one stream, type and time, on bars of `bar_seconds`."""
-    anchor = group[0]
+                merge: MergeConfig, evidence: EvidenceTimes) -> PatternEvent:
+    """One PatternEvent from a group of signals on one stream, type and evidence time."""
+    # The first signal raised names the finding; the earliest evidence dates it.
+    anchor = min(group, key=signal_order)
     top = max(group, key=lambda s: (s.confidence, s.score, s.detector))
     detectors = sorted({s.detector for s in group})
     engines = sorted({s.engine for s in group})
-    lag = min(max(s.lag_bars for s in group), merge.context_bars)
-    # The earliest point the evidence supports (a detector's estimated onset, else its first
-    # signal) dates the finding, whatever the window length.
-    onset = min(s.finding_time for s in group)
-    change_point = min(onset, top.time - timedelta(seconds=lag * bar_seconds))
-    changes, units, levels = metric_changes(bars, change_point, window_end, merge.context_bars, bar_seconds)
+    change_point = min(evidence(s) for s in group)
+    changes, units, levels = metric_changes(bars, change_point, window_end, merge.context_bars,
+                                            evidence.bar_seconds(anchor.stream))
     algorithms: dict[str, AlgorithmInfo] = {}
     for signal in sorted(group, key=lambda s: s.detector):
         algorithms.setdefault(signal.detector, _algorithm(signal))
@@ -141,8 +145,7 @@ def build_event(group: list[Signal], window_start: datetime, window_end: datetim
     return PatternEvent(
         pattern_id=stable_id("pattern", anchor.type, anchor.stream, iso(anchor.time), anchor.group),
         type=PatternType(anchor.type),
-        # The earliest evidence dates the finding; the first signal names it and its window.
-        timestamp=onset,
+        timestamp=change_point,
         window_start=window_start,
         source_streams=[anchor.stream],
         details=details,
@@ -188,31 +191,34 @@ def materialize_patterns(
     """
     merge = config.merge
     start, end = utc(start), utc(end)
-    lookback = timedelta(seconds=max(merge.tolerance_s, merge.cooldown_s))
     preprocessing = preprocessing or load_preprocessing(config_dir())
     longest_bar = max(
         [preprocessing.bar_seconds, *(preprocessing.bar_seconds_of(p) for p in preprocessing.pipeline_by_source)]
     )
     bar = timedelta(seconds=longest_bar)
+    # Asked once per signal and finding: remembered per stream.
+    evidence = EvidenceTimes(cache(preprocessing.bar_seconds_for_stream), merge.context_bars)
+    lookback = timedelta(seconds=lookback_seconds(merge.tolerance_s, merge.cooldown_s,
+                                                  merge.context_bars * longest_bar))
     load = load_features or _default_loader
     events: list[PatternEvent] = []
     suppressed: Counter[str] = Counter()
     with store.session():
         signals = load_signals(store, start - lookback - interval, end)
-        features = load(store, start - lookback - 2 * merge.context_bars * bar, end)
+        # A finding points at most `context_bars` bars before its window; its metric changes
+        # read `context_bars` bars before that.
+        features = load(store, start - 2 * merge.context_bars * bar, end)
         by_stream = {
             str(key[0]): frame for key, frame in features.partition_by("stream", as_dict=True).items()
         } if features.height else {}
         for window_start, window_end in iter_windows(start, end, interval):
             seen = [s for s in signals if window_start - lookback <= s.time < window_end]
-            kept, _ = apply_cooldown(seen, merge.cooldown_s)
-            kept_ids = {id(s) for s in kept}
-            suppressed.update(s.detector for s in seen if s.time >= window_start and id(s) not in kept_ids)
+            groups, dropped = window_findings(seen, window_start, merge.tolerance_s, merge.cooldown_s, evidence)
+            suppressed.update(dropped)
             window_events = [
                 build_event(group, window_start, window_end, by_stream.get(group[0].stream, _EMPTY), merge,
-                            preprocessing.bar_seconds_for_stream(group[0].stream))
-                for group in group_signals(kept, merge.tolerance_s)
-                if window_start <= group[0].time < window_end
+                            evidence)
+                for group in groups
             ]
             if restart:
                 window_events = [event.model_copy(update={"restart": True}) for event in window_events]

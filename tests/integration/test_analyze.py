@@ -1,5 +1,6 @@
-"""`qraft analyze` on a metric CSV from 2014 with negative values and zeros, with no configuration:
-the real pipeline (embedded NATS, lander, chDB, Dagster runs, cards) in a child process."""
+"""`qraft analyze` on a metric CSV from 2014 with negative values and zeros, beside hostile files, with
+no configuration and from a folder other than the project's: the real pipeline (embedded NATS, lander,
+chDB, Dagster runs, cards) in a child process, one run for every file."""
 
 from __future__ import annotations
 
@@ -37,6 +38,23 @@ def write_metric(path: Path) -> None:
             writer.writerow([(T0 + STEP * i).strftime("%Y-%m-%dT%H:%M:%SZ"), f"{value:.4f}"])
 
 
+def write_hostile(folder: Path) -> dict[str, int]:
+    """Files that analyze reads or leaves out; returns the rows each readable one lands."""
+    rows = [(T0 + STEP * i, (i % 9) - 4) for i in range(300)]
+    lines = [f"{t:%Y-%m-%d %H:%M:%S};{v}" for t, v in rows]
+    # A byte order mark, `;`, CRLF, and a last row of the wrong width (a dead letter).
+    (folder / "semi colon.v2 (ünïcode).csv").write_bytes(
+        ("\r\n".join(["when;value", *lines, "2014-03-02 01:00:00;1;2"]) + "\r\n").encode("utf-8-sig"))
+    # JSON lines, hourly, with a line that is not JSON and one without a time (two dead letters).
+    records = [json.dumps({"ts": int((T0 + timedelta(hours=i)).timestamp() * 1000), "load": v, "host": "ab"[i % 2]})
+               for i, (_, v) in enumerate(rows)]
+    (folder / "hosts.jsonl").write_text("\n".join([*records[:100], "{oops", '{"load": 1}', *records[100:]]) + "\n")
+    (folder / "empty.csv").write_text("")
+    (folder / "thousands.csv").write_text("timestamp,value\n" + "\n".join(f'{t.isoformat()},"{1000 + 7 * i:,}"'
+                                                                            for i, (t, _) in enumerate(rows)))
+    return {"semi_colon_v2_unicode": 300, "hosts": 300}
+
+
 def processes_mentioning(text: str) -> list[str]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -51,25 +69,31 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def test_analyze_a_2014_metric_with_negatives_and_zeros(tmp_path: Path) -> None:
+def test_analyze_a_2014_metric_with_negatives_and_zeros_beside_hostile_files(tmp_path: Path) -> None:
     data = tmp_path / "cpu_2014.csv"
     write_metric(data)
+    landed_rows = {"cpu_2014": ROWS, **write_hostile(tmp_path)}
     env = {k: v for k, v in os.environ.items() if not k.startswith("QRAFT_")}
+    names = ["cpu_2014.csv", "semi colon.v2 (ünïcode).csv", "hosts.jsonl", "empty.csv", "thousands.csv"]
     done = subprocess.run(
-        [sys.executable, "-m", "qraft_cli", "analyze", str(data), "--json"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "qraft_cli", "analyze", *names, "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     findings = json.loads(done.stdout)
     assert findings, done.stderr[-3000:]
     for finding in findings:
         assert {"pattern_id", "type", "timestamp", "source_streams", "confidence"} <= set(finding)
-        assert finding["source_streams"] == ["cpu_2014"]
+        assert finding["source_streams"][0] in landed_rows
         assert finding["timestamp"].startswith("2014-03")
     shift = T0 + STEP * SHIFT_AT
-    drifts = [f for f in findings if f["type"] == "concept_drift"]
+    drifts = [f for f in findings if f["type"] == "concept_drift" and f["source_streams"] == ["cpu_2014"]]
     assert any(abs(datetime.fromisoformat(f["timestamp"]) - shift) <= 40 * STEP for f in drifts), findings
-    assert "windows of 60 min" in done.stderr and "bars of 5min" in done.stderr
+    # Hourly data beside 5-minute data: windows of 12 hourly bars, each file with its own bars, one run.
+    assert "windows of 720 min in 1 run(s)" in done.stderr and "bars of 5min" in done.stderr
+    assert "bars of 1h" in done.stderr
+    assert "left out: empty.csv: is empty" in done.stderr
+    assert "thousands.csv: no numeric or categorical column" in done.stderr
     # The configuration was written next to the data, and nothing the command started is left running.
     output = tmp_path / "qraft_analyze"
     assert sorted(p.name for p in (output / "config").iterdir()) == [
@@ -77,12 +101,16 @@ def test_analyze_a_2014_metric_with_negatives_and_zeros(tmp_path: Path) -> None:
     assert processes_mentioning(str(output)) == []
     store = open_store(f"chdb://{output / 'data' / 'clickhouse'}", lock_timeout_s=60)
     with store.session():
-        # Zeros and negative values are data, not dead letters.
-        assert store.count("clean_events")[""] == ROWS
-        assert store.count("dead_letters").get("", 0) == 0
+        # Zeros and negative values are data, not dead letters; malformed records are, with their reason.
+        clean = store.select("clean_events", columns=["source"])["source"].value_counts()
+        assert dict(clean.rows()) == landed_rows
+        reasons = sorted(store.select("dead_letters", columns=["reason"])["reason"].to_list())
         cards = store.select("pattern_cards", where=[Filter("lang", "=", "en")], columns=["markdown"])
+    assert reasons == ["adapter: CSV row 301 has 3 fields, the header 2", "adapter: line 101 is not JSON: "
+                       "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+                       "adapter: record has no time field 'ts'"], reasons
     assert cards.height == len(findings)
     for markdown in cards["markdown"]:
         text = markdown.lower()
-        assert "value" in text
+        assert "value" in text or "load" in text
         assert not [w for w in ("trade", "price", "volume", "buy_ratio", "volatility") if w in text], markdown

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import yaml
@@ -82,7 +83,7 @@ def test_a_named_time_column_must_exist_and_hold_times(tmp_path: Path) -> None:
      (timedelta(seconds=45), 60, 12)],
 )
 def test_sampling_interval_gives_bar_and_window_size(tmp_path: Path, step, bar, window_minutes) -> None:
-    plan = plan_analysis(profile_files([series(tmp_path / "s.csv", step, 400)], None))
+    plan = plan_analysis(*profile_files([series(tmp_path / "s.csv", step, 400)], None))
     [profile] = plan.profiles
     assert (profile.bar_seconds, plan.interval_minutes) == (bar, window_minutes)
     assert not profile.irregular and profile.gaps == 0
@@ -99,10 +100,10 @@ def test_irregular_sampling_and_gaps_are_recognised(tmp_path: Path) -> None:
 
 
 def test_long_spans_keep_every_write_under_ninety_days(tmp_path: Path) -> None:
-    plan = plan_analysis(profile_files([series(tmp_path / "daily.csv", timedelta(days=1), 3650)], None))
+    plan = plan_analysis(*profile_files([series(tmp_path / "daily.csv", timedelta(days=1), 3650)], None))
     assert plan.interval_minutes == 1440 and plan.windows == 3650
     assert plan.max_windows_per_run == 90 and plan.batch_size == 90
-    minute = plan_analysis(profile_files([series(tmp_path / "min.csv", timedelta(minutes=1), 200_000)], None))
+    minute = plan_analysis(*profile_files([series(tmp_path / "min.csv", timedelta(minutes=1), 200_000)], None))
     assert minute.end - minute.start > timedelta(days=100)
     assert minute.batch_size == 20_000 and minute.windows <= 30_000
 
@@ -147,7 +148,7 @@ def test_the_written_config_is_valid_and_each_file_is_its_own_stream(tmp_path: P
                     "ok": i % 3 == 0, "meta": {"host": "h1"}, "tags": ["x"]})
         for i in range(300)))
     files.append(tmp_path / "events.jsonl")
-    plan = plan_analysis(profile_files(files, None))
+    plan = plan_analysis(*profile_files(files, None))
     folder = tmp_path / "config"
     write_config(plan, folder, tmp_path / "data", REPO / "config" / "cards.yaml")
     assert validate_all(folder)
@@ -166,3 +167,78 @@ def test_the_written_config_is_valid_and_each_file_is_its_own_stream(tmp_path: P
     assert (events.time_unit, events.numeric, events.categorical, events.ignored) == (
         "ms", [], ["kind", "ok"], ["meta", "tags"])
     assert yaml.safe_load((folder / "sources.yaml").read_text())["sources"][0]["endpoint"] == str(files[0].resolve())
+
+
+def noisy(seed: int, n: int, step: timedelta = timedelta(minutes=5)) -> list[tuple[datetime, float]]:
+    """Seeded readings of either sign, one every `step` from T0."""
+    rng = np.random.default_rng(seed)
+    return [(T0 + step * i, round(float(v), 3)) for i, v in enumerate(rng.normal(0.0, 5.0, n))]
+
+
+def test_dialects_are_read_as_the_file_source_reads_them(tmp_path: Path) -> None:
+    rows = noisy(1, 60)
+    plain = [f"{t:%Y-%m-%d %H:%M:%S},{v}" for t, v in rows]
+    files = {
+        "bom.csv": ("timestamp,value\n" + "\n".join(plain) + "\n").encode("utf-8-sig"),
+        "crlf.csv": ("timestamp,value\r\n" + "\r\n".join(plain) + "\r\n").encode(),
+        "semicolon.csv": ("timestamp;value\n" + "\n".join(p.replace(",", ";") for p in plain)).encode(),
+        "quoted.csv": ('"timestamp","value"\n' + "\n".join(f'"{t:%Y-%m-%d %H:%M:%S}","{v}"' for t, v in rows)).encode(),
+        # A malformed last line is left to the file source, which dead-letters it.
+        "ragged.csv": ("timestamp,value\n" + "\n".join(plain) + '\n2014-02-01 05:00:00,1,2,"open\n').encode(),
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+        profile = profile_file(tmp_path / name, None, set())
+        assert (profile.time_field, profile.numeric, profile.rows, profile.first, profile.last, profile.interval_s) == (
+            "timestamp", ["value"], 60, T0, rows[-1][0], 300.0), name
+        assert (profile.delimiter, profile.malformed) == (";" if "semicolon" in name else ",",
+                                                           1 if name == "ragged.csv" else 0), name
+    lines = [json.dumps({"at": t.isoformat(), "v": v, "host": "ab"[i % 2]}) for i, (t, v) in enumerate(rows)]
+    (tmp_path / "m.jsonl").write_text("\n".join([*lines[:30], "{not json", "[1]", *lines[30:]]) + "\n")
+    profile = profile_file(tmp_path / "m.jsonl", None, set())
+    assert (profile.time_field, profile.numeric, profile.categorical, profile.rows, profile.malformed) == (
+        "at", ["v"], ["host"], 60, 2)
+
+
+def test_times_in_any_column_order_offset_and_row_order(tmp_path: Path) -> None:
+    rows = noisy(2, 80)
+    shuffled = [rows[i] for i in np.random.default_rng(2).permutation(len(rows))]
+    # Second column, named like nothing; offsets that differ from row to row; rows out of order; each twice.
+    write_csv(tmp_path / "m.csv", ["load", "seen", "host"],
+              [[v, (t + timedelta(hours=i % 3)).strftime("%Y-%m-%dT%H:%M:%S") + ["Z", "+01:00", "+02:00"][i % 3],
+                "h1"] for t, v in shuffled for i in [rows.index((t, v))]] * 2)
+    profile = profile_file(tmp_path / "m.csv", None, set())
+    assert (profile.time_field, profile.first, profile.last, profile.interval_s, profile.rows) == (
+        "seen", T0, rows[-1][0], 300.0, 160)
+    assert (profile.numeric, profile.categorical) == (["load"], ["host"])
+
+
+def test_missing_value_spellings_leave_a_column_numeric(tmp_path: Path) -> None:
+    spellings = ["", "NaN", "null", "NULL", "NA", "n/a", "None", "-"]
+    rows = [[t.isoformat(), spellings[i % 8] if i % 2 else v] for i, (t, v) in enumerate(noisy(3, 80))]
+    profile = profile_file(write_csv(tmp_path / "m.csv", ["timestamp", "value"], rows), None, set())
+    assert profile.numeric == ["value"]
+
+
+def test_files_that_cannot_be_analysed_are_left_out_with_their_reason(tmp_path: Path) -> None:
+    good = series(tmp_path / "good.csv", timedelta(minutes=5), 50)
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "one.csv").write_text("timestamp,value\n2014-02-01T00:00:00Z,1\n2014-02-01T00:00:00Z,2\n")
+    write_csv(tmp_path / "thousands.csv", ["timestamp", "value"],
+              [[t.isoformat(), f"{1000 + abs(v) * 100:,.1f}"] for t, v in noisy(4, 50)])
+    (tmp_path / "comma.csv").write_text("timestamp;value\n" + "\n".join(
+        f"{t.isoformat()};{str(v).replace('.', ',')}" for t, v in noisy(5, 50)))
+    bad = ["empty.csv", "one.csv", "thousands.csv", "comma.csv"]
+    profiles, rejected = profile_files([tmp_path / name for name in bad[:2]] + [good] + [tmp_path / n for n in bad[2:]],
+                                       None)
+    assert [p.source for p in profiles] == ["good"]
+    assert [r.replace(str(tmp_path) + "/", "") for r in rejected] == [
+        "empty.csv: is empty",
+        "one.csv: needs rows at two different times at least, to tell how often it is sampled",
+        "thousands.csv: no numeric or categorical column besides the time column 'timestamp' ('value' holds e.g. "
+        "'1,325.9': numbers must be plain, like 1234.5)",
+        "comma.csv: no numeric or categorical column besides the time column 'timestamp' ('value' holds e.g. "
+        "'-4,01': numbers must be plain, like 1234.5)",
+    ]
+    with pytest.raises(AnalyzeError, match=r"(?s)no file can be analysed:.*empty.csv: is empty.*one.csv: needs"):
+        profile_files([tmp_path / name for name in bad], None)

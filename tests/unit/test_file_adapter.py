@@ -224,3 +224,20 @@ def test_required_names_after_renaming_are_accepted_for_csv(tmp_path):
         tmp_path, path, id_field="id", time_field="ts", rename={"title": "headline"}, required=["headline"]
     )
     assert landed(replay(adapter)).landed == 1
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|", "auto"])
+def test_csv_with_a_byte_order_mark_other_separators_and_rows_of_the_wrong_width(tmp_path, delimiter):
+    separator = ";" if delimiter == "auto" else delimiter
+    lines = [f"timestamp{separator}value", f"2026-01-05T00:00:00Z{separator}-1.5",
+             f"2026-01-05T00:00:01Z{separator}2{separator}extra", "2026-01-05T00:00:02Z",
+             f"2026-01-05T00:00:03Z{separator}0"]
+    path = tmp_path / "m.csv"
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8-sig"))
+    batch = landed(replay(adapter_for(tmp_path, path, delimiter=delimiter)))
+    # The byte order mark is not part of the first column's name; CRLF ends rows.
+    assert [json.loads(p) for p in batch.raw_events["payload"]] == [
+        {"timestamp": "2026-01-05T00:00:00Z", "value": "-1.5"}, {"timestamp": "2026-01-05T00:00:03Z", "value": "0"}]
+    assert batch.dead_letters["reason"].to_list() == [
+        "adapter: CSV row 2 has 3 fields, the header 2", "adapter: CSV row 3 has 1 fields, the header 2"]
+    assert batch.dead_letters["raw"].to_list() == ["2026-01-05T00:00:01Z,2,extra", "2026-01-05T00:00:02Z"]

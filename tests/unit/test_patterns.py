@@ -22,10 +22,12 @@ BTC = "binance_spot:BTCUSDT"
 
 
 def signal(detector: str, engine: str, seconds: float, confidence: float, stream: str = BTC,
-           kind: str = "concept_drift", fields: dict[str, float] | None = None, lag: int = 0) -> Signal:
+           kind: str = "concept_drift", fields: dict[str, float] | None = None, lag: int = 0,
+           onset: float | None = None) -> Signal:
     return Signal(detector, engine, f"{engine}.X", "1", stream, kind, START + timedelta(seconds=seconds), 2.0,
                   confidence, fields or {"realized_vol": 1.0}, f"before {detector}", f"after {detector}",
-                  {"delta": 0.002}, lag_bars=lag)
+                  {"delta": 0.002}, lag_bars=lag,
+                  onset=None if onset is None else START + timedelta(seconds=onset))
 
 
 def bars() -> pl.DataFrame:
@@ -53,9 +55,14 @@ def store_with(signals: list[Signal]) -> MemoryStore:
     return store
 
 
-def materialize(store: MemoryStore, start_minute: int = 0, end_minute: int = 30) -> dict:
+def materialize(store: MemoryStore, start_minute: int = 0, end_minute: int = 30, minutes: int = 1) -> dict:
     return materialize_patterns(store, CONFIG, START + start_minute * MINUTE, START + end_minute * MINUTE,
-                                load_features=lambda *_: bars())
+                                minutes * MINUTE, load_features=lambda *_: bars())
+
+
+def found(store: MemoryStore) -> list[tuple[str, str, str, list[str]]]:
+    return [(e.type.value, e.timestamp.strftime("%H:%M:%S"), e.window_start.strftime("%H:%M"),
+             e.details.model_extra["detectors"]) for e in load_pattern_events(store)]
 
 
 def test_both_engines_on_one_change_make_one_cross_validated_event() -> None:
@@ -155,3 +162,45 @@ def test_the_earliest_evidence_dates_the_finding() -> None:
                         signal("strong", "capymoa", 630, 0.9, kind="anomaly")])
     materialize(again, 10, 11)
     assert [e.pattern_id for e in load_pattern_events(again)] == [event.pattern_id]
+
+
+def test_detectors_raising_one_change_minutes_apart_make_one_finding_dated_at_the_change() -> None:
+    # A fast test raises the change at 00:10:20 (2 bars late), a slow one at 00:13:00 with its
+    # onset at 00:10:10: 160 s apart, but both point at 00:10:00-00:10:10.
+    signals = [signal("fast", "capymoa", 620, 0.9, lag=2), signal("slow", "qraft", 780, 0.99, onset=610)]
+    by_minute, by_hour = store_with(signals), store_with(signals)
+    materialize(by_minute)
+    materialize(by_hour, 0, 60, minutes=60)
+    # Each window decides on what it knows: minute 13 sees the finding of minute 10 and adds nothing.
+    assert found(by_minute) == [("concept_drift", "00:10:00", "00:10", ["fast"])]
+    assert found(by_hour) == [("concept_drift", "00:10:00", "00:00", ["fast", "slow"])]
+    (event,) = load_pattern_events(by_minute)
+    assert event.details.model_extra["change_point"] == "2026-01-05T00:10:00.000Z"
+    assert event.details.model_extra["first_signal"] == "2026-01-05T00:10:20.000Z"
+    # Metric changes around the change point: the synthetic bars step at minute 10.
+    assert event.details.metric_changes["volatility"] == 1.0
+
+
+def test_a_window_replayed_alone_knows_the_findings_its_signals_confirm() -> None:
+    # The confirmation is raised 290 s after the first signal, pointing 29 bars back at it: a window
+    # replayed alone must look back tolerance + 30 bars (420 s), more than the cooldown (180 s).
+    signals = [signal("fast", "capymoa", 600, 0.5), signal("slow", "qraft", 890, 0.6, lag=29)]
+    whole = store_with(signals)
+    materialize(whole)
+    first = [e.model_dump() for e in load_pattern_events(whole)]
+    assert found(whole) == [("concept_drift", "00:10:00", "00:10", ["fast"])]
+    materialize(whole, 14, 15)
+    assert [e.model_dump() for e in load_pattern_events(whole)] == first
+    stepwise = store_with(signals)
+    for minute in range(30):
+        materialize(stepwise, minute, minute + 1)
+    assert [e.model_dump() for e in load_pattern_events(stepwise)] == first
+
+
+def test_evidence_reaches_back_at_most_context_bars() -> None:
+    # An onset 100 bars back and a lag of 50 bars are both cut to 30 bars (300 s of 10 s bars).
+    store = store_with([signal("slow", "qraft", 1200, 0.6, onset=200),
+                        signal("lagging", "river", 1200, 0.6, kind="anomaly", lag=50)])
+    materialize(store)
+    assert found(store) == [("anomaly", "00:15:00", "00:20", ["lagging"]),
+                            ("concept_drift", "00:15:00", "00:20", ["slow"])]
