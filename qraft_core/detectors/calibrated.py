@@ -369,6 +369,9 @@ ANOMALY_PARAMS: dict[str, Any] = {
     "calibration_bars": 2000,
     # Bars read after an extreme one to tell a spike (values come back) from a level shift.
     "confirm_bars": 3,
+    # A bar this unlikely is an anomaly even when the values stay away after it: an excursion
+    # that extreme is reported at its first bar, not only as the level shift it may turn out to be.
+    "extreme_probability": 1e-8,
     # An extreme this close (in seconds, or `recurrence_bars` bars if longer) to the same time of
     # an earlier day or week is a seasonal recurrence, not an anomaly.
     "recurrence_s": 900.0,
@@ -399,7 +402,9 @@ class CalibratedAnomaly(CalibratedDetector):
         pending = state["pending"]
         if pending is not None:
             found = self._confirm(pending, time, residuals)
-            if found is not None or state["pending"] is None:
+            if state["pending"] is None:
+                # Concluded: a level shift has re-anchored the baseline, so this bar is read anew.
+                residuals = {f: state["baselines"][f].residual(time, v) for f, v in present.items()}
                 self._learn(time, present, residuals, skip_baseline=False)
                 return found
         alarm_probability = float(self.param("alarm_probability"))
@@ -469,7 +474,9 @@ class CalibratedAnomaly(CalibratedDetector):
             for f, total in pending["shift_sum"].items():
                 state["baselines"][f].shift(total / seen)
                 state["baselines"][f].fresh = seen
-            return None
+                state["runs"][f] = [0, 0.0]  # the run of this shift is accounted for
+            if pending["p_value"] >= float(self.param("extreme_probability")):
+                return None
         onset: datetime = pending["time"]
         if self._recurring(onset.timestamp(), state["baselines"]) or not self._within_budget(onset):
             return None
