@@ -412,6 +412,11 @@ class CalibratedAnomaly(CalibratedDetector):
         p_values = {f: min(1.0, state["tails"][f].p_value(s) * len(self.features)) for f, s in scores.items()}
         p_value = min(p_values.values())
         extreme = warm and pending is None and p_value < alarm_probability
+        if not warm and any(state["baselines"][f].n > SETTLE_BARS and s > float(self.param("clip"))
+                            for f, s in scores.items()):
+            # Too early to alarm (the tail may not even be fitted), not too early to remember: a
+            # seasonal event seen in the warm-up is a recurrence when it comes again a day later.
+            state["extremes"] = [*state["extremes"][-31:], time.timestamp()]
         if extreme:
             outliers = [f for f, p in p_values.items() if p < alarm_probability]
             state["pending"] = {
