@@ -11,15 +11,20 @@ residual). A bar's residual divided by the scale is its score.
   high quantile) and raises an anomaly when the probability (times the number
   of features) falls below `alarm_probability`. An extreme bar is confirmed a
   few bars later: if the values stay shifted it was a level shift (left to the
-  drift detector; the baseline re-anchors), if an extreme recurs at the same
-  time of day or week it is seasonal and not reported again.
+  drift detector; the baseline re-anchors) unless its first bar was beyond
+  `extreme_probability` (then it is an anomaly at that bar all the same); if an
+  extreme recurs at the same time of day or week (extremes of the warm-up
+  count) it is seasonal and not reported again.
 - `CalibratedDrift` runs two-sided CUSUM tests on the calibrated residuals,
   for the level and for the spread. The alarm level is the larger of
   `threshold` and the `excursion_probability` quantile of the stream's own
   past CUSUM excursions (so autocorrelated series calibrate themselves). The
-  finding carries the CUSUM change-point estimate (where the statistic last
-  left zero) as its onset; after an alarm the baseline re-anchors on the data
-  since that point.
+  finding carries the change-point estimate as its onset; after an alarm the
+  baseline re-anchors on the data since that point. A level shift must be a
+  jump: the bars just after the change point must differ from those just
+  before by `jump_significance` standard errors of the bar-to-bar noise, so a
+  smooth move (a daily cycle not yet profiled, a slow wander) is followed, not
+  reported.
 
 Warm-ups are stated in time (`warmup_s`, with a minimum of `warmup_bars`);
 each detector has an alarm budget (`refractory_bars`, `max_alarms_per_day`).
@@ -41,6 +46,7 @@ each detector has an alarm budget (`refractory_bars`, `max_alarms_per_day`).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import statistics
 from collections.abc import Sequence
@@ -369,6 +375,9 @@ ANOMALY_PARAMS: dict[str, Any] = {
     "calibration_bars": 2000,
     # Bars read after an extreme one to tell a spike (values come back) from a level shift.
     "confirm_bars": 3,
+    # A bar this unlikely is an anomaly even when the values stay away after it: an excursion
+    # that extreme is reported at its first bar, not only as the level shift it may turn out to be.
+    "extreme_probability": 1e-8,
     # An extreme this close (in seconds, or `recurrence_bars` bars if longer) to the same time of
     # an earlier day or week is a seasonal recurrence, not an anomaly.
     "recurrence_s": 900.0,
@@ -399,7 +408,9 @@ class CalibratedAnomaly(CalibratedDetector):
         pending = state["pending"]
         if pending is not None:
             found = self._confirm(pending, time, residuals)
-            if found is not None or state["pending"] is None:
+            if state["pending"] is None:
+                # Concluded: a level shift has re-anchored the baseline, so this bar is read anew.
+                residuals = {f: state["baselines"][f].residual(time, v) for f, v in present.items()}
                 self._learn(time, present, residuals, skip_baseline=False)
                 return found
         alarm_probability = float(self.param("alarm_probability"))
@@ -407,6 +418,11 @@ class CalibratedAnomaly(CalibratedDetector):
         p_values = {f: min(1.0, state["tails"][f].p_value(s) * len(self.features)) for f, s in scores.items()}
         p_value = min(p_values.values())
         extreme = warm and pending is None and p_value < alarm_probability
+        if not warm and any(state["baselines"][f].n > SETTLE_BARS and s > float(self.param("clip"))
+                            for f, s in scores.items()):
+            # Too early to alarm (the tail may not even be fitted), not too early to remember: a
+            # seasonal event seen in the warm-up is a recurrence when it comes again a day later.
+            state["extremes"] = [*state["extremes"][-31:], time.timestamp()]
         if extreme:
             outliers = [f for f, p in p_values.items() if p < alarm_probability]
             state["pending"] = {
@@ -469,7 +485,9 @@ class CalibratedAnomaly(CalibratedDetector):
             for f, total in pending["shift_sum"].items():
                 state["baselines"][f].shift(total / seen)
                 state["baselines"][f].fresh = seen
-            return None
+                state["runs"][f] = [0, 0.0]  # the run of this shift is accounted for
+            if pending["p_value"] >= float(self.param("extreme_probability")):
+                return None
         onset: datetime = pending["time"]
         if self._recurring(onset.timestamp(), state["baselines"]) or not self._within_budget(onset):
             return None
@@ -523,6 +541,10 @@ DRIFT_PARAMS: dict[str, Any] = {
     "excursion_probability": 1e-5,
     "tail_quantile": 0.9,
     "calibration_bars": 2000,
+    # A level shift is a jump: the means of up to `jump_bars` bars either side of the change
+    # point must differ by `jump_significance` standard errors of the bar-to-bar noise.
+    "jump_bars": 8,
+    "jump_significance": 3.0,
     # Recent bars kept to locate the change point and measure the new level and spread.
     "segment_bars": 48,
     "confidence_scale": 2.0,
@@ -630,14 +652,15 @@ class CalibratedDrift(CalibratedDetector):
                 state["excursions"] = self._tails(CHANNELS, first=30, max_shape=0.0)
         if not alarms:
             return None
-        _, feature, channel = max(alarms)
+        _, feature, alarmed = max(alarms)
+        channel = alarmed
         if channel not in LEVEL_CHANNELS:
             # A level shift widens the residuals too: it is the level that moved when its own
             # statistic is well on the way to an alarm.
             level = max(LEVEL_CHANNELS, key=lambda c: state["cusum"][feature][c]["sum"])
             if state["cusum"][feature][level]["sum"] >= 0.5 * self._alarm_level(level):
                 channel = level
-        return self._alarm(time, feature, channel)
+        return self._alarm(time, feature, channel, alarmed)
 
     def _advance(self, cusum: dict[str, Any], channel: str, step: float, time: datetime) -> None:
         if cusum["sum"] + step <= 0:
@@ -652,12 +675,32 @@ class CalibratedDrift(CalibratedDetector):
         cusum["peak"] = max(cusum["peak"], cusum["sum"])
         cusum["bars"] += 1
 
+    def _jumped(self, values: list[float], split: int) -> bool:
+        """Whether the means of up to `jump_bars` bars either side of `split` differ by
+        `jump_significance` standard errors of the bar-to-bar noise.
+
+        The noise is measured on differences of consecutive bars (less the largest: the jump
+        itself), which a slow cycle or trend barely moves, so a stream that wanders or follows a
+        daily cycle is held to its own short-term noise, not to the spread of its wandering.
+        """
+        if split < 1 or len(values) - split < 1:
+            return True
+        bars = min(split, len(values) - split, int(self.param("jump_bars")))
+        jump = abs(statistics.fmean(values[split:split + bars]) - statistics.fmean(values[split - bars:split]))
+        differences = sorted(abs(b - a) for a, b in itertools.pairwise(values))[:-1]
+        if not differences:
+            return True
+        # The mean absolute difference of two independent values is 2 / sqrt(pi) of its spread.
+        noise = statistics.fmean(differences) * math.sqrt(math.pi) / 2
+        return jump >= float(self.param("jump_significance")) * noise * math.sqrt(2.0 / bars)
+
     def _alarm_level(self, channel: str) -> float:
         """The larger of `threshold` and the bound calibrated on the stream's own excursions."""
         bound = self.state["excursions"][channel].bound(float(self.param("excursion_probability")))
         return max(float(self.param("threshold")), bound if math.isfinite(bound) else 0.0)
 
-    def _alarm(self, time: datetime, feature: str, channel: str) -> Signal | None:
+    def _alarm(self, time: datetime, feature: str, channel: str, alarmed: str) -> Signal | None:
+        """The finding of an alarm on `channel` (`alarmed`: the channel whose statistic crossed)."""
         state = self.state
         excursion_bars = state["cusum"][feature][channel]["bars"]
         # The alarm's own excursion calibrates too: a stream that keeps alarming raises its level.
@@ -673,6 +716,11 @@ class CalibratedDrift(CalibratedDetector):
         centre = statistics.fmean(values)
         level_change = channel in LEVEL_CHANNELS
         split = change_point(values if level_change else [abs(v - centre) for v in values], margin=2)
+        smooth = level_change and not self._jumped(values, split)
+        if smooth and alarmed not in LEVEL_CHANNELS:
+            # The level moved without a jump while the spread changed: it is the spread.
+            channel, level_change, smooth = alarmed, False, False
+            split = change_point([abs(v - centre) for v in values], margin=2)
         onset = datetime.fromtimestamp(window[split][0], tz=time.tzinfo)
         before, after = values[:split], values[split:]
         level_after = statistics.fmean(after)
@@ -698,6 +746,10 @@ class CalibratedDrift(CalibratedDetector):
             strength = abs(math.log(max(spread_after, baseline.floor()) / before_scale))
             described = (f"{feature} spread ≈ {spread_after:.4g} (mean absolute deviation since the change"
                          f"{spread_unit}); spread went {channel}")
+        if smooth:
+            # The values moved there smoothly (a daily cycle not yet profiled, a slow wander): the
+            # baseline follows them, but a level shift is a jump.
+            return None
         if level_change and not baseline.seasonal and baseline.profiled:
             # The daily profile is learnt but not yet trusted: a move it predicts is the daily
             # cycle, not a drift (a real shift of the smallest size the CUSUM is set for remains).
