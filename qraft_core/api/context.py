@@ -6,6 +6,8 @@ import json
 import os
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
@@ -152,11 +154,8 @@ class ApiContext:
         return reader, writer
 
     def pattern_or_404(self, pattern_id: str) -> PatternEvent:
-        plain_text(pattern_id, "pattern_id")
-        try:
+        with known_pattern(pattern_id):
             return self.patterns.get(pattern_id)
-        except UnknownPattern as exc:
-            raise ApiError(404, str(exc)) from None
 
     def pattern_query(
         self,
@@ -172,6 +171,16 @@ class ApiContext:
         return StreamOrSourceQuery(
             begin, finish, parse_type(type_), plain_text(source, "source"), min_confidence
         )
+
+
+@contextmanager
+def known_pattern(pattern_id: str) -> Iterator[None]:
+    """Around a use case on one pattern: a 400 for an id no pattern can have, a 404 for an unknown one."""
+    plain_text(pattern_id, "pattern_id")
+    try:
+        yield
+    except UnknownPattern as exc:
+        raise ApiError(404, str(exc)) from None
 
 
 def _time(value: str | None, name: str) -> datetime | None:

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from qraft_core.annotations import Annotation, Label, UnknownPattern, add_annotation
+from qraft_core.annotations import (
+    Annotation,
+    Label,
+    UnknownPattern,
+    add_annotation,
+    detector_stats,
+    list_annotations,
+)
 from qraft_core.config import QraftConfig
 from qraft_core.events import PatternEvent, PatternType, iso
 from qraft_core.explain.cards import Card, Mode
@@ -18,16 +25,33 @@ from qraft_core.explain.catalog import (
     PatternQuery,
     export_chunks,
     iter_patterns,
+    keyset_page,
     load_pattern,
     patterns_page,
     resolve_range,
 )
+from qraft_core.explain.context import context_filters, context_window
 from qraft_core.explain.llm import LlmClient
 from qraft_core.explain.materialize import explain_pattern
 from qraft_core.explain.templates import CardsConfig, load_cards_config
 from qraft_core.store.base import EventStore
 
 ExportFormat = Literal["csv", "json"]
+CONTEXT_COLUMNS = ["event_id", "source", "type", "timestamp", "payload"]
+
+
+@dataclass(frozen=True)
+class ContextPage:
+    """A keyset page of the clean rows in a pattern's context window (timestamps as ISO text)."""
+
+    start: datetime
+    end: datetime
+    rows: list[dict[str, Any]]
+    next_cursor: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"start": iso(self.start), "end": iso(self.end), "count": len(self.rows), "rows": self.rows,
+                "next_cursor": self.next_cursor}
 
 
 @dataclass
@@ -73,6 +97,27 @@ class PatternService:
         """The explanation card of a loaded pattern, in `lang` (default: explain.language)."""
         language = lang or self.config.explain.language
         return explain_pattern(self.store, self.config, self.cards, pattern, language, mode, self.llm)
+
+    def context(self, pattern_id: str, limit: int, cursor: str | None = None) -> ContextPage:
+        """The clean rows around a pattern (explain.context_minutes either side of its window), up to
+        `limit` after `cursor` in (timestamp, event_id) order; UnknownPattern when there is none."""
+        pattern = self.get(pattern_id)
+        start, end = context_window(pattern, self.config.explain.context_minutes)
+        frame, next_cursor = keyset_page(
+            self.store, "clean_events", time_column="timestamp", id_column="event_id", start=start, end=end,
+            where=context_filters(pattern), limit=limit, cursor=cursor, columns=CONTEXT_COLUMNS,
+        )
+        rows = [{**row, "timestamp": iso(row["timestamp"])} for row in frame.iter_rows(named=True)]
+        return ContextPage(start, end, rows, next_cursor)
+
+    def annotations(self, pattern_id: str) -> Sequence[Annotation]:
+        """A pattern's annotations, oldest first (UnknownPattern when there is no such pattern)."""
+        self.get(pattern_id)
+        return list_annotations(self.store, [pattern_id])
+
+    def annotation_stats(self) -> dict[str, dict[str, float | int]]:
+        """Per detector: confirmed findings, false alarms, notes and precision over verdicts."""
+        return detector_stats(self.store)
 
     def annotate(self, pattern_id: str, label: Label, note: str = "", author: str = "",
                  actor: str = "cli") -> Annotation:

@@ -102,3 +102,23 @@ def test_export_without_a_range_holds_every_pattern_whatever_the_span(runner: Cl
     assert [p["pattern_id"] for p in json.loads(out.read_text())] == ["old-drift"] + [p.pattern_id for p in PATTERNS]
     # Listings keep their api.max_range_days window (the newest 31 days here).
     assert len(json.loads(run(runner, "patterns", "list", "--json"))) == 4
+
+
+def test_context_annotations_and_verdict_stats_of_a_pattern(runner: CliRunner) -> None:
+    run(runner, "patterns", "annotate", DRIFT.pattern_id, "--label", "confirmed", "--note", "real move")
+    listed = json.loads(run(runner, "patterns", "annotations", DRIFT.pattern_id, "--json"))
+    assert [(a["label"], a["note"], a["author"]) for a in listed] == [("confirmed", "real move", "cli")]
+    # 22 trades in the drift's context window [10:27, 10:38), read 20 then 2.
+    page = json.loads(run(runner, "patterns", "context", DRIFT.pattern_id, "--limit", "20", "--json"))
+    rest = json.loads(run(runner, "patterns", "context", DRIFT.pattern_id, "--cursor", page["next_cursor"], "--json"))
+    assert (page["count"], rest["count"], rest["next_cursor"]) == (20, 2, None)
+    first, more = run(runner, "patterns", "context", DRIFT.pattern_id, "--limit", "1").splitlines()
+    assert first.startswith("2026-01-05T10:27:00.000Z  binance_spot         trade      {") and more.startswith(
+        "more: --cursor ")
+    stats = json.loads(run(runner, "patterns", "stats", "--json"))
+    assert stats["river.ADWIN"] == {"confirmed": 1, "false_alarm": 0, "notes": 0, "precision": 1.0}
+    bad_cursor = runner.invoke(main, ["patterns", "context", DRIFT.pattern_id, "--cursor", "garbage"])
+    assert bad_cursor.exit_code == 2 and "cursor: not a cursor this API issued" in bad_cursor.output
+    for command in ("annotations", "context"):
+        unknown = runner.invoke(main, ["patterns", command, "nope"])
+        assert unknown.exit_code == 2 and "no pattern with id 'nope'" in unknown.output

@@ -19,6 +19,7 @@ from qraft_core.bus.fake import MemoryBus
 from qraft_core.config import ConfigError, SourceConfig
 from qraft_core.events import AlgorithmInfo, PatternDetails, PatternEvent, PatternExplain
 from qraft_core.patterns.materialize import pattern_rows
+from qraft_core.plugins.markets.examples import example_clean_events, example_patterns
 from qraft_core.replays import ReplayConflict
 from qraft_core.services.fake_runner import FakePipelineRunner
 from qraft_core.services.pipeline import reset_consumer, run_lander
@@ -288,3 +289,36 @@ def test_a_file_source_is_published_and_landed_on_the_memory_bus(config_dir: Pat
     # Both messages come again; their events are already stored, so nothing lands twice.
     assert (again.messages, again.landed) == (2, 0)
     assert store.count("raw_events") == {"": 3} and store.count("dead_letters") == {"": 1}
+
+
+def test_a_patterns_context_annotations_and_verdict_stats_are_use_cases(config_dir: Path) -> None:
+    services, store = _services(config_dir)
+    drift, anomaly, _, _ = example_patterns()
+    store.insert("clean_events", example_clean_events())
+    store.insert("pattern_events", pattern_rows([drift, anomaly]))
+    patterns = services.patterns
+
+    first = patterns.context(drift.pattern_id, 20)
+    rest = patterns.context(drift.pattern_id, 20, first.next_cursor)
+    # The drift at 10:32:15 looks 5 minutes either side: [10:27, 10:38) holds 22 trades (one every 30 s);
+    # the headlines and readings of other sources in that span are not its context.
+    assert (first.as_json()["start"], first.as_json()["end"]) == ("2026-01-05T10:27:00.000Z", "2026-01-05T10:38:00.000Z")
+    assert (first.as_json()["count"], len(rest.rows), rest.next_cursor) == (20, 2, None)
+    rows = first.rows + rest.rows
+    assert {r["source"] for r in rows} == {"binance_spot"}
+    assert [r["timestamp"] for r in (rows[0], rows[-1])] == ["2026-01-05T10:27:00.000Z", "2026-01-05T10:37:30.000Z"]
+
+    patterns.annotate(drift.pattern_id, "confirmed", "real move", "ana")
+    patterns.annotate(drift.pattern_id, "note", "again on Monday", "bo")
+    patterns.annotate(anomaly.pattern_id, "false_alarm")
+    assert [(a.label, a.author) for a in patterns.annotations(drift.pattern_id)] == [
+        ("confirmed", "ana"), ("note", "bo")]
+    # The drift was found by two engines: its verdict counts for each.
+    assert patterns.annotation_stats() == {
+        "capymoa.ADWIN": {"confirmed": 1, "false_alarm": 0, "notes": 1, "precision": 1.0},
+        "river.ADWIN": {"confirmed": 1, "false_alarm": 0, "notes": 1, "precision": 1.0},
+        "river.HalfSpaceTrees": {"confirmed": 0, "false_alarm": 1, "notes": 0, "precision": 0.0},
+    }
+    for use_case in (lambda: patterns.annotations("nope"), lambda: patterns.context("nope", 10)):
+        with pytest.raises(UnknownPattern, match="no pattern with id 'nope'"):
+            use_case()
