@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from qraft_cli.replay import replay_text
 from qraft_core.annotations import UnknownPattern
 from qraft_core.bootstrap import Services, bootstrap
 from qraft_core.bus.fake import MemoryBus
@@ -26,7 +27,7 @@ from qraft_core.services.pipeline import reset_consumer, run_lander
 from qraft_core.services.replay import ReplayRequest
 from qraft_core.store.fake import MemoryStore
 from qraft_core.supervisor import ProcessSupervisor
-from qraft_core.tracking import Tracker
+from qraft_core.tracking import Tracker, default_tracking_uri
 
 START = datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
 END = START + timedelta(minutes=5)
@@ -73,6 +74,7 @@ def test_a_replay_recomputes_records_and_audits_its_window(config_dir: Path) -> 
     tracker = RecordingTracker()
     store = MemoryStore()
     runner = _writing(store, _pattern(1), _pattern(3))
+    runner.detector_seconds = {"value_drift": 1.25, "idle": 0.0}
     services = bootstrap(config_dir, store=store, tracker=tracker, runner=runner)
     progress: list[int] = []
 
@@ -85,7 +87,7 @@ def test_a_replay_recomputes_records_and_audits_its_window(config_dir: Path) -> 
         "start": "2026-01-05T01:00:00.000Z", "end": "2026-01-05T01:05:00.000Z", "sources": ["cpu"],
         "runs": 5, "failed_runs": [], "partitions": 5, "events": 0, "dead_letters": 0,
         "dead_letters_by_reason": {}, "pattern_events": 2, "pattern_events_by_type": {"concept_drift": 2},
-        "no_data": True, "status": "succeeded",
+        "no_data": True, "detector_seconds": {"value_drift": 1.25, "idle": 0.0}, "status": "succeeded",
     }
     assert services.replays.status(result.record.id)[0].status == "succeeded"
     audit = store.select("audit_log").to_dicts()
@@ -95,7 +97,32 @@ def test_a_replay_recomputes_records_and_audits_its_window(config_dir: Path) -> 
                                              "pattern_events_by_type": {"concept_drift": 2}}
     [run] = tracker.runs
     assert run["tags"] == {"qraft.kind": "replay", "qraft.status": "succeeded", "qraft.replay_id": result.record.id}
-    assert run["metrics"]["pattern_events"] == 2 and run["params"]["sources"] == "cpu"
+    assert run["params"]["sources"] == "cpu"
+    assert {k: v for k, v in run["metrics"].items() if k != "seconds"} == {
+        "events": 0, "pattern_events": 2, "partitions": 5, "pattern_events.concept_drift": 2,
+        "detector_seconds.value_drift": 1.25, "detector_seconds.idle": 0.0}
+
+
+def test_the_replay_text_names_the_slowest_detector_first(config_dir: Path) -> None:
+    runner = FakePipelineRunner(detector_seconds={"value_outlier": 0.5, "value_drift": 1.25, "idle": 0.0})
+    services, _ = _services(config_dir, runner)
+    text = replay_text(services.replays.run(ReplayRequest(START, END)))
+    assert text.splitlines()[-1] == "  detector seconds: value_drift 1.25, value_outlier 0.50, idle 0.00"
+
+
+def test_a_replay_run_in_a_real_mlflow_store_carries_each_detectors_seconds(config_dir: Path, tmp_path: Path) -> None:
+    import mlflow
+
+    tracker = Tracker(default_tracking_uri(tmp_path), experiment="replays")
+    store = MemoryStore()
+    runner = FakePipelineRunner(detector_seconds={"value_drift": 1.25, "value_outlier": 0.5})
+    result = bootstrap(config_dir, store=store, tracker=tracker, runner=runner).replays.run(ReplayRequest(START, END))
+
+    client = mlflow.MlflowClient(tracking_uri=tracker.tracking_uri)
+    [run] = client.search_runs([client.get_experiment_by_name("replays").experiment_id])
+    assert run.data.tags["qraft.replay_id"] == result.record.id
+    assert {k: v for k, v in run.data.metrics.items() if k.startswith("detector_seconds.")} == {
+        "detector_seconds.value_drift": 1.25, "detector_seconds.value_outlier": 0.5}
 
 
 def test_a_window_overlapping_a_running_replay_is_refused_before_any_work(config_dir: Path) -> None:
