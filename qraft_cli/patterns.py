@@ -87,7 +87,7 @@ def patterns_list(
     limit: int,
     as_json: bool,
 ) -> None:
-    """Pattern events in time order (the newest day of them when no range is given)."""
+    """Pattern events in time order (the newest api.max_range_days of them when no range is given)."""
     patterns = services(ctx).patterns
     page = patterns.list(_query(patterns, type_, since, until, source, min_confidence), limit)
     lines = [
@@ -121,7 +121,8 @@ def patterns_show(ctx: click.Context, pattern_id: str, mode: str, lang: str | No
 
 @patterns_group.command("annotate")
 @click.argument("pattern_id")
-@click.option("--label", type=click.Choice(["confirmed", "false_alarm", "note"]), required=True)
+@click.option("--label", type=click.Choice(["confirmed", "false_alarm", "note"]), required=True,
+              help="The verdict (confirmed, false_alarm) or a note that leaves the verdict as it is.")
 @click.option("--note", default="", help="Free text.")
 @click.option("--author", default="", help="Who is annotating (default: cli).")
 @click.option("--json", "as_json", is_flag=True, help="Print the annotation as JSON.")
@@ -179,7 +180,8 @@ def patterns_stats(ctx: click.Context, as_json: bool) -> None:
 
 @patterns_group.command("export")
 @_filters
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True,
+              help="CSV (one row per pattern) or a JSON array of pattern events.")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
@@ -206,5 +208,8 @@ def patterns_export(
     patterns = services(ctx).patterns
     query = _query(patterns, type_, since, until, source, min_confidence, capped=False)
     with tqdm(total=patterns.count(query), unit="pattern", desc="export", disable=None) as progress:
-        summary = patterns.export(query, fmt, out, progress.update)  # type: ignore[arg-type]
+        try:
+            summary = patterns.export(query, fmt, out, progress.update)  # type: ignore[arg-type]
+        except OSError as exc:  # a missing folder, a full disk: the file is named, nothing half-written kept
+            raise click.FileError(str(out), exc.strerror or str(exc)) from None
     emit(summary, as_json, f"wrote {summary['patterns']} patterns to {out}")

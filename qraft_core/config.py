@@ -383,7 +383,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: {_yaml_problem(exc)}") from None
     except (ValueError, TypeError, OverflowError) as exc:  # a value YAML reads but Python cannot hold
         raise ConfigError(f"{path}: not valid YAML: {_shorten(str(exc))}") from exc
     except RecursionError:
@@ -395,6 +395,24 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: <top>: expected a mapping of keys, got {type(data).__name__}")
     _check_size(data, path)
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and why a file is not YAML, on one line (PyYAML's own text spans several).
+
+    >>> try:
+    ...     yaml.safe_load("nats: [unclosed")
+    ... except yaml.YAMLError as exc:
+    ...     print(_yaml_problem(exc))
+    line 1, column 16: not valid YAML: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence at line 1, column 7)
+    """
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return f"not valid YAML: {_shorten(' '.join(str(exc).split()))}"
+    mark = exc.problem_mark
+    text = f"line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {exc.problem}"
+    if exc.context and exc.context_mark is not None:
+        text += f" ({exc.context} at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+    return text
 
 
 def _check_size(data: Any, path: Path) -> None:
@@ -425,6 +443,21 @@ def parse_model(model: type[M], data: Mapping[str, Any], path: Path | str) -> M:
 
 def config_dir(explicit: Path | str | None = None) -> Path:
     return Path(explicit or os.environ.get(CONFIG_DIR_ENV) or "config")
+
+
+def config_folder(explicit: Path | str | None = None) -> Path:
+    """`config_dir`, checked: a ConfigError when it is missing, a file, or cannot be read (a wrong
+    --config-dir must not run silently on the defaults)."""
+    folder = config_dir(explicit)
+    try:
+        os.listdir(folder)
+    except FileNotFoundError:
+        raise ConfigError(f"{folder}: configuration folder not found (set --config-dir or {CONFIG_DIR_ENV})") from None
+    except NotADirectoryError:
+        raise ConfigError(f"{folder}: expected a configuration folder, found a file") from None
+    except OSError as exc:
+        raise ConfigError(f"{folder}: configuration folder cannot be read ({exc.strerror or exc})") from None
+    return folder
 
 
 def _env_overrides(model: type[BaseModel], environ: Mapping[str, str]) -> dict[str, Any]:
@@ -478,8 +511,8 @@ def load_qraft_config(
     directory: Path | str | None = None, environ: Mapping[str, str] | None = None
 ) -> QraftConfig:
     """`config/qraft.yaml` with `QRAFT_*` environment overrides applied."""
-    path = config_dir(directory) / "qraft.yaml"
-    data = read_yaml(path) if path.exists() else {}
+    path = config_folder(directory) / "qraft.yaml"
+    data = read_yaml(path) if os.path.lexists(path) else {}
     merged = _deep_merge(data, _env_overrides(QraftConfig, os.environ if environ is None else environ))
     config = parse_model(QraftConfig, merged, f"{path} (with QRAFT_* environment overrides)")
     try:

@@ -156,9 +156,13 @@ class PatternService:
             on_page(rows)
 
         staged = out.with_name(f".{out.name}.partial")
-        with staged.open("w", encoding="utf-8", newline="") as handle:
-            for chunk in self.export_text(query, fmt, count):
-                handle.write(chunk)
-        staged.replace(out)
+        try:
+            with staged.open("w", encoding="utf-8", newline="") as handle:
+                for chunk in self.export_text(query, fmt, count):
+                    handle.write(chunk)
+            staged.replace(out)
+        except BaseException:  # a store error, a full disk, Ctrl-C: no half-written file left behind
+            staged.unlink(missing_ok=True)
+            raise
         return {"patterns": written, "format": fmt, "out": str(out),
                 "start": iso(query.start), "end": iso(query.end)}

@@ -86,6 +86,9 @@ def test_bad_input_is_a_usage_error(runner: CliRunner) -> None:
     unknown = runner.invoke(main, ["patterns", "show", "nope"])
     assert unknown.exit_code == 2 and "no pattern with id 'nope'" in unknown.output
     assert "OpenAPI docs at /docs" in run(runner, "api", "--help")
+    nowhere = runner.invoke(main, ["patterns", "export", *DAY, "--out", "/nonexistent/folder/p.csv"])
+    assert nowhere.exit_code == 1 and "Traceback" not in nowhere.output
+    assert "Could not open file '/nonexistent/folder/p.csv': No such file or directory" in nowhere.output
 
 
 def test_export_without_a_range_holds_every_pattern_whatever_the_span(runner: CliRunner, tmp_path: Path) -> None:

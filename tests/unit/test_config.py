@@ -72,9 +72,27 @@ def test_yaml_that_is_not_a_mapping_or_not_yaml_is_named(tmp_path):
         f"{tmp_path / 'qraft.yaml'}: <top>: expected a mapping of keys, got list"
     )
     write(tmp_path, "qraft.yaml", "nats: [\n")
-    assert config_error(lambda: load_qraft_config(tmp_path, environ={})).startswith(
-        f"{tmp_path / 'qraft.yaml'}: not valid YAML: "
+    # One line, with where PyYAML stopped (its own message spans four lines and names no file).
+    assert config_error(lambda: load_qraft_config(tmp_path, environ={})) == (
+        f"{tmp_path / 'qraft.yaml'}: line 2, column 1: not valid YAML: expected the node content, but found "
+        "'<stream end>' (while parsing a flow node at line 2, column 1)"
     )
+
+
+def test_a_configuration_folder_that_is_missing_a_file_or_unreadable_is_named(tmp_path, monkeypatch):
+    missing = tmp_path / "nowhere"
+    assert config_error(lambda: load_qraft_config(missing, environ={})) == (
+        f"{missing}: configuration folder not found (set --config-dir or QRAFT_CONFIG_DIR)")
+    a_file = write(tmp_path, "qraft.yaml", "nats: {}\n") / "qraft.yaml"
+    assert config_error(lambda: load_qraft_config(a_file, environ={})) == (
+        f"{a_file}: expected a configuration folder, found a file")
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("qraft_core.config.os.listdir", denied)
+    assert config_error(lambda: load_qraft_config(tmp_path, environ={})) == (
+        f"{tmp_path}: configuration folder cannot be read (Permission denied)")
 
 
 def test_environment_overrides_win_over_the_file(tmp_path):

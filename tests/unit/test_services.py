@@ -222,6 +222,19 @@ def test_patterns_are_listed_shown_and_annotated(config_dir: Path) -> None:
         patterns.show("nope")
 
 
+def test_an_export_cut_short_leaves_no_file_behind(config_dir: Path, tmp_path: Path) -> None:
+    services, store = _services(config_dir)
+    store.insert("pattern_events", pattern_rows([_pattern(1)]))
+    out = tmp_path / "patterns.csv"
+
+    def interrupted(rows: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        services.patterns.export(services.patterns.query(since=START, until=END), "csv", out, interrupted)
+    assert list(tmp_path.iterdir()) == [config_dir]
+
+
 def test_patterns_export_writes_the_whole_file(config_dir: Path, tmp_path: Path) -> None:
     services, store = _services(config_dir)
     store.insert("pattern_events", pattern_rows([_pattern(1), _pattern(2)]))
