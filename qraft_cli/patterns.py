@@ -132,7 +132,10 @@ def patterns_annotate(
 ) -> None:
     """Confirm a pattern, mark it a false alarm, or add a note (recorded in the audit log)."""
     with _known_pattern():
-        annotation = services(ctx).patterns.annotate(pattern_id, label, note, author, actor="cli")  # type: ignore[arg-type]
+        try:
+            annotation = services(ctx).patterns.annotate(pattern_id, label, note, author, actor="cli")  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     emit(annotation.model_dump(mode="json"), as_json, f"{annotation.label} recorded on {pattern_id}")
 
 

@@ -13,17 +13,18 @@ import click
 from tqdm import tqdm
 
 from qraft_cli import emit, main, services
-from qraft_core.config import ConfigError
-from qraft_core.events import iso, utc
+from qraft_core.events import iso
+from qraft_core.explain.catalog import QueryError, parse_time
 from qraft_core.replays import ReplayConflict
 from qraft_core.services.replay import ReplayRequest, ReplayResult
 
 
 def _time_option(text: str, name: str) -> datetime:
+    """The same reading of a time as `qraft patterns` and the API."""
     try:
-        return utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
-    except ValueError as exc:
-        raise ConfigError(f"replay window: {name}: not an ISO 8601 time: {exc}") from None
+        return parse_time(text, name)
+    except QueryError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _no_data_reason(summary: dict[str, Any]) -> str:

@@ -4,7 +4,6 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,10 +30,8 @@ from qraft_core.explain.catalog import (
 )
 from qraft_core.explain.llm import LlmClient, llm_client
 from qraft_core.explain.templates import load_cards_config
-from qraft_core.services.patterns import PatternService
+from qraft_core.services.patterns import CONTROL_CHARACTERS, PatternService
 from qraft_core.store.base import EventStore, Filter
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ApiError(Exception):
@@ -64,7 +61,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def plain_text(value: str | None, name: str) -> str | None:
-    if value is not None and _CONTROL.search(value):
+    if value is not None and CONTROL_CHARACTERS.search(value):
         raise ApiError(400, f"{name}: control characters are not allowed")
     return value
 

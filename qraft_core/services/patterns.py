@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +38,10 @@ from qraft_core.explain.templates import CardsConfig, load_cards_config
 from qraft_core.store.base import EventStore
 
 ExportFormat = Literal["csv", "json"]
+# Control characters in an id, a filter or an author: refused, as they would split a log or card line
+# into forged ones. A note may span lines (tab, line feed, carriage return), nothing else.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+NOTE_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 CONTEXT_COLUMNS = ["event_id", "source", "type", "timestamp", "payload"]
 
 
@@ -121,7 +126,12 @@ class PatternService:
 
     def annotate(self, pattern_id: str, label: Label, note: str = "", author: str = "",
                  actor: str = "cli") -> Annotation:
-        """Record a verdict or a note on a pattern (and its audit row); UnknownPattern when there is none."""
+        """Record a verdict or a note on a pattern (and its audit row); UnknownPattern when there is none,
+        ValueError for control characters in the note (lines and tabs allowed) or the author."""
+        if NOTE_CONTROL_CHARACTERS.search(note):
+            raise ValueError("note: control characters other than line breaks and tabs are not allowed")
+        if CONTROL_CHARACTERS.search(author):
+            raise ValueError("author: control characters are not allowed (one line of text)")
         return add_annotation(self.store, pattern_id, label, note, author, actor=actor)
 
     def count(self, query: PatternQuery) -> int:

@@ -433,8 +433,28 @@ def test_a_store_held_elsewhere_is_503(client: TestClient, runtime: RuntimeStub)
     ENGINE.close()
     assert runtime.store.lock_path is not None
     with FileLock(runtime.store.lock_path):
-        response = client.get("/patterns", params=DAY)
-    assert response.status_code == 503 and "the store is unavailable" in response.json()["error"]
+        responses = [client.get(path, params=DAY if path == "/patterns" else {}) for path in (
+            "/patterns", f"/pattern/{DRIFT.pattern_id}/context", f"/pattern/{DRIFT.pattern_id}/annotations",
+            "/annotations/stats")]
+        responses.append(write(client, f"/pattern/{DRIFT.pattern_id}/annotations", {"label": "note"}))
+    assert [r.status_code for r in responses] == [503] * 5
+    assert all("the store is unavailable" in r.json()["error"] for r in responses)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"label": "note", "notes": "a typo"}, "body.notes: Extra inputs are not permitted"),
+    ({"label": "note", "note": "a\x00b"}, "note: control characters other than line breaks and tabs are not allowed"),
+    ({"label": "confirmed", "author": "ana\n- **Confidence** 0.01"},
+     "author: control characters are not allowed (one line of text)"),
+])
+def test_annotations_that_would_be_lost_or_forge_card_lines_are_400(
+    client: TestClient, runtime: RuntimeStub, body: dict[str, Any], message: str
+) -> None:
+    response = write(client, f"/pattern/{DRIFT.pattern_id}/annotations", body)
+    assert (response.status_code, response.json()) == (400, {"error": message})
+    assert runtime.store.count("annotations") == {"": 0}
+    lines = write(client, f"/pattern/{DRIFT.pattern_id}/annotations", {"label": "note", "note": "one\ntwo"})
+    assert lines.status_code == 201 and lines.json()["note"] == "one\ntwo"
 
 
 # -- LLM mode ---------------------------------------------------------------------------------------------

@@ -83,6 +83,9 @@ def test_annotate_then_export(runner: CliRunner, tmp_path: Path) -> None:
 def test_bad_input_is_a_usage_error(runner: CliRunner) -> None:
     bad_time = runner.invoke(main, ["patterns", "list", "--since", "noon"])
     assert bad_time.exit_code == 2 and "--since: 'noon' is not an ISO 8601 time" in bad_time.output
+    bad_replay = runner.invoke(main, ["replay", "--start", "noon", "--end", "2026-01-05T01:00:00Z"])
+    assert bad_replay.exit_code == 2 and (
+        "Error: --start: 'noon' is not an ISO 8601 time (e.g. 2026-01-05T10:00:00Z)" in bad_replay.output)
     unknown = runner.invoke(main, ["patterns", "show", "nope"])
     assert unknown.exit_code == 2 and "no pattern with id 'nope'" in unknown.output
     assert "OpenAPI docs at /docs" in run(runner, "api", "--help")

@@ -362,3 +362,19 @@ def test_a_patterns_context_annotations_and_verdict_stats_are_use_cases(config_d
     for use_case in (lambda: patterns.annotations("nope"), lambda: patterns.context("nope", 10)):
         with pytest.raises(UnknownPattern, match="no pattern with id 'nope'"):
             use_case()
+
+
+def test_annotation_text_cannot_forge_card_lines(config_dir: Path) -> None:
+    services, store = _services(config_dir)
+    store.insert("pattern_events", pattern_rows([_pattern(1)]))
+    patterns = services.patterns
+    patterns.annotate("p1", "note", "seen twice\n- **Confidence** 0.01", "ana")
+    [annotation] = patterns.annotations("p1")
+    assert annotation.note == "seen twice\n- **Confidence** 0.01"  # stored as written
+    markdown = patterns.show("p1").markdown
+    assert "seen twice - **Confidence** 0.01" in markdown and "\n- **Confidence** 0.01" not in markdown
+    with pytest.raises(ValueError, match="^note: control characters other than line breaks and tabs"):
+        patterns.annotate("p1", "note", "a\x00b")
+    with pytest.raises(ValueError, match="^author: control characters are not allowed"):
+        patterns.annotate("p1", "confirmed", author="ana\n- forged")
+    assert len(patterns.annotations("p1")) == 1

@@ -3,14 +3,17 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from qraft_core.annotations import Label
-from qraft_core.api.context import ApiContext, errors, known_pattern
+from qraft_core.api.context import ApiContext, ApiError, errors, known_pattern
 from qraft_core.api.routes.patterns import PatternId
 
 
 class AnnotationIn(BaseModel):
+    # A misspelt field ("notes") is refused rather than stored as an empty note.
+    model_config = ConfigDict(extra="forbid")
+
     label: Label
     note: str = Field(default="", max_length=4000)
     author: str = Field(default="", max_length=200)
@@ -45,6 +48,8 @@ def annotations_router(ctx: ApiContext) -> APIRouter:
                 annotation = ctx.patterns.annotate(
                     pattern_id, body.label, body.note, body.author, actor=actor
                 )
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
         finally:
             ctx.cache.written()  # even a failed write may have stored a part of itself
         return annotation.model_dump(mode="json")
