@@ -385,6 +385,26 @@ def test_bad_parameters_are_400_with_a_message(
     assert message in response.json()["error"]
 
 
+def test_unknown_paths_wrong_methods_and_unreadable_bodies_answer_in_the_error_shape(client: TestClient) -> None:
+    annotations = f"/pattern/{DRIFT.pattern_id}/annotations"
+    json_body = {"content-type": "application/json", "X-API-Key": KEY}
+    answers = [
+        client.get("/pattern/../../etc/passwd"),
+        client.get("/explorer/static/../../../etc/passwd"),
+        client.delete("/patterns"),
+        client.post(annotations, content=b"{label: note}", headers=json_body),
+        client.post(annotations, content=b"\xff", headers=json_body),
+    ]
+    assert [(a.status_code, a.json()) for a in answers] == [
+        (404, {"error": "Not Found"}),
+        (404, {"error": "Not Found"}),
+        (405, {"error": "Method Not Allowed"}),
+        (400, {"error": "body: not valid JSON at character 1 (Expecting property name enclosed in double quotes)"}),
+        (400, {"error": "There was an error parsing the body"}),
+    ]
+    assert answers[2].headers["allow"] == "GET"
+
+
 @pytest.mark.parametrize(
     "path", ["/pattern/{}", "/explain/{}", "/pattern/{}/context", "/pattern/{}/annotations"]
 )
@@ -442,7 +462,7 @@ def test_a_store_held_elsewhere_is_503(client: TestClient, runtime: RuntimeStub)
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ({"label": "note", "notes": "a typo"}, "body.notes: Extra inputs are not permitted"),
+    ({"label": "note", "notes": "a typo"}, "body.notes: an unknown field (check the spelling)"),
     ({"label": "note", "note": "a\x00b"}, "note: control characters other than line breaks and tabs are not allowed"),
     ({"label": "confirmed", "author": "ana\n- **Confidence** 0.01"},
      "author: control characters are not allowed (one line of text)"),
