@@ -331,8 +331,11 @@ def _shorten(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def describe_validation_error(path: Path | str, error: ValidationError) -> str:
-    """One line per problem: file, key path, what was expected, what was found."""
+def describe_validation_error(
+    path: Path | str, error: ValidationError, origins: Mapping[tuple[str, ...], str] | None = None
+) -> str:
+    """One line per problem: file, key path, what was expected, what was found. `origins` names where
+    a key's value came from when not from the file (an environment variable)."""
     lines = []
     for problem in error.errors():
         key = ".".join(
@@ -343,7 +346,8 @@ def describe_validation_error(path: Path | str, error: ValidationError) -> str:
         if problem["type"] == "extra_forbidden":
             expected = "an unknown key (check the spelling)"
         shown = "" if isinstance(found, (dict, list)) else f" (got {_shorten(redact(repr(found)))})"
-        lines.append(f"{path}: {key or '<top>'}: {expected}{shown}")
+        origin = (origins or {}).get(tuple(str(part) for part in problem["loc"]), path)
+        lines.append(f"{origin}: {key or '<top>'}: {expected}{shown}")
     return "\n".join(lines)
 
 
@@ -434,11 +438,13 @@ def _check_size(data: Any, path: Path) -> None:
             stack.extend((value, f"{where}[{index}]", depth + 1) for index, value in enumerate(item))
 
 
-def parse_model(model: type[M], data: Mapping[str, Any], path: Path | str) -> M:
+def parse_model(
+    model: type[M], data: Mapping[str, Any], path: Path | str, origins: Mapping[tuple[str, ...], str] | None = None
+) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(path, exc)) from exc
+        raise ConfigError(describe_validation_error(path, exc, origins)) from exc
 
 
 def config_dir(explicit: Path | str | None = None) -> Path:
@@ -458,6 +464,17 @@ def config_folder(explicit: Path | str | None = None) -> Path:
     except OSError as exc:
         raise ConfigError(f"{folder}: configuration folder cannot be read ({exc.strerror or exc})") from None
     return folder
+
+
+def _env_paths(model: type[BaseModel], environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """The key path each QRAFT_SECTION_KEY variable sets → the variable's name."""
+    paths: dict[tuple[str, ...], str] = {}
+    for name in environ:
+        if name.startswith(ENV_PREFIX) and name != CONFIG_DIR_ENV:
+            path = _match_field_path(model, name[len(ENV_PREFIX) :].lower())
+            if path is not None:
+                paths[tuple(path)] = f"${name} (environment)"
+    return paths
 
 
 def _env_overrides(model: type[BaseModel], environ: Mapping[str, str]) -> dict[str, Any]:
@@ -513,8 +530,10 @@ def load_qraft_config(
     """`config/qraft.yaml` with `QRAFT_*` environment overrides applied."""
     path = config_folder(directory) / "qraft.yaml"
     data = read_yaml(path) if os.path.lexists(path) else {}
-    merged = _deep_merge(data, _env_overrides(QraftConfig, os.environ if environ is None else environ))
-    config = parse_model(QraftConfig, merged, f"{path} (with QRAFT_* environment overrides)")
+    environ = os.environ if environ is None else environ
+    merged = _deep_merge(data, _env_overrides(QraftConfig, environ))
+    # A bad value is named where it was set: the file, or the variable that overrides it.
+    config = parse_model(QraftConfig, merged, path, _env_paths(QraftConfig, environ))
     try:
         load_plugins(config.plugins)
     except PluginError as exc:
