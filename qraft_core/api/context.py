@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -180,5 +181,9 @@ def known_pattern(pattern_id: str) -> Iterator[None]:
         raise ApiError(404, str(exc)) from None
 
 
+# An unencoded `+` of a UTC offset arrives as a space ("…T10:00:00 02:00"); nothing else puts one there.
+_DECODED_PLUS = re.compile(r"^(.*\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)$")
+
+
 def _time(value: str | None, name: str) -> datetime | None:
-    return None if value is None else parse_time(value, name)
+    return None if value is None else parse_time(_DECODED_PLUS.sub(r"\1+\2", value.strip()), name)

@@ -174,6 +174,12 @@ def test_patterns_filtered_by_type_source_and_confidence(client: TestClient) -> 
     assert default["end"] == "2026-01-05T10:58:00.001Z" and default["count"] == 4
 
 
+def test_an_offset_whose_plus_was_not_url_encoded_still_reads(client: TestClient) -> None:
+    # curl "…?start=2026-01-05T02:00:00+02:00" sends a literal '+', which a query string decodes to a space.
+    page = client.get("/patterns?start=2026-01-05T02:00:00+02:00&end=2026-01-06T02:00:00+02:00").json()
+    assert (page["start"], page["end"], page["count"]) == ("2026-01-05T00:00:00.000Z", "2026-01-06T00:00:00.000Z", 4)
+
+
 def test_pages_are_stable_while_patterns_arrive(client: TestClient, runtime: RuntimeStub) -> None:
     # Three more findings in the drift's window: ties on window_start are ordered by pattern_id.
     twins = [DRIFT.model_copy(update={"pattern_id": f"{DRIFT.pattern_id[:-1]}{suffix}"}) for suffix in "01a"]
