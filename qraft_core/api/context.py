@@ -162,10 +162,12 @@ class ApiContext:
         type_: str | None,
         source: str | None,
         min_confidence: float | None,
+        capped: bool = True,
     ) -> PatternQuery:
-        begin, finish = resolve_range(
-            self.store, _time(start, "start"), _time(end, "end"), self.config.api.max_range_days
-        )
+        """The query of these parameters; `capped`: spans at most api.max_range_days (pages, not
+        exports, which stream any range page by page)."""
+        cap = self.config.api.max_range_days if capped else None
+        begin, finish = resolve_range(self.store, _time(start, "start"), _time(end, "end"), cap)
         return StreamOrSourceQuery(
             begin, finish, parse_type(type_), plain_text(source, "source"), min_confidence
         )

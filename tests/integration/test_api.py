@@ -261,6 +261,22 @@ def test_export_csv_and_json(client: TestClient) -> None:
     assert empty.json() == []
 
 
+
+def test_export_spans_any_range_like_the_cli(client: TestClient, runtime: RuntimeStub) -> None:
+    old = DRIFT.model_copy(update={"pattern_id": "old-drift", "timestamp": DRIFT.timestamp - timedelta(days=400),
+                                   "window_start": DRIFT.window_start - timedelta(days=400)})
+    runtime.store.insert("pattern_events", pattern_rows([old]))
+    everything = client.get("/export/patterns", params={"format": "json"}).json()
+    assert ids(everything) == ["old-drift"] + [p.pattern_id for p in PATTERNS]
+    year = client.get("/export/patterns", params={"format": "json", "start": "2024-06-01T00:00:00Z",
+                                                  "end": "2026-01-06T00:00:00Z"})
+    assert year.status_code == 200 and ids(year.json()) == ["old-drift"] + [p.pattern_id for p in PATTERNS]
+    # Pages keep their api.max_range_days limit.
+    assert client.get("/patterns", params={"start": "2025-01-01T00:00:00Z"}).status_code == 200
+    assert client.get("/patterns", params={"start": "2025-01-01T00:00:00Z", "end": "2026-01-06T00:00:00Z"}
+                      ).status_code == 400
+
+
 def test_reads_can_require_the_key(runtime: RuntimeStub) -> None:
     runtime.config = QraftConfig(api=ApiConfig(read_requires_key=True))
     locked = TestClient(create_app(runtime))
