@@ -128,3 +128,14 @@ def test_context_annotations_and_verdict_stats_of_a_pattern(runner: CliRunner) -
     for command in ("annotations", "context"):
         unknown = runner.invoke(main, ["patterns", command, "nope"])
         assert unknown.exit_code == 2 and "no pattern with id 'nope'" in unknown.output
+
+
+def test_out_of_range_ports_and_missing_archive_folders_are_refused(config_dir: Path, tmp_path: Path) -> None:
+    cli = CliRunner()
+    port = cli.invoke(main, ["land", "--metrics-port", "99999"])
+    assert port.exit_code == 2 and "Invalid value for '--metrics-port': 99999 is not in the range 0<=x<=65535" in (
+        port.output)
+    missing = tmp_path / "archive-typo"
+    load = cli.invoke(main, ["archive", "load", "raw_events", "--start", "2026-01-05", "--end", "2026-01-06",
+                             "--from", str(missing)])
+    assert (load.exit_code, load.output.strip()) == (2, f"error: {missing}: no archive folder there")
