@@ -48,7 +48,8 @@ def _filters(command: F) -> F:
                 "--until", help="ISO 8601 end (exclusive); a listing spans at most api.max_range_days, "
                 "an export any range (default: all stored patterns)."
             ),
-            click.option("--source", help="Only patterns on this stream."),
+            click.option("--source", help="Only patterns of this source (all of its streams) or of one stream "
+                         "(source:key)."),
             click.option(
                 "--min-confidence", type=click.FloatRange(0, 1), help="Only patterns at least this confident."
             ),

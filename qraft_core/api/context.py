@@ -31,8 +31,8 @@ from qraft_core.explain.catalog import (
 )
 from qraft_core.explain.llm import LlmClient, llm_client
 from qraft_core.explain.templates import load_cards_config
-from qraft_core.services.patterns import CONTROL_CHARACTERS, PatternService
-from qraft_core.store.base import EventStore, Filter
+from qraft_core.services.patterns import CONTROL_CHARACTERS, PatternService, StreamOrSourceQuery
+from qraft_core.store.base import EventStore
 
 
 class ApiError(Exception):
@@ -75,17 +75,6 @@ def json_body(data: Any) -> Body:
 
 def respond(body: Body) -> Response:
     return Response(body.content, media_type=body.media_type)
-
-
-@dataclass(frozen=True)
-class StreamOrSourceQuery(PatternQuery):
-    """`source` names a stream (`binance_spot:BTCUSDT`) or a source, meaning all of its streams."""
-
-    def filters(self) -> list[Filter]:
-        return [
-            Filter(f.column, "has_source", f.value) if f.column == "source_streams" else f
-            for f in super().filters()
-        ]
 
 
 @dataclass

@@ -35,7 +35,7 @@ from qraft_core.explain.context import context_filters, context_window
 from qraft_core.explain.llm import LlmClient
 from qraft_core.explain.materialize import explain_pattern
 from qraft_core.explain.templates import CardsConfig, load_cards_config
-from qraft_core.store.base import EventStore
+from qraft_core.store.base import EventStore, Filter
 
 ExportFormat = Literal["csv", "json"]
 # Control characters in an id, a filter or an author: refused, as they would split a log or card line
@@ -43,6 +43,17 @@ ExportFormat = Literal["csv", "json"]
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 NOTE_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 CONTEXT_COLUMNS = ["event_id", "source", "type", "timestamp", "payload"]
+
+
+@dataclass(frozen=True)
+class StreamOrSourceQuery(PatternQuery):
+    """`source` names a stream (`binance_spot:BTCUSDT`) or a source, meaning all of its streams."""
+
+    def filters(self) -> list[Filter]:
+        return [
+            Filter(f.column, "has_source", f.value) if f.column == "source_streams" else f
+            for f in super().filters()
+        ]
 
 
 @dataclass(frozen=True)
@@ -68,10 +79,10 @@ class PatternService:
 
     def query(self, type_: str | None = None, since: datetime | None = None, until: datetime | None = None,
               source: str | None = None, min_confidence: float | None = None, capped: bool = True) -> PatternQuery:
-        """The query of these filters; `capped`: spans at most api.max_range_days (listings, not exports).
-        Raises QueryError for a range it refuses."""
+        """The query of these filters (`source`: a source, meaning all of its streams, or one stream);
+        `capped`: spans at most api.max_range_days (listings, not exports). QueryError for a range it refuses."""
         start, end = resolve_range(self.store, since, until, self.config.api.max_range_days if capped else None)
-        return PatternQuery(start, end, PatternType(type_) if type_ else None, source, min_confidence)
+        return StreamOrSourceQuery(start, end, PatternType(type_) if type_ else None, source, min_confidence)
 
     @cached_property
     def cards(self) -> CardsConfig:

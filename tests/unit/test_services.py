@@ -214,6 +214,10 @@ def test_patterns_are_listed_shown_and_annotated(config_dir: Path) -> None:
     query = patterns.query(since=START, until=END, min_confidence=0.5)
     assert [p.pattern_id for p in patterns.list(query, 10)] == ["p1"]
     assert patterns.count(patterns.query(since=START, until=END)) == 2
+    # A source means all of its streams (p1 and p2 are on cpu:host-a), as in the API.
+    assert patterns.count(patterns.query(since=START, until=END, source="cpu")) == 2
+    assert patterns.count(patterns.query(since=START, until=END, source="cpu:host-a")) == 2
+    assert patterns.count(patterns.query(since=START, until=END, source="cpu:host-b")) == 0
     annotation = patterns.annotate("p1", "confirmed", "seen it", "ana", actor="ci")
     assert (annotation.pattern_id, annotation.label, annotation.author) == ("p1", "confirmed", "ana")
     with pytest.raises(UnknownPattern, match="no pattern with id 'nope'"):
