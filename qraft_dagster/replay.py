@@ -36,7 +36,8 @@ def run_replay(
         detector_seconds.update(detections_seconds(result))
         on_progress(int((chunk_end - cursor) / partitions.interval))
         cursor = chunk_end
-    return {"runs": runs, "failed_runs": failed, "detector_seconds": dict(detector_seconds)}
+    return {"runs": runs, "failed_runs": failed,
+            "detector_seconds": {name: round(seconds, 6) for name, seconds in detector_seconds.items()}}
 
 
 def detections_seconds(result: ExecuteInProcessResult) -> dict[str, float]:
