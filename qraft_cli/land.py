@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 @main.command("land")
 @click.option("--until-idle", is_flag=True, help="Exit once the bus has nothing pending (batch use, tests).")
-@click.option("--metrics-port", type=int, default=None,
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Serve Prometheus metrics on this port (default: lander.metrics_port; 0 = any free port).")
 @click.option("--json", "as_json", is_flag=True, help="Print the landing totals as JSON when done.")
 @click.pass_context

@@ -142,6 +142,8 @@ def archive_load(ctx: click.Context, table: str, start: date, end: date, source:
     """Put the archived days [START, END) of TABLE back into ClickHouse (then `qraft replay` them)."""
     from qraft_core.lifecycle.archive import load
 
+    if "://" not in source and not Path(source).is_dir():  # a typo would otherwise load "0 rows" and succeed
+        _fail(LocationError(f"{source}: no archive folder there"))
     try:
         summary = load(runtime(ctx).store, table, start, end, location(source))
     except (LocationError, OSError) as exc:

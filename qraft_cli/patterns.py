@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,7 +48,8 @@ def _filters(command: F) -> F:
                 "--until", help="ISO 8601 end (exclusive); a listing spans at most api.max_range_days, "
                 "an export any range (default: all stored patterns)."
             ),
-            click.option("--source", help="Only patterns on this stream."),
+            click.option("--source", help="Only patterns of this source (all of its streams) or of one stream "
+                         "(source:key)."),
             click.option(
                 "--min-confidence", type=click.FloatRange(0, 1), help="Only patterns at least this confident."
             ),
@@ -55,6 +57,15 @@ def _filters(command: F) -> F:
     ):
         command = option(command)
     return command
+
+
+@contextmanager
+def _known_pattern() -> Iterator[None]:
+    """An unknown pattern id is a usage error naming the argument, not a traceback."""
+    try:
+        yield
+    except UnknownPattern as exc:
+        raise click.BadParameter(str(exc), param_hint="PATTERN_ID") from None
 
 
 @main.group("patterns")
@@ -77,7 +88,7 @@ def patterns_list(
     limit: int,
     as_json: bool,
 ) -> None:
-    """Pattern events in time order (the newest day of them when no range is given)."""
+    """Pattern events in time order (the newest api.max_range_days of them when no range is given)."""
     patterns = services(ctx).patterns
     page = patterns.list(_query(patterns, type_, since, until, source, min_confidence), limit)
     lines = [
@@ -104,16 +115,15 @@ def patterns_list(
 @click.pass_context
 def patterns_show(ctx: click.Context, pattern_id: str, mode: str, lang: str | None, as_json: bool) -> None:
     """One pattern's card, with its clean-data context and annotations."""
-    try:
+    with _known_pattern():
         card = services(ctx).patterns.show(pattern_id, mode, lang)  # type: ignore[arg-type]
-    except UnknownPattern as exc:
-        raise click.BadParameter(str(exc), param_hint="PATTERN_ID") from None
     emit(card.model_dump(mode="json"), as_json, card.markdown)
 
 
 @patterns_group.command("annotate")
 @click.argument("pattern_id")
-@click.option("--label", type=click.Choice(["confirmed", "false_alarm", "note"]), required=True)
+@click.option("--label", type=click.Choice(["confirmed", "false_alarm", "note"]), required=True,
+              help="The verdict (confirmed, false_alarm) or a note that leaves the verdict as it is.")
 @click.option("--note", default="", help="Free text.")
 @click.option("--author", default="", help="Who is annotating (default: cli).")
 @click.option("--json", "as_json", is_flag=True, help="Print the annotation as JSON.")
@@ -122,16 +132,60 @@ def patterns_annotate(
     ctx: click.Context, pattern_id: str, label: str, note: str, author: str, as_json: bool
 ) -> None:
     """Confirm a pattern, mark it a false alarm, or add a note (recorded in the audit log)."""
-    try:
-        annotation = services(ctx).patterns.annotate(pattern_id, label, note, author, actor="cli")  # type: ignore[arg-type]
-    except UnknownPattern as exc:
-        raise click.BadParameter(str(exc), param_hint="PATTERN_ID") from None
+    with _known_pattern():
+        try:
+            annotation = services(ctx).patterns.annotate(pattern_id, label, note, author, actor="cli")  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     emit(annotation.model_dump(mode="json"), as_json, f"{annotation.label} recorded on {pattern_id}")
+
+
+@patterns_group.command("annotations")
+@click.argument("pattern_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the annotations as JSON.")
+@click.pass_context
+def patterns_annotations(ctx: click.Context, pattern_id: str, as_json: bool) -> None:
+    """One pattern's verdicts and notes, oldest first."""
+    with _known_pattern():
+        annotations = services(ctx).patterns.annotations(pattern_id)
+    lines = [f"{iso(a.created_at)}  {a.label:<11} {a.author}  {a.note}".rstrip() for a in annotations]
+    emit([a.model_dump(mode="json") for a in annotations], as_json, "\n".join(lines) or "no annotations")
+
+
+@patterns_group.command("context")
+@click.argument("pattern_id")
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True, help="At most this many rows.")
+@click.option("--cursor", help="next_cursor of the previous page.")
+@click.option("--json", "as_json", is_flag=True, help="Print the page as JSON (with next_cursor).")
+@click.pass_context
+def patterns_context(ctx: click.Context, pattern_id: str, limit: int, cursor: str | None, as_json: bool) -> None:
+    """The clean events around one pattern (explain.context_minutes either side of its window)."""
+    with _known_pattern():
+        try:
+            page = services(ctx).patterns.context(pattern_id, limit, cursor)
+        except QueryError as exc:
+            raise click.BadParameter(str(exc), param_hint="--cursor") from None
+    lines = [f"{row['timestamp']}  {row['source']:<20} {row['type']:<10} {row['payload']}" for row in page.rows]
+    if page.next_cursor:
+        lines.append(f"more: --cursor {page.next_cursor}")
+    emit(page.as_json(), as_json, "\n".join(lines) or f"no clean events in [{iso(page.start)}, {iso(page.end)})")
+
+
+@patterns_group.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+@click.pass_context
+def patterns_stats(ctx: click.Context, as_json: bool) -> None:
+    """Per detector: confirmed findings, false alarms, notes and precision over the verdicts."""
+    stats = services(ctx).patterns.annotation_stats()
+    lines = [f"{name:<32} confirmed {s['confirmed']:>4}  false alarms {s['false_alarm']:>4}  notes {s['notes']:>4}  "
+             f"precision {s['precision']:.2f}" for name, s in stats.items()]
+    emit(stats, as_json, "\n".join(lines) or "no verdicts yet")
 
 
 @patterns_group.command("export")
 @_filters
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True,
+              help="CSV (one row per pattern) or a JSON array of pattern events.")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
@@ -158,5 +212,8 @@ def patterns_export(
     patterns = services(ctx).patterns
     query = _query(patterns, type_, since, until, source, min_confidence, capped=False)
     with tqdm(total=patterns.count(query), unit="pattern", desc="export", disable=None) as progress:
-        summary = patterns.export(query, fmt, out, progress.update)  # type: ignore[arg-type]
+        try:
+            summary = patterns.export(query, fmt, out, progress.update)  # type: ignore[arg-type]
+        except OSError as exc:  # a missing folder, a full disk: the file is named, nothing half-written kept
+            raise click.FileError(str(out), exc.strerror or str(exc)) from None
     emit(summary, as_json, f"wrote {summary['patterns']} patterns to {out}")

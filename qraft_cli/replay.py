@@ -13,17 +13,18 @@ import click
 from tqdm import tqdm
 
 from qraft_cli import emit, main, services
-from qraft_core.config import ConfigError
-from qraft_core.events import iso, utc
+from qraft_core.events import iso
+from qraft_core.explain.catalog import QueryError, parse_time
 from qraft_core.replays import ReplayConflict
 from qraft_core.services.replay import ReplayRequest, ReplayResult
 
 
 def _time_option(text: str, name: str) -> datetime:
+    """The same reading of a time as `qraft patterns` and the API."""
     try:
-        return utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
-    except ValueError as exc:
-        raise ConfigError(f"replay window: {name}: not an ISO 8601 time: {exc}") from None
+        return parse_time(text, name)
+    except QueryError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _no_data_reason(summary: dict[str, Any]) -> str:
@@ -35,13 +36,16 @@ def _no_data_reason(summary: dict[str, Any]) -> str:
     return f"  (all {summary['dead_letters']} events were dead-lettered: {shown})"
 
 
-def _replay_text(result: ReplayResult) -> str:
+def replay_text(result: ReplayResult) -> str:
     summary, diff = result.summary, result.diff
     lines = [f"replay {result.record.id}: {result.status}",
              f"  {summary['partitions']} partitions in {summary['runs']} run(s), {summary['events']} clean events"
              + (_no_data_reason(summary) if summary["no_data"] else ""),
              f"  pattern events: {summary['pattern_events']} {summary['pattern_events_by_type']}",
              f"  {summary['seconds']}s"]
+    if summary["detector_seconds"]:  # the slowest detector first: where a slow replay spends its time
+        spent = sorted(summary["detector_seconds"].items(), key=lambda item: (-item[1], item[0]))
+        lines.append("  detector seconds: " + ", ".join(f"{name} {seconds:.2f}" for name, seconds in spent))
     if diff is not None:
         lines += (["  golden differences:", *("    " + line for line in diff.lines())] if diff.regression
                   else ["  golden: no differences"])
@@ -95,7 +99,7 @@ def replay(ctx: click.Context, start_text: str | None, end_text: str | None, sou
     except ReplayConflict as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(3)
-    emit(result.summary, as_json, _replay_text(result))
+    emit(result.summary, as_json, replay_text(result))
     if result.status != "succeeded":
         sys.exit(1)
 

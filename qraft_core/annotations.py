@@ -148,5 +148,5 @@ def annotation_line(annotation: Annotation) -> dict[str, str]:
         "label": annotation.label,
         "author": annotation.author,
         "created_at": iso(annotation.created_at),
-        "note": annotation.note,
+        "note": " ".join(annotation.note.split()),  # one line: a note's line breaks cannot forge card lines
     }

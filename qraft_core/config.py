@@ -331,8 +331,11 @@ def _shorten(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def describe_validation_error(path: Path | str, error: ValidationError) -> str:
-    """One line per problem: file, key path, what was expected, what was found."""
+def describe_validation_error(
+    path: Path | str, error: ValidationError, origins: Mapping[tuple[str, ...], str] | None = None
+) -> str:
+    """One line per problem: file, key path, what was expected, what was found. `origins` names where
+    a key's value came from when not from the file (an environment variable)."""
     lines = []
     for problem in error.errors():
         key = ".".join(
@@ -343,7 +346,8 @@ def describe_validation_error(path: Path | str, error: ValidationError) -> str:
         if problem["type"] == "extra_forbidden":
             expected = "an unknown key (check the spelling)"
         shown = "" if isinstance(found, (dict, list)) else f" (got {_shorten(redact(repr(found)))})"
-        lines.append(f"{path}: {key or '<top>'}: {expected}{shown}")
+        origin = (origins or {}).get(tuple(str(part) for part in problem["loc"]), path)
+        lines.append(f"{origin}: {key or '<top>'}: {expected}{shown}")
     return "\n".join(lines)
 
 
@@ -383,7 +387,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: {_yaml_problem(exc)}") from None
     except (ValueError, TypeError, OverflowError) as exc:  # a value YAML reads but Python cannot hold
         raise ConfigError(f"{path}: not valid YAML: {_shorten(str(exc))}") from exc
     except RecursionError:
@@ -395,6 +399,24 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: <top>: expected a mapping of keys, got {type(data).__name__}")
     _check_size(data, path)
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and why a file is not YAML, on one line (PyYAML's own text spans several).
+
+    >>> try:
+    ...     yaml.safe_load("nats: [unclosed")
+    ... except yaml.YAMLError as exc:
+    ...     print(_yaml_problem(exc))
+    line 1, column 16: not valid YAML: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence at line 1, column 7)
+    """
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return f"not valid YAML: {_shorten(' '.join(str(exc).split()))}"
+    mark = exc.problem_mark
+    text = f"line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {exc.problem}"
+    if exc.context and exc.context_mark is not None:
+        text += f" ({exc.context} at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+    return text
 
 
 def _check_size(data: Any, path: Path) -> None:
@@ -416,15 +438,43 @@ def _check_size(data: Any, path: Path) -> None:
             stack.extend((value, f"{where}[{index}]", depth + 1) for index, value in enumerate(item))
 
 
-def parse_model(model: type[M], data: Mapping[str, Any], path: Path | str) -> M:
+def parse_model(
+    model: type[M], data: Mapping[str, Any], path: Path | str, origins: Mapping[tuple[str, ...], str] | None = None
+) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(path, exc)) from exc
+        raise ConfigError(describe_validation_error(path, exc, origins)) from exc
 
 
 def config_dir(explicit: Path | str | None = None) -> Path:
     return Path(explicit or os.environ.get(CONFIG_DIR_ENV) or "config")
+
+
+def config_folder(explicit: Path | str | None = None) -> Path:
+    """`config_dir`, checked: a ConfigError when it is missing, a file, or cannot be read (a wrong
+    --config-dir must not run silently on the defaults)."""
+    folder = config_dir(explicit)
+    try:
+        os.listdir(folder)
+    except FileNotFoundError:
+        raise ConfigError(f"{folder}: configuration folder not found (set --config-dir or {CONFIG_DIR_ENV})") from None
+    except NotADirectoryError:
+        raise ConfigError(f"{folder}: expected a configuration folder, found a file") from None
+    except OSError as exc:
+        raise ConfigError(f"{folder}: configuration folder cannot be read ({exc.strerror or exc})") from None
+    return folder
+
+
+def _env_paths(model: type[BaseModel], environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """The key path each QRAFT_SECTION_KEY variable sets → the variable's name."""
+    paths: dict[tuple[str, ...], str] = {}
+    for name in environ:
+        if name.startswith(ENV_PREFIX) and name != CONFIG_DIR_ENV:
+            path = _match_field_path(model, name[len(ENV_PREFIX) :].lower())
+            if path is not None:
+                paths[tuple(path)] = f"${name} (environment)"
+    return paths
 
 
 def _env_overrides(model: type[BaseModel], environ: Mapping[str, str]) -> dict[str, Any]:
@@ -478,10 +528,12 @@ def load_qraft_config(
     directory: Path | str | None = None, environ: Mapping[str, str] | None = None
 ) -> QraftConfig:
     """`config/qraft.yaml` with `QRAFT_*` environment overrides applied."""
-    path = config_dir(directory) / "qraft.yaml"
-    data = read_yaml(path) if path.exists() else {}
-    merged = _deep_merge(data, _env_overrides(QraftConfig, os.environ if environ is None else environ))
-    config = parse_model(QraftConfig, merged, f"{path} (with QRAFT_* environment overrides)")
+    path = config_folder(directory) / "qraft.yaml"
+    data = read_yaml(path) if os.path.lexists(path) else {}
+    environ = os.environ if environ is None else environ
+    merged = _deep_merge(data, _env_overrides(QraftConfig, environ))
+    # A bad value is named where it was set: the file, or the variable that overrides it.
+    config = parse_model(QraftConfig, merged, path, _env_paths(QraftConfig, environ))
     try:
         load_plugins(config.plugins)
     except PluginError as exc:

@@ -2,7 +2,8 @@
 
 One MLflow run per detections materialization: the detectors' parameters,
 the library versions, and what the run did (rows, signals per detector,
-anomaly rate, latency). MLflow is imported only when a run is logged, and a
+anomaly rate, latency, each detector's seconds). A replay's run carries its
+detectors' seconds over the whole replay too. MLflow is imported only when a run is logged, and a
 disabled tracker does nothing, so nothing else depends on it.
 
 >>> Tracker("", enabled=False).log_run("noop", {"a": 1}, {"m": 1.0}) is None
@@ -43,6 +44,15 @@ def library_versions() -> dict[str, str]:
         "river": str(river.__version__),
         "capymoa": capymoa_version() if capymoa_available() else "unavailable",
     }
+
+
+def detector_seconds_metrics(seconds: Mapping[str, float]) -> dict[str, float]:
+    """Each detector's seconds reading bars (the runner's `detector_seconds`) as MLflow metrics.
+
+    >>> detector_seconds_metrics({"vol_drift": 0.25, "idle": 0})
+    {'detector_seconds.vol_drift': 0.25, 'detector_seconds.idle': 0.0}
+    """
+    return {f"detector_seconds.{name}": float(value) for name, value in seconds.items()}
 
 
 class Tracker:
@@ -123,6 +133,7 @@ class Tracker:
             "anomaly_rate": anomalies / rows if rows else 0.0,
         }
         metrics.update({f"signals.{name}": n for name, n in by_detector.items()})
+        metrics.update(detector_seconds_metrics(metadata.get("detector_seconds", {})))
         tags = {f"version.{lib}": version for lib, version in library_versions().items()}
         tags["engines"] = ",".join(metadata.get("engines", []))
         return self.log_run(f"detections {iso(start)}", params, metrics, tags)

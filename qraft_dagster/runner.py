@@ -49,7 +49,8 @@ class DagsterPipelineRunner:
         # A JVM crash (CapyMOA) leaves its report where the replay record can name it.
         os.environ.update(jvm_crash_env(self.rt.crash_dir, {"JAVA_TOOL_OPTIONS": os.environ.get("JAVA_TOOL_OPTIONS", "")}))
         outcome = run_replay(self.definitions, self.instance, self.rt, start, end, on_progress)
-        return WindowRuns(runs=outcome["runs"], failed_runs=outcome["failed_runs"])
+        return WindowRuns(runs=outcome["runs"], failed_runs=outcome["failed_runs"],
+                          detector_seconds=outcome["detector_seconds"])
 
     def run_due(self, on_run: Callable[[str, bool], None]) -> PendingRuns:
         counts = PendingRuns()

@@ -10,9 +10,13 @@ thread pool: the store is safe to share between threads (see
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from qraft_core.api.context import ApiContext, ApiError, RuntimeLike
 from qraft_core.api.docs import add_offline_docs
@@ -30,8 +34,19 @@ from qraft_core.redact import install_redaction, redact
 from qraft_core.store.base import StoreError, StoreUnavailable
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": redact(message)}, status_code=status)
+def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": redact(message)}, status_code=status, headers=headers)
+
+
+def _problem(found: Mapping[str, Any]) -> str:
+    """One validation problem as `where: what was expected`."""
+    where = ".".join(str(part) for part in found["loc"])
+    if found["type"] == "json_invalid":  # loc ends with the character offset where parsing stopped
+        reason = found.get("ctx", {}).get("error", found["msg"])
+        return f"body: not valid JSON at character {found['loc'][-1]} ({reason})"
+    if found["type"] == "extra_forbidden":
+        return f"{where}: an unknown field (check the spelling)"
+    return f"{where}: {found['msg']}"
 
 
 def add_error_handlers(app: FastAPI) -> None:
@@ -44,10 +59,12 @@ def add_error_handlers(app: FastAPI) -> None:
 
     async def invalid(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return error(
-            400,
-            "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()),
-        )
+        return error(400, "; ".join(_problem(found) for found in exc.errors()))
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        # Unknown paths (404), wrong methods (405) and unreadable bodies get the same {"error": ...} shape.
+        assert isinstance(exc, StarletteHTTPException)
+        return error(exc.status_code, str(exc.detail), exc.headers)
 
     async def unavailable(_: Request, exc: Exception) -> JSONResponse:
         return error(503, f"the store is unavailable, retry later: {exc}")
@@ -59,6 +76,7 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(QueryError, bad_input)
     app.add_exception_handler(ConfigError, bad_input)
     app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(StoreUnavailable, unavailable)
     app.add_exception_handler(StoreError, store_error)
 

@@ -6,6 +6,8 @@ import json
 import os
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
@@ -29,10 +31,8 @@ from qraft_core.explain.catalog import (
 )
 from qraft_core.explain.llm import LlmClient, llm_client
 from qraft_core.explain.templates import load_cards_config
-from qraft_core.services.patterns import PatternService
-from qraft_core.store.base import EventStore, Filter
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+from qraft_core.services.patterns import CONTROL_CHARACTERS, PatternService, StreamOrSourceQuery
+from qraft_core.store.base import EventStore
 
 
 class ApiError(Exception):
@@ -62,7 +62,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def plain_text(value: str | None, name: str) -> str | None:
-    if value is not None and _CONTROL.search(value):
+    if value is not None and CONTROL_CHARACTERS.search(value):
         raise ApiError(400, f"{name}: control characters are not allowed")
     return value
 
@@ -75,17 +75,6 @@ def json_body(data: Any) -> Body:
 
 def respond(body: Body) -> Response:
     return Response(body.content, media_type=body.media_type)
-
-
-@dataclass(frozen=True)
-class StreamOrSourceQuery(PatternQuery):
-    """`source` names a stream (`binance_spot:BTCUSDT`) or a source, meaning all of its streams."""
-
-    def filters(self) -> list[Filter]:
-        return [
-            Filter(f.column, "has_source", f.value) if f.column == "source_streams" else f
-            for f in super().filters()
-        ]
 
 
 @dataclass
@@ -152,11 +141,8 @@ class ApiContext:
         return reader, writer
 
     def pattern_or_404(self, pattern_id: str) -> PatternEvent:
-        plain_text(pattern_id, "pattern_id")
-        try:
+        with known_pattern(pattern_id):
             return self.patterns.get(pattern_id)
-        except UnknownPattern as exc:
-            raise ApiError(404, str(exc)) from None
 
     def pattern_query(
         self,
@@ -165,14 +151,30 @@ class ApiContext:
         type_: str | None,
         source: str | None,
         min_confidence: float | None,
+        capped: bool = True,
     ) -> PatternQuery:
-        begin, finish = resolve_range(
-            self.store, _time(start, "start"), _time(end, "end"), self.config.api.max_range_days
-        )
+        """The query of these parameters; `capped`: spans at most api.max_range_days (pages, not
+        exports, which stream any range page by page)."""
+        cap = self.config.api.max_range_days if capped else None
+        begin, finish = resolve_range(self.store, _time(start, "start"), _time(end, "end"), cap)
         return StreamOrSourceQuery(
             begin, finish, parse_type(type_), plain_text(source, "source"), min_confidence
         )
 
 
+@contextmanager
+def known_pattern(pattern_id: str) -> Iterator[None]:
+    """Around a use case on one pattern: a 400 for an id no pattern can have, a 404 for an unknown one."""
+    plain_text(pattern_id, "pattern_id")
+    try:
+        yield
+    except UnknownPattern as exc:
+        raise ApiError(404, str(exc)) from None
+
+
+# An unencoded `+` of a UTC offset arrives as a space ("…T10:00:00 02:00"); nothing else puts one there.
+_DECODED_PLUS = re.compile(r"^(.*\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)$")
+
+
 def _time(value: str | None, name: str) -> datetime | None:
-    return None if value is None else parse_time(value, name)
+    return None if value is None else parse_time(_DECODED_PLUS.sub(r"\1+\2", value.strip()), name)

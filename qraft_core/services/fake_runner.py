@@ -12,12 +12,14 @@ from qraft_core.services.ports import PendingRuns, WindowRuns
 @dataclass
 class FakePipelineRunner:
     """Calls `produce(start, end)` for each materialized range (a test writes rows there);
-    `fail` makes every run fail. The ranges asked for are kept in `materialized`."""
+    `fail` makes every run fail; `detector_seconds` is what a successful range reports.
+    The ranges asked for are kept in `materialized`."""
 
     windows_per_run: int = 1
     interval_s: float = 60.0
     produce: Callable[[datetime, datetime], None] = lambda start, end: None
     fail: bool = False
+    detector_seconds: dict[str, float] = field(default_factory=dict)
     materialized: list[tuple[datetime, datetime]] = field(default_factory=list)
 
     def materialize(
@@ -30,7 +32,7 @@ class FakePipelineRunner:
         windows = int((end - start).total_seconds() / self.interval_s)
         runs = -(-windows // self.windows_per_run)
         on_progress(windows)
-        return WindowRuns(runs=runs)
+        return WindowRuns(runs=runs, detector_seconds=dict(self.detector_seconds))
 
     def run_due(self, on_run: Callable[[str, bool], None]) -> PendingRuns:
         on_run("fake-run-1", not self.fail)

@@ -17,10 +17,12 @@ from qraft_core.bus.base import Consumer, Publisher
 
 @dataclass
 class WindowRuns:
-    """How materializing a window range went: runs started and the ids of those that failed."""
+    """How materializing a window range went: runs started, the ids of those that failed, and the
+    seconds each detector spent reading bars, summed over the runs (the runner's `detector_seconds`)."""
 
     runs: int = 0
     failed_runs: list[str] = field(default_factory=list)
+    detector_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

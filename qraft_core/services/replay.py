@@ -33,7 +33,7 @@ from qraft_core.patterns.materialize import load_pattern_events
 from qraft_core.replays import ReplayRecord, ReplayRegistry, replay_window
 from qraft_core.services.pipeline import PipelineService
 from qraft_core.store.base import EventStore, Filter
-from qraft_core.tracking import Tracker, library_versions
+from qraft_core.tracking import Tracker, detector_seconds_metrics, library_versions
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,8 @@ class ReplayService:
         summary = {"id": record.id, "start": record.start, "end": record.end, "sources": sources,
                    "runs": outcome.runs, "failed_runs": outcome.failed_runs,
                    **window_summary(self.store, start, end, sources, self.config.partitions.interval),
-                   "seconds": round(time.monotonic() - began, 2), "config_hash": config_hash(self.config_path)}
+                   "seconds": round(time.monotonic() - began, 2), "config_hash": config_hash(self.config_path),
+                   "detector_seconds": outcome.detector_seconds}
         status = "failed" if outcome.failed_runs else "succeeded"
         diff = None
         if request.golden is not None and status == "succeeded":
@@ -174,7 +175,8 @@ class ReplayService:
                     "config_hash": summary["config_hash"], "actor": request.actor, **library_versions()},
             metrics={"events": summary["events"], "pattern_events": summary["pattern_events"],
                      "seconds": summary["seconds"], "partitions": summary["partitions"],
-                     **{f"pattern_events.{k}": v for k, v in summary["pattern_events_by_type"].items()}},
+                     **{f"pattern_events.{k}": v for k, v in summary["pattern_events_by_type"].items()},
+                     **detector_seconds_metrics(summary["detector_seconds"])},
             tags={"qraft.kind": "replay", "qraft.status": record.status, "qraft.replay_id": record.id},
         )
         record_audit(self.store, request.actor, "replay", f"[{record.start}, {record.end})",

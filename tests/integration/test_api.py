@@ -174,6 +174,12 @@ def test_patterns_filtered_by_type_source_and_confidence(client: TestClient) -> 
     assert default["end"] == "2026-01-05T10:58:00.001Z" and default["count"] == 4
 
 
+def test_an_offset_whose_plus_was_not_url_encoded_still_reads(client: TestClient) -> None:
+    # curl "…?start=2026-01-05T02:00:00+02:00" sends a literal '+', which a query string decodes to a space.
+    page = client.get("/patterns?start=2026-01-05T02:00:00+02:00&end=2026-01-06T02:00:00+02:00").json()
+    assert (page["start"], page["end"], page["count"]) == ("2026-01-05T00:00:00.000Z", "2026-01-06T00:00:00.000Z", 4)
+
+
 def test_pages_are_stable_while_patterns_arrive(client: TestClient, runtime: RuntimeStub) -> None:
     # Three more findings in the drift's window: ties on window_start are ordered by pattern_id.
     twins = [DRIFT.model_copy(update={"pattern_id": f"{DRIFT.pattern_id[:-1]}{suffix}"}) for suffix in "01a"]
@@ -253,6 +259,22 @@ def test_export_csv_and_json(client: TestClient) -> None:
     assert [PatternEvent.model_validate(p) for p in exported] == [FREQ]
     empty = client.get("/export/patterns", params={"start": "2026-02-01T00:00:00Z", "format": "json"})
     assert empty.json() == []
+
+
+
+def test_export_spans_any_range_like_the_cli(client: TestClient, runtime: RuntimeStub) -> None:
+    old = DRIFT.model_copy(update={"pattern_id": "old-drift", "timestamp": DRIFT.timestamp - timedelta(days=400),
+                                   "window_start": DRIFT.window_start - timedelta(days=400)})
+    runtime.store.insert("pattern_events", pattern_rows([old]))
+    everything = client.get("/export/patterns", params={"format": "json"}).json()
+    assert ids(everything) == ["old-drift"] + [p.pattern_id for p in PATTERNS]
+    year = client.get("/export/patterns", params={"format": "json", "start": "2024-06-01T00:00:00Z",
+                                                  "end": "2026-01-06T00:00:00Z"})
+    assert year.status_code == 200 and ids(year.json()) == ["old-drift"] + [p.pattern_id for p in PATTERNS]
+    # Pages keep their api.max_range_days limit.
+    assert client.get("/patterns", params={"start": "2025-01-01T00:00:00Z"}).status_code == 200
+    assert client.get("/patterns", params={"start": "2025-01-01T00:00:00Z", "end": "2026-01-06T00:00:00Z"}
+                      ).status_code == 400
 
 
 def test_reads_can_require_the_key(runtime: RuntimeStub) -> None:
@@ -385,6 +407,26 @@ def test_bad_parameters_are_400_with_a_message(
     assert message in response.json()["error"]
 
 
+def test_unknown_paths_wrong_methods_and_unreadable_bodies_answer_in_the_error_shape(client: TestClient) -> None:
+    annotations = f"/pattern/{DRIFT.pattern_id}/annotations"
+    json_body = {"content-type": "application/json", "X-API-Key": KEY}
+    answers = [
+        client.get("/pattern/../../etc/passwd"),
+        client.get("/explorer/static/../../../etc/passwd"),
+        client.delete("/patterns"),
+        client.post(annotations, content=b"{label: note}", headers=json_body),
+        client.post(annotations, content=b"\xff", headers=json_body),
+    ]
+    assert [(a.status_code, a.json()) for a in answers] == [
+        (404, {"error": "Not Found"}),
+        (404, {"error": "Not Found"}),
+        (405, {"error": "Method Not Allowed"}),
+        (400, {"error": "body: not valid JSON at character 1 (Expecting property name enclosed in double quotes)"}),
+        (400, {"error": "There was an error parsing the body"}),
+    ]
+    assert answers[2].headers["allow"] == "GET"
+
+
 @pytest.mark.parametrize(
     "path", ["/pattern/{}", "/explain/{}", "/pattern/{}/context", "/pattern/{}/annotations"]
 )
@@ -433,8 +475,28 @@ def test_a_store_held_elsewhere_is_503(client: TestClient, runtime: RuntimeStub)
     ENGINE.close()
     assert runtime.store.lock_path is not None
     with FileLock(runtime.store.lock_path):
-        response = client.get("/patterns", params=DAY)
-    assert response.status_code == 503 and "the store is unavailable" in response.json()["error"]
+        responses = [client.get(path, params=DAY if path == "/patterns" else {}) for path in (
+            "/patterns", f"/pattern/{DRIFT.pattern_id}/context", f"/pattern/{DRIFT.pattern_id}/annotations",
+            "/annotations/stats")]
+        responses.append(write(client, f"/pattern/{DRIFT.pattern_id}/annotations", {"label": "note"}))
+    assert [r.status_code for r in responses] == [503] * 5
+    assert all("the store is unavailable" in r.json()["error"] for r in responses)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"label": "note", "notes": "a typo"}, "body.notes: an unknown field (check the spelling)"),
+    ({"label": "note", "note": "a\x00b"}, "note: control characters other than line breaks and tabs are not allowed"),
+    ({"label": "confirmed", "author": "ana\n- **Confidence** 0.01"},
+     "author: control characters are not allowed (one line of text)"),
+])
+def test_annotations_that_would_be_lost_or_forge_card_lines_are_400(
+    client: TestClient, runtime: RuntimeStub, body: dict[str, Any], message: str
+) -> None:
+    response = write(client, f"/pattern/{DRIFT.pattern_id}/annotations", body)
+    assert (response.status_code, response.json()) == (400, {"error": message})
+    assert runtime.store.count("annotations") == {"": 0}
+    lines = write(client, f"/pattern/{DRIFT.pattern_id}/annotations", {"label": "note", "note": "one\ntwo"})
+    assert lines.status_code == 201 and lines.json()["note"] == "one\ntwo"
 
 
 # -- LLM mode ---------------------------------------------------------------------------------------------

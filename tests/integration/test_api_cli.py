@@ -83,9 +83,15 @@ def test_annotate_then_export(runner: CliRunner, tmp_path: Path) -> None:
 def test_bad_input_is_a_usage_error(runner: CliRunner) -> None:
     bad_time = runner.invoke(main, ["patterns", "list", "--since", "noon"])
     assert bad_time.exit_code == 2 and "--since: 'noon' is not an ISO 8601 time" in bad_time.output
+    bad_replay = runner.invoke(main, ["replay", "--start", "noon", "--end", "2026-01-05T01:00:00Z"])
+    assert bad_replay.exit_code == 2 and (
+        "Error: --start: 'noon' is not an ISO 8601 time (e.g. 2026-01-05T10:00:00Z)" in bad_replay.output)
     unknown = runner.invoke(main, ["patterns", "show", "nope"])
     assert unknown.exit_code == 2 and "no pattern with id 'nope'" in unknown.output
     assert "OpenAPI docs at /docs" in run(runner, "api", "--help")
+    nowhere = runner.invoke(main, ["patterns", "export", *DAY, "--out", "/nonexistent/folder/p.csv"])
+    assert nowhere.exit_code == 1 and "Traceback" not in nowhere.output
+    assert "Could not open file '/nonexistent/folder/p.csv': No such file or directory" in nowhere.output
 
 
 def test_export_without_a_range_holds_every_pattern_whatever_the_span(runner: CliRunner, tmp_path: Path) -> None:
@@ -102,3 +108,34 @@ def test_export_without_a_range_holds_every_pattern_whatever_the_span(runner: Cl
     assert [p["pattern_id"] for p in json.loads(out.read_text())] == ["old-drift"] + [p.pattern_id for p in PATTERNS]
     # Listings keep their api.max_range_days window (the newest 31 days here).
     assert len(json.loads(run(runner, "patterns", "list", "--json"))) == 4
+
+
+def test_context_annotations_and_verdict_stats_of_a_pattern(runner: CliRunner) -> None:
+    run(runner, "patterns", "annotate", DRIFT.pattern_id, "--label", "confirmed", "--note", "real move")
+    listed = json.loads(run(runner, "patterns", "annotations", DRIFT.pattern_id, "--json"))
+    assert [(a["label"], a["note"], a["author"]) for a in listed] == [("confirmed", "real move", "cli")]
+    # 22 trades in the drift's context window [10:27, 10:38), read 20 then 2.
+    page = json.loads(run(runner, "patterns", "context", DRIFT.pattern_id, "--limit", "20", "--json"))
+    rest = json.loads(run(runner, "patterns", "context", DRIFT.pattern_id, "--cursor", page["next_cursor"], "--json"))
+    assert (page["count"], rest["count"], rest["next_cursor"]) == (20, 2, None)
+    first, more = run(runner, "patterns", "context", DRIFT.pattern_id, "--limit", "1").splitlines()
+    assert first.startswith("2026-01-05T10:27:00.000Z  binance_spot         trade      {") and more.startswith(
+        "more: --cursor ")
+    stats = json.loads(run(runner, "patterns", "stats", "--json"))
+    assert stats["river.ADWIN"] == {"confirmed": 1, "false_alarm": 0, "notes": 0, "precision": 1.0}
+    bad_cursor = runner.invoke(main, ["patterns", "context", DRIFT.pattern_id, "--cursor", "garbage"])
+    assert bad_cursor.exit_code == 2 and "cursor: not a cursor this API issued" in bad_cursor.output
+    for command in ("annotations", "context"):
+        unknown = runner.invoke(main, ["patterns", command, "nope"])
+        assert unknown.exit_code == 2 and "no pattern with id 'nope'" in unknown.output
+
+
+def test_out_of_range_ports_and_missing_archive_folders_are_refused(config_dir: Path, tmp_path: Path) -> None:
+    cli = CliRunner()
+    port = cli.invoke(main, ["land", "--metrics-port", "99999"])
+    assert port.exit_code == 2 and "Invalid value for '--metrics-port': 99999 is not in the range 0<=x<=65535" in (
+        port.output)
+    missing = tmp_path / "archive-typo"
+    load = cli.invoke(main, ["archive", "load", "raw_events", "--start", "2026-01-05", "--end", "2026-01-06",
+                             "--from", str(missing)])
+    assert (load.exit_code, load.output.strip()) == (2, f"error: {missing}: no archive folder there")

@@ -26,6 +26,7 @@ from qraft_core.store.clickhouse import polars_dtype
 from qraft_core.store.schema import spec
 from qraft_dagster.assets.metadata import run_summary
 from qraft_dagster.monitoring import DagsterRunsCollector
+from qraft_dagster.replay import detections_seconds
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -189,6 +190,8 @@ def test_dagster_collector_reads_each_detectors_time_from_a_real_detections_run(
     assert result.success
     (record,) = instance.fetch_materializations(AssetKey("detections"), limit=1).records
     summary = record.asset_materialization.metadata["run_summary"].value
+    # A replay adds up the run's own totals, once per ranged run (not once per partition).
+    assert detections_seconds(result) == summary["detector_seconds"]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DagsterRunsCollector(instance))
     values = samples(generate_latest(registry).decode())

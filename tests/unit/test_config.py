@@ -50,7 +50,7 @@ def test_a_missing_qraft_yaml_means_the_defaults_an_empty_one_is_an_error(tmp_pa
 def test_an_unknown_key_names_file_key_path_and_what_to_check(tmp_path):
     write(tmp_path, "qraft.yaml", "nats:\n  urll: nats://x:4222\n")
     assert config_error(lambda: load_qraft_config(tmp_path, environ={})) == (
-        f"{tmp_path / 'qraft.yaml'} (with QRAFT_* environment overrides): "
+        f"{tmp_path / 'qraft.yaml'}: "
         "nats.urll: an unknown key (check the spelling) (got 'nats://x:4222')"
     )
 
@@ -58,7 +58,7 @@ def test_an_unknown_key_names_file_key_path_and_what_to_check(tmp_path):
 def test_a_wrong_type_names_the_key_the_expectation_and_the_value(tmp_path):
     write(tmp_path, "qraft.yaml", "partitions:\n  interval_minutes: often\nlander:\n  batch_size: 0\n")
     lines = config_error(lambda: load_qraft_config(tmp_path, environ={})).splitlines()
-    prefix = f"{tmp_path / 'qraft.yaml'} (with QRAFT_* environment overrides): "
+    prefix = f"{tmp_path / 'qraft.yaml'}: "
     assert lines == [
         prefix + "partitions.interval_minutes: Input should be a valid integer, "
         "unable to parse string as an integer (got 'often')",
@@ -72,9 +72,27 @@ def test_yaml_that_is_not_a_mapping_or_not_yaml_is_named(tmp_path):
         f"{tmp_path / 'qraft.yaml'}: <top>: expected a mapping of keys, got list"
     )
     write(tmp_path, "qraft.yaml", "nats: [\n")
-    assert config_error(lambda: load_qraft_config(tmp_path, environ={})).startswith(
-        f"{tmp_path / 'qraft.yaml'}: not valid YAML: "
+    # One line, with where PyYAML stopped (its own message spans four lines and names no file).
+    assert config_error(lambda: load_qraft_config(tmp_path, environ={})) == (
+        f"{tmp_path / 'qraft.yaml'}: line 2, column 1: not valid YAML: expected the node content, but found "
+        "'<stream end>' (while parsing a flow node at line 2, column 1)"
     )
+
+
+def test_a_configuration_folder_that_is_missing_a_file_or_unreadable_is_named(tmp_path, monkeypatch):
+    missing = tmp_path / "nowhere"
+    assert config_error(lambda: load_qraft_config(missing, environ={})) == (
+        f"{missing}: configuration folder not found (set --config-dir or QRAFT_CONFIG_DIR)")
+    a_file = write(tmp_path, "qraft.yaml", "nats: {}\n") / "qraft.yaml"
+    assert config_error(lambda: load_qraft_config(a_file, environ={})) == (
+        f"{a_file}: expected a configuration folder, found a file")
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("qraft_core.config.os.listdir", denied)
+    assert config_error(lambda: load_qraft_config(tmp_path, environ={})) == (
+        f"{tmp_path}: configuration folder cannot be read (Permission denied)")
 
 
 def test_environment_overrides_win_over_the_file(tmp_path):
@@ -113,9 +131,17 @@ def test_a_bad_environment_override_is_an_error_naming_the_key(tmp_path):
         lambda: load_qraft_config(tmp_path, environ={"QRAFT_PARTITIONS_INTERVAL_MINUTES": "2000"})
     )
     assert message == (
-        f"{tmp_path / 'qraft.yaml'} (with QRAFT_* environment overrides): "
+        "$QRAFT_PARTITIONS_INTERVAL_MINUTES (environment): "
         "partitions.interval_minutes: Input should be less than or equal to 1440 (got 2000)"
     )
+    # With a bad value in the file too, each line names where its value was set.
+    write(tmp_path, "qraft.yaml", "lander:\n  batch_size: 0\n")
+    lines = config_error(lambda: load_qraft_config(tmp_path, environ={"QRAFT_API_MAX_PAGE": "lots"})).splitlines()
+    assert lines == [
+        f"{tmp_path / 'qraft.yaml'}: lander.batch_size: Input should be greater than or equal to 1 (got 0)",
+        "$QRAFT_API_MAX_PAGE (environment): api.max_page: Input should be a valid integer, unable to parse string "
+        "as an integer (got 'lots')",
+    ]
 
 
 def test_a_text_setting_may_look_like_a_number_in_the_environment(tmp_path):
@@ -213,7 +239,7 @@ def test_config_validate_command_exits_2_naming_file_and_key(tmp_path, monkeypat
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr == (
-        f"error: {directory / 'qraft.yaml'} (with QRAFT_* environment overrides): lander.batch_size: "
+        f"error: {directory / 'qraft.yaml'}: lander.batch_size: "
         "Input should be a valid integer, unable to parse string as an integer (got 'lots')\n"
     )
 

@@ -48,7 +48,8 @@ BOMB = b"a: &a [x, x, x, x, x, x, x, x, x, x]\n" + b"".join(
      "a.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k.k: expected at most 32 levels of nesting"),
     (BOMB, "<top>: expected at most 100000 values, the file expands to more (YAML anchors and aliases?)"),
     (b"- just\n- a list\n", "<top>: expected a mapping of keys, got list"),
-    (b"nats: [unclosed\n", "not valid YAML: "),
+    (b"nats: [unclosed\n", "line 2, column 1: not valid YAML: expected ',' or ']', but got '<stream end>' "
+     "(while parsing a flow sequence at line 1, column 7)"),
 ])
 def test_a_damaged_file_is_a_config_error_naming_it(tmp_path, content, expected):
     directory = bundled(tmp_path)
@@ -127,3 +128,11 @@ def test_config_validate_exits_2_with_one_line_for_damage(tmp_path, monkeypatch)
     assert result.exit_code == 2
     assert result.output.strip() == (
         f"error: {directory / 'sources.yaml'}: <top>: expected YAML text, found a binary file")
+
+
+def test_a_wrong_config_dir_stops_every_command_with_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for args in (["patterns", "list"], ["config", "validate"], ["replay", "status"]):
+        result = CliRunner().invoke(main, ["--config-dir", str(tmp_path / "confg"), *args])
+        assert (result.exit_code, result.output.strip()) == (
+            2, f"error: {tmp_path / 'confg'}: configuration folder not found (set --config-dir or QRAFT_CONFIG_DIR)")

@@ -22,7 +22,8 @@ def test_a_detections_run_is_recorded(tmp_path: Path) -> None:
     assert tracker.tracking_uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     config = load_detectors(REPO / "config")
     metadata = {"windows": 2, "rows_processed": 100, "events_processed": 4000, "latency_s": 0.5, "engines": ["capymoa", "river"],
-                "signals_by_detector": {"bar_anomaly": 4, "vol_drift": 2}}
+                "signals_by_detector": {"bar_anomaly": 4, "vol_drift": 2},
+                "detector_seconds": {"bar_anomaly": 0.125, "vol_drift": 0.0}}
     run_id = tracker.log_detections(config, T0, T0 + timedelta(minutes=2), metadata)
     assert run_id is not None
     run = mlflow.MlflowClient(tracking_uri=tracker.tracking_uri).get_run(run_id)
@@ -31,6 +32,8 @@ def test_a_detections_run_is_recorded(tmp_path: Path) -> None:
     assert run.data.metrics["signals.bar_anomaly"] == 4
     assert run.data.metrics["signals_total"] == 6
     assert run.data.metrics["anomaly_rate"] == 0.04  # bar_anomaly's 4 signals over 100 bars
+    assert run.data.metrics["detector_seconds.bar_anomaly"] == 0.125
+    assert run.data.metrics["detector_seconds.vol_drift"] == 0.0
     assert run.data.params["vol_drift.algorithm"] == "qraft.CalibratedDrift"
     assert run.data.params["regime_dbstream.jump_distance"] == "3.0"
     assert run.data.params["window_start"] == "2026-01-05T00:00:00.000Z"

@@ -13,19 +13,21 @@ from typing import Any
 import pytest
 import yaml
 
+from qraft_cli.replay import replay_text
 from qraft_core.annotations import UnknownPattern
 from qraft_core.bootstrap import Services, bootstrap
 from qraft_core.bus.fake import MemoryBus
 from qraft_core.config import ConfigError, SourceConfig
 from qraft_core.events import AlgorithmInfo, PatternDetails, PatternEvent, PatternExplain
 from qraft_core.patterns.materialize import pattern_rows
+from qraft_core.plugins.markets.examples import example_clean_events, example_patterns
 from qraft_core.replays import ReplayConflict
 from qraft_core.services.fake_runner import FakePipelineRunner
 from qraft_core.services.pipeline import reset_consumer, run_lander
 from qraft_core.services.replay import ReplayRequest
 from qraft_core.store.fake import MemoryStore
 from qraft_core.supervisor import ProcessSupervisor
-from qraft_core.tracking import Tracker
+from qraft_core.tracking import Tracker, default_tracking_uri
 
 START = datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
 END = START + timedelta(minutes=5)
@@ -72,6 +74,7 @@ def test_a_replay_recomputes_records_and_audits_its_window(config_dir: Path) -> 
     tracker = RecordingTracker()
     store = MemoryStore()
     runner = _writing(store, _pattern(1), _pattern(3))
+    runner.detector_seconds = {"value_drift": 1.25, "idle": 0.0}
     services = bootstrap(config_dir, store=store, tracker=tracker, runner=runner)
     progress: list[int] = []
 
@@ -84,7 +87,7 @@ def test_a_replay_recomputes_records_and_audits_its_window(config_dir: Path) -> 
         "start": "2026-01-05T01:00:00.000Z", "end": "2026-01-05T01:05:00.000Z", "sources": ["cpu"],
         "runs": 5, "failed_runs": [], "partitions": 5, "events": 0, "dead_letters": 0,
         "dead_letters_by_reason": {}, "pattern_events": 2, "pattern_events_by_type": {"concept_drift": 2},
-        "no_data": True, "status": "succeeded",
+        "no_data": True, "detector_seconds": {"value_drift": 1.25, "idle": 0.0}, "status": "succeeded",
     }
     assert services.replays.status(result.record.id)[0].status == "succeeded"
     audit = store.select("audit_log").to_dicts()
@@ -94,7 +97,32 @@ def test_a_replay_recomputes_records_and_audits_its_window(config_dir: Path) -> 
                                              "pattern_events_by_type": {"concept_drift": 2}}
     [run] = tracker.runs
     assert run["tags"] == {"qraft.kind": "replay", "qraft.status": "succeeded", "qraft.replay_id": result.record.id}
-    assert run["metrics"]["pattern_events"] == 2 and run["params"]["sources"] == "cpu"
+    assert run["params"]["sources"] == "cpu"
+    assert {k: v for k, v in run["metrics"].items() if k != "seconds"} == {
+        "events": 0, "pattern_events": 2, "partitions": 5, "pattern_events.concept_drift": 2,
+        "detector_seconds.value_drift": 1.25, "detector_seconds.idle": 0.0}
+
+
+def test_the_replay_text_names_the_slowest_detector_first(config_dir: Path) -> None:
+    runner = FakePipelineRunner(detector_seconds={"value_outlier": 0.5, "value_drift": 1.25, "idle": 0.0})
+    services, _ = _services(config_dir, runner)
+    text = replay_text(services.replays.run(ReplayRequest(START, END)))
+    assert text.splitlines()[-1] == "  detector seconds: value_drift 1.25, value_outlier 0.50, idle 0.00"
+
+
+def test_a_replay_run_in_a_real_mlflow_store_carries_each_detectors_seconds(config_dir: Path, tmp_path: Path) -> None:
+    import mlflow
+
+    tracker = Tracker(default_tracking_uri(tmp_path), experiment="replays")
+    store = MemoryStore()
+    runner = FakePipelineRunner(detector_seconds={"value_drift": 1.25, "value_outlier": 0.5})
+    result = bootstrap(config_dir, store=store, tracker=tracker, runner=runner).replays.run(ReplayRequest(START, END))
+
+    client = mlflow.MlflowClient(tracking_uri=tracker.tracking_uri)
+    [run] = client.search_runs([client.get_experiment_by_name("replays").experiment_id])
+    assert run.data.tags["qraft.replay_id"] == result.record.id
+    assert {k: v for k, v in run.data.metrics.items() if k.startswith("detector_seconds.")} == {
+        "detector_seconds.value_drift": 1.25, "detector_seconds.value_outlier": 0.5}
 
 
 def test_a_window_overlapping_a_running_replay_is_refused_before_any_work(config_dir: Path) -> None:
@@ -186,12 +214,29 @@ def test_patterns_are_listed_shown_and_annotated(config_dir: Path) -> None:
     query = patterns.query(since=START, until=END, min_confidence=0.5)
     assert [p.pattern_id for p in patterns.list(query, 10)] == ["p1"]
     assert patterns.count(patterns.query(since=START, until=END)) == 2
+    # A source means all of its streams (p1 and p2 are on cpu:host-a), as in the API.
+    assert patterns.count(patterns.query(since=START, until=END, source="cpu")) == 2
+    assert patterns.count(patterns.query(since=START, until=END, source="cpu:host-a")) == 2
+    assert patterns.count(patterns.query(since=START, until=END, source="cpu:host-b")) == 0
     annotation = patterns.annotate("p1", "confirmed", "seen it", "ana", actor="ci")
     assert (annotation.pattern_id, annotation.label, annotation.author) == ("p1", "confirmed", "ana")
     with pytest.raises(UnknownPattern, match="no pattern with id 'nope'"):
         patterns.annotate("nope", "note")
     with pytest.raises(UnknownPattern):
         patterns.show("nope")
+
+
+def test_an_export_cut_short_leaves_no_file_behind(config_dir: Path, tmp_path: Path) -> None:
+    services, store = _services(config_dir)
+    store.insert("pattern_events", pattern_rows([_pattern(1)]))
+    out = tmp_path / "patterns.csv"
+
+    def interrupted(rows: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        services.patterns.export(services.patterns.query(since=START, until=END), "csv", out, interrupted)
+    assert list(tmp_path.iterdir()) == [config_dir]
 
 
 def test_patterns_export_writes_the_whole_file(config_dir: Path, tmp_path: Path) -> None:
@@ -288,3 +333,52 @@ def test_a_file_source_is_published_and_landed_on_the_memory_bus(config_dir: Pat
     # Both messages come again; their events are already stored, so nothing lands twice.
     assert (again.messages, again.landed) == (2, 0)
     assert store.count("raw_events") == {"": 3} and store.count("dead_letters") == {"": 1}
+
+
+def test_a_patterns_context_annotations_and_verdict_stats_are_use_cases(config_dir: Path) -> None:
+    services, store = _services(config_dir)
+    drift, anomaly, _, _ = example_patterns()
+    store.insert("clean_events", example_clean_events())
+    store.insert("pattern_events", pattern_rows([drift, anomaly]))
+    patterns = services.patterns
+
+    first = patterns.context(drift.pattern_id, 20)
+    rest = patterns.context(drift.pattern_id, 20, first.next_cursor)
+    # The drift at 10:32:15 looks 5 minutes either side: [10:27, 10:38) holds 22 trades (one every 30 s);
+    # the headlines and readings of other sources in that span are not its context.
+    assert (first.as_json()["start"], first.as_json()["end"]) == ("2026-01-05T10:27:00.000Z", "2026-01-05T10:38:00.000Z")
+    assert (first.as_json()["count"], len(rest.rows), rest.next_cursor) == (20, 2, None)
+    rows = first.rows + rest.rows
+    assert {r["source"] for r in rows} == {"binance_spot"}
+    assert [r["timestamp"] for r in (rows[0], rows[-1])] == ["2026-01-05T10:27:00.000Z", "2026-01-05T10:37:30.000Z"]
+
+    patterns.annotate(drift.pattern_id, "confirmed", "real move", "ana")
+    patterns.annotate(drift.pattern_id, "note", "again on Monday", "bo")
+    patterns.annotate(anomaly.pattern_id, "false_alarm")
+    assert [(a.label, a.author) for a in patterns.annotations(drift.pattern_id)] == [
+        ("confirmed", "ana"), ("note", "bo")]
+    # The drift was found by two engines: its verdict counts for each.
+    assert patterns.annotation_stats() == {
+        "capymoa.ADWIN": {"confirmed": 1, "false_alarm": 0, "notes": 1, "precision": 1.0},
+        "river.ADWIN": {"confirmed": 1, "false_alarm": 0, "notes": 1, "precision": 1.0},
+        "river.HalfSpaceTrees": {"confirmed": 0, "false_alarm": 1, "notes": 0, "precision": 0.0},
+    }
+    for use_case in (lambda: patterns.annotations("nope"), lambda: patterns.context("nope", 10)):
+        with pytest.raises(UnknownPattern, match="no pattern with id 'nope'"):
+            use_case()
+
+
+def test_annotation_text_cannot_forge_card_lines(config_dir: Path) -> None:
+    services, store = _services(config_dir)
+    store.insert("pattern_events", pattern_rows([_pattern(1)]))
+    patterns = services.patterns
+    patterns.annotate("p1", "note", "seen twice\n- **Confidence** 0.01", "ana")
+    [annotation] = patterns.annotations("p1")
+    assert annotation.note == "seen twice\n- **Confidence** 0.01"  # stored as written
+    markdown = patterns.show("p1").markdown
+    assert "seen twice - **Confidence** 0.01" in markdown and "\n- **Confidence** 0.01" not in markdown
+    with pytest.raises(ValueError, match="^note: control characters other than line breaks and tabs"):
+        patterns.annotate("p1", "note", "a\x00b")
+    with pytest.raises(ValueError, match="^author: control characters are not allowed"):
+        patterns.annotate("p1", "confirmed", author="ana\n- forged")
+    assert len(patterns.annotations("p1")) == 1

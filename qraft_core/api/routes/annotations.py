@@ -3,19 +3,17 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from qraft_core.annotations import (
-    Label,
-    UnknownPattern,
-    detector_stats,
-    list_annotations,
-)
-from qraft_core.api.context import ApiContext, ApiError, errors, plain_text
+from qraft_core.annotations import Label
+from qraft_core.api.context import ApiContext, ApiError, errors, known_pattern
 from qraft_core.api.routes.patterns import PatternId
 
 
 class AnnotationIn(BaseModel):
+    # A misspelt field ("notes") is refused rather than stored as an empty note.
+    model_config = ConfigDict(extra="forbid")
+
     label: Label
     note: str = Field(default="", max_length=4000)
     author: str = Field(default="", max_length=200)
@@ -31,12 +29,10 @@ def annotations_router(ctx: ApiContext) -> APIRouter:
         responses=errors(400, 401, 403, 404, 503),
     )
     def get_annotations(pattern_id: PatternId) -> dict[str, Any]:
-        ctx.pattern_or_404(pattern_id)
-        return {
-            "annotations": [
-                a.model_dump(mode="json") for a in list_annotations(ctx.store, [pattern_id])
-            ]
-        }
+        """A pattern's annotations, oldest first."""
+        with known_pattern(pattern_id):
+            annotations = ctx.patterns.annotations(pattern_id)
+        return {"annotations": [a.model_dump(mode="json") for a in annotations]}
 
     @router.post(
         "/pattern/{pattern_id}/annotations",
@@ -47,13 +43,13 @@ def annotations_router(ctx: ApiContext) -> APIRouter:
         pattern_id: PatternId, body: AnnotationIn, actor: Annotated[str, Depends(writer)]
     ) -> dict[str, Any]:
         """Confirm a pattern, mark it a false alarm, or add a note."""
-        plain_text(pattern_id, "pattern_id")
         try:
-            annotation = ctx.patterns.annotate(
-                pattern_id, body.label, body.note, body.author, actor=actor
-            )
-        except UnknownPattern as exc:
-            raise ApiError(404, str(exc)) from None
+            with known_pattern(pattern_id):
+                annotation = ctx.patterns.annotate(
+                    pattern_id, body.label, body.note, body.author, actor=actor
+                )
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
         finally:
             ctx.cache.written()  # even a failed write may have stored a part of itself
         return annotation.model_dump(mode="json")
@@ -63,6 +59,6 @@ def annotations_router(ctx: ApiContext) -> APIRouter:
     )
     def get_annotation_stats() -> dict[str, Any]:
         """Per detector: confirmed findings, false alarms, notes and precision over verdicts."""
-        return {"detectors": detector_stats(ctx.store)}
+        return {"detectors": ctx.patterns.annotation_stats()}
 
     return router

@@ -29,8 +29,9 @@ def export_router(ctx: ApiContext) -> APIRouter:
         source: str | None = source_query(),
         min_confidence: float | None = confidence_query(),
     ) -> StreamingResponse:
-        """Every matching pattern as CSV or a JSON array, streamed."""
-        selected = ctx.pattern_query(start, end, type, source, min_confidence)
+        """Every matching pattern as CSV or a JSON array, streamed, whatever the span (without
+        start/end: every stored pattern), as `qraft patterns export` does."""
+        selected = ctx.pattern_query(start, end, type, source, min_confidence, capped=False)
         # The first page is read now, so a store failure is still a proper error response.
         chunks = ctx.patterns.export_text(selected, format)
         media = "text/csv; charset=utf-8" if format == "csv" else "application/json"

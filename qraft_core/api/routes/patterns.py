@@ -7,10 +7,8 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response
 
 from qraft_core.api.cache import CACHED_TABLES, Body
-from qraft_core.api.context import ApiContext, errors, json_body, respond
+from qraft_core.api.context import ApiContext, errors, json_body, known_pattern, respond
 from qraft_core.events import iso
-from qraft_core.explain.catalog import keyset_page
-from qraft_core.explain.context import context_filters, context_window
 
 PatternId = Annotated[str, PathParam(min_length=1, max_length=256, description="A pattern's id")]
 # What a card is built from: the pattern, its annotations, its clean context and stored LLM texts.
@@ -96,28 +94,8 @@ def _add_context_route(router: APIRouter, ctx: ApiContext) -> None:
         cursor: str | None = Query(None, max_length=2000),
     ) -> dict[str, Any]:
         """The full clean rows of a pattern's context window, a keyset page at a time."""
-        pattern = ctx.pattern_or_404(pattern_id)
-        start, end = context_window(pattern, ctx.config.explain.context_minutes)
-        frame, next_cursor = keyset_page(
-            ctx.store,
-            "clean_events",
-            time_column="timestamp",
-            id_column="event_id",
-            start=start,
-            end=end,
-            where=context_filters(pattern),
-            limit=limit,
-            cursor=cursor,
-            columns=["event_id", "source", "type", "timestamp", "payload"],
-        )
-        rows = [{**row, "timestamp": iso(row["timestamp"])} for row in frame.iter_rows(named=True)]
-        return {
-            "start": iso(start),
-            "end": iso(end),
-            "count": len(rows),
-            "rows": rows,
-            "next_cursor": next_cursor,
-        }
+        with known_pattern(pattern_id):
+            return ctx.patterns.context(pattern_id, limit, cursor).as_json()
 
 
 def cards_router(ctx: ApiContext) -> APIRouter:
