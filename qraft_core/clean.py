@@ -147,10 +147,12 @@ def clean_frame(
 
     `newest`: the newest landed event time per source (the age reference, see the module docstring).
     """
-    judged = with_reference(raw, newest).with_columns(
+    # Lazily, so that polars reads each payload field once although the rules name it several times
+    # (an eager frame evaluates every repetition: a JSON parse of every row each time).
+    judged = with_reference(raw, newest).lazy().with_columns(
         _rejection(config).alias("_reason"),
         pl.col("timestamp").dt.truncate(f"{int(interval.total_seconds())}s").alias("window_start"),
-    )
+    ).collect()
     clean = judged.filter(pl.col("_reason").is_null()).select(
         "event_id", "source", "type", "timestamp", "ingest_time", "window_start", "payload",
         (pl.col("timestamp") > pl.col("ingest_time")).cast(pl.UInt8).alias("repaired"),
