@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+from core_path import close_store, core_calls
 
 HOURS = int(os.environ.get("QRAFT_BENCH_HOURS", "24"))
 START = datetime(2026, 1, 5, tzinfo=UTC)
@@ -77,35 +78,6 @@ def write_config(work: Path, name: str) -> Path:
     return config
 
 
-def core_only(rt, start: datetime, end: datetime) -> None:  # type: ignore[no-untyped-def]
-    """What the assets call, chunk by chunk, without Dagster."""
-    from qraft_core.clean import clean_windows
-    from qraft_core.detectors.config import load_detectors
-    from qraft_core.detectors.runner import materialize_detections
-    from qraft_core.explain.materialize import materialize_cards
-    from qraft_core.explain.templates import load_cards_config
-    from qraft_core.features import materialize_features
-    from qraft_core.operators.pipeline import load_preprocessing
-    from qraft_core.patterns.materialize import materialize_patterns
-    from qraft_core.scheduling import partition_start
-
-    partitions = rt.config.partitions
-    preprocessing = load_preprocessing(rt.config_path)
-    detectors = load_detectors(rt.config_path)
-    cards = load_cards_config(rt.config_path)
-    step = partitions.interval * partitions.max_windows_per_run
-    cursor = start
-    while cursor < end:
-        chunk_end = min(cursor + step, end)
-        clean_windows(rt.store, cursor, chunk_end, partitions.interval, rt.config.clean)
-        materialize_features(rt.store, preprocessing, cursor, chunk_end, partitions.interval)
-        materialize_detections(rt.store, detectors, cursor, chunk_end, partitions.interval,
-                               partition_start(partitions), None)
-        materialize_patterns(rt.store, detectors, cursor, chunk_end, partitions.interval)
-        materialize_cards(rt.store, rt.config, cards, cursor, chunk_end)
-        cursor = chunk_end
-
-
 def main() -> int:
     with tempfile.TemporaryDirectory() as directory:
         work = Path(directory)
@@ -123,10 +95,10 @@ def main() -> int:
         capymoa_available()
         warm = Runtime.load(write_config(work, "warm"))
         warm.store.insert("raw_events", raw.filter(pl.col("timestamp") < START + timedelta(minutes=2)))
-        core_only(warm, start, start + 2 * warm.config.partitions.interval)
+        core_calls(warm, start, start + 2 * warm.config.partitions.interval)
 
         began = time.perf_counter()
-        core_only(core_rt, start, end)
+        core_calls(core_rt, start, end)
         baseline_s = time.perf_counter() - began
         findings = core_rt.store.count("pattern_events").get("", 0)
 
@@ -140,6 +112,7 @@ def main() -> int:
         began = time.perf_counter()
         outcome = run_replay(defs, DagsterInstance.ephemeral(), dagster_rt, start, end)
         dagster_s = time.perf_counter() - began
+        close_store()
         if outcome["failed_runs"]:
             print(f"replay runs failed: {outcome['failed_runs']}", file=sys.stderr)
             return 1

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from core_path import close_store, core_calls
 
 FILES = 12
 ROWS = int(os.environ.get("QRAFT_BENCH_ROWS", "20000"))
@@ -86,31 +87,6 @@ def raw_events(paths: list[Path], sources: list[dict[str, Any]]) -> pl.DataFrame
     )
 
 
-def core_calls(rt, start: datetime, end: datetime) -> None:  # type: ignore[no-untyped-def]
-    """What the assets call, chunk by chunk, without Dagster."""
-    from qraft_core.clean import clean_windows
-    from qraft_core.detectors.config import load_detectors
-    from qraft_core.detectors.runner import materialize_detections
-    from qraft_core.features import materialize_features
-    from qraft_core.operators.pipeline import load_preprocessing
-    from qraft_core.patterns.materialize import materialize_patterns
-    from qraft_core.scheduling import partition_start
-
-    partitions = rt.config.partitions
-    preprocessing, detectors = load_preprocessing(rt.config_path), load_detectors(rt.config_path)
-    step = partitions.interval * partitions.max_windows_per_run
-    cursor = start
-    while cursor < end:
-        chunk_end = min(cursor + step, end)
-        clean_windows(rt.store, cursor, chunk_end, partitions.interval, rt.config.clean)
-        materialize_features(rt.store, preprocessing, cursor, chunk_end, partitions.interval)
-        materialize_detections(rt.store, detectors, cursor, chunk_end, partitions.interval,
-                               partition_start(partitions), None)
-        materialize_patterns(rt.store, detectors, cursor, chunk_end, partitions.interval,
-                             preprocessing=preprocessing)
-        cursor = chunk_end
-
-
 def bare_river(paths: list[Path]) -> float:
     """Rows per second of HalfSpaceTrees + ADWIN fed every value of every file by hand."""
     from river import anomaly, drift
@@ -148,7 +124,7 @@ def main() -> None:
         start, end = plan.start, plan.end
 
         began = time.perf_counter()
-        core_calls(rt, start, end)
+        core_calls(rt, start, end, cards=False)
         replay_s = time.perf_counter() - began
         bare = bare_river(paths)
         ours = raw.height / replay_s
@@ -165,12 +141,13 @@ def main() -> None:
         cursor = end
         for count in EMPTY_WINDOWS:
             began = time.perf_counter()
-            core_calls(rt, cursor, cursor + count * timedelta(minutes=plan.interval_minutes))
+            core_calls(rt, cursor, cursor + count * timedelta(minutes=plan.interval_minutes), cards=False)
             seconds.append(time.perf_counter() - began)
             cursor += count * timedelta(minutes=plan.interval_minutes)
         (few, many), (short_s, long_s) = EMPTY_WINDOWS, seconds
         empty_ms = max(long_s - short_s, 0.0) * 1000 / (many - few)
         run_fixed_s = short_s - few * empty_ms / 1000
+        close_store()
 
     common = {"files": FILES, "rows": raw.height, "windows": windows, "pattern_events": findings}
     print(json.dumps({"bench": "replay_sparse_rows_per_s", "value": round(ours, 1), "unit": "rows/s",

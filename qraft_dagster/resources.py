@@ -11,16 +11,26 @@ from __future__ import annotations
 
 import os
 import threading
+from functools import cached_property
 from pathlib import Path
 
 from dagster import ConfigurableResource
 
 from qraft_core.config import ENV_PREFIX, ConfigError, QraftConfig, load_qraft_config
 from qraft_core.runtime import Runtime
+from qraft_core.store import ClickHouseStore
 from qraft_core.store.fake import MemoryStore
 
 _runtimes: dict[tuple[Path, tuple[tuple[str, str], ...]], Runtime] = {}
 _loading = threading.Lock()
+
+
+class PipelineRuntime(Runtime):
+    """A Runtime whose store stays open between the steps of a run (each step is a store session)."""
+
+    @cached_property
+    def store(self) -> ClickHouseStore:
+        return super().store.keep_open_between_steps()
 
 
 def _key(directory: Path | str) -> tuple[Path, tuple[tuple[str, str], ...]]:
@@ -46,7 +56,7 @@ def shared_runtime(directory: Path | str) -> Runtime:
     with _loading:
         if key not in _runtimes:
             require_qraft_yaml(key[0])
-            _runtimes[key] = Runtime(config=load_qraft_config(key[0]), config_path=key[0])
+            _runtimes[key] = PipelineRuntime(config=load_qraft_config(key[0]), config_path=key[0])
         return _runtimes[key]
 
 
@@ -55,7 +65,7 @@ def share_config(directory: Path | str, config: QraftConfig) -> None:
     key = _key(directory)
     with _loading:
         if key not in _runtimes or _runtimes[key].config is not config:
-            _runtimes[key] = Runtime(config=config, config_path=key[0])
+            _runtimes[key] = PipelineRuntime(config=config, config_path=key[0])
 
 
 class QraftResource(ConfigurableResource):  # type: ignore[misc]

@@ -24,6 +24,7 @@ from qraft_core.store.base import EventStore, Filter
 
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}")
 _NOT_WORD = re.compile(r"[^\w]+|_+")
+_STREAM = "_context_stream"
 # The generic summary shows this many fields of a stream.
 MAX_FIELDS = 5
 
@@ -189,6 +190,68 @@ def source_lines(
     return lines
 
 
+class ContextRows:
+    """The clean events behind many patterns' contexts, read once for all of them.
+
+    Each row's stream is worked out once (a keyed stream's key is read from the JSON
+    payload), not once per pattern whose window holds the row; a stream's summary lines
+    are computed once per window and focus, however many patterns share them.
+    """
+
+    def __init__(self, frame: pl.DataFrame, preprocessing: PreprocessingConfig | None = None) -> None:
+        self.frame = frame.sort(["timestamp", "event_id"], maintain_order=True) if frame.height else frame
+        self.preprocessing = preprocessing or PreprocessingConfig()
+        # The rows of a source with each row's stream, per source and the index of the pipeline
+        # making its streams (-1: none).
+        self._sources: dict[tuple[str, int], pl.DataFrame] = {}
+        self._lines: dict[tuple[str, datetime, datetime, tuple[str, ...]], list[ContextLine]] = {}
+
+    def stream(self, stream: str, source: str) -> tuple[pl.DataFrame, SourcePipeline | None]:
+        """Every row of `stream` (time order) and the pipeline that makes it."""
+        index, pipeline = next(
+            ((i, p) for i, p in enumerate(self.preprocessing.pipeline_by_source) if p.owns_stream_name(stream)),
+            (-1, None),
+        )
+        if (source, index) not in self._sources:
+            rows = self.frame.filter(pl.col("source") == source) if self.frame.height else self.frame
+            if rows.height and pipeline is not None:
+                rows = rows.with_columns(pipeline.stream_expr().alias(_STREAM))
+            self._sources[(source, index)] = rows
+        rows = self._sources[(source, index)]
+        if _STREAM in rows.columns:
+            rows = rows.filter(pl.col(_STREAM) == stream).drop(_STREAM)
+        return rows, pipeline
+
+    def summarise(self, pattern: PatternEvent, start: datetime, end: datetime, minutes: int) -> ContextSummary:
+        """Counts per stream of the pattern over [start, end) and a summary of its fields (no full rows)."""
+        focus = tuple(focus_terms(pattern))
+        summaries = []
+        for stream, source in _context_streams(pattern):
+            everything, pipeline = self.stream(stream, source)
+            rows = (everything.filter((pl.col("timestamp") >= start) & (pl.col("timestamp") < end))
+                    if everything.height else everything)
+            before = rows.filter(pl.col("timestamp") < pattern.timestamp).height if rows.height else 0
+            types = (
+                {str(k): int(n) for k, n in rows.group_by("type").len().sort("type").iter_rows()}
+                if rows.height
+                else {}
+            )
+            key = (stream, start, end, focus)
+            if key not in self._lines:
+                self._lines[key] = source_lines(rows, pipeline, focus) if rows.height else []
+            summaries.append(
+                SourceContext(source=stream, events=rows.height, before=before, after=rows.height - before,
+                              types=types, lines=self._lines[key])
+            )
+        return ContextSummary(
+            start=start,
+            end=end,
+            minutes=minutes,
+            sources=summaries,
+            replay_command=replay_command(start, end, pattern_sources(pattern)),
+        )
+
+
 def summarise_context(
     frame: pl.DataFrame,
     pattern: PatternEvent,
@@ -197,42 +260,12 @@ def summarise_context(
     minutes: int,
     preprocessing: PreprocessingConfig | None = None,
 ) -> ContextSummary:
-    """Counts per stream and a summary of its fields (no full rows).
+    """Counts per stream of the clean events in `frame` within [start, end) and a summary of its fields.
 
     A stream split by a key (`source:key`) is summarised from its own events only,
     picked by the key its pipeline in `preprocessing` declares.
     """
-    preprocessing = preprocessing or PreprocessingConfig()
-    summaries = []
-    frame = frame.sort(["timestamp", "event_id"]) if frame.height else frame
-    for stream, source in _context_streams(pattern):
-        pipeline = next((p for p in preprocessing.pipeline_by_source if p.owns_stream_name(stream)), None)
-        rows = frame.filter(pl.col("source") == source) if frame.height else frame
-        if rows.height and pipeline is not None:
-            rows = rows.filter(pipeline.stream_expr() == stream)
-        before = rows.filter(pl.col("timestamp") < pattern.timestamp).height if rows.height else 0
-        types = (
-            {str(k): int(n) for k, n in rows.group_by("type").len().sort("type").iter_rows()}
-            if rows.height
-            else {}
-        )
-        summaries.append(
-            SourceContext(
-                source=stream,
-                events=rows.height,
-                before=before,
-                after=rows.height - before,
-                types=types,
-                lines=source_lines(rows, pipeline, focus_terms(pattern)) if rows.height else [],
-            )
-        )
-    return ContextSummary(
-        start=start,
-        end=end,
-        minutes=minutes,
-        sources=summaries,
-        replay_command=replay_command(start, end, pattern_sources(pattern)),
-    )
+    return ContextRows(frame, preprocessing).summarise(pattern, start, end, minutes)
 
 
 def _context_streams(pattern: PatternEvent) -> list[tuple[str, str]]:
@@ -282,14 +315,29 @@ def load_contexts(
         where=[Filter("source", "in", sources)],
         columns=["event_id", "source", "type", "timestamp", "payload"],
     )
-    contexts = []
-    for pattern, (start, end) in zip(patterns, windows, strict=True):
-        rows = frame.filter(
-            (pl.col("timestamp") >= start) & (pl.col("timestamp") < end)
-            & pl.col("source").is_in(pattern_sources(pattern))
-        )
-        contexts.append(summarise_context(rows, pattern, start, end, minutes, preprocessing))
-    return contexts
+    # Only rows some pattern's window holds (the read spans from the first window to the last).
+    inside = pl.any_horizontal(
+        (pl.col("timestamp") >= start) & (pl.col("timestamp") < end) for start, end in _merged(windows)
+    )
+    rows = ContextRows(frame.filter(inside) if frame.height else frame, preprocessing)
+    return [rows.summarise(pattern, start, end, minutes) for pattern, (start, end) in zip(patterns, windows, strict=True)]
+
+
+def _merged(windows: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """The union of [start, end) windows as disjoint windows, in time order.
+
+    >>> from datetime import UTC
+    >>> at = [datetime(2026, 1, 5, h, tzinfo=UTC) for h in range(6)]
+    >>> [(a.hour, b.hour) for a, b in _merged([(at[3], at[5]), (at[0], at[1]), (at[1], at[2]), (at[4], at[5])])]
+    [(0, 2), (3, 5)]
+    """
+    merged: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(windows):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def context_filters(pattern: PatternEvent) -> list[Filter]:

@@ -25,6 +25,7 @@ from qraft_core.patterns.materialize import materialize_patterns
 from qraft_core.store.base import Filter
 from qraft_core.tracking import Tracker
 from qraft_dagster.assets.metadata import (
+    add_partition_metadata,
     add_window_counts,
     counts_by_window,
     findings_table,
@@ -122,13 +123,15 @@ def _finding_assets(pipeline: dict[str, Any], detections: AssetsDefinition) -> l
         result = materialize_patterns(rt.store, load_detectors(rt.config_path), start, end, interval, restart=restart)
         result.pop("top")  # each partition lists its own findings below
         findings = rows_by_window(rt.store, "pattern_events", start, end, interval, FINDING_FIELDS)
+        by_key = {}
         for key in context.partition_keys:
             mine = findings.filter(pl.col("window") == key)
-            context.add_asset_metadata({
+            by_key[key] = {
                 "findings": mine.height,
                 "cross_validated": int(mine["cross_validated"].sum()) if mine.height else 0,
                 "findings_table": findings_table(mine, rt.config.api),
-            }, partition_key=key)
+            }
+        add_partition_metadata(context, by_key)
         return MaterializeResult(metadata=run_summary(result, start, end))
 
     @asset(deps=[pattern_events], kinds={"clickhouse"}, check_specs=FRESHNESS_CHECKS, **pipeline)
@@ -141,11 +144,12 @@ def _finding_assets(pipeline: dict[str, Any], detections: AssetsDefinition) -> l
         result.pop("markdown")  # a preview of the range; each partition shows all its own cards below
         cards = rows_by_window(rt.store, "pattern_cards", start, end, interval, ["pattern_id", "markdown"], [
             Filter("lang", "=", rt.config.explain.language), Filter("mode", "=", "human")])
+        by_key = {}
         for key in context.partition_keys:
             mine = cards.filter(pl.col("window") == key).sort("pattern_id")
             text = "\n\n---\n\n".join(mine["markdown"].to_list()) if mine.height else NO_FINDINGS
-            context.add_asset_metadata({"cards": mine.height, "cards_markdown": MetadataValue.md(text)},
-                                       partition_key=key)
+            by_key[key] = {"cards": mine.height, "cards_markdown": MetadataValue.md(text)}
+        add_partition_metadata(context, by_key)
         done = context.instance.get_materialized_partitions(LAST_ASSET)
         newest_end = max([end, *(window_of(k) + interval for k in done)])
         with rt.store.session():

@@ -14,6 +14,7 @@ from filelock import FileLock, Timeout
 from qraft_core.lander import land_batch
 from qraft_core.store import ClickHouseStore, open_store
 from qraft_core.store.base import Filter, StoreError, StoreUnavailable
+from qraft_core.store.clickhouse import STEP_KEEP_OPEN_S
 from qraft_core.store.sessions import ENGINE
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -262,6 +263,21 @@ def test_a_store_kept_open_is_handed_to_another_process_that_asks(chdb_store):
     assert chdb_store.count("audit_log") == {"": 1} and chdb_store.count("raw_events") == {"": 1}
     ENGINE.close()
     assert not ENGINE.is_open
+
+
+def test_a_pipeline_store_stays_open_between_steps_and_yields_to_another_process(chdb_store):
+    assert chdb_store.keep_open_between_steps() is chdb_store
+    assert chdb_store.keep_open_s == STEP_KEEP_OPEN_S
+    chdb_store.keep_open_s = 600
+    assert chdb_store.keep_open_between_steps().keep_open_s == 600  # a longer setting is kept
+    chdb_store.keep_open_s = 0.0
+    chdb_store.keep_open_between_steps()
+    chdb_store.insert("raw_events", raw_rows(["step 1"]))
+    assert ENGINE.is_open  # the next step finds it open
+    other = subprocess.run([sys.executable, "-c", WRITER, chdb_store.dsn], capture_output=True, text=True)
+    assert other.returncode == 0, other.stderr
+    assert chdb_store.count("audit_log") == {"": 1}
+    ENGINE.close()
 
 
 def test_has_source_matches_a_source_and_its_streams(chdb_store, memory_store):
