@@ -16,7 +16,7 @@ test: install browser-deps
 	$(UV) run pytest
 
 bench: install
-	@for script in bench/*.py; do $(UV) run python $$script || exit 1; done
+	@for script in bench/bench_*.py; do $(UV) run python $$script || exit 1; done
 
 ui: install
 	$(UV) run qraft up
