@@ -36,6 +36,7 @@ from qraft_core.detectors.anomaly import ANOMALY_DEFAULTS, AnomalyDetector
 from qraft_core.detectors.base import Signal, StreamDetector, register_detector
 from qraft_core.detectors.drift import DRIFT_DEFAULTS, DriftDetector
 from qraft_core.events import iso, utc
+from qraft_core.fault_signals import remember_jvm_handlers, restore_jvm_handlers
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ def capymoa_available() -> bool:
     except Exception as exc:  # ImportError, or the JVM failing to start
         log.warning("CapyMOA is unavailable (%s): detectors run without CapyMOA", exc)
         return False
+    # chDB would take the JVM's fault handlers each time it opens an engine (see fault_signals).
+    if remember_jvm_handlers():
+        restore_jvm_handlers()
     if capymoa.__version__ != LOCKED_VERSION:
         log.warning(
             "CapyMOA %s is installed but Qraft is tested with %s; results may differ",

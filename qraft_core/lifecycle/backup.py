@@ -22,12 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import clickhouse_connect
 from filelock import FileLock
 
 from qraft_core.lifecycle.location import Location, LocationError
 from qraft_core.lifecycle.stream_backup import backup_stream, restore_stream
 from qraft_core.store import ClickHouseStore, StoreError
+from qraft_core.store.sessions import connect_client
 
 MANIFEST = "manifest.json"
 
@@ -37,7 +37,7 @@ def admin_client(store: ClickHouseStore, allowed_path: str | None) -> Iterator[A
     """A client that may run BACKUP/RESTORE. The embedded engine needs the folder it may write
     to in its configuration, so it is opened for this alone, under the store's file lock."""
     if not store.embedded:
-        client = clickhouse_connect.get_client(dsn=store.dsn)
+        client = connect_client(store.dsn)
         try:
             yield client
         finally:
@@ -45,7 +45,7 @@ def admin_client(store: ClickHouseStore, allowed_path: str | None) -> Iterator[A
         return
     options = {"backups.allowed_path": allowed_path} if allowed_path else None
     with FileLock(str(store.lock_path), timeout=store.lock_timeout_s):
-        client = clickhouse_connect.get_client(dsn=store.dsn, chdb_options=options)
+        client = connect_client(store.dsn, chdb_options=options)
         try:
             yield client
         finally:

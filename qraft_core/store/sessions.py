@@ -30,6 +30,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from qraft_core.fault_signals import restore_jvm_handlers
 from qraft_core.redact import redact
 from qraft_core.store.base import StoreError, StoreUnavailable
 
@@ -301,10 +302,14 @@ class ServerClients:
         yield client
 
 
-def connect_client(dsn: str) -> Any:
+def connect_client(dsn: str, **options: Any) -> Any:
+    """A clickhouse-connect client; opening a chDB engine hands the fault signals back to the JVM."""
     import clickhouse_connect
 
-    return clickhouse_connect.get_client(dsn=dsn)
+    client = clickhouse_connect.get_client(dsn=dsn, **options)
+    if dsn.startswith("chdb://"):
+        restore_jvm_handlers()
+    return client
 
 
 ENGINE = EmbeddedEngine(connect_client)
