@@ -25,6 +25,7 @@ import polars as pl
 
 from qraft_core.config import CleanConfig
 from qraft_core.events import stable_id
+from qraft_core.payload import payload_field
 from qraft_core.registry import Registry
 from qraft_core.store.base import EventStore, Filter
 from qraft_core.store.schema import spec
@@ -77,7 +78,7 @@ def _rejection(config: CleanConfig) -> pl.Expr:
         rules += plugin_rule(config)
     for event_type, names in config.numeric_fields.items():
         for name in names:
-            text = pl.col("payload").str.json_path_match(f"$.{name}")
+            text = payload_field(name)
             number = text.cast(pl.Float64, strict=False)
             bad = (pl.col("type") == event_type) & (number.is_null() | ~number.is_finite())
             shown = text.fill_null("nothing")

@@ -59,7 +59,8 @@ class DetectorSpec(Strict):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def matches(self, stream: str) -> bool:
-        return any(fnmatchcase(stream, pattern) for pattern in self.streams)
+        # A name is itself before it is a glob: `cpu[1]` names the stream `cpu[1]`.
+        return any(stream == pattern or fnmatchcase(stream, pattern) for pattern in self.streams)
 
     @property
     def has_globs(self) -> bool:
@@ -75,10 +76,15 @@ class DetectorSpec(Strict):
         ['cpu_mean', 'value_mean', 'event_count']
         >>> spec.resolve_features(["value_max"])
         ['event_count']
+        >>> DetectorSpec(name="d", engine="qraft", algorithm="CalibratedDrift", kind="concept_drift",
+        ...     features=["flow [l/s]_mean"]).resolve_features(["flow [l/s]_mean", "flow l_mean"])
+        ['flow [l/s]_mean']
         """
         resolved: list[str] = []
         for feature in self.features:
-            matches = sorted(c for c in columns if fnmatchcase(c, feature)) if GLOB_CHARS & set(feature) else [feature]
+            # A column's own name is never a glob, even with brackets in it (`flow [l/s]_mean`).
+            is_glob = bool(GLOB_CHARS & set(feature)) and feature not in columns
+            matches = sorted(c for c in columns if fnmatchcase(c, feature)) if is_glob else [feature]
             resolved.extend(m for m in matches if m not in resolved)
         return resolved
 

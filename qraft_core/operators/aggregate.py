@@ -24,9 +24,9 @@ from qraft_core.operators.base import (
     OperatorParams,
     bar_start,
     describe_params_error,
-    payload_field,
     register_operator,
 )
+from qraft_core.payload import payload_field
 from qraft_core.registry import Registry, UnknownName
 
 EVENT_COLUMNS = ("stream", "timestamp", "event_id", "payload")

@@ -226,11 +226,6 @@ join, keyword_extract, normalize, text_clean)
     return cls(params)
 
 
-def payload_field(name: str) -> pl.Expr:
-    """One top-level field of the JSON payload, as text (numbers and booleans as written)."""
-    return pl.col("payload").str.json_path_match(f"$.{name}")
-
-
 def bar_start(column: str, bar_seconds: int) -> pl.Expr:
     """The start of the bar holding each time (bars are aligned to the Unix epoch)."""
     return pl.col(column).dt.truncate(f"{bar_seconds}s").cast(BAR_TIME_DTYPE)

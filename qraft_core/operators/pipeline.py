@@ -41,6 +41,7 @@ from qraft_core.operators.base import (
     TrailingOperator,
     build_operator,
 )
+from qraft_core.payload import payload_field
 from qraft_core.streams import StreamId
 
 # One day: the longest window a partition can have, so the longest bar.
@@ -99,7 +100,7 @@ class SourcePipeline(Strict):
         """The stream name of each clean event of this source."""
         if self.stream_key is None:
             return pl.lit(self.source)
-        value = pl.col("payload").str.json_path_match(f"$.{self.stream_key}").fill_null("")
+        value = payload_field(self.stream_key).fill_null("")
         return pl.concat_str(pl.lit(StreamId.key_prefix(self.source)), value)
 
     def owns_stream(self, stream: pl.Expr) -> pl.Expr:

@@ -13,9 +13,9 @@ from qraft_core.operators.base import (
     OperatorError,
     OperatorParams,
     bar_start,
-    payload_field,
     register_operator,
 )
+from qraft_core.payload import payload_field
 
 # Common English function words; headlines carry their meaning in the rest.
 _STOPWORD_TEXT = """a about above after again against all am an and any are as at be because been before

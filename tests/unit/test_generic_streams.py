@@ -200,3 +200,30 @@ def test_generic_modules_name_no_market_field() -> None:
             if word == "ohlcv" and path.name == "aggregate.py":
                 continue  # its docstring names the plugin's method
             assert word not in text, (path, word)
+
+
+@pytest.mark.parametrize("field", ["Water flow [l/s]", "cpu.user %", 'say "hi"', "back\\slash", "a']['b"])
+def test_fields_named_as_users_name_them_are_read_and_detected(field: str) -> None:
+    """Units, dots, brackets and quotes in a column name: the name is a key, never a path or a glob."""
+    frame = events([1, 2, 3, 4], step_s=150).with_columns(
+        pl.col("payload").map_elements(lambda p: json.dumps({field: json.loads(p)["value"]}), return_dtype=pl.Utf8)
+    )
+    bars = build_operator("aggregate", {"fields": [field], "stats": ["mean", "max"]}).apply(
+        frame, OperatorContext("cpu", 300)
+    )
+    assert bars[f"{field}_mean"].to_list() == [1.5, 3.5]
+    # A field that must be numeric is checked under its own name.
+    config = CleanConfig(numeric_fields={"record": [field]})
+    raw = frame.drop("stream").with_columns(pl.col("timestamp").alias("ingest_time"))
+    raw = raw.with_columns(pl.when(pl.col("event_id") == "e00001").then(pl.lit(json.dumps({field: "n/a"})))
+                           .otherwise("payload").alias("payload"))
+    clean, dead = clean_frame(raw, timedelta(minutes=1), config, {"cpu": T0})
+    assert clean["event_id"].to_list() == ["e00000", "e00002", "e00003"]
+    assert dead["reason"].to_list() == [f"payload.{field}: expected a finite number, got n/a"]
+    # A detector configured with the column's own name finds it on the stream.
+    from qraft_core.detectors.config import DetectorSpec
+
+    spec = DetectorSpec(name="d", engine="qraft", algorithm="CalibratedDrift", kind="concept_drift",
+                        features=[f"{field}_mean"], streams=["flow[1]"])
+    assert spec.matches("flow[1]")
+    assert spec.resolve_features(list(bars.columns)) == [f"{field}_mean"]

@@ -10,6 +10,7 @@ import polars as pl
 from qraft_core.explain.context import ContextLine, register_context_summarizer, words_of
 from qraft_core.explain.templates import register_phrase, register_vocabulary
 from qraft_core.patterns.metrics import Metrics, register_metric_set
+from qraft_core.payload import payload_field
 from qraft_core.plugins.markets.rules import TRADE_TYPES
 
 HEADLINE_TYPES = ("headline",)
@@ -31,7 +32,7 @@ def market_metrics(columns: Sequence[str]) -> Metrics:
 
 
 def _payload_field(*names: str) -> pl.Expr:
-    return pl.coalesce([pl.col("payload").str.json_path_match(f"$.{name}") for name in names])
+    return pl.coalesce([payload_field(name) for name in names])
 
 
 @register_context_summarizer("trades", TRADE_TYPES)

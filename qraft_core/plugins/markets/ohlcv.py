@@ -5,7 +5,8 @@ from __future__ import annotations
 import polars as pl
 
 from qraft_core.operators.aggregate import register_aggregate_method
-from qraft_core.operators.base import OperatorContext, OperatorParams, bar_start, payload_field
+from qraft_core.operators.base import OperatorContext, OperatorParams, bar_start
+from qraft_core.payload import payload_field
 
 
 class OhlcvParams(OperatorParams):
