@@ -23,7 +23,13 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, NoSuchTableError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    NoSuchModuleError,
+    NoSuchTableError,
+    SQLAlchemyError,
+)
 
 from qraft_core.adapters.base import AdapterStats, register_adapter
 from qraft_core.adapters.live import (
@@ -250,7 +256,18 @@ class DatabaseAdapter(LiveAdapter):
             query = query.where(self._after_cursor(keys))
         query = query.order_by(*keys).limit(self.options.batch_size)
         with self.engine.connect() as connection:
-            return [dict(row._mapping) for row in connection.execute(query)]
+            try:
+                return [dict(row._mapping) for row in connection.execute(query)]
+            except DataError as exc:
+                # A value the driver cannot give as Python (PostgreSQL's timestamp 'infinity', a date
+                # before year 1): this batch is read as text, rather than the query failing for ever.
+                # The cursor columns keep their type, since the next query compares them.
+                self.error("value", "a value cannot be read (%s); reading this batch as text",
+                           str(exc.orig).splitlines()[0] if exc.orig else exc)
+                connection.rollback()
+                as_text = query.with_only_columns(
+                    *(c if c.name in self.cursor_columns else sa.cast(c, sa.String).label(c.name) for c in chosen))
+                return [dict(row._mapping) for row in connection.execute(as_text)]
 
     def _fetch_null_rows(self) -> list[dict[str, Any]]:
         """Rows with a NULL cursor not yet dead-lettered, found by position (runs in a worker thread)."""

@@ -206,6 +206,20 @@ def test_postgres_nan_infinity_and_nul_bytes_cost_only_their_row(pg_database, tm
     assert stats.errors == 0
 
 
+def test_postgres_values_python_cannot_hold_are_read_as_text_and_the_reading_goes_on(pg_database, tmp_path):
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{pg_database}"
+    execute(url, "CREATE TABLE t (id serial PRIMARY KEY, d timestamptz, day date, at bigint)",
+            f"INSERT INTO t (d, day, at) VALUES ('2026-01-05 00:00:00+00', '2026-01-05', {T}), "
+            f"('infinity', '0044-03-15 BC', {T})")
+    events, letters, stats = poll_once(url, tmp_path, table="t")
+    assert [(e["payload"]["id"], e["payload"]["d"], e["payload"]["day"]) for e in events] == [
+        (1, "2026-01-05 00:00:00+00", "2026-01-05"), (2, "infinity", "0044-03-15 BC")]
+    assert letters == [] and stats.errors == 1
+    execute(url, f"INSERT INTO t (d, day, at) VALUES ('2026-01-06 00:00:00+00', '2026-01-06', {T})")
+    events, letters, stats = poll_once(url, tmp_path, table="t")
+    assert [(e["payload"]["id"], e["payload"]["d"]) for e in events] == [(3, "2026-01-06T00:00:00+00:00")]
+
+
 def test_postgres_going_away_dropping_the_table_and_a_column_is_retried_and_nothing_is_lost(pg_database, tmp_path):
     direct = f"postgresql+psycopg://postgres@127.0.0.1:5432/{pg_database}"
     proxy = Proxy(("127.0.0.1", 5432))
