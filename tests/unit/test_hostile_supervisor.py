@@ -111,7 +111,7 @@ def test_crashing_hanging_and_publish_failing_sources_never_touch_the_steady_one
     (b"a: &a [x, x, x, x, x, x, x, x, x, x]\n" + b"".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n".encode() for i in range(8)),
      "<top>: expected at most 100000 values"),
-    (b"sources: {name: steady}", "sources: Input should be a valid list"),
+    (b"sources: {name: steady}", "sources: expected a list, got a mapping"),
 ])
 def test_a_damaged_sources_file_leaves_the_running_sources_alone(tmp_path: Path, damage: bytes | None,
                                                                  expected: str, caplog: Any) -> None:
