@@ -46,6 +46,16 @@ def drip(handler: BaseHTTPRequestHandler) -> None:
         time.sleep(0.1)
 
 
+def cut_short(handler: BaseHTTPRequestHandler) -> None:
+    """Announces 1,000 bytes, sends 10 and closes the connection."""
+    handler.send_response(200)
+    handler.send_header("Content-Length", "1000")
+    handler.end_headers()
+    handler.wfile.write(b'{"data": [')
+    handler.wfile.flush()
+    handler.close_connection = True
+
+
 def endless(handler: BaseHTTPRequestHandler) -> None:
     """A chunked body that never ends."""
     handler.send_response(200)
@@ -185,6 +195,12 @@ def test_retry_after_is_honoured_on_429_and_5xx_and_a_broken_one_falls_back_to_b
     assert times[1] - times[0] >= 0.4
     assert [e["event_id"] for e in events] == ["r:1"] and letters == []
     assert stats.errors == 3
+
+
+def test_a_body_cut_short_is_a_counted_retry_not_a_dead_letter(serve, tmp_path):
+    url, scripted = serve([cut_short, reply(200, GOOD)])
+    stats, events, letters = poll(url, scripted, tmp_path, requests=2)
+    assert ([e["event_id"] for e in events], letters, stats.errors) == (["r:1"], [], 1)
 
 
 def test_a_redirect_loop_is_not_followed_and_counted(serve, tmp_path):

@@ -176,3 +176,12 @@ def test_the_watched_folder_going_away_is_reported_and_the_watcher_carries_on(fo
     folder.mkdir()
     (folder / "b.jsonl").write_bytes(line(2))
     assert scan(adapter) == ([2], [])
+
+
+def test_a_file_name_that_is_not_utf8_is_read_and_remembered(folder, tmp_path):
+    name = os.fsdecode(b"caf\xe9.jsonl")  # Latin-1 bytes: a lone surrogate in Python's str
+    (folder / name).write_bytes(line(1))
+    adapter = watcher(folder, tmp_path / "state")
+    assert scan(adapter) == ([1], [])
+    restarted = watcher(folder, tmp_path / "state")
+    assert scan(restarted) == ([], [])

@@ -99,3 +99,36 @@ def test_hostile_frames_are_dead_letters_or_reconnects_and_every_trade_arrives_o
     ]
     assert len(connections) == 4
     assert stats.extra["reconnects"] == 3
+
+
+def test_a_server_that_is_not_a_websocket_server_is_retried_with_backoff(tmp_path: Path) -> None:
+    answers = [b"garbage\r\n\r\n", b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n", b""]
+    served: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served.append(1)
+        await reader.read(1024)  # the upgrade request
+        writer.write(answers[(len(served) - 1) % len(answers)])  # garbage, an HTTP error, silence
+        await writer.drain()
+        writer.close()
+
+    async def run() -> Any:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        source = SourceConfig(name="ws", type="websocket", endpoint=f"ws://127.0.0.1:{port}",
+                              options={"backoff_initial_s": 0.01, "backoff_max_s": 0.02})
+        adapter = build_adapter(source, tmp_path)
+        stop = asyncio.Event()
+        task = asyncio.create_task(adapter.run(MemoryBus(), stop))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while len(served) < 6 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert not task.done()
+        stop.set()
+        stats = await asyncio.wait_for(task, 10)
+        server.close()
+        return stats
+
+    stats = asyncio.run(run())
+    assert stats.errors >= 5 and stats.extra["reconnects"] >= 5 and stats.published == 0
