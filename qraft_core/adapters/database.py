@@ -146,11 +146,14 @@ class DatabaseAdapter(LiveAdapter):
         super().__init__(*args, **kwargs)
         self.state = JsonState(self.state_dir / f"{self.source.name}.cursor.json")
         saved = self.state.load()
-        self.cursor: tuple[Any, ...] | None = (
-            tuple(_decode_cursor(part) for part in saved["cursor"]) if saved.get("cursor") else None
-        )
-        # How many rows with a NULL cursor have been dead-lettered (they are read by position).
-        self.null_rows: int = saved.get("null_rows", 0)
+        try:
+            self.cursor: tuple[Any, ...] | None = (
+                tuple(_decode_cursor(part) for part in saved["cursor"]) if saved.get("cursor") else None
+            )
+            # How many rows with a NULL cursor have been dead-lettered (they are read by position).
+            self.null_rows: int = int(saved.get("null_rows", 0))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise self.state.broken(f"{type(exc).__name__}: {exc}") from None
         self.backoff = Backoff(self.options.backoff_initial_s, self.options.backoff_max_s)
         self.limiter = RateLimiter(self.source.rate_limit_per_s)
         self.table: sa.TableClause | None = None

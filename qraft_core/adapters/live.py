@@ -191,7 +191,14 @@ class JsonState:
             raise ConfigError(
                 f"{self.path}: state file is not JSON ({exc}); move it away to start over"
             ) from exc
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            raise self.broken(f"holds {type(data).__name__}, not an object")
+        return data
+
+    def broken(self, problem: object) -> ConfigError:
+        """The error for a state file that is JSON but not the state of this source."""
+        return ConfigError(f"{self.path}: state file does not hold this source's state ({problem}); "
+                           "move it away to start over")
 
     def save(self, data: Mapping[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -84,6 +84,11 @@ class WatcherAdapter(LiveAdapter):
         super().__init__(*args, **kwargs)
         self.state = JsonState(self.state_dir / f"{self.source.name}.watch.json")
         self.files: dict[str, dict[str, Any]] = self.state.load().get("files", {})
+        fields = {"inode", "size", "offset", "rows", "header"}
+        if not isinstance(self.files, dict) or not all(
+            isinstance(position, dict) and fields <= position.keys() for position in self.files.values()
+        ):
+            raise self.state.broken(f"'files' is not an object of file positions ({', '.join(sorted(fields))})")
         # Files reported as unreadable (format, permissions), so each is reported once until it reads.
         self._unreadable: set[str] = set()
 
