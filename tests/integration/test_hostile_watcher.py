@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from qraft_core.adapters import watcher as watcher_module
+from qraft_core.adapters.live import StateNotSaved
 from qraft_core.adapters.registry import build_adapter
 from qraft_core.bus.fake import MemoryBus
 from qraft_core.config import SourceConfig
@@ -185,3 +186,12 @@ def test_a_file_name_that_is_not_utf8_is_read_and_remembered(folder, tmp_path):
     assert scan(adapter) == ([1], [])
     restarted = watcher(folder, tmp_path / "state")
     assert scan(restarted) == ([], [])
+
+
+def test_a_position_that_cannot_be_saved_stops_the_scan_instead_of_reading_again(folder, tmp_path):
+    (folder / "a.jsonl").write_bytes(line(1))
+    blocked = tmp_path / "state"
+    blocked.write_text("a file where the state folder belongs")
+    adapter = watcher(folder, blocked)
+    with pytest.raises(StateNotSaved, match="state cannot be written"):
+        asyncio.run(adapter.scan(MemoryBus()))
