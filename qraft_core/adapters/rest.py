@@ -304,7 +304,8 @@ class RestAdapter(LiveAdapter):
         raise _GiveUp
 
     async def _request(self, client: httpx.AsyncClient) -> tuple[int, httpx.Headers, bytes]:
-        """Status, headers and body, read no further than `max_body_bytes` (decompressed)."""
+        """Status, headers and body, read no further than `max_body_bytes` (decompressed); of an
+        answer that is not a success, only the start that the log shows."""
         limit = self.options.max_body_bytes
         async with client.stream(
             self.options.method, self.endpoint, params=self.options.params,
@@ -316,6 +317,8 @@ class RestAdapter(LiveAdapter):
                 async for chunk in response.aiter_bytes():
                     chunks.append(chunk)
                     size += len(chunk)
+                    if response.status_code >= 300 and size >= 1024:
+                        break
                     if size > limit:
                         raise _BadBody(f"response is oversize: more than {limit} bytes (max_body_bytes)",
                                        b"".join(chunks)[:MAX_DEAD_LETTER_RAW])

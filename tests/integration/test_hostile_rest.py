@@ -197,6 +197,12 @@ def test_retry_after_is_honoured_on_429_and_5xx_and_a_broken_one_falls_back_to_b
     assert stats.errors == 3
 
 
+def test_a_huge_error_page_is_a_retry_not_a_dead_letter(serve, tmp_path):
+    url, scripted = serve([reply(503, b"<html>" + b"x" * 3_000_000), reply(200, GOOD)])
+    stats, events, letters = poll(url, scripted, tmp_path, requests=2, max_body_bytes=1024 * 1024)
+    assert ([e["event_id"] for e in events], letters, stats.errors) == (["r:1"], [], 1)
+
+
 def test_a_body_cut_short_is_a_counted_retry_not_a_dead_letter(serve, tmp_path):
     url, scripted = serve([cut_short, reply(200, GOOD)])
     stats, events, letters = poll(url, scripted, tmp_path, requests=2)
