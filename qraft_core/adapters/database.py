@@ -259,18 +259,22 @@ class DatabaseAdapter(LiveAdapter):
             query = query.where(self._after_cursor(keys))
         query = query.order_by(*keys).limit(self.options.batch_size)
         with self.engine.connect() as connection:
-            try:
-                return [dict(row._mapping) for row in connection.execute(query)]
-            except DataError as exc:
-                # A value the driver cannot give as Python (PostgreSQL's timestamp 'infinity', a date
-                # before year 1): this batch is read as text, rather than the query failing for ever.
-                # The cursor columns keep their type, since the next query compares them.
-                self.error("value", "a value cannot be read (%s); reading this batch as text",
-                           str(exc.orig).splitlines()[0] if exc.orig else exc)
-                connection.rollback()
-                as_text = query.with_only_columns(
-                    *(c if c.name in self.cursor_columns else sa.cast(c, sa.String).label(c.name) for c in chosen))
-                return [dict(row._mapping) for row in connection.execute(as_text)]
+            return self._rows(connection, query, chosen)
+
+    def _rows(self, connection: sa.Connection, query: sa.Select[Any],
+              chosen: list[sa.ColumnClause[Any]]) -> list[dict[str, Any]]:
+        try:
+            return [dict(row._mapping) for row in connection.execute(query)]
+        except DataError as exc:
+            # A value the driver cannot give as Python (PostgreSQL's timestamp 'infinity', a date
+            # before year 1): this batch is read as text, rather than the query failing for ever.
+            # The cursor columns keep their type, since the next query compares them.
+            self.error("value", "a value cannot be read (%s); reading this batch as text",
+                       str(exc.orig).splitlines()[0] if exc.orig else exc)
+            connection.rollback()
+            as_text = query.with_only_columns(
+                *(c if c.name in self.cursor_columns else sa.cast(c, sa.String).label(c.name) for c in chosen))
+            return [dict(row._mapping) for row in connection.execute(as_text)]
 
     def _fetch_null_rows(self) -> list[dict[str, Any]]:
         """Rows with a NULL cursor not yet dead-lettered, found by position (runs in a worker thread)."""
@@ -288,7 +292,7 @@ class DatabaseAdapter(LiveAdapter):
                 self.null_rows = count  # some were fixed or deleted
                 return []
             query = sa.select(*chosen).where(without).order_by(*order).offset(self.null_rows)
-            return [dict(row._mapping) for row in connection.execute(query.limit(self.options.batch_size))]
+            return self._rows(connection, query.limit(self.options.batch_size), chosen)
 
     def _after_cursor(self, keys: list[sa.ColumnClause[Any]]) -> sa.ColumnElement[bool]:
         """(cursor, tiebreak) > saved, spelled out so every dialect can use an index."""

@@ -218,6 +218,13 @@ def test_postgres_values_python_cannot_hold_are_read_as_text_and_the_reading_goe
     execute(url, f"INSERT INTO t (d, day, at) VALUES ('2026-01-06 00:00:00+00', '2026-01-06', {T})")
     events, letters, stats = poll_once(url, tmp_path, table="t")
     assert [(e["payload"]["id"], e["payload"]["d"]) for e in events] == [(3, "2026-01-06T00:00:00+00:00")]
+    # The same in a row without a cursor: its dead letter carries the text (the other columns of
+    # the batch are read as text too).
+    execute(url, "ALTER TABLE t ADD COLUMN seq int", "UPDATE t SET seq = id",
+            f"INSERT INTO t (d, day, at) VALUES ('-infinity', '2026-01-05', {T})")
+    events, letters, _ = poll_once(url, tmp_path / "seq", table="t", cursor_column="seq", key_column="id")
+    assert [e["payload"]["id"] for e in events] == ["1", "2", "3"]
+    assert [(json.loads(x["raw"])["id"], json.loads(x["raw"])["d"]) for x in letters] == [("4", "-infinity")]
 
 
 def test_postgres_going_away_dropping_the_table_and_a_column_is_retried_and_nothing_is_lost(pg_database, tmp_path):
