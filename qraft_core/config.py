@@ -331,6 +331,11 @@ def _shorten(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# Pydantic's wording where it names Python rather than YAML ("a valid dictionary or instance of SourceConfig").
+_EXPECTED = {"dict_type": "expected a mapping of keys", "model_type": "expected a mapping of keys",
+             "list_type": "expected a list", "path_type": "expected a path (text)"}
+
+
 def describe_validation_error(
     path: Path | str, error: ValidationError, origins: Mapping[tuple[str, ...], str] | None = None
 ) -> str:
@@ -345,6 +350,9 @@ def describe_validation_error(
         expected = problem["msg"]
         if problem["type"] == "extra_forbidden":
             expected = "an unknown key (check the spelling)"
+        expected = _EXPECTED.get(problem["type"], expected)
+        if isinstance(found, (dict, list)) and problem["type"] in _EXPECTED:
+            expected += f", got a {'mapping' if isinstance(found, dict) else 'list'}"
         shown = "" if isinstance(found, (dict, list)) else f" (got {_shorten(redact(repr(found)))})"
         origin = (origins or {}).get(tuple(str(part) for part in problem["loc"]), path)
         lines.append(f"{origin}: {key or '<top>'}: {expected}{shown}")
@@ -356,6 +364,32 @@ def describe_validation_error(
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_CONFIG_VALUES = 100_000
 MAX_CONFIG_DEPTH = 32
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML in which a key written twice in one mapping is an error: YAML would keep the
+    last silently, so a second `lander:` section would drop the first. Keys merged in with
+    `<<: *anchor` may still be overridden."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:
+                break  # an unhashable key: the constructor below says so
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found key {safe_key(key)} twice (first on line {first})", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_key(key: Any) -> str:
+    return _shorten(redact(repr(key)), 60)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -385,7 +419,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
             "(save the file as UTF-8)"
         ) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no Python objects
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: {_yaml_problem(exc)}") from None
     except (ValueError, TypeError, OverflowError) as exc:  # a value YAML reads but Python cannot hold

@@ -3,21 +3,33 @@
 The cursor is an increasing column (`id`, or `updated_at` with `id` as the
 tie-breaker, so rows sharing a timestamp are neither skipped nor repeated).
 It is saved atomically after each published batch, so a restarted poller
-never re-emits a row. A missing table is reported and retried.
+never re-emits a row. A missing table or column, a lost connection or a
+database that went away is reported and retried with backoff. Values are read
+as the driver gives them (no SQLAlchemy type conversion), so a column holding
+values of several types (SQLite) cannot stop the poller. A row whose cursor is
+NULL cannot be placed in cursor order: it becomes a dead letter, once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import re
+import uuid
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, NoSuchTableError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    NoSuchModuleError,
+    NoSuchTableError,
+    SQLAlchemyError,
+)
 
 from qraft_core.adapters.base import AdapterStats, register_adapter
 from qraft_core.adapters.live import (
@@ -54,6 +66,8 @@ class DatabaseOptions(TlsOptions):
     key_column: str | None = None
     columns: list[str] = Field(default_factory=list)
     interval_s: float = Field(default=5.0, gt=0)
+    # Connecting (PostgreSQL) or waiting for a locked database (SQLite) gives up after this long.
+    timeout_s: float = Field(default=10.0, gt=0)
 
     @field_validator("table", "schema_name", "cursor_column", "tiebreak_column", "key_column")
     @classmethod
@@ -73,6 +87,10 @@ def _encode_cursor(value: Any) -> dict[str, Any]:
         return {"kind": "date", "value": value.isoformat()}
     if isinstance(value, Decimal):
         return {"kind": "decimal", "value": str(value)}
+    if isinstance(value, uuid.UUID):
+        return {"kind": "uuid", "value": str(value)}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"kind": "bytes", "value": base64.b64encode(bytes(value)).decode()}
     return {"kind": "plain", "value": value}
 
 
@@ -84,6 +102,10 @@ def _decode_cursor(stored: dict[str, Any]) -> Any:
         return date.fromisoformat(value)
     if kind == "decimal":
         return Decimal(value)
+    if kind == "uuid":
+        return uuid.UUID(value)
+    if kind == "bytes":
+        return base64.b64decode(value)
     return value
 
 
@@ -124,12 +146,17 @@ class DatabaseAdapter(LiveAdapter):
         super().__init__(*args, **kwargs)
         self.state = JsonState(self.state_dir / f"{self.source.name}.cursor.json")
         saved = self.state.load()
-        self.cursor: tuple[Any, ...] | None = (
-            tuple(_decode_cursor(part) for part in saved["cursor"]) if saved.get("cursor") else None
-        )
+        try:
+            self.cursor: tuple[Any, ...] | None = (
+                tuple(_decode_cursor(part) for part in saved["cursor"]) if saved.get("cursor") else None
+            )
+            # How many rows with a NULL cursor have been dead-lettered (they are read by position).
+            self.null_rows: int = int(saved.get("null_rows", 0))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise self.state.broken(f"{type(exc).__name__}: {exc}") from None
         self.backoff = Backoff(self.options.backoff_initial_s, self.options.backoff_max_s)
         self.limiter = RateLimiter(self.source.rate_limit_per_s)
-        self.table: sa.Table | None = None
+        self.table: sa.TableClause | None = None
         self.engine: sa.Engine | None = None
 
     @property
@@ -139,7 +166,7 @@ class DatabaseAdapter(LiveAdapter):
 
     async def run(self, publisher: Publisher, stop: asyncio.Event) -> AdapterStats:
         try:
-            self.engine = sa.create_engine(self.endpoint, pool_pre_ping=True, connect_args=self._tls_args())
+            self.engine = sa.create_engine(self.endpoint, pool_pre_ping=True, connect_args=self._connect_args())
         except (ArgumentError, NoSuchModuleError) as exc:
             raise ConfigError(f"source {self.source.name}: endpoint: {exc}") from exc
         try:
@@ -147,22 +174,35 @@ class DatabaseAdapter(LiveAdapter):
                 await self.limiter.acquire()
                 try:
                     rows = await asyncio.to_thread(self._fetch)
-                except SQLAlchemyError as exc:
+                    # Rows without a cursor are looked for once the table is read up to date.
+                    nulls = await asyncio.to_thread(self._fetch_null_rows) if len(rows) < self.options.batch_size else []
+                except (SQLAlchemyError, OSError) as exc:
                     self.table = None  # reflect again: the table may have been dropped or altered
                     delay = self.backoff.next()
                     self.error("query", "query failed (%s); retrying in %.1fs",
-                               str(exc).splitlines()[0], delay)
+                               (str(exc).splitlines() or [type(exc).__name__])[0], delay)
                     if await sleep_or_stop(stop, delay):
                         break
                     continue
                 self.backoff.reset()
                 if rows:
                     await self._publish_rows(publisher, rows)
+                if nulls:
+                    await self._publish_null_rows(publisher, nulls)
                 if len(rows) < self.options.batch_size and await sleep_or_stop(stop, self.options.interval_s):
                     break
         finally:
             self.engine.dispose()
         return self.stats
+
+    def _connect_args(self) -> dict[str, Any]:
+        timeout = self.options.timeout_s
+        if self.endpoint.startswith("postgresql"):
+            # libpq waits for an unreachable server without end unless told; it counts whole seconds, at least 2.
+            return {"connect_timeout": max(2, math.ceil(timeout)), **self._tls_args()}
+        if self.endpoint.startswith("sqlite"):
+            return {"timeout": timeout}
+        return {}
 
     def _tls_args(self) -> dict[str, Any]:
         """PostgreSQL TLS from `verify`/`ca_file`; other drivers take TLS settings in the URL."""
@@ -174,42 +214,87 @@ class DatabaseAdapter(LiveAdapter):
         mode = "verify-full" if options.verify else "require"
         return {"sslrootcert": str(options.ca_file), "sslmode": mode}
 
-    def _reflect(self) -> sa.Table | None:
+    def _reflect(self) -> sa.TableClause | None:
+        """The table's columns, without types: values come as the driver reads them."""
         assert self.engine is not None
         try:
-            table = sa.Table(self.options.table, sa.MetaData(), schema=self.options.schema_name,
-                             autoload_with=self.engine)
+            names = [column["name"] for column in sa.inspect(self.engine).get_columns(
+                self.options.table, schema=self.options.schema_name)]
         except NoSuchTableError:
+            names = []
+        if not names:
             where = f"{self.options.schema_name}." if self.options.schema_name else ""
             self.error("missing_table", "table %s%s does not exist yet; retrying every %ss",
                        where, self.options.table, self.options.interval_s)
             return None
-        missing = [c for c in [*self.cursor_columns, *self.options.columns] if c not in table.c]
+        missing = [c for c in [*self.cursor_columns, *self.options.columns] if c not in names]
         if missing:
             self.error("missing_column", "table %s has no column(s) %s (columns: %s); retrying",
-                       self.options.table, ", ".join(missing), ", ".join(table.c.keys()))
+                       self.options.table, ", ".join(missing), ", ".join(names))
             return None
-        return table
+        return sa.table(self.options.table, *(sa.column(name) for name in names), schema=self.options.schema_name)
 
-    def _fetch(self) -> list[dict[str, Any]]:
-        """The next batch of rows after the cursor, in cursor order (runs in a worker thread)."""
-        assert self.engine is not None
+    def _selection(self) -> tuple[sa.TableClause, list[sa.ColumnClause[Any]], list[sa.ColumnClause[Any]]] | None:
+        """The table, its cursor columns and the columns to read (reflected when not known)."""
         if self.table is None:
             self.table = self._reflect()
             if self.table is None:
-                return []
+                return None
         table = self.table
         keys = [table.c[name] for name in self.cursor_columns]
         chosen = [table.c[name] for name in self.options.columns] if self.options.columns else list(table.c)
         chosen += [column for column in keys if column.name not in {c.name for c in chosen}]
-        query = sa.select(*chosen)
+        return table, keys, chosen
+
+    def _fetch(self) -> list[dict[str, Any]]:
+        """The next batch of rows after the cursor, in cursor order (runs in a worker thread)."""
+        assert self.engine is not None
+        selection = self._selection()
+        if selection is None:
+            return []
+        _, keys, chosen = selection
+        # A NULL cursor would stop the reading for good (nothing is greater than NULL).
+        query = sa.select(*chosen).where(*(key.is_not(None) for key in keys))
         if self.cursor is not None:
             query = query.where(self._after_cursor(keys))
         query = query.order_by(*keys).limit(self.options.batch_size)
         with self.engine.connect() as connection:
-            return [dict(row._mapping) for row in connection.execute(query)]
+            return self._rows(connection, query, chosen)
 
-    def _after_cursor(self, keys: list[sa.Column[Any]]) -> sa.ColumnElement[bool]:
+    def _rows(self, connection: sa.Connection, query: sa.Select[Any],
+              chosen: list[sa.ColumnClause[Any]]) -> list[dict[str, Any]]:
+        try:
+            return [dict(row._mapping) for row in connection.execute(query)]
+        except DataError as exc:
+            # A value the driver cannot give as Python (PostgreSQL's timestamp 'infinity', a date
+            # before year 1): this batch is read as text, rather than the query failing for ever.
+            # The cursor columns keep their type, since the next query compares them.
+            self.error("value", "a value cannot be read (%s); reading this batch as text",
+                       str(exc.orig).splitlines()[0] if exc.orig else exc)
+            connection.rollback()
+            as_text = query.with_only_columns(
+                *(c if c.name in self.cursor_columns else sa.cast(c, sa.String).label(c.name) for c in chosen))
+            return [dict(row._mapping) for row in connection.execute(as_text)]
+
+    def _fetch_null_rows(self) -> list[dict[str, Any]]:
+        """Rows with a NULL cursor not yet dead-lettered, found by position (runs in a worker thread)."""
+        assert self.engine is not None
+        selection = self._selection()
+        if selection is None:
+            return []
+        table, keys, chosen = selection
+        without = sa.or_(*(key.is_(None) for key in keys))
+        order = [table.c[name] for name in (self.options.key_column, self.options.tiebreak_column)
+                 if name and name not in self.cursor_columns[:1]]
+        with self.engine.connect() as connection:
+            count = connection.execute(sa.select(sa.func.count()).select_from(table).where(without)).scalar_one()
+            if count <= self.null_rows:
+                self.null_rows = count  # some were fixed or deleted
+                return []
+            query = sa.select(*chosen).where(without).order_by(*order).offset(self.null_rows)
+            return self._rows(connection, query.limit(self.options.batch_size), chosen)
+
+    def _after_cursor(self, keys: list[sa.ColumnClause[Any]]) -> sa.ColumnElement[bool]:
         """(cursor, tiebreak) > saved, spelled out so every dialect can use an index."""
         assert self.cursor is not None
         if len(keys) == 1:
@@ -231,6 +316,20 @@ class DatabaseAdapter(LiveAdapter):
         await self.publish(publisher, batch, failures)
         last = rows[-1]
         self.cursor = tuple(last[name] for name in self.cursor_columns)
-        self.state.save({"cursor": [_encode_cursor(value) for value in self.cursor],
-                         "table": self.options.table})
+        self._save()
+
+    async def _publish_null_rows(self, publisher: Publisher, rows: list[dict[str, Any]]) -> None:
+        columns = ", ".join(self.cursor_columns)
+        reason = f"row has NULL in the cursor column(s) {columns}, so it cannot be read in cursor order"
+        failures = []
+        for row in rows:
+            record = {name: json_value(value) for name, value in row.items()}
+            failures.append((reason, raw_json(record)))
+        await self.publish(publisher, [], failures)
+        self.null_rows += len(rows)
+        self._save()
+
+    def _save(self) -> None:
+        cursor = None if self.cursor is None else [_encode_cursor(value) for value in self.cursor]
+        self.state.save({"cursor": cursor, "table": self.options.table, "null_rows": self.null_rows})
 

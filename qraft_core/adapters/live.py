@@ -176,6 +176,11 @@ class RateLimiter:
             await asyncio.sleep(wait)
 
 
+class StateNotSaved(RuntimeError):
+    """A source's position could not be written (disk full, folder gone): the source stops and is
+    restarted by the supervisor, rather than reading on and publishing the same records again."""
+
+
 class JsonState:
     """A small JSON document on disk, replaced atomically on every save."""
 
@@ -191,13 +196,23 @@ class JsonState:
             raise ConfigError(
                 f"{self.path}: state file is not JSON ({exc}); move it away to start over"
             ) from exc
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            raise self.broken(f"holds {type(data).__name__}, not an object")
+        return data
+
+    def broken(self, problem: object) -> ConfigError:
+        """The error for a state file that is JSON but not the state of this source."""
+        return ConfigError(f"{self.path}: state file does not hold this source's state ({problem}); "
+                           "move it away to start over")
 
     def save(self, data: Mapping[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        tmp.write_text(json.dumps(data, sort_keys=True, default=str))
-        os.replace(tmp, self.path)  # a crash leaves the old or the new state, never half of one
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data, sort_keys=True, default=str))
+            os.replace(tmp, self.path)  # a crash leaves the old or the new state, never half of one
+        except OSError as exc:
+            raise StateNotSaved(f"{self.path}: state cannot be written ({exc.strerror or exc})") from exc
 
 
 def gap_event(

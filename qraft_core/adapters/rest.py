@@ -3,8 +3,11 @@
 Records are picked with a small JSONPath subset (`$.data[*]`) and mapped
 field by field (`fields: {price: $.p}`). Conditional requests (ETag,
 Last-Modified) and a hash of the last body skip unchanged responses; 429
-honours Retry-After; timeouts, transport errors and 5xx are retried with
-backoff; a body that is not JSON becomes a dead letter.
+and 5xx honour Retry-After; timeouts (of the whole response, so a server
+dripping bytes cannot hold a poll), transport errors and 5xx are retried with
+backoff. A body that is not JSON, larger than `max_body_bytes` (after
+decompression), undecodable, or without records where `records` points
+becomes a dead letter.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -76,6 +80,22 @@ def compile_path(expression: str) -> tuple[Step, ...]:
     return tuple(steps)
 
 
+def _step(values: list[Any], step: Step) -> list[Any]:
+    reached: list[Any] = []
+    for value in values:
+        if step is None:
+            if isinstance(value, list):
+                reached.extend(value)
+            elif isinstance(value, dict):
+                reached.extend(value.values())
+        elif isinstance(step, int):
+            if isinstance(value, list) and -len(value) <= step < len(value):
+                reached.append(value[step])
+        elif isinstance(value, dict) and step in value:
+            reached.append(value[step])
+    return reached
+
+
 def select(document: Any, steps: tuple[Step, ...]) -> list[Any]:
     """Every value the path reaches; missing keys and indexes reach nothing.
 
@@ -84,20 +104,37 @@ def select(document: Any, steps: tuple[Step, ...]) -> list[Any]:
     """
     current = [document]
     for step in steps:
-        reached: list[Any] = []
-        for value in current:
-            if step is None:
-                if isinstance(value, list):
-                    reached.extend(value)
-                elif isinstance(value, dict):
-                    reached.extend(value.values())
-            elif isinstance(step, int):
-                if isinstance(value, list) and -len(value) <= step < len(value):
-                    reached.append(value[step])
-            elif isinstance(value, dict) and step in value:
-                reached.append(value[step])
-        current = reached
+        current = _step(current, step)
     return current
+
+
+def _step_text(step: Step) -> str:
+    return "[*]" if step is None else f"[{step}]" if isinstance(step, int) else f".{step}"
+
+
+def missing_at(document: Any, steps: tuple[Step, ...]) -> str | None:
+    """Why the path reaches nothing in `document`, or None when it reaches only empty lists or objects
+    (a response with no records is not an error; one shaped otherwise than the path says is).
+
+    >>> missing_at({"data": []}, compile_path("$.data[*]")) is None
+    True
+    >>> missing_at({"error": "down"}, compile_path("$.data[*]"))
+    'no $.data (found an object with keys: error)'
+    >>> missing_at(42, compile_path("$.data[*]"))
+    'no $.data (found int)'
+    """
+    current = [document]
+    for position, step in enumerate(steps):
+        reached = _step(current, step)
+        if not reached:
+            if step is None and any(isinstance(value, (list, dict)) for value in current):
+                return None
+            found = current[0]
+            shape = (f"an object with keys: {', '.join(map(str, list(found)[:5]))}" if isinstance(found, dict)
+                     else type(found).__name__)
+            return f"no ${''.join(map(_step_text, steps[: position + 1]))} (found {safe_text(shape, 200)})"
+        current = reached
+    return None
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
@@ -109,17 +146,25 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     10.0
     >>> retry_after_seconds("soon") is None
     True
+    >>> retry_after_seconds("nan") is None
+    True
+    >>> retry_after_seconds("Mon, 05 Jan 2026 00:00:10 -0000", datetime(2026, 1, 5, tzinfo=UTC))
+    10.0
     """
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
+    # A date in "-0000" (no zone) is read without one; HTTP dates are GMT.
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
     return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
 
 
@@ -133,7 +178,10 @@ class RestOptions(NetworkOptions):
     records: str = "$"
     # Output field → path inside one record; empty keeps the record as it is.
     fields: dict[str, str] = Field(default_factory=dict)
+    # The whole request, headers and body: a server sending a byte now and then cannot hold a poll.
     timeout_s: float = Field(default=10.0, gt=0)
+    # A response body (decompressed) larger than this is not read further: a dead letter.
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     max_retries: int = Field(default=3, ge=0, le=20)
     # A Retry-After longer than this is cut to it.
     retry_after_max_s: float = Field(default=300.0, gt=0)
@@ -156,6 +204,14 @@ class RestOptions(NetworkOptions):
 
 class _GiveUp(Exception):
     """This poll has failed for good; the next interval tries again."""
+
+
+class _BadBody(Exception):
+    """A response whose body cannot be read (oversize, undecodable): a dead letter, not a retry."""
+
+    def __init__(self, reason: str, raw: bytes) -> None:
+        super().__init__(reason)
+        self.reason, self.raw = reason, raw
 
 
 @register_adapter
@@ -194,6 +250,10 @@ class RestAdapter(LiveAdapter):
                     body = await self._fetch(client, stop)
                 except _GiveUp:
                     body = None
+                except _BadBody as bad:
+                    body = None
+                    if self._changed(bad.raw + bad.reason.encode()):
+                        await self.publish(publisher, [], [(bad.reason, bad.raw)])
                 if body is not None:
                     await self._publish_body(publisher, body)
                 if await sleep_or_stop(stop, self.options.interval_s):
@@ -207,32 +267,35 @@ class RestAdapter(LiveAdapter):
             self.stats.extra["requests"] += 1
             wait: float | None = None
             try:
-                response = await client.request(
-                    self.options.method, self.endpoint, params=self.options.params,
-                    json=self.options.body, headers=self.validators if self.options.conditional else None,
-                )
-            except httpx.TimeoutException as exc:
+                async with asyncio.timeout(self.options.timeout_s):
+                    status, headers, body = await self._request(client)
+            except (httpx.TimeoutException, TimeoutError) as exc:
                 self.error("timeout", "request timed out after %ss (%s)", self.options.timeout_s,
                            type(exc).__name__)
             except httpx.TransportError as exc:
                 self.error("connect", "request failed: %s: %s", type(exc).__name__, exc)
             else:
-                status = response.status_code
                 if status == 304:
                     self.stats.extra["unchanged"] += 1
                     return None
                 if status < 300:
                     self.backoff.reset()
-                    self._remember_validators(response)
-                    return response.content
-                if status == 429:
-                    wait = retry_after_seconds(response.headers.get("Retry-After"))
+                    self._remember_validators(headers)
+                    return body
+                if status == 429 or status >= 500:
+                    wait = retry_after_seconds(headers.get("Retry-After"))
                     wait = None if wait is None else min(wait, self.options.retry_after_max_s)
-                    self.error("rate_limited", "HTTP 429; retrying after %.2fs", wait or 0.0)
-                elif status >= 500:
-                    self.error("http", "HTTP %s from the server; retrying", status)
+                    kind = "rate_limited" if status == 429 else "http"
+                    self.error(kind, "HTTP %s; retrying after %s", status,
+                               "backoff" if wait is None else f"{wait:.2f}s (Retry-After)")
+                elif 300 <= status < 400:
+                    # Not followed: a redirect loop costs nothing, and the endpoint to configure is named.
+                    self.error("http", "HTTP %s redirect to %s not followed (set the endpoint to it); not retried",
+                               status, safe_text(headers.get("Location", "?"), 200))
+                    raise _GiveUp
                 else:
-                    self.error("http", "HTTP %s: %s; not retried", status, response.text[:200])
+                    self.error("http", "HTTP %s: %s; not retried", status,
+                               safe_text(body[:200].decode("utf-8", "replace")))
                     raise _GiveUp
             if attempt == self.options.max_retries:
                 break
@@ -240,20 +303,51 @@ class RestAdapter(LiveAdapter):
                 break
         raise _GiveUp
 
-    def _remember_validators(self, response: httpx.Response) -> None:
+    async def _request(self, client: httpx.AsyncClient) -> tuple[int, httpx.Headers, bytes]:
+        """Status, headers and body, read no further than `max_body_bytes` (decompressed); of an
+        answer that is not a success, only the start that the log shows."""
+        limit = self.options.max_body_bytes
+        async with client.stream(
+            self.options.method, self.endpoint, params=self.options.params,
+            json=self.options.body, headers=self.validators if self.options.conditional else None,
+        ) as response:
+            chunks: list[bytes] = []
+            size = 0
+            try:
+                async for chunk in response.aiter_bytes():
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if response.status_code >= 300 and size >= 1024:
+                        break
+                    if size > limit:
+                        raise _BadBody(f"response is oversize: more than {limit} bytes (max_body_bytes)",
+                                       b"".join(chunks)[:MAX_DEAD_LETTER_RAW])
+            except httpx.DecodingError as exc:
+                encoding = response.headers.get("Content-Encoding", "?")
+                raise _BadBody(f"response cannot be decoded (Content-Encoding {safe_text(encoding, 50)}): "
+                               f"{safe_text(exc, 200)}", b"".join(chunks)[:MAX_DEAD_LETTER_RAW]) from None
+            return response.status_code, response.headers, b"".join(chunks)
+
+    def _remember_validators(self, headers: httpx.Headers) -> None:
         validators = {}
-        if etag := response.headers.get("ETag"):
+        if etag := headers.get("ETag"):
             validators["If-None-Match"] = etag
-        if modified := response.headers.get("Last-Modified"):
+        if modified := headers.get("Last-Modified"):
             validators["If-Modified-Since"] = modified
         self.validators = validators
 
-    async def _publish_body(self, publisher: Publisher, body: bytes) -> None:
+    def _changed(self, body: bytes) -> bool:
+        """False (counted as unchanged) when `body` is the one read last time."""
         digest = hashlib.sha256(body).hexdigest()
         if digest == self.last_body_hash:
             self.stats.extra["unchanged"] += 1
-            return
+            return False
         self.last_body_hash = digest
+        return True
+
+    async def _publish_body(self, publisher: Publisher, body: bytes) -> None:
+        if not self._changed(body):
+            return
         try:
             # Lenient on NaN: a record holding one is judged (and dead-lettered) on its own.
             document = json.loads(body)
@@ -263,6 +357,10 @@ class RestAdapter(LiveAdapter):
             return
         batch: list[StandardEvent] = []
         failures: list[tuple[str, bytes]] = []
+        if (missing := missing_at(document, self.records_path)) is not None:
+            reason = f"response holds no records at {self.options.records}: {missing}"
+            await self.publish(publisher, [], [(reason, body[:MAX_DEAD_LETTER_RAW])])
+            return
         for record in self._records(document):
             raw = raw_json(record)
             if not isinstance(record, dict):

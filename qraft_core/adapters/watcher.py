@@ -3,15 +3,22 @@
 For each file the consumed byte offset (CSV, JSONL) or row count (Parquet)
 is kept in a state file, so nothing is published twice after a restart.
 A line is consumed only once its newline has been written, and a Parquet
-file only once it can be read, so files still being written are safe.
+file only once it can be read, so files still being written are safe. A file
+unchanged for `settle_s` is complete: its last line is read without a newline,
+and a Parquet file that still cannot be read is a dead letter. A file whose
+first bytes changed was copied over: it is read again from its start. A file
+that cannot be opened (permission denied, I/O error) is reported once and
+tried again at every scan; the other files are read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
 import io
 import logging
+import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -30,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # How much of a growing file is read per step, so a huge append does not fill memory.
 READ_CHUNK_BYTES = 8 * 1024 * 1024
+# The first bytes of a file, kept as a digest: when they change, the file was replaced in place.
+HEAD_BYTES = 4096
 
 
 class WatcherOptions(LiveOptions):
@@ -37,6 +46,13 @@ class WatcherOptions(LiveOptions):
     pattern: str = "*.jsonl"
     format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
     interval_s: float = Field(default=1.0, gt=0)
+    # A file not modified for this long is complete (its last line needs no newline).
+    settle_s: float = Field(default=60.0, gt=0)
+
+
+def _head(path: Path, length: int) -> str:
+    with path.open("rb") as handle:
+        return hashlib.sha256(handle.read(min(length, HEAD_BYTES))).hexdigest()
 
 
 def _line_end(path: Path, offset: int) -> int | None:
@@ -68,6 +84,12 @@ class WatcherAdapter(LiveAdapter):
         super().__init__(*args, **kwargs)
         self.state = JsonState(self.state_dir / f"{self.source.name}.watch.json")
         self.files: dict[str, dict[str, Any]] = self.state.load().get("files", {})
+        fields = {"inode", "size", "offset", "rows", "header"}
+        if not isinstance(self.files, dict) or not all(
+            isinstance(position, dict) and fields <= position.keys() for position in self.files.values()
+        ):
+            raise self.state.broken(f"'files' is not an object of file positions ({', '.join(sorted(fields))})")
+        # Files reported as unreadable (format, permissions), so each is reported once until it reads.
         self._unreadable: set[str] = set()
 
     @property
@@ -86,13 +108,20 @@ class WatcherAdapter(LiveAdapter):
     async def scan(self, publisher: Publisher) -> int:
         """Publish whatever is new in the folder; returns the number of records read."""
         read = 0
-        for path in sorted(p for p in self.folder.glob(self.options.pattern) if p.is_file()):
+        if not self.folder.is_dir():  # removed or unmounted while watched
+            self._report_once(self.folder, "list", f"{self.folder} is not a folder any more; trying again")
+            return 0
+        try:
+            paths = sorted(p for p in self.folder.glob(self.options.pattern) if p.is_file())
+        except OSError as exc:
+            self._report_once(self.folder, "list", f"{self.folder} cannot be listed ({exc.strerror or exc})")
+            return 0
+        self._unreadable.discard(str(self.folder))
+        for path in paths:
             try:
                 fmt = file_format(path, self.options.format)
             except ConfigError as exc:
-                if str(path) not in self._unreadable:
-                    self._unreadable.add(str(path))
-                    self.error("format", "%s", exc)
+                self._report_once(path, "format", str(exc))
                 continue
             try:
                 if fmt == "parquet":
@@ -101,24 +130,44 @@ class WatcherAdapter(LiveAdapter):
                     read += await self._text(publisher, path, fmt)
             except FileNotFoundError:
                 continue  # removed between the listing and the read
+            except OSError as exc:
+                self._report_once(path, "read", f"{path} cannot be read ({exc.strerror or exc}); "
+                                  "trying again at every scan")
+                continue
+            self._unreadable.discard(str(path))
         return read
+
+    def _report_once(self, path: Path, kind: str, message: str) -> None:
+        if str(path) not in self._unreadable:
+            self._unreadable.add(str(path))
+            self.error(kind, "%s", message)
+
+    def _settled(self, path: Path) -> bool:
+        return time.time() - path.stat().st_mtime >= self.options.settle_s
 
     def _position(self, path: Path) -> dict[str, Any]:
         """The saved position of `path`, reset when the file was replaced or truncated."""
         stat = path.stat()
         key = str(path.resolve())
         position = self.files.get(key)
-        if position is not None and (position["inode"] != stat.st_ino or position["size"] > stat.st_size):
+        if position is not None and (
+            position["inode"] != stat.st_ino or position["size"] > stat.st_size
+            or (position.get("head") and stat.st_mtime_ns != position.get("mtime")
+                and _head(path, position["size"]) != position["head"])
+        ):
             log.warning("source %s: %s was replaced or truncated; reading it from the start",
                         self.source.name, path, extra=self.log_fields)
             position = None
         if position is None:
             position = {"inode": stat.st_ino, "size": 0, "offset": 0, "rows": 0, "header": None}
             self.files[key] = position
+        position["mtime"] = stat.st_mtime_ns
         return position
 
     def _save(self, path: Path, position: dict[str, Any], **changes: Any) -> None:
         position.update(changes)
+        if position["size"] and (not position.get("head") or position.get("head_size", 0) < HEAD_BYTES):
+            position["head"], position["head_size"] = _head(path, position["size"]), min(position["size"], HEAD_BYTES)
         self.files[str(path.resolve())] = position
         self.state.save({"files": self.files})
 
@@ -130,6 +179,8 @@ class WatcherAdapter(LiveAdapter):
                 handle.seek(position["offset"])
                 chunk = handle.read(READ_CHUNK_BYTES)
             complete = chunk[: chunk.rfind(b"\n") + 1]  # an unfinished last line waits for its newline
+            if not complete and chunk and len(chunk) < READ_CHUNK_BYTES and self._settled(path):
+                complete = chunk  # ... until the file is complete: then it is the last line
             if not complete:
                 if len(chunk) < READ_CHUNK_BYTES:
                     return read
@@ -196,8 +247,14 @@ class WatcherAdapter(LiveAdapter):
         try:
             frame = pl.read_parquet(path)
         except Exception as exc:  # noqa: BLE001 - a file being written is not readable yet
-            log.debug("source %s: %s not readable yet (%s)", self.source.name, path, exc)
-            return 0
+            if not self._settled(path):
+                log.debug("source %s: %s not readable yet (%s)", self.source.name, path, exc)
+                return 0
+            # Complete and still unreadable: said once, and read again only when it changes.
+            reason = f"{path.name} is not a readable Parquet file: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+            await self.publish(publisher, [], [(reason[:1000], b"")])
+            self._save(path, position, size=size)
+            return 1
         if frame.height < position["rows"]:
             position["rows"] = 0
         read = 0

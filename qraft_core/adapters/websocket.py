@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketException
 
 from qraft_core.adapters.base import (
     PARSER_VERSION,
@@ -78,6 +78,10 @@ def binance_kline_parser(options: GenericOptions, source: str) -> RecordParser:
 
     return parse
 
+
+# Close codes the client sends when it refuses a frame: the frame is lost, so it is a dead letter.
+_REFUSED_FRAME = {1002: "not valid websocket framing", 1007: "a text frame that is not UTF-8",
+                  1009: "a frame larger than max_message_bytes"}
 
 # Per parser: the Binance stream name suffix and the payload key of the exchange's sequential id.
 _BINANCE_STREAMS = {"binance_trade": ("trade", "t"), "binance_aggtrade": ("aggTrade", "a")}
@@ -160,14 +164,19 @@ class WebSocketAdapter(LiveAdapter):
         while not stop.is_set():
             try:
                 await self._session(publisher, stop)
-            except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError, StreamStalled) as exc:
+            except InvalidURI as exc:
+                raise ConfigError(f"source {self.source.name}: endpoint: {exc}") from exc
+            except (WebSocketException, OSError, TimeoutError, StreamStalled) as exc:
                 if stop.is_set():
                     break
                 if not self._stalled:
                     self._disconnect_reason = f"{type(exc).__name__}: {exc}"
                 self.error("connect", "connection lost: %s", self._disconnect_reason)
-            except InvalidURI as exc:
-                raise ConfigError(f"source {self.source.name}: endpoint: {exc}") from exc
+                refused = exc.sent if isinstance(exc, ConnectionClosed) else None
+                if refused is not None and refused.code in _REFUSED_FRAME:
+                    self._fail(f"frame refused: the server sent {_REFUSED_FRAME[refused.code]} "
+                               f"({refused.reason or refused.code}); the connection was reopened", b"")
+                    await self.flush(publisher)
             if stop.is_set():
                 break
             delay = self.backoff.next()

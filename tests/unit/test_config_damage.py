@@ -83,9 +83,10 @@ def test_a_folder_in_place_of_a_file_is_named(tmp_path):
 
 def test_a_shared_alias_within_the_bounds_is_fine(tmp_path):
     directory = bundled(tmp_path)
-    text = (directory / "qraft.yaml").read_text() + "\nlander: &l {batch_size: 100}\n"
+    # A section the bundled file does not have: a key written twice is an error of its own.
+    text = (directory / "qraft.yaml").read_text() + "\napi: &a {max_page: 100}\n"
     (directory / "qraft.yaml").write_text(text)
-    assert load_qraft_config(directory, environ={}).lander.batch_size == 100
+    assert load_qraft_config(directory, environ={}).api.max_page == 100
     assert load_sources(directory).sources
 
 

@@ -1,0 +1,278 @@
+"""The database poller against hostile tables and a database that goes away: NULL and mixed-type
+cursors, NUL bytes, NaN and infinity, tables and columns dropped while polling, connections cut."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from qraft_core.adapters.registry import build_adapter
+from qraft_core.bus.fake import MemoryBus
+from qraft_core.config import SourceConfig
+
+T = 1767571200
+
+
+def outcome(bus: MemoryBus) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    events, letters = [], []
+    for message in bus.queue:
+        for line in message.data.split(b"\n"):
+            body = json.loads(line)
+            (letters if "qraft_dead_letter" in body else events).append(body.get("qraft_dead_letter", body))
+    return events, letters
+
+
+async def until(check: Callable[[], bool], what: str, seconds: float = 20) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def source(url: str, **options: Any) -> SourceConfig:
+    return SourceConfig(name="db", type="database", endpoint=url, options={
+        "interval_s": 0.05, "backoff_initial_s": 0.02, "backoff_max_s": 0.1, "time_field": "at",
+        "timeout_s": 2, **options})
+
+
+def poll_once(url: str, state: Path, **options: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
+    """Run the poller until it has read the table up to date (two quiet polls), then stop it."""
+    adapter = build_adapter(source(url, **options), state)
+    bus = MemoryBus()
+
+    async def run() -> Any:
+        stop = asyncio.Event()
+        task = asyncio.create_task(adapter.run(bus, stop))
+        await asyncio.sleep(0.3)
+        stop.set()
+        return await asyncio.wait_for(task, 10)
+
+    stats = asyncio.run(run())
+    events, letters = outcome(bus)
+    return events, letters, stats
+
+
+def sqlite(tmp_path: Path, *statements: str) -> str:
+    url = f"sqlite:///{tmp_path / 'feed.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.execute(sa.text(statement))
+    engine.dispose()
+    return url
+
+
+def test_rows_with_a_null_cursor_are_dead_letters_once_and_never_stop_the_reading(tmp_path):
+    url = sqlite(tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY, seq INTEGER, at INTEGER)",
+                 f"INSERT INTO t VALUES (1, 10, {T}), (2, NULL, {T}), (3, 20, {T}), (4, NULL, {T})")
+    events, letters, _ = poll_once(url, tmp_path, table="t", cursor_column="seq", key_column="id")
+    assert [e["payload"]["id"] for e in events] == [1, 3]
+    reason = "row has NULL in the cursor column(s) seq, so it cannot be read in cursor order"
+    assert [(letter["reason"], json.loads(letter["raw"])["id"]) for letter in letters] == [(reason, 2), (reason, 4)]
+    # Restarted: nothing again; new rows, with and without a cursor, are read.
+    sqlite(tmp_path, f"INSERT INTO t VALUES (5, 30, {T}), (6, NULL, {T})")
+    events, letters, _ = poll_once(url, tmp_path, table="t", cursor_column="seq", key_column="id")
+    assert ([e["payload"]["id"] for e in events], [json.loads(x["raw"])["id"] for x in letters]) == ([5], [6])
+
+
+def test_a_cursor_column_of_mixed_types_is_read_in_the_database_order(tmp_path):
+    # SQLite orders integers before text before blobs; typed reading would fail on 'garbage'.
+    url = sqlite(tmp_path, "CREATE TABLE t (id INTEGER, stamp DATETIME, at INTEGER)",
+                 f"INSERT INTO t VALUES (1, '2026-01-05 00:00:00', {T}), (2, 42, {T}), (3, 'garbage', {T}), "
+                 f"(4, x'00ff', {T})")
+    events, letters, stats = poll_once(url, tmp_path, table="t", cursor_column="stamp", key_column="id")
+    assert ([e["payload"]["id"] for e in events], letters) == ([2, 1, 3, 4], [])
+    assert events[3]["payload"]["stamp"] == "AP8="  # a blob is carried as base64
+    assert stats.errors == 0
+    saved = json.loads((tmp_path / "db.cursor.json").read_text())
+    assert saved["cursor"] == [{"kind": "bytes", "value": "AP8="}]
+    assert poll_once(url, tmp_path, table="t", cursor_column="stamp", key_column="id")[:2] == ([], [])
+
+
+def test_nul_bytes_and_infinities_in_sqlite_cost_only_their_row(tmp_path):
+    url = sqlite(tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v REAL, s TEXT, at INTEGER)",
+                 f"INSERT INTO t VALUES (1, 9e999, 'a', {T}), (2, -9e999, 'b', {T}), "
+                 f"(3, 1.5, 'x' || char(0) || 'y', {T}), (4, 2.5, 'ok', {T})")
+    events, letters, _ = poll_once(url, tmp_path, table="t")
+    assert [(e["payload"]["id"], e["payload"]["s"]) for e in events] == [(3, "x\x00y"), (4, "ok")]
+    prefix = "invalid event: 1 validation error for StandardEvent; payload;   Value error, payload.v holds "
+    assert [letter["reason"].split(" [type")[0] for letter in letters] == [
+        prefix + "a non-finite number (inf)", prefix + "a non-finite number (-inf)"]
+
+
+# PostgreSQL: a database of the test's own, reached directly or through a proxy that can be cut.
+
+ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect():
+            pass
+    except sa.exc.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}")
+    name = f"qraft_hostile_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f"CREATE DATABASE {name}"))
+    yield name
+    with admin.connect() as connection:
+        connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+def execute(url: str, *statements: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.execute(sa.text(statement))
+    engine.dispose()
+
+
+class Proxy:
+    """A TCP proxy to PostgreSQL on a fixed port that can be taken down (connections cut,
+    new ones refused) and brought back."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.sockets: list[socket.socket] = []
+        self.listener: socket.socket | None = None
+        self.lock = threading.Lock()
+
+    def up(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        with self.lock:
+            sockets, self.sockets = self.sockets, []
+            listener, self.listener = self.listener, None
+        for sock in [*sockets, *([listener] if listener else [])]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            with self.lock:
+                self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def test_postgres_nan_infinity_and_nul_bytes_cost_only_their_row(pg_database, tmp_path):
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{pg_database}"
+    execute(url, "CREATE TABLE t (id serial PRIMARY KEY, n numeric, f float8, b bytea, at bigint)",
+            f"INSERT INTO t (n, f, b, at) VALUES ('NaN', 1, '\\x00', {T}), (1, 'Infinity', '\\x00', {T}), "
+            f"(2, '-Infinity', '\\x00', {T}), (3, 3, '\\x610062', {T})")
+    events, letters, stats = poll_once(url, tmp_path, table="t")
+    assert [(e["payload"]["id"], e["payload"]["b"]) for e in events] == [(4, "YQBi")]
+    assert len(letters) == 3 and all(("nan" in x["reason"] or "inf" in x["reason"]) for x in letters)
+    assert stats.errors == 0
+
+
+def test_postgres_values_python_cannot_hold_are_read_as_text_and_the_reading_goes_on(pg_database, tmp_path):
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{pg_database}"
+    execute(url, "CREATE TABLE t (id serial PRIMARY KEY, d timestamptz, day date, at bigint)",
+            f"INSERT INTO t (d, day, at) VALUES ('2026-01-05 00:00:00+00', '2026-01-05', {T}), "
+            f"('infinity', '0044-03-15 BC', {T})")
+    events, letters, stats = poll_once(url, tmp_path, table="t")
+    assert [(e["payload"]["id"], e["payload"]["d"], e["payload"]["day"]) for e in events] == [
+        (1, "2026-01-05 00:00:00+00", "2026-01-05"), (2, "infinity", "0044-03-15 BC")]
+    assert letters == [] and stats.errors == 1
+    execute(url, f"INSERT INTO t (d, day, at) VALUES ('2026-01-06 00:00:00+00', '2026-01-06', {T})")
+    events, letters, stats = poll_once(url, tmp_path, table="t")
+    assert [(e["payload"]["id"], e["payload"]["d"]) for e in events] == [(3, "2026-01-06T00:00:00+00:00")]
+    # The same in a row without a cursor: its dead letter carries the text (the other columns of
+    # the batch are read as text too).
+    execute(url, "ALTER TABLE t ADD COLUMN seq int", "UPDATE t SET seq = id",
+            f"INSERT INTO t (d, day, at) VALUES ('-infinity', '2026-01-05', {T})")
+    events, letters, _ = poll_once(url, tmp_path / "seq", table="t", cursor_column="seq", key_column="id")
+    assert [e["payload"]["id"] for e in events] == ["1", "2", "3"]
+    assert [(json.loads(x["raw"])["id"], json.loads(x["raw"])["d"]) for x in letters] == [("4", "-infinity")]
+
+
+def test_postgres_going_away_dropping_the_table_and_a_column_is_retried_and_nothing_is_lost(pg_database, tmp_path):
+    direct = f"postgresql+psycopg://postgres@127.0.0.1:5432/{pg_database}"
+    proxy = Proxy(("127.0.0.1", 5432))
+    proxy.up()
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{pg_database}"
+    execute(direct, "CREATE TABLE t (id serial PRIMARY KEY, v int, at bigint)",
+            f"INSERT INTO t (v, at) VALUES (1, {T}), (2, {T})")
+    adapter = build_adapter(source(url, table="t", columns=["id", "v", "at"]), tmp_path)
+    bus = MemoryBus()
+
+    def ids() -> list[int]:
+        return [e["payload"]["id"] for e in outcome(bus)[0]]
+
+    async def run() -> list[str]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(adapter.run(bus, stop))
+        await until(lambda: ids() == [1, 2], "the first rows")
+        steps = []
+        proxy.down()
+        await asyncio.to_thread(execute, direct, f"INSERT INTO t (v, at) VALUES (3, {T})")
+        errors = adapter.stats.errors
+        await until(lambda: adapter.stats.errors >= errors + 2, "retries while the database is away")
+        proxy.up()
+        await until(lambda: ids() == [1, 2, 3], "the row written while away")
+        steps.append("back")
+        await asyncio.to_thread(execute, direct, "ALTER TABLE t DROP COLUMN v")
+        errors = adapter.stats.errors
+        await until(lambda: adapter.stats.errors > errors, "the missing column reported")
+        await asyncio.to_thread(execute, direct, "ALTER TABLE t ADD COLUMN v int",
+                                f"INSERT INTO t (v, at) VALUES (4, {T})")
+        await until(lambda: ids() == [1, 2, 3, 4], "the row after the column came back")
+        steps.append("column")
+        await asyncio.to_thread(execute, direct, "DROP TABLE t")
+        errors = adapter.stats.errors
+        await until(lambda: adapter.stats.errors > errors, "the missing table reported")
+        await asyncio.to_thread(execute, direct, "CREATE TABLE t (id int PRIMARY KEY, v int, at bigint)",
+                                f"INSERT INTO t VALUES (5, 5, {T})")
+        await until(lambda: ids() == [1, 2, 3, 4, 5], "the row of the recreated table")
+        steps.append("table")
+        assert not task.done()
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        return steps
+
+    try:
+        assert asyncio.run(run()) == ["back", "column", "table"]
+    finally:
+        proxy.down()
+    assert outcome(bus)[1] == []
