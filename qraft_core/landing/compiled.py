@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from itertools import compress
 from operator import attrgetter
@@ -123,7 +124,7 @@ def _all_plain(data: bytes, max_payload_bytes: int) -> bool:
     return (b"\\" not in data or b"\\u" not in data) and b"\x7f" not in data
 
 
-def _decode(data: bytes, lines: int, max_payload_bytes: int) -> tuple[list[_Event], list[int], list[int]]:
+def _decode(data: bytes, lines: int, max_payload_bytes: int) -> tuple[list[_Event], Sequence[int], list[int]]:
     """(events, the line index of each, the indexes of non-blank lines left to the judge) of a
     message of `lines` lines.
 
@@ -136,7 +137,7 @@ def _decode(data: bytes, lines: int, max_payload_bytes: int) -> tuple[list[_Even
             pass
         else:
             if len(events) == lines:
-                return events, list(range(len(events))), []
+                return events, range(len(events)), []
     events, indexes, judged = [], [], []
     for index, line in enumerate(data.split(b"\n")):
         if not line.strip():
@@ -237,7 +238,7 @@ class CompiledRows:
         columns["parser_version"].extend([meta.parser_version for meta in metas])
         columns["raw_checksum"].extend([meta.raw_checksum for meta in metas])
         columns["origin"].extend([meta.origin for meta in metas])
-        self._positions.extend([offset + index for index in indexes])
+        self._positions.extend(map(offset.__add__, indexes))
         self._payloads.append(_canonical_payloads([event.payload for event in events], data.isascii()))
         return judged
 
