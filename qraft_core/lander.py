@@ -42,7 +42,7 @@ from qraft_core.events import (
     safe_text,
     stable_id,
 )
-from qraft_core.landing.compiled import SOURCE_NAME, CompiledRows, is_plain
+from qraft_core.landing.compiled import SOURCE_NAME, CompiledRows, is_plain, line_count
 from qraft_core.metrics import (
     CONSUMER_LAG,
     EVENTS_DEAD_LETTERED,
@@ -137,7 +137,7 @@ class _Message:
         self.subject = subject
         self.source = safe_text(source)
         self.data = data
-        self.line_count = data.count(b"\n") + 1
+        self.line_count = line_count(data)
         self.offset = offset
 
     @functools.cached_property
@@ -335,7 +335,7 @@ def land_batch(
         judge.offsets.append(offset)
         offset += message.line_count
         if compiled:
-            judged = rows.add(message.source, message.data, message.offset, max_payload_bytes)
+            judged = rows.add(message.source, message.data, message.line_count, message.offset, max_payload_bytes)
         else:
             judged = [index for index, line in enumerate(message.lines) if line.strip()]
         for index in judged:
@@ -667,7 +667,7 @@ class Lander:
             wanted = max(1, min(1000, int((self.config.batch_size - lines) / per_message)))
             fetched = await self.consumer.fetch(wanted, max(remaining, 0.05))
             taken.extend(fetched)
-            lines += sum(m.data.count(b"\n") + 1 for m in fetched)
+            lines += sum(line_count(m.data) for m in fetched)
         return taken
 
     def _write(self, batch: LandedBatch, give_up: bool) -> LandedBatch:
@@ -767,11 +767,14 @@ class Lander:
         known = self._known.get(source)
         if known is not None and known.start <= start and end <= known.end:
             return known
+        # Live batches each move the end on by seconds: reading one resend window ahead as well
+        # (usually empty: event times to come) spares the next batches a query each.
+        ahead = end + timedelta(seconds=self.config.resend_window_s)
         if known is None or end < known.start or known.end < start:  # apart: never read the gap between
-            spans, known = [(start, end)], _KnownIds(start, end, set())
+            spans, known = [(start, ahead)], _KnownIds(start, ahead, set())
         else:
-            spans = [(a, b) for a, b in ((start, known.start), (known.end, end)) if a < b]
-            known.start, known.end = min(start, known.start), max(end, known.end)
+            spans = [(a, b) for a, b in ((start, known.start), (known.end, ahead)) if a < b]
+            known.start, known.end = min(start, known.start), max(ahead, known.end)
         for a, b in spans:
             stored = self.store.select("raw_events", start=a, end=b, where=[Filter("source", "=", source)],
                                        columns=["event_id"])

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from itertools import compress
+from operator import attrgetter
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -83,6 +85,21 @@ SOURCE_NAME = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _MESSAGE = msgspec.json.Decoder(list[_Event], float_hook=_float_as_python_writes_it)
 _LINE = msgspec.json.Decoder(_Event, float_hook=_float_as_python_writes_it)
 _SORTED = msgspec.json.Encoder(order="sorted")
+_SOURCE = attrgetter("source")
+
+
+def line_count(data: bytes) -> int:
+    """The number of lines of `data` (one more than its newlines).
+
+    `bytes.count` goes a byte at a time; numpy compares a message of thousands of events several
+    times faster, and is only worth its overhead on large messages.
+
+    >>> line_count(b"a\\nb"), line_count(b"a\\n" * 40_000), line_count(b"")
+    (2, 40001, 1)
+    """
+    if len(data) < 65_536:
+        return data.count(b"\n") + 1
+    return int(np.count_nonzero(np.frombuffer(data, np.uint8) == ord("\n"))) + 1
 
 
 def _longest_line(data: bytes) -> int:
@@ -107,8 +124,9 @@ def _all_plain(data: bytes, max_payload_bytes: int) -> bool:
     return (b"\\" not in data or b"\\u" not in data) and b"\x7f" not in data
 
 
-def _decode(data: bytes, max_payload_bytes: int) -> tuple[list[_Event], list[int], list[int]]:
-    """(events, the line index of each, the indexes of non-blank lines left to the judge).
+def _decode(data: bytes, lines: int, max_payload_bytes: int) -> tuple[list[_Event], Sequence[int], list[int]]:
+    """(events, the line index of each, the indexes of non-blank lines left to the judge) of a
+    message of `lines` lines.
 
     A message is decoded whole, as one JSON array of its lines; a blank line, a bad one or one
     holding more than one value fails that, and the lines are decoded one by one."""
@@ -118,8 +136,8 @@ def _decode(data: bytes, max_payload_bytes: int) -> tuple[list[_Event], list[int
         except (msgspec.DecodeError, ValueError, RecursionError):
             pass
         else:
-            if len(events) == data.count(b"\n") + 1:
-                return events, list(range(len(events))), []
+            if len(events) == lines:
+                return events, range(len(events)), []
     events, indexes, judged = [], [], []
     for index, line in enumerate(data.split(b"\n")):
         if not line.strip():
@@ -146,14 +164,22 @@ def _ascii_escaped(match: re.Match[str]) -> str:
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
-def _canonical_payloads(payloads: list[dict[str, Any]], ascii_only: bool) -> list[bytes]:
-    """Compact JSON with sorted keys and non-ASCII text escaped, as `json.dumps` writes it."""
-    encoded = list(map(_SORTED.encode, payloads))
-    if not ascii_only:
-        for n, text in enumerate(encoded):
-            if not text.isascii():
-                encoded[n] = _NON_ASCII.sub(_ascii_escaped, text.decode()).encode()
-    return encoded
+def _canonical_payloads(payloads: list[dict[str, Any]], ascii_only: bool) -> bytes:
+    """Compact JSON with sorted keys and non-ASCII text escaped, as `json.dumps` writes it, a
+    line each (JSON so written holds no newline)."""
+    encoded = _SORTED.encode_lines(payloads)
+    if ascii_only or encoded.isascii():
+        return encoded
+    return _NON_ASCII.sub(_ascii_escaped, encoded.decode()).encode()
+
+
+def _lines_column(name: str, lines: bytes) -> pl.Series:
+    """The newline-terminated lines of `lines` as a text column, built on the buffer as it is (not
+    from a Python object per line)."""
+    ends = np.flatnonzero(np.frombuffer(lines, np.uint8) == ord("\n"))
+    offsets = np.concatenate(([0], ends + 1)).astype(np.int64)
+    text = pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(lines))
+    return pl.Series(name, text).str.head(-1)  # without its newline
 
 
 # Event times `datetime.fromisoformat` reads and polars reads as the same instant: digits are
@@ -178,7 +204,7 @@ def _with_instants(frame: pl.DataFrame, *names: str) -> pl.DataFrame:
     return frame.with_columns(parsed)
 
 
-_COLUMNS = ("event_id", "source", "type", "timestamp", "ingest_time", "parser_version", "raw_checksum", "origin")
+_COLUMNS = ("event_id", "type", "timestamp", "ingest_time", "parser_version", "raw_checksum", "origin")
 _SCHEMA = {name: pl.Utf8() for name in _COLUMNS}
 
 
@@ -187,35 +213,33 @@ class CompiledRows:
 
     def __init__(self) -> None:
         self._columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
-        self._payloads: list[bytes] = []
+        self._sources: list[tuple[str, int]] = []  # (source, rows) of each message: all its rows are of its source
+        self._payloads: list[bytes] = []  # lines of canonical payloads, a buffer per message
         self._positions: list[int] = []
 
-    def add(self, source: str, data: bytes, offset: int, max_payload_bytes: int) -> list[int]:
-        """Decodes the lines of a message of `source`, its first line at batch position `offset`;
-        returns the indexes of the non-blank lines left to the judge."""
+    def add(self, source: str, data: bytes, lines: int, offset: int, max_payload_bytes: int) -> list[int]:
+        """Decodes the `lines` lines of a message of `source`, its first line at batch position
+        `offset`; returns the indexes of the non-blank lines left to the judge."""
         if not SOURCE_NAME.fullmatch(source):  # no event of a source so named lands: the judge says why
             return [index for index, line in enumerate(data.split(b"\n")) if line.strip()]
-        events, indexes, judged = _decode(data, max_payload_bytes)
-        sources = [event.source for event in events]
-        if sources.count(source) != len(sources):  # lines of another source: the judge names the subject
-            matches = [name == source for name in sources]
+        events, indexes, judged = _decode(data, lines, max_payload_bytes)
+        if not all(map(source.__eq__, map(_SOURCE, events))):  # lines of another source: the judge names the subject
+            matches = [event.source == source for event in events]
             judged = sorted([*judged, *(i for i, match in zip(indexes, matches, strict=True) if not match)])
             events, indexes = list(compress(events, matches)), list(compress(indexes, matches))
-            sources = [source] * len(events)
         if not events:
             return judged
+        self._sources.append((source, len(events)))
         columns, metas = self._columns, [event.meta for event in events]
         columns["event_id"].extend([event.event_id for event in events])
-        columns["source"].extend(sources)
         columns["type"].extend([event.type for event in events])
         columns["timestamp"].extend([event.timestamp for event in events])
         columns["ingest_time"].extend([event.ingest_time for event in events])
         columns["parser_version"].extend([meta.parser_version for meta in metas])
         columns["raw_checksum"].extend([meta.raw_checksum for meta in metas])
         columns["origin"].extend([meta.origin for meta in metas])
-        self._positions.extend([offset + index for index in indexes])
-        self._payloads.extend(_canonical_payloads([event.payload for event in events],
-                                                  data.isascii()))
+        self._positions.extend(map(offset.__add__, indexes))
+        self._payloads.append(_canonical_payloads([event.payload for event in events], data.isascii()))
         return judged
 
     def checked(
@@ -224,8 +248,10 @@ class CompiledRows:
         """The rows the judge would accept as they are (with `origin` and batch `position`), and
         the positions of the others, left to the judge: rows whose times lie in `store_range`
         and, for live events, at most `live_bounds` (future, age) from their ingest time."""
+        sources = [pl.repeat(source, rows, dtype=pl.Utf8, eager=True) for source, rows in self._sources]
         frame = _with_instants(pl.DataFrame(self._columns, schema=_SCHEMA).with_columns(
-            pl.Series("payload", self._payloads, dtype=pl.Binary).cast(pl.Utf8),
+            pl.concat(sources).alias("source") if sources else pl.lit(None, pl.Utf8).alias("source"),
+            _lines_column("payload", b"".join(self._payloads)),
             pl.Series("position", self._positions, dtype=pl.Int64),
         ), "timestamp", "ingest_time")
         low, high = store_range

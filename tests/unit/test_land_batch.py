@@ -660,7 +660,19 @@ def test_the_id_memory_never_reads_the_years_between_live_and_backfill_batches()
     land_each(lander, bus, event_line("live", type="quote", ingest_time="2026-01-05T00:03:18Z"))
     assert store.tables["raw_events"].height == 2
     assert store.tables["dead_letters"]["event_id"].to_list() == ["live"]  # found again after the backfill
-    assert all(end - start < timedelta(minutes=3) for start, end in store.id_reads)
+    # Each read spans a batch's resend window either side, and one more ahead.
+    assert all(end - start < timedelta(minutes=4) for start, end in store.id_reads)
+
+
+def test_the_id_memory_reads_a_resend_window_ahead_so_the_next_live_batches_read_nothing():
+    store, bus = LookupCountingStore(), MemoryBus()
+    lander = Lander(bus, store, LanderConfig(batch_timeout_ms=20, resend_window_s=60))
+    # Each batch's window ends later than the one before, within what the first read covered.
+    for n, stamp in enumerate(("2026-01-05T00:03:17Z", "2026-01-05T00:03:47Z", "2026-01-05T00:04:17Z")):
+        land_each(lander, bus, event_line(f"e-{n}", timestamp=stamp, ingest_time=stamp))
+    assert store.id_reads == [(datetime(2026, 1, 5, 0, 2, 17, tzinfo=UTC),
+                               datetime(2026, 1, 5, 0, 5, 17, 1000, tzinfo=UTC))]
+    assert store.tables["raw_events"].height == 3
 
 
 # -- the compiled path --------------------------------------------------------------------------
