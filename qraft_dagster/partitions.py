@@ -27,14 +27,15 @@ PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
 def cron_for(interval_minutes: int) -> str:
     """The cron schedule of windows of this length.
 
-    >>> cron_for(1), cron_for(15), cron_for(120)
-    ('* * * * *', '*/15 * * * *', '0 */2 * * *')
+    >>> cron_for(1), cron_for(15), cron_for(120), cron_for(1440)
+    ('* * * * *', '*/15 * * * *', '0 */2 * * *', '0 0 * * *')
     """
     if interval_minutes < 60 and 60 % interval_minutes == 0:
         return "* * * * *" if interval_minutes == 1 else f"*/{interval_minutes} * * * *"
     if interval_minutes % 60 == 0 and 24 % (interval_minutes // 60) == 0:
         hours = interval_minutes // 60
-        return "0 * * * *" if hours == 1 else f"0 */{hours} * * *"
+        # Daily windows are midnight's; `*/24` is out of cron's range (Dagster warns on every load).
+        return {1: "0 * * * *", 24: "0 0 * * *"}.get(hours, f"0 */{hours} * * *")
     raise ConfigError(
         f"qraft.yaml: partitions.interval_minutes: expected a divisor of 60 or a whole number of hours "
         f"dividing 24 (got {interval_minutes})"
