@@ -57,7 +57,8 @@ def detect(corpus: Sequence[Stream], config: DetectorsConfig | None = None) -> t
     stream."""
     config = config or load_default_detectors()
     specs = active_specs(config)
-    findings, signals = [], []
+    findings: list[Item] = []
+    signals: list[Item] = []
     for stream in corpus:
         raised = run_window(specs, {}, stream.bars)
         signals.extend(Item(s.type, s.stream, s.finding_time, s.detector) for s in raised)
