@@ -2,7 +2,9 @@
 
 The corpus (`qraft_core.demo.corpus`) and the measures (`qraft_core.demo.quality`)
 are described there; both detector sets read the same bars in the same run.
-Prints JSON lines {"bench", "value", "unit", "baseline", "ratio"}:
+Prints JSON lines {"bench", "value", "unit", "baseline", "ratio"} for the defaults' findings (their
+signals merged into pattern events as the pipeline does), then the same five for their raw signals
+(bench names prefixed `signals_`):
 
 - window_standard_score: the benchmark window score (100 perfect, 0 no findings),
   baseline: the River loop at its own best threshold;
@@ -35,14 +37,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
     result = compare(generate_corpus(args.streams, args.bars, args.seed))
-    ours, river = result["defaults"], result["river"]
-    print(_line("window_standard_score", ours["window_standard_score"], "score", river["window_standard_score"]))
-    print(_line("precision_at_equal_recall", ours["precision"], "precision",
-                result["river_precision_at_equal_recall"]))
-    for name, unit in (("false_alarms_per_10k_rows_nothing_planted", "alarms/10k rows"),
-                       ("drift_recall_within_200_rows", "recall"),
-                       ("false_findings_per_10k_rows_drift_only", "findings/10k rows")):
-        print(_line(name, ours[name], unit, river[name]))
+    river = result["river"]
+    for prefix, ours in (("", result["defaults"]), ("signals_", result["signals"])):
+        print(_line(f"{prefix}window_standard_score", ours["window_standard_score"], "score",
+                    river["window_standard_score"]))
+        print(_line(f"{prefix}precision_at_equal_recall", ours["precision"], "precision",
+                    result["river_precision_at_equal_recall"]))
+        for name, unit in (("false_alarms_per_10k_rows_nothing_planted", "alarms/10k rows"),
+                           ("drift_recall_within_200_rows", "recall"),
+                           ("false_findings_per_10k_rows_drift_only", "findings/10k rows")):
+            print(_line(f"{prefix}{name}", ours[name], unit, river[name]))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 """Detection quality on the labelled corpus: the default detectors against a plain River loop.
 
-Both read the same bars. Findings are dated by `Signal.finding_time` (the
-earliest bar the evidence supports). The River loop is the obvious first try:
+Both read the same bars. The defaults are scored on the findings a user sees:
+their signals merged into pattern events by the pipeline's own code
+(`qraft_core.patterns.merge`: cooldown, then grouping by evidence time, window
+by window as `materialize_patterns` does), each dated at its earliest evidence;
+`compare` also scores the raw signals (dated by `Signal.finding_time`), which
+is what the detectors alone do. The River loop is the obvious first try:
 per stream, `MinMaxScaler | HalfSpaceTrees` (defaults, seed 42) on the
 per-bar mean, an anomaly wherever the score reaches a threshold, and `ADWIN`
 (defaults) on the same value for drifts. HalfSpaceTrees has no default
@@ -22,16 +26,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from river import anomaly, drift, preprocessing
 
 from qraft_core.demo.corpus import Stream
-from qraft_core.detectors.config import DetectorsConfig, load_default_detectors
+from qraft_core.detectors.base import Signal
+from qraft_core.detectors.config import DetectorsConfig, MergeConfig, load_default_detectors
 from qraft_core.detectors.runner import active_specs, run_window
 from qraft_core.evaluate import Item, window_score
+from qraft_core.patterns.merge import EvidenceTimes, lookback_seconds, signal_order, window_findings
 
 BASELINE_THRESHOLDS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
+# The pipeline's pattern windows (`materialize_patterns`' default interval, on the minute).
+WINDOW = timedelta(minutes=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -42,13 +52,32 @@ class Scored:
     score: float
 
 
-def detect(corpus: Sequence[Stream], config: DetectorsConfig | None = None) -> list[Item]:
-    """The findings of a detector configuration (default: the packaged defaults) on every stream."""
-    specs = active_specs(config or load_default_detectors())
-    findings = []
+def detect(corpus: Sequence[Stream], config: DetectorsConfig | None = None) -> tuple[list[Item], list[Item]]:
+    """(findings, raw signals) of a detector configuration (default: the packaged defaults) on every
+    stream."""
+    config = config or load_default_detectors()
+    specs = active_specs(config)
+    findings: list[Item] = []
+    signals: list[Item] = []
     for stream in corpus:
-        for signal in run_window(specs, {}, stream.bars):
-            findings.append(Item(signal.type, signal.stream, signal.finding_time, signal.detector))
+        raised = run_window(specs, {}, stream.bars)
+        signals.extend(Item(s.type, s.stream, s.finding_time, s.detector) for s in raised)
+        findings.extend(merged(raised, stream.bar_s, config.merge))
+    return findings, signals
+
+
+def merged(signals: Sequence[Signal], bar_s: float, merge: MergeConfig) -> list[Item]:
+    """The findings the pipeline reports from one stream's signals, window by window (windows
+    without a signal report nothing), each dated at its earliest evidence."""
+    evidence = EvidenceTimes(lambda _: bar_s, merge.context_bars)
+    lookback = timedelta(seconds=lookback_seconds(merge.tolerance_s, merge.cooldown_s, merge.context_bars * bar_s))
+    findings = []
+    for start in sorted({s.time - (s.time - EPOCH) % WINDOW for s in signals}):
+        seen = [s for s in signals if start - lookback <= s.time < start + WINDOW]
+        groups, _ = window_findings(seen, start, merge.tolerance_s, merge.cooldown_s, evidence)
+        for group in groups:
+            anchor = min(group, key=signal_order)
+            findings.append(Item(anchor.type, anchor.stream, min(evidence(s) for s in group), anchor.detector))
     return findings
 
 
@@ -143,13 +172,15 @@ def precision_at_recall(corpus: Sequence[Stream], candidates: Sequence[Scored], 
 
 
 def compare(corpus: Sequence[Stream], config: DetectorsConfig | None = None) -> dict[str, Any]:
-    """The defaults' measures, the River loop's (at its best threshold), and the loop's precision at
-    the defaults' recall."""
-    ours = quality(corpus, detect(corpus, config))
+    """The defaults' measures on their findings and on their raw signals, the River loop's (at its
+    best threshold), and the loop's precision at the recall of the defaults' findings."""
+    findings, signals = detect(corpus, config)
+    ours = quality(corpus, findings)
     candidates = river_candidates(corpus)
     threshold, river = best_baseline(corpus, candidates)
     return {
         "defaults": ours,
+        "signals": quality(corpus, signals),
         "river": river,
         "river_threshold": threshold,
         "river_precision_at_equal_recall": precision_at_recall(corpus, candidates, ours["recall"]),

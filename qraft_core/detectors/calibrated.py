@@ -22,9 +22,10 @@ residual). A bar's residual divided by the scale is its score.
   finding carries the change-point estimate as its onset; after an alarm the
   baseline re-anchors on the data since that point. A level shift must be a
   jump: the bars just after the change point must differ from those just
-  before by `jump_significance` standard errors of the bar-to-bar noise, so a
-  smooth move (a daily cycle not yet profiled, a slow wander) is followed, not
-  reported.
+  before by `jump_significance` standard errors of the noise (its spread
+  measured bar to bar, its lag-1 autocorrelation about a line either side), so
+  a smooth move (a daily cycle not yet profiled, a slow wander) is followed,
+  not reported.
 
 Warm-ups are stated in time (`warmup_s`, with a minimum of `warmup_bars`);
 each detector has an alarm budget (`refractory_bars`, `max_alarms_per_day`).
@@ -677,11 +678,15 @@ class CalibratedDrift(CalibratedDetector):
 
     def _jumped(self, values: list[float], split: int) -> bool:
         """Whether the means of up to `jump_bars` bars either side of `split` differ by
-        `jump_significance` standard errors of the bar-to-bar noise.
+        `jump_significance` standard errors of the noise.
 
         The noise is measured on differences of consecutive bars (less the largest: the jump
-        itself), which a slow cycle or trend barely moves, so a stream that wanders or follows a
-        daily cycle is held to its own short-term noise, not to the spread of its wandering.
+        itself), which a slow cycle or trend barely moves, so a stream that follows a daily cycle
+        is held to its own short-term noise, not to the spread of its cycle. Autocorrelated noise
+        differs less from bar to bar than its spread, and the means of a few of its bars vary
+        more than those of independent bars: the standard error is that of AR(1) noise, with the
+        lag-1 autocorrelation of the values about a line on each side of the split (the jump, a
+        ramp or a cycle's slope do not count as autocorrelation).
         """
         if split < 1 or len(values) - split < 1:
             return True
@@ -690,9 +695,11 @@ class CalibratedDrift(CalibratedDetector):
         differences = sorted(abs(b - a) for a, b in itertools.pairwise(values))[:-1]
         if not differences:
             return True
-        # The mean absolute difference of two independent values is 2 / sqrt(pi) of its spread.
-        noise = statistics.fmean(differences) * math.sqrt(math.pi) / 2
-        return jump >= float(self.param("jump_significance")) * noise * math.sqrt(2.0 / bars)
+        rho = _lag_one([_detrended(values[:split]), _detrended(values[split:])])
+        # The mean absolute difference of two independent values is 2 / sqrt(pi) of its spread;
+        # consecutive AR(1) values differ by sqrt(2 (1 - rho)) spreads.
+        spread = statistics.fmean(differences) * math.sqrt(math.pi) / 2 / math.sqrt(1.0 - rho)
+        return jump >= float(self.param("jump_significance")) * spread * _block_difference_se(bars, rho)
 
     def _alarm_level(self, channel: str) -> float:
         """The larger of `threshold` and the bound calibrated on the stream's own excursions."""
@@ -770,6 +777,30 @@ class CalibratedDrift(CalibratedDetector):
             onset=onset,
             lag_bars=len(after),
         )
+
+
+def _detrended(values: list[float]) -> list[float]:
+    """Values less their least-squares line."""
+    if len(values) < 3:
+        return []
+    slope, centre = _slope(values), (len(values) - 1) / 2
+    mean = statistics.fmean(values)
+    return [v - mean - slope * (i - centre) for i, v in enumerate(values)]
+
+
+def _lag_one(runs: list[list[float]]) -> float:
+    """Lag-1 autocorrelation pooled over runs of centred values, kept in [0, 0.9]."""
+    products = sum(a * b for run in runs for a, b in itertools.pairwise(run))
+    squares = sum(v * v for run in runs for v in run)
+    return min(max(products / squares, 0.0), 0.9) if squares > 0 else 0.0
+
+
+def _block_difference_se(bars: int, rho: float) -> float:
+    """Standard error, in spreads, of the difference of the means of two adjacent runs of `bars`
+    bars of AR(1) noise with lag-1 autocorrelation `rho` (sqrt(2 / bars) when rho is 0)."""
+    within = sum(rho ** abs(i - j) for i in range(bars) for j in range(bars))
+    across = sum(rho ** (j - i) for i in range(bars) for j in range(bars, 2 * bars))
+    return math.sqrt(max(2.0 * (within - across), 1e-12)) / bars
 
 
 def _unstabilise(value: float) -> float:

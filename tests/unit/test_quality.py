@@ -3,10 +3,14 @@ of bench/bench_quality.py)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from qraft_core.demo.corpus import FAMILIES, generate_corpus, make_stream, truth_json
-from qraft_core.demo.quality import compare, precision_recall
+from qraft_core.demo.quality import compare, merged, precision_recall
+from qraft_core.detectors.base import Signal
+from qraft_core.detectors.config import MergeConfig
 from qraft_core.evaluate import Item
 
 
@@ -39,3 +43,22 @@ def test_precision_and_recall_count_windows() -> None:
     outside = Item("anomaly", window.stream, window.end.replace(year=window.end.year + 1))
     assert precision_recall([inside, inside, outside], [window]) == (1 / 3, 1.0)
     assert precision_recall([], [window]) == (0.0, 0.0)
+
+
+def test_findings_are_the_signals_merged_as_the_pipeline_merges_them() -> None:
+    # 10-second bars, the default merge (tolerance 60 s, cooldown 180 s, horizon 30 bars), the
+    # pipeline's 1-minute windows. A signal at 120 s is a finding of its window; a drift test sure
+    # at 400 s, 40 bars after its change point, points 30 bars (the horizon) back, at 100 s: near
+    # what is known, it confirms that finding; its repeat at 500 s is within the cooldown. An
+    # anomaly at 1000 s dated 3 bars back is a finding of its own.
+    t0 = datetime(2026, 1, 5, tzinfo=UTC)
+
+    def signal(detector: str, kind: str, seconds: int, lag: int) -> Signal:
+        return Signal(detector, "qraft", "x", "1", "s", kind, t0 + timedelta(seconds=seconds), 1.0, 0.5,
+                      {"v": 1.0}, "a", "b", {}, lag_bars=lag,
+                      onset=t0 + timedelta(seconds=seconds - 10 * lag))
+
+    signals = [signal("drift", "concept_drift", 400, 40), signal("drift", "concept_drift", 500, 2),
+               signal("other", "concept_drift", 120, 0), signal("spikes", "anomaly", 1000, 3)]
+    assert [(f.type, f.id, (f.time - t0).seconds) for f in merged(signals, 10, MergeConfig())] == [
+        ("concept_drift", "other", 120), ("anomaly", "spikes", 970)]
