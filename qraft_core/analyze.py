@@ -28,7 +28,7 @@ import polars as pl
 import yaml
 
 from qraft_core.adapters.file import csv_delimiter, read_records
-from qraft_core.adapters.parsers import ParseError, parse_time
+from qraft_core.adapters.parsers import THOUSANDS_SEPARATORS, ParseError, grouped_number, parse_time
 from qraft_core.config import ConfigError
 from qraft_core.operators.aggregate import DEFAULT_STATS
 from qraft_core.operators.pipeline import MAX_BAR_SECONDS
@@ -87,6 +87,8 @@ class FileProfile:
     delimiter: str = ""
     # Records the file source dead-letters (see `Table`).
     malformed: int = 0
+    # Numeric columns written with a thousands separator: {column: separator}.
+    thousands: dict[str, str] = field(default_factory=dict)
 
     @property
     def bar_seconds(self) -> int:
@@ -98,7 +100,7 @@ class FileProfile:
             "time_unit": self.time_unit, "first": self.first.isoformat(), "last": self.last.isoformat(),
             "interval_s": self.interval_s, "irregular": self.irregular, "gaps": self.gaps,
             "bar_seconds": self.bar_seconds, "numeric": self.numeric, "categorical": self.categorical,
-            "ignored": self.ignored, "malformed": self.malformed,
+            "ignored": self.ignored, "malformed": self.malformed, "thousands": self.thousands,
         }
 
 
@@ -325,14 +327,19 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         raise AnalyzeError(f"{path}: needs rows at two different times at least, to tell how often it is sampled")
     interval, irregular, gaps = sampling(times)
     numeric, categorical, ignored = [], [], []
+    thousands: dict[str, str] = {}
     for name in frame.columns:
         if name == column:
             continue
         values_of = frame[name].drop_nulls()
+        separator = thousands_separator(values_of, table.delimiter) if values_of.dtype == pl.Utf8 else None
         if values_of.len() == 0 or values_of.dtype.is_nested() or name in table.nested:
             ignored.append(name)
         elif _numbers(values_of).null_count() <= (1 - MIN_NUMBER_SHARE) * values_of.len():
             numeric.append(name)
+        elif separator is not None:
+            numeric.append(name)
+            thousands[name] = separator
         elif values_of.n_unique() <= min(MAX_CATEGORIES, max(2, values_of.len() // 10)):
             categorical.append(name)
         else:
@@ -342,11 +349,40 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
                     if frame[name].drop_nulls().len()]
         raise AnalyzeError(
             f"{path}: no numeric or categorical column besides the time column {column!r}"
-            + (f" ({'; '.join(examples)}: numbers must be plain, like 1234.5)" if examples else "")
+            + (f" ({'; '.join(examples)}: numbers must be plain like 1234.5, or grouped like 1,234.5 "
+               "or 1 234; a decimal comma is not read)" if examples else "")
         )
     return FileProfile(path.resolve(), source_name(path, taken), table.format, frame.height, column, unit,
                        min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored,
-                       table.delimiter, table.malformed)
+                       table.delimiter, table.malformed, thousands)
+
+
+def thousands_separator(values: pl.Series, delimiter: str) -> str | None:
+    """The thousands separator of a text column of numbers written like "1,234.5" or "1 234", or None.
+
+    MIN_NUMBER_SHARE of the values must be numbers, plain or grouped by one separator, and at least
+    one grouped. A comma must not pass for a decimal comma ("1,234" alone could be 1.234): it is a
+    thousands separator in a comma-separated file (whose decimal mark is "."), or when some value
+    also holds a "." decimal or two commas.
+
+    >>> thousands_separator(pl.Series(["1,234.5", "987.25"]), ";"), thousands_separator(pl.Series(["1 234", "5"]), ";")
+    (',', ' ')
+    >>> thousands_separator(pl.Series(["1,234", "2,500"]), ","), thousands_separator(pl.Series(["1,234", "2,500"]), ";")
+    (',', None)
+    >>> thousands_separator(pl.Series(["1,5", "2,25"]), ";"), thousands_separator(pl.Series(["0,125", "1,500"]), ",")
+    (None, None)
+    """
+    texts = [str(v).strip() for v in values.to_list()]
+    plain = _numbers(pl.Series(texts, dtype=pl.Utf8)).is_not_null().to_list()
+    for separator in THOUSANDS_SEPARATORS:
+        grouped = [grouped_number(t, separator) is not None for t in texts]
+        if not any(grouped) or sum(g or p for g, p in zip(grouped, plain, strict=True)) < MIN_NUMBER_SHARE * len(texts):
+            continue
+        if separator == "," and delimiter != "," and not any("." in t or t.count(",") > 1 for t, g in zip(texts, grouped, strict=True)
+                                        if g or "," not in t):
+            continue
+        return separator
+    return None
 
 
 def _not_a_number(column: pl.Series) -> Any:
@@ -468,7 +504,8 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
         {"name": p.source, "type": "file", "endpoint": str(p.path), "parser": "generic",
          "description": f"{p.path.name}: {p.rows} rows, one every {p.interval_s:g}s (inferred by qraft analyze)",
          "options": {"format": p.format, "time_field": p.time_field, "time_unit": p.time_unit,
-                     "event_type": EVENT_TYPE, **({"delimiter": p.delimiter} if p.delimiter else {})}}
+                     "event_type": EVENT_TYPE, **({"delimiter": p.delimiter} if p.delimiter else {}),
+                     **({"thousands": p.thousands} if p.thousands else {})}}
         for p in plan.profiles
     ]}
     preprocessing = {"preprocessing": {

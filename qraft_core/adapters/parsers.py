@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -20,6 +21,11 @@ from qraft_core.registry import Registry, UnknownName
 from qraft_core.timeutil import parse_iso
 
 TimeUnit = Literal["auto", "s", "ms", "us", "ns", "iso"]
+# Thousands separators a number may be written with ("1,234.5", "1 234", "1'234"); the decimal mark is
+# then ".". A "." between groups is not one: "1.234" already reads as a plain number.
+ThousandsSeparator = Literal[",", " ", "\u00a0", "\u202f", "'", "_"]
+THOUSANDS_SEPARATORS: tuple[str, ...] = get_args(ThousandsSeparator)
+_GROUPED = {sep: re.compile(rf"[+-]?[1-9]\d{{0,2}}(?:{re.escape(sep)}\d{{3}})+(?:\.\d+)?") for sep in THOUSANDS_SEPARATORS}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -81,6 +87,22 @@ def parse_time(value: Any, unit: TimeUnit = "auto") -> datetime:
         except ValueError:
             raise ParseError(f"timestamp {value!r} is neither an epoch number nor ISO 8601") from None
     raise ParseError(f"timestamp {value!r} is not a time")
+
+
+def grouped_number(text: str, separator: str) -> int | float | None:
+    """`text` as a number when it is written with `separator` between groups of three digits, else None
+    (plain numbers included: they need no help).
+
+    >>> grouped_number("1,234.5", ","), grouped_number(" -12 345 678 ", " "), grouped_number("1,23", ",")
+    (1234.5, -12345678, None)
+    >>> grouped_number("1234", ","), grouped_number("1,234", " "), grouped_number("0,125", ",")
+    (None, None, None)
+    """
+    plain = text.strip()
+    if not _GROUPED[separator].fullmatch(plain):
+        return None
+    digits = plain.replace(separator, "")
+    return float(digits) if "." in digits else int(digits)
 
 
 def _reject_constant(name: str) -> float:
@@ -193,6 +215,8 @@ class GenericOptions(BaseModel):
     rename: dict[str, str] = {}
     # Fields every record must have (after renaming).
     required: list[str] = []
+    # Fields (after renaming) whose numbers are written with a thousands separator: {field: separator}.
+    thousands: dict[str, ThousandsSeparator] = {}
 
 
 RecordParser = Callable[[Mapping[str, Any], str], ParsedRecord]
@@ -206,6 +230,11 @@ register_parser = PARSERS.register
 def generic_parser(options: GenericOptions, source: str) -> RecordParser:
     def parse(record: Mapping[str, Any], raw_checksum: str) -> ParsedRecord:
         payload = {options.rename.get(k, k): v for k, v in record.items()}
+        for name, separator in options.thousands.items():
+            value = payload.get(name)
+            number = grouped_number(value, separator) if isinstance(value, str) else None
+            if number is not None:
+                payload[name] = number
         missing = [f for f in options.required if payload.get(f) in (None, "")]
         if missing:
             raise ParseError(f"record lacks required field(s): {', '.join(missing)}")
