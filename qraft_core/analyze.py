@@ -272,20 +272,26 @@ def bar_size(interval_s: float) -> int:
     return next((size for size in BAR_SIZES if size >= interval_s - 1e-9), MAX_BAR_SECONDS)
 
 
-def window_minutes(bars: list[int], span: timedelta) -> int:
+def window_minutes(bars: list[int], span: timedelta, whole: timedelta | None = None) -> int:
     """The shortest window holding BARS_PER_WINDOW of the largest bar and whole bars of every
-    source that cuts the span into at most TARGET_WINDOWS windows (else the longest, a day).
+    source that cuts `span` (the longest run of data) into at most TARGET_WINDOWS windows, and the
+    `whole` partition range into at most MAX_PARTITIONS (else the longest, a day).
 
     >>> window_minutes([300], timedelta(days=10)), window_minutes([1], timedelta(hours=2))
     (180, 2)
     >>> window_minutes([86400], timedelta(days=3650)), window_minutes([60, 300], timedelta(days=1))
     (1440, 60)
+    >>> window_minutes([60], timedelta(days=1), timedelta(days=3650))
+    180
     """
+    whole = whole or span
     fitting = [m for m in WINDOW_MINUTES if all(m * 60 % bar == 0 for bar in bars)]
     if not fitting:
         return WINDOW_MINUTES[-1]
     for minutes in fitting:
-        if minutes * 60 >= BARS_PER_WINDOW * max(bars) and span / timedelta(minutes=minutes) <= TARGET_WINDOWS:
+        window = timedelta(minutes=minutes)
+        if (minutes * 60 >= BARS_PER_WINDOW * max(bars) and span / window <= TARGET_WINDOWS
+                and whole / window <= MAX_PARTITIONS):
             return minutes
     return fitting[-1]
 
@@ -418,29 +424,57 @@ class AnalysisPlan:
     batch_size: int
     # Files left out, each with the reason (file name first).
     rejected: list[str] = field(default_factory=list)
+    # The windows [start, end) that hold data, one span per cluster of files overlapping in time; the
+    # partition range [start, end) covers them all, the runs only these.
+    spans: list[tuple[datetime, datetime]] = field(default_factory=list)
 
     @property
     def windows(self) -> int:
-        return int((self.end - self.start) / timedelta(minutes=self.interval_minutes))
+        return sum(self._windows(a, b) for a, b in self.spans)
 
     @property
     def runs(self) -> int:
-        return -(-self.windows // self.max_windows_per_run)
+        return sum(-(-self._windows(a, b) // self.max_windows_per_run) for a, b in self.spans)
+
+    def _windows(self, start: datetime, end: datetime) -> int:
+        return int((end - start) / timedelta(minutes=self.interval_minutes))
+
+
+def time_clusters(profiles: list[FileProfile]) -> list[tuple[datetime, datetime]]:
+    """The (first, last) event time of each group of files whose time ranges overlap, in time order.
+
+    >>> t, day = datetime(2014, 1, 1, tzinfo=UTC), timedelta(days=1)
+    >>> p = [FileProfile(Path(n), n, "csv", 2, "t", "iso", t + a * day, t + b * day, 60, False, 0, ["v"], [])
+    ...      for n, a, b in (("a", 0, 1), ("c", 400, 401), ("b", 0.5, 2))]
+    >>> [(str(a.date()), str(b.date())) for a, b in time_clusters(p)]
+    [('2014-01-01', '2014-01-03'), ('2015-02-05', '2015-02-06')]
+    """
+    clusters: list[tuple[datetime, datetime]] = []
+    for profile in sorted(profiles, key=lambda p: p.first):
+        if clusters and profile.first <= clusters[-1][1]:
+            clusters[-1] = (clusters[-1][0], max(clusters[-1][1], profile.last))
+        else:
+            clusters.append((profile.first, profile.last))
+    return clusters
 
 
 def plan_analysis(profiles: list[FileProfile], rejected: list[str] | None = None) -> AnalysisPlan:
-    first = min(p.first for p in profiles)
-    last = max(p.last for p in profiles)
-    minutes = window_minutes([p.bar_seconds for p in profiles], last - first)
+    clusters = time_clusters(profiles)
+    first, last = clusters[0][0], clusters[-1][1]
+    minutes = window_minutes([p.bar_seconds for p in profiles], max(b - a for a, b in clusters), last - first)
     window = timedelta(minutes=minutes)
-    start = _floor(first, window)
-    end = _floor(last, window) + window
-    windows = int((end - start) / window)
+    spans: list[tuple[datetime, datetime]] = []
+    for a, b in clusters:
+        span = (_floor(a, window), _floor(b, window) + window)
+        if spans and span[0] <= spans[-1][1]:  # clusters apart by less than a window share their windows
+            span = (spans.pop()[0], span[1])
+        spans.append(span)
+    longest = max(int((b - a) / window) for a, b in spans)
     # As few runs as the write limit allows: each Dagster run costs seconds whatever it holds.
-    per_run = max(1, min(int(MAX_SPAN_PER_WRITE / window), windows))
+    per_run = max(1, min(int(MAX_SPAN_PER_WRITE / window), longest))
     densest = min(p.interval_s for p in profiles) or 1.0
     batch = max(1, min(20_000, int(MAX_SPAN_PER_WRITE.total_seconds() / densest)))
-    return AnalysisPlan(profiles, minutes, start, end, per_run, batch, list(rejected or []))
+    return AnalysisPlan(profiles, minutes, spans[0][0], spans[-1][1], per_run, batch, list(rejected or []), spans)
 
 
 def _floor(ts: datetime, step: timedelta) -> datetime:
@@ -491,7 +525,7 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
             "end": plan.end.strftime("%Y-%m-%dT%H:%M:%SZ"),
             # The files are complete: a window is closed once nothing more lands.
             "allowed_lateness_s": 0,
-            "max_partitions": max(MAX_PARTITIONS, plan.windows),
+            "max_partitions": max(MAX_PARTITIONS, int((plan.end - plan.start) / timedelta(minutes=plan.interval_minutes))),
             "max_windows_per_run": plan.max_windows_per_run,
         },
         "lander": {"batch_size": plan.batch_size, "metrics_port": 0},

@@ -11,9 +11,12 @@ from pathlib import Path
 
 from qraft_core.adapters.registry import build_adapter
 from qraft_core.analyze import infer_config, profile_file
+from qraft_core.bootstrap import bootstrap
 from qraft_core.bus.fake import MemoryBus
 from qraft_core.config import load_sources
 from qraft_core.lander import land_batch
+from qraft_core.services.fake_runner import FakePipelineRunner
+from qraft_core.store.fake import MemoryStore
 
 T0 = datetime(2014, 2, 1, tzinfo=UTC)
 STEP = timedelta(minutes=5)
@@ -60,3 +63,33 @@ def test_a_comma_that_may_be_a_decimal_comma_is_not_read_as_thousands(tmp_path: 
         f"{T0 + STEP * i:%Y-%m-%dT%H:%M:%SZ};{['1,500', '2,250'][i % 2]};{i}\n" for i in range(40)))
     profile = profile_file(path, None, set())
     assert (profile.numeric, profile.categorical, profile.thousands) == (["other"], ["value"], {})
+
+
+def minute_series(path: Path, start: datetime, rows: int) -> Path:
+    path.write_text("timestamp,value\n" + "".join(
+        f"{start + timedelta(minutes=i):%Y-%m-%dT%H:%M:%SZ},{(i * 7) % 11 - 5}\n" for i in range(rows)))
+    return path
+
+
+def test_files_far_apart_in_time_run_only_their_own_spans(tmp_path: Path) -> None:
+    # Two overlapping files in 2014, one a year later: two spans of windows, nothing in between.
+    files = [minute_series(tmp_path / "a.csv", T0, 600), minute_series(tmp_path / "b.csv", T0 + timedelta(hours=5), 600),
+             minute_series(tmp_path / "c.csv", T0 + timedelta(days=365), 600)]
+    plan = infer_config(files, None, tmp_path / "config", tmp_path / "data")
+    assert plan.interval_minutes == 20
+    assert plan.spans == [(T0, T0 + timedelta(hours=15)),
+                          (T0 + timedelta(days=365), T0 + timedelta(days=365, hours=10))]
+    assert (plan.start, plan.end, plan.windows, plan.runs) == (T0, T0 + timedelta(days=365, hours=10), 75, 2)
+    runner = FakePipelineRunner(windows_per_run=plan.max_windows_per_run, interval_s=1200)
+    services = bootstrap(tmp_path / "config", store=MemoryStore(), bus=MemoryBus(),
+                         runner=runner)
+    ran: list[tuple[str, bool]] = []
+    assert services.pipeline.run_spans(plan.spans, lambda key, ok: ran.append((key, ok))) == {
+        "succeeded": 2, "failed": 0}
+    assert runner.materialized == plan.spans and ran == [("", True), ("", True)]
+    # A failed span does not stop the next one; its run id is reported.
+    runner.fail = True
+    ran.clear()
+    assert services.pipeline.run_spans(plan.spans, lambda key, ok: ran.append((key, ok))) == {
+        "succeeded": 0, "failed": 2}
+    assert ran == [("fake-run-1", False), ("fake-run-1", False)]
