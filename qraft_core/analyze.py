@@ -27,7 +27,7 @@ from typing import Any
 import polars as pl
 import yaml
 
-from qraft_core.adapters.file import csv_delimiter, read_records
+from qraft_core.adapters.file import FORMATS, csv_delimiter, format_of, open_text, read_records
 from qraft_core.adapters.parsers import THOUSANDS_SEPARATORS, ParseError, grouped_number, parse_time
 from qraft_core.config import ConfigError
 from qraft_core.operators.aggregate import DEFAULT_STATS
@@ -59,7 +59,6 @@ MAX_CATEGORIES = 50
 EVENT_TYPE = "record"
 CONTEXT_BARS = 6
 DEFAULT_DETECTORS = files("qraft_core.detectors") / "defaults.yaml"
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 # Cell texts that mean "no value" (compared in lower case).
 MISSING = frozenset({"", "null", "none", "na", "n/a", "nan", "-"})
 
@@ -124,9 +123,10 @@ def read_table(path: Path) -> Table:
     CSV and JSON values become text (None where missing: empty, `null`, `NA`, ...), so one
     rule types every column whatever the format; Parquet keeps its types.
     """
-    fmt = FORMATS.get(path.suffix.lower())
+    fmt = format_of(path)
     if fmt is None:
-        raise AnalyzeError(f"{path}: cannot tell the format from the extension (expected .csv, .jsonl or .parquet)")
+        raise AnalyzeError(f"{path}: cannot tell the format from the extension (expected "
+                           f"{', '.join(FORMATS)}, or one of the text ones with .gz)")
     if not path.is_file():
         raise AnalyzeError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -148,8 +148,11 @@ def read_table(path: Path) -> Table:
 def _read_records(path: Path, fmt: str) -> Table:
     delimiter = ""
     if fmt == "csv":
-        with path.open(encoding="utf-8-sig", errors="replace") as handle:
-            delimiter = csv_delimiter(handle.readline())
+        try:
+            with open_text(path) as handle:
+                delimiter = csv_delimiter(handle.readline())
+        except (ConfigError, OSError, EOFError, UnicodeDecodeError) as exc:
+            raise _unreadable(path, fmt, exc) from None
     columns: dict[str, list[str | None]] = {}
     nested: set[str] = set()
     malformed, first_malformed, rows = 0, "", 0
@@ -169,9 +172,15 @@ def _read_records(path: Path, fmt: str) -> Table:
                 values.append(None if value is None or str(value).strip().lower() in MISSING else str(value))
             rows += 1
     except (ConfigError, OSError) as exc:
-        raise AnalyzeError(f"{path}: cannot be read as {fmt}: {exc}") from None
+        raise _unreadable(path, fmt, exc) from None
     frame = pl.DataFrame({name: pl.Series(name, values, dtype=pl.Utf8) for name, values in columns.items()})
     return Table(frame, fmt, delimiter, malformed, first_malformed, sorted(nested))
+
+
+def _unreadable(path: Path, fmt: str, exc: Exception) -> AnalyzeError:
+    """The file source's own reason when it names the file, else the error with the file named."""
+    reason = str(exc)
+    return AnalyzeError(reason if reason.startswith(f"{path}: ") else f"{path}: cannot be read as {fmt}: {reason}")
 
 
 def _parsed(values: list[Any], unit: str) -> list[datetime | None]:

@@ -186,8 +186,9 @@ class PipelineService:
         }
 
     def run_spans(self, spans: list[tuple[datetime, datetime]], on_run: Callable[[str, bool], None]) -> dict[str, int]:
-        """The windows of each span [start, end) in runs; a failed run stops its span (later windows
-        need its detector state), not the spans after it. `on_run(run_id or "", succeeded)` after each."""
+        """The windows of each span [start, end) in runs, in time order; the windows between spans hold
+        no data, so detector state carries over them. A failed run stops all: every later window needs
+        its detector state. `on_run(run_id or "", succeeded)` after each run."""
         succeeded, failed = 0, 0
         for start, end in spans:
             outcome = self.materialize(start, end, lambda windows: on_run("", True))
@@ -195,4 +196,6 @@ class PipelineService:
             failed += len(outcome.failed_runs)
             for run_id in outcome.failed_runs:
                 on_run(run_id, False)
+            if outcome.failed_runs:
+                break
         return {"succeeded": succeeded, "failed": failed}
