@@ -28,7 +28,13 @@ import polars as pl
 import yaml
 
 from qraft_core.adapters.file import FORMATS, csv_delimiter, format_of, open_text, read_records
-from qraft_core.adapters.parsers import THOUSANDS_SEPARATORS, ParseError, grouped_number, parse_time
+from qraft_core.adapters.parsers import (
+    THOUSANDS_SEPARATORS,
+    ParseError,
+    grouped_number,
+    parse_time,
+    parse_time_format,
+)
 from qraft_core.config import ConfigError
 from qraft_core.operators.aggregate import DEFAULT_STATS
 from qraft_core.operators.pipeline import MAX_BAR_SECONDS
@@ -183,15 +189,48 @@ def _unreadable(path: Path, fmt: str, exc: Exception) -> AnalyzeError:
     return AnalyzeError(reason if reason.startswith(f"{path}: ") else f"{path}: cannot be read as {fmt}: {reason}")
 
 
+# Dates written day or month first, then the time of day if any (tried when a column is neither ISO
+# 8601 nor epoch numbers). A unit starting with "%" is one of these formats.
+DATE_FORMATS = [f"{date}{time}" for date in ("%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y", "%m-%d-%Y", "%Y/%m/%d")
+                for time in ("", " %H:%M", " %H:%M:%S", " %H:%M:%S.%f")]
+
+
 def _parsed(values: list[Any], unit: str) -> list[datetime | None]:
     """Each value as a time, or None where it is not one."""
     times: list[datetime | None] = []
     for value in values:
         try:
-            times.append(parse_time(value, unit))  # type: ignore[arg-type]
+            times.append(parse_time_format(value, unit) if unit.startswith("%")
+                         else parse_time(value, unit))  # type: ignore[arg-type]
         except ParseError:
             times.append(None)
     return times
+
+
+def date_format_of(values: list[Any]) -> str | None:
+    """The DATE_FORMATS entry MIN_TIME_SHARE of the values are written in. Of several (no day above
+    12 tells day from month): the one that keeps the rows most in time order, then the one that
+    samples most regularly (daily rows read the wrong way round step by months), then day first.
+
+    >>> date_format_of(["01/02/2014 10:00", "13/02/2014 10:05"]), date_format_of(["02/13/2014", "02/14/2014"])
+    ('%d/%m/%Y %H:%M', '%m/%d/%Y')
+    >>> date_format_of(["01/02/2014", "01/03/2014", "01/04/2014"]), date_format_of(["soon", "later"])
+    ('%m/%d/%Y', None)
+    """
+    texts = [str(v) for v in values]
+    if not texts or not any(sep in texts[0] for sep in "/.-"):
+        return None
+    best, best_score = None, (-1.0, -1.0)
+    for fmt in DATE_FORMATS:
+        present = [t for t in _parsed(texts, fmt) if t is not None]
+        if len(present) < MIN_TIME_SHARE * len(texts):
+            continue
+        steps = [b - a for a, b in zip(present, present[1:], strict=False)]
+        order = sum(step >= timedelta(0) for step in steps) / max(len(steps), 1)
+        regular = max((steps.count(step) for step in set(steps)), default=0) / max(len(steps), 1)
+        if (order, regular) > best_score:
+            best, best_score = fmt, (order, regular)
+    return best
 
 
 def _mostly_times(values: list[Any], unit: str) -> bool:
@@ -225,7 +264,8 @@ def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
         return unit if _mostly_times(present.head(SAMPLE).to_list(), unit) else None
     if numbers.null_count() < present.len() * MIN_TIME_SHARE:
         return None  # mostly numbers, some text: not a time column
-    return "iso" if _mostly_times(present.head(SAMPLE).cast(pl.Utf8).to_list(), "iso") else None
+    sample = present.head(SAMPLE).cast(pl.Utf8).to_list()
+    return "iso" if _mostly_times(sample, "iso") else date_format_of(sample)
 
 
 def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tuple[str, str]:
@@ -546,7 +586,8 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
     sources = {"sources": [
         {"name": p.source, "type": "file", "endpoint": str(p.path), "parser": "generic",
          "description": f"{p.path.name}: {p.rows} rows, one every {p.interval_s:g}s (inferred by qraft analyze)",
-         "options": {"format": p.format, "time_field": p.time_field, "time_unit": p.time_unit,
+         "options": {"format": p.format, "time_field": p.time_field,
+                     **({"time_format": p.time_unit} if p.time_unit.startswith("%") else {"time_unit": p.time_unit}),
                      "event_type": EVENT_TYPE, **({"delimiter": p.delimiter} if p.delimiter else {}),
                      **({"thousands": p.thousands} if p.thousands else {})}}
         for p in plan.profiles

@@ -105,6 +105,25 @@ def grouped_number(text: str, separator: str) -> int | float | None:
     return float(digits) if "." in digits else int(digits)
 
 
+def parse_time_format(value: Any, fmt: str) -> datetime:
+    """An event time written as `fmt` says (`strptime` codes); without an offset in it, UTC.
+
+    >>> parse_time_format("31/12/2014 23:05", "%d/%m/%Y %H:%M").isoformat()
+    '2014-12-31T23:05:00+00:00'
+    >>> parse_time_format("12/31/2014", "%d/%m/%Y")
+    Traceback (most recent call last):
+    ...
+    qraft_core.adapters.parsers.ParseError: timestamp '12/31/2014' does not match the time format '%d/%m/%Y'
+    """
+    if isinstance(value, datetime):
+        return parse_time(value)
+    try:
+        parsed = datetime.strptime(str(value).strip(), fmt)
+    except ValueError:
+        raise ParseError(f"timestamp {safe_text(value, 100)!r} does not match the time format {fmt!r}") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -210,6 +229,9 @@ class GenericOptions(BaseModel):
     id_field: str | None = None
     time_field: str = "timestamp"
     time_unit: TimeUnit = "auto"
+    # Times written otherwise than ISO 8601 or epoch numbers, as `strptime` codes ("%d/%m/%Y %H:%M");
+    # set, it replaces `time_unit`.
+    time_format: str | None = None
     event_type: str = "record"
     # Rename fields of the record before they become the payload: {from: to}.
     rename: dict[str, str] = {}
@@ -240,7 +262,9 @@ def generic_parser(options: GenericOptions, source: str) -> RecordParser:
             raise ParseError(f"record lacks required field(s): {', '.join(missing)}")
         if options.time_field not in payload:
             raise ParseError(f"record has no time field {options.time_field!r}")
-        timestamp = parse_time(payload[options.time_field], options.time_unit)
+        value = payload[options.time_field]
+        timestamp = (parse_time_format(value, options.time_format) if options.time_format
+                     else parse_time(value, options.time_unit))
         if options.id_field:
             if payload.get(options.id_field) in (None, ""):
                 raise ParseError(f"record has no id field {options.id_field!r}")

@@ -135,6 +135,12 @@ READABLE: dict[str, tuple[bytes, tuple[object, ...]]] = {
     "in 2100.csv": (("timestamp,value\n" + lines_of(readings(start=datetime(2100, 6, 1, tzinfo=UTC)),
                                                     lambda t, v: f"{t:{ISO}},{v}")).encode(),
                     ("timestamp", "iso", datetime(2100, 6, 1, tzinfo=UTC), 300.0, ["value"], 60, 0)),
+    "day first.csv": (("date,value\n" + lines_of(readings(400, timedelta(hours=1)),
+                                                 lambda t, v: f"{t:%d/%m/%Y %H:%M},{v}")).encode(),
+                      ("date", "%d/%m/%Y %H:%M", T0, 3600.0, ["value"], 400, 0)),
+    "month first.csv": (("day;value\n" + lines_of(readings(step=timedelta(days=1)),
+                                                  lambda t, v: f"{t:%m/%d/%Y};{v}")).encode(),
+                        ("day", "%m/%d/%Y", T0, 86400.0, ["value"], 60, 0)),
     # Extreme values stay numbers; the bar statistics leave out what is not finite.
     "extremes.csv": (("timestamp,value,flat,nothing\n" + lines_of(readings(), lambda t, v: f"{t:{ISO}},{v},5,"))
                      .replace(",5,\n", ",5,\n", 1).encode()
