@@ -35,7 +35,7 @@ from qraft_core.adapters.parsers import (
     parse_time,
     parse_time_format,
 )
-from qraft_core.config import ConfigError
+from qraft_core.config import CleanConfig, ConfigError
 from qraft_core.operators.aggregate import DEFAULT_STATS
 from qraft_core.operators.pipeline import MAX_BAR_SECONDS
 
@@ -566,7 +566,7 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AnalyzeError(f"{directory}: cannot create the configuration folder: {exc}") from None
-    qraft = {
+    qraft: dict[str, Any] = {
         "data_dir": str(data_dir.resolve()),
         "partitions": {
             "interval_minutes": plan.interval_minutes,
@@ -583,6 +583,11 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
         # A trial run records no MLflow experiment; turn on to keep detector runs.
         "mlflow": {"enabled": False},
     }
+    ahead = max(p.last for p in plan.profiles) - datetime.now(UTC)
+    if ahead > timedelta(seconds=CleanConfig().max_future_s):
+        # Data dated in the future (a simulation, a forecast, a clock set to 2100) is what the user has:
+        # cleaning must not reject it as a broken clock. A day of slack for a re-run later.
+        qraft["clean"] = {"max_future_s": int(ahead.total_seconds()) + 86400}
     sources = {"sources": [
         {"name": p.source, "type": "file", "endpoint": str(p.path), "parser": "generic",
          "description": f"{p.path.name}: {p.rows} rows, one every {p.interval_s:g}s (inferred by qraft analyze)",

@@ -59,10 +59,13 @@ def format_of(path: Path) -> str | None:
     return FORMATS.get(suffixes[-1]) if suffixes else None
 
 
-def file_format(path: Path, declared: str) -> str:
+def file_format(path: Path, declared: str, whole_files: bool = False) -> str:
+    """The declared format, or the one of the extension. `.tsv` and `.gz` only for `whole_files`
+    (read from the start, as the file source does; a watcher tails plain bytes)."""
     if declared != "auto":
         return declared
-    fmt = format_of(path)
+    plain = path.suffix.lower() not in (".tsv", ".gz")
+    fmt = format_of(path) if whole_files or plain else None
     if fmt is None:
         raise ConfigError(f"{path}: cannot tell the format from the extension; set options.format")
     return fmt
@@ -264,7 +267,7 @@ class FileAdapter(RecordAdapter):
         path = self.path
         if not path.exists():
             raise ConfigError(f"source {self.source.name}: file {path} does not exist")
-        fmt = file_format(path, self.options.format)
+        fmt = file_format(path, self.options.format, whole_files=True)
         done = self.position.get(path)
         self.stats.skipped = done
         batch: list[StandardEvent] = []

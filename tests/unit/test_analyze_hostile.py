@@ -17,7 +17,8 @@ from qraft_core.adapters.registry import build_adapter
 from qraft_core.analyze import infer_config, profile_file, profile_files
 from qraft_core.bootstrap import bootstrap
 from qraft_core.bus.fake import MemoryBus
-from qraft_core.config import load_sources
+from qraft_core.clean import clean_frame
+from qraft_core.config import load_qraft_config, load_sources
 from qraft_core.lander import land_batch
 from qraft_core.services.fake_runner import FakePipelineRunner
 from qraft_core.store.fake import MemoryStore
@@ -164,6 +165,12 @@ def test_hostile_but_readable_files_are_profiled_as_the_file_source_reads_them(t
     batch = land_batch([(m.subject, m.data) for m in bus.queue])
     assert batch.raw_events.height == p.rows
     assert batch.raw_events["timestamp"].min() == p.first
+    # Cleaning takes every landed row: data dated in 2100 is not a broken clock here.
+    # As the pipeline cleans: event ages against the newest event of the source.
+    newest = {source.name: batch.raw_events["timestamp"].max()}
+    _, rejected = clean_frame(batch.raw_events, timedelta(minutes=1), load_qraft_config(tmp_path / "config").clean,
+                              newest)  # type: ignore[arg-type]
+    assert rejected["reason"].to_list() == []
 
 
 UNREADABLE = {
