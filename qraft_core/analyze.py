@@ -275,7 +275,8 @@ def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tupl
             raise AnalyzeError(f"{path}: no column {named!r} (columns: {', '.join(frame.columns)})")
         unit = time_unit_of(frame[named], hinted=True)
         if unit is None:
-            raise AnalyzeError(f"{path}: column {named!r} does not hold ISO 8601 times or epoch numbers")
+            raise AnalyzeError(f"{path}: column {named!r} does not hold ISO 8601 times or epoch numbers "
+                               "(nor dates like 31/12/2014 23:05)")
         return named, unit
     ranked = sorted(frame.columns, key=lambda c: (c.lower() not in TIME_NAMES, not _hinted(c)))
     for column in ranked:
@@ -283,7 +284,8 @@ def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tupl
         if unit is not None:
             return column, unit
     raise AnalyzeError(
-        f"{path}: no column holds times (ISO 8601 text or epoch numbers); name it with --time-field "
+        f"{path}: no column holds times (ISO 8601 text, epoch numbers or dates like 31/12/2014 23:05); "
+        "name it with --time-field "
         f"(columns: {', '.join(frame.columns)})"
     )
 
@@ -638,7 +640,8 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
             + f"; bars of {_duration(p.bar_seconds)}; fields {', '.join(p.numeric + p.categorical)}"
         )
     lines += [f"  left out: {reason}" for reason in plan.rejected]
-    lines.append(f"  {plan.windows} windows of {plan.interval_minutes} min in {plan.runs} run(s)")
+    spans = f" over {len(plan.spans)} time spans (the windows between them hold no data)" if len(plan.spans) > 1 else ""
+    lines.append(f"  {plan.windows} windows of {plan.interval_minutes} min in {plan.runs} run(s){spans}")
     return lines
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from qraft_core.adapters.registry import build_adapter
-from qraft_core.analyze import infer_config, profile_file, profile_files
+from qraft_core.analyze import describe_plan, infer_config, profile_file, profile_files
 from qraft_core.bootstrap import bootstrap
 from qraft_core.bus.fake import MemoryBus
 from qraft_core.clean import clean_frame
@@ -85,6 +85,8 @@ def test_files_far_apart_in_time_run_only_their_own_spans(tmp_path: Path) -> Non
     assert plan.spans == [(T0, T0 + timedelta(hours=15)),
                           (T0 + timedelta(days=365), T0 + timedelta(days=365, hours=10))]
     assert (plan.start, plan.end, plan.windows, plan.runs) == (T0, T0 + timedelta(days=365, hours=10), 75, 2)
+    assert describe_plan(plan)[-1] == "  75 windows of 20 min in 2 run(s) over 2 time spans (the windows between them " \
+                                      "hold no data)"
     runner = FakePipelineRunner(windows_per_run=plan.max_windows_per_run, interval_s=1200)
     services = bootstrap(tmp_path / "config", store=MemoryStore(), bus=MemoryBus(),
                          runner=runner)
