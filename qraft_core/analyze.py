@@ -264,8 +264,10 @@ def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
         return unit if _mostly_times(present.head(SAMPLE).to_list(), unit) else None
     if numbers.null_count() < present.len() * MIN_TIME_SHARE:
         return None  # mostly numbers, some text: not a time column
-    sample = present.head(SAMPLE).cast(pl.Utf8).to_list()
-    return "iso" if _mostly_times(sample, "iso") else date_format_of(sample)
+    if _mostly_times(present.head(SAMPLE).cast(pl.Utf8).to_list(), "iso"):
+        return "iso"
+    # Spread over the file: the first rows may all fall on a day that reads either way (02/01/2014).
+    return date_format_of(present.gather_every(max(1, present.len() // SAMPLE)).cast(pl.Utf8).to_list())
 
 
 def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tuple[str, str]:

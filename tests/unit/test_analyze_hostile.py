@@ -144,6 +144,9 @@ READABLE: dict[str, tuple[bytes, tuple[object, ...]]] = {
     "month first.csv": (("day;value\n" + lines_of(readings(step=timedelta(days=1)),
                                                   lambda t, v: f"{t:%m/%d/%Y};{v}")).encode(),
                         ("day", "%m/%d/%Y", T0, 86400.0, ["value"], 60, 0)),
+    # Its first 200 rows fall on 02/01/2014, which reads either way; the rows after tell.
+    "us minutes.csv": (("date,value\n" + lines_of(readings(400), lambda t, v: f"{t:%m/%d/%Y %H:%M},{v}")).encode(),
+                       ("date", "%m/%d/%Y %H:%M", T0, 300.0, ["value"], 400, 0)),
     # Extreme values stay numbers; the bar statistics leave out what is not finite.
     "extremes.csv": (("timestamp,value,flat,nothing\n" + lines_of(readings(), lambda t, v: f"{t:{ISO}},{v},5,"))
                      .replace(",5,\n", ",5,\n", 1).encode()
