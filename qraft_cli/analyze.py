@@ -6,6 +6,10 @@ file sources → embedded NATS → lander → chDB → Dagster runs → cards.
 """
 
 import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -19,6 +23,8 @@ from qraft_core.services.pipeline import fresh_data_dir, top_cards
 
 # Where the configuration and the data go, next to the first file, unless told otherwise.
 OUTPUT_FOLDER = "qraft_analyze"
+# The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
 # The project's own configuration: its cards serve when --config-dir (by default ./config) has none,
 # so analyze runs from any folder.
 PROJECT_CONFIG = Path(__file__).resolve().parents[1] / "config"
@@ -42,6 +48,58 @@ def analyze(ctx: click.Context, files: tuple[Path, ...], time_field: str | None,
     def echo(text: str) -> None:
         click.echo(text, err=as_json)
 
+    try:
+        with interrupts() as check:
+            _analyze(ctx, files, time_field, data_dir, as_json, echo, check)
+    except KeyboardInterrupt:
+        # Every process it started is stopped by now: the embedded NATS server when landing ends.
+        click.echo("\ninterrupted: qraft analyze stopped; nothing was left running. Run it again to start over.",
+                   err=True)
+        sys.exit(INTERRUPTED)
+
+
+@contextmanager
+def interrupts() -> Iterator[Callable[[], None]]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt; the check it yields raises one for a signal that arrived
+    since it was last called, also one a Dagster run took for itself (the run fails, the next would start).
+
+    Python writes each signal's number to the wakeup file descriptor whichever handler takes the signal.
+    """
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    before = signal.set_wakeup_fd(write)
+
+    def check() -> None:
+        # asyncio's signal handling (the lander's) resets the handlers and the wakeup fd when done.
+        for sig in previous:
+            signal.signal(sig, interrupt)
+        signal.set_wakeup_fd(write)
+        try:
+            received = os.read(read, 64)
+        except BlockingIOError:
+            received = b""
+        if {signal.SIGINT, signal.SIGTERM} & set(received):
+            raise KeyboardInterrupt
+
+    try:
+        yield check
+    finally:
+        signal.set_wakeup_fd(before)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        os.close(read)
+        os.close(write)
+
+
+def _analyze(ctx: click.Context, files: tuple[Path, ...], time_field: str | None, data_dir: Path | None,
+             as_json: bool, echo: Callable[[str], None], check: Callable[[], None]) -> None:
+
     # A trial is self-contained: QRAFT_* overrides (a data directory, a store or bus URL) must not
     # point it at, and wipe, another deployment's data.
     ignored = sorted(name for name in os.environ if name.startswith(ENV_PREFIX) and name != CONFIG_DIR_ENV)
@@ -64,15 +122,22 @@ def analyze(ctx: click.Context, files: tuple[Path, ...], time_field: str | None,
     found = pipeline_services(config_dir, runs_pipeline=True)
     rt = found.runtime
     fresh_data_dir(rt)
-    with run_progress(plan.runs) as on_run:
-        summary = found.pipeline.run_file_sources(echo, on_run)
+    summary = found.pipeline.land_file_sources(echo)
+    check()
+    echo(f"3/3 materializing the partitioned assets of {len(plan.spans)} time span(s) …")
+    with run_progress(plan.runs) as progress:
+        def on_run(run_key: str, succeeded: bool) -> None:
+            check()  # an interrupted Dagster run fails: stop here rather than start the next one
+            progress(run_key, succeeded)
+
+        runs = found.pipeline.run_spans(plan.spans, on_run)
     patterns = load_pattern_events(rt.store)
     findings = finding_rows(patterns)
     if as_json:
         emit(findings, True)
         return
     lines = ["", f"{len(findings)} finding(s) in {summary['landed']} events "
-             f"({summary['runs']['succeeded']} runs, {summary['runs']['failed']} failed):"]
+             f"({runs['succeeded']} runs, {runs['failed']} failed):"]
     lines += [f"  {f['timestamp']}  {f['type']:<15} {', '.join(f['source_streams'])}  "
               f"confidence {f['confidence']:.2f}  {f['pattern_id']}" for f in findings]
     cards = top_cards(rt)

@@ -27,9 +27,15 @@ from typing import Any
 import polars as pl
 import yaml
 
-from qraft_core.adapters.file import csv_delimiter, read_records
-from qraft_core.adapters.parsers import ParseError, parse_time
-from qraft_core.config import ConfigError
+from qraft_core.adapters.file import FORMATS, csv_delimiter, format_of, open_text, read_records
+from qraft_core.adapters.parsers import (
+    THOUSANDS_SEPARATORS,
+    ParseError,
+    grouped_number,
+    parse_time,
+    parse_time_format,
+)
+from qraft_core.config import CleanConfig, ConfigError
 from qraft_core.operators.aggregate import DEFAULT_STATS
 from qraft_core.operators.pipeline import MAX_BAR_SECONDS
 
@@ -59,7 +65,6 @@ MAX_CATEGORIES = 50
 EVENT_TYPE = "record"
 CONTEXT_BARS = 6
 DEFAULT_DETECTORS = files("qraft_core.detectors") / "defaults.yaml"
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 # Cell texts that mean "no value" (compared in lower case).
 MISSING = frozenset({"", "null", "none", "na", "n/a", "nan", "-"})
 
@@ -87,6 +92,8 @@ class FileProfile:
     delimiter: str = ""
     # Records the file source dead-letters (see `Table`).
     malformed: int = 0
+    # Numeric columns written with a thousands separator: {column: separator}.
+    thousands: dict[str, str] = field(default_factory=dict)
 
     @property
     def bar_seconds(self) -> int:
@@ -98,7 +105,7 @@ class FileProfile:
             "time_unit": self.time_unit, "first": self.first.isoformat(), "last": self.last.isoformat(),
             "interval_s": self.interval_s, "irregular": self.irregular, "gaps": self.gaps,
             "bar_seconds": self.bar_seconds, "numeric": self.numeric, "categorical": self.categorical,
-            "ignored": self.ignored, "malformed": self.malformed,
+            "ignored": self.ignored, "malformed": self.malformed, "thousands": self.thousands,
         }
 
 
@@ -122,9 +129,10 @@ def read_table(path: Path) -> Table:
     CSV and JSON values become text (None where missing: empty, `null`, `NA`, ...), so one
     rule types every column whatever the format; Parquet keeps its types.
     """
-    fmt = FORMATS.get(path.suffix.lower())
+    fmt = format_of(path)
     if fmt is None:
-        raise AnalyzeError(f"{path}: cannot tell the format from the extension (expected .csv, .jsonl or .parquet)")
+        raise AnalyzeError(f"{path}: cannot tell the format from the extension (expected "
+                           f"{', '.join(FORMATS)}, or one of the text ones with .gz)")
     if not path.is_file():
         raise AnalyzeError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -146,8 +154,11 @@ def read_table(path: Path) -> Table:
 def _read_records(path: Path, fmt: str) -> Table:
     delimiter = ""
     if fmt == "csv":
-        with path.open(encoding="utf-8-sig", errors="replace") as handle:
-            delimiter = csv_delimiter(handle.readline())
+        try:
+            with open_text(path) as handle:
+                delimiter = csv_delimiter(handle.readline())
+        except (ConfigError, OSError, EOFError, UnicodeDecodeError) as exc:
+            raise _unreadable(path, fmt, exc) from None
     columns: dict[str, list[str | None]] = {}
     nested: set[str] = set()
     malformed, first_malformed, rows = 0, "", 0
@@ -167,9 +178,21 @@ def _read_records(path: Path, fmt: str) -> Table:
                 values.append(None if value is None or str(value).strip().lower() in MISSING else str(value))
             rows += 1
     except (ConfigError, OSError) as exc:
-        raise AnalyzeError(f"{path}: cannot be read as {fmt}: {exc}") from None
+        raise _unreadable(path, fmt, exc) from None
     frame = pl.DataFrame({name: pl.Series(name, values, dtype=pl.Utf8) for name, values in columns.items()})
     return Table(frame, fmt, delimiter, malformed, first_malformed, sorted(nested))
+
+
+def _unreadable(path: Path, fmt: str, exc: Exception) -> AnalyzeError:
+    """The file source's own reason when it names the file, else the error with the file named."""
+    reason = str(exc)
+    return AnalyzeError(reason if reason.startswith(f"{path}: ") else f"{path}: cannot be read as {fmt}: {reason}")
+
+
+# Dates written day or month first, then the time of day if any (tried when a column is neither ISO
+# 8601 nor epoch numbers). A unit starting with "%" is one of these formats.
+DATE_FORMATS = [f"{date}{time}" for date in ("%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y", "%m-%d-%Y", "%Y/%m/%d")
+                for time in ("", " %H:%M", " %H:%M:%S", " %H:%M:%S.%f")]
 
 
 def _parsed(values: list[Any], unit: str) -> list[datetime | None]:
@@ -177,10 +200,37 @@ def _parsed(values: list[Any], unit: str) -> list[datetime | None]:
     times: list[datetime | None] = []
     for value in values:
         try:
-            times.append(parse_time(value, unit))  # type: ignore[arg-type]
+            times.append(parse_time_format(value, unit) if unit.startswith("%")
+                         else parse_time(value, unit))  # type: ignore[arg-type]
         except ParseError:
             times.append(None)
     return times
+
+
+def date_format_of(values: list[Any]) -> str | None:
+    """The DATE_FORMATS entry MIN_TIME_SHARE of the values are written in. Of several (no day above
+    12 tells day from month): the one that keeps the rows most in time order, then the one that
+    samples most regularly (daily rows read the wrong way round step by months), then day first.
+
+    >>> date_format_of(["01/02/2014 10:00", "13/02/2014 10:05"]), date_format_of(["02/13/2014", "02/14/2014"])
+    ('%d/%m/%Y %H:%M', '%m/%d/%Y')
+    >>> date_format_of(["01/02/2014", "01/03/2014", "01/04/2014"]), date_format_of(["soon", "later"])
+    ('%m/%d/%Y', None)
+    """
+    texts = [str(v) for v in values]
+    if not texts or not any(sep in texts[0] for sep in "/.-"):
+        return None
+    best, best_score = None, (-1.0, -1.0)
+    for fmt in DATE_FORMATS:
+        present = [t for t in _parsed(texts, fmt) if t is not None]
+        if len(present) < MIN_TIME_SHARE * len(texts):
+            continue
+        steps = [b - a for a, b in zip(present, present[1:], strict=False)]
+        order = sum(step >= timedelta(0) for step in steps) / max(len(steps), 1)
+        regular = max((steps.count(step) for step in set(steps)), default=0) / max(len(steps), 1)
+        if (order, regular) > best_score:
+            best, best_score = fmt, (order, regular)
+    return best
 
 
 def _mostly_times(values: list[Any], unit: str) -> bool:
@@ -214,7 +264,10 @@ def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
         return unit if _mostly_times(present.head(SAMPLE).to_list(), unit) else None
     if numbers.null_count() < present.len() * MIN_TIME_SHARE:
         return None  # mostly numbers, some text: not a time column
-    return "iso" if _mostly_times(present.head(SAMPLE).cast(pl.Utf8).to_list(), "iso") else None
+    if _mostly_times(present.head(SAMPLE).cast(pl.Utf8).to_list(), "iso"):
+        return "iso"
+    # Spread over the file: the first rows may all fall on a day that reads either way (02/01/2014).
+    return date_format_of(present.gather_every(max(1, present.len() // SAMPLE)).cast(pl.Utf8).to_list())
 
 
 def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tuple[str, str]:
@@ -224,7 +277,8 @@ def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tupl
             raise AnalyzeError(f"{path}: no column {named!r} (columns: {', '.join(frame.columns)})")
         unit = time_unit_of(frame[named], hinted=True)
         if unit is None:
-            raise AnalyzeError(f"{path}: column {named!r} does not hold ISO 8601 times or epoch numbers")
+            raise AnalyzeError(f"{path}: column {named!r} does not hold ISO 8601 times or epoch numbers "
+                               "(nor dates like 31/12/2014 23:05)")
         return named, unit
     ranked = sorted(frame.columns, key=lambda c: (c.lower() not in TIME_NAMES, not _hinted(c)))
     for column in ranked:
@@ -232,7 +286,8 @@ def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tupl
         if unit is not None:
             return column, unit
     raise AnalyzeError(
-        f"{path}: no column holds times (ISO 8601 text or epoch numbers); name it with --time-field "
+        f"{path}: no column holds times (ISO 8601 text, epoch numbers or dates like 31/12/2014 23:05); "
+        "name it with --time-field "
         f"(columns: {', '.join(frame.columns)})"
     )
 
@@ -270,20 +325,26 @@ def bar_size(interval_s: float) -> int:
     return next((size for size in BAR_SIZES if size >= interval_s - 1e-9), MAX_BAR_SECONDS)
 
 
-def window_minutes(bars: list[int], span: timedelta) -> int:
+def window_minutes(bars: list[int], span: timedelta, whole: timedelta | None = None) -> int:
     """The shortest window holding BARS_PER_WINDOW of the largest bar and whole bars of every
-    source that cuts the span into at most TARGET_WINDOWS windows (else the longest, a day).
+    source that cuts `span` (the longest run of data) into at most TARGET_WINDOWS windows, and the
+    `whole` partition range into at most MAX_PARTITIONS (else the longest, a day).
 
     >>> window_minutes([300], timedelta(days=10)), window_minutes([1], timedelta(hours=2))
     (180, 2)
     >>> window_minutes([86400], timedelta(days=3650)), window_minutes([60, 300], timedelta(days=1))
     (1440, 60)
+    >>> window_minutes([60], timedelta(days=1), timedelta(days=3650))
+    180
     """
+    whole = whole or span
     fitting = [m for m in WINDOW_MINUTES if all(m * 60 % bar == 0 for bar in bars)]
     if not fitting:
         return WINDOW_MINUTES[-1]
     for minutes in fitting:
-        if minutes * 60 >= BARS_PER_WINDOW * max(bars) and span / timedelta(minutes=minutes) <= TARGET_WINDOWS:
+        window = timedelta(minutes=minutes)
+        if (minutes * 60 >= BARS_PER_WINDOW * max(bars) and span / window <= TARGET_WINDOWS
+                and whole / window <= MAX_PARTITIONS):
             return minutes
     return fitting[-1]
 
@@ -325,14 +386,19 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         raise AnalyzeError(f"{path}: needs rows at two different times at least, to tell how often it is sampled")
     interval, irregular, gaps = sampling(times)
     numeric, categorical, ignored = [], [], []
+    thousands: dict[str, str] = {}
     for name in frame.columns:
         if name == column:
             continue
         values_of = frame[name].drop_nulls()
+        separator = thousands_separator(values_of, table.delimiter) if values_of.dtype == pl.Utf8 else None
         if values_of.len() == 0 or values_of.dtype.is_nested() or name in table.nested:
             ignored.append(name)
         elif _numbers(values_of).null_count() <= (1 - MIN_NUMBER_SHARE) * values_of.len():
             numeric.append(name)
+        elif separator is not None:
+            numeric.append(name)
+            thousands[name] = separator
         elif values_of.n_unique() <= min(MAX_CATEGORIES, max(2, values_of.len() // 10)):
             categorical.append(name)
         else:
@@ -342,11 +408,40 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
                     if frame[name].drop_nulls().len()]
         raise AnalyzeError(
             f"{path}: no numeric or categorical column besides the time column {column!r}"
-            + (f" ({'; '.join(examples)}: numbers must be plain, like 1234.5)" if examples else "")
+            + (f" ({'; '.join(examples)}: numbers must be plain like 1234.5, or grouped like 1,234.5 "
+               "or 1 234; a decimal comma is not read)" if examples else "")
         )
     return FileProfile(path.resolve(), source_name(path, taken), table.format, frame.height, column, unit,
                        min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored,
-                       table.delimiter, table.malformed)
+                       table.delimiter, table.malformed, thousands)
+
+
+def thousands_separator(values: pl.Series, delimiter: str) -> str | None:
+    """The thousands separator of a text column of numbers written like "1,234.5" or "1 234", or None.
+
+    MIN_NUMBER_SHARE of the values must be numbers, plain or grouped by one separator, and at least
+    one grouped. A comma must not pass for a decimal comma ("1,234" alone could be 1.234): it is a
+    thousands separator in a comma-separated file (whose decimal mark is "."), or when some value
+    also holds a "." decimal or two commas.
+
+    >>> thousands_separator(pl.Series(["1,234.5", "987.25"]), ";"), thousands_separator(pl.Series(["1 234", "5"]), ";")
+    (',', ' ')
+    >>> thousands_separator(pl.Series(["1,234", "2,500"]), ","), thousands_separator(pl.Series(["1,234", "2,500"]), ";")
+    (',', None)
+    >>> thousands_separator(pl.Series(["1,5", "2,25"]), ";"), thousands_separator(pl.Series(["0,125", "1,500"]), ",")
+    (None, None)
+    """
+    texts = [str(v).strip() for v in values.to_list()]
+    plain = _numbers(pl.Series(texts, dtype=pl.Utf8)).is_not_null().to_list()
+    for separator in THOUSANDS_SEPARATORS:
+        grouped = [grouped_number(t, separator) is not None for t in texts]
+        if not any(grouped) or sum(g or p for g, p in zip(grouped, plain, strict=True)) < MIN_NUMBER_SHARE * len(texts):
+            continue
+        if separator == "," and delimiter != "," and not any("." in t or t.count(",") > 1 for t, g in zip(texts, grouped, strict=True)
+                                        if g or "," not in t):
+            continue
+        return separator
+    return None
 
 
 def _not_a_number(column: pl.Series) -> Any:
@@ -382,29 +477,57 @@ class AnalysisPlan:
     batch_size: int
     # Files left out, each with the reason (file name first).
     rejected: list[str] = field(default_factory=list)
+    # The windows [start, end) that hold data, one span per cluster of files overlapping in time; the
+    # partition range [start, end) covers them all, the runs only these.
+    spans: list[tuple[datetime, datetime]] = field(default_factory=list)
 
     @property
     def windows(self) -> int:
-        return int((self.end - self.start) / timedelta(minutes=self.interval_minutes))
+        return sum(self._windows(a, b) for a, b in self.spans)
 
     @property
     def runs(self) -> int:
-        return -(-self.windows // self.max_windows_per_run)
+        return sum(-(-self._windows(a, b) // self.max_windows_per_run) for a, b in self.spans)
+
+    def _windows(self, start: datetime, end: datetime) -> int:
+        return int((end - start) / timedelta(minutes=self.interval_minutes))
+
+
+def time_clusters(profiles: list[FileProfile]) -> list[tuple[datetime, datetime]]:
+    """The (first, last) event time of each group of files whose time ranges overlap, in time order.
+
+    >>> t, day = datetime(2014, 1, 1, tzinfo=UTC), timedelta(days=1)
+    >>> p = [FileProfile(Path(n), n, "csv", 2, "t", "iso", t + a * day, t + b * day, 60, False, 0, ["v"], [])
+    ...      for n, a, b in (("a", 0, 1), ("c", 400, 401), ("b", 0.5, 2))]
+    >>> [(str(a.date()), str(b.date())) for a, b in time_clusters(p)]
+    [('2014-01-01', '2014-01-03'), ('2015-02-05', '2015-02-06')]
+    """
+    clusters: list[tuple[datetime, datetime]] = []
+    for profile in sorted(profiles, key=lambda p: p.first):
+        if clusters and profile.first <= clusters[-1][1]:
+            clusters[-1] = (clusters[-1][0], max(clusters[-1][1], profile.last))
+        else:
+            clusters.append((profile.first, profile.last))
+    return clusters
 
 
 def plan_analysis(profiles: list[FileProfile], rejected: list[str] | None = None) -> AnalysisPlan:
-    first = min(p.first for p in profiles)
-    last = max(p.last for p in profiles)
-    minutes = window_minutes([p.bar_seconds for p in profiles], last - first)
+    clusters = time_clusters(profiles)
+    first, last = clusters[0][0], clusters[-1][1]
+    minutes = window_minutes([p.bar_seconds for p in profiles], max(b - a for a, b in clusters), last - first)
     window = timedelta(minutes=minutes)
-    start = _floor(first, window)
-    end = _floor(last, window) + window
-    windows = int((end - start) / window)
+    spans: list[tuple[datetime, datetime]] = []
+    for a, b in clusters:
+        span = (_floor(a, window), _floor(b, window) + window)
+        if spans and span[0] <= spans[-1][1]:  # clusters apart by less than a window share their windows
+            span = (spans.pop()[0], span[1])
+        spans.append(span)
+    longest = max(int((b - a) / window) for a, b in spans)
     # As few runs as the write limit allows: each Dagster run costs seconds whatever it holds.
-    per_run = max(1, min(int(MAX_SPAN_PER_WRITE / window), windows))
+    per_run = max(1, min(int(MAX_SPAN_PER_WRITE / window), longest))
     densest = min(p.interval_s for p in profiles) or 1.0
     batch = max(1, min(20_000, int(MAX_SPAN_PER_WRITE.total_seconds() / densest)))
-    return AnalysisPlan(profiles, minutes, start, end, per_run, batch, list(rejected or []))
+    return AnalysisPlan(profiles, minutes, spans[0][0], spans[-1][1], per_run, batch, list(rejected or []), spans)
 
 
 def _floor(ts: datetime, step: timedelta) -> datetime:
@@ -447,7 +570,7 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AnalyzeError(f"{directory}: cannot create the configuration folder: {exc}") from None
-    qraft = {
+    qraft: dict[str, Any] = {
         "data_dir": str(data_dir.resolve()),
         "partitions": {
             "interval_minutes": plan.interval_minutes,
@@ -455,7 +578,7 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
             "end": plan.end.strftime("%Y-%m-%dT%H:%M:%SZ"),
             # The files are complete: a window is closed once nothing more lands.
             "allowed_lateness_s": 0,
-            "max_partitions": max(MAX_PARTITIONS, plan.windows),
+            "max_partitions": max(MAX_PARTITIONS, int((plan.end - plan.start) / timedelta(minutes=plan.interval_minutes))),
             "max_windows_per_run": plan.max_windows_per_run,
         },
         "lander": {"batch_size": plan.batch_size, "metrics_port": 0},
@@ -464,11 +587,18 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
         # A trial run records no MLflow experiment; turn on to keep detector runs.
         "mlflow": {"enabled": False},
     }
+    ahead = max(p.last for p in plan.profiles) - datetime.now(UTC)
+    if ahead > timedelta(seconds=CleanConfig().max_future_s):
+        # Data dated in the future (a simulation, a forecast, a clock set to 2100) is what the user has:
+        # cleaning must not reject it as a broken clock. A day of slack for a re-run later.
+        qraft["clean"] = {"max_future_s": int(ahead.total_seconds()) + 86400}
     sources = {"sources": [
         {"name": p.source, "type": "file", "endpoint": str(p.path), "parser": "generic",
          "description": f"{p.path.name}: {p.rows} rows, one every {p.interval_s:g}s (inferred by qraft analyze)",
-         "options": {"format": p.format, "time_field": p.time_field, "time_unit": p.time_unit,
-                     "event_type": EVENT_TYPE, **({"delimiter": p.delimiter} if p.delimiter else {})}}
+         "options": {"format": p.format, "time_field": p.time_field,
+                     **({"time_format": p.time_unit} if p.time_unit.startswith("%") else {"time_unit": p.time_unit}),
+                     "event_type": EVENT_TYPE, **({"delimiter": p.delimiter} if p.delimiter else {}),
+                     **({"thousands": p.thousands} if p.thousands else {})}}
         for p in plan.profiles
     ]}
     preprocessing = {"preprocessing": {
@@ -512,7 +642,8 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
             + f"; bars of {_duration(p.bar_seconds)}; fields {', '.join(p.numeric + p.categorical)}"
         )
     lines += [f"  left out: {reason}" for reason in plan.rejected]
-    lines.append(f"  {plan.windows} windows of {plan.interval_minutes} min in {plan.runs} run(s)")
+    spans = f" over {len(plan.spans)} time spans (the windows between them hold no data)" if len(plan.spans) > 1 else ""
+    lines.append(f"  {plan.windows} windows of {plan.interval_minutes} min in {plan.runs} run(s){spans}")
     return lines
 
 

@@ -1,4 +1,6 @@
-"""File replay: CSV, JSONL or Parquet, published at a speed factor of event time.
+"""File replay: CSV, TSV, JSONL or Parquet, published at a speed factor of event time.
+
+CSV and JSONL may be gzip-compressed (`.csv.gz`) and UTF-8 or, with its byte order mark, UTF-16.
 
 The number of records published from each file is kept in a state file, so a
 restarted replay resumes where it stopped instead of republishing.
@@ -7,14 +9,16 @@ restarted replay resumes where it stopped instead of republishing.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import csv
+import gzip
 import io
 import json
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import IO, Any, ClassVar, Literal
 
 import polars as pl
 from pydantic import BaseModel, Field
@@ -23,7 +27,7 @@ from qraft_core.adapters.base import AdapterStats, RecordAdapter, register_adapt
 from qraft_core.adapters.parsers import GenericOptions, decode_json_record, raw_json
 from qraft_core.bus.base import Publisher
 from qraft_core.config import ConfigError, SourceConfig
-from qraft_core.events import MAX_DEAD_LETTER_RAW, MAX_RECORD_BYTES, StandardEvent
+from qraft_core.events import MAX_DEAD_LETTER_RAW, MAX_RECORD_BYTES, StandardEvent, safe_text
 
 # Field separators a CSV file may use; `auto` takes the one the header line holds most of.
 CSV_DELIMITERS = (",", ";", "\t", "|")
@@ -37,14 +41,67 @@ class FileOptions(GenericOptions):
     batch_size: int = Field(default=1000, ge=1, le=100_000)
 
 
-def file_format(path: Path, declared: str) -> str:
+# Formats by file extension (before a `.gz`).
+FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+           ".parquet": "parquet"}
+
+
+def format_of(path: Path) -> str | None:
+    """The format the file's extension names, or None.
+
+    >>> format_of(Path("a.CSV")), format_of(Path("a.tsv.gz")), format_of(Path("a.parquet.gz")), format_of(Path("a.gz"))
+    ('csv', 'csv', None, None)
+    """
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes[-1:] == [".gz"]:
+        fmt = FORMATS.get(suffixes[-2]) if len(suffixes) > 1 else None
+        return None if fmt == "parquet" else fmt
+    return FORMATS.get(suffixes[-1]) if suffixes else None
+
+
+def file_format(path: Path, declared: str, whole_files: bool = False) -> str:
+    """The declared format, or the one of the extension. `.tsv` and `.gz` only for `whole_files`
+    (read from the start, as the file source does; a watcher tails plain bytes)."""
     if declared != "auto":
         return declared
-    suffix = path.suffix.lower()
-    formats = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
-    if suffix not in formats:
+    plain = path.suffix.lower() not in (".tsv", ".gz")
+    fmt = format_of(path) if whole_files or plain else None
+    if fmt is None:
         raise ConfigError(f"{path}: cannot tell the format from the extension; set options.format")
-    return formats[suffix]
+    return fmt
+
+
+def _open_bytes(path: Path) -> IO[bytes]:
+    if path.suffix.lower() == ".gz":
+        return gzip.GzipFile(path, "rb")  # type: ignore[return-value]  # a BufferedIOBase, read like one
+    return path.open("rb")
+
+
+def _utf16(path: Path) -> bool:
+    """Whether the file starts with a UTF-16 byte order mark (as Excel's "Unicode text" does)."""
+    try:
+        with _open_bytes(path) as handle:
+            return handle.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+    except (OSError, EOFError) as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from None
+
+
+def open_text(path: Path) -> IO[str]:
+    """The file as text for the CSV reader: gunzipped, UTF-16 by its byte order mark, else UTF-8 (a byte
+    order mark dropped; bytes that are not UTF-8 kept as surrogates, so only their row is rejected)."""
+    encoding = "utf-16" if _utf16(path) else "utf-8-sig"
+    return io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors="surrogateescape", newline="")
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    """The file's lines as UTF-8 bytes (a UTF-16 file re-encoded; a broken one fails on its line)."""
+    if _utf16(path):
+        with open_text(path) as text:
+            for line in text:
+                yield line.encode("utf-8", "surrogateescape")
+        return
+    with _open_bytes(path) as handle:
+        yield from handle
 
 
 def csv_delimiter(header: str) -> str:
@@ -68,8 +125,8 @@ def read_records(
     and the records after it are still read.
     """
     if fmt == "jsonl":
-        with path.open("rb") as handle:
-            for index, line in enumerate(handle):
+        try:
+            for index, line in enumerate(_lines(path)):
                 if index < skip:
                     continue
                 raw = line.rstrip(b"\r\n")
@@ -78,8 +135,13 @@ def read_records(
                     continue
                 record, error = decode_json_record(raw)
                 yield record, raw, f"line {index + 1} {error}" if error else ""
+        except (OSError, EOFError, UnicodeDecodeError) as exc:  # a truncated or corrupt .gz
+            raise ConfigError(f"{path}: cannot be read: {exc}") from None
     elif fmt == "csv":
-        yield from _csv_records(path, required, skip, delimiter)
+        try:
+            yield from _csv_records(path, required, skip, delimiter)
+        except (OSError, EOFError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot be read: {exc}") from None
     else:
         frame = pl.read_parquet(path)
         missing = [c for c in required if c not in frame.columns]
@@ -96,15 +158,21 @@ def _csv_records(
 ) -> Iterator[tuple[dict[str, Any] | None, bytes, str]]:
     # surrogateescape keeps bytes that are not UTF-8 visible to the row check instead of
     # failing the whole file at the first one; utf-8-sig drops a byte order mark.
-    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
-        if delimiter == "auto":
+    if delimiter == "auto":
+        with open_text(path) as handle:
             delimiter = csv_delimiter(handle.readline())
-            handle.seek(0)
+    with open_text(path) as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         try:
             header = reader.fieldnames or []
         except csv.Error as exc:
             raise ConfigError(f"{path}: the header line is not CSV ({exc})") from None
+        try:
+            ",".join(header).encode("utf-8")
+        except UnicodeEncodeError:
+            # Every event would carry the broken names: the file, not a row, is at fault.
+            raise ConfigError(f"{path}: the header line is not UTF-8 or UTF-16 text "
+                              f"({safe_text(','.join(header), 200)})") from None
         missing = [c for c in required if c not in header]
         if missing:
             raise ConfigError(
@@ -199,7 +267,7 @@ class FileAdapter(RecordAdapter):
         path = self.path
         if not path.exists():
             raise ConfigError(f"source {self.source.name}: file {path} does not exist")
-        fmt = file_format(path, self.options.format)
+        fmt = file_format(path, self.options.format, whole_files=True)
         done = self.position.get(path)
         self.stats.skipped = done
         batch: list[StandardEvent] = []

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -20,6 +21,11 @@ from qraft_core.registry import Registry, UnknownName
 from qraft_core.timeutil import parse_iso
 
 TimeUnit = Literal["auto", "s", "ms", "us", "ns", "iso"]
+# Thousands separators a number may be written with ("1,234.5", "1 234", "1'234"); the decimal mark is
+# then ".". A "." between groups is not one: "1.234" already reads as a plain number.
+ThousandsSeparator = Literal[",", " ", "\u00a0", "\u202f", "'", "_"]
+THOUSANDS_SEPARATORS: tuple[str, ...] = get_args(ThousandsSeparator)
+_GROUPED = {sep: re.compile(rf"[+-]?[1-9]\d{{0,2}}(?:{re.escape(sep)}\d{{3}})+(?:\.\d+)?") for sep in THOUSANDS_SEPARATORS}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -81,6 +87,41 @@ def parse_time(value: Any, unit: TimeUnit = "auto") -> datetime:
         except ValueError:
             raise ParseError(f"timestamp {value!r} is neither an epoch number nor ISO 8601") from None
     raise ParseError(f"timestamp {value!r} is not a time")
+
+
+def grouped_number(text: str, separator: str) -> int | float | None:
+    """`text` as a number when it is written with `separator` between groups of three digits, else None
+    (plain numbers included: they need no help).
+
+    >>> grouped_number("1,234.5", ","), grouped_number(" -12 345 678 ", " "), grouped_number("1,23", ",")
+    (1234.5, -12345678, None)
+    >>> grouped_number("1234", ","), grouped_number("1,234", " "), grouped_number("0,125", ",")
+    (None, None, None)
+    """
+    plain = text.strip()
+    if not _GROUPED[separator].fullmatch(plain):
+        return None
+    digits = plain.replace(separator, "")
+    return float(digits) if "." in digits else int(digits)
+
+
+def parse_time_format(value: Any, fmt: str) -> datetime:
+    """An event time written as `fmt` says (`strptime` codes); without an offset in it, UTC.
+
+    >>> parse_time_format("31/12/2014 23:05", "%d/%m/%Y %H:%M").isoformat()
+    '2014-12-31T23:05:00+00:00'
+    >>> parse_time_format("12/31/2014", "%d/%m/%Y")
+    Traceback (most recent call last):
+    ...
+    qraft_core.adapters.parsers.ParseError: timestamp '12/31/2014' does not match the time format '%d/%m/%Y'
+    """
+    if isinstance(value, datetime):
+        return parse_time(value)
+    try:
+        parsed = datetime.strptime(str(value).strip(), fmt)
+    except ValueError:
+        raise ParseError(f"timestamp {safe_text(value, 100)!r} does not match the time format {fmt!r}") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def _reject_constant(name: str) -> float:
@@ -188,11 +229,16 @@ class GenericOptions(BaseModel):
     id_field: str | None = None
     time_field: str = "timestamp"
     time_unit: TimeUnit = "auto"
+    # Times written otherwise than ISO 8601 or epoch numbers, as `strptime` codes ("%d/%m/%Y %H:%M");
+    # set, it replaces `time_unit`.
+    time_format: str | None = None
     event_type: str = "record"
     # Rename fields of the record before they become the payload: {from: to}.
     rename: dict[str, str] = {}
     # Fields every record must have (after renaming).
     required: list[str] = []
+    # Fields (after renaming) whose numbers are written with a thousands separator: {field: separator}.
+    thousands: dict[str, ThousandsSeparator] = {}
 
 
 RecordParser = Callable[[Mapping[str, Any], str], ParsedRecord]
@@ -206,12 +252,19 @@ register_parser = PARSERS.register
 def generic_parser(options: GenericOptions, source: str) -> RecordParser:
     def parse(record: Mapping[str, Any], raw_checksum: str) -> ParsedRecord:
         payload = {options.rename.get(k, k): v for k, v in record.items()}
+        for name, separator in options.thousands.items():
+            value = payload.get(name)
+            number = grouped_number(value, separator) if isinstance(value, str) else None
+            if number is not None:
+                payload[name] = number
         missing = [f for f in options.required if payload.get(f) in (None, "")]
         if missing:
             raise ParseError(f"record lacks required field(s): {', '.join(missing)}")
         if options.time_field not in payload:
             raise ParseError(f"record has no time field {options.time_field!r}")
-        timestamp = parse_time(payload[options.time_field], options.time_unit)
+        value = payload[options.time_field]
+        timestamp = (parse_time_format(value, options.time_format) if options.time_format
+                     else parse_time(value, options.time_unit))
         if options.id_field:
             if payload.get(options.id_field) in (None, ""):
                 raise ParseError(f"record has no id field {options.id_field!r}")

@@ -151,26 +151,51 @@ class PipelineService:
         return self.require_runner().materialize(start, end, on_progress)
 
     def run_file_sources(self, echo: Echo, on_run: Callable[[str, bool], None]) -> dict[str, Any]:
-        """The configured file sources through the whole pipeline: bus, lander, store, pipeline runs.
+        """The configured file sources through the whole pipeline: bus, lander, store, every window due.
 
         The embedded NATS server started here is stopped before the pipeline runs begin.
         """
         runner = self.require_runner()
+        landed = self.land_file_sources(echo)
+        echo("3/3 materializing the partitioned assets …")
+        return {**landed, "runs": asdict(runner.run_due(on_run))}
+
+    def land_file_sources(self, echo: Echo) -> dict[str, Any]:
+        """The configured file sources published to the bus and landed in the store; the embedded NATS
+        server started here is stopped before it returns. KeyboardInterrupt when SIGINT or SIGTERM
+        stopped the lander (landing stops cleanly on them): what follows must not run."""
+        self.require_runner()
+        stop = asyncio.Event()
         try:
             where = "the bus" if self.bus is not None else f"NATS ({self.rt.nats_url(start=True)})"
             echo(f"1/3 publishing the file sources to {where} …")
             published = asyncio.run(publish_sources(self.rt, echo, self.bus))
             echo("2/3 landing events from the bus into the store …")
             landing_started = time.monotonic()
-            landed = asyncio.run(run_lander(self.rt, until_idle=True, bus=self.bus))
+            landed = asyncio.run(run_lander(self.rt, until_idle=True, stop=stop, bus=self.bus))
             landing_s = time.monotonic() - landing_started
         finally:
             self.rt.stop_owned_services()
-        echo("3/3 materializing the partitioned assets …")
+        if stop.is_set():
+            raise KeyboardInterrupt
         return {
             "published": published,
             "landed": landed.landed,
             "dead_lettered_at_landing": landed.dead_lettered,
             "landing_events_per_s": round(landed.landed / landing_s) if landing_s else 0,
-            "runs": asdict(runner.run_due(on_run)),
         }
+
+    def run_spans(self, spans: list[tuple[datetime, datetime]], on_run: Callable[[str, bool], None]) -> dict[str, int]:
+        """The windows of each span [start, end) in runs, in time order; the windows between spans hold
+        no data, so detector state carries over them. A failed run stops all: every later window needs
+        its detector state. `on_run(run_id or "", succeeded)` after each run."""
+        succeeded, failed = 0, 0
+        for start, end in spans:
+            outcome = self.materialize(start, end, lambda windows: on_run("", True))
+            succeeded += outcome.runs - len(outcome.failed_runs)
+            failed += len(outcome.failed_runs)
+            for run_id in outcome.failed_runs:
+                on_run(run_id, False)
+            if outcome.failed_runs:
+                break
+        return {"succeeded": succeeded, "failed": failed}

@@ -1,12 +1,13 @@
 """`qraft analyze` on a metric CSV from 2014 with negative values and zeros, beside hostile files, with
 no configuration and from a folder other than the project's: the real pipeline (embedded NATS, lander,
-chDB, Dagster runs, cards) in a child process, one run for every file."""
+chDB, Dagster runs, cards) in a child process, one run for every file; and Ctrl-C during a run."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -52,7 +53,7 @@ def write_hostile(folder: Path) -> dict[str, int]:
     (folder / "empty.csv").write_text("")
     (folder / "thousands.csv").write_text("timestamp,value\n" + "\n".join(f'{t.isoformat()},"{1000 + 7 * i:,}"'
                                                                             for i, (t, _) in enumerate(rows)))
-    return {"semi_colon_v2_unicode": 300, "hosts": 300}
+    return {"semi_colon_v2_unicode": 300, "hosts": 300, "thousands": 300}
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -93,7 +94,8 @@ def test_analyze_a_2014_metric_with_negatives_and_zeros_beside_hostile_files(tmp
     assert "windows of 720 min in 1 run(s)" in done.stderr and "bars of 5min" in done.stderr
     assert "bars of 1h" in done.stderr
     assert "left out: empty.csv: is empty" in done.stderr
-    assert "thousands.csv: no numeric or categorical column" in done.stderr
+    # "1,007" quoted in a comma-separated file: a number with a thousands separator.
+    assert "thousands.csv → stream thousands" in done.stderr
     # The configuration was written next to the data, and nothing the command started is left running.
     output = tmp_path / "qraft_analyze"
     assert sorted(p.name for p in (output / "config").iterdir()) == [
@@ -114,3 +116,29 @@ def test_analyze_a_2014_metric_with_negatives_and_zeros_beside_hostile_files(tmp
         text = markdown.lower()
         assert "value" in text or "load" in text
         assert not [w for w in ("trade", "price", "volume", "buy_ratio", "volatility") if w in text], markdown
+
+
+def test_ctrl_c_during_a_run_stops_analyze_cleanly(tmp_path: Path) -> None:
+    # Two files a year apart: two time spans, so a second run would follow the interrupted one.
+    for name, start in (("early.csv", T0), ("late.csv", T0 + timedelta(days=365))):
+        with (tmp_path / name).open("w") as handle:
+            handle.write("timestamp,value\n")
+            handle.writelines(f"{start + STEP * i:%Y-%m-%dT%H:%M:%SZ},{(i * 7) % 11 - 5}\n" for i in range(600))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QRAFT_")}
+    child = subprocess.Popen([sys.executable, "-m", "qraft_cli", "analyze", "early.csv", "late.csv", "--json"],
+                             cwd=tmp_path,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stderr is not None
+    said = []
+    for line in child.stderr:  # interrupted as soon as the runs begin: the first one is in progress
+        said.append(line)
+        if line.startswith("3/3 materializing"):
+            break
+    assert "in 2 run(s)" in "".join(said), said
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 130, err[-3000:]
+    assert "interrupted: qraft analyze stopped; nothing was left running" in err
+    assert "Traceback" not in err and "Aborted" not in err
+    assert out == ""  # no findings printed
+    assert processes_mentioning(str(tmp_path / "qraft_analyze")) == []

@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 
+from qraft_core.api.context import plain_text
 from qraft_core.api.explorer import queries
 from qraft_core.evaluate import DEFAULT_TRUTH
 from qraft_core.events import iso
@@ -73,12 +74,14 @@ def _add_finding_routes(router: APIRouter, runtime: Any) -> None:
         end: str | None = Query(None, description="ISO 8601, exclusive"),
         type: str | None = Query(None),
         stream: str | None = Query(None, max_length=256),
-        min_confidence: float | None = Query(None, ge=0.0, le=1.0),
+        min_confidence: float | None = Query(None, ge=0.0, le=1.0, allow_inf_nan=False),
         verdict: str = Query("any", pattern="^(" + "|".join(queries.VERDICT_FILTERS) + ")$"),
         limit: int = Query(50, ge=1, le=config.api.max_page),
         cursor: str | None = Query(None, max_length=2000),
     ) -> dict[str, Any]:
         """The inbox: findings with their verdicts, filtered, a keyset page at a time."""
+        for name, value in (("type", type), ("stream", stream), ("cursor", cursor)):
+            plain_text(value, name)
         begin, finish = resolve_range(
             runtime.store,
             parse_time(start, "start") if start else None,
@@ -102,6 +105,7 @@ def _add_finding_routes(router: APIRouter, runtime: Any) -> None:
         minutes: int = Query(15, ge=1, le=24 * 60, description="Minutes of series either side"),
     ) -> Any:
         """A finding with its series (features and raw values), the alarms and headlines around it."""
+        plain_text(pattern_id, "pattern_id")
         with runtime.store.session():
             pattern = load_pattern(runtime.store, pattern_id)
             if pattern is None:
@@ -128,6 +132,7 @@ def _add_stream_routes(router: APIRouter, runtime: Any) -> None:
         end: str | None = Query(None),
     ) -> dict[str, Any]:
         """One stream's features with its findings and detector alarms (default: its newest 3 hours of bars)."""
+        plain_text(stream, "stream")
         with runtime.store.session():
             if start and end:
                 begin, finish = parse_time(start, "start"), parse_time(end, "end")

@@ -16,7 +16,7 @@ CARD_TABLES = CACHED_TABLES
 
 
 def confidence_query() -> Any:
-    return Query(default=None, ge=0.0, le=1.0, description="Only patterns at least this confident")
+    return Query(default=None, ge=0.0, le=1.0, allow_inf_nan=False, description="Only patterns at least this confident")
 
 
 def source_query() -> Any:
