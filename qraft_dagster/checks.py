@@ -25,7 +25,8 @@ CLEAN_CHECKS = [
 DETECTOR_CHECKS = [
     AssetCheckSpec("detector_health", asset="detections",
                    description="Detectors continued from the previous window's state: none restarted after a "
-                               "configuration change, no state had to be rebuilt after a failed run."),
+                               "configuration change, no state had to be rebuilt after a failed run, none "
+                               "raised on a stream's bars."),
 ]
 FRESHNESS_CHECKS = [
     AssetCheckSpec("freshness", asset="explanation_cards",
@@ -57,8 +58,10 @@ def detector_check_results(result: dict[str, Any]) -> list[AssetCheckResult]:
     """From `materialize_detections`' result (plus `rebuilt_from` when the state was rebuilt)."""
     restarted = list(result.get("restarted") or [])
     rebuilt = str(result.get("rebuilt_from", ""))
-    return [_result("detector_health", not restarted and not rebuilt,
+    failed = dict(result.get("detector_first_failure") or {})
+    return [_result("detector_health", not restarted and not rebuilt and not failed,
                     {"restarted": ", ".join(restarted), "rebuilt_from": rebuilt,
+                     "failed": "; ".join(f"{name} on {error}" for name, error in sorted(failed.items())),
                      "detectors": len(result.get("signals_by_detector") or {})})]
 
 

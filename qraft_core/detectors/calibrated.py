@@ -267,8 +267,9 @@ class SeasonalBaseline:
         if epoch_s - self.first_s >= WEEK_S:
             self.weekly[weekday] += weekly_rate * daily_error
         # Which model predicts better (squared errors: a missed daily step weighs), over about a day.
-        self.error_plain += compare * (error_plain**2 - self.error_plain)
-        self.error_seasonal += compare * (error_seasonal**2 - self.error_seasonal)
+        # Products, not `**`: a finite value near 1e308 squares to inf instead of raising OverflowError.
+        self.error_plain += compare * (error_plain * error_plain - self.error_plain)
+        self.error_seasonal += compare * (error_seasonal * error_seasonal - self.error_seasonal)
         if epoch_s - self.first_s >= 2 * DAY_S:
             # Hysteresis: on when the profiles clearly help, off only when they stop helping at all.
             # Flapping between the models would reset the drift detector's calibration each time.

@@ -125,6 +125,15 @@ class DetectorClock:
     def __init__(self) -> None:
         self.seconds: defaultdict[str, float] = defaultdict(float)
         self.bars: Counter[str] = Counter()
+        self.failures: Counter[str] = Counter()
+        self.first_failure: dict[str, str] = {}
+
+    def failed(self, name: str, stream: str, error: Exception) -> None:
+        """Count a detector that raised on a stream's bars; the first such error of a run is kept."""
+        message = f"{stream}: {type(error).__name__}: {error}"
+        log.error("detector %s failed on %s; its state on the stream starts afresh", name, message)
+        self.failures[name] += 1
+        self.first_failure.setdefault(name, message)
 
     def update(self, name: str, detector: StreamDetector, bars: pl.DataFrame) -> list[Signal]:
         began = time.perf_counter()
@@ -133,10 +142,13 @@ class DetectorClock:
         self.bars[name] += bars.height
         return signals
 
-    def metadata(self, specs: list[DetectorSpec]) -> dict[str, dict[str, float] | dict[str, int]]:
-        """detector_seconds and detector_bars for every configured detector (0 for one never fed)."""
+    def metadata(self, specs: list[DetectorSpec]) -> dict[str, dict[str, float] | dict[str, int] | dict[str, str]]:
+        """detector_seconds, detector_bars and detector_failures of every configured detector (0 for one
+        never fed or never failing), and the first error of each that failed."""
         return {"detector_seconds": {spec.name: round(self.seconds[spec.name], 6) for spec in specs},
-                "detector_bars": {spec.name: self.bars[spec.name] for spec in specs}}
+                "detector_bars": {spec.name: self.bars[spec.name] for spec in specs},
+                "detector_failures": {spec.name: self.failures[spec.name] for spec in specs},
+                "detector_first_failure": dict(self.first_failure)}
 
 
 def run_window(
@@ -164,7 +176,14 @@ def run_window(
                     if not features:
                         continue  # nothing on this stream for the detector (yet)
                 detector = detectors[(spec.name, str(stream))] = spec.build(str(stream), features)
-            signals.extend(clock.update(spec.name, detector, stream_bars))
+            try:
+                signals.extend(clock.update(spec.name, detector, stream_bars))
+            except Exception as exc:  # noqa: BLE001
+                # What a stream holds must not stop the pipeline: a detector that raises on these
+                # bars (an overflow, a library's own error) is counted in the run's metadata, and
+                # its state on the stream, left half-updated, is dropped to start afresh.
+                clock.failed(spec.name, str(stream), exc)
+                del detectors[(spec.name, str(stream))]
     return signals
 
 

@@ -135,10 +135,15 @@ def payload_keys(frame: pl.DataFrame) -> list[str]:
     return sorted(keys)
 
 
+# Statistics square values (spreads here and in every detector): past this magnitude a square, or
+# a sum of squares, is no longer a finite float, so such values are left out like non-numbers.
+LARGEST_VALUE = 1e150
+
+
 def numeric_value(name: str) -> pl.Expr:
-    """A payload field as a finite Float64, null when absent or not a finite number."""
+    """A payload field as a finite Float64, null when absent, not a number or beyond LARGEST_VALUE."""
     number = payload_field(name).cast(pl.Float64, strict=False)
-    return pl.when(number.is_finite()).then(number)
+    return pl.when(number.abs() <= LARGEST_VALUE).then(number)
 
 
 def numeric_fields(frame: pl.DataFrame, exclude: list[str]) -> list[str]:
@@ -228,7 +233,8 @@ def per_field_stats(frame: pl.DataFrame, options: StatsParams, context: Operator
             unusable = events.height - values[f"_v{i}"].count() - events.select(
                 payload_field(name).is_null().sum()
             ).item()
-            context.drop(f"aggregate: payload.{name} is not a finite number (value left out)", unusable)
+            reason = f"aggregate: payload.{name} is not a finite number of at most {LARGEST_VALUE:g} in size"
+            context.drop(f"{reason} (value left out)", unusable)
     columns = [pl.len().cast(pl.UInt32).alias("event_count")]
     for i, name in enumerate(fields):
         value = pl.col(f"_v{i}")

@@ -168,3 +168,27 @@ def test_state_is_snapshot_now_and_then_and_resuming_from_any_snapshot_is_exact(
     assert meta["replayed_bars"] == BARS.filter(pl.col("bar_time").is_between(
         START + 40 * MINUTE, START + 42 * MINUTE, closed="left")).height > 2 * 12
     assert detections(continuous) == reference and snapshot_windows(continuous) == sorted({*states, 60})
+
+
+def test_a_detector_raising_on_a_streams_bars_is_counted_and_the_rest_goes_on(monkeypatch) -> None:
+    from qraft_core.detectors.calibrated import CalibratedAnomaly
+
+    clean_store, store = MemoryStore(), MemoryStore()
+    run(clean_store, 0, 60)
+    poisoned = START + 30 * MINUTE
+    original = CalibratedAnomaly.update
+
+    def overflow_on_one_window(self, bars):  # type: ignore[no-untyped-def]
+        if self.stream == "binance_spot:ETHUSDT" and bars["bar_time"].min() <= poisoned < bars["bar_time"].max():
+            raise OverflowError("(34, 'Numerical result out of range')")
+        return original(self, bars)
+
+    monkeypatch.setattr(CalibratedAnomaly, "update", overflow_on_one_window)
+    meta = run(store, 0, 60)
+    assert {name: n for name, n in meta["detector_failures"].items() if n} == {"bar_anomaly": 1}
+    assert meta["detector_first_failure"] == {
+        "bar_anomaly": "binance_spot:ETHUSDT: OverflowError: (34, 'Numerical result out of range')"
+    }
+    # Every other detector, and the failing one on the other stream, found exactly what they find anyway.
+    untouched = [r for r in detections(clean_store, 0, 60) if not (r[2] == "bar_anomaly" and "ETH" in r[3])]
+    assert [r for r in detections(store, 0, 60) if not (r[2] == "bar_anomaly" and "ETH" in r[3])] == untouched

@@ -227,3 +227,12 @@ def test_fields_named_as_users_name_them_are_read_and_detected(field: str) -> No
                         features=[f"{field}_mean"], streams=["flow[1]"])
     assert spec.matches("flow[1]")
     assert spec.resolve_features(list(bars.columns)) == [f"{field}_mean"]
+
+
+def test_values_too_large_to_square_are_left_out_and_counted() -> None:
+    context = OperatorContext("cpu", 300)
+    frame = events([1, -1e308, 3, 1e151, -1e150], step_s=100)
+    bars = build_operator("aggregate", {"fields": ["value"], "stats": ["count", "mean", "std"]}).apply(frame, context)
+    assert bars.select("value_count", "value_mean").rows() == [(2.0, 2.0), (1.0, -1e150)]
+    assert context.dropped == {"aggregate: payload.value is not a finite number of at most 1e+150 in size "
+                               "(value left out)": 2}
