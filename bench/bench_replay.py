@@ -102,15 +102,14 @@ def main() -> int:
         baseline_s = time.perf_counter() - began
         findings = core_rt.store.count("pattern_events").get("", 0)
 
-        from dagster import DagsterInstance
-
         from qraft_dagster.definitions import build_definitions
+        from qraft_dagster.event_log import ephemeral_instance
         from qraft_dagster.replay import run_replay
 
         os.environ["QRAFT_CONFIG_DIR"] = str(dagster_rt.config_path)
         defs = build_definitions(str(dagster_rt.config_path))
         began = time.perf_counter()
-        outcome = run_replay(defs, DagsterInstance.ephemeral(), dagster_rt, start, end)
+        outcome = run_replay(defs, ephemeral_instance(), dagster_rt, start, end)
         dagster_s = time.perf_counter() - began
         close_store()
         if outcome["failed_runs"]:
