@@ -4,7 +4,7 @@ A ranged run logs one materialization per window and asset, and one planned mate
 per window and asset when it starts: about 600 events for a run of 60 one-minute windows.
 Dagster's SQL storages write each event on its own (two or three connections and transactions,
 the asset's row serialized again every time), which cost more than the assets' own work on a
-dense replay. Dagster hands a step's partition events, and a run's planned events, to
+dense replay (and, on SQLite, a commit each). Dagster hands a step's partition events, and a run's planned events, to
 `store_event_batch` at once when DAGSTER_EVENT_BATCH_SIZE is set; the OSS storages then still
 store them one by one. Here a batch is one transaction, and the asset's row (its latest
 materialization, last run) is written once per asset with what the last event of the batch
@@ -19,12 +19,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from dagster import DagsterInstance
-from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
+from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, EVENT_TYPE_TO_PIPELINE_RUN_STATUS
 from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log import InMemoryEventLogStorage
+from dagster._core.storage.event_log import InMemoryEventLogStorage, SqliteEventLogStorage
 from dagster._core.storage.event_log.base import EventLogCursor
 from dagster._core.storage.event_log.schema import AssetKeyTable, SqlEventLogStorageTable
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+from dagster._serdes import ConfigurableClassData
 from sqlalchemy import exc as db_exc
 from sqlalchemy.engine import Connection
 
@@ -46,6 +47,13 @@ def _is_asset_event(event: EventLogEntry) -> bool:
 
 def _is_check_event(event: EventLogEntry) -> bool:
     return bool(event.dagster_event and event.dagster_event_type in ASSET_CHECK_EVENTS)
+
+
+def _insert(conn: Connection, row: dict[str, Any]) -> int:
+    """Store one event row; its storage id."""
+    key = conn.execute(SqlEventLogStorageTable.insert(), row).inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def index_asset_events(
@@ -78,6 +86,10 @@ def index_asset_events(
 class BatchingInMemoryEventLogStorage(InMemoryEventLogStorage):
     """The ephemeral instance's event log (`qraft replay --in-process`, tests), writing batches at once."""
 
+    def __init__(self) -> None:
+        enable_event_batches()
+        super().__init__()
+
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         if len({event.run_id for event in events}) != 1:
             super().store_event_batch(events)
@@ -85,8 +97,7 @@ class BatchingInMemoryEventLogStorage(InMemoryEventLogStorage):
         event_ids = []
         with self.run_connection(events[0].run_id) as conn:
             for event in events:
-                result = conn.execute(SqlEventLogStorageTable.insert(), self._event_to_row(event))
-                event_ids.append(result.inserted_primary_key[0])
+                event_ids.append(_insert(conn, self._event_to_row(event)))
         assets = [(event, event_id) for event, event_id in zip(events, event_ids, strict=True) if _is_asset_event(event)]
         if assets:
             with self.index_transaction() as conn:
@@ -107,6 +118,50 @@ class BatchingInMemoryEventLogStorage(InMemoryEventLogStorage):
                     logging.exception("Exception in callback for event watch on run %s.", event.run_id)
 
 
+class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
+    """Dagster's default event log of a persistent instance (one SQLite file per run, asset events
+    mirrored in an index file, under $DAGSTER_HOME/history/runs), writing batches at once: one
+    transaction in the run's file, one in the index."""
+
+    def __init__(self, inst_data: ConfigurableClassData | None = None) -> None:
+        enable_event_batches()  # every process that opens the instance: the daemon's run workers too
+        super().__init__(events_directory(), inst_data)
+
+    @classmethod
+    def config_type(cls) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Any) -> BatchingSqliteEventLogStorage:
+        return cls(inst_data)
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        if len({event.run_id for event in events}) != 1:
+            super().store_event_batch(events)
+            return
+        rows = [self._event_to_row(event) for event in events]
+        with self.run_connection(events[0].run_id) as conn:
+            conn.execute(SqlEventLogStorageTable.insert(), rows)
+        assets: list[tuple[EventLogEntry, int]] = []
+        checks: list[tuple[EventLogEntry, int]] = []
+        with self.index_transaction() as conn:  # the events the index mirrors, in their order
+            for event, row in zip(events, rows, strict=True):
+                mirrored = (assets if _is_asset_event(event) else checks if _is_check_event(event) else None)
+                if mirrored is not None:
+                    mirrored.append((event, _insert(conn, row)))
+                elif event.dagster_event_type in EVENT_TYPE_TO_PIPELINE_RUN_STATUS:
+                    conn.execute(SqlEventLogStorageTable.insert(), row)
+            if assets:
+                index_asset_events(self, conn, [event for event, _ in assets], [event_id for _, event_id in assets])
+        for event, event_id in checks:
+            self.store_asset_check_event(event, event_id)
+
+
+def events_directory() -> str:
+    """Where Dagster keeps the event log of the instance in $DAGSTER_HOME by default."""
+    return os.path.join(os.environ["DAGSTER_HOME"], "history", "runs", "")
+
+
 def ephemeral_instance() -> DagsterInstance:
     """`DagsterInstance.ephemeral()` with the batching event log."""
     from dagster._core.instance.types import InstanceType
@@ -116,7 +171,6 @@ def ephemeral_instance() -> DagsterInstance:
     from dagster._core.storage.root import TemporaryLocalArtifactStorage
     from dagster._core.storage.runs import InMemoryRunStorage
 
-    enable_event_batches()
     return DagsterInstance(
         instance_type=InstanceType.EPHEMERAL,
         local_artifact_storage=TemporaryLocalArtifactStorage(),

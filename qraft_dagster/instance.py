@@ -25,6 +25,10 @@ QUEUED_ONE_AT_A_TIME = {
     "config": {"max_concurrent_runs": 1},
 }
 
+# Dagster's default SQLite event log, in the same files, storing a run's batches of events (a ranged run's
+# planned and per-window materializations) in one transaction each; runs and schedules keep the defaults.
+BATCHING_SQLITE_EVENT_LOG = {"module": "qraft_dagster.event_log", "class": "BatchingSqliteEventLogStorage"}
+
 
 def postgres_db(url: str) -> dict[str, Any]:
     """dagster-postgres' `postgres_db` block for a URL without a password (libpq reads PGPASSWORD)."""
@@ -46,7 +50,9 @@ def postgres_db(url: str) -> dict[str, Any]:
 def instance_settings(config: DagsterConfig) -> dict[str, Any]:
     """The content of dagster.yaml for these settings."""
     settings: dict[str, Any] = {"telemetry": {"enabled": False}, "run_coordinator": QUEUED_ONE_AT_A_TIME}
-    if config.storage != "sqlite":
+    if config.storage == "sqlite":
+        settings["event_log_storage"] = BATCHING_SQLITE_EVENT_LOG
+    else:
         settings["storage"] = {"postgres": {"postgres_db": postgres_db(config.storage)}}
     if config.run_launcher == "k8s":
         k8s = config.k8s

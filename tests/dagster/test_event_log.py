@@ -1,4 +1,5 @@
-"""The batching event log stores what Dagster's own storage stores, event by event, for ranged runs."""
+"""The batching event logs store what Dagster's own storages store, event by event, for ranged runs
+(the ephemeral instance, and the SQLite files of a persistent one)."""
 
 import os
 from datetime import UTC, datetime
@@ -23,7 +24,9 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from qraft_core.config import DagsterConfig
 from qraft_dagster.event_log import BATCH_SIZE_VARIABLE, ephemeral_instance
+from qraft_dagster.instance import write_instance_settings
 
 PARTITIONS = TimeWindowPartitionsDefinition(cron_schedule="* * * * *", start=datetime(2026, 1, 5, tzinfo=UTC),
                                             end=datetime(2026, 1, 5, 0, 10, tzinfo=UTC), fmt="%Y-%m-%d-%H:%M")
@@ -92,23 +95,37 @@ def _stored(instance: DagsterInstance, runs: list[str]) -> dict:
 
 @pytest.fixture
 def batches(monkeypatch):
-    """No batches until `ephemeral_instance` asks for them, and none after the test."""
+    """No batches until a batching storage asks for them, and none after the test."""
     monkeypatch.setenv(BATCH_SIZE_VARIABLE, "0")  # recorded, so the variable is restored afterwards
     monkeypatch.delenv(BATCH_SIZE_VARIABLE)
 
 
-def test_batches_store_what_event_by_event_stores(batches):
-    dagster_own = DagsterInstance.ephemeral()
-    expected = _stored(dagster_own, _ranges(dagster_own))
-    batching = ephemeral_instance()
+def _sqlite_instances(tmp_path, monkeypatch) -> tuple[DagsterInstance, DagsterInstance]:
+    """Dagster's default SQLite instance and the one Qraft's dagster.yaml declares."""
+    default, qraft = tmp_path / "default", tmp_path / "qraft"
+    default.mkdir()
+    (default / "dagster.yaml").write_text("telemetry: {enabled: false}\n")
+    write_instance_settings(qraft, DagsterConfig())
+    monkeypatch.setenv("DAGSTER_HOME", str(qraft))
+    return DagsterInstance.from_config(str(default)), DagsterInstance.from_config(str(qraft))
+
+
+@pytest.mark.parametrize("storage", ["memory", "sqlite"])
+def test_batches_store_what_event_by_event_stores(batches, storage, tmp_path, monkeypatch):
+    if storage == "memory":
+        dagster_own, batching = DagsterInstance.ephemeral(), ephemeral_instance()
+    else:
+        dagster_own, batching = _sqlite_instances(tmp_path, monkeypatch)
+    assert type(batching.event_log_storage).__name__.startswith("Batching")
     assert os.environ[BATCH_SIZE_VARIABLE]  # Dagster forms batches only then
     stored = _stored(batching, _ranges(batching))
+    monkeypatch.delenv(BATCH_SIZE_VARIABLE)
+    expected = _stored(dagster_own, _ranges(dagster_own))
 
     assert stored == expected
     assert stored["upstream"]["partitions"] == [f"2026-01-05-00:0{m}" for m in range(7)]
     assert [m[1:] for m in stored["upstream"]["materializations"][:2]] == [
         ("2026-01-05-00:00", {"minute": 0, "windows": 4}), ("2026-01-05-00:01", {"minute": 1, "windows": 4})]
     assert stored["upstream"]["latest"] == (1, "2026-01-05-00:06", True, 1)
-    # One result per run (not per window); Dagster leaves the other planned windows' rows as they are.
     # One result per run, not per window: Dagster stores it apart from the windows it planned.
     assert stored["checks"] == [*[(0, "PLANNED")] * 4, (0, "SUCCEEDED"), *[(1, "PLANNED")] * 5, (1, "SUCCEEDED")]

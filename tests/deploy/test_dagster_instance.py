@@ -12,7 +12,9 @@ QUEUED = {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinat
 
 
 def test_default_is_sqlite_under_the_home_with_the_queued_coordinator():
-    assert instance_settings(DagsterConfig()) == {"telemetry": {"enabled": False}, "run_coordinator": QUEUED}
+    assert instance_settings(DagsterConfig()) == {
+        "telemetry": {"enabled": False}, "run_coordinator": QUEUED,
+        "event_log_storage": {"module": "qraft_dagster.event_log", "class": "BatchingSqliteEventLogStorage"}}
 
 
 def test_postgres_url_becomes_a_postgres_db_block_with_the_psycopg2_driver():
@@ -57,9 +59,12 @@ def test_k8s_launcher_without_an_image_is_a_config_error():
         load_qraft_config("config", {"QRAFT_DAGSTER_RUN_LAUNCHER": "k8s"})
 
 
-def test_the_file_follows_the_settings_and_dagster_loads_it(tmp_path):
+def test_the_file_follows_the_settings_and_dagster_loads_it(tmp_path, monkeypatch):
     home = tmp_path / "dagster"
     home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # as every Dagster process that opens the instance has it
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "")  # the storage sets it; restored after the test
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE")
     (home / "dagster.yaml").write_text("run_coordinator: {module: x, class: Y}\n")
     logs = tmp_path / "logs"
     write_instance_settings(home, DagsterConfig(compute_logs_dir=str(logs)))
@@ -68,3 +73,5 @@ def test_the_file_follows_the_settings_and_dagster_loads_it(tmp_path):
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert instance.run_coordinator.get_run_queue_config().max_concurrent_runs == 1
         assert instance.compute_log_manager._base_dir == str(logs)
+        assert type(instance.event_log_storage).__name__ == "BatchingSqliteEventLogStorage"
+        assert instance.event_log_storage._base_dir == str(home / "history" / "runs")
