@@ -120,20 +120,16 @@ class BatchingInMemoryEventLogStorage(InMemoryEventLogStorage):
 
 class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
     """Dagster's default event log of a persistent instance (one SQLite file per run, asset events
-    mirrored in an index file, under $DAGSTER_HOME/history/runs), writing batches at once: one
-    transaction in the run's file, one in the index."""
+    mirrored in an index file), writing batches at once: one transaction in the run's file, one in
+    the index. Configured as Dagster's own, by `base_dir`."""
 
-    def __init__(self, inst_data: ConfigurableClassData | None = None) -> None:
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         enable_event_batches()  # every process that opens the instance: the daemon's run workers too
-        super().__init__(events_directory(), inst_data)
-
-    @classmethod
-    def config_type(cls) -> dict[str, Any]:
-        return {}
+        super().__init__(base_dir, inst_data)
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Any) -> BatchingSqliteEventLogStorage:
-        return cls(inst_data)
+        return cls(inst_data=inst_data, **config_value)
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         if len({event.run_id for event in events}) != 1:
@@ -155,11 +151,6 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
                 index_asset_events(self, conn, [event for event, _ in assets], [event_id for _, event_id in assets])
         for event, event_id in checks:
             self.store_asset_check_event(event, event_id)
-
-
-def events_directory() -> str:
-    """Where Dagster keeps the event log of the instance in $DAGSTER_HOME by default."""
-    return os.path.join(os.environ["DAGSTER_HOME"], "history", "runs", "")
 
 
 def ephemeral_instance() -> DagsterInstance:

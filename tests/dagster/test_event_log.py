@@ -100,13 +100,12 @@ def batches(monkeypatch):
     monkeypatch.delenv(BATCH_SIZE_VARIABLE)
 
 
-def _sqlite_instances(tmp_path, monkeypatch) -> tuple[DagsterInstance, DagsterInstance]:
+def _sqlite_instances(tmp_path) -> tuple[DagsterInstance, DagsterInstance]:
     """Dagster's default SQLite instance and the one Qraft's dagster.yaml declares."""
     default, qraft = tmp_path / "default", tmp_path / "qraft"
     default.mkdir()
     (default / "dagster.yaml").write_text("telemetry: {enabled: false}\n")
     write_instance_settings(qraft, DagsterConfig())
-    monkeypatch.setenv("DAGSTER_HOME", str(qraft))
     return DagsterInstance.from_config(str(default)), DagsterInstance.from_config(str(qraft))
 
 
@@ -115,7 +114,7 @@ def test_batches_store_what_event_by_event_stores(batches, storage, tmp_path, mo
     if storage == "memory":
         dagster_own, batching = DagsterInstance.ephemeral(), ephemeral_instance()
     else:
-        dagster_own, batching = _sqlite_instances(tmp_path, monkeypatch)
+        dagster_own, batching = _sqlite_instances(tmp_path)
     assert type(batching.event_log_storage).__name__.startswith("Batching")
     assert os.environ[BATCH_SIZE_VARIABLE]  # Dagster forms batches only then
     stored = _stored(batching, _ranges(batching))

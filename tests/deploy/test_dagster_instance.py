@@ -12,9 +12,7 @@ QUEUED = {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinat
 
 
 def test_default_is_sqlite_under_the_home_with_the_queued_coordinator():
-    assert instance_settings(DagsterConfig()) == {
-        "telemetry": {"enabled": False}, "run_coordinator": QUEUED,
-        "event_log_storage": {"module": "qraft_dagster.event_log", "class": "BatchingSqliteEventLogStorage"}}
+    assert instance_settings(DagsterConfig()) == {"telemetry": {"enabled": False}, "run_coordinator": QUEUED}
 
 
 def test_postgres_url_becomes_a_postgres_db_block_with_the_psycopg2_driver():
@@ -62,7 +60,6 @@ def test_k8s_launcher_without_an_image_is_a_config_error():
 def test_the_file_follows_the_settings_and_dagster_loads_it(tmp_path, monkeypatch):
     home = tmp_path / "dagster"
     home.mkdir()
-    monkeypatch.setenv("DAGSTER_HOME", str(home))  # as every Dagster process that opens the instance has it
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "")  # the storage sets it; restored after the test
     monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE")
     (home / "dagster.yaml").write_text("run_coordinator: {module: x, class: Y}\n")
