@@ -9,7 +9,8 @@ Measured in the same run over the same windows:
 - baseline: the qraft_core functions the assets call (clean, features,
   detections, pattern events, cards), in chunks of `max_windows_per_run`;
 - value: `qraft replay --in-process`'s path, ranged Dagster runs of the
-  pipeline job on an ephemeral instance.
+  pipeline job on its ephemeral instance (whose event log writes a batch of
+  events in one transaction, `qraft_dagster.event_log`).
 The ratio is the orchestration overhead. QRAFT_BENCH_HOURS (default 24)
 shortens the day for a quick look.
 Prints JSON lines {"bench","value","unit","baseline","ratio"}.
