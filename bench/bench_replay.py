@@ -9,7 +9,8 @@ Measured in the same run over the same windows:
 - baseline: the qraft_core functions the assets call (clean, features,
   detections, pattern events, cards), in chunks of `max_windows_per_run`;
 - value: `qraft replay --in-process`'s path, ranged Dagster runs of the
-  pipeline job on an ephemeral instance.
+  pipeline job on its ephemeral instance (whose event log writes a batch of
+  events in one transaction, `qraft_dagster.event_log`).
 The ratio is the orchestration overhead. QRAFT_BENCH_HOURS (default 24)
 shortens the day for a quick look.
 Prints JSON lines {"bench","value","unit","baseline","ratio"}.
@@ -102,15 +103,14 @@ def main() -> int:
         baseline_s = time.perf_counter() - began
         findings = core_rt.store.count("pattern_events").get("", 0)
 
-        from dagster import DagsterInstance
-
         from qraft_dagster.definitions import build_definitions
+        from qraft_dagster.event_log import ephemeral_instance
         from qraft_dagster.replay import run_replay
 
         os.environ["QRAFT_CONFIG_DIR"] = str(dagster_rt.config_path)
         defs = build_definitions(str(dagster_rt.config_path))
         began = time.perf_counter()
-        outcome = run_replay(defs, DagsterInstance.ephemeral(), dagster_rt, start, end)
+        outcome = run_replay(defs, ephemeral_instance(), dagster_rt, start, end)
         dagster_s = time.perf_counter() - began
         close_store()
         if outcome["failed_runs"]:

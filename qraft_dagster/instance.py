@@ -26,6 +26,15 @@ QUEUED_ONE_AT_A_TIME = {
 }
 
 
+
+def batching_sqlite_event_log(dagster_home: Path) -> dict[str, Any]:
+    """Dagster's default SQLite event log, in the same files, storing a run's batches of events (a ranged
+    run's planned and per-window materializations) in one transaction each; runs and schedules keep the
+    defaults. The files are named by absolute path, as Dagster names them for the home it loads."""
+    return {"module": "qraft_dagster.event_log", "class": "BatchingSqliteEventLogStorage",
+            "config": {"base_dir": str(dagster_home.resolve() / "history" / "runs")}}
+
+
 def postgres_db(url: str) -> dict[str, Any]:
     """dagster-postgres' `postgres_db` block for a URL without a password (libpq reads PGPASSWORD)."""
     parts = urlsplit(url)
@@ -43,11 +52,14 @@ def postgres_db(url: str) -> dict[str, Any]:
     return block
 
 
-def instance_settings(config: DagsterConfig) -> dict[str, Any]:
-    """The content of dagster.yaml for these settings."""
+def instance_settings(config: DagsterConfig, dagster_home: Path | None = None) -> dict[str, Any]:
+    """The content of dagster.yaml for these settings; written into `dagster_home`, SQLite storage batches
+    event writes (printed for another machine, it is Dagster's default)."""
     settings: dict[str, Any] = {"telemetry": {"enabled": False}, "run_coordinator": QUEUED_ONE_AT_A_TIME}
     if config.storage != "sqlite":
         settings["storage"] = {"postgres": {"postgres_db": postgres_db(config.storage)}}
+    elif dagster_home is not None:
+        settings["event_log_storage"] = batching_sqlite_event_log(dagster_home)
     if config.run_launcher == "k8s":
         k8s = config.k8s
         settings["run_launcher"] = {
@@ -82,7 +94,7 @@ def write_instance_settings(dagster_home: Path, config: DagsterConfig) -> Path:
     """Write dagster.yaml atomically (several processes open the instance at once)."""
     dagster_home.mkdir(parents=True, exist_ok=True)
     target = dagster_home / "dagster.yaml"
-    text = yaml.safe_dump(instance_settings(config), sort_keys=False)
+    text = yaml.safe_dump(instance_settings(config, dagster_home), sort_keys=False)
     if target.exists() and target.read_text() == text:
         return target
     handle, temporary = tempfile.mkstemp(dir=dagster_home, prefix=".dagster.yaml.")

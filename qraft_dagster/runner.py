@@ -16,6 +16,7 @@ from dagster import AssetKey, BetaWarning, DagsterInstance, Definitions, Preview
 from qraft_core.runtime import Runtime, jvm_crash_env
 from qraft_core.services.ports import PendingRuns, WindowRuns
 from qraft_dagster.definitions import build_definitions
+from qraft_dagster.event_log import ephemeral_instance
 from qraft_dagster.execute import catch_up, open_instance
 from qraft_dagster.replay import run_replay
 
@@ -42,7 +43,7 @@ class DagsterPipelineRunner:
     @cached_property
     def instance(self) -> DagsterInstance:
         if self.ephemeral:
-            return DagsterInstance.ephemeral()
+            return ephemeral_instance()
         return open_instance(self.rt.config.dagster_home, self.rt.config.dagster)
 
     def materialize(self, start: datetime, end: datetime, on_progress: Callable[[int], None]) -> WindowRuns:

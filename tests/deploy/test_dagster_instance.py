@@ -57,9 +57,11 @@ def test_k8s_launcher_without_an_image_is_a_config_error():
         load_qraft_config("config", {"QRAFT_DAGSTER_RUN_LAUNCHER": "k8s"})
 
 
-def test_the_file_follows_the_settings_and_dagster_loads_it(tmp_path):
+def test_the_file_follows_the_settings_and_dagster_loads_it(tmp_path, monkeypatch):
     home = tmp_path / "dagster"
     home.mkdir()
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "")  # the storage sets it; restored after the test
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE")
     (home / "dagster.yaml").write_text("run_coordinator: {module: x, class: Y}\n")
     logs = tmp_path / "logs"
     write_instance_settings(home, DagsterConfig(compute_logs_dir=str(logs)))
@@ -68,3 +70,5 @@ def test_the_file_follows_the_settings_and_dagster_loads_it(tmp_path):
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert instance.run_coordinator.get_run_queue_config().max_concurrent_runs == 1
         assert instance.compute_log_manager._base_dir == str(logs)
+        assert type(instance.event_log_storage).__name__ == "BatchingSqliteEventLogStorage"
+        assert instance.event_log_storage._base_dir == str(home / "history" / "runs")
