@@ -11,10 +11,8 @@ So the JVM's handlers are recorded when the JVM has started (`remember_jvm_handl
 and put back whenever chDB has opened an engine (`restore_jvm_handlers`). A fault of
 chDB's own then reaches the JVM's handler, which passes on what is not its own and
 reports a crash as the JVM does (an hs_err file). A process without the JVM is left
-alone. Linux only: elsewhere both calls do nothing.
-
->>> restore_jvm_handlers()  # nothing recorded in a process without the JVM: a no-op
-False
+alone (`tests/integration/test_fault_signals.py` checks both cases in fresh processes).
+Linux only: elsewhere both calls do nothing.
 """
 
 from __future__ import annotations
