@@ -4,6 +4,8 @@
 True
 >>> iso(parse_iso(" 2026-01-05T10:00:00.5z "))
 '2026-01-05T10:00:00.500Z'
+>>> iso(parse_iso("1949-01"))  # a month (ISO 8601 reduced precision): its first instant
+'1949-01-01T00:00:00.000Z'
 >>> parse_iso("yesterday")
 Traceback (most recent call last):
 ...
@@ -12,7 +14,10 @@ ValueError: Invalid isoformat string: 'yesterday'
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+
+_YEAR_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 
 
 def utc(ts: datetime) -> datetime:
@@ -35,6 +40,8 @@ def parse_iso(text: str) -> datetime:
     Raises ValueError for anything else; callers word it for their input.
     """
     stripped = text.strip()
+    if _YEAR_MONTH.fullmatch(stripped):  # monthly series are written so; fromisoformat refuses it
+        stripped += "-01"
     if stripped[-1:] in ("Z", "z"):
         stripped = stripped[:-1] + "+00:00"
     return utc(datetime.fromisoformat(stripped))

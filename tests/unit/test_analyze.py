@@ -243,3 +243,14 @@ def test_files_that_cannot_be_analysed_are_left_out_with_their_reason(tmp_path: 
     ]
     with pytest.raises(AnalyzeError, match=r"(?s)no file can be analysed:.*empty.csv: is empty.*one.csv: needs"):
         profile_files([tmp_path / name for name in bad], None)
+
+
+def test_a_monthly_series_written_year_month_is_read_with_daily_bars(tmp_path: Path) -> None:
+    months = [f"{1949 + i // 12}-{i % 12 + 1:02d}" for i in range(144)]
+    path = write_csv(tmp_path / "airline.csv", ["month", "passengers"], [[m, 100 + i] for i, m in enumerate(months)])
+    plan = plan_analysis(*profile_files([path], None))
+    [profile] = plan.profiles
+    assert (profile.time_field, profile.time_unit, profile.rows) == ("month", "iso", 144)
+    assert (profile.first, profile.last) == (datetime(1949, 1, 1, tzinfo=UTC), datetime(1960, 12, 1, tzinfo=UTC))
+    # Months are 28 to 31 days apart: bars and windows of a day, the longest there are.
+    assert (profile.bar_seconds, plan.interval_minutes, profile.numeric) == (86_400, 1440, ["passengers"])
