@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from qraft_core.bus.base import StreamSettings, batch_message_id, encode_events
 from qraft_core.events import StandardEvent
@@ -58,6 +60,16 @@ class MemoryBus:
         subject = self.settings.subject(source)
         self.stream.append((subject, data))
         self.queue.append(MemoryMessage(subject, data, self))
+
+    def published(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The events and the dead letters (their `qraft_dead_letter` bodies) in the queued messages."""
+        events: list[dict[str, Any]] = []
+        letters: list[dict[str, Any]] = []
+        for message in self.queue:
+            for line in message.data.split(b"\n"):
+                body = json.loads(line)
+                (letters if "qraft_dead_letter" in body else events).append(body.get("qraft_dead_letter", body))
+        return events, letters
 
     async def subscribe(self, durable: str, ack_wait_s: float = 60.0) -> None:
         """One queue serves every consumer here: subscribing only names the durable consumer."""

@@ -24,12 +24,7 @@ T = 1767571200
 
 
 def outcome(bus: MemoryBus) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    events, letters = [], []
-    for message in bus.queue:
-        for line in message.data.split(b"\n"):
-            body = json.loads(line)
-            (letters if "qraft_dead_letter" in body else events).append(body.get("qraft_dead_letter", body))
-    return events, letters
+    return bus.published()
 
 
 async def until(check: Callable[[], bool], what: str, seconds: float = 20) -> None:

@@ -125,11 +125,7 @@ def poll(url: str, scripted: Server, tmp_path: Path, requests: int, **options: A
         return await asyncio.wait_for(task, 10)
 
     stats = asyncio.run(run())
-    events, letters = [], []
-    for message in bus.queue:
-        for line in message.data.split(b"\n"):
-            body = json.loads(line)
-            (letters if "qraft_dead_letter" in body else events).append(body.get("qraft_dead_letter", body))
+    events, letters = bus.published()
     return stats, events, letters
 
 

@@ -32,14 +32,9 @@ def watcher(folder: Path, state: Path, **options: Any) -> Any:
 def scan(adapter: Any) -> tuple[list[Any], list[str]]:
     bus = MemoryBus()
     asyncio.run(adapter.scan(bus))
-    events, letters = [], []
-    for message in bus.queue:
-        for raw in message.data.split(b"\n"):
-            body = json.loads(raw)
-            if "qraft_dead_letter" in body:
-                letters.append(body["qraft_dead_letter"]["reason"])
-            else:
-                events.append(body["payload"]["id"])
+    published, dead = bus.published()
+    events = [body["payload"]["id"] for body in published]
+    letters = [letter["reason"] for letter in dead]
     return events, letters
 
 

@@ -4,7 +4,6 @@ records after them are read."""
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +33,8 @@ def adapter(kind: str, endpoint: str, state: Path, **options: Any) -> Any:
 
 
 def envelopes(bus: MemoryBus) -> tuple[list[str], int]:
-    reasons, events = [], 0
-    for message in bus.queue:
-        for line in message.data.split(b"\n"):
-            document = json.loads(line)
-            if "qraft_dead_letter" in document:
-                reasons.append(document["qraft_dead_letter"]["reason"])
-            else:
-                events += 1
-    return reasons, events
+    events, letters = bus.published()
+    return [letter["reason"] for letter in letters], len(events)
 
 
 def test_file_adapter_dead_letters_each_hostile_line_and_reads_on(tmp_path):
