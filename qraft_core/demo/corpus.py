@@ -16,7 +16,8 @@ or per 10 samples for 1-second series), with planted changes and their labels:
 Planted sizes are in units of the spread in force at that time (after a
 widening, a shift of 3 is 3 of the new spreads): spikes and dips 7 to 12,
 level shifts 3 to 5, spread changes x3 or /3 (for counts: deviations from the
-rate scaled, i.e. over- or under-dispersion). A label is a window:
+rate scaled, i.e. over- or under-dispersion; a drift that cannot show in counts
+whose expected value is below one is not labelled). A label is a window:
 anomalies `[t - 2 bars, t + 20 bars]`, drifts `[t - 2 bars, t + 200 bars]`.
 
 >>> corpus = generate_corpus(n_streams=8, n_bars=1500, seed=3)
@@ -147,6 +148,7 @@ def make_stream(index: int, family: str, n_bars: int, seed: int) -> Stream:
         # A spread change of counts is over- or under-dispersion: deviations from the rate scaled.
         counts = rng.poisson(expected)
         values = np.clip(np.round(expected + (counts - expected) * spread), 0, None)
+        planted = [p for p in planted if _countable(p, expected, per_bar)]
     elif background == "quantized":
         values = np.round(level + unit * scaled, 0 if unit > 2 else 1)
     else:
@@ -160,6 +162,20 @@ def make_stream(index: int, family: str, n_bars: int, seed: int) -> Stream:
         for i, (bar, kind, _, _) in enumerate(planted)
     ]
     return Stream(name, family, background, bar_s, bars, truth)
+
+
+def _countable(change: tuple[int, str, str, float], expected: np.ndarray, per_bar: int) -> bool:
+    """Whether a drift planted in counts shows in them. Where the expected count is below one, the
+    counts are almost all zero: a spread change or a trend there changes nothing a detector (or a
+    person) could see, and a level shift shows only if the counts are not zero on both sides."""
+    bar, truth_type, kind, _ = change
+    if truth_type != "concept_drift":
+        return True
+    at, span = bar * per_bar, DRIFT_WINDOW_BARS[1] * per_bar
+    after = float(np.mean(expected[at:at + span] >= 1.0))
+    if kind == "shift":
+        return max(after, float(np.mean(expected[max(0, at - span):at] >= 1.0))) >= 0.5
+    return after >= 0.5
 
 
 def _window(bar: int, bar_s: int, kind: str) -> tuple[datetime, datetime]:
