@@ -14,7 +14,8 @@ residual). A bar's residual divided by the scale is its score.
   drift detector; the baseline re-anchors) unless its first bar was beyond
   `extreme_probability` (then it is an anomaly at that bar all the same); if an
   extreme recurs at the same time of day or week (extremes of the warm-up
-  count) it is seasonal and not reported again.
+  count, and so do two bars beyond `clip` scales that were not extreme) it is
+  seasonal and not reported again.
 - `CalibratedDrift` runs two-sided CUSUM tests on the calibrated residuals,
   for the level and for the spread. The alarm level is the larger of
   `threshold` and the `excursion_probability` quantile of the stream's own
@@ -400,6 +401,7 @@ class CalibratedAnomaly(CalibratedDetector):
         state["tails"] = self._tails(self.features)
         state["pending"] = None  # an extreme bar waiting for confirmation
         state["extremes"] = []  # epoch seconds of recent confirmed extremes (seasonal check)
+        state["notable"] = []  # epoch seconds of recent bars beyond `clip` scales, not extreme
         state["runs"] = {f: [0, 0.0] for f in self.features}  # signed length and residual sum of a run
         return state
 
@@ -420,11 +422,15 @@ class CalibratedAnomaly(CalibratedDetector):
         p_values = {f: min(1.0, state["tails"][f].p_value(s) * len(self.features)) for f, s in scores.items()}
         p_value = min(p_values.values())
         extreme = warm and pending is None and p_value < alarm_probability
-        if not warm and any(state["baselines"][f].n > SETTLE_BARS and s > float(self.param("clip"))
-                            for f, s in scores.items()):
+        if not extreme and any(state["baselines"][f].n > SETTLE_BARS and s > float(self.param("clip"))
+                               for f, s in scores.items()):
             # Too early to alarm (the tail may not even be fitted), not too early to remember: a
             # seasonal event seen in the warm-up is a recurrence when it comes again a day later.
-            state["extremes"] = [*state["extremes"][-31:], time.timestamp()]
+            # After the warm-up, a bar beyond `clip` scales that is not extreme (a daily spike the
+            # profile has partly learnt) is remembered as notable: two of them at the same time
+            # of earlier days make an extreme there a recurrence too.
+            kind = "notable" if warm else "extremes"
+            state[kind] = [*state.get(kind, [])[-31:], time.timestamp()]
         if extreme:
             outliers = [f for f, p in p_values.items() if p < alarm_probability]
             state["pending"] = {
@@ -511,16 +517,25 @@ class CalibratedAnomaly(CalibratedDetector):
         )
 
     def _recurring(self, epoch_s: float, baselines: dict[str, SeasonalBaseline]) -> bool:
-        """Whether an extreme came at this time of day or week before (records this one)."""
+        """Whether an extreme, or two notable bars, came at this time of day or week before
+        (records this extreme)."""
         state = self.state
         step = min(b.step_s for b in baselines.values())
         tolerance = max(float(self.param("recurrence_s")), int(self.param("recurrence_bars")) * step)
+
+        def same_time(times: list[float]) -> int:
+            return sum(
+                1 for t in times
+                if epoch_s - t >= DAY_S / 2 and any(
+                    min((epoch_s - t) % period, period - (epoch_s - t) % period) <= tolerance
+                    for period in (DAY_S, WEEK_S))
+            )
+
         recent = [t for t in state["extremes"] if epoch_s - t <= 2 * WEEK_S]
-        recurring = any(
-            epoch_s - t >= DAY_S / 2 and min((epoch_s - t) % period, period - (epoch_s - t) % period) <= tolerance
-            for t in recent
-            for period in (DAY_S, WEEK_S)
-        )
+        state["notable"] = [t for t in state.get("notable", []) if epoch_s - t <= 2 * WEEK_S]
+        # One notable bar at the same time of an earlier day is likely by chance on a noisy
+        # stream; two are a pattern.
+        recurring = same_time(recent) > 0 or same_time(state["notable"]) > 1
         state["extremes"] = [*recent[-31:], epoch_s]
         return recurring
 
