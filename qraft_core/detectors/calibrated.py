@@ -108,18 +108,20 @@ class TailModel:
     def ready(self) -> bool:
         return bool(self.levels)
 
-    def _fit(self) -> tuple[float, float, float]:
-        """(threshold, scale, shape) of the tail above the lowest quantile."""
+    def _fit(self, resolution: float = 0.0) -> tuple[float, float, float]:
+        """(threshold, scale, shape) of the tail above the lowest quantile, for scores that come in
+        steps of `resolution` (a quantized reading): quantiles inside one step measure nothing of
+        the tail, so the quantiles are taken to be at least a step apart."""
         low, middle, high = self.levels
-        first, second = max(middle - low, 1e-9), max(high - middle, 1e-9)
+        first, second = max(middle - low, resolution, 1e-9), max(high - middle, resolution, 1e-9)
         shape = min(max(math.log(second / first) / math.log(2.0), 0.0), self.max_shape)
         scale = first / math.log(2.0) if shape < 1e-6 else first * shape / (2.0**shape - 1.0)
         return low, scale, shape
 
-    def p_value(self, score: float) -> float:
+    def p_value(self, score: float, resolution: float = 0.0) -> float:
         if not self.levels or score <= self.levels[0]:  # not `ready`: this runs for every score
             return 1.0
-        threshold, scale, shape = self._fit()
+        threshold, scale, shape = self._fit(resolution)
         y = (score - threshold) / scale
         survival = math.exp(-y) if shape < 1e-6 else (1.0 + shape * y) ** (-1.0 / shape)
         return self.shares[0] * survival
@@ -219,6 +221,10 @@ class SeasonalBaseline:
         quantum = self.quantum  # the smallest of absolute differences: finite, or inf before any
         resolution = quantum / 2 if quantum < math.inf else 0.0
         return max(1e-9 * max(1.0, abs(self.level), abs(self.plain)), resolution)
+
+    def resolution(self, scale: float) -> float:
+        """The reading's resolution in units of `scale` (0 for a reading not seen to be quantized)."""
+        return self.quantum / scale if self.quantum < math.inf and scale > 0 else 0.0
 
     def residual(self, time: datetime, value: float) -> tuple[float, float]:
         """(value - expected, scale) before learning the bar."""
@@ -419,7 +425,8 @@ class CalibratedAnomaly(CalibratedDetector):
                 return found
         alarm_probability = float(self.param("alarm_probability"))
         # Bonferroni: the chance that any of the features is this extreme.
-        p_values = {f: min(1.0, state["tails"][f].p_value(s) * len(self.features)) for f, s in scores.items()}
+        p_values = {f: min(1.0, state["tails"][f].p_value(s, state["baselines"][f].resolution(residuals[f][1]))
+                           * len(self.features)) for f, s in scores.items()}
         p_value = min(p_values.values())
         extreme = warm and pending is None and p_value < alarm_probability
         if not extreme and any(state["baselines"][f].n > SETTLE_BARS and s > float(self.param("clip"))
