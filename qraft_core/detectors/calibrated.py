@@ -28,8 +28,9 @@ residual). A bar's residual divided by the scale is its score.
   a smooth move (a daily cycle not yet profiled, a slow wander) is followed,
   not reported.
 
-Warm-ups are stated in time (`warmup_s`, with a minimum of `warmup_bars`);
-each detector has an alarm budget (`refractory_bars`, `max_alarms_per_day`).
+Warm-ups are stated in time (`warmup_s`, with a minimum of `warmup_bars`), and
+a finding dated inside the warm-up is not reported; each detector has an alarm
+budget (`refractory_bars`, `max_alarms_per_day`).
 
 >>> from datetime import UTC, datetime, timedelta
 >>> import random
@@ -333,6 +334,7 @@ class CalibratedDetector(StreamDetector):
             },
             "bars": 0,
             "first_s": math.nan,
+            "warm_s": None,  # epoch seconds of the first bar after the warm-up
             "last_alarm_bar": -(10**9),
             "alarms": [],  # epoch seconds of the findings of the last day
         }
@@ -346,7 +348,13 @@ class CalibratedDetector(StreamDetector):
         if not present:
             return None  # a bar without values (a gap) changes nothing
         self.state["bars"] += 1
-        return self._read(time, present, self._warm(time))
+        found = self._read(time, present, self._warm(time))
+        # A change dated inside the warm-up is the baseline settling (a level still converging,
+        # a daily cycle it has not followed yet), not a change from a reference it had: the
+        # detector re-anchors on it all the same, but does not report it.
+        if found is not None and found.finding_time.timestamp() < self.state.get("warm_s", -math.inf):
+            return None
+        return found
 
     def _read(self, time: datetime, present: dict[str, float], warm: bool) -> Signal | None:
         """Score one bar's present values (after the warm-up when `warm`), then learn them."""
@@ -356,10 +364,13 @@ class CalibratedDetector(StreamDetector):
         state = self.state
         if math.isnan(state["first_s"]):
             state["first_s"] = time.timestamp()
-        return (
+        warm = (
             state["bars"] > int(self.param("warmup_bars"))
             and time.timestamp() - state["first_s"] >= float(self.param("warmup_s"))
         )
+        if warm and state.get("warm_s", 0.0) is None:  # (a state saved before this key never sets it)
+            state["warm_s"] = time.timestamp()
+        return warm
 
     def _within_budget(self, time: datetime) -> bool:
         """Whether one more finding fits the budget; if so it is counted."""
