@@ -553,8 +553,8 @@ DRIFT_PARAMS: dict[str, Any] = {
 }
 CHANNELS = ("up", "down", "wider", "narrower")
 LEVEL_CHANNELS = ("up", "down")
-# One CUSUM channel: its statistic, its peak, where it last left zero, and bars since then.
-EMPTY_EXCURSION: dict[str, Any] = {"sum": 0.0, "peak": 0.0, "start": None, "bars": 0}
+# One CUSUM channel: its statistic, its peak, and bars since it last left zero.
+EMPTY_EXCURSION: dict[str, Any] = {"sum": 0.0, "peak": 0.0, "bars": 0}
 
 
 @register_detector("CalibratedDrift")
@@ -639,7 +639,7 @@ class CalibratedDrift(CalibratedDetector):
                 steps["narrower"] = -spread_allowance
             for channel, step in steps.items():
                 cusum = state["cusum"][f][channel]
-                self._advance(cusum, channel, step, time)
+                self._advance(cusum, channel, step)
                 if warm and cusum["sum"] > threshold:
                     alarm_level = self._alarm_level(channel)
                     if cusum["sum"] > alarm_level:
@@ -664,15 +664,13 @@ class CalibratedDrift(CalibratedDetector):
                 channel = level
         return self._alarm(time, feature, channel, alarmed)
 
-    def _advance(self, cusum: dict[str, Any], channel: str, step: float, time: datetime) -> None:
+    def _advance(self, cusum: dict[str, Any], channel: str, step: float) -> None:
         if cusum["sum"] + step <= 0:
             if cusum["sum"] > 0:
                 # An excursion ended without an alarm: its peak calibrates the alarm level.
                 self.state["excursions"][channel].learn(cusum["peak"])
             cusum.update(EMPTY_EXCURSION)
             return
-        if cusum["sum"] == 0:
-            cusum["start"] = time
         cusum["sum"] += step
         cusum["peak"] = max(cusum["peak"], cusum["sum"])
         cusum["bars"] += 1
