@@ -14,7 +14,8 @@ residual). A bar's residual divided by the scale is its score.
   drift detector; the baseline re-anchors) unless its first bar was beyond
   `extreme_probability` (then it is an anomaly at that bar all the same); if an
   extreme recurs at the same time of day or week (extremes of the warm-up
-  count) it is seasonal and not reported again.
+  count, and so do two bars beyond `clip` scales that were not extreme) it is
+  seasonal and not reported again.
 - `CalibratedDrift` runs two-sided CUSUM tests on the calibrated residuals,
   for the level and for the spread. The alarm level is the larger of
   `threshold` and the `excursion_probability` quantile of the stream's own
@@ -27,8 +28,9 @@ residual). A bar's residual divided by the scale is its score.
   a smooth move (a daily cycle not yet profiled, a slow wander) is followed,
   not reported.
 
-Warm-ups are stated in time (`warmup_s`, with a minimum of `warmup_bars`);
-each detector has an alarm budget (`refractory_bars`, `max_alarms_per_day`).
+Warm-ups are stated in time (`warmup_s`, with a minimum of `warmup_bars`), and
+a finding dated inside the warm-up is not reported; each detector has an alarm
+budget (`refractory_bars`, `max_alarms_per_day`).
 
 >>> from datetime import UTC, datetime, timedelta
 >>> import random
@@ -107,18 +109,20 @@ class TailModel:
     def ready(self) -> bool:
         return bool(self.levels)
 
-    def _fit(self) -> tuple[float, float, float]:
-        """(threshold, scale, shape) of the tail above the lowest quantile."""
+    def _fit(self, resolution: float = 0.0) -> tuple[float, float, float]:
+        """(threshold, scale, shape) of the tail above the lowest quantile, for scores that come in
+        steps of `resolution` (a quantized reading): quantiles inside one step measure nothing of
+        the tail, so the quantiles are taken to be at least a step apart."""
         low, middle, high = self.levels
-        first, second = max(middle - low, 1e-9), max(high - middle, 1e-9)
+        first, second = max(middle - low, resolution, 1e-9), max(high - middle, resolution, 1e-9)
         shape = min(max(math.log(second / first) / math.log(2.0), 0.0), self.max_shape)
         scale = first / math.log(2.0) if shape < 1e-6 else first * shape / (2.0**shape - 1.0)
         return low, scale, shape
 
-    def p_value(self, score: float) -> float:
+    def p_value(self, score: float, resolution: float = 0.0) -> float:
         if not self.levels or score <= self.levels[0]:  # not `ready`: this runs for every score
             return 1.0
-        threshold, scale, shape = self._fit()
+        threshold, scale, shape = self._fit(resolution)
         y = (score - threshold) / scale
         survival = math.exp(-y) if shape < 1e-6 else (1.0 + shape * y) ** (-1.0 / shape)
         return self.shares[0] * survival
@@ -218,6 +222,10 @@ class SeasonalBaseline:
         quantum = self.quantum  # the smallest of absolute differences: finite, or inf before any
         resolution = quantum / 2 if quantum < math.inf else 0.0
         return max(1e-9 * max(1.0, abs(self.level), abs(self.plain)), resolution)
+
+    def resolution(self, scale: float) -> float:
+        """The reading's resolution in units of `scale` (0 for a reading not seen to be quantized)."""
+        return self.quantum / scale if self.quantum < math.inf and scale > 0 else 0.0
 
     def residual(self, time: datetime, value: float) -> tuple[float, float]:
         """(value - expected, scale) before learning the bar."""
@@ -326,6 +334,7 @@ class CalibratedDetector(StreamDetector):
             },
             "bars": 0,
             "first_s": math.nan,
+            "warm_s": None,  # epoch seconds of the first bar after the warm-up
             "last_alarm_bar": -(10**9),
             "alarms": [],  # epoch seconds of the findings of the last day
         }
@@ -339,7 +348,13 @@ class CalibratedDetector(StreamDetector):
         if not present:
             return None  # a bar without values (a gap) changes nothing
         self.state["bars"] += 1
-        return self._read(time, present, self._warm(time))
+        found = self._read(time, present, self._warm(time))
+        # A change dated inside the warm-up is the baseline settling (a level still converging,
+        # a daily cycle it has not followed yet), not a change from a reference it had: the
+        # detector re-anchors on it all the same, but does not report it.
+        if found is not None and found.finding_time.timestamp() < self.state.get("warm_s", -math.inf):
+            return None
+        return found
 
     def _read(self, time: datetime, present: dict[str, float], warm: bool) -> Signal | None:
         """Score one bar's present values (after the warm-up when `warm`), then learn them."""
@@ -349,10 +364,13 @@ class CalibratedDetector(StreamDetector):
         state = self.state
         if math.isnan(state["first_s"]):
             state["first_s"] = time.timestamp()
-        return (
+        warm = (
             state["bars"] > int(self.param("warmup_bars"))
             and time.timestamp() - state["first_s"] >= float(self.param("warmup_s"))
         )
+        if warm and state.get("warm_s", 0.0) is None:  # (a state saved before this key never sets it)
+            state["warm_s"] = time.timestamp()
+        return warm
 
     def _within_budget(self, time: datetime) -> bool:
         """Whether one more finding fits the budget; if so it is counted."""
@@ -400,6 +418,7 @@ class CalibratedAnomaly(CalibratedDetector):
         state["tails"] = self._tails(self.features)
         state["pending"] = None  # an extreme bar waiting for confirmation
         state["extremes"] = []  # epoch seconds of recent confirmed extremes (seasonal check)
+        state["notable"] = []  # epoch seconds of recent bars beyond `clip` scales, not extreme
         state["runs"] = {f: [0, 0.0] for f in self.features}  # signed length and residual sum of a run
         return state
 
@@ -417,14 +436,19 @@ class CalibratedAnomaly(CalibratedDetector):
                 return found
         alarm_probability = float(self.param("alarm_probability"))
         # Bonferroni: the chance that any of the features is this extreme.
-        p_values = {f: min(1.0, state["tails"][f].p_value(s) * len(self.features)) for f, s in scores.items()}
+        p_values = {f: min(1.0, state["tails"][f].p_value(s, state["baselines"][f].resolution(residuals[f][1]))
+                           * len(self.features)) for f, s in scores.items()}
         p_value = min(p_values.values())
         extreme = warm and pending is None and p_value < alarm_probability
-        if not warm and any(state["baselines"][f].n > SETTLE_BARS and s > float(self.param("clip"))
-                            for f, s in scores.items()):
+        if not extreme and any(state["baselines"][f].n > SETTLE_BARS and s > float(self.param("clip"))
+                               for f, s in scores.items()):
             # Too early to alarm (the tail may not even be fitted), not too early to remember: a
             # seasonal event seen in the warm-up is a recurrence when it comes again a day later.
-            state["extremes"] = [*state["extremes"][-31:], time.timestamp()]
+            # After the warm-up, a bar beyond `clip` scales that is not extreme (a daily spike the
+            # profile has partly learnt) is remembered as notable: two of them at the same time
+            # of earlier days make an extreme there a recurrence too.
+            kind = "notable" if warm else "extremes"
+            state[kind] = [*state.get(kind, [])[-31:], time.timestamp()]
         if extreme:
             outliers = [f for f, p in p_values.items() if p < alarm_probability]
             state["pending"] = {
@@ -511,16 +535,25 @@ class CalibratedAnomaly(CalibratedDetector):
         )
 
     def _recurring(self, epoch_s: float, baselines: dict[str, SeasonalBaseline]) -> bool:
-        """Whether an extreme came at this time of day or week before (records this one)."""
+        """Whether an extreme, or two notable bars, came at this time of day or week before
+        (records this extreme)."""
         state = self.state
         step = min(b.step_s for b in baselines.values())
         tolerance = max(float(self.param("recurrence_s")), int(self.param("recurrence_bars")) * step)
+
+        def same_time(times: list[float]) -> int:
+            return sum(
+                1 for t in times
+                if epoch_s - t >= DAY_S / 2 and any(
+                    min((epoch_s - t) % period, period - (epoch_s - t) % period) <= tolerance
+                    for period in (DAY_S, WEEK_S))
+            )
+
         recent = [t for t in state["extremes"] if epoch_s - t <= 2 * WEEK_S]
-        recurring = any(
-            epoch_s - t >= DAY_S / 2 and min((epoch_s - t) % period, period - (epoch_s - t) % period) <= tolerance
-            for t in recent
-            for period in (DAY_S, WEEK_S)
-        )
+        state["notable"] = [t for t in state.get("notable", []) if epoch_s - t <= 2 * WEEK_S]
+        # One notable bar at the same time of an earlier day is likely by chance on a noisy
+        # stream; two are a pattern.
+        recurring = same_time(recent) > 0 or same_time(state["notable"]) > 1
         state["extremes"] = [*recent[-31:], epoch_s]
         return recurring
 
@@ -553,8 +586,8 @@ DRIFT_PARAMS: dict[str, Any] = {
 }
 CHANNELS = ("up", "down", "wider", "narrower")
 LEVEL_CHANNELS = ("up", "down")
-# One CUSUM channel: its statistic, its peak, where it last left zero, and bars since then.
-EMPTY_EXCURSION: dict[str, Any] = {"sum": 0.0, "peak": 0.0, "start": None, "bars": 0}
+# One CUSUM channel: its statistic, its peak, and bars since it last left zero.
+EMPTY_EXCURSION: dict[str, Any] = {"sum": 0.0, "peak": 0.0, "bars": 0}
 
 
 @register_detector("CalibratedDrift")
@@ -639,7 +672,7 @@ class CalibratedDrift(CalibratedDetector):
                 steps["narrower"] = -spread_allowance
             for channel, step in steps.items():
                 cusum = state["cusum"][f][channel]
-                self._advance(cusum, channel, step, time)
+                self._advance(cusum, channel, step)
                 if warm and cusum["sum"] > threshold:
                     alarm_level = self._alarm_level(channel)
                     if cusum["sum"] > alarm_level:
@@ -664,15 +697,13 @@ class CalibratedDrift(CalibratedDetector):
                 channel = level
         return self._alarm(time, feature, channel, alarmed)
 
-    def _advance(self, cusum: dict[str, Any], channel: str, step: float, time: datetime) -> None:
+    def _advance(self, cusum: dict[str, Any], channel: str, step: float) -> None:
         if cusum["sum"] + step <= 0:
             if cusum["sum"] > 0:
                 # An excursion ended without an alarm: its peak calibrates the alarm level.
                 self.state["excursions"][channel].learn(cusum["peak"])
             cusum.update(EMPTY_EXCURSION)
             return
-        if cusum["sum"] == 0:
-            cusum["start"] = time
         cusum["sum"] += step
         cusum["peak"] = max(cusum["peak"], cusum["sum"])
         cusum["bars"] += 1
