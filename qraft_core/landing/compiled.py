@@ -211,6 +211,9 @@ def _with_instants(frame: pl.DataFrame, *names: str) -> pl.DataFrame:
 _CANONICAL_VALUE = r'(?:"(?:[ !#-\[\]-~]|\\["\\bfnrt])*"|0|-?[1-9][0-9]*|true|false|null)'
 # Keys a template names as they are, in both Python's and polars' regexes.
 _TEMPLATE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# Each template is one regex pass over its rows: messages of more key sets than this in one batch
+# (publishers of ever new keys) are decoded and written again instead.
+_TEMPLATES_PER_BATCH = 32
 
 
 def _canonical_keys(payload: msgspec.Raw) -> tuple[str, ...] | None:
@@ -296,7 +299,7 @@ class CompiledRows:
             return judged
         raws, ascii_only = [event.payload for event in events], data.isascii()
         keys = _canonical_keys(raws[0]) if ascii_only else None
-        if keys is None:
+        if keys is None or (keys not in self._templates and len(self._templates) >= _TEMPLATES_PER_BATCH):
             payloads, refused = _payload_dicts(raws)
             if refused:  # the judge names what is wrong with them
                 judged = sorted([*judged, *(indexes[i] for i in refused)])
@@ -321,6 +324,12 @@ class CompiledRows:
         columns["origin"].extend([meta.origin for meta in metas])
         self._positions.extend(map(offset.__add__, indexes))
         return judged
+
+    def _source_column(self) -> pl.Series:
+        """Each row's source: its message's, repeated by one gather (a Series per message costs
+        far more than its rows where messages hold one event each)."""
+        names, rows = zip(*self._sources, strict=True) if self._sources else ((), ())
+        return pl.Series("source", names, dtype=pl.Utf8).gather(np.repeat(np.arange(len(names)), rows))
 
     def _payload_column(self) -> pl.Series:
         """Every row's canonical payload; null for one that is not an object of finite numbers.
@@ -347,9 +356,8 @@ class CompiledRows:
         """The rows the judge would accept as they are (with `origin` and batch `position`), and
         the positions of the others, left to the judge: rows whose times lie in `store_range`
         and, for live events, at most `live_bounds` (future, age) from their ingest time."""
-        sources = [pl.repeat(source, rows, dtype=pl.Utf8, eager=True) for source, rows in self._sources]
         frame = _with_instants(pl.DataFrame(self._columns, schema=_SCHEMA).with_columns(
-            pl.concat(sources).alias("source") if sources else pl.lit(None, pl.Utf8).alias("source"),
+            self._source_column(),
             self._payload_column(),
             pl.Series("position", self._positions, dtype=pl.Int64),
         ), "timestamp", "ingest_time")

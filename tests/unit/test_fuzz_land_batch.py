@@ -7,6 +7,7 @@ import json
 from datetime import timedelta, timezone
 from typing import Any
 
+import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -274,3 +275,14 @@ def test_payloads_kept_as_sent_give_the_batch_of_the_per_line_judge(batch):
     judged = land_batch(batch, now=NOW, compiled=False)
     assert_frame_equal(compiled.raw_events, judged.raw_events)
     assert_frame_equal(compiled.dead_letters, judged.dead_letters)
+
+
+def test_messages_of_more_key_sets_than_a_batch_checks_land_as_the_judge_lands_them():
+    batch = [("qraft.raw.fuzz", b"\n".join([
+        _event_line(n, f'{{"k{n}":{n},"z":"x"}}', f"a{n}"), _event_line(n, f'{{"z":"x","k{n}":{n}}}', f"b{n}"),
+        _event_line(n, f'{{"k{n}":1.5,"z":"x"}}', f"c{n}")])) for n in range(40)]
+    compiled = land_batch(batch, now=NOW)
+    judged = land_batch(batch, now=NOW, compiled=False)
+    assert_frame_equal(compiled.raw_events, judged.raw_events)
+    assert compiled.landed == 120 and compiled.dead_lettered == 0
+    assert compiled.raw_events.filter(pl.col("event_id") == "b39")["payload"].item() == '{"k39":39,"z":"x"}'
