@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticSerializationError
 
@@ -55,6 +56,7 @@ MAX_INT_BITS = 13_000
 MAX_DEAD_LETTER_RAW = 16 * 1024
 
 DEAD_LETTER_KEY = "qraft_dead_letter"
+_SORTED_JSON = msgspec.json.Encoder(order="sorted")
 
 _SCALARS = (str, int, float, bool, type(None), datetime, date, time, timedelta, Decimal)
 
@@ -195,8 +197,16 @@ class StandardEvent(BaseModel):
         return value
 
     def to_json_bytes(self) -> bytes:
-        """One JSON line; an event built without validation that cannot be encoded becomes a
-        dead-letter envelope with the reason, so encoding never fails a whole batch.
+        """One JSON line, keys sorted and compact as `json.dumps(..., sort_keys=True,
+        separators=(",", ":"))` writes them: the lander stores a payload so written as it is sent
+        (it checks that it is, `qraft_core.landing.compiled`), instead of decoding and writing it
+        again. An event built without validation that cannot be encoded becomes a dead-letter
+        envelope with the reason, so encoding never fails a whole batch.
+
+        >>> StandardEvent(event_id="e", source="s", type="t", timestamp="2026-01-05T00:00:00Z",
+        ...     ingest_time="2026-01-05T00:00:00.5Z", payload={"q": "0.1", "p": 7, "a": None},
+        ...     meta={"parser_version": "v"}).to_json_bytes()
+        b'{"event_id":"e","ingest_time":"2026-01-05T00:00:00.500000Z","meta":{"origin":"live","parser_version":"v","raw_checksum":""},"payload":{"a":null,"p":7,"q":"0.1"},"source":"s","timestamp":"2026-01-05T00:00:00Z","type":"t"}'
 
         >>> e = StandardEvent.model_construct(event_id="e\\ud800", source="s", type="t",
         ...     timestamp=datetime(2026, 1, 5, tzinfo=UTC), ingest_time=datetime(2026, 1, 5, tzinfo=UTC),
@@ -205,8 +215,8 @@ class StandardEvent(BaseModel):
         'event cannot be encoded as JSO'
         """
         try:
-            return self.model_dump_json().encode()
-        except (PydanticSerializationError, ValueError, RecursionError) as exc:
+            return _SORTED_JSON.encode(self.model_dump(mode="json"))
+        except (PydanticSerializationError, ValueError, RecursionError, msgspec.EncodeError) as exc:
             reason = f"event cannot be encoded as JSON: {safe_text(exc, 200)}"
             return dead_letter_envelope(reason, _bounded_repr(self.__dict__), self.source)
 

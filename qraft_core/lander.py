@@ -225,6 +225,8 @@ class _Judge:
     def _one_row_per_id(self, candidates: pl.DataFrame) -> pl.DataFrame:
         """One id, one row: the newest ingest wins (at the place of the id's first row); a different
         older version is a dead letter. Only ids with more than one row are looked at one by one."""
+        if candidates["event_id"].n_unique() == candidates.height:  # the usual batch: a tenth of the cost of pairs
+            return candidates
         repeated = candidates.select(pl.struct("source", "event_id").is_duplicated()).to_series()
         if not repeated.any():
             return candidates

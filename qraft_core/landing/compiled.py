@@ -76,14 +76,15 @@ class _Event(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     timestamp: str
     ingest_time: str
-    payload: dict[str, Any]
+    payload: msgspec.Raw  # as sent: stored so where it is canonical (`CompiledRows._payload_column`)
     meta: _Meta
 
 
 # What `StandardEvent` allows as a source name.
 SOURCE_NAME = re.compile(r"[A-Za-z0-9_\-]{1,64}")
-_MESSAGE = msgspec.json.Decoder(list[_Event], float_hook=_float_as_python_writes_it)
-_LINE = msgspec.json.Decoder(_Event, float_hook=_float_as_python_writes_it)
+_MESSAGE = msgspec.json.Decoder(list[_Event])
+_LINE = msgspec.json.Decoder(_Event)
+_PAYLOAD = msgspec.json.Decoder(dict[str, Any], float_hook=_float_as_python_writes_it)
 _SORTED = msgspec.json.Encoder(order="sorted")
 _SOURCE = attrgetter("source")
 
@@ -204,6 +205,69 @@ def _with_instants(frame: pl.DataFrame, *names: str) -> pl.DataFrame:
     return frame.with_columns(parsed)
 
 
+# A value of a flat payload as `json.dumps` writes it, in a message of printable ASCII without \\u
+# escapes (`_all_plain`): text with only the short escapes `json` writes, an integer (not -0),
+# true, false or null. Floats are left out: only re-encoding proves their spelling.
+_CANONICAL_VALUE = r'(?:"(?:[ !#-\[\]-~]|\\["\\bfnrt])*"|0|-?[1-9][0-9]*|true|false|null)'
+# Keys a template names as they are, in both Python's and polars' regexes.
+_TEMPLATE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# Each template is one regex pass over its rows: messages of more key sets than this in one batch
+# (publishers of ever new keys) are decoded and written again instead.
+_TEMPLATES_PER_BATCH = 32
+
+
+def _canonical_keys(payload: msgspec.Raw) -> tuple[str, ...] | None:
+    """The keys of `payload`, if it is a flat object of keys `_TEMPLATE_KEY` allows and values
+    `_CANONICAL_VALUE` allows, written canonically (sorted keys, compact, as `json.dumps` writes
+    it); otherwise None. A message whose first payload is such is taken to be from a publisher
+    that writes canonical payloads (`StandardEvent.to_json_bytes`), and the others are checked
+    against the template of these keys (`CompiledRows._payload_column`)."""
+    try:
+        decoded = _PAYLOAD.decode(payload)
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        return None
+    if not all(isinstance(value, str | int | None) for value in decoded.values()):  # floats are Raw
+        return None
+    if not all(map(_TEMPLATE_KEY.fullmatch, decoded)) or _SORTED.encode(decoded) != memoryview(payload):
+        return None
+    return tuple(decoded)
+
+
+def _template(keys: tuple[str, ...]) -> str:
+    """A regex matching exactly the canonical texts of flat payloads of `keys` (sorted, distinct).
+
+    >>> import re
+    >>> [bool(re.fullmatch(_template(("a", "b")), text)) for text in
+    ...  ('{"a":1,"b":"x\\\\n"}', '{"b":1,"a":2}', '{"a":1,"a":1,"b":2}', '{"a":1.0,"b":2}', '{"a":-0,"b":2}')]
+    [True, False, False, False, False]
+    """
+    return "^\\{" + ",".join(f'"{key}":{_CANONICAL_VALUE}' for key in keys) + "\\}$"
+
+
+def _payload_dicts(raws: list[msgspec.Raw]) -> tuple[list[dict[str, Any]], set[int]]:
+    """The payloads decoded, and the indexes of those that are not objects of finite numbers
+    (left to the judge, which names the problem)."""
+    try:
+        return _PAYLOAD.decode_lines(b"\n".join(raws)), set()  # a payload is one value and holds no newline
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        pass
+    decoded, refused = [], set()
+    for index, raw in enumerate(raws):
+        try:
+            decoded.append(_PAYLOAD.decode(raw))
+        except (msgspec.DecodeError, ValueError, RecursionError):
+            refused.add(index)
+    return decoded, refused
+
+
+def _canonical_text(payload: str) -> str | None:
+    """`payload` (ASCII) as `json.dumps` writes it, or None if it is not an object of finite numbers."""
+    try:
+        return _canonical_payloads([_PAYLOAD.decode(payload)], True)[:-1].decode()
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        return None
+
+
 _COLUMNS = ("event_id", "type", "timestamp", "ingest_time", "parser_version", "raw_checksum", "origin")
 _SCHEMA = {name: pl.Utf8() for name in _COLUMNS}
 
@@ -214,7 +278,11 @@ class CompiledRows:
     def __init__(self) -> None:
         self._columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
         self._sources: list[tuple[str, int]] = []  # (source, rows) of each message: all its rows are of its source
-        self._payloads: list[bytes] = []  # lines of canonical payloads, a buffer per message
+        # Lines of payloads, a buffer per message: canonical, or as sent where they are to be
+        # checked against the template of their message.
+        self._payloads: list[bytes] = []
+        self._templates: dict[tuple[str, ...], int] = {}
+        self._template_of_rows: list[tuple[int, int]] = []  # (template or -1, rows) of each message
         self._positions: list[int] = []
 
     def add(self, source: str, data: bytes, lines: int, offset: int, max_payload_bytes: int) -> list[int]:
@@ -229,6 +297,22 @@ class CompiledRows:
             events, indexes = list(compress(events, matches)), list(compress(indexes, matches))
         if not events:
             return judged
+        raws, ascii_only = [event.payload for event in events], data.isascii()
+        keys = _canonical_keys(raws[0]) if ascii_only else None
+        if keys is None or (keys not in self._templates and len(self._templates) >= _TEMPLATES_PER_BATCH):
+            payloads, refused = _payload_dicts(raws)
+            if refused:  # the judge names what is wrong with them
+                judged = sorted([*judged, *(indexes[i] for i in refused)])
+                kept = [i not in refused for i in range(len(events))]
+                events, indexes = list(compress(events, kept)), list(compress(indexes, kept))
+                if not events:
+                    return judged
+            self._payloads.append(_canonical_payloads(payloads, ascii_only))
+            template = -1
+        else:
+            self._payloads.append(b"\n".join(raws) + b"\n")
+            template = self._templates.setdefault(keys, len(self._templates))
+        self._template_of_rows.append((template, len(events)))
         self._sources.append((source, len(events)))
         columns, metas = self._columns, [event.meta for event in events]
         columns["event_id"].extend([event.event_id for event in events])
@@ -239,8 +323,32 @@ class CompiledRows:
         columns["raw_checksum"].extend([meta.raw_checksum for meta in metas])
         columns["origin"].extend([meta.origin for meta in metas])
         self._positions.extend(map(offset.__add__, indexes))
-        self._payloads.append(_canonical_payloads([event.payload for event in events], data.isascii()))
         return judged
+
+    def _source_column(self) -> pl.Series:
+        """Each row's source: its message's, repeated by one gather (a Series per message costs
+        far more than its rows where messages hold one event each)."""
+        names, rows = zip(*self._sources, strict=True) if self._sources else ((), ())
+        return pl.Series("source", names, dtype=pl.Utf8).gather(np.repeat(np.arange(len(names)), rows))
+
+    def _payload_column(self) -> pl.Series:
+        """Every row's canonical payload; null for one that is not an object of finite numbers.
+
+        Payloads kept as sent are checked against their message's template, and those that do not
+        match it are re-encoded one by one."""
+        payloads = _lines_column("payload", b"".join(self._payloads))
+        if not self._templates:
+            return payloads
+        template_ids, rows = zip(*self._template_of_rows, strict=True)
+        row_templates = np.repeat(np.array(template_ids, dtype=np.int64), rows)
+        for keys, template in self._templates.items():
+            (checked,) = np.nonzero(row_templates == template)
+            matches = payloads.gather(checked).str.contains(_template(keys)).to_numpy()
+            others = checked[~matches]
+            if others.size:
+                texts = [_canonical_text(text) for text in payloads.gather(others).to_list()]
+                payloads = payloads.scatter(others, pl.Series(texts, dtype=pl.Utf8))
+        return payloads
 
     def checked(
         self, store_range: tuple[datetime, datetime], live_bounds: tuple[timedelta, timedelta]
@@ -248,10 +356,9 @@ class CompiledRows:
         """The rows the judge would accept as they are (with `origin` and batch `position`), and
         the positions of the others, left to the judge: rows whose times lie in `store_range`
         and, for live events, at most `live_bounds` (future, age) from their ingest time."""
-        sources = [pl.repeat(source, rows, dtype=pl.Utf8, eager=True) for source, rows in self._sources]
         frame = _with_instants(pl.DataFrame(self._columns, schema=_SCHEMA).with_columns(
-            pl.concat(sources).alias("source") if sources else pl.lit(None, pl.Utf8).alias("source"),
-            _lines_column("payload", b"".join(self._payloads)),
+            self._source_column(),
+            self._payload_column(),
             pl.Series("position", self._positions, dtype=pl.Int64),
         ), "timestamp", "ingest_time")
         low, high = store_range

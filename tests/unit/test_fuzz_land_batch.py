@@ -7,6 +7,7 @@ import json
 from datetime import timedelta, timezone
 from typing import Any
 
+import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -196,3 +197,92 @@ def test_the_compiled_path_gives_the_batch_of_the_per_line_judge(batch):
     judged = land_batch(batch, now=NOW, bounds=BOUNDS, compiled=False)
     assert_frame_equal(compiled.raw_events, judged.raw_events)
     assert_frame_equal(compiled.dead_letters, judged.dead_letters)
+
+
+# -- payloads stored as sent: a message whose first payload is canonical (as adapters write it) --
+
+# Payload texts of flat objects, each spliced into an event line as it is: canonical ones and every
+# way a text can decode to the same object yet not be what `json.dumps(sort_keys=True)` writes.
+HOSTILE_PAYLOADS = [
+    '{"a":1,"b":"x"}', '{"b":"x","a":1}', '{"a":1,"a":2,"b":"x"}', '{"a":1,"b":"x","a":1}',
+    '{"a":"\\u00e9","b":"x"}', '{"a":"é","b":"x"}', '{"a":"\\/","b":"x"}', '{"a":"\\"\\\\\\n","b":"x"}',
+    '{"a":1e5,"b":"x"}', '{"a":1.0,"b":"x"}', '{"a":-0.0,"b":"x"}', '{"a":-0,"b":"x"}', '{"a":1E5,"b":"x"}',
+    '{"a":1.50,"b":"x"}', '{"a":1e999,"b":"x"}', '{"a":{"c":1},"b":"x"}', '{"a":[1,2],"b":"x"}',
+    '{"a": 1,"b":"x"}', '{ "a":1,"b":"x"}', '{"a":1,"b":"x" }', '{"a":true,"b":null}', '{"a":false,"b":""}',
+    '{"a":123456789012345678901234567890,"b":"x"}', '{"a":1}', '{"a":1,"b":"x","c":3}', '{}', '[1]', '"a"',
+    '{"a":"\\t\\r\\b\\f","b":"\\u001f"}', '{"a":"\x7f","b":"x"}', '{"A":1,"a":1}', '{"a":1,"A":1}',
+    '{"a-b":1,"a_b":2}', '{"a b":1,"b":"x"}',
+]
+
+
+def _event_line(n: int, payload: str, event_id: str | None = None) -> bytes:
+    return (f'{{"event_id":"{event_id or f"e-{n % 7}"}","source":"fuzz","type":"t",'
+            f'"timestamp":"2026-01-05T00:59:{n % 60:02d}Z","ingest_time":"2026-01-05T01:00:00Z",'
+            f'"payload":{payload},"meta":{{"parser_version":"v1"}}}}').encode()
+
+
+def test_payloads_are_stored_as_re_encoding_writes_them_whatever_was_sent():
+    texts = ['{"a":1,"b":"x"}', *HOSTILE_PAYLOADS]
+    batch = [("qraft.raw.fuzz", b"\n".join(_event_line(n, text, str(n)) for n, text in enumerate(texts)))]
+    compiled = land_batch(batch, now=NOW)
+    judged = land_batch(batch, now=NOW, compiled=False)
+    assert_frame_equal(compiled.raw_events, judged.raw_events)
+    assert_frame_equal(compiled.dead_letters, judged.dead_letters)
+    kept = dict(zip(compiled.raw_events["event_id"], compiled.raw_events["payload"], strict=True))
+    refused = {texts[int(n)] for n in compiled.dead_letters["event_id"]}
+    assert refused == {'{"a":1e999,"b":"x"}', "[1]", '"a"'}
+    assert kept == {str(n): json.dumps(json.loads(text), separators=(",", ":"), sort_keys=True)
+                    for n, text in enumerate(texts) if text not in refused}
+    assert [kept[str(texts.index(text))] for text in ('{"b":"x","a":1}', '{"a":1,"a":2,"b":"x"}',
+                                                      '{"a":"é","b":"x"}', '{"a":1e5,"b":"x"}', '{"a":-0,"b":"x"}')] \
+        == ['{"a":1,"b":"x"}', '{"a":2,"b":"x"}', '{"a":"\\u00e9","b":"x"}', '{"a":100000.0,"b":"x"}', '{"a":0,"b":"x"}']
+
+
+canonical_keys = st.text(alphabet="ab_-AB09", min_size=1, max_size=3)
+flat_values = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(10**20), max_value=10**20),
+                        st.floats(allow_nan=False, allow_infinity=False),
+                        st.text(alphabet=st.characters(max_codepoint=0x7f, blacklist_categories=("Cs",)), max_size=5))
+
+
+@st.composite
+def canonical_first_messages(draw: st.DrawFn) -> list[tuple[str, bytes]]:
+    """Messages whose first payload is written canonically and whose others are canonical payloads
+    of other keys, hostile payload texts, or payloads of other publishers."""
+    batch = []
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        first = draw(st.dictionaries(canonical_keys, st.one_of(st.none(), st.integers(), st.text(max_size=3)),
+                                     max_size=4))
+        lines = [_event_line(0, json.dumps(first, separators=(",", ":"), sort_keys=True))]
+        for _ in range(draw(st.integers(min_value=0, max_value=7))):
+            payload = draw(st.dictionaries(canonical_keys, flat_values, max_size=4))
+            kind = draw(st.sampled_from(["canonical", "canonical", "same keys", "hostile", "foreign"]))
+            if kind == "same keys":
+                payload = {key: draw(flat_values) for key in first}
+            if kind == "hostile":
+                text = draw(st.sampled_from(HOSTILE_PAYLOADS))
+            else:
+                text = json.dumps(payload, separators=(",", ":"), sort_keys=kind != "foreign",
+                                  ensure_ascii=draw(st.booleans()))
+            lines.append(_event_line(draw(st.integers(min_value=0, max_value=20)), text))
+        batch.append(("qraft.raw.fuzz", b"\n".join(lines)))
+    return batch
+
+
+@FUZZ
+@given(batch=canonical_first_messages())
+def test_payloads_kept_as_sent_give_the_batch_of_the_per_line_judge(batch):
+    compiled = land_batch(batch, now=NOW)
+    judged = land_batch(batch, now=NOW, compiled=False)
+    assert_frame_equal(compiled.raw_events, judged.raw_events)
+    assert_frame_equal(compiled.dead_letters, judged.dead_letters)
+
+
+def test_messages_of_more_key_sets_than_a_batch_checks_land_as_the_judge_lands_them():
+    batch = [("qraft.raw.fuzz", b"\n".join([
+        _event_line(n, f'{{"k{n}":{n},"z":"x"}}', f"a{n}"), _event_line(n, f'{{"z":"x","k{n}":{n}}}', f"b{n}"),
+        _event_line(n, f'{{"k{n}":1.5,"z":"x"}}', f"c{n}")])) for n in range(40)]
+    compiled = land_batch(batch, now=NOW)
+    judged = land_batch(batch, now=NOW, compiled=False)
+    assert_frame_equal(compiled.raw_events, judged.raw_events)
+    assert compiled.landed == 120 and compiled.dead_lettered == 0
+    assert compiled.raw_events.filter(pl.col("event_id") == "b39")["payload"].item() == '{"k39":39,"z":"x"}'
