@@ -27,6 +27,23 @@ class QraftGroup(click.Group):
         except (ConfigError, StoreError, BusError) as exc:
             click.echo(f"error: {redact(str(exc))}", err=True)
             sys.exit(2)
+        except OSError as exc:
+            # A folder that cannot be written, a disk that is full: the file and the reason, no traceback.
+            click.echo(f"error: {redact(os_problem(exc))}", err=True)
+            sys.exit(2)
+
+
+def os_problem(exc: OSError) -> str:
+    """An operating system error as one line naming the file.
+
+    >>> os_problem(PermissionError(13, "Permission denied", "/data/store"))
+    '/data/store: Permission denied'
+    >>> os_problem(OSError("no space"))
+    'no space'
+    """
+    if exc.filename is None or exc.strerror is None:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror}"
 
 
 @click.group(cls=QraftGroup)
