@@ -37,7 +37,7 @@ from qraft_core.adapters.parsers import (
     parse_time_format,
 )
 from qraft_core.config import CleanConfig, ConfigError
-from qraft_core.operators.aggregate import DEFAULT_STATS
+from qraft_core.operators.aggregate import DEFAULT_STATS, LARGEST_VALUE
 from qraft_core.operators.pipeline import MAX_BAR_SECONDS
 
 # Column names read as time without looking further (lower case).
@@ -101,6 +101,8 @@ class FileProfile:
     flatten: bool = False
     # (first, last) of each stretch of data between the file's long gaps (see `stretches`); empty: one.
     stretches: list[tuple[datetime, datetime]] = field(default_factory=list)
+    # Numeric columns holding values beyond LARGEST_VALUE in size, left out of the bar statistics: {column: count}.
+    oversize: dict[str, int] = field(default_factory=dict)
 
     @property
     def bar_seconds(self) -> int:
@@ -113,7 +115,7 @@ class FileProfile:
             "interval_s": self.interval_s, "irregular": self.irregular, "gaps": self.gaps,
             "bar_seconds": self.bar_seconds, "numeric": self.numeric, "categorical": self.categorical,
             "ignored": self.ignored, "malformed": self.malformed, "thousands": self.thousands,
-            "flatten": self.flatten,
+            "flatten": self.flatten, "oversize": self.oversize,
         }
 
 
@@ -468,9 +470,12 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
             + (f" ({'; '.join(examples)}: numbers must be plain like 1234.5, or grouped like 1,234.5 "
                "or 1 234; a decimal comma is not read)" if examples else "")
         )
+    oversize = {name: count for name in numeric if name not in thousands
+                and (count := int((_numbers(frame[name]).abs() > LARGEST_VALUE).sum()))}
     return FileProfile(path.resolve(), source_name(path, taken), table.format, frame.height, column, unit,
                        min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored,
-                       table.delimiter, table.malformed, thousands, table.flatten, stretches(times, interval))
+                       table.delimiter, table.malformed, thousands, table.flatten, stretches(times, interval),
+                       oversize)
 
 
 def thousands_separator(values: pl.Series, delimiter: str) -> str | None:
@@ -693,6 +698,8 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
     for p in plan.profiles:
         notes = [n for n, on in (("irregular sampling", p.irregular), (f"{p.gaps} gap(s)", p.gaps > 0),
                                  (f"{p.malformed} malformed record(s) go to dead letters", p.malformed > 0)) if on]
+        notes += [f"{count} value(s) of {name} beyond {LARGEST_VALUE:g} in size left out of the bar statistics"
+                  for name, count in p.oversize.items()]
         lines.append(
             f"  {p.path.name} → stream {p.source}: {p.rows} rows {p.first:%Y-%m-%d %H:%M} .. {p.last:%Y-%m-%d %H:%M}, "
             f"time column {p.time_field!r} ({p.time_unit}), one every {_duration(p.interval_s)}"

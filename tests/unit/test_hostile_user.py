@@ -18,9 +18,16 @@ from qraft_cli.pipeline import CODE_LOCATION, dagster_workspace
 from qraft_core.adapters.file import FileAdapter
 from qraft_core.adapters.live import StateNotSaved
 from qraft_core.adapters.registry import build_adapter
-from qraft_core.analyze import AnalyzeError, plan_analysis, profile_file, write_config
+from qraft_core.analyze import (
+    AnalyzeError,
+    describe_plan,
+    plan_analysis,
+    profile_file,
+    write_config,
+)
 from qraft_core.bus.fake import MemoryBus
 from qraft_core.config import ConfigError, SourceConfig, load_sources
+from qraft_core.redact import redact
 from qraft_core.validation import validate_all
 
 REPO = Path(__file__).resolve().parents[2]
@@ -166,3 +173,23 @@ def test_a_file_with_a_gap_of_years_plans_only_the_windows_holding_data(tmp_path
         ("2020-01-01T00:00:00+00:00", "2020-01-02T00:00:00+00:00")]
     # Two hours: the partition range (five years) holds at most 30,000 windows.
     assert (plan.interval_minutes, plan.windows, plan.runs) == (120, 24, 2)
+
+
+def test_values_too_large_for_bar_statistics_are_counted_in_the_plan(tmp_path: Path) -> None:
+    path = tmp_path / "huge.csv"
+    path.write_text("timestamp,value,load\n" + "".join(
+        f"2015-01-01T00:{m:02d}:00Z,{'1e300' if m % 4 == 0 else m},{m}\n" for m in range(20)))
+    profile = profile_file(path, None, set())
+    assert profile.oversize == {"value": 5}
+    assert describe_plan(plan_analysis([profile]))[0].endswith(
+        "one every 1min (5 value(s) of value beyond 1e+150 in size left out of the bar statistics); "
+        "bars of 1min; fields value, load")
+
+
+def test_the_working_folder_is_not_masked_as_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    # PWD ends like a password variable; masking it hid the folder of every file a message named.
+    monkeypatch.setenv("PWD", "/home/ana/data")
+    monkeypatch.setenv("OLDPWD", "/home/ana")
+    monkeypatch.setenv("DB_PWD", "hunter22")
+    assert redact("/home/ana/data/cpu.csv: cannot connect with hunter22") == (
+        "/home/ana/data/cpu.csv: cannot connect with ***")
