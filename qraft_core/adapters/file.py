@@ -163,9 +163,10 @@ def _csv_records(
     with open_text(path) as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         try:
-            header = reader.fieldnames or []
+            header = column_names(list(reader.fieldnames or []))
         except csv.Error as exc:
             raise ConfigError(f"{path}: the header line is not CSV ({exc})") from None
+        reader.fieldnames = header
         try:
             ",".join(header).encode("utf-8")
         except UnicodeEncodeError:
@@ -210,6 +211,27 @@ def _csv_records(
                 yield None, raw[:MAX_DEAD_LETTER_RAW], f"CSV row {index} is oversize: {len(raw)} bytes > {MAX_RECORD_BYTES}"
                 continue
             yield dict(row), _csv_line(list(row.values())), ""
+
+
+def column_names(header: list[str]) -> list[str]:
+    """The header's names, each its own: an empty one is named by its position, a repeated one numbered
+    (a dict keeps one value per name: the second `value` column would silently replace the first).
+
+    >>> column_names(["timestamp", "value", "value", "", "value_2"])
+    ['timestamp', 'value', 'value_3', 'column_4', 'value_2']
+    """
+    names: list[str] = []
+    taken = set(header)
+    for position, name in enumerate(header, start=1):
+        if not name.strip():
+            name = f"column_{position}"
+        if name in names:
+            n = 2
+            while f"{name}_{n}" in taken or f"{name}_{n}" in names:
+                n += 1
+            name = f"{name}_{n}"
+        names.append(name)
+    return names
 
 
 def _csv_line(values: list[Any]) -> bytes:

@@ -193,3 +193,16 @@ def test_the_working_folder_is_not_masked_as_a_secret(monkeypatch: pytest.Monkey
     monkeypatch.setenv("DB_PWD", "hunter22")
     assert redact("/home/ana/data/cpu.csv: cannot connect with hunter22") == (
         "/home/ana/data/cpu.csv: cannot connect with ***")
+
+
+def test_repeated_and_empty_column_names_each_keep_their_values(tmp_path: Path) -> None:
+    path = tmp_path / "dup.csv"
+    path.write_text("timestamp,value,value,\n" + "".join(f"2015-01-01T00:{m:02d}:00Z,{m},{-m},x\n" for m in range(20)))
+    profile = profile_file(path, None, set())
+    assert (profile.numeric, profile.categorical) == (["value", "value_2"], ["column_4"])
+    bus = MemoryBus()
+    asyncio.run(build_adapter(SourceConfig(name="dup", type="file", endpoint=str(path)), tmp_path).run(bus))
+    events, letters = bus.published()
+    assert letters == []
+    assert events[3]["payload"] == {"timestamp": "2015-01-01T00:03:00Z", "value": "3", "value_2": "-3",
+                                    "column_4": "x"}
