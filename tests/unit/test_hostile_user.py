@@ -206,3 +206,15 @@ def test_repeated_and_empty_column_names_each_keep_their_values(tmp_path: Path) 
     assert letters == []
     assert events[3]["payload"] == {"timestamp": "2015-01-01T00:03:00Z", "value": "3", "value_2": "-3",
                                     "column_4": "x"}
+
+
+def test_the_folder_watcher_numbers_a_repeated_column_name_too(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.csv").write_text("ts,value,value\n1767571200,1,-1\n")
+    source = SourceConfig(name="drop", type="watcher", endpoint=str(folder), options={"pattern": "*.csv", "time_field": "ts"})
+    bus = MemoryBus()
+    asyncio.run(build_adapter(source, tmp_path / "state").scan(bus))
+    events, letters = bus.published()
+    assert letters == []
+    assert [e["payload"] for e in events] == [{"ts": "1767571200", "value": "1", "value_2": "-1"}]
