@@ -113,10 +113,15 @@ def test_settings_that_cannot_run_fail_validation_naming_file_and_key(tmp_path: 
     assert str(caught.value) == f"{folder}/{message}"
 
 
-def test_up_refuses_a_bad_configuration_before_starting_anything(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["up", "--no-ui", "--no-sources"],
+                                     ["replay", "--start", "2026-01-05T00:00:00Z", "--end", "2026-01-05T01:00:00Z",
+                                      "--in-process"]])
+def test_up_and_replay_refuse_a_bad_configuration_before_starting_anything(tmp_path: Path, command: list[str],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the configuration's data_dir is relative: nothing lands in the project
     folder = config_copy(tmp_path, "detectors.yaml", {})
     (folder / "detectors.yaml").write_text("detectors:\n- {name: d, engine: qraft, algorithm: Nope, kind: anomaly}\n")
-    result = CliRunner().invoke(main, ["--config-dir", str(folder), "up", "--no-ui", "--no-sources"])
+    result = CliRunner().invoke(main, ["--config-dir", str(folder), *command])
     assert result.exit_code == 2
     assert result.output.startswith(f"error: {folder}/detectors.yaml: detectors: Value error, d: unknown qraft "
                                     "algorithm 'Nope'")
