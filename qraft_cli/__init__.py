@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,64 @@ class QraftGroup(click.Group):
         from qraft_core.redact import redact
         from qraft_core.store.base import StoreError
 
+        started = datetime.now()  # the embedded nats-server logs in local time
         try:
             return super().invoke(ctx)
         except (ConfigError, StoreError, BusError) as exc:
-            click.echo(f"error: {redact(str(exc))}", err=True)
+            said = bus_server_error(ctx, started) if isinstance(exc, BusError) else None
+            click.echo(f"error: {redact(str(exc))}" + (f" (the embedded nats-server logged: {redact(said)})"
+                                                        if said else ""), err=True)
             sys.exit(2)
+        except OSError as exc:
+            # A folder that cannot be written, a disk that is full: the file and the reason, no traceback.
+            click.echo(f"error: {redact(os_problem(exc))}", err=True)
+            sys.exit(2)
+
+
+# "[pid] 2026/11/30 23:03:45.231414 [ERR] message", as nats-server writes its log.
+_SERVER_ERROR = re.compile(r"^\[\d+\] (\d{4}/\d\d/\d\d \d\d:\d\d:\d\d)\.\d+ \[(?:ERR|FTL)\] (.+)$")
+
+
+def bus_server_error(ctx: click.Context, since: datetime) -> str | None:
+    """The last error the embedded nats-server of this configuration logged since the command started
+    (a full disk, a damaged stream store): a publish that timed out says nothing of the cause."""
+    from qraft_core.config import load_qraft_config
+
+    try:
+        config = load_qraft_config(ctx.obj["config_dir"]) if ctx.obj else None
+        log = config.data_dir / "nats" / "nats-server.log" if config and not config.nats.url else None
+        return last_server_error(log.read_bytes()[-65536:].decode(errors="replace"), since) if log else None
+    except (ConfigError, OSError):
+        return None
+
+
+def last_server_error(log: str, since: datetime) -> str | None:
+    r"""The message of the last error line of a nats-server log written at or after `since`.
+
+    >>> log = ("[7] 2026/11/30 23:03:45.231414 [ERR] JetStream failed to store a msg: no space left on device\n"
+    ...        "[7] 2026/11/30 23:03:46.000000 [INF] Server is ready\n")
+    >>> last_server_error(log, datetime(2026, 11, 30, 23, 3)), last_server_error(log, datetime(2026, 11, 30, 23, 4))
+    ('JetStream failed to store a msg: no space left on device', None)
+    """
+    found = None
+    for line in log.splitlines():
+        match = _SERVER_ERROR.match(line)
+        if match and datetime.strptime(match[1], "%Y/%m/%d %H:%M:%S") >= since.replace(microsecond=0):
+            found = match[2]
+    return found
+
+
+def os_problem(exc: OSError) -> str:
+    """An operating system error as one line naming the file.
+
+    >>> os_problem(PermissionError(13, "Permission denied", "/data/store"))
+    '/data/store: Permission denied'
+    >>> os_problem(OSError("no space"))
+    'no space'
+    """
+    if exc.filename is None or exc.strerror is None:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror}"
 
 
 @click.group(cls=QraftGroup)

@@ -119,6 +119,7 @@ def _analyze(ctx: click.Context, files: tuple[Path, ...], time_field: str | None
     echo(f"inferred settings, written to {config_dir}/:")
     for line in describe_plan(plan):
         echo(line)
+    ctx.obj["config_dir"] = str(config_dir)  # the configuration this command runs from here on (errors name its parts)
     found = pipeline_services(config_dir, runs_pipeline=True)
     rt = found.runtime
     fresh_data_dir(rt)

@@ -6,9 +6,11 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
+import yaml
 from tqdm import tqdm
 
 from qraft_cli import emit, main, point_dagster_at, runtime, services
@@ -72,6 +74,23 @@ def _demo_text(rt: Runtime, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# The code location `qraft up` serves: the same as the project's workspace.yaml.
+CODE_LOCATION = {"load_from": [{"python_module": {"module_name": "qraft_dagster.definitions", "attribute": "defs"}}]}
+
+
+def dagster_workspace(dagster_home: Path) -> Path:
+    """`workspace.yaml` of the current folder (the project's, or one of the user's own); from any other
+    folder (`qraft up` on the configuration `qraft analyze` wrote next to the data), the same code
+    location written into the Dagster home, so `dagster dev` starts wherever `up` is run from."""
+    here = Path("workspace.yaml")
+    if here.is_file():
+        return here
+    written = dagster_home / "workspace.yaml"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    written.write_text(yaml.safe_dump(CODE_LOCATION, sort_keys=False))
+    return written
+
+
 @main.command("up")
 @click.option("--no-ui", is_flag=True, help="Do not start the Dagster webserver and daemon.")
 @click.option("--no-sources", is_flag=True, help="Do not run the configured sources.")
@@ -81,8 +100,11 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
 
     Children that exit are restarted with backoff; Ctrl-C or SIGTERM stops them all.
     """
+    from qraft_core.validation import validate_all
     from qraft_dagster.execute import ensure_dagster_home
 
+    # A bad file stops `up` here with the file and key named, not its children one restart after another.
+    validate_all(ctx.obj["config_dir"])
     rt = runtime(ctx)
     point_dagster_at(rt.config_path)
     url = rt.nats_url(start=True)
@@ -95,7 +117,7 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
         children["sources"] = [*qraft, "sources", "run"]
     if not no_ui:
         children["api"] = [*qraft, "api"]  # the REST API and the explorer at http://<api.host>:<api.port>/
-        children["dagster"] = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml",
+        children["dagster"] = [sys.executable, "-m", "dagster", "dev", "-w", str(dagster_workspace(rt.config.dagster_home)),
                                "-p", str(rt.config.dagster.port)]
     supervisor = ProcessSupervisor(children, env, rt.data_dir / "logs")
     stopping = threading.Event()

@@ -31,12 +31,13 @@ from qraft_core.adapters.file import FORMATS, csv_delimiter, format_of, open_tex
 from qraft_core.adapters.parsers import (
     THOUSANDS_SEPARATORS,
     ParseError,
+    flattened,
     grouped_number,
     parse_time,
     parse_time_format,
 )
 from qraft_core.config import CleanConfig, ConfigError
-from qraft_core.operators.aggregate import DEFAULT_STATS
+from qraft_core.operators.aggregate import DEFAULT_STATS, LARGEST_VALUE
 from qraft_core.operators.pipeline import MAX_BAR_SECONDS
 
 # Column names read as time without looking further (lower case).
@@ -55,6 +56,8 @@ TARGET_WINDOWS = 100
 MAX_SPAN_PER_WRITE = timedelta(days=90)
 MAX_PARTITIONS = 30_000
 SAMPLE = 200
+# A step longer than this many sampling intervals (and a day) splits a file into stretches planned apart.
+LONG_GAP_STEPS = 1000
 # Rows whose time does not parse become dead letters; beyond this share the column is not a time.
 MIN_TIME_SHARE = 0.95
 # A column is numeric when this share of its present values are numbers ("N/A" and the like are
@@ -94,6 +97,12 @@ class FileProfile:
     malformed: int = 0
     # Numeric columns written with a thousands separator: {column: separator}.
     thousands: dict[str, str] = field(default_factory=dict)
+    # JSON records hold nested objects, read as dotted fields (`flatten` of the file source).
+    flatten: bool = False
+    # (first, last) of each stretch of data between the file's long gaps (see `stretches`); empty: one.
+    stretches: list[tuple[datetime, datetime]] = field(default_factory=list)
+    # Numeric columns holding values beyond LARGEST_VALUE in size, left out of the bar statistics: {column: count}.
+    oversize: dict[str, int] = field(default_factory=dict)
 
     @property
     def bar_seconds(self) -> int:
@@ -106,6 +115,7 @@ class FileProfile:
             "interval_s": self.interval_s, "irregular": self.irregular, "gaps": self.gaps,
             "bar_seconds": self.bar_seconds, "numeric": self.numeric, "categorical": self.categorical,
             "ignored": self.ignored, "malformed": self.malformed, "thousands": self.thousands,
+            "flatten": self.flatten, "oversize": self.oversize,
         }
 
 
@@ -119,8 +129,10 @@ class Table:
     # Records the file source will dead-letter (a CSV row of the wrong width, a line that is not JSON).
     malformed: int
     first_malformed: str = ""
-    # Columns holding objects or lists (JSON), kept in the payload only.
+    # Columns holding lists or empty objects (JSON), kept in the payload only.
     nested: list[str] = field(default_factory=list)
+    # Some records hold nested objects, whose fields are columns named with dots ("cpu.load").
+    flatten: bool = False
 
 
 def read_table(path: Path) -> Table:
@@ -161,13 +173,15 @@ def _read_records(path: Path, fmt: str) -> Table:
             raise _unreadable(path, fmt, exc) from None
     columns: dict[str, list[str | None]] = {}
     nested: set[str] = set()
-    malformed, first_malformed, rows = 0, "", 0
+    malformed, first_malformed, rows, flatten = 0, "", 0, False
     try:
         for record, _raw, error in read_records(path, fmt, [], delimiter=delimiter or ","):
             if record is None:
                 malformed += 1
                 first_malformed = first_malformed or error
                 continue
+            if any(isinstance(value, dict) and value for value in record.values()):
+                record, flatten = flattened(record), True
             for name in record:
                 if name not in columns:
                     columns[name] = [None] * rows
@@ -180,7 +194,7 @@ def _read_records(path: Path, fmt: str) -> Table:
     except (ConfigError, OSError) as exc:
         raise _unreadable(path, fmt, exc) from None
     frame = pl.DataFrame({name: pl.Series(name, values, dtype=pl.Utf8) for name, values in columns.items()})
-    return Table(frame, fmt, delimiter, malformed, first_malformed, sorted(nested))
+    return Table(frame, fmt, delimiter, malformed, first_malformed, sorted(nested), flatten)
 
 
 def _unreadable(path: Path, fmt: str, exc: Exception) -> AnalyzeError:
@@ -316,6 +330,28 @@ def sampling(times: list[datetime]) -> tuple[float, bool, int]:
     return median, off > 0.2, int((steps > 5 * median).sum())
 
 
+def stretches(times: list[datetime], interval_s: float) -> list[tuple[datetime, datetime]]:
+    """(first, last) of the runs of data between gaps longer than LONG_GAP_STEPS sampling intervals
+    and a day: the windows of such a gap hold nothing, so they are not planned (a file of two
+    days, then five years later two more, is 4 days of windows, not 5 years of them).
+
+    >>> t0, five = datetime(2015, 1, 1, tzinfo=UTC), timedelta(minutes=5)
+    >>> times = [t0 + five * i for i in range(3)] + [t0 + timedelta(days=1800) + five * i for i in range(3)]
+    >>> [(a.date().isoformat(), b.isoformat()[11:16]) for a, b in stretches(times, 300)]
+    [('2015-01-01', '00:10'), ('2019-12-06', '00:10')]
+    >>> len(stretches(times, 86400 * 7))  # weekly data: a 5-year gap is under 1,000 steps
+    1
+    """
+    distinct = sorted(set(times))
+    long_gap = max(timedelta(days=1), timedelta(seconds=interval_s * LONG_GAP_STEPS))
+    runs, start = [], distinct[0]
+    for before, after in zip(distinct, distinct[1:], strict=False):
+        if after - before > long_gap:
+            runs.append((start, before))
+            start = after
+    return [*runs, (start, distinct[-1])]
+
+
 def bar_size(interval_s: float) -> int:
     """The smallest round bar size at or above the sampling interval (at most a day).
 
@@ -368,9 +404,32 @@ def source_name(path: Path, taken: set[str]) -> str:
     return name
 
 
+def reads_as_value(name: str) -> bool:
+    """Whether a header cell is a number or a time rather than a column name (a file without a header
+    line has its first row read as one, which would name the columns after that row's values).
+
+    >>> [reads_as_value(n) for n in ("2015-01-01T00:00:00+00:00", "-0.25", "1/2/2015 13:05", "1e3")]
+    [True, True, True, True]
+    >>> [reads_as_value(n) for n in ("timestamp", "value", "2015 sales", "")]
+    [False, False, False, False]
+    """
+    text = name.strip()
+    if not text:
+        return False
+    try:
+        float(text)
+        return True
+    except ValueError:
+        pass
+    return any(parsed is not None for unit in ("iso", *DATE_FORMATS) for parsed in _parsed([text], unit))
+
+
 def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FileProfile:
     table = read_table(path)
     frame = table.frame
+    if table.format == "csv" and all(reads_as_value(name) for name in frame.columns):
+        raise AnalyzeError(f"{path}: the first line ({table.delimiter.join(frame.columns)}) holds values, not column "
+                           "names: add a header line naming the columns (e.g. timestamp,value)")
     column, unit = find_time_column(frame, path, time_field)
     present = frame[column].drop_nulls()
     values = present.to_list()
@@ -411,9 +470,12 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
             + (f" ({'; '.join(examples)}: numbers must be plain like 1234.5, or grouped like 1,234.5 "
                "or 1 234; a decimal comma is not read)" if examples else "")
         )
+    oversize = {name: count for name in numeric if name not in thousands
+                and (count := int((_numbers(frame[name]).abs() > LARGEST_VALUE).sum()))}
     return FileProfile(path.resolve(), source_name(path, taken), table.format, frame.height, column, unit,
                        min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored,
-                       table.delimiter, table.malformed, thousands)
+                       table.delimiter, table.malformed, thousands, table.flatten, stretches(times, interval),
+                       oversize)
 
 
 def thousands_separator(values: pl.Series, delimiter: str) -> str | None:
@@ -494,7 +556,7 @@ class AnalysisPlan:
 
 
 def time_clusters(profiles: list[FileProfile]) -> list[tuple[datetime, datetime]]:
-    """The (first, last) event time of each group of files whose time ranges overlap, in time order.
+    """The (first, last) event time of each group of files whose stretches of data overlap, in time order.
 
     >>> t, day = datetime(2014, 1, 1, tzinfo=UTC), timedelta(days=1)
     >>> p = [FileProfile(Path(n), n, "csv", 2, "t", "iso", t + a * day, t + b * day, 60, False, 0, ["v"], [])
@@ -503,11 +565,11 @@ def time_clusters(profiles: list[FileProfile]) -> list[tuple[datetime, datetime]
     [('2014-01-01', '2014-01-03'), ('2015-02-05', '2015-02-06')]
     """
     clusters: list[tuple[datetime, datetime]] = []
-    for profile in sorted(profiles, key=lambda p: p.first):
-        if clusters and profile.first <= clusters[-1][1]:
-            clusters[-1] = (clusters[-1][0], max(clusters[-1][1], profile.last))
+    for first, last in sorted(run for p in profiles for run in p.stretches or [(p.first, p.last)]):
+        if clusters and first <= clusters[-1][1]:
+            clusters[-1] = (clusters[-1][0], max(clusters[-1][1], last))
         else:
-            clusters.append((profile.first, profile.last))
+            clusters.append((first, last))
     return clusters
 
 
@@ -598,6 +660,7 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
          "options": {"format": p.format, "time_field": p.time_field,
                      **({"time_format": p.time_unit} if p.time_unit.startswith("%") else {"time_unit": p.time_unit}),
                      "event_type": EVENT_TYPE, **({"delimiter": p.delimiter} if p.delimiter else {}),
+                     **({"flatten": True} if p.flatten else {}),
                      **({"thousands": p.thousands} if p.thousands else {})}}
         for p in plan.profiles
     ]}
@@ -635,11 +698,14 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
     for p in plan.profiles:
         notes = [n for n, on in (("irregular sampling", p.irregular), (f"{p.gaps} gap(s)", p.gaps > 0),
                                  (f"{p.malformed} malformed record(s) go to dead letters", p.malformed > 0)) if on]
+        notes += [f"{count} value(s) of {name} beyond {LARGEST_VALUE:g} in size left out of the bar statistics"
+                  for name, count in p.oversize.items()]
         lines.append(
             f"  {p.path.name} → stream {p.source}: {p.rows} rows {p.first:%Y-%m-%d %H:%M} .. {p.last:%Y-%m-%d %H:%M}, "
             f"time column {p.time_field!r} ({p.time_unit}), one every {_duration(p.interval_s)}"
             + (f" ({', '.join(notes)})" if notes else "")
             + f"; bars of {_duration(p.bar_seconds)}; fields {', '.join(p.numeric + p.categorical)}"
+            + (f"; kept in the payload only: {', '.join(p.ignored)}" if p.ignored else "")
         )
     lines += [f"  left out: {reason}" for reason in plan.rejected]
     spans = f" over {len(plan.spans)} time spans (the windows between them hold no data)" if len(plan.spans) > 1 else ""

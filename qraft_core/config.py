@@ -119,6 +119,12 @@ class PartitionsConfig(Strict):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    @model_validator(mode="after")
+    def _end_after_start(self) -> PartitionsConfig:
+        if self.end is not None and self.end <= self.start:
+            raise ValueError(f"end ({self.end.isoformat()}) must be after start ({self.start.isoformat()})")
+        return self
+
     @property
     def interval(self) -> timedelta:
         return timedelta(minutes=self.interval_minutes)
@@ -273,6 +279,14 @@ class QraftConfig(Strict):
     explain: ExplainConfig = ExplainConfig()
     api: ApiConfig = ApiConfig()
     dagster: DagsterConfig = DagsterConfig()
+
+    @field_validator("data_dir")
+    @classmethod
+    def _a_folder(cls, value: Path) -> Path:
+        # Every command creates it on first use; a file in its place would fail deep inside one.
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"expected a folder, {value} is a file")
+        return value
 
     @property
     def store_dsn(self) -> str:

@@ -30,6 +30,9 @@ _SECRET_ENV_NAME = re.compile(
 )
 # Shorter values (a flag like "1") would mask ordinary words.
 _MIN_SECRET_LEN = 6
+# The shell's working folders end like a password variable (`DB_PWD`) but name a folder: masking them
+# would hide the folder in every message naming a file under it.
+_NOT_SECRETS = frozenset({"PWD", "OLDPWD"})
 
 
 def _userinfo(match: re.Match[str]) -> str:
@@ -43,7 +46,7 @@ def secret_values() -> list[str]:
     found = {
         value
         for name, value in os.environ.items()
-        if _SECRET_ENV_NAME.search(name) and len(value) >= _MIN_SECRET_LEN
+        if _SECRET_ENV_NAME.search(name) and name.upper() not in _NOT_SECRETS and len(value) >= _MIN_SECRET_LEN
     }
     return sorted(found, key=len, reverse=True)
 

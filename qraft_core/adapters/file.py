@@ -13,8 +13,6 @@ import codecs
 import csv
 import gzip
 import io
-import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +22,7 @@ import polars as pl
 from pydantic import BaseModel, Field
 
 from qraft_core.adapters.base import AdapterStats, RecordAdapter, register_adapter
+from qraft_core.adapters.live import JsonState
 from qraft_core.adapters.parsers import GenericOptions, decode_json_record, raw_json
 from qraft_core.bus.base import Publisher
 from qraft_core.config import ConfigError, SourceConfig
@@ -164,9 +163,10 @@ def _csv_records(
     with open_text(path) as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         try:
-            header = reader.fieldnames or []
+            header = column_names(list(reader.fieldnames or []))
         except csv.Error as exc:
             raise ConfigError(f"{path}: the header line is not CSV ({exc})") from None
+        reader.fieldnames = header
         try:
             ",".join(header).encode("utf-8")
         except UnicodeEncodeError:
@@ -213,6 +213,27 @@ def _csv_records(
             yield dict(row), _csv_line(list(row.values())), ""
 
 
+def column_names(header: list[str]) -> list[str]:
+    """The header's names, each its own: an empty one is named by its position, a repeated one numbered
+    (a dict keeps one value per name: the second `value` column would silently replace the first).
+
+    >>> column_names(["timestamp", "value", "value", "", "value_2"])
+    ['timestamp', 'value', 'value_3', 'column_4', 'value_2']
+    """
+    names: list[str] = []
+    taken = set(header)
+    for position, name in enumerate(header, start=1):
+        if not name.strip():
+            name = f"column_{position}"
+        if name in names:
+            n = 2
+            while f"{name}_{n}" in taken or f"{name}_{n}" in names:
+                n += 1
+            name = f"{name}_{n}"
+        names.append(name)
+    return names
+
+
 def _csv_line(values: list[Any]) -> bytes:
     buffer = io.StringIO()
     csv.writer(buffer).writerow(values)
@@ -220,21 +241,24 @@ def _csv_line(values: list[Any]) -> bytes:
 
 
 class FilePosition:
-    """How many records of each file have been published, kept on disk."""
+    """How many records of each file have been published, kept on disk.
+
+    A position file that does not hold counts stops the source with the file named (taking it as
+    empty would publish the file again); one that cannot be saved stops it too (`StateNotSaved`).
+    """
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.done: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+        self.state = JsonState(path)
+        self.done: dict[str, int] = self.state.load()
+        if not all(type(count) is int and count >= 0 for count in self.done.values()):
+            raise self.state.broken("expected {file: count of records published}")
 
     def get(self, file: Path) -> int:
-        return int(self.done.get(str(file.resolve()), 0))
+        return self.done.get(str(file.resolve()), 0)
 
     def set(self, file: Path, count: int) -> None:
         self.done[str(file.resolve())] = count
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.done, sort_keys=True))
-        os.replace(tmp, self.path)  # atomic: a crash leaves the old or the new position
+        self.state.save(self.done)
 
 
 @register_adapter

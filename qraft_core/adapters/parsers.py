@@ -239,6 +239,33 @@ class GenericOptions(BaseModel):
     required: list[str] = []
     # Fields (after renaming) whose numbers are written with a thousands separator: {field: separator}.
     thousands: dict[str, ThousandsSeparator] = {}
+    # Nested objects become dotted fields ({"cpu": {"load": 1}} → "cpu.load"), before renaming, so their
+    # values are bar statistics like any top-level field; lists are kept as they are.
+    flatten: bool = False
+
+
+def flattened(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The record with nested objects as dotted fields; a field already named so at the top wins.
+
+    >>> flattened({"t": 1, "cpu": {"load": 0.5, "core": {"0": 2}}, "tags": [{"a": 1}], "cpu.load": 9, "e": {}})
+    {'t': 1, 'tags': [{'a': 1}], 'cpu.load': 9, 'e': {}, 'cpu.core.0': 2}
+    """
+    flat: dict[str, Any] = {}
+    nested: list[tuple[str, Mapping[str, Any]]] = []
+    for key, value in record.items():
+        if isinstance(value, Mapping) and value:
+            nested.append((str(key), value))
+        else:
+            flat[key] = value
+    while nested:  # a loop, not recursion: a record may be nested up to MAX_NESTING levels
+        prefix, value = nested.pop(0)
+        for key, inner in value.items():
+            name = f"{prefix}.{key}"
+            if isinstance(inner, Mapping) and inner:
+                nested.append((name, inner))
+            else:
+                flat.setdefault(name, inner)
+    return flat
 
 
 RecordParser = Callable[[Mapping[str, Any], str], ParsedRecord]
@@ -251,7 +278,7 @@ register_parser = PARSERS.register
 @register_parser("generic")
 def generic_parser(options: GenericOptions, source: str) -> RecordParser:
     def parse(record: Mapping[str, Any], raw_checksum: str) -> ParsedRecord:
-        payload = {options.rename.get(k, k): v for k, v in record.items()}
+        payload = {options.rename.get(k, k): v for k, v in (flattened(record) if options.flatten else record).items()}
         for name, separator in options.thousands.items():
             value = payload.get(name)
             number = grouped_number(value, separator) if isinstance(value, str) else None

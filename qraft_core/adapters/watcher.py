@@ -26,7 +26,7 @@ import polars as pl
 from pydantic import Field
 
 from qraft_core.adapters.base import AdapterStats, register_adapter
-from qraft_core.adapters.file import file_format
+from qraft_core.adapters.file import column_names, file_format
 from qraft_core.adapters.live import JsonState, LiveAdapter, LiveOptions, sleep_or_stop
 from qraft_core.adapters.parsers import decode_json_record, raw_json
 from qraft_core.bus.base import Publisher
@@ -203,7 +203,7 @@ class WatcherAdapter(LiveAdapter):
                 consumed += len(line)
                 raw = line.rstrip(b"\r\n")
                 if fmt == "csv" and header is None:
-                    header = next(csv.reader([raw.decode("utf-8", "replace")]), [])
+                    header = column_names(next(csv.reader([raw.decode("utf-8", "replace")]), []))
                     continue
                 read += 1
                 record, error = self._record(raw, fmt, header)

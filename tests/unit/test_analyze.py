@@ -165,7 +165,7 @@ def test_the_written_config_is_valid_and_each_file_is_its_own_stream(tmp_path: P
     assert "events" not in {s for d in detectors.detectors for s in d.streams}
     events = plan.profiles[2]
     assert (events.time_unit, events.numeric, events.categorical, events.ignored) == (
-        "ms", [], ["kind", "ok"], ["meta", "tags"])
+        "ms", [], ["kind", "ok", "meta.host"], ["tags"])
     assert yaml.safe_load((folder / "sources.yaml").read_text())["sources"][0]["endpoint"] == str(files[0].resolve())
 
 
