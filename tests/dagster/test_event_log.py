@@ -87,7 +87,8 @@ def _stored(instance: DagsterInstance, runs: list[str]) -> dict:
                                 order[entry.last_run_id] if entry.last_run_id else None)
     checks = instance.event_log_storage.get_asset_check_execution_history(
         next(iter(JOB.asset_layer.asset_graph.asset_check_keys)), limit=100)
-    view["checks"] = sorted((order[c.run_id], c.status.value) for c in checks)
+    view["checks"] = sorted((order[c.run_id], c.partition or "", c.status.value,
+                             c.event.dagster_event_type if c.event else None) for c in checks)
     view["run_events"] = [[event.dagster_event_type for event in instance.all_logs(run_id)
                            if event.dagster_event_type] for run_id in runs]
     return view
@@ -126,5 +127,8 @@ def test_batches_store_what_event_by_event_stores(batches, storage, tmp_path, mo
     assert [m[1:] for m in stored["upstream"]["materializations"][:2]] == [
         ("2026-01-05-00:00", {"minute": 0, "windows": 4}), ("2026-01-05-00:01", {"minute": 1, "windows": 4})]
     assert stored["upstream"]["latest"] == (1, "2026-01-05-00:06", True, 1)
-    # One result per run, not per window: Dagster stores it apart from the windows it planned.
-    assert stored["checks"] == [*[(0, "PLANNED")] * 4, (0, "SUCCEEDED"), *[(1, "PLANNED")] * 5, (1, "SUCCEEDED")]
+    # A row per window planned, one result per run (not per window), stored apart from the planned rows.
+    planned, evaluated = DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED, DagsterEventType.ASSET_CHECK_EVALUATION
+    assert stored["checks"] == [
+        (0, "", "SUCCEEDED", evaluated), *[(0, f"2026-01-05-00:0{m}", "PLANNED", planned) for m in range(4)],
+        (1, "", "SUCCEEDED", evaluated), *[(1, f"2026-01-05-00:0{m}", "PLANNED", planned) for m in range(2, 7)]]
