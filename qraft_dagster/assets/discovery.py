@@ -123,7 +123,8 @@ def _finding_assets(pipeline: dict[str, Any], detections: AssetsDefinition) -> l
         start, end = windows.start, windows.end
         run = context.instance.get_run_by_id(context.run.run_id)
         restart = run is not None and RESTART_TAG in run.tags
-        result = materialize_patterns(rt.store, load_detectors(rt.config_path), start, end, interval, restart=restart)
+        result = materialize_patterns(rt.store, load_detectors(rt.config_path), start, end, interval, restart=restart,
+                                      preprocessing=load_preprocessing(rt.config_path))
         result.pop("top")  # each partition lists its own findings below
         findings = rows_by_window(rt.store, "pattern_events", start, end, interval, FINDING_FIELDS)
         by_key = {}
