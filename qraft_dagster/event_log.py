@@ -115,11 +115,20 @@ class PlannedChecksOnce(SqlEventLogStorage):
 
 
 class BatchingInMemoryEventLogStorage(PlannedChecksOnce, InMemoryEventLogStorage):
-    """The ephemeral instance's event log (`qraft replay --in-process`, tests), writing batches at once."""
+    """The ephemeral instance's event log (`qraft replay --in-process`, tests), writing batches at once.
+
+    A run plans its range as one event per asset: one per window and asset is what lets the UI show a
+    failed run's windows as failed, and no UI reads a throw-away instance. Each window still has its
+    own materialization.
+    """
 
     def __init__(self) -> None:
         enable_event_batches()
         super().__init__()
+
+    @property
+    def supports_partition_subset_in_asset_materialization_planned_events(self) -> bool:
+        return True
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         if len({event.run_id for event in events}) != 1:
