@@ -9,6 +9,10 @@ dense replay (and, on SQLite, a commit each). Dagster hands a step's partition e
 store them one by one. Here a batch is one transaction, and the asset's row (its latest
 materialization, last run) is written once per asset with what the last event of the batch
 leaves there, so the stored rows are those of writing the events one by one.
+
+A planned asset check of a ranged run is one row per window of the run; Dagster serializes the
+planned event again for every row and sends them as one multi-row statement that SQLAlchemy compiles
+for every run. Here the event is serialized once and the rows go in one executemany: the same rows.
 """
 
 from __future__ import annotations
@@ -16,16 +20,26 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from dagster import DagsterInstance
-from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, EVENT_TYPE_TO_PIPELINE_RUN_STATUS
+from dagster._core.events import (
+    ASSET_CHECK_EVENTS,
+    ASSET_EVENTS,
+    EVENT_TYPE_TO_PIPELINE_RUN_STATUS,
+    AssetCheckEvaluationPlanned,
+)
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log import InMemoryEventLogStorage, SqliteEventLogStorage
 from dagster._core.storage.event_log.base import EventLogCursor
-from dagster._core.storage.event_log.schema import AssetKeyTable, SqlEventLogStorageTable
+from dagster._core.storage.event_log.schema import (
+    AssetCheckExecutionsTable,
+    AssetKeyTable,
+    SqlEventLogStorageTable,
+)
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
-from dagster._serdes import ConfigurableClassData
+from dagster._serdes import ConfigurableClassData, serialize_value
 from sqlalchemy import exc as db_exc
 from sqlalchemy.engine import Connection
 
@@ -83,12 +97,38 @@ def index_asset_events(
             conn.execute(AssetKeyTable.update().values(**values).where(AssetKeyTable.c.asset_key == asset_key))
 
 
-class BatchingInMemoryEventLogStorage(InMemoryEventLogStorage):
-    """The ephemeral instance's event log (`qraft replay --in-process`, tests), writing batches at once."""
+class PlannedChecksOnce(SqlEventLogStorage):
+    """Stores a planned asset check's rows (one per window of the run) with the event serialized once."""
+
+    def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
+        planned = cast(AssetCheckEvaluationPlanned, event.get_dagster_event().event_specific_data)
+        partitions = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
+        row = {
+            "asset_key": planned.asset_key.to_string(), "check_name": planned.check_name, "run_id": event.run_id,
+            "execution_status": AssetCheckExecutionRecordStatus.PLANNED.value,
+            "evaluation_event": serialize_value(event),
+            "evaluation_event_timestamp": self._event_insert_timestamp(event),
+            "evaluation_event_storage_id": event_id,
+        }
+        with self.index_connection() as conn:
+            conn.execute(AssetCheckExecutionsTable.insert(), [{**row, "partition": key} for key in partitions])
+
+
+class BatchingInMemoryEventLogStorage(PlannedChecksOnce, InMemoryEventLogStorage):
+    """The ephemeral instance's event log (`qraft replay --in-process`, tests), writing batches at once.
+
+    A run plans its range as one event per asset: one per window and asset is what lets the UI show a
+    failed run's windows as failed, and no UI reads a throw-away instance. Each window still has its
+    own materialization.
+    """
 
     def __init__(self) -> None:
         enable_event_batches()
         super().__init__()
+
+    @property
+    def supports_partition_subset_in_asset_materialization_planned_events(self) -> bool:
+        return True
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         if len({event.run_id for event in events}) != 1:
@@ -118,7 +158,7 @@ class BatchingInMemoryEventLogStorage(InMemoryEventLogStorage):
                     logging.exception("Exception in callback for event watch on run %s.", event.run_id)
 
 
-class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
+class BatchingSqliteEventLogStorage(PlannedChecksOnce, SqliteEventLogStorage):
     """Dagster's default event log of a persistent instance (one SQLite file per run, asset events
     mirrored in an index file), writing batches at once: one transaction in the run's file, one in
     the index. Configured as Dagster's own, by `base_dir`."""

@@ -31,7 +31,7 @@ from qraft_dagster.assets.metadata import (
     findings_table,
     rows_by_window,
     run_summary,
-    window,
+    run_windows,
 )
 from qraft_dagster.checks import (
     DETECTOR_CHECKS,
@@ -63,10 +63,11 @@ def _signal_assets(pipeline: dict[str, Any]) -> tuple[AssetsDefinition, AssetsDe
     def features(context: AssetExecutionContext, qraft: QraftResource) -> MaterializeResult:
         """Bars per stream (OHLCV, VWAP, imbalance, volatility, z-scores, news keywords) from preprocessing.yaml."""
         rt = qraft.runtime
-        start, end = window(context)
         interval = rt.config.partitions.interval
+        windows = run_windows(context, interval)
+        start, end = windows.start, windows.end
         result = materialize_features(rt.store, load_preprocessing(rt.config_path), start, end, interval)
-        add_window_counts(context, {"bars": counts_by_window(rt.store, "features", start, end, interval)})
+        add_window_counts(context, windows, {"bars": counts_by_window(rt.store, "features", start, end, interval)})
         return MaterializeResult(metadata=run_summary(result, start, end))
 
     # Detector state flows forward in event time (window N restores N-1's snapshot), but this is not
@@ -87,8 +88,9 @@ def _signal_assets(pipeline: dict[str, Any]) -> tuple[AssetsDefinition, AssetsDe
         good snapshot first; the run is then tagged so its pattern events carry `restart`.
         """
         rt = qraft.runtime
-        start, end = window(context)
         partitions = rt.config.partitions
+        windows = run_windows(context, partitions.interval)
+        start, end = windows.start, windows.end
         detectors_config = load_detectors(rt.config_path)
         first = partition_start(partitions)
 
@@ -103,8 +105,8 @@ def _signal_assets(pipeline: dict[str, Any]) -> tuple[AssetsDefinition, AssetsDe
             since = rebuild_detector_state(rt.store, rt.config_path, rt.config, start, first)
             context.instance.add_run_tags(context.run.run_id, {RESTART_TAG: f"rebuilt from {iso(since)}"})
             result = {**run(), "rebuilt_from": iso(since)}
-        add_window_counts(context, {"signals": counts_by_window(rt.store, "detections", start, end,
-                                                                partitions.interval)})
+        add_window_counts(context, windows, {"signals": counts_by_window(rt.store, "detections", start, end,
+                                                                         partitions.interval)})
         return MaterializeResult(metadata=run_summary(result, start, end),
                                  check_results=detector_check_results(result))
 
@@ -116,40 +118,43 @@ def _finding_assets(pipeline: dict[str, Any], detections: AssetsDefinition) -> l
     def pattern_events(context: AssetExecutionContext, qraft: QraftResource) -> MaterializeResult:
         """Findings merged across engines (cross-validated), with metric changes measured on clean data."""
         rt = qraft.runtime
-        start, end = window(context)
+        interval = rt.config.partitions.interval
+        windows = run_windows(context, interval)
+        start, end = windows.start, windows.end
         run = context.instance.get_run_by_id(context.run.run_id)
         restart = run is not None and RESTART_TAG in run.tags
-        interval = rt.config.partitions.interval
-        result = materialize_patterns(rt.store, load_detectors(rt.config_path), start, end, interval, restart=restart)
+        result = materialize_patterns(rt.store, load_detectors(rt.config_path), start, end, interval, restart=restart,
+                                      preprocessing=load_preprocessing(rt.config_path))
         result.pop("top")  # each partition lists its own findings below
         findings = rows_by_window(rt.store, "pattern_events", start, end, interval, FINDING_FIELDS)
         by_key = {}
-        for key in context.partition_keys:
+        for key in windows.keys:
             mine = findings.filter(pl.col("window") == key)
             by_key[key] = {
                 "findings": mine.height,
                 "cross_validated": int(mine["cross_validated"].sum()) if mine.height else 0,
                 "findings_table": findings_table(mine, rt.config.api),
             }
-        add_partition_metadata(context, by_key)
+        add_partition_metadata(context, windows, by_key)
         return MaterializeResult(metadata=run_summary(result, start, end))
 
     @asset(deps=[pattern_events], kinds={"clickhouse"}, check_specs=FRESHNESS_CHECKS, **pipeline)
     def explanation_cards(context: AssetExecutionContext, qraft: QraftResource) -> MaterializeResult:
         """Rule-based cards (English and Chinese) for every finding, with context and a replay command."""
         rt = qraft.runtime
-        start, end = window(context)
         interval = rt.config.partitions.interval
+        windows = run_windows(context, interval)
+        start, end = windows.start, windows.end
         result = materialize_cards(rt.store, rt.config, load_cards_config(rt.config_path), start, end)
         result.pop("markdown")  # a preview of the range; each partition shows all its own cards below
         cards = rows_by_window(rt.store, "pattern_cards", start, end, interval, ["pattern_id", "markdown"], [
             Filter("lang", "=", rt.config.explain.language), Filter("mode", "=", "human")])
         by_key = {}
-        for key in context.partition_keys:
+        for key in windows.keys:
             mine = cards.filter(pl.col("window") == key).sort("pattern_id")
             text = "\n\n---\n\n".join(mine["markdown"].to_list()) if mine.height else NO_FINDINGS
             by_key[key] = {"cards": mine.height, "cards_markdown": MetadataValue.md(text)}
-        add_partition_metadata(context, by_key)
+        add_partition_metadata(context, windows, by_key)
         done = context.instance.get_materialized_partitions(LAST_ASSET)
         newest_end = max([end, *(window_of(k) + interval for k in done)])
         with rt.store.session():

@@ -22,7 +22,12 @@ from qraft_core.clean import clean_windows
 from qraft_core.config import QraftConfig, SourcesFile
 from qraft_core.events import iso
 from qraft_core.store.base import EventStore, Filter
-from qraft_dagster.assets.metadata import add_window_counts, counts_by_window, run_summary, window
+from qraft_dagster.assets.metadata import (
+    add_window_counts,
+    counts_by_window,
+    run_summary,
+    run_windows,
+)
 from qraft_dagster.checks import CLEAN_CHECKS, clean_check_results
 from qraft_dagster.resources import QraftResource
 
@@ -85,13 +90,14 @@ def build_clean_events(partitions_def: PartitionsDefinition) -> AssetsDefinition
     def clean_events(context: AssetExecutionContext, qraft: QraftResource) -> MaterializeResult:
         """Validated, repaired events per window; rejects go to dead_letters with a reason."""
         rt = qraft.runtime
-        start, end = window(context)
         interval = rt.config.partitions.interval
+        windows = run_windows(context, interval)
+        start, end = windows.start, windows.end
         result = clean_windows(rt.store, start, end, interval, rt.config.clean)
         counts = {table: counts_by_window(rt.store, table, start, end, interval)
                   for table in ("raw_events", "clean_events", "dead_letters")}
-        add_window_counts(context, counts)
+        add_window_counts(context, windows, counts)
         return MaterializeResult(metadata=run_summary(result.as_metadata(), start, end),
-                                 check_results=clean_check_results(counts, context.partition_keys))
+                                 check_results=clean_check_results(counts, windows.keys))
 
     return clean_events

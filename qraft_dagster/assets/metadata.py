@@ -8,6 +8,7 @@ one `run_summary` entry, labelled as such.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,15 +18,34 @@ from dagster import AssetExecutionContext, MetadataValue, TableColumn, TableReco
 from qraft_core.config import ApiConfig
 from qraft_core.store.base import EventStore, Filter
 from qraft_core.store.schema import spec
-from qraft_dagster.partitions import PARTITION_FORMAT
+from qraft_dagster.partitions import PARTITION_FORMAT, partition_key
 
 FINDING_COLUMNS = ("pattern_id", "type", "time", "streams", "confidence", "cross_validated", "explorer")
 
 
-def window(context: AssetExecutionContext) -> tuple[datetime, datetime]:
-    """[start, end) of the partition or partition range this run materializes."""
+@dataclass(frozen=True)
+class RunWindows:
+    """The windows a run materializes: [start, end) and the partition key of each window, in order."""
+
+    start: datetime
+    end: datetime
+    keys: list[str]
+
+
+def run_windows(context: AssetExecutionContext, interval: timedelta) -> RunWindows:
+    """The partition or partition range this run materializes.
+
+    The keys are the window starts from `start` in steps of `interval` (every schedule of `cron_for`
+    has windows of one length in UTC): `context.partition_keys` walks the cron schedule again on every
+    call, a few milliseconds a window, paid per asset and run.
+    """
     start, end = context.partition_time_window
-    return start, end
+    return windows_between(start, end, interval)
+
+
+def windows_between(start: datetime, end: datetime, interval: timedelta) -> RunWindows:
+    count = int((end - start) / interval)
+    return RunWindows(start, end, [partition_key(start + interval * n) for n in range(count)])
 
 
 def as_metadata(result: dict[str, Any], markdown: dict[str, str] | None = None) -> dict[str, Any]:
@@ -73,21 +93,25 @@ def counts_by_window(
     return dict(rows_by_window(store, table, start, end, interval, []).group_by("window").len().iter_rows())
 
 
-def add_window_counts(context: AssetExecutionContext, counts: dict[str, dict[str, int]]) -> None:
+def add_window_counts(
+    context: AssetExecutionContext, windows: RunWindows, counts: dict[str, dict[str, int]]
+) -> None:
     """Per partition of the run: `{name: count in that window}` (0 where the window had none)."""
-    add_partition_metadata(context, {key: {name: by_window.get(key, 0) for name, by_window in counts.items()}
-                                     for key in context.partition_keys})
+    add_partition_metadata(context, windows, {
+        key: {name: by_window.get(key, 0) for name, by_window in counts.items()} for key in windows.keys})
 
 
-def add_partition_metadata(context: AssetExecutionContext, by_key: dict[str, dict[str, Any]]) -> None:
-    """Metadata of each partition of the run, keyed by partition.
+def add_partition_metadata(
+    context: AssetExecutionContext, windows: RunWindows, by_key: dict[str, dict[str, Any]]
+) -> None:
+    """Metadata of each partition of the run (`windows`), keyed by partition.
 
     `context.add_asset_metadata(..., partition_key=key)` lists every partition of the run's range
     again to check the one key (a walk of the cron schedule, ~30 ms for 60 one-minute windows):
     per window and asset that was most of a dense replay's orchestration time. The keys are checked
     here against the run's partitions once, and the metadata goes where that call puts it.
     """
-    outside = sorted(set(by_key) - set(context.partition_keys))
+    outside = sorted(set(by_key) - set(windows.keys))
     if outside:
         raise ValueError(f"metadata for partitions this run does not target: {', '.join(outside)}")
     step = context.get_step_execution_context()

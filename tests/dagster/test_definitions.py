@@ -121,3 +121,23 @@ def test_changed_overrides_in_the_process_get_their_own_runtime(config_dir, tmp_
     monkeypatch.setenv("QRAFT_DATA_DIR", str(tmp_path / "elsewhere"))
     assert resource.runtime is not first
     assert resource.runtime.data_dir == tmp_path / "elsewhere"
+
+
+@pytest.mark.parametrize("minutes", [1, 15, 120, 1440])
+def test_the_windows_of_a_run_are_the_partition_keys_of_its_range(minutes):
+    """The keys the assets put metadata under are Dagster's keys of the run's range, for every window length
+    `partitions.interval_minutes` accepts (a range across a month end and a year end)."""
+    from dagster import PartitionKeyRange
+
+    from qraft_core.config import PartitionsConfig
+    from qraft_dagster.assets.metadata import windows_between
+    from qraft_dagster.partitions import build_partitions, window_of
+
+    config = PartitionsConfig(interval_minutes=minutes, start="2025-12-30T00:00:00Z", end="2026-01-03T00:00:00Z")
+    partitions = build_partitions(config)
+    keys = partitions.get_partition_keys()
+    first, last = keys[1], keys[-2]
+    expected = partitions.get_partition_keys_in_range(PartitionKeyRange(first, last))
+    windows = windows_between(window_of(first), window_of(last) + config.interval, config.interval)
+    assert windows.keys == expected
+    assert len(expected) == {1: 5758, 15: 382, 120: 46, 1440: 2}[minutes]

@@ -61,6 +61,11 @@ def _ranges(instance: DagsterInstance) -> list[str]:
     return runs
 
 
+def _planned_windows(planned) -> list[str]:
+    """The windows a planned materialization event names: its partition, or its run's range."""
+    return [planned.partition] if planned.partition else sorted(planned.partitions_subset.get_partition_keys())
+
+
 def _stored(instance: DagsterInstance, runs: list[str]) -> dict:
     """Everything the UI reads about the assets, with run ids replaced by their order and storage ids by
     their order among the records read."""
@@ -74,7 +79,7 @@ def _stored(instance: DagsterInstance, runs: list[str]) -> dict:
                                         {k: v.value for k, v in r.asset_materialization.metadata.items()})
                                        for r in records),
             "partitions": sorted(instance.get_materialized_partitions(key)),
-            "planned": sorted((order[e.run_id], e.dagster_event.event_specific_data.partition)
+            "planned": sorted((order[e.run_id], _planned_windows(e.dagster_event.event_specific_data))
                               for run_id in runs for e in instance.all_logs(
                                   run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
                               if e.dagster_event.asset_key == key),
@@ -87,7 +92,8 @@ def _stored(instance: DagsterInstance, runs: list[str]) -> dict:
                                 order[entry.last_run_id] if entry.last_run_id else None)
     checks = instance.event_log_storage.get_asset_check_execution_history(
         next(iter(JOB.asset_layer.asset_graph.asset_check_keys)), limit=100)
-    view["checks"] = sorted((order[c.run_id], c.status.value) for c in checks)
+    view["checks"] = sorted((order[c.run_id], c.partition or "", c.status.value,
+                             c.event.dagster_event_type if c.event else None) for c in checks)
     view["run_events"] = [[event.dagster_event_type for event in instance.all_logs(run_id)
                            if event.dagster_event_type] for run_id in runs]
     return view
@@ -119,12 +125,24 @@ def test_batches_store_what_event_by_event_stores(batches, storage, tmp_path, mo
     assert os.environ[BATCH_SIZE_VARIABLE]  # Dagster forms batches only then
     stored = _stored(batching, _ranges(batching))
     monkeypatch.delenv(BATCH_SIZE_VARIABLE)
+    if storage == "memory":  # the throw-away instance plans a run's range as one event per asset
+        monkeypatch.setenv("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
     expected = _stored(dagster_own, _ranges(dagster_own))
 
     assert stored == expected
+    planned_per_run = {"memory": [[["2026-01-05-00:00", "2026-01-05-00:01", "2026-01-05-00:02", "2026-01-05-00:03"]],
+                                  [["2026-01-05-00:02", "2026-01-05-00:03", "2026-01-05-00:04", "2026-01-05-00:05",
+                                    "2026-01-05-00:06"]]],
+                       "sqlite": [[[f"2026-01-05-00:0{m}"] for m in range(4)],
+                                  [[f"2026-01-05-00:0{m}"] for m in range(2, 7)]]}[storage]
+    assert [[windows for run, windows in stored["downstream"]["planned"] if run == n] for n in (0, 1)] \
+        == planned_per_run
     assert stored["upstream"]["partitions"] == [f"2026-01-05-00:0{m}" for m in range(7)]
     assert [m[1:] for m in stored["upstream"]["materializations"][:2]] == [
         ("2026-01-05-00:00", {"minute": 0, "windows": 4}), ("2026-01-05-00:01", {"minute": 1, "windows": 4})]
     assert stored["upstream"]["latest"] == (1, "2026-01-05-00:06", True, 1)
-    # One result per run, not per window: Dagster stores it apart from the windows it planned.
-    assert stored["checks"] == [*[(0, "PLANNED")] * 4, (0, "SUCCEEDED"), *[(1, "PLANNED")] * 5, (1, "SUCCEEDED")]
+    # A row per window planned, one result per run (not per window), stored apart from the planned rows.
+    planned, evaluated = DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED, DagsterEventType.ASSET_CHECK_EVALUATION
+    assert stored["checks"] == [
+        (0, "", "SUCCEEDED", evaluated), *[(0, f"2026-01-05-00:0{m}", "PLANNED", planned) for m in range(4)],
+        (1, "", "SUCCEEDED", evaluated), *[(1, f"2026-01-05-00:0{m}", "PLANNED", planned) for m in range(2, 7)]]
