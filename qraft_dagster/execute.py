@@ -38,7 +38,6 @@ from qraft_dagster.sensors.windows import PIPELINE_JOB, window_tags
 
 SENSOR_NAME = "qraft_window_sensor"
 # The code location `qraft up` serves (`dagster dev -w workspace.yaml`, from the project folder).
-WORKSPACE = Path("workspace.yaml")
 # What Dagster names the repository of a code location defined by one `Definitions` object.
 SINGLE_REPOSITORY = "__repository__"
 # Step-level chatter goes to the run's event log (the UI), not the terminal.
@@ -117,8 +116,16 @@ def sensor_origins(workspace_file: Path) -> list[RemoteInstigatorOrigin]:
     ]
 
 
-def stored_cursor(instance: DagsterInstance, workspace_file: Path = WORKSPACE) -> str | None:
+def daemon_workspace(instance: DagsterInstance) -> Path:
+    """The workspace file the daemon of `instance` reads: the current folder's, else the one `qraft up`
+    writes into the Dagster home when it is run from another folder."""
+    here = Path("workspace.yaml")
+    return here if here.is_file() else Path(instance.root_directory) / "workspace.yaml"
+
+
+def stored_cursor(instance: DagsterInstance, workspace_file: Path | None = None) -> str | None:
     """The window sensor's cursor as the daemon stored it (None: it never ticked)."""
+    workspace_file = workspace_file or daemon_workspace(instance)
     for origin in sensor_origins(workspace_file) if workspace_file.is_file() else []:
         state = instance.get_instigator_state(origin.get_id(), origin.get_selector().get_id())
         if state is not None and isinstance(state.instigator_data, SensorInstigatorData):
@@ -126,9 +133,10 @@ def stored_cursor(instance: DagsterInstance, workspace_file: Path = WORKSPACE) -
     return None
 
 
-def store_cursor(instance: DagsterInstance, cursor: str | None, workspace_file: Path = WORKSPACE) -> int:
+def store_cursor(instance: DagsterInstance, cursor: str | None, workspace_file: Path | None = None) -> int:
     """Store `cursor` as the daemon's window sensor cursor; returns the code locations updated (0 without
     the workspace file: there is no daemon to share with)."""
+    workspace_file = workspace_file or daemon_workspace(instance)
     origins = sensor_origins(workspace_file) if workspace_file.is_file() else []
     for origin in origins:
         state = instance.get_instigator_state(origin.get_id(), origin.get_selector().get_id())
@@ -149,7 +157,7 @@ def catch_up(
     defs: Definitions,
     instance: DagsterInstance,
     on_run: Callable[[RunRequest, ExecuteInProcessResult], None] | None = None,
-    workspace_file: Path = WORKSPACE,
+    workspace_file: Path | None = None,
 ) -> str | None:
     """`drain_sensor` from the daemon's cursor, then store where it ended for the daemon."""
     cursor = drain_sensor(defs, instance, stored_cursor(instance, workspace_file), on_run)
