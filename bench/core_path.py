@@ -35,7 +35,7 @@ def core_calls(rt: Runtime, start: datetime, end: datetime, cards: bool = True) 
                                partition_start(partitions), None)
         materialize_patterns(store, detectors, cursor, chunk_end, partitions.interval, preprocessing=preprocessing)
         if cards_config is not None:
-            materialize_cards(store, rt.config, cards_config, cursor, chunk_end)
+            materialize_cards(store, rt.config, cards_config, cursor, chunk_end, preprocessing=preprocessing)
         cursor = chunk_end
 
 

@@ -15,6 +15,7 @@ from qraft_core.explain.cards import Card, Mode, render_card
 from qraft_core.explain.context import load_context, load_contexts
 from qraft_core.explain.llm import LlmClient, labelled, llm_client, with_llm
 from qraft_core.explain.templates import LANGS, CardsConfig
+from qraft_core.operators.pipeline import PreprocessingConfig
 from qraft_core.store.base import EventStore, Filter
 
 PREVIEW_CARDS = 3
@@ -50,13 +51,15 @@ def materialize_cards(
     start: datetime,
     end: datetime,
     llm: LlmClient | None = None,
+    preprocessing: PreprocessingConfig | None = None,
 ) -> dict[str, object]:
     """Write the cards of every pattern with window_start in [start, end) to `pattern_cards`.
 
     Rule-based cards are written in every language, replacing the window's
     previous ones. With `llm.enabled` (or an explicit `llm` client), LLM cards
     in the configured language are written too; patterns the LLM could not
-    explain keep only their rule-based cards.
+    explain keep only their rule-based cards. `preprocessing` tells the stream of each context row
+    (default: the configuration folder's `preprocessing.yaml`).
     """
     cards = cards.with_actions(config.explain.actions)
     minutes = config.explain.context_minutes
@@ -66,7 +69,7 @@ def materialize_cards(
         )
         patterns = [PatternEvent.model_validate_json(body) for body in frame["body"]]
         notes = _by_pattern(list_annotations(store, [p.pattern_id for p in patterns]))
-        contexts = load_contexts(store, patterns, minutes)
+        contexts = load_contexts(store, patterns, minutes, preprocessing)
     human = [
         (pattern, render_card(pattern, context, notes.get(pattern.pattern_id, []), lang, cards))
         for pattern, context in zip(patterns, contexts, strict=True)

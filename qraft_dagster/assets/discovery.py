@@ -145,7 +145,8 @@ def _finding_assets(pipeline: dict[str, Any], detections: AssetsDefinition) -> l
         interval = rt.config.partitions.interval
         windows = run_windows(context, interval)
         start, end = windows.start, windows.end
-        result = materialize_cards(rt.store, rt.config, load_cards_config(rt.config_path), start, end)
+        result = materialize_cards(rt.store, rt.config, load_cards_config(rt.config_path), start, end,
+                                   preprocessing=load_preprocessing(rt.config_path))
         result.pop("markdown")  # a preview of the range; each partition shows all its own cards below
         cards = rows_by_window(rt.store, "pattern_cards", start, end, interval, ["pattern_id", "markdown"], [
             Filter("lang", "=", rt.config.explain.language), Filter("mode", "=", "human")])
