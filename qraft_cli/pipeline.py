@@ -74,21 +74,17 @@ def _demo_text(rt: Runtime, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# The code location `qraft up` serves: the same as the project's workspace.yaml.
-CODE_LOCATION = {"load_from": [{"python_module": {"module_name": "qraft_dagster.definitions", "attribute": "defs"}}]}
-
-
 def dagster_workspace(dagster_home: Path) -> Path:
-    """`workspace.yaml` of the current folder (the project's, or one of the user's own); from any other
-    folder (`qraft up` on the configuration `qraft analyze` wrote next to the data), the same code
-    location written into the Dagster home, so `dagster dev` starts wherever `up` is run from."""
-    here = Path("workspace.yaml")
-    if here.is_file():
-        return here
-    written = dagster_home / "workspace.yaml"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    written.write_text(yaml.safe_dump(CODE_LOCATION, sort_keys=False))
-    return written
+    """The workspace file `qraft up` serves: the current folder's, else (`qraft up` on the configuration
+    `qraft analyze` wrote next to the data) the project's code location written into the Dagster
+    home, so `dagster dev` starts wherever `up` is run from."""
+    from qraft_dagster.execute import CODE_LOCATION, workspace_file
+
+    found = workspace_file(dagster_home)
+    if not found.is_file():
+        dagster_home.mkdir(parents=True, exist_ok=True)
+        found.write_text(yaml.safe_dump(CODE_LOCATION, sort_keys=False))
+    return found
 
 
 @main.command("up")

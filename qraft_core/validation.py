@@ -20,14 +20,12 @@ def validate_all(directory: Path | str | None = None) -> list[str]:
     """Check every configuration file; returns the files checked, raises ConfigError on the first bad one."""
     base = config_dir(directory)
     qraft = load_qraft_config(base)
-    checked = [str(base / "qraft.yaml")]
-    for name, load in (("sources.yaml", load_sources), ("preprocessing.yaml", load_preprocessing),
-                       ("detectors.yaml", load_detectors), ("cards.yaml", load_cards_config)):
-        loaded = load(base)
-        if isinstance(loaded, PreprocessingConfig):
-            check_bars_fit_windows(loaded, qraft.partitions, base / name)
-        checked.append(str(base / name))
-    return checked
+    load_sources(base)
+    check_bars_fit_windows(load_preprocessing(base), qraft.partitions, base / "preprocessing.yaml")
+    load_detectors(base)
+    load_cards_config(base)
+    return [str(base / name) for name in ("qraft.yaml", "sources.yaml", "preprocessing.yaml", "detectors.yaml",
+                                          "cards.yaml")]
 
 
 def check_bars_fit_windows(preprocessing: PreprocessingConfig, partitions: PartitionsConfig, path: Path) -> None:

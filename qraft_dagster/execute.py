@@ -116,11 +116,20 @@ def sensor_origins(workspace_file: Path) -> list[RemoteInstigatorOrigin]:
     ]
 
 
-def daemon_workspace(instance: DagsterInstance) -> Path:
-    """The workspace file the daemon of `instance` reads: the current folder's, else the one `qraft up`
-    writes into the Dagster home when it is run from another folder."""
+# The code location `qraft up` serves: the same as the project's workspace.yaml.
+CODE_LOCATION = {"load_from": [{"python_module": {"module_name": "qraft_dagster.definitions", "attribute": "defs"}}]}
+
+
+def workspace_file(dagster_home: Path) -> Path:
+    """The workspace file `dagster dev` and its daemon read: the current folder's (the project's, or a
+    user's own), else the one `qraft up` writes into the Dagster home when run from another folder."""
     here = Path("workspace.yaml")
-    return here if here.is_file() else Path(instance.root_directory) / "workspace.yaml"
+    return here if here.is_file() else dagster_home / "workspace.yaml"
+
+
+def daemon_workspace(instance: DagsterInstance) -> Path:
+    """`workspace_file` of the Dagster home of `instance`."""
+    return workspace_file(Path(instance.root_directory))
 
 
 def stored_cursor(instance: DagsterInstance, workspace_file: Path | None = None) -> str | None:

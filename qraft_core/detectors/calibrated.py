@@ -352,7 +352,8 @@ class CalibratedDetector(StreamDetector):
         # A change dated inside the warm-up is the baseline settling (a level still converging,
         # a daily cycle it has not followed yet), not a change from a reference it had: the
         # detector re-anchors on it all the same, but does not report it.
-        if found is not None and found.finding_time.timestamp() < self.state.get("warm_s", -math.inf):
+        warm_s = self.state.get("warm_s")  # (absent from a state saved before it was kept)
+        if found is not None and warm_s is not None and found.finding_time.timestamp() < warm_s:
             return None
         return found
 

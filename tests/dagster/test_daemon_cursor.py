@@ -2,8 +2,13 @@
 
 import json
 
-from qraft_cli.pipeline import CODE_LOCATION
-from qraft_dagster.execute import daemon_workspace, open_instance, store_cursor, stored_cursor
+from qraft_dagster.execute import (
+    CODE_LOCATION,
+    daemon_workspace,
+    open_instance,
+    store_cursor,
+    stored_cursor,
+)
 
 
 def test_the_cursor_is_shared_through_the_dagster_homes_workspace_from_another_folder(tmp_path, monkeypatch):

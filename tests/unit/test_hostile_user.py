@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from qraft_cli import main
-from qraft_cli.pipeline import CODE_LOCATION, dagster_workspace
+from qraft_cli.pipeline import dagster_workspace
 from qraft_core.adapters.file import FileAdapter
 from qraft_core.adapters.live import StateNotSaved
 from qraft_core.adapters.registry import build_adapter
@@ -29,6 +29,7 @@ from qraft_core.bus.fake import MemoryBus
 from qraft_core.config import ConfigError, SourceConfig, load_sources
 from qraft_core.redact import redact
 from qraft_core.validation import validate_all
+from qraft_dagster.execute import CODE_LOCATION
 
 REPO = Path(__file__).resolve().parents[2]
 ROWS = "".join(f"2015-01-01T00:{m:02d}:00Z,{m % 5 - 2}\n" for m in range(20))
