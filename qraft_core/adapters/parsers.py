@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -251,14 +252,15 @@ def flattened(record: Mapping[str, Any]) -> dict[str, Any]:
     {'t': 1, 'tags': [{'a': 1}], 'cpu.load': 9, 'e': {}, 'cpu.core.0': 2}
     """
     flat: dict[str, Any] = {}
-    nested: list[tuple[str, Mapping[str, Any]]] = []
+    # A queue (breadth first, as the dotted names are ordered): popping a list's head is linear in its length.
+    nested: deque[tuple[str, Mapping[str, Any]]] = deque()
     for key, value in record.items():
         if isinstance(value, Mapping) and value:
             nested.append((str(key), value))
         else:
             flat[key] = value
     while nested:  # a loop, not recursion: a record may be nested up to MAX_NESTING levels
-        prefix, value = nested.pop(0)
+        prefix, value = nested.popleft()
         for key, inner in value.items():
             name = f"{prefix}.{key}"
             if isinstance(inner, Mapping) and inner:
