@@ -31,6 +31,7 @@ from qraft_core.adapters.file import FORMATS, csv_delimiter, format_of, open_tex
 from qraft_core.adapters.parsers import (
     THOUSANDS_SEPARATORS,
     ParseError,
+    decimal_comma_number,
     flattened,
     grouped_number,
     parse_time,
@@ -103,6 +104,8 @@ class FileProfile:
     stretches: list[tuple[datetime, datetime]] = field(default_factory=list)
     # Numeric columns holding values beyond LARGEST_VALUE in size, left out of the bar statistics: {column: count}.
     oversize: dict[str, int] = field(default_factory=dict)
+    # Numeric columns written with a decimal comma ("1,5"), as files separated by ";" often are.
+    decimal_comma: list[str] = field(default_factory=list)
 
     @property
     def bar_seconds(self) -> int:
@@ -116,6 +119,7 @@ class FileProfile:
             "bar_seconds": self.bar_seconds, "numeric": self.numeric, "categorical": self.categorical,
             "ignored": self.ignored, "malformed": self.malformed, "thousands": self.thousands,
             "flatten": self.flatten, "oversize": self.oversize,
+            "decimal_comma": self.decimal_comma,
         }
 
 
@@ -446,6 +450,7 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
     interval, irregular, gaps = sampling(times)
     numeric, categorical, ignored = [], [], []
     thousands: dict[str, str] = {}
+    decimal_comma: list[str] = []
     for name in frame.columns:
         if name == column:
             continue
@@ -458,6 +463,9 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         elif separator is not None:
             numeric.append(name)
             thousands[name] = separator
+        elif values_of.dtype == pl.Utf8 and written_with_decimal_comma(values_of, table.delimiter):
+            numeric.append(name)
+            decimal_comma.append(name)
         elif values_of.n_unique() <= min(MAX_CATEGORIES, max(2, values_of.len() // 10)):
             categorical.append(name)
         else:
@@ -468,14 +476,15 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         raise AnalyzeError(
             f"{path}: no numeric or categorical column besides the time column {column!r}"
             + (f" ({'; '.join(examples)}: numbers must be plain like 1234.5, or grouped like 1,234.5 "
-               "or 1 234; a decimal comma is not read)" if examples else "")
+               "or 1 234, or with a decimal comma like 1234,5 in a file not separated by commas)"
+               if examples else "")
         )
-    oversize = {name: count for name in numeric if name not in thousands
+    oversize = {name: count for name in numeric if name not in thousands and name not in decimal_comma
                 and (count := int((_numbers(frame[name]).abs() > LARGEST_VALUE).sum()))}
     return FileProfile(path.resolve(), source_name(path, taken), table.format, frame.height, column, unit,
                        min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored,
                        table.delimiter, table.malformed, thousands, table.flatten, stretches(times, interval),
-                       oversize)
+                       oversize, decimal_comma)
 
 
 def thousands_separator(values: pl.Series, delimiter: str) -> str | None:
@@ -504,6 +513,25 @@ def thousands_separator(values: pl.Series, delimiter: str) -> str | None:
             continue
         return separator
     return None
+
+
+def written_with_decimal_comma(values: pl.Series, delimiter: str) -> bool:
+    """Whether a text column of a file not separated by commas holds numbers written with a decimal comma
+    ("-1,5", "1.234,5"): MIN_NUMBER_SHARE of them such numbers or plain whole ones, and at least one
+    comma that cannot be a thousands separator (not followed by exactly three digits: "1,500" alone
+    could be either, and is not read).
+
+    >>> written_with_decimal_comma(pl.Series(["-1,5", "2", "1.234,25"]), ";"), written_with_decimal_comma(pl.Series(["1,5"]), ",")
+    (True, False)
+    >>> written_with_decimal_comma(pl.Series(["1,500", "2,250"]), ";"), written_with_decimal_comma(pl.Series(["1.5", "2,5"]), ";")
+    (False, False)
+    """
+    if delimiter == ",":
+        return False
+    texts = [str(v).strip() for v in values.to_list()]
+    read = sum(decimal_comma_number(t) is not None for t in texts)
+    return read >= MIN_NUMBER_SHARE * len(texts) and any(
+        decimal_comma_number(t) is not None and len(t.rpartition(",")[2]) not in (0, 3) for t in texts if "," in t)
 
 
 def _not_a_number(column: pl.Series) -> Any:
@@ -661,7 +689,8 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
                      **({"time_format": p.time_unit} if p.time_unit.startswith("%") else {"time_unit": p.time_unit}),
                      "event_type": EVENT_TYPE, **({"delimiter": p.delimiter} if p.delimiter else {}),
                      **({"flatten": True} if p.flatten else {}),
-                     **({"thousands": p.thousands} if p.thousands else {})}}
+                     **({"thousands": p.thousands} if p.thousands else {}),
+                     **({"decimal_comma": p.decimal_comma} if p.decimal_comma else {})}}
         for p in plan.profiles
     ]}
     preprocessing = {"preprocessing": {

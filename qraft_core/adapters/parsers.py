@@ -27,6 +27,8 @@ TimeUnit = Literal["auto", "s", "ms", "us", "ns", "iso"]
 ThousandsSeparator = Literal[",", " ", "\u00a0", "\u202f", "'", "_"]
 THOUSANDS_SEPARATORS: tuple[str, ...] = get_args(ThousandsSeparator)
 _GROUPED = {sep: re.compile(rf"[+-]?[1-9]\d{{0,2}}(?:{re.escape(sep)}\d{{3}})+(?:\.\d+)?") for sep in THOUSANDS_SEPARATORS}
+# A number written with a decimal comma, its thousands (if any) grouped by "." or a blank: "-1,5", "1.234,5".
+_DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:([. \u00a0\u202f])\d{3})(?:\1\d{3})*|\d+)(?:,\d+)?")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -103,6 +105,22 @@ def grouped_number(text: str, separator: str) -> int | float | None:
     if not _GROUPED[separator].fullmatch(plain):
         return None
     digits = plain.replace(separator, "")
+    return float(digits) if "." in digits else int(digits)
+
+
+def decimal_comma_number(text: str) -> int | float | None:
+    """`text` as a number when it is written with a decimal comma (thousands grouped by "." or a blank),
+    else None.
+
+    >>> decimal_comma_number("-1,5"), decimal_comma_number("1.234,56"), decimal_comma_number(" 12 345 "), decimal_comma_number("7")
+    (-1.5, 1234.56, 12345, 7)
+    >>> decimal_comma_number("1.5"), decimal_comma_number("1,234.5"), decimal_comma_number("1.234 567,8")
+    (None, None, None)
+    """
+    plain = text.strip()
+    if not _DECIMAL_COMMA.fullmatch(plain):
+        return None
+    digits = re.sub(r"[. \u00a0\u202f]", "", plain).replace(",", ".")
     return float(digits) if "." in digits else int(digits)
 
 
@@ -240,6 +258,8 @@ class GenericOptions(BaseModel):
     required: list[str] = []
     # Fields (after renaming) whose numbers are written with a thousands separator: {field: separator}.
     thousands: dict[str, ThousandsSeparator] = {}
+    # Fields (after renaming) whose numbers are written with a decimal comma ("1,5", "1.234,5").
+    decimal_comma: list[str] = []
     # Nested objects become dotted fields ({"cpu": {"load": 1}} → "cpu.load"), before renaming, so their
     # values are bar statistics like any top-level field; lists are kept as they are.
     flatten: bool = False
@@ -284,6 +304,11 @@ def generic_parser(options: GenericOptions, source: str) -> RecordParser:
         for name, separator in options.thousands.items():
             value = payload.get(name)
             number = grouped_number(value, separator) if isinstance(value, str) else None
+            if number is not None:
+                payload[name] = number
+        for name in options.decimal_comma:
+            value = payload.get(name)
+            number = decimal_comma_number(value) if isinstance(value, str) else None
             if number is not None:
                 payload[name] = number
         missing = [f for f in options.required if payload.get(f) in (None, "")]

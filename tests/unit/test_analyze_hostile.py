@@ -205,3 +205,17 @@ def test_unreadable_files_are_left_out_with_a_one_line_reason(tmp_path: Path, na
     assert [p.source for p in profiles] == ["good"]
     [line] = rejected
     assert line.startswith(f"{tmp_path / name}: {reason}") and "\n" not in line
+
+
+def test_numbers_with_a_decimal_comma_are_numbers(tmp_path: Path) -> None:
+    # As Excel writes CSV in most of Europe: ";" between fields, "," before the decimals.
+    levels = ["-1,5", "2", "1.234,25", "0,125"]
+    (tmp_path / "eu.csv").write_text("timestamp;value;ambiguous\n" + "".join(
+        f"{T0 + STEP * i:%Y-%m-%dT%H:%M:%SZ};{levels[i % 4]};{['1,500', '2,250'][i % 2]}\n" for i in range(40)))
+    plan = infer_config([tmp_path / "eu.csv"], None, tmp_path / "config", tmp_path / "data")
+    [p] = plan.profiles
+    # "1,500" alone may be 1.5 or 1500: still neither reading is taken.
+    assert (p.numeric, p.decimal_comma, p.categorical) == (["value"], ["value"], ["ambiguous"])
+    payloads = landed_payloads(tmp_path / "config", tmp_path)
+    assert [x["value"] for x in payloads["eu"][:4]] == [-1.5, 2, 1234.25, 0.125]
+    assert [x["ambiguous"] for x in payloads["eu"][:2]] == ["1,500", "2,250"]
