@@ -1,6 +1,7 @@
 """File replay: CSV, TSV, JSONL or Parquet, published at a speed factor of event time.
 
 CSV and JSONL may be gzip-compressed (`.csv.gz`) and UTF-8 or, with its byte order mark, UTF-16.
+A JSON file holding one array of objects (as `json.dump` writes a list) is read like JSON lines.
 
 The number of records published from each file is kept in a state file, so a
 restarted replay resumes where it stopped instead of republishing.
@@ -13,6 +14,7 @@ import codecs
 import csv
 import gzip
 import io
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,10 @@ from qraft_core.events import MAX_DEAD_LETTER_RAW, MAX_RECORD_BYTES, StandardEve
 
 # Field separators a CSV file may use; `auto` takes the one the header line holds most of.
 CSV_DELIMITERS = (",", ";", "\t", "|")
+# A JSON array is read whole (its objects are not one a line); beyond this size it must be JSON lines.
+MAX_JSON_ARRAY_BYTES = 1 << 30
+# What changes the bracket depth of JSON text, or may (a quote opens or closes a string).
+_JSON_STRUCTURE = re.compile(r'[\[\]{},"\\]')
 
 
 class FileOptions(GenericOptions):
@@ -125,6 +131,9 @@ def read_records(
     """
     if fmt == "jsonl":
         try:
+            if _json_array(path):
+                yield from _array_records(path, skip)
+                return
             for index, line in enumerate(_lines(path)):
                 if index < skip:
                     continue
@@ -150,6 +159,77 @@ def read_records(
             )
         for row in frame.slice(skip).iter_rows(named=True):
             yield row, raw_json(row), ""
+
+
+def _json_array(path: Path) -> bool:
+    """Whether the JSON file holds an array (its first character that is not blank is a `[`)."""
+    with open_text(path) as text:
+        while chunk := text.read(4096):
+            stripped = chunk.lstrip()
+            if stripped:
+                return stripped[0] == "["
+    return False
+
+
+def _array_records(path: Path, skip: int) -> Iterator[tuple[dict[str, Any] | None, bytes, str]]:
+    """(record or None, raw bytes, error) for each element of the file's JSON array after the first `skip`,
+    each judged on its own as a JSON line is (size, nesting, an object)."""
+    with open_text(path) as handle:
+        text = handle.read(MAX_JSON_ARRAY_BYTES + 1)
+    if len(text) > MAX_JSON_ARRAY_BYTES:
+        raise ConfigError(f"{path}: holds a JSON array over {MAX_JSON_ARRAY_BYTES >> 20} MB, read whole: "
+                          "write it as JSON lines (one object a line, .jsonl)")
+    for index, element in enumerate(array_elements(text)):
+        if index < skip:
+            continue
+        raw = element.encode("utf-8", "surrogateescape")
+        if not element.strip():
+            yield None, raw, f"array element {index + 1} is empty"
+            continue
+        record, error = decode_json_record(raw)
+        yield record, raw, f"array element {index + 1} {error}" if error else ""
+
+
+def array_elements(text: str) -> Iterator[str]:
+    """The text of each element of a JSON array, split at its top-level commas without parsing (so an
+    element nested too deep or broken is one bad element, not a failed file). Text after the closing
+    bracket, or an array never closed, is one more element, which does not read as JSON.
+
+    >>> list(array_elements(' [ {"a": "],["}, [1, {"b": 2}] , 3 ] '))
+    [' {"a": "],["}', ' [1, {"b": 2}] ', ' 3 ']
+    >>> list(array_elements('[{"a": 1}, {"b": ')), list(array_elements("[]")), list(array_elements('[1] x'))
+    (['{"a": 1}', ' {"b": '], [], ['1', '] x'])
+    >>> list(array_elements(r'[{"a": "\\\\"}, {"b": "\\"]"}]'))
+    ['{"a": "\\\\\\\\"}', ' {"b": "\\\\"]"}']
+    """
+    opening = text.index("[")
+    start, depth, in_string, escaped_at = opening + 1, 1, False, -1
+    for match in _JSON_STRUCTURE.finditer(text, start):
+        char, at = match.group(), match.start()
+        if in_string:
+            if at == escaped_at:  # the character after a backslash
+                continue
+            if char == "\\":
+                escaped_at = at + 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+            if depth == 0:
+                if text[start:at].strip() or start > opening + 1:
+                    yield text[start:at]
+                if text[at + 1:].strip():
+                    yield text[at:]
+                return
+        elif char == "," and depth == 1:
+            yield text[start:at]
+            start = at + 1
+    if text[start:].strip():
+        yield text[start:]
 
 
 def _csv_records(

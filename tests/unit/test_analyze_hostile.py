@@ -219,3 +219,19 @@ def test_numbers_with_a_decimal_comma_are_numbers(tmp_path: Path) -> None:
     payloads = landed_payloads(tmp_path / "config", tmp_path)
     assert [x["value"] for x in payloads["eu"][:4]] == [-1.5, 2, 1234.25, 0.125]
     assert [x["ambiguous"] for x in payloads["eu"][:2]] == ["1,500", "2,250"]
+
+
+def test_a_json_file_holding_one_array_of_objects_is_read_like_json_lines(tmp_path: Path) -> None:
+    rows = [{"ts": f"{t:{ISO}}", "value": v} for t, v in readings()]
+    (tmp_path / "pretty.json").write_text(json.dumps(rows, indent=2))
+    # One element nested too deep, one string holding brackets and an escaped quote, the array never closed:
+    # each bad element is a dead letter, the others are read.
+    hostile = json.dumps(rows[:30] + [{"ts": f"{T0:{ISO}}", "value": 1, "note": 'a\\"],{['}] + rows[30:])
+    hostile = hostile.replace('"value": 0.071}', '"value": ' + "[" * 5000 + "]" * 5000 + "}", 1)
+    (tmp_path / "hostile.json").write_text(hostile[:-1] + ', {"ts": ')
+    plan = infer_config(sorted(tmp_path.glob("*.json")), None, tmp_path / "config", tmp_path / "data")
+    assert [(p.source, p.rows, p.malformed, p.numeric) for p in plan.profiles] == [
+        ("hostile", 60, 2, ["value"]), ("pretty", 60, 0, ["value"])]
+    payloads = landed_payloads(tmp_path / "config", tmp_path)
+    assert [p["value"] for p in payloads["pretty"]] == [v for _, v in readings()]
+    assert {p.get("note") for p in payloads["hostile"]} == {None, 'a\\"],{['}
