@@ -150,7 +150,8 @@ def read_table(path: Path) -> Table:
         raise AnalyzeError(f"{path}: cannot tell the format from the extension (expected "
                            f"{', '.join(FORMATS)}, or one of the text ones with .gz)")
     if not path.is_file():
-        raise AnalyzeError(f"{path}: no such file")
+        what = "is a folder" if path.is_dir() else "is not a regular file" if path.exists() else "no such file"
+        raise AnalyzeError(f"{path}: {what}")
     if path.stat().st_size == 0:
         raise AnalyzeError(f"{path}: is empty")
     if fmt == "parquet":

@@ -1,6 +1,6 @@
 """File replay: CSV, TSV, JSONL or Parquet, published at a speed factor of event time.
 
-CSV and JSONL may be gzip-compressed (`.csv.gz`) and UTF-8 or, with its byte order mark, UTF-16.
+CSV and JSONL may be gzip-compressed (`.csv.gz`) and UTF-8 or UTF-16 (with or without its byte order mark).
 A JSON file holding one array of objects (as `json.dump` writes a list) is read like JSON lines.
 
 The number of records published from each file is kept in a state file, so a
@@ -82,19 +82,26 @@ def _open_bytes(path: Path) -> IO[bytes]:
     return path.open("rb")
 
 
-def _utf16(path: Path) -> bool:
-    """Whether the file starts with a UTF-16 byte order mark (as Excel's "Unicode text" does)."""
+def _utf16(path: Path) -> str | None:
+    """The UTF-16 encoding of the file, or None: by its byte order mark (as Excel's "Unicode text" has),
+    else by a zero byte before or after its first character (text in UTF-16 without the mark;
+    UTF-8 text never holds a zero byte)."""
     try:
         with _open_bytes(path) as handle:
-            return handle.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+            head = handle.read(2)
     except (OSError, EOFError) as exc:
         raise ConfigError(f"{path}: cannot be read: {exc}") from None
+    if head in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        return "utf-16"
+    if len(head) == 2 and head.count(0) == 1:
+        return "utf-16-le" if head[1] == 0 else "utf-16-be"
+    return None
 
 
 def open_text(path: Path) -> IO[str]:
-    """The file as text for the CSV reader: gunzipped, UTF-16 by its byte order mark, else UTF-8 (a byte
+    """The file as text for the CSV reader: gunzipped, UTF-16 when it is (see `_utf16`), else UTF-8 (a byte
     order mark dropped; bytes that are not UTF-8 kept as surrogates, so only their row is rejected)."""
-    encoding = "utf-16" if _utf16(path) else "utf-8-sig"
+    encoding = _utf16(path) or "utf-8-sig"
     return io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors="surrogateescape", newline="")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -122,6 +123,11 @@ READABLE: dict[str, tuple[bytes, tuple[object, ...]]] = {
     # Excel's "Unicode text": UTF-16 with its byte order mark, tab-separated.
     "excel.csv": (("time\tvalue\n" + lines_of(readings(), lambda t, v: f"{t:%Y-%m-%d %H:%M:%S}\t{v}"))
                   .encode("utf-16"), ("time", "iso", T0, 300.0, ["value"], 60, 0)),
+    # UTF-16 without a byte order mark, little and big endian.
+    "no mark.csv": (("time,value\n" + lines_of(readings(), lambda t, v: f"{t:{ISO}},{v}")).encode("utf-16-le"),
+                    ("time", "iso", T0, 300.0, ["value"], 60, 0)),
+    "no mark.jsonl": (lines_of(readings(), lambda t, v: json.dumps({"ts": int(t.timestamp()), "v": v}))
+                      .encode("utf-16-be"), ("ts", "s", T0, 300.0, ["v"], 60, 0)),
     "utf16.jsonl": (lines_of(readings(), lambda t, v: json.dumps({"ts": int(t.timestamp() * 1000), "v": v}))
                     .encode("utf-16"), ("ts", "ms", T0, 300.0, ["v"], 60, 0)),
     # A row holding bytes that are not UTF-8, and one over the record size limit: each a dead letter.
@@ -235,3 +241,15 @@ def test_a_json_file_holding_one_array_of_objects_is_read_like_json_lines(tmp_pa
     payloads = landed_payloads(tmp_path / "config", tmp_path)
     assert [p["value"] for p in payloads["pretty"]] == [v for _, v in readings()]
     assert {p.get("note") for p in payloads["hostile"]} == {None, 'a\\"],{['}
+
+
+def test_a_folder_or_a_pipe_named_like_a_data_file_is_left_out_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "folder.csv").mkdir()
+    os.mkfifo(tmp_path / "pipe.csv")  # reading it would wait for a writer forever
+    good = tmp_path / "good.csv"
+    good.write_text("timestamp,value\n" + lines_of(readings(), lambda t, v: f"{t:{ISO}},{v}"))
+    profiles, rejected = profile_files([tmp_path / "folder.csv", tmp_path / "pipe.csv", tmp_path / "nothing.csv", good],
+                                       None)
+    assert [p.source for p in profiles] == ["good"]
+    assert rejected == [f"{tmp_path}/folder.csv: is a folder", f"{tmp_path}/pipe.csv: is not a regular file",
+                        f"{tmp_path}/nothing.csv: no such file"]
