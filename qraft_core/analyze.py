@@ -106,6 +106,8 @@ class FileProfile:
     oversize: dict[str, int] = field(default_factory=dict)
     # Numeric columns written with a decimal comma ("1,5"), as files separated by ";" often are.
     decimal_comma: list[str] = field(default_factory=list)
+    # The column holding the time of day when `time_field` holds only the date.
+    time_of_day_field: str = ""
 
     @property
     def bar_seconds(self) -> int:
@@ -119,7 +121,7 @@ class FileProfile:
             "bar_seconds": self.bar_seconds, "numeric": self.numeric, "categorical": self.categorical,
             "ignored": self.ignored, "malformed": self.malformed, "thousands": self.thousands,
             "flatten": self.flatten, "oversize": self.oversize,
-            "decimal_comma": self.decimal_comma,
+            "decimal_comma": self.decimal_comma, "time_of_day_field": self.time_of_day_field,
         }
 
 
@@ -436,7 +438,9 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         raise AnalyzeError(f"{path}: the first line ({table.delimiter.join(frame.columns)}) holds values, not column "
                            "names: add a header line naming the columns (e.g. timestamp,value)")
     column, unit = find_time_column(frame, path, time_field)
-    present = frame[column].drop_nulls()
+    time_of_day, unit = time_of_day_column(frame, column, unit)
+    stamps = frame[column] if not time_of_day else frame[column].cast(pl.Utf8) + " " + frame[time_of_day]
+    present = stamps.drop_nulls()
     values = present.to_list()
     parsed = _parsed(values, unit)
     times = [t for t in parsed if t is not None]
@@ -453,7 +457,7 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
     thousands: dict[str, str] = {}
     decimal_comma: list[str] = []
     for name in frame.columns:
-        if name == column:
+        if name in (column, time_of_day):
             continue
         values_of = frame[name].drop_nulls()
         separator = thousands_separator(values_of, table.delimiter) if values_of.dtype == pl.Utf8 else None
@@ -485,7 +489,40 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
     return FileProfile(path.resolve(), source_name(path, taken), table.format, frame.height, column, unit,
                        min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored,
                        table.delimiter, table.malformed, thousands, table.flatten, stretches(times, interval),
-                       oversize, decimal_comma)
+                       oversize, decimal_comma, time_of_day)
+
+
+# The time of day without a date: "9:05", "09:05:00", "09:05:00.250".
+TIME_OF_DAY = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?")
+
+
+def time_of_day_column(frame: pl.DataFrame, column: str, unit: str) -> tuple[str, str]:
+    """("", unit) when the time column tells the time; else (the column next to it holding the time of
+    day, the unit of "<date> <time of day>"): a file with `date` and `time` columns is sampled within
+    the day, not once a day.
+
+    >>> frame = pl.DataFrame({"day": ["31/12/2014", "01/01/2015"], "at": ["23:55", "00:05"], "v": ["1", "2"]})
+    >>> time_of_day_column(frame, "day", "%d/%m/%Y"), time_of_day_column(frame, "at", "iso")
+    (('at', '%d/%m/%Y %H:%M'), ('', 'iso'))
+    """
+    if not (unit == "iso" or unit.startswith("%")) or any(code in unit for code in ("%H", "%M")):
+        return "", unit
+    dates = frame[column].cast(pl.Utf8)
+    present = dates.drop_nulls().head(SAMPLE).to_list()
+    if any(t is not None and t.time() != datetime.min.time() for t in _parsed(present, unit)):
+        return "", unit
+    for name in frame.columns:
+        texts = frame[name].drop_nulls()
+        if name == column or texts.dtype != pl.Utf8 or texts.len() < MIN_TIME_SHARE * frame.height:
+            continue
+        sample = [str(t) for t in texts.head(SAMPLE).to_list()]
+        if sum(bool(TIME_OF_DAY.fullmatch(t)) for t in sample) < MIN_TIME_SHARE * len(sample):
+            continue
+        combined = (dates + " " + frame[name]).drop_nulls().head(SAMPLE)
+        for joined in ([unit] if unit == "iso" else [f"{unit} {t}" for t in ("%H:%M", "%H:%M:%S", "%H:%M:%S.%f")]):
+            if _mostly_times(combined.to_list(), joined):
+                return name, joined
+    return "", unit
 
 
 def thousands_separator(values: pl.Series, delimiter: str) -> str | None:
@@ -687,6 +724,7 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
         {"name": p.source, "type": "file", "endpoint": str(p.path), "parser": "generic",
          "description": f"{p.path.name}: {p.rows} rows, one every {p.interval_s:g}s (inferred by qraft analyze)",
          "options": {"format": p.format, "time_field": p.time_field,
+                     **({"time_of_day_field": p.time_of_day_field} if p.time_of_day_field else {}),
                      **({"time_format": p.time_unit} if p.time_unit.startswith("%") else {"time_unit": p.time_unit}),
                      "event_type": EVENT_TYPE, **({"delimiter": p.delimiter} if p.delimiter else {}),
                      **({"flatten": True} if p.flatten else {}),
@@ -732,7 +770,8 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
                   for name, count in p.oversize.items()]
         lines.append(
             f"  {p.path.name} → stream {p.source}: {p.rows} rows {p.first:%Y-%m-%d %H:%M} .. {p.last:%Y-%m-%d %H:%M}, "
-            f"time column {p.time_field!r} ({p.time_unit}), one every {_duration(p.interval_s)}"
+            f"time column {p.time_field!r}" + (f" + {p.time_of_day_field!r}" if p.time_of_day_field else "")
+            + f" ({p.time_unit}), one every {_duration(p.interval_s)}"
             + (f" ({', '.join(notes)})" if notes else "")
             + f"; bars of {_duration(p.bar_seconds)}; fields {', '.join(p.numeric + p.categorical)}"
             + (f"; kept in the payload only: {', '.join(p.ignored)}" if p.ignored else "")

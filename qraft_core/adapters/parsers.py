@@ -251,6 +251,9 @@ class GenericOptions(BaseModel):
     # Times written otherwise than ISO 8601 or epoch numbers, as `strptime` codes ("%d/%m/%Y %H:%M");
     # set, it replaces `time_unit`.
     time_format: str | None = None
+    # The time of day in a field of its own ("10:05:00"), the date in `time_field`: the event time is
+    # "<date> <time of day>", read as `time_unit` ("iso") or `time_format` says.
+    time_of_day_field: str | None = None
     event_type: str = "record"
     # Rename fields of the record before they become the payload: {from: to}.
     rename: dict[str, str] = {}
@@ -317,6 +320,10 @@ def generic_parser(options: GenericOptions, source: str) -> RecordParser:
         if options.time_field not in payload:
             raise ParseError(f"record has no time field {options.time_field!r}")
         value = payload[options.time_field]
+        if options.time_of_day_field:
+            if payload.get(options.time_of_day_field) in (None, ""):
+                raise ParseError(f"record has no time of day field {options.time_of_day_field!r}")
+            value = f"{value} {payload[options.time_of_day_field]}"
         timestamp = (parse_time_format(value, options.time_format) if options.time_format
                      else parse_time(value, options.time_unit))
         if options.id_field:

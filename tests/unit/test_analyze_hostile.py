@@ -123,6 +123,11 @@ READABLE: dict[str, tuple[bytes, tuple[object, ...]]] = {
     # Excel's "Unicode text": UTF-16 with its byte order mark, tab-separated.
     "excel.csv": (("time\tvalue\n" + lines_of(readings(), lambda t, v: f"{t:%Y-%m-%d %H:%M:%S}\t{v}"))
                   .encode("utf-16"), ("time", "iso", T0, 300.0, ["value"], 60, 0)),
+    # The date and the time of day in columns of their own: sampled every 5 minutes, not daily.
+    "date and time.csv": (("date,time,value\n" + lines_of(readings(400), lambda t, v: f"{t:%Y-%m-%d},{t:%H:%M:%S},{v}"))
+                          .encode(), ("date", "iso", T0, 300.0, ["value"], 400, 0)),
+    "datum und zeit.csv": (("Datum;Zeit;Wert\n" + lines_of(readings(400), lambda t, v: f"{t:%d.%m.%Y};{t:%H:%M};{v}"))
+                           .encode(), ("Datum", "%d.%m.%Y %H:%M", T0, 300.0, ["Wert"], 400, 0)),
     # UTF-16 without a byte order mark, little and big endian.
     "no mark.csv": (("time,value\n" + lines_of(readings(), lambda t, v: f"{t:{ISO}},{v}")).encode("utf-16-le"),
                     ("time", "iso", T0, 300.0, ["value"], 60, 0)),
