@@ -38,6 +38,18 @@ class QraftGroup(click.Group):
             sys.exit(2)
 
 
+def validate_config(directory: str) -> tuple[list[str], list[str]]:
+    """Check every configuration file (ConfigError on the first bad one), say on stderr what looks wrong
+    but can run (see `config_warnings`); returns the files checked and the warnings."""
+    from qraft_core.validation import config_warnings, validate_all
+
+    checked = validate_all(directory)
+    warnings = config_warnings(directory)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return checked, warnings
+
+
 # "[pid] 2026/11/30 23:03:45.231414 [ERR] message", as nats-server writes its log.
 _SERVER_ERROR = re.compile(r"^\[\d+\] (\d{4}/\d\d/\d\d \d\d:\d\d:\d\d)\.\d+ \[(?:ERR|FTL)\] (.+)$")
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from qraft_cli import emit, main
+from qraft_cli import emit, main, validate_config
 from qraft_core.events import export_json_schemas
-from qraft_core.validation import validate_all
 
 
 @main.group("config")
@@ -20,9 +19,11 @@ def config_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def config_validate(ctx: click.Context, as_json: bool) -> None:
-    """Check every configuration file; exit 2 with file, key and expectation on the first error."""
-    checked = validate_all(ctx.obj["config_dir"])
-    emit({"ok": True, "checked": checked}, as_json, "\n".join(f"ok  {path}" for path in checked))
+    """Check every configuration file; exit 2 with file, key and expectation on the first error.
+
+    Detectors naming streams or features that no pipeline makes are warned about on stderr."""
+    checked, warnings = validate_config(ctx.obj["config_dir"])
+    emit({"ok": True, "checked": checked, "warnings": warnings}, as_json, "\n".join(f"ok  {path}" for path in checked))
 
 
 @config_group.command("schemas")

@@ -13,7 +13,7 @@ import click
 import yaml
 from tqdm import tqdm
 
-from qraft_cli import emit, main, point_dagster_at, runtime, services
+from qraft_cli import emit, main, point_dagster_at, runtime, services, validate_config
 from qraft_cli.evaluate import report_table
 from qraft_core.runtime import Runtime, jvm_crash_env
 from qraft_core.services.demo import run_demo
@@ -96,11 +96,10 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
 
     Children that exit are restarted with backoff; Ctrl-C or SIGTERM stops them all.
     """
-    from qraft_core.validation import validate_all
     from qraft_dagster.execute import ensure_dagster_home
 
     # A bad file stops `up` here with the file and key named, not its children one restart after another.
-    validate_all(ctx.obj["config_dir"])
+    validate_config(ctx.obj["config_dir"])
     rt = runtime(ctx)
     point_dagster_at(rt.config_path)
     url = rt.nats_url(start=True)

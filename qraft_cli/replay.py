@@ -12,12 +12,11 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from qraft_cli import emit, main, services
+from qraft_cli import emit, main, services, validate_config
 from qraft_core.events import iso
 from qraft_core.explain.catalog import QueryError, parse_time
 from qraft_core.replays import ReplayConflict
 from qraft_core.services.replay import ReplayRequest, ReplayResult
-from qraft_core.validation import validate_all
 
 
 def _time_option(text: str, name: str) -> datetime:
@@ -84,7 +83,7 @@ def replay(ctx: click.Context, start_text: str | None, end_text: str | None, sou
                             actor=os.environ.get("USER", "cli"))
     # A file the runs would fail on (an unknown detector, bars that do not divide the windows) is
     # named here, not as a failed replay whose reason only Dagster's event log holds.
-    validate_all(ctx.obj["config_dir"])
+    validate_config(ctx.obj["config_dir"])
     found = services(ctx, runs_pipeline=wait or in_process, ephemeral=in_process)
     replays = found.replays
     replays.check(request)

@@ -227,6 +227,7 @@ def test_config_validate_command_on_a_good_directory(tmp_path, monkeypatch):
     assert json.loads(result.stdout) == {
         "ok": True,
         "checked": [str(directory / name) for name in ALL_FILES],
+        "warnings": [],
     }
 
 
