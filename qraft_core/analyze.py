@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import shutil
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from importlib.resources import files
@@ -27,7 +27,14 @@ from typing import Any
 import polars as pl
 import yaml
 
-from qraft_core.adapters.file import FORMATS, csv_delimiter, format_of, open_text, read_records
+from qraft_core.adapters.file import (
+    FORMATS,
+    Encoding,
+    csv_delimiter,
+    format_of,
+    open_text,
+    read_records,
+)
 from qraft_core.adapters.parsers import (
     THOUSANDS_SEPARATORS,
     ParseError,
@@ -108,6 +115,7 @@ class FileProfile:
     decimal_comma: list[str] = field(default_factory=list)
     # The column holding the time of day when `time_field` holds only the date.
     time_of_day_field: str = ""
+    encoding: str = "utf-8"
 
     @property
     def bar_seconds(self) -> int:
@@ -122,6 +130,7 @@ class FileProfile:
             "ignored": self.ignored, "malformed": self.malformed, "thousands": self.thousands,
             "flatten": self.flatten, "oversize": self.oversize,
             "decimal_comma": self.decimal_comma, "time_of_day_field": self.time_of_day_field,
+            "encoding": self.encoding,
         }
 
 
@@ -139,6 +148,10 @@ class Table:
     nested: list[str] = field(default_factory=list)
     # Some records hold nested objects, whose fields are columns named with dots ("cpu.load").
     flatten: bool = False
+    encoding: Encoding = "utf-8"
+    # Records rejected as not UTF-8, and good ones holding text beyond ASCII (UTF-8 that reads).
+    not_utf8: int = 0
+    beyond_ascii: int = 0
 
 
 def read_table(path: Path) -> Table:
@@ -163,30 +176,52 @@ def read_table(path: Path) -> Table:
             raise AnalyzeError(f"{path}: cannot be read as parquet: {exc}") from None
         table = Table(frame, fmt, "", 0)
     else:
-        table = _read_records(path, fmt)
+        table = _text_table(path, fmt)
     if table.frame.height == 0:
         bad = f" ({table.malformed} malformed, e.g. {table.first_malformed})" if table.malformed else ""
         raise AnalyzeError(f"{path}: has no rows{bad}")
     return table
 
 
-def _read_records(path: Path, fmt: str) -> Table:
+def _text_table(path: Path, fmt: str) -> Table:
+    """The file read as UTF-8 (or UTF-16), else as Windows-1252 when no text beyond ASCII in it is UTF-8
+    and the header or rows are not (as Excel's plain "CSV" is in Western Europe): each accented row
+    was a dead letter."""
+    try:
+        table = _read_records(path, fmt, "utf-8")
+    except AnalyzeError as exc:
+        if "not UTF-8" not in str(exc):
+            raise
+        try:
+            return replace(_read_records(path, fmt, "cp1252"), encoding="cp1252")
+        except AnalyzeError:
+            raise exc from None
+    # One such row is more likely damage than an encoding: it stays a dead letter.
+    if table.not_utf8 < 2 or table.beyond_ascii:
+        return table
+    windows = _read_records(path, fmt, "cp1252")
+    return replace(windows, encoding="cp1252") if windows.malformed < table.malformed else table
+
+
+def _read_records(path: Path, fmt: str, encoding: Encoding) -> Table:
     delimiter = ""
     if fmt == "csv":
         try:
-            with open_text(path) as handle:
+            with open_text(path, encoding) as handle:
                 delimiter = csv_delimiter(handle.readline())
         except (ConfigError, OSError, EOFError, UnicodeDecodeError) as exc:
             raise _unreadable(path, fmt, exc) from None
     columns: dict[str, list[str | None]] = {}
     nested: set[str] = set()
-    malformed, first_malformed, rows, flatten = 0, "", 0, False
+    malformed, first_malformed, rows, flatten, not_utf8, beyond_ascii = 0, "", 0, False, 0, 0
     try:
-        for record, _raw, error in read_records(path, fmt, [], delimiter=delimiter or ","):
+        for record, raw, error in read_records(path, fmt, [], delimiter=delimiter or ",", encoding=encoding):
             if record is None:
                 malformed += 1
+                not_utf8 += "not UTF-8" in error
                 first_malformed = first_malformed or error
                 continue
+            beyond_ascii += not raw.isascii()
             if any(isinstance(value, dict) and value for value in record.values()):
                 record, flatten = flattened(record), True
             for name in record:
@@ -201,7 +236,8 @@ def _read_records(path: Path, fmt: str) -> Table:
     except (ConfigError, OSError) as exc:
         raise _unreadable(path, fmt, exc) from None
     frame = pl.DataFrame({name: pl.Series(name, values, dtype=pl.Utf8) for name, values in columns.items()})
-    return Table(frame, fmt, delimiter, malformed, first_malformed, sorted(nested), flatten)
+    return Table(frame, fmt, delimiter, malformed, first_malformed, sorted(nested), flatten,
+                 not_utf8=not_utf8, beyond_ascii=beyond_ascii)
 
 
 def _unreadable(path: Path, fmt: str, exc: Exception) -> AnalyzeError:
@@ -489,7 +525,7 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
     return FileProfile(path.resolve(), source_name(path, taken), table.format, frame.height, column, unit,
                        min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored,
                        table.delimiter, table.malformed, thousands, table.flatten, stretches(times, interval),
-                       oversize, decimal_comma, time_of_day)
+                       oversize, decimal_comma, time_of_day, table.encoding)
 
 
 # The time of day without a date: "9:05", "09:05:00", "09:05:00.250".
@@ -725,6 +761,7 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
          "description": f"{p.path.name}: {p.rows} rows, one every {p.interval_s:g}s (inferred by qraft analyze)",
          "options": {"format": p.format, "time_field": p.time_field,
                      **({"time_of_day_field": p.time_of_day_field} if p.time_of_day_field else {}),
+                     **({"encoding": p.encoding} if p.encoding != "utf-8" else {}),
                      **({"time_format": p.time_unit} if p.time_unit.startswith("%") else {"time_unit": p.time_unit}),
                      "event_type": EVENT_TYPE, **({"delimiter": p.delimiter} if p.delimiter else {}),
                      **({"flatten": True} if p.flatten else {}),
@@ -766,7 +803,7 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
     for p in plan.profiles:
         notes = [n for n, on in (("irregular sampling", p.irregular), (f"{p.gaps} gap(s)", p.gaps > 0),
                                  (f"{p.malformed} malformed record(s) go to dead letters", p.malformed > 0)) if on]
-        notes += [f"{count} value(s) of {name} beyond {LARGEST_VALUE:g} in size left out of the bar statistics"
+        notes += [f"{count} value(s) of {name} infinite or beyond {LARGEST_VALUE:g} in size left out of the bar statistics"
                   for name, count in p.oversize.items()]
         lines.append(
             f"  {p.path.name} → stream {p.source}: {p.rows} rows {p.first:%Y-%m-%d %H:%M} .. {p.last:%Y-%m-%d %H:%M}, "

@@ -1,6 +1,7 @@
 """File replay: CSV, TSV, JSONL or Parquet, published at a speed factor of event time.
 
-CSV and JSONL may be gzip-compressed (`.csv.gz`) and UTF-8 or UTF-16 (with or without its byte order mark).
+CSV and JSONL may be gzip-compressed (`.csv.gz`) and UTF-8 or UTF-16 (with or without its byte order mark),
+or, when `encoding` says so, Windows-1252 (what Excel's plain "CSV" is in Western Europe).
 A JSON file holding one array of objects (as `json.dump` writes a list) is read like JSON lines.
 
 The number of records published from each file is kept in a state file, so a
@@ -38,8 +39,13 @@ MAX_JSON_ARRAY_BYTES = 1 << 30
 _JSON_STRUCTURE = re.compile(r'[\[\]{},"\\]')
 
 
+# "utf-8" reads UTF-16 too (see `_utf16`).
+Encoding = Literal["utf-8", "cp1252"]
+
+
 class FileOptions(GenericOptions):
     format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    encoding: Encoding = "utf-8"
     delimiter: Literal["auto", ",", ";", "\t", "|"] = ","
     # 0 publishes as fast as possible; 60 replays an hour of event time in a minute.
     speed: float = Field(default=0.0, ge=0)
@@ -98,17 +104,17 @@ def _utf16(path: Path) -> str | None:
     return None
 
 
-def open_text(path: Path) -> IO[str]:
+def open_text(path: Path, encoding: Encoding = "utf-8") -> IO[str]:
     """The file as text for the CSV reader: gunzipped, UTF-16 when it is (see `_utf16`), else UTF-8 (a byte
     order mark dropped; bytes that are not UTF-8 kept as surrogates, so only their row is rejected)."""
-    encoding = _utf16(path) or "utf-8-sig"
-    return io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors="surrogateescape", newline="")
+    text_encoding = "cp1252" if encoding == "cp1252" else _utf16(path) or "utf-8-sig"
+    return io.TextIOWrapper(_open_bytes(path), encoding=text_encoding, errors="surrogateescape", newline="")
 
 
-def _lines(path: Path) -> Iterator[bytes]:
-    """The file's lines as UTF-8 bytes (a UTF-16 file re-encoded; a broken one fails on its line)."""
-    if _utf16(path):
-        with open_text(path) as text:
+def _lines(path: Path, encoding: Encoding) -> Iterator[bytes]:
+    """The file's lines as UTF-8 bytes (a UTF-16 or Windows-1252 file re-encoded; a broken one fails on its line)."""
+    if encoding != "utf-8" or _utf16(path):
+        with open_text(path, encoding) as text:
             for line in text:
                 yield line.encode("utf-8", "surrogateescape")
         return
@@ -128,7 +134,7 @@ def csv_delimiter(header: str) -> str:
 
 
 def read_records(
-    path: Path, fmt: str, required: list[str], skip: int = 0, delimiter: str = ","
+    path: Path, fmt: str, required: list[str], skip: int = 0, delimiter: str = ",", encoding: Encoding = "utf-8"
 ) -> Iterator[tuple[dict[str, Any] | None, bytes, str]]:
     """(record or None, raw bytes, error) for every record after the first `skip`.
 
@@ -138,10 +144,10 @@ def read_records(
     """
     if fmt == "jsonl":
         try:
-            if _json_array(path):
-                yield from _array_records(path, skip)
+            if _json_array(path, encoding):
+                yield from _array_records(path, skip, encoding)
                 return
-            for index, line in enumerate(_lines(path)):
+            for index, line in enumerate(_lines(path, encoding)):
                 if index < skip:
                     continue
                 raw = line.rstrip(b"\r\n")
@@ -154,7 +160,7 @@ def read_records(
             raise ConfigError(f"{path}: cannot be read: {exc}") from None
     elif fmt == "csv":
         try:
-            yield from _csv_records(path, required, skip, delimiter)
+            yield from _csv_records(path, required, skip, delimiter, encoding)
         except (OSError, EOFError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot be read: {exc}") from None
     else:
@@ -168,9 +174,9 @@ def read_records(
             yield row, raw_json(row), ""
 
 
-def _json_array(path: Path) -> bool:
+def _json_array(path: Path, encoding: Encoding) -> bool:
     """Whether the JSON file holds an array (its first character that is not blank is a `[`)."""
-    with open_text(path) as text:
+    with open_text(path, encoding) as text:
         while chunk := text.read(4096):
             stripped = chunk.lstrip()
             if stripped:
@@ -178,10 +184,10 @@ def _json_array(path: Path) -> bool:
     return False
 
 
-def _array_records(path: Path, skip: int) -> Iterator[tuple[dict[str, Any] | None, bytes, str]]:
+def _array_records(path: Path, skip: int, encoding: Encoding) -> Iterator[tuple[dict[str, Any] | None, bytes, str]]:
     """(record or None, raw bytes, error) for each element of the file's JSON array after the first `skip`,
     each judged on its own as a JSON line is (size, nesting, an object)."""
-    with open_text(path) as handle:
+    with open_text(path, encoding) as handle:
         text = handle.read(MAX_JSON_ARRAY_BYTES + 1)
     if len(text) > MAX_JSON_ARRAY_BYTES:
         raise ConfigError(f"{path}: holds a JSON array over {MAX_JSON_ARRAY_BYTES >> 20} MB, read whole: "
@@ -240,14 +246,14 @@ def array_elements(text: str) -> Iterator[str]:
 
 
 def _csv_records(
-    path: Path, required: list[str], skip: int, delimiter: str
+    path: Path, required: list[str], skip: int, delimiter: str, encoding: Encoding
 ) -> Iterator[tuple[dict[str, Any] | None, bytes, str]]:
     # surrogateescape keeps bytes that are not UTF-8 visible to the row check instead of
     # failing the whole file at the first one; utf-8-sig drops a byte order mark.
     if delimiter == "auto":
-        with open_text(path) as handle:
+        with open_text(path, encoding) as handle:
             delimiter = csv_delimiter(handle.readline())
-    with open_text(path) as handle:
+    with open_text(path, encoding) as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         try:
             header = column_names(list(reader.fieldnames or []))
@@ -389,7 +395,8 @@ class FileAdapter(RecordAdapter):
         # `required` names fields after renaming; the file has them under their original names.
         original = {new: old for old, new in self.options.rename.items()}
         required = [original.get(name, name) for name in self.options.required]
-        for record, raw, error in read_records(path, fmt, required, skip=done, delimiter=self.options.delimiter):
+        for record, raw, error in read_records(path, fmt, required, skip=done, delimiter=self.options.delimiter,
+                                                  encoding=self.options.encoding):
             if stop is not None and stop.is_set():
                 break
             pending += 1

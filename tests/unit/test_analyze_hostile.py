@@ -194,8 +194,9 @@ UNREADABLE = {
     "header only.csv": (b"timestamp,value\n", "has no rows"),
     "one row.csv": (b"timestamp,value\n2014-02-01T00:00:00Z,1\n",
                     "needs rows at two different times at least, to tell how often it is sampled"),
-    "latin1 header.csv": (b"temp\xe9rature,value\n2014-02-01T00:00:00Z,1\n",
-                          r"the header line is not UTF-8 or UTF-16 text (temp\udce9rature,value)"),
+    # 0x81 is neither UTF-8 nor Windows-1252.
+    "broken header.csv": (b"temp\x81rature,value\n2014-02-01T00:00:00Z,1\n",
+                          r"the header line is not UTF-8 or UTF-16 text (temp\udc81rature,value)"),
     "noise.csv": (bytes(range(128, 256)) * 4, "the header line is not UTF-8 or UTF-16 text"),
     "not gzip.csv.gz": (b"timestamp,value\n", "cannot be read: Not a gzipped file"),
     "truncated.csv.gz": (gzip.compress(("timestamp,value\n" + lines_of(readings(), lambda t, v: f"{t:{ISO}},{v}"))
@@ -258,3 +259,16 @@ def test_a_folder_or_a_pipe_named_like_a_data_file_is_left_out_with_the_reason(t
     assert [p.source for p in profiles] == ["good"]
     assert rejected == [f"{tmp_path}/folder.csv: is a folder", f"{tmp_path}/pipe.csv: is not a regular file",
                         f"{tmp_path}/nothing.csv: no such file"]
+
+
+def test_a_windows_1252_file_is_read_as_such_when_none_of_its_text_is_utf8(tmp_path: Path) -> None:
+    # Excel's plain "CSV" in Western Europe: every row holding an accent was a dead letter.
+    text = "timestamp;température;lieu\n" + lines_of(readings(), lambda t, v: f"{t:{ISO}};{v};{'Orléans' if v > 0 else 'Besançon'}")
+    (tmp_path / "excel.csv").write_bytes(text.encode("cp1252"))
+    # UTF-8 with one broken row stays UTF-8 (its accents read): the broken row alone is a dead letter.
+    (tmp_path / "utf8.csv").write_bytes(text.encode().replace("Besançon".encode(), b"Besan\xe7on", 1))
+    plan = infer_config(sorted(tmp_path.glob("*.csv")), None, tmp_path / "config", tmp_path / "data")
+    assert [(p.source, p.encoding, p.rows, p.malformed, p.numeric, p.categorical) for p in plan.profiles] == [
+        ("excel", "cp1252", 60, 0, ["température"], ["lieu"]), ("utf8", "utf-8", 59, 1, ["température"], ["lieu"])]
+    payloads = landed_payloads(tmp_path / "config", tmp_path)
+    assert {p["lieu"] for p in payloads["excel"]} == {p["lieu"] for p in payloads["utf8"]} == {"Orléans", "Besançon"}

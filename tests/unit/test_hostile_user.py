@@ -188,7 +188,7 @@ def test_values_too_large_for_bar_statistics_are_counted_in_the_plan(tmp_path: P
     profile = profile_file(path, None, set())
     assert profile.oversize == {"value": 5}
     assert describe_plan(plan_analysis([profile]))[0].endswith(
-        "one every 1min (5 value(s) of value beyond 1e+150 in size left out of the bar statistics); "
+        "one every 1min (5 value(s) of value infinite or beyond 1e+150 in size left out of the bar statistics); "
         "bars of 1min; fields value, load")
 
 
