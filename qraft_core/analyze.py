@@ -71,6 +71,8 @@ MIN_TIME_SHARE = 0.95
 # A column is numeric when this share of its present values are numbers ("N/A" and the like are
 # left out of the bar statistics, not the event).
 MIN_NUMBER_SHARE = 0.95
+# With no column numeric or categorical, a column of this share of numbers (the rest text) is numeric.
+MIN_MIXED_NUMBER_SHARE = 0.5
 # A text column is categorical when it has at most this many distinct values (and repeats them).
 MAX_CATEGORIES = 50
 EVENT_TYPE = "record"
@@ -116,6 +118,8 @@ class FileProfile:
     # The column holding the time of day when `time_field` holds only the date.
     time_of_day_field: str = ""
     encoding: str = "utf-8"
+    # Numeric columns holding some text too, left out of the bar statistics: {column: count of text values}.
+    texts: dict[str, int] = field(default_factory=dict)
 
     @property
     def bar_seconds(self) -> int:
@@ -130,7 +134,7 @@ class FileProfile:
             "ignored": self.ignored, "malformed": self.malformed, "thousands": self.thousands,
             "flatten": self.flatten, "oversize": self.oversize,
             "decimal_comma": self.decimal_comma, "time_of_day_field": self.time_of_day_field,
-            "encoding": self.encoding,
+            "encoding": self.encoding, "texts": self.texts,
         }
 
 
@@ -512,6 +516,14 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         else:
             ignored.append(name)
     if not numeric and not categorical:
+        # The file's only values mix numbers with text (a logger that wrote "error" for a while): its numbers
+        # are still worth a look; the text is left out of the bar statistics and said so.
+        numeric = [name for name in ignored if values_share(frame[name]) >= MIN_MIXED_NUMBER_SHARE]
+        ignored = [name for name in ignored if name not in numeric]
+        texts = {name: int(_numbers(frame[name]).is_null().sum() - frame[name].null_count()) for name in numeric}
+    else:
+        texts = {}
+    if not numeric and not categorical:
         examples = [f"{name!r} holds e.g. {_not_a_number(frame[name])!r}" for name in ignored
                     if frame[name].drop_nulls().len()]
         raise AnalyzeError(
@@ -525,7 +537,7 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
     return FileProfile(path.resolve(), source_name(path, taken), table.format, frame.height, column, unit,
                        min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored,
                        table.delimiter, table.malformed, thousands, table.flatten, stretches(times, interval),
-                       oversize, decimal_comma, time_of_day, table.encoding)
+                       oversize, decimal_comma, time_of_day, table.encoding, texts)
 
 
 # The time of day without a date: "9:05", "09:05:00", "09:05:00.250".
@@ -606,6 +618,16 @@ def written_with_decimal_comma(values: pl.Series, delimiter: str) -> bool:
     read = sum(decimal_comma_number(t) is not None for t in texts)
     return read >= MIN_NUMBER_SHARE * len(texts) and any(
         decimal_comma_number(t) is not None and len(t.rpartition(",")[2]) not in (0, 3) for t in texts if "," in t)
+
+
+def values_share(column: pl.Series) -> float:
+    """The share of the present values that are numbers.
+
+    >>> values_share(pl.Series(["1", "2", "error", None]))
+    0.6666666666666666
+    """
+    present = column.drop_nulls()
+    return float(_numbers(present).is_not_null().mean() or 0.0) if present.len() else 0.0
 
 
 def _not_a_number(column: pl.Series) -> Any:
@@ -803,6 +825,7 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
     for p in plan.profiles:
         notes = [n for n, on in (("irregular sampling", p.irregular), (f"{p.gaps} gap(s)", p.gaps > 0),
                                  (f"{p.malformed} malformed record(s) go to dead letters", p.malformed > 0)) if on]
+        notes += [f"{count} text value(s) of {name} left out of the bar statistics" for name, count in p.texts.items()]
         notes += [f"{count} value(s) of {name} infinite or beyond {LARGEST_VALUE:g} in size left out of the bar statistics"
                   for name, count in p.oversize.items()]
         lines.append(

@@ -272,3 +272,18 @@ def test_a_windows_1252_file_is_read_as_such_when_none_of_its_text_is_utf8(tmp_p
         ("excel", "cp1252", 60, 0, ["température"], ["lieu"]), ("utf8", "utf-8", 59, 1, ["température"], ["lieu"])]
     payloads = landed_payloads(tmp_path / "config", tmp_path)
     assert {p["lieu"] for p in payloads["excel"]} == {p["lieu"] for p in payloads["utf8"]} == {"Orléans", "Besançon"}
+
+
+def test_a_files_only_column_of_numbers_then_text_is_analysed_without_the_text(tmp_path: Path) -> None:
+    # A logger that wrote "error" for a while: a third of the rows. Before, the file was left out.
+    path = tmp_path / "logger.csv"
+    path.write_text("timestamp,value\n" + lines_of(readings(), lambda t, v: f"{t:{ISO}},{v if t < T0 + 40 * STEP else 'error'}"))
+    plan = infer_config([path], None, tmp_path / "config", tmp_path / "data")
+    [p] = plan.profiles
+    assert (p.numeric, p.texts, p.rows) == (["value"], {"value": 20}, 60)
+    assert "(20 text value(s) of value left out of the bar statistics)" in describe_plan(plan)[0]
+    payloads = landed_payloads(tmp_path / "config", tmp_path)
+    assert [x["value"] for x in payloads["logger"][39:41]] == [str(readings()[39][1]), "error"]
+    # A column of a few numbers among text is still not numeric when another column is.
+    path.write_text("timestamp,value,note\n" + lines_of(readings(), lambda t, v: f"{t:{ISO}},{v},{'1' if v > 1 else 'ok'}"))
+    assert (profile_file(path, None, set()).numeric, profile_file(path, None, set()).texts) == (["value"], {})
