@@ -627,7 +627,7 @@ def values_share(column: pl.Series) -> float:
     0.6666666666666666
     """
     present = column.drop_nulls()
-    return float(_numbers(present).is_not_null().mean() or 0.0) if present.len() else 0.0
+    return int(_numbers(present).is_not_null().sum()) / present.len() if present.len() else 0.0
 
 
 def _not_a_number(column: pl.Series) -> Any:
