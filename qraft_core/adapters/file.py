@@ -90,17 +90,19 @@ def _open_bytes(path: Path) -> IO[bytes]:
 
 def _utf16(path: Path) -> str | None:
     """The UTF-16 encoding of the file, or None: by its byte order mark (as Excel's "Unicode text" has),
-    else by a zero byte before or after its first character (text in UTF-16 without the mark;
-    UTF-8 text never holds a zero byte)."""
+    else by zero bytes between its first four characters (text in UTF-16 without the mark; UTF-8 text
+    holds no zero byte)."""
     try:
         with _open_bytes(path) as handle:
-            head = handle.read(2)
+            head = handle.read(8)
     except (OSError, EOFError) as exc:
         raise ConfigError(f"{path}: cannot be read: {exc}") from None
-    if head in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+    if head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
         return "utf-16"
-    if len(head) == 2 and head.count(0) == 1:
-        return "utf-16-le" if head[1] == 0 else "utf-16-be"
+    # Four printable ASCII characters, each with a zero byte after (little endian) or before it (big endian).
+    for encoding, zeros, text in (("utf-16-le", head[1::2], head[0::2]), ("utf-16-be", head[0::2], head[1::2])):
+        if len(head) == 8 and zeros == bytes(4) and all(32 <= byte < 127 for byte in text):
+            return encoding
     return None
 
 
@@ -175,7 +177,10 @@ def read_records(
 
 
 def _json_array(path: Path, encoding: Encoding) -> bool:
-    """Whether the JSON file holds an array (its first character that is not blank is a `[`)."""
+    """Whether the file is named .json (not JSON lines: .jsonl, .ndjson) and holds an array (its first
+    character that is not blank is a `[`; in JSON lines, a first line that is an array is a bad line)."""
+    if ".json" not in [suffix.lower() for suffix in path.suffixes[-2:]]:
+        return False
     with open_text(path, encoding) as text:
         while chunk := text.read(4096):
             stripped = chunk.lstrip()
