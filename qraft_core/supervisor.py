@@ -28,7 +28,7 @@ from typing import Any
 from qraft_core.adapters.live import Backoff, sleep_or_stop
 from qraft_core.adapters.registry import build_adapter
 from qraft_core.audit import record_audit
-from qraft_core.bus.base import Publisher
+from qraft_core.bus.base import BusError, Publisher
 from qraft_core.config import ConfigError, SourceConfig, load_sources
 from qraft_core.metrics import ADAPTER_ERRORS
 from qraft_core.sources_registry import upsert_sources
@@ -189,7 +189,7 @@ class SourceSupervisor:
                     backoff.reset()  # it ran well for a while: this is a fresh failure
                 delay = backoff.next()
                 log.error("source %s failed (%s); restarting in %.2fs", name, entry.last_error, delay,
-                          exc_info=not isinstance(exc, ConfigError), extra={"source": name})
+                          exc_info=not isinstance(exc, (ConfigError, BusError)), extra={"source": name})
                 if await sleep_or_stop(entry.stop, delay):
                     break
                 continue

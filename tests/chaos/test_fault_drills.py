@@ -1,0 +1,89 @@
+"""Single-fault drills on the parts `qraft up` runs: each fault ends in a recovery or one clear error.
+
+A full disk under the bus: a publish fails at once with the reason (not after
+`nats.publish_timeout_s` of retries), whether JetStream refuses for want of room or its
+store failed on a write (it then answers but stores nothing, even once space is freed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qraft_core.bus.base import BusCannotStore, StreamSettings
+from qraft_core.bus.embedded import EmbeddedNats, _port_open, free_port, nats_server_binary
+from qraft_core.bus.nats_bus import NatsBus
+from tests.chaos.conftest import wait_for
+
+MESSAGE = b"x" * 20_000
+
+
+async def publish_until_refused(url: str, before_refusal: int, fill: Path | None = None) -> tuple[int, str]:
+    """Publish `before_refusal` messages, fill the disk at `fill` (if given), then publish until refused:
+    how many the stream stored after the first ones, and the refusal."""
+    bus = await NatsBus(url, StreamSettings()).connect()
+    try:
+        for index in range(before_refusal):
+            await bus.publish_raw("drill", MESSAGE, f"before-{index}")
+        if fill is not None:
+            with fill.open("wb") as handle, pytest.raises(OSError):
+                while True:
+                    handle.write(b"\0" * 1_000_000)
+                    handle.flush()
+        stored = 0
+        with pytest.raises(BusCannotStore) as refused:
+            while True:
+                await bus.publish_raw("drill", MESSAGE, f"after-{stored}")
+                stored += 1
+        return stored, str(refused.value)
+    finally:
+        await bus.close()
+
+
+def test_a_store_limit_reached_fails_the_publish_at_once_naming_the_reason(tmp_path):
+    config = tmp_path / "nats-server.conf"
+    config.write_text(f'jetstream {{\n  store_dir: "{tmp_path / "js"}"\n  max_file_store: 1MB\n}}\n')
+    port = free_port()
+    process = subprocess.Popen([nats_server_binary(), "-c", str(config), "-a", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: _port_open(port), timeout_s=15)
+        stored, reason = asyncio.run(publish_until_refused(f"nats://127.0.0.1:{port}", 0))
+    finally:
+        process.terminate()
+        process.wait()
+    # 1 MiB holds 53 messages of 20 kB (and their headers); the 54th is refused, not retried.
+    assert stored == 53
+    assert "no room to store messages (insufficient resources, JetStream error 10023)" in reason
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A 20 MB tmpfs (root only: a real `no space left on device` under the server)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(disk)], check=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_disk_filled_under_the_running_server_fails_the_publish_naming_the_stalled_store(small_disk):
+    server = EmbeddedNats(small_disk / "nats").start()
+    try:
+        stored, reason = asyncio.run(publish_until_refused(server.url, 5, fill=small_disk / "filler"))
+    finally:
+        server.stop()
+    # The server failed its write and answers no publish since; three stalled attempts end it.
+    assert stored == 0
+    assert "answers but stored none of 3 attempts" in reason
+
