@@ -3,6 +3,8 @@
 A full disk under the bus: a publish fails at once with the reason (not after
 `nats.publish_timeout_s` of retries), whether JetStream refuses for want of room or its
 store failed on a write (it then answers but stores nothing, even once space is freed).
+The supervisor of `qraft up` killed with SIGKILL: its children stop with it, so the next start does
+not run a second lander and second sources beside them.
 """
 
 from __future__ import annotations
@@ -11,16 +13,24 @@ import asyncio
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from qraft_core.bus.base import BusCannotStore, StreamSettings
-from qraft_core.bus.embedded import EmbeddedNats, _port_open, free_port, nats_server_binary
+from qraft_core.bus.embedded import (
+    EmbeddedNats,
+    _port_open,
+    free_port,
+    nats_server_binary,
+    process_alive,
+)
 from qraft_core.bus.nats_bus import NatsBus
 from tests.chaos.conftest import wait_for
 
+REPO = Path(__file__).resolve().parents[2]
 MESSAGE = b"x" * 20_000
 
 
@@ -87,3 +97,26 @@ def test_a_disk_filled_under_the_running_server_fails_the_publish_naming_the_sta
     assert stored == 0
     assert "answers but stored none of 3 attempts" in reason
 
+
+
+SUPERVISE_A_SLEEP = """
+import sys, time
+from pathlib import Path
+from qraft_core.supervisor import ProcessSupervisor
+supervisor = ProcessSupervisor({"sleeper": [sys.executable, "-c", "import time; time.sleep(600)"]}, {}, Path(sys.argv[1]))
+supervisor.start()
+print(supervisor.children["sleeper"].process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_children_of_a_supervisor_killed_with_sigkill_stop_with_it(tmp_path):
+    supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISE_A_SLEEP, str(tmp_path)], cwd=REPO,
+                                  stdout=subprocess.PIPE)
+    assert supervisor.stdout is not None
+    child = int(supervisor.stdout.readline())
+    assert process_alive(child)
+    supervisor.kill()
+    supervisor.wait()
+    # Before, the child (in a session of its own) ran on: a second `qraft up` then ran a second lander.
+    assert wait_for(lambda: not process_alive(child), timeout_s=10)
