@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
+import fcntl
 import hashlib
 import logging
 import os
@@ -269,6 +271,26 @@ class ProcessSupervisor:
         self.stop_grace_s = stop_grace_s
         self.children = {name: ChildProcess(command, log_dir / f"{name}.log", Backoff(restart_initial_s, restart_max_s))
                          for name, command in commands.items()}
+        self.lock_file = log_dir / "supervisor.lock"
+        self._lock: int | None = None
+
+    def _take_lock(self) -> None:
+        """One supervisor per log folder (one data directory): a second one would run a second lander
+        and second sources on the same stream and files. The kernel drops the lock of a killed
+        supervisor, so a file left behind by one does not count."""
+        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(handle, 32).decode(errors="replace").strip() or "unknown"
+            os.close(handle)
+            raise BlockingIOError(errno.EWOULDBLOCK, f"held by a running `qraft up` (pid {holder}); "
+                                  "stop it before starting another on this data directory",
+                                  str(self.lock_file)) from None
+        os.ftruncate(handle, 0)
+        os.write(handle, str(os.getpid()).encode())
+        self._lock = handle
 
     def _spawn(self, child: ChildProcess) -> None:
         child.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -279,6 +301,7 @@ class ProcessSupervisor:
         child.started_at, child.restart_at = time.monotonic(), None
 
     def start(self) -> None:
+        self._take_lock()
         for child in self.children.values():
             self._spawn(child)
 
@@ -308,3 +331,6 @@ class ProcessSupervisor:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None

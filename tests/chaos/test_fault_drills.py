@@ -4,7 +4,8 @@ A full disk under the bus: a publish fails at once with the reason (not after
 `nats.publish_timeout_s` of retries), whether JetStream refuses for want of room or its
 store failed on a write (it then answers but stores nothing, even once space is freed).
 The supervisor of `qraft up` killed with SIGKILL: its children stop with it, so the next start does
-not run a second lander and second sources beside them.
+not run a second lander and second sources beside them. A second `qraft up` on the same data
+directory is refused with one line naming the running one; the lock a killed one left does not count.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from qraft_core.bus.embedded import (
     process_alive,
 )
 from qraft_core.bus.nats_bus import NatsBus
+from qraft_core.supervisor import ProcessSupervisor
 from tests.chaos.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,13 +112,32 @@ time.sleep(600)
 """
 
 
-def test_children_of_a_supervisor_killed_with_sigkill_stop_with_it(tmp_path):
-    supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISE_A_SLEEP, str(tmp_path)], cwd=REPO,
+def supervised_sleeper(log_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A process supervising one sleeping child; both pids."""
+    supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISE_A_SLEEP, str(log_dir)], cwd=REPO,
                                   stdout=subprocess.PIPE)
     assert supervisor.stdout is not None
-    child = int(supervisor.stdout.readline())
+    return supervisor, int(supervisor.stdout.readline())
+
+
+def test_children_of_a_supervisor_killed_with_sigkill_stop_with_it(tmp_path):
+    supervisor, child = supervised_sleeper(tmp_path)
     assert process_alive(child)
     supervisor.kill()
     supervisor.wait()
     # Before, the child (in a session of its own) ran on: a second `qraft up` then ran a second lander.
     assert wait_for(lambda: not process_alive(child), timeout_s=10)
+
+
+def test_a_second_supervisor_of_the_same_data_directory_is_refused_until_the_first_is_gone(tmp_path):
+    first, _ = supervised_sleeper(tmp_path)
+    second = ProcessSupervisor({"sleeper": [sys.executable, "-c", "pass"]}, {}, tmp_path)
+    try:
+        with pytest.raises(BlockingIOError, match=rf"held by a running `qraft up` \(pid {first.pid}\)"):
+            second.start()
+    finally:
+        first.kill()
+        first.wait()
+    # The lock file the killed one left behind does not count.
+    second.start()
+    second.stop()
