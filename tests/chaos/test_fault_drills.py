@@ -2,7 +2,8 @@
 
 A full disk under the bus: a publish fails at once with the reason (not after
 `nats.publish_timeout_s` of retries), whether JetStream refuses for want of room or its
-store failed on a write (it then answers but stores nothing, even once space is freed).
+store failed on a write (it then answers but stores nothing, even once space is freed, until
+`revive` restarts it, which `qraft up` asks every half second).
 The supervisor of `qraft up` killed with SIGKILL: its children stop with it, so the next start does
 not run a second lander and second sources beside them. A second `qraft up` on the same data
 directory is refused with one line naming the running one; the lock a killed one left does not count.
@@ -89,16 +90,29 @@ def small_disk(tmp_path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
-def test_a_disk_filled_under_the_running_server_fails_the_publish_naming_the_stalled_store(small_disk):
+def test_a_disk_filled_under_the_running_server_fails_the_publish_and_a_revive_restores_it(small_disk):
     server = EmbeddedNats(small_disk / "nats").start()
     try:
         stored, reason = asyncio.run(publish_until_refused(server.url, 5, fill=small_disk / "filler"))
+        (small_disk / "filler").unlink()
+        assert "no space left on device" in (server.store_failure() or "")
+        # Restarted, it stores again; before, it stored nothing (with room again) until restarted by hand.
+        assert server.revive()
+        assert asyncio.run(stream_size_after_one_more(server.url)) == 6
     finally:
         server.stop()
     # The server failed its write and answers no publish since; three stalled attempts end it.
     assert stored == 0
     assert "answers but stored none of 3 attempts" in reason
 
+
+async def stream_size_after_one_more(url: str) -> int:
+    bus = await NatsBus(url, StreamSettings()).connect()
+    try:
+        await bus.publish_raw("drill", MESSAGE, "after-the-revive")
+        return await bus.stream_messages()
+    finally:
+        await bus.close()
 
 
 SUPERVISE_A_SLEEP = """
