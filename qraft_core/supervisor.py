@@ -14,7 +14,6 @@ exits is restarted with backoff; stopping it ends them all.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import fcntl
 import hashlib
@@ -22,7 +21,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from qraft_core.adapters.registry import build_adapter
 from qraft_core.audit import record_audit
 from qraft_core.bus.base import BusError, Publisher
 from qraft_core.config import ConfigError, SourceConfig, load_sources
+from qraft_core.fault_signals import terminated_with_parent
 from qraft_core.metrics import ADAPTER_ERRORS
 from qraft_core.sources_registry import upsert_sources
 from qraft_core.store.base import EventStore
@@ -229,28 +228,6 @@ async def supervise_sources(
     await SourceSupervisor(config_dir, state_dir, publisher, store, poll_s).run(stop)
 
 
-PR_SET_PDEATHSIG = 1
-
-
-def _terminated_with_parent() -> Callable[[], None] | None:
-    """A `preexec_fn` that has the kernel send the child SIGTERM when its parent dies (Linux).
-
-    The children run in their own sessions (a Ctrl-C reaches the supervisor, which stops them in
-    turn), so a supervisor killed with SIGKILL would otherwise leave them running: a second lander
-    and second sources beside the ones the next start brings up."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork: the child only calls it
-    parent = os.getpid()
-
-    def set_death_signal() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before the signal was armed
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return set_death_signal
-
-
 @dataclass
 class ChildProcess:
     command: list[str]
@@ -297,7 +274,7 @@ class ProcessSupervisor:
         with child.log_file.open("ab") as log_file:  # the child keeps its own copy of the handle
             child.process = subprocess.Popen(child.command, env=self.env, stdout=log_file,
                                              stderr=subprocess.STDOUT, start_new_session=True,
-                                             preexec_fn=_terminated_with_parent())
+                                             preexec_fn=terminated_with_parent())
         child.started_at, child.restart_at = time.monotonic(), None
 
     def start(self) -> None:

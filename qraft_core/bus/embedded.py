@@ -25,6 +25,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from qraft_core.fault_signals import terminated_with_parent
+
 
 class EmbeddedNatsError(RuntimeError):
     pass
@@ -174,6 +176,7 @@ class EmbeddedNats:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=terminated_with_parent(),
         )
         self.pid = self.process.pid
         deadline = time.monotonic() + timeout_s

@@ -118,29 +118,32 @@ async def stream_size_after_one_more(url: str) -> int:
 SUPERVISE_A_SLEEP = """
 import sys, time
 from pathlib import Path
+from qraft_core.bus.embedded import EmbeddedNats
 from qraft_core.supervisor import ProcessSupervisor
 supervisor = ProcessSupervisor({"sleeper": [sys.executable, "-c", "import time; time.sleep(600)"]}, {}, Path(sys.argv[1]))
 supervisor.start()
-print(supervisor.children["sleeper"].process.pid, flush=True)
+server = EmbeddedNats(Path(sys.argv[1]) / "nats").start() if sys.argv[2:] == ["--nats"] else None
+print(supervisor.children["sleeper"].process.pid, server.pid if server else 0, flush=True)
 time.sleep(600)
 """
 
 
-def supervised_sleeper(log_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """A process supervising one sleeping child; both pids."""
-    supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISE_A_SLEEP, str(log_dir)], cwd=REPO,
+def supervised_sleeper(log_dir: Path, *options: str) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """A process supervising one sleeping child (and with `--nats` running an embedded server); their pids."""
+    supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISE_A_SLEEP, str(log_dir), *options], cwd=REPO,
                                   stdout=subprocess.PIPE)
     assert supervisor.stdout is not None
-    return supervisor, int(supervisor.stdout.readline())
+    return supervisor, [int(pid) for pid in supervisor.stdout.readline().split() if pid != b"0"]
 
 
-def test_children_of_a_supervisor_killed_with_sigkill_stop_with_it(tmp_path):
-    supervisor, child = supervised_sleeper(tmp_path)
-    assert process_alive(child)
+def test_children_and_the_server_of_a_supervisor_killed_with_sigkill_stop_with_it(tmp_path):
+    supervisor, children = supervised_sleeper(tmp_path, "--nats")
+    assert len(children) == 2 and all(process_alive(pid) for pid in children)
     supervisor.kill()
     supervisor.wait()
-    # Before, the child (in a session of its own) ran on: a second `qraft up` then ran a second lander.
-    assert wait_for(lambda: not process_alive(child), timeout_s=10)
+    # Before, they (in sessions of their own) ran on: a second `qraft up` then ran a second lander
+    # and sources beside them, and left the server running when it stopped (it did not own it).
+    assert wait_for(lambda: not any(process_alive(pid) for pid in children), timeout_s=10)
 
 
 def test_a_second_supervisor_of_the_same_data_directory_is_refused_until_the_first_is_gone(tmp_path):
