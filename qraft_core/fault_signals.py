@@ -13,14 +13,18 @@ chDB's own then reaches the JVM's handler, which passes on what is not its own a
 reports a crash as the JVM does (an hs_err file). A process without the JVM is left
 alone (`tests/integration/test_fault_signals.py` checks both cases in fresh processes).
 Linux only: elsewhere both calls do nothing.
+
+Also here: the death signal of child processes (`terminated_with_parent`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 # glibc's `struct sigaction` is 152 bytes on x86-64 and aarch64 and starts with the
 # handler's address; it is copied as opaque bytes, so a larger buffer is safe.
@@ -87,3 +91,28 @@ def restore_jvm_handlers() -> bool:
     for signum, action in recorded.items():
         libc.sigaction(signum, action, None)
     return True
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def terminated_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that has the kernel send the child SIGTERM when its parent dies (Linux).
+
+    The processes Qraft starts (the children of `qraft up`, the embedded nats-server) run in
+    sessions of their own, so a Ctrl-C reaches only their parent, which stops them in turn; a parent
+    killed with SIGKILL would leave them running, and the next start would run a second lander and
+    second sources beside them. The signal follows the thread that started the child, so a child
+    started from a worker thread is stopped when that thread ends."""
+    libc = _libc()
+    if libc is None:
+        return None
+    prctl = libc.prctl  # resolved before the fork: the child only calls it
+    parent = os.getpid()
+
+    def set_death_signal() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return set_death_signal

@@ -14,6 +14,8 @@ exits is restarted with backoff; stopping it ends them all.
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import hashlib
 import logging
 import os
@@ -28,8 +30,9 @@ from typing import Any
 from qraft_core.adapters.live import Backoff, sleep_or_stop
 from qraft_core.adapters.registry import build_adapter
 from qraft_core.audit import record_audit
-from qraft_core.bus.base import Publisher
+from qraft_core.bus.base import BusError, Publisher
 from qraft_core.config import ConfigError, SourceConfig, load_sources
+from qraft_core.fault_signals import terminated_with_parent
 from qraft_core.metrics import ADAPTER_ERRORS
 from qraft_core.sources_registry import upsert_sources
 from qraft_core.store.base import EventStore
@@ -189,7 +192,7 @@ class SourceSupervisor:
                     backoff.reset()  # it ran well for a while: this is a fresh failure
                 delay = backoff.next()
                 log.error("source %s failed (%s); restarting in %.2fs", name, entry.last_error, delay,
-                          exc_info=not isinstance(exc, ConfigError), extra={"source": name})
+                          exc_info=not isinstance(exc, (ConfigError, BusError)), extra={"source": name})
                 if await sleep_or_stop(entry.stop, delay):
                     break
                 continue
@@ -245,15 +248,37 @@ class ProcessSupervisor:
         self.stop_grace_s = stop_grace_s
         self.children = {name: ChildProcess(command, log_dir / f"{name}.log", Backoff(restart_initial_s, restart_max_s))
                          for name, command in commands.items()}
+        self.lock_file = log_dir / "supervisor.lock"
+        self._lock: int | None = None
+
+    def _take_lock(self) -> None:
+        """One supervisor per log folder (one data directory): a second one would run a second lander
+        and second sources on the same stream and files. The kernel drops the lock of a killed
+        supervisor, so a file left behind by one does not count."""
+        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(handle, 32).decode(errors="replace").strip() or "unknown"
+            os.close(handle)
+            raise BlockingIOError(errno.EWOULDBLOCK, f"held by a running `qraft up` (pid {holder}); "
+                                  "stop it before starting another on this data directory",
+                                  str(self.lock_file)) from None
+        os.ftruncate(handle, 0)
+        os.write(handle, str(os.getpid()).encode())
+        self._lock = handle
 
     def _spawn(self, child: ChildProcess) -> None:
         child.log_file.parent.mkdir(parents=True, exist_ok=True)
         with child.log_file.open("ab") as log_file:  # the child keeps its own copy of the handle
             child.process = subprocess.Popen(child.command, env=self.env, stdout=log_file,
-                                             stderr=subprocess.STDOUT, start_new_session=True)
+                                             stderr=subprocess.STDOUT, start_new_session=True,
+                                             preexec_fn=terminated_with_parent())
         child.started_at, child.restart_at = time.monotonic(), None
 
     def start(self) -> None:
+        self._take_lock()
         for child in self.children.values():
             self._spawn(child)
 
@@ -283,3 +308,6 @@ class ProcessSupervisor:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None

@@ -21,6 +21,12 @@ class BusUnavailable(BusError):
     """The bus could not be reached, or kept failing, for longer than allowed."""
 
 
+class BusCannotStore(BusError):
+    """The bus answers but cannot store messages: no room (its disk or store limit is full), or its
+    store failed on a write (the server then stores nothing more until restarted). Waiting fixes
+    neither, so a publish fails with the reason instead of retrying."""
+
+
 class BusStopped(BusError):
     """A stop was requested while waiting for the bus."""
 

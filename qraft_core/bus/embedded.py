@@ -5,6 +5,9 @@ port, with a `max_payload` matching the stream's largest message (the server's
 own default is 1 MiB). A small state file lets other Qraft processes find a
 running server; a file lock makes sure one directory has at most one server,
 and `revive` restarts a dead one on its old port, so connected clients resume.
+It also restarts one that runs but whose store failed a write (a full or
+read-only disk): nats-server then stores nothing more, even once the disk has
+room again, until it is restarted.
 """
 
 from __future__ import annotations
@@ -22,9 +25,15 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from qraft_core.fault_signals import terminated_with_parent
+
 
 class EmbeddedNatsError(RuntimeError):
     pass
+
+
+# What nats-server logs when its store failed a write; it stores nothing more until restarted.
+STORE_FAILURE_MARKERS = (b"critical write error", b"JetStream out of resources")
 
 
 def free_port() -> int:
@@ -71,6 +80,11 @@ class EmbeddedNats:
     pid: int = 0
     process: subprocess.Popen[bytes] | None = None
     max_payload: int = 8 * 1024 * 1024
+    log_offset: int = 0  # where the lines of the server started here not yet read begin in nats-server.log
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / "nats-server.log"
 
     @property
     def url(self) -> str:
@@ -110,14 +124,35 @@ class EmbeddedNats:
                 raise EmbeddedNatsError(f"nats-server pid {other.pid} already serves {self.directory}")
             return self._start(timeout_s)
 
+    def store_failure(self) -> str | None:
+        """The log line of a failed store write by the server started here, if there was one."""
+        if self.process is None:
+            return None
+        try:
+            with self.log_file.open("rb") as handle:
+                handle.seek(self.log_offset)
+                written = handle.read()
+        except OSError:
+            return None
+        complete = written[: written.rfind(b"\n") + 1]
+        failed = [line for line in complete.splitlines() if any(marker in line for marker in STORE_FAILURE_MARKERS)]
+        if failed:
+            return failed[-1].decode(errors="replace")
+        self.log_offset += len(complete)  # read each line once: this is asked every half second
+        return None
+
     def revive(self) -> bool:
-        """Restart the server on its old port if it died; True when it was restarted here."""
-        if self.pid and process_alive(self.pid) and (self.process is None or self.process.poll() is None):
+        """Restart the server on its old port if it died, or if its store failed a write (the
+        server started here); True when it was restarted here."""
+        running = self.pid and process_alive(self.pid) and (self.process is None or self.process.poll() is None)
+        if running and self.store_failure() is None:
             return False
+        if running:
+            self.stop()
         revived = self.ensure(self.directory, self.max_payload, self.port)
         restarted = revived.process is not None
         if restarted:
-            self.pid, self.process = revived.pid, revived.process
+            self.pid, self.process, self.log_offset = revived.pid, revived.process, revived.log_offset
         return restarted
 
     def _write_config(self) -> Path:
@@ -128,7 +163,8 @@ class EmbeddedNats:
 
     def _start(self, timeout_s: float = 15.0) -> EmbeddedNats:
         self.port = self.port or free_port()
-        log = open(self.directory / "nats-server.log", "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.log_file, "ab")  # noqa: SIM115 - owned by the child
+        self.log_offset = log.tell()
         self.process = subprocess.Popen(
             [
                 nats_server_binary(),
@@ -140,6 +176,7 @@ class EmbeddedNats:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=terminated_with_parent(),
         )
         self.pid = self.process.pid
         deadline = time.monotonic() + timeout_s

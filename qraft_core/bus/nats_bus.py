@@ -16,6 +16,7 @@ from nats.js import api
 from nats.js.errors import BadRequestError, NotFoundError
 
 from qraft_core.bus.base import (
+    BusCannotStore,
     BusError,
     BusStopped,
     BusUnavailable,
@@ -41,6 +42,13 @@ RESTORE_WINDOW = 256
 # Errors no retry can fix: the request itself is wrong, or what it names does not exist.
 PERMANENT_ERRORS = (nats.errors.MaxPayloadError, nats.errors.BadSubjectError, nats.errors.BadHeaderError,
                     BadRequestError, NotFoundError)
+# JetStream's answers when it has no room to store (insufficient resources, memory or storage resources
+# exceeded): a full disk or store limit, which no retry frees.
+NO_ROOM_CODES = frozenset({10023, 10028, 10047})
+# Publishes timed out in a row while the stream's leader answered at once: the server is up but
+# stores nothing (nats-server answers no publish after a write error such as a full disk, even
+# once space is freed). An election or a reconnect makes the stream itself unanswering instead.
+STALLED_PUBLISHES = 3
 
 
 def seed_urls(url: str | Sequence[str]) -> list[str]:
@@ -204,7 +212,7 @@ class NatsBus:
     async def _retrying(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """`call()`, retried with backoff while the error is transient (no leader, no responders, reconnecting)."""
         deadline = time.monotonic() + self.settings.publish_timeout_s
-        delay = 0.1
+        delay, stalled = 0.1, 0
         while True:
             try:
                 return await call()
@@ -213,11 +221,32 @@ class NatsBus:
             except (TimeoutError, nats.errors.Error) as exc:
                 if self._nc is None or self._nc.is_closed:
                     raise
+                if getattr(exc, "err_code", None) in NO_ROOM_CODES:
+                    raise BusCannotStore(
+                        f"{what} refused: the NATS server has no room to store messages "
+                        f"({getattr(exc, 'description', exc)}, JetStream error {getattr(exc, 'err_code', '')}); "
+                        "free space on its store's disk or raise its max_file_store"
+                    ) from exc
+                stalled = stalled + 1 if isinstance(exc, TimeoutError) and await self._leader_answers() else 0
+                if stalled >= STALLED_PUBLISHES:
+                    raise BusCannotStore(
+                        f"{what}: the stream {self.settings.stream} answers but stored none of {stalled} "
+                        "attempts; its server failed to write (a full or read-only disk: its log names it), "
+                        "and stores nothing more until it is restarted with room on its disk"
+                    ) from exc
                 if time.monotonic() + delay > deadline:
                     raise BusUnavailable(f"{what} failed for {self.settings.publish_timeout_s}s: {exc!r}") from exc
                 log.warning("%s failed (%s); retrying in %.1fs", what, type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def _leader_answers(self) -> bool:
+        """Whether the stream's leader answers a request at once."""
+        try:
+            info = await self._js.stream_info(self.settings.stream)
+        except (TimeoutError, nats.errors.Error):
+            return False
+        return bool(info.cluster and info.cluster.leader)
 
     # -- consuming ------------------------------------------------------
     async def subscribe(self, durable: str, ack_wait_s: float = 60.0) -> None:
