@@ -822,14 +822,16 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
 def describe_plan(plan: AnalysisPlan) -> list[str]:
     """One line per file and one for the windows: what was inferred."""
     lines = []
+    names = [p.path.name for p in plan.profiles]
     for p in plan.profiles:
+        shown = p.path.name if names.count(p.path.name) == 1 else str(p.path)  # files of one name in two folders
         notes = [n for n, on in (("irregular sampling", p.irregular), (f"{p.gaps} gap(s)", p.gaps > 0),
                                  (f"{p.malformed} malformed record(s) go to dead letters", p.malformed > 0)) if on]
         notes += [f"{count} text value(s) of {name} left out of the bar statistics" for name, count in p.texts.items()]
         notes += [f"{count} value(s) of {name} infinite or beyond {LARGEST_VALUE:g} in size left out of the bar statistics"
                   for name, count in p.oversize.items()]
         lines.append(
-            f"  {p.path.name} → stream {p.source}: {p.rows} rows {p.first:%Y-%m-%d %H:%M} .. {p.last:%Y-%m-%d %H:%M}, "
+            f"  {shown} → stream {p.source}: {p.rows} rows {p.first:%Y-%m-%d %H:%M} .. {p.last:%Y-%m-%d %H:%M}, "
             f"time column {p.time_field!r}" + (f" + {p.time_of_day_field!r}" if p.time_of_day_field else "")
             + f" ({p.time_unit}), one every {_duration(p.interval_s)}"
             + (f" ({', '.join(notes)})" if notes else "")
