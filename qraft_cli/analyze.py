@@ -31,7 +31,8 @@ PROJECT_CONFIG = Path(__file__).resolve().parents[1] / "config"
 
 
 @main.command("analyze")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+# A folder among the files is left out with the reason, as any file that cannot be analysed (not all of them).
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--time-field", help="The column holding event times (default: detected).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help=f"Where the store, bus and Dagster data go (default: {OUTPUT_FOLDER}/data next to the first file).")

@@ -120,6 +120,8 @@ class FileProfile:
     encoding: str = "utf-8"
     # Numeric columns holding some text too, left out of the bar statistics: {column: count of text values}.
     texts: dict[str, int] = field(default_factory=dict)
+    # The times are written without a zone or offset (read as UTC).
+    zoneless: bool = False
 
     @property
     def bar_seconds(self) -> int:
@@ -134,7 +136,7 @@ class FileProfile:
             "ignored": self.ignored, "malformed": self.malformed, "thousands": self.thousands,
             "flatten": self.flatten, "oversize": self.oversize,
             "decimal_comma": self.decimal_comma, "time_of_day_field": self.time_of_day_field,
-            "encoding": self.encoding, "texts": self.texts,
+            "encoding": self.encoding, "texts": self.texts, "zoneless": self.zoneless,
         }
 
 
@@ -537,7 +539,7 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
     return FileProfile(path.resolve(), source_name(path, taken), table.format, frame.height, column, unit,
                        min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored,
                        table.delimiter, table.malformed, thousands, table.flatten, stretches(times, interval),
-                       oversize, decimal_comma, time_of_day, table.encoding, texts)
+                       oversize, decimal_comma, time_of_day, table.encoding, texts, zoneless(values[0], unit))
 
 
 # The time of day without a date: "9:05", "09:05:00", "09:05:00.250".
@@ -618,6 +620,21 @@ def written_with_decimal_comma(values: pl.Series, delimiter: str) -> bool:
     read = sum(decimal_comma_number(t) is not None for t in texts)
     return read >= MIN_NUMBER_SHARE * len(texts) and any(
         decimal_comma_number(t) is not None and len(t.rpartition(",")[2]) not in (0, 3) for t in texts if "," in t)
+
+
+def zoneless(value: Any, unit: str) -> bool:
+    """Whether a time written as text carries no zone or offset (epoch numbers are UTC by definition).
+
+    >>> zoneless("2014-02-01 10:00", "iso"), zoneless("2014-02-01T10:00+01:00", "iso"), zoneless("1391248800", "s")
+    (True, False, False)
+    >>> zoneless("31/12/2014 23:05", "%d/%m/%Y %H:%M"), zoneless("2014-02-01", "iso")
+    (True, False)
+    """
+    if unit not in ("iso",) and not unit.startswith("%"):
+        return False
+    text = str(value).strip()
+    # A date alone is a day, whatever the zone: saying so would be noise.
+    return ":" in text and not (text[-1:] in ("Z", "z") or re.search(r"[+-]\d\d:?\d\d$", text) or "%z" in unit)
 
 
 def values_share(column: pl.Series) -> float:
@@ -822,14 +839,17 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
 def describe_plan(plan: AnalysisPlan) -> list[str]:
     """One line per file and one for the windows: what was inferred."""
     lines = []
+    names = [p.path.name for p in plan.profiles]
     for p in plan.profiles:
-        notes = [n for n, on in (("irregular sampling", p.irregular), (f"{p.gaps} gap(s)", p.gaps > 0),
+        shown = p.path.name if names.count(p.path.name) == 1 else str(p.path)  # files of one name in two folders
+        notes = [n for n, on in (("times without a zone, read as UTC", p.zoneless), ("irregular sampling", p.irregular),
+                                 (f"{p.gaps} gap(s)", p.gaps > 0),
                                  (f"{p.malformed} malformed record(s) go to dead letters", p.malformed > 0)) if on]
         notes += [f"{count} text value(s) of {name} left out of the bar statistics" for name, count in p.texts.items()]
         notes += [f"{count} value(s) of {name} infinite or beyond {LARGEST_VALUE:g} in size left out of the bar statistics"
                   for name, count in p.oversize.items()]
         lines.append(
-            f"  {p.path.name} → stream {p.source}: {p.rows} rows {p.first:%Y-%m-%d %H:%M} .. {p.last:%Y-%m-%d %H:%M}, "
+            f"  {shown} → stream {p.source}: {p.rows} rows {p.first:%Y-%m-%d %H:%M} .. {p.last:%Y-%m-%d %H:%M}, "
             f"time column {p.time_field!r}" + (f" + {p.time_of_day_field!r}" if p.time_of_day_field else "")
             + f" ({p.time_unit}), one every {_duration(p.interval_s)}"
             + (f" ({', '.join(notes)})" if notes else "")

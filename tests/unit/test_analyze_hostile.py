@@ -287,3 +287,23 @@ def test_a_files_only_column_of_numbers_then_text_is_analysed_without_the_text(t
     # A column of a few numbers among text is still not numeric when another column is.
     path.write_text("timestamp,value,note\n" + lines_of(readings(), lambda t, v: f"{t:{ISO}},{v},{'1' if v > 1 else 'ok'}"))
     assert (profile_file(path, None, set()).numeric, profile_file(path, None, set()).texts) == (["value"], {})
+
+
+def test_files_of_one_name_in_two_folders_are_two_streams_told_apart_by_their_path(tmp_path: Path) -> None:
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "cpu.csv").write_text("timestamp,value\n" + lines_of(readings(), lambda t, v: f"{t:{ISO}},{v}"))
+    plan = infer_config([tmp_path / "a" / "cpu.csv", tmp_path / "b" / "cpu.csv"], None, tmp_path / "config", tmp_path / "data")
+    assert [p.source for p in plan.profiles] == ["cpu", "cpu_2"]
+    assert [line.split(":")[0] for line in describe_plan(plan)[:2]] == [
+        f"  {tmp_path}/a/cpu.csv → stream cpu", f"  {tmp_path}/b/cpu.csv → stream cpu_2"]
+
+
+def test_times_without_a_zone_are_said_to_be_read_as_utc(tmp_path: Path) -> None:
+    for name, written, step in (("local.csv", "%Y-%m-%d %H:%M:%S", STEP), ("offset.csv", "%Y-%m-%dT%H:%M:%S+01:00", STEP),
+                                ("days.csv", "%Y-%m-%d", timedelta(days=1))):
+        (tmp_path / name).write_text("timestamp,value\n" + lines_of(readings(step=step),
+                                                                    lambda t, v, w=written: f"{t:{w}},{v}"))
+    plan = infer_config(sorted(tmp_path.glob("*.csv")), None, tmp_path / "config", tmp_path / "data")
+    assert [(p.source, p.zoneless) for p in plan.profiles] == [("days", False), ("local", True), ("offset", False)]
+    assert [("read as UTC" in line) for line in describe_plan(plan)[:3]] == [False, True, False]
