@@ -667,9 +667,11 @@ class CalibratedDrift(CalibratedDetector):
                 "wider": (abs(z) - 1.0) * damping - spread_allowance,
                 "narrower": (1.0 - abs(z)) * damping - spread_allowance,
             }
-            if scale <= baseline.floor():
+            if scale <= baseline.floor() or (state["counts"][f] and _unstabilise(value - residual) < 1.0):
                 # The spread is already at the reading's resolution: it cannot narrow any further
-                # (a stream stuck on one value must not report a narrower spread forever).
+                # (a stream stuck on one value must not report a narrower spread forever). Nor can
+                # counts expected below one: the square root does not stabilise their spread there,
+                # it shrinks with the level (at 0.1 a count is almost always zero).
                 steps["narrower"] = -spread_allowance
             for channel, step in steps.items():
                 cusum = state["cusum"][f][channel]
