@@ -730,7 +730,12 @@ class CalibratedDrift(CalibratedDetector):
         if split < 1 or len(values) - split < 1:
             return True
         bars = min(split, len(values) - split, int(self.param("jump_bars")))
-        jump = abs(statistics.fmean(values[split:split + bars]) - statistics.fmean(values[split - bars:split]))
+        # Less the part of the move that the slope within the sides explains over the `bars`
+        # between the runs' centres (a steep stretch of a cycle not yet profiled moves the means
+        # too); a slope against the move, or beyond it, is no evidence of a jump (it is noisy).
+        move = statistics.fmean(values[split:split + bars]) - statistics.fmean(values[split - bars:split])
+        explained = math.copysign(1.0, move) * _pooled_slope([values[:split], values[split:]]) * bars
+        jump = abs(move) - min(max(explained, 0.0), abs(move))
         differences = sorted(abs(b - a) for a, b in itertools.pairwise(values))[:-1]
         if not differences:
             return True
@@ -841,6 +846,16 @@ def _detrended(values: list[float]) -> list[float]:
     slope, centre = _slope(values), (len(values) - 1) / 2
     mean = statistics.fmean(values)
     return [v - mean - slope * (i - centre) for i, v in enumerate(values)]
+
+
+def _pooled_slope(runs: list[list[float]]) -> float:
+    """Least-squares slope against the index, common to runs that may each sit at its own level."""
+    products = squares = 0.0
+    for run in runs:
+        centre, mean = (len(run) - 1) / 2, statistics.fmean(run) if run else 0.0
+        products += sum((i - centre) * (v - mean) for i, v in enumerate(run))
+        squares += sum((i - centre) ** 2 for i in range(len(run)))
+    return products / squares if squares > 0 else 0.0
 
 
 def _lag_one(runs: list[list[float]]) -> float:
