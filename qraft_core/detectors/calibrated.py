@@ -583,14 +583,15 @@ DRIFT_PARAMS: dict[str, Any] = {
     "jump_significance": 3.0,
     # Recent bars kept to locate the change point and measure the new level and spread.
     "segment_bars": 48,
-    # A level change this close (in seconds, or `recurrence_bars` bars if longer) to the time of
-    # day of one in the same direction a day or a week earlier is the daily or weekly cycle.
+    # A change this close (in seconds, or `recurrence_bars` bars if longer) to the time of day of
+    # one a day or a week earlier, not in the opposite direction, is the daily or weekly cycle.
     "recurrence_s": 900.0,
     "recurrence_bars": 2,
     "confidence_scale": 2.0,
 }
 CHANNELS = ("up", "down", "wider", "narrower")
 LEVEL_CHANNELS = ("up", "down")
+OPPOSITE = {"up": "down", "down": "up", "wider": "narrower", "narrower": "wider"}
 # One CUSUM channel: its statistic, its peak, and bars since it last left zero.
 EMPTY_EXCURSION: dict[str, Any] = {"sum": 0.0, "peak": 0.0, "bars": 0}
 
@@ -801,7 +802,8 @@ class CalibratedDrift(CalibratedDetector):
             # The values moved there smoothly (a daily cycle not yet profiled, a slow wander): the
             # baseline follows them, but a level shift is a jump.
             return None
-        if level_change and self._recurring(feature, onset.timestamp(), channel, baseline.step_s):
+        if self._recurring(feature, onset.timestamp(), channel, baseline.step_s):
+            # The baseline follows a step of the daily or weekly cycle (re-anchored above).
             return None
         if level_change and not baseline.seasonal and baseline.profiled:
             # The daily profile is learnt but not yet trusted: a move it predicts is the daily
@@ -826,13 +828,15 @@ class CalibratedDrift(CalibratedDetector):
 
 
     def _recurring(self, feature: str, onset_s: float, direction: str, step_s: float) -> bool:
-        """Whether a level change (at `onset_s`, up or down) repeats one of a day or a week before,
-        which the profiles have not learnt yet (the first days, a weekend the first times); every
-        level change is remembered for a week and a day."""
-        changes = self.state.setdefault("level_changes", {}).setdefault(feature, [])
+        """Whether a change (at `onset_s`, in `direction`: a channel) repeats one of a day or a week
+        before, which the profiles have not learnt yet (the first days, a weekend the first times).
+        A step of the cycle shows as a level or a spread change depending on where it falls, so
+        any earlier change counts but one in the opposite direction. Every change is remembered for
+        a week and a day."""
+        changes = self.state.setdefault("changes", {}).setdefault(feature, [])
         tolerance = max(float(self.param("recurrence_s")), int(self.param("recurrence_bars")) * step_s)
         recurring = any(
-            earlier == direction and min(abs(onset_s - at - DAY_S), abs(onset_s - at - WEEK_S)) <= tolerance
+            earlier != OPPOSITE[direction] and min(abs(onset_s - at - DAY_S), abs(onset_s - at - WEEK_S)) <= tolerance
             for at, earlier in changes)
         changes[:] = [(at, earlier) for at, earlier in changes if onset_s - at <= WEEK_S + DAY_S]
         changes.append((onset_s, direction))

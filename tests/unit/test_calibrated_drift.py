@@ -110,3 +110,17 @@ def test_a_steep_stretch_of_a_cycle_is_not_a_jump() -> None:
     # slope within the sides explains it. A shift of 4 on the third day is found and dated.
     assert _found_on(_daily_cycle(4, seed=2)) == []
     assert _found_on(_daily_cycle(4, seed=2, shift_at=250)) == [("Wed 07 14:30", "level went up")]
+
+
+def test_a_weekly_step_recurs_as_a_level_or_a_spread_change() -> None:
+    # Weekends three times as noisy: the first one's start shows as a level change (Sat 10 00:30,
+    # down), the next ones' as a wider spread at the same time of the week (found before: Sat 17
+    # 00:00 and Sat 24 00:15, spread went wider). The ends, narrower spreads dated hours apart, do
+    # not recur within the tolerance.
+    rng = np.random.default_rng(3)
+    t0 = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
+    times = [t0 + timedelta(minutes=15 * i) for i in range(96 * 7 * 3)]
+    spread = np.array([3.0 if t.weekday() >= 5 else 1.0 for t in times])
+    bars = pl.DataFrame({"bar_time": times, "load_mean": 50 + spread * rng.normal(0, 1, len(times))})
+    assert _found_on(bars) == [("Sat 10 00:30", "level went down"), ("Mon 12 14:15", "spread went narrower"),
+                               ("Mon 19 00:15", "spread went narrower")]
