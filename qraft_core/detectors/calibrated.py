@@ -583,10 +583,15 @@ DRIFT_PARAMS: dict[str, Any] = {
     "jump_significance": 3.0,
     # Recent bars kept to locate the change point and measure the new level and spread.
     "segment_bars": 48,
+    # A change this close (in seconds, or `recurrence_bars` bars if longer) to the time of day of
+    # one a day or a week earlier, not in the opposite direction, is the daily or weekly cycle.
+    "recurrence_s": 900.0,
+    "recurrence_bars": 2,
     "confidence_scale": 2.0,
 }
 CHANNELS = ("up", "down", "wider", "narrower")
 LEVEL_CHANNELS = ("up", "down")
+OPPOSITE = {"up": "down", "down": "up", "wider": "narrower", "narrower": "wider"}
 # One CUSUM channel: its statistic, its peak, and bars since it last left zero.
 EMPTY_EXCURSION: dict[str, Any] = {"sum": 0.0, "peak": 0.0, "bars": 0}
 
@@ -667,9 +672,11 @@ class CalibratedDrift(CalibratedDetector):
                 "wider": (abs(z) - 1.0) * damping - spread_allowance,
                 "narrower": (1.0 - abs(z)) * damping - spread_allowance,
             }
-            if scale <= baseline.floor():
+            if scale <= baseline.floor() or (state["counts"][f] and _unstabilise(value - residual) < 1.0):
                 # The spread is already at the reading's resolution: it cannot narrow any further
-                # (a stream stuck on one value must not report a narrower spread forever).
+                # (a stream stuck on one value must not report a narrower spread forever). Nor can
+                # counts expected below one: the square root does not stabilise their spread there,
+                # it shrinks with the level (at 0.1 a count is almost always zero).
                 steps["narrower"] = -spread_allowance
             for channel, step in steps.items():
                 cusum = state["cusum"][f][channel]
@@ -724,7 +731,12 @@ class CalibratedDrift(CalibratedDetector):
         if split < 1 or len(values) - split < 1:
             return True
         bars = min(split, len(values) - split, int(self.param("jump_bars")))
-        jump = abs(statistics.fmean(values[split:split + bars]) - statistics.fmean(values[split - bars:split]))
+        # Less the part of the move that the slope within the sides explains over the `bars`
+        # between the runs' centres (a steep stretch of a cycle not yet profiled moves the means
+        # too); a slope against the move, or beyond it, is no evidence of a jump (it is noisy).
+        move = statistics.fmean(values[split:split + bars]) - statistics.fmean(values[split - bars:split])
+        explained = math.copysign(1.0, move) * _pooled_slope([values[:split], values[split:]]) * bars
+        jump = abs(move) - min(max(explained, 0.0), abs(move))
         differences = sorted(abs(b - a) for a, b in itertools.pairwise(values))[:-1]
         if not differences:
             return True
@@ -790,6 +802,9 @@ class CalibratedDrift(CalibratedDetector):
             # The values moved there smoothly (a daily cycle not yet profiled, a slow wander): the
             # baseline follows them, but a level shift is a jump.
             return None
+        if self._recurring(feature, onset.timestamp(), channel, baseline.step_s):
+            # The baseline follows a step of the daily or weekly cycle (re-anchored above).
+            return None
         if level_change and not baseline.seasonal and baseline.profiled:
             # The daily profile is learnt but not yet trusted: a move it predicts is the daily
             # cycle, not a drift (a real shift of the smallest size the CUSUM is set for remains).
@@ -812,6 +827,22 @@ class CalibratedDrift(CalibratedDetector):
         )
 
 
+    def _recurring(self, feature: str, onset_s: float, direction: str, step_s: float) -> bool:
+        """Whether a change (at `onset_s`, in `direction`: a channel) repeats one of a day or a week
+        before, which the profiles have not learnt yet (the first days, a weekend the first times).
+        A step of the cycle shows as a level or a spread change depending on where it falls, so
+        any earlier change counts but one in the opposite direction. Every change is remembered for
+        a week and a day."""
+        changes = self.state.setdefault("changes", {}).setdefault(feature, [])
+        tolerance = max(float(self.param("recurrence_s")), int(self.param("recurrence_bars")) * step_s)
+        recurring = any(
+            earlier != OPPOSITE[direction] and min(abs(onset_s - at - DAY_S), abs(onset_s - at - WEEK_S)) <= tolerance
+            for at, earlier in changes)
+        changes[:] = [(at, earlier) for at, earlier in changes if onset_s - at <= WEEK_S + DAY_S]
+        changes.append((onset_s, direction))
+        return recurring
+
+
 def _detrended(values: list[float]) -> list[float]:
     """Values less their least-squares line."""
     if len(values) < 3:
@@ -819,6 +850,16 @@ def _detrended(values: list[float]) -> list[float]:
     slope, centre = _slope(values), (len(values) - 1) / 2
     mean = statistics.fmean(values)
     return [v - mean - slope * (i - centre) for i, v in enumerate(values)]
+
+
+def _pooled_slope(runs: list[list[float]]) -> float:
+    """Least-squares slope against the index, common to runs that may each sit at its own level."""
+    products = squares = 0.0
+    for run in runs:
+        centre, mean = (len(run) - 1) / 2, statistics.fmean(run) if run else 0.0
+        products += sum((i - centre) * (v - mean) for i, v in enumerate(run))
+        squares += sum((i - centre) ** 2 for i in range(len(run)))
+    return products / squares if squares > 0 else 0.0
 
 
 def _lag_one(runs: list[list[float]]) -> float:
