@@ -826,7 +826,6 @@ class CalibratedDrift(CalibratedDetector):
             lag_bars=len(after),
         )
 
-
     def _recurring(self, feature: str, onset_s: float, direction: str, step_s: float) -> bool:
         """Whether a change (at `onset_s`, in `direction`: a channel) repeats one of a day or a week
         before, which the profiles have not learnt yet (the first days, a weekend the first times).
