@@ -212,9 +212,13 @@ class _Judge:
         return message, position - message.offset
 
     def batch(self) -> LandedBatch:
-        rows = pl.DataFrame(self.rows, schema=_CANDIDATE_SCHEMA, orient="row")
-        compiled = (frame.with_columns(pl.col("position").alias("line")).select(*_CANDIDATE_SCHEMA) for frame in self.frames)
-        candidates = pl.concat([*compiled, rows]).sort("position")
+        compiled = [frame.with_columns(pl.col("position").alias("line")).select(*_CANDIDATE_SCHEMA)
+                    for frame in self.frames]
+        if self.rows or len(compiled) != 1:
+            rows = pl.DataFrame(self.rows, schema=_CANDIDATE_SCHEMA, orient="row")
+            candidates = pl.concat([*compiled, rows]).sort("position")
+        else:  # the usual batch: compiled rows only, already in batch order
+            candidates = compiled[0]
         kept = self._bound_backfill(self._one_row_per_id(candidates))
         raw = kept.select(*RAW_COLUMNS).with_columns(
             pl.col("timestamp", "ingest_time").dt.cast_time_unit("ms"),
