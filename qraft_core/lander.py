@@ -707,7 +707,8 @@ class Lander:
         # Stored versions are looked for within `resend_window_s` of the batch's event times, so the
         # cost follows the batch, not the size of raw_events.
         window = timedelta(seconds=self.config.resend_window_s)
-        for (source,), group in raw.group_by("source"):
+        # Grouped on the columns read: a group of whole rows copies every payload.
+        for (source,), group in raw.select("source", "event_id", "timestamp").group_by("source"):
             ids = group["event_id"].unique()
             first: datetime = group["timestamp"].min()  # type: ignore[assignment]
             last: datetime = group["timestamp"].max()  # type: ignore[assignment]
@@ -796,7 +797,7 @@ class Lander:
         return None
 
     def _remember(self, rows: pl.DataFrame) -> None:
-        for (source,), group in rows.group_by("source"):
+        for (source,), group in rows.select("source", "event_id").group_by("source"):
             known = self._known.get(source)
             if known is not None:
                 known.hashes.update(_id_hashes(group["event_id"]).to_list())
