@@ -212,9 +212,13 @@ class _Judge:
         return message, position - message.offset
 
     def batch(self) -> LandedBatch:
-        rows = pl.DataFrame(self.rows, schema=_CANDIDATE_SCHEMA, orient="row")
-        compiled = (frame.with_columns(pl.col("position").alias("line")).select(*_CANDIDATE_SCHEMA) for frame in self.frames)
-        candidates = pl.concat([*compiled, rows]).sort("position")
+        compiled = [frame.with_columns(pl.col("position").alias("line")).select(*_CANDIDATE_SCHEMA)
+                    for frame in self.frames]
+        if self.rows or len(compiled) != 1:
+            rows = pl.DataFrame(self.rows, schema=_CANDIDATE_SCHEMA, orient="row")
+            candidates = pl.concat([*compiled, rows]).sort("position")
+        else:  # the usual batch: compiled rows only, already in batch order
+            candidates = compiled[0]
         kept = self._bound_backfill(self._one_row_per_id(candidates))
         raw = kept.select(*RAW_COLUMNS).with_columns(
             pl.col("timestamp", "ingest_time").dt.cast_time_unit("ms"),
@@ -609,12 +613,31 @@ def _id_hashes(ids: pl.Series) -> pl.Series:
 @dataclass
 class _KnownIds:
     """Hashes of the ids of every raw_events row of one source whose event time lies in
-    [start, end): filled by one query, then by every insert of this lander, the one writer of
-    raw_events (a superset is harmless: it only costs a lookup)."""
+    [start, end): filled by one query, then by every batch this lander, the one writer of
+    raw_events, writes (rows it does not insert too: a superset is harmless, it only costs a lookup)."""
 
     start: datetime
     end: datetime
     hashes: set[int]
+
+    def remember(self, hashes: list[int]) -> set[int]:
+        """Adds `hashes`; returns those held already.
+
+        One pass over the memory, which is far larger than a batch: the symmetric difference takes
+        out the held ones, so the size tells that none were (the usual batch), then puts them back.
+
+        >>> known = _KnownIds(datetime.min, datetime.max, {1, 2})
+        >>> known.remember([3, 4, 3]), known.remember([2, 5, 3]), sorted(known.hashes)
+        (set(), {2, 3}, [1, 2, 3, 4, 5])
+        """
+        batch = set(hashes)
+        size = len(self.hashes)
+        self.hashes ^= batch
+        if len(self.hashes) == size + len(batch):
+            return set()
+        held = batch - self.hashes
+        self.hashes |= held
+        return held
 
 
 @dataclass
@@ -703,7 +726,8 @@ class Lander:
         # Stored versions are looked for within `resend_window_s` of the batch's event times, so the
         # cost follows the batch, not the size of raw_events.
         window = timedelta(seconds=self.config.resend_window_s)
-        for (source,), group in raw.group_by("source"):
+        # Grouped on the columns read: a group of whole rows copies every payload.
+        for (source,), group in raw.select("source", "event_id", "timestamp").group_by("source"):
             ids = group["event_id"].unique()
             first: datetime = group["timestamp"].min()  # type: ignore[assignment]
             last: datetime = group["timestamp"].max()  # type: ignore[assignment]
@@ -711,7 +735,9 @@ class Lander:
             known = self._known_ids(source, start, end)
             if known is not None:  # only ids the memory may hold can have a stored version
                 hashes = _id_hashes(ids)
-                held = known.hashes.intersection(hashes.to_list())
+                held = known.remember(hashes.to_list())
+                if len(known.hashes) > ID_MEMORY_MAX:  # the next batch reads its own window again
+                    del self._known[source]
                 if not held:
                     continue
                 ids = ids.filter(hashes.is_in(list(held)))
@@ -791,14 +817,6 @@ class Lander:
                  source)
         return None
 
-    def _remember(self, rows: pl.DataFrame) -> None:
-        for (source,), group in rows.group_by("source"):
-            known = self._known.get(source)
-            if known is not None:
-                known.hashes.update(_id_hashes(group["event_id"]).to_list())
-                if len(known.hashes) > ID_MEMORY_MAX:  # the next batch reads its own window again
-                    del self._known[source]
-
     def _letters(self, rows: pl.DataFrame, kind: str) -> pl.DataFrame:
         """Dead letters for raw-event rows: `superseded` ones (with a `winner` column) or ones the
         store refused (with a `reason` column). Ids are stable, so a rewrite stores them once."""
@@ -833,7 +851,6 @@ class Lander:
             chunk = pending.pop()
             try:
                 self.store.insert("raw_events", chunk)
-                self._remember(chunk)
                 continue
             except StoreError as exc:
                 kind = store_error_kind(exc)
