@@ -545,6 +545,9 @@ _TRANSIENT_MARKERS = (
     "timeout", "timed out", "connection refused", "connection reset", "broken pipe", "network_error",
     "socket_timeout", "held by another process", "too_many_simultaneous_queries", "merges are processing",
     "memory_limit_exceeded", "table_is_read_only", "temporarily", "cannot open the store",
+    # A full disk or a store mounted read-only: the rows are fine, the store will take them once
+    # there is room (dead-lettering them would move good events out of raw_events).
+    "not_enough_space", "no space left on device", "read-only file system",
 )
 _PERMANENT_MARKERS = (
     "too_many_parts", "too many partitions", "cannot_parse", "type_mismatch", "unknown_table",
@@ -563,6 +566,12 @@ def store_error_kind(exc: BaseException) -> Literal["transient", "permanent", "u
     >>> store_error_kind(StoreError("Code: 252. DB::Exception: Too many partitions for single INSERT block"))
     'permanent'
     >>> store_error_kind(StoreError("Too many parts (3001). Merges are processing significantly slower (TOO_MANY_PARTS)"))
+    'transient'
+    >>> store_error_kind(StoreError("Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space. (NOT_ENOUGH_SPACE)"))
+    'transient'
+    >>> store_error_kind(StoreError("Cannot write to file: No space left on device (CANNOT_WRITE_TO_FILE_DESCRIPTOR)"))
+    'transient'
+    >>> store_error_kind(StoreError("Cannot open file data/clickhouse/x.bin: Read-only file system"))
     'transient'
     """
     if isinstance(exc, StoreUnavailable):
