@@ -94,25 +94,32 @@ def latest_snapshot(store: EventStore, before: datetime) -> datetime | None:
 def restore_detectors(
     store: EventStore, specs: list[DetectorSpec], snapshot: datetime, interval: timedelta
 ) -> tuple[dict[tuple[str, str], StreamDetector], list[str]]:
-    """The detectors as they were after the `snapshot` window; also the names restarted."""
+    """The detectors as they were after the `snapshot` window; also the names restarted: those whose
+    configuration changed, and those with a stored state that does not load on some stream."""
     rows = store.select("detector_state", start=snapshot, end=snapshot + interval,
                         where=[Filter("detector", "!=", WINDOW_MARKER)])
     by_name = {spec.name: spec for spec in specs}
     detectors: dict[tuple[str, str], StreamDetector] = {}
-    restarted: set[str] = set()
+    changed: set[str] = set()
+    damaged: set[str] = set()
     for row in rows.sort("detector", "stream").iter_rows(named=True):
         spec = by_name.get(row["detector"])
         if spec is None:
             continue
         if row["config_hash"] != spec.config_hash:
             # The detector's configuration changed: its old state describes another model.
-            restarted.add(spec.name)
+            changed.add(spec.name)
             continue
-        detectors[(spec.name, row["stream"])] = spec.restore(row["stream"], decode_state(row["state"]))
-    for name in sorted(restarted):
+        try:
+            detectors[(spec.name, row["stream"])] = spec.restore(row["stream"], decode_state(row["state"]))
+        except Exception as exc:  # noqa: BLE001 - a damaged row must not block every later window
+            log.warning("detector %s: its state on %s after %s does not load (%s: %s); it restarts there "
+                        "from a fresh state", spec.name, row["stream"], iso(snapshot), type(exc).__name__, exc)
+            damaged.add(spec.name)
+    for name in sorted(changed):
         log.warning("detector %s changed configuration: it restarts from a fresh state after %s",
                     name, iso(snapshot))
-    return detectors, sorted(restarted)
+    return detectors, sorted(changed | damaged)
 
 
 class DetectorClock:
@@ -290,7 +297,8 @@ def materialize_detections(
     events those bars summarise), signals_by_detector, engines, latency_s (wall
     time of the run, for monitoring only), detector_seconds and detector_bars (each
     detector's time reading the run's bars and how many it read; replayed bars not included),
-    restarted (detectors whose changed configuration made them start afresh), replayed_bars.
+    restarted (detectors that started afresh: a changed configuration, or a stored state
+    that did not load), replayed_bars.
     """
     began = time.perf_counter()
     start, end, first_window = utc(start), utc(end), utc(first_window)

@@ -53,6 +53,8 @@ _CREATE = re.compile(
 _ALTER = re.compile(r"^ALTER TABLE (?P<name>\w+)\s+(?P<rest>.*)$", re.DOTALL)
 _ORDER_BY = re.compile(r"ORDER BY (?P<key>\([^)]*\)|\w+)")
 _SETTINGS = re.compile(r"\s(SETTINGS\s.*)$", re.DOTALL)
+# The TTL in `system.tables.engine_full`, which the server writes as `TTL … [SETTINGS …]`.
+_TTL_SHOWN = re.compile(r"\sTTL (?P<ttl>.*?)(?:\sSETTINGS\s.*)?$", re.DOTALL)
 
 
 class ClusterSchemaError(ValueError):
@@ -136,6 +138,24 @@ def retention_statements(layout: StoreLayout, tables: Iterable[str]) -> list[str
             for table in tables if (clause := layout.ttl_clause(table))]
 
 
+def tables_with_other_ttl(client: Any, layout: StoreLayout) -> list[str]:
+    """The tables with a retention whose TTL on the server is not the layout's (or that do not exist yet).
+
+    Checked so that a start with an unchanged retention writes no table metadata: `MODIFY TTL`
+    rewrites a table's metadata file every time, and one rewritten while the disk was full was left
+    empty, so the store never opened again.
+    """
+    wanted = {table: clause for table in RETENTION_CLOCKS if (clause := layout.ttl_clause(table))}
+    if not wanted:
+        return []
+    local = {f"{table}_local" if layout.cluster else table: table for table in wanted}
+    rows = client.query("SELECT name, engine_full FROM system.tables WHERE database = currentDatabase() "
+                        "AND name IN {names:Array(String)}", parameters={"names": sorted(local)}).result_rows
+    shown = {local[name]: _TTL_SHOWN.search(engine) for name, engine in rows}
+    return [table for table, clause in wanted.items()
+            if (ttl := shown.get(table)) is None or ttl["ttl"] != _as_shown(clause)]
+
+
 def delete_statement(table: str, where_clause: str, layout: StoreLayout) -> str:
     """A window delete: on a cluster it runs on the local table of every shard."""
     return f"DELETE FROM {layout.on_cluster(checked_identifier(table))} {where_clause}"
@@ -157,8 +177,7 @@ def apply_migrations(
     """
     for statement in layout_statements([MIGRATIONS_TABLE], StoreLayout(layout.cluster)):
         client.command(statement)
-    has_retention = bool(layout.retention_days or layout.source_retention_days)
-    if not _pending(client, migrations) and not has_retention:
+    if not _pending(client, migrations) and not tables_with_other_ttl(client, layout):
         return []
     with migration_lock(client, layout, lock_timeout_s) if lock_timeout_s is not None else nullcontext():
         todo = _pending(client, migrations)
@@ -167,7 +186,7 @@ def apply_migrations(
                 client.command(statement)
             client.insert("schema_migrations", [[version, name, datetime.now(UTC)]],
                           column_names=["version", "name", "applied_at"])
-        for statement in retention_statements(layout, RETENTION_CLOCKS):
+        for statement in retention_statements(layout, tables_with_other_ttl(client, layout)):
             client.command(statement)
     return [name for _, name, _ in todo]
 
@@ -230,6 +249,11 @@ def _with_ttl(tail: str, ttl: str) -> str:
     if settings is None:
         return f"{tail}\n{ttl}"
     return f"{tail[: settings.start()]}\n{ttl}\n{settings[1]}"
+
+
+def _as_shown(clause: str) -> str:
+    """A `ttl_clause` as the server shows it: without `TTL` and the default `DELETE` action."""
+    return clause.removeprefix("TTL ").replace(" DELETE WHERE ", " WHERE ")
 
 
 def _quoted(text: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from qraft_cli.pipeline import revived_nats_message
 from qraft_core.bus.base import BusCannotStore, StreamSettings
 from qraft_core.bus.embedded import (
     EmbeddedNats,
@@ -30,6 +32,8 @@ from qraft_core.bus.embedded import (
     process_alive,
 )
 from qraft_core.bus.nats_bus import NatsBus
+from qraft_core.config import QraftConfig
+from qraft_core.runtime import Runtime
 from qraft_core.supervisor import ProcessSupervisor
 from tests.chaos.conftest import wait_for
 
@@ -104,6 +108,26 @@ def test_a_disk_filled_under_the_running_server_fails_the_publish_and_a_revive_r
     # The server failed its write and answers no publish since; three stalled attempts end it.
     assert stored == 0
     assert "answers but stored none of 3 attempts" in reason
+
+
+def test_up_names_the_failed_store_write_it_restarted_the_server_for_and_a_death_as_such(small_disk):
+    rt = Runtime(config=QraftConfig(data_dir=small_disk), config_path=small_disk)
+    server = rt.embedded_nats()
+    try:
+        asyncio.run(publish_until_refused(server.url, 5, fill=small_disk / "filler"))
+        (small_disk / "filler").unlink()
+        failure = server.store_failure()
+        after_failure = revived_nats_message(rt, server)
+        assert revived_nats_message(rt, server) is None  # the new server has failed no write
+        os.kill(server.pid, signal.SIGKILL)
+        assert wait_for(lambda: not process_alive(server.pid), timeout_s=15)
+        after_death = revived_nats_message(rt, server)
+    finally:
+        rt.stop_owned_services()
+    assert failure is not None
+    assert "no space left on device" in failure
+    assert after_failure == f"the embedded nats-server failed a store write; restarted it at {server.url}: {failure}"
+    assert after_death == f"the embedded nats-server had died; restarted it at {server.url}"
 
 
 async def stream_size_after_one_more(url: str) -> int:
