@@ -15,7 +15,6 @@ from tqdm import tqdm
 
 from qraft_cli import emit, main, point_dagster_at, runtime, services, validate_config
 from qraft_cli.evaluate import report_table
-from qraft_core.bus.embedded import EmbeddedNats
 from qraft_core.runtime import Runtime, jvm_crash_env
 from qraft_core.services.demo import run_demo
 from qraft_core.supervisor import ProcessSupervisor
@@ -88,16 +87,6 @@ def dagster_workspace(dagster_home: Path) -> Path:
     return found
 
 
-def revived_nats_message(rt: Runtime, server: EmbeddedNats) -> str | None:
-    """Restart the embedded server if it died or its store failed a write; what `up` then says."""
-    failure = server.store_failure()  # read first: a restarted server starts a new part of its log
-    if not rt.revive_embedded_nats(server):
-        return None
-    if failure is not None:
-        return f"the embedded nats-server failed a store write; restarted it at {server.url}: {failure}"
-    return f"the embedded nats-server had died; restarted it at {server.url}"
-
-
 @main.command("up")
 @click.option("--no-ui", is_flag=True, help="Do not start the Dagster webserver and daemon.")
 @click.option("--no-sources", is_flag=True, help="Do not run the configured sources.")
@@ -135,7 +124,7 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
         click.echo(f"Dagster UI: http://127.0.0.1:{rt.config.dagster.port}")
     try:
         while not stopping.wait(0.5):
-            if embedded is not None and (revived := revived_nats_message(rt, embedded)):
+            if embedded is not None and (revived := rt.revive_embedded_nats(embedded)):
                 click.echo(revived, err=True)
             supervisor.check(lambda message: click.echo(message, err=True))
     finally:

@@ -113,15 +113,19 @@ class Runtime:
         """The embedded server this runtime started, else the one running for its data directory."""
         return self._embedded_nats or EmbeddedNats.running(self.data_dir / "nats")
 
-    def revive_embedded_nats(self, server: EmbeddedNats) -> bool:
-        """Restart `server` on its port if it died (then owned here); True when it was restarted."""
+    def revive_embedded_nats(self, server: EmbeddedNats) -> str | None:
+        """Restart `server` on its port if it died or its store failed a write (then owned here);
+        why it was restarted, also logged, or None when it was not."""
+        failure = server.store_failure()  # read first: a restarted server starts a new part of its log
         if not server.revive():
-            return False
-        log.warning("the embedded nats-server had died; restarted it at %s", server.url)
+            return None
+        reason = (f"the embedded nats-server failed a store write; restarted it at {server.url}: {failure}"
+                  if failure is not None else f"the embedded nats-server had died; restarted it at {server.url}")
+        log.warning("%s", reason)
         if self._embedded_nats is None:
             atexit.register(self.stop_owned_services)
         self._embedded_nats = server
-        return True
+        return reason
 
     async def keep_embedded_alive(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
         """Restart the embedded server whenever it dies; connected clients reconnect by themselves."""

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from qraft_cli.pipeline import revived_nats_message
 from qraft_core.bus.base import BusCannotStore, StreamSettings
 from qraft_core.bus.embedded import (
     EmbeddedNats,
@@ -117,11 +116,11 @@ def test_up_names_the_failed_store_write_it_restarted_the_server_for_and_a_death
         asyncio.run(publish_until_refused(server.url, 5, fill=small_disk / "filler"))
         (small_disk / "filler").unlink()
         failure = server.store_failure()
-        after_failure = revived_nats_message(rt, server)
-        assert revived_nats_message(rt, server) is None  # the new server has failed no write
+        after_failure = rt.revive_embedded_nats(server)
+        assert rt.revive_embedded_nats(server) is None  # the new server has failed no write
         os.kill(server.pid, signal.SIGKILL)
         assert wait_for(lambda: not process_alive(server.pid), timeout_s=15)
-        after_death = revived_nats_message(rt, server)
+        after_death = rt.revive_embedded_nats(server)
     finally:
         rt.stop_owned_services()
     assert failure is not None
