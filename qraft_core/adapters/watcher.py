@@ -8,7 +8,8 @@ unchanged for `settle_s` is complete: its last line is read without a newline,
 and a Parquet file that still cannot be read is a dead letter. A file whose
 first bytes changed was copied over: it is read again from its start. A file
 that cannot be opened (permission denied, I/O error) is reported once and
-tried again at every scan; the other files are read.
+tried again at every scan; the other files are read. With `encoding: cp1252`
+every line (a CSV header too) is Windows-1252, as Excel's plain "CSV" is.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import polars as pl
 from pydantic import Field
 
 from qraft_core.adapters.base import AdapterStats, register_adapter
-from qraft_core.adapters.file import column_names, file_format
+from qraft_core.adapters.file import Encoding, column_names, file_format
 from qraft_core.adapters.live import JsonState, LiveAdapter, LiveOptions, sleep_or_stop
 from qraft_core.adapters.parsers import decode_json_record, raw_json
 from qraft_core.bus.base import Publisher
@@ -45,6 +46,7 @@ class WatcherOptions(LiveOptions):
     # Which files of the folder (`endpoint`) to read; `**/` descends into subfolders.
     pattern: str = "*.jsonl"
     format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    encoding: Encoding = "utf-8"
     interval_s: float = Field(default=1.0, gt=0)
     # A file not modified for this long is complete (its last line needs no newline).
     settle_s: float = Field(default=60.0, gt=0)
@@ -53,6 +55,18 @@ class WatcherOptions(LiveOptions):
 def _head(path: Path, length: int) -> str:
     with path.open("rb") as handle:
         return hashlib.sha256(handle.read(min(length, HEAD_BYTES))).hexdigest()
+
+
+def _utf8(raw: bytes, encoding: Encoding) -> bytes:
+    """The line as UTF-8. A Windows-1252 byte that encodes nothing (0x81, 0x8D, 0x8F, 0x90, 0x9D) is
+    kept as it is, so its line is rejected as not UTF-8, as the file source rejects it.
+
+    >>> _utf8("Café;Zürich".encode("cp1252"), "cp1252").decode()
+    'Café;Zürich'
+    """
+    if encoding == "utf-8" or raw.isascii():
+        return raw
+    return raw.decode(encoding, "surrogateescape").encode("utf-8", "surrogateescape")
 
 
 def _line_end(path: Path, offset: int) -> int | None:
@@ -201,7 +215,7 @@ class WatcherAdapter(LiveAdapter):
             consumed = 0
             for line in complete.splitlines(keepends=True):
                 consumed += len(line)
-                raw = line.rstrip(b"\r\n")
+                raw = _utf8(line.rstrip(b"\r\n"), self.options.encoding)
                 if fmt == "csv" and header is None:
                     header = column_names(next(csv.reader([raw.decode("utf-8", "replace")]), []))
                     continue
