@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +64,37 @@ def test_cp1252_csv_read_as_utf8_is_dead_letters(tmp_path: Path) -> None:
     asyncio.run(watcher(folder, state).scan(bus))
     assert published(bus) == [("dead", "CSV row is not UTF-8: invalid start byte at byte 14"),
                               ("dead", "CSV row is not UTF-8: invalid continuation byte at byte 18")]
+
+
+def settled(path: Path) -> None:
+    """Make the file look untouched for an hour (no sleeping for `settle_s`)."""
+    past = time.time() - 3600
+    os.utime(path, (past, past))
+
+
+def test_utf16_csv_is_read_whole_once_complete_then_from_where_it_stopped(tmp_path: Path) -> None:
+    folder, state = tmp_path / "in", tmp_path / "state"
+    folder.mkdir()
+    target = folder / "unicode.csv"
+    bus = MemoryBus()
+    adapter = watcher(folder, state)
+
+    target.write_bytes(EXCEL_CSV.encode("utf-16"))  # with its byte order mark, as Excel's "Unicode text"
+    asyncio.run(adapter.scan(bus))
+    assert published(bus) == []  # still being written, as far as the watcher can tell
+    settled(target)
+    asyncio.run(adapter.scan(bus))
+    assert published(bus) == [
+        {"id": "1", "ts": "1767571200", "ville": "Zürich", "état": "prêt"},
+        {"id": "2", "ts": "1767571201", "ville": "Besançon", "état": "€ reçu"},
+    ]
+    asyncio.run(adapter.scan(bus))
+    assert published(bus) == []
+
+    with target.open("ab") as handle:
+        handle.write("3,1767571202,Genève\r\n4,1767571203,Liège,ok\r\n".encode("utf-16-le"))
+    settled(target)
+    restarted = watcher(folder, state)
+    asyncio.run(restarted.scan(bus))
+    assert published(bus) == [{"id": "4", "ts": "1767571203", "ville": "Liège", "état": "ok"},
+                              ("dead", "CSV row 3 has 3 fields, the header 4")]
