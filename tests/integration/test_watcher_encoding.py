@@ -98,3 +98,15 @@ def test_utf16_csv_is_read_whole_once_complete_then_from_where_it_stopped(tmp_pa
     asyncio.run(restarted.scan(bus))
     assert published(bus) == [{"id": "4", "ts": "1767571203", "ville": "Liège", "état": "ok"},
                               ("dead", "CSV row 3 has 3 fields, the header 4")]
+
+
+def test_utf16_jsonl_without_byte_order_mark_is_read_once_complete(tmp_path: Path) -> None:
+    folder, state = tmp_path / "in", tmp_path / "state"
+    folder.mkdir()
+    target = folder / "a.jsonl"
+    target.write_bytes('{"id": 1, "ts": 1767571200, "ville": "Zürich"}\n{"id": 2\n'.encode("utf-16-le"))
+    settled(target)
+    bus = MemoryBus()
+    asyncio.run(watcher(folder, state, pattern="*.jsonl").scan(bus))
+    assert published(bus) == [{"id": 1, "ts": 1767571200, "ville": "Zürich"},
+                              ("dead", "line 2 is not JSON: Expecting ',' delimiter: line 1 column 9 (char 8)")]
