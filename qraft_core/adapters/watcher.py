@@ -1,6 +1,6 @@
 """Directory watching: new files and appended lines matching a glob (CSV, JSONL, Parquet).
 
-For each file the consumed byte offset (CSV, JSONL) or row count (Parquet)
+For each file the consumed byte offset (CSV, JSONL) or row count (Parquet, UTF-16)
 is kept in a state file, so nothing is published twice after a restart.
 A line is consumed only once its newline has been written, and a Parquet
 file only once it can be read, so files still being written are safe. A file
@@ -8,7 +8,10 @@ unchanged for `settle_s` is complete: its last line is read without a newline,
 and a Parquet file that still cannot be read is a dead letter. A file whose
 first bytes changed was copied over: it is read again from its start. A file
 that cannot be opened (permission denied, I/O error) is reported once and
-tried again at every scan; the other files are read.
+tried again at every scan; the other files are read. With `encoding: cp1252`
+every line (a CSV header too) is Windows-1252, as Excel's plain "CSV" is. A
+UTF-16 file (Excel's "Unicode text") is read whole once complete, as the file
+source reads it, and again from the record it stopped at when it grows.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 import io
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -26,7 +30,8 @@ import polars as pl
 from pydantic import Field
 
 from qraft_core.adapters.base import AdapterStats, register_adapter
-from qraft_core.adapters.file import column_names, file_format
+from qraft_core.adapters.file import Encoding, column_names, file_format, read_records
+from qraft_core.adapters.file import _utf16 as utf16
 from qraft_core.adapters.live import JsonState, LiveAdapter, LiveOptions, sleep_or_stop
 from qraft_core.adapters.parsers import decode_json_record, raw_json
 from qraft_core.bus.base import Publisher
@@ -45,6 +50,7 @@ class WatcherOptions(LiveOptions):
     # Which files of the folder (`endpoint`) to read; `**/` descends into subfolders.
     pattern: str = "*.jsonl"
     format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    encoding: Encoding = "utf-8"
     interval_s: float = Field(default=1.0, gt=0)
     # A file not modified for this long is complete (its last line needs no newline).
     settle_s: float = Field(default=60.0, gt=0)
@@ -53,6 +59,18 @@ class WatcherOptions(LiveOptions):
 def _head(path: Path, length: int) -> str:
     with path.open("rb") as handle:
         return hashlib.sha256(handle.read(min(length, HEAD_BYTES))).hexdigest()
+
+
+def _utf8(raw: bytes, encoding: Encoding) -> bytes:
+    """The line as UTF-8. A Windows-1252 byte that encodes nothing (0x81, 0x8D, 0x8F, 0x90, 0x9D) is
+    kept as it is, so its line is rejected as not UTF-8, as the file source rejects it.
+
+    >>> _utf8("Café;Zürich".encode("cp1252"), "cp1252").decode()
+    'Café;Zürich'
+    """
+    if encoding == "utf-8" or raw.isascii():
+        return raw
+    return raw.decode(encoding, "surrogateescape").encode("utf-8", "surrogateescape")
 
 
 def _line_end(path: Path, offset: int) -> int | None:
@@ -126,6 +144,8 @@ class WatcherAdapter(LiveAdapter):
             try:
                 if fmt == "parquet":
                     read += await self._parquet(publisher, path)
+                elif self.files.get(str(path.resolve()), {}).get("offset", 0) == 0 and utf16(path):
+                    read += await self._utf16(publisher, path, fmt)
                 else:
                     read += await self._text(publisher, path, fmt)
             except FileNotFoundError:
@@ -133,6 +153,10 @@ class WatcherAdapter(LiveAdapter):
             except OSError as exc:
                 self._report_once(path, "read", f"{path} cannot be read ({exc.strerror or exc}); "
                                   "trying again at every scan")
+                continue
+            except ConfigError as exc:  # `utf16` could not read the file's first bytes
+                if path.exists():  # else removed between the listing and the read
+                    self._report_once(path, "read", f"{exc}; trying again at every scan")
                 continue
             self._unreadable.discard(str(path))
         return read
@@ -201,7 +225,7 @@ class WatcherAdapter(LiveAdapter):
             consumed = 0
             for line in complete.splitlines(keepends=True):
                 consumed += len(line)
-                raw = line.rstrip(b"\r\n")
+                raw = _utf8(line.rstrip(b"\r\n"), self.options.encoding)
                 if fmt == "csv" and header is None:
                     header = column_names(next(csv.reader([raw.decode("utf-8", "replace")]), []))
                     continue
@@ -250,21 +274,53 @@ class WatcherAdapter(LiveAdapter):
             if not self._settled(path):
                 log.debug("source %s: %s not readable yet (%s)", self.source.name, path, exc)
                 return 0
-            # Complete and still unreadable: said once, and read again only when it changes.
             reason = f"{path.name} is not a readable Parquet file: {str(exc).splitlines()[0] if str(exc) else exc!r}"
-            await self.publish(publisher, [], [(reason[:1000], b"")])
-            self._save(path, position, size=size)
-            return 1
+            return await self._unreadable_file(publisher, path, position, size, reason)
         if frame.height < position["rows"]:
             position["rows"] = 0
-        read = 0
-        for offset in range(position["rows"], frame.height, self.options.batch_size):
-            batch: list[StandardEvent] = []
-            failures: list[tuple[str, bytes]] = []
-            for row in frame.slice(offset, self.options.batch_size).iter_rows(named=True):
-                self.judge(row, raw_json(row), batch, failures)
-            await self.publish(publisher, batch, failures)
-            read += len(batch) + len(failures)
-            self._save(path, position, rows=offset + len(batch) + len(failures))
+        rows = frame.slice(position["rows"]).iter_rows(named=True)
+        return await self._records(publisher, path, position, size, ((row, raw_json(row), "") for row in rows))
+
+    async def _utf16(self, publisher: Publisher, path: Path, fmt: str) -> int:
+        """A UTF-16 file (two bytes a character: its lines cannot be cut at a newline byte) is read whole,
+        as the file source reads it, once complete; when it grows, again from the record it stopped at."""
+        position = self._position(path)
+        size = path.stat().st_size
+        if size == position["size"] or not self._settled(path):
+            return 0
+        try:
+            # The default encoding ("utf-8") is the one that reads UTF-16, whatever `encoding` says.
+            records = read_records(path, fmt, [], skip=position["rows"])
+            return await self._records(publisher, path, position, size, records)
+        except ConfigError as exc:  # a broken header or encoding
+            return await self._unreadable_file(publisher, path, position, size, str(exc))
+
+    async def _unreadable_file(
+        self, publisher: Publisher, path: Path, position: dict[str, Any], size: int, reason: str
+    ) -> int:
+        """Complete and still unreadable: said once, and read again only when it changes."""
+        await self.publish(publisher, [], [(reason[:1000], b"")])
         self._save(path, position, size=size)
+        return 1
+
+    async def _records(
+        self, publisher: Publisher, path: Path, position: dict[str, Any], size: int,
+        records: Iterable[tuple[dict[str, Any] | None, bytes, str]],
+    ) -> int:
+        """Publish the (record or None, raw, error) of a file read whole, its count of rows saved after each batch."""
+        read = 0
+        batch: list[StandardEvent] = []
+        failures: list[tuple[str, bytes]] = []
+        for record, raw, error in records:
+            read += 1
+            if record is None:
+                failures.append((error, raw))
+            else:
+                self.judge(record, raw, batch, failures)
+            if len(batch) + len(failures) >= self.options.batch_size:
+                await self.publish(publisher, batch, failures)
+                self._save(path, position, rows=position["rows"] + len(batch) + len(failures))
+                batch, failures = [], []
+        await self.publish(publisher, batch, failures)
+        self._save(path, position, rows=position["rows"] + len(batch) + len(failures), size=size)
         return read
