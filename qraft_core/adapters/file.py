@@ -39,7 +39,7 @@ MAX_JSON_ARRAY_BYTES = 1 << 30
 _JSON_STRUCTURE = re.compile(r'[\[\]{},"\\]')
 
 
-# "utf-8" reads UTF-16 too (see `_utf16`).
+# "utf-8" reads UTF-16 too (see `utf16_encoding`).
 Encoding = Literal["utf-8", "cp1252"]
 
 
@@ -88,7 +88,7 @@ def _open_bytes(path: Path) -> IO[bytes]:
     return path.open("rb")
 
 
-def _utf16(path: Path) -> str | None:
+def utf16_encoding(path: Path) -> str | None:
     """The UTF-16 encoding of the file, or None: by its byte order mark (as Excel's "Unicode text" has),
     else by zero bytes between its first four characters (text in UTF-16 without the mark; UTF-8 text
     holds no zero byte)."""
@@ -107,15 +107,15 @@ def _utf16(path: Path) -> str | None:
 
 
 def open_text(path: Path, encoding: Encoding = "utf-8") -> IO[str]:
-    """The file as text for the CSV reader: gunzipped, UTF-16 when it is (see `_utf16`), else UTF-8 (a byte
+    """The file as text for the CSV reader: gunzipped, UTF-16 when it is (see `utf16_encoding`), else UTF-8 (a byte
     order mark dropped; bytes that are not UTF-8 kept as surrogates, so only their row is rejected)."""
-    text_encoding = "cp1252" if encoding == "cp1252" else _utf16(path) or "utf-8-sig"
+    text_encoding = "cp1252" if encoding == "cp1252" else utf16_encoding(path) or "utf-8-sig"
     return io.TextIOWrapper(_open_bytes(path), encoding=text_encoding, errors="surrogateescape", newline="")
 
 
 def _lines(path: Path, encoding: Encoding) -> Iterator[bytes]:
     """The file's lines as UTF-8 bytes (a UTF-16 or Windows-1252 file re-encoded; a broken one fails on its line)."""
-    if encoding != "utf-8" or _utf16(path):
+    if encoding != "utf-8" or utf16_encoding(path):
         with open_text(path, encoding) as text:
             for line in text:
                 yield line.encode("utf-8", "surrogateescape")

@@ -30,8 +30,13 @@ import polars as pl
 from pydantic import Field
 
 from qraft_core.adapters.base import AdapterStats, register_adapter
-from qraft_core.adapters.file import Encoding, column_names, file_format, read_records
-from qraft_core.adapters.file import _utf16 as utf16
+from qraft_core.adapters.file import (
+    Encoding,
+    column_names,
+    file_format,
+    read_records,
+    utf16_encoding,
+)
 from qraft_core.adapters.live import JsonState, LiveAdapter, LiveOptions, sleep_or_stop
 from qraft_core.adapters.parsers import decode_json_record, raw_json
 from qraft_core.bus.base import Publisher
@@ -144,7 +149,7 @@ class WatcherAdapter(LiveAdapter):
             try:
                 if fmt == "parquet":
                     read += await self._parquet(publisher, path)
-                elif self.files.get(str(path.resolve()), {}).get("offset", 0) == 0 and utf16(path):
+                elif self.files.get(str(path.resolve()), {}).get("offset", 0) == 0 and utf16_encoding(path):
                     read += await self._utf16(publisher, path, fmt)
                 else:
                     read += await self._text(publisher, path, fmt)
@@ -154,7 +159,7 @@ class WatcherAdapter(LiveAdapter):
                 self._report_once(path, "read", f"{path} cannot be read ({exc.strerror or exc}); "
                                   "trying again at every scan")
                 continue
-            except ConfigError as exc:  # `utf16` could not read the file's first bytes
+            except ConfigError as exc:  # `utf16_encoding` could not read the file's first bytes
                 if path.exists():  # else removed between the listing and the read
                     self._report_once(path, "read", f"{exc}; trying again at every scan")
                 continue
