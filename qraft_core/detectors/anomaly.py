@@ -11,7 +11,14 @@ import math
 from datetime import datetime
 from typing import Any, ClassVar
 
-from qraft_core.detectors.base import Signal, StreamDetector
+from qraft_core.detectors.base import (
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    Limit,
+    Signal,
+    StreamDetector,
+)
 
 ANOMALY_DEFAULTS: dict[str, Any] = {
     "threshold": 0.8,
@@ -19,6 +26,10 @@ ANOMALY_DEFAULTS: dict[str, Any] = {
     # Standardized values are squashed into (0, 1) as 0.5 + 0.5 * tanh(z / squash_sd).
     "squash_sd": 4.0,
 }
+# Scores are squashed into (0, 1): a threshold outside it alarms on every bar or on none.
+ANOMALY_LIMITS: dict[str, Limit] = {"threshold": PROBABILITY, "warmup_bars": NON_NEGATIVE, "squash_sd": POSITIVE}
+# Half-space trees are complete binary trees: 2**height nodes each (height 30 would not fit in memory).
+TREE_HEIGHT = Limit(1, 16)
 
 
 class RunningMoments:
@@ -56,6 +67,7 @@ class RunningMoments:
 
 class AnomalyDetector(StreamDetector):
     kind: ClassVar[str] = "anomaly"
+    limits: ClassVar[dict[str, Limit]] = ANOMALY_LIMITS
 
     def _fresh_state(self) -> dict[str, Any]:
         return {"model": self._new_model(), "moments": RunningMoments(), "seen": 0}

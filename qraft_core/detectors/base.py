@@ -142,7 +142,72 @@ def _unpickle(state: bytes) -> dict[str, Any]:
 
 
 class DetectorParamsError(ValueError):
-    """Parameters a detector does not know, or of the wrong kind."""
+    """Parameters a detector does not know, of the wrong kind, or out of range."""
+
+
+def param_type_problem(given: Any, default: Any) -> str | None:
+    """Why `given` cannot stand in for a parameter whose default is `default`, or None.
+
+    >>> param_type_problem("high", 0.9)
+    "expected a number like the default 0.9 (got 'high')"
+    >>> param_type_problem(60.5, 60), param_type_problem(1, 0.9), param_type_problem("log", "none")
+    ('expected a whole number like the default 60 (got 60.5)', None, None)
+    """
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        ok, kind = isinstance(given, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(given, int) and not isinstance(given, bool), "a whole number"
+    elif isinstance(default, float):
+        ok = isinstance(given, (int, float)) and not isinstance(given, bool) and math.isfinite(given)
+        kind = "a number"
+    else:
+        ok, kind = isinstance(given, type(default)), f"a {type(default).__name__}"
+    return None if ok else f"expected {kind} like the default {default!r} (got {given!r})"
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The values a hyperparameter may take: a number between `low` and `high` (each end
+    excluded where `open_low` / `open_high`), or one of `choices`. A value outside them would
+    only fail later, inside a run (a division by zero, an empty window), or quietly mean nothing.
+
+    >>> Limit(0, open_low=True).problem(-3)
+    'expected a number > 0 (got -3)'
+    >>> PROBABILITY.problem(1.5), AT_LEAST_ONE.problem(0), Limit(choices=("up", "down")).problem("left")
+    ('expected a number > 0 and < 1 (got 1.5)', 'expected a number >= 1 (got 0)', "expected one of up, down (got 'left')")
+    >>> PROBABILITY.problem(1e-5) is None
+    True
+    """
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    choices: tuple[str, ...] = ()
+
+    def problem(self, value: Any) -> str | None:
+        if self.choices:
+            return None if value in self.choices else f"expected one of {', '.join(self.choices)} (got {value!r})"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None  # the type check names it
+        too_low = self.low is not None and (value <= self.low if self.open_low else value < self.low)
+        too_high = self.high is not None and (value >= self.high if self.open_high else value > self.high)
+        if not (too_low or too_high):
+            return None
+        bounds = [f"{op} {bound:g}" for op, bound in (
+            (">" if self.open_low else ">=", self.low), ("<" if self.open_high else "<=", self.high))
+            if bound is not None]
+        return f"expected a number {' and '.join(bounds)} (got {value!r})"
+
+
+POSITIVE = Limit(0, open_low=True)
+NON_NEGATIVE = Limit(0)
+AT_LEAST_ONE = Limit(1)
+PROBABILITY = Limit(0, 1, open_low=True, open_high=True)
+# A share or a fading factor: above zero, one included.
+FRACTION = Limit(0, 1, open_low=True)
 
 
 class StreamDetector:
@@ -172,6 +237,8 @@ class StreamDetector:
     engine: ClassVar[str] = ""
     kind: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    # The values each hyperparameter may take, where not every value of its type will do.
+    limits: ClassVar[dict[str, Limit]] = {}
 
     def __init__(
         self,
@@ -193,12 +260,20 @@ class StreamDetector:
     # -- configuration ---------------------------------------------------
     @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> None:
+        """Raise `DetectorParamsError` naming the first parameter that is unknown, of the wrong
+        kind, or outside its `limits`; subclasses add checks that involve several parameters."""
         unknown = sorted(set(params) - set(cls.defaults))
         if unknown:
             raise DetectorParamsError(
-                f"{cls.__name__} does not accept {', '.join(unknown)} "
+                f"params: {cls.__name__} does not accept {', '.join(unknown)} "
                 f"(accepted: {', '.join(sorted(cls.defaults)) or 'none'})"
             )
+        for key, given in params.items():
+            problem = param_type_problem(given, cls.defaults[key])
+            if problem is None and key in cls.limits:
+                problem = cls.limits[key].problem(given)
+            if problem:
+                raise DetectorParamsError(f"params.{key}: {problem}")
 
     def param(self, key: str) -> Any:
         return self.params.get(key, self.defaults[key])

@@ -56,7 +56,17 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from qraft_core.detectors.base import Signal, StreamDetector, confidence_of, register_detector
+from qraft_core.detectors.base import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    Limit,
+    Signal,
+    StreamDetector,
+    confidence_of,
+    register_detector,
+)
 from qraft_core.detectors.drift import change_point
 
 DAY_S = 86_400.0
@@ -313,10 +323,24 @@ BASELINE_DEFAULTS: dict[str, Any] = {
 }
 
 
+# The parameters of both calibrated detectors (see ANOMALY_PARAMS and DRIFT_PARAMS below).
+CALIBRATED_LIMITS: dict[str, Limit] = {
+    "warmup_s": NON_NEGATIVE, "warmup_bars": NON_NEGATIVE, "level_half_life_bars": POSITIVE,
+    "scale_half_life_bars": POSITIVE, "clip": POSITIVE, "refractory_bars": NON_NEGATIVE,
+    "max_alarms_per_day": AT_LEAST_ONE, "alarm_probability": PROBABILITY, "tail_quantile": PROBABILITY,
+    "calibration_bars": AT_LEAST_ONE, "confirm_bars": AT_LEAST_ONE, "extreme_probability": PROBABILITY,
+    "recurrence_s": NON_NEGATIVE, "recurrence_bars": NON_NEGATIVE, "confidence_scale": POSITIVE,
+    "level_allowance": NON_NEGATIVE, "spread_allowance": NON_NEGATIVE, "threshold": POSITIVE,
+    "score_clip": POSITIVE, "excursion_probability": PROBABILITY, "jump_bars": AT_LEAST_ONE,
+    "jump_significance": NON_NEGATIVE, "segment_bars": Limit(4),
+}
+
+
 class CalibratedDetector(StreamDetector):
     """Baselines per feature, the warm-up and the alarm budget; subclasses score bars."""
 
     engine: ClassVar[str] = "qraft"
+    limits: ClassVar[dict[str, Limit]] = CALIBRATED_LIMITS
 
     @property
     def algorithm(self) -> str:

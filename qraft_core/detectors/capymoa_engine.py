@@ -28,13 +28,30 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from datetime import datetime
 from functools import cache
 from typing import Any, ClassVar
 
-from qraft_core.detectors.anomaly import ANOMALY_DEFAULTS, AnomalyDetector
-from qraft_core.detectors.base import Signal, StreamDetector, register_detector
-from qraft_core.detectors.drift import DRIFT_DEFAULTS, DriftDetector
+from qraft_core.detectors.anomaly import (
+    ANOMALY_DEFAULTS,
+    ANOMALY_LIMITS,
+    TREE_HEIGHT,
+    AnomalyDetector,
+)
+from qraft_core.detectors.base import (
+    AT_LEAST_ONE,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    DetectorParamsError,
+    Limit,
+    Signal,
+    StreamDetector,
+    register_detector,
+)
+from qraft_core.detectors.drift import DRIFT_DEFAULTS, DRIFT_LIMITS, DriftDetector
 from qraft_core.events import iso, utc
 from qraft_core.fault_signals import remember_jvm_handlers, restore_jvm_handlers
 
@@ -42,6 +59,7 @@ log = logging.getLogger(__name__)
 
 LOCKED_VERSION = "0.15.1"
 HISTORY_DEFAULTS: dict[str, Any] = {"max_history": 600, "keep_history": 300}
+HISTORY_LIMITS: dict[str, Limit] = {"max_history": Limit(2), "keep_history": AT_LEAST_ONE}
 
 
 @cache
@@ -77,6 +95,13 @@ class CapyMOADetector(StreamDetector):
     """Keeps the input history that rebuilds the Java models (see the module docstring)."""
 
     engine: ClassVar[str] = "capymoa"
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        super().check_params(params)
+        most, kept = ({**cls.defaults, **params}[key] for key in ("max_history", "keep_history"))
+        if kept >= most:  # else every input would rebuild the model
+            raise DetectorParamsError(f"params.keep_history: expected fewer than max_history ({most}) (got {kept})")
 
     @property
     def algorithm(self) -> str:
@@ -157,6 +182,7 @@ class CapyDrift(CapyMOADetector, DriftDetector):
 @register_detector("ADWIN")
 class CapyADWIN(CapyDrift):
     defaults: ClassVar[dict[str, Any]] = {**DRIFT_DEFAULTS, **HISTORY_DEFAULTS, "delta": 0.002}
+    limits: ClassVar[dict[str, Limit]] = {**DRIFT_LIMITS, **HISTORY_LIMITS, "delta": PROBABILITY}
 
     def _build_model(self) -> Any:
         from capymoa.drift.detectors import ADWIN
@@ -173,6 +199,10 @@ class CapyPageHinkley(CapyDrift):
         "delta": 0.005,
         "lambda_": 50.0,
         "alpha": 0.9999,
+    }
+    limits: ClassVar[dict[str, Limit]] = {
+        **DRIFT_LIMITS, **HISTORY_LIMITS, "min_n_instances": AT_LEAST_ONE, "delta": NON_NEGATIVE,
+        "lambda_": POSITIVE, "alpha": FRACTION,
     }
 
     def _build_model(self) -> Any:
@@ -194,6 +224,9 @@ class CapyCUSUM(CapyDrift):
         "min_n_instances": 30,
         "delta": 0.005,
         "lambda_": 50.0,
+    }
+    limits: ClassVar[dict[str, Limit]] = {
+        **DRIFT_LIMITS, **HISTORY_LIMITS, "min_n_instances": AT_LEAST_ONE, "delta": NON_NEGATIVE, "lambda_": POSITIVE,
     }
 
     def _build_model(self) -> Any:
@@ -218,6 +251,10 @@ class CapyHalfSpaceTrees(CapyMOADetector, AnomalyDetector):
         "number_of_trees": 10,
         "max_depth": 6,
         "size_limit": 0.1,
+    }
+    limits: ClassVar[dict[str, Limit]] = {
+        **ANOMALY_LIMITS, **HISTORY_LIMITS, "window_size": AT_LEAST_ONE, "number_of_trees": AT_LEAST_ONE,
+        "max_depth": TREE_HEIGHT, "size_limit": PROBABILITY,
     }
 
     def _new_model(self) -> Any:

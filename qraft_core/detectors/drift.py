@@ -13,7 +13,15 @@ from collections import deque
 from datetime import datetime
 from typing import Any, ClassVar
 
-from qraft_core.detectors.base import DetectorParamsError, Signal, StreamDetector, confidence_of
+from qraft_core.detectors.base import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    Limit,
+    Signal,
+    StreamDetector,
+    confidence_of,
+)
 
 DRIFT_DEFAULTS: dict[str, Any] = {
     # Bars kept to describe the state before and after a change.
@@ -27,16 +35,18 @@ DRIFT_DEFAULTS: dict[str, Any] = {
     "log_floor": 1e-12,
 }
 TRANSFORMS = ("none", "log")
+DRIFT_LIMITS: dict[str, Limit] = {
+    "context_bars": AT_LEAST_ONE, "warmup_bars": NON_NEGATIVE, "confidence_scale": POSITIVE,
+    "transform": Limit(choices=TRANSFORMS), "log_floor": POSITIVE,
+}
 
 
 class DriftDetector(StreamDetector):
     kind: ClassVar[str] = "concept_drift"
 
+    limits: ClassVar[dict[str, Limit]] = DRIFT_LIMITS
+
     def _fresh_state(self) -> dict[str, Any]:
-        if self.param("transform") not in TRANSFORMS:
-            raise DetectorParamsError(
-                f"{self.algorithm}: transform must be one of {', '.join(TRANSFORMS)}, got {self.param('transform')!r}"
-            )
         return {
             "models": {feature: self._new_model() for feature in self.features},
             "recent": {feature: deque(maxlen=int(self.param("context_bars"))) for feature in self.features},

@@ -34,7 +34,18 @@ from typing import Any, ClassVar
 
 import polars as pl
 
-from qraft_core.detectors.base import Signal, StreamDetector, confidence_of, register_detector
+from qraft_core.detectors.base import (
+    AT_LEAST_ONE,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    Limit,
+    Signal,
+    StreamDetector,
+    confidence_of,
+    register_detector,
+)
 
 ITEM_SEPARATOR = "+"
 
@@ -57,6 +68,11 @@ class FrequentItemsets(StreamDetector):
         "cooldown_bars": 180,
         "warmup_bars": 60,
         "confidence_scale": 2.0,
+    }
+    limits: ClassVar[dict[str, Limit]] = {
+        "epsilon": PROBABILITY, "max_size": AT_LEAST_ONE, "recent_bars": AT_LEAST_ONE, "min_count": AT_LEAST_ONE,
+        "min_distinct": AT_LEAST_ONE, "min_lift": POSITIVE, "min_growth": POSITIVE, "max_p_value": FRACTION,
+        "cooldown_bars": NON_NEGATIVE, "warmup_bars": NON_NEGATIVE, "confidence_scale": POSITIVE,
     }
 
     @property

@@ -19,15 +19,33 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
 import river
 from river import anomaly, cluster, drift, preprocessing
 
-from qraft_core.detectors.anomaly import ANOMALY_DEFAULTS, AnomalyDetector
-from qraft_core.detectors.base import Signal, StreamDetector, confidence_of, register_detector
-from qraft_core.detectors.drift import DRIFT_DEFAULTS, DriftDetector
+from qraft_core.detectors.anomaly import (
+    ANOMALY_DEFAULTS,
+    ANOMALY_LIMITS,
+    TREE_HEIGHT,
+    AnomalyDetector,
+)
+from qraft_core.detectors.base import (
+    AT_LEAST_ONE,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    DetectorParamsError,
+    Limit,
+    Signal,
+    StreamDetector,
+    confidence_of,
+    register_detector,
+)
+from qraft_core.detectors.drift import DRIFT_DEFAULTS, DRIFT_LIMITS, DriftDetector
 
 
 class RiverDetector(StreamDetector):
@@ -45,6 +63,8 @@ class RiverDetector(StreamDetector):
 @register_detector("ADWIN")
 class RiverADWIN(RiverDetector, DriftDetector):
     defaults: ClassVar[dict[str, Any]] = {**DRIFT_DEFAULTS, "delta": 0.002, "clock": 1, "grace_period": 10}
+    limits: ClassVar[dict[str, Limit]] = {
+        **DRIFT_LIMITS, "delta": PROBABILITY, "clock": AT_LEAST_ONE, "grace_period": AT_LEAST_ONE}
 
     def _new_model(self) -> Any:
         return drift.ADWIN(
@@ -66,6 +86,10 @@ class RiverPageHinkley(RiverDetector, DriftDetector):
         "alpha": 0.9999,
         "mode": "both",
     }
+    limits: ClassVar[dict[str, Limit]] = {
+        **DRIFT_LIMITS, "min_instances": AT_LEAST_ONE, "delta": NON_NEGATIVE, "threshold": POSITIVE,
+        "alpha": FRACTION, "mode": Limit(choices=("up", "down", "both")),
+    }
 
     def _new_model(self) -> Any:
         return drift.PageHinkley(
@@ -82,6 +106,15 @@ class RiverPageHinkley(RiverDetector, DriftDetector):
 @register_detector("KSWIN")
 class RiverKSWIN(RiverDetector, DriftDetector):
     defaults: ClassVar[dict[str, Any]] = {**DRIFT_DEFAULTS, "alpha": 0.005, "window_size": 100, "stat_size": 30}
+    limits: ClassVar[dict[str, Limit]] = {
+        **DRIFT_LIMITS, "alpha": PROBABILITY, "window_size": Limit(2), "stat_size": AT_LEAST_ONE}
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        super().check_params(params)
+        window, stat = ({**cls.defaults, **params}[key] for key in ("window_size", "stat_size"))
+        if stat >= window:
+            raise DetectorParamsError(f"params.stat_size: expected fewer than window_size ({window}) (got {stat})")
 
     def _new_model(self) -> Any:
         return drift.KSWIN(
@@ -105,6 +138,8 @@ class RiverHalfSpaceTrees(RiverDetector, AnomalyDetector):
         "height": 6,
         "window_size": 60,
     }
+    limits: ClassVar[dict[str, Limit]] = {
+        **ANOMALY_LIMITS, "n_trees": AT_LEAST_ONE, "height": TREE_HEIGHT, "window_size": AT_LEAST_ONE}
 
     def _new_model(self) -> Any:
         return anomaly.HalfSpaceTrees(
@@ -137,6 +172,7 @@ class RobustZScore(AnomalyDetector):
         "window_bars": 120,
         "z_scale": 2.0,
     }
+    limits: ClassVar[dict[str, Limit]] = {**ANOMALY_LIMITS, "window_bars": Limit(10), "z_scale": POSITIVE}
 
     @property
     def algorithm(self) -> str:
@@ -186,6 +222,11 @@ class DBStreamRegimes(RiverDetector):
         "persistence": 3,
         "warmup_bars": 60,
         "confidence_scale": 3.0,
+    }
+    limits: ClassVar[dict[str, Limit]] = {
+        "clustering_threshold": POSITIVE, "fading_factor": FRACTION, "cleanup_interval": POSITIVE,
+        "intersection_factor": FRACTION, "minimum_weight": NON_NEGATIVE, "jump_distance": POSITIVE,
+        "persistence": AT_LEAST_ONE, "warmup_bars": NON_NEGATIVE, "confidence_scale": POSITIVE,
     }
 
     @property

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from qraft_cli import main
 from qraft_core.config import ConfigError, load_qraft_config, load_sources
+from qraft_core.detectors.base import DETECTORS, DetectorParamsError, detector_key
 from qraft_core.detectors.config import load_detectors
 from qraft_core.validation import validate_all
 
@@ -107,14 +108,40 @@ def detector_params(tmp_path: Path, params: dict) -> Path:
     ({"grace_period": True}, "params.grace_period: expected a whole number like the default 10 (got True)"),
     ({"delta": float("nan")}, "params.delta: expected a number like the default 0.002 (got nan)"),
     ({"transform": 3}, "params.transform: expected a str like the default 'none' (got 3)"),
+    # Values of the right type that would only fail inside a run, or mean nothing.
+    ({"delta": 5.0}, "params.delta: expected a number > 0 and < 1 (got 5.0)"),
+    ({"grace_period": 0}, "params.grace_period: expected a number >= 1 (got 0)"),
+    ({"context_bars": -3}, "params.context_bars: expected a number >= 1 (got -3)"),
+    ({"transform": "sqrt"}, "params.transform: expected one of none, log (got 'sqrt')"),
 ])
-def test_detector_params_are_type_checked_at_validation(tmp_path, params, expected):
+def test_detector_params_are_checked_at_validation(tmp_path, params, expected):
     directory = detector_params(tmp_path, params)
     with pytest.raises(ConfigError) as caught:
         load_detectors(directory)
     assert str(caught.value) == (
         f"{directory / 'detectors.yaml'}: detectors: Value error, vol_adwin: {expected}"
     )
+
+
+@pytest.mark.parametrize(("engine", "algorithm", "params", "expected"), [
+    ("river", "KSWIN", {"stat_size": 100}, "params.stat_size: expected fewer than window_size (100) (got 100)"),
+    ("capymoa", "ADWIN", {"keep_history": 700},
+     "params.keep_history: expected fewer than max_history (600) (got 700)"),
+    ("qraft", "LossyCountingItemsets", {"epsilon": 0.0}, "params.epsilon: expected a number > 0 and < 1 (got 0.0)"),
+    ("river", "PageHinkley", {"mode": "sideways"}, "params.mode: expected one of up, down, both (got 'sideways')"),
+])
+def test_detector_params_that_only_make_sense_together_are_checked(engine, algorithm, params, expected):
+    with pytest.raises(DetectorParamsError) as caught:
+        DETECTORS[detector_key(engine, algorithm)].check_params(params)
+    assert str(caught.value) == expected
+
+
+def test_every_numeric_parameter_of_a_packaged_detector_has_limits():
+    unlimited = [
+        f"{key}.{name}" for key in DETECTORS.names() for name, default in DETECTORS[key].defaults.items()
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and name not in DETECTORS[key].limits
+    ]
+    assert unlimited == []
 
 
 def test_config_validate_exits_2_with_one_line_for_damage(tmp_path, monkeypatch):
