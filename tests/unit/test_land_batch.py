@@ -513,7 +513,7 @@ def test_a_batch_refused_whole_is_dead_lettered_in_few_inserts():
 # -- the next batch is judged while the one before it is written ---------------------------------
 
 
-def two_messages(count: int = 2) -> MemoryBus:
+def messages_of_two_events(count: int = 2) -> MemoryBus:
     bus = MemoryBus()
     for m in range(count):
         asyncio.run(bus.publish_raw("binance_spot", b"\n".join(event_line(f"m{m}-{i}") for i in range(2))))
@@ -534,7 +534,7 @@ class QueueWatchingStore(MemoryStore):
 
 
 def test_the_next_batch_is_fetched_and_judged_before_the_one_before_it_is_written():
-    bus = two_messages()
+    bus = messages_of_two_events()
     store = QueueWatchingStore(bus)
     lander = Lander(bus, store, LanderConfig(batch_size=1, batch_timeout_ms=20))
     stats = asyncio.run(lander.run(asyncio.Event(), until_idle=True))
@@ -551,7 +551,7 @@ def test_the_batch_judged_behind_a_retried_write_is_kept_in_progress(monkeypatch
 
     monkeypatch.setattr(MemoryMessage, "in_progress", in_progress)
     store = RefusingStore(StoreUnavailable("the embedded store is held by another process"), poison="m0-0", times=2)
-    lander = Lander(two_messages(), store, LanderConfig(batch_size=1, batch_timeout_ms=20, retry_max_s=0.01))
+    lander = Lander(messages_of_two_events(), store, LanderConfig(batch_size=1, batch_timeout_ms=20, retry_max_s=0.01))
     stats = asyncio.run(lander.run(asyncio.Event(), until_idle=True))
     first, second = event_line("m0-0")[:10], event_line("m1-0")[:10]
     assert signals == [first, second, first, second]
@@ -559,7 +559,7 @@ def test_the_batch_judged_behind_a_retried_write_is_kept_in_progress(monkeypatch
 
 
 def test_a_stop_hands_back_the_batch_judged_behind_the_write_in_flight():
-    bus = two_messages()
+    bus = messages_of_two_events()
     store = RefusingStore(StoreUnavailable("the embedded store is held by another process"), poison="m0-0")
     lander = Lander(bus, store, LanderConfig(batch_size=1, batch_timeout_ms=20, retry_max_s=0.05))
 
@@ -587,7 +587,7 @@ def test_the_batch_fetched_behind_the_judged_one_is_kept_in_progress_too(monkeyp
 
     monkeypatch.setattr(MemoryMessage, "in_progress", in_progress)
     store = RefusingStore(StoreUnavailable("the embedded store is held by another process"), poison="m0-0", times=3)
-    lander = Lander(two_messages(3), store, LanderConfig(batch_size=1, batch_timeout_ms=20, retry_max_s=0.05))
+    lander = Lander(messages_of_two_events(3), store, LanderConfig(batch_size=1, batch_timeout_ms=20, retry_max_s=0.05))
     stats = asyncio.run(lander.run(asyncio.Event(), until_idle=True))
     first, second, third = (b"\n".join(event_line(f"m{m}-{i}") for i in range(2)) for m in range(3))
     # Every retry keeps the write's batch and the one judged behind it; the third, once fetched, too.
@@ -599,7 +599,7 @@ def test_the_batch_fetched_behind_the_judged_one_is_kept_in_progress_too(monkeyp
 
 
 def test_a_stop_hands_back_the_batch_fetched_behind_the_judged_one():
-    bus = two_messages(3)
+    bus = messages_of_two_events(3)
     store = RefusingStore(StoreUnavailable("the embedded store is held by another process"), poison="m0-0")
     lander = Lander(bus, store, LanderConfig(batch_size=1, batch_timeout_ms=20, retry_max_s=0.05))
 
