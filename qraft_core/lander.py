@@ -684,6 +684,7 @@ class Lander:
         self._known: dict[str, _KnownIds] = {}
         self._too_dense: set[str] = set()  # sources whose stored ids do not fit ID_MEMORY_MAX
         self._waiting: list[BusMessage] = []  # of the batch judged while the one before it is written
+        self._fetching: asyncio.Task[list[BusMessage]] | None = None  # the batch after that
 
     async def _collect(self, stop: asyncio.Event) -> list[BusMessage]:
         """Messages until the batch is full (by lines) or its time is up."""
@@ -703,6 +704,13 @@ class Lander:
             taken.extend(fetched)
             lines += sum(line_count(m.data) for m in fetched)
         return taken
+
+    def _fetched(self) -> list[BusMessage]:
+        """The messages of the batch fetched behind the one being judged, once they are in hand."""
+        fetching = self._fetching
+        if fetching is None or not fetching.done() or fetching.cancelled() or fetching.exception():
+            return []
+        return fetching.result()
 
     def _write(self, batch: LandedBatch, give_up: bool) -> LandedBatch:
         """Write a batch in one store session; returns what was written.
@@ -896,8 +904,8 @@ class Lander:
                             store_error_kind(exc), exc, delay)
                 if stop.is_set():
                     return None
-                # Keep the bus from redelivering what is still being landed, and the batch judged behind it.
-                await asyncio.gather(*(m.in_progress() for m in [*messages, *self._waiting]),
+                # Keep the bus from redelivering what is still being landed, and the batches behind it.
+                await asyncio.gather(*(m.in_progress() for m in [*messages, *self._waiting, *self._fetched()]),
                                      return_exceptions=True)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=delay)
@@ -948,24 +956,31 @@ class Lander:
     async def run(self, stop: asyncio.Event, until_idle: bool = False) -> LanderStats:
         """Land until `stop` is set (or, with `until_idle`, until nothing is pending).
 
-        Batch N+1 is fetched and judged while batch N is written in its thread (the store's
-        insert releases the GIL, so the two overlap on two cores). Writes stay one at a time and
-        in order: a batch's stored versions (`_resolve_stored_versions`) include every batch
-        before it. A stop hands back the batch judged behind the write in flight.
+        Three batches are in hand at once: batch N is written in its thread while batch N+1 is
+        judged in another and batch N+2 is fetched (the store's insert and the bus's socket wait
+        without the GIL, so they overlap the judging). Writes stay one at a time and in order: a
+        batch's stored versions (`_resolve_stored_versions`) include every batch before it. A
+        stop hands back the batches behind the write in flight.
         """
         writing: asyncio.Task[int] | None = None
         while not stop.is_set():
             messages: list[BusMessage] = []
             try:
-                messages = await self._collect(stop)
+                try:
+                    messages = await (self._fetching or self._collect(stop))
+                finally:
+                    self._fetching = None  # in hand, or failed: awaited once
                 started = time.perf_counter()
-                batch = self._judge(messages) if messages else None
-                if writing is not None:
+                batch = None
+                if messages:
                     self._waiting = messages
+                    self._fetching = asyncio.create_task(self._collect(stop))
+                    batch = await asyncio.to_thread(self._judge, messages)
+                if writing is not None:
                     try:
                         await writing
                     finally:
-                        writing, self._waiting = None, []
+                        writing = None
                 if batch is None:
                     lag = await self.consumer.pending()
                     CONSUMER_LAG.set(lag)
@@ -979,11 +994,19 @@ class Lander:
                 log.exception("landing a batch failed; the bus will redeliver it")
                 await _hand_back(messages)
                 await asyncio.sleep(1.0)
+            finally:
+                self._waiting = []
         if writing is not None:
             try:
                 await writing
             except Exception:
                 log.exception("landing a batch failed; the bus will redeliver it")
+        if self._fetching is not None:  # fetched while the stop came
+            fetching, self._fetching = self._fetching, None
+            try:
+                await _hand_back(await fetching)
+            except Exception:  # a failed fetch holds nothing to hand back
+                log.exception("fetching a batch failed")
         if isinstance(self.store, ClickHouseStore):
             ENGINE.close()  # kept open between batches (`store_keep_open_s`); done with it for good
         return self.stats

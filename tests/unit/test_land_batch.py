@@ -513,9 +513,9 @@ def test_a_batch_refused_whole_is_dead_lettered_in_few_inserts():
 # -- the next batch is judged while the one before it is written ---------------------------------
 
 
-def two_messages() -> MemoryBus:
+def messages_of_two_events(count: int = 2) -> MemoryBus:
     bus = MemoryBus()
-    for m in range(2):
+    for m in range(count):
         asyncio.run(bus.publish_raw("binance_spot", b"\n".join(event_line(f"m{m}-{i}") for i in range(2))))
     return bus
 
@@ -534,7 +534,7 @@ class QueueWatchingStore(MemoryStore):
 
 
 def test_the_next_batch_is_fetched_and_judged_before_the_one_before_it_is_written():
-    bus = two_messages()
+    bus = messages_of_two_events()
     store = QueueWatchingStore(bus)
     lander = Lander(bus, store, LanderConfig(batch_size=1, batch_timeout_ms=20))
     stats = asyncio.run(lander.run(asyncio.Event(), until_idle=True))
@@ -547,19 +547,19 @@ def test_the_batch_judged_behind_a_retried_write_is_kept_in_progress(monkeypatch
     signals: list[bytes] = []
 
     async def in_progress(message: MemoryMessage) -> None:
-        signals.append(message.data[:10])
+        signals.append(message.data)
 
     monkeypatch.setattr(MemoryMessage, "in_progress", in_progress)
     store = RefusingStore(StoreUnavailable("the embedded store is held by another process"), poison="m0-0", times=2)
-    lander = Lander(two_messages(), store, LanderConfig(batch_size=1, batch_timeout_ms=20, retry_max_s=0.01))
+    lander = Lander(messages_of_two_events(), store, LanderConfig(batch_size=1, batch_timeout_ms=20, retry_max_s=0.01))
     stats = asyncio.run(lander.run(asyncio.Event(), until_idle=True))
-    first, second = event_line("m0-0")[:10], event_line("m1-0")[:10]
+    first, second = (b"\n".join(event_line(f"m{m}-{i}") for i in range(2)) for m in range(2))
     assert signals == [first, second, first, second]
     assert (stats.messages, stats.landed, stats.retries) == (2, 4, 2)
 
 
 def test_a_stop_hands_back_the_batch_judged_behind_the_write_in_flight():
-    bus = two_messages()
+    bus = messages_of_two_events()
     store = RefusingStore(StoreUnavailable("the embedded store is held by another process"), poison="m0-0")
     lander = Lander(bus, store, LanderConfig(batch_size=1, batch_timeout_ms=20, retry_max_s=0.05))
 
@@ -576,6 +576,45 @@ def test_a_stop_hands_back_the_batch_judged_behind_the_write_in_flight():
     assert store.tables["raw_events"].height == 0
     # Both handed back, each in front of the queue: a new lander takes them at once.
     assert [m.data for m in bus.queue] == [b"\n".join(event_line(f"m{m}-{i}") for i in range(2)) for m in (1, 0)]
+    assert not any(m.acked for m in bus.queue)
+
+
+def test_the_batch_fetched_behind_the_judged_one_is_kept_in_progress_too(monkeypatch):
+    signals: list[bytes] = []
+
+    async def in_progress(message: MemoryMessage) -> None:
+        signals.append(message.data)
+
+    monkeypatch.setattr(MemoryMessage, "in_progress", in_progress)
+    store = RefusingStore(StoreUnavailable("the embedded store is held by another process"), poison="m0-0", times=3)
+    lander = Lander(messages_of_two_events(3), store, LanderConfig(batch_size=1, batch_timeout_ms=20, retry_max_s=0.05))
+    stats = asyncio.run(lander.run(asyncio.Event(), until_idle=True))
+    first, second, third = (b"\n".join(event_line(f"m{m}-{i}") for i in range(2)) for m in range(3))
+    # Every retry keeps the write's batch and the one judged behind it; the third, once fetched, too.
+    assert signals[:2] == [first, second]
+    assert signals.count(first) == signals.count(second) == 3
+    assert third in signals
+    assert (stats.messages, stats.landed, stats.retries) == (3, 6, 3)
+    assert store.tables["raw_events"]["event_id"].to_list() == [f"m{m}-{i}" for m in range(3) for i in range(2)]
+
+
+def test_a_stop_hands_back_the_batch_fetched_behind_the_judged_one():
+    bus = messages_of_two_events(3)
+    store = RefusingStore(StoreUnavailable("the embedded store is held by another process"), poison="m0-0")
+    lander = Lander(bus, store, LanderConfig(batch_size=1, batch_timeout_ms=20, retry_max_s=0.05))
+
+    async def scenario() -> LanderStats:
+        stop = asyncio.Event()
+        running = asyncio.create_task(lander.run(stop))
+        while lander.stats.retries < 2:
+            await asyncio.sleep(0.01)
+        assert not bus.queue  # all three in hand: written, judged, fetched
+        stop.set()
+        return await running
+
+    stats = asyncio.run(scenario())
+    assert (stats.messages, stats.landed) == (0, 0)
+    assert sorted(m.data for m in bus.queue) == [b"\n".join(event_line(f"m{m}-{i}") for i in range(2)) for m in range(3)]
     assert not any(m.acked for m in bus.queue)
 
 
