@@ -47,6 +47,7 @@ from qraft_core.adapters.parsers import (
 from qraft_core.config import CleanConfig, ConfigError
 from qraft_core.operators.aggregate import DEFAULT_STATS, LARGEST_VALUE
 from qraft_core.operators.pipeline import MAX_BAR_SECONDS
+from qraft_core.timeutil import names_zone
 
 # Column names read as time without looking further (lower case).
 TIME_NAMES = ("timestamp", "time", "datetime", "date", "ts", "event_time", "created_at", "time_ms", "epoch")
@@ -327,10 +328,10 @@ def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
         return unit if _mostly_times(present.head(SAMPLE).to_list(), unit) else None
     if numbers.null_count() < present.len() * MIN_TIME_SHARE:
         return None  # mostly numbers, some text: not a time column
-    if _mostly_times(present.head(SAMPLE).cast(pl.Utf8).to_list(), "iso"):
-        return "iso"
-    # Spread over the file: the first rows may all fall on a day that reads either way (02/01/2014).
-    return date_format_of(present.gather_every(max(1, present.len() // SAMPLE)).cast(pl.Utf8).to_list())
+    # Spread over the file: the first rows may all fall on a day that reads either way (02/01/2014), or in
+    # the hour a clock change skips.
+    sample = present.gather_every(max(1, present.len() // SAMPLE)).cast(pl.Utf8).to_list()
+    return "iso" if _mostly_times(sample, "iso") else date_format_of(sample)
 
 
 def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tuple[str, str]:
@@ -348,11 +349,29 @@ def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tupl
         unit = time_unit_of(frame[column], hinted=_hinted(column))
         if unit is not None:
             return column, unit
+    # A column named like a time whose text mostly reads as one: say which rows do not, and why.
+    likely = frame[ranked[0]].drop_nulls().cast(pl.Utf8).to_list() if _hinted(ranked[0]) else []
+    if likely and sum(t is not None for t in _parsed(likely, "iso")) > len(likely) / 2:
+        raise few_times(path, ranked[0], likely, "iso", frame.height)
     raise AnalyzeError(
         f"{path}: no column holds times (ISO 8601 text, epoch numbers or dates like 31/12/2014 23:05); "
         "name it with --time-field "
         f"(columns: {', '.join(frame.columns)})"
     )
+
+
+def few_times(path: Path, column: str, values: list[Any], unit: str, rows: int) -> AnalyzeError:
+    """The error for a time column whose rows too seldom hold a time, with why its first bad value is not one
+    (not ISO 8601, an unknown zone, a local time a clock change skips)."""
+    parsed = _parsed(values, unit)
+    bad = next(v for v, t in zip(values, parsed, strict=True) if t is None)
+    try:
+        parse_time_format(bad, unit) if unit.startswith("%") else parse_time(bad, unit)  # type: ignore[arg-type]
+        why = ""
+    except ParseError as exc:
+        why = f": {exc}"
+    return AnalyzeError(f"{path}: column {column!r}: only {sum(t is not None for t in parsed)} of {rows} rows "
+                        f"hold a time (e.g. {bad!r} does not{why})")
 
 
 def _hinted(column: str) -> bool:
@@ -487,11 +506,7 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
     parsed = _parsed(values, unit)
     times = [t for t in parsed if t is not None]
     if len(times) < MIN_TIME_SHARE * frame.height:
-        bad = next(v for v, t in zip(values, parsed, strict=True) if t is None)
-        raise AnalyzeError(
-            f"{path}: column {column!r}: only {len(times)} of {frame.height} rows hold a time "
-            f"(e.g. {bad!r} does not)"
-        )
+        raise few_times(path, column, values, unit, frame.height)
     if len(set(times)) < 2:
         raise AnalyzeError(f"{path}: needs rows at two different times at least, to tell how often it is sampled")
     interval, irregular, gaps = sampling(times)
@@ -538,7 +553,8 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
                 and (count := int((_numbers(frame[name]).abs() > LARGEST_VALUE).sum()))}
     return FileProfile(path.resolve(), source_name(path, taken), table.format, frame.height, column, unit,
                        min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored,
-                       table.delimiter, table.malformed, thousands, table.flatten, stretches(times, interval),
+                       # Rows without a readable time are dead letters of the file source too.
+                       table.delimiter, table.malformed + frame.height - len(times), thousands, table.flatten, stretches(times, interval),
                        oversize, decimal_comma, time_of_day, table.encoding, texts, zoneless(values[0], unit))
 
 
@@ -627,14 +643,14 @@ def zoneless(value: Any, unit: str) -> bool:
 
     >>> zoneless("2014-02-01 10:00", "iso"), zoneless("2014-02-01T10:00+01:00", "iso"), zoneless("1391248800", "s")
     (True, False, False)
-    >>> zoneless("31/12/2014 23:05", "%d/%m/%Y %H:%M"), zoneless("2014-02-01", "iso")
-    (True, False)
+    >>> zoneless("31/12/2014 23:05", "%d/%m/%Y %H:%M"), zoneless("2014-02-01", "iso"), zoneless("2014-02-01 10:00 UTC", "iso")
+    (True, False, False)
     """
     if unit not in ("iso",) and not unit.startswith("%"):
         return False
     text = str(value).strip()
     # A date alone is a day, whatever the zone: saying so would be noise.
-    return ":" in text and not (text[-1:] in ("Z", "z") or re.search(r"[+-]\d\d:?\d\d$", text) or "%z" in unit)
+    return ":" in text and not (names_zone(text) or "%z" in unit)
 
 
 def values_share(column: pl.Series) -> float:

@@ -54,6 +54,10 @@ def parse_time(value: Any, unit: TimeUnit = "auto") -> datetime:
     Traceback (most recent call last):
     ...
     qraft_core.adapters.parsers.ParseError: timestamp 'soon' is neither an epoch number nor ISO 8601
+    >>> parse_time("2024-03-10T02:30 America/New_York")
+    Traceback (most recent call last):
+    ...
+    qraft_core.adapters.parsers.ParseError: timestamp '2024-03-10T02:30 America/New_York' is not a time: 2024-03-10T02:30 does not exist in America/New_York (its clocks skip it)
     """
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -87,8 +91,10 @@ def parse_time(value: Any, unit: TimeUnit = "auto") -> datetime:
     if isinstance(value, str):
         try:
             return parse_iso(value)
-        except ValueError:
-            raise ParseError(f"timestamp {value!r} is neither an epoch number nor ISO 8601") from None
+        except ValueError as exc:
+            # fromisoformat's own words name no reason; parse_iso's (a skipped local time, an unknown zone) do.
+            reason = "is neither an epoch number nor ISO 8601" if "isoformat" in str(exc) else f"is not a time: {exc}"
+            raise ParseError(f"timestamp {safe_text(value, 100)!r} {reason}") from None
     raise ParseError(f"timestamp {value!r} is not a time")
 
 
@@ -138,9 +144,11 @@ def parse_time_format(value: Any, fmt: str) -> datetime:
         return parse_time(value)
     try:
         parsed = datetime.strptime(str(value).strip(), fmt)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except ValueError:
         raise ParseError(f"timestamp {safe_text(value, 100)!r} does not match the time format {fmt!r}") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:  # an offset moving 9999-12-31 out of range
+        raise ParseError(f"timestamp {safe_text(value, 100)!r} is out of range") from None
 
 
 def _reject_constant(name: str) -> float:

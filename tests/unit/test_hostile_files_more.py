@@ -1,0 +1,95 @@
+"""More hostile files through `qraft analyze`'s inference and the file source it writes: zone names and
+clock changes, leap seconds, times out of range, Excel serial dates, comment lines, ambiguous dates, a
+header repeated mid-file. Each gives a profile the file source agrees with (its bad rows dead letters
+with their reason), or a one-line reason naming the file."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from qraft_core.adapters.parsers import ParseError, parse_time
+from qraft_core.adapters.registry import build_adapter
+from qraft_core.analyze import AnalyzeError, FileProfile, infer_config, profile_file
+from qraft_core.bus.fake import MemoryBus
+from qraft_core.config import load_sources
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def write_lines(path: Path, lines: list[str], newline: str = "\n") -> Path:
+    path.write_text(newline.join(lines) + newline)
+    return path
+
+
+def replayed(profile_dir: Path, tmp_path: Path) -> tuple[list[datetime], list[str]]:
+    """The event times the written file source publishes, in order, and the reasons of its dead letters."""
+    (source,) = load_sources(profile_dir).sources
+    bus = MemoryBus()
+    asyncio.run(build_adapter(source, tmp_path / "state").run(bus, asyncio.Event()))
+    events, dead_letters = bus.published()
+    times = [datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) for e in events]
+    return times, [d["reason"] for d in dead_letters]
+
+
+def analysed(path: Path, tmp_path: Path) -> tuple[FileProfile, list[datetime], list[str]]:
+    plan = infer_config([path], None, tmp_path / "config", tmp_path / "data")
+    return (plan.profiles[0], *replayed(tmp_path / "config", tmp_path))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2024-01-01 13:00:00 UTC", "2024-01-01T13:00:00+00:00"),
+    ("2024-01-01T13:00:00.5 gmt", "2024-01-01T13:00:00.500000+00:00"),
+    ("2024-07-01T13:00 Europe/Paris", "2024-07-01T11:00:00+00:00"),
+    ("2024-03-10T09:00-04:00[America/New_York]", "2024-03-10T13:00:00+00:00"),
+    ("2024-11-03T01:30 America/New_York", "2024-11-03T05:30:00+00:00"),  # repeated by the clock: the first
+    ("2016-12-31T23:59:60Z", "2017-01-01T00:00:00+00:00"),
+])
+def test_zone_names_and_leap_seconds_read_as_the_instant_they_name(text: str, expected: str) -> None:
+    assert parse_time(text).isoformat() == expected
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("2024-03-10T02:30 America/New_York", "2024-03-10T02:30 does not exist in America/New_York"),
+    ("2024-01-01T10:00 Mars/Olympus", "Mars/Olympus is not a time zone"),
+    ("9999-12-31T23:59:59-01:00", "is out of range"),
+    ("0001-01-01T00:00:00+01:00", "is out of range"),
+])
+def test_times_that_are_no_instant_are_a_parse_error_with_the_reason(text: str, reason: str) -> None:
+    with pytest.raises(ParseError, match=reason):
+        parse_time(text)
+
+
+def test_a_time_beyond_the_calendar_is_one_dead_letter_not_a_failed_analysis(tmp_path: Path) -> None:
+    rows = [f"{(T0 + timedelta(minutes=i)).isoformat()},{i % 7}" for i in range(100)]
+    rows[3] = "9999-12-31T23:59:59-01:00,1"
+    profile, times, reasons = analysed(write_lines(tmp_path / "far.csv", ["time,value", *rows]), tmp_path)
+    assert (profile.rows, profile.malformed, profile.last) == (100, 1, T0 + timedelta(minutes=99))
+    assert len(times) == 99
+    assert reasons == ["timestamp '9999-12-31T23:59:59-01:00' is not a time: 9999-12-31T23:59:59-01:00 is out of range"]
+
+
+def test_local_times_with_a_zone_name_skip_the_hour_the_clock_skips(tmp_path: Path) -> None:
+    """A day of minutes in New York across the spring clock change: the skipped hour's 60 rows are dead
+    letters naming the zone; the rest are the instants they name."""
+    start = datetime(2024, 3, 10)
+    rows = [f"{(start + timedelta(minutes=i)):%Y-%m-%dT%H:%M} America/New_York,{i % 5}" for i in range(1440)]
+    profile, times, reasons = analysed(write_lines(tmp_path / "ny.csv", ["time,value", *rows]), tmp_path)
+    assert (profile.rows, profile.malformed, profile.zoneless) == (1440, 60, False)
+    assert (profile.first, profile.last) == (datetime(2024, 3, 10, 5, tzinfo=UTC), datetime(2024, 3, 11, 3, 59, tzinfo=UTC))
+    assert len(times) == 1380
+    assert len(reasons) == 60
+    assert reasons[0] == ("timestamp '2024-03-10T02:00 America/New_York' is not a time: "
+                          "2024-03-10T02:00 does not exist in America/New_York (its clocks skip it)")
+
+
+def test_a_time_column_too_often_unreadable_says_why_its_values_are_not_times(tmp_path: Path) -> None:
+    start = datetime(2024, 3, 10)
+    rows = [f"{(start + timedelta(minutes=i)):%Y-%m-%dT%H:%M} America/New_York,{i % 5}" for i in range(300)]
+    path = write_lines(tmp_path / "ny.csv", ["time,value", *rows])
+    with pytest.raises(AnalyzeError, match=r"column 'time': only 240 of 300 rows hold a time \(e.g. "
+                       r"'2024-03-10T02:00 America/New_York' does not: .* does not exist in America/New_York"):
+        profile_file(path, None, set())
