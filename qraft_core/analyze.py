@@ -32,7 +32,7 @@ from qraft_core.adapters.file import (
     Encoding,
     csv_delimiter,
     format_of,
-    open_text,
+    header_line,
     read_records,
 )
 from qraft_core.adapters.parsers import (
@@ -214,8 +214,7 @@ def _read_records(path: Path, fmt: str, encoding: Encoding) -> Table:
     delimiter = ""
     if fmt == "csv":
         try:
-            with open_text(path, encoding) as handle:
-                delimiter = csv_delimiter(handle.readline())
+            delimiter = csv_delimiter(header_line(path, encoding))
         except (ConfigError, OSError, EOFError, UnicodeDecodeError) as exc:
             raise _unreadable(path, fmt, exc) from None
     columns: dict[str, list[str | None]] = {}

@@ -135,6 +135,31 @@ def csv_delimiter(header: str) -> str:
     return best if counts[best] else ","
 
 
+def before_header(line: str) -> bool:
+    """Whether a line before a CSV file's header is not the header: blank, or a comment (`#`), as loggers and
+    exports write above it.
+
+    >>> before_header("# exported 2024-01-01"), before_header("\\r\\n"), before_header("timestamp,value")
+    (True, True, False)
+    """
+    return not line.strip() or line.lstrip().startswith("#")
+
+
+def _from_header(lines: Iterator[str]) -> Iterator[str]:
+    """The lines from the header on."""
+    for line in lines:
+        if not before_header(line):
+            yield line
+            yield from lines
+            return
+
+
+def header_line(path: Path, encoding: Encoding = "utf-8") -> str:
+    """The CSV file's header line ("" when it has none)."""
+    with open_text(path, encoding) as handle:
+        return next(_from_header(handle), "")
+
+
 def read_records(
     path: Path, fmt: str, required: list[str], skip: int = 0, delimiter: str = ",", encoding: Encoding = "utf-8"
 ) -> Iterator[tuple[dict[str, Any] | None, bytes, str]]:
@@ -256,10 +281,9 @@ def _csv_records(
     # surrogateescape keeps bytes that are not UTF-8 visible to the row check instead of
     # failing the whole file at the first one; utf-8-sig drops a byte order mark.
     if delimiter == "auto":
-        with open_text(path, encoding) as handle:
-            delimiter = csv_delimiter(handle.readline())
+        delimiter = csv_delimiter(header_line(path, encoding))
     with open_text(path, encoding) as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
+        reader = csv.DictReader(_from_header(handle), delimiter=delimiter)
         try:
             header = column_names(list(reader.fieldnames or []))
         except csv.Error as exc:

@@ -32,6 +32,7 @@ from pydantic import Field
 from qraft_core.adapters.base import AdapterStats, register_adapter
 from qraft_core.adapters.file import (
     Encoding,
+    before_header,
     column_names,
     file_format,
     read_records,
@@ -232,7 +233,9 @@ class WatcherAdapter(LiveAdapter):
                 consumed += len(line)
                 raw = _utf8(line.rstrip(b"\r\n"), self.options.encoding)
                 if fmt == "csv" and header is None:
-                    header = column_names(next(csv.reader([raw.decode("utf-8", "replace")]), []))
+                    text = raw.decode("utf-8", "replace")
+                    if not before_header(text):
+                        header = column_names(next(csv.reader([text]), []))
                     continue
                 read += 1
                 record, error = self._record(raw, fmt, header)

@@ -15,7 +15,7 @@ from qraft_core.adapters.parsers import ParseError, parse_time
 from qraft_core.adapters.registry import build_adapter
 from qraft_core.analyze import AnalyzeError, FileProfile, infer_config, profile_file
 from qraft_core.bus.fake import MemoryBus
-from qraft_core.config import load_sources
+from qraft_core.config import SourceConfig, load_sources
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -93,3 +93,25 @@ def test_a_time_column_too_often_unreadable_says_why_its_values_are_not_times(tm
     with pytest.raises(AnalyzeError, match=r"column 'time': only 240 of 300 rows hold a time \(e.g. "
                        r"'2024-03-10T02:00 America/New_York' does not: .* does not exist in America/New_York"):
         profile_file(path, None, set())
+
+
+def test_comment_and_blank_lines_above_the_csv_header_are_not_the_header(tmp_path: Path) -> None:
+    rows = [f"{(T0 + timedelta(minutes=i)).isoformat()};{i % 7}" for i in range(100)]
+    path = write_lines(tmp_path / "logger.csv", ["", "# exported by the logger; units: ms", "#", "", "time;value", *rows],
+                       newline="\r\n")
+    profile, times, reasons = analysed(path, tmp_path)
+    assert (profile.time_field, profile.numeric, profile.delimiter, profile.rows, profile.malformed) == (
+        "time", ["value"], ";", 100, 0)
+    assert (len(times), reasons) == (100, [])
+
+
+def test_the_folder_watcher_takes_the_first_line_neither_blank_nor_a_comment_as_the_header(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.csv").write_text("\n# exported by the logger\nts,value\n1767571200,1\n")
+    source = SourceConfig(name="drop", type="watcher", endpoint=str(folder), options={"pattern": "*.csv", "time_field": "ts"})
+    bus = MemoryBus()
+    asyncio.run(build_adapter(source, tmp_path / "state").scan(bus))
+    events, letters = bus.published()
+    assert letters == []
+    assert [e["payload"] for e in events] == [{"ts": "1767571200", "value": "1"}]
