@@ -1,8 +1,8 @@
 """`qraft analyze`: settings for a user's own files, inferred from the data.
 
 For each file: the time column (named, or the first column whose values all
-read as times: ISO 8601 text, or epoch numbers in s/ms/us/ns when the column is
-named like a time or its numbers rise like one), the sampling interval (median
+read as times: ISO 8601 text, epoch numbers in s/ms/us/ns when the column is
+named like a time or its numbers rise like one, or spreadsheet serial dates), the sampling interval (median
 step between distinct times; irregular sampling and gaps are reported), the
 numeric columns (95% of the present values numbers, of any sign) and categorical
 columns (few distinct text values). From those: each file is a source and a
@@ -65,6 +65,8 @@ TARGET_WINDOWS = 100
 MAX_SPAN_PER_WRITE = timedelta(days=90)
 MAX_PARTITIONS = 30_000
 SAMPLE = 200
+# Spreadsheet serial dates (days since 1899-12-30) read as such: 1950-01-01 .. 2100-01-01.
+EXCEL_DATES = (18_264, 73_051)
 # A step longer than this many sampling intervals (and a day) splits a file into stretches planned apart.
 LONG_GAP_STEPS = 1000
 # Rows whose time does not parse become dead letters; beyond this share the column is not a time.
@@ -317,6 +319,8 @@ def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
         return "iso"
     numbers = _numbers(present)
     if numbers.null_count() == 0:
+        if hinted and excel_dates(numbers, str(column.name)):
+            return "excel" if _mostly_times(present.head(SAMPLE).to_list(), "excel") else None
         magnitude = float(numbers.abs().median())  # type: ignore[arg-type]
         unit = "s" if magnitude < 1e11 else "ms" if magnitude < 1e14 else "us" if magnitude < 1e17 else "ns"
         seconds = numbers / {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
@@ -331,6 +335,25 @@ def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
     # the hour a clock change skips.
     sample = present.gather_every(max(1, present.len() // SAMPLE)).cast(pl.Utf8).to_list()
     return "iso" if _mostly_times(sample, "iso") else date_format_of(sample)
+
+
+def excel_dates(numbers: pl.Series, name: str) -> bool:
+    """Whether the numbers of a column named like a time are spreadsheet serial dates (days since 1899-12-30):
+    all of them dates from 1950 to 2100 so read, and the column named like a date or its numbers stepping
+    by a fraction of a day (as epoch seconds they would be the first hours of 1970, a second or less apart).
+
+    >>> excel_dates(pl.Series([45292.0, 45292.25, 45292.5]), "time"), excel_dates(pl.Series([45292, 45293]), "Date")
+    (True, True)
+    >>> excel_dates(pl.Series([45292, 45293]), "time"), excel_dates(pl.Series([1704067200.0]), "date")
+    (False, False)
+    """
+    if not EXCEL_DATES[0] <= float(numbers.min()) <= float(numbers.max()) <= EXCEL_DATES[1]:  # type: ignore[arg-type]
+        return False
+    if any(word in name.lower() for word in ("date", "day")):
+        return True
+    steps = numbers.sort().diff()
+    steps = steps.filter(steps > 0)
+    return steps.len() > 0 and float(steps.median()) < 1  # type: ignore[arg-type]
 
 
 def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tuple[str, str]:
@@ -553,8 +576,9 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
     return FileProfile(path.resolve(), source_name(path, taken), table.format, frame.height, column, unit,
                        min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored,
                        # Rows without a readable time are dead letters of the file source too.
-                       table.delimiter, table.malformed + frame.height - len(times), thousands, table.flatten, stretches(times, interval),
-                       oversize, decimal_comma, time_of_day, table.encoding, texts, zoneless(values[0], unit))
+                       table.delimiter, table.malformed + frame.height - len(times), thousands, table.flatten,
+                       stretches(times, interval), oversize, decimal_comma, time_of_day, table.encoding, texts,
+                       any(zoneless(v, unit) for v in values[:SAMPLE]))
 
 
 # The time of day without a date: "9:05", "09:05:00", "09:05:00.250".
@@ -644,8 +668,12 @@ def zoneless(value: Any, unit: str) -> bool:
     (True, False, False)
     >>> zoneless("31/12/2014 23:05", "%d/%m/%Y %H:%M"), zoneless("2014-02-01", "iso"), zoneless("2014-02-01 10:00 UTC", "iso")
     (True, False, False)
+    >>> zoneless("45292.5", "excel"), zoneless("45292", "excel")
+    (True, False)
     """
-    if unit not in ("iso",) and not unit.startswith("%"):
+    if unit == "excel":  # a spreadsheet's local time of day, if any
+        return float(value) % 1 != 0
+    if unit != "iso" and not unit.startswith("%"):
         return False
     text = str(value).strip()
     # A date alone is a day, whatever the zone: saying so would be noise.

@@ -21,7 +21,9 @@ from qraft_core.events import MAX_NESTING, MAX_RECORD_BYTES, content_problem, sa
 from qraft_core.registry import Registry, UnknownName
 from qraft_core.timeutil import parse_iso
 
-TimeUnit = Literal["auto", "s", "ms", "us", "ns", "iso"]
+# "excel": spreadsheet serial dates, days since 1899-12-30 with the time of day as the fraction (45292.5 is
+# 2024-01-01 12:00), as a date column becomes in a sheet saved without its number format.
+TimeUnit = Literal["auto", "s", "ms", "us", "ns", "iso", "excel"]
 # Thousands separators a number may be written with ("1,234.5", "1 234", "1'234"); the decimal mark is
 # then ".". A "." between groups is not one: "1.234" already reads as a plain number.
 ThousandsSeparator = Literal[",", " ", "\u00a0", "\u202f", "'", "_"]
@@ -30,6 +32,7 @@ _GROUPED = {sep: re.compile(rf"[+-]?[1-9]\d{{0,2}}(?:{re.escape(sep)}\d{{3}})+(?
 # A number written with a decimal comma, its thousands (if any) grouped by "." or a blank: "-1,5", "1.234,5".
 _DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:([. \u00a0\u202f])\d{3})(?:\1\d{3})*|\d+)(?:,\d+)?")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EXCEL_EPOCH = datetime(1899, 12, 30, tzinfo=UTC)
 
 
 class ParseError(ValueError):
@@ -50,6 +53,8 @@ def parse_time(value: Any, unit: TimeUnit = "auto") -> datetime:
     '2026-01-05T00:00:00.123456+00:00'
     >>> parse_time("2026-01-05T00:00:00.5Z").isoformat()
     '2026-01-05T00:00:00.500000+00:00'
+    >>> parse_time("45292.000694444", "excel").isoformat()
+    '2024-01-01T00:01:00+00:00'
     >>> parse_time("soon")
     Traceback (most recent call last):
     ...
@@ -79,6 +84,11 @@ def parse_time(value: Any, unit: TimeUnit = "auto") -> datetime:
     if number is not None:
         if not math.isfinite(number) or number < 0:
             raise ParseError(f"timestamp {value!r} is not a valid epoch time")
+        if unit == "excel":
+            try:  # whole milliseconds: a day's fraction is seldom exact in binary
+                return _EXCEL_EPOCH + timedelta(milliseconds=round(number * 86_400_000))
+            except OverflowError:
+                raise ParseError(f"timestamp {value!r} is out of range") from None
         if unit in ("auto", "iso"):
             unit = "s" if number < 1e11 else "ms" if number < 1e14 else "us" if number < 1e17 else "ns"
         scale = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]

@@ -115,3 +115,21 @@ def test_the_folder_watcher_takes_the_first_line_neither_blank_nor_a_comment_as_
     events, letters = bus.published()
     assert letters == []
     assert [e["payload"] for e in events] == [{"ts": "1767571200", "value": "1"}]
+
+
+def test_spreadsheet_serial_dates_read_as_the_days_they_count(tmp_path: Path) -> None:
+    """A sheet saved without its date format writes 45292.25 for 2024-01-01 06:00: not 12:34 on 1970-01-01."""
+    rows = [f"{45292 + i / 24:.10f},{i % 7}" for i in range(100)]
+    profile, times, reasons = analysed(write_lines(tmp_path / "sheet.csv", ["Date,value", *rows]), tmp_path)
+    assert (profile.time_field, profile.time_unit, profile.interval_s, profile.zoneless) == ("Date", "excel", 3600.0, True)
+    assert (profile.first, profile.last) == (T0, T0 + timedelta(hours=99))
+    assert (times[:2], reasons) == ([T0, T0 + timedelta(hours=1)], [])
+
+
+def test_numbers_in_the_range_of_serial_dates_are_not_times_unless_named_like_one(tmp_path: Path) -> None:
+    rows = [f"2024-01-01T00:{i:02d}:00Z,{45000 + i * 0.25}" for i in range(60)]
+    profile = profile_file(write_lines(tmp_path / "price.csv", ["time,price", *rows]), None, set())
+    assert (profile.time_field, profile.time_unit, profile.numeric) == ("time", "iso", ["price"])
+    seconds = [f"{40000 + i},{i % 3}" for i in range(60)]  # seconds since a start, named like a time
+    profile = profile_file(write_lines(tmp_path / "elapsed.csv", ["time,value", *seconds]), None, set())
+    assert (profile.time_unit, profile.interval_s, profile.first) == ("s", 1.0, datetime(1970, 1, 1, 11, 6, 40, tzinfo=UTC))
