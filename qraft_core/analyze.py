@@ -125,6 +125,9 @@ class FileProfile:
     texts: dict[str, int] = field(default_factory=dict)
     # The times are written without a zone or offset (read as UTC).
     zoneless: bool = False
+    # The time format with day and month the other way round when it reads the times too (no day above
+    # 12 tells them apart): the one chosen is a judgement the user must be able to overturn.
+    swapped_format: str = ""
 
     @property
     def bar_seconds(self) -> int:
@@ -140,6 +143,7 @@ class FileProfile:
             "flatten": self.flatten, "oversize": self.oversize,
             "decimal_comma": self.decimal_comma, "time_of_day_field": self.time_of_day_field,
             "encoding": self.encoding, "texts": self.texts, "zoneless": self.zoneless,
+            "swapped_format": self.swapped_format,
         }
 
 
@@ -273,19 +277,22 @@ def _parsed(values: list[Any], unit: str) -> list[datetime | None]:
 
 
 def date_format_of(values: list[Any]) -> str | None:
-    """The DATE_FORMATS entry MIN_TIME_SHARE of the values are written in. Of several (no day above
-    12 tells day from month): the one that keeps the rows most in time order, then the one that
-    samples most regularly (daily rows read the wrong way round step by months), then day first.
+    """The DATE_FORMATS entry MIN_TIME_SHARE of the values are written in. Of several: the one reading
+    most of them (a day above 12 tells day from month), then the one that keeps the rows most in time
+    order, then the one that samples most regularly (daily rows read the wrong way round step by
+    months), then day first.
 
     >>> date_format_of(["01/02/2014 10:00", "13/02/2014 10:05"]), date_format_of(["02/13/2014", "02/14/2014"])
     ('%d/%m/%Y %H:%M', '%m/%d/%Y')
     >>> date_format_of(["01/02/2014", "01/03/2014", "01/04/2014"]), date_format_of(["soon", "later"])
     ('%m/%d/%Y', None)
+    >>> date_format_of([f"01/02/2014 10:{m:02d}" for m in range(40)] + ["13/02/2014 10:00"])
+    '%d/%m/%Y %H:%M'
     """
     texts = [str(v) for v in values]
     if not texts or not any(sep in texts[0] for sep in "/.-"):
         return None
-    best, best_score = None, (-1.0, -1.0)
+    best, best_score = None, (-1, -1.0, -1.0)
     for fmt in DATE_FORMATS:
         present = [t for t in _parsed(texts, fmt) if t is not None]
         if len(present) < MIN_TIME_SHARE * len(texts):
@@ -293,8 +300,8 @@ def date_format_of(values: list[Any]) -> str | None:
         steps = [b - a for a, b in zip(present, present[1:], strict=False)]
         order = sum(step >= timedelta(0) for step in steps) / max(len(steps), 1)
         regular = max((steps.count(step) for step in set(steps)), default=0) / max(len(steps), 1)
-        if (order, regular) > best_score:
-            best, best_score = fmt, (order, regular)
+        if (len(present), order, regular) > best_score:
+            best, best_score = fmt, (len(present), order, regular)
     return best
 
 
@@ -578,7 +585,24 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
                        # Rows without a readable time are dead letters of the file source too.
                        table.delimiter, table.malformed + frame.height - len(times), thousands, table.flatten,
                        stretches(times, interval), oversize, decimal_comma, time_of_day, table.encoding, texts,
-                       any(zoneless(v, unit) for v in values[:SAMPLE]))
+                       any(zoneless(v, unit) for v in values[:SAMPLE]), swapped_format(values, unit))
+
+
+def swapped_format(values: list[Any], unit: str) -> str:
+    """`unit` with day and month the other way round when that reads every value `unit` reads, else "".
+
+    >>> swapped_format(["01/02/2024 10:00", "01/02/2024 11:00"], "%d/%m/%Y %H:%M")
+    '%m/%d/%Y %H:%M'
+    >>> swapped_format(["13/02/2024", "14/02/2024"], "%d/%m/%Y"), swapped_format(["2024-02-01"], "iso")
+    ('', '')
+    """
+    if "%d" not in unit or "%m" not in unit:
+        return ""
+    other = unit.replace("%d", "%DAY").replace("%m", "%d").replace("%DAY", "%m")
+    for value in values:  # the first that reads one way only settles it
+        if _parsed([value], unit)[0] is not None and _parsed([value], other)[0] is None:
+            return ""
+    return other
 
 
 # The time of day without a date: "9:05", "09:05:00", "09:05:00.250".
@@ -888,6 +912,9 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
         notes = [n for n, on in (("times without a zone, read as UTC", p.zoneless), ("irregular sampling", p.irregular),
                                  (f"{p.gaps} gap(s)", p.gaps > 0),
                                  (f"{p.malformed} malformed record(s) go to dead letters", p.malformed > 0)) if on]
+        if p.swapped_format:
+            notes.append(f"day and month could be either way round: read as {p.time_unit}; if they are "
+                         f"{p.swapped_format}, set time_format to that in sources.yaml")
         notes += [f"{count} text value(s) of {name} left out of the bar statistics" for name, count in p.texts.items()]
         notes += [f"{count} value(s) of {name} infinite or beyond {LARGEST_VALUE:g} in size left out of the bar statistics"
                   for name, count in p.oversize.items()]

@@ -13,7 +13,7 @@ import pytest
 
 from qraft_core.adapters.parsers import ParseError, parse_time
 from qraft_core.adapters.registry import build_adapter
-from qraft_core.analyze import AnalyzeError, FileProfile, infer_config, profile_file
+from qraft_core.analyze import AnalyzeError, FileProfile, describe_plan, infer_config, profile_file
 from qraft_core.bus.fake import MemoryBus
 from qraft_core.config import SourceConfig, load_sources
 
@@ -133,3 +133,17 @@ def test_numbers_in_the_range_of_serial_dates_are_not_times_unless_named_like_on
     seconds = [f"{40000 + i},{i % 3}" for i in range(60)]  # seconds since a start, named like a time
     profile = profile_file(write_lines(tmp_path / "elapsed.csv", ["time,value", *seconds]), None, set())
     assert (profile.time_unit, profile.interval_s, profile.first) == ("s", 1.0, datetime(1970, 1, 1, 11, 6, 40, tzinfo=UTC))
+
+
+def test_dates_that_read_day_or_month_first_say_so_and_how_to_choose(tmp_path: Path) -> None:
+    rows = [f"01/02/2024 {i // 60:02d}:{i % 60:02d},{i % 7}" for i in range(120)]
+    plan = infer_config([write_lines(tmp_path / "one_day.csv", ["time,value", *rows])], None,
+                        tmp_path / "config", tmp_path / "data")
+    (profile,) = plan.profiles
+    assert (profile.time_unit, profile.swapped_format) == ("%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M")
+    assert ("day and month could be either way round: read as %d/%m/%Y %H:%M; if they are %m/%d/%Y %H:%M, "
+            "set time_format to that in sources.yaml") in describe_plan(plan)[0]
+    # One day above 12 anywhere settles it: nothing to say.
+    rows[-1] = "13/02/2024 02:00,1"
+    profile = profile_file(write_lines(tmp_path / "settled.csv", ["time,value", *rows]), None, set())
+    assert (profile.time_unit, profile.swapped_format) == ("%d/%m/%Y %H:%M", "")
