@@ -285,7 +285,8 @@ def _csv_records(
     with open_text(path, encoding) as handle:
         reader = csv.DictReader(_from_header(handle), delimiter=delimiter)
         try:
-            header = column_names(list(reader.fieldnames or []))
+            written = list(reader.fieldnames or [])
+            header = column_names(written)
         except csv.Error as exc:
             raise ConfigError(f"{path}: the header line is not CSV ({exc})") from None
         reader.fieldnames = header
@@ -320,6 +321,9 @@ def _csv_records(
                 fields = len(header) + len(extra or []) - sum(v is None for v in row.values())
                 values = [v for v in row.values() if v is not None] + list(extra or [])
                 yield None, _csv_line(values), f"CSV row {index} has {fields} fields, the header {len(header)}"
+                continue
+            if list(row.values()) == written:  # files joined end to end, each with its header
+                yield None, _csv_line(written), f"CSV row {index} repeats the header line"
                 continue
             text = ",".join(f"{v}" for v in row.values())
             raw = text.encode("utf-8", "surrogateescape")

@@ -267,6 +267,8 @@ class WatcherAdapter(LiveAdapter):
             names = header or []
             if len(values) != len(names):
                 return None, f"CSV row has {len(values)} values for {len(names)} columns"
+            if values == names:  # a file appended to the watched one with its header
+                return None, "CSV row repeats the header line"
             return dict(zip(names, values, strict=True)), ""
         record, error = decode_json_record(raw)
         return record, f"line {error}" if error else ""

@@ -147,3 +147,21 @@ def test_dates_that_read_day_or_month_first_say_so_and_how_to_choose(tmp_path: P
     rows[-1] = "13/02/2024 02:00,1"
     profile = profile_file(write_lines(tmp_path / "settled.csv", ["time,value", *rows]), None, set())
     assert (profile.time_unit, profile.swapped_format) == ("%d/%m/%Y %H:%M", "")
+
+
+def test_a_header_repeated_mid_file_is_a_dead_letter_saying_so(tmp_path: Path) -> None:
+    """Two exports joined end to end: the second header is no record, and the rows after it are read."""
+    rows = [f"{(T0 + timedelta(minutes=i)).isoformat()},{i % 7}" for i in range(100)]
+    path = write_lines(tmp_path / "joined.csv", ["time,value", *rows[:50], "time,value", *rows[50:]])
+    profile, times, reasons = analysed(path, tmp_path)
+    assert (profile.rows, profile.malformed) == (100, 1)
+    assert (len(times), reasons) == (100, ["CSV row 51 repeats the header line"])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.csv").write_text("ts,value\n1767571200,1\nts,value\n1767571260,2\n")
+    source = SourceConfig(name="drop", type="watcher", endpoint=str(folder), options={"pattern": "*.csv", "time_field": "ts"})
+    bus = MemoryBus()
+    asyncio.run(build_adapter(source, tmp_path / "state").scan(bus))
+    events, letters = bus.published()
+    assert [e["payload"]["value"] for e in events] == ["1", "2"]
+    assert [letter["reason"] for letter in letters] == ["CSV row repeats the header line"]
