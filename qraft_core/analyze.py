@@ -45,6 +45,7 @@ from qraft_core.adapters.parsers import (
     parse_time_format,
 )
 from qraft_core.config import CleanConfig, ConfigError
+from qraft_core.lander import STORE_TIME_RANGE
 from qraft_core.operators.aggregate import DEFAULT_STATS, LARGEST_VALUE
 from qraft_core.operators.pipeline import MAX_BAR_SECONDS
 from qraft_core.timeutil import names_zone
@@ -305,16 +306,27 @@ def date_format_of(values: list[Any]) -> str | None:
     return best
 
 
+def _storable(values: list[Any], unit: str) -> list[datetime | None]:
+    """Each value as a time the store can hold, or None (landing dead-letters the others)."""
+    low, high = STORE_TIME_RANGE
+    return [t if t is not None and low <= t <= high else None for t in _parsed(values, unit)]
+
+
 def _mostly_times(values: list[Any], unit: str) -> bool:
     """At least MIN_TIME_SHARE of the values read as times (a few bad rows become dead letters)."""
     return bool(values) and sum(t is not None for t in _parsed(values, unit)) >= MIN_TIME_SHARE * len(values)
 
 
 def _numbers(column: pl.Series) -> pl.Series:
-    """The values as numbers, null where one is not (booleans and nested values never are)."""
+    """The values as numbers, null where one is not (booleans, nested values and what has no text form, as
+    Parquet durations and bytes, never are)."""
+    nothing = pl.Series(column.name, [None] * column.len(), dtype=pl.Float64)
     if column.dtype == pl.Boolean or column.dtype.is_nested():
-        return pl.Series(column.name, [None] * column.len(), dtype=pl.Float64)
-    return column.cast(pl.Utf8).cast(pl.Float64, strict=False)
+        return nothing
+    try:
+        return column.cast(pl.Utf8).cast(pl.Float64, strict=False)
+    except pl.exceptions.PolarsError:  # no text form (a duration), or bytes that are not text
+        return nothing
 
 
 def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
@@ -392,11 +404,11 @@ def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tupl
 def few_times(path: Path, column: str, values: list[Any], unit: str, rows: int) -> AnalyzeError:
     """The error for a time column whose rows too seldom hold a time, with why its first bad value is not one
     (not ISO 8601, an unknown zone, a local time a clock change skips)."""
-    parsed = _parsed(values, unit)
+    parsed = _storable(values, unit)
     bad = next(v for v, t in zip(values, parsed, strict=True) if t is None)
     try:
         parse_time_format(bad, unit) if unit.startswith("%") else parse_time(bad, unit)  # type: ignore[arg-type]
-        why = ""
+        why = f": it is outside the years {STORE_TIME_RANGE[0].year}-{STORE_TIME_RANGE[1].year} the store holds"
     except ParseError as exc:
         why = f": {exc}"
     return AnalyzeError(f"{path}: column {column!r}: only {sum(t is not None for t in parsed)} of {rows} rows "
@@ -532,8 +544,7 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
     stamps = frame[column] if not time_of_day else frame[column].cast(pl.Utf8) + " " + frame[time_of_day]
     present = stamps.drop_nulls()
     values = present.to_list()
-    parsed = _parsed(values, unit)
-    times = [t for t in parsed if t is not None]
+    times = [t for t in _storable(values, unit) if t is not None]
     if len(times) < MIN_TIME_SHARE * frame.height:
         raise few_times(path, column, values, unit, frame.height)
     if len(set(times)) < 2:

@@ -15,6 +15,7 @@ import codecs
 import csv
 import gzip
 import io
+import math
 import re
 import time
 from collections.abc import Iterator
@@ -197,8 +198,33 @@ def read_records(
             raise ConfigError(
                 f"{path}: missing column(s) {', '.join(missing)} (columns present: {', '.join(frame.columns)})"
             )
-        for row in frame.slice(skip).iter_rows(named=True):
-            yield row, raw_json(row), ""
+        yield from parquet_records(frame, skip)
+
+
+def parquet_records(frame: pl.DataFrame, skip: int) -> Iterator[tuple[dict[str, Any], bytes, str]]:
+    """(record, raw bytes, "") for each row of a Parquet file after the first `skip`, its values as a text
+    file would carry them where an event cannot hold them: a NaN or an infinity as its text, bytes as text
+    (those that are not UTF-8 escaped), so one such cell does not cost its row."""
+    for row in frame.slice(skip).iter_rows(named=True):
+        record = {name: _event_value(value) for name, value in row.items()}
+        yield record, raw_json(record), ""
+
+
+def _event_value(value: Any) -> Any:
+    """The value, or its text where an event cannot hold it (see `parquet_records`).
+
+    >>> _event_value({"a": [float("nan"), b"caf\\xc3\\xa9", b"\\xff", 1.5]})
+    {'a': ['nan', 'café', '\\\\xff', 1.5]}
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, bytes):
+        return safe_text(value)
+    if isinstance(value, dict):
+        return {name: _event_value(inner) for name, inner in value.items()}
+    if isinstance(value, list):
+        return [_event_value(inner) for inner in value]
+    return value
 
 
 def _json_array(path: Path, encoding: Encoding) -> bool:

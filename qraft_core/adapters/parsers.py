@@ -12,7 +12,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
@@ -66,6 +66,8 @@ def parse_time(value: Any, unit: TimeUnit = "auto") -> datetime:
     """
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, date):  # a day (a Parquet date column): its first instant
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
     if value is None or value == "":
         raise ParseError("timestamp is missing")
     number: float | None = None

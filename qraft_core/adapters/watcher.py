@@ -35,11 +35,12 @@ from qraft_core.adapters.file import (
     before_header,
     column_names,
     file_format,
+    parquet_records,
     read_records,
     utf16_encoding,
 )
 from qraft_core.adapters.live import JsonState, LiveAdapter, LiveOptions, sleep_or_stop
-from qraft_core.adapters.parsers import decode_json_record, raw_json
+from qraft_core.adapters.parsers import decode_json_record
 from qraft_core.bus.base import Publisher
 from qraft_core.config import ConfigError
 from qraft_core.events import MAX_DEAD_LETTER_RAW, MAX_RECORD_BYTES, StandardEvent
@@ -288,8 +289,7 @@ class WatcherAdapter(LiveAdapter):
             return await self._unreadable_file(publisher, path, position, size, reason)
         if frame.height < position["rows"]:
             position["rows"] = 0
-        rows = frame.slice(position["rows"]).iter_rows(named=True)
-        return await self._records(publisher, path, position, size, ((row, raw_json(row), "") for row in rows))
+        return await self._records(publisher, path, position, size, parquet_records(frame, position["rows"]))
 
     async def _utf16(self, publisher: Publisher, path: Path, fmt: str) -> int:
         """A UTF-16 file (two bytes a character: its lines cannot be cut at a newline byte) is read whole,

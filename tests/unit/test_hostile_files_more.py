@@ -6,9 +6,10 @@ with their reason), or a one-line reason naming the file."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from qraft_core.adapters.parsers import ParseError, parse_time
@@ -165,3 +166,40 @@ def test_a_header_repeated_mid_file_is_a_dead_letter_saying_so(tmp_path: Path) -
     events, letters = bus.published()
     assert [e["payload"]["value"] for e in events] == ["1", "2"]
     assert [letter["reason"] for letter in letters] == ["CSV row repeats the header line"]
+
+
+def test_parquet_cells_an_event_cannot_hold_cost_no_row(tmp_path: Path) -> None:
+    """NaN, infinities and bytes reach the payload as the text a CSV file would hold; a date column is a time,
+    a duration column is kept in the payload only, and a date beyond the store's years is that row's dead letter."""
+    n = 60
+    times = [datetime(2024, 1, 1) + timedelta(minutes=i) for i in range(n)]
+    times[5] = datetime(9999, 12, 31)
+    pl.DataFrame({
+        "time": times,
+        "v": [float("nan") if i % 10 == 0 else float("inf") if i == 7 else float(i % 5) for i in range(n)],
+        "blob": [b"\xff\x00" if i % 2 else "é".encode() for i in range(n)],
+        "took": [timedelta(seconds=i) for i in range(n)],
+    }).write_parquet(tmp_path / "odd.parquet")
+    profile, landed, reasons = analysed(tmp_path / "odd.parquet", tmp_path)
+    assert (profile.time_field, profile.numeric, profile.categorical, profile.ignored) == ("time", ["v"], ["blob"], ["took"])
+    assert (profile.rows, profile.malformed, profile.last) == (60, 1, T0 + timedelta(minutes=59))
+    assert (len(landed), reasons) == (60, [])  # the 9999 row is refused where the store's range is known: landing
+    pl.DataFrame({"day": [date(2024, 1, 1) + timedelta(days=i) for i in range(20)], "v": list(range(20))}).write_parquet(
+        tmp_path / "days.parquet")
+    days = profile_file(tmp_path / "days.parquet", None, set())
+    assert (days.time_field, days.interval_s, days.first) == ("day", 86400.0, T0)
+
+
+def test_parquet_values_reach_the_payload_as_text_where_an_event_cannot_hold_them(tmp_path: Path) -> None:
+    pl.DataFrame({"time": [T0, T0 + timedelta(minutes=1)], "v": [float("nan"), float("-inf")],
+                  "blob": [b"\xff", b"ok"]}).write_parquet(tmp_path / "odd.parquet")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (tmp_path / "odd.parquet").rename(folder / "odd.parquet")
+    source = SourceConfig(name="drop", type="watcher", endpoint=str(folder),
+                          options={"pattern": "*.parquet", "time_field": "time"})
+    bus = MemoryBus()
+    asyncio.run(build_adapter(source, tmp_path / "state").scan(bus))
+    events, letters = bus.published()
+    assert letters == []
+    assert [(e["payload"]["v"], e["payload"]["blob"]) for e in events] == [("nan", "\\xff"), ("-inf", "ok")]
