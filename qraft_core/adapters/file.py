@@ -122,7 +122,9 @@ def _lines(path: Path, encoding: Encoding) -> Iterator[bytes]:
                 yield line.encode("utf-8", "surrogateescape")
         return
     with _open_bytes(path) as handle:
-        yield from handle
+        for raw in handle:
+            # A bare CR ends a line too (classic Mac line ends): a raw CR is never inside a JSON line.
+            yield from raw.splitlines(keepends=True) if b"\r" in raw else (raw,)
 
 
 def csv_delimiter(header: str) -> str:
@@ -309,9 +311,10 @@ def _csv_records(
     if delimiter == "auto":
         delimiter = csv_delimiter(header_line(path, encoding))
     with open_text(path, encoding) as handle:
-        reader = csv.DictReader(_from_header(handle), delimiter=delimiter)
+        # strict: a quote never closed is an error at the end of the file, not a last field holding the rest of it.
+        reader = csv.DictReader(_from_header(handle), delimiter=delimiter, strict=True)
         try:
-            written = list(reader.fieldnames or [])
+            written = [name.strip() for name in reader.fieldnames or []]
             header = column_names(written)
         except csv.Error as exc:
             raise ConfigError(f"{path}: the header line is not CSV ({exc})") from None
@@ -335,7 +338,8 @@ def _csv_records(
                 return
             except csv.Error as exc:  # e.g. a field over the csv module's size limit
                 if index >= skip:
-                    yield None, b"", f"CSV row {index + 1}: {exc}"
+                    unclosed = " (a quote opened in it is never closed: the rest of the file is in it)"
+                    yield None, b"", f"CSV row {index + 1}: {exc}{unclosed if 'end of data' in str(exc) else ''}"
                 index += 1
                 continue
             index += 1
@@ -348,6 +352,8 @@ def _csv_records(
                 values = [v for v in row.values() if v is not None] + list(extra or [])
                 yield None, _csv_line(values), f"CSV row {index} has {fields} fields, the header {len(header)}"
                 continue
+            # Blanks around a value are the writer's layout ("t, 1.5"): " 1.5" would not read as a number.
+            row = {name: value.strip() for name, value in row.items()}
             if list(row.values()) == written:  # files joined end to end, each with its header
                 yield None, _csv_line(written), f"CSV row {index} repeats the header line"
                 continue
@@ -369,13 +375,13 @@ def column_names(header: list[str]) -> list[str]:
     """The header's names, each its own: an empty one is named by its position, a repeated one numbered
     (a dict keeps one value per name: the second `value` column would silently replace the first).
 
-    >>> column_names(["timestamp", "value", "value", "", "value_2"])
+    >>> column_names(["timestamp", " value", "value ", "", "value_2"])
     ['timestamp', 'value', 'value_3', 'column_4', 'value_2']
     """
     names: list[str] = []
-    taken = set(header)
-    for position, name in enumerate(header, start=1):
-        if not name.strip():
+    taken = {name.strip() for name in header}
+    for position, name in enumerate((name.strip() for name in header), start=1):
+        if not name:
             name = f"column_{position}"
         if name in names:
             n = 2

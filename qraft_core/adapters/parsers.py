@@ -182,8 +182,8 @@ def decode_json_record(raw: bytes | str) -> tuple[dict[str, Any] | None, str]:
     """(record, "") for a JSON object, else (None, why it "is not" one): oversize, not UTF-8, not JSON,
     nested deeper than `MAX_NESTING`, not an object. Never raises.
 
-    >>> decode_json_record(b'{"a": 1}')
-    ({'a': 1}, '')
+    >>> decode_json_record(b'{"a": 1}'), decode_json_record(b'\\xef\\xbb\\xbf{"a": 1}')
+    (({'a': 1}, ''), ({'a': 1}, ''))
     >>> decode_json_record(b"[" * 5000 + b"]" * 5000)[1]
     'is nested deeper than 64 levels'
     >>> decode_json_record(b'{"a": "caf\\xe9"}')[1]
@@ -200,6 +200,7 @@ def decode_json_record(raw: bytes | str) -> tuple[dict[str, Any] | None, str]:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as exc:
         return None, f"is not UTF-8: {exc.reason} at byte {exc.start}"
+    text = text.removeprefix("\ufeff")  # the byte order mark some editors write before a file's first line
     # Brackets bound the depth from above: only a suspicious line pays for the exact check.
     if text.count("[") + text.count("{") > MAX_NESTING and json_depth(text) > MAX_NESTING:
         return None, f"is nested deeper than {MAX_NESTING} levels"

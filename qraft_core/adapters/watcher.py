@@ -260,7 +260,7 @@ class WatcherAdapter(LiveAdapter):
                 return None, f"CSV row is oversize: {len(raw)} bytes > {MAX_RECORD_BYTES}"
             try:
                 text = raw.decode("utf-8")
-                values = next(csv.reader(io.StringIO(text)), [])
+                values = [value.strip() for value in next(csv.reader(io.StringIO(text)), [])]
             except UnicodeDecodeError as exc:
                 return None, f"CSV row is not UTF-8: {exc.reason} at byte {exc.start}"
             except csv.Error as exc:

@@ -6,6 +6,7 @@ with their reason), or a one-line reason naming the file."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -203,3 +204,37 @@ def test_parquet_values_reach_the_payload_as_text_where_an_event_cannot_hold_the
     events, letters = bus.published()
     assert letters == []
     assert [(e["payload"]["v"], e["payload"]["blob"]) for e in events] == [("nan", "\\xff"), ("-inf", "ok")]
+
+
+def test_blanks_around_csv_names_and_values_are_layout_not_content(tmp_path: Path) -> None:
+    rows = [f" {(T0 + timedelta(minutes=i)).isoformat()} ,  {i % 7}.5 , h{i % 2} " for i in range(60)]
+    profile, times, reasons = analysed(write_lines(tmp_path / "padded.csv", [" time , value , host ", *rows]), tmp_path)
+    assert (profile.time_field, profile.numeric, profile.categorical) == ("time", ["value"], ["host"])
+    assert (len(times), reasons) == (60, [])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.csv").write_text("ts , value\n1767571200 , 1.5\n")
+    source = SourceConfig(name="drop", type="watcher", endpoint=str(folder), options={"pattern": "*.csv", "time_field": "ts"})
+    bus = MemoryBus()
+    asyncio.run(build_adapter(source, tmp_path / "state").scan(bus))
+    events, letters = bus.published()
+    assert ([e["payload"] for e in events], letters) == ([{"ts": "1767571200", "value": "1.5"}], [])
+
+
+def test_a_quote_never_closed_is_a_dead_letter_saying_so_not_rows_silently_swallowed(tmp_path: Path) -> None:
+    rows = [f"{(T0 + timedelta(minutes=i)).isoformat()},{i % 7}" for i in range(100)]
+    rows[60] = f'{(T0 + timedelta(minutes=60)).isoformat()},"7'
+    profile, times, reasons = analysed(write_lines(tmp_path / "quote.csv", ["time,value", *rows]), tmp_path)
+    assert (profile.rows, profile.malformed, len(times)) == (60, 1, 60)
+    assert reasons == ["CSV row 61: unexpected end of data "
+                       "(a quote opened in it is never closed: the rest of the file is in it)"]
+
+
+def test_json_lines_with_a_byte_order_mark_or_bare_cr_line_ends_read_every_line(tmp_path: Path) -> None:
+    lines = [json.dumps({"time": (T0 + timedelta(minutes=i)).isoformat(), "v": i % 5}) for i in range(60)]
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode())
+    profile, times, reasons = analysed(tmp_path / "bom.jsonl", tmp_path)
+    assert (profile.rows, profile.malformed, len(times), reasons) == (60, 0, 60, [])
+    (tmp_path / "mac.jsonl").write_bytes("\r".join(lines).encode() + b"\r")
+    profile, times, reasons = analysed(tmp_path / "mac.jsonl", tmp_path / "mac")
+    assert (profile.rows, profile.malformed, len(times), reasons) == (60, 0, 60, [])
