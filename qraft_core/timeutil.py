@@ -59,22 +59,32 @@ def parse_iso(text: str) -> datetime:
     stripped = text.strip()
     if _YEAR_MONTH.fullmatch(stripped):  # monthly series are written so; fromisoformat refuses it
         stripped += "-01"
+    try:  # the common case first: a zone name or a leap second costs a failed attempt, not every time
+        return _instant(stripped, None)
+    except ValueError:
+        if not (_ZONE.search(stripped) or _LEAP_SECOND.search(stripped)):
+            raise
     zone = None
     if named := _ZONE.search(stripped):
         stripped = stripped[:named.start()]
         zone = _zone(named.group(1))
-    if stripped[-1:] in ("Z", "z"):
-        stripped = stripped[:-1] + "+00:00"
     stripped, leap = _LEAP_SECOND.subn(r"\g<1>59", stripped, count=1)
+    return _instant(stripped, zone) + timedelta(seconds=leap)
+
+
+def _instant(text: str, zone: ZoneInfo | None) -> datetime:
+    """ISO 8601 text as aware UTC, local to `zone` when it has no offset."""
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
     try:
-        parsed = datetime.fromisoformat(stripped)
+        parsed = datetime.fromisoformat(text)
         if zone is not None and parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=zone)
             if utc(parsed).astimezone(zone).replace(tzinfo=None) != parsed.replace(tzinfo=None):
-                raise ValueError(f"{stripped} does not exist in {zone} (its clocks skip it)")
-        return utc(parsed) + timedelta(seconds=leap)
+                raise ValueError(f"{text} does not exist in {zone} (its clocks skip it)")
+        return utc(parsed)
     except OverflowError:  # an offset moving 9999-12-31 or 0001-01-01 out of datetime's range
-        raise ValueError(f"{text.strip()} is out of range") from None
+        raise ValueError(f"{text} is out of range") from None
 
 
 def names_zone(text: str) -> bool:
