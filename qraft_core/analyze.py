@@ -45,6 +45,7 @@ from qraft_core.adapters.parsers import (
     parse_time_format,
 )
 from qraft_core.config import CleanConfig, ConfigError
+from qraft_core.events import safe_text
 from qraft_core.lander import STORE_TIME_RANGE
 from qraft_core.operators.aggregate import DEFAULT_STATS, LARGEST_VALUE
 from qraft_core.operators.pipeline import MAX_BAR_SECONDS
@@ -129,6 +130,8 @@ class FileProfile:
     # The time format with day and month the other way round when it reads the times too (no day above
     # 12 tells them apart): the one chosen is a judgement the user must be able to overturn.
     swapped_format: str = ""
+    # Why the first of the `malformed` records is one.
+    first_malformed: str = ""
 
     @property
     def bar_seconds(self) -> int:
@@ -144,7 +147,7 @@ class FileProfile:
             "flatten": self.flatten, "oversize": self.oversize,
             "decimal_comma": self.decimal_comma, "time_of_day_field": self.time_of_day_field,
             "encoding": self.encoding, "texts": self.texts, "zoneless": self.zoneless,
-            "swapped_format": self.swapped_format,
+            "swapped_format": self.swapped_format, "first_malformed": self.first_malformed,
         }
 
 
@@ -406,13 +409,17 @@ def few_times(path: Path, column: str, values: list[Any], unit: str, rows: int) 
     (not ISO 8601, an unknown zone, a local time a clock change skips)."""
     parsed = _storable(values, unit)
     bad = next(v for v, t in zip(values, parsed, strict=True) if t is None)
-    try:
-        parse_time_format(bad, unit) if unit.startswith("%") else parse_time(bad, unit)  # type: ignore[arg-type]
-        why = f": it is outside the years {STORE_TIME_RANGE[0].year}-{STORE_TIME_RANGE[1].year} the store holds"
-    except ParseError as exc:
-        why = f": {exc}"
     return AnalyzeError(f"{path}: column {column!r}: only {sum(t is not None for t in parsed)} of {rows} rows "
-                        f"hold a time (e.g. {bad!r} does not{why})")
+                        f"hold a time (e.g. {bad!r} does not: {not_a_time(bad, unit)})")
+
+
+def not_a_time(value: Any, unit: str) -> str:
+    """Why `value` is no time the store can hold, read as `unit`."""
+    try:
+        parse_time_format(value, unit) if unit.startswith("%") else parse_time(value, unit)  # type: ignore[arg-type]
+    except ParseError as exc:
+        return str(exc)
+    return f"{value} is outside the years {STORE_TIME_RANGE[0].year}-{STORE_TIME_RANGE[1].year} the store holds"
 
 
 def _hinted(column: str) -> bool:
@@ -544,9 +551,14 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
     stamps = frame[column] if not time_of_day else frame[column].cast(pl.Utf8) + " " + frame[time_of_day]
     present = stamps.drop_nulls()
     values = present.to_list()
-    times = [t for t in _storable(values, unit) if t is not None]
+    storable = _storable(values, unit)
+    times = [t for t in storable if t is not None]
     if len(times) < MIN_TIME_SHARE * frame.height:
         raise few_times(path, column, values, unit, frame.height)
+    # What the first dead letter will say: a record the reader rejects, else a row without a (storable) time.
+    bad = next((v for v, t in zip(values, storable, strict=True) if t is None), None)
+    first_malformed = safe_text(table.first_malformed or (
+        not_a_time(bad, unit) if bad is not None else "timestamp is missing" if len(values) < frame.height else ""), 200)
     if len(set(times)) < 2:
         raise AnalyzeError(f"{path}: needs rows at two different times at least, to tell how often it is sampled")
     interval, irregular, gaps = sampling(times)
@@ -596,7 +608,7 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
                        # Rows without a readable time are dead letters of the file source too.
                        table.delimiter, table.malformed + frame.height - len(times), thousands, table.flatten,
                        stretches(times, interval), oversize, decimal_comma, time_of_day, table.encoding, texts,
-                       any(zoneless(v, unit) for v in values[:SAMPLE]), swapped_format(values, unit))
+                       any(zoneless(v, unit) for v in values[:SAMPLE]), swapped_format(values, unit), first_malformed)
 
 
 def swapped_format(values: list[Any], unit: str) -> str:
@@ -922,7 +934,8 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
         shown = p.path.name if names.count(p.path.name) == 1 else str(p.path)  # files of one name in two folders
         notes = [n for n, on in (("times without a zone, read as UTC", p.zoneless), ("irregular sampling", p.irregular),
                                  (f"{p.gaps} gap(s)", p.gaps > 0),
-                                 (f"{p.malformed} malformed record(s) go to dead letters", p.malformed > 0)) if on]
+                                 (f"{p.malformed} malformed record(s) go to dead letters, the first because "
+                                  f"{p.first_malformed}", p.malformed > 0)) if on]
         if p.swapped_format:
             notes.append(f"day and month could be either way round: read as {p.time_unit}; if they are "
                          f"{p.swapped_format}, set time_format to that in sources.yaml")

@@ -238,3 +238,16 @@ def test_json_lines_with_a_byte_order_mark_or_bare_cr_line_ends_read_every_line(
     (tmp_path / "mac.jsonl").write_bytes("\r".join(lines).encode() + b"\r")
     profile, times, reasons = analysed(tmp_path / "mac.jsonl", tmp_path / "mac")
     assert (profile.rows, profile.malformed, len(times), reasons) == (60, 0, 60, [])
+
+
+def test_the_plan_says_why_the_first_dead_letter_is_one(tmp_path: Path) -> None:
+    rows = [f"{(T0 + timedelta(minutes=i)).isoformat()},{i % 7}" for i in range(100)]
+    rows[10], rows[20] = ",3", "1850-01-01T00:00:00Z,4"
+    plan = infer_config([write_lines(tmp_path / "old.csv", ["time,value", *rows])], None, tmp_path / "c", tmp_path / "d")
+    assert (plan.profiles[0].malformed, plan.profiles[0].first_malformed) == (
+        2, "1850-01-01T00:00:00Z is outside the years 1900-2299 the store holds")
+    assert ("2 malformed record(s) go to dead letters, the first because 1850-01-01T00:00:00Z is outside "
+            "the years 1900-2299 the store holds") in describe_plan(plan)[0]
+    rows[20] = f"{(T0 + timedelta(minutes=20)).isoformat()},4,extra"
+    profile = profile_file(write_lines(tmp_path / "wide.csv", ["time,value", *rows]), None, set())
+    assert (profile.malformed, profile.first_malformed) == (2, "CSV row 21 has 3 fields, the header 2")
