@@ -350,7 +350,9 @@ def _csv_records(
             if extra is not None or None in row.values():
                 fields = len(header) + len(extra or []) - sum(v is None for v in row.values())
                 values = [v for v in row.values() if v is not None] + list(extra or [])
-                yield None, _csv_line(values), f"CSV row {index} has {fields} fields, the header {len(header)}"
+                comment = bool(values) and values[0].lstrip().startswith("#")
+                shape = "is a comment line" if comment else f"has {fields} fields, the header {len(header)}"
+                yield None, _csv_line(values), f"CSV row {index} {shape}"
                 continue
             # Blanks around a value are the writer's layout ("t, 1.5"): " 1.5" would not read as a number.
             row = {name: value.strip() for name, value in row.items()}

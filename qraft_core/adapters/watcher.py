@@ -267,6 +267,8 @@ class WatcherAdapter(LiveAdapter):
                 return None, f"CSV row is not CSV: {exc}"
             names = header or []
             if len(values) != len(names):
+                if values and values[0].startswith("#"):
+                    return None, "CSV row is a comment line"
                 return None, f"CSV row has {len(values)} values for {len(names)} columns"
             if values == names:  # a file appended to the watched one with its header
                 return None, "CSV row repeats the header line"

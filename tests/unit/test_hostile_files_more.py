@@ -251,3 +251,19 @@ def test_the_plan_says_why_the_first_dead_letter_is_one(tmp_path: Path) -> None:
     rows[20] = f"{(T0 + timedelta(minutes=20)).isoformat()},4,extra"
     profile = profile_file(write_lines(tmp_path / "wide.csv", ["time,value", *rows]), None, set())
     assert (profile.malformed, profile.first_malformed) == (2, "CSV row 21 has 3 fields, the header 2")
+
+
+def test_a_comment_line_mid_file_is_a_dead_letter_saying_so(tmp_path: Path) -> None:
+    rows = [f"{(T0 + timedelta(minutes=i)).isoformat()},{i % 7}" for i in range(60)]
+    rows[30] = "# logger restarted"
+    profile, times, reasons = analysed(write_lines(tmp_path / "restart.csv", ["time,value", *rows]), tmp_path)
+    assert (profile.rows, profile.malformed, len(times)) == (59, 1, 59)
+    assert reasons == ["CSV row 31 is a comment line"]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.csv").write_text("ts,value\n1767571200,1\n# logger restarted\n")
+    source = SourceConfig(name="drop", type="watcher", endpoint=str(folder), options={"pattern": "*.csv", "time_field": "ts"})
+    bus = MemoryBus()
+    asyncio.run(build_adapter(source, tmp_path / "state").scan(bus))
+    events, letters = bus.published()
+    assert (len(events), [letter["reason"] for letter in letters]) == (1, ["CSV row is a comment line"])
