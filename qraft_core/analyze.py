@@ -43,6 +43,7 @@ from qraft_core.adapters.parsers import (
     grouped_number,
     parse_time,
     parse_time_format,
+    unit_number,
 )
 from qraft_core.config import CleanConfig, ConfigError
 from qraft_core.events import safe_text
@@ -132,6 +133,8 @@ class FileProfile:
     swapped_format: str = ""
     # Why the first of the `malformed` records is one.
     first_malformed: str = ""
+    # Numeric columns written with a unit after the number ("12%", "250 ms"): {column: unit}.
+    units: dict[str, str] = field(default_factory=dict)
 
     @property
     def bar_seconds(self) -> int:
@@ -147,7 +150,7 @@ class FileProfile:
             "flatten": self.flatten, "oversize": self.oversize,
             "decimal_comma": self.decimal_comma, "time_of_day_field": self.time_of_day_field,
             "encoding": self.encoding, "texts": self.texts, "zoneless": self.zoneless,
-            "swapped_format": self.swapped_format, "first_malformed": self.first_malformed,
+            "swapped_format": self.swapped_format, "first_malformed": self.first_malformed, "units": self.units,
         }
 
 
@@ -565,6 +568,7 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
     numeric, categorical, ignored = [], [], []
     thousands: dict[str, str] = {}
     decimal_comma: list[str] = []
+    units: dict[str, str] = {}
     for name in frame.columns:
         if name in (column, time_of_day):
             continue
@@ -580,6 +584,9 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         elif values_of.dtype == pl.Utf8 and written_with_decimal_comma(values_of, table.delimiter):
             numeric.append(name)
             decimal_comma.append(name)
+        elif values_of.dtype == pl.Utf8 and (unit_of := written_with_unit(values_of)):
+            numeric.append(name)
+            units[name] = unit_of
         elif values_of.n_unique() <= min(MAX_CATEGORIES, max(2, values_of.len() // 10)):
             categorical.append(name)
         else:
@@ -608,7 +615,8 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
                        # Rows without a readable time are dead letters of the file source too.
                        table.delimiter, table.malformed + frame.height - len(times), thousands, table.flatten,
                        stretches(times, interval), oversize, decimal_comma, time_of_day, table.encoding, texts,
-                       any(zoneless(v, unit) for v in values[:SAMPLE]), swapped_format(values, unit), first_malformed)
+                       any(zoneless(v, unit) for v in values[:SAMPLE]), swapped_format(values, unit), first_malformed,
+                       units)
 
 
 def swapped_format(values: list[Any], unit: str) -> str:
@@ -706,6 +714,28 @@ def written_with_decimal_comma(values: pl.Series, delimiter: str) -> bool:
     read = sum(decimal_comma_number(t) is not None for t in texts)
     return read >= MIN_NUMBER_SHARE * len(texts) and any(
         decimal_comma_number(t) is not None and len(t.rpartition(",")[2]) not in (0, 3) for t in texts if "," in t)
+
+
+def written_with_unit(values: pl.Series) -> str:
+    """The unit a text column's numbers are written with ("12%", "250 ms"), or "": MIN_NUMBER_SHARE of the
+    values plain numbers or numbers with that one unit, most of them with it.
+
+    >>> written_with_unit(pl.Series(["12%", "7.5 %", "0"])), written_with_unit(pl.Series(["1st", "2nd", "3rd"]))
+    ('%', '')
+    >>> written_with_unit(pl.Series(["12 ms", "1.5 s", "3 ms"])), written_with_unit(pl.Series(["ok", "5 ms"]))
+    ('', '')
+    """
+    texts = [str(v) for v in values.to_list()]
+    found = [unit_number(t) for t in texts]
+    counts: dict[str, int] = {}
+    for reading in found:
+        if reading is not None:
+            counts[reading[1]] = counts.get(reading[1], 0) + 1
+    if not counts:
+        return ""
+    unit = max(counts, key=lambda u: counts[u])
+    plain = int(_numbers(pl.Series(texts, dtype=pl.Utf8)).is_not_null().sum())
+    return unit if counts[unit] > plain and counts[unit] + plain >= MIN_NUMBER_SHARE * len(texts) else ""
 
 
 def zoneless(value: Any, unit: str) -> bool:
@@ -895,7 +925,8 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
                      "event_type": EVENT_TYPE, **({"delimiter": p.delimiter} if p.delimiter else {}),
                      **({"flatten": True} if p.flatten else {}),
                      **({"thousands": p.thousands} if p.thousands else {}),
-                     **({"decimal_comma": p.decimal_comma} if p.decimal_comma else {})}}
+                     **({"decimal_comma": p.decimal_comma} if p.decimal_comma else {}),
+                     **({"units": p.units} if p.units else {})}}
         for p in plan.profiles
     ]}
     preprocessing = {"preprocessing": {
@@ -939,6 +970,7 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
         if p.swapped_format:
             notes.append(f"day and month could be either way round: read as {p.time_unit}; if they are "
                          f"{p.swapped_format}, set time_format to that in sources.yaml")
+        notes += [f"{name} read without its unit {unit!r}" for name, unit in p.units.items()]
         notes += [f"{count} text value(s) of {name} left out of the bar statistics" for name, count in p.texts.items()]
         notes += [f"{count} value(s) of {name} infinite or beyond {LARGEST_VALUE:g} in size left out of the bar statistics"
                   for name, count in p.oversize.items()]

@@ -142,6 +142,25 @@ def decimal_comma_number(text: str) -> int | float | None:
     return float(digits) if "." in digits else int(digits)
 
 
+# A number with a unit after it: "12%", "250 ms", "-3.5 °C" (group 1 the number, group 2 the unit).
+_WITH_UNIT = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([^\d\s.,+-][^\d]*?)")
+
+
+def unit_number(text: str, unit: str | None = None) -> tuple[float, str] | None:
+    """(the number, its unit) of text written as a number with a unit after it ("12%", "250 ms"), else None;
+    with `unit`, only that unit.
+
+    >>> unit_number("12%"), unit_number(" 250 ms ", "ms"), unit_number("-3.5 °C"), unit_number("12", "%")
+    ((12.0, '%'), (250.0, 'ms'), (-3.5, '°C'), None)
+    >>> unit_number("1e3x"), unit_number("0x1F"), unit_number("2024-01-01"), unit_number("12 ms", "%")
+    ((1000.0, 'x'), None, None, None)
+    """
+    match = _WITH_UNIT.fullmatch(text.strip())
+    if match is None or (unit is not None and match.group(2) != unit):
+        return None
+    return float(match.group(1)), match.group(2)
+
+
 def parse_time_format(value: Any, fmt: str) -> datetime:
     """An event time written as `fmt` says (`strptime` codes); without an offset in it, UTC.
 
@@ -284,6 +303,9 @@ class GenericOptions(BaseModel):
     thousands: dict[str, ThousandsSeparator] = {}
     # Fields (after renaming) whose numbers are written with a decimal comma ("1,5", "1.234,5").
     decimal_comma: list[str] = []
+    # Fields (after renaming) whose numbers are written with a unit after them ("12%", "250 ms"): {field: unit};
+    # the number is kept, the unit dropped.
+    units: dict[str, str] = {}
     # Nested objects become dotted fields ({"cpu": {"load": 1}} → "cpu.load"), before renaming, so their
     # values are bar statistics like any top-level field; lists are kept as they are.
     flatten: bool = False
@@ -335,6 +357,11 @@ def generic_parser(options: GenericOptions, source: str) -> RecordParser:
             number = decimal_comma_number(value) if isinstance(value, str) else None
             if number is not None:
                 payload[name] = number
+        for name, unit in options.units.items():
+            value = payload.get(name)
+            with_unit = unit_number(value, unit) if isinstance(value, str) else None
+            if with_unit is not None and math.isfinite(with_unit[0]):
+                payload[name] = with_unit[0]
         missing = [f for f in options.required if payload.get(f) in (None, "")]
         if missing:
             raise ParseError(f"record lacks required field(s): {', '.join(missing)}")

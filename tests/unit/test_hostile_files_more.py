@@ -267,3 +267,19 @@ def test_a_comment_line_mid_file_is_a_dead_letter_saying_so(tmp_path: Path) -> N
     asyncio.run(build_adapter(source, tmp_path / "state").scan(bus))
     events, letters = bus.published()
     assert (len(events), [letter["reason"] for letter in letters]) == (1, ["CSV row is a comment line"])
+
+
+def test_numbers_written_with_a_unit_are_numbers(tmp_path: Path) -> None:
+    rows = [f"{(T0 + timedelta(minutes=i)).isoformat()},{i % 7}.5%,{10 * i} ms,{'n/a' if i == 3 else i % 3}"
+            for i in range(60)]
+    path = write_lines(tmp_path / "monitor.csv", ["time,cpu,latency,disk", *rows])
+    plan = infer_config([path], None, tmp_path / "config", tmp_path / "data")
+    (profile,) = plan.profiles
+    assert (profile.numeric, profile.units) == (["cpu", "latency", "disk"], {"cpu": "%", "latency": "ms"})
+    assert "cpu read without its unit '%', latency read without its unit 'ms'" in describe_plan(plan)[0]
+    (source,) = load_sources(tmp_path / "config").sources
+    bus = MemoryBus()
+    asyncio.run(build_adapter(source, tmp_path / "state").run(bus, asyncio.Event()))
+    events, letters = bus.published()
+    assert letters == []
+    assert [(e["payload"]["cpu"], e["payload"]["latency"]) for e in events[:2]] == [(0.5, 0.0), (1.5, 10.0)]
