@@ -1,8 +1,8 @@
 """`qraft analyze`: settings for a user's own files, inferred from the data.
 
 For each file: the time column (named, or the first column whose values all
-read as times: ISO 8601 text, or epoch numbers in s/ms/us/ns when the column is
-named like a time or its numbers rise like one), the sampling interval (median
+read as times: ISO 8601 text, epoch numbers in s/ms/us/ns when the column is
+named like a time or its numbers rise like one, or spreadsheet serial dates), the sampling interval (median
 step between distinct times; irregular sampling and gaps are reported), the
 numeric columns (95% of the present values numbers, of any sign) and categorical
 columns (few distinct text values). From those: each file is a source and a
@@ -32,7 +32,7 @@ from qraft_core.adapters.file import (
     Encoding,
     csv_delimiter,
     format_of,
-    open_text,
+    header_line,
     read_records,
 )
 from qraft_core.adapters.parsers import (
@@ -43,10 +43,14 @@ from qraft_core.adapters.parsers import (
     grouped_number,
     parse_time,
     parse_time_format,
+    unit_number,
 )
 from qraft_core.config import CleanConfig, ConfigError
+from qraft_core.events import safe_text
+from qraft_core.lander import STORE_TIME_RANGE
 from qraft_core.operators.aggregate import DEFAULT_STATS, LARGEST_VALUE
 from qraft_core.operators.pipeline import MAX_BAR_SECONDS
+from qraft_core.timeutil import names_zone
 
 # Column names read as time without looking further (lower case).
 TIME_NAMES = ("timestamp", "time", "datetime", "date", "ts", "event_time", "created_at", "time_ms", "epoch")
@@ -64,6 +68,8 @@ TARGET_WINDOWS = 100
 MAX_SPAN_PER_WRITE = timedelta(days=90)
 MAX_PARTITIONS = 30_000
 SAMPLE = 200
+# Spreadsheet serial dates (days since 1899-12-30) read as such: 1950-01-01 .. 2100-01-01.
+EXCEL_DATES = (18_264, 73_051)
 # A step longer than this many sampling intervals (and a day) splits a file into stretches planned apart.
 LONG_GAP_STEPS = 1000
 # Rows whose time does not parse become dead letters; beyond this share the column is not a time.
@@ -122,6 +128,13 @@ class FileProfile:
     texts: dict[str, int] = field(default_factory=dict)
     # The times are written without a zone or offset (read as UTC).
     zoneless: bool = False
+    # The time format with day and month the other way round when it reads the times too (no day above
+    # 12 tells them apart): the one chosen is a judgement the user must be able to overturn.
+    swapped_format: str = ""
+    # Why the first of the `malformed` records is one.
+    first_malformed: str = ""
+    # Numeric columns written with a unit after the number ("12%", "250 ms"): {column: unit}.
+    units: dict[str, str] = field(default_factory=dict)
 
     @property
     def bar_seconds(self) -> int:
@@ -137,6 +150,7 @@ class FileProfile:
             "flatten": self.flatten, "oversize": self.oversize,
             "decimal_comma": self.decimal_comma, "time_of_day_field": self.time_of_day_field,
             "encoding": self.encoding, "texts": self.texts, "zoneless": self.zoneless,
+            "swapped_format": self.swapped_format, "first_malformed": self.first_malformed, "units": self.units,
         }
 
 
@@ -213,8 +227,7 @@ def _read_records(path: Path, fmt: str, encoding: Encoding) -> Table:
     delimiter = ""
     if fmt == "csv":
         try:
-            with open_text(path, encoding) as handle:
-                delimiter = csv_delimiter(handle.readline())
+            delimiter = csv_delimiter(header_line(path, encoding))
         except (ConfigError, OSError, EOFError, UnicodeDecodeError) as exc:
             raise _unreadable(path, fmt, exc) from None
     columns: dict[str, list[str | None]] = {}
@@ -271,19 +284,22 @@ def _parsed(values: list[Any], unit: str) -> list[datetime | None]:
 
 
 def date_format_of(values: list[Any]) -> str | None:
-    """The DATE_FORMATS entry MIN_TIME_SHARE of the values are written in. Of several (no day above
-    12 tells day from month): the one that keeps the rows most in time order, then the one that
-    samples most regularly (daily rows read the wrong way round step by months), then day first.
+    """The DATE_FORMATS entry MIN_TIME_SHARE of the values are written in. Of several: the one reading
+    most of them (a day above 12 tells day from month), then the one that keeps the rows most in time
+    order, then the one that samples most regularly (daily rows read the wrong way round step by
+    months), then day first.
 
     >>> date_format_of(["01/02/2014 10:00", "13/02/2014 10:05"]), date_format_of(["02/13/2014", "02/14/2014"])
     ('%d/%m/%Y %H:%M', '%m/%d/%Y')
     >>> date_format_of(["01/02/2014", "01/03/2014", "01/04/2014"]), date_format_of(["soon", "later"])
     ('%m/%d/%Y', None)
+    >>> date_format_of([f"01/02/2014 10:{m:02d}" for m in range(40)] + ["13/02/2014 10:00"])
+    '%d/%m/%Y %H:%M'
     """
     texts = [str(v) for v in values]
     if not texts or not any(sep in texts[0] for sep in "/.-"):
         return None
-    best, best_score = None, (-1.0, -1.0)
+    best, best_score = None, (-1, -1.0, -1.0)
     for fmt in DATE_FORMATS:
         present = [t for t in _parsed(texts, fmt) if t is not None]
         if len(present) < MIN_TIME_SHARE * len(texts):
@@ -291,9 +307,15 @@ def date_format_of(values: list[Any]) -> str | None:
         steps = [b - a for a, b in zip(present, present[1:], strict=False)]
         order = sum(step >= timedelta(0) for step in steps) / max(len(steps), 1)
         regular = max((steps.count(step) for step in set(steps)), default=0) / max(len(steps), 1)
-        if (order, regular) > best_score:
-            best, best_score = fmt, (order, regular)
+        if (len(present), order, regular) > best_score:
+            best, best_score = fmt, (len(present), order, regular)
     return best
+
+
+def _storable(values: list[Any], unit: str) -> list[datetime | None]:
+    """Each value as a time the store can hold, or None (landing dead-letters the others)."""
+    low, high = STORE_TIME_RANGE
+    return [t if t is not None and low <= t <= high else None for t in _parsed(values, unit)]
 
 
 def _mostly_times(values: list[Any], unit: str) -> bool:
@@ -302,10 +324,15 @@ def _mostly_times(values: list[Any], unit: str) -> bool:
 
 
 def _numbers(column: pl.Series) -> pl.Series:
-    """The values as numbers, null where one is not (booleans and nested values never are)."""
+    """The values as numbers, null where one is not (booleans, nested values and what has no text form, as
+    Parquet durations and bytes, never are)."""
+    nothing = pl.Series(column.name, [None] * column.len(), dtype=pl.Float64)
     if column.dtype == pl.Boolean or column.dtype.is_nested():
-        return pl.Series(column.name, [None] * column.len(), dtype=pl.Float64)
-    return column.cast(pl.Utf8).cast(pl.Float64, strict=False)
+        return nothing
+    try:
+        return column.cast(pl.Utf8).cast(pl.Float64, strict=False)
+    except pl.exceptions.PolarsError:  # no text form (a duration), or bytes that are not text
+        return nothing
 
 
 def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
@@ -317,6 +344,8 @@ def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
         return "iso"
     numbers = _numbers(present)
     if numbers.null_count() == 0:
+        if hinted and excel_dates(numbers, str(column.name)):
+            return "excel" if _mostly_times(present.head(SAMPLE).to_list(), "excel") else None
         magnitude = float(numbers.abs().median())  # type: ignore[arg-type]
         unit = "s" if magnitude < 1e11 else "ms" if magnitude < 1e14 else "us" if magnitude < 1e17 else "ns"
         seconds = numbers / {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
@@ -327,10 +356,29 @@ def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
         return unit if _mostly_times(present.head(SAMPLE).to_list(), unit) else None
     if numbers.null_count() < present.len() * MIN_TIME_SHARE:
         return None  # mostly numbers, some text: not a time column
-    if _mostly_times(present.head(SAMPLE).cast(pl.Utf8).to_list(), "iso"):
-        return "iso"
-    # Spread over the file: the first rows may all fall on a day that reads either way (02/01/2014).
-    return date_format_of(present.gather_every(max(1, present.len() // SAMPLE)).cast(pl.Utf8).to_list())
+    # Spread over the file: the first rows may all fall on a day that reads either way (02/01/2014), or in
+    # the hour a clock change skips.
+    sample = present.gather_every(max(1, present.len() // SAMPLE)).cast(pl.Utf8).to_list()
+    return "iso" if _mostly_times(sample, "iso") else date_format_of(sample)
+
+
+def excel_dates(numbers: pl.Series, name: str) -> bool:
+    """Whether the numbers of a column named like a time are spreadsheet serial dates (days since 1899-12-30):
+    all of them dates from 1950 to 2100 so read, and the column named like a date or its numbers stepping
+    by a fraction of a day (as epoch seconds they would be the first hours of 1970, a second or less apart).
+
+    >>> excel_dates(pl.Series([45292.0, 45292.25, 45292.5]), "time"), excel_dates(pl.Series([45292, 45293]), "Date")
+    (True, True)
+    >>> excel_dates(pl.Series([45292, 45293]), "time"), excel_dates(pl.Series([1704067200.0]), "date")
+    (False, False)
+    """
+    if not EXCEL_DATES[0] <= float(numbers.min()) <= float(numbers.max()) <= EXCEL_DATES[1]:  # type: ignore[arg-type]
+        return False
+    if any(word in name.lower() for word in ("date", "day")):
+        return True
+    steps = numbers.sort().diff()
+    steps = steps.filter(steps > 0)
+    return steps.len() > 0 and float(steps.median()) < 1  # type: ignore[arg-type]
 
 
 def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tuple[str, str]:
@@ -348,11 +396,33 @@ def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tupl
         unit = time_unit_of(frame[column], hinted=_hinted(column))
         if unit is not None:
             return column, unit
+    # A column named like a time whose text mostly reads as one: say which rows do not, and why.
+    likely = frame[ranked[0]].drop_nulls().cast(pl.Utf8).to_list() if _hinted(ranked[0]) else []
+    if likely and sum(t is not None for t in _parsed(likely, "iso")) > len(likely) / 2:
+        raise few_times(path, ranked[0], likely, "iso", frame.height)
     raise AnalyzeError(
         f"{path}: no column holds times (ISO 8601 text, epoch numbers or dates like 31/12/2014 23:05); "
         "name it with --time-field "
         f"(columns: {', '.join(frame.columns)})"
     )
+
+
+def few_times(path: Path, column: str, values: list[Any], unit: str, rows: int) -> AnalyzeError:
+    """The error for a time column whose rows too seldom hold a time, with why its first bad value is not one
+    (not ISO 8601, an unknown zone, a local time a clock change skips)."""
+    parsed = _storable(values, unit)
+    bad = next(v for v, t in zip(values, parsed, strict=True) if t is None)
+    return AnalyzeError(f"{path}: column {column!r}: only {sum(t is not None for t in parsed)} of {rows} rows "
+                        f"hold a time (e.g. {bad!r} does not: {not_a_time(bad, unit)})")
+
+
+def not_a_time(value: Any, unit: str) -> str:
+    """Why `value` is no time the store can hold, read as `unit`."""
+    try:
+        parse_time_format(value, unit) if unit.startswith("%") else parse_time(value, unit)  # type: ignore[arg-type]
+    except ParseError as exc:
+        return str(exc)
+    return f"{value} is outside the years {STORE_TIME_RANGE[0].year}-{STORE_TIME_RANGE[1].year} the store holds"
 
 
 def _hinted(column: str) -> bool:
@@ -484,20 +554,21 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
     stamps = frame[column] if not time_of_day else frame[column].cast(pl.Utf8) + " " + frame[time_of_day]
     present = stamps.drop_nulls()
     values = present.to_list()
-    parsed = _parsed(values, unit)
-    times = [t for t in parsed if t is not None]
+    storable = _storable(values, unit)
+    times = [t for t in storable if t is not None]
     if len(times) < MIN_TIME_SHARE * frame.height:
-        bad = next(v for v, t in zip(values, parsed, strict=True) if t is None)
-        raise AnalyzeError(
-            f"{path}: column {column!r}: only {len(times)} of {frame.height} rows hold a time "
-            f"(e.g. {bad!r} does not)"
-        )
+        raise few_times(path, column, values, unit, frame.height)
+    # What the first dead letter will say: a record the reader rejects, else a row without a (storable) time.
+    bad = next((v for v, t in zip(values, storable, strict=True) if t is None), None)
+    first_malformed = safe_text(table.first_malformed or (
+        not_a_time(bad, unit) if bad is not None else "timestamp is missing" if len(values) < frame.height else ""), 200)
     if len(set(times)) < 2:
         raise AnalyzeError(f"{path}: needs rows at two different times at least, to tell how often it is sampled")
     interval, irregular, gaps = sampling(times)
     numeric, categorical, ignored = [], [], []
     thousands: dict[str, str] = {}
     decimal_comma: list[str] = []
+    units: dict[str, str] = {}
     for name in frame.columns:
         if name in (column, time_of_day):
             continue
@@ -513,6 +584,9 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         elif values_of.dtype == pl.Utf8 and written_with_decimal_comma(values_of, table.delimiter):
             numeric.append(name)
             decimal_comma.append(name)
+        elif values_of.dtype == pl.Utf8 and (unit_of := written_with_unit(values_of)):
+            numeric.append(name)
+            units[name] = unit_of
         elif values_of.n_unique() <= min(MAX_CATEGORIES, max(2, values_of.len() // 10)):
             categorical.append(name)
         else:
@@ -538,8 +612,28 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
                 and (count := int((_numbers(frame[name]).abs() > LARGEST_VALUE).sum()))}
     return FileProfile(path.resolve(), source_name(path, taken), table.format, frame.height, column, unit,
                        min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored,
-                       table.delimiter, table.malformed, thousands, table.flatten, stretches(times, interval),
-                       oversize, decimal_comma, time_of_day, table.encoding, texts, zoneless(values[0], unit))
+                       # Rows without a readable time are dead letters of the file source too.
+                       table.delimiter, table.malformed + frame.height - len(times), thousands, table.flatten,
+                       stretches(times, interval), oversize, decimal_comma, time_of_day, table.encoding, texts,
+                       any(zoneless(v, unit) for v in values[:SAMPLE]), swapped_format(values, unit), first_malformed,
+                       units)
+
+
+def swapped_format(values: list[Any], unit: str) -> str:
+    """`unit` with day and month the other way round when that reads every value `unit` reads, else "".
+
+    >>> swapped_format(["01/02/2024 10:00", "01/02/2024 11:00"], "%d/%m/%Y %H:%M")
+    '%m/%d/%Y %H:%M'
+    >>> swapped_format(["13/02/2024", "14/02/2024"], "%d/%m/%Y"), swapped_format(["2024-02-01"], "iso")
+    ('', '')
+    """
+    if "%d" not in unit or "%m" not in unit:
+        return ""
+    other = unit.replace("%d", "%DAY").replace("%m", "%d").replace("%DAY", "%m")
+    for value in values:  # the first that reads one way only settles it
+        if _parsed([value], unit)[0] is not None and _parsed([value], other)[0] is None:
+            return ""
+    return other
 
 
 # The time of day without a date: "9:05", "09:05:00", "09:05:00.250".
@@ -622,19 +716,45 @@ def written_with_decimal_comma(values: pl.Series, delimiter: str) -> bool:
         decimal_comma_number(t) is not None and len(t.rpartition(",")[2]) not in (0, 3) for t in texts if "," in t)
 
 
+def written_with_unit(values: pl.Series) -> str:
+    """The unit a text column's numbers are written with ("12%", "250 ms"), or "": MIN_NUMBER_SHARE of the
+    values plain numbers or numbers with that one unit, most of them with it.
+
+    >>> written_with_unit(pl.Series(["12%", "7.5 %", "0"])), written_with_unit(pl.Series(["1st", "2nd", "3rd"]))
+    ('%', '')
+    >>> written_with_unit(pl.Series(["12 ms", "1.5 s", "3 ms"])), written_with_unit(pl.Series(["ok", "5 ms"]))
+    ('', '')
+    """
+    texts = [str(v) for v in values.to_list()]
+    found = [unit_number(t) for t in texts]
+    counts: dict[str, int] = {}
+    for reading in found:
+        if reading is not None:
+            counts[reading[1]] = counts.get(reading[1], 0) + 1
+    if not counts:
+        return ""
+    unit = max(counts, key=lambda u: counts[u])
+    plain = int(_numbers(pl.Series(texts, dtype=pl.Utf8)).is_not_null().sum())
+    return unit if counts[unit] > plain and counts[unit] + plain >= MIN_NUMBER_SHARE * len(texts) else ""
+
+
 def zoneless(value: Any, unit: str) -> bool:
     """Whether a time written as text carries no zone or offset (epoch numbers are UTC by definition).
 
     >>> zoneless("2014-02-01 10:00", "iso"), zoneless("2014-02-01T10:00+01:00", "iso"), zoneless("1391248800", "s")
     (True, False, False)
-    >>> zoneless("31/12/2014 23:05", "%d/%m/%Y %H:%M"), zoneless("2014-02-01", "iso")
+    >>> zoneless("31/12/2014 23:05", "%d/%m/%Y %H:%M"), zoneless("2014-02-01", "iso"), zoneless("2014-02-01 10:00 UTC", "iso")
+    (True, False, False)
+    >>> zoneless("45292.5", "excel"), zoneless("45292", "excel")
     (True, False)
     """
-    if unit not in ("iso",) and not unit.startswith("%"):
+    if unit == "excel":  # a spreadsheet's local time of day, if any
+        return float(value) % 1 != 0
+    if unit != "iso" and not unit.startswith("%"):
         return False
     text = str(value).strip()
     # A date alone is a day, whatever the zone: saying so would be noise.
-    return ":" in text and not (text[-1:] in ("Z", "z") or re.search(r"[+-]\d\d:?\d\d$", text) or "%z" in unit)
+    return ":" in text and not (names_zone(text) or "%z" in unit)
 
 
 def values_share(column: pl.Series) -> float:
@@ -805,7 +925,8 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
                      "event_type": EVENT_TYPE, **({"delimiter": p.delimiter} if p.delimiter else {}),
                      **({"flatten": True} if p.flatten else {}),
                      **({"thousands": p.thousands} if p.thousands else {}),
-                     **({"decimal_comma": p.decimal_comma} if p.decimal_comma else {})}}
+                     **({"decimal_comma": p.decimal_comma} if p.decimal_comma else {}),
+                     **({"units": p.units} if p.units else {})}}
         for p in plan.profiles
     ]}
     preprocessing = {"preprocessing": {
@@ -844,7 +965,12 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
         shown = p.path.name if names.count(p.path.name) == 1 else str(p.path)  # files of one name in two folders
         notes = [n for n, on in (("times without a zone, read as UTC", p.zoneless), ("irregular sampling", p.irregular),
                                  (f"{p.gaps} gap(s)", p.gaps > 0),
-                                 (f"{p.malformed} malformed record(s) go to dead letters", p.malformed > 0)) if on]
+                                 (f"{p.malformed} malformed record(s) go to dead letters, the first because "
+                                  f"{p.first_malformed}", p.malformed > 0)) if on]
+        if p.swapped_format:
+            notes.append(f"day and month could be either way round: read as {p.time_unit}; if they are "
+                         f"{p.swapped_format}, set time_format to that in sources.yaml")
+        notes += [f"{name} read without its unit {unit!r}" for name, unit in p.units.items()]
         notes += [f"{count} text value(s) of {name} left out of the bar statistics" for name, count in p.texts.items()]
         notes += [f"{count} value(s) of {name} infinite or beyond {LARGEST_VALUE:g} in size left out of the bar statistics"
                   for name, count in p.oversize.items()]

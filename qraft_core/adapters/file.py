@@ -15,6 +15,7 @@ import codecs
 import csv
 import gzip
 import io
+import math
 import re
 import time
 from collections.abc import Iterator
@@ -121,7 +122,9 @@ def _lines(path: Path, encoding: Encoding) -> Iterator[bytes]:
                 yield line.encode("utf-8", "surrogateescape")
         return
     with _open_bytes(path) as handle:
-        yield from handle
+        for raw in handle:
+            # A bare CR ends a line too (classic Mac line ends): a raw CR is never inside a JSON line.
+            yield from raw.splitlines(keepends=True) if b"\r" in raw else (raw,)
 
 
 def csv_delimiter(header: str) -> str:
@@ -133,6 +136,31 @@ def csv_delimiter(header: str) -> str:
     counts = {d: header.count(d) for d in CSV_DELIMITERS}
     best = max(CSV_DELIMITERS, key=lambda d: counts[d])
     return best if counts[best] else ","
+
+
+def before_header(line: str) -> bool:
+    """Whether a line before a CSV file's header is not the header: blank, or a comment (`#`), as loggers and
+    exports write above it.
+
+    >>> before_header("# exported 2024-01-01"), before_header("\\r\\n"), before_header("timestamp,value")
+    (True, True, False)
+    """
+    return not line.strip() or line.lstrip().startswith("#")
+
+
+def _from_header(lines: Iterator[str]) -> Iterator[str]:
+    """The lines from the header on."""
+    for line in lines:
+        if not before_header(line):
+            yield line
+            yield from lines
+            return
+
+
+def header_line(path: Path, encoding: Encoding = "utf-8") -> str:
+    """The CSV file's header line ("" when it has none)."""
+    with open_text(path, encoding) as handle:
+        return next(_from_header(handle), "")
 
 
 def read_records(
@@ -172,8 +200,33 @@ def read_records(
             raise ConfigError(
                 f"{path}: missing column(s) {', '.join(missing)} (columns present: {', '.join(frame.columns)})"
             )
-        for row in frame.slice(skip).iter_rows(named=True):
-            yield row, raw_json(row), ""
+        yield from parquet_records(frame, skip)
+
+
+def parquet_records(frame: pl.DataFrame, skip: int) -> Iterator[tuple[dict[str, Any], bytes, str]]:
+    """(record, raw bytes, "") for each row of a Parquet file after the first `skip`, its values as a text
+    file would carry them where an event cannot hold them: a NaN or an infinity as its text, bytes as text
+    (those that are not UTF-8 escaped), so one such cell does not cost its row."""
+    for row in frame.slice(skip).iter_rows(named=True):
+        record = {name: _event_value(value) for name, value in row.items()}
+        yield record, raw_json(record), ""
+
+
+def _event_value(value: Any) -> Any:
+    """The value, or its text where an event cannot hold it (see `parquet_records`).
+
+    >>> _event_value({"a": [float("nan"), b"caf\\xc3\\xa9", b"\\xff", 1.5]})
+    {'a': ['nan', 'café', '\\\\xff', 1.5]}
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, bytes):
+        return safe_text(value)
+    if isinstance(value, dict):
+        return {name: _event_value(inner) for name, inner in value.items()}
+    if isinstance(value, list):
+        return [_event_value(inner) for inner in value]
+    return value
 
 
 def _json_array(path: Path, encoding: Encoding) -> bool:
@@ -256,12 +309,13 @@ def _csv_records(
     # surrogateescape keeps bytes that are not UTF-8 visible to the row check instead of
     # failing the whole file at the first one; utf-8-sig drops a byte order mark.
     if delimiter == "auto":
-        with open_text(path, encoding) as handle:
-            delimiter = csv_delimiter(handle.readline())
+        delimiter = csv_delimiter(header_line(path, encoding))
     with open_text(path, encoding) as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
+        # strict: a quote never closed is an error at the end of the file, not a last field holding the rest of it.
+        reader = csv.DictReader(_from_header(handle), delimiter=delimiter, strict=True)
         try:
-            header = column_names(list(reader.fieldnames or []))
+            written = [name.strip() for name in reader.fieldnames or []]
+            header = column_names(written)
         except csv.Error as exc:
             raise ConfigError(f"{path}: the header line is not CSV ({exc})") from None
         reader.fieldnames = header
@@ -284,7 +338,8 @@ def _csv_records(
                 return
             except csv.Error as exc:  # e.g. a field over the csv module's size limit
                 if index >= skip:
-                    yield None, b"", f"CSV row {index + 1}: {exc}"
+                    unclosed = " (a quote opened in it is never closed: the rest of the file is in it)"
+                    yield None, b"", f"CSV row {index + 1}: {exc}{unclosed if 'end of data' in str(exc) else ''}"
                 index += 1
                 continue
             index += 1
@@ -295,7 +350,14 @@ def _csv_records(
             if extra is not None or None in row.values():
                 fields = len(header) + len(extra or []) - sum(v is None for v in row.values())
                 values = [v for v in row.values() if v is not None] + list(extra or [])
-                yield None, _csv_line(values), f"CSV row {index} has {fields} fields, the header {len(header)}"
+                comment = bool(values) and values[0].lstrip().startswith("#")
+                shape = "is a comment line" if comment else f"has {fields} fields, the header {len(header)}"
+                yield None, _csv_line(values), f"CSV row {index} {shape}"
+                continue
+            # Blanks around a value are the writer's layout ("t, 1.5"): " 1.5" would not read as a number.
+            row = {name: value.strip() for name, value in row.items()}
+            if list(row.values()) == written:  # files joined end to end, each with its header
+                yield None, _csv_line(written), f"CSV row {index} repeats the header line"
                 continue
             text = ",".join(f"{v}" for v in row.values())
             raw = text.encode("utf-8", "surrogateescape")
@@ -315,13 +377,13 @@ def column_names(header: list[str]) -> list[str]:
     """The header's names, each its own: an empty one is named by its position, a repeated one numbered
     (a dict keeps one value per name: the second `value` column would silently replace the first).
 
-    >>> column_names(["timestamp", "value", "value", "", "value_2"])
+    >>> column_names(["timestamp", " value", "value ", "", "value_2"])
     ['timestamp', 'value', 'value_3', 'column_4', 'value_2']
     """
     names: list[str] = []
-    taken = set(header)
-    for position, name in enumerate(header, start=1):
-        if not name.strip():
+    taken = {name.strip() for name in header}
+    for position, name in enumerate((name.strip() for name in header), start=1):
+        if not name:
             name = f"column_{position}"
         if name in names:
             n = 2

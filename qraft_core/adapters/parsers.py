@@ -12,7 +12,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
@@ -21,7 +21,9 @@ from qraft_core.events import MAX_NESTING, MAX_RECORD_BYTES, content_problem, sa
 from qraft_core.registry import Registry, UnknownName
 from qraft_core.timeutil import parse_iso
 
-TimeUnit = Literal["auto", "s", "ms", "us", "ns", "iso"]
+# "excel": spreadsheet serial dates, days since 1899-12-30 with the time of day as the fraction (45292.5 is
+# 2024-01-01 12:00), as a date column becomes in a sheet saved without its number format.
+TimeUnit = Literal["auto", "s", "ms", "us", "ns", "iso", "excel"]
 # Thousands separators a number may be written with ("1,234.5", "1 234", "1'234"); the decimal mark is
 # then ".". A "." between groups is not one: "1.234" already reads as a plain number.
 ThousandsSeparator = Literal[",", " ", "\u00a0", "\u202f", "'", "_"]
@@ -30,6 +32,7 @@ _GROUPED = {sep: re.compile(rf"[+-]?[1-9]\d{{0,2}}(?:{re.escape(sep)}\d{{3}})+(?
 # A number written with a decimal comma, its thousands (if any) grouped by "." or a blank: "-1,5", "1.234,5".
 _DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:([. \u00a0\u202f])\d{3})(?:\1\d{3})*|\d+)(?:,\d+)?")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EXCEL_EPOCH = datetime(1899, 12, 30, tzinfo=UTC)
 
 
 class ParseError(ValueError):
@@ -50,13 +53,21 @@ def parse_time(value: Any, unit: TimeUnit = "auto") -> datetime:
     '2026-01-05T00:00:00.123456+00:00'
     >>> parse_time("2026-01-05T00:00:00.5Z").isoformat()
     '2026-01-05T00:00:00.500000+00:00'
+    >>> parse_time("45292.000694444", "excel").isoformat()
+    '2024-01-01T00:01:00+00:00'
     >>> parse_time("soon")
     Traceback (most recent call last):
     ...
     qraft_core.adapters.parsers.ParseError: timestamp 'soon' is neither an epoch number nor ISO 8601
+    >>> parse_time("2024-03-10T02:30 America/New_York")
+    Traceback (most recent call last):
+    ...
+    qraft_core.adapters.parsers.ParseError: timestamp '2024-03-10T02:30 America/New_York' is not a time: 2024-03-10T02:30 does not exist in America/New_York (its clocks skip it)
     """
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, date):  # a day (a Parquet date column): its first instant
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
     if value is None or value == "":
         raise ParseError("timestamp is missing")
     number: float | None = None
@@ -75,6 +86,11 @@ def parse_time(value: Any, unit: TimeUnit = "auto") -> datetime:
     if number is not None:
         if not math.isfinite(number) or number < 0:
             raise ParseError(f"timestamp {value!r} is not a valid epoch time")
+        if unit == "excel":
+            try:  # whole milliseconds: a day's fraction is seldom exact in binary
+                return _EXCEL_EPOCH + timedelta(milliseconds=round(number * 86_400_000))
+            except OverflowError:
+                raise ParseError(f"timestamp {value!r} is out of range") from None
         if unit in ("auto", "iso"):
             unit = "s" if number < 1e11 else "ms" if number < 1e14 else "us" if number < 1e17 else "ns"
         scale = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
@@ -87,8 +103,10 @@ def parse_time(value: Any, unit: TimeUnit = "auto") -> datetime:
     if isinstance(value, str):
         try:
             return parse_iso(value)
-        except ValueError:
-            raise ParseError(f"timestamp {value!r} is neither an epoch number nor ISO 8601") from None
+        except ValueError as exc:
+            # fromisoformat's own words name no reason; parse_iso's (a skipped local time, an unknown zone) do.
+            reason = "is neither an epoch number nor ISO 8601" if "isoformat" in str(exc) else f"is not a time: {exc}"
+            raise ParseError(f"timestamp {safe_text(value, 100)!r} {reason}") from None
     raise ParseError(f"timestamp {value!r} is not a time")
 
 
@@ -124,6 +142,25 @@ def decimal_comma_number(text: str) -> int | float | None:
     return float(digits) if "." in digits else int(digits)
 
 
+# A number with a unit after it: "12%", "250 ms", "-3.5 °C" (group 1 the number, group 2 the unit).
+_WITH_UNIT = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([^\d\s.,+-][^\d]*?)")
+
+
+def unit_number(text: str, unit: str | None = None) -> tuple[float, str] | None:
+    """(the number, its unit) of text written as a number with a unit after it ("12%", "250 ms"), else None;
+    with `unit`, only that unit.
+
+    >>> unit_number("12%"), unit_number(" 250 ms ", "ms"), unit_number("-3.5 °C"), unit_number("12", "%")
+    ((12.0, '%'), (250.0, 'ms'), (-3.5, '°C'), None)
+    >>> unit_number("1e3x"), unit_number("0x1F"), unit_number("2024-01-01"), unit_number("12 ms", "%")
+    ((1000.0, 'x'), None, None, None)
+    """
+    match = _WITH_UNIT.fullmatch(text.strip())
+    if match is None or (unit is not None and match.group(2) != unit):
+        return None
+    return float(match.group(1)), match.group(2)
+
+
 def parse_time_format(value: Any, fmt: str) -> datetime:
     """An event time written as `fmt` says (`strptime` codes); without an offset in it, UTC.
 
@@ -138,9 +175,11 @@ def parse_time_format(value: Any, fmt: str) -> datetime:
         return parse_time(value)
     try:
         parsed = datetime.strptime(str(value).strip(), fmt)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except ValueError:
         raise ParseError(f"timestamp {safe_text(value, 100)!r} does not match the time format {fmt!r}") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:  # an offset moving 9999-12-31 out of range
+        raise ParseError(f"timestamp {safe_text(value, 100)!r} is out of range") from None
 
 
 def _reject_constant(name: str) -> float:
@@ -162,8 +201,8 @@ def decode_json_record(raw: bytes | str) -> tuple[dict[str, Any] | None, str]:
     """(record, "") for a JSON object, else (None, why it "is not" one): oversize, not UTF-8, not JSON,
     nested deeper than `MAX_NESTING`, not an object. Never raises.
 
-    >>> decode_json_record(b'{"a": 1}')
-    ({'a': 1}, '')
+    >>> decode_json_record(b'{"a": 1}'), decode_json_record(b'\\xef\\xbb\\xbf{"a": 1}')
+    (({'a': 1}, ''), ({'a': 1}, ''))
     >>> decode_json_record(b"[" * 5000 + b"]" * 5000)[1]
     'is nested deeper than 64 levels'
     >>> decode_json_record(b'{"a": "caf\\xe9"}')[1]
@@ -180,6 +219,7 @@ def decode_json_record(raw: bytes | str) -> tuple[dict[str, Any] | None, str]:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as exc:
         return None, f"is not UTF-8: {exc.reason} at byte {exc.start}"
+    text = text.removeprefix("\ufeff")  # the byte order mark some editors write before a file's first line
     # Brackets bound the depth from above: only a suspicious line pays for the exact check.
     if text.count("[") + text.count("{") > MAX_NESTING and json_depth(text) > MAX_NESTING:
         return None, f"is nested deeper than {MAX_NESTING} levels"
@@ -263,6 +303,9 @@ class GenericOptions(BaseModel):
     thousands: dict[str, ThousandsSeparator] = {}
     # Fields (after renaming) whose numbers are written with a decimal comma ("1,5", "1.234,5").
     decimal_comma: list[str] = []
+    # Fields (after renaming) whose numbers are written with a unit after them ("12%", "250 ms"): {field: unit};
+    # the number is kept, the unit dropped.
+    units: dict[str, str] = {}
     # Nested objects become dotted fields ({"cpu": {"load": 1}} → "cpu.load"), before renaming, so their
     # values are bar statistics like any top-level field; lists are kept as they are.
     flatten: bool = False
@@ -314,6 +357,11 @@ def generic_parser(options: GenericOptions, source: str) -> RecordParser:
             number = decimal_comma_number(value) if isinstance(value, str) else None
             if number is not None:
                 payload[name] = number
+        for name, unit in options.units.items():
+            value = payload.get(name)
+            with_unit = unit_number(value, unit) if isinstance(value, str) else None
+            if with_unit is not None and math.isfinite(with_unit[0]):
+                payload[name] = with_unit[0]
         missing = [f for f in options.required if payload.get(f) in (None, "")]
         if missing:
             raise ParseError(f"record lacks required field(s): {', '.join(missing)}")

@@ -32,13 +32,15 @@ from pydantic import Field
 from qraft_core.adapters.base import AdapterStats, register_adapter
 from qraft_core.adapters.file import (
     Encoding,
+    before_header,
     column_names,
     file_format,
+    parquet_records,
     read_records,
     utf16_encoding,
 )
 from qraft_core.adapters.live import JsonState, LiveAdapter, LiveOptions, sleep_or_stop
-from qraft_core.adapters.parsers import decode_json_record, raw_json
+from qraft_core.adapters.parsers import decode_json_record
 from qraft_core.bus.base import Publisher
 from qraft_core.config import ConfigError
 from qraft_core.events import MAX_DEAD_LETTER_RAW, MAX_RECORD_BYTES, StandardEvent
@@ -232,7 +234,9 @@ class WatcherAdapter(LiveAdapter):
                 consumed += len(line)
                 raw = _utf8(line.rstrip(b"\r\n"), self.options.encoding)
                 if fmt == "csv" and header is None:
-                    header = column_names(next(csv.reader([raw.decode("utf-8", "replace")]), []))
+                    text = raw.decode("utf-8", "replace")
+                    if not before_header(text):
+                        header = column_names(next(csv.reader([text]), []))
                     continue
                 read += 1
                 record, error = self._record(raw, fmt, header)
@@ -256,14 +260,18 @@ class WatcherAdapter(LiveAdapter):
                 return None, f"CSV row is oversize: {len(raw)} bytes > {MAX_RECORD_BYTES}"
             try:
                 text = raw.decode("utf-8")
-                values = next(csv.reader(io.StringIO(text)), [])
+                values = [value.strip() for value in next(csv.reader(io.StringIO(text)), [])]
             except UnicodeDecodeError as exc:
                 return None, f"CSV row is not UTF-8: {exc.reason} at byte {exc.start}"
             except csv.Error as exc:
                 return None, f"CSV row is not CSV: {exc}"
             names = header or []
             if len(values) != len(names):
+                if values and values[0].startswith("#"):
+                    return None, "CSV row is a comment line"
                 return None, f"CSV row has {len(values)} values for {len(names)} columns"
+            if values == names:  # a file appended to the watched one with its header
+                return None, "CSV row repeats the header line"
             return dict(zip(names, values, strict=True)), ""
         record, error = decode_json_record(raw)
         return record, f"line {error}" if error else ""
@@ -283,8 +291,7 @@ class WatcherAdapter(LiveAdapter):
             return await self._unreadable_file(publisher, path, position, size, reason)
         if frame.height < position["rows"]:
             position["rows"] = 0
-        rows = frame.slice(position["rows"]).iter_rows(named=True)
-        return await self._records(publisher, path, position, size, ((row, raw_json(row), "") for row in rows))
+        return await self._records(publisher, path, position, size, parquet_records(frame, position["rows"]))
 
     async def _utf16(self, publisher: Publisher, path: Path, fmt: str) -> int:
         """A UTF-16 file (two bytes a character: its lines cannot be cut at a newline byte) is read whole,
