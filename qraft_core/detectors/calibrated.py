@@ -611,6 +611,7 @@ class CalibratedDrift(CalibratedDetector):
         state["recent"] = {f: [] for f in self.features}
         state["previous_z"] = {}
         state["lag_product"] = dict.fromkeys(self.features, 0.0)  # running mean of z(t) * z(t-1)
+        state["innovation_scale"] = dict.fromkeys(self.features, 1.0)  # running mean of |z(t) - rho z(t-1)|
         # Features read as counts so far (every value a non-negative integer): see `_stabilised`.
         state["counts"] = dict.fromkeys(self.features, True)
         return state
@@ -666,11 +667,22 @@ class CalibratedDrift(CalibratedDetector):
             rho = min(max(state["lag_product"][f] / 1.6, 0.0), 0.9)  # E[z^2] is about 1.6 (z in mean-absolute units)
             damping = math.sqrt((1 - rho) / (1 + rho))
             level_damping = math.sqrt(damping)
+            # A narrower spread is tested on the innovations (the residual less the part the
+            # previous one predicts), in units of their own running mean absolute value: they are
+            # nearly independent and narrow as the noise does. Damped, the residuals could not
+            # show it: a step of at most `damping` less the allowance never rises once rho passes
+            # 0.7; nor could residuals that a slow part (a daily cycle not yet profiled, a wander)
+            # keeps wide.
+            innovation = abs(z - rho * previous)
+            scales = state.setdefault("innovation_scale", dict.fromkeys(self.features, 1.0))  # (absent from older states)
+            innovation_scale = scales[f]
+            scales[f] += max(lag_rate, 1.0 / state["bars"]) * (
+                min(innovation, clip * innovation_scale) - innovation_scale)
             steps = {
                 "up": z * level_damping - level_allowance,
                 "down": -z * level_damping - level_allowance,
                 "wider": (abs(z) - 1.0) * damping - spread_allowance,
-                "narrower": (1.0 - abs(z)) * damping - spread_allowance,
+                "narrower": 1.0 - innovation / innovation_scale - spread_allowance,
             }
             if scale <= baseline.floor() or (state["counts"][f] and _unstabilise(value - residual) < 1.0):
                 # The spread is already at the reading's resolution: it cannot narrow any further
