@@ -196,7 +196,12 @@ class SeasonalBaseline:
 
     # -- profile -----------------------------------------------------------
     def _knots(self, epoch_s: float) -> tuple[int, float, int]:
-        position = ((epoch_s % DAY_S) / 3600.0 - 0.5) % HOURS
+        # Knots mid-hour, unless bars come an hour or more apart: then a knot at each bar. Bars
+        # halfway between two knots would each read two knots' mean, and 24 such means cannot show
+        # what alternates from one hour to the next (a one-hour daily event leaks into the hours
+        # beside it, and the knots' noise zig-zags).
+        offset = 0.0 if self.step_s >= 3600.0 else 0.5
+        position = ((epoch_s % DAY_S) / 3600.0 - offset) % HOURS
         low = int(position)
         return low, position - low, int((epoch_s // DAY_S + 3) % 7)  # 1970-01-01 was a Thursday
 
