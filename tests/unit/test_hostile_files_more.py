@@ -42,6 +42,17 @@ def analysed(path: Path, tmp_path: Path) -> tuple[FileProfile, list[datetime], l
     return (plan.profiles[0], *replayed(tmp_path / "config", tmp_path))
 
 
+def watched_csv(tmp_path: Path, text: str) -> tuple[list[dict], list[dict]]:
+    """(events, dead letters) of one scan of a watched folder holding one CSV file of `text`."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.csv").write_text(text)
+    source = SourceConfig(name="drop", type="watcher", endpoint=str(folder), options={"pattern": "*.csv", "time_field": "ts"})
+    bus = MemoryBus()
+    asyncio.run(build_adapter(source, tmp_path / "state").scan(bus))
+    return bus.published()
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("2024-01-01 13:00:00 UTC", "2024-01-01T13:00:00+00:00"),
     ("2024-01-01T13:00:00.5 gmt", "2024-01-01T13:00:00.500000+00:00"),
@@ -50,6 +61,7 @@ def analysed(path: Path, tmp_path: Path) -> tuple[FileProfile, list[datetime], l
     ("2024-11-03T01:30 America/New_York", "2024-11-03T05:30:00+00:00"),  # repeated by the clock: the first
     ("2016-12-31T23:59:60Z", "2017-01-01T00:00:00+00:00"),
 ])
+
 def test_zone_names_and_leap_seconds_read_as_the_instant_they_name(text: str, expected: str) -> None:
     assert parse_time(text).isoformat() == expected
 
@@ -108,13 +120,7 @@ def test_comment_and_blank_lines_above_the_csv_header_are_not_the_header(tmp_pat
 
 
 def test_the_folder_watcher_takes_the_first_line_neither_blank_nor_a_comment_as_the_header(tmp_path: Path) -> None:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    (folder / "a.csv").write_text("\n# exported by the logger\nts,value\n1767571200,1\n")
-    source = SourceConfig(name="drop", type="watcher", endpoint=str(folder), options={"pattern": "*.csv", "time_field": "ts"})
-    bus = MemoryBus()
-    asyncio.run(build_adapter(source, tmp_path / "state").scan(bus))
-    events, letters = bus.published()
+    events, letters = watched_csv(tmp_path, "\n# exported by the logger\nts,value\n1767571200,1\n")
     assert letters == []
     assert [e["payload"] for e in events] == [{"ts": "1767571200", "value": "1"}]
 
@@ -158,13 +164,7 @@ def test_a_header_repeated_mid_file_is_a_dead_letter_saying_so(tmp_path: Path) -
     profile, times, reasons = analysed(path, tmp_path)
     assert (profile.rows, profile.malformed) == (100, 1)
     assert (len(times), reasons) == (100, ["CSV row 51 repeats the header line"])
-    folder = tmp_path / "in"
-    folder.mkdir()
-    (folder / "a.csv").write_text("ts,value\n1767571200,1\nts,value\n1767571260,2\n")
-    source = SourceConfig(name="drop", type="watcher", endpoint=str(folder), options={"pattern": "*.csv", "time_field": "ts"})
-    bus = MemoryBus()
-    asyncio.run(build_adapter(source, tmp_path / "state").scan(bus))
-    events, letters = bus.published()
+    events, letters = watched_csv(tmp_path, "ts,value\n1767571200,1\nts,value\n1767571260,2\n")
     assert [e["payload"]["value"] for e in events] == ["1", "2"]
     assert [letter["reason"] for letter in letters] == ["CSV row repeats the header line"]
 
@@ -211,13 +211,7 @@ def test_blanks_around_csv_names_and_values_are_layout_not_content(tmp_path: Pat
     profile, times, reasons = analysed(write_lines(tmp_path / "padded.csv", [" time , value , host ", *rows]), tmp_path)
     assert (profile.time_field, profile.numeric, profile.categorical) == ("time", ["value"], ["host"])
     assert (len(times), reasons) == (60, [])
-    folder = tmp_path / "in"
-    folder.mkdir()
-    (folder / "a.csv").write_text("ts , value\n1767571200 , 1.5\n")
-    source = SourceConfig(name="drop", type="watcher", endpoint=str(folder), options={"pattern": "*.csv", "time_field": "ts"})
-    bus = MemoryBus()
-    asyncio.run(build_adapter(source, tmp_path / "state").scan(bus))
-    events, letters = bus.published()
+    events, letters = watched_csv(tmp_path, "ts , value\n1767571200 , 1.5\n")
     assert ([e["payload"] for e in events], letters) == ([{"ts": "1767571200", "value": "1.5"}], [])
 
 
@@ -259,13 +253,7 @@ def test_a_comment_line_mid_file_is_a_dead_letter_saying_so(tmp_path: Path) -> N
     profile, times, reasons = analysed(write_lines(tmp_path / "restart.csv", ["time,value", *rows]), tmp_path)
     assert (profile.rows, profile.malformed, len(times)) == (59, 1, 59)
     assert reasons == ["CSV row 31 is a comment line"]
-    folder = tmp_path / "in"
-    folder.mkdir()
-    (folder / "a.csv").write_text("ts,value\n1767571200,1\n# logger restarted\n")
-    source = SourceConfig(name="drop", type="watcher", endpoint=str(folder), options={"pattern": "*.csv", "time_field": "ts"})
-    bus = MemoryBus()
-    asyncio.run(build_adapter(source, tmp_path / "state").scan(bus))
-    events, letters = bus.published()
+    events, letters = watched_csv(tmp_path, "ts,value\n1767571200,1\n# logger restarted\n")
     assert (len(events), [letter["reason"] for letter in letters]) == (1, ["CSV row is a comment line"])
 
 
