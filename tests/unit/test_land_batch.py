@@ -513,11 +513,28 @@ def test_a_batch_refused_whole_is_dead_lettered_in_few_inserts():
 # -- the next batch is judged while the one before it is written ---------------------------------
 
 
+def two_events(m: int) -> bytes:
+    """Message `m` of `messages_of_two_events`."""
+    return b"\n".join(event_line(f"m{m}-{i}") for i in range(2))
+
+
 def messages_of_two_events(count: int = 2) -> MemoryBus:
     bus = MemoryBus()
     for m in range(count):
-        asyncio.run(bus.publish_raw("binance_spot", b"\n".join(event_line(f"m{m}-{i}") for i in range(2))))
+        asyncio.run(bus.publish_raw("binance_spot", two_events(m)))
     return bus
+
+
+@pytest.fixture
+def in_progress_signals(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The data of every message the lander tells the bus is still in progress, in order."""
+    signals: list[bytes] = []
+
+    async def in_progress(message: MemoryMessage) -> None:
+        signals.append(message.data)
+
+    monkeypatch.setattr(MemoryMessage, "in_progress", in_progress)
+    return signals
 
 
 class QueueWatchingStore(MemoryStore):
@@ -543,18 +560,12 @@ def test_the_next_batch_is_fetched_and_judged_before_the_one_before_it_is_writte
     assert (stats.batches, stats.messages, stats.landed, stats.retries) == (2, 2, 4, 0)
 
 
-def test_the_batch_judged_behind_a_retried_write_is_kept_in_progress(monkeypatch):
-    signals: list[bytes] = []
-
-    async def in_progress(message: MemoryMessage) -> None:
-        signals.append(message.data)
-
-    monkeypatch.setattr(MemoryMessage, "in_progress", in_progress)
+def test_the_batch_judged_behind_a_retried_write_is_kept_in_progress(in_progress_signals: list[bytes]) -> None:
     store = RefusingStore(StoreUnavailable("the embedded store is held by another process"), poison="m0-0", times=2)
     lander = Lander(messages_of_two_events(), store, LanderConfig(batch_size=1, batch_timeout_ms=20, retry_max_s=0.01))
     stats = asyncio.run(lander.run(asyncio.Event(), until_idle=True))
-    first, second = (b"\n".join(event_line(f"m{m}-{i}") for i in range(2)) for m in range(2))
-    assert signals == [first, second, first, second]
+    first, second = (two_events(m) for m in range(2))
+    assert in_progress_signals == [first, second, first, second]
     assert (stats.messages, stats.landed, stats.retries) == (2, 4, 2)
 
 
@@ -575,25 +586,19 @@ def test_a_stop_hands_back_the_batch_judged_behind_the_write_in_flight():
     assert (stats.messages, stats.landed) == (0, 0)
     assert store.tables["raw_events"].height == 0
     # Both handed back, each in front of the queue: a new lander takes them at once.
-    assert [m.data for m in bus.queue] == [b"\n".join(event_line(f"m{m}-{i}") for i in range(2)) for m in (1, 0)]
+    assert [m.data for m in bus.queue] == [two_events(m) for m in (1, 0)]
     assert not any(m.acked for m in bus.queue)
 
 
-def test_the_batch_fetched_behind_the_judged_one_is_kept_in_progress_too(monkeypatch):
-    signals: list[bytes] = []
-
-    async def in_progress(message: MemoryMessage) -> None:
-        signals.append(message.data)
-
-    monkeypatch.setattr(MemoryMessage, "in_progress", in_progress)
+def test_the_batch_fetched_behind_the_judged_one_is_kept_in_progress_too(in_progress_signals: list[bytes]) -> None:
     store = RefusingStore(StoreUnavailable("the embedded store is held by another process"), poison="m0-0", times=3)
     lander = Lander(messages_of_two_events(3), store, LanderConfig(batch_size=1, batch_timeout_ms=20, retry_max_s=0.05))
     stats = asyncio.run(lander.run(asyncio.Event(), until_idle=True))
-    first, second, third = (b"\n".join(event_line(f"m{m}-{i}") for i in range(2)) for m in range(3))
+    first, second, third = (two_events(m) for m in range(3))
     # Every retry keeps the write's batch and the one judged behind it; the third, once fetched, too.
-    assert signals[:2] == [first, second]
-    assert signals.count(first) == signals.count(second) == 3
-    assert third in signals
+    assert in_progress_signals[:2] == [first, second]
+    assert in_progress_signals.count(first) == in_progress_signals.count(second) == 3
+    assert third in in_progress_signals
     assert (stats.messages, stats.landed, stats.retries) == (3, 6, 3)
     assert store.tables["raw_events"]["event_id"].to_list() == [f"m{m}-{i}" for m in range(3) for i in range(2)]
 
@@ -614,7 +619,7 @@ def test_a_stop_hands_back_the_batch_fetched_behind_the_judged_one():
 
     stats = asyncio.run(scenario())
     assert (stats.messages, stats.landed) == (0, 0)
-    assert sorted(m.data for m in bus.queue) == [b"\n".join(event_line(f"m{m}-{i}") for i in range(2)) for m in range(3)]
+    assert sorted(m.data for m in bus.queue) == [two_events(m) for m in range(3)]
     assert not any(m.acked for m in bus.queue)
 
 
