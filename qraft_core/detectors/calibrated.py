@@ -74,6 +74,9 @@ WEEK_S = 7 * DAY_S
 HOURS = 24
 # Bars a baseline reads before its scores mean anything (and before it clips what it learns).
 SETTLE_BARS = 10
+# The fewest bars over which the daily profile is judged against the plain level: a day of hourly
+# bars is 24 squared errors, and autocorrelated noise makes a profile look better on so few.
+COMPARISON_BARS = 4 * HOURS
 
 
 def _rate(half_life: float) -> float:
@@ -85,9 +88,11 @@ def _rate(half_life: float) -> float:
 def _profile_rates(step_s: float) -> tuple[float, float, float, float]:
     """EWMA weights of a baseline's profiles for bars `step_s` apart (every bar needs them, and the
     bar interval rarely changes): the slow level's (half a day), a daily knot's (a day of its own
-    bars), the weekday offsets' (three weeks) and the model comparison's (a day)."""
+    bars), the weekday offsets' (three weeks) and the model comparison's (a day, at least
+    `COMPARISON_BARS`)."""
     per_hour = max(1.0, 3600.0 / step_s)
-    return _rate(12 * per_hour), _rate(per_hour), _rate(24 * per_hour), max(_rate(DAY_S / step_s), 1e-3)
+    compare = max(_rate(max(DAY_S / step_s, COMPARISON_BARS)), 1e-3)
+    return _rate(12 * per_hour), _rate(per_hour), _rate(24 * per_hour), compare
 
 
 class TailModel:
