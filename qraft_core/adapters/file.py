@@ -18,6 +18,7 @@ import io
 import math
 import re
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, ClassVar, Literal
@@ -83,10 +84,94 @@ def file_format(path: Path, declared: str, whole_files: bool = False) -> str:
     return fmt
 
 
+class GzipBody(io.RawIOBase):
+    """A .gz file's decompressed bytes, ending cleanly where the compressed data is damaged.
+
+    gzip raises at a file cut short (EOFError), corrupt data (zlib.error), a failed check, or bytes
+    after the last member that are not gzip: the whole file would be lost, or a reader would crash.
+    Here the bytes up to the last line end before the damage are read and `damage` says what was
+    lost (the readers make it a dead letter). Bytes after the last line end are held back until
+    more arrive, so a line cut by the damage is never read as a whole one (a value short of its
+    last digits). A file that is not gzip from its first byte still fails: it is misnamed, not damaged.
+    """
+
+    CHUNK = 1 << 16
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._gzip = gzip.GzipFile(path, "rb")
+        self._ready = memoryview(b"")
+        self._held = b""  # decompressed bytes after the last line end
+        self._decompressed = 0
+        self._ended = False
+        self.damage = ""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._ready and not self._ended:
+            self._fill()
+        size = min(len(buffer), len(self._ready))
+        buffer[:size] = self._ready[:size]
+        self._ready = self._ready[size:]
+        return size
+
+    def close(self) -> None:
+        self._gzip.close()
+        super().close()
+
+    def _fill(self) -> None:
+        try:
+            chunk = self._gzip.read1(self.CHUNK)
+        except EOFError:
+            self._end(False, "the compressed data ends early (the file is cut short)")
+            return
+        except (zlib.error, gzip.BadGzipFile) as exc:
+            if not self._decompressed:
+                raise OSError(str(exc)) from None
+            if isinstance(exc, zlib.error):
+                self._end(False, f"the compressed data is corrupt ({exc})")
+            elif str(exc).startswith("Not a gzipped file"):  # what gunzip calls trailing garbage
+                self._end(True, "the bytes after the end of the compressed data are not gzip: ignored")
+            else:  # a member's check failed after all of its data was read
+                self._end(True, f"the compressed data fails its check ({exc}): values read from it may be damaged")
+            return
+        if not chunk:
+            self._end(True, "")
+            return
+        self._decompressed += len(chunk)
+        data = self._held + chunk
+        cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+        self._ready, self._held = memoryview(data[:cut]), data[cut:]
+
+    def _end(self, keep_last_line: bool, damage: str) -> None:
+        lost = "" if keep_last_line or not self._held else f"; a line cut short ({len(self._held)} bytes) is dropped"
+        self._ready = memoryview(self._held if keep_last_line else b"")
+        self._held, self._ended = b"", True
+        self.damage = f"{damage}, {self._decompressed} bytes into its text{lost}" if damage else ""
+
+
 def _open_bytes(path: Path) -> IO[bytes]:
     if path.suffix.lower() == ".gz":
-        return gzip.GzipFile(path, "rb")  # type: ignore[return-value]  # a BufferedIOBase, read like one
+        return io.BufferedReader(GzipBody(path))
     return path.open("rb")
+
+
+class FileDamage(Exception):
+    """A damaged .gz file ended early (see `GzipBody`): one dead letter, after the records read before it."""
+
+
+def check_damage(handle: IO[Any]) -> None:
+    """Raise FileDamage if the handle (from `_open_bytes` or `open_text`) read a damaged .gz file to its end."""
+    if damage := damage_of(handle):
+        raise FileDamage(damage)
+
+
+def damage_of(handle: IO[Any]) -> str:
+    """What the damaged .gz file read through the handle lost ("" for any other file)."""
+    raw = getattr(getattr(handle, "buffer", handle), "raw", None)
+    return raw.damage if isinstance(raw, GzipBody) else ""
 
 
 def utf16_encoding(path: Path) -> str | None:
@@ -120,11 +205,13 @@ def _lines(path: Path, encoding: Encoding) -> Iterator[bytes]:
         with open_text(path, encoding) as text:
             for line in text:
                 yield line.encode("utf-8", "surrogateescape")
+            check_damage(text)
         return
     with _open_bytes(path) as handle:
         for raw in handle:
             # A bare CR ends a line too (classic Mac line ends): a raw CR is never inside a JSON line.
             yield from raw.splitlines(keepends=True) if b"\r" in raw else (raw,)
+        check_damage(handle)
 
 
 def csv_delimiter(header: str) -> str:
@@ -172,6 +259,15 @@ def read_records(
     size, a CSV row with more or fewer fields than the header) makes that record a failure,
     and the records after it are still read.
     """
+    try:
+        yield from _text_records(path, fmt, required, skip, delimiter, encoding)
+    except FileDamage as exc:
+        yield None, b"", str(exc)
+
+
+def _text_records(
+    path: Path, fmt: str, required: list[str], skip: int, delimiter: str, encoding: Encoding
+) -> Iterator[tuple[dict[str, Any] | None, bytes, str]]:
     if fmt == "jsonl":
         try:
             if _json_array(path, encoding):
@@ -186,7 +282,7 @@ def read_records(
                     continue
                 record, error = decode_json_record(raw)
                 yield record, raw, f"line {index + 1} {error}" if error else ""
-        except (OSError, EOFError, UnicodeDecodeError) as exc:  # a truncated or corrupt .gz
+        except (OSError, EOFError, UnicodeDecodeError) as exc:  # e.g. a file named .gz that is not gzip
             raise ConfigError(f"{path}: cannot be read: {exc}") from None
     elif fmt == "csv":
         try:
@@ -194,7 +290,10 @@ def read_records(
         except (OSError, EOFError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot be read: {exc}") from None
     else:
-        frame = pl.read_parquet(path)
+        try:
+            frame = pl.read_parquet(path)
+        except (pl.exceptions.PolarsError, OSError) as exc:  # cut short, corrupt, or not Parquet at all
+            raise ConfigError(f"{path}: cannot be read as Parquet: {exc}") from None
         missing = [c for c in required if c not in frame.columns]
         if missing:
             raise ConfigError(
@@ -247,6 +346,7 @@ def _array_records(path: Path, skip: int, encoding: Encoding) -> Iterator[tuple[
     each judged on its own as a JSON line is (size, nesting, an object)."""
     with open_text(path, encoding) as handle:
         text = handle.read(MAX_JSON_ARRAY_BYTES + 1)
+        damage = damage_of(handle)
     if len(text) > MAX_JSON_ARRAY_BYTES:
         raise ConfigError(f"{path}: holds a JSON array over {MAX_JSON_ARRAY_BYTES >> 20} MB, read whole: "
                           "write it as JSON lines (one object a line, .jsonl)")
@@ -259,6 +359,8 @@ def _array_records(path: Path, skip: int, encoding: Encoding) -> Iterator[tuple[
             continue
         record, error = decode_json_record(raw)
         yield record, raw, f"array element {index + 1} {error}" if error else ""
+    if damage:
+        raise FileDamage(damage)
 
 
 def array_elements(text: str) -> Iterator[str]:
@@ -335,6 +437,7 @@ def _csv_records(
             try:
                 row = next(reader)
             except StopIteration:
+                check_damage(handle)
                 return
             except csv.Error as exc:  # e.g. a field over the csv module's size limit
                 if index >= skip:
