@@ -609,9 +609,11 @@ def partition_chunks(raw: pl.DataFrame) -> list[pl.DataFrame]:
     return [raw.filter(day.is_in(days[i : i + MAX_DAYS_PER_INSERT])) for i in range(0, len(days), MAX_DAYS_PER_INSERT)]
 
 
-# Hashes of stored event ids the lander keeps per source (about 70 bytes each); a source with more
+# Hashes of stored event ids the lander keeps per source (8 bytes each); a source with more
 # stored ids in a batch's resend window than this is looked up in the store for every batch.
 ID_MEMORY_MAX = 1_000_000
+# Pieces the memory is kept in before they are joined into one: each batch adds one.
+_MEMORY_CHUNKS = 64
 
 
 def _id_hashes(ids: pl.Series) -> pl.Series:
@@ -627,25 +629,26 @@ class _KnownIds:
 
     start: datetime
     end: datetime
-    hashes: set[int]
+    hashes: pl.Series  # distinct
 
-    def remember(self, hashes: list[int]) -> set[int]:
+    def remember(self, hashes: pl.Series) -> pl.Series:
         """Adds `hashes`; returns those held already.
 
-        One pass over the memory, which is far larger than a batch: the symmetric difference takes
-        out the held ones, so the size tells that none were (the usual batch), then puts them back.
+        One pass over the memory, which is far larger than a batch, looked up in a table of the
+        batch's hashes, in polars: a table of the memory would cost more than the pass, and Python
+        ints hold the GIL the judging thread needs meanwhile.
 
-        >>> known = _KnownIds(datetime.min, datetime.max, {1, 2})
-        >>> known.remember([3, 4, 3]), known.remember([2, 5, 3]), sorted(known.hashes)
-        (set(), {2, 3}, [1, 2, 3, 4, 5])
+        >>> known = _KnownIds(datetime.min, datetime.max, pl.Series([1, 2], dtype=pl.UInt64))
+        >>> first = known.remember(pl.Series([3, 4, 3], dtype=pl.UInt64))
+        >>> second = known.remember(pl.Series([2, 5, 3], dtype=pl.UInt64))
+        >>> first.to_list(), sorted(second), sorted(known.hashes)
+        ([], [2, 3], [1, 2, 3, 4, 5])
         """
-        batch = set(hashes)
-        size = len(self.hashes)
-        self.hashes ^= batch
-        if len(self.hashes) == size + len(batch):
-            return set()
-        held = batch - self.hashes
-        self.hashes |= held
+        batch = hashes.unique()
+        held = self.hashes.filter(self.hashes.is_in(batch.implode()))
+        self.hashes.append(batch.filter(~batch.is_in(held.implode())) if held.len() else batch)
+        if self.hashes.n_chunks() > _MEMORY_CHUNKS:
+            self.hashes = self.hashes.rechunk()
         return held
 
 
@@ -752,12 +755,12 @@ class Lander:
             known = self._known_ids(source, start, end)
             if known is not None:  # only ids the memory may hold can have a stored version
                 hashes = _id_hashes(ids)
-                held = known.remember(hashes.to_list())
-                if len(known.hashes) > ID_MEMORY_MAX:  # the next batch reads its own window again
+                held = known.remember(hashes)
+                if known.hashes.len() > ID_MEMORY_MAX:  # the next batch reads its own window again
                     del self._known[source]
-                if not held:
+                if held.is_empty():
                     continue
-                ids = ids.filter(hashes.is_in(list(held)))
+                ids = ids.filter(hashes.is_in(held.implode()))
             where = [Filter("source", "=", source), Filter("event_id", "in", ids.to_list())]
             stored_parts.append(self.store.select(
                 "raw_events", start=start, end=end, where=where, columns=[*RAW_COLUMNS, "landed_at"]))
@@ -816,15 +819,15 @@ class Lander:
         # (usually empty: event times to come) spares the next batches a query each.
         ahead = end + timedelta(seconds=self.config.resend_window_s)
         if known is None or end < known.start or known.end < start:  # apart: never read the gap between
-            spans, known = [(start, ahead)], _KnownIds(start, ahead, set())
+            spans, known = [(start, ahead)], _KnownIds(start, ahead, pl.Series(dtype=pl.UInt64))
         else:
             spans = [(a, b) for a, b in ((start, known.start), (known.end, ahead)) if a < b]
             known.start, known.end = min(start, known.start), max(ahead, known.end)
         for a, b in spans:
             stored = self.store.select("raw_events", start=a, end=b, where=[Filter("source", "=", source)],
                                        columns=["event_id"])
-            known.hashes.update(_id_hashes(stored["event_id"]).to_list())
-        if len(known.hashes) <= ID_MEMORY_MAX:
+            known.remember(_id_hashes(stored["event_id"]))
+        if known.hashes.len() <= ID_MEMORY_MAX:
             self._known[source] = known
             return known
         if self._known.pop(source, None) is not None:  # grown too large: start again from this batch

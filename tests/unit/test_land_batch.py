@@ -7,13 +7,14 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import polars as pl
 import pytest
 
 from qraft_core.adapters.base import dead_letter_envelope
 from qraft_core.bus.fake import MemoryBus, MemoryMessage
 from qraft_core.config import LanderConfig
 from qraft_core.events import StandardEvent, checksum, stable_id
-from qraft_core.lander import Lander, LanderStats, land_batch
+from qraft_core.lander import _MEMORY_CHUNKS, Lander, LanderStats, _KnownIds, land_batch
 from qraft_core.store.base import StoreError, StoreUnavailable
 from qraft_core.store.fake import MemoryStore
 
@@ -693,6 +694,14 @@ def test_one_lander_looks_up_only_ids_it_may_have_stored(monkeypatch, memory_max
     assert sorted(store.tables["dead_letters"]["event_id"].to_list()) == ["a", "old"]
     assert all(r.startswith("superseded: ") for r in store.tables["dead_letters"]["reason"].to_list())
     assert store.id_lookups == lookups
+
+
+def test_the_id_memory_holds_each_id_once_in_few_pieces():
+    known = _KnownIds(datetime.min, datetime.max, pl.Series(dtype=pl.UInt64))
+    held = [known.remember(pl.Series([n, n + 1, n + 1], dtype=pl.UInt64)).to_list() for n in range(200)]
+    assert held == [[], *([n] for n in range(1, 200))]
+    assert known.hashes.sort().to_list() == list(range(201))
+    assert known.hashes.n_chunks() <= _MEMORY_CHUNKS
 
 
 def test_the_id_memory_never_reads_the_years_between_live_and_backfill_batches():
