@@ -64,8 +64,9 @@ BARS_PER_WINDOW = 12
 # Every window costs each asset a store round trip and Dagster a materialization record, whatever
 # it holds; findings do not depend on the window length, so a file is cut into few long windows.
 TARGET_WINDOWS = 100
-# Day-partitioned tables take at most 100 partitions per insert: one run or landing batch spans less.
-MAX_SPAN_PER_WRITE = timedelta(days=90)
+# Events one run reads at most (all files together): what bounds a run's memory. The store splits
+# its writes by partition, so a run's time span is not bounded.
+MAX_EVENTS_PER_RUN = 1_000_000
 MAX_PARTITIONS = 30_000
 SAMPLE = 200
 # Spreadsheet serial dates (days since 1899-12-30) read as such: 1950-01-01 .. 2100-01-01.
@@ -797,7 +798,6 @@ class AnalysisPlan:
     start: datetime
     end: datetime
     max_windows_per_run: int
-    batch_size: int
     # Files left out, each with the reason (file name first).
     rejected: list[str] = field(default_factory=list)
     # The windows [start, end) that hold data, one span per cluster of files overlapping in time; the
@@ -846,11 +846,10 @@ def plan_analysis(profiles: list[FileProfile], rejected: list[str] | None = None
             span = (spans.pop()[0], span[1])
         spans.append(span)
     longest = max(int((b - a) / window) for a, b in spans)
-    # As few runs as the write limit allows: each Dagster run costs seconds whatever it holds.
-    per_run = max(1, min(int(MAX_SPAN_PER_WRITE / window), longest))
-    densest = min(p.interval_s for p in profiles) or 1.0
-    batch = max(1, min(20_000, int(MAX_SPAN_PER_WRITE.total_seconds() / densest)))
-    return AnalysisPlan(profiles, minutes, spans[0][0], spans[-1][1], per_run, batch, list(rejected or []), spans)
+    # As few runs as the events allow: each Dagster run costs seconds whatever it holds.
+    events_per_window = sum(window.total_seconds() / (p.interval_s or 1.0) for p in profiles)
+    per_run = max(1, min(int(MAX_EVENTS_PER_RUN / events_per_window), longest))
+    return AnalysisPlan(profiles, minutes, spans[0][0], spans[-1][1], per_run, list(rejected or []), spans)
 
 
 def _floor(ts: datetime, step: timedelta) -> datetime:
@@ -904,7 +903,7 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
             "max_partitions": max(MAX_PARTITIONS, int((plan.end - plan.start) / timedelta(minutes=plan.interval_minutes))),
             "max_windows_per_run": plan.max_windows_per_run,
         },
-        "lander": {"batch_size": plan.batch_size, "metrics_port": 0},
+        "lander": {"metrics_port": 0},
         # A card's context shows a few bars either side of the finding.
         "explain": {"context_minutes": max(5, -(-CONTEXT_BARS * max(p.bar_seconds for p in plan.profiles) // 60))},
         # A trial run records no MLflow experiment; turn on to keep detector runs.

@@ -536,9 +536,6 @@ _DEAD_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-# ClickHouse refuses an insert touching more partitions than max_partitions_per_insert_block
-# (100 by default); raw_events has one partition per day.
-MAX_DAYS_PER_INSERT = 100
 # Inserts tried to find the rows a permanent store error is about (~2 log2 of a batch).
 BISECT_ATTEMPTS = 64
 _TRANSIENT_MARKERS = (
@@ -587,26 +584,6 @@ def store_error_kind(exc: BaseException) -> Literal["transient", "permanent", "u
     if any(marker in text for marker in _PERMANENT_MARKERS):
         return "permanent"
     return "unknown"
-
-
-def partition_chunks(raw: pl.DataFrame) -> list[pl.DataFrame]:
-    """Rows in groups of at most `MAX_DAYS_PER_INSERT` days, so no insert spans too many partitions.
-
-    >>> days = pl.DataFrame({"timestamp": [datetime(2020, 1, 1, tzinfo=UTC) + timedelta(days=d) for d in range(215)]})
-    >>> [chunk.height for chunk in partition_chunks(days)]
-    [100, 100, 15]
-    >>> [chunk.height for chunk in partition_chunks(days[::107])]  # three days, however far apart
-    [3]
-    """
-    first, last = raw.select(pl.col("timestamp").min().dt.date().alias("first"),
-                             pl.col("timestamp").max().dt.date().alias("last")).row(0)
-    if first is None or (last - first).days < MAX_DAYS_PER_INSERT:  # the usual batch: no day of it is listed
-        return [raw]
-    day = pl.col("timestamp").dt.date()
-    days = raw.select(day.unique().sort()).to_series().to_list()
-    if len(days) <= MAX_DAYS_PER_INSERT:
-        return [raw]
-    return [raw.filter(day.is_in(days[i : i + MAX_DAYS_PER_INSERT])) for i in range(0, len(days), MAX_DAYS_PER_INSERT)]
 
 
 # Hashes of stored event ids the lander keeps per source (8 bytes each); a source with more
@@ -724,9 +701,7 @@ class Lander:
         """
         with self.store.session():
             raw, dead, written_first = self._resolve_stored_versions(batch)
-            rejected: list[pl.DataFrame] = []
-            for chunk in partition_chunks(raw):
-                rejected.extend(self._insert_or_bisect(chunk, give_up))
+            rejected = self._insert_or_bisect(raw, give_up)
             if rejected:
                 failed = pl.concat([frame.drop("reason") for frame in rejected])
                 raw = raw.join(failed.select("source", "event_id", "timestamp"),

@@ -30,6 +30,9 @@ _SQL_OPS = {"=", "!=", ">", ">=", "<", "<=", "in", "has", "has_source"}
 # within milliseconds, and reopening the engine costs ~0.2 s a step (a quarter of a dense run's
 # time). A process waiting for the store still gets it as soon as the session in flight ends.
 STEP_KEEP_OPEN_S = 5.0
+# ClickHouse refuses an insert block touching more partitions than `max_partitions_per_insert_block`
+# (100 by default): longer frames go in as several blocks (`insert_blocks`).
+MAX_PARTITIONS_PER_INSERT = 100
 
 
 def migration_files() -> list[tuple[int, str, str]]:
@@ -141,9 +144,10 @@ class ClickHouseStore:
         table_spec = spec(table)
         if frame.height == 0:
             return 0
-        arrow = _conform(frame, table_spec).to_arrow()
+        blocks = insert_blocks(_conform(frame, table_spec), table_spec)
         with self._client_in_session() as client:
-            client.insert_arrow(table_spec.name, arrow)
+            for block in blocks:
+                client.insert_arrow(table_spec.name, block.to_arrow())
         return frame.height
 
     def delete(self, table: str, where: Sequence[Filter]) -> None:
@@ -304,6 +308,32 @@ def _where_sql(
             clauses.append(f"{column} {item.op} {{{name}:{element}}}")
             params[name] = item.value
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def insert_blocks(frame: pl.DataFrame, table_spec: TableSpec) -> list[pl.DataFrame]:
+    """The rows of a conformed frame in blocks of whole partitions of the table, at most
+    `MAX_PARTITIONS_PER_INSERT` partitions each; a frame reaching no more partitions than that is
+    the one block, untouched.
+
+    >>> from datetime import timedelta
+    >>> days = pl.DataFrame({"timestamp": [datetime(2020, 1, 1, tzinfo=UTC) + timedelta(days=d) for d in range(215)]})
+    >>> [block.height for block in insert_blocks(days, spec("raw_events"))]
+    [100, 100, 15]
+    >>> [block.height for block in insert_blocks(days[::107], spec("raw_events"))]  # three days, however far apart
+    [3]
+    >>> [block.height for block in insert_blocks(days.rename({"timestamp": "ts"}), spec("audit_log"))]  # no partitions
+    [215]
+    """
+    key = table_spec.partition_key
+    if key is None or frame.height == 0:
+        return [frame]
+    column = pl.col(key.column)
+    first, last = frame.select(column.min().alias("first"), column.max().alias("last")).row(0)
+    # The usual batch reaches a few partitions: no partition of each row is computed.
+    if first is None or key.span(first, last) <= MAX_PARTITIONS_PER_INSERT:
+        return [frame]
+    block = ((key.value().rank("dense") - 1) // MAX_PARTITIONS_PER_INSERT).alias("_insert_block")
+    return frame.with_columns(block).partition_by("_insert_block", maintain_order=True, include_key=False)
 
 
 def _conform(frame: pl.DataFrame, table_spec: TableSpec) -> pl.DataFrame:

@@ -32,6 +32,7 @@ _SPECS = [
         },
         time_column="timestamp",
         dedup_key=("event_id",),
+        partition_by="toYYYYMMDD(timestamp)",
     ),
     TableSpec(
         "clean_events",
@@ -47,6 +48,7 @@ _SPECS = [
         },
         time_column="timestamp",
         dedup_key=("event_id",),
+        partition_by="toYYYYMMDD(timestamp)",
     ),
     TableSpec(
         "dead_letters",

@@ -17,6 +17,7 @@ SPECS: list[TableSpec] = [
         },
         time_column="window_start",
         dedup_key=("pattern_id", "lang", "mode"),
+        partition_by="toYYYYMM(window_start)",
     ),
     TableSpec(
         "annotations",

@@ -16,5 +16,6 @@ SPECS: list[TableSpec] = [
         },
         time_column="bar_time",
         dedup_key=("bar_time", "stream"),
+        partition_by="toYYYYMM(bar_time)",
     ),
 ]

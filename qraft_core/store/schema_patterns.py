@@ -21,6 +21,7 @@ SPECS: list[TableSpec] = [
         },
         time_column="window_start",
         dedup_key=("pattern_id",),
+        partition_by="toYYYYMM(window_start)",
     ),
     TableSpec(
         "detections",
@@ -39,6 +40,7 @@ SPECS: list[TableSpec] = [
         },
         time_column="window_start",
         dedup_key=("signal_id",),
+        partition_by="toYYYYMM(window_start)",
     ),
     TableSpec(
         "detector_state",
@@ -52,5 +54,6 @@ SPECS: list[TableSpec] = [
         },
         time_column="window_start",
         dedup_key=("window_start", "detector", "stream"),
+        partition_by="toYYYYMM(window_start)",
     ),
 ]

@@ -1,4 +1,5 @@
-"""A table's shape: its columns with their ClickHouse types, and what each type is in polars.
+"""A table's shape: its columns with their ClickHouse types, what each type is in polars, and its
+partition key.
 
 The tables themselves are listed in `qraft_core.store.schema`.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
@@ -60,12 +62,75 @@ def polars_dtype(ch_type: str) -> Any:
         raise ValueError(f"no polars type for ClickHouse type {ch_type!r}") from None
 
 
+_PARTITION_BY = re.compile(r"^(?P<function>toYYYYMMDD|toYYYYMM)\((?P<column>\w+)\)$")
+
+
+@dataclass(frozen=True)
+class PartitionKey:
+    """`PARTITION BY function(column)` over a `DateTime64(3, 'UTC')` column, computed by polars
+    as ClickHouse computes it (in the column's time zone, UTC).
+
+    >>> key = PartitionKey.parse("toYYYYMMDD(timestamp)")
+    >>> times = pl.DataFrame({"timestamp": [datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=UTC),
+    ...                                     datetime(2026, 1, 5, tzinfo=UTC)]})
+    >>> times.select(key.value()).to_series().to_list()
+    [19691231, 20260105]
+    >>> key.span(datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 4, 14, 23, tzinfo=UTC))
+    100
+    >>> PartitionKey.parse("toYYYYMM(bar_time)").span(datetime(2025, 12, 31, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC))
+    2
+    >>> PartitionKey.parse("toMonday(bar_time)")
+    Traceback (most recent call last):
+    ...
+    ValueError: unsupported partition key 'toMonday(bar_time)' (known: toYYYYMMDD(column), toYYYYMM(column))
+    """
+
+    function: str
+    column: str
+
+    @classmethod
+    def parse(cls, expression: str) -> PartitionKey:
+        match = _PARTITION_BY.match(expression)
+        if match is None:
+            raise ValueError(
+                f"unsupported partition key {expression!r} (known: toYYYYMMDD(column), toYYYYMM(column))")
+        return cls(match["function"], match["column"])
+
+    def value(self) -> pl.Expr:
+        """The partition of each row, as `system.parts.partition` names it (a number)."""
+        time = pl.col(self.column)
+        # Int32 before the arithmetic: a month or day times 100 overflows their Int8.
+        month = time.dt.year().cast(pl.Int32) * 100 + time.dt.month().cast(pl.Int32)
+        if self.function == "toYYYYMMDD":
+            return (month * 100 + time.dt.day().cast(pl.Int32)).alias("partition")
+        return month.alias("partition")
+
+    def span(self, first: datetime, last: datetime) -> int:
+        """How many partitions [first, last] reaches (UTC datetimes), counting those it holds no row of."""
+        first, last = first.astimezone(UTC), last.astimezone(UTC)
+        if self.function == "toYYYYMMDD":
+            return (last.date() - first.date()).days + 1
+        return (last.year - first.year) * 12 + last.month - first.month + 1
+
+
 @dataclass(frozen=True)
 class TableSpec:
     name: str
     columns: dict[str, str]
     time_column: str | None = None
     dedup_key: tuple[str, ...] = field(default_factory=tuple)
+    # The `PARTITION BY` of the table's DDL (tests/integration/test_store_partitions.py compares
+    # the two); inserts are split on it (`ClickHouseStore.insert`).
+    partition_by: str | None = None
+
+    def __post_init__(self) -> None:
+        key = self.partition_key
+        if key is not None and self.columns.get(key.column) != TS:
+            raise ValueError(f"table {self.name}: partition column {key.column!r} is not a {TS} column")
+
+    @property
+    def partition_key(self) -> PartitionKey | None:
+        return PartitionKey.parse(self.partition_by) if self.partition_by else None
 
     @property
     def frame_schema(self) -> dict[str, Any]:

@@ -14,6 +14,10 @@ from typing import Any
 
 import polars as pl
 from dagster import AssetExecutionContext, MetadataValue, TableColumn, TableRecord, TableSchema
+from dagster._core.execution.context.metadata_logging import (
+    AssetMetadataHandle,
+    OutputMetadataAccumulator,
+)
 
 from qraft_core.config import ApiConfig
 from qraft_core.store.base import EventStore, Filter
@@ -115,12 +119,13 @@ def add_partition_metadata(
     if outside:
         raise ValueError(f"metadata for partitions this run does not target: {', '.join(outside)}")
     step = context.get_step_execution_context()
-    accumulator = step._metadata_accumulator  # noqa: SLF001 - what add_asset_metadata updates (Dagster 1.13)
+    # What add_asset_metadata updates (Dagster 1.13). Its `with_additional_asset_metadata` copies
+    # everything accumulated on each call, quadratic in the run's partitions: the mapping is built once.
+    accumulated = dict(step._metadata_accumulator.per_output_metadata)  # noqa: SLF001
     for key, metadata in by_key.items():
-        accumulator = accumulator.with_additional_asset_metadata(
-            asset_key=context.assets_def.key, metadata=metadata, partition_key=key
-        )
-    step._metadata_accumulator = accumulator  # noqa: SLF001
+        handle = AssetMetadataHandle(asset_key=context.assets_def.key, partition_key=key)
+        accumulated[handle] = {**accumulated.get(handle, {}), **metadata}
+    step._metadata_accumulator = OutputMetadataAccumulator(per_output_metadata=accumulated)  # noqa: SLF001
 
 
 def explorer_url(api: ApiConfig, pattern_id: str) -> str:

@@ -13,7 +13,9 @@ import pytest
 import yaml
 
 from qraft_core.analyze import (
+    MAX_EVENTS_PER_RUN,
     AnalyzeError,
+    FileProfile,
     find_time_column,
     plan_analysis,
     profile_file,
@@ -99,13 +101,20 @@ def test_irregular_sampling_and_gaps_are_recognised(tmp_path: Path) -> None:
     assert profile.bar_seconds == 60
 
 
-def test_long_spans_keep_every_write_under_ninety_days(tmp_path: Path) -> None:
-    plan = plan_analysis(*profile_files([series(tmp_path / "daily.csv", timedelta(days=1), 3650)], None))
-    assert plan.interval_minutes == 1440 and plan.windows == 3650
-    assert plan.max_windows_per_run == 90 and plan.batch_size == 90
+def test_a_long_daily_history_is_one_run_and_dense_files_are_cut_by_events(tmp_path: Path) -> None:
+    # Thirty years of daily values: one run of every window, landed in batches of the default size.
+    plan = plan_analysis(*profile_files([series(tmp_path / "daily.csv", timedelta(days=1), 10_958)], None))
+    assert (plan.interval_minutes, plan.windows, plan.max_windows_per_run, plan.runs) == (1440, 10_958, 10_958, 1)
+    write_config(plan, tmp_path / "config", tmp_path / "data", REPO / "config" / "cards.yaml")
+    assert load_qraft_config(tmp_path / "config").lander.batch_size == 20_000
     minute = plan_analysis(*profile_files([series(tmp_path / "min.csv", timedelta(minutes=1), 200_000)], None))
-    assert minute.end - minute.start > timedelta(days=100)
-    assert minute.batch_size == 20_000 and minute.windows <= 30_000
+    assert (minute.interval_minutes, minute.windows, minute.max_windows_per_run, minute.runs) == (1440, 139, 139, 1)
+    # A value a second for 100 days (8.64 million events): runs of at most MAX_EVENTS_PER_RUN events.
+    second = FileProfile(Path("s.csv"), "s", "csv", 8_640_000, "timestamp", "iso", T0, T0 + timedelta(days=100),
+                         1.0, False, 0, ["value"], [])
+    dense = plan_analysis([second])
+    assert (dense.interval_minutes, dense.windows, dense.max_windows_per_run, dense.runs) == (1440, 101, 11, 10)
+    assert dense.max_windows_per_run * 86_400 <= MAX_EVENTS_PER_RUN < (dense.max_windows_per_run + 1) * 86_400
 
 
 def test_columns_are_split_into_numeric_categorical_and_ignored(tmp_path: Path) -> None:
