@@ -52,9 +52,11 @@ def test_no_finding_is_dated_inside_the_warm_up() -> None:
     # 5-minute quantized readings with a daily cycle, from Monday 00:00. The drift test's baseline
     # is still following the cycle when its warm-up ends (its 121st bar with a value, 10:15): the
     # CUSUM built up then raised a level drift dated 07:45 (found then: 07:45 and 17:35). It
-    # re-anchors on it, and reports only the move that came after the warm-up.
+    # re-anchors on it, and reports nothing dated before 10:15. (The move at 17:35, found before,
+    # is the cycle too: nothing is planted in this stream before bar 400. Its statistic reached
+    # 12 to 14, under the level for independent scores that holds until excursions calibrate it.)
     stream = make_stream(9, "drift", 3000, 5)
     detector = CalibratedDrift("shifts", stream.name, _columns(stream, "_mean"))
     found = [s.finding_time.strftime("%H:%M") for s in detector.update(stream.bars.head(300))]
     assert datetime.fromtimestamp(detector.state["warm_s"], UTC).strftime("%H:%M") == "10:15"
-    assert found == ["17:35"]
+    assert found == []
