@@ -19,6 +19,7 @@ from qraft_cli.pipeline import run_progress
 from qraft_core.analyze import AnalyzeError, describe_plan, finding_rows, infer_config
 from qraft_core.config import CONFIG_DIR_ENV, ENV_PREFIX
 from qraft_core.patterns.materialize import load_pattern_events
+from qraft_core.process_lock import LockHeld, hold_lock
 from qraft_core.services.pipeline import fresh_data_dir, top_cards
 
 # Where the configuration and the data go, next to the first file, unless told otherwise.
@@ -110,6 +111,20 @@ def _analyze(ctx: click.Context, files: tuple[Path, ...], time_field: str | None
         echo(f"ignoring {', '.join(ignored)}: analyze uses only the configuration it writes")
 
     output = files[0].resolve().parent / OUTPUT_FOLDER
+    try:
+        lock = hold_lock(output / "analyze.lock")
+    except LockHeld as held:
+        # Both would write the configuration next to the files and run from it: each would run the other's.
+        raise AnalyzeError(f"{output}: another `qraft analyze` of files in this folder is running (pid "
+                           f"{held.holder}); wait for it to end") from None
+    try:
+        _analyze_locked(ctx, files, time_field, data_dir, as_json, echo, check, output)
+    finally:
+        os.close(lock)
+
+
+def _analyze_locked(ctx: click.Context, files: tuple[Path, ...], time_field: str | None, data_dir: Path | None,
+                    as_json: bool, echo: Callable[[str], None], check: Callable[[], None], output: Path) -> None:
     config_dir = output / "config"
     candidates = [Path(ctx.obj["config_dir"]) / "cards.yaml", PROJECT_CONFIG / "cards.yaml"]
     cards_file = next((path for path in candidates if path.is_file()), None)
@@ -137,6 +152,7 @@ def _analyze(ctx: click.Context, files: tuple[Path, ...], time_field: str | None
     findings = finding_rows(patterns)
     if as_json:
         emit(findings, True)
+        _exit_if_failed(runs)
         return
     lines = ["", f"{len(findings)} finding(s) in {summary['landed']} events "
              f"({runs['succeeded']} runs, {runs['failed']} failed):"]
@@ -147,3 +163,13 @@ def _analyze(ctx: click.Context, files: tuple[Path, ...], time_field: str | None
         lines += ["", "The most confident finding of each type, as its card:", "", *cards]
     lines += ["", f"Configuration: {config_dir} (run it with `qraft --config-dir {config_dir} up`)"]
     emit(None, False, "\n".join(lines))
+    _exit_if_failed(runs)
+
+
+def _exit_if_failed(runs: dict[str, int]) -> None:
+    """Exit 1 when a pipeline run failed: the findings are then those of the windows before it only, and a
+    script must not take an empty list for "nothing found"."""
+    if runs["failed"]:
+        click.echo(f"error: {runs['failed']} pipeline run(s) failed, the later windows were not analysed; "
+                   "see the Dagster UI for the run's logs", err=True)
+        sys.exit(1)

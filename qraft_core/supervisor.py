@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import fcntl
 import hashlib
 import logging
 import os
@@ -34,6 +33,7 @@ from qraft_core.bus.base import BusError, Publisher
 from qraft_core.config import ConfigError, SourceConfig, load_sources
 from qraft_core.fault_signals import terminated_with_parent
 from qraft_core.metrics import ADAPTER_ERRORS
+from qraft_core.process_lock import LockHeld, hold_lock
 from qraft_core.sources_registry import upsert_sources
 from qraft_core.store.base import EventStore
 
@@ -255,19 +255,12 @@ class ProcessSupervisor:
         """One supervisor per log folder (one data directory): a second one would run a second lander
         and second sources on the same stream and files. The kernel drops the lock of a killed
         supervisor, so a file left behind by one does not count."""
-        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
-        handle = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(handle, 32).decode(errors="replace").strip() or "unknown"
-            os.close(handle)
-            raise BlockingIOError(errno.EWOULDBLOCK, f"held by a running `qraft up` (pid {holder}); "
+            self._lock = hold_lock(self.lock_file)
+        except LockHeld as held:
+            raise BlockingIOError(errno.EWOULDBLOCK, f"held by a running `qraft up` (pid {held.holder}); "
                                   "stop it before starting another on this data directory",
                                   str(self.lock_file)) from None
-        os.ftruncate(handle, 0)
-        os.write(handle, str(os.getpid()).encode())
-        self._lock = handle
 
     def _spawn(self, child: ChildProcess) -> None:
         child.log_file.parent.mkdir(parents=True, exist_ok=True)

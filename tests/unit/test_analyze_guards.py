@@ -1,0 +1,38 @@
+"""`qraft analyze` refuses to run beside another on the same folder, and says when a run failed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from qraft_cli import main
+from qraft_cli.analyze import OUTPUT_FOLDER, _exit_if_failed
+from qraft_core.process_lock import hold_lock
+
+
+def test_a_second_analyze_of_files_in_the_same_folder_is_refused_at_once(tmp_path: Path) -> None:
+    # Both write the configuration next to the files and run from it: before, each ran the other's
+    # settings (a data directory wiped under the other run, findings lost, exit 0 with []).
+    series = tmp_path / "p.csv"
+    series.write_text("timestamp,value\n" + "".join(f"2020-01-01T00:{i:02d}:00Z,{i % 7}\n" for i in range(60)))
+    held = hold_lock(tmp_path / OUTPUT_FOLDER / "analyze.lock")
+    try:
+        result = CliRunner().invoke(main, ["analyze", str(series), "--data-dir", str(tmp_path / "d2"), "--json"])
+    finally:
+        os.close(held)
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"error: {tmp_path / OUTPUT_FOLDER}: another `qraft analyze` of files in this "
+                                     f"folder is running (pid {os.getpid()}); wait for it to end")
+    assert not (tmp_path / "d2").exists()
+
+
+def test_a_failed_run_is_exit_1_with_its_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    _exit_if_failed({"succeeded": 3, "failed": 0})
+    with pytest.raises(SystemExit) as exited:
+        _exit_if_failed({"succeeded": 2, "failed": 1})
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == ("error: 1 pipeline run(s) failed, the later windows were not analysed; "
+                                       "see the Dagster UI for the run's logs\n")
