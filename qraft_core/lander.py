@@ -51,7 +51,7 @@ from qraft_core.metrics import (
     STORE_RETRIES,
 )
 from qraft_core.scheduling import floor_to
-from qraft_core.store.base import EventStore, Filter, StoreError, StoreUnavailable
+from qraft_core.store.base import STORE_TIME_RANGE, EventStore, Filter, StoreError, StoreUnavailable
 from qraft_core.store.clickhouse import ClickHouseStore
 from qraft_core.store.sessions import ENGINE
 
@@ -93,8 +93,6 @@ def _validation_reason(exc: ValidationError) -> str:
     return safe_text("invalid event: " + "; ".join(parts), 2000)
 
 
-# What DateTime64(3) columns can hold; anything outside would be stored as a different time.
-STORE_TIME_RANGE = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2299, 12, 31, 23, 59, 59, 999000, tzinfo=UTC))
 SUPERSEDED = "superseded"
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from qraft_core.events import PatternEvent, PatternType, iso, utc
-from qraft_core.store.base import EventStore, Filter
+from qraft_core.store.base import STORE_TIME_RANGE, EventStore, Filter
 
 EXPORT_COLUMNS = (
     "pattern_id",
@@ -47,8 +47,12 @@ class QueryError(ValueError):
 def parse_time(value: str, name: str) -> datetime:
     """An ISO 8601 time (naive means UTC); QueryError names the parameter.
 
-    >>> iso(parse_time("2026-01-05T10:00:00Z", "start"))
-    '2026-01-05T10:00:00.000Z'
+    >>> iso(parse_time("2026-01-05T10:00:00Z", "start")), iso(parse_time("1950-03-01", "since"))
+    ('2026-01-05T10:00:00.000Z', '1950-03-01T00:00:00.000Z')
+    >>> parse_time("1899-12-31", "since")
+    Traceback (most recent call last):
+    ...
+    qraft_core.explain.catalog.QueryError: since: '1899-12-31' is outside the years 1900-2299 the store holds
     >>> parse_time("yesterday", "start")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -58,8 +62,9 @@ def parse_time(value: str, name: str) -> datetime:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise QueryError(f"{name}: {value!r} is not an ISO 8601 time (e.g. 2026-01-05T10:00:00Z)") from None
-    if parsed.year < 1970 or parsed.year > 2299:
-        raise QueryError(f"{name}: {value!r} is outside the years 1970-2299")
+    low, high = STORE_TIME_RANGE
+    if not low.year <= parsed.year <= high.year:
+        raise QueryError(f"{name}: {value!r} is outside the years {low.year}-{high.year} the store holds")
     return utc(parsed)
 
 

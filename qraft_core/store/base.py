@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import polars as pl
@@ -18,6 +18,9 @@ import polars as pl
 Op = Literal["=", "!=", ">", ">=", "<", "<=", "in", "has", "has_source"]
 # A stream is named after its source: `binance_spot`, `binance_spot:BTCUSDT` or `binance_spot.price`.
 STREAM_SEPARATORS = (":", ".")
+
+# What DateTime64(3) columns can hold; anything outside would be stored as a different time.
+STORE_TIME_RANGE = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2299, 12, 31, 23, 59, 59, 999000, tzinfo=UTC))
 
 
 @dataclass(frozen=True)
