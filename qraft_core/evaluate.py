@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from qraft_core.events import PatternType, iso, utc
+from qraft_core.explain.catalog import resolve_range
 from qraft_core.timeutil import parse_iso
 
 DEFAULT_TRUTH = Path("data/demo/ground_truth.json")
@@ -332,6 +333,7 @@ def evaluate_store(
     end = utc(end) if end else truth.end
     if start is None or end is None:
         raise ValueError(f"{truth_path}: no window in the file: give --start and --end")
+    start, end = resolve_range(store, start, end, None)  # refuses an inverted window as `patterns export` does
     events = load_pattern_events(store, start, end)
     n_events = store.count("clean_events", start=start, end=end).get("", 0)
     return evaluate_findings(finding_items(events), truth, start, end, n_events)

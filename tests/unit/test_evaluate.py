@@ -18,6 +18,7 @@ from qraft_core.evaluate import (
     score,
     window_score,
 )
+from qraft_core.explain.catalog import QueryError
 from qraft_core.store.fake import MemoryStore
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -167,6 +168,25 @@ def test_cli_lists_every_finding_and_the_window_score(tmp_path: Path, monkeypatc
     missing = CliRunner().invoke(main, ["evaluate", "--truth", str(tmp_path / "none.json")])
     assert missing.exit_code == 2 and "ground truth file not found" in missing.output
     assert "Traceback" not in missing.output
+
+
+def test_an_inverted_window_is_refused_as_patterns_export_refuses_it(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from qraft_cli import main
+
+    with pytest.raises(QueryError, match=r"^end \(2026-01-05T00:00:00.000Z\) must be after start "
+                                         r"\(2026-01-05T00:00:01.000Z\)$"):
+        evaluate_store(MemoryStore(), write_truth(tmp_path), T0 + timedelta(seconds=1), T0)
+    with pytest.raises(QueryError, match="must be after start"):
+        evaluate_store(MemoryStore(), write_truth(tmp_path), T0, T0)
+    monkeypatch.setenv("QRAFT_DATA_DIR", str(tmp_path / "data"))
+    for command in (["evaluate", "--truth", str(write_truth(tmp_path)), "--start", "2020-01-02", "--end", "2020-01-01",
+                     "--json"], ["patterns", "export", "--since", "2020-01-02", "--until", "2020-01-01", "--out", str(tmp_path / "p.jsonl")]):
+        refused = CliRunner().invoke(main, command)
+        assert refused.exit_code == 2 and refused.output.splitlines()[-1] == (
+            "Error: end (2020-01-01T00:00:00.000Z) must be after start (2020-01-02T00:00:00.000Z)"), refused.output
 
 
 def test_every_truth_item_says_which_finding_matched_it_or_that_it_was_missed(tmp_path: Path) -> None:
