@@ -142,3 +142,20 @@ def test_ctrl_c_during_a_run_stops_analyze_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in err and "Aborted" not in err
     assert out == ""  # no findings printed
     assert processes_mentioning(str(tmp_path / "qraft_analyze")) == []
+
+
+def test_analyze_data_dated_after_now(tmp_path: Path) -> None:
+    # Dagster's time partitions end at the current time whatever their configured end: every run of
+    # data dated after now failed ("No partitions in the PartitionsDefinition"), exit 0 and [] then.
+    rng = np.random.default_rng(5)
+    values = rng.normal(0.0, 1.0, 600)
+    values[300:] += 8.0
+    start = datetime(2034, 6, 1, tzinfo=UTC)
+    (tmp_path / "planned.csv").write_text("timestamp,value\n" + "".join(
+        f"{start + timedelta(minutes=i):%Y-%m-%dT%H:%M:%SZ},{v:.4f}\n" for i, v in enumerate(values)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QRAFT_")}
+    done = subprocess.run([sys.executable, "-m", "qraft_cli", "analyze", "planned.csv", "--json"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    drifts = [f["timestamp"] for f in json.loads(done.stdout) if f["type"] == "concept_drift"]
+    assert drifts == ["2034-06-01T04:59:00Z"], done.stderr[-3000:]  # the +8 at 05:00, its change point a bar early
