@@ -81,6 +81,10 @@ SETTLE_BARS = 10
 COMPARISON_BARS = 4 * HOURS
 # E[z^2] of a score z in units of the mean absolute residual (pi / 2 for Gaussian noise).
 Z_SQUARE = 1.6
+# The smallest spread a baseline assumes, the mirror of the bars' largest value (1e150, see
+# `aggregate.LARGEST_VALUE`): values of 1e-150 to 1e150 in size are scored alike, and spreads
+# square to at least 1e-300, a normal float, so no ratio of a spread or a score underflows to zero.
+SMALLEST_SPREAD = 1e-150
 
 
 def _rate(half_life: float) -> float:
@@ -253,11 +257,14 @@ class SeasonalBaseline:
         # step: a run of equal values (zeros at night) must not make one step look extreme.
         quantum = self.quantum  # the smallest of absolute differences: finite, or inf before any
         resolution = quantum / 2 if quantum < math.inf else 0.0
-        return max(1e-9 * max(1.0, abs(self.level), abs(self.plain)), resolution)
+        # Relative to the level, not to 1: a reading in farads or seconds is ordinary, and its
+        # spread is not float noise. (A constant stream scores 0 whatever its floor.)
+        return max(1e-9 * max(abs(self.level), abs(self.plain)), resolution, SMALLEST_SPREAD)
 
     def resolution(self, scale: float) -> float:
-        """The reading's resolution in units of `scale` (0 for a reading not seen to be quantized)."""
-        return self.quantum / scale if self.quantum < math.inf and scale > 0 else 0.0
+        """The smallest residual that means anything, in units of `scale`: the reading's step, or the
+        floor (a constant stream's residuals are float noise: at 0.1, one bar of 0.1 + 1.4e-17)."""
+        return max(self.quantum if self.quantum < math.inf else 0.0, self.floor()) / scale
 
     def residual(self, time: datetime, value: float) -> tuple[float, float]:
         """(value - expected, scale) before learning the bar."""
@@ -674,7 +681,9 @@ class CalibratedDrift(CalibratedDetector):
         state = self.state
         if state["counts"][f] and (value < 0 or value != math.floor(value)):
             state["counts"][f] = False
-            recent = [(t, _unstabilise(v), season) for t, v, season in state["recent"][f]]
+            # Rounded: they were counts, and the inverse is inexact (a zero comes back as -5.4e-17,
+            # which against the zeros that follow would read as a level shift).
+            recent = [(t, float(round(_unstabilise(v))), season) for t, v, season in state["recent"][f]]
             state["recent"][f] = recent
             baseline = state["baselines"][f] = SeasonalBaseline(
                 float(self.param("level_half_life_bars")), float(self.param("scale_half_life_bars")))
@@ -724,8 +733,10 @@ class CalibratedDrift(CalibratedDetector):
             # keeps wide.
             innovation = abs(z - rho * previous)
             scales = state.setdefault("innovation_scale", dict.fromkeys(self.features, 1.0))  # (absent from older states)
-            innovation_scale = scales[f]
-            scales[f] += max(lag_rate, 1.0 / state["bars"]) * (
+            # (Kept above zero: the narrower step divides by it, and learning, capped at `clip`
+            # times the scale, could never raise it from zero.)
+            innovation_scale = max(scales[f], SMALLEST_SPREAD)
+            scales[f] = innovation_scale + max(lag_rate, 1.0 / state["bars"]) * (
                 min(innovation, clip * innovation_scale) - innovation_scale)
             steps = {
                 "up": z * level_damping - level_allowance,
