@@ -6,7 +6,8 @@ A line is consumed only once its newline has been written, and a Parquet
 file only once it can be read, so files still being written are safe. A file
 unchanged for `settle_s` is complete: its last line is read without a newline,
 and a Parquet file that still cannot be read is a dead letter. A file whose
-first bytes changed was copied over: it is read again from its start. A file
+first bytes, or the bytes read last before its offset, changed was copied over or
+rewritten: it is read again from its start. A file
 that cannot be opened (permission denied, I/O error) is reported once and
 tried again at every scan; the other files are read. With `encoding: cp1252`
 every line (a CSV header too) is Windows-1252, as Excel's plain "CSV" is. A
@@ -64,8 +65,19 @@ class WatcherOptions(LiveOptions):
 
 
 def _head(path: Path, length: int) -> str:
+    return _digest(path, 0, min(length, HEAD_BYTES))
+
+
+def _digest(path: Path, start: int, end: int) -> str:
+    """The hash of the file's bytes [start, end)."""
     with path.open("rb") as handle:
-        return hashlib.sha256(handle.read(min(length, HEAD_BYTES))).hexdigest()
+        handle.seek(start)
+        return hashlib.sha256(handle.read(end - start)).hexdigest()
+
+
+def _tail_start(offset: int) -> int:
+    """Where the bytes read last before `offset` that a resume checks begin."""
+    return max(0, offset - HEAD_BYTES)
 
 
 def _utf8(raw: bytes, encoding: Encoding) -> bytes:
@@ -181,10 +193,15 @@ class WatcherAdapter(LiveAdapter):
         stat = path.stat()
         key = str(path.resolve())
         position = self.files.get(key)
+        # A file rewritten in place keeps its inode and may keep its first bytes (a regenerated
+        # export starts with the same header and rows): the bytes just before the offset must still
+        # be those read, or reading on from there would skip rows and read from the middle of one.
+        changed = position is not None and position.get("head") and stat.st_mtime_ns != position.get("mtime")
         if position is not None and (
             position["inode"] != stat.st_ino or position["size"] > stat.st_size
-            or (position.get("head") and stat.st_mtime_ns != position.get("mtime")
-                and _head(path, position["size"]) != position["head"])
+            or (changed and _head(path, position["size"]) != position["head"])
+            or (changed and position.get("tail")
+                and _digest(path, _tail_start(position["offset"]), position["offset"]) != position["tail"])
         ):
             log.warning("source %s: %s was replaced or truncated; reading it from the start",
                         self.source.name, path, extra=self.log_fields)
@@ -199,6 +216,8 @@ class WatcherAdapter(LiveAdapter):
         position.update(changes)
         if position["size"] and (not position.get("head") or position.get("head_size", 0) < HEAD_BYTES):
             position["head"], position["head_size"] = _head(path, position["size"]), min(position["size"], HEAD_BYTES)
+        if position["offset"]:
+            position["tail"] = _digest(path, _tail_start(position["offset"]), position["offset"])
         self.files[str(path.resolve())] = position
         self.state.save({"files": self.files})
 

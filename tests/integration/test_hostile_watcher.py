@@ -146,6 +146,23 @@ def test_a_file_copied_over_with_other_content_is_read_again_from_its_start(fold
     assert scan(adapter) == ([10], [])
 
 
+def test_a_file_rewritten_in_place_with_the_same_first_lines_is_read_again_from_its_start(folder, tmp_path):
+    # A regenerated export: the same first 200 lines (more than the 4 KiB of the head check), then
+    # other, longer ones. Before, reading went on at the old offset, in the middle of a line: 97 rows
+    # of such a file were lost and a line's tail was stored as an event of its own.
+    path = folder / "export.jsonl"
+    path.write_bytes(b"".join(line(n) for n in range(300)))
+    adapter = watcher(folder, tmp_path / "state")
+    assert scan(adapter) == (list(range(300)), [])
+    with path.open("r+b") as handle:  # the same inode, rewritten
+        handle.truncate(0)
+        handle.write(b"".join(line(n) for n in range(200)) + b"".join(line(100_000 + n) for n in range(200)))
+    assert scan(adapter) == ([*range(200), *range(100_000, 100_200)], [])
+    with path.open("ab") as handle:  # appending after a rewrite reads the new lines only
+        handle.write(line(7))
+    assert scan(adapter) == ([7], [])
+
+
 def test_a_parquet_file_that_never_becomes_readable_is_one_dead_letter(folder, tmp_path):
     path = folder / "a.parquet"
     path.write_bytes(b"PAR1 this is not parquet")
