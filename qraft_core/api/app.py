@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -49,7 +50,29 @@ def _problem(found: Mapping[str, Any]) -> str:
     return f"{where}: {found['msg']}"
 
 
+class SingleValuedQuery:
+    """ASGI middleware: a query parameter given twice is a 400 naming it. Every parameter takes one
+    value, and FastAPI keeps the last of several: `?type=concept_drift&type=anomaly` silently meant
+    anomalies alone, and `?type=bogus&type=anomaly` went unchecked."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("query_string"):
+            names = [name for name, _ in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)]
+            repeated = next((name for name in names if names.count(name) > 1), None)
+            if repeated is not None:
+                response = error(400, f"{repeated}: given {names.count(repeated)} times; give it once")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def add_error_handlers(app: FastAPI) -> None:
+    """Bad input and failures as `{"error": message}` with their status (query parameters given twice too)."""
+    app.add_middleware(SingleValuedQuery)
+
     async def api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
         return error(exc.status, exc.message)

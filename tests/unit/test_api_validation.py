@@ -55,3 +55,11 @@ def test_bad_parameters_are_400_with_a_message(client: TestClient, path: str, pa
     assert response.status_code == 400
     assert list(response.json()) == ["error"]
     assert response.json()["error"].startswith(message)
+
+
+@pytest.mark.parametrize("query", ["type=concept_drift&type=anomaly", "type=bogus&type=anomaly", "limit=5&limit=5"])
+def test_a_parameter_given_twice_is_refused_naming_it(client: TestClient, query: str) -> None:
+    # Before, the last value was taken and the others silently dropped (or not even checked).
+    response = client.get(f"/patterns?{query}")
+    name = query.split("=")[0]
+    assert (response.status_code, response.json()) == (400, {"error": f"{name}: given 2 times; give it once"})
