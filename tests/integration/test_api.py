@@ -416,6 +416,8 @@ def test_unknown_paths_wrong_methods_and_unreadable_bodies_answer_in_the_error_s
         client.delete("/patterns"),
         client.post(annotations, content=b"{label: note}", headers=json_body),
         client.post(annotations, content=b"\xff", headers=json_body),
+        # Before, the last of the two verdicts was stored without a word.
+        client.post(annotations, content=b'{"label": "confirmed", "label": "false_alarm"}', headers=json_body),
     ]
     assert [(a.status_code, a.json()) for a in answers] == [
         (404, {"error": "Not Found"}),
@@ -423,6 +425,7 @@ def test_unknown_paths_wrong_methods_and_unreadable_bodies_answer_in_the_error_s
         (405, {"error": "Method Not Allowed"}),
         (400, {"error": "body: not valid JSON at character 1 (Expecting property name enclosed in double quotes)"}),
         (400, {"error": "There was an error parsing the body"}),
+        (400, {"error": "body: the key 'label' is written twice"}),
     ]
     assert answers[2].headers["allow"] == "GET"
 
