@@ -79,6 +79,8 @@ SETTLE_BARS = 10
 # The fewest bars over which the daily profile is judged against the plain level: a day of hourly
 # bars is 24 squared errors, and autocorrelated noise makes a profile look better on so few.
 COMPARISON_BARS = 4 * HOURS
+# Hours either side of a level step compared with the same hours a day or a week earlier.
+STEP_HOURS = 6
 # E[z^2] of a score z in units of the mean absolute residual (pi / 2 for Gaussian noise).
 Z_SQUARE = 1.6
 # The smallest spread a baseline assumes, the mirror of the bars' largest value (1e150, see
@@ -667,6 +669,8 @@ class CalibratedDrift(CalibratedDetector):
         state["innovation_scale"] = dict.fromkeys(self.features, 1.0)  # running mean of |z(t) - rho z(t-1)|
         # Features read as counts so far (every value a non-negative integer): see `_stabilised`.
         state["counts"] = dict.fromkeys(self.features, True)
+        # Per feature: [hour since the epoch, sum, bars] of the last week and a day of hours.
+        state["hours"] = {f: [] for f in self.features}
         return state
 
     def _stabilised(self, f: str, value: float) -> float:
@@ -690,6 +694,7 @@ class CalibratedDrift(CalibratedDetector):
             for t, v, _ in recent:
                 baseline.learn(datetime.fromtimestamp(t, tz=UTC), v, float(self.param("clip")))
             state["cusum"][f] = {c: dict(EMPTY_EXCURSION) for c in CHANNELS}
+            state["hours"][f] = []  # means of square roots: not comparable with the raw values
         return 2.0 * math.sqrt(value + 0.375) if state["counts"][f] else value
 
     def _shown(self, f: str, value: float) -> float:
@@ -760,6 +765,7 @@ class CalibratedDrift(CalibratedDetector):
             recent = state["recent"][f]
             recent.append((int(epoch_s), value, baseline.season(epoch_s)))
             del recent[:-segment_bars]
+            self._remember_hour(f, epoch_s, value)
             seasonal = baseline.seasonal
             baseline.learn(time, value, clip)
             if baseline.seasonal != seasonal:
@@ -897,6 +903,8 @@ class CalibratedDrift(CalibratedDetector):
         if self._recurring(feature, onset.timestamp(), channel, baseline.step_s):
             # The baseline follows a step of the daily or weekly cycle (re-anchored above).
             return None
+        if level_change and self._stepped_before(feature, onset.timestamp(), time.timestamp()):
+            return None
         if level_change and not baseline.seasonal and baseline.profiled:
             # The daily profile is learnt but not yet trusted: a move it predicts is the daily
             # cycle, not a drift (a real shift of the smallest size the CUSUM is set for remains).
@@ -932,6 +940,51 @@ class CalibratedDrift(CalibratedDetector):
         changes[:] = [(at, earlier) for at, earlier in changes if onset_s - at <= WEEK_S + DAY_S]
         changes.append((onset_s, direction))
         return recurring
+
+
+    def _remember_hour(self, feature: str, epoch_s: float, value: float) -> None:
+        hours = self.state.setdefault("hours", {}).setdefault(feature, [])  # (absent from older states)
+        hour = int(epoch_s // 3600)
+        if hours and hours[-1][0] == hour:
+            hours[-1][1] += value
+            hours[-1][2] += 1
+        elif not hours or hours[-1][0] < hour:
+            hours.append([hour, value, 1])
+            while hour - hours[0][0] > HOURS * 8 + STEP_HOURS:
+                del hours[0]
+
+    def _stepped_before(self, feature: str, onset_s: float, now_s: float) -> bool:
+        """Whether the level stepped as much, and clearly, at the same time of day a day or a week
+        earlier (hourly means over up to `STEP_HOURS` either side of the change).
+
+        Unlike `_recurring`, this needs no earlier finding: the first time a weekend came, its
+        step may have been too small or too early to alarm, and a cycle's step is seldom alike
+        enough to alarm twice. The test is on the hourly means less those of the earlier day: the
+        cycle is common to both and cancels, so what steps in the differences is new. It is the
+        cycle when the earlier step stands out from the differences' noise (which the cycle does
+        not swell), in the same direction, and the differences do not step: by less than their
+        noise allows and than half of the step now."""
+        means = {hour: total / bars for hour, total, bars in self.state.get("hours", {}).get(feature, [])}
+        start = round(onset_s / 3600)
+        after = max(1, min(STEP_HOURS, math.ceil(now_s / 3600) - start))
+        sides = (range(start - STEP_HOURS, start), range(start, start + after))
+        for period in (HOURS, HOURS * 7):
+            kept = [[h for h in side if h in means and h - period in means] for side in sides]
+            if len(kept[0]) + len(kept[1]) < 4 or not kept[0] or not kept[1]:
+                continue
+            now = [statistics.fmean(means[h] for h in side) for side in kept]
+            earlier = [statistics.fmean(means[h - period] for h in side) for side in kept]
+            step_now, step_earlier = now[1] - now[0], earlier[1] - earlier[0]
+            new = step_now - step_earlier
+            differences = [[means[h] - means[h - period] for h in side] for side in kept]
+            squares = sum((d - statistics.fmean(side)) ** 2 for side in differences for d in side)
+            spread = math.sqrt(squares / (len(kept[0]) + len(kept[1]) - 2))
+            standard_error = spread * math.sqrt(1 / len(kept[0]) + 1 / len(kept[1]))
+            # (One day's hourly means vary by the differences' spread over the square root of 2.)
+            if (step_earlier * step_now > 0 and abs(step_earlier) >= 3.0 * standard_error / math.sqrt(2)
+                    and abs(new) <= min(2.0 * standard_error, 0.5 * abs(step_now))):
+                return True
+        return False
 
 
 def _detrended(values: list[float]) -> list[float]:
