@@ -9,7 +9,8 @@ line.
 
 The machine is shared, so each is measured `REPEATS` times, the lander and its baseline
 alternately (a fresh consumer and empty tables each time): values are medians, the ratio is the
-median of the ratios of the pairs. Each pair, and CPU seconds per 100k events, go to stderr, as
+median of the ratios of the pairs. Each pair, CPU seconds per 100k events and the machine's load
+average (other work on the machine stretches both, the one using more CPU the more) go to stderr, as
 does `land_batch`'s CPU for payloads written by another publisher (keys not sorted).
 Prints JSON lines {"bench","value","unit","baseline","ratio"}.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -239,7 +241,8 @@ def main() -> None:
                     raise SystemExit(f"raw_events holds {stored} rows, expected {EVENTS}")
                 print(f"lander {land_s:.2f}s (CPU {per_100k(land_cpu_s):.2f}s per 100k events); "
                       f"baseline fetch {fetch_s:.2f}s + insert {insert_s:.2f}s "
-                      f"(CPU {per_100k(baseline_cpu_s):.2f}s per 100k); ratio {(fetch_s + insert_s) / land_s:.3f}",
+                      f"(CPU {per_100k(baseline_cpu_s):.2f}s per 100k); ratio {(fetch_s + insert_s) / land_s:.3f}; "
+                      f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
                       file=sys.stderr)
                 landings.append((land_s, fetch_s + insert_s))
         finally:

@@ -721,9 +721,8 @@ class Lander:
         window = timedelta(seconds=self.config.resend_window_s)
         # Grouped on the columns read: a group of whole rows copies every payload.
         for (source,), group in raw.select("source", "event_id", "timestamp").group_by("source"):
-            ids = group["event_id"].unique()
-            first: datetime = group["timestamp"].min()  # type: ignore[assignment]
-            last: datetime = group["timestamp"].max()  # type: ignore[assignment]
+            ids = group["event_id"]  # made distinct where looked up: `remember` makes the hashes so, cheaper
+            first, last = group.select(pl.col("timestamp").min(), pl.col("timestamp").max().alias("last")).row(0)
             start, end = first - window, last + window + timedelta(milliseconds=1)
             known = self._known_ids(source, start, end)
             if known is not None:  # only ids the memory may hold can have a stored version
@@ -734,7 +733,7 @@ class Lander:
                 if held.is_empty():
                     continue
                 ids = ids.filter(hashes.is_in(held.implode()))
-            where = [Filter("source", "=", source), Filter("event_id", "in", ids.to_list())]
+            where = [Filter("source", "=", source), Filter("event_id", "in", ids.unique().to_list())]
             stored_parts.append(self.store.select(
                 "raw_events", start=start, end=end, where=where, columns=[*RAW_COLUMNS, "landed_at"]))
         stored = pl.concat(stored_parts, how="vertical_relaxed") if stored_parts else pl.DataFrame()
@@ -926,8 +925,9 @@ class Lander:
         for source, n in batch.raw_events.group_by("source").len().iter_rows():
             EVENTS_LANDED.labels(source).inc(n)
             self.stats.by_source[source] = self.stats.by_source.get(source, 0) + n
-        for source, n in batch.dead_letters.group_by("source").len().iter_rows():
-            EVENTS_DEAD_LETTERED.labels(source).inc(n)
+        if batch.dead_lettered:
+            for source, n in batch.dead_letters.group_by("source").len().iter_rows():
+                EVENTS_DEAD_LETTERED.labels(source).inc(n)
 
     async def run(self, stop: asyncio.Event, until_idle: bool = False) -> LanderStats:
         """Land until `stop` is set (or, with `until_idle`, until nothing is pending).
