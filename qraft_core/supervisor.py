@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qraft_core.adapters.live import Backoff, sleep_or_stop
+from qraft_core.adapters.live import Backoff, StateNotSaved, sleep_or_stop
 from qraft_core.adapters.registry import build_adapter
 from qraft_core.audit import record_audit
 from qraft_core.bus.base import BusError, Publisher
@@ -192,7 +192,7 @@ class SourceSupervisor:
                     backoff.reset()  # it ran well for a while: this is a fresh failure
                 delay = backoff.next()
                 log.error("source %s failed (%s); restarting in %.2fs", name, entry.last_error, delay,
-                          exc_info=not isinstance(exc, (ConfigError, BusError)), extra={"source": name})
+                          exc_info=not isinstance(exc, (ConfigError, BusError, StateNotSaved)), extra={"source": name})
                 if await sleep_or_stop(entry.stop, delay):
                     break
                 continue
