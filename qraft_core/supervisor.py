@@ -251,10 +251,12 @@ class ProcessSupervisor:
         self.lock_file = log_dir / "supervisor.lock"
         self._lock: int | None = None
 
-    def _take_lock(self) -> None:
+    def take_lock(self) -> None:
         """One supervisor per log folder (one data directory): a second one would run a second lander
         and second sources on the same stream and files. The kernel drops the lock of a killed
-        supervisor, so a file left behind by one does not count."""
+        supervisor, so a file left behind by one does not count. Taken by `start` if not before."""
+        if self._lock is not None:
+            return
         try:
             self._lock = hold_lock(self.lock_file)
         except LockHeld as held:
@@ -271,7 +273,7 @@ class ProcessSupervisor:
         child.started_at, child.restart_at = time.monotonic(), None
 
     def start(self) -> None:
-        self._take_lock()
+        self.take_lock()
         for child in self.children.values():
             self._spawn(child)
 
