@@ -2,8 +2,10 @@
 
 import os
 import signal
+import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +17,10 @@ from tqdm import tqdm
 
 from qraft_cli import emit, main, point_dagster_at, runtime, services, validate_config
 from qraft_cli.evaluate import report_table
+from qraft_core.adapters.live import Backoff
+from qraft_core.bus.embedded import EmbeddedNats
+from qraft_core.config import ConfigError
+from qraft_core.redact import redact
 from qraft_core.runtime import Runtime, jvm_crash_env
 from qraft_core.services.demo import run_demo
 from qraft_core.supervisor import ProcessSupervisor
@@ -118,15 +124,72 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
-    supervisor.start()
-    click.echo(f"NATS {url}; logs in {rt.data_dir / 'logs'}/")
-    if not no_ui:
-        click.echo(f"Dagster UI: http://127.0.0.1:{rt.config.dagster.port}")
     try:
+        # Held first: a second `up` is told of the first, not of the ports the first one's children hold.
+        supervisor.take_lock()
+        if not no_ui:
+            check_ports_free(rt)
+        supervisor.start()
+        click.echo(f"NATS {redact(url)}; logs in {rt.data_dir / 'logs'}/")
+        if not no_ui:
+            click.echo(f"Dagster UI: http://127.0.0.1:{rt.config.dagster.port}")
+        revival = EmbeddedRevival(rt, embedded) if embedded is not None else None
         while not stopping.wait(0.5):
-            if embedded is not None and (revived := rt.revive_embedded_nats(embedded)):
-                click.echo(revived, err=True)
+            if revival is not None:
+                revival.check(lambda message: click.echo(message, err=True))
             supervisor.check(lambda message: click.echo(message, err=True))
     finally:
         supervisor.stop()
         rt.stop_owned_services()
+
+
+def check_ports_free(rt: Runtime) -> None:
+    """A ConfigError naming the port and its key when the API or the Dagster UI cannot listen: their
+    processes would fail at once and be restarted for ever, while `up` announced them."""
+    path = rt.config_path / "qraft.yaml"
+    for key, host, port in (("api.port", rt.config.api.host, rt.config.api.port),
+                            ("dagster.port", "127.0.0.1", rt.config.dagster.port)):
+        problem = bind_problem(host, port)
+        if problem is not None:
+            raise ConfigError(f"{path}: {key}: port {port} on {host} cannot be listened on ({problem}); "
+                              "stop the program holding it or choose another port")
+
+
+def bind_problem(host: str, port: int) -> str | None:
+    """Why a server could not listen on host:port, or None when it could (as the servers bind: reusing
+    an address whose connections are closing)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+class EmbeddedRevival:
+    """Restarts the embedded NATS server from `up`'s loop when it dies. A restart that fails (a full
+    disk, its port taken by another program) is reported in one line and tried again with backoff:
+    it never ends `up`, whose children wait for the server to come back."""
+
+    def __init__(self, rt: Runtime, server: EmbeddedNats, initial_s: float = 1.0, maximum_s: float = 60.0) -> None:
+        self.rt = rt
+        self.server = server
+        self.backoff = Backoff(initial_s, maximum_s)
+        self.due = 0.0
+
+    def check(self, report: Callable[[str], None]) -> None:
+        now = time.monotonic()
+        if now < self.due:
+            return
+        try:
+            revived = self.rt.revive_embedded_nats(self.server)
+        except Exception as exc:  # noqa: BLE001 - whatever stops a restart, `up` keeps running and retries
+            delay = self.backoff.next()
+            self.due = now + delay
+            report(f"could not restart the embedded nats-server: {redact(str(exc))}; trying again in {delay:.0f}s")
+            return
+        self.backoff.reset()
+        if revived:
+            report(revived)

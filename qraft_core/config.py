@@ -16,7 +16,15 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from qraft_core.events import MAX_RECORD_BYTES
 from qraft_core.plugins import PluginError, load_plugins
@@ -25,6 +33,7 @@ from qraft_core.registry import Registry
 
 CONFIG_DIR_ENV = "QRAFT_CONFIG_DIR"
 ENV_PREFIX = "QRAFT_"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ConfigError(ValueError):
@@ -42,6 +51,28 @@ SOURCE_CHECKS: Registry[Callable[[SourceConfig, str], object]] = Registry("sourc
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # Pydantic reads `true` as 1 in a number field: `interval_minutes: true` would be one minute.
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation in (int, float, int | None, float | None):
+                raise ValueError(f"expected a number, not {str(value).lower()}")
+        return value
+
+
+STORE_SCHEMES = ("chdb://", "http://", "https://")
+
+
+def _host_and_numeric_port(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError when not a number from 0 to 65535
+    except ValueError:
+        return False
+    return bool(parts.hostname)
+
 
 class StoreConfig(Strict):
     # Empty means the embedded default: chdb://<data_dir>/clickhouse
@@ -53,6 +84,16 @@ class StoreConfig(Strict):
     retention_days: dict[str, int] = Field(default_factory=dict)
     # Raw and clean rows of a source expire after that source's `retention_days` in sources.yaml.
     source_retention: bool = False
+
+    @field_validator("dsn")
+    @classmethod
+    def _store_scheme(cls, value: str) -> str:
+        if value and not value.startswith(STORE_SCHEMES):
+            raise ValueError("expected empty (the embedded store) or a DSN starting with chdb://, http:// or https://")
+        if value.startswith(("http://", "https://")) and not _host_and_numeric_port(value):
+            raise ValueError("expected a server URL with a host and an optional numeric port, "
+                             "e.g. http://clickhouse:8123")
+        return value
 
     @field_validator("retention_days")
     @classmethod
@@ -97,6 +138,48 @@ class NatsConfig(Strict):
             return ",".join(item.strip() for item in value)
         return value
 
+    @field_validator("url")
+    @classmethod
+    def _seed_shape(cls, value: str) -> str:
+        # The client would fail on these only when connecting, in every process `up` starts.
+        seeds = [seed.strip() for seed in value.split(",") if seed.strip()]
+        schemes = set()
+        for seed in seeds:
+            problem = _nats_url_problem(seed)
+            if problem:
+                raise ValueError(problem if len(seeds) == 1 else f"{redact(seed)}: {problem}")
+            schemes.add(seed.startswith(("ws://", "wss://")))
+        if len(schemes) > 1:
+            raise ValueError("expected seed URLs of one kind: all nats:// or tls://, or all ws:// or wss://")
+        return value
+
+
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+
+
+def _nats_url_problem(seed: str) -> str | None:
+    """What is wrong with one NATS server URL, or None.
+
+    >>> _nats_url_problem("nats://user:pw@:bad")
+    'expected a host name, e.g. nats://nats.example:4222'
+    >>> _nats_url_problem("nats://nats:42x2")
+    'expected a port number from 1 to 65535 after the host (got 42x2)'
+    >>> _nats_url_problem("nats.example:4222")
+    'expected a URL starting with nats://, tls://, ws:// or wss://'
+    """
+    try:
+        parts = urlsplit(seed)
+    except ValueError as exc:  # an unclosed [IPv6] bracket
+        return f"not a URL ({exc})"
+    if parts.scheme not in NATS_SCHEMES or not seed.startswith(f"{parts.scheme}://"):
+        return "expected a URL starting with nats://, tls://, ws:// or wss://"
+    if not parts.hostname:
+        return f"expected a host name, e.g. {parts.scheme}://nats.example:4222"
+    port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        return f"expected a port number from 1 to 65535 after the host (got {port})"
+    return None
+
 
 class PartitionsConfig(Strict):
     interval_minutes: int = Field(default=1, ge=1, le=1440)
@@ -112,6 +195,11 @@ class PartitionsConfig(Strict):
     # Runs one sensor tick may request; runs execute one at a time, so more only grows the queue.
     max_runs_per_tick: int = Field(default=10, ge=1)
 
+    @field_validator("end", mode="before")
+    @classmethod
+    def _empty_end_is_open(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("start", "end")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
@@ -119,10 +207,37 @@ class PartitionsConfig(Strict):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    @field_validator("interval_minutes")
+    @classmethod
+    def _schedulable(cls, value: int) -> int:
+        # Windows follow a cron schedule: minutes dividing the hour, or hours dividing the day.
+        if 60 % value and (value % 60 or 24 % (value // 60)):
+            raise ValueError("expected a divisor of 60 or a whole number of hours dividing 24")
+        return value
+
     @model_validator(mode="after")
     def _end_after_start(self) -> PartitionsConfig:
         if self.end is not None and self.end <= self.start:
             raise ValueError(f"end ({self.end.isoformat()}) must be after start ({self.start.isoformat()})")
+        return self
+
+    @model_validator(mode="after")
+    def _start_on_the_grid(self) -> PartitionsConfig:
+        # Dagster's windows begin at the first grid point at or after `start`, replays cut windows on
+        # the grid from 1970: a start between grid points would have every replayed window refused.
+        if (self.start - EPOCH) % self.interval:
+            floor = self.start - (self.start - EPOCH) % self.interval
+            raise ValueError(f"start ({self.start.isoformat()}) must lie on the grid of interval_minutes "
+                             f"({self.interval_minutes} min), e.g. {floor.isoformat()}")
+        return self
+
+    @model_validator(mode="after")
+    def _bounded_range_fits(self) -> PartitionsConfig:
+        # A fixed range is all partitions at once; an open one keeps only the newest `max_partitions`.
+        if self.end is not None and (windows := (self.end - self.start) // self.interval) > self.max_partitions:
+            raise ValueError(f"start..end holds {windows} windows of interval_minutes ({self.interval_minutes} min), "
+                             f"more than max_partitions ({self.max_partitions}): shorten the range, lengthen "
+                             "the windows or raise max_partitions")
         return self
 
     @property
@@ -279,6 +394,14 @@ class QraftConfig(Strict):
     explain: ExplainConfig = ExplainConfig()
     api: ApiConfig = ApiConfig()
     dagster: DagsterConfig = DagsterConfig()
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        # An empty path is the current folder: data would land wherever a command is run from.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("expected a folder path, not an empty string")
+        return value
 
     @field_validator("data_dir")
     @classmethod

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from qraft_core.adapters.live import Backoff
 from qraft_core.bus.base import StreamSettings
 from qraft_core.bus.embedded import EmbeddedNats
 from qraft_core.bus.nats_bus import NatsBus
@@ -130,13 +131,18 @@ class Runtime:
     async def keep_embedded_alive(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
         """Restart the embedded server whenever it dies; connected clients reconnect by themselves."""
         server = self.embedded_server()
+        # A restart that fails (a full disk, its port taken) is tried again less and less often.
+        retry = Backoff(every_s, 60.0)
         while server is not None and not stop.is_set():
+            wait_s = every_s
             try:
                 await asyncio.to_thread(self.revive_embedded_nats, server)
-            except Exception as exc:  # noqa: BLE001 - keep watching; the next round tries again
-                log.error("could not restart the embedded nats-server: %s", exc)
+                retry.reset()
+            except Exception as exc:  # noqa: BLE001 - keep watching; a later round tries again
+                wait_s = retry.next()
+                log.error("could not restart the embedded nats-server: %s; trying again in %.0fs", exc, wait_s)
             with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every_s)
+                await asyncio.wait_for(stop.wait(), wait_s)
 
     @asynccontextmanager
     async def bus_until_signal(self, stop: asyncio.Event) -> AsyncIterator[NatsBus]:

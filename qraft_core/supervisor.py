@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qraft_core.adapters.live import Backoff, sleep_or_stop
+from qraft_core.adapters.live import Backoff, StateNotSaved, sleep_or_stop
 from qraft_core.adapters.registry import build_adapter
 from qraft_core.audit import record_audit
 from qraft_core.bus.base import BusError, Publisher
@@ -192,7 +192,7 @@ class SourceSupervisor:
                     backoff.reset()  # it ran well for a while: this is a fresh failure
                 delay = backoff.next()
                 log.error("source %s failed (%s); restarting in %.2fs", name, entry.last_error, delay,
-                          exc_info=not isinstance(exc, (ConfigError, BusError)), extra={"source": name})
+                          exc_info=not isinstance(exc, (ConfigError, BusError, StateNotSaved)), extra={"source": name})
                 if await sleep_or_stop(entry.stop, delay):
                     break
                 continue
@@ -251,10 +251,12 @@ class ProcessSupervisor:
         self.lock_file = log_dir / "supervisor.lock"
         self._lock: int | None = None
 
-    def _take_lock(self) -> None:
+    def take_lock(self) -> None:
         """One supervisor per log folder (one data directory): a second one would run a second lander
         and second sources on the same stream and files. The kernel drops the lock of a killed
-        supervisor, so a file left behind by one does not count."""
+        supervisor, so a file left behind by one does not count. Taken by `start` if not before."""
+        if self._lock is not None:
+            return
         try:
             self._lock = hold_lock(self.lock_file)
         except LockHeld as held:
@@ -271,7 +273,7 @@ class ProcessSupervisor:
         child.started_at, child.restart_at = time.monotonic(), None
 
     def start(self) -> None:
-        self._take_lock()
+        self.take_lock()
         for child in self.children.values():
             self._spawn(child)
 

@@ -65,6 +65,15 @@ def process_alive(pid: int) -> bool:
         return True
 
 
+def _write(path: Path, text: str) -> None:
+    """`path` written, or an EmbeddedNatsError naming it: a write that fails (a full disk) says
+    nothing of the file it was writing to."""
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise EmbeddedNatsError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
+
+
 def _port_open(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
@@ -158,17 +167,25 @@ class EmbeddedNats:
     def _write_config(self) -> Path:
         config = self.directory / "nats-server.conf"
         store = json.dumps(str(self.directory / "jetstream"))
-        config.write_text(f"max_payload: {self.max_payload}\njetstream {{\n  store_dir: {store}\n}}\n")
+        _write(config, f"max_payload: {self.max_payload}\njetstream {{\n  store_dir: {store}\n}}\n")
         return config
+
+    def _port_taken(self) -> EmbeddedNatsError:
+        return EmbeddedNatsError(f"port {self.port} on 127.0.0.1 is taken by another program, so nats-server "
+                                 f"cannot listen on it; stop that program (see {self.log_file})")
 
     def _start(self, timeout_s: float = 15.0) -> EmbeddedNats:
         self.port = self.port or free_port()
+        # Something answering there is not this server: it would be taken for one started here.
+        if _port_open(self.port):
+            raise self._port_taken()
+        config = self._write_config()
         log = open(self.log_file, "ab")  # noqa: SIM115 - owned by the child
         self.log_offset = log.tell()
         self.process = subprocess.Popen(
             [
                 nats_server_binary(),
-                "-c", str(self._write_config()),
+                "-c", str(config),
                 "-a", "127.0.0.1",
                 "-p", str(self.port),
                 "--http_port", "0",
@@ -180,16 +197,22 @@ class EmbeddedNats:
         )
         self.pid = self.process.pid
         deadline = time.monotonic() + timeout_s
-        while not _port_open(self.port):
+        while True:
             if self.process.poll() is not None:
-                raise EmbeddedNatsError(
-                    f"nats-server exited with {self.process.returncode}; see {self.directory / 'nats-server.log'}"
-                )
+                if _port_open(self.port):  # taken between the check above and the server's start
+                    raise self._port_taken()
+                raise EmbeddedNatsError(f"nats-server exited with {self.process.returncode}; see {self.log_file}")
+            if _port_open(self.port):
+                break
             if time.monotonic() > deadline:
                 self.stop()
                 raise EmbeddedNatsError(f"nats-server did not listen on port {self.port} in {timeout_s}s")
             time.sleep(0.05)
-        self.state_file.write_text(json.dumps({"pid": self.pid, "port": self.port}))
+        try:
+            _write(self.state_file, json.dumps({"pid": self.pid, "port": self.port}))
+        except EmbeddedNatsError:
+            self.stop()  # a server no other process can find would hold the port the next start needs
+            raise
         return self
 
     def stop(self) -> None:

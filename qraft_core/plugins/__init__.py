@@ -22,7 +22,7 @@ _loaded: set[str] = set()
 
 
 class PluginError(ImportError):
-    """A configured plugin cannot be imported."""
+    """A configured plugin cannot be imported, or failed while registering."""
 
 
 def load_plugins(names: Iterable[str] = ()) -> list[str]:
@@ -40,4 +40,7 @@ def load_plugins(names: Iterable[str] = ()) -> list[str]:
         except ImportError as exc:
             _loaded.discard(name)
             raise PluginError(f"plugin {name!r} cannot be imported: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - a plugin's own code may raise anything while it registers
+            _loaded.discard(name)
+            raise PluginError(f"plugin {name!r} failed while loading: {type(exc).__name__}: {exc}") from exc
     return sorted(_loaded)

@@ -13,6 +13,7 @@ import yaml
 
 from qraft_core import supervisor as supervisor_module
 from qraft_core.adapters.base import AdapterStats
+from qraft_core.adapters.live import StateNotSaved
 from qraft_core.bus.fake import MemoryBus
 from qraft_core.config import SourceConfig
 from qraft_core.supervisor import SourceSupervisor
@@ -53,7 +54,14 @@ class Publishing:
         return AdapterStats()
 
 
-KINDS = {"steady": Steady, "crashing": Crashing, "deaf": Deaf, "publishing": Publishing}
+class Unsaved:
+    """Its position cannot be written (a full disk)."""
+
+    async def run(self, publisher: Any, stop: asyncio.Event) -> AdapterStats:
+        raise StateNotSaved("/data/state/unsaved.cursor.json: state cannot be written (No space left on device)")
+
+
+KINDS = {"steady": Steady, "crashing": Crashing, "deaf": Deaf, "publishing": Publishing, "unsaved": Unsaved}
 
 
 def sources(*names: str) -> str:
@@ -102,6 +110,29 @@ def test_crashing_hanging_and_publish_failing_sources_never_touch_the_steady_one
     assert status["publishing"]["last_error"] == "ConnectionError: bus is down"
     assert Steady.runs == 1
     assert supervisor.running == {}
+
+
+def test_a_position_that_cannot_be_saved_is_logged_in_one_line_at_every_restart(tmp_path: Path, caplog: Any) -> None:
+    (tmp_path / "sources.yaml").write_text(sources("unsaved"))
+    supervisor = SourceSupervisor(tmp_path, tmp_path / "state", MemoryBus(), poll_s=0.01,
+                                  restart_initial_s=0.01, restart_max_s=0.02)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(supervisor.run(stop))
+        await until(lambda: "unsaved" in supervisor.running and supervisor.running["unsaved"].restarts >= 2,
+                    "the source to be restarted")
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    with caplog.at_level("ERROR", logger="qraft_core.supervisor"):
+        asyncio.run(scenario())
+    failures = [record for record in caplog.records if record.getMessage().startswith("source unsaved failed")]
+    assert len(failures) >= 2
+    assert not any(record.exc_info for record in failures)
+    assert failures[0].getMessage().startswith(
+        "source unsaved failed (StateNotSaved: /data/state/unsaved.cursor.json: state cannot be written "
+        "(No space left on device)); restarting in ")
 
 
 @pytest.mark.parametrize(("damage", "expected"), [
