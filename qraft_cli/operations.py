@@ -6,6 +6,7 @@ from typing import Any
 import click
 
 from qraft_cli import emit, main, runtime
+from qraft_core.redact import redact
 from qraft_core.runtime import Runtime
 from qraft_core.services.pipeline import reset_consumer
 
@@ -20,7 +21,7 @@ async def bus_status(rt: Runtime) -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - no consumer yet: nothing has been landed
             lag = None
         return {
-            "servers": bus.servers, "clustered": bus.clustered, "stream": config.name,
+            "servers": [redact(server) for server in bus.servers], "clustered": bus.clustered, "stream": config.name,
             "replicas": config.num_replicas, "max_age_s": config.max_age, "max_bytes": config.max_bytes,
             "max_msg_bytes": config.max_msg_size, "message_limit": bus.message_limit,
             "messages": await bus.stream_messages(), "consumer": durable, "consumer_lag": lag,

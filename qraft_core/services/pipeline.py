@@ -19,6 +19,7 @@ from typing import Any
 from qraft_core.adapters.registry import build_adapter
 from qraft_core.config import ConfigError
 from qraft_core.lander import Lander, LanderStats
+from qraft_core.redact import redact
 from qraft_core.runtime import Runtime
 from qraft_core.services.ports import Bus, PipelineRunner, WindowRuns
 from qraft_core.store.base import Filter
@@ -167,7 +168,7 @@ class PipelineService:
         self.require_runner()
         stop = asyncio.Event()
         try:
-            where = "the bus" if self.bus is not None else f"NATS ({self.rt.nats_url(start=True)})"
+            where = "the bus" if self.bus is not None else f"NATS ({redact(self.rt.nats_url(start=True))})"
             echo(f"1/3 publishing the file sources to {where} …")
             published = asyncio.run(publish_sources(self.rt, echo, self.bus))
             echo("2/3 landing events from the bus into the store …")
