@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import math
 import re
 import uuid
@@ -109,15 +110,48 @@ def _decode_cursor(stored: dict[str, Any]) -> Any:
     return value
 
 
+_AS_TEXT = (uuid.UUID, ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network,
+            ipaddress.IPv6Network, ipaddress.IPv4Interface, ipaddress.IPv6Interface)
+
+
+def _is_range(value: Any) -> bool:
+    """A range (psycopg's `Range`, PostgreSQL int4range, tstzrange, ...), known by its shape."""
+    return all(hasattr(value, name) for name in ("lower", "upper", "bounds", "isempty"))
+
+
 def json_value(value: Any) -> Any:
-    """A column value as JSON can carry it."""
+    """A column value as JSON can carry it, inside arrays too.
+
+    >>> json_value([uuid.UUID(int=1), ipaddress.ip_network("10.0.0.0/8")])
+    ['00000000-0000-0000-0000-000000000001', '10.0.0.0/8']
+    >>> json_value(Decimal("12.50")), json_value(Decimal("12345678901234567.8912")), json_value(Decimal("1e400"))
+    (12.5, '12345678901234567.8912', '1E+400')
+    """
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, Decimal):
-        return float(value)
+        return _decimal(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode()
+    if isinstance(value, _AS_TEXT):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [json_value(item) for item in value]
+    if _is_range(value):
+        if value.isempty:
+            return {"lower": None, "upper": None, "bounds": "empty"}
+        return {"lower": json_value(value.lower), "upper": json_value(value.upper), "bounds": value.bounds}
     return value
+
+
+def _decimal(value: Decimal) -> float | str:
+    """A number when a float holds it exactly, else its text (NaN and infinity stay floats, to be refused)."""
+    if not value.is_finite():
+        return float(value)
+    as_float = float(value)
+    if math.isfinite(as_float) and Decimal(repr(as_float)) == value:
+        return as_float
+    return str(value)
 
 
 @register_adapter

@@ -271,3 +271,33 @@ def test_postgres_going_away_dropping_the_table_and_a_column_is_retried_and_noth
     finally:
         proxy.down()
     assert outcome(bus)[1] == []
+
+
+def test_postgres_uuid_addresses_ranges_and_exact_numerics_become_json(pg_database, tmp_path):
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{pg_database}"
+    execute(url, "CREATE TABLE t (id serial PRIMARY KEY, u uuid, us uuid[], ip inet, net cidr, r int4range, "
+                 "tr tstzrange, e int4range, big numeric(30, 4), huge numeric, small numeric, at bigint)",
+            "INSERT INTO t (u, us, ip, net, r, tr, e, big, huge, small, at) VALUES ("
+            "'00000000-0000-0000-0000-000000000001', ARRAY['00000000-0000-0000-0000-000000000002'::uuid], "
+            "'10.0.0.1', '10.0.0.0/8', '[1,5)', '[2026-01-05 00:00:00+00,)', 'empty', "
+            f"12345678901234567.8912, 1e400, 12.50, {T})")
+    events, letters, stats = poll_once(url, tmp_path, table="t")
+    assert (letters, stats.errors) == ([], 0)
+    assert [e["payload"] for e in events] == [{
+        "id": 1, "u": "00000000-0000-0000-0000-000000000001", "us": ["00000000-0000-0000-0000-000000000002"],
+        "ip": "10.0.0.1", "net": "10.0.0.0/8", "r": {"lower": 1, "upper": 5, "bounds": "[)"},
+        "tr": {"lower": "2026-01-05T00:00:00+00:00", "upper": None, "bounds": "[)"},
+        "e": {"lower": None, "upper": None, "bounds": "empty"},
+        "big": "12345678901234567.8912", "huge": "1" + "0" * 400, "small": 12.5, "at": T}]
+
+
+def test_postgres_a_uuid_key_names_the_events(pg_database, tmp_path):
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{pg_database}"
+    execute(url, "CREATE TABLE t (id uuid PRIMARY KEY, seq bigserial, at bigint)",
+            f"INSERT INTO t (id, at) VALUES ('00000000-0000-0000-0000-00000000000a', {T}), "
+            f"('00000000-0000-0000-0000-00000000000b', {T})")
+    events, letters, _ = poll_once(url, tmp_path, table="t", cursor_column="seq", key_column="id")
+    assert letters == []
+    assert [e["payload"]["id"] for e in events] == ["00000000-0000-0000-0000-00000000000a",
+                                                    "00000000-0000-0000-0000-00000000000b"]
+    assert len({e["event_id"] for e in events}) == 2
