@@ -137,3 +137,44 @@ def test_sqlite_id_cursor_and_bad_rows_become_dead_letters(tmp_path: Path) -> No
     saved = json.loads((tmp_path / "ticks.cursor.json").read_text())
     assert saved["cursor"] == [{"kind": "plain", "value": 4}]
     engine.dispose()
+
+
+@pytest.mark.parametrize(("endpoint", "problem"), [
+    ("postgresql+psycopg://u@127.0.0.1:abc/x", "expected a SQLAlchemy URL such as postgresql+psycopg://user@host/db "
+                                               "(invalid literal for int() with base 10: 'abc')"),
+    ("postgresqlx://u@127.0.0.1/x", "expected a SQLAlchemy URL such as postgresql+psycopg://user@host/db "
+                                    "(unknown database dialect 'postgresqlx')"),
+    ("mysql://u@h/db", "the driver of 'mysql' needs the Python module MySQLdb, which is not installed"),
+    ("mssql+pyodbc://u@h/db", "the driver of 'mssql+pyodbc' needs the Python module pyodbc, which is not installed"),
+])
+def test_an_endpoint_that_cannot_run_is_a_config_error_naming_the_key(endpoint: str, problem: str) -> None:
+    from qraft_core.adapters.registry import validate_source
+    from qraft_core.config import ConfigError
+
+    config = SourceConfig(name="db", type="database", endpoint=endpoint, options={"table": "t"})
+    with pytest.raises(ConfigError) as caught:
+        validate_source(config, "sources.yaml: source db")
+    assert str(caught.value) == f"sources.yaml: source db.endpoint: {problem}"
+
+
+def test_placeholders_anywhere_in_the_endpoint_pass_validation() -> None:
+    from qraft_core.adapters.registry import validate_source
+
+    config = SourceConfig(name="db", type="database", endpoint="postgresql+psycopg://{user}:{pw}@db:{port}/x",
+                          credentials={"user": "DB_USER", "pw": "DB_PW", "port": "DB_PORT"}, options={"table": "t"})
+    assert validate_source(config, "sources.yaml: source db").table == "t"  # type: ignore[attr-defined]
+
+
+def test_a_filled_in_port_that_is_not_a_number_is_a_config_error_that_does_not_quote_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qraft_core.config import ConfigError
+
+    monkeypatch.setenv("DB_PORT", "S3cret")
+    config = SourceConfig(name="db", type="database", endpoint="postgresql+psycopg://u@127.0.0.1:{port}/x",
+                          credentials={"port": "DB_PORT"}, options={"table": "t"})
+    with pytest.raises(ConfigError) as caught:
+        asyncio.run(build_adapter(config, tmp_path).run(MemoryBus(), asyncio.Event()))
+    assert str(caught.value) == (
+        "source db: endpoint: expected a SQLAlchemy URL such as postgresql+psycopg://user@host/db (a part of the "
+        "URL is not valid, such as a port that is not a number)")
