@@ -278,19 +278,24 @@ def reached_spans(text: str, steps: tuple[Step, ...]) -> list[Span]:
     return spans
 
 
-def record_texts(text: str, spans: list[Span]) -> Iterator[str]:
-    """The text of each record: the elements of a list reached, or the value reached itself.
+def record_texts(text: str, spans: list[Span], spread: bool = False) -> Iterator[str]:
+    """The text of each record: the elements of a list reached, or the value reached itself. With
+    `spread`, what is reached are the members of `spans` (a path ending in `[*]`): they are found one
+    by one as they are read, so a page of millions of records is never held as a list of them.
 
     >>> text = '[{"v": 1}, 99e999999, {"v": [[[]]]}]'
     >>> list(record_texts(text, [(0, len(text))]))
     ['{"v": 1}', '99e999999', '{"v": [[[]]]}']
+    >>> list(record_texts(text, [(0, len(text))], spread=True))
+    ['{"v": 1}', '99e999999', '{"v": [[[]]]}']
     """
-    for start, end in spans:
-        if text[start] == "[":
-            for _, (element_start, element_end) in _members(text, (start, end)):
-                yield text[element_start:element_end]
-        else:
-            yield text[start:end]
+    for span in spans:
+        for start, end in (value for _, value in _members(text, span)) if spread else [span]:
+            if text[start] == "[":
+                for _, (element_start, element_end) in _members(text, (start, end)):
+                    yield text[element_start:element_end]
+            else:
+                yield text[start:end]
 
 
 @dataclass(frozen=True)
@@ -558,17 +563,19 @@ class RestAdapter(LiveAdapter):
     def _records_one_by_one(self, body: bytes) -> Iterator[Any] | None:
         """The records of a page JSON cannot read as a whole, each read alone; None when the page is
         not shaped as JSON or the path reaches nothing in it (the page is then one dead letter)."""
+        steps = self.records_path
+        spread = bool(steps) and steps[-1] is None
         try:
             text = body.decode("utf-8-sig")
-            spans = reached_spans(text, self.records_path)
+            spans = reached_spans(text, steps[:-1] if spread else steps)
         except ValueError:
             return None
-        return self._read_each(text, spans) if spans else None
+        return self._read_each(text, spans, spread) if spans else None
 
     @staticmethod
-    def _read_each(text: str, spans: list[Span]) -> Iterator[Any]:
+    def _read_each(text: str, spans: list[Span], spread: bool) -> Iterator[Any]:
         try:
-            for record_text in record_texts(text, spans):
+            for record_text in record_texts(text, spans, spread):
                 try:
                     yield json.loads(record_text)
                 except RecursionError:
