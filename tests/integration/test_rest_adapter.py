@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from qraft_core.adapters.registry import build_adapter
+from qraft_core.adapters.registry import build_adapter, validate_source
 from qraft_core.bus.fake import MemoryBus
-from qraft_core.adapters.registry import validate_source
 from qraft_core.config import ConfigError, SourceConfig
 
 
@@ -231,3 +230,17 @@ def test_config_validate_refuses_an_endpoint_that_is_not_a_usable_url(kind, endp
 def test_config_validate_accepts_urls_with_placeholders_and_ipv6_hosts(kind, endpoint):
     source = SourceConfig(name="r", type=kind, endpoint=endpoint, credentials={"token": "T"})
     validate_source(source, "sources.yaml: sources[0]")
+
+
+def test_a_secret_echoed_by_the_server_is_masked_in_the_warning(
+    http_server: tuple[str, list[Scripted]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, holder = http_server
+    scripted = Scripted([(401, {}, b'unknown key "k-SECRET\\\\999" (k-SECRET\\999)', 0.0)])
+    holder.append(scripted)
+    monkeypatch.setenv("QRAFT_TEST_QUOTES_TOKEN", "k-SECRET\\999")
+    with caplog.at_level(logging.WARNING):
+        stats = asyncio.run(run_until(build_adapter(rest_source(url), tmp_path), MemoryBus(), scripted, requests=1))
+    assert stats.errors == 1
+    assert [r.getMessage() for r in caplog.records] == ['source quotes: HTTP 401: unknown key "***" (***); not retried']
