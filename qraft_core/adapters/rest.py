@@ -13,6 +13,8 @@ nesting too deep) is its own dead letter: the page is then split into its
 records' texts and each is read alone, so the good records of the page are
 published. One response keeps at most `MAX_LETTERS_PER_RESPONSE` dead letters
 and one more that counts the rest, published in messages of many letters.
+`{placeholder}`s in the strings of `params` and `body` are filled from the
+source's credentials, as those of the endpoint and headers are.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ jitter when the server closes, stalls or drops the connection, and publishes
 a `source_gap` event when a reconnect may have lost trades (the next trade id
 of a symbol is not the one after the last seen). Duplicate or out-of-order
 trades keep their stable ids, so the bus and `raw_events` drop the copies.
+Only a frame that answers a SUBSCRIBE request of this source (its id, and
+nothing but `result` or `error` besides) is taken as a reply; any other frame
+is a record. The ids are tracked per key (`s`) for at most `MAX_TRACKED_KEYS`
+keys, a long key by its hash.
 """
 
 from __future__ import annotations
