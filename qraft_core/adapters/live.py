@@ -3,6 +3,9 @@
 Secrets come only from environment variables named in a source's
 `credentials` ({placeholder: VARIABLE}); `{placeholder}` in the endpoint or a
 header value is replaced by the variable's value when the adapter starts.
+Whitespace around a value is dropped (secret files often end in a newline); a
+value that still holds a control character cannot go into a header and is a
+configuration error naming the credential, never its value.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -40,6 +43,10 @@ log = logging.getLogger(__name__)
 LIVE_VERSION = "qraft-live/1"
 GAP_EVENT_TYPE = "source_gap"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Shorter secrets are not masked in log lines: they would mask ordinary words.
+_MIN_MASKED_SECRET = 6
+# What HTTP and websocket clients refuse in a header value (they log the value when they do).
+_NOT_IN_HEADER = re.compile(r"[^\x20-\x7e\t]")
 
 
 class LiveOptions(GenericOptions):
@@ -76,6 +83,8 @@ def resolve_credentials(source: SourceConfig, environ: Mapping[str, str] | None 
     >>> src = SourceConfig(name="s", type="rest", credentials={"token": "DOC_TOKEN"})
     >>> resolve_credentials(src, {"DOC_TOKEN": "abc"})
     {'token': 'abc'}
+    >>> resolve_credentials(src, {"DOC_TOKEN": " abc\\n"})
+    {'token': 'abc'}
     >>> resolve_credentials(src, {})
     Traceback (most recent call last):
     ...
@@ -88,8 +97,59 @@ def resolve_credentials(source: SourceConfig, environ: Mapping[str, str] | None 
             raise ConfigError(
                 f"source {source.name}: credentials.{key}: environment variable {variable} is not set"
             )
-        values[key] = env[variable]
+        # Secret files (Kubernetes, Docker) usually end in a newline that is no part of the secret.
+        values[key] = env[variable].strip()
     return values
+
+
+def check_url(endpoint: str, where: str, expected: str) -> None:
+    """A ConfigError naming `where` unless `endpoint` has a scheme, a host and a port in 1-65535;
+    `{placeholder}`s count as one word (their secrets are not read at validation time).
+
+    >>> check_url("wss://stream.example.com:9443/ws/{key}", "endpoint", "a ws:// URL")
+    >>> check_url("http://127.0.0.1:99999/feed", "endpoint", "an http:// URL")
+    Traceback (most recent call last):
+    ...
+    qraft_core.config.ConfigError: endpoint: expected an http:// URL with a port in 1-65535 (got 'http://127.0.0.1:99999/feed')
+    >>> check_url("http://[::1/feed", "endpoint", "an http:// URL")
+    Traceback (most recent call last):
+    ...
+    qraft_core.config.ConfigError: endpoint: expected an http:// URL (Invalid IPv6 URL; got 'http://[::1/feed')
+    """
+    shape = _PLACEHOLDER.sub("x", endpoint)
+    try:
+        parts = urlsplit(shape)
+        port = parts.port
+    except ValueError as exc:
+        if "port" in str(exc).lower():
+            raise ConfigError(f"{where}: expected {expected} with a port in 1-65535 (got {endpoint!r})") from None
+        raise ConfigError(f"{where}: expected {expected} ({exc}; got {endpoint!r})") from None
+    if not parts.hostname or re.search(r"[\s\x00-\x1f\x7f]", parts.netloc):
+        raise ConfigError(f"{where}: expected {expected} with a host name (got {endpoint!r})")
+    if port == 0:
+        raise ConfigError(f"{where}: expected {expected} with a port in 1-65535 (got {endpoint!r})")
+
+
+def secret_forms(secrets: Mapping[str, str]) -> list[str]:
+    """The texts a secret can take in a log line, longest first: itself and its escaped forms (an
+    error message quoting it as `'...'` or `b'...'` shows a backslash as two, a newline as `\\n`).
+
+    >>> secret_forms({"k": "a\\tb-cd-ef"})
+    ['a\\\\tb-cd-ef', 'a\\tb-cd-ef']
+    """
+    forms = set()
+    for value in secrets.values():
+        if len(value) >= _MIN_MASKED_SECRET:
+            forms.update({value, repr(value)[1:-1], repr(value.encode("utf-8", "surrogatepass"))[2:-1]})
+    return sorted(forms, key=len, reverse=True)
+
+
+def check_header_value(value: str, where: str) -> None:
+    """A ConfigError naming `where` when `value` holds what a header cannot (a control or non-ASCII
+    character); the value itself is not shown, as it may be a secret."""
+    if _NOT_IN_HEADER.search(value):
+        raise ConfigError(f"{where}: expected printable ASCII for a header value "
+                          "(it holds a control or non-ASCII character)")
 
 
 def fill_placeholders(text: str, secrets: Mapping[str, str], where: str, url_quote: bool = False) -> str:
@@ -265,8 +325,11 @@ class LiveAdapter(RecordAdapter):
             raise ConfigError(f"{where}.endpoint: expected {cls.endpoint_expected} (got {source.endpoint!r})")
         declared = dict.fromkeys(source.credentials, "")
         fill_placeholders(endpoint, declared, f"{where}.endpoint")
+        if cls.endpoint_prefixes:
+            check_url(endpoint, f"{where}.endpoint", cls.endpoint_expected)
         for name, value in getattr(options, "headers", {}).items():
-            fill_placeholders(value, declared, f"{where}.options.headers.{name}")
+            check_header_value(fill_placeholders(value, declared, f"{where}.options.headers.{name}"),
+                               f"{where}.options.headers.{name}")
 
     def __init__(self, source: SourceConfig, options: BaseModel, state_dir: Path) -> None:
         super().__init__(source, options, state_dir)
@@ -275,12 +338,16 @@ class LiveAdapter(RecordAdapter):
             source.endpoint, self.secrets, f"source {source.name}: endpoint", url_quote=True
         )
         declared = self.options.headers if isinstance(self.options, NetworkOptions) else {}
-        self.headers = {
-            name: fill_placeholders(value, self.secrets, f"source {source.name}: options.headers.{name}")
-            for name, value in declared.items()
-        }
+        self.headers = {}
+        for name, value in declared.items():
+            where = f"source {source.name}: options.headers.{name}"
+            for key in _PLACEHOLDER.findall(value):
+                check_header_value(self.secrets.get(key, ""), f"source {source.name}: credentials.{key}")
+            self.headers[name] = fill_placeholders(value, self.secrets, where)
         self.reconnects = 0
         self.log_fields = {"source": source.name, "source_type": self.type_name}
+        # This source's secrets are masked in what it logs, whatever their variables are named.
+        self.secret_forms = secret_forms(self.secrets)
 
     async def publish(
         self, publisher: Publisher, batch: list[StandardEvent], failures: list[tuple[str, bytes]]
@@ -298,12 +365,21 @@ class LiveAdapter(RecordAdapter):
         """Count and log one error of `kind` (connect, http, query, parse, ...)."""
         self.stats.errors += 1
         ADAPTER_ERRORS.labels(self.source.name, kind).inc()
-        log.warning("source %s: " + message, self.source.name, *args,
+        log.warning("source %s: " + message, self.source.name, *map(self.masked, args),
                     extra={**self.log_fields, "error_kind": kind})
+
+    def masked(self, value: Any) -> Any:
+        """`value` as text with this source's secrets masked; numbers stay numbers (for `%d`)."""
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        text = str(value)
+        for form in self.secret_forms:
+            text = text.replace(form, "***")
+        return text
 
     def reconnected(self, delay: float, reason: str) -> None:
         self.reconnects += 1
         self.stats.extra["reconnects"] = self.reconnects
         ADAPTER_RECONNECTS.labels(self.source.name).inc()
-        log.info("source %s: reconnecting in %.2fs (%s)", self.source.name, delay, reason,
+        log.info("source %s: reconnecting in %.2fs (%s)", self.source.name, delay, self.masked(reason),
                  extra={**self.log_fields, "reconnects": self.reconnects, "delay_s": delay})

@@ -5,14 +5,20 @@ jitter when the server closes, stalls or drops the connection, and publishes
 a `source_gap` event when a reconnect may have lost trades (the next trade id
 of a symbol is not the one after the last seen). Duplicate or out-of-order
 trades keep their stable ids, so the bus and `raw_events` drop the copies.
+Only a frame that answers a SUBSCRIBE request of this source (its id, and
+nothing but `result` or `error` besides) is taken as a reply; any other frame
+is a record. The ids are tracked per key (`s`) for at most `MAX_TRACKED_KEYS`
+keys, a long key by its hash.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -105,9 +111,29 @@ class WebSocketOptions(NetworkOptions):
     compression: bool = False
 
 
-def _is_control(record: Mapping[str, Any]) -> bool:
-    """Replies to SUBSCRIBE and errors: {"result": null, "id": 1} or {"error": {...}, "id": 1}."""
-    return "id" in record and ("result" in record or "error" in record) and "e" not in record
+# All a reply to a SUBSCRIBE request holds.
+_REPLY_KEYS = frozenset({"id", "result", "error"})
+# The newest SUBSCRIBE request ids whose replies are still awaited (one request per connection).
+_AWAITED_REPLIES = 16
+# Per-key sequence tracking: keys longer than this are kept as their hash, and at most
+# `MAX_TRACKED_KEYS` keys are kept (the least recently seen are forgotten first), so records
+# with ever new or huge `s` values cannot grow the memory.
+MAX_TRACKED_KEY_CHARS = 128
+MAX_TRACKED_KEYS = 10_000
+
+
+def tracked_key(value: Any) -> str:
+    """The key a symbol is tracked under: its text, or the hash of a long one.
+
+    >>> tracked_key("BTCUSDT")
+    'BTCUSDT'
+    >>> tracked_key("x" * 200)[:7], len(tracked_key("x" * 200))
+    ('sha256:', 71)
+    """
+    text = str(value)
+    if len(text) <= MAX_TRACKED_KEY_CHARS:
+        return text
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class StreamStalled(Exception):
@@ -141,14 +167,16 @@ class WebSocketAdapter(LiveAdapter):
         self._failures: list[tuple[str, bytes]] = []
         self._batch_started = 0.0
         self._last_message = 0.0
-        # Per symbol: (event time, sequential id) of the newest event seen.
-        self._last_seen: dict[str, tuple[datetime, Any]] = {}
+        # Per symbol: (event time, sequential id) of the newest event seen; least recently seen first.
+        self._last_seen: OrderedDict[str, tuple[datetime, Any]] = OrderedDict()
         # Symbols whose first new event after a reconnect still has to be checked for a gap.
         self._gap_check: set[str] = set()
         self._disconnect_reason = ""
         self._last_disconnect = ""
         self._stalled = False
         self._subscribe_id = 0
+        # Ids of the SUBSCRIBE requests sent and not yet answered: only a frame answering one is a reply.
+        self._awaited_replies: set[int] = set()
 
     def subscription(self) -> list[str]:
         """The stream names the SUBSCRIBE message asks for."""
@@ -159,6 +187,16 @@ class WebSocketAdapter(LiveAdapter):
         else:
             kind = _BINANCE_STREAMS.get(self.source.parser, ("trade", ""))[0]
         return [f"{symbol.lower()}@{kind}" for symbol in self.options.symbols]
+
+    def subscribe_request(self) -> str | None:
+        """The SUBSCRIBE message of a new connection (None without streams); its id is awaited as a reply."""
+        streams = self.subscription()
+        if not streams:
+            return None
+        self._subscribe_id += 1
+        self._awaited_replies.add(self._subscribe_id)
+        self._awaited_replies.discard(self._subscribe_id - _AWAITED_REPLIES)
+        return json.dumps({"method": "SUBSCRIBE", "params": streams, "id": self._subscribe_id})
 
     async def run(self, publisher: Publisher, stop: asyncio.Event) -> AdapterStats:
         while not stop.is_set():
@@ -207,11 +245,8 @@ class WebSocketAdapter(LiveAdapter):
             self._disconnect_reason = ""
             self._stalled = False
             self._last_message = time.monotonic()
-            streams = self.subscription()
-            if streams:
-                self._subscribe_id += 1
-                request = {"method": "SUBSCRIBE", "params": streams, "id": self._subscribe_id}
-                await ws.send(json.dumps(request))
+            if (request := self.subscribe_request()) is not None:
+                await ws.send(request)
             session_over = asyncio.Event()
             watcher = asyncio.create_task(self._watch(ws, publisher, stop, session_over))
             try:
@@ -264,7 +299,7 @@ class WebSocketAdapter(LiveAdapter):
         if record is None:
             self._fail(f"frame {error}", raw)
             return True
-        if _is_control(record):
+        if self._is_reply(record):
             if record.get("error"):
                 self.error("subscribe", "server replied with an error: %s", record["error"])
             return False
@@ -275,6 +310,17 @@ class WebSocketAdapter(LiveAdapter):
             return True
         self._check_sequence(event)
         self._add(event)
+        return True
+
+    def _is_reply(self, record: Mapping[str, Any]) -> bool:
+        """A reply to a SUBSCRIBE request this source sent: {"result": null, "id": 1} or {"error": {...},
+        "id": 1}, nothing else in it. A record that only looks like one (an id and a result or error
+        field among its fields, or an id the source never sent) is a record."""
+        request_id = record.get("id")
+        if (type(request_id) is not int or request_id not in self._awaited_replies
+                or not ("result" in record or "error" in record) or not record.keys() <= _REPLY_KEYS):
+            return False
+        self._awaited_replies.discard(request_id)
         return True
 
     def to_event(self, record: Mapping[str, Any], raw: bytes) -> StandardEvent:
@@ -305,12 +351,16 @@ class WebSocketAdapter(LiveAdapter):
         self._gap_check = set(self._last_seen)
 
     def _check_sequence(self, event: StandardEvent) -> None:
-        key = str(event.payload.get("s", ""))
+        key = tracked_key(event.payload.get("s", ""))
         seq = event.payload.get(self.sequence_key, event.event_id) if self.sequence_key else event.event_id
         previous = self._last_seen.get(key)
         if previous is None:
             self._last_seen[key] = (event.timestamp, seq)
+            if len(self._last_seen) > MAX_TRACKED_KEYS:
+                forgotten, _ = self._last_seen.popitem(last=False)
+                self._gap_check.discard(forgotten)
             return
+        self._last_seen.move_to_end(key)
         comparable = isinstance(seq, int) and isinstance(previous[1], int)
         if comparable and seq <= previous[1]:
             return  # a duplicate or late trade: its stable id lets the store drop or place it

@@ -105,13 +105,14 @@ def serve() -> Iterator[Callable[[list[Answer]], tuple[str, Server]]]:
         server.server_close()
 
 
-def poll(url: str, scripted: Server, tmp_path: Path, requests: int, **options: Any) -> tuple[Any, list, list]:
+def poll(url: str, scripted: Server, tmp_path: Path, requests: int, bus: MemoryBus | None = None,
+         **options: Any) -> tuple[Any, list, list]:
     source = SourceConfig(name="r", type="rest", endpoint=url, options={
         "interval_s": 0.01, "records": "$.data[*]", "timeout_s": 1.0, "max_retries": 1,
         "backoff_initial_s": 0.01, "backoff_max_s": 0.02, "id_field": "id", "time_field": "ts",
         "conditional": False, **options})
     adapter = build_adapter(source, tmp_path)
-    bus = MemoryBus()
+    bus = bus or MemoryBus()
 
     async def run() -> Any:
         stop = asyncio.Event()
@@ -137,8 +138,9 @@ def poll(url: str, scripted: Server, tmp_path: Path, requests: int, **options: A
     (reply(200, b'{"error": "rate limited", "code": 7}'),
      "response holds no records at $.data[*]: no $.data (found an object with keys: error, code)"),
     (reply(200, b'{"data": 5}'), "response holds no records at $.data[*]: no $.data[*] (found int)"),
-    (reply(200, b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
-     "response is not JSON: nested too deeply"),
+    (reply(200, b"[" * 100_000 + b"]" * 100_000), "response is not JSON: nested too deeply"),
+    (reply(200, b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"), "record is not JSON: nested too deeply"),
+    (reply(200, b'{"data": [' + b"[" * 100_000 + b"]}"), "response is not JSON: nested too deeply"),
     (reply(200, b'{"data": [[[[[[1]]]]]]}'), "record is not a JSON object"),
     (reply(200, b'{"data": [{"id": 9, "v": 1}]}'), "record has no time field 'ts'"),
     (reply(200, b"\xfe\xfa{}"), "response is not JSON: 'utf-8' codec can't decode byte 0xfe in position 0"),
@@ -209,3 +211,63 @@ def test_a_redirect_loop_is_not_followed_and_counted(serve, tmp_path):
     url, scripted = serve([reply(302, Location="/data"), reply(301, Location="/data"), reply(200, GOOD)])
     stats, events, letters = poll(url, scripted, tmp_path, requests=3)
     assert ([e["event_id"] for e in events], letters, stats.errors) == (["r:1"], [], 2)
+
+
+def page(*records: bytes) -> bytes:
+    return b'{"data": [' + b", ".join(records) + b'], "next": null}'
+
+
+def good(record_id: int) -> bytes:
+    return json.dumps({"id": record_id, "ts": 1767571200 + record_id}).encode()
+
+
+@pytest.mark.parametrize(("bad", "reason"), [
+    (b'{"id": 9, "ts": 1767571200, "v": ' + b"9" * 4400 + b"}",
+     "record is not JSON: Exceeds the limit (4300 digits) for integer string conversion: value has 4400 digits"),
+    (b'{"id": 9, "ts": 1767571200, "v": ' + b"[" * 2000 + b"]" * 2000 + b"}", "record is not JSON: nested too deeply"),
+    (b'{"id": 9, "ts": 1767571200, "v": "\\x"}', "record is not JSON: Invalid \\escape: line 1 column 35 (char 34)"),
+])
+def test_a_record_json_cannot_read_is_its_own_dead_letter_and_the_rest_of_the_page_is_published(
+    serve, tmp_path, bad, reason
+):
+    url, scripted = serve([reply(200, page(good(1), good(2), bad, good(3)))])
+    stats, events, letters = poll(url, scripted, tmp_path, requests=1)
+    assert [e["event_id"] for e in events] == ["r:1", "r:2", "r:3"]
+    assert [letter["reason"][: len(reason)] for letter in letters] == [reason]
+    assert letters[0]["raw"] == bad[:16 * 1024].decode()
+    assert (stats.published, stats.dead_lettered) == (3, 1)
+
+
+def test_a_page_read_one_by_one_follows_the_records_path_and_a_broken_list_is_one_more_letter(serve, tmp_path):
+    huge = b'{"id": 9, "ts": 1767571200, "v": ' + b"9" * 4400 + b"}"
+    broken = b'{"meta": {"total": 3}, "data": [' + good(1) + b", " + huge + b", " + good(2) + b" " + good(3) + b"]}"
+    url, scripted = serve([reply(200, broken)])
+    stats, events, letters = poll(url, scripted, tmp_path, requests=1)
+    assert [e["event_id"] for e in events] == ["r:1", "r:2"]
+    assert [letter["reason"] for letter in letters] == [
+        "record is not JSON: Exceeds the limit (4300 digits) for integer string conversion: value has 4400 "
+        "digits; use sys.set_int_max_str_digits() to increase the limit",
+        "response is not JSON after its last readable record: expected ',' or ']' at char 4525",
+    ]
+
+
+@pytest.mark.parametrize("answer", [reply(204), reply(200, b""), reply(200, b" \r\n")])
+def test_an_empty_body_is_no_records_not_a_dead_letter(serve, tmp_path, answer):
+    url, scripted = serve([answer, reply(200, GOOD)])
+    stats, events, letters = poll(url, scripted, tmp_path, requests=2)
+    assert ([e["event_id"] for e in events], letters, stats.errors) == (["r:1"], [], 0)
+
+
+def test_one_response_keeps_at_most_100_dead_letters_in_few_messages_and_counts_the_rest(serve, tmp_path):
+    records = [b"{}"] * 5000 + [good(1)] + [b'{"id": 2}'] * 10
+    url, scripted = serve([reply(200, b'{"data": [' + b",".join(records) + b"]}")])
+    bus = MemoryBus()
+    stats, events, letters = poll(url, scripted, tmp_path, requests=1, bus=bus)
+    assert [e["event_id"] for e in events] == ["r:1"]
+    assert [letter["reason"] for letter in letters] == ["record has no time field 'ts'"] * 100 + [
+        "4910 more records of this response are not events; they are not kept one by one "
+        "(at most 100 dead letters a response). The first of them: record has no time field 'ts'"]
+    assert letters[-1]["raw"] == "{}"
+    assert (stats.published, stats.dead_lettered) == (1, 101)
+    # The events in one message, the letters in messages of many: 101 letters of ~110 bytes fit one.
+    assert len(bus.queue) == 2

@@ -132,3 +132,42 @@ def test_a_server_that_is_not_a_websocket_server_is_retried_with_backoff(tmp_pat
 
     stats = asyncio.run(run())
     assert stats.errors >= 5 and stats.extra["reconnects"] >= 5 and stats.published == 0
+
+
+def test_frames_shaped_like_replies_are_records_unless_they_answer_the_subscription(tmp_path: Path) -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        request = json.loads(await ws.recv())
+        sent.append(request)
+        for frame in [{"id": 1, "ts": 1767571200, "service": "api", "error": "upstream timeout"},
+                      {"result": None, "id": request["id"]},  # the reply to the SUBSCRIBE
+                      {"id": 2, "ts": 1767571200, "job": "build", "result": "failed"},
+                      {"id": 3, "ts": 1767571200, "service": "api", "status": "ok"}]:
+            await ws.send(json.dumps(frame))
+        await ws.wait_closed()
+
+    async def run() -> tuple[MemoryBus, Any]:
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            source = SourceConfig(name="ws", type="websocket", endpoint=f"ws://127.0.0.1:{port}", parser="generic",
+                                  options={"streams": ["events"], "id_field": "id", "time_field": "ts",
+                                           "flush_ms": 20})
+            adapter = build_adapter(source, tmp_path)
+            bus = MemoryBus()
+            stop = asyncio.Event()
+            task = asyncio.create_task(adapter.run(bus, stop))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while adapter.stats.published < 3 and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+            stop.set()
+            return bus, await asyncio.wait_for(task, 10)
+
+    bus, stats = asyncio.run(run())
+    events, letters = bus.published()
+    assert sent == [{"method": "SUBSCRIBE", "params": ["events"], "id": 1}]
+    # The first frame carries the awaited id 1 but more than a reply holds: a record, as are those
+    # with ids never sent.
+    assert sorted(e["event_id"] for e in events) == ["ws:1", "ws:2", "ws:3"]
+    assert (letters, stats.errors) == ([], 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -13,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from qraft_core.adapters.registry import build_adapter
+from qraft_core.adapters.registry import build_adapter, validate_source
 from qraft_core.bus.fake import MemoryBus
-from qraft_core.config import SourceConfig
+from qraft_core.config import ConfigError, SourceConfig
 
 
 def quotes(*ids: int) -> bytes:
@@ -30,6 +31,7 @@ class Scripted:
     def __init__(self, script: list[tuple[int, dict[str, str], bytes, float]]) -> None:
         self.script = list(script)
         self.requests: list[tuple[float, dict[str, str]]] = []
+        self.sent: list[tuple[str, str, bytes]] = []  # method, path and query, body of each request
         self.lock = threading.Lock()
 
     def next(self, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes, float]:
@@ -44,6 +46,8 @@ def http_server() -> Iterator[tuple[str, list[Scripted]]]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            sent = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            holder[0].sent.append((self.command, self.path, sent))
             status, headers, body, delay = holder[0].next(dict(self.headers))
             time.sleep(delay)
             try:
@@ -55,6 +59,8 @@ def http_server() -> Iterator[tuple[str, list[Scripted]]]:
                 self.wfile.write(body)
             except OSError:
                 pass  # the client gave up on a slow answer
+
+        do_POST = do_GET  # noqa: N815 - the http.server API
 
         def log_message(self, *args: Any) -> None:
             return None
@@ -143,3 +149,98 @@ def test_poller_keeps_to_the_source_rate_limit(http_server: tuple[str, list[Scri
     # Measured at the server, so single gaps jitter; without the limit they would be ~1 ms.
     assert all(b - a >= 0.05 for a, b in zip(times, times[1:], strict=False))
     assert (times[-1] - times[0]) / (len(times) - 1) >= 0.09
+
+
+def test_a_secret_ending_in_a_newline_is_sent_stripped_and_one_holding_a_control_character_is_a_config_error(
+    http_server: tuple[str, list[Scripted]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, holder = http_server
+    scripted = Scripted([(200, {}, quotes(1), 0.0)])
+    holder.append(scripted)
+    monkeypatch.setenv("QRAFT_TEST_QUOTES_TOKEN", "k-SECRET-999\n")
+    source = rest_source(url, options={"headers": {"X-Api-Key": "{token}"}})
+    bus = MemoryBus()
+    with caplog.at_level(logging.DEBUG):
+        stats = asyncio.run(run_until(build_adapter(source, tmp_path), bus, scripted, requests=2))
+    assert [h["X-Api-Key"] for _, h in scripted.requests[:2]] == ["k-SECRET-999", "k-SECRET-999"]
+    assert [e["event_id"] for e in bus.published()[0]] == ["quotes:1"]
+    assert stats.errors == 0 and "SECRET" not in caplog.text
+
+    monkeypatch.setenv("QRAFT_TEST_QUOTES_TOKEN", "k-SECRET-999\r\nX-Evil: 1")
+    with pytest.raises(ConfigError) as raised:
+        build_adapter(source, tmp_path)
+    assert str(raised.value) == ("source quotes: credentials.token: expected printable ASCII for a header value "
+                                 "(it holds a control or non-ASCII character)")
+
+
+def test_placeholders_in_params_and_body_are_filled_from_credentials(
+    http_server: tuple[str, list[Scripted]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, holder = http_server
+    scripted = Scripted([(200, {}, quotes(1), 0.0)])
+    holder.append(scripted)
+    monkeypatch.setenv("QRAFT_TEST_QUOTES_TOKEN", "real key/1")
+    source = rest_source(url, options={"method": "POST", "params": {"api_key": "{token}", "n": 5},
+                                       "body": {"auth": {"key": "{token}", "scopes": ["read:{token}", 1]}}})
+    asyncio.run(run_until(build_adapter(source, tmp_path), MemoryBus(), scripted, requests=1))
+    method, path, body = scripted.sent[0]
+    assert (method, path) == ("POST", "/quotes?api_key=real+key%2F1&n=5")
+    assert json.loads(body) == {"auth": {"key": "real key/1", "scopes": ["read:real key/1", 1]}}
+
+
+@pytest.mark.parametrize(("options", "error"), [
+    ({"params": {"api_key": "{key}"}},
+     "sources.yaml: sources[0].options.params.api_key: placeholder {key} is not declared in credentials"),
+    ({"method": "POST", "body": {"auth": {"scopes": ["a", "{key}"]}}},
+     "sources.yaml: sources[0].options.body.auth.scopes[1]: placeholder {key} is not declared in credentials"),
+    ({"headers": {"X-Tag": "caf\u00e9"}},
+     "sources.yaml: sources[0].options.headers.X-Tag: expected printable ASCII for a header value "
+     "(it holds a control or non-ASCII character)"),
+])
+def test_config_validate_names_an_undeclared_placeholder_in_params_or_body_and_a_bad_header(options, error):
+    source = SourceConfig(name="r", type="rest", endpoint="https://api.example.com/v1", options=options)
+    with pytest.raises(ConfigError) as raised:
+        validate_source(source, "sources.yaml: sources[0]")
+    assert str(raised.value) == error
+
+
+@pytest.mark.parametrize(("kind", "endpoint", "problem"), [
+    ("rest", "http://127.0.0.1:99999/feed", "an http:// or https:// URL with a port in 1-65535"),
+    ("rest", "http://127.0.0.1:0/feed", "an http:// or https:// URL with a port in 1-65535"),
+    ("rest", "http://[::1/feed", "an http:// or https:// URL (Invalid IPv6 URL;"),
+    ("rest", "http://exa mple.com/feed", "an http:// or https:// URL with a host name"),
+    ("rest", "https://", "an http:// or https:// URL with a host name"),
+    ("websocket", "ws://127.0.0.1:99999/x", "a ws:// or wss:// URL with a port in 1-65535"),
+    ("websocket", "wss://:443/x", "a ws:// or wss:// URL with a host name"),
+])
+def test_config_validate_refuses_an_endpoint_that_is_not_a_usable_url(kind, endpoint, problem):
+    source = SourceConfig(name="r", type=kind, endpoint=endpoint)
+    with pytest.raises(ConfigError) as raised:
+        validate_source(source, "sources.yaml: sources[0]")
+    assert str(raised.value).startswith(f"sources.yaml: sources[0].endpoint: expected {problem}")
+    assert str(raised.value).endswith(f"got {endpoint!r})")
+
+
+@pytest.mark.parametrize(("kind", "endpoint"), [
+    ("rest", "https://api.example.com:8443/v1/{token}/rates"),
+    ("rest", "http://[::1]:8080/feed"),
+    ("websocket", "wss://stream.example.com:9443/ws/{token}"),
+])
+def test_config_validate_accepts_urls_with_placeholders_and_ipv6_hosts(kind, endpoint):
+    source = SourceConfig(name="r", type=kind, endpoint=endpoint, credentials={"token": "T"})
+    validate_source(source, "sources.yaml: sources[0]")
+
+
+def test_a_secret_echoed_by_the_server_is_masked_in_the_warning(
+    http_server: tuple[str, list[Scripted]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, holder = http_server
+    scripted = Scripted([(401, {}, b'unknown key "k-SECRET\\\\999" (k-SECRET\\999)', 0.0)])
+    holder.append(scripted)
+    monkeypatch.setenv("QRAFT_TEST_QUOTES_TOKEN", "k-SECRET\\999")
+    with caplog.at_level(logging.WARNING):
+        stats = asyncio.run(run_until(build_adapter(rest_source(url), tmp_path), MemoryBus(), scripted, requests=1))
+    assert stats.errors == 1
+    assert [r.getMessage() for r in caplog.records] == ['source quotes: HTTP 401: unknown key "***" (***); not retried']

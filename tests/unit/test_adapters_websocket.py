@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from qraft_core.adapters import websocket
 from qraft_core.adapters.registry import build_adapter
 from qraft_core.adapters.websocket import WebSocketAdapter
 from qraft_core.bus.fake import MemoryBus
@@ -72,7 +73,8 @@ def test_subscription_names_follow_the_parser(tmp_path: Path) -> None:
 
 
 def test_control_replies_are_skipped_and_bad_frames_become_dead_letters(tmp_path: Path) -> None:
-    ws = adapter(tmp_path)
+    ws = adapter(tmp_path, symbols=["BTCUSDT"])
+    assert [json.loads(ws.subscribe_request() or "")["id"] for _ in range(2)] == [1, 2]
     assert ws.handle_message('{"result": null, "id": 1}') is False
     assert ws.handle_message('{"error": {"code": 2, "msg": "Invalid request"}, "id": 2}') is False
     assert ws.stats.errors == 1
@@ -157,3 +159,51 @@ def test_publishing_updates_the_prometheus_metrics(tmp_path: Path) -> None:
     assert sample("qraft_adapter_lag_seconds") > 0  # ingest time is after the 2026-01-05 trade time
     ws.reconnected(0.5, "test")
     assert sample("qraft_adapter_reconnects_total") == 1
+
+
+def test_only_a_frame_answering_a_request_sent_is_a_reply_and_look_alikes_are_records(tmp_path: Path) -> None:
+    ws = adapter(tmp_path, "generic", symbols=["BTCUSDT"], id_field="id", time_field="ts")
+    assert json.loads(ws.subscribe_request() or "") == {"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 1}
+    frames = ['{"id": 1, "ts": 1767571200, "service": "api", "error": "upstream timeout"}',  # more than a reply
+              '{"id": "1", "result": null}',  # not the id sent (a record without a time: a dead letter)
+              '{"id": 1, "error": {"code": 2, "msg": "Invalid request"}}',  # the reply
+              '{"id": 1, "result": null}',  # id 1 was answered already
+              '{"id": 2, "ts": 1767571200, "job": "build", "result": "failed"}']  # never sent
+    assert [ws.handle_message(frame) for frame in frames] == [True, True, False, True, True]
+    assert ws.stats.errors == 1  # the reply carrying an error
+    messages = published(ws)
+    assert [m["event_id"] for m in messages if "event_id" in m] == ["ws:1", "ws:2"]
+    assert [m["qraft_dead_letter"]["reason"] for m in messages if "qraft_dead_letter" in m] == [
+        "record has no time field 'ts'", "record has no time field 'ts'"]
+
+
+def test_a_source_without_streams_takes_every_frame_as_a_record(tmp_path: Path) -> None:
+    ws = adapter(tmp_path, "generic", id_field="id", time_field="ts")
+    assert ws.subscribe_request() is None
+    frames = ['{"id": 1, "ts": 1767571200, "error": "upstream timeout"}',
+              '{"id": 2, "ts": 1767571200, "result": "failed"}']
+    assert [ws.handle_message(frame) for frame in frames] == [True, True]
+    assert [m["event_id"] for m in published(ws)] == ["ws:1", "ws:2"]
+
+
+def test_sequence_tracking_keeps_long_keys_as_hashes_and_forgets_the_least_recently_seen(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(websocket, "MAX_TRACKED_KEYS", 3)
+    ws = adapter(tmp_path, "generic", id_field="t", time_field="T")
+    long_symbol = "S" * 200_000
+
+    def record(symbol: str, record_id: int) -> str:
+        return json.dumps({"s": symbol, "t": record_id, "T": MS + record_id})
+
+    for frame in [record("A", 1), record("B", 10), record("A", 2), record(long_symbol, 20), record("C", 30)]:
+        assert ws.handle_message(frame)
+    # B was seen least recently when C came: forgotten; the 200,000-character key is kept as its hash.
+    hashed = websocket.tracked_key(long_symbol)
+    assert list(ws._last_seen) == ["A", hashed, "C"]
+    assert hashed.startswith("sha256:") and len(hashed) == 71
+    ws.note_disconnect("server closed the stream (code 1001)")
+    assert ws._gap_check == {"A", hashed, "C"}
+    ws.handle_message(record("A", 5))
+    gaps = [m["payload"] for m in published(ws) if m.get("type") == "source_gap"]
+    assert [(gap["key"], gap["last_id"], gap["next_id"]) for gap in gaps] == [("A", 2, 5)]
