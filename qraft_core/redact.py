@@ -63,7 +63,12 @@ def redact(text: str) -> str:
     text = _SECRET_PARAM.sub(lambda m: m["name"] + MASK, text)
     text = _BEARER.sub(lambda m: m["name"] + MASK, text)
     for value in secret_values():
-        text = text.replace(value, MASK)
+        # Also as an error message quotes it: escaped (`b'k-SECRET\\n'` for a value read from a
+        # secret file with its trailing newline).
+        forms = {value, repr(value)[1:-1], repr(value.encode())[2:-1], value.strip()}
+        for form in sorted(forms, key=len, reverse=True):
+            if len(form) >= _MIN_SECRET_LEN:
+                text = text.replace(form, MASK)
     return text
 
 

@@ -45,6 +45,13 @@ def test_values_of_secret_environment_variables_are_masked(monkeypatch: pytest.M
     assert redact(text) == "upstream said: invalid key *** (***) in production-mode"
 
 
+def test_a_secret_is_masked_in_its_escaped_forms_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A secret file's value keeps its trailing newline; an HTTP library's error quotes it escaped.
+    monkeypatch.setenv("SERVICE_API_KEY", "k-SECRET-999\n")
+    assert redact("Illegal header value b'k-SECRET-999\\n'") == "Illegal header value b'***'"
+    assert redact("sent 'k-SECRET-999' stripped") == "sent '***' stripped"
+
+
 def test_log_records_are_redacted_whatever_the_handler(caplog: pytest.LogCaptureFixture) -> None:
     install_redaction()
     logger = logging.getLogger("qraft.test.redact")
