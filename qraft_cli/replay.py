@@ -55,12 +55,11 @@ def replay_text(result: ReplayResult) -> str:
 
 def _known_sources(ctx: click.Context, sources: tuple[str, ...]) -> None:
     """A --source that sources.yaml does not name would limit the summary to nothing: refused."""
-    configured = [source.name for source in runtime(ctx).sources().sources]
-    unknown = [name for name in sources if name not in configured]
-    if unknown:
-        raise click.BadParameter(
-            f"{', '.join(map(repr, unknown))} is not a configured source (configured: "
-            f"{', '.join(configured) or 'none'})", ctx, param_hint="'--source'")
+    configured = {source.name for source in runtime(ctx).sources().sources}
+    unknown = sorted(set(sources) - configured)
+    if unknown:  # worded as the API's POST /replay words it
+        raise click.BadParameter(f"unknown source(s) {', '.join(map(repr, unknown))} (configured: "
+                                 f"{', '.join(sorted(configured)) or 'none'})", ctx, param_hint="'--source'")
 
 
 @main.group("replay", invoke_without_command=True)

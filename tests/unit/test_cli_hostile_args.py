@@ -101,7 +101,7 @@ def test_replay_refuses_a_source_the_configuration_does_not_name(stored: MemoryS
                                         "--source", "nosuch", "--source", "news", "--wait", "--json"])
     assert refused.exit_code == 2 and refused.stdout == ""
     assert refused.stderr.splitlines()[-1] == (
-        "Error: Invalid value for '--source': 'nosuch' is not a configured source (configured: binance_spot, news)")
+        "Error: Invalid value for '--source': unknown source(s) 'nosuch' (configured: binance_spot, news)")
 
 
 def test_replay_status_of_an_unknown_replay_with_json_is_a_json_error(stored: MemoryStore) -> None:
