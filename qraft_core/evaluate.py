@@ -1,8 +1,9 @@
 """Scoring findings against known patterns (the demo's ground truth, or human labels).
 
 A truth item is a point in time (matched within `[time - early_s, time +
-tolerance_s]`) or a labelled window (`"window": {"start", "end"}`, matched
-anywhere inside). A finding matches an unmatched truth item of the same type
+tolerance_s]`, `early_s` being two bars of its stream's bar size unless the
+truth file or `--early-s` says otherwise) or a labelled window (`"window":
+{"start", "end"}`, matched anywhere inside). A finding matches an unmatched truth item of the same type
 and stream whose window holds it; each finding and each truth item matches at
 most once (earliest first). Per type the report gives precision, recall, mean
 and p95 detection delay (early findings count as delay 0), and false alarms
@@ -245,6 +246,7 @@ def match(
 ) -> list[tuple[Item, Item | None]]:
     """Each finding (in time order) with the truth item it matched, or None (a false alarm)."""
     unmatched = sorted(truth, key=_order)
+    windows = {id(t): t.window(tolerance_s, early_s) for t in unmatched}  # once, not once per finding
     pairs: list[tuple[Item, Item | None]] = []
     for finding in sorted(findings, key=_order):
         hit = next(
@@ -253,7 +255,7 @@ def match(
                 for t in unmatched
                 if t.type == finding.type
                 and t.stream == finding.stream
-                and t.window(tolerance_s, early_s)[0] <= finding.time <= t.window(tolerance_s, early_s)[1]
+                and windows[id(t)][0] <= finding.time <= windows[id(t)][1]
             ),
             None,
         )
