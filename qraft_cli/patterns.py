@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,12 +61,20 @@ def _filters(command: F) -> F:
     return command
 
 
+# As many as the API serves in one page (api.max_page's default); more fails in the store, not here.
+MAX_LIMIT = 1000
+
+
 @contextmanager
-def _known_pattern() -> Iterator[None]:
-    """An unknown pattern id is a usage error naming the argument, not a traceback."""
+def _known_pattern(as_json: bool = False) -> Iterator[None]:
+    """An unknown pattern id is a usage error naming the argument, not a traceback; with --json, the
+    error as JSON on stdout (exit 2) for the script reading it."""
     try:
         yield
     except UnknownPattern as exc:
+        if as_json:
+            emit({"error": str(exc)}, as_json)
+            sys.exit(2)
         raise click.BadParameter(str(exc), param_hint="PATTERN_ID") from None
 
 
@@ -75,8 +85,10 @@ def patterns_group() -> None:
 
 @patterns_group.command("list")
 @_filters
-@click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="At most this many.")
-@click.option("--json", "as_json", is_flag=True, help="Print the pattern events as JSON.")
+@click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=50, show_default=True,
+              help="At most this many; when there are more, stderr names the --cursor of the next page.")
+@click.option("--cursor", help="The cursor stderr named after the previous page.")
+@click.option("--json", "as_json", is_flag=True, help="Print the pattern events as a JSON list.")
 @click.pass_context
 def patterns_list(
     ctx: click.Context,
@@ -86,11 +98,18 @@ def patterns_list(
     source: str | None,
     min_confidence: float | None,
     limit: int,
+    cursor: str | None,
     as_json: bool,
 ) -> None:
     """Pattern events in time order (the newest api.max_range_days of them when no range is given)."""
     patterns = services(ctx).patterns
-    page = patterns.list(_query(patterns, type_, since, until, source, min_confidence), limit)
+    query = _query(patterns, type_, since, until, source, min_confidence)
+    try:
+        page, next_cursor = patterns.page(query, limit, cursor)
+    except QueryError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cursor") from None
+    if next_cursor:  # on stderr, so that stdout stays the list scripts read
+        click.echo(f"more patterns than --limit {limit}: the next page is --cursor {next_cursor}", err=True)
     lines = [
         f"{iso(p.window_start)}  {p.type.value:<14} {p.confidence:.2f}  {','.join(p.source_streams):<20} "
         f"{p.pattern_id}  {p.details.prev_state} → {p.details.new_state}"
@@ -115,7 +134,7 @@ def patterns_list(
 @click.pass_context
 def patterns_show(ctx: click.Context, pattern_id: str, mode: str, lang: str | None, as_json: bool) -> None:
     """One pattern's card, with its clean-data context and annotations."""
-    with _known_pattern():
+    with _known_pattern(as_json):
         card = services(ctx).patterns.show(pattern_id, mode, lang)  # type: ignore[arg-type]
     emit(card.model_dump(mode="json"), as_json, card.markdown)
 
@@ -132,7 +151,7 @@ def patterns_annotate(
     ctx: click.Context, pattern_id: str, label: str, note: str, author: str, as_json: bool
 ) -> None:
     """Confirm a pattern, mark it a false alarm, or add a note (recorded in the audit log)."""
-    with _known_pattern():
+    with _known_pattern(as_json):
         try:
             annotation = services(ctx).patterns.annotate(pattern_id, label, note, author, actor="cli")  # type: ignore[arg-type]
         except ValueError as exc:
@@ -146,7 +165,7 @@ def patterns_annotate(
 @click.pass_context
 def patterns_annotations(ctx: click.Context, pattern_id: str, as_json: bool) -> None:
     """One pattern's verdicts and notes, oldest first."""
-    with _known_pattern():
+    with _known_pattern(as_json):
         annotations = services(ctx).patterns.annotations(pattern_id)
     lines = [f"{iso(a.created_at)}  {a.label:<11} {a.author}  {a.note}".rstrip() for a in annotations]
     emit([a.model_dump(mode="json") for a in annotations], as_json, "\n".join(lines) or "no annotations")
@@ -154,13 +173,14 @@ def patterns_annotations(ctx: click.Context, pattern_id: str, as_json: bool) -> 
 
 @patterns_group.command("context")
 @click.argument("pattern_id")
-@click.option("--limit", type=click.IntRange(1), default=100, show_default=True, help="At most this many rows.")
+@click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=100, show_default=True,
+              help="At most this many rows.")
 @click.option("--cursor", help="next_cursor of the previous page.")
 @click.option("--json", "as_json", is_flag=True, help="Print the page as JSON (with next_cursor).")
 @click.pass_context
 def patterns_context(ctx: click.Context, pattern_id: str, limit: int, cursor: str | None, as_json: bool) -> None:
     """The clean events around one pattern (explain.context_minutes either side of its window)."""
-    with _known_pattern():
+    with _known_pattern(as_json):
         try:
             page = services(ctx).patterns.context(pattern_id, limit, cursor)
         except QueryError as exc:
@@ -188,9 +208,9 @@ def patterns_stats(ctx: click.Context, as_json: bool) -> None:
               help="CSV (one row per pattern) or a JSON array of pattern events.")
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True, path_type=Path),
     required=True,
-    help="File to write.",
+    help="File to write ('-': standard output).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
@@ -211,9 +231,26 @@ def patterns_export(
     """
     patterns = services(ctx).patterns
     query = _query(patterns, type_, since, until, source, min_confidence, capped=False)
+    if out == Path("-"):
+        _export_to_stdout(patterns, query, fmt, as_json)
+        return
     with tqdm(total=patterns.count(query), unit="pattern", desc="export", disable=None) as progress:
         try:
             summary = patterns.export(query, fmt, out, progress.update)  # type: ignore[arg-type]
         except OSError as exc:  # a missing folder, a full disk: the file is named, nothing half-written kept
             raise click.FileError(str(out), exc.strerror or str(exc)) from None
     emit(summary, as_json, f"wrote {summary['patterns']} patterns to {out}")
+
+
+def _export_to_stdout(patterns: PatternService, query: PatternQuery, fmt: str, as_json: bool) -> None:
+    """`--out -`: the export on stdout, and its summary on stderr where it does not mix with it."""
+    written = 0
+
+    def count(rows: int) -> None:
+        nonlocal written
+        written += rows
+
+    for chunk in patterns.export_text(query, fmt, count):  # type: ignore[arg-type]
+        click.echo(chunk, nl=False)
+    summary = {"patterns": written, "format": fmt, "out": "-", "start": iso(query.start), "end": iso(query.end)}
+    click.echo(json.dumps(summary, sort_keys=True) if as_json else f"wrote {written} patterns to stdout", err=True)

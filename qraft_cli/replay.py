@@ -12,7 +12,8 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from qraft_cli import emit, main, services, validate_config
+from qraft_cli import emit, main, runtime, services, validate_config
+from qraft_core.config import ConfigError
 from qraft_core.events import iso
 from qraft_core.explain.catalog import QueryError, parse_time
 from qraft_core.replays import ReplayConflict
@@ -52,6 +53,15 @@ def replay_text(result: ReplayResult) -> str:
     return "\n".join(lines)
 
 
+def _known_sources(ctx: click.Context, sources: tuple[str, ...]) -> None:
+    """A --source that sources.yaml does not name would limit the summary to nothing: refused."""
+    configured = {source.name for source in runtime(ctx).sources().sources}
+    unknown = sorted(set(sources) - configured)
+    if unknown:  # worded as the API's POST /replay words it
+        raise click.BadParameter(f"unknown source(s) {', '.join(map(repr, unknown))} (configured: "
+                                 f"{', '.join(sorted(configured)) or 'none'})", ctx, param_hint="'--source'")
+
+
 @main.group("replay", invoke_without_command=True)
 @click.option("--start", "start_text", help="Window start (ISO 8601, UTC), e.g. 2026-01-05T00:00:00Z.")
 @click.option("--end", "end_text", help="Window end (exclusive, ISO 8601, UTC).")
@@ -84,6 +94,7 @@ def replay(ctx: click.Context, start_text: str | None, end_text: str | None, sou
     # A file the runs would fail on (an unknown detector, bars that do not divide the windows) is
     # named here, not as a failed replay whose reason only Dagster's event log holds.
     validate_config(ctx.obj["config_dir"])
+    _known_sources(ctx, request.sources)
     found = services(ctx, runs_pipeline=wait or in_process, ephemeral=in_process)
     replays = found.replays
     replays.check(request)
@@ -114,7 +125,13 @@ def replay(ctx: click.Context, start_text: str | None, end_text: str | None, sou
 def replay_status(ctx: click.Context, replay_id: str | None, as_json: bool) -> None:
     """Replays started by `qraft replay` or the API: every one, newest first, or the one named REPLAY_ID
     with its summary (and, for a crash, how it ended and the JVM crash file)."""
-    records = [asdict(r) for r in services(ctx).replays.status(replay_id)]
+    try:
+        records = [asdict(r) for r in services(ctx).replays.status(replay_id)]
+    except ConfigError as exc:
+        if not as_json:
+            raise
+        emit({"error": str(exc)}, as_json)  # a script reading --json reads the error too
+        sys.exit(2)
     if replay_id is not None:
         emit(records[0], as_json)
         return

@@ -1,8 +1,9 @@
 """Scoring findings against known patterns (the demo's ground truth, or human labels).
 
 A truth item is a point in time (matched within `[time - early_s, time +
-tolerance_s]`) or a labelled window (`"window": {"start", "end"}`, matched
-anywhere inside). A finding matches an unmatched truth item of the same type
+tolerance_s]`, `early_s` being two bars of its stream's bar size unless the
+truth file or `--early-s` says otherwise) or a labelled window (`"window":
+{"start", "end"}`, matched anywhere inside). A finding matches an unmatched truth item of the same type
 and stream whose window holds it; each finding and each truth item matches at
 most once (earliest first). Per type the report gives precision, recall, mean
 and p95 detection delay (early findings count as delay 0), and false alarms
@@ -37,19 +38,27 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from qraft_core.events import PatternType, iso, utc
 from qraft_core.explain.catalog import resolve_range
+from qraft_core.store.base import STORE_TIME_RANGE, Filter
 from qraft_core.timeutil import parse_iso
 
 DEFAULT_TRUTH = Path("data/demo/ground_truth.json")
-# Two bars: a detector reading a bar may time-stamp a change a little before its labelled onset.
+TRUTH_VERSION = 1
+KNOWN_TYPES = tuple(t.value for t in PatternType)
+DEFAULT_TOLERANCE_S = 180.0
+# A detector reading a bar may time-stamp a change up to two bars before its labelled onset; without
+# the stream's bar size, two of the demo's 10 s bars.
+EARLY_BARS = 2
 DEFAULT_EARLY_S = 20.0
+# Allowances beyond a year are typos (1e999 is infinity), and would overflow the dates they move.
+MAX_ALLOWANCE_S = 366 * 86400
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,8 @@ class Item:
     """A truth item or a finding: what kind of pattern, on which stream, when.
 
     A truth item may carry a labelled window (`start`, `end`); without one its
-    window is `[time - early_s, time + tolerance_s]`.
+    window is `[time - early_s, time + tolerance_s]`, where its own `early_s`
+    (its stream's allowance, see `early_allowances`) wins over the one passed.
     """
 
     type: str
@@ -66,11 +76,13 @@ class Item:
     id: str = ""
     start: datetime | None = None
     end: datetime | None = None
+    early_s: float | None = None
 
     def window(self, tolerance_s: float, early_s: float) -> tuple[datetime, datetime]:
         if self.start is not None and self.end is not None:
             return self.start, self.end
-        return self.time - timedelta(seconds=early_s), self.time + timedelta(seconds=tolerance_s)
+        early = self.early_s if self.early_s is not None else early_s
+        return self.time - timedelta(seconds=early), self.time + timedelta(seconds=tolerance_s)
 
 
 # NAB's application profiles: (reward for a true positive, cost of a false positive, cost of a miss).
@@ -87,36 +99,142 @@ class Truth:
     tolerance_s: float
     start: datetime | None
     end: datetime | None
+    early_s: float | None = None  # the file's `early_s`: the same allowance on every stream
 
 
 def load_truth(path: Path) -> Truth:
-    """Ground truth in the demo's format: {"version", "window", "tolerance_s", "patterns": [...]}."""
+    """Ground truth in the demo's format: {"version", "window", "tolerance_s", "early_s", "patterns": [...]}.
+
+    Every field is checked before anything is scored: a ValueError names the file, the key (such as
+    `patterns[0].time`) and what was expected.
+    """
     try:
         data = json.loads(path.read_text())
-        window = data.get("window") or {}
-        items = [_truth_item(p) for p in data["patterns"]]
-        return Truth(
-            items=items,
-            tolerance_s=float(data.get("tolerance_s", 180)),
-            start=parse_iso(window["start"]) if "start" in window else None,
-            end=parse_iso(window["end"]) if "end" in window else None,
-        )
     except FileNotFoundError:
         raise ValueError(f"{path}: ground truth file not found") from None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: not a ground truth file ({type(exc).__name__}: {exc})") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the ground truth file ({exc.strerror or exc})") from None
+    except ValueError as exc:  # not UTF-8, not JSON
+        raise ValueError(f"{path}: not a ground truth file (not JSON: {exc})") from None
+    try:
+        return _truth(data)
+    except TruthError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
-def _truth_item(pattern: dict[str, Any]) -> Item:
+class TruthError(ValueError):
+    """A ground truth field that is missing or not what the format expects: `key: problem`."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+
+
+def _truth(data: Any) -> Truth:
+    if not isinstance(data, dict):
+        raise TruthError("(top level)", f'expected an object {{"version", "window", "patterns": [...]}}, '
+                                        f"got {_kind(data)}")
+    version = data.get("version", TRUTH_VERSION)
+    if isinstance(version, bool) or version != TRUTH_VERSION:
+        raise TruthError("version", f"expected {TRUTH_VERSION} (the only version this Qraft reads), got {version!r}")
+    if data.get("window") is None:
+        start = end = None
+    else:
+        start, end = _range(data["window"], "window", both=False)
+    if "patterns" not in data:
+        raise TruthError("patterns", "missing (expected a list of truth items)")
+    if not isinstance(data["patterns"], list):
+        raise TruthError("patterns", f"expected a list of truth items, got {_kind(data['patterns'])}")
+    items = [_truth_item(pattern, f"patterns[{index}]") for index, pattern in enumerate(data["patterns"])]
+    given: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if item.id and item.id in given:
+            raise TruthError(f"patterns[{index}].id", f"{item.id!r} is already the id of patterns[{given[item.id]}]")
+        given[item.id] = index
+    early_s = data.get("early_s")
+    return Truth(
+        items=items,
+        tolerance_s=_seconds(data.get("tolerance_s", DEFAULT_TOLERANCE_S), "tolerance_s"),
+        start=start,
+        end=end,
+        early_s=None if early_s is None else _seconds(early_s, "early_s"),
+    )
+
+
+def _truth_item(pattern: Any, key: str) -> Item:
     """One entry of `patterns`: a point in time, or a labelled window (time defaults to its start)."""
-    kind, stream = pattern["type"], pattern["stream"]
-    window = pattern.get("window") or {}
-    start = parse_iso(window["start"]) if "start" in window else None
-    end = parse_iso(window["end"]) if "end" in window else None
-    if (start is None) != (end is None) or (start is not None and end is not None and end < start):
-        raise ValueError(f"pattern {pattern.get('id', '')!r}: window needs a start no later than its end")
-    time = parse_iso(pattern["time"]) if "time" in pattern or start is None else start
-    return Item(kind, stream, time, str(pattern.get("id", "")), start, end)
+    if not isinstance(pattern, dict):
+        raise TruthError(key, f'expected an object {{"id", "type", "stream", "time"}}, got {_kind(pattern)}')
+    ident = pattern.get("id", "")
+    if not isinstance(ident, str):
+        raise TruthError(f"{key}.id", f"expected a string, got {_kind(ident)}")
+    kind = pattern.get("type")
+    if kind not in KNOWN_TYPES:
+        raise TruthError(f"{key}.type", _expected(pattern, "type", f"one of {', '.join(KNOWN_TYPES)}"))
+    stream = pattern.get("stream")
+    if not isinstance(stream, str) or not stream.strip():
+        raise TruthError(f"{key}.stream", _expected(pattern, "stream", "a stream name such as binance_spot:BTCUSDT"))
+    start = end = None
+    if pattern.get("window") is not None:
+        start, end = _range(pattern["window"], f"{key}.window", both=True)
+    if start is not None and pattern.get("time") is None:
+        time = start
+    elif "time" in pattern:
+        time = _time(pattern["time"], f"{key}.time")
+    else:
+        raise TruthError(key, 'needs a "time" or a "window" {"start", "end"}')
+    return Item(kind, stream, time, ident, start, end)
+
+
+def _range(value: Any, key: str, both: bool) -> tuple[datetime | None, datetime | None]:
+    """A window {"start", "end"}: with `both`, each is required; the start no later than the end."""
+    if not isinstance(value, dict):
+        raise TruthError(key, f'expected an object {{"start", "end"}} of ISO 8601 times, got {_kind(value)}')
+    if both and not ("start" in value and "end" in value):
+        raise TruthError(key, 'needs both "start" and "end" (ISO 8601 times)')
+    start = _time(value["start"], f"{key}.start") if "start" in value else None
+    end = _time(value["end"], f"{key}.end") if "end" in value else None
+    if start is not None and end is not None and end < start:
+        raise TruthError(key, f"end ({iso(end)}) is before start ({iso(start)})")
+    return start, end
+
+
+def _time(value: Any, key: str) -> datetime:
+    """An ISO 8601 time (no zone means UTC) in the years the store holds."""
+    if not isinstance(value, str):
+        raise TruthError(key, f"expected an ISO 8601 time such as 2026-01-05T00:25:03Z, got {_kind(value)}")
+    try:
+        parsed = parse_iso(value)
+    except ValueError:
+        raise TruthError(key, f"expected an ISO 8601 time such as 2026-01-05T00:25:03Z, got {value!r}") from None
+    low, high = STORE_TIME_RANGE
+    if not low <= parsed <= high:
+        raise TruthError(key, f"{value!r} is outside the years {low.year}-{high.year} the store holds")
+    return parsed
+
+
+def _seconds(value: Any, key: str) -> float:
+    """A finite, non-negative number of seconds, at most MAX_ALLOWANCE_S."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TruthError(key, f"expected a number of seconds, got {_kind(value)}")
+    if not (math.isfinite(value) and 0 <= value <= MAX_ALLOWANCE_S):
+        raise TruthError(key, f"expected a number of seconds from 0 to {MAX_ALLOWANCE_S} (a year), got {value!r}")
+    return float(value)
+
+
+def _expected(pattern: dict[str, Any], key: str, what: str) -> str:
+    """What a truth item's key should hold, and what it holds instead."""
+    if key not in pattern:
+        return f"missing (expected {what})"
+    value = pattern[key]
+    return f"expected {what}, got {value!r}" if isinstance(value, str) else f"expected {what}, got {_kind(value)}"
+
+
+def _kind(value: Any) -> str:
+    """How a JSON value is named in an error: its kind, and the value when it is short."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    name = names.get(type(value), type(value).__name__)
+    return name if isinstance(value, dict | list) or value is None else f"{name} ({json.dumps(value)[:40]})"
 
 
 def _order(item: Item) -> tuple[datetime, str, str, str]:
@@ -128,6 +246,7 @@ def match(
 ) -> list[tuple[Item, Item | None]]:
     """Each finding (in time order) with the truth item it matched, or None (a false alarm)."""
     unmatched = sorted(truth, key=_order)
+    windows = {id(t): t.window(tolerance_s, early_s) for t in unmatched}  # once, not once per finding
     pairs: list[tuple[Item, Item | None]] = []
     for finding in sorted(findings, key=_order):
         hit = next(
@@ -136,7 +255,7 @@ def match(
                 for t in unmatched
                 if t.type == finding.type
                 and t.stream == finding.stream
-                and t.window(tolerance_s, early_s)[0] <= finding.time <= t.window(tolerance_s, early_s)[1]
+                and windows[id(t)][0] <= finding.time <= windows[id(t)][1]
             ),
             None,
         )
@@ -295,39 +414,97 @@ def _type_order(kind: str) -> tuple[int, str]:
     return (order.index(kind) if kind in order else len(order), kind)
 
 
+def early_allowances(truth: Truth, early_s: float | None = None,
+                     bar_seconds: Callable[[str], float] | None = None) -> dict[str, float]:
+    """How long before its labelled time a finding still matches a truth item, per truth stream:
+    `early_s` when given (`--early-s`), else the truth file's `early_s`, else two bars of the stream's
+    own bar size (`bar_seconds`, from the configuration the data was analysed with), else 20 s.
+
+    >>> truth = Truth([Item("concept_drift", "m", datetime(2024, 3, 2, 6))], 180, None, None)
+    >>> early_allowances(truth), early_allowances(truth, bar_seconds=lambda stream: 60)
+    ({'m': 20.0}, {'m': 120.0})
+    >>> early_allowances(replace(truth, early_s=0.0), bar_seconds=lambda stream: 60)
+    {'m': 0.0}
+    """
+    chosen = early_s if early_s is not None else truth.early_s
+    allowances = {}
+    for stream in sorted({t.stream for t in truth.items}):
+        if chosen is not None:
+            allowances[stream] = chosen
+        elif bar_seconds is not None:
+            allowances[stream] = float(EARLY_BARS * bar_seconds(stream))
+        else:
+            allowances[stream] = DEFAULT_EARLY_S
+    return allowances
+
+
+def unseen_stream_warnings(truth: Sequence[Item], seen: set[str]) -> list[str]:
+    """One line per truth stream that has neither events nor findings in the window (a misspelt name
+    leaves its items missed, silently otherwise)."""
+    warnings = []
+    for stream in sorted({t.stream for t in truth} - seen):
+        ids = [t.id or iso(t.time) for t in truth if t.stream == stream]
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        warnings.append(f"stream {stream!r} of truth item(s) {shown} has no events or findings in the window "
+                        f"(streams seen: {', '.join(sorted(seen)[:10]) or 'none'})")
+    return warnings
+
+
 def evaluate_findings(
     findings: Sequence[Item],
     truth: Truth,
     start: datetime,
     end: datetime,
     n_events: int,
-    early_s: float = DEFAULT_EARLY_S,
+    early_s: float | None = None,
+    bar_seconds: Callable[[str], float] | None = None,
+    seen_streams: set[str] | None = None,
 ) -> dict[str, Any]:
-    """The full report: detectors and periodic baseline side by side."""
-    inside = [t for t in truth.items if start <= t.time < end]
+    """The full report: detectors and periodic baseline side by side.
+
+    `early_s`, `bar_seconds`: see `early_allowances`; `seen_streams`: the streams with events in the
+    window, to warn of truth streams with neither events nor findings (not checked when None).
+    """
+    allowances = early_allowances(truth, early_s, bar_seconds)
+    inside = [replace(t, early_s=allowances[t.stream]) for t in truth.items if start <= t.time < end]
     baseline = periodic_baseline(findings, inside, start, end)
+    fallback = early_s if early_s is not None else truth.early_s if truth.early_s is not None else DEFAULT_EARLY_S
+    distinct = set(allowances.values())
+    warnings = ([] if seen_streams is None
+                else unseen_stream_warnings(inside, seen_streams | {f.stream for f in findings}))
     return {
         "window": {"start": iso(start), "end": iso(end)},
         "tolerance_s": truth.tolerance_s,
-        "early_s": early_s,
+        # One allowance for every stream, or None when bar sizes differ (see early_s_by_stream).
+        "early_s": distinct.pop() if len(distinct) == 1 else None if distinct else fallback,
+        "early_s_by_stream": allowances,
         "events": n_events,
-        "detectors": score(findings, inside, truth.tolerance_s, early_s, n_events),
-        "baseline": score(baseline, inside, truth.tolerance_s, early_s, n_events),
+        "warnings": warnings,
+        "detectors": score(findings, inside, truth.tolerance_s, fallback, n_events),
+        "baseline": score(baseline, inside, truth.tolerance_s, fallback, n_events),
         "window_score": {
-            "detectors": window_score(findings, inside, truth.tolerance_s, early_s),
-            "baseline": window_score(baseline, inside, truth.tolerance_s, early_s),
+            "detectors": window_score(findings, inside, truth.tolerance_s, fallback),
+            "baseline": window_score(baseline, inside, truth.tolerance_s, fallback),
         },
-        "findings": matches(findings, inside, truth.tolerance_s, early_s),
-        "truth_items": truth_outcomes(findings, inside, truth.tolerance_s, early_s),
+        "findings": matches(findings, inside, truth.tolerance_s, fallback),
+        "truth_items": truth_outcomes(findings, inside, truth.tolerance_s, fallback),
     }
 
 
 def evaluate_store(
-    store: Any, truth_path: Path = DEFAULT_TRUTH, start: datetime | None = None, end: datetime | None = None
+    store: Any,
+    truth_path: Path = DEFAULT_TRUTH,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    early_s: float | None = None,
+    bar_seconds: Callable[[str], float] | None = None,
 ) -> dict[str, Any]:
-    """Score the stored pattern events of [start, end) (default: the truth's window)."""
+    """Score the stored pattern events of [start, end) (default: the truth's window); `early_s` and
+    `bar_seconds` as `early_allowances` reads them."""
     from qraft_core.patterns.materialize import load_pattern_events
 
+    if early_s is not None and not (math.isfinite(early_s) and 0 <= early_s <= MAX_ALLOWANCE_S):
+        raise ValueError(f"--early-s: expected a number of seconds from 0 to {MAX_ALLOWANCE_S} (a year), got {early_s}")
     truth = load_truth(truth_path)
     start = utc(start) if start else truth.start
     end = utc(end) if end else truth.end
@@ -336,7 +513,10 @@ def evaluate_store(
     start, end = resolve_range(store, start, end, None)  # refuses an inverted window as `patterns export` does
     events = load_pattern_events(store, start, end)
     n_events = store.count("clean_events", start=start, end=end).get("", 0)
-    return evaluate_findings(finding_items(events), truth, start, end, n_events)
+    streams = {t.stream for t in truth.items}
+    seen = set(store.count("features", start=start, end=end, where=[Filter("stream", "in", sorted(streams))],
+                           group_by="stream")) if streams else set()
+    return evaluate_findings(finding_items(events), truth, start, end, n_events, early_s, bar_seconds, seen)
 
 
 def finding_items(events: Iterable[Any]) -> list[Item]:

@@ -1,0 +1,112 @@
+"""`qraft patterns` and `qraft replay` given arguments they cannot serve: one clear refusal (exit 2),
+JSON that parses, and no silent truncation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from qraft_cli import main
+from qraft_core.bootstrap import bootstrap
+from qraft_core.plugins.markets.examples import example_patterns, pattern_rows
+from qraft_core.store.fake import MemoryStore
+
+PATTERNS = example_patterns()
+CONFIG = str(Path(__file__).resolve().parents[2] / "config")
+DAY = ["--since", "2026-01-05T00:00:00Z", "--until", "2026-01-06T00:00:00Z"]
+
+
+@pytest.fixture
+def stored(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> MemoryStore:
+    """The repository's configuration over an in-memory store holding the four example patterns."""
+    monkeypatch.setenv("QRAFT_DATA_DIR", str(tmp_path / "data"))
+    store = MemoryStore()
+    store.insert("pattern_events", pattern_rows(PATTERNS))
+
+    def services(ctx: Any, runs_pipeline: bool = False, ephemeral: bool = False) -> Any:
+        return bootstrap(ctx.obj["config_dir"], store=store)
+
+    monkeypatch.setattr("qraft_cli.patterns.services", services)
+    monkeypatch.setattr("qraft_cli.replay.services", services)
+    return store
+
+
+def test_a_full_page_names_the_cursor_of_the_next_and_the_pages_add_up(stored: MemoryStore) -> None:
+    first = CliRunner().invoke(main, ["patterns", "list", *DAY, "--limit", "3", "--json"])
+    assert first.exit_code == 0, first.output
+    listed = json.loads(first.stdout)  # still a list, as scripts read it
+    assert [p["pattern_id"] for p in listed] == [p.pattern_id for p in PATTERNS[:3]]
+    note = first.stderr.strip()
+    assert note.startswith("more patterns than --limit 3: the next page is --cursor ")
+    cursor = note.rsplit(" ", 1)[1]
+    rest = CliRunner().invoke(main, ["patterns", "list", *DAY, "--limit", "3", "--cursor", cursor, "--json"])
+    assert [p["pattern_id"] for p in json.loads(rest.stdout)] == [PATTERNS[3].pattern_id]
+    assert rest.stderr == ""  # the last page: nothing more to name
+    whole = CliRunner().invoke(main, ["patterns", "list", *DAY, "--limit", "4"])
+    assert (len(whole.stdout.splitlines()), whole.stderr) == (4, "")
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--limit", "99999999999999999999"],
+     "Error: Invalid value for '--limit': 99999999999999999999 is not in the range 1<=x<=1000."),
+    (["--limit", "1001"], "Error: Invalid value for '--limit': 1001 is not in the range 1<=x<=1000."),
+    (["--limit", "0"], "Error: Invalid value for '--limit': 0 is not in the range 1<=x<=1000."),
+    (["--cursor", "garbage"], "Error: Invalid value for --cursor: cursor: not a cursor this API issued "
+                              "(pass next_cursor back unchanged)"),
+])
+def test_a_limit_or_cursor_it_cannot_serve_is_refused(stored: MemoryStore, args: list[str], said: str) -> None:
+    refused = CliRunner().invoke(main, ["patterns", "list", *DAY, *args])
+    assert refused.exit_code == 2 and refused.stderr.splitlines()[-1] == said, refused.output
+    assert refused.stdout == ""
+
+
+def test_context_caps_its_limit_as_the_list_does(stored: MemoryStore) -> None:
+    refused = CliRunner().invoke(main, ["patterns", "context", PATTERNS[0].pattern_id, "--limit", "5000"])
+    assert refused.exit_code == 2
+    assert refused.stderr.splitlines()[-1] == "Error: Invalid value for '--limit': 5000 is not in the range 1<=x<=1000."
+
+
+@pytest.mark.parametrize("command", [["patterns", "show", "nosuch"], ["patterns", "annotations", "nosuch"],
+                                     ["patterns", "context", "nosuch"],
+                                     ["patterns", "annotate", "nosuch", "--label", "note"]])
+def test_an_unknown_pattern_with_json_is_a_json_error(stored: MemoryStore, command: list[str]) -> None:
+    result = CliRunner().invoke(main, [*command, "--json"])
+    assert result.exit_code == 2
+    assert json.loads(result.stdout) == {"error": "no pattern with id 'nosuch'"}
+    human = CliRunner().invoke(main, command)
+    assert human.exit_code == 2 and human.stderr.splitlines()[-1] == (
+        "Error: Invalid value for PATTERN_ID: no pattern with id 'nosuch'")
+
+
+def test_export_to_dash_writes_stdout_not_a_file_named_dash(stored: MemoryStore, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # where a file named "-" would appear
+    result = CliRunner().invoke(main, ["--config-dir", CONFIG, "patterns", "export", *DAY, "--format", "json", "--out", "-"])
+    assert result.exit_code == 0, result.output
+    assert [p["pattern_id"] for p in json.loads(result.stdout)] == [p.pattern_id for p in PATTERNS]
+    assert result.stderr == "wrote 4 patterns to stdout\n"
+    assert not (tmp_path / "-").exists()
+    summary = CliRunner().invoke(main, ["--config-dir", CONFIG, "patterns", "export", *DAY, "--out", "-", "--json"])
+    assert summary.stdout.splitlines()[0].startswith("pattern_id,")
+    assert json.loads(summary.stderr) == {"end": "2026-01-06T00:00:00.000Z", "format": "csv", "out": "-",
+                                          "patterns": 4, "start": "2026-01-05T00:00:00.000Z"}
+
+
+def test_replay_refuses_a_source_the_configuration_does_not_name(stored: MemoryStore) -> None:
+    refused = CliRunner().invoke(main, ["replay", "--start", "2026-01-05T00:00:00Z", "--end", "2026-01-05T01:00:00Z",
+                                        "--source", "nosuch", "--source", "news", "--wait", "--json"])
+    assert refused.exit_code == 2 and refused.stdout == ""
+    assert refused.stderr.splitlines()[-1] == (
+        "Error: Invalid value for '--source': unknown source(s) 'nosuch' (configured: binance_spot, news)")
+
+
+def test_replay_status_of_an_unknown_replay_with_json_is_a_json_error(stored: MemoryStore) -> None:
+    result = CliRunner().invoke(main, ["replay", "status", "nosuch", "--json"])
+    assert result.exit_code == 2
+    assert json.loads(result.stdout) == {"error": "no replay nosuch"}
+    human = CliRunner().invoke(main, ["replay", "status", "nosuch"])
+    assert (human.exit_code, human.stderr) == (2, "error: no replay nosuch\n")
