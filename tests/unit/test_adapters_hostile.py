@@ -90,8 +90,8 @@ def test_a_csv_file_with_a_latin1_row_dead_letters_that_row_only(tmp_path):
 def test_database_rows_holding_hostile_values_are_dead_letters(tmp_path, value):
     database = adapter("database", f"sqlite:///{tmp_path}/x.db", tmp_path, table="t", time_field="ts")
     bus = MemoryBus()
-    asyncio.run(database._publish_rows(bus, [{"id": 1, "ts": 1767571200, "v": value},
-                                             {"id": 2, "ts": 1767571200, "v": 1}]))
+    rows = [{"id": 1, "ts": 1767571200, "v": value}, {"id": 2, "ts": 1767571200, "v": 1}]
+    asyncio.run(database._publish_rows(bus, [database._row(row) for row in rows]))
     reasons, events = envelopes(bus)
     assert len(reasons) == (0 if isinstance(value, bytes) else 1)  # bytes are carried as base64
     assert events == (2 if isinstance(value, bytes) else 1)

@@ -147,7 +147,7 @@ def test_database_adapter_judges_every_row(rows):
         database = adapter("database", Path(tmp), f"sqlite:///{tmp}/x.db", table="t")
         rows = [{**row, "id": n} for n, row in enumerate(rows)]
         bus = MemoryBus()
-        asyncio.run(database._publish_rows(bus, rows))
+        asyncio.run(database._publish_rows(bus, [database._row(row) for row in rows]))
         account(bus, database.stats.published, database.stats.dead_lettered, len(rows))
 
 
