@@ -11,9 +11,11 @@ up to its end, so a confirming signal raised in a later window joins nothing:
 the later window treats it as part of the finding already reported. Metric
 changes are measured on the features of the stream (names and units from the
 registered metric sets): the `context_bars` bars before the change point
-against the bars from it to at most `context_bars` later, never past the end
-of the finding's window, so a replay measures exactly what the live run
-measured.
+against the bars after it up to the bar that raised the finding's first signal
+at the latest (an anomaly: its own bar; see `build_event`), never more than
+`context_bars`. Both spans end at a bar fixed by the signals, never at the
+window's end, so a finding has the same metric changes whatever the window
+length, and a replay measures exactly what the live run measured.
 """
 
 from __future__ import annotations
@@ -62,24 +64,29 @@ TOP_CONTRIBUTORS = 5
 
 
 def metric_changes(
-    bars: pl.DataFrame, change_point: datetime, window_end: datetime, context_bars: int, bar_seconds: float
+    bars: pl.DataFrame, change_point: datetime, after_until: datetime, context_bars: int, bar_seconds: float
 ) -> tuple[dict[str, float], dict[str, str], dict[str, float]]:
-    """Changes of the clean-data metrics around `change_point` (see the module docstring).
+    """Changes of the clean-data metrics at `change_point`, a finding's earliest evidence time.
+
+    Before: the `context_bars` bars before `change_point`. After: the bars from `change_point`
+    through `after_until` (a bar the caller fixes from the signals, at most the one that raised
+    them), at most `context_bars` of them. No bar after a signal's own is read: a window ending
+    right after it, live, has none, and the ones a replay would find could differ with late data.
 
     Metric names and units come from the registered metric sets (`qraft_core.patterns.metrics`).
 
     >>> from datetime import UTC
     >>> t0 = datetime(2014, 1, 5, tzinfo=UTC)
     >>> bars = pl.DataFrame({"bar_time": [t0 + timedelta(minutes=5 * i) for i in range(6)],
-    ...     "value_mean": [-1.0, -1.0, -1.0, 0.5, 0.5, 0.5], "value_max": [0.0] * 6})
-    >>> changes, units, _ = metric_changes(bars, t0 + timedelta(minutes=15), t0 + timedelta(hours=1), 3, 300)
+    ...     "value_mean": [-1.0, -1.0, -1.0, 0.5, 2.5, 9.0], "value_max": [0.0] * 6})
+    >>> changes, units, _ = metric_changes(bars, t0 + timedelta(minutes=15), t0 + timedelta(minutes=20), 3, 300)
     >>> changes, units
-    ({'value': 1.5}, {'value': 'delta'})
+    ({'value': 2.5}, {'value': 'delta'})
     """
     span = timedelta(seconds=context_bars * bar_seconds)
     times = pl.col("bar_time")
     before = bars.filter((times >= change_point - span) & (times < change_point))
-    after = bars.filter((times >= change_point) & (times < min(change_point + span, window_end)))
+    after = bars.filter((times >= change_point) & (times <= after_until) & (times < change_point + span))
     changes: dict[str, float] = {}
     units: dict[str, str] = {}
     levels: dict[str, float] = {}
@@ -112,8 +119,8 @@ def _significant(value: float, digits: int = 6) -> float:
     return float(f"{value:.{digits}g}")
 
 
-def build_event(group: list[Signal], window_start: datetime, window_end: datetime, bars: pl.DataFrame,
-                merge: MergeConfig, evidence: EvidenceTimes) -> PatternEvent:
+def build_event(group: list[Signal], window_start: datetime, bars: pl.DataFrame, merge: MergeConfig,
+                evidence: EvidenceTimes) -> PatternEvent:
     """One PatternEvent from a group of signals on one stream, type and evidence time."""
     # The first signal raised names the finding; the earliest evidence dates it.
     anchor = min(group, key=signal_order)
@@ -121,7 +128,11 @@ def build_event(group: list[Signal], window_start: datetime, window_end: datetim
     detectors = sorted({s.detector for s in group})
     engines = sorted({s.engine for s in group})
     change_point = min(evidence(s) for s in group)
-    changes, units, levels = metric_changes(bars, change_point, window_end, merge.context_bars,
+    # An anomaly is measured on its own bar (the bars after it are the return to normal); any other
+    # change on the bars from its change point through the bar that raised its first signal. The
+    # first signal raised is the same whatever the window, so are these bars.
+    after_until = change_point if anchor.type == PatternType.anomaly else anchor.time
+    changes, units, levels = metric_changes(bars, change_point, after_until, merge.context_bars,
                                             evidence.bar_seconds(anchor.stream))
     algorithms: dict[str, AlgorithmInfo] = {}
     for signal in sorted(group, key=lambda s: s.detector):
@@ -216,8 +227,7 @@ def materialize_patterns(
             groups, dropped = window_findings(seen, window_start, merge.tolerance_s, merge.cooldown_s, evidence)
             suppressed.update(dropped)
             window_events = [
-                build_event(group, window_start, window_end, by_stream.get(group[0].stream, _EMPTY), merge,
-                            evidence)
+                build_event(group, window_start, by_stream.get(group[0].stream, _EMPTY), merge, evidence)
                 for group in groups
             ]
             if restart:
