@@ -923,7 +923,7 @@ class CalibratedDrift(CalibratedDetector):
             " (before the change)",
             described,
             onset=onset,
-            lag_bars=len(after),
+            lag_bars=len(after) - 1,  # (`after` holds the change point itself)
         )
 
     def _recurring(self, feature: str, onset_s: float, direction: str, step_s: float) -> bool:

@@ -101,14 +101,15 @@ def test_the_default_detectors_findings_measure_the_same_with_hour_and_day_windo
     assert raised[60] == raised[1440]
     found = changes_by_window(stores)
     assert found[60] == found[1440]
-    # The spike is measured on its bar, as above. level_drift dates the shift one bar early (its
-    # lag_bars counts the onset bar as well), so its after-mean holds one unshifted bar (bar 399).
+    # The spike is measured on its bar, as above; the shift from its change point (bar 400) through
+    # the bar that raised it, against the 30 bars before. (Dated one bar early before level_drift's
+    # lag_bars stopped counting the change point twice: 09:15, +6.52253 with bar 399 in the mean.)
     assert found[60] == [
         ("anomaly", "03-01 16:40", {"value": 23.9495},
          {"value_before": 50.1264666667, "value_after": 74.076}),
-        ("concept_drift", "03-02 09:15", {"value": 6.52253},
-         {"value_before": 49.7459666667, "value_after": 56.2685}),
         ("anomaly", "03-02 09:20", {"value": 10.0662},
          {"value_before": 49.7978333333, "value_after": 59.864}),
+        ("concept_drift", "03-02 09:20", {"value": 8.33617},
+         {"value_before": 49.7978333333, "value_after": 58.134}),
     ]
-    assert round(mean(VALUES[399:403]) - mean(VALUES[369:399]), 5) == 6.52253
+    assert round(mean(VALUES[400:403]) - mean(VALUES[370:400]), 5) == 8.33617
