@@ -284,10 +284,11 @@ def _unreadable(path: Path, fmt: str, exc: Exception) -> AnalyzeError:
     return AnalyzeError(reason if reason.startswith(f"{path}: ") else f"{path}: cannot be read as {fmt}: {reason}")
 
 
-# Dates written day or month first, then the time of day if any (tried when a column is neither ISO
-# 8601 nor epoch numbers). A unit starting with "%" is one of these formats.
-DATE_FORMATS = [f"{date}{time}" for date in ("%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y", "%m-%d-%Y", "%Y/%m/%d")
-                for time in ("", " %H:%M", " %H:%M:%S", " %H:%M:%S.%f")]
+# Dates written day or month first, then the time of day if any, on a 24- or a 12-hour clock ("01:05 PM";
+# tried when a column is neither ISO 8601 nor epoch numbers). A unit starting with "%" is one of these formats.
+DATES = ("%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y", "%m-%d-%Y", "%Y/%m/%d", "%Y-%m-%d")
+TIMES_OF_DAY = ("%H:%M", "%H:%M:%S", "%H:%M:%S.%f", "%I:%M %p", "%I:%M:%S %p")
+DATE_FORMATS = [f"{date}{time}" for date in DATES for time in ("", *(f" {t}" for t in TIMES_OF_DAY))]
 
 
 def _parsed(values: list[Any], unit: str) -> list[datetime | None]:
@@ -414,8 +415,9 @@ def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tupl
         unit = time_unit_of(frame[named], hinted=True)
         if unit is None:
             raise AnalyzeError(f"{path}: column {named!r} does not hold ISO 8601 times, epoch numbers (s, ms, us, "
-                               "ns) or spreadsheet serial dates, nor times in any of the formats "
-                               f"{', '.join(DATE_FORMATS)}; its first value is {_first_value(frame[named])!r}")
+                               f"ns) or spreadsheet serial dates, nor dates written {', '.join(DATES)}, alone or "
+                               f"followed by a time of day {', '.join(TIMES_OF_DAY)} (e.g. {_first_value(frame[named])!r} "
+                               "is not one of them)")
         return named, unit, ""
     ranked = sorted(frame.columns, key=lambda c: (c.lower() not in TIME_NAMES, not _hinted(c)))
     best: tuple[int, str, str] | None = None
@@ -721,7 +723,7 @@ def shared_time_notes(times: list[datetime], categorical: list[str]) -> list[str
 
     >>> t = datetime(2014, 1, 1, tzinfo=UTC)
     >>> shared_time_notes([t, t, t, t + timedelta(days=1)] * 2, [])
-    ['4 rows share each time (the median) and no column tells them apart: the bars pool them; if another column holds part of the time, name both in sources.yaml']
+    ['4 rows share each time (the median) and no column tells them apart: the bars pool them; if another column holds part of the time, name it as time_of_day_field in sources.yaml']
     >>> shared_time_notes([t, t], ["host"]), shared_time_notes([t, t + timedelta(days=1)], [])
     ([], [])
     """
@@ -730,7 +732,7 @@ def shared_time_notes(times: list[datetime], categorical: list[str]) -> list[str
     if median <= 1 or categorical:
         return []
     return [f"{median:g} rows share each time (the median) and no column tells them apart: the bars pool them; "
-            "if another column holds part of the time, name both in sources.yaml"]
+            "if another column holds part of the time, name it as time_of_day_field in sources.yaml"]
 
 
 def number_units(values: pl.Series) -> list[str]:
@@ -752,8 +754,11 @@ def swapped_format(values: list[Any], unit: str) -> str:
     '%m/%d/%Y %H:%M'
     >>> swapped_format(["13/02/2024", "14/02/2024"], "%d/%m/%Y"), swapped_format(["2024-02-01"], "iso")
     ('', '')
+    >>> swapped_format(["2024-02-01 01:05:00 PM"], "%Y-%m-%d %I:%M:%S %p")
+    ''
     """
-    if "%d" not in unit or "%m" not in unit:
+    # Dates written year first are year, month, day by convention (ISO 8601 and its slashed kin).
+    if "%d" not in unit or "%m" not in unit or unit.startswith("%Y"):
         return ""
     other = unit.replace("%d", "%DAY").replace("%m", "%d").replace("%DAY", "%m")
     for value in values:  # the first that reads one way only settles it
@@ -762,6 +767,8 @@ def swapped_format(values: list[Any], unit: str) -> str:
     return other
 
 
+# Names of a column holding the hour of the day (0-23) next to a date column.
+HOUR_NAMES = ("hour", "hours", "hh", "hr")
 # The time of day without a date: "9:05", "09:05:00", "09:05:00.250".
 TIME_OF_DAY = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?")
 
@@ -769,13 +776,16 @@ TIME_OF_DAY = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?")
 def time_of_day_column(frame: pl.DataFrame, column: str, unit: str) -> tuple[str, str]:
     """("", unit) when the time column tells the time; else (the column next to it holding the time of
     day, the unit of "<date> <time of day>"): a file with `date` and `time` columns is sampled within
-    the day, not once a day.
+    the day, not once a day. The time of day is written "09:05" and the like, or is the whole hour 0-23
+    in a column named like the hour (`hour`, `hh`, `hr`).
 
     >>> frame = pl.DataFrame({"day": ["31/12/2014", "01/01/2015"], "at": ["23:55", "00:05"], "v": ["1", "2"]})
     >>> time_of_day_column(frame, "day", "%d/%m/%Y"), time_of_day_column(frame, "at", "iso")
     (('at', '%d/%m/%Y %H:%M'), ('', 'iso'))
+    >>> time_of_day_column(pl.DataFrame({"date": ["2024-03-01", "2024-03-01"], "hour": ["0", "23"]}), "date", "iso")
+    ('hour', '%Y-%m-%d %H')
     """
-    if not (unit == "iso" or unit.startswith("%")) or any(code in unit for code in ("%H", "%M")):
+    if not (unit == "iso" or unit.startswith("%")) or any(code in unit for code in ("%H", "%I", "%M")):
         return "", unit
     dates = frame[column].cast(pl.Utf8)
     present = dates.drop_nulls().head(SAMPLE).to_list()
@@ -783,7 +793,16 @@ def time_of_day_column(frame: pl.DataFrame, column: str, unit: str) -> tuple[str
         return "", unit
     for name in frame.columns:
         texts = frame[name].drop_nulls()
-        if name == column or texts.dtype != pl.Utf8 or texts.len() < MIN_TIME_SHARE * frame.height:
+        if name == column or texts.len() < MIN_TIME_SHARE * frame.height:
+            continue
+        if name.strip().lower() in HOUR_NAMES:
+            hours = _numbers(texts)
+            if hours.null_count() == 0 and bool(hours.is_between(0, 23).all()) and not bool((hours % 1 != 0).any()):
+                joined = f"{'%Y-%m-%d' if unit == 'iso' else unit} %H"
+                if _mostly_times((dates + " " + frame[name].cast(pl.Utf8)).drop_nulls().head(SAMPLE).to_list(), joined):
+                    return name, joined
+            continue
+        if texts.dtype != pl.Utf8:
             continue
         sample = [str(t) for t in texts.head(SAMPLE).to_list()]
         if sum(bool(TIME_OF_DAY.fullmatch(t)) for t in sample) < MIN_TIME_SHARE * len(sample):
@@ -880,7 +899,7 @@ def zoneless(value: Any, unit: str) -> bool:
         return False
     text = str(value).strip()
     # A date alone is a day, whatever the zone: saying so would be noise.
-    return ":" in text and not (names_zone(text) or "%z" in unit)
+    return (":" in text or "%H" in unit) and not (names_zone(text) or "%z" in unit)
 
 
 def values_share(column: pl.Series) -> float:
@@ -934,7 +953,7 @@ def identifier_reason(name: str, numbers: pl.Series, first: bool) -> str:
 
     >>> identifier_reason("seq", pl.Series([3.0, 1.0, 2.0]), False), identifier_reason("column_1", pl.Series([0.0, 5.0, 9.0]), True)
     ('named like an identifier', 'an unnamed first column')
-    >>> identifier_reason("n", pl.Series([10.0, 20.0, 30.0]), False), identifier_reason("n", pl.Series([1.0, 2.0, 4.0, 5.0]), False)
+    >>> identifier_reason("n", pl.Series([10.0, 20.0, 30.0]), False), identifier_reason("n", pl.Series([i for i in range(22) if i != 11]), False)
     ('a constant step', 'strictly increasing, few values skipped')
     >>> identifier_reason("bytes_total", pl.Series([100.0, 1350.0, 1350.0, 4000.0]), False), identifier_reason("id", pl.Series([1.5, 2.5]), False)
     ('', '')
