@@ -648,7 +648,7 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
             continue
         numbers = _numbers(values_of)
         if values_of.len() > 1 and values_of.n_unique() == 1:
-            set_aside[name] = f"one value throughout: {safe_text(values_of[0], 40)}"
+            set_aside[name] = f"{CONSTANT}: {safe_text(values_of[0], 40)}"
             continue
         if numbers.null_count() == 0 and (why := identifier_reason(name, numbers, position == 0)):
             set_aside[name] = f"a row number/identifier: {why}"
@@ -682,18 +682,21 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         texts = {name: int(_numbers(frame[name]).is_null().sum() - frame[name].null_count()) for name in numeric}
     else:
         texts = {}
-    if not numeric and not categorical and set_aside:
-        # Nothing but constant or numbering columns: they are what the file has, watched as any other.
-        numeric = [name for name in set_aside if values_share(frame[name]) >= MIN_NUMBER_SHARE]
-        categorical = [name for name in set_aside if name not in numeric]
-        notes.append(f"{', '.join(set_aside)} watched though {'it is' if len(set_aside) == 1 else 'they are'} "
-                     f"{'; '.join(set_aside.values())}: the file has no other column")
-        set_aside = {}
+    # Columns set aside for their values alone (one value, a ramp), not for their name or place: when they are all
+    # the file has, they are what the user wants looked at (a ramp "value" tries the tool), so they are watched.
+    by_values = {name: why for name, why in set_aside.items() if why.startswith(CONSTANT) or why.endswith(BY_SHAPE)}
+    if not numeric and not categorical and by_values:
+        numeric = [name for name in by_values if values_share(frame[name]) >= MIN_NUMBER_SHARE]
+        categorical = [name for name in by_values if name not in numeric]
+        notes.append(", ".join(f"{name} ({why})" for name, why in by_values.items())
+                     + " watched all the same: the file has no other column")
+        set_aside = {name: why for name, why in set_aside.items() if name not in by_values}
     if not numeric and not categorical:
         examples = [f"{name!r} holds e.g. {_not_a_number(frame[name])!r}" for name in ignored
                     if frame[name].drop_nulls().len()]
         raise AnalyzeError(
             f"{path}: no numeric or categorical column besides the time column {column!r}"
+            + "".join(f"; {name!r} is {why}" for name, why in set_aside.items())
             + (f" ({'; '.join(examples)}: numbers must be plain like 1234.5, or grouped like 1,234.5 "
                "or 1 234, or with a decimal comma like 1234,5 in a file not separated by commas)"
                if examples else "")
@@ -922,6 +925,10 @@ def _not_a_number(column: pl.Series) -> Any:
 IDENTIFIER_WORDS = frozenset({"id", "idx", "index", "seq", "seqno", "sequence", "row", "rownum", "key", "uuid"})
 # Last words of a column name that say its whole numbers are codes (HTTP status 200/404/500), labels to count.
 CODE_WORDS = frozenset({"status", "code"})
+# Why a column holding one value is not a feature: nothing can change in it.
+CONSTANT = "one value throughout"
+# How the reasons end that set a column aside for its steps alone.
+BY_SHAPE = "from row to row"
 # Names the reader or a spreadsheet gives a column whose header cell is empty (pandas' index: ",timestamp,value").
 UNNAMED = re.compile(r"(column_\d+|unnamed: ?\d+|index|)")
 # Strictly increasing whole numbers skipping at most this share of the values between their first and last
@@ -954,7 +961,7 @@ def identifier_reason(name: str, numbers: pl.Series, first: bool) -> str:
     >>> identifier_reason("seq", pl.Series([3.0, 1.0, 2.0]), False), identifier_reason("column_1", pl.Series([0.0, 5.0, 9.0]), True)
     ('named like an identifier', 'an unnamed first column')
     >>> identifier_reason("n", pl.Series([10.0, 20.0, 30.0]), False), identifier_reason("n", pl.Series([i for i in range(22) if i != 11]), False)
-    ('a constant step', 'strictly increasing, few values skipped')
+    ('a constant step from row to row', 'strictly increasing, few values skipped from row to row')
     >>> identifier_reason("bytes_total", pl.Series([100.0, 1350.0, 1350.0, 4000.0]), False), identifier_reason("id", pl.Series([1.5, 2.5]), False)
     ('', '')
     """
@@ -970,10 +977,10 @@ def identifier_reason(name: str, numbers: pl.Series, first: bool) -> str:
         return ""
     steps = numbers.diff().drop_nulls()
     if steps.n_unique() == 1:
-        return "a constant step"
+        return f"a constant step {BY_SHAPE}"
     span = float(numbers.max()) - float(numbers.min())  # type: ignore[arg-type]
     if bool((steps > 0).all()) and span <= (1 + MAX_SKIPPED_IDS) * (n - 1):
-        return "strictly increasing, few values skipped"
+        return f"strictly increasing, few values skipped {BY_SHAPE}"
     return ""
 
 

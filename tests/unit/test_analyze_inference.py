@@ -57,19 +57,31 @@ def test_ids_row_numbers_and_constants_are_not_metrics_but_a_counter_and_codes_a
     assert profile.set_aside == {
         "seq": "a row number/identifier: named like an identifier",
         "request_id": "a row number/identifier: named like an identifier",
-        "stepped": "a row number/identifier: a constant step",
-        "numbered": "a row number/identifier: strictly increasing, few values skipped",
+        "stepped": "a row number/identifier: a constant step from row to row",
+        "numbered": "a row number/identifier: strictly increasing, few values skipped from row to row",
         "const": "one value throughout: 7",
     }
     # A counter rising by irregular steps is a metric; status codes are labels, counted per value.
     assert (profile.numeric, profile.categorical) == (["value", "bytes_total"], ["status"])
 
 
-def test_a_file_of_nothing_but_a_constant_column_still_watches_it_and_says_so(tmp_path: Path) -> None:
+def test_a_file_of_nothing_but_a_constant_column_still_watches_it_but_never_a_row_number(tmp_path: Path) -> None:
     profile = profile_file(csv(tmp_path / "flat.csv", "timestamp,value",
                                [f"{T0 + FIVE * i:%Y-%m-%dT%H:%M:%SZ},5" for i in range(50)]), None, set())
     assert (profile.numeric, profile.set_aside, profile.notes) == (
-        ["value"], {}, ["value watched though it is one value throughout: 5: the file has no other column"])
+        ["value"], {}, ["value (one value throughout: 5) watched all the same: the file has no other column"])
+    # A ramp alone is watched too (a tried-out file), with the reason it would otherwise not be.
+    ramp = profile_file(csv(tmp_path / "ramp.csv", "timestamp,value",
+                            [f"{T0 + FIVE * i:%Y-%m-%dT%H:%M:%SZ},{i - 5}" for i in range(50)]), None, set())
+    assert (ramp.numeric, ramp.set_aside, ramp.notes) == (["value"], {}, [
+        "value (a row number/identifier: a constant step from row to row) watched all the same: the file has no "
+        "other column"])
+    # Row numbers named so or unnamed are never watched: with nothing else, the file is not analysed, and the error says why.
+    path = csv(tmp_path / "ids.csv", "timestamp,seq", [f"{T0 + FIVE * i:%Y-%m-%dT%H:%M:%SZ},{i}" for i in range(50)])
+    with pytest.raises(AnalyzeError) as error:
+        profile_file(path, None, set())
+    assert str(error.value) == (f"{path}: no numeric or categorical column besides the time column 'timestamp'; "
+                                "'seq' is a row number/identifier: named like an identifier")
 
 
 def test_a_column_of_dates_is_the_time_rather_than_a_counter_that_reads_as_epoch_seconds() -> None:
