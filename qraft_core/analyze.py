@@ -405,9 +405,10 @@ def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tupl
     """(column, unit) of the event time, and why it was chosen when that is a judgement ("" otherwise).
 
     Of the columns that read as times, the first of the best kind: named like a time (TIME_NAMES), then
-    holding times written as text (ISO 8601, dates) or named with a hint of one ("created_at", "when"),
-    then bare numbers that read as epoch times (rising, after 1973). A counter (bytes_total = 2e9 + ...)
-    reads as epoch seconds too: it is the time only when no other column can be.
+    holding times written as text (ISO 8601, dates), then numbers in a column named with a hint of a time
+    ("response_time", "sent_at", "when"), then bare numbers that read as epoch times (rising, after 1973).
+    A counter (bytes_total = 2e9 + ...) reads as epoch seconds too: it is the time only when no other column
+    can be.
     """
     if named is not None:
         if named not in frame.columns:
@@ -426,20 +427,21 @@ def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tupl
         unit = time_unit_of(frame[column], hinted=_hinted(column))
         if unit is None:
             continue
-        rank = 0 if column.lower() in TIME_NAMES else 1 if _hinted(column) or unit not in EPOCH_UNITS else 2
+        rank = 0 if column.lower() in TIME_NAMES else 1 if unit not in EPOCH_UNITS else 2 if _hinted(column) else 3
         if best is None or rank < best[0]:
             if best is not None:
                 passed_over.append(best[1])
             best = (rank, column, unit)
         else:
             passed_over.append(column)
-        if rank == 0:
+        if best[0] <= 1:  # a text time: the columns after it are named less like a time, none can be better
             break
     if best is not None:
         rank, column, unit = best
-        if rank == 2:
-            return column, unit, (f"time column {column!r}: its numbers read as epoch times ({unit}) and no column "
-                                  "is named like a time or holds dates; if it is not the time, name that with --time-field")
+        if rank >= 2:
+            named_so = "named like a time, " if rank == 2 else ""
+            return column, unit, (f"time column {column!r}: {named_so}its numbers read as epoch times ({unit}), and no "
+                                  "column holds dates; if it is not the time, name that with --time-field")
         bare = [c for c in passed_over if c.lower() not in TIME_NAMES and not _hinted(c)]
         return column, unit, (f"{', '.join(bare)} also read{'s' if len(bare) == 1 else ''} as epoch times but "
                               f"{'is a' if len(bare) == 1 else 'are'} bare number{'' if len(bare) == 1 else 's'}: "

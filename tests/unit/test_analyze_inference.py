@@ -88,12 +88,16 @@ def test_a_column_of_dates_is_the_time_rather_than_a_counter_that_reads_as_epoch
     frame = pl.DataFrame({"bytes_total": [str(2_000_000_000 + 1000 * i) for i in range(20)],
                           "when": [f"{T0 + FIVE * i:%Y-%m-%dT%H:%M:%SZ}" for i in range(20)],
                           "value": [str(v) for v in values(20)]})
-    assert find_time_column(frame, Path("c.csv"), None) == (
-        "when", "iso", "bytes_total also reads as epoch times but is a bare number: 'when' is the time")
+    assert find_time_column(frame, Path("c.csv"), None) == ("when", "iso", "")
+    assert find_time_column(frame.rename({"when": "seen"}), Path("c.csv"), None) == (
+        "seen", "iso", "bytes_total also reads as epoch times but is a bare number: 'seen' is the time")
     # With no other candidate, the bare numbers are the time, and the plan says why.
     assert find_time_column(frame.drop("when"), Path("c.csv"), None) == (
-        "bytes_total", "s", "time column 'bytes_total': its numbers read as epoch times (s) and no column is named "
-        "like a time or holds dates; if it is not the time, name that with --time-field")
+        "bytes_total", "s", "time column 'bytes_total': its numbers read as epoch times (s), and no column holds "
+        "dates; if it is not the time, name that with --time-field")
+    # Numbers in a column named like a time (a duration: response_time) come after a column of dates.
+    durations = frame.rename({"bytes_total": "response_time", "when": "seen"})
+    assert find_time_column(durations, Path("c.csv"), None)[:2] == ("seen", "iso")
 
 
 def test_true_false_columns_are_read_as_one_and_zero(tmp_path: Path) -> None:
