@@ -4,8 +4,9 @@ For each file: the time column (named, or the first column whose values all
 read as times: ISO 8601 text, epoch numbers in s/ms/us/ns when the column is
 named like a time or its numbers rise like one, or spreadsheet serial dates), the sampling interval (median
 step between distinct times; irregular sampling and gaps are reported), the
-numeric columns (95% of the present values numbers, of any sign) and categorical
-columns (few distinct text values). From those: each file is a source and a
+numeric columns (95% of the present values numbers, of any sign; true/false read as 1/0) and categorical
+columns (few distinct text values, or status codes); row numbers, ids and columns of one value are kept in
+the payload only (see `identifier_reason`). From those: each file is a source and a
 stream named after its stem, with bars one "round" size at or above its
 sampling interval, windows holding several bars, a partition range covering
 the data, and the default detector set. The result is a configuration folder
