@@ -4,8 +4,9 @@ For each file: the time column (named, or the first column whose values all
 read as times: ISO 8601 text, epoch numbers in s/ms/us/ns when the column is
 named like a time or its numbers rise like one, or spreadsheet serial dates), the sampling interval (median
 step between distinct times; irregular sampling and gaps are reported), the
-numeric columns (95% of the present values numbers, of any sign) and categorical
-columns (few distinct text values). From those: each file is a source and a
+numeric columns (95% of the present values numbers, of any sign; true/false read as 1/0) and categorical
+columns (few distinct text values, or status codes); row numbers, ids and columns of one value are kept in
+the payload only (see `identifier_reason`). From those: each file is a source and a
 stream named after its stem, with bars one "round" size at or above its
 sampling interval, windows holding several bars, a partition range covering
 the data, and the default detector set. The result is a configuration folder
@@ -17,6 +18,7 @@ from __future__ import annotations
 import re
 import shutil
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
@@ -55,6 +57,10 @@ from qraft_core.timeutil import names_zone
 # Column names read as time without looking further (lower case).
 TIME_NAMES = ("timestamp", "time", "datetime", "date", "ts", "event_time", "created_at", "time_ms", "epoch")
 TIME_HINTS = ("time", "date", "epoch")
+# Names that say time without those words: "when", "created_at", "sent_ts".
+TIME_WORDS = ("when", "at", "ts")
+# Units of times written as numbers (epoch units, spreadsheet serial dates).
+EPOCH_UNITS = ("s", "ms", "us", "ns", "excel")
 # Bar sizes a person reads at a glance; each divides the next window sizes.
 BAR_SIZES = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 # Window lengths a partition schedule can have (divisors of an hour, whole hours dividing a day).
@@ -142,6 +148,12 @@ class FileProfile:
     units: dict[str, str] = field(default_factory=dict)
     # How many times the file was named among the files to analyse (it is read once).
     given: int = 1
+    # Columns kept in the payload only for what they are (a row number, one value throughout): {column: why}.
+    set_aside: dict[str, str] = field(default_factory=dict)
+    # What else was inferred and why (the choice of the time column, rows sharing one time), said with the plan.
+    notes: list[str] = field(default_factory=list)
+    # Columns of true/false values, read as 1/0 (a flip is a level shift of their mean).
+    booleans: list[str] = field(default_factory=list)
 
     @property
     def bar_seconds(self) -> int:
@@ -158,7 +170,7 @@ class FileProfile:
             "decimal_comma": self.decimal_comma, "time_of_day_field": self.time_of_day_field,
             "encoding": self.encoding, "texts": self.texts, "zoneless": self.zoneless,
             "swapped_format": self.swapped_format, "first_malformed": self.first_malformed, "units": self.units,
-            "given": self.given,
+            "given": self.given, "set_aside": self.set_aside, "notes": self.notes, "booleans": self.booleans,
         }
 
 
@@ -273,10 +285,11 @@ def _unreadable(path: Path, fmt: str, exc: Exception) -> AnalyzeError:
     return AnalyzeError(reason if reason.startswith(f"{path}: ") else f"{path}: cannot be read as {fmt}: {reason}")
 
 
-# Dates written day or month first, then the time of day if any (tried when a column is neither ISO
-# 8601 nor epoch numbers). A unit starting with "%" is one of these formats.
-DATE_FORMATS = [f"{date}{time}" for date in ("%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y", "%m-%d-%Y", "%Y/%m/%d")
-                for time in ("", " %H:%M", " %H:%M:%S", " %H:%M:%S.%f")]
+# Dates written day or month first, then the time of day if any, on a 24- or a 12-hour clock ("01:05 PM";
+# tried when a column is neither ISO 8601 nor epoch numbers). A unit starting with "%" is one of these formats.
+DATES = ("%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y", "%m-%d-%Y", "%Y/%m/%d", "%Y-%m-%d")
+TIMES_OF_DAY = ("%H:%M", "%H:%M:%S", "%H:%M:%S.%f", "%I:%M %p", "%I:%M:%S %p")
+DATE_FORMATS = [f"{date}{time}" for date in DATES for time in ("", *(f" {t}" for t in TIMES_OF_DAY))]
 
 
 def _parsed(values: list[Any], unit: str) -> list[datetime | None]:
@@ -389,21 +402,51 @@ def excel_dates(numbers: pl.Series, name: str) -> bool:
     return steps.len() > 0 and float(steps.median()) < 1  # type: ignore[arg-type]
 
 
-def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tuple[str, str]:
-    """(column, unit) of the event time."""
+def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tuple[str, str, str]:
+    """(column, unit) of the event time, and why it was chosen when that is a judgement ("" otherwise).
+
+    Of the columns that read as times, the first of the best kind: named like a time (TIME_NAMES), then
+    holding times written as text (ISO 8601, dates), then numbers in a column named with a hint of a time
+    ("response_time", "sent_at", "when"), then bare numbers that read as epoch times (rising, after 1973).
+    A counter (bytes_total = 2e9 + ...) reads as epoch seconds too: it is the time only when no other column
+    can be.
+    """
     if named is not None:
         if named not in frame.columns:
             raise AnalyzeError(f"{path}: no column {named!r} (columns: {', '.join(frame.columns)})")
         unit = time_unit_of(frame[named], hinted=True)
         if unit is None:
-            raise AnalyzeError(f"{path}: column {named!r} does not hold ISO 8601 times or epoch numbers "
-                               "(nor dates like 31/12/2014 23:05)")
-        return named, unit
+            raise AnalyzeError(f"{path}: column {named!r} does not hold ISO 8601 times, epoch numbers (s, ms, us, "
+                               f"ns) or spreadsheet serial dates, nor dates written {', '.join(DATES)}, alone or "
+                               f"followed by a time of day {', '.join(TIMES_OF_DAY)} (e.g. {_first_value(frame[named])!r} "
+                               "is not one of them)")
+        return named, unit, ""
     ranked = sorted(frame.columns, key=lambda c: (c.lower() not in TIME_NAMES, not _hinted(c)))
+    best: tuple[int, str, str] | None = None
+    passed_over: list[str] = []
     for column in ranked:
         unit = time_unit_of(frame[column], hinted=_hinted(column))
-        if unit is not None:
-            return column, unit
+        if unit is None:
+            continue
+        rank = 0 if column.lower() in TIME_NAMES else 1 if unit not in EPOCH_UNITS else 2 if _hinted(column) else 3
+        if best is None or rank < best[0]:
+            if best is not None:
+                passed_over.append(best[1])
+            best = (rank, column, unit)
+        else:
+            passed_over.append(column)
+        if best[0] <= 1:  # a text time: the columns after it are named less like a time, none can be better
+            break
+    if best is not None:
+        rank, column, unit = best
+        if rank >= 2:
+            named_so = "named like a time, " if rank == 2 else ""
+            return column, unit, (f"time column {column!r}: {named_so}its numbers read as epoch times ({unit}), and no "
+                                  "column holds dates; if it is not the time, name that with --time-field")
+        bare = [c for c in passed_over if c.lower() not in TIME_NAMES and not _hinted(c)]
+        return column, unit, (f"{', '.join(bare)} also read{'s' if len(bare) == 1 else ''} as epoch times but "
+                              f"{'is a' if len(bare) == 1 else 'are'} bare number{'' if len(bare) == 1 else 's'}: "
+                              f"{column!r} is the time" if bare else "")
     # A column named like a time whose text mostly reads as one: say which rows do not, and why.
     likely = frame[ranked[0]].drop_nulls().cast(pl.Utf8).to_list() if _hinted(ranked[0]) else []
     if likely and sum(t is not None for t in _parsed(likely, "iso")) > len(likely) / 2:
@@ -413,6 +456,11 @@ def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tupl
         "name it with --time-field "
         f"(columns: {', '.join(frame.columns)})"
     )
+
+
+def _first_value(column: pl.Series) -> Any:
+    present = column.drop_nulls()
+    return safe_text(present[0], 60) if present.len() else None
 
 
 def few_times(path: Path, column: str, values: list[Any], unit: str, rows: int) -> AnalyzeError:
@@ -434,8 +482,15 @@ def not_a_time(value: Any, unit: str) -> str:
 
 
 def _hinted(column: str) -> bool:
+    """Whether a column is named like a time.
+
+    >>> [_hinted(n) for n in ("Timestamp", "created_at", "when", "sent_ts", "bytes_total", "status")]
+    [True, True, True, True, False, False]
+    """
     name = column.lower()
-    return name in TIME_NAMES or any(hint in name for hint in TIME_HINTS)
+    words = name_words(column)
+    return (name in TIME_NAMES or any(hint in name for hint in TIME_HINTS)
+            or (len(words) > 0 and words[-1] in TIME_WORDS and (len(words) > 1 or words[-1] != "at")))
 
 
 def sampling(times: list[datetime]) -> tuple[float, bool, int]:
@@ -565,8 +620,9 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
     if table.format == "csv" and all(reads_as_value(name) for name in frame.columns):
         raise AnalyzeError(f"{path}: the first line ({table.delimiter.join(frame.columns)}) holds values, not column "
                            "names: add a header line naming the columns (e.g. timestamp,value)")
-    column, unit = find_time_column(frame, path, time_field)
+    column, unit, why = find_time_column(frame, path, time_field)
     time_of_day, unit = time_of_day_column(frame, column, unit)
+    notes = [why] if why else []
     stamps = frame[column] if not time_of_day else frame[column].cast(pl.Utf8) + " " + frame[time_of_day]
     present = stamps.drop_nulls()
     values = present.to_list()
@@ -581,19 +637,33 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
     if len(set(times)) < 2:
         raise AnalyzeError(f"{path}: needs rows at two different times at least, to tell how often it is sampled")
     interval, irregular, gaps = sampling(times)
-    numeric, categorical, ignored = [], [], []
+    numeric, categorical, ignored, booleans = [], [], [], []
     thousands: dict[str, str] = {}
     decimal_comma: list[str] = []
     units: dict[str, str] = {}
-    for name in frame.columns:
+    set_aside: dict[str, str] = {}
+    for position, name in enumerate(frame.columns):
         if name in (column, time_of_day):
             continue
         values_of = frame[name].drop_nulls()
-        separator = thousands_separator(values_of, table.delimiter) if values_of.dtype == pl.Utf8 else None
         if values_of.len() == 0 or values_of.dtype.is_nested() or name in table.nested:
             ignored.append(name)
-        elif _numbers(values_of).null_count() <= (1 - MIN_NUMBER_SHARE) * values_of.len():
+            continue
+        numbers = _numbers(values_of)
+        if values_of.len() > 1 and values_of.n_unique() == 1:
+            set_aside[name] = f"{CONSTANT}: {safe_text(values_of[0], 40)}"
+            continue
+        if numbers.null_count() == 0 and (why := identifier_reason(name, numbers, position == 0)):
+            set_aside[name] = f"a row number/identifier: {why}"
+            continue
+        separator = thousands_separator(values_of, table.delimiter) if values_of.dtype == pl.Utf8 else None
+        if numbers.null_count() == 0 and code_column(name, numbers):
+            categorical.append(name)
+        elif numbers.null_count() <= (1 - MIN_NUMBER_SHARE) * values_of.len():
             numeric.append(name)
+        elif boolean_column(values_of):
+            numeric.append(name)
+            booleans.append(name)
         elif separator is not None:
             numeric.append(name)
             thousands[name] = separator
@@ -615,24 +685,72 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         texts = {name: int(_numbers(frame[name]).is_null().sum() - frame[name].null_count()) for name in numeric}
     else:
         texts = {}
+    # Columns set aside for their values alone (one value, a ramp), not for their name or place: when they are all
+    # the file has, they are what the user wants looked at (a ramp "value" tries the tool), so they are watched.
+    by_values = {name: why for name, why in set_aside.items() if why.startswith(CONSTANT) or why.endswith(BY_SHAPE)}
+    if not numeric and not categorical and by_values:
+        numeric = [name for name in by_values if values_share(frame[name]) >= MIN_NUMBER_SHARE]
+        categorical = [name for name in by_values if name not in numeric]
+        notes.append(", ".join(f"{name} ({why})" for name, why in by_values.items())
+                     + " watched all the same: the file has no other column")
+        set_aside = {name: why for name, why in set_aside.items() if name not in by_values}
     if not numeric and not categorical:
         examples = [f"{name!r} holds e.g. {_not_a_number(frame[name])!r}" for name in ignored
                     if frame[name].drop_nulls().len()]
         raise AnalyzeError(
             f"{path}: no numeric or categorical column besides the time column {column!r}"
+            + "".join(f"; {name!r} is {why}" for name, why in set_aside.items())
             + (f" ({'; '.join(examples)}: numbers must be plain like 1234.5, or grouped like 1,234.5 "
                "or 1 234, or with a decimal comma like 1234,5 in a file not separated by commas)"
                if examples else "")
         )
     oversize = {name: count for name in numeric if name not in thousands and name not in decimal_comma
                 and (count := int((_numbers(frame[name]).abs() > LARGEST_VALUE).sum()))}
-    return FileProfile(path.resolve(), source_name(path, taken), table.format, frame.height, column, unit,
+    notes += shared_time_notes(times, categorical)
+    source = source_name(path, taken)
+    if not numeric:
+        mixed = {name: found for name in categorical + ignored if len(found := number_units(frame[name])) > 1}
+        notes.append(f"no detector watches stream {source}: its columns are categorical ({', '.join(categorical)}), "
+                     "counted per bar" + "".join(f"; {name} holds numbers in several units ({', '.join(found)}): "
+                                                  "write them in one to have them read as numbers"
+                                                  for name, found in mixed.items()))
+    return FileProfile(path.resolve(), source, table.format, frame.height, column, unit,
                        min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored,
                        # Rows without a readable time are dead letters of the file source too.
                        table.delimiter, table.malformed + frame.height - len(times), thousands, table.flatten,
                        stretches(times, interval), oversize, decimal_comma, time_of_day, table.encoding, texts,
                        any(zoneless(v, unit) for v in values[:SAMPLE]), swapped_format(values, unit), first_malformed,
-                       units)
+                       units, set_aside=set_aside, notes=notes, booleans=booleans)
+
+
+def shared_time_notes(times: list[datetime], categorical: list[str]) -> list[str]:
+    """A note when most times hold several rows and no categorical column tells them apart (a host, a
+    sensor): the bars pool rows that may be of different things, or the time lacks a part (an hour column).
+
+    >>> t = datetime(2014, 1, 1, tzinfo=UTC)
+    >>> shared_time_notes([t, t, t, t + timedelta(days=1)] * 2, [])
+    ['4 rows share each time (the median) and no column tells them apart: the bars pool them; if another column holds part of the time, name it as time_of_day_field in sources.yaml']
+    >>> shared_time_notes([t, t], ["host"]), shared_time_notes([t, t + timedelta(days=1)], [])
+    ([], [])
+    """
+    per_time = pl.Series(list(Counter(times).values()))
+    median = float(per_time.median())  # type: ignore[arg-type]
+    if median <= 1 or categorical:
+        return []
+    return [f"{median:g} rows share each time (the median) and no column tells them apart: the bars pool them; "
+            "if another column holds part of the time, name it as time_of_day_field in sources.yaml"]
+
+
+def number_units(values: pl.Series) -> list[str]:
+    """The units the numbers of a text column are written with ("51ms", "0.051s" → ms, s), most used first.
+
+    >>> number_units(pl.Series(["51ms", "0.051s", "49ms", None])), number_units(pl.Series([1, 2]))
+    (['ms', 's'], [])
+    """
+    if values.dtype != pl.Utf8:
+        return []
+    found = Counter(reading[1] for text in values.drop_nulls().to_list() if (reading := unit_number(text)) is not None)
+    return [unit for unit, _ in found.most_common()]
 
 
 def swapped_format(values: list[Any], unit: str) -> str:
@@ -642,8 +760,11 @@ def swapped_format(values: list[Any], unit: str) -> str:
     '%m/%d/%Y %H:%M'
     >>> swapped_format(["13/02/2024", "14/02/2024"], "%d/%m/%Y"), swapped_format(["2024-02-01"], "iso")
     ('', '')
+    >>> swapped_format(["2024-02-01 01:05:00 PM"], "%Y-%m-%d %I:%M:%S %p")
+    ''
     """
-    if "%d" not in unit or "%m" not in unit:
+    # Dates written year first are year, month, day by convention (ISO 8601 and its slashed kin).
+    if "%d" not in unit or "%m" not in unit or unit.startswith("%Y"):
         return ""
     other = unit.replace("%d", "%DAY").replace("%m", "%d").replace("%DAY", "%m")
     for value in values:  # the first that reads one way only settles it
@@ -652,6 +773,8 @@ def swapped_format(values: list[Any], unit: str) -> str:
     return other
 
 
+# Names of a column holding the hour of the day (0-23) next to a date column.
+HOUR_NAMES = ("hour", "hours", "hh", "hr")
 # The time of day without a date: "9:05", "09:05:00", "09:05:00.250".
 TIME_OF_DAY = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?")
 
@@ -659,13 +782,16 @@ TIME_OF_DAY = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?")
 def time_of_day_column(frame: pl.DataFrame, column: str, unit: str) -> tuple[str, str]:
     """("", unit) when the time column tells the time; else (the column next to it holding the time of
     day, the unit of "<date> <time of day>"): a file with `date` and `time` columns is sampled within
-    the day, not once a day.
+    the day, not once a day. The time of day is written "09:05" and the like, or is the whole hour 0-23
+    in a column named like the hour (`hour`, `hh`, `hr`).
 
     >>> frame = pl.DataFrame({"day": ["31/12/2014", "01/01/2015"], "at": ["23:55", "00:05"], "v": ["1", "2"]})
     >>> time_of_day_column(frame, "day", "%d/%m/%Y"), time_of_day_column(frame, "at", "iso")
     (('at', '%d/%m/%Y %H:%M'), ('', 'iso'))
+    >>> time_of_day_column(pl.DataFrame({"date": ["2024-03-01", "2024-03-01"], "hour": ["0", "23"]}), "date", "iso")
+    ('hour', '%Y-%m-%d %H')
     """
-    if not (unit == "iso" or unit.startswith("%")) or any(code in unit for code in ("%H", "%M")):
+    if not (unit == "iso" or unit.startswith("%")) or any(code in unit for code in ("%H", "%I", "%M")):
         return "", unit
     dates = frame[column].cast(pl.Utf8)
     present = dates.drop_nulls().head(SAMPLE).to_list()
@@ -673,7 +799,16 @@ def time_of_day_column(frame: pl.DataFrame, column: str, unit: str) -> tuple[str
         return "", unit
     for name in frame.columns:
         texts = frame[name].drop_nulls()
-        if name == column or texts.dtype != pl.Utf8 or texts.len() < MIN_TIME_SHARE * frame.height:
+        if name == column or texts.len() < MIN_TIME_SHARE * frame.height:
+            continue
+        if name.strip().lower() in HOUR_NAMES:
+            hours = _numbers(texts)
+            if hours.null_count() == 0 and bool(hours.is_between(0, 23).all()) and not bool((hours % 1 != 0).any()):
+                joined = f"{'%Y-%m-%d' if unit == 'iso' else unit} %H"
+                if _mostly_times((dates + " " + frame[name].cast(pl.Utf8)).drop_nulls().head(SAMPLE).to_list(), joined):
+                    return name, joined
+            continue
+        if texts.dtype != pl.Utf8:
             continue
         sample = [str(t) for t in texts.head(SAMPLE).to_list()]
         if sum(bool(TIME_OF_DAY.fullmatch(t)) for t in sample) < MIN_TIME_SHARE * len(sample):
@@ -770,7 +905,7 @@ def zoneless(value: Any, unit: str) -> bool:
         return False
     text = str(value).strip()
     # A date alone is a day, whatever the zone: saying so would be noise.
-    return ":" in text and not (names_zone(text) or "%z" in unit)
+    return (":" in text or "%H" in unit) and not (names_zone(text) or "%z" in unit)
 
 
 def values_share(column: pl.Series) -> float:
@@ -787,6 +922,96 @@ def _not_a_number(column: pl.Series) -> Any:
     """The first present value of `column` that does not read as a number."""
     present = column.drop_nulls()
     return present.filter(_numbers(present).is_null()).head(1).to_list()[0]
+
+
+# Last words of a column name that say it numbers or identifies rows ("id", "request_id", "requestId", "seq").
+IDENTIFIER_WORDS = frozenset({"id", "idx", "index", "seq", "seqno", "sequence", "row", "rownum", "key", "uuid"})
+# Last words of a column name that say its whole numbers are codes (HTTP status 200/404/500), labels to count.
+CODE_WORDS = frozenset({"status", "code"})
+# Why a column holding one value is not a feature: nothing can change in it.
+CONSTANT = "one value throughout"
+# How the reasons end that set a column aside for its steps alone.
+BY_SHAPE = "from row to row"
+# Names the reader or a spreadsheet gives a column whose header cell is empty (pandas' index: ",timestamp,value").
+UNNAMED = re.compile(r"(column_\d+|unnamed: ?\d+|index|)")
+# Strictly increasing whole numbers skipping at most this share of the values between their first and last
+# are numbers given to the rows (ids of a table some rows were deleted from), not a measurement.
+MAX_SKIPPED_IDS = 0.1
+
+
+def name_words(name: str) -> list[str]:
+    """The words of a column name, lower case, split at punctuation and camelCase.
+
+    >>> name_words("requestId"), name_words("HTTP_Status-code"), name_words("bytes total")
+    (['request', 'id'], ['http', 'status', 'code'], ['bytes', 'total'])
+    """
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
+    return [w.lower() for w in re.split(r"[^A-Za-z0-9]+", spaced) if w]
+
+
+def identifier_reason(name: str, numbers: pl.Series, first: bool) -> str:
+    """Why a numeric column numbers or identifies the rows rather than measures something, or "".
+
+    Only distinct whole numbers can be such a column, and then when one of these holds:
+    - it is the file's first column and has no name (pandas writes its index so): "an unnamed first column";
+    - its name ends in a word like id, index, seq or row: "named like an identifier";
+    - it steps by one constant amount from row to row (0, 1, 2, ... or 2e9, 2e9 + 1000, ...): such a column is
+      the row number scaled, holding nothing the row order does not;
+    - it rises strictly, skipping few values (MAX_SKIPPED_IDS) between its first and last: the ids of a
+      table some rows were deleted from.
+    A counter (bytes_total) rises by irregular, mostly larger steps, and may stand still: a metric.
+
+    >>> identifier_reason("seq", pl.Series([3.0, 1.0, 2.0]), False), identifier_reason("column_1", pl.Series([0.0, 5.0, 9.0]), True)
+    ('named like an identifier', 'an unnamed first column')
+    >>> identifier_reason("n", pl.Series([10.0, 20.0, 30.0]), False), identifier_reason("n", pl.Series([i for i in range(22) if i != 11]), False)
+    ('a constant step from row to row', 'strictly increasing, few values skipped from row to row')
+    >>> identifier_reason("bytes_total", pl.Series([100.0, 1350.0, 1350.0, 4000.0]), False), identifier_reason("id", pl.Series([1.5, 2.5]), False)
+    ('', '')
+    """
+    n = numbers.len()
+    if n < 2 or bool((numbers % 1 != 0).any()) or numbers.n_unique() < n:
+        return ""
+    if first and UNNAMED.fullmatch(name.strip().lower()):
+        return "an unnamed first column"
+    words = name_words(name)
+    if words and words[-1] in IDENTIFIER_WORDS:
+        return "named like an identifier"
+    if n < 3:
+        return ""
+    steps = numbers.diff().drop_nulls()
+    if steps.n_unique() == 1:
+        return f"a constant step {BY_SHAPE}"
+    span = float(numbers.max()) - float(numbers.min())  # type: ignore[arg-type]
+    if bool((steps > 0).all()) and span <= (1 + MAX_SKIPPED_IDS) * (n - 1):
+        return f"strictly increasing, few values skipped {BY_SHAPE}"
+    return ""
+
+
+def code_column(name: str, numbers: pl.Series) -> bool:
+    """Whether a numeric column holds codes (a `status` of 200, 404, 500): named so, whole numbers, and few
+    distinct ones. Their mean means nothing; counted per value, a burst of errors shows.
+
+    >>> code_column("status", pl.Series([200.0, 404.0, 200.0])), code_column("status", pl.Series([0.5, 1.0]))
+    (True, False)
+    """
+    words = name_words(name)
+    return (bool(words) and words[-1] in CODE_WORDS and not bool((numbers % 1 != 0).any())
+            and numbers.n_unique() <= min(MAX_CATEGORIES, max(2, numbers.len() // 10)))
+
+
+# Text a column of true/false values holds (lower case).
+BOOLEAN_TEXTS = frozenset({"true", "false"})
+
+
+def boolean_column(values: pl.Series) -> bool:
+    """Whether a column holds true/false values only (Parquet booleans, or the text true/false in any case).
+
+    >>> boolean_column(pl.Series(["True", "false"])), boolean_column(pl.Series([True])), boolean_column(pl.Series(["yes"]))
+    (True, True, False)
+    """
+    if values.dtype == pl.Boolean:
+        return True
+    return values.dtype == pl.Utf8 and set(values.str.strip_chars().str.to_lowercase().unique().to_list()) <= BOOLEAN_TEXTS
 
 
 def profile_files(paths: list[Path], time_field: str | None) -> tuple[list[FileProfile], list[str]]:
@@ -866,7 +1091,8 @@ def plan_analysis(profiles: list[FileProfile], rejected: list[str] | None = None
         spans.append(span)
     longest = max(int((b - a) / window) for a, b in spans)
     # As few runs as the events allow: each Dagster run costs seconds whatever it holds.
-    events_per_window = sum(window.total_seconds() / (p.interval_s or 1.0) for p in profiles)
+    # A file holds no more events in a window than it has rows (a second of 1,000 rows in hour windows: 1,000).
+    events_per_window = sum(min(window.total_seconds() / (p.interval_s or 1.0), p.rows) for p in profiles)
     per_run = max(1, min(int(MAX_EVENTS_PER_RUN / events_per_window), longest))
     return AnalysisPlan(profiles, minutes, spans[0][0], spans[-1][1], per_run, list(rejected or []), spans)
 
@@ -944,7 +1170,8 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
                      **({"flatten": True} if p.flatten else {}),
                      **({"thousands": p.thousands} if p.thousands else {}),
                      **({"decimal_comma": p.decimal_comma} if p.decimal_comma else {}),
-                     **({"units": p.units} if p.units else {})}}
+                     **({"units": p.units} if p.units else {}),
+                     **({"booleans": p.booleans} if p.booleans else {})}}
         for p in plan.profiles
     ]}
     preprocessing = {"preprocessing": {
@@ -990,6 +1217,11 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
             notes.append(f"day and month could be either way round: read as {p.time_unit}; if they are "
                          f"{p.swapped_format}, set time_format to that in sources.yaml")
         notes += [f"{name} read without its unit {unit!r}" for name, unit in p.units.items()]
+        notes += [f"{name} read as 1 (true) and 0 (false)" for name in p.booleans]
+        if _floor(p.first, timedelta(seconds=p.bar_seconds)) == _floor(p.last, timedelta(seconds=p.bar_seconds)):
+            notes.append(f"the whole file fits in one bar of {_duration(p.bar_seconds)}: nothing can be found in a "
+                         "single bar")
+        notes += p.notes
         notes += [f"{count} text value(s) of {name} left out of the bar statistics" for name, count in p.texts.items()]
         notes += [f"{count} value(s) of {name} infinite or beyond {LARGEST_VALUE:g} in size left out of the bar statistics"
                   for name, count in p.oversize.items()]
@@ -999,7 +1231,8 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
             + f" ({p.time_unit}), one every {_duration(p.interval_s)}"
             + (f" ({', '.join(notes)})" if notes else "")
             + f"; bars of {_duration(p.bar_seconds)}; fields {', '.join(p.numeric + p.categorical)}"
-            + (f"; kept in the payload only: {', '.join(p.ignored)}" if p.ignored else "")
+            + (f"; kept in the payload only: {', '.join(aside)}" if (aside := p.ignored + [
+                f"{name} ({why})" for name, why in p.set_aside.items()]) else "")
         )
     lines += [f"  left out: {reason}" for reason in plan.rejected]
     spans = f" over {len(plan.spans)} time spans (the windows between them hold no data)" if len(plan.spans) > 1 else ""

@@ -306,6 +306,8 @@ class GenericOptions(BaseModel):
     # Fields (after renaming) whose numbers are written with a unit after them ("12%", "250 ms"): {field: unit};
     # the number is kept, the unit dropped.
     units: dict[str, str] = {}
+    # Fields (after renaming) of true/false values, read as 1/0 (any case, or JSON booleans).
+    booleans: list[str] = []
     # Nested objects become dotted fields ({"cpu": {"load": 1}} → "cpu.load"), before renaming, so their
     # values are bar statistics like any top-level field; lists are kept as they are.
     flatten: bool = False
@@ -362,6 +364,11 @@ def generic_parser(options: GenericOptions, source: str) -> RecordParser:
             with_unit = unit_number(value, unit) if isinstance(value, str) else None
             if with_unit is not None and math.isfinite(with_unit[0]):
                 payload[name] = with_unit[0]
+        for name in options.booleans:
+            value = payload.get(name)
+            truth = str(value).strip().lower() if isinstance(value, str | bool) else None
+            if truth in ("true", "false"):
+                payload[name] = int(truth == "true")
         missing = [f for f in options.required if payload.get(f) in (None, "")]
         if missing:
             raise ParseError(f"record lacks required field(s): {', '.join(missing)}")

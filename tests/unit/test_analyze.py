@@ -68,7 +68,7 @@ def test_plain_numbers_are_not_mistaken_for_times(tmp_path: Path) -> None:
     with pytest.raises(AnalyzeError, match="no column holds times.*--time-field"):
         find_time_column(frame.drop("at"), Path("x.csv"), None)
     # A column named like a time is read as one, even with small numbers.
-    assert find_time_column(frame.rename({"at": "epoch"}), Path("x.csv"), None) == ("epoch", "s")
+    assert find_time_column(frame.rename({"at": "epoch"}), Path("x.csv"), None) == ("epoch", "s", "")
 
 
 def test_a_named_time_column_must_exist_and_hold_times(tmp_path: Path) -> None:
@@ -118,7 +118,7 @@ def test_a_long_daily_history_is_one_run_and_dense_files_are_cut_by_events(tmp_p
 
 
 def test_columns_are_split_into_numeric_categorical_and_ignored(tmp_path: Path) -> None:
-    rows = [[(T0 + timedelta(minutes=i)).isoformat(), "N/A" if i == 7 else i - 50, ["ok", "error"][i % 2],
+    rows = [[(T0 + timedelta(minutes=i)).isoformat(), "N/A" if i == 7 else (i * 7) % 23 - 11, ["ok", "error"][i % 2],
              f"req-{i}", ""] for i in range(100)]
     profile = profile_file(write_csv(tmp_path / "m.csv", ["t", "latency", "status", "id", "empty"], rows), None, set())
     assert (profile.numeric, profile.categorical, profile.ignored) == (["latency"], ["status"], ["id", "empty"])
@@ -134,7 +134,7 @@ def test_hostile_files_give_a_clear_error(tmp_path: Path) -> None:
     mixed = write_csv(tmp_path / "mixed.csv", ["timestamp", "v"], [[T0.isoformat(), 1], ["yesterday", 2]] * 3)
     with pytest.raises(AnalyzeError, match="no column holds times"):
         profile_file(mixed, None, set())
-    with pytest.raises(AnalyzeError, match="column 'timestamp' does not hold ISO 8601 times or epoch numbers"):
+    with pytest.raises(AnalyzeError, match="column 'timestamp' does not hold ISO 8601 times, epoch numbers"):
         profile_file(mixed, "timestamp", set())
     late = [[(T0 + timedelta(minutes=i)).isoformat(), i] for i in range(200)] + [["soon", 1]] * 100
     with pytest.raises(AnalyzeError, match=r"column 'timestamp': only 200 of 300 rows hold a time \(e.g. 'soon'"):
@@ -169,12 +169,13 @@ def test_the_written_config_is_valid_and_each_file_is_its_own_stream(tmp_path: P
     assert (config.partitions.interval_minutes, config.partitions.start) == (60, T0)
     detectors = load_detectors(folder)
     by_name = {d.name: (d.features, d.streams) for d in detectors.detectors}
-    # Glob features resolved per stream: the categorical-only stream has no `*_mean` column.
-    assert by_name["level_drift"] == (["value_mean"], ["cpu_load", "requests"])
-    assert "events" not in {s for d in detectors.detectors for s in d.streams}
+    # Glob features resolved per stream: the events stream's only numbers are its true/false `ok`, read as 1/0.
+    assert (by_name["level_drift"], by_name["level_drift_2"]) == (
+        (["ok_mean"], ["events"]), (["value_mean"], ["cpu_load", "requests"]))
     events = plan.profiles[2]
-    assert (events.time_unit, events.numeric, events.categorical, events.ignored) == (
-        "ms", [], ["kind", "ok", "meta.host"], ["tags"])
+    assert (events.time_unit, events.numeric, events.booleans, events.categorical, events.ignored, events.set_aside) == (
+        "ms", ["ok"], ["ok"], ["kind"], ["tags"], {"meta.host": "one value throughout: h1"})
+    assert yaml.safe_load((folder / "sources.yaml").read_text())["sources"][2]["options"]["booleans"] == ["ok"]
     assert yaml.safe_load((folder / "sources.yaml").read_text())["sources"][0]["endpoint"] == str(files[0].resolve())
 
 
@@ -215,7 +216,7 @@ def test_times_in_any_column_order_offset_and_row_order(tmp_path: Path) -> None:
     # Second column, named like nothing; offsets that differ from row to row; rows out of order; each twice.
     write_csv(tmp_path / "m.csv", ["load", "seen", "host"],
               [[v, (t + timedelta(hours=i % 3)).strftime("%Y-%m-%dT%H:%M:%S") + ["Z", "+01:00", "+02:00"][i % 3],
-                "h1"] for t, v in shuffled for i in [rows.index((t, v))]] * 2)
+                ["h1", "h2"][i % 2]] for t, v in shuffled for i in [rows.index((t, v))]] * 2)
     profile = profile_file(tmp_path / "m.csv", None, set())
     assert (profile.time_field, profile.first, profile.last, profile.interval_s, profile.rows) == (
         "seen", T0, rows[-1][0], 300.0, 160)

@@ -151,8 +151,8 @@ def test_up_serves_the_code_location_from_any_folder(tmp_path: Path, monkeypatch
 def test_nested_json_objects_are_read_as_dotted_fields(tmp_path: Path) -> None:
     path = tmp_path / "nested.jsonl"
     path.write_text("".join(
-        f'{{"timestamp": "2015-01-01T00:{m:02d}:00Z", "metrics": {{"cpu": {m % 5 - 2}, "mem": {{"used": {m}}}}}, '
-        f'"tags": ["a"], "host": "h1"}}\n' for m in range(20)))
+        f'{{"timestamp": "2015-01-01T00:{m:02d}:00Z", "metrics": {{"cpu": {m % 5 - 2}, "mem": {{"used": {m * m % 11}}}}}, '
+        f'"tags": ["a"], "host": "h{1 + m % 2}"}}\n' for m in range(20)))
     profile = profile_file(path, None, set())
     assert (profile.numeric, profile.categorical, profile.ignored, profile.flatten) == (
         ["metrics.cpu", "metrics.mem.used"], ["host"], ["tags"], True)
@@ -164,8 +164,8 @@ def test_nested_json_objects_are_read_as_dotted_fields(tmp_path: Path) -> None:
     asyncio.run(build_adapter(source, tmp_path / "state").run(bus, asyncio.Event()))
     events, letters = bus.published()
     assert letters == []
-    assert events[3]["payload"] == {"timestamp": "2015-01-01T00:03:00Z", "metrics.cpu": 1, "metrics.mem.used": 3,
-                                    "tags": ["a"], "host": "h1"}
+    assert events[3]["payload"] == {"timestamp": "2015-01-01T00:03:00Z", "metrics.cpu": 1, "metrics.mem.used": 9,
+                                    "tags": ["a"], "host": "h2"}
 
 
 def test_a_file_with_a_gap_of_years_plans_only_the_windows_holding_data(tmp_path: Path) -> None:
@@ -184,7 +184,7 @@ def test_a_file_with_a_gap_of_years_plans_only_the_windows_holding_data(tmp_path
 def test_values_too_large_for_bar_statistics_are_counted_in_the_plan(tmp_path: Path) -> None:
     path = tmp_path / "huge.csv"
     path.write_text("timestamp,value,load\n" + "".join(
-        f"2015-01-01T00:{m:02d}:00Z,{'1e300' if m % 4 == 0 else m},{m}\n" for m in range(20)))
+        f"2015-01-01T00:{m:02d}:00Z,{'1e300' if m % 4 == 0 else m},{m % 7}\n" for m in range(20)))
     profile = profile_file(path, None, set())
     assert profile.oversize == {"value": 5}
     assert describe_plan(plan_analysis([profile]))[0].endswith(

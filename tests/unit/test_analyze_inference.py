@@ -1,0 +1,183 @@
+"""`qraft analyze` infers which columns are metrics, which the time, and says what it cannot watch."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from qraft_core.adapters.parsers import GenericOptions, generic_parser
+from qraft_core.analyze import (
+    AnalyzeError,
+    FileProfile,
+    describe_plan,
+    feature_columns,
+    find_time_column,
+    plan_analysis,
+    profile_file,
+)
+
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+FIVE = timedelta(minutes=5)
+
+
+def csv(path: Path, header: str, rows: list[str]) -> Path:
+    path.write_text(header + "\n" + "".join(f"{row}\n" for row in rows))
+    return path
+
+
+def values(n: int = 200) -> list[float]:
+    rng = random.Random(1)
+    return [round(50 + rng.gauss(0, 1), 3) for _ in range(n)]
+
+
+def test_an_unnamed_first_column_the_pandas_index_is_kept_in_the_payload_only(tmp_path: Path) -> None:
+    path = csv(tmp_path / "p.csv", ",timestamp,value", [f"{i},{T0 + FIVE * i:%Y-%m-%dT%H:%M:%SZ},{v}"
+                                                         for i, v in enumerate(values())])
+    profile = profile_file(path, None, set())
+    assert (profile.numeric, profile.set_aside) == (
+        ["value"], {"column_1": "a row number/identifier: an unnamed first column"})
+    assert feature_columns(profile) == sorted(f"value_{stat}" for stat in ("last", "max", "mean", "min", "std"))
+    assert describe_plan(plan_analysis([profile]))[0].endswith(
+        "; fields value; kept in the payload only: column_1 (a row number/identifier: an unnamed first column)")
+
+
+def test_ids_row_numbers_and_constants_are_not_metrics_but_a_counter_and_codes_are_read(tmp_path: Path) -> None:
+    rng = random.Random(2)
+    counter = [sum(rng.randint(0, 5000) for _ in range(i)) for i in range(200)]  # stands still now and then
+    shuffled_ids = rng.sample(range(10_000, 90_000), 200)
+    rows = [f"{T0 + FIVE * i:%Y-%m-%dT%H:%M:%SZ},{v},{i},{shuffled_ids[i]},{2_000_000_000 + 1000 * i},"
+            f"{1000 + i + i // 50},7,{counter[i]},{rng.choice([200, 200, 404, 500])}"
+            for i, v in enumerate(values())]
+    header = "timestamp,value,seq,request_id,stepped,numbered,const,bytes_total,status"
+    profile = profile_file(csv(tmp_path / "m.csv", header, rows), None, set())
+    assert profile.set_aside == {
+        "seq": "a row number/identifier: named like an identifier",
+        "request_id": "a row number/identifier: named like an identifier",
+        "stepped": "a row number/identifier: a constant step from row to row",
+        "numbered": "a row number/identifier: strictly increasing, few values skipped from row to row",
+        "const": "one value throughout: 7",
+    }
+    # A counter rising by irregular steps is a metric; status codes are labels, counted per value.
+    assert (profile.numeric, profile.categorical) == (["value", "bytes_total"], ["status"])
+
+
+def test_a_file_of_nothing_but_a_constant_column_still_watches_it_but_never_a_row_number(tmp_path: Path) -> None:
+    profile = profile_file(csv(tmp_path / "flat.csv", "timestamp,value",
+                               [f"{T0 + FIVE * i:%Y-%m-%dT%H:%M:%SZ},5" for i in range(50)]), None, set())
+    assert (profile.numeric, profile.set_aside, profile.notes) == (
+        ["value"], {}, ["value (one value throughout: 5) watched all the same: the file has no other column"])
+    # A ramp alone is watched too (a tried-out file), with the reason it would otherwise not be.
+    ramp = profile_file(csv(tmp_path / "ramp.csv", "timestamp,value",
+                            [f"{T0 + FIVE * i:%Y-%m-%dT%H:%M:%SZ},{i - 5}" for i in range(50)]), None, set())
+    assert (ramp.numeric, ramp.set_aside, ramp.notes) == (["value"], {}, [
+        "value (a row number/identifier: a constant step from row to row) watched all the same: the file has no "
+        "other column"])
+    # Row numbers named so or unnamed are never watched: with nothing else, the file is not analysed, and the error says why.
+    path = csv(tmp_path / "ids.csv", "timestamp,seq", [f"{T0 + FIVE * i:%Y-%m-%dT%H:%M:%SZ},{i}" for i in range(50)])
+    with pytest.raises(AnalyzeError) as error:
+        profile_file(path, None, set())
+    assert str(error.value) == (f"{path}: no numeric or categorical column besides the time column 'timestamp'; "
+                                "'seq' is a row number/identifier: named like an identifier")
+
+
+def test_a_column_of_dates_is_the_time_rather_than_a_counter_that_reads_as_epoch_seconds() -> None:
+    frame = pl.DataFrame({"bytes_total": [str(2_000_000_000 + 1000 * i) for i in range(20)],
+                          "when": [f"{T0 + FIVE * i:%Y-%m-%dT%H:%M:%SZ}" for i in range(20)],
+                          "value": [str(v) for v in values(20)]})
+    assert find_time_column(frame, Path("c.csv"), None) == ("when", "iso", "")
+    assert find_time_column(frame.rename({"when": "seen"}), Path("c.csv"), None) == (
+        "seen", "iso", "bytes_total also reads as epoch times but is a bare number: 'seen' is the time")
+    # With no other candidate, the bare numbers are the time, and the plan says why.
+    assert find_time_column(frame.drop("when"), Path("c.csv"), None) == (
+        "bytes_total", "s", "time column 'bytes_total': its numbers read as epoch times (s), and no column holds "
+        "dates; if it is not the time, name that with --time-field")
+    # Numbers in a column named like a time (a duration: response_time) come after a column of dates.
+    durations = frame.rename({"bytes_total": "response_time", "when": "seen"})
+    assert find_time_column(durations, Path("c.csv"), None)[:2] == ("seen", "iso")
+
+
+def test_true_false_columns_are_read_as_one_and_zero(tmp_path: Path) -> None:
+    path = csv(tmp_path / "up.csv", "timestamp,up", [f"{T0 + FIVE * i:%Y-%m-%dT%H:%M:%SZ},{'True' if i < 30 else 'false'}"
+                                                     for i in range(50)])
+    profile = profile_file(path, None, set())
+    assert (profile.numeric, profile.booleans, profile.categorical) == (["up"], ["up"], [])
+    assert "up read as 1 (true) and 0 (false)" in describe_plan(plan_analysis([profile]))[0]
+    parse = generic_parser(GenericOptions(time_field="timestamp", booleans=["up"]), "up")
+    assert [parse({"timestamp": "2024-03-01T00:00:00Z", "up": v}, "x").payload["up"] for v in ("True", "false", False)] == [
+        1, 0, 0]
+
+
+def test_a_stream_of_categorical_columns_only_is_said_to_have_no_detector(tmp_path: Path) -> None:
+    rows = [f"{T0 + FIVE * i:%Y-%m-%dT%H:%M:%SZ},{'51ms' if i % 2 else '0.049s'}" for i in range(50)]
+    profile = profile_file(csv(tmp_path / "lat.csv", "timestamp,latency", rows), None, set())
+    assert (profile.numeric, profile.categorical) == ([], ["latency"])
+    assert profile.notes == ["no detector watches stream lat: its columns are categorical (latency), counted per bar; "
+                             "latency holds numbers in several units (s, ms): write them in one to have them read "
+                             "as numbers"]
+
+
+def test_an_hour_column_next_to_a_date_completes_the_time(tmp_path: Path) -> None:
+    hours = [T0 + timedelta(hours=i) for i in range(72)]
+    path = csv(tmp_path / "dh.csv", "date,hour,value", [f"{t:%Y-%m-%d},{t.hour},{v}" for t, v in zip(hours, values(72),
+                                                                                                       strict=True)])
+    profile = profile_file(path, None, set())
+    assert (profile.time_field, profile.time_of_day_field, profile.time_unit, profile.interval_s, profile.last) == (
+        "date", "hour", "%Y-%m-%d %H", 3600.0, T0 + timedelta(hours=71))
+    assert (profile.numeric, profile.notes) == (["value"], [])
+
+
+def test_many_rows_at_one_time_with_no_column_telling_them_apart_are_said(tmp_path: Path) -> None:
+    rows = [f"{T0 + timedelta(days=i // 24):%Y-%m-%d},{(i * 7) % 24},{v}" for i, v in enumerate(values(72))]
+    profile = profile_file(csv(tmp_path / "d.csv", "date,slot,value", rows), None, set())
+    assert (profile.time_field, profile.time_of_day_field, profile.interval_s) == ("date", "", 86400.0)
+    assert profile.notes == ["24 rows share each time (the median) and no column tells them apart: the bars pool "
+                             "them; if another column holds part of the time, name it as time_of_day_field in sources.yaml"]
+
+
+def profile(name: str, rows: int, first: datetime, last: datetime, interval_s: float) -> FileProfile:
+    return FileProfile(Path(f"{name}.csv"), name, "csv", rows, "timestamp", "iso", first, last, interval_s, False, 0,
+                       ["value"], [])
+
+
+def test_a_dense_file_holds_no_more_events_per_window_than_its_rows() -> None:
+    # 1,000 rows within a second next to a sparse file of 329 daily windows.
+    dense = profile("dense", 1000, T0, T0 + timedelta(seconds=0.999), 0.001)
+    sparse = profile("sparse", 10, T0, T0 + timedelta(days=328.5), 36.5 * 86400)
+    plan = plan_analysis([dense, sparse])
+    assert (plan.interval_minutes, plan.windows, plan.max_windows_per_run, plan.runs) == (1440, 329, 329, 1)
+
+
+def test_a_file_within_one_bar_is_said_to_show_nothing() -> None:
+    dense = profile("dense", 1000, T0, T0 + timedelta(seconds=0.999), 0.001)
+    assert describe_plan(plan_analysis([dense]))[0] == (
+        "  dense.csv → stream dense: 1000 rows 2024-03-01 00:00 .. 2024-03-01 00:00, time column 'timestamp' (iso), "
+        "one every 0.001s (the whole file fits in one bar of 1s: nothing can be found in a single bar); bars of 1s; "
+        "fields value")
+
+
+@pytest.mark.parametrize(("written", "unit"), [
+    ("%m/%d/%Y %I:%M %p", "%m/%d/%Y %I:%M %p"),
+    ("%Y-%m-%d %I:%M:%S %p", "%Y-%m-%d %I:%M:%S %p"),
+])
+def test_twelve_hour_times_are_read(tmp_path: Path, written: str, unit: str) -> None:
+    rows = [f"{T0 + timedelta(minutes=7) * i:{written}},{v}" for i, v in enumerate(values(300))]
+    profile = profile_file(csv(tmp_path / "ampm.csv", "time,value", rows), None, set())
+    assert (profile.time_field, profile.time_unit, profile.first, profile.last, profile.interval_s) == (
+        "time", unit, T0, T0 + timedelta(minutes=7 * 299), 420.0)
+    # Day and month cannot be the other way round in a date written year first.
+    assert profile.swapped_format == ("%d/%m/%Y %I:%M %p" if unit.startswith("%m") else "")
+
+
+def test_a_named_time_column_that_does_not_read_lists_the_formats_tried(tmp_path: Path) -> None:
+    path = csv(tmp_path / "x.csv", "when,value", [f"1st of March {i},1" for i in range(5)])
+    with pytest.raises(AnalyzeError) as error:
+        profile_file(path, "when", set())
+    assert str(error.value) == (
+        f"{path}: column 'when' does not hold ISO 8601 times, epoch numbers (s, ms, us, ns) or spreadsheet serial "
+        "dates, nor dates written %d/%m/%Y, %m/%d/%Y, %d.%m.%Y, %d-%m-%Y, %m-%d-%Y, %Y/%m/%d, %Y-%m-%d, alone or "
+        "followed by a time of day %H:%M, %H:%M:%S, %H:%M:%S.%f, %I:%M %p, %I:%M:%S %p (e.g. '1st of March 0' "
+        "is not one of them)")
