@@ -158,4 +158,4 @@ def test_analyze_data_dated_after_now(tmp_path: Path) -> None:
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     drifts = [f["timestamp"] for f in json.loads(done.stdout) if f["type"] == "concept_drift"]
-    assert drifts == ["2034-06-01T04:59:00Z"], done.stderr[-3000:]  # the +8 at 05:00, its change point a bar early
+    assert drifts == ["2034-06-01T05:00:00Z"], done.stderr[-3000:]  # the +8 at 05:00, dated at its change point
