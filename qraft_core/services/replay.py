@@ -186,8 +186,7 @@ class ReplayService:
     def status(self, replay_id: str | None = None) -> list[ReplayRecord]:
         """One replay's record (ConfigError when unknown), or every record, newest first."""
         if replay_id is None:
-            found = [self.registry.get(path.stem) for path in self.registry.directory.glob("*.json")]
-            return sorted((r for r in found if r is not None), key=lambda r: r.started_at, reverse=True)
+            return sorted(self.registry.records(), key=lambda r: r.started_at, reverse=True)
         try:
             record = self.registry.get(replay_id)
         except ValueError as exc:
