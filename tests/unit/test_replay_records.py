@@ -1,4 +1,5 @@
-"""Replay records on disk: a damaged one is skipped (moved aside, one warning), never blocking replays."""
+"""Replay records: a damaged one on disk is skipped (moved aside, one warning), never blocking replays;
+a failed replay records why in one line, and an error while summarizing never leaves it "running"."""
 
 import json
 import logging
@@ -7,7 +8,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from qraft_core.replays import ReplayConflict, ReplayRegistry
+from qraft_cli.replay import replay_text
+from qraft_core.bootstrap import bootstrap
+from qraft_core.replays import RUN_FAILURES, ReplayConflict, ReplayRegistry
+from qraft_core.services.fake_runner import FakePipelineRunner
+from qraft_core.services.ports import WindowRuns
+from qraft_core.services.replay import ReplayRequest
+from qraft_core.store.base import StoreError
+from qraft_core.store.fake import MemoryStore
+from qraft_core.tracking import Tracker
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 GOOD = {"id": "r-good", "start": "2026-01-05T00:00:00.000Z", "end": "2026-01-05T01:00:00.000Z",
@@ -77,3 +86,45 @@ def test_a_record_is_synced_to_disk_before_it_replaces_the_old_one(tmp_path, mon
     record = registry.claim(T0, T0 + timedelta(hours=1), [])
     assert synced == [f"{record.id}.tmp", "replays"]
     assert registry.get(record.id) == record
+
+
+class FailingCounts(MemoryStore):
+    """A store that fails when a replay's summary counts what it holds (a store going away mid-replay)."""
+
+    def count(self, table, *args, **kwargs):
+        if table == "clean_events":
+            raise StoreError("the store went away")
+        return super().count(table, *args, **kwargs)
+
+
+class TellingRunner(FakePipelineRunner):
+    """A runner whose run fails, telling why on RUN_FAILURES as the Dagster runner does."""
+
+    def materialize(self, start, end, on_progress):
+        logging.getLogger(RUN_FAILURES).error("run r-1 failed at step detections: KeyError: 'value_mean'")
+        return WindowRuns(runs=1, failed_runs=["r-1"])
+
+
+def test_a_store_error_in_the_summary_ends_the_record_failed_and_audits_it(config_dir):
+    store = FailingCounts()
+    services = bootstrap(config_dir, store=store, tracker=Tracker("", enabled=False), runner=FakePipelineRunner())
+    with pytest.raises(StoreError, match="the store went away"):
+        services.replays.run(ReplayRequest(T0, T0 + timedelta(minutes=5)))
+    [record] = services.replays.status()
+    assert (record.status, record.summary) == ("failed", {"error": "StoreError: the store went away"})
+    [after] = store.select("audit_log", columns=["after"])["after"].to_list()
+    assert json.loads(after) == {"status": "failed", "error": "StoreError: the store went away"}
+
+
+def test_a_failed_run_is_recorded_with_its_step_and_reason_and_no_counts(config_dir):
+    store = MemoryStore()
+    services = bootstrap(config_dir, store=store, tracker=Tracker("", enabled=False), runner=TellingRunner())
+    result = services.replays.run(ReplayRequest(T0, T0 + timedelta(minutes=5)))
+    assert result.status == "failed"
+    assert result.summary["error"] == "run r-1 failed at step detections: KeyError: 'value_mean'"
+    assert not {"events", "pattern_events", "pattern_events_by_type"} & set(result.summary)
+    assert services.replays.status(result.record.id)[0].summary == result.summary
+    assert replay_text(result).splitlines()[:2] == [
+        f"replay {result.record.id}: failed", "  run r-1 failed at step detections: KeyError: 'value_mean'"]
+    [after] = store.select("audit_log", columns=["after"])["after"].to_list()
+    assert json.loads(after) == {"status": "failed", "error": result.summary["error"]}
