@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +35,31 @@ from qraft_core.runtime import jvm_crash_env, jvm_crash_file
 from qraft_core.scheduling import ceil_to, floor_to, partition_start
 
 logger = logging.getLogger(__name__)
+# The logger a pipeline runner tells each failed run on, in one line (the run, its failing step and why);
+# a replay records what is told there while it runs.
+RUN_FAILURES = "qraft_core.run_failures"
 
 
-def replay_window(start: datetime, end: datetime, config: PartitionsConfig) -> tuple[datetime, datetime]:
-    """[start, end) widened to whole windows, or a ConfigError when it lies outside the partitions."""
+def replay_window(start: datetime, end: datetime, config: PartitionsConfig,
+                  now: datetime | None = None) -> tuple[datetime, datetime]:
+    """[start, end) widened to whole windows, or a ConfigError when it lies outside the partitions.
+
+    Windows older than the rolling range of an open end have no Dagster partition to run in: the
+    error says how large `max_partitions` must be for the range to reach back to them.
+    """
     if end <= start:
         raise ConfigError(f"replay window: --end ({iso(end)}) must be after --start ({iso(start)})")
-    first = partition_start(config)
+    now = now or datetime.now(UTC)
+    first = partition_start(config, now)
     aligned = floor_to(start, config.interval), ceil_to(end, config.interval)
     last = config.end
+    if last is None and config.start <= aligned[0] < first:
+        # The range starts a whole day after `now - max_partitions windows`: a day more reaches `aligned[0]`.
+        needed = -((aligned[0] - now) // config.interval) + timedelta(days=1) // config.interval
+        raise ConfigError(
+            f"replay window [{iso(start)}, {iso(end)}) starts before the oldest partition kept ({iso(first)}, "
+            f"partitions.max_partitions {config.max_partitions}): raise partitions.max_partitions in qraft.yaml "
+            f"to at least {needed} to replay it")
     if aligned[0] < first or (last is not None and aligned[1] > last):
         limit = f"[{iso(first)}, {iso(last) if last else 'now'})"
         raise ConfigError(f"replay window [{iso(start)}, {iso(end)}) lies outside the partitions {limit}")

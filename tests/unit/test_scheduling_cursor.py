@@ -116,3 +116,22 @@ def test_a_short_rolling_range_hands_out_the_closed_windows():
     assert [(r.start.isoformat(), r.end.isoformat(), r.reason) for r in plan.requests] == [
         ("2026-03-29T11:50:00+00:00", "2026-03-29T12:00:00+00:00", "closed")]
     assert plan.skipped_late == 0
+
+
+def test_a_replay_older_than_the_rolling_range_says_how_large_max_partitions_must_be():
+    from qraft_core.config import ConfigError
+    from qraft_core.replays import replay_window
+
+    config = PartitionsConfig(interval_minutes=1, max_partitions=1440, start=datetime(2026, 1, 1, tzinfo=UTC))
+    assert partition_start(config, NOW) == datetime(2026, 3, 29, tzinfo=UTC)
+    old = datetime(2026, 3, 27, 12, tzinfo=UTC)
+    with pytest.raises(ConfigError) as refused:
+        replay_window(old, old + timedelta(hours=1), config, NOW)
+    needed = 2 * 1440 + 1 + 1440  # 12:00 two days before to 12:00:30 now, then one day of slack
+    assert str(refused.value) == (
+        "replay window [2026-03-27T12:00:00.000Z, 2026-03-27T13:00:00.000Z) starts before the oldest partition "
+        f"kept (2026-03-29T00:00:00.000Z, partitions.max_partitions 1440): raise partitions.max_partitions in "
+        f"qraft.yaml to at least {needed} to replay it")
+    raised = config.model_copy(update={"max_partitions": needed})
+    assert partition_start(raised, NOW) <= old
+    assert replay_window(old, old + timedelta(hours=1), raised, NOW) == (old, old + timedelta(hours=1))
