@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
 from dagster import (
     DagsterInstance,
     Definitions,
@@ -201,7 +202,15 @@ def catch_up(
     workspace_file: Path | None = None,
 ) -> str | None:
     """`drain_sensor` from the daemon's cursor, then store where it ended for the daemon (the sensor reads a
-    damaged stored cursor part by part, `read_cursor`, so a damaged one is replaced by a well-formed one)."""
+    damaged stored cursor part by part, `read_cursor`, so a damaged one is replaced by a well-formed one).
+
+    Without a workspace file the Dagster home's is written, as `qraft up` writes it, so `qraft up` after
+    `qraft analyze` or `qraft demo` continues where they ended instead of computing every window again.
+    """
+    workspace_file = workspace_file or daemon_workspace(instance)
+    if not workspace_file.is_file():
+        workspace_file.parent.mkdir(parents=True, exist_ok=True)
+        workspace_file.write_text(yaml.safe_dump(CODE_LOCATION, sort_keys=False))
     cursor = drain_sensor(defs, instance, stored_cursor(instance, workspace_file), on_run)
     store_cursor(instance, cursor, workspace_file)
     return cursor
