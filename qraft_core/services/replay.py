@@ -193,7 +193,14 @@ class ReplayService:
             raise
         summary["status"] = status
         self.registry.finish(record, status, summary)
-        self._record(record, request, summary)
+        try:
+            self._record(record, request, summary)
+        except Exception as exc:
+            if status != "failed":
+                raise
+            # The store may be why the run failed: its audit row must not hide the replay's own outcome.
+            logger.warning("replay %s: its audit row was not written (%s: %s)", record.id, type(exc).__name__,
+                           first_line(exc))
         return ReplayResult(record, summary, diff)
 
     def _golden(self, request: ReplayRequest, start: datetime, end: datetime,

@@ -128,3 +128,20 @@ def test_a_failed_run_is_recorded_with_its_step_and_reason_and_no_counts(config_
         f"replay {result.record.id}: failed", "  run r-1 failed at step detections: KeyError: 'value_mean'"]
     [after] = store.select("audit_log", columns=["after"])["after"].to_list()
     assert json.loads(after) == {"status": "failed", "error": result.summary["error"]}
+
+
+class FailingAudit(MemoryStore):
+    def insert(self, table, *args, **kwargs):
+        if table == "audit_log":
+            raise StoreError("the store is held by another process")
+        return super().insert(table, *args, **kwargs)
+
+
+def test_a_failed_replay_is_reported_even_when_its_audit_row_cannot_be_written(config_dir, caplog):
+    services = bootstrap(config_dir, store=FailingAudit(), tracker=Tracker("", enabled=False), runner=TellingRunner())
+    with caplog.at_level(logging.WARNING, logger="qraft_core.services.replay"):
+        result = services.replays.run(ReplayRequest(T0, T0 + timedelta(minutes=5)))
+    assert (result.status, result.summary["error"]) == (
+        "failed", "run r-1 failed at step detections: KeyError: 'value_mean'")
+    assert [r.getMessage() for r in caplog.records if r.name == "qraft_core.services.replay"] == [
+        f"replay {result.record.id}: its audit row was not written (StoreError: the store is held by another process)"]
