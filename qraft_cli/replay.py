@@ -39,6 +39,9 @@ def _no_data_reason(summary: dict[str, Any]) -> str:
 
 def replay_text(result: ReplayResult) -> str:
     summary, diff = result.summary, result.diff
+    if "error" in summary:  # a failed run: what the store holds was not recomputed, so no counts
+        return "\n".join([f"replay {result.record.id}: {result.status}", f"  {summary['error']}",
+                          f"  {summary['partitions']} partitions, {summary['runs']} run(s); {summary['seconds']}s"])
     lines = [f"replay {result.record.id}: {result.status}",
              f"  {summary['partitions']} partitions in {summary['runs']} run(s), {summary['events']} clean events"
              + (_no_data_reason(summary) if summary["no_data"] else ""),

@@ -22,6 +22,7 @@ store, so a sensor (or the demo, or a test) can evaluate it repeatedly.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -44,12 +45,27 @@ def floor_to(ts: datetime, interval: timedelta) -> datetime:
 
 
 def partition_start(config: PartitionsConfig, now: datetime | None = None) -> datetime:
-    """The first window: the configured start, or later when the range would exceed max_partitions."""
+    """The first window: the configured start, or later when the range would exceed max_partitions.
+
+    The rolling range always holds the window of `now`. When `max_partitions` windows span a day or
+    more, its start moves in whole days (the partition set is stable for a day at a time); a shorter
+    span starts at the first whole window inside it, so the set moves with every window.
+
+    >>> config = PartitionsConfig(interval_minutes=1, max_partitions=30, start=EPOCH)
+    >>> partition_start(config, datetime(2026, 1, 5, 12, 0, 30, tzinfo=UTC)).isoformat()
+    '2026-01-05T11:31:00+00:00'
+    >>> partition_start(config.model_copy(update={"max_partitions": 3000}), datetime(2026, 1, 5, 12, tzinfo=UTC)).isoformat()
+    '2026-01-04T00:00:00+00:00'
+    """
     if config.end is not None:
         return config.start
     now = now or datetime.now(UTC)
-    earliest = now - config.interval * config.max_partitions
-    earliest = earliest.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    span = config.interval * config.max_partitions
+    earliest = now - span
+    if span >= timedelta(days=1):
+        earliest = earliest.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    else:
+        earliest = ceil_to(earliest, config.interval)
     return max(config.start, earliest)
 
 
@@ -139,6 +155,108 @@ def _parse(value: str | None) -> datetime | None:
     return parse_iso(value) if value else None
 
 
+# The time marks of the window sensor's cursor (`plan_windows`), each an ISO 8601 time or null.
+CURSOR_TIMES = ("through", "landed_seen", "max_event_time", "quiet_since")
+
+
+@dataclass(frozen=True)
+class CursorReading:
+    """A well-formed sensor cursor, the parts of the stored one that were dropped, and why."""
+
+    cursor: dict[str, Any]
+    dropped: frozenset[str]
+    warnings: list[str]
+
+
+def _time_text(value: Any) -> str | None:
+    """`value` as the cursor writes a time, or None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return iso(parse_iso(value))
+    except ValueError:
+        return None
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_timestamp(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < float("inf")
+
+
+def read_cursor(text: str | None) -> CursorReading:
+    """The window sensor's stored cursor, checked part by part: a malformed part is dropped (one warning
+    naming the key and what it should be) and the plan falls back to that part's starting state.
+
+    A dropped time mark is as if no window was handed out yet (`through`; the sensor resumes after the
+    newest materialized window when there is one), nothing landed was seen (`landed_seen`,
+    `max_event_time`) or the stream just went quiet (`quiet_since`); a dropped `ahead` waits for events
+    past a gap again; in `heal`, a dropped `from` is the first partition and a dropped `failures_seen`
+    reads every failed run again (their re-runs have the same run keys). Recomputing a window writes the
+    same rows, so falling back is safe; it may only redo work. Unknown keys are ignored.
+
+    >>> read_cursor('{"through": 5, "landed_seen": "2026-01-05T10:00:00+01:00"}').cursor
+    {'landed_seen': '2026-01-05T09:00:00.000Z', 'heal': {}}
+    >>> read_cursor("garbage").warnings
+    ["window sensor cursor: expected a JSON object, got 'garbage' (not JSON); starting from an empty cursor"]
+    """
+    if not text:
+        return CursorReading({"heal": {}}, frozenset(), [])
+    try:
+        stored, got = json.loads(text), repr(text[:40])
+    except (ValueError, RecursionError):
+        stored, got = None, f"{text[:40]!r} (not JSON)"
+    if not isinstance(stored, dict):
+        return CursorReading({"heal": {}}, frozenset({*CURSOR_TIMES, "ahead", "heal"}), [
+            f"window sensor cursor: expected a JSON object, got {got}; starting from an empty cursor"])
+    cursor: dict[str, Any] = {}
+    dropped: set[str] = set()
+    warnings: list[str] = []
+
+    def drop(key: str, expected: str, value: Any) -> None:
+        dropped.add(key)
+        warnings.append(f"window sensor cursor: {key!r} expected {expected}, got {json.dumps(value)[:60]}; dropped")
+
+    for key in CURSOR_TIMES:
+        value = stored.get(key)
+        if value is None:
+            continue
+        if (time_text := _time_text(value)) is None:
+            drop(key, "an ISO 8601 time or null", value)
+        else:
+            cursor[key] = time_text
+    ahead = stored.get("ahead")
+    if ahead is not None:
+        start = _time_text(ahead.get("start")) if isinstance(ahead, dict) else None
+        if start is None or not _is_count(ahead.get("count")):
+            drop("ahead", 'an object {"start": ISO 8601 time, "count": whole number}', ahead)
+        else:
+            cursor["ahead"] = {"start": start, "count": ahead["count"]}
+    heal = stored.get("heal", {})
+    cursor["heal"] = {}
+    if not isinstance(heal, dict):
+        drop("heal", "an object", heal)
+        heal = {}
+    if "from" in heal:
+        if (first := _time_text(heal["from"])) is None:
+            drop("heal.from", "an ISO 8601 time", heal["from"])
+        else:
+            cursor["heal"]["from"] = first
+    if "failures_seen" in heal:
+        if not _is_timestamp(heal["failures_seen"]):
+            drop("heal.failures_seen", "a Unix timestamp (a number)", heal["failures_seen"])
+        else:
+            cursor["heal"]["failures_seen"] = float(heal["failures_seen"])
+    return CursorReading(cursor, frozenset(dropped), warnings)
+
+
+def cursor_time(cursor: dict[str, Any], key: str) -> datetime | None:
+    """A time mark of a cursor from `read_cursor`."""
+    return _parse(cursor.get(key))
+
+
 def _chunks(start: datetime, end: datetime, config: PartitionsConfig, reason: str, marker: str) -> list[WindowRequest]:
     step = config.interval * config.max_windows_per_run
     requests = []
@@ -162,6 +280,7 @@ def plan_windows(
     Cursor keys: `through` (end of the last window handed out), `landed_seen`
     (newest landing already considered), `max_event_time` (the watermark before
     lateness), `quiet_since`, and `ahead` (events waiting past a gap) when there are.
+    A stored cursor is read through `read_cursor` first: this expects a well-formed one.
     """
     interval = config.interval
     through = _parse(cursor.get("through"))

@@ -7,13 +7,14 @@ the sensor's cursor where the daemon reads it: `qraft up` after `qraft demo`
 continues where the demo ended instead of computing it again.
 """
 
-import json
+import logging
 import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
 from dagster import (
     DagsterInstance,
     Definitions,
@@ -34,6 +35,8 @@ from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 
 from qraft_core.config import DagsterConfig, PartitionsConfig
+from qraft_core.replays import RUN_FAILURES
+from qraft_core.scheduling import read_cursor
 from qraft_dagster.instance import write_instance_settings
 from qraft_dagster.sensors.windows import PIPELINE_JOB, window_tags
 
@@ -41,8 +44,34 @@ SENSOR_NAME = "qraft_window_sensor"
 # The code location `qraft up` serves (`dagster dev -w workspace.yaml`, from the project folder).
 # What Dagster names the repository of a code location defined by one `Definitions` object.
 SINGLE_REPOSITORY = "__repository__"
-# Step-level chatter goes to the run's event log (the UI), not the terminal.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Step-level chatter and Dagster's errors with their stack traces go to the run's event log (the UI),
+# not the terminal: a failed run is told there in one line (`tell_failure`).
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+run_failures = logging.getLogger(RUN_FAILURES)
+
+
+def failure_line(result: ExecuteInProcessResult) -> str:
+    """Why a run failed, in one line: its failing step and the error raised there."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data is not None and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            # Dagster wraps the step's own error: name that one.
+            while error.cls_name.startswith("Dagster") and error.cause is not None:
+                error = error.cause
+            text = error.message.strip().splitlines()[0] if error.message.strip() else ""
+            named, _, reason = text.partition(": ")
+            reason = reason if named.endswith(error.cls_name) else text
+            return f"run {result.run_id} failed at step {event.step_key}: {error.cls_name}: {reason}"
+    for event in result.all_events:
+        if event.is_run_failure and event.message:
+            return f"run {result.run_id} failed: {event.message.strip().splitlines()[0]}"
+    return f"run {result.run_id} failed"
+
+
+def tell_failure(result: ExecuteInProcessResult) -> ExecuteInProcessResult:
+    if not result.success:
+        run_failures.error(failure_line(result))
+    return result
 
 
 def ensure_dagster_home(dagster_home: Path, settings: DagsterConfig | None = None) -> Path:
@@ -71,10 +100,10 @@ def materialize_windows(
     # Dagster's time partitions end at the current time whatever their configured end: windows of data
     # dated after now (simulated or planned data, a clock running behind) are run as of their end.
     with partition_loading_context(effective_dt=max(end, datetime.now(UTC))):
-        return defs.resolve_job_def(PIPELINE_JOB).execute_in_process(
+        return tell_failure(defs.resolve_job_def(PIPELINE_JOB).execute_in_process(
             run_config=QUIET, instance=instance, partition_key=key, tags={**selected, **(tags or {})},
             raise_on_error=False,
-        )
+        ))
 
 
 def execute_request(defs: Definitions, instance: DagsterInstance, request: RunRequest) -> ExecuteInProcessResult:
@@ -82,10 +111,10 @@ def execute_request(defs: Definitions, instance: DagsterInstance, request: RunRe
     tags = dict(request.tags)
     if request.run_key:
         tags |= {RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: SENSOR_NAME}
-    return defs.resolve_job_def(PIPELINE_JOB).execute_in_process(
+    return tell_failure(defs.resolve_job_def(PIPELINE_JOB).execute_in_process(
         run_config=QUIET, instance=instance, partition_key=request.partition_key, tags=tags,
         raise_on_error=False,
-    )
+    ))
 
 
 def drain_sensor(
@@ -172,11 +201,21 @@ def catch_up(
     on_run: Callable[[RunRequest, ExecuteInProcessResult], None] | None = None,
     workspace_file: Path | None = None,
 ) -> str | None:
-    """`drain_sensor` from the daemon's cursor, then store where it ended for the daemon."""
+    """`drain_sensor` from the daemon's cursor, then store where it ended for the daemon (the sensor reads a
+    damaged stored cursor part by part, `read_cursor`, so a damaged one is replaced by a well-formed one).
+
+    Without a workspace file the Dagster home's is written, as `qraft up` writes it, so `qraft up` after
+    `qraft analyze` or `qraft demo` continues where they ended instead of computing every window again.
+    """
+    workspace_file = workspace_file or daemon_workspace(instance)
+    if not workspace_file.is_file():
+        workspace_file.parent.mkdir(parents=True, exist_ok=True)
+        workspace_file.write_text(yaml.safe_dump(CODE_LOCATION, sort_keys=False))
     cursor = drain_sensor(defs, instance, stored_cursor(instance, workspace_file), on_run)
     store_cursor(instance, cursor, workspace_file)
     return cursor
 
 
 def cursor_summary(cursor: str | None) -> dict[str, object]:
-    return json.loads(cursor) if cursor else {}
+    """The parts of a stored cursor that are well-formed (`read_cursor`)."""
+    return read_cursor(cursor).cursor

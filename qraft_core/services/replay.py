@@ -10,8 +10,10 @@ the audit log.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,10 +32,39 @@ from qraft_core.golden import (
     write_golden,
 )
 from qraft_core.patterns.materialize import load_pattern_events
-from qraft_core.replays import ReplayRecord, ReplayRegistry, replay_window
+from qraft_core.replays import RUN_FAILURES, ReplayRecord, ReplayRegistry, replay_window
 from qraft_core.services.pipeline import PipelineService
 from qraft_core.store.base import EventStore, Filter
 from qraft_core.tracking import Tracker, detector_seconds_metrics, library_versions
+
+logger = logging.getLogger(__name__)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+class _Collected(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.ERROR)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextmanager
+def told_run_failures() -> Iterator[list[str]]:
+    """The one-line failures the pipeline runner tells (on `RUN_FAILURES`) while the block runs."""
+    lines: list[str] = []
+    handler = _Collected(lines)
+    teller = logging.getLogger(RUN_FAILURES)
+    teller.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        teller.removeHandler(handler)
 
 
 @dataclass(frozen=True)
@@ -125,31 +156,51 @@ class ReplayService:
 
     def run(self, request: ReplayRequest, replay_id: str | None = None,
             on_progress: Callable[[int], None] = lambda windows: None) -> ReplayResult:
-        """Claim, recompute and record the replay; the record never stays "running" on an error."""
+        """Claim, recompute and record the replay; the record never stays "running" on an error.
+
+        A failed replay's summary names the failing run, step and reason in one line (`error`) and holds
+        no pattern counts: the store still holds the windows as they were before the replay.
+        """
         self.check(request)
         self.pipeline.require_runner()
         record = self.claim(request, replay_id)
         start, end = self.window(request.start, request.end)
+        sources = sorted(request.sources)
+        summary: dict[str, Any] = {"id": record.id, "start": record.start, "end": record.end, "sources": sources,
+                                   "partitions": int((end - start) / self.config.partitions.interval)}
         began = time.monotonic()
         try:
-            outcome = self.pipeline.materialize(start, end, on_progress)
+            with told_run_failures() as failures:
+                outcome = self.pipeline.materialize(start, end, on_progress)
+            summary |= {"runs": outcome.runs, "failed_runs": outcome.failed_runs,
+                        "config_hash": config_hash(self.config_path), "detector_seconds": outcome.detector_seconds}
+            if outcome.failed_runs:
+                status = "failed"
+                summary["error"] = failures[0] if failures else (
+                    f"pipeline run {outcome.failed_runs[0]} failed (Dagster's event log of the run tells why)")
+            else:
+                status = "succeeded"
+                summary |= window_summary(self.store, start, end, sources, self.config.partitions.interval)
+            summary["seconds"] = round(time.monotonic() - began, 2)
+            diff = None
+            if request.golden is not None and status == "succeeded":
+                diff = self._golden(request, start, end, summary)
+                status = "regression" if diff is not None and diff.regression else status
         except BaseException as exc:  # Ctrl-C included
-            self.registry.finish(record, "failed", {"error": f"{type(exc).__name__}: {exc}"})
+            error = f"{type(exc).__name__}: {first_line(exc)}"
+            self.registry.finish(record, "failed", {"error": error})
+            self._audit_failure(record, request, error)
             raise
-        sources = sorted(request.sources)
-        summary = {"id": record.id, "start": record.start, "end": record.end, "sources": sources,
-                   "runs": outcome.runs, "failed_runs": outcome.failed_runs,
-                   **window_summary(self.store, start, end, sources, self.config.partitions.interval),
-                   "seconds": round(time.monotonic() - began, 2), "config_hash": config_hash(self.config_path),
-                   "detector_seconds": outcome.detector_seconds}
-        status = "failed" if outcome.failed_runs else "succeeded"
-        diff = None
-        if request.golden is not None and status == "succeeded":
-            diff = self._golden(request, start, end, summary)
-            status = "regression" if diff is not None and diff.regression else status
         summary["status"] = status
         self.registry.finish(record, status, summary)
-        self._record(record, request, summary)
+        try:
+            self._record(record, request, summary)
+        except Exception as exc:
+            if status != "failed":
+                raise
+            # The store may be why the run failed: its audit row must not hide the replay's own outcome.
+            logger.warning("replay %s: its audit row was not written (%s: %s)", record.id, type(exc).__name__,
+                           first_line(exc))
         return ReplayResult(record, summary, diff)
 
     def _golden(self, request: ReplayRequest, start: datetime, end: datetime,
@@ -167,27 +218,37 @@ class ReplayService:
         return diff
 
     def _record(self, record: ReplayRecord, request: ReplayRequest, summary: dict[str, Any]) -> None:
-        """The MLflow run and the audit row of a finished replay."""
+        """The MLflow run and the audit row of a finished replay (a failed one has no counts to log)."""
         sources = sorted(request.sources)
+        counts = {"events": summary["events"], "pattern_events": summary["pattern_events"],
+                  **{f"pattern_events.{k}": v for k, v in summary["pattern_events_by_type"].items()}
+                  } if "events" in summary else {}
         self.tracker.log_run(
             f"replay {record.start}..{record.end}",
             params={"start": record.start, "end": record.end, "sources": ",".join(sources) or "all",
                     "config_hash": summary["config_hash"], "actor": request.actor, **library_versions()},
-            metrics={"events": summary["events"], "pattern_events": summary["pattern_events"],
-                     "seconds": summary["seconds"], "partitions": summary["partitions"],
-                     **{f"pattern_events.{k}": v for k, v in summary["pattern_events_by_type"].items()},
+            metrics={**counts, "seconds": summary["seconds"], "partitions": summary["partitions"],
                      **detector_seconds_metrics(summary["detector_seconds"])},
             tags={"qraft.kind": "replay", "qraft.status": record.status, "qraft.replay_id": record.id},
         )
-        record_audit(self.store, request.actor, "replay", f"[{record.start}, {record.end})",
-                     after={k: summary[k] for k in ("status", "events", "pattern_events_by_type")},
+        after = {k: summary[k] for k in ("status", "events", "pattern_events_by_type", "error") if k in summary}
+        record_audit(self.store, request.actor, "replay", f"[{record.start}, {record.end})", after=after,
                      detail={"config_hash": summary["config_hash"], "sources": sources, "id": record.id})
+
+    def _audit_failure(self, record: ReplayRecord, request: ReplayRequest, error: str) -> None:
+        """The audit row of a replay cut short by an error; the store may be what failed, so it may not land."""
+        try:
+            record_audit(self.store, request.actor, "replay", f"[{record.start}, {record.end})",
+                         after={"status": "failed", "error": error},
+                         detail={"sources": sorted(request.sources), "id": record.id})
+        except Exception as exc:
+            logger.warning("replay %s: its audit row was not written (%s: %s)", record.id, type(exc).__name__,
+                           first_line(exc))
 
     def status(self, replay_id: str | None = None) -> list[ReplayRecord]:
         """One replay's record (ConfigError when unknown), or every record, newest first."""
         if replay_id is None:
-            found = [self.registry.get(path.stem) for path in self.registry.directory.glob("*.json")]
-            return sorted((r for r in found if r is not None), key=lambda r: r.started_at, reverse=True)
+            return sorted(self.registry.records(), key=lambda r: r.started_at, reverse=True)
         try:
             record = self.registry.get(replay_id)
         except ValueError as exc:

@@ -4,7 +4,9 @@ The decisions are `qraft_core.scheduling.plan_windows` and `plan_retries`; this
 module reads the cursor, observes the store and Dagster's run records, and
 turns the plans into run requests. Run keys are derived from the windows (and,
 for late data, the landing mark; for a re-run, the failed run), so a request is
-never issued twice.
+never issued twice. A damaged stored cursor is read part by part (`read_cursor`):
+what is malformed is dropped with a warning in the tick's log, and a lost
+`through` resumes after the newest materialized window.
 
 Self-healing: a run whose worker process died is marked failed (with the JVM
 crash file when there is one); every failed run is re-requested from the first
@@ -48,10 +50,12 @@ from qraft_core.scheduling import (
     EPOCH,
     FailedRun,
     WindowRequest,
+    cursor_time,
     jump_bound,
     observe_landing,
     plan_retries,
     plan_windows,
+    read_cursor,
 )
 from qraft_dagster.assets.ingest import observe_raw_events
 from qraft_dagster.partitions import partition_key, partition_start, window_of
@@ -146,15 +150,18 @@ def build_window_sensor(job: JobDefinition | UnresolvedAssetJobDefinition) -> Se
         """Materializes windows once they close; re-runs windows that received late events or whose run failed."""
         rt = qraft.runtime
         partitions = rt.config.partitions
-        cursor = json.loads(context.cursor) if context.cursor else {}
-        heal = cursor.pop("heal", {})
-        landed_seen = cursor.get("landed_seen")
-        watermark = cursor.get("max_event_time")
-        since = datetime.fromisoformat(landed_seen.replace("Z", "+00:00")) if landed_seen else EPOCH
-        seen = observe_landing(
-            rt.store, since,
-            datetime.fromisoformat(watermark.replace("Z", "+00:00")) if watermark else None, jump_bound(partitions),
-        )
+        reading = read_cursor(context.cursor)
+        for warning in reading.warnings:
+            context.log.warning(warning)
+        cursor = reading.cursor
+        heal = cursor.pop("heal")
+        if "through" in reading.dropped:
+            # Resume after the newest window already done rather than from the start of the data.
+            done = context.instance.get_materialized_partitions(LAST_ASSET)
+            if done:
+                cursor["through"] = iso(max(window_of(key) for key in done) + partitions.interval)
+        since = cursor_time(cursor, "landed_seen") or EPOCH
+        seen = observe_landing(rt.store, since, cursor_time(cursor, "max_event_time"), jump_bound(partitions))
         plan = plan_windows(cursor, seen, datetime.now(UTC), partitions, partition_start(partitions))
         if plan.skipped_late:
             context.log.warning(f"{plan.skipped_late} late window(s) older than max_reopen_windows were not reopened")
@@ -166,8 +173,7 @@ def build_window_sensor(job: JobDefinition | UnresolvedAssetJobDefinition) -> Se
         failures, heal["failures_seen"] = failed_runs(context.instance, partitions, heal.get("failures_seen", 0.0))
         if failures:
             done = {window_of(key) for key in context.instance.get_materialized_partitions(LAST_ASSET)}
-            first = (datetime.fromisoformat(heal["from"].replace("Z", "+00:00")) if "from" in heal
-                     else partition_start(partitions))
+            first = cursor_time(heal, "from") or partition_start(partitions)
             retries, given_up = plan_retries(failures, done, first, partitions)
             requests = retries + requests
             for failure in given_up:
