@@ -65,6 +65,10 @@ def process_alive(pid: int) -> bool:
         return True
 
 
+# How long a port may stay answering after the server on it died before it counts as taken.
+PORT_RELEASE_S = 5.0
+
+
 def _write(path: Path, text: str) -> None:
     """`path` written, or an EmbeddedNatsError naming it: a write that fails (a full disk) says
     nothing of the file it was writing to."""
@@ -72,6 +76,19 @@ def _write(path: Path, text: str) -> None:
         path.write_text(text)
     except OSError as exc:
         raise EmbeddedNatsError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
+
+
+def _port_free(port: int) -> bool:
+    """Whether a server could listen on `port` of 127.0.0.1 now. Binding tells what connecting
+    cannot: a program that holds the port without accepting fills its backlog, and connections
+    then time out as if nothing listened."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no holder
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _port_open(port: int) -> bool:
@@ -176,9 +193,14 @@ class EmbeddedNats:
 
     def _start(self, timeout_s: float = 15.0) -> EmbeddedNats:
         self.port = self.port or free_port()
-        # Something answering there is not this server: it would be taken for one started here.
-        if _port_open(self.port):
-            raise self._port_taken()
+        # Something answering there is not this server: it would be taken for one started here. A
+        # server just killed may still hold its port for a moment: its main thread reads as dead
+        # (a zombie) before the others have exited and closed its sockets.
+        released_by = time.monotonic() + PORT_RELEASE_S
+        while not _port_free(self.port):
+            if time.monotonic() > released_by:
+                raise self._port_taken()
+            time.sleep(0.05)
         config = self._write_config()
         log = open(self.log_file, "ab")  # noqa: SIM115 - owned by the child
         self.log_offset = log.tell()
@@ -199,7 +221,7 @@ class EmbeddedNats:
         deadline = time.monotonic() + timeout_s
         while True:
             if self.process.poll() is not None:
-                if _port_open(self.port):  # taken between the check above and the server's start
+                if not _port_free(self.port):  # taken between the check above and the server's start
                     raise self._port_taken()
                 raise EmbeddedNatsError(f"nats-server exited with {self.process.returncode}; see {self.log_file}")
             if _port_open(self.port):
