@@ -15,6 +15,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -41,10 +42,16 @@ def events(start: int, count: int) -> list[StandardEvent]:
 
 
 def start_lander(config_dir) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
+    log = open(Path(config_dir) / "lander.log", "ab")  # noqa: SIM115 - owned by the child; read on failure
     return subprocess.Popen(
         [sys.executable, "-m", "qraft_cli", "--config-dir", str(config_dir), "land", "--metrics-port", "0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
+
+
+def lander_log(config_dir) -> str:  # type: ignore[no-untyped-def]
+    path = Path(config_dir) / "lander.log"
+    return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
 
 @pytest.fixture
@@ -110,7 +117,8 @@ def test_killing_the_stream_leader_and_the_lander_loses_and_doubles_nothing(
     try:
         seen = asyncio.run(produce(rt, cluster, chaos_events, kills, lander))
         assert seen["stream_messages"] == batches  # each batch stored once, retries included
-        assert wait_for(lambda: asyncio.run(lag(rt, cluster)) == 0, timeout_s=300, every_s=1.0), kills
+        assert wait_for(lambda: asyncio.run(lag(rt, cluster)) == 0, timeout_s=300, every_s=1.0), (
+            kills, lander_log(config_dir))
     finally:
         lander[0].send_signal(signal.SIGTERM)
         lander[0].wait(timeout=60)
@@ -118,4 +126,4 @@ def test_killing_the_stream_leader_and_the_lander_loses_and_doubles_nothing(
     with rt.store._client_in_session() as client:
         rows, distinct = client.query("SELECT count(), uniqExact(event_id) FROM raw_events").result_rows[0]
     # Nothing lost, no id twice, counted without FINAL (see test_embedded_faults).
-    assert (rows, distinct, rt.store.count("raw_events")[""]) == (chaos_events,) * 3, kills
+    assert (rows, distinct, rt.store.count("raw_events")[""]) == (chaos_events,) * 3, (kills, lander_log(config_dir))
