@@ -16,6 +16,7 @@ def api(ctx: click.Context, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from qraft_core.api import create_app
+    from qraft_core.api.server import SERVER_SETTINGS
 
     found = services(ctx)
     rt = found.runtime
@@ -23,4 +24,4 @@ def api(ctx: click.Context, host: str | None, port: int | None) -> None:
     # store to any other process that asks (see qraft_core/store/sessions.py).
     rt.store.keep_open_s = rt.config.api.store_keep_open_s
     app = create_app(rt, found.replay_launcher)
-    uvicorn.run(app, host=host or rt.config.api.host, port=port or rt.config.api.port)
+    uvicorn.run(app, host=host or rt.config.api.host, port=port or rt.config.api.port, **SERVER_SETTINGS)

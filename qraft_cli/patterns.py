@@ -198,7 +198,8 @@ def patterns_stats(ctx: click.Context, as_json: bool) -> None:
     """Per detector: confirmed findings, false alarms, notes and precision over the verdicts."""
     stats = services(ctx).patterns.annotation_stats()
     lines = [f"{name:<32} confirmed {s['confirmed']:>4}  false alarms {s['false_alarm']:>4}  notes {s['notes']:>4}  "
-             f"precision {s['precision']:.2f}" for name, s in stats.items()]
+             f"precision {'-' if s['precision'] is None else format(s['precision'], '.2f')}"  # none judged yet
+             for name, s in stats.items()]
     emit(stats, as_json, "\n".join(lines) or "no verdicts yet")
 
 

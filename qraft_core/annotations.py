@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Literal, NamedTuple
 
 import polars as pl
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from qraft_core.audit import record_audit
 from qraft_core.events import PatternEvent, iso
@@ -55,20 +55,25 @@ def add_annotation(
     actor: str = "cli",
     now: datetime | None = None,
 ) -> Annotation:
-    """Attach an annotation to an existing pattern and record it in the audit log."""
+    """Attach an annotation to an existing pattern and record it in the audit log; ValueError names
+    a field that does not fit (a note over MAX_NOTE characters)."""
     if label not in ("confirmed", "false_alarm", "note"):
         raise ValueError(f"label must be confirmed, false_alarm or note (got {label!r})")
     with store.session():
         if store.count("pattern_events", where=[Filter("pattern_id", "=", pattern_id)]).get("", 0) == 0:
             raise UnknownPattern(f"no pattern with id {pattern_id!r}")
-        annotation = Annotation(
-            annotation_id=str(uuid.uuid4()),
-            pattern_id=pattern_id,
-            label=label,
-            note=note,
-            author=author or actor,
-            created_at=now or datetime.now(UTC),
-        )
+        try:
+            annotation = Annotation(
+                annotation_id=str(uuid.uuid4()),
+                pattern_id=pattern_id,
+                label=label,
+                note=note,
+                author=author or actor,
+                created_at=now or datetime.now(UTC),
+            )
+        except ValidationError as exc:  # too long a note or author: one line per field, not pydantic's dump
+            problems = (f"{'.'.join(map(str, found['loc']))}: {found['msg']}" for found in exc.errors())
+            raise ValueError("; ".join(problems)) from None
         store.insert("annotations", pl.DataFrame([annotation.model_dump()]))
         record_audit(store, actor, "annotate", pattern_id, None, annotation.model_dump(mode="json"))
     return annotation
@@ -107,8 +112,9 @@ def _annotated_patterns(store: EventStore, pattern_ids: Sequence[str]) -> list[P
     return [PatternEvent.model_validate(json.loads(body)) for body in frame["body"]]
 
 
-def detector_stats(store: EventStore) -> dict[str, dict[str, float | int]]:
-    """Per detector (algorithm name): confirmed, false_alarm, notes and precision over verdicts."""
+def detector_stats(store: EventStore) -> dict[str, dict[str, float | int | None]]:
+    """Per detector (algorithm name): confirmed, false_alarm, notes and precision over verdicts
+    (None while nobody judged its findings: unreviewed is not useless)."""
     annotations = list_annotations(store)
     verdict_of = verdicts(annotations)
     notes = Counter(a.pattern_id for a in annotations if a.label == "note")
@@ -118,7 +124,7 @@ def detector_stats(store: EventStore) -> dict[str, dict[str, float | int]]:
             if pattern.pattern_id in verdict_of:
                 counts[name][verdict_of[pattern.pattern_id]] += 1
             counts[name]["notes"] += notes[pattern.pattern_id]
-    stats: dict[str, dict[str, float | int]] = {}
+    stats: dict[str, dict[str, float | int | None]] = {}
     for name in sorted(counts):
         confirmed, false_alarm = counts[name]["confirmed"], counts[name]["false_alarm"]
         judged = confirmed + false_alarm
@@ -126,7 +132,7 @@ def detector_stats(store: EventStore) -> dict[str, dict[str, float | int]]:
             "confirmed": confirmed,
             "false_alarm": false_alarm,
             "notes": counts[name]["notes"],
-            "precision": round(confirmed / judged, 4) if judged else 0.0,
+            "precision": round(confirmed / judged, 4) if judged else None,
         }
     return stats
 

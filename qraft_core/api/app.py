@@ -69,9 +69,75 @@ class SingleValuedQuery:
         await self.app(scope, receive, send)
 
 
+# The largest legitimate body, an annotation whose 4000-character note is written in JSON escapes
+# (up to 12 bytes a character), fits with room to spare; so does any sources.yaml entry or replay.
+MAX_BODY_BYTES = 64 * 1024
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over MAX_BODY_BYTES is a 413, refused before anything reads or
+    parses it (and before the key is checked: an anonymous client cannot make the API buffer more)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        body: bytes | None = None if declared.isdigit() and int(declared) > MAX_BODY_BYTES else b""
+        while body is not None:  # a body sent in chunks is counted as it comes
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left
+            body += message.get("body", b"")
+            if len(body) > MAX_BODY_BYTES:
+                body = None
+            elif not message.get("more_body", False):
+                break
+        if body is None:
+            response = error(413, f"body: larger than the limit of {MAX_BODY_BYTES} bytes")
+            await response(scope, receive, send)
+            return
+        delivered = False
+
+        async def replay() -> Any:
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+class HeadAsGet:
+    """ASGI middleware: HEAD is answered as GET without the body (uptime checks probe with HEAD)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
 def add_error_handlers(app: FastAPI) -> None:
-    """Bad input and failures as `{"error": message}` with their status (query parameters given twice too)."""
+    """Bad input and failures as `{"error": message}` with their status (query parameters given twice
+    and bodies over MAX_BODY_BYTES too)."""
     app.add_middleware(SingleValuedQuery)
+    app.add_middleware(BodyLimit)
 
     async def api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
@@ -117,6 +183,7 @@ def create_app(runtime: RuntimeLike, replay_launcher: ReplayLauncher | None = No
     )
     app.state.qraft = ctx
     add_error_handlers(app)
+    app.add_middleware(HeadAsGet)
     for router in (
         sources_router(ctx),
         patterns_router(ctx),

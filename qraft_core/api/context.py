@@ -1,5 +1,6 @@
 """What every router of the API shares: configuration, store, keys, the response cache, errors."""
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Security
+from fastapi import Depends, Request, Security
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
@@ -160,6 +161,27 @@ class ApiContext:
         return StreamOrSourceQuery(
             begin, finish, parse_type(type_), plain_text(source, "source"), min_confidence
         )
+
+
+def json_write(writer: Any) -> list[Any]:
+    """The dependencies of a write with a JSON body: the key first (`writer`, the one its handler
+    takes the actor from: FastAPI then runs it once), then no key written twice."""
+    return [Depends(writer), Depends(keys_once)]
+
+
+async def keys_once(request: Request) -> None:
+    """A key written twice in the body, at any depth, is a 400 naming it: JSON keeps the last, so of
+    `{"label": "confirmed", "label": "false_alarm"}` one verdict was stored without a word."""
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in items]
+        twice = next((key for key in keys if keys.count(key) > 1), None)
+        if twice is not None:
+            raise ApiError(400, f"body: the key {twice!r} is written twice")
+        return dict(items)
+
+    # A body that is not JSON at all: the body's own validation says how.
+    with contextlib.suppress(ValueError, RecursionError):
+        json.loads(await request.body(), object_pairs_hook=pairs)
 
 
 @contextmanager

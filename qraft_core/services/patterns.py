@@ -131,7 +131,7 @@ class PatternService:
         self.get(pattern_id)
         return list_annotations(self.store, [pattern_id])
 
-    def annotation_stats(self) -> dict[str, dict[str, float | int]]:
+    def annotation_stats(self) -> dict[str, dict[str, float | int | None]]:
         """Per detector: confirmed findings, false alarms, notes and precision over verdicts."""
         return detector_stats(self.store)
 

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from qraft_core.audit import record_audit
-from qraft_core.config import SourceConfig, load_sources, read_yaml
+from qraft_core.config import SOURCE_CHECKS, ConfigError, SourceConfig, load_sources, read_yaml
 from qraft_core.sources_registry import source_status
 from qraft_core.store.base import EventStore
 
@@ -55,10 +55,16 @@ class SourceService:
         replaces the old one (a ConfigError leaves it untouched). Recorded in the audit log."""
         path = self.config_path / "sources.yaml"
         with self.lock:
+            for check in SOURCE_CHECKS.values():  # named as the caller knows it, not by its place in the file
+                check(source, f"{path}: sources[{source.name!r}]")
             before, new_entry, text = merged_sources(path, source)
             with tempfile.TemporaryDirectory() as scratch:
-                (Path(scratch) / "sources.yaml").write_text(text)
-                load_sources(scratch)
+                copy = Path(scratch) / "sources.yaml"
+                copy.write_text(text)
+                try:
+                    load_sources(scratch)
+                except ConfigError as exc:  # the rest of the file: named as it is on disk
+                    raise ConfigError(str(exc).replace(str(copy), str(path))) from None
             fd, staged = tempfile.mkstemp(dir=path.parent, prefix=".sources.", suffix=".yaml")
             with os.fdopen(fd, "w") as handle:
                 handle.write(text)

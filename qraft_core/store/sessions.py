@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -39,6 +40,7 @@ from qraft_core.store.base import StoreError, StoreUnavailable
 _IDLE_POLL_S = 0.02
 _HANDOVER_MAX_S = 2.0
 _INHERITED: list[Any] = []
+log = logging.getLogger(__name__)
 
 
 class WaitSignal:
@@ -108,6 +110,7 @@ class EmbeddedEngine:
         self._opening = False
         self._idle_until = 0.0
         self._reaper: threading.Thread | None = None
+        self._probe_failing = False
 
     @contextmanager
     def session(self, dsn: str, lock_timeout_s: float, keep_open_s: float) -> Iterator[Any]:
@@ -147,8 +150,7 @@ class EmbeddedEngine:
         with self._cond:
             while True:
                 if self._client is not None:
-                    assert self._signal is not None
-                    handing_over = self._signal.someone_waits()
+                    handing_over = self._someone_waits()
                     if self._dsn == dsn and not handing_over:
                         self._users += 1
                         return self._client
@@ -185,10 +187,9 @@ class EmbeddedEngine:
         with self._cond:
             self._users -= 1
             if self._users == 0 and self._client is not None:
-                assert self._signal is not None
                 if keep_open_s <= 0:
                     self._close()  # a short-session process closes as it always did, without staying back
-                elif self._signal.someone_waits():
+                elif self._someone_waits():
                     self._close(handing_over=True)
                 else:
                     self._idle_until = time.monotonic() + keep_open_s
@@ -245,18 +246,33 @@ class EmbeddedEngine:
             self._reaper = threading.Thread(target=self._reap, name="qraft-store-idle", daemon=True)
             self._reaper.start()
 
+    def _someone_waits(self) -> bool:
+        """Whether another process waits for the open engine; a failed probe (out of file
+        descriptors, say) counts as nobody for now: the reaper probes again at its next poll."""
+        assert self._signal is not None
+        try:
+            waits = self._signal.someone_waits()
+        except OSError as exc:
+            if not self._probe_failing:  # once per failing spell, not at every poll
+                log.warning("cannot check whether another process waits for the store: %s", exc)
+            self._probe_failing = True
+            return False
+        self._probe_failing = False
+        return waits
+
     def _reap(self) -> None:
         """Close the idle engine when its time is up or another process waits for it."""
         with self._cond:
-            while self._client is not None:
-                assert self._signal is not None
-                handing_over = self._signal.someone_waits()
-                if self._users == 0 and (handing_over or time.monotonic() >= self._idle_until):
-                    self._close(handing_over)
-                    self._cond.notify_all()
-                    break
-                self._cond.wait(timeout=_IDLE_POLL_S)
-            self._reaper = None
+            try:
+                while self._client is not None:
+                    handing_over = self._someone_waits()
+                    if self._users == 0 and (handing_over or time.monotonic() >= self._idle_until):
+                        self._close(handing_over)
+                        self._cond.notify_all()
+                        break
+                    self._cond.wait(timeout=_IDLE_POLL_S)
+            finally:  # whatever ends this thread, the next idle session starts another
+                self._reaper = None
 
     def close(self) -> None:
         """Close the engine if no session is using it (at exit, or when a caller is done for good)."""

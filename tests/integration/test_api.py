@@ -21,7 +21,9 @@ from filelock import FileLock
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import status_code_conformance
 
+from qraft_core.annotations import MAX_NOTE
 from qraft_core.api import ReplayConflict, create_app
+from qraft_core.api.app import MAX_BODY_BYTES
 from qraft_core.config import (
     ApiConfig,
     ConfigError,
@@ -309,6 +311,50 @@ def test_annotations_and_detector_stats(client: TestClient, runtime: RuntimeStub
     assert audited[0]["actor"].startswith("key:")
 
 
+def test_precision_is_null_for_a_detector_nobody_judged(client: TestClient) -> None:
+    # Before, 0/0 was reported as a precision of 0.0: an unreviewed detector looked useless.
+    write(client, f"/pattern/{ANOMALY.pattern_id}/annotations", {"label": "note", "note": "look again"})
+    stats = client.get("/annotations/stats").json()["detectors"]
+    assert stats["river.HalfSpaceTrees"] == {"confirmed": 0, "false_alarm": 0, "notes": 1, "precision": None}
+
+
+def test_the_key_is_checked_before_the_body_is_read(client: TestClient) -> None:
+    # Before, the body was parsed for keys written twice first: an anonymous client got a 400 about it.
+    path = f"/pattern/{DRIFT.pattern_id}/annotations"
+    anonymous = client.post(path, content=b'{"label": "note", "label": "note"}',
+                            headers={"content-type": "application/json"})
+    assert (anonymous.status_code, anonymous.json()) == (401, {"error": "missing API key (send it in the X-API-Key header)"})
+
+
+def test_bodies_over_the_limit_are_413_on_every_route(client: TestClient, runtime: RuntimeStub) -> None:
+    # Before, any body was buffered and parsed whole, with or without the key: a few 1 GB ones ran the API out of memory.
+    too_big = json.dumps({"label": "note", "note": "x" * MAX_BODY_BYTES}).encode()
+    refused = {"error": f"body: larger than the limit of {MAX_BODY_BYTES} bytes"}
+    for path in (f"/pattern/{DRIFT.pattern_id}/annotations", "/replay", "/config/sources", "/patterns"):
+        declared = client.post(path, content=too_big, headers={"content-type": "application/json"})
+        assert (declared.status_code, declared.json()) == (413, refused)
+    streamed = client.post(  # chunked, without a Content-Length: counted as it comes
+        "/replay", content=iter([too_big[:40_000], too_big[40_000:]]),
+        headers={"content-type": "application/json", "X-API-Key": KEY},
+    )
+    assert (streamed.status_code, streamed.json()) == (413, refused)
+    # The largest legitimate body fits: a note of MAX_NOTE characters, each in JSON escapes.
+    longest = json.dumps({"label": "note", "note": "\U0001f600" * MAX_NOTE, "author": "é" * 200}).encode()
+    accepted = client.post(f"/pattern/{DRIFT.pattern_id}/annotations", content=longest,
+                           headers={"content-type": "application/json", "X-API-Key": KEY})
+    assert accepted.status_code == 201 and accepted.json()["note"] == "\U0001f600" * MAX_NOTE
+    assert runtime.store.count("annotations") == {"": 1}
+
+
+def test_head_answers_as_get_without_a_body(client: TestClient) -> None:
+    # Before, HEAD was a 405 everywhere but static files: uptime checks saw the API as broken.
+    for path in ("/", "/docs", "/patterns", "/explorer/api/pulse", f"/explain/{DRIFT.pattern_id}"):
+        head, get = client.head(path), client.get(path)
+        assert (head.status_code, head.content) == (get.status_code, b""), path
+        assert head.headers["content-type"] == get.headers["content-type"]
+    assert client.head("/no-such-path").status_code == 404
+
+
 def test_writes_need_the_right_key(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     body = {"label": "note", "note": "x"}
     path = f"/pattern/{DRIFT.pattern_id}/annotations"
@@ -351,6 +397,34 @@ def test_config_sources_adds_validates_and_audits(client: TestClient, runtime: R
     assert yaml.safe_load(before)["sources"][2]["name"] == "ticker"
 
 
+def test_config_sources_refuses_keys_written_twice(
+    client: TestClient, runtime: RuntimeStub
+) -> None:
+    path = runtime.config_path / "sources.yaml"
+    before = path.read_text()
+    json_body = {"content-type": "application/json", "X-API-Key": KEY}
+    # Before, the last of the two was written to sources.yaml without a word.
+    twice = client.post("/config/sources", headers=json_body, content=b'{"name": "x", "type": "file", '
+                        b'"endpoint": "a", "parser": "generic", "name": "y"}')
+    nested = client.post("/config/sources", headers=json_body, content=b'{"name": "x", "type": "file", '
+                         b'"endpoint": "a", "options": {"time_field": "E", "time_field": "F"}}')
+    assert [(a.status_code, a.json()) for a in (twice, nested)] == [
+        (400, {"error": "body: the key 'name' is written twice"}),
+        (400, {"error": "body: the key 'time_field' is written twice"}),
+    ]
+    assert path.read_text() == before
+
+
+def test_config_sources_errors_name_the_file_and_the_source(client: TestClient, runtime: RuntimeStub) -> None:
+    path = runtime.config_path / "sources.yaml"
+    before = path.read_text()
+    # Before, the error named a deleted temporary copy of the file and the entry's index in it.
+    bogus = write(client, "/config/sources", {"name": "ok_name", "type": "bogus", "endpoint": "a"})
+    assert bogus.status_code == 400
+    assert bogus.json()["error"].startswith(f"{path}: sources['ok_name'].type: unknown source type 'bogus'")
+    assert path.read_text() == before
+
+
 def test_replay_calls_the_launcher_and_reports_conflicts(
     client: TestClient, launcher: FakeLauncher, runtime: RuntimeStub
 ) -> None:
@@ -370,6 +444,15 @@ def test_replay_calls_the_launcher_and_reports_conflicts(
     unknown = write(client, "/replay", {**body, "sources": ["nasdaq"]})
     assert unknown.status_code == 400 and "unknown source(s) 'nasdaq'" in unknown.json()["error"]
     assert [row["target"] for row in audit_rows(runtime, "replay")] == ["news"]
+    # Before, a misspelt field was ignored (every enabled source replayed) and the last of two keys kept.
+    typo = write(client, "/replay", {**body, "source": ["news"]})
+    twice = client.post("/replay", content=b'{"start": "2026-01-05T12:00:00Z", "start": "2026-01-05T13:00:00Z", '
+                        b'"end": "2026-01-05T14:00:00Z"}', headers={"content-type": "application/json", "X-API-Key": KEY})
+    assert [(a.status_code, a.json()) for a in (typo, twice)] == [
+        (400, {"error": "body.source: an unknown field (check the spelling)"}),
+        (400, {"error": "body: the key 'start' is written twice"}),
+    ]
+    assert len(launcher.launched) == 1
     no_runner = TestClient(create_app(runtime))
     unavailable = write(no_runner, "/replay", body)
     assert unavailable.status_code == 503 and "without a replay runner" in unavailable.json()["error"]

@@ -88,6 +88,10 @@ def test_bad_input_is_a_usage_error(runner: CliRunner) -> None:
         "Error: --start: 'noon' is not an ISO 8601 time (e.g. 2026-01-05T10:00:00Z)" in bad_replay.output)
     unknown = runner.invoke(main, ["patterns", "show", "nope"])
     assert unknown.exit_code == 2 and "no pattern with id 'nope'" in unknown.output
+    # Before, pydantic's whole validation dump, the note included, was printed.
+    too_long = runner.invoke(main, ["patterns", "annotate", DRIFT.pattern_id, "--label", "note", "--note", "x" * 4001])
+    assert too_long.exit_code == 2
+    assert too_long.output.splitlines()[-1] == "Error: note: String should have at most 4000 characters"
     assert "OpenAPI docs at /docs" in run(runner, "api", "--help")
     nowhere = runner.invoke(main, ["patterns", "export", *DAY, "--out", "/nonexistent/folder/p.csv"])
     assert nowhere.exit_code == 1 and "Traceback" not in nowhere.output
@@ -123,6 +127,11 @@ def test_context_annotations_and_verdict_stats_of_a_pattern(runner: CliRunner) -
         "more: --cursor ")
     stats = json.loads(run(runner, "patterns", "stats", "--json"))
     assert stats["river.ADWIN"] == {"confirmed": 1, "false_alarm": 0, "notes": 0, "precision": 1.0}
+    # A detector nobody judged has no precision yet (before: 0.00, as if every finding were wrong).
+    run(runner, "patterns", "annotate", ANOMALY.pattern_id, "--label", "note")
+    assert json.loads(run(runner, "patterns", "stats", "--json"))["river.HalfSpaceTrees"]["precision"] is None
+    unjudged = next(line for line in run(runner, "patterns", "stats").splitlines() if "HalfSpaceTrees" in line)
+    assert unjudged.endswith("notes    1  precision -")
     bad_cursor = runner.invoke(main, ["patterns", "context", DRIFT.pattern_id, "--cursor", "garbage"])
     assert bad_cursor.exit_code == 2 and "cursor: not a cursor this API issued" in bad_cursor.output
     for command in ("annotations", "context"):

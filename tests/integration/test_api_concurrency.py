@@ -8,6 +8,8 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +17,7 @@ import uvicorn
 
 from qraft_core.annotations import add_annotation
 from qraft_core.api import create_app
+from qraft_core.api.server import SERVER_SETTINGS, RequestDeadline
 from qraft_core.config import ApiConfig, QraftConfig
 from qraft_core.plugins.markets.examples import example_patterns, pattern_rows
 from tests.integration import test_api
@@ -33,11 +36,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def base_url(runtime: RuntimeStub) -> Iterator[str]:
+@contextmanager
+def serving(runtime: RuntimeStub, **settings: Any) -> Iterator[int]:
+    """The app served by uvicorn on a free port (yielded) in a thread."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", **settings)
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -45,9 +49,15 @@ def base_url(runtime: RuntimeStub) -> Iterator[str]:
         if not thread.is_alive():
             raise RuntimeError("the API server did not start")
         threading.Event().wait(0.02)
-    yield f"http://127.0.0.1:{port}"
+    yield port
     server.should_exit = True
     thread.join()
+
+
+@pytest.fixture
+def base_url(runtime: RuntimeStub) -> Iterator[str]:
+    with serving(runtime) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_200_parallel_writes_mixed_with_reads(base_url: str, runtime: RuntimeStub) -> None:
@@ -157,3 +167,29 @@ def test_other_processes_writes_show_up_when_versions_are_read_every_time(
     assert client.get(path).json()["annotations"] == []
     add_annotation(runtime.store, DRIFT.pattern_id, "false_alarm", actor="cli")
     assert [a["label"] for a in client.get(path).json()["annotations"]] == ["false_alarm"]
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"",  # connects and says nothing
+        b"GET /patterns HTTP/1.1\r\nHost: x\r\n",  # headers never finished
+        b"POST /replay HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",  # body never finished
+    ],
+)
+def test_a_connection_that_never_sends_a_whole_request_is_closed(
+    runtime: RuntimeStub, monkeypatch: pytest.MonkeyPatch, sent: bytes
+) -> None:
+    # Before, such connections stayed open for as long as the client liked: enough of them used up
+    # the API's file descriptors and nobody else was answered.
+    monkeypatch.setattr(RequestDeadline, "deadline_s", 0.3)
+    with (
+        serving(runtime, **SERVER_SETTINGS) as port,
+        socket.create_connection(("127.0.0.1", port)) as slow,
+        socket.create_connection(("127.0.0.1", port)) as prompt,
+    ):
+        slow.settimeout(20)
+        slow.sendall(sent)
+        prompt.sendall(b"GET /annotations/stats HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert prompt.recv(100).startswith(b"HTTP/1.1 200 OK")
+        assert slow.recv(100) == b""  # closed by the server

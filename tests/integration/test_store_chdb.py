@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ from qraft_core.lander import land_batch
 from qraft_core.store import ClickHouseStore, open_store
 from qraft_core.store.base import Filter, StoreError, StoreUnavailable
 from qraft_core.store.clickhouse import STEP_KEEP_OPEN_S
-from qraft_core.store.sessions import ENGINE
+from qraft_core.store.sessions import ENGINE, WaitSignal
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 MS = pl.Datetime("ms", "UTC")
@@ -358,3 +359,28 @@ def test_threads_waiting_for_a_held_store_each_give_up_after_their_own_timeout(c
     release.join()
     assert outcomes == ["unavailable"] * 16
     assert chdb_store.count("raw_events") == {"": 0}
+
+
+def test_an_idle_store_still_yields_after_a_failed_check_for_waiters(chdb_store, monkeypatch):
+    # Out of file descriptors, the check for a waiting process fails; before, the idle engine's
+    # reaper thread died of it and the store was never handed over again.
+    chdb_store.keep_open_s = 600
+    chdb_store.count("raw_events")
+    assert ENGINE.is_open
+    check = WaitSignal.someone_waits
+    failures = iter([OSError(errno.EMFILE, "Too many open files")])
+
+    def failing_once(signal: WaitSignal) -> bool:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return check(signal)
+
+    monkeypatch.setattr(WaitSignal, "someone_waits", failing_once)
+    with WaitSignal(chdb_store.lock_path + ".waiting").waiting():
+        for _ in range(200):
+            if not ENGINE.is_open:
+                break
+            threading.Event().wait(0.05)
+        assert not ENGINE.is_open
+    assert next(failures, None) is None  # the failure was met

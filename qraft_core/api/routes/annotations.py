@@ -1,14 +1,12 @@
 """`/pattern/{id}/annotations` and `/annotations/stats`: human verdicts and notes."""
 
-import contextlib
-import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from qraft_core.annotations import Label
-from qraft_core.api.context import ApiContext, ApiError, errors, known_pattern
+from qraft_core.api.context import ApiContext, ApiError, errors, json_write, known_pattern
 from qraft_core.api.routes.patterns import PatternId
 
 
@@ -19,21 +17,6 @@ class AnnotationIn(BaseModel):
     label: Label
     note: str = Field(default="", max_length=4000)
     author: str = Field(default="", max_length=200)
-
-
-async def keys_once(request: Request) -> None:
-    """A key written twice in the body is a 400 naming it: JSON keeps the last, so of
-    `{"label": "confirmed", "label": "false_alarm"}` one verdict was stored without a word."""
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [key for key, _ in items]
-        twice = next((key for key in keys if keys.count(key) > 1), None)
-        if twice is not None:
-            raise ApiError(400, f"body: the key {twice!r} is written twice")
-        return dict(items)
-
-    # A body that is not JSON at all: the body's own validation says how.
-    with contextlib.suppress(ValueError, RecursionError):
-        json.loads(await request.body(), object_pairs_hook=pairs)
 
 
 def annotations_router(ctx: ApiContext) -> APIRouter:
@@ -55,7 +38,7 @@ def annotations_router(ctx: ApiContext) -> APIRouter:
         "/pattern/{pattern_id}/annotations",
         status_code=201,
         responses=errors(400, 401, 403, 404, 503),
-        dependencies=[Depends(keys_once)],
+        dependencies=json_write(writer),
     )
     def post_annotation(
         pattern_id: PatternId, body: AnnotationIn, actor: Annotated[str, Depends(writer)]

@@ -3,9 +3,9 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from qraft_core.api.context import ApiContext, ApiError, errors
+from qraft_core.api.context import ApiContext, ApiError, errors, json_write
 from qraft_core.api.launcher import ReplayConflict
 from qraft_core.audit import record_audit
 from qraft_core.config import load_sources
@@ -14,6 +14,9 @@ from qraft_core.explain.catalog import check_range, parse_time
 
 
 class ReplayIn(BaseModel):
+    # A misspelt field ("source") is refused rather than read as "every enabled source".
+    model_config = ConfigDict(extra="forbid")
+
     start: str = Field(description="ISO 8601, inclusive")
     end: str = Field(description="ISO 8601, exclusive")
     sources: list[str] = Field(
@@ -25,7 +28,12 @@ def replay_router(ctx: ApiContext) -> APIRouter:
     _, writer = ctx.dependencies()
     router = APIRouter(tags=["replay"])
 
-    @router.post("/replay", status_code=202, responses=errors(400, 401, 403, 409, 503))
+    @router.post(
+        "/replay",
+        status_code=202,
+        responses=errors(400, 401, 403, 409, 503),
+        dependencies=json_write(writer),
+    )
     def post_replay(body: ReplayIn, actor: Annotated[str, Depends(writer)]) -> dict[str, Any]:
         """Replay [start, end) of some sources (for debugging and CI)."""
         start, end = parse_time(body.start, "start"), parse_time(body.end, "end")

@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from qraft_core.api.context import ApiContext, errors
+from qraft_core.api.context import ApiContext, errors, json_write
 from qraft_core.config import SourceConfig, load_sources
 from qraft_core.events import iso
 from qraft_core.services.sources import SourceService
@@ -36,7 +36,7 @@ def sources_router(ctx: ApiContext) -> APIRouter:
             ]
         }
 
-    @router.post("/config/sources", responses=errors(400, 401, 403, 503))
+    @router.post("/config/sources", responses=errors(400, 401, 403, 503), dependencies=json_write(writer))
     def post_source(source: SourceConfig, actor: Annotated[str, Depends(writer)]) -> dict[str, Any]:
         """Add a source or replace the one with the same name in sources.yaml (validated first)."""
         return SourceService(ctx.runtime.config_path, ctx.store, ctx.sources_lock).put(source, actor)

@@ -74,6 +74,6 @@ function detectorTable(signals, stats) {
       const verdicts = stats[own[0].algorithm];
       return h("tr", {}, h("td", {}, name), h("td", {}, own[0].algorithm), h("td.num", {}, own.length),
         h("td.num", {}, fmtNum(own.reduce((a, s) => a + s.score, 0) / own.length, 3)),
-        h("td.num", {}, verdicts && verdicts.confirmed + verdicts.false_alarm ? `${(verdicts.precision * 100).toFixed(0)}% of ${verdicts.confirmed + verdicts.false_alarm}` : "no verdicts"));
+        h("td.num", {}, verdicts && verdicts.precision !== null ? `${(verdicts.precision * 100).toFixed(0)}% of ${verdicts.confirmed + verdicts.false_alarm}` : "no verdicts"));
     })));
 }
