@@ -290,12 +290,23 @@ def _chunks(start: datetime, end: datetime, config: PartitionsConfig, reason: st
     return requests
 
 
+def _first_not_waiting(
+    start: datetime, end: datetime, interval: timedelta, waiting: Collection[tuple[datetime, datetime]]
+) -> datetime:
+    """The first window from `start` that no waiting run covers (`end` when they cover all up to it)."""
+    window = start
+    while window < end and any(first <= window < last for first, last in waiting):
+        window += interval
+    return window
+
+
 def plan_windows(
     cursor: dict[str, Any],
     seen: LandingObservation,
     now: datetime,
     config: PartitionsConfig,
     first_window: datetime,
+    waiting: Collection[tuple[datetime, datetime]] = (),
 ) -> WindowPlan:
     """The runs to request now, and the cursor to keep.
 
@@ -303,6 +314,8 @@ def plan_windows(
     (newest landing already considered), `max_event_time` (the watermark before
     lateness), `quiet_since`, and `ahead` (events waiting past a gap) when there are.
     A stored cursor is read through `read_cursor` first: this expects a well-formed one.
+    `waiting`: the windows [start, end) of runs requested and not yet started. They read
+    what landed when they start, so late events in their windows need no run of their own.
     """
     interval = config.interval
     through = _parse(cursor.get("through"))
@@ -330,9 +343,9 @@ def plan_windows(
             oldest_late = floor_to(seen.min_event_time, interval)
             skipped = max(0, int((earliest - oldest_late) / interval))
             first_late = seen.earliest_from(earliest)
-            if first_late is not None and first_late < through:
-                requests += _chunks(floor_to(first_late, interval), through, config, "late",
-                                    f":{iso(seen.max_landed_at)}")
+            if first_late is not None:
+                reopen_from = _first_not_waiting(floor_to(first_late, interval), through, interval, waiting)
+                requests += _chunks(reopen_from, through, config, "late", f":{iso(seen.max_landed_at)}")
     if seen.reach is not None:
         max_event_time = max(filter(None, (max_event_time, seen.reach)))
     quiet = (now - quiet_since).total_seconds() >= config.allowed_lateness_s

@@ -50,8 +50,9 @@ def plan(
     now: datetime = NOW,
     config: PartitionsConfig = CONFIG,
     first_window: datetime = T0,
+    waiting: tuple[tuple[datetime, datetime], ...] = (),
 ) -> WindowPlan:
-    result = plan_windows(cursor, seen, now, config, first_window)
+    result = plan_windows(cursor, seen, now, config, first_window, waiting)
     json.dumps(result.cursor)  # the cursor must survive being stored as JSON
     return result
 
@@ -197,6 +198,24 @@ def test_only_windows_in_reach_that_received_late_events_reopen(memory_store):
     land(memory_store, [at(1.5), at(14.5)], again_at, "more")
     again = plan(late.cursor, observe_landing(memory_store, later), again_at)
     assert again.requests == [closed(13, 14)]
+
+
+def test_a_late_range_requested_and_not_yet_started_is_not_requested_again():
+    first = plan({}, landed(0, 12))
+    later = NOW + timedelta(seconds=10)
+    late = plan(first.cursor, landed(8.5, 8.5, landed_at=later), later)
+    assert [r.run_key for r in late.requests] == [f"late:{z(8)}:{z(11)}:2026-01-05T12:00:10.000Z"]
+    waiting = ((at(8), at(11)),)
+    # More late events in those windows while that run waits: it reads them when it starts.
+    tick = later + timedelta(seconds=10)
+    again = plan(late.cursor, landed(8.7, 9.5, landed_at=tick), tick, waiting=waiting)
+    assert again.requests == []
+    # Once it started, late events are requested again, from the first window it does not cover.
+    tick += timedelta(seconds=10)
+    started = plan(again.cursor, landed(9.5, 9.5, landed_at=tick), tick)
+    assert [r.run_key for r in started.requests] == [f"late:{z(9)}:{z(11)}:2026-01-05T12:00:30.000Z"]
+    partly = plan(again.cursor, landed(7.5, 7.5, landed_at=tick), tick, waiting=((at(6), at(9)),))
+    assert [r.run_key for r in partly.requests] == [f"late:{z(9)}:{z(11)}:2026-01-05T12:00:30.000Z"]
 
 
 def test_with_max_reopen_windows_zero_nothing_is_reopened():
