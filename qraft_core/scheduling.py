@@ -17,8 +17,10 @@ resumed after a pause), or the stream went quiet. With an open partition end
 no window past the current time is closed, and one plan hands out at most
 `max_runs_per_tick` runs; the next plan continues where it stopped.
 
-The plan is a pure function of a JSON-able cursor and one observation of the
-store, so a sensor (or the demo, or a test) can evaluate it repeatedly.
+The plan is a function of a JSON-able cursor and one observation of the store
+(which answers one more question when late events straddle the reach of a
+reopen: the earliest of them inside it), so a sensor (or the demo, or a test)
+can evaluate it repeatedly.
 """
 
 from __future__ import annotations
