@@ -49,10 +49,12 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def reset(ctx: click.Context, yes: bool, as_json: bool) -> None:
-    """Delete the lander's consumer: the next `qraft land` reads the stream from its first message.
+    """Delete the lander's consumer: the lander reads the stream again from its first message.
 
-    Landing is idempotent by event id, so events already in the store are not stored twice. Use it
-    after wiping the store, or to re-land what the stream still holds.
+    A running lander re-creates its consumer at once (with one warning in its log) and re-lands
+    the stream; a stopped one does so when it starts. Landing is idempotent by event id, so events
+    already in the store are not stored twice. Use it after wiping the store, or to re-land what
+    the stream still holds.
     """
     rt = runtime(ctx)
     if not yes:
@@ -61,4 +63,5 @@ def reset(ctx: click.Context, yes: bool, as_json: bool) -> None:
     deleted = asyncio.run(reset_consumer(rt))
     emit({"consumer": rt.config.lander.durable_name, "deleted": deleted}, as_json,
          f"consumer {rt.config.lander.durable_name} {'deleted' if deleted else 'did not exist'}; "
-         "the next lander starts at the first message of the stream")
+         "a running lander re-creates it and re-lands the stream from its first message (a stopped one "
+         "when it starts); events already stored are not stored twice")

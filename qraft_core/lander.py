@@ -31,7 +31,7 @@ import msgspec
 import polars as pl
 from pydantic import ValidationError
 
-from qraft_core.bus.base import BusMessage, Consumer
+from qraft_core.bus.base import BusMessage, BusUnavailable, Consumer
 from qraft_core.config import LanderConfig
 from qraft_core.events import (
     DEAD_LETTER_KEY,
@@ -587,6 +587,8 @@ def store_error_kind(exc: BaseException) -> Literal["transient", "permanent", "u
 # Hashes of stored event ids the lander keeps per source (8 bytes each); a source with more
 # stored ids in a batch's resend window than this is looked up in the store for every batch.
 ID_MEMORY_MAX = 1_000_000
+# One warning per this many seconds while the bus does not answer the lag check (a paused server).
+LAG_WARNING_EVERY_S = 30.0
 # Pieces the memory is kept in before they are joined into one: each batch adds one.
 _MEMORY_CHUNKS = 64
 
@@ -663,6 +665,7 @@ class Lander:
         self._too_dense: set[str] = set()  # sources whose stored ids do not fit ID_MEMORY_MAX
         self._waiting: list[BusMessage] = []  # of the batch judged while the one before it is written
         self._fetching: asyncio.Task[list[BusMessage]] | None = None  # the batch after that
+        self._lag_warned_at: float | None = None
 
     async def _collect(self, stop: asyncio.Event) -> list[BusMessage]:
         """Messages until the batch is full (by lines) or its time is up."""
@@ -929,6 +932,18 @@ class Lander:
             for source, n in batch.dead_letters.group_by("source").len().iter_rows():
                 EVENTS_DEAD_LETTERED.labels(source).inc(n)
 
+    async def _lag(self) -> int | None:
+        """Messages not yet landed, or None while the bus does not answer (warned once per
+        LAG_WARNING_EVERY_S: a paused or unreachable bus is waited for, nothing is lost)."""
+        try:
+            return await self.consumer.pending()
+        except BusUnavailable as exc:
+            now = self.clock()
+            if self._lag_warned_at is None or now - self._lag_warned_at >= LAG_WARNING_EVERY_S:
+                self._lag_warned_at = now
+                log.warning("lag check: %s; waiting for the bus", exc)
+            return None
+
     async def run(self, stop: asyncio.Event, until_idle: bool = False) -> LanderStats:
         """Land until `stop` is set (or, with `until_idle`, until nothing is pending).
 
@@ -958,8 +973,9 @@ class Lander:
                     finally:
                         writing = None
                 if batch is None:
-                    lag = await self.consumer.pending()
-                    CONSUMER_LAG.set(lag)
+                    lag = await self._lag()
+                    if lag is not None:
+                        CONSUMER_LAG.set(lag)
                     if until_idle and lag == 0:
                         break
                 elif stop.is_set():

@@ -6,7 +6,8 @@ landed for the allowed lateness (the stream went quiet, so waiting longer
 would change nothing). Events that land for a window already handed out
 reopen it, and every window after it up to the last one handed out, because
 the detectors carry state forward in event time; how far back a reopen may
-reach is bounded by `max_reopen_windows`.
+reach is bounded by `max_reopen_windows`. Late events older than that (or
+before the first partition) reopen nothing: they are counted as skipped.
 
 One event cannot drag the watermark ahead: it follows landed event times only
 in steps of at most `max_reopen_windows` windows (a longer jump would close
@@ -16,15 +17,17 @@ resumed after a pause), or the stream went quiet. With an open partition end
 no window past the current time is closed, and one plan hands out at most
 `max_runs_per_tick` runs; the next plan continues where it stopped.
 
-The plan is a pure function of a JSON-able cursor and one observation of the
-store, so a sensor (or the demo, or a test) can evaluate it repeatedly.
+The plan is a function of a JSON-able cursor and one observation of the store
+(which answers one more question when late events straddle the reach of a
+reopen: the earliest of them inside it), so a sensor (or the demo, or a test)
+can evaluate it repeatedly.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -82,6 +85,8 @@ class LandingObservation:
     steps no longer than the jump bound (None: no bound, use max_event_time).
     `ahead_start`/`ahead_count`: the earliest landed event beyond that reach, and how
     many events lie within one jump bound of it.
+    `ask_earliest_from`: asks the store for the earliest new landing at or after a time;
+    the plan needs it only when late events straddle the reach of a reopen.
     """
 
     min_event_time: datetime | None
@@ -90,6 +95,16 @@ class LandingObservation:
     reach: datetime | None = None
     ahead_start: datetime | None = None
     ahead_count: int = 0
+    ask_earliest_from: Callable[[datetime], datetime | None] | None = field(default=None, compare=False, repr=False)
+
+    def earliest_from(self, start: datetime) -> datetime | None:
+        """The earliest event time at or after `start` among the new landings; None when none is."""
+        if self.min_event_time is None or self.max_event_time is None or self.max_event_time < start:
+            return None
+        if self.min_event_time >= start:
+            return self.min_event_time
+        # Without the store to ask (an observation made by hand), assume one landed right at `start`.
+        return start if self.ask_earliest_from is None else self.ask_earliest_from(start)
 
 
 # Queries per plan while following the watermark; a longer backlog continues in the next plan.
@@ -108,8 +123,17 @@ def observe_landing(
     with store.session():
         times = store.extent("raw_events", "timestamp", newer)
         landed = store.extent("raw_events", "landed_at", newer)
-        new = (LandingObservation(times[0], times[1], landed[1]) if times is not None and landed is not None
-               else LandingObservation(None, None, None))
+        if times is None or landed is None:
+            new = LandingObservation(None, None, None)
+        else:
+            observed = [*newer, Filter("landed_at", "<=", landed[1])]
+
+            def ask_earliest_from(start: datetime) -> datetime | None:
+                with store.session():
+                    found = store.extent("raw_events", "timestamp", [*observed, Filter("timestamp", ">=", start)])
+                return None if found is None else found[0]
+
+            new = LandingObservation(times[0], times[1], landed[1], ask_earliest_from=ask_earliest_from)
         start = watermark or new.min_event_time
         if bound is None or start is None:
             return new
@@ -268,12 +292,23 @@ def _chunks(start: datetime, end: datetime, config: PartitionsConfig, reason: st
     return requests
 
 
+def _first_not_waiting(
+    start: datetime, end: datetime, interval: timedelta, waiting: Collection[tuple[datetime, datetime]]
+) -> datetime:
+    """The first window from `start` that no waiting run covers (`end` when they cover all up to it)."""
+    window = start
+    while window < end and any(first <= window < last for first, last in waiting):
+        window += interval
+    return window
+
+
 def plan_windows(
     cursor: dict[str, Any],
     seen: LandingObservation,
     now: datetime,
     config: PartitionsConfig,
     first_window: datetime,
+    waiting: Collection[tuple[datetime, datetime]] = (),
 ) -> WindowPlan:
     """The runs to request now, and the cursor to keep.
 
@@ -281,6 +316,8 @@ def plan_windows(
     (newest landing already considered), `max_event_time` (the watermark before
     lateness), `quiet_since`, and `ahead` (events waiting past a gap) when there are.
     A stored cursor is read through `read_cursor` first: this expects a well-formed one.
+    `waiting`: the windows [start, end) of runs requested and not yet started. They read
+    what landed when they start, so late events in their windows need no run of their own.
     """
     interval = config.interval
     through = _parse(cursor.get("through"))
@@ -302,10 +339,14 @@ def plan_windows(
         if seen.reach is None:
             max_event_time = max(filter(None, (max_event_time, seen.max_event_time)))
         if seen.min_event_time < through:
-            earliest = through - interval * config.max_reopen_windows
-            reopen_from = max(floor_to(seen.min_event_time, interval), earliest, first_window)
-            skipped = max(0, int((reopen_from - floor_to(seen.min_event_time, interval)) / interval))
-            if reopen_from < through:
+            # Only windows in reach that received late events reopen (with every window after them);
+            # late events older than the reach, or before the first partition, reopen nothing.
+            earliest = max(through - interval * config.max_reopen_windows, first_window)
+            oldest_late = floor_to(seen.min_event_time, interval)
+            skipped = max(0, int((earliest - oldest_late) / interval))
+            first_late = seen.earliest_from(earliest)
+            if first_late is not None:
+                reopen_from = _first_not_waiting(floor_to(first_late, interval), through, interval, waiting)
                 requests += _chunks(reopen_from, through, config, "late", f":{iso(seen.max_landed_at)}")
     if seen.reach is not None:
         max_event_time = max(filter(None, (max_event_time, seen.reach)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -88,6 +89,7 @@ class NatsBus:
         self._nc: Any = None
         self._js: Any = None
         self._sub: Any = None
+        self._consumer: api.ConsumerConfig = api.ConsumerConfig()  # set by `subscribe`
         self._last_error_log = 0.0
 
     @property
@@ -250,16 +252,40 @@ class NatsBus:
 
     # -- consuming ------------------------------------------------------
     async def subscribe(self, durable: str, ack_wait_s: float = 60.0) -> None:
-        config = api.ConsumerConfig(
+        self._consumer = api.ConsumerConfig(
             durable_name=durable,
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=ack_wait_s,
             max_ack_pending=100_000,
             max_deliver=-1,
         )
-        self._sub = await self._js.pull_subscribe(
-            self.settings.wildcard, durable=durable, stream=self.settings.stream, config=config
+        self._sub = await self._pull_subscribe()
+
+    async def _pull_subscribe(self) -> Any:
+        """The pull subscription on the durable consumer, which is created when it does not exist."""
+        return await self._js.pull_subscribe(
+            self.settings.wildcard, durable=self._consumer.durable_name, stream=self.settings.stream,
+            config=self._consumer,
         )
+
+    async def _consumer_deleted(self) -> bool:
+        """Whether the durable consumer is gone (`qraft bus reset`); False when the bus cannot tell now."""
+        try:
+            await self._sub.consumer_info()
+        except NotFoundError:
+            return True
+        except (TimeoutError, nats.errors.Error):
+            pass  # the next failed fetch asks again
+        return False
+
+    async def _recreate_consumer(self) -> None:
+        """Subscribe again on a new durable consumer with the same settings: it reads the stream from
+        its first message, as after a reset (landing is idempotent by event id)."""
+        log.warning("consumer %s of stream %s was deleted; re-created it, landing from the stream's first message",
+                    self._consumer.durable_name, self.settings.stream)
+        with contextlib.suppress(nats.errors.Error):
+            await self._sub.unsubscribe()
+        self._sub = await self._pull_subscribe()
 
     async def fetch(self, max_messages: int, timeout_s: float) -> list[NatsMessage]:
         try:
@@ -267,16 +293,28 @@ class NatsBus:
         except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either, depending on where it waited
             return []
         except nats.errors.Error as exc:
-            # A leader election or a reconnect: nothing was delivered; the next fetch tries again.
             if self._nc is None or self._nc.is_closed:
                 raise
+            if await self._consumer_deleted():
+                await self._recreate_consumer()
+                return []
+            # A leader election or a reconnect: nothing was delivered; the next fetch tries again.
             log.warning("fetch from %s failed (%s: %s); retrying", self.settings.stream, type(exc).__name__, exc)
             await asyncio.sleep(min(timeout_s, 1.0))
             return []
         return [NatsMessage(m) for m in msgs]
 
     async def pending(self) -> int:
-        info = await self._sub.consumer_info()
+        """The consumer's lag (re-created when it was deleted); BusUnavailable when the bus does not answer."""
+        try:
+            try:
+                info = await self._sub.consumer_info()
+            except NotFoundError:
+                await self._recreate_consumer()
+                info = await self._sub.consumer_info()
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise BusUnavailable(f"consumer {self._consumer.durable_name} of stream {self.settings.stream} "
+                                 f"did not answer ({type(exc).__name__}: {exc})") from exc
         return int(info.num_pending + info.num_ack_pending)
 
     async def consumer_pending(self, durable: str) -> int:

@@ -101,3 +101,38 @@ def test_ranged_run_materializes_clean_events_idempotently(landed, defs, tmp_pat
     assert store.count("dead_letters") == {"": 1}
     materialized = instance.get_materialized_partitions(AssetKey("clean_events"))
     assert sorted(materialized) == [f"2026-01-05-00:0{m}" for m in range(7)]
+
+
+def test_late_events_out_of_reach_reopen_nothing_and_those_in_reach_only_their_windows(
+    landed, defs, tmp_path, monkeypatch
+):
+    from qraft_dagster.execute import open_instance
+
+    monkeypatch.setenv("QRAFT_PARTITIONS_MAX_REOPEN_WINDOWS", "2")
+    instance = open_instance(tmp_path / "dagster")
+    sensor = defs.resolve_sensor_def("qraft_window_sensor")
+    first = sensor.evaluate_tick(build_sensor_context(instance=instance, resources=defs.resources))
+
+    def late(event_id: str, timestamp: str) -> bytes:
+        return json.dumps({
+            "event_id": event_id, "source": "binance_spot", "type": "trade", "timestamp": timestamp,
+            "ingest_time": "2026-01-05T00:09:00Z", "payload": {"p": "1", "q": "1"},
+            "meta": {"parser_version": "test/1"},
+        }).encode()
+
+    # Before the first partition, and older than the reach (2 windows back from 00:07): nothing reopens.
+    old = late("before-start", "2026-01-04T23:00:00Z") + b"\n" + late("old", "2026-01-05T00:01:30Z")
+    landed.store.insert("raw_events", land_batch([("qraft.raw.binance_spot", old)]).raw_events)
+    second = sensor.evaluate_tick(
+        build_sensor_context(instance=instance, cursor=first.cursor, resources=defs.resources)
+    )
+    assert second.run_requests == []
+    # One more in reach next to more old ones: only its window and those after it reopen.
+    mixed = late("old-2", "2026-01-05T00:00:30Z") + b"\n" + late("in-reach", "2026-01-05T00:05:10Z")
+    landed.store.insert("raw_events", land_batch([("qraft.raw.binance_spot", mixed)]).raw_events)
+    third = sensor.evaluate_tick(
+        build_sensor_context(instance=instance, cursor=second.cursor, resources=defs.resources)
+    )
+    assert [r.run_key.rsplit(":", 3)[0] for r in third.run_requests] == [
+        "late:2026-01-05T00:05:00.000Z:2026-01-05T00:07:00.000Z"
+    ]

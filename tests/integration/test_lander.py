@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
+import signal
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -284,3 +287,84 @@ def test_a_stop_while_the_store_is_held_hands_the_batch_back(nats_server, chdb_s
     assert (stopped.landed, stopped.messages) == (0, 0)
     assert (resumed.landed, resumed.messages) == (100, 5)
     assert chdb_store.count("raw_events") == {"": 100}
+
+
+def test_a_consumer_deleted_under_a_running_lander_is_recreated_and_later_events_land_once(
+    nats_server, chdb_store, caplog
+):
+    caplog.set_level(logging.WARNING, logger="qraft_core")
+
+    async def scenario() -> tuple[LanderStats, float]:
+        bus = await NatsBus(nats_server.url, SETTINGS).connect()
+        consumer = await connect(nats_server.url)
+        stop = asyncio.Event()
+        lander = Lander(consumer, chdb_store, CONFIG)
+        landing = asyncio.create_task(lander.run(stop))
+        try:
+            await publish_trades(bus, messages=4, per_message=25)
+            await wait_for(lambda: _at_least(lander.stats.landed, 100), "the first events landed")
+            assert await bus.delete_consumer("lander")  # what `qraft bus reset` does
+            for m in range(4, 8):
+                await bus.publish_events("binance_spot", events("binance_spot", m * 25, 25))
+            await wait_for(lambda: _at_least(chdb_store.count("raw_events")[""], 200), "the later events landed")
+            await wait_for(lambda: _equals(consumer.pending(), 0), "the re-created consumer caught up")
+            ack_wait = (await bus._js.consumer_info(SETTINGS.stream, "lander")).config.ack_wait
+        finally:
+            stop.set()
+            stats = await asyncio.wait_for(landing, 60)
+            await consumer.close()
+            await bus.close()
+        return stats, ack_wait
+
+    stats, ack_wait = asyncio.run(scenario())
+    assert ack_wait == 5.0  # re-created with the lander's settings
+    # The re-created consumer reads the stream from its first message; what is stored is not stored twice.
+    assert stats.landed == 200
+    with chdb_store._client_in_session() as client:  # without FINAL: one row per id before any merge
+        assert client.query("SELECT count() FROM raw_events").result_rows[0][0] == 200
+    assert stored_ids(chdb_store) == sorted(f"binance_spot:{i}" for i in range(200))
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in warnings if "re-created" in r.getMessage()] == [
+        "consumer lander of stream LANDER_TEST was deleted; re-created it, landing from the stream's first message"
+    ]
+    assert not [r for r in warnings if r.exc_info or r.levelno >= logging.ERROR]
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
+def test_a_paused_bus_makes_the_lag_check_warn_in_one_line_and_landing_resumes(nats_server, chdb_store, caplog):
+    caplog.set_level(logging.WARNING, logger="qraft_core")
+
+    def lag_warnings() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage().startswith("lag check:")]
+
+    async def scenario() -> LanderStats:
+        consumer = await connect(nats_server.url)
+        stop = asyncio.Event()
+        landing = asyncio.create_task(Lander(consumer, chdb_store, CONFIG).run(stop))
+        try:
+            os.kill(nats_server.pid, signal.SIGSTOP)
+            try:
+                await wait_for(lambda: _at_least(len(lag_warnings()), 1), "the lag check's warning")
+            finally:
+                os.kill(nats_server.pid, signal.SIGCONT)
+            bus = await NatsBus(nats_server.url, SETTINGS).connect()
+            try:
+                await publish_trades(bus, messages=2, per_message=25)
+            finally:
+                await bus.close()
+            await wait_for(lambda: _at_least(chdb_store.count("raw_events")[""], 50), "events landed after the pause")
+        finally:
+            stop.set()
+            stats = await asyncio.wait_for(landing, 60)
+            await consumer.close()
+        return stats
+
+    stats = asyncio.run(scenario())
+    assert stats.landed == 50
+    [warning] = lag_warnings()
+    assert warning.levelno == logging.WARNING and warning.exc_info is None
+    assert "did not answer" in warning.getMessage()
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]

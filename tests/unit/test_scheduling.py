@@ -9,6 +9,7 @@ import polars as pl
 
 from qraft_core.config import PartitionsConfig
 from qraft_core.scheduling import (
+    EPOCH,
     LandingObservation,
     WindowPlan,
     WindowRequest,
@@ -49,8 +50,9 @@ def plan(
     now: datetime = NOW,
     config: PartitionsConfig = CONFIG,
     first_window: datetime = T0,
+    waiting: tuple[tuple[datetime, datetime], ...] = (),
 ) -> WindowPlan:
-    result = plan_windows(cursor, seen, now, config, first_window)
+    result = plan_windows(cursor, seen, now, config, first_window, waiting)
     json.dumps(result.cursor)  # the cursor must survive being stored as JSON
     return result
 
@@ -145,14 +147,75 @@ def test_late_data_and_new_closed_windows_in_one_plan():
     assert both.cursor["max_event_time"] == z(9)
 
 
-def test_reopening_reaches_back_at_most_max_reopen_windows_and_counts_the_rest():
+def test_late_events_older_than_the_reach_reopen_nothing_and_are_counted():
     first = plan({}, landed(0, 12))
     assert first.cursor["through"] == z(11)
-    later = NOW + timedelta(seconds=5)
-    late = plan(first.cursor, landed(2.5, 3, landed_at=later), later)
-    # 5 windows back from 00:11 is 00:06; windows 00:02 to 00:05 are too old to reopen.
-    assert [(r.start, r.end) for r in late.requests] == [(at(6), at(9)), (at(9), at(11))]
-    assert late.skipped_late == 4
+    cursor = first.cursor
+    # A backfill trickling in below the reach: 5 windows back from 00:11 is 00:06.
+    for tick in range(1, 4):
+        later = NOW + timedelta(seconds=10 * tick)
+        late = plan(cursor, landed(2.5, 3 + tick / 4, landed_at=later), later)
+        assert late.requests == []
+        assert late.skipped_late == 4  # windows 00:02 to 00:05
+        cursor = late.cursor
+
+
+def test_late_events_before_the_first_partition_reopen_nothing():
+    first = plan({}, landed(0, 12))
+    later = NOW + timedelta(seconds=10)
+    late = plan(first.cursor, landed(-120, -60, landed_at=later), later)
+    assert late.requests == []
+    assert late.skipped_late == 126  # from 22:00 the day before up to the reach at 00:06
+
+
+def land(store, times: list[datetime], landed_at: datetime, tag: str) -> None:
+    n = len(times)
+    ms = pl.Datetime("ms", "UTC")
+    store.insert("raw_events", pl.DataFrame(
+        {"event_id": [f"{tag}-{i}" for i in range(n)], "source": ["s"] * n, "type": ["t"] * n,
+         "timestamp": times, "ingest_time": times, "landed_at": [landed_at] * n, "payload": ["{}"] * n,
+         "parser_version": ["v"] * n, "raw_checksum": [""] * n},
+        schema_overrides={"timestamp": ms, "ingest_time": ms, "landed_at": ms},
+    ))
+
+
+def test_only_windows_in_reach_that_received_late_events_reopen(memory_store):
+    land(memory_store, [at(m + 0.5) for m in range(12)], NOW, "live")
+    first = plan({}, observe_landing(memory_store, EPOCH))
+    assert first.cursor["through"] == z(11)
+    later = NOW + timedelta(seconds=10)
+    # Old backfill rows, one late row in reach (00:08) and the live stream going on, in one landing.
+    land(memory_store, [at(-30), at(2.5), at(8.5), at(12.5), at(13.5)], later, "mixed")
+    late = plan(first.cursor, observe_landing(memory_store, NOW), later)
+    marker = "2026-01-05T12:00:10.000Z"
+    assert late.requests == [
+        WindowRequest(at(8), at(11), "late", f"late:{z(8)}:{z(11)}:{marker}"),
+        closed(11, 13),
+    ]
+    assert late.skipped_late == 36  # from 23:30 the day before up to the reach at 00:06
+    # More old rows on the next tick: nothing is reopened again, the live windows go on.
+    again_at = later + timedelta(seconds=10)
+    land(memory_store, [at(1.5), at(14.5)], again_at, "more")
+    again = plan(late.cursor, observe_landing(memory_store, later), again_at)
+    assert again.requests == [closed(13, 14)]
+
+
+def test_a_late_range_requested_and_not_yet_started_is_not_requested_again():
+    first = plan({}, landed(0, 12))
+    later = NOW + timedelta(seconds=10)
+    late = plan(first.cursor, landed(8.5, 8.5, landed_at=later), later)
+    assert [r.run_key for r in late.requests] == [f"late:{z(8)}:{z(11)}:2026-01-05T12:00:10.000Z"]
+    waiting = ((at(8), at(11)),)
+    # More late events in those windows while that run waits: it reads them when it starts.
+    tick = later + timedelta(seconds=10)
+    again = plan(late.cursor, landed(8.7, 9.5, landed_at=tick), tick, waiting=waiting)
+    assert again.requests == []
+    # Once it started, late events are requested again, from the first window it does not cover.
+    tick += timedelta(seconds=10)
+    started = plan(again.cursor, landed(9.5, 9.5, landed_at=tick), tick)
+    assert [r.run_key for r in started.requests] == [f"late:{z(9)}:{z(11)}:2026-01-05T12:00:30.000Z"]
+    partly = plan(again.cursor, landed(7.5, 7.5, landed_at=tick), tick, waiting=((at(6), at(9)),))
+    assert [r.run_key for r in partly.requests] == [f"late:{z(9)}:{z(11)}:2026-01-05T12:00:30.000Z"]
 
 
 def test_with_max_reopen_windows_zero_nothing_is_reopened():
