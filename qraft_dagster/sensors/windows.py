@@ -144,6 +144,14 @@ def failed_runs(
     return failures, seen_until
 
 
+def waiting_windows(instance: DagsterInstance, config: PartitionsConfig) -> list[tuple[datetime, datetime]]:
+    """The windows of pipeline runs requested and not yet started: they read what landed when
+    they start, so late events in those windows need no run of their own."""
+    records = instance.get_run_records(
+        RunsFilter(job_name=PIPELINE_JOB, statuses=[DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED]))
+    return [windows for record in records if (windows := run_windows(record.dagster_run, config)) is not None]
+
+
 def build_window_sensor(job: JobDefinition | UnresolvedAssetJobDefinition) -> SensorDefinition:
     @sensor(job=job, minimum_interval_seconds=10, default_status=DefaultSensorStatus.RUNNING)
     def qraft_window_sensor(context: SensorEvaluationContext, qraft: QraftResource) -> SensorResult | SkipReason:
@@ -162,7 +170,8 @@ def build_window_sensor(job: JobDefinition | UnresolvedAssetJobDefinition) -> Se
                 cursor["through"] = iso(max(window_of(key) for key in done) + partitions.interval)
         since = cursor_time(cursor, "landed_seen") or EPOCH
         seen = observe_landing(rt.store, since, cursor_time(cursor, "max_event_time"), jump_bound(partitions))
-        plan = plan_windows(cursor, seen, datetime.now(UTC), partitions, partition_start(partitions))
+        waiting = waiting_windows(context.instance, partitions) if seen.max_landed_at is not None else []
+        plan = plan_windows(cursor, seen, datetime.now(UTC), partitions, partition_start(partitions), waiting)
         if plan.skipped_late:
             context.log.warning(f"{plan.skipped_late} late window(s) older than max_reopen_windows were not reopened")
         requests = plan.requests
