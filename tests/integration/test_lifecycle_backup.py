@@ -316,3 +316,65 @@ def test_backup_names_an_unreachable_bus_and_no_stream_leaves_it_out(landed, tmp
     failed = CliRunner().invoke(main, ["backup", str(tmp_path / "b")])
     assert failed.exit_code == 2 and "no NATS server answered at nats://127.0.0.1:1" in failed.output
     assert _cli("backup", str(tmp_path / "c"), "--no-stream")["stream"] is None
+
+
+def _fails(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    return result.output
+
+
+@pytest.mark.parametrize(("manifest", "expected"), [
+    ("[]", "manifest.json: expected a JSON object (got list)"),
+    ('{"tables": {}}', "manifest.json: database: expected a database name (missing)"),
+    ('{"database": "default", "tables": {"raw_events": 3}}', "manifest.json: tables: expected an object"),
+    ("{not json", "manifest.json: not JSON"),
+])
+def test_restore_checks_the_manifest_before_touching_the_tables(landed, tmp_path, manifest, expected):
+    _cli("backup", str(tmp_path / "b"), "--no-stream")
+    (tmp_path / "b" / "manifest.json").write_text(manifest)
+    before = _digests(landed)
+    assert expected in _fails("restore", str(tmp_path / "b"), "--yes", "--no-stream")
+    assert _digests(landed) == before
+
+
+def test_a_damaged_backup_leaves_the_live_tables_as_they_were(landed, tmp_path):
+    _cli("backup", str(tmp_path / "b"), "--no-stream")
+    landed.store.insert("raw_events", land_batch([("qraft.raw.binance_spot", _events(50, 500))]).raw_events)
+    before = _digests(landed)
+    data = max((tmp_path / "b" / "clickhouse").rglob("raw_events/*/*.bin"), key=lambda f: f.stat().st_size)
+    data.write_bytes(data.read_bytes()[:100])
+    failed = _fails("restore", str(tmp_path / "b"), "--yes", "--no-stream")
+    assert "(code " in failed and "raw_events" in failed and len(failed) < 300, failed
+    assert _digests(landed) == before
+
+    # A backup whose data differs from its manifest is refused the same way.
+    _cli("backup", str(tmp_path / "c"), "--no-stream")
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    manifest["tables"]["raw_events"][0] += 1
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(manifest))
+    landed.store.delete("dead_letters", [Filter("letter_id", "!=", "")])
+    before = _digests(landed)
+    assert "tables differ from its manifest: raw_events" in _fails("restore", str(tmp_path / "c"), "--yes",
+                                                                    "--no-stream")
+    assert _digests(landed) == before
+
+
+def test_a_restore_brings_back_a_table_dropped_since_the_backup(landed, tmp_path):
+    before = _digests(landed)
+    _cli("backup", str(tmp_path / "b"), "--no-stream")
+    with admin_client(landed.store, None) as client:
+        client.command("DROP TABLE dead_letters SYNC")
+    assert _cli("restore", str(tmp_path / "b"), "--yes", "--no-stream")["verified"] is True
+    assert _digests(landed) == before
+
+
+def test_an_interrupted_backup_does_not_block_the_rerun(landed, tmp_path):
+    # What an interrupted backup leaves: ClickHouse's part of it, no manifest.
+    (tmp_path / "b.partial" / "clickhouse").mkdir(parents=True)
+    (tmp_path / "b.partial" / "clickhouse" / ".backup").write_text("cut short")
+    assert _cli("backup", str(tmp_path / "b"), "--no-stream")["tables"] == _digests(landed)
+    assert not (tmp_path / "b.partial").exists() and (tmp_path / "b" / "manifest.json").exists()
+    assert "b: already exists: choose a new folder" in _fails("backup", str(tmp_path / "b"), "--no-stream")
+    assert _cli("restore", str(tmp_path / "b"), "--yes", "--no-stream")["verified"] is True
