@@ -213,10 +213,9 @@ def _restore_tables(client: Any, database: str, manifest: dict[str, Any], engine
                                 "the current tables are left as they were")
         live = table_digests(client, database)
         for table in restored:
-            if table in live:
-                client.command(f"EXCHANGE TABLES {database}.{table} AND {SCRATCH_DATABASE}.{table}")
-            else:
-                client.command(f"RENAME TABLE {SCRATCH_DATABASE}.{table} TO {database}.{table}")
+            if table not in live:  # chDB cannot RENAME between its database engines; an EXCHANGE it can
+                client.command(f"CREATE TABLE {database}.{table} AS {SCRATCH_DATABASE}.{table}")
+            client.command(f"EXCHANGE TABLES {database}.{table} AND {SCRATCH_DATABASE}.{table}")
         for table in set(live) - set(restored):  # made after the backup: the database is replaced whole
             client.command(f"DROP TABLE IF EXISTS {database}.{table} SYNC")
     finally:
