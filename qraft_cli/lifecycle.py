@@ -142,8 +142,6 @@ def archive_load(ctx: click.Context, table: str, start: date, end: date, source:
     """Put the archived days [START, END) of TABLE back into ClickHouse (then `qraft replay` them)."""
     from qraft_core.lifecycle.archive import load
 
-    if "://" not in source and not Path(source).is_dir():  # a typo would otherwise load "0 rows" and succeed
-        _fail(LocationError(f"{source}: no archive folder there"))
     try:
         summary = load(runtime(ctx).store, table, start, end, location(source))
     except (LocationError, OSError) as exc:
@@ -151,20 +149,28 @@ def archive_load(ctx: click.Context, table: str, start: date, end: date, source:
     emit(summary, as_json, f"loaded {summary['rows']} rows of {table} ({len(summary['days'])} days) from {source}")
 
 
+def _time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """The same reading of a time as `qraft replay`, `qraft patterns` and the API."""
+    from qraft_core.explain.catalog import QueryError, parse_time
+
+    try:
+        return None if value is None else parse_time(value, f"--{param.name}")
+    except QueryError as exc:
+        raise click.BadParameter(str(exc).split(": ", 1)[1], ctx, param) from None
+
+
 @main.command("compact-state")
 @click.option("--every", type=click.IntRange(min=1), required=True, help="Keep the state of every N-th window.")
-@click.option("--before", type=click.DateTime(), default=None, help="Only compact windows before this time (UTC).")
+@click.option("--before", callback=_time, default=None,
+              help="Only compact windows before this time (ISO 8601, naive means UTC).")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @click.pass_context
 def compact_state(ctx: click.Context, every: int, before: datetime | None, as_json: bool) -> None:
     """Delete stored detector states except every N-th window and the newest; replays then start
     at a kept window."""
-    from datetime import UTC
-
     from qraft_core.lifecycle.compaction import compact_detector_state
 
     rt = runtime(ctx)
     partitions = rt.config.partitions
-    counts = compact_detector_state(rt.store, every, partitions.interval, partitions.start,
-                                    before.replace(tzinfo=UTC) if before else None)
+    counts = compact_detector_state(rt.store, every, partitions.interval, partitions.start, before)
     emit(counts, as_json, f"detector state: kept {counts['kept']} windows, deleted {counts['deleted']}")

@@ -491,9 +491,17 @@ def describe_validation_error(
         if isinstance(found, (dict, list)) and problem["type"] in _EXPECTED:
             expected += f", got a {'mapping' if isinstance(found, dict) else 'list'}"
         shown = "" if isinstance(found, (dict, list)) else f" (got {_shorten(redact(repr(found)))})"
-        origin = (origins or {}).get(tuple(str(part) for part in problem["loc"]), path)
+        origin = _origin(origins or {}, tuple(str(part) for part in problem["loc"]), path)
         lines.append(f"{origin}: {key or '<top>'}: {expected}{shown}")
     return "\n".join(lines)
+
+
+def _origin(origins: Mapping[tuple[str, ...], str], key: tuple[str, ...], path: Path | str) -> Path | str:
+    """Where the value at `key` was set: the variable setting it or a mapping holding it, else the file."""
+    for length in range(len(key), 0, -1):
+        if key[:length] in origins:
+            return origins[key[:length]]
+    return path
 
 
 # A configuration file is a few kilobytes of settings; these bounds are far above any real one and

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -28,8 +29,13 @@ from qraft_core.lifecycle.location import Location, LocationError
 from qraft_core.lifecycle.stream_backup import backup_stream, restore_stream
 from qraft_core.store import ClickHouseStore, StoreError
 from qraft_core.store.sessions import connect_client
+from qraft_core.store.table_spec import IDENTIFIER
 
 MANIFEST = "manifest.json"
+# A restore lands in this database first; the live tables are swapped only once all of it is read back.
+SCRATCH_DATABASE = "qraft_restore"
+# A local backup is written here (`DEST.partial`) and renamed to DEST once its manifest is written.
+PARTIAL_SUFFIX = ".partial"
 
 
 @contextmanager
@@ -52,16 +58,24 @@ def admin_client(store: ClickHouseStore, allowed_path: str | None) -> Iterator[A
             client.close()
 
 
-def table_digests(client: Any) -> dict[str, list[int]]:
-    """[rows, sum of row hashes] per table: equal digests mean equal contents, in any order."""
+def table_digests(client: Any, database: str | None = None) -> dict[str, list[int]]:
+    """[rows, sum of row hashes] per table of `database` (the current one by default): equal
+    digests mean equal contents, in any order."""
     tables = [row[0] for row in client.query(
-        "SELECT name FROM system.tables WHERE database = currentDatabase() AND NOT is_temporary "
-        "AND engine NOT IN ('Memory', 'View') ORDER BY name").result_rows]
+        "SELECT name FROM system.tables WHERE database = {database:String} AND NOT is_temporary "
+        "AND engine NOT IN ('Memory', 'View') ORDER BY name",
+        parameters={"database": database or _current_database(client)}).result_rows]
+    prefix = f"{database}." if database else ""
     digests = {}
     for table in tables:
-        rows, total = client.query(f"SELECT count(), ifNull(sum(cityHash64(*)), 0) FROM {table}").result_rows[0]
+        rows, total = client.query(
+            f"SELECT count(), ifNull(sum(cityHash64(*)), 0) FROM {prefix}{table}").result_rows[0]
         digests[table] = [int(rows), int(total)]
     return digests
+
+
+def _current_database(client: Any) -> str:
+    return str(client.query("SELECT currentDatabase()").result_rows[0][0])
 
 
 def _backup_engine(store: ClickHouseStore, target: Location) -> tuple[str, str | None]:
@@ -75,13 +89,49 @@ def _backup_engine(store: ClickHouseStore, target: Location) -> tuple[str, str |
     return f"Disk('backups', '{Path(target.path).name}')", None
 
 
+_CLICKHOUSE_ERROR = re.compile(r"Code: (?P<code>\d+)\. DB::Exception: (?P<text>.*?)\. \((?P<name>[A-Z_]+)\)", re.S)
+_TABLE_NAMED = re.compile(r"table (?:`?\w+`?\.)?`?(?P<table>\w+)`?")
+
+
+def short_error(message: str) -> str:
+    """ClickHouse's error as its name and code and the table it names, not its multi-KB text.
+
+    >>> short_error("Code: 246. DB::Exception: Bad size of file x: While restoring table `default`.`raw_events` "
+    ...             "from backup File(y): while restoring ... (BAD_SIZE_OF_FILE_IN_DATA_PART) (version 24.1)")
+    'BAD_SIZE_OF_FILE_IN_DATA_PART (code 246) at table raw_events'
+    >>> short_error("connection refused")
+    'connection refused'
+    """
+    found = _CLICKHOUSE_ERROR.search(message)
+    if found is None:
+        return message.strip().splitlines()[0][:300] if message.strip() else message
+    table = _TABLE_NAMED.search(found["text"])
+    where = f" at table {table['table']}" if table else ""
+    return f"{found['name']} (code {found['code']}){where}"
+
+
 def _run(client: Any, statement: str) -> None:
     try:
         client.query(statement)
     except Exception as exc:
         secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
         message = str(exc).replace(secret, "***") if secret else str(exc)
-        raise StoreError(f"ClickHouse could not run {statement.split('(')[0].strip()}: {message}") from None
+        raise StoreError(f"ClickHouse could not run {statement.split('(')[0].strip()}: {short_error(message)}") from None
+
+
+def _staging(store: ClickHouseStore, target: Location) -> Location:
+    """Where the backup is written: `DEST.partial` for an embedded store's local folder, renamed
+    to DEST at the end, so an interrupted backup never passes for one and never blocks the rerun.
+    (A server writes its part to its own disk under DEST's name, and S3 has no rename.)"""
+    if target.is_s3 or not store.embedded:
+        return target
+    info = target.filesystem.get_file_info(target.path)
+    if info.type.name != "NotFound" and (info.type.name != "Directory" or any(Path(target.path).iterdir())):
+        raise LocationError(f"{target.url}: already exists: choose a new folder for the backup")
+    staging = Location(target.url + PARTIAL_SUFFIX, target.filesystem, target.path + PARTIAL_SUFFIX)
+    if target.filesystem.get_file_info(staging.path).type.name == "Directory":
+        target.filesystem.delete_dir(staging.path)  # left by an interrupted backup to the same folder
+    return staging
 
 
 def backup(store: ClickHouseStore, target: Location, files: dict[str, Path],
@@ -89,25 +139,87 @@ def backup(store: ClickHouseStore, target: Location, files: dict[str, Path],
     """Back the store's database, the named local files, PostgreSQL databases (name: URL
     without a password; libpq reads PGPASSWORD) and the bus stream (NATS URL, stream name) up
     into `target`; returns the manifest."""
-    engine, allowed = _backup_engine(store, target)
-    if not target.is_s3:
-        target.filesystem.create_dir(target.path, recursive=True)
+    staging = _staging(store, target)
+    engine, allowed = _backup_engine(store, staging)
+    if not staging.is_s3:
+        staging.filesystem.create_dir(staging.path, recursive=True)
     with admin_client(store, allowed) as client:
-        database = client.query("SELECT currentDatabase()").result_rows[0][0]
+        database = _current_database(client)
         digests = table_digests(client)
         _run(client, f"BACKUP DATABASE {database} TO {engine}")
     copied = {}
     for name, path in files.items():
         if path.exists():
-            target.child("files").write_bytes(name, _sqlite_snapshot(path))
+            staging.child("files").write_bytes(name, _sqlite_snapshot(path))
             copied[name] = str(path)
     for name, url in (databases or {}).items():
-        target.child("files").write_bytes(f"{name}.pgdump", _postgres("pg_dump", url, "--format=custom"))
-    stream = backup_stream(*bus, target) if bus else None
+        staging.child("files").write_bytes(f"{name}.pgdump", _postgres("pg_dump", url, "--format=custom"))
+    stream = backup_stream(*bus, staging) if bus else None
     manifest = {"created_at": datetime.now(UTC).isoformat(), "database": database,
                 "tables": digests, "files": copied, "databases": sorted(databases or {}), "stream": stream}
-    target.write_bytes(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+    staging.write_bytes(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+    if staging != target:
+        os.replace(staging.path, target.path)
     return manifest
+
+
+def _is_digest(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(type(n) is int for n in value)
+
+
+def read_manifest(source: Location) -> dict[str, Any]:
+    """The backup's manifest, checked before anything is restored from it (`files`, `databases`
+    and `stream` may be missing: backups made before they were backed up)."""
+    url = source.child(MANIFEST).url
+    try:
+        manifest = json.loads(source.read_bytes(MANIFEST))
+    except ValueError as exc:
+        raise LocationError(f"{url}: not JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise LocationError(f"{url}: expected a JSON object (got {type(manifest).__name__})")
+    manifest = {"files": {}, "databases": [], "stream": None, **manifest}
+    checks = {
+        "database": (isinstance(manifest.get("database"), str) and IDENTIFIER.match(manifest["database"]),
+                     "a database name"),
+        "tables": (isinstance(manifest.get("tables"), dict) and all(
+            isinstance(t, str) and IDENTIFIER.match(t) and _is_digest(d) for t, d in manifest["tables"].items()),
+                   "an object of table name: [rows, digest]"),
+        "files": (isinstance(manifest["files"], dict) and all(isinstance(f, str) for f in manifest["files"]),
+                  "an object of file name: path"),
+        "databases": (isinstance(manifest["databases"], list) and all(isinstance(d, str) for d in manifest["databases"]),
+                      "a list of database names"),
+        "stream": (manifest["stream"] is None or (isinstance(manifest["stream"], dict) and {
+            "name", "messages", "digest"} <= manifest["stream"].keys()), "null or the stream's name, messages, digest"),
+    }
+    for key, (valid, expected) in checks.items():
+        if not valid:
+            found = "missing" if key not in manifest else f"got {json.dumps(manifest[key])[:60]}"
+            raise LocationError(f"{url}: {key}: expected {expected} ({found})")
+    return manifest
+
+
+def _restore_tables(client: Any, database: str, manifest: dict[str, Any], engine: str) -> None:
+    """RESTORE the backup into a scratch database and check its digests, then swap its tables
+    for the live ones: a damaged backup leaves the live tables as they were."""
+    client.command(f"DROP DATABASE IF EXISTS {SCRATCH_DATABASE} SYNC")
+    try:
+        # The backed-up database's definition (its engine) need not match the scratch one's.
+        _run(client, f"RESTORE DATABASE {manifest['database']} AS {SCRATCH_DATABASE} FROM {engine} "
+                     "SETTINGS allow_different_database_def = 1")
+        restored = table_digests(client, SCRATCH_DATABASE)
+        mismatched = sorted(t for t, d in manifest["tables"].items() if restored.get(t) != d)
+        if mismatched:
+            raise LocationError(f"the backup's tables differ from its manifest: {', '.join(mismatched)}; "
+                                "the current tables are left as they were")
+        live = table_digests(client, database)
+        for table in restored:
+            if table not in live:  # chDB cannot RENAME between its database engines; an EXCHANGE it can
+                client.command(f"CREATE TABLE {database}.{table} AS {SCRATCH_DATABASE}.{table}")
+            client.command(f"EXCHANGE TABLES {database}.{table} AND {SCRATCH_DATABASE}.{table}")
+        for table in set(live) - set(restored):  # made after the backup: the database is replaced whole
+            client.command(f"DROP TABLE IF EXISTS {database}.{table} SYNC")
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {SCRATCH_DATABASE} SYNC")
 
 
 def restore(store: ClickHouseStore, source: Location, files: dict[str, Path],
@@ -118,26 +230,19 @@ def restore(store: ClickHouseStore, source: Location, files: dict[str, Path],
     Returns the manifest with `verified`: the restored tables' and stream's digests equal the
     backed-up ones.
     """
-    manifest = json.loads(source.read_bytes(MANIFEST))
+    manifest = read_manifest(source)
     engine, allowed = _backup_engine(store, source)
     with admin_client(store, allowed) as client:
-        database = client.query("SELECT currentDatabase()").result_rows[0][0]
-        for table in table_digests(client):
-            client.command(f"DROP TABLE IF EXISTS {table} SYNC")
-        _run(client, f"RESTORE DATABASE {manifest['database']} AS {database} FROM {engine}")
-        restored = table_digests(client)
+        _restore_tables(client, _current_database(client), manifest, engine)
     for name in manifest["files"]:
         if name in files:
             _replace_file(files[name], source.child("files").read_bytes(name))
-    for name in manifest.get("databases", []):
+    for name in manifest["databases"]:
         if name in (databases or {}):
             dump = source.child("files").read_bytes(f"{name}.pgdump")
             _postgres("pg_restore", (databases or {})[name], "--clean", "--if-exists", "--no-owner", data=dump)
-    if bus_url and manifest.get("stream"):
+    if bus_url and manifest["stream"]:
         restore_stream(bus_url, source, manifest["stream"])
-    mismatched = sorted(t for t, d in manifest["tables"].items() if restored.get(t) != d)
-    if mismatched:
-        raise LocationError(f"restored tables differ from the backup: {', '.join(mismatched)}")
     return {**manifest, "verified": True}
 
 

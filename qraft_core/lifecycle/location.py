@@ -56,6 +56,8 @@ class Location:
 
 def location(url: str) -> Location:
     """`s3://bucket/prefix` or a local directory (created when written to)."""
+    if not url.strip():  # Path("") is the current folder: a missing argument would write there
+        raise LocationError(f"{url!r}: expected a folder or s3://bucket/prefix, not an empty path")
     if url.startswith("s3://"):
         parts = urlsplit(url)
         if not parts.netloc:

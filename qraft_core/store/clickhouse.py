@@ -144,11 +144,13 @@ class ClickHouseStore:
         table_spec = spec(table)
         if frame.height == 0:
             return 0
-        blocks = insert_blocks(_conform(frame, table_spec), table_spec)
+        return self._insert_conformed(table_spec, _conform(frame, table_spec))
+
+    def _insert_conformed(self, table_spec: TableSpec, rows: pl.DataFrame) -> int:
         with self._client_in_session() as client:
-            for block in blocks:
+            for block in insert_blocks(rows, table_spec):
                 client.insert_arrow(table_spec.name, block.to_arrow())
-        return frame.height
+        return rows.height
 
     def delete(self, table: str, where: Sequence[Filter]) -> None:
         table_spec = spec(table)
@@ -166,12 +168,14 @@ class ClickHouseStore:
     ) -> int:
         table_spec = spec(table)
         clause, params = _where_sql(table_spec, start, end, where)
+        # Rows that cannot go in are refused before the window is emptied.
+        rows = _conform(frame, table_spec) if frame.height else None
         with self._client_in_session() as client:
             # A DELETE is a mutation (~0.1 s even when it matches nothing); first runs find empty windows.
             found = client.query(f"SELECT 1 FROM {table_spec.name} {clause} LIMIT 1", parameters=params)
             if found.result_rows:
                 client.command(delete_statement(table_spec.name, clause, self.layout), parameters=params)
-            return self.insert(table, frame)
+            return 0 if rows is None else self._insert_conformed(table_spec, rows)
 
     # -- reads ----------------------------------------------------------
     def select(
@@ -341,6 +345,9 @@ def _conform(frame: pl.DataFrame, table_spec: TableSpec) -> pl.DataFrame:
     missing = [c for c in table_spec.columns if c not in frame.columns]
     if missing:
         raise StoreError(f"rows for {table_spec.name} lack columns: {', '.join(missing)}")
-    return frame.select(
-        pl.col(name).cast(polars_dtype(ch_type)) for name, ch_type in table_spec.columns.items()
-    )
+    try:
+        return frame.select(
+            pl.col(name).cast(polars_dtype(ch_type)) for name, ch_type in table_spec.columns.items()
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise StoreError(f"rows for {table_spec.name} do not fit its column types: {str(exc).splitlines()[0]}") from None

@@ -316,3 +316,149 @@ def test_backup_names_an_unreachable_bus_and_no_stream_leaves_it_out(landed, tmp
     failed = CliRunner().invoke(main, ["backup", str(tmp_path / "b")])
     assert failed.exit_code == 2 and "no NATS server answered at nats://127.0.0.1:1" in failed.output
     assert _cli("backup", str(tmp_path / "c"), "--no-stream")["stream"] is None
+
+
+def _fails(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    return result.output
+
+
+@pytest.mark.parametrize(("manifest", "expected"), [
+    ("[]", "manifest.json: expected a JSON object (got list)"),
+    ('{"tables": {}}', "manifest.json: database: expected a database name (missing)"),
+    ('{"database": "default", "tables": {"raw_events": 3}}', "manifest.json: tables: expected an object"),
+    ("{not json", "manifest.json: not JSON"),
+])
+def test_restore_checks_the_manifest_before_touching_the_tables(landed, tmp_path, manifest, expected):
+    _cli("backup", str(tmp_path / "b"), "--no-stream")
+    (tmp_path / "b" / "manifest.json").write_text(manifest)
+    before = _digests(landed)
+    assert expected in _fails("restore", str(tmp_path / "b"), "--yes", "--no-stream")
+    assert _digests(landed) == before
+
+
+def test_a_damaged_backup_leaves_the_live_tables_as_they_were(landed, tmp_path):
+    _cli("backup", str(tmp_path / "b"), "--no-stream")
+    landed.store.insert("raw_events", land_batch([("qraft.raw.binance_spot", _events(50, 500))]).raw_events)
+    before = _digests(landed)
+    data = max((tmp_path / "b" / "clickhouse").rglob("raw_events/*/*.bin"), key=lambda f: f.stat().st_size)
+    data.write_bytes(data.read_bytes()[:100])
+    failed = _fails("restore", str(tmp_path / "b"), "--yes", "--no-stream")
+    assert "(code " in failed and "raw_events" in failed and len(failed) < 300, failed
+    assert _digests(landed) == before
+
+    # A backup whose data differs from its manifest is refused the same way.
+    _cli("backup", str(tmp_path / "c"), "--no-stream")
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    manifest["tables"]["raw_events"][0] += 1
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(manifest))
+    landed.store.delete("dead_letters", [Filter("letter_id", "!=", "")])
+    before = _digests(landed)
+    assert "tables differ from its manifest: raw_events" in _fails("restore", str(tmp_path / "c"), "--yes",
+                                                                    "--no-stream")
+    assert _digests(landed) == before
+
+
+def test_a_restore_brings_back_a_table_dropped_since_the_backup(landed, tmp_path):
+    before = _digests(landed)
+    _cli("backup", str(tmp_path / "b"), "--no-stream")
+    with admin_client(landed.store, None) as client:
+        client.command("DROP TABLE dead_letters SYNC")
+    assert _cli("restore", str(tmp_path / "b"), "--yes", "--no-stream")["verified"] is True
+    assert _digests(landed) == before
+
+
+def test_an_interrupted_backup_does_not_block_the_rerun(landed, tmp_path):
+    # What an interrupted backup leaves: ClickHouse's part of it, no manifest.
+    (tmp_path / "b.partial" / "clickhouse").mkdir(parents=True)
+    (tmp_path / "b.partial" / "clickhouse" / ".backup").write_text("cut short")
+    assert _cli("backup", str(tmp_path / "b"), "--no-stream")["tables"] == _digests(landed)
+    assert not (tmp_path / "b.partial").exists() and (tmp_path / "b" / "manifest.json").exists()
+    assert "b: already exists: choose a new folder" in _fails("backup", str(tmp_path / "b"), "--no-stream")
+    assert _cli("restore", str(tmp_path / "b"), "--yes", "--no-stream")["verified"] is True
+
+
+# -- the archive's day files ------------------------------------------------------------------
+
+def _archive(*args: str) -> dict:  # type: ignore[type-arg]
+    return _cli("archive", *args, "--start", "2026-01-05", "--end", "2026-01-07")
+
+
+def _archived_ids(folder) -> list[str]:  # type: ignore[no-untyped-def]
+    return sorted(pl.read_parquet(folder / "raw_events" / "*" / "*.parquet")["event_id"].to_list())
+
+
+def test_exporting_an_archived_day_again_keeps_its_earlier_rows(landed, tmp_path):
+    arc = str(tmp_path / "arc")
+    assert _archive("export", "raw_events", "--to", arc, "--delete")["rows"] == 200
+    # Late data for the archived days: a repeat of e0 and two new events, one per day.
+    late = land_batch([("qraft.raw.binance_spot", _events(1, 0) + b"\n" + _events(2, 70))]).raw_events
+    landed.store.insert("raw_events", late.filter(pl.col("event_id") != "e70").vstack(
+        land_batch([("qraft.raw.binance_spot", _events(1, 900))]).raw_events))
+    assert _archive("export", "raw_events", "--to", arc, "--delete")["days"] == {"2026-01-05": 2, "2026-01-06": 1}
+    assert _archived_ids(tmp_path / "arc") == sorted([f"e{i}" for i in range(200)] + ["e900"])
+    assert not list((tmp_path / "arc").rglob("*.partial"))
+    assert _archive("load", "raw_events", "--from", arc)["rows"] == 201
+    assert landed.store.count("raw_events") == {"": 201}
+
+
+def test_archive_load_refuses_a_file_of_another_layout_before_emptying_the_day(landed, tmp_path):
+    day = tmp_path / "other" / "raw_events" / "date=2026-01-05"
+    day.mkdir(parents=True)
+    pl.DataFrame({"event_id": ["x"], "timestamp": [T0]}).write_parquet(day / "raw_events.parquet")
+    failed = _fails("archive", "load", "raw_events", "--start", "2026-01-05", "--end", "2026-01-07",
+                    "--from", str(tmp_path / "other"))
+    assert "rows for raw_events lack columns: source, type" in failed
+    assert landed.store.count("raw_events") == {"": 200}
+
+
+def test_a_damaged_archive_file_is_named_in_one_line(landed, tmp_path):
+    _archive("export", "raw_events", "--to", str(tmp_path / "arc"))
+    damaged = tmp_path / "arc" / "raw_events" / "date=2026-01-05" / "raw_events.parquet"
+    damaged.write_bytes(damaged.read_bytes()[:500])
+    for command in (["load", "raw_events", "--from"], ["export", "raw_events", "--to"]):
+        failed = _fails("archive", *command, str(tmp_path / "arc"), "--start", "2026-01-05", "--end", "2026-01-07")
+        assert f"{damaged}: not a readable Parquet file" in failed
+    assert landed.store.count("raw_events") == {"": 200}
+
+
+def test_archive_visits_only_the_days_that_hold_rows(landed, tmp_path, monkeypatch):
+    from qraft_core.lifecycle import archive
+    from qraft_core.store import ClickHouseStore
+
+    selected: list[datetime] = []
+    read: list[datetime] = []
+    select, read_day = ClickHouseStore.select, archive.read_day
+    monkeypatch.setattr(ClickHouseStore, "select", lambda self, table, **kw: selected.append(kw["start"])
+                        or select(self, table, **kw))
+    monkeypatch.setattr(archive, "read_day", lambda source, table, day: read.append(day)
+                        or read_day(source, table, day))
+    wide = ("--start", "2025-01-01", "--end", "2027-01-01")
+    assert _cli("archive", "export", "raw_events", *wide, "--to", str(tmp_path / "arc"))["rows"] == 200
+    assert _cli("archive", "load", "raw_events", *wide, "--from", str(tmp_path / "arc"))["rows"] == 200
+    two_days = [datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 6, tzinfo=UTC)]
+    assert selected == two_days and read == two_days + two_days  # export reads back what it merges with
+    everything = ("--start", "1900-01-01", "--end", "2300-01-01")
+    assert _cli("archive", "export", "raw_events", *everything, "--to", str(tmp_path / "arc"))["rows"] == 200
+    assert "outside the years 1900-2299 the store holds" in _fails(
+        "archive", "export", "raw_events", "--start", "0001-01-01", "--end", "2026-01-01", "--to", str(tmp_path))
+
+
+def test_an_empty_path_is_refused_rather_than_taken_for_the_current_folder(landed, tmp_path, monkeypatch):
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    days = ("--start", "2026-01-05", "--end", "2026-01-07")
+    for args in (["backup", "", "--no-stream"], ["restore", "", "--yes", "--no-stream"],
+                 ["archive", "export", "raw_events", *days, "--to", " "],
+                 ["archive", "load", "raw_events", *days, "--from", ""]):
+        assert "expected a folder or s3://bucket/prefix, not an empty path" in _fails(*args)
+    assert not list((tmp_path / "cwd").iterdir())
+    assert landed.store.count("raw_events") == {"": 200}
+
+
+def test_compact_state_takes_a_time_in_utc_with_z(landed):
+    assert _cli("compact-state", "--every", "2", "--before", "2026-01-05T02:00:00Z") == {"kept": 0, "deleted": 0}
+    refused = CliRunner().invoke(main, ["compact-state", "--every", "2", "--before", "yesterday"])
+    assert refused.exit_code == 2 and "'yesterday' is not an ISO 8601 time" in refused.output

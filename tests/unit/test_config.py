@@ -144,6 +144,13 @@ def test_a_bad_environment_override_is_an_error_naming_the_key(tmp_path):
     ]
 
 
+def test_a_bad_value_inside_a_mapping_from_the_environment_names_the_variable(tmp_path):
+    message = config_error(lambda: load_qraft_config(
+        tmp_path, environ={"QRAFT_STORE_RETENTION_DAYS": "{raw_events: lots}"}))
+    assert message.startswith("$QRAFT_STORE_RETENTION_DAYS (environment): store.retention_days.raw_events: "
+                              "Input should be a valid integer"), message
+
+
 def test_a_text_setting_may_look_like_a_number_in_the_environment(tmp_path):
     config = load_qraft_config(tmp_path, environ={"QRAFT_MLFLOW_EXPERIMENT": "2026"})
     assert config.mlflow.experiment == "2026"
