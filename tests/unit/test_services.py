@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 from collections import deque
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from qraft_cli.pipeline import SensorHeartbeat
 from qraft_cli.replay import replay_text
 from qraft_core.annotations import UnknownPattern
 from qraft_core.bootstrap import Services, bootstrap
@@ -463,3 +465,38 @@ def test_a_child_that_runs_but_no_longer_works_is_restarted_with_its_whole_group
     finally:
         supervisor.stop()
 
+
+class SilentSensor(SensorHeartbeat):
+    """The heartbeat with the window sensor's last tick given, not read from an instance."""
+
+    def __init__(self, supervisor: ProcessSupervisor, heard: tuple[float | None, int | None] | None) -> None:
+        super().__init__(supervisor, "dagster", Path("dagster-home"), Path("workspace.yaml"))
+        self.heard = heard
+
+    def last_tick(self) -> tuple[float | None, int | None] | None:
+        return self.heard
+
+
+@pytest.mark.parametrize(("running_s", "heard", "restarted"), [
+    (3600, (time.time() - 1800, 10), True),  # no tick for half an hour
+    (3600, (None, None), True),  # never ticked since it started an hour ago
+    (3600, (time.time() - 20, 10), False),  # ticks
+    (3600, None, False),  # a user stopped the sensor
+    (10, (time.time() - 1800, 10), False),  # starting up
+])
+def test_dagster_is_restarted_when_the_window_sensor_has_been_silent_for_long(
+        tmp_path: Path, running_s: float, heard: tuple[float | None, int | None] | None, restarted: bool) -> None:
+    supervisor = ProcessSupervisor({"dagster": [sys.executable, "-c", "import time; time.sleep(600)"]}, {},
+                                   tmp_path / "logs", stop_grace_s=5)
+    supervisor.start()
+    try:
+        supervisor.children["dagster"].started_at -= running_s
+        reports: list[str] = []
+        SilentSensor(supervisor, heard).check(reports.append)
+        assert (supervisor.children["dagster"].restart_at is not None) == restarted
+        assert len(reports) == restarted
+        if restarted:
+            assert re.fullmatch(r"dagster has run no window sensor tick since (\d\d:\d\d:\d\d|its start); "
+                                r"restarting it in [01]s", reports[0]), reports
+    finally:
+        supervisor.stop()
