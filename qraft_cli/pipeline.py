@@ -116,11 +116,14 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
     children: dict[str, list[str]] = {"lander": [*qraft, "land"]}
     if not no_sources:
         children["sources"] = [*qraft, "sources", "run"]
-    if not no_ui:
+    workspace = None if no_ui else dagster_workspace(rt.config.dagster_home)
+    if workspace is not None:
         children["api"] = [*qraft, "api"]  # the REST API and the explorer at http://<api.host>:<api.port>/
-        children["dagster"] = [sys.executable, "-m", "dagster", "dev", "-w", str(dagster_workspace(rt.config.dagster_home)),
+        children["dagster"] = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace),
                                "-p", str(rt.config.dagster.port)]
     supervisor = ProcessSupervisor(children, env, rt.data_dir / "logs")
+    heartbeat = None if workspace is None else SensorHeartbeat(supervisor, "dagster", Path(env["DAGSTER_HOME"]),
+                                                               workspace)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
@@ -138,6 +141,8 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
             if revival is not None:
                 revival.check(lambda message: click.echo(message, err=True))
             supervisor.check(lambda message: click.echo(message, err=True))
+            if heartbeat is not None:
+                heartbeat.check(lambda message: click.echo(message, err=True))
     finally:
         supervisor.stop()
         rt.stop_owned_services()
@@ -193,3 +198,74 @@ class EmbeddedRevival:
         self.backoff.reset()
         if revived:
             report(revived)
+
+
+class SensorHeartbeat:
+    """Restarts `dagster dev` when the window sensor has stopped ticking. A dead code server worker or a
+    hung daemon stops the pipeline while `dagster dev` itself stays alive, so the supervisor sees no exit;
+    the daemon records the start of every tick in the instance, and its silence says Dagster is stuck,
+    whatever the cause. Read every few sensor intervals; a sensor a user stopped is left alone."""
+
+    # Ticks missed before Dagster counts as stuck: a tick's evaluation may take up to its 60 s timeout.
+    MISSED_TICKS = 12
+    # Time `dagster dev` has to load the code location and tick for the first time after a start.
+    STARTUP_S = 180.0
+    # The instance is read every this many sensor intervals (as often over the start-up time before a tick).
+    READ_EVERY = 3
+
+    def __init__(self, supervisor: ProcessSupervisor, child: str, dagster_home: Path, workspace: Path) -> None:
+        self.supervisor = supervisor
+        self.child = child
+        self.dagster_home = dagster_home
+        self.workspace = workspace
+        self.instance: Any = None
+        self.origins: list[Any] = []
+        self.due = 0.0
+        self.unreadable = False
+
+    def last_tick(self) -> tuple[float | None, int | None] | None:
+        """When the window sensor last started a tick (wall clock) and its interval, as the daemon recorded
+        them (None, None before its first tick); None when a user stopped the sensor."""
+        from dagster import DagsterInstance
+        from dagster._core.scheduler.instigation import SensorInstigatorData
+
+        from qraft_dagster.execute import sensor_origins
+
+        if self.instance is None:
+            self.instance = DagsterInstance.from_config(str(self.dagster_home))
+            self.origins = sensor_origins(self.workspace)
+        for origin in self.origins:
+            state = self.instance.get_instigator_state(origin.get_id(), origin.get_selector().get_id())
+            if state is not None and not state.is_running:
+                return None
+            data = state.instigator_data if state is not None else None
+            if isinstance(data, SensorInstigatorData):
+                return max(data.last_tick_start_timestamp or 0.0, data.last_tick_timestamp or 0.0) or None, \
+                    data.min_interval
+        return None, None
+
+    def check(self, report: Callable[[str], None]) -> None:
+        now = time.monotonic()
+        child = self.supervisor.children[self.child]
+        if now < self.due or child.process is None or child.restart_at is not None:
+            return
+        self.due = now + self.STARTUP_S / self.READ_EVERY
+        try:
+            heard = self.last_tick()
+        except Exception as exc:  # noqa: BLE001 - an unreadable instance is no reason to restart Dagster
+            if not self.unreadable:
+                report(f"could not read the window sensor's ticks in {self.dagster_home}: {redact(str(exc))}")
+            self.unreadable = True
+            return
+        self.unreadable = False
+        if heard is None:
+            return
+        ticked, interval = heard
+        # Dagster is given its start-up time after each start, and so many intervals after each tick.
+        deadline = time.time() - (now - child.started_at) + self.STARTUP_S
+        if ticked is not None and interval:
+            self.due = now + self.READ_EVERY * interval
+            deadline = max(deadline, ticked + self.MISSED_TICKS * interval)
+        if time.time() > deadline:
+            since = time.strftime("%H:%M:%S", time.localtime(ticked)) if ticked is not None else "its start"
+            self.supervisor.restart(self.child, f"has run no window sensor tick since {since}", report)

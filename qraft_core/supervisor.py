@@ -8,12 +8,16 @@ running set stays as it was. With a store, every change goes to `audit_log`
 and the source registry.
 
 The process supervisor keeps child processes running the same way: one that
-exits is restarted with backoff; stopping it ends them all.
+exits is restarted with backoff; stopping it ends them all. Each child leads a
+process group of its own, and the whole group goes with it: what a child started
+(`dagster dev`'s webserver, daemon and code server) would otherwise outlive it and
+hold its port and instance against the restarted one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import logging
@@ -235,7 +239,27 @@ class ChildProcess:
     backoff: Backoff
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
-    restart_at: float | None = None  # when it exited: the monotonic time it is due to restart
+    restart_at: float | None = None  # when it exited or was told to: the monotonic time it is due to restart
+    kill_at: float | None = None  # told to stop: the monotonic time its group is killed if still running
+
+
+def _exited(process: subprocess.Popen[bytes]) -> bool:
+    """Whether `process` has ended, without reaping it: while it is not reaped its pid, which is also
+    its process group's id, cannot be given to another process, so the group can be killed safely."""
+    if process.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True  # already reaped
+
+
+def _end_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL what is left of the process group of a child that has ended, then reap the child."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):  # the group is already empty
+            os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 class ProcessSupervisor:
@@ -267,42 +291,67 @@ class ProcessSupervisor:
     def _spawn(self, child: ChildProcess) -> None:
         child.log_file.parent.mkdir(parents=True, exist_ok=True)
         with child.log_file.open("ab") as log_file:  # the child keeps its own copy of the handle
+            # A session of its own: the child leads a process group that holds whatever it starts.
             child.process = subprocess.Popen(child.command, env=self.env, stdout=log_file,
                                              stderr=subprocess.STDOUT, start_new_session=True,
                                              preexec_fn=terminated_with_parent())
-        child.started_at, child.restart_at = time.monotonic(), None
+        child.started_at, child.restart_at, child.kill_at = time.monotonic(), None, None
 
     def start(self) -> None:
         self.take_lock()
         for child in self.children.values():
             self._spawn(child)
 
+    def _schedule_restart(self, child: ChildProcess, now: float) -> float:
+        if now - child.started_at > child.backoff.maximum:
+            child.backoff.reset()  # it ran well for a while: this is a fresh failure
+        delay = child.backoff.next()
+        child.restart_at = now + delay
+        return delay
+
+    def restart(self, name: str, reason: str, report: Callable[[str], None]) -> None:
+        """Restart a child that runs but no longer works: SIGTERM to its process group now, SIGKILL
+        once the grace time has passed, then a new one after its backoff (never blocks)."""
+        child = self.children[name]
+        if child.process is None or child.restart_at is not None or _exited(child.process):
+            return  # already ending: `check` restarts it
+        now = time.monotonic()
+        delay = self._schedule_restart(child, now)
+        report(f"{name} {reason}; restarting it in {delay:.0f}s")
+        os.killpg(child.process.pid, signal.SIGTERM)
+        child.kill_at = now + self.stop_grace_s
+
     def check(self, report: Callable[[str], None]) -> None:
-        """Restart the children that exited once their backoff has passed (never blocks)."""
+        """Restart the children that exited once their backoff has passed, after killing what is left
+        of their process groups (never blocks)."""
         now = time.monotonic()
         for name, child in self.children.items():
-            if child.process is None or child.process.poll() is None:
+            if child.process is None:
                 continue
+            if not _exited(child.process):
+                if child.kill_at is not None and now >= child.kill_at:
+                    os.killpg(child.process.pid, signal.SIGKILL)
+                    child.kill_at = None
+                continue
+            _end_group(child.process)
             if child.restart_at is None:
-                if now - child.started_at > child.backoff.maximum:
-                    child.backoff.reset()  # it ran well for a while: this is a fresh failure
-                delay = child.backoff.next()
-                child.restart_at = now + delay
+                delay = self._schedule_restart(child, now)
                 report(f"{name} exited with {child.process.returncode}; restarting in {delay:.0f}s")
             elif now >= child.restart_at:
                 self._spawn(child)
 
     def stop(self) -> None:
-        """SIGTERM every child's process group, then SIGKILL those still running after the grace time."""
-        running = [c.process for c in self.children.values() if c.process is not None and c.process.poll() is None]
-        for process in running:
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in running:
-            try:
-                process.wait(timeout=self.stop_grace_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        """SIGTERM every child's process group, then SIGKILL those still running after the grace time,
+        and what is left of each group."""
+        processes = [c.process for c in self.children.values() if c.process is not None]
+        for process in processes:
+            if not _exited(process):
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_grace_s
+        for process in processes:
+            while not _exited(process) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            _end_group(process)
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None

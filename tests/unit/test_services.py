@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import sys
+import time
 from collections import deque
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,9 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
+from qraft_cli.pipeline import SensorHeartbeat
 from qraft_cli.replay import replay_text
 from qraft_core.annotations import UnknownPattern
 from qraft_core.bootstrap import Services, bootstrap
+from qraft_core.bus.embedded import process_alive
 from qraft_core.bus.fake import MemoryBus
 from qraft_core.config import ConfigError, SourceConfig
 from qraft_core.events import AlgorithmInfo, PatternDetails, PatternEvent, PatternExplain
@@ -382,3 +387,116 @@ def test_annotation_text_cannot_forge_card_lines(config_dir: Path) -> None:
     with pytest.raises(ValueError, match="^author: control characters are not allowed"):
         patterns.annotate("p1", "confirmed", author="ana\n- forged")
     assert len(patterns.annotations("p1")) == 1
+
+
+# A child that starts a grandchild in its own process group, writes the grandchild's pid, then exits
+# (or, given "stay", sleeps). The grandchild ignores SIGTERM, as a busy server may.
+LEAVES_A_GRANDCHILD = """
+import subprocess, sys, time
+grandchild = subprocess.Popen([sys.executable, "-c",
+                               "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+open(sys.argv[1], "w").write(str(grandchild.pid))
+time.sleep(600 if sys.argv[2:] == ["stay"] else 0)
+"""
+
+
+def _grandchild(pid_file: Path) -> int:
+    assert _wait(lambda: pid_file.exists() and pid_file.read_text() != "")
+    return int(pid_file.read_text())
+
+
+def _wait(predicate: Any, timeout_s: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_dead_childs_process_group_is_gone_before_the_child_is_restarted(tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    supervisor = ProcessSupervisor({"parent": [sys.executable, "-c", LEAVES_A_GRANDCHILD, str(pid_file)]}, {},
+                                   tmp_path / "logs", restart_initial_s=60, stop_grace_s=5)
+    supervisor.start()
+    try:
+        grandchild = _grandchild(pid_file)
+        child = supervisor.children["parent"]
+        assert child.process is not None
+        os.waitid(os.P_PID, child.process.pid, os.WEXITED | os.WNOWAIT)  # exited, left for the supervisor to reap
+        assert process_alive(grandchild)  # outlives its parent, as `dagster dev`'s servers do
+        reports: list[str] = []
+        supervisor.check(reports.append)
+        # Gone at once, not at the restart: it would hold the port and instance of the restarted child.
+        assert _wait(lambda: not process_alive(grandchild))
+        assert len(reports) == 1 and reports[0].startswith("parent exited with 0; restarting in ")
+        assert child.process.returncode == 0  # reaped, not restarted yet
+    finally:
+        supervisor.stop()
+
+
+def test_stop_ends_what_a_child_that_already_exited_left_running(tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    supervisor = ProcessSupervisor({"parent": [sys.executable, "-c", LEAVES_A_GRANDCHILD, str(pid_file)]}, {},
+                                   tmp_path / "logs", stop_grace_s=5)
+    supervisor.start()
+    grandchild = _grandchild(pid_file)
+    supervisor.stop()
+    assert _wait(lambda: not process_alive(grandchild))
+
+
+def test_a_child_that_runs_but_no_longer_works_is_restarted_with_its_whole_group(tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    supervisor = ProcessSupervisor({"parent": [sys.executable, "-c", LEAVES_A_GRANDCHILD, str(pid_file), "stay"]},
+                                   {}, tmp_path / "logs", restart_initial_s=0, stop_grace_s=0.5)
+    supervisor.start()
+    try:
+        grandchild = _grandchild(pid_file)
+        pid_file.write_text("")
+        child = supervisor.children["parent"]
+        first = child.process
+        reports: list[str] = []
+        supervisor.restart("parent", "is stuck", reports.append)
+        supervisor.restart("parent", "is stuck", reports.append)  # already restarting: once is enough
+        assert _wait(lambda: supervisor.check(reports.append) or child.process is not first)
+        assert not process_alive(grandchild)  # it ignored SIGTERM: killed after the grace time
+        assert reports == ["parent is stuck; restarting it in 0s"]
+        assert process_alive(_grandchild(pid_file))  # the new child runs
+    finally:
+        supervisor.stop()
+
+
+class SilentSensor(SensorHeartbeat):
+    """The heartbeat with the window sensor's last tick given, not read from an instance."""
+
+    def __init__(self, supervisor: ProcessSupervisor, heard: tuple[float | None, int | None] | None) -> None:
+        super().__init__(supervisor, "dagster", Path("dagster-home"), Path("workspace.yaml"))
+        self.heard = heard
+
+    def last_tick(self) -> tuple[float | None, int | None] | None:
+        return self.heard
+
+
+@pytest.mark.parametrize(("running_s", "heard", "restarted"), [
+    (3600, (time.time() - 1800, 10), True),  # no tick for half an hour
+    (3600, (None, None), True),  # never ticked since it started an hour ago
+    (3600, (time.time() - 20, 10), False),  # ticks
+    (3600, None, False),  # a user stopped the sensor
+    (10, (time.time() - 1800, 10), False),  # starting up
+])
+def test_dagster_is_restarted_when_the_window_sensor_has_been_silent_for_long(
+        tmp_path: Path, running_s: float, heard: tuple[float | None, int | None] | None, restarted: bool) -> None:
+    supervisor = ProcessSupervisor({"dagster": [sys.executable, "-c", "import time; time.sleep(600)"]}, {},
+                                   tmp_path / "logs", stop_grace_s=5)
+    supervisor.start()
+    try:
+        supervisor.children["dagster"].started_at -= running_s
+        reports: list[str] = []
+        SilentSensor(supervisor, heard).check(reports.append)
+        assert (supervisor.children["dagster"].restart_at is not None) == restarted
+        assert len(reports) == restarted
+        if restarted:
+            assert re.fullmatch(r"dagster has run no window sensor tick since (\d\d:\d\d:\d\d|its start); "
+                                r"restarting it in [01]s", reports[0]), reports
+    finally:
+        supervisor.stop()
