@@ -13,12 +13,14 @@ tried again at every scan; the other files are read. With `encoding: cp1252`
 every line (a CSV header too) is Windows-1252, as Excel's plain "CSV" is. A
 UTF-16 file (Excel's "Unicode text") is read whole once complete, as the file
 source reads it, and again from the record it stopped at when it grows. A line ends at LF, CRLF or a
-lone CR (classic Mac line ends, as the file source reads them).
+lone CR (classic Mac line ends, as the file source reads them); a UTF-8 byte order mark before the first
+line is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import csv
 import hashlib
 import io
@@ -267,8 +269,9 @@ class WatcherAdapter(LiveAdapter):
             start = position["offset"]
             batch: list[StandardEvent] = []
             failures: list[tuple[str, bytes]] = []
-            consumed = 0
-            for line in complete.splitlines(keepends=True):
+            # Excel's "CSV UTF-8" starts with a byte order mark: it is no part of the first line (the header).
+            consumed = len(codecs.BOM_UTF8) if start == 0 and complete.startswith(codecs.BOM_UTF8) else 0
+            for line in complete[consumed:].splitlines(keepends=True):
                 consumed += len(line)
                 raw = _utf8(line.rstrip(b"\r\n"), self.options.encoding)
                 if fmt == "csv" and header is None:
