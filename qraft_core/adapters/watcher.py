@@ -12,9 +12,9 @@ that cannot be opened (permission denied, I/O error) is reported once and
 tried again at every scan; the other files are read. With `encoding: cp1252`
 every line (a CSV header too) is Windows-1252, as Excel's plain "CSV" is. A
 UTF-16 file (Excel's "Unicode text") is read whole once complete, as the file
-source reads it, and again from the record it stopped at when it grows. A line ends at LF, CRLF or a
-lone CR (classic Mac line ends, as the file source reads them); a UTF-8 byte order mark before the first
-line is dropped.
+source reads it (its separator, Excel's tab included, taken from its header), and again from the
+record it stopped at when it grows. A line ends at LF, CRLF or a lone CR (classic Mac line ends, as the
+file source reads them); a UTF-8 byte order mark before the first line is dropped.
 """
 
 from __future__ import annotations
@@ -342,8 +342,9 @@ class WatcherAdapter(LiveAdapter):
         if size == position["size"] or not self._settled(path):
             return 0
         try:
-            # The default encoding ("utf-8") is the one that reads UTF-16, whatever `encoding` says.
-            records = read_records(path, fmt, [], skip=position["rows"])
+            # The default encoding ("utf-8") is the one that reads UTF-16, whatever `encoding` says. The separator
+            # is the header's: Excel's "Unicode text" is tab-separated.
+            records = read_records(path, fmt, [], skip=position["rows"], delimiter="auto")
             return await self._records(publisher, path, position, size, records)
         except ConfigError as exc:  # a broken header or encoding
             return await self._unreadable_file(publisher, path, position, size, str(exc))

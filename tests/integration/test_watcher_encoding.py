@@ -143,3 +143,17 @@ def test_utf16_jsonl_without_byte_order_mark_is_read_once_complete(tmp_path: Pat
     assert published(bus) == [{"id": 1, "ts": 1767571200, "ville": "Zürich"},
                               ("dead", "line 2 is not JSON: Expecting ',' delimiter: line 1 column 9 (char 8)")]
 
+
+def test_utf16_tab_separated_text_as_excel_saves_unicode_text_is_read_by_its_header(tmp_path: Path) -> None:
+    """Excel's "Unicode text" is UTF-16 with tabs: before, each row was one field and had no `ts`."""
+    folder, state = tmp_path / "in", tmp_path / "state"
+    folder.mkdir()
+    target = folder / "export.txt"
+    target.write_bytes(EXCEL_CSV.replace(",", "\t").encode("utf-16"))
+    settled(target)
+    bus = MemoryBus()
+    asyncio.run(watcher(folder, state, pattern="*.txt", format="csv").scan(bus))
+    assert published(bus) == [
+        {"id": "1", "ts": "1767571200", "ville": "Zürich", "état": "prêt"},
+        {"id": "2", "ts": "1767571201", "ville": "Besançon", "état": "€ reçu"},
+    ]
