@@ -2,26 +2,30 @@
 
 For each file the consumed byte offset (CSV, JSONL) or row count (Parquet, UTF-16)
 is kept in a state file, so nothing is published twice after a restart.
-A line is consumed only once its newline has been written, and a Parquet
+A line is consumed only once its line end has been written, and a Parquet
 file only once it can be read, so files still being written are safe. A file
-unchanged for `settle_s` is complete: its last line is read without a newline,
-and a Parquet file that still cannot be read is a dead letter. A file whose
+unchanged for `settle_s` is complete: its last line is read without a line end
+(a line longer than a read chunk is a dead letter then), and a Parquet file that still cannot be read is a dead letter. A file whose
 first bytes, or the bytes read last before its offset, changed was copied over or
 rewritten: it is read again from its start. A file
 that cannot be opened (permission denied, I/O error) is reported once and
 tried again at every scan; the other files are read. With `encoding: cp1252`
 every line (a CSV header too) is Windows-1252, as Excel's plain "CSV" is. A
 UTF-16 file (Excel's "Unicode text") is read whole once complete, as the file
-source reads it, and again from the record it stopped at when it grows.
+source reads it (its separator, Excel's tab included, taken from its header), and again from the
+record it stopped at when it grows. A line ends at LF, CRLF or a lone CR (classic Mac line ends, as the
+file source reads them); a UTF-8 byte order mark before the first line is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import csv
 import hashlib
 import io
 import logging
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -52,6 +56,8 @@ log = logging.getLogger(__name__)
 READ_CHUNK_BYTES = 8 * 1024 * 1024
 # The first bytes of a file, kept as a digest: when they change, the file was replaced in place.
 HEAD_BYTES = 4096
+# A line end: LF, CRLF, or a lone CR. A CR as the last byte read may be the first half of a CRLF: not an end yet.
+LINE_END = re.compile(rb"\r\n|\r(?=[^\n])|\n")
 
 
 class WatcherOptions(LiveOptions):
@@ -92,15 +98,25 @@ def _utf8(raw: bytes, encoding: Encoding) -> bytes:
     return raw.decode(encoding, "surrogateescape").encode("utf-8", "surrogateescape")
 
 
+def _complete(data: bytes) -> bytes:
+    """The lines of `data` whose line end is written (see LINE_END).
+
+    >>> _complete(b"a\\r\\nb\\rc\\r"), _complete(b"a\\nb")
+    (b'a\\r\\nb\\r', b'a\\n')
+    """
+    return data[: max(data.rfind(b"\n"), data.rfind(b"\r", 0, len(data) - 1)) + 1]
+
+
 def _line_end(path: Path, offset: int) -> int | None:
-    """The offset just after the newline ending the line at `offset`, or None if not written yet."""
+    """The offset just after the line end (see LINE_END) of the line at `offset`, or None if not written yet."""
     with path.open("rb") as handle:
         handle.seek(offset)
         while chunk := handle.read(READ_CHUNK_BYTES):
-            newline = chunk.find(b"\n")
-            if newline >= 0:
-                return offset + newline + 1
+            if found := LINE_END.search(chunk):
+                return offset + found.end()
             offset += len(chunk)
+            if chunk.endswith(b"\r") and (following := handle.read(1)):  # a CR at the chunk's end
+                return offset + (following == b"\n")
     return None
 
 
@@ -228,18 +244,23 @@ class WatcherAdapter(LiveAdapter):
             with path.open("rb") as handle:
                 handle.seek(position["offset"])
                 chunk = handle.read(READ_CHUNK_BYTES)
-            complete = chunk[: chunk.rfind(b"\n") + 1]  # an unfinished last line waits for its newline
+            complete = _complete(chunk)  # an unfinished last line waits for its line end
             if not complete and chunk and len(chunk) < READ_CHUNK_BYTES and self._settled(path):
                 complete = chunk  # ... until the file is complete: then it is the last line
             if not complete:
                 if len(chunk) < READ_CHUNK_BYTES:
                     return read
-                # One line longer than a whole chunk: a dead letter, then read on after it.
+                # One line longer than a whole chunk: a dead letter, then read on after it. Without a line end
+                # it may still be being written, until the file is complete: then it runs to the file's end.
                 end = _line_end(path, position["offset"])
                 if end is None:
-                    return read
+                    if not self._settled(path):
+                        return read
+                    end = path.stat().st_size
                 size = end - position["offset"]
                 reason = f"line is oversize: {size} bytes, more than the {READ_CHUNK_BYTES} read at once"
+                log.warning("source %s: %s: a line at byte %d is a dead letter: %s", self.source.name, path,
+                            position["offset"], reason, extra=self.log_fields)
                 await self.publish(publisher, [], [(reason, chunk[:MAX_DEAD_LETTER_RAW])])
                 self._save(path, position, offset=end, size=end)
                 read += 1
@@ -248,8 +269,9 @@ class WatcherAdapter(LiveAdapter):
             start = position["offset"]
             batch: list[StandardEvent] = []
             failures: list[tuple[str, bytes]] = []
-            consumed = 0
-            for line in complete.splitlines(keepends=True):
+            # Excel's "CSV UTF-8" starts with a byte order mark: it is no part of the first line (the header).
+            consumed = len(codecs.BOM_UTF8) if start == 0 and complete.startswith(codecs.BOM_UTF8) else 0
+            for line in complete[consumed:].splitlines(keepends=True):
                 consumed += len(line)
                 raw = _utf8(line.rstrip(b"\r\n"), self.options.encoding)
                 if fmt == "csv" and header is None:
@@ -320,8 +342,9 @@ class WatcherAdapter(LiveAdapter):
         if size == position["size"] or not self._settled(path):
             return 0
         try:
-            # The default encoding ("utf-8") is the one that reads UTF-16, whatever `encoding` says.
-            records = read_records(path, fmt, [], skip=position["rows"])
+            # The default encoding ("utf-8") is the one that reads UTF-16, whatever `encoding` says. The separator
+            # is the header's: Excel's "Unicode text" is tab-separated.
+            records = read_records(path, fmt, [], skip=position["rows"], delimiter="auto")
             return await self._records(publisher, path, position, size, records)
         except ConfigError as exc:  # a broken header or encoding
             return await self._unreadable_file(publisher, path, position, size, str(exc))

@@ -130,6 +130,24 @@ def test_a_binary_file_is_dead_letters_with_or_without_newlines(folder, tmp_path
     assert scan(adapter) == ([], [])
 
 
+def test_a_line_longer_than_a_read_chunk_is_a_logged_dead_letter_whatever_ends_it(folder, tmp_path, monkeypatch,
+                                                                                 caplog):
+    """Before, a long line in a file without LF (CR line ends, or none before the file's end) was passed over
+    without a word, and with it the rest of the file."""
+    monkeypatch.setattr(watcher_module, "READ_CHUNK_BYTES", 4096)
+    long_line = b'{"v": "' + b"x" * 5000 + b'"}'
+    (folder / "a.jsonl").write_bytes(b"\r".join([line(1)[:-1], long_line, line(2)[:-1], line(3)[:-1]]) + b"\r")
+    (folder / "b.jsonl").write_bytes(line(4) + b"x" * 5000)  # its last line still being written, or cut short
+    adapter = watcher(folder, tmp_path / "state")
+    assert scan(adapter) == ([1, 2, 4], ["line is oversize: 5010 bytes, more than the 4096 read at once"])
+    assert "a.jsonl: a line at byte 35 is a dead letter: line is oversize: 5010 bytes" in caplog.text
+    settle(folder / "a.jsonl")
+    settle(folder / "b.jsonl")
+    assert scan(adapter) == ([3], ["line is oversize: 5000 bytes, more than the 4096 read at once"])
+    assert "b.jsonl: a line at byte 35 is a dead letter: line is oversize: 5000 bytes" in caplog.text
+    assert scan(adapter) == ([], [])
+
+
 def test_a_file_copied_over_with_other_content_is_read_again_from_its_start(folder, tmp_path):
     path = folder / "a.jsonl"
     path.write_bytes(line(1) + line(2))

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pytest
 
+from qraft_core.adapters import watcher as watcher_module
 from qraft_core.adapters.registry import build_adapter
 from qraft_core.bus.fake import MemoryBus
 from qraft_core.config import SourceConfig
@@ -89,6 +93,31 @@ def test_csv_header_and_rows_arrive_in_pieces(tmp_path: Path) -> None:
     assert drained(bus) == ["drop:2", ("dead", "CSV row has 1 values for 2 columns")]
     saved = json.loads((state / "drop.watch.json").read_text())
     assert saved["files"][str(target.resolve())]["header"] == ["id", "ts"]
+
+
+@pytest.mark.parametrize("end", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
+def test_csv_lines_longer_than_a_read_chunk_in_all_are_read_whatever_ends_them(tmp_path, monkeypatch, end) -> None:
+    """A CR-only file (classic Mac) over a read chunk was never read at all; a CRLF cut by a chunk
+    between its CR and LF is one line end, not two."""
+    monkeypatch.setattr(watcher_module, "READ_CHUNK_BYTES", 20)  # the first chunk of the CRLF file ends on a CR
+    folder, state = tmp_path / "in", tmp_path / "state"
+    folder.mkdir()
+    target = folder / "mac.csv"
+    rows = [b"id,ts"] + [b"%d,%d" % (i, 1767571200 + i) for i in range(1, 9)]
+    target.write_bytes(end.join(rows))  # the last line without its line end: it waits for the file to settle
+    bus = MemoryBus()
+    adapter = watcher(folder, state, "*.csv")
+    asyncio.run(adapter.scan(bus))
+    assert drained(bus) == [f"drop:{i}" for i in range(1, 8)]
+    with target.open("ab") as handle:
+        handle.write(end)
+    asyncio.run(adapter.scan(bus))
+    # A CR as the file's last byte may be the first half of a CRLF: that line is read once the file settles.
+    assert drained(bus) == ([] if end == b"\r" else ["drop:8"])
+    past = time.time() - 3600
+    os.utime(target, (past, past))
+    asyncio.run(adapter.scan(bus))
+    assert drained(bus) == (["drop:8"] if end == b"\r" else [])
 
 
 def test_parquet_is_read_once_complete_and_new_files_are_found(tmp_path: Path) -> None:

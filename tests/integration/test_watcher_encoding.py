@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from qraft_core.adapters.registry import build_adapter
 from qraft_core.bus.fake import MemoryBus
 from qraft_core.config import SourceConfig
@@ -66,6 +68,36 @@ def test_cp1252_csv_read_as_utf8_is_dead_letters(tmp_path: Path) -> None:
                               ("dead", "CSV row is not UTF-8: invalid continuation byte at byte 18")]
 
 
+@pytest.mark.parametrize("header", [b"id,ts,ville", b'"id","ts","ville"'], ids=["plain", "quoted"])
+def test_utf8_csv_with_a_byte_order_mark_as_excel_writes_it_keeps_the_mark_out_of_the_header(tmp_path, header):
+    """Before, the header's first name was "\ufeffid" and every row lacked `ts`."""
+    folder, state = tmp_path / "in", tmp_path / "state"
+    folder.mkdir()
+    target = folder / "excel.csv"
+    bus = MemoryBus()
+    adapter = watcher(folder, state)
+    target.write_bytes(b"\xef\xbb\xbf" + header[:4])  # the mark and part of the header
+    asyncio.run(adapter.scan(bus))
+    assert published(bus) == []
+    with target.open("ab") as handle:
+        handle.write(header[4:] + "\r\n1,1767571200,Zürich\r\n".encode())
+    asyncio.run(adapter.scan(bus))
+    with target.open("ab") as handle:
+        handle.write("2,1767571201,Genève\r\n".encode())
+    asyncio.run(watcher(folder, state).scan(bus))  # restarted: its header is the saved one
+    assert published(bus) == [{"id": "1", "ts": "1767571200", "ville": "Zürich"},
+                              {"id": "2", "ts": "1767571201", "ville": "Genève"}]
+
+
+def test_utf8_jsonl_with_a_byte_order_mark_reads_its_first_line(tmp_path: Path) -> None:
+    folder, state = tmp_path / "in", tmp_path / "state"
+    folder.mkdir()
+    (folder / "a.jsonl").write_bytes(b'\xef\xbb\xbf{"id": 1, "ts": 1767571200}\n{"id": 2, "ts": 1767571201}\n')
+    bus = MemoryBus()
+    asyncio.run(watcher(folder, state, pattern="*.jsonl").scan(bus))
+    assert published(bus) == [{"id": 1, "ts": 1767571200}, {"id": 2, "ts": 1767571201}]
+
+
 def settled(path: Path) -> None:
     """Make the file look untouched for an hour (no sleeping for `settle_s`)."""
     past = time.time() - 3600
@@ -110,3 +142,18 @@ def test_utf16_jsonl_without_byte_order_mark_is_read_once_complete(tmp_path: Pat
     asyncio.run(watcher(folder, state, pattern="*.jsonl").scan(bus))
     assert published(bus) == [{"id": 1, "ts": 1767571200, "ville": "Zürich"},
                               ("dead", "line 2 is not JSON: Expecting ',' delimiter: line 1 column 9 (char 8)")]
+
+
+def test_utf16_tab_separated_text_as_excel_saves_unicode_text_is_read_by_its_header(tmp_path: Path) -> None:
+    """Excel's "Unicode text" is UTF-16 with tabs: before, each row was one field and had no `ts`."""
+    folder, state = tmp_path / "in", tmp_path / "state"
+    folder.mkdir()
+    target = folder / "export.txt"
+    target.write_bytes(EXCEL_CSV.replace(",", "\t").encode("utf-16"))
+    settled(target)
+    bus = MemoryBus()
+    asyncio.run(watcher(folder, state, pattern="*.txt", format="csv").scan(bus))
+    assert published(bus) == [
+        {"id": "1", "ts": "1767571200", "ville": "Zürich", "état": "prêt"},
+        {"id": "2", "ts": "1767571201", "ville": "Besançon", "état": "€ reçu"},
+    ]
