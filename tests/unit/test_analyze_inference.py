@@ -181,3 +181,12 @@ def test_a_named_time_column_that_does_not_read_lists_the_formats_tried(tmp_path
         "dates, nor dates written %d/%m/%Y, %m/%d/%Y, %d.%m.%Y, %d-%m-%Y, %m-%d-%Y, %Y/%m/%d, %Y-%m-%d, alone or "
         "followed by a time of day %H:%M, %H:%M:%S, %H:%M:%S.%f, %I:%M %p, %I:%M:%S %p (e.g. '1st of March 0' "
         "is not one of them)")
+
+
+def test_random_large_numbers_are_not_epoch_times(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    path = csv(tmp_path / "bytes.csv", "bytes,value", [f"{rng.randint(1_000_000_000, 2_000_000_000)},{v}"
+                                                       for v in values()])
+    with pytest.raises(AnalyzeError) as error:
+        profile_file(path, None, set())
+    assert str(error.value).startswith(f"{path}: no column holds times")
