@@ -2,7 +2,8 @@
 
 For each file: the time column (named, or the first column whose values all
 read as times: ISO 8601 text, epoch numbers in s/ms/us/ns when the column is
-named like a time or its numbers rise like one, or spreadsheet serial dates), the sampling interval (median
+named like a time or its numbers rise like one, spreadsheet serial dates, or whole numbers written as dates
+(20150101, 20150101093000, a year) in a column named like a time), the sampling interval (median
 step between distinct times; irregular sampling and gaps are reported), the
 numeric columns (95% of the present values numbers, of any sign; true/false read as 1/0) and categorical
 columns (few distinct text values, or status codes); row numbers, ids and columns of one value are kept in
@@ -365,6 +366,8 @@ def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
         return "iso"
     numbers = _numbers(present)
     if numbers.null_count() == 0:
+        if compact := compact_date_format(present, hinted or "year" in name_words(str(column.name))):
+            return compact
         if hinted and excel_dates(numbers, str(column.name)):
             return "excel" if _mostly_times(present.head(SAMPLE).to_list(), "excel") else None
         magnitude = float(numbers.abs().median())  # type: ignore[arg-type]
@@ -381,6 +384,26 @@ def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
     # the hour a clock change skips.
     sample = present.gather_every(max(1, present.len() // SAMPLE)).cast(pl.Utf8).to_list()
     return "iso" if _mostly_times(sample, "iso") else date_format_of(sample)
+
+
+# Dates written as whole numbers, by their number of digits: 20150101, 20150101093000, 2015.
+COMPACT_DATES = {8: "%Y%m%d", 14: "%Y%m%d%H%M%S", 4: "%Y"}
+
+
+def compact_date_format(values: pl.Series, dated: bool) -> str | None:
+    """The COMPACT_DATES format every value of a column named like a time (or a year) is written in, all of them
+    dates the store can hold: such numbers are dates, not epoch seconds of 1970 (20150101 s is 1970-08-22).
+
+    >>> compact_date_format(pl.Series(["20150101", "20150102"]), True), compact_date_format(pl.Series([1900, 1901]), True)
+    ('%Y%m%d', '%Y')
+    >>> compact_date_format(pl.Series(["20151301"]), True), compact_date_format(pl.Series(["20150101"]), False)
+    (None, None)
+    """
+    texts = [str(v).strip() for v in values.to_list()]
+    fmt = COMPACT_DATES.get(len(texts[0])) if dated and texts else None
+    if fmt is None or not all(t.isdigit() and len(t) == len(texts[0]) for t in texts):
+        return None
+    return fmt if all(t is not None for t in _storable(texts, fmt)) else None
 
 
 def excel_dates(numbers: pl.Series, name: str) -> bool:

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from qraft_core.adapters.file import FileOptions, read_records
 from qraft_core.adapters.parsers import GenericOptions, generic_parser
 from qraft_core.analyze import (
     AnalyzeError,
@@ -18,8 +19,11 @@ from qraft_core.analyze import (
     find_time_column,
     plan_analysis,
     profile_file,
+    write_config,
 )
+from qraft_core.config import load_sources
 
+REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 FIVE = timedelta(minutes=5)
 
@@ -190,3 +194,35 @@ def test_random_large_numbers_are_not_epoch_times(tmp_path: Path) -> None:
     with pytest.raises(AnalyzeError) as error:
         profile_file(path, None, set())
     assert str(error.value).startswith(f"{path}: no column holds times")
+
+
+def replayed(profiles: list[FileProfile], folder: Path) -> dict[str, list[datetime]]:
+    """The event times the file sources of the written configuration read, by source."""
+    write_config(plan_analysis(profiles), folder / "config", folder / "data", REPO / "config" / "cards.yaml")
+    times: dict[str, list[datetime]] = {}
+    for source in load_sources(folder / "config").sources:
+        options = FileOptions(**source.options)
+        parse = generic_parser(options, source.name)
+        records = read_records(Path(source.endpoint), options.format, [], delimiter=options.delimiter,
+                               encoding=options.encoding)
+        times[source.name] = [parse(record, "x").timestamp for record, _, _ in records if record is not None]
+    return times
+
+
+@pytest.mark.parametrize(("header", "written", "step", "unit"), [
+    ("date", "%Y%m%d", timedelta(days=1), "%Y%m%d"),
+    ("timestamp", "%Y%m%d", timedelta(days=1), "%Y%m%d"),
+    ("time", "%Y%m%d%H%M%S", FIVE, "%Y%m%d%H%M%S"),
+    ("year", "%Y", timedelta(days=366), "%Y"),
+])
+def test_whole_numbers_written_as_dates_are_dates_not_epoch_seconds(tmp_path: Path, header: str, written: str,
+                                                                      step: timedelta, unit: str) -> None:
+    stamps = [T0 + step * i for i in range(120)]
+    path = csv(tmp_path / "d.csv", f"{header},value", [f"{t:{written}},{v}" for t, v in zip(stamps, values(120),
+                                                                                             strict=True)])
+    profile = profile_file(path, None, set())
+    first, last = (datetime.strptime(f"{t:{written}}", written).replace(tzinfo=UTC) for t in (stamps[0], stamps[-1]))
+    assert (profile.time_field, profile.time_unit, profile.first, profile.last, profile.numeric) == (
+        header, unit, first, last, ["value"])
+    times = replayed([profile], tmp_path)["d"]
+    assert (len(times), min(times), max(times)) == (120, first, last)
