@@ -53,6 +53,7 @@ from qraft_core.events import safe_text
 from qraft_core.lander import STORE_TIME_RANGE
 from qraft_core.operators.aggregate import DEFAULT_STATS, LARGEST_VALUE
 from qraft_core.operators.pipeline import MAX_BAR_SECONDS
+from qraft_core.streams import StreamId
 from qraft_core.timeutil import names_zone
 
 # Column names read as time without looking further (lower case).
@@ -155,6 +156,11 @@ class FileProfile:
     notes: list[str] = field(default_factory=list)
     # Columns of true/false values, read as 1/0 (a flip is a level shift of their mean).
     booleans: list[str] = field(default_factory=list)
+    # The text column naming the series each row belongs to (a long-format file: timestamp,host,value), whose
+    # values split the file into streams `<source>:<value>` (the pipeline's `stream_key`); "": one stream.
+    stream_key: str = ""
+    # The values of `stream_key`, most rows first.
+    series: list[str] = field(default_factory=list)
 
     @property
     def bar_seconds(self) -> int:
@@ -172,6 +178,7 @@ class FileProfile:
             "encoding": self.encoding, "texts": self.texts, "zoneless": self.zoneless,
             "swapped_format": self.swapped_format, "first_malformed": self.first_malformed, "units": self.units,
             "given": self.given, "set_aside": self.set_aside, "notes": self.notes, "booleans": self.booleans,
+            "stream_key": self.stream_key, "series": self.series,
         }
 
 
@@ -729,7 +736,11 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         )
     oversize = {name: count for name in numeric if name not in thousands and name not in decimal_comma
                 and (count := int((_numbers(frame[name]).abs() > LARGEST_VALUE).sum()))}
-    notes += shared_time_notes(times, categorical)
+    key = series_column(frame, stamps, categorical)
+    rows_of = Counter(frame[key].drop_nulls().to_list()) if key else Counter()
+    series = sorted(rows_of, key=lambda value: (-rows_of[value], value))
+    categorical = [name for name in categorical if name != key]
+    notes += shared_time_notes(times, categorical + [key] if key else categorical)
     source = source_name(path, taken)
     if not numeric:
         mixed = {name: found for name in categorical + ignored if len(found := number_units(frame[name])) > 1}
@@ -743,7 +754,36 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
                        table.delimiter, table.malformed + frame.height - len(times), thousands, table.flatten,
                        stretches(times, interval), oversize, decimal_comma, time_of_day, table.encoding, texts,
                        any(zoneless(v, unit) for v in values[:SAMPLE]), swapped_format(values, unit), first_malformed,
-                       units, set_aside=set_aside, notes=notes, booleans=booleans)
+                       units, set_aside=set_aside, notes=notes, booleans=booleans, stream_key=key, series=series)
+
+
+# A column naming series holds at most this many distinct values, each at MIN_SERIES_TIMES distinct times at least.
+MAX_SERIES = MAX_CATEGORIES
+MIN_SERIES_TIMES = 3
+
+
+def series_column(frame: pl.DataFrame, stamps: pl.Series, categorical: list[str]) -> str:
+    """The categorical text column naming the series of a long-format file (timestamp,host,value), or "".
+
+    Such a column tells apart the rows sharing a time: the times repeat, the (time, value) pairs do not
+    (MIN_TIME_SHARE of them), and each of its few values comes back over time (a host reports again and
+    again). Free text and ids do not repeat so; status codes are numbers, counted per bar, not series.
+
+    >>> t = [f"2024-03-01T00:0{i // 2}:00Z" for i in range(8)]
+    >>> frame = pl.DataFrame({"t": t, "host": ["a", "b"] * 4, "level": ["ok"] * 7 + ["bad"]})
+    >>> series_column(frame, frame["t"], ["host", "level"]), series_column(frame[::2], frame["t"][::2], ["host"])
+    ('host', '')
+    """
+    for name in categorical:
+        pairs = pl.DataFrame({"time": stamps, "key": frame[name]}).drop_nulls()
+        if (frame[name].dtype != pl.Utf8 or _numbers(pairs["key"]).null_count() < pairs.height
+                or pairs["time"].n_unique() == pairs.height):
+            continue
+        times_per_key = pairs.group_by("key").agg(pl.col("time").n_unique())["time"]
+        if (times_per_key.len() <= MAX_SERIES and int(times_per_key.min()) >= MIN_SERIES_TIMES  # type: ignore[arg-type]
+                and pairs.unique().height >= MIN_TIME_SHARE * pairs.height):
+            return name
+    return ""
 
 
 def shared_time_notes(times: list[datetime], categorical: list[str]) -> list[str]:
@@ -1115,7 +1155,9 @@ def plan_analysis(profiles: list[FileProfile], rejected: list[str] | None = None
     longest = max(int((b - a) / window) for a, b in spans)
     # As few runs as the events allow: each Dagster run costs seconds whatever it holds.
     # A file holds no more events in a window than it has rows (a second of 1,000 rows in hour windows: 1,000).
-    events_per_window = sum(min(window.total_seconds() / (p.interval_s or 1.0), p.rows) for p in profiles)
+    # Each series of a long-format file holds a row at each time.
+    events_per_window = sum(min(window.total_seconds() / (p.interval_s or 1.0) * max(1, len(p.series)), p.rows)
+                            for p in profiles)
     per_run = max(1, min(int(MAX_EVENTS_PER_RUN / events_per_window), longest))
     return AnalysisPlan(profiles, minutes, spans[0][0], spans[-1][1], per_run, list(rejected or []), spans)
 
@@ -1127,6 +1169,11 @@ def _floor(ts: datetime, step: timedelta) -> datetime:
 
 def feature_columns(profile: FileProfile) -> list[str]:
     return sorted(f"{name}_{stat}" for name in profile.numeric for stat in DEFAULT_STATS)
+
+
+def stream_pattern(profile: FileProfile) -> str:
+    """The streams of a file as a detector names them: its source, or each of its series (`<source>:*`)."""
+    return f"{StreamId.key_prefix(profile.source)}*" if profile.stream_key else profile.source
 
 
 def resolve_detectors(template: dict[str, Any], profiles: list[FileProfile]) -> dict[str, Any]:
@@ -1143,7 +1190,7 @@ def resolve_detectors(template: dict[str, Any], profiles: list[FileProfile]) -> 
             columns = feature_columns(profile)
             matched = sorted({c for c in columns for g in globs if fnmatchcase(c, g)}) if globs else []
             if matched or not globs:
-                by_features.setdefault(tuple(matched), []).append(profile.source)
+                by_features.setdefault(tuple(matched), []).append(stream_pattern(profile))
         for index, (features, streams) in enumerate(sorted(by_features.items())):
             entry = {**spec, "streams": sorted(streams)}
             if globs:
@@ -1201,6 +1248,7 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
         "bar_seconds": min(p.bar_seconds for p in plan.profiles),
         "pipeline_by_source": [
             {"source": p.source, "event_type": EVENT_TYPE, "bar_seconds": p.bar_seconds,
+             **({"stream_key": p.stream_key} if p.stream_key else {}),
              "operators": [{"aggregate": {
                  "method": "stats", "fields": p.numeric,
                  **({"categorical": p.categorical} if p.categorical else {}),
@@ -1213,7 +1261,7 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
     written = []
     for name, content, note in (
         ("qraft.yaml", qraft, "Inferred by `qraft analyze` from the data; edit freely."),
-        ("sources.yaml", sources, "One file source per analysed file; each is its own stream."),
+        ("sources.yaml", sources, "One file source per analysed file; each is its own stream, or its series are."),
         ("preprocessing.yaml", preprocessing, "Per-field bar statistics; bar size from each file's sampling interval."),
         ("detectors.yaml", detectors, "The default detector set, features resolved for these streams."),
     ):
@@ -1241,6 +1289,9 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
                          f"{p.swapped_format}, set time_format to that in sources.yaml")
         notes += [f"{name} read without its unit {unit!r}" for name, unit in p.units.items()]
         notes += [f"{name} read as 1 (true) and 0 (false)" for name in p.booleans]
+        if p.stream_key:
+            notes.append(f"{len(p.series)} series told apart by {p.stream_key!r} ({', '.join(p.series[:5])}"
+                         f"{', ...' if len(p.series) > 5 else ''}), each its own stream: stream_key in preprocessing.yaml")
         if _floor(p.first, timedelta(seconds=p.bar_seconds)) == _floor(p.last, timedelta(seconds=p.bar_seconds)):
             notes.append(f"the whole file fits in one bar of {_duration(p.bar_seconds)}: nothing can be found in a "
                          "single bar")
@@ -1249,7 +1300,7 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
         notes += [f"{count} value(s) of {name} infinite or beyond {LARGEST_VALUE:g} in size left out of the bar statistics"
                   for name, count in p.oversize.items()]
         lines.append(
-            f"  {shown} → stream {p.source}: {p.rows} rows {p.first:%Y-%m-%d %H:%M} .. {p.last:%Y-%m-%d %H:%M}, "
+            f"  {shown} → {streams_of(p)}: {p.rows} rows {p.first:%Y-%m-%d %H:%M} .. {p.last:%Y-%m-%d %H:%M}, "
             f"time column {p.time_field!r}" + (f" + {p.time_of_day_field!r}" if p.time_of_day_field else "")
             + f" ({p.time_unit}), one every {_duration(p.interval_s)}"
             + (f" ({', '.join(notes)})" if notes else "")
@@ -1261,6 +1312,15 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
     spans = f" over {len(plan.spans)} time spans (the windows between them hold no data)" if len(plan.spans) > 1 else ""
     lines.append(f"  {plan.windows} windows of {plan.interval_minutes} min in {plan.runs} run(s){spans}")
     return lines
+
+
+def streams_of(profile: FileProfile) -> str:
+    """
+    >>> p = FileProfile(Path("h.csv"), "h", "csv", 2, "t", "iso", datetime.now(UTC), datetime.now(UTC), 1, False, 0, [], [])
+    >>> streams_of(p), streams_of(replace(p, stream_key="host"))
+    ('stream h', 'streams h:<host>')
+    """
+    return f"streams {StreamId.key_prefix(profile.source)}<{profile.stream_key}>" if profile.stream_key else f"stream {profile.source}"
 
 
 def _duration(seconds: float) -> str:

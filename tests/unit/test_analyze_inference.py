@@ -22,6 +22,8 @@ from qraft_core.analyze import (
     write_config,
 )
 from qraft_core.config import load_sources
+from qraft_core.detectors.config import load_detectors
+from qraft_core.operators.pipeline import load_preprocessing
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
@@ -226,3 +228,40 @@ def test_whole_numbers_written_as_dates_are_dates_not_epoch_seconds(tmp_path: Pa
         header, unit, first, last, ["value"])
     times = replayed([profile], tmp_path)["d"]
     assert (len(times), min(times), max(times)) == (120, first, last)
+
+
+def long_rows(extra: str = "") -> list[str]:
+    """Three hosts at levels 10, 60 and 110 every 5 minutes; db1 stops after 40 times."""
+    rng = random.Random(4)
+    return [f"{T0 + FIVE * i:%Y-%m-%dT%H:%M:%SZ},{host},{level + rng.gauss(0, 1):.3f}{extra.format(i=i, host=host)}"
+            for i in range(100) for host, level in (("web1", 10), ("web2", 60), ("db1", 110)) if host != "db1" or i < 40]
+
+
+def test_a_long_format_file_is_split_into_one_stream_per_series(tmp_path: Path) -> None:
+    path = csv(tmp_path / "long.csv", "timestamp,host,value", long_rows())
+    profile = profile_file(path, None, set())
+    assert (profile.stream_key, profile.series, profile.numeric, profile.categorical, profile.interval_s, profile.notes) == (
+        "host", ["web1", "web2", "db1"], ["value"], [], 300.0, [])
+    assert describe_plan(plan_analysis([profile]))[0].startswith(
+        "  long.csv → streams long:<host>: 240 rows 2024-03-01 00:00 .. 2024-03-01 08:15, time column 'timestamp' (iso), "
+        "one every 5min (3 series told apart by 'host' (web1, web2, db1), each its own stream: stream_key in "
+        "preprocessing.yaml)")
+    folder = tmp_path / "out"
+    assert len(replayed([profile], folder)["long"]) == 240
+    preprocessing = load_preprocessing(folder / "config")
+    assert [(p.source, p.stream_key) for p in preprocessing.pipeline_by_source] == [("long", "host")]
+    detectors = load_detectors(folder / "config").detectors
+    assert {tuple(d.streams) for d in detectors} == {("long:*",)}
+
+
+def test_free_text_and_ids_do_not_split_a_file_into_streams(tmp_path: Path) -> None:
+    # A request id per row and a free-text message tell the rows at one time apart too, but name no series.
+    ids = csv(tmp_path / "ids.csv", "timestamp,host,value,request", long_rows(",r{i}-{host}"))
+    profile = profile_file(ids, None, set())
+    assert (profile.stream_key, profile.categorical) == ("host", [])
+    # Two rows a time, told apart only by free text and ids; a status label repeats within a time.
+    rng = random.Random(5)
+    rows = [f"{T0 + FIVE * (i // 2):%Y-%m-%dT%H:%M:%SZ},{v},message number {i},r{i},{rng.choice(['ok', 'ok', 'warn'])}"
+            for i, v in enumerate(values(200))]
+    texts = profile_file(csv(tmp_path / "texts.csv", "timestamp,value,message,request,level", rows), None, set())
+    assert (texts.stream_key, texts.series, texts.categorical, texts.ignored) == ("", [], ["level"], ["message", "request"])
