@@ -381,7 +381,7 @@ def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
         unit = "s" if magnitude < 1e11 else "ms" if magnitude < 1e14 else "us" if magnitude < 1e17 else "ns"
         seconds = numbers / {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
         # Plain numbers pass as epoch times only when named like one, or after 1973 and rising.
-        rising = bool(((numbers.diff().drop_nulls() >= 0).mean() or 0) >= 0.95) if numbers.len() > 1 else False
+        rising = float((numbers.diff().drop_nulls() >= 0).mean() or 0) >= 0.95 if numbers.len() > 1 else False  # type: ignore[arg-type]
         if not hinted and not (float(seconds.min()) >= 1e8 and rising):  # type: ignore[arg-type]
             return None
         return unit if _mostly_times(present.head(SAMPLE).to_list(), unit) else None
