@@ -200,6 +200,19 @@ class Table:
     # Records rejected as not UTF-8, and good ones holding text beyond ASCII (UTF-8 that reads).
     not_utf8: int = 0
     beyond_ascii: int = 0
+    # The good records of the file, of which `frame` holds a sample (see `_read_records`); 0: all of them.
+    rows: int = 0
+    # The block of consecutive records each row of a sample comes from (its rows follow one another in the file).
+    blocks: list[int] = field(default_factory=list)
+
+    @property
+    def sampled(self) -> bool:
+        return self.rows > self.frame.height
+
+    @property
+    def height(self) -> int:
+        """The good records of the file."""
+        return max(self.rows, self.frame.height)
 
 
 def read_table(path: Path) -> Table:
@@ -251,16 +264,24 @@ def _text_table(path: Path, fmt: str) -> Table:
     return replace(windows, encoding="cp1252") if windows.malformed < table.malformed else table
 
 
+# Profiling holds at most SAMPLE_BLOCKS blocks of BLOCK_ROWS consecutive records, spread evenly over the
+# file (a 2 GB CSV held whole as Python text takes about 23 GB); a file that fits is read whole.
+SAMPLE_BLOCKS = 100
+BLOCK_ROWS = 1000
+
+
 def _read_records(path: Path, fmt: str, encoding: Encoding) -> Table:
+    """The records of the file, all of them or an evenly spread sample of blocks of consecutive ones (every
+    `stride`-th block, the stride doubling whenever more than SAMPLE_BLOCKS are held), with exact counts."""
     delimiter = ""
     if fmt == "csv":
         try:
             delimiter = csv_delimiter(header_line(path, encoding))
         except (ConfigError, OSError, EOFError, UnicodeDecodeError) as exc:
             raise _unreadable(path, fmt, exc) from None
-    columns: dict[str, list[str | None]] = {}
+    blocks: dict[int, list[dict[str, str | None]]] = {}
     nested: set[str] = set()
-    malformed, first_malformed, rows, flatten, not_utf8, beyond_ascii = 0, "", 0, False, 0, 0
+    malformed, first_malformed, rows, flatten, not_utf8, beyond_ascii, stride = 0, "", 0, False, 0, 0, 1
     try:
         for record, raw, error in read_records(path, fmt, [], delimiter=delimiter or ",", encoding=encoding):
             if record is None:
@@ -271,20 +292,29 @@ def _read_records(path: Path, fmt: str, encoding: Encoding) -> Table:
             beyond_ascii += not raw.isascii()
             if any(isinstance(value, dict) and value for value in record.values()):
                 record, flatten = flattened(record), True
-            for name in record:
-                if name not in columns:
-                    columns[name] = [None] * rows
-            for name, values in columns.items():
-                value = record.get(name)
-                if isinstance(value, dict | list):
-                    nested.add(name)
-                values.append(None if value is None or str(value).strip().lower() in MISSING else str(value))
+            block = rows // BLOCK_ROWS
             rows += 1
+            if block % stride:
+                continue
+            nested.update(name for name, value in record.items() if isinstance(value, dict | list))
+            blocks.setdefault(block, []).append({name: _cell(value) for name, value in record.items()})
+            if len(blocks) > SAMPLE_BLOCKS:
+                stride *= 2
+                blocks = {b: kept for b, kept in blocks.items() if b % stride == 0}
     except (ConfigError, OSError) as exc:
         raise _unreadable(path, fmt, exc) from None
-    frame = pl.DataFrame({name: pl.Series(name, values, dtype=pl.Utf8) for name, values in columns.items()})
+    records = [record for kept in blocks.values() for record in kept]
+    names = list(dict.fromkeys(name for record in records for name in record))
+    frame = pl.DataFrame({name: pl.Series(name, [record.get(name) for record in records], dtype=pl.Utf8)
+                          for name in names})
     return Table(frame, fmt, delimiter, malformed, first_malformed, sorted(nested), flatten,
-                 not_utf8=not_utf8, beyond_ascii=beyond_ascii)
+                 not_utf8=not_utf8, beyond_ascii=beyond_ascii, rows=rows,
+                 blocks=[block for block, kept in blocks.items() for _ in kept])
+
+
+def _cell(value: Any) -> str | None:
+    """A value as text, None where missing (empty, `null`, `NA`, ...)."""
+    return None if value is None or str(value).strip().lower() in MISSING else str(value)
 
 
 def _unreadable(path: Path, fmt: str, exc: Exception) -> AnalyzeError:
@@ -523,8 +553,9 @@ def _hinted(column: str) -> bool:
             or (len(words) > 0 and words[-1] in TIME_WORDS and (len(words) > 1 or words[-1] != "at")))
 
 
-def sampling(times: list[datetime]) -> tuple[float, bool, int]:
-    """(median step in seconds, irregular?, gaps) over the distinct sorted times.
+def sampling(times: list[datetime], blocks: list[int] | None = None) -> tuple[float, bool, int]:
+    """(median step in seconds, irregular?, gaps) over the distinct sorted times (of each block of a sample,
+    `blocks` giving each time's).
 
     Irregular: more than a fifth of the steps differ from the median by over 10%.
     A gap is a step longer than five median steps.
@@ -533,13 +564,79 @@ def sampling(times: list[datetime]) -> tuple[float, bool, int]:
     >>> sampling([t0 + timedelta(minutes=5 * i) for i in (0, 1, 2, 3, 10, 11)])
     (300.0, False, 1)
     """
-    distinct = sorted(set(times))
-    if len(distinct) < 2:
+    by_block: dict[int, set[datetime]] = {}
+    for time, block in zip(times, blocks or [0] * len(times), strict=True):
+        by_block.setdefault(block, set()).add(time)
+    steps = pl.Series([(b - a).total_seconds() for distinct in map(sorted, by_block.values())
+                       for a, b in zip(distinct, distinct[1:], strict=False)], dtype=pl.Float64)
+    if steps.len() == 0:
         return 1.0, False, 0
-    steps = pl.Series([(b - a).total_seconds() for a, b in zip(distinct, distinct[1:], strict=False)])
     median = float(steps.median())  # type: ignore[arg-type]
     off = float(((steps - median).abs() > 0.1 * median).mean())  # type: ignore[arg-type]
     return median, off > 0.2, int((steps > 5 * median).sum())
+
+
+# Of a file's distinct times, a pass over it holds this many at most; beyond, the first and last of each day.
+MAX_DISTINCT_TIMES = 2000
+
+
+@dataclass
+class TimeSpread:
+    """The times of every record of a file, gathered in one pass holding a bounded amount: how many are
+    storable, the first and last, and enough of the times for `stretches` (whose gaps are a day at least):
+    all distinct ones while few (a file more than RUN_COST_DAYS a row apart has few in the store's years),
+    else the first and last of each day."""
+
+    count: int = 0
+    distinct: set[datetime] | None = field(default_factory=set)
+    days: dict[int, tuple[datetime, datetime]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, times: list[datetime]) -> TimeSpread:
+        spread = cls()
+        for time in times:
+            spread.add(time)
+        return spread
+
+    def add(self, time: datetime) -> None:
+        self.count += 1
+        day = time.toordinal()
+        first, last = self.days.get(day, (time, time))
+        self.days[day] = (min(first, time), max(last, time))
+        if self.distinct is not None:
+            self.distinct.add(time)
+            if len(self.distinct) > MAX_DISTINCT_TIMES:
+                self.distinct = None
+
+    @property
+    def first(self) -> datetime:
+        return self.days[min(self.days)][0]
+
+    @property
+    def last(self) -> datetime:
+        return self.days[max(self.days)][1]
+
+    def times(self) -> list[datetime]:
+        return sorted(self.distinct if self.distinct is not None else {t for pair in self.days.values() for t in pair})
+
+
+def all_times(path: Path, table: Table, column: str, time_of_day: str, unit: str) -> TimeSpread:
+    """The storable times of every record of a sampled file, read as the file source reads them."""
+    spread = TimeSpread()
+    try:
+        for record, _, _ in read_records(path, table.format, [], delimiter=table.delimiter or ",",
+                                         encoding=table.encoding):
+            if record is None:
+                continue
+            if table.flatten:
+                record = flattened(record)
+            value, of_day = _cell(record.get(column)), _cell(record.get(time_of_day)) if time_of_day else ""
+            time = _storable([f"{value} {of_day}" if time_of_day else value], unit)[0] if value and of_day is not None else None
+            if time is not None:
+                spread.add(time)
+    except (ConfigError, OSError) as exc:
+        raise _unreadable(path, table.format, exc) from None
+    return spread
 
 
 def stretches(times: list[datetime], interval_s: float) -> list[tuple[datetime, datetime]]:
@@ -666,7 +763,13 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         not_a_time(bad, unit) if bad is not None else "timestamp is missing" if len(values) < frame.height else ""), 200)
     if len(set(times)) < 2:
         raise AnalyzeError(f"{path}: needs rows at two different times at least, to tell how often it is sampled")
-    interval, irregular, gaps = sampling(times)
+    # A sample's blocks lie apart in the file: steps are measured within each.
+    blocks = [b for b, s in zip(table.blocks, stamps.is_not_null().to_list(), strict=True) if s] if table.sampled else []
+    interval, irregular, gaps = sampling(times, [b for b, t in zip(blocks, storable, strict=False) if t is not None])
+    spread = all_times(path, table, column, time_of_day, unit) if table.sampled else TimeSpread.of(times)
+    if table.sampled:
+        notes.append(f"profiled from {frame.height} of its rows spread over the file; the rows, dead letters and "
+                     "first and last times counted in all of them")
     numeric, categorical, ignored, booleans = [], [], [], []
     thousands: dict[str, str] = {}
     decimal_comma: list[str] = []
@@ -683,7 +786,9 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         if values_of.len() > 1 and values_of.n_unique() == 1:
             set_aside[name] = f"{CONSTANT}: {safe_text(values_of[0], 40)}"
             continue
-        if numbers.null_count() == 0 and (why := identifier_reason(name, numbers, position == 0)):
+        # A sample's rows follow one another within its first block only.
+        consecutive = numbers.head(BLOCK_ROWS) if table.sampled and numbers.n_unique() == numbers.len() else numbers
+        if numbers.null_count() == 0 and (why := identifier_reason(name, consecutive, position == 0)):
             set_aside[name] = f"a row number/identifier: {why}"
             continue
         separator = thousands_separator(values_of, table.delimiter) if values_of.dtype == pl.Utf8 else None
@@ -748,11 +853,11 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
                      "counted per bar" + "".join(f"; {name} holds numbers in several units ({', '.join(found)}): "
                                                   "write them in one to have them read as numbers"
                                                   for name, found in mixed.items()))
-    return FileProfile(path.resolve(), source, table.format, frame.height, column, unit,
-                       min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored,
+    return FileProfile(path.resolve(), source, table.format, table.height, column, unit,
+                       spread.first, spread.last, interval, irregular, gaps, numeric, categorical, ignored,
                        # Rows without a readable time are dead letters of the file source too.
-                       table.delimiter, table.malformed + frame.height - len(times), thousands, table.flatten,
-                       stretches(times, interval), oversize, decimal_comma, time_of_day, table.encoding, texts,
+                       table.delimiter, table.malformed + table.height - spread.count, thousands, table.flatten,
+                       stretches(spread.times(), interval), oversize, decimal_comma, time_of_day, table.encoding, texts,
                        any(zoneless(v, unit) for v in values[:SAMPLE]), swapped_format(values, unit), first_malformed,
                        units, set_aside=set_aside, notes=notes, booleans=booleans, stream_key=key, series=series)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from qraft_core import analyze
 from qraft_core.adapters.file import FileOptions, read_records
 from qraft_core.adapters.parsers import GenericOptions, generic_parser
 from qraft_core.analyze import (
@@ -265,3 +266,24 @@ def test_free_text_and_ids_do_not_split_a_file_into_streams(tmp_path: Path) -> N
             for i, v in enumerate(values(200))]
     texts = profile_file(csv(tmp_path / "texts.csv", "timestamp,value,message,request,level", rows), None, set())
     assert (texts.stream_key, texts.series, texts.categorical, texts.ignored) == ("", [], ["level"], ["message", "request"])
+
+
+def test_a_large_file_is_profiled_from_a_bounded_sample_with_exact_counts_and_times(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(analyze, "SAMPLE_BLOCKS", 4)
+    monkeypatch.setattr(analyze, "BLOCK_ROWS", 50)
+    # 10,000 rows every 5 minutes with a 20-day gap after row 6,000, three rows of the wrong width and a row number.
+    stamps = [T0 + FIVE * i + (timedelta(days=20) if i >= 6000 else timedelta(0)) for i in range(10_000)]
+    rows = [f"{t:%Y-%m-%dT%H:%M:%SZ},{i},{v}" for i, (t, v) in enumerate(zip(stamps, values(10_000), strict=True))]
+    for at in (10, 5000, 9000):
+        rows.insert(at, "oops")
+    path = csv(tmp_path / "big.csv", "timestamp,n,value", rows)
+    table = analyze.read_table(path)
+    assert (table.frame.height, table.height, table.malformed) == (200, 10_000, 3)
+    profile = profile_file(path, None, set())
+    assert (profile.rows, profile.malformed, profile.first, profile.last, profile.interval_s, profile.numeric,
+            profile.set_aside) == (10_000, 3, stamps[0], stamps[-1], 300.0, ["value"],
+                                   {"n": "a row number/identifier: a constant step from row to row"})
+    assert profile.stretches == [(stamps[0], stamps[5999]), (stamps[6000], stamps[-1])]
+    assert profile.notes == ["profiled from 200 of its rows spread over the file; the rows, dead letters and first "
+                             "and last times counted in all of them"]
