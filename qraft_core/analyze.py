@@ -240,6 +240,9 @@ def read_table(path: Path) -> Table:
         table = _text_table(path, fmt)
     if table.frame.height == 0:
         bad = f" ({table.malformed} malformed, e.g. {table.first_malformed})" if table.malformed else ""
+        if table.format == "csv" and "the header" in table.first_malformed:
+            bad += (f": the first line, {safe_text(header_line(path, table.encoding).strip(), 80)!r}, should be the header "
+                    "naming the columns (e.g. timestamp,value); if it is a title, delete it or start it with #")
         raise AnalyzeError(f"{path}: has no rows{bad}")
     return table
 
@@ -270,15 +273,24 @@ SAMPLE_BLOCKS = 100
 BLOCK_ROWS = 1000
 
 
+# The line Excel writes above a CSV's header to name its separator.
+EXCEL_SEPARATOR = re.compile(r"sep=.?", re.IGNORECASE)
+
+
 def _read_records(path: Path, fmt: str, encoding: Encoding) -> Table:
     """The records of the file, all of them or an evenly spread sample of blocks of consecutive ones (every
     `stride`-th block, the stride doubling whenever more than SAMPLE_BLOCKS are held), with exact counts."""
     delimiter = ""
     if fmt == "csv":
         try:
-            delimiter = csv_delimiter(header_line(path, encoding))
+            header = header_line(path, encoding)
         except (ConfigError, OSError, EOFError, UnicodeDecodeError) as exc:
             raise _unreadable(path, fmt, exc) from None
+        if EXCEL_SEPARATOR.fullmatch(header.strip()):
+            raise AnalyzeError(f"{path}: the first line, {header.strip()!r}, is Excel's separator line, not the header "
+                               "naming the columns (e.g. timestamp,value): delete it or start it with # (the separator "
+                               "is found from the header)")
+        delimiter = csv_delimiter(header)
     blocks: dict[int, list[dict[str, str | None]]] = {}
     nested: set[str] = set()
     malformed, first_malformed, rows, flatten, not_utf8, beyond_ascii, stride = 0, "", 0, False, 0, 0, 1

@@ -287,3 +287,20 @@ def test_a_large_file_is_profiled_from_a_bounded_sample_with_exact_counts_and_ti
     assert profile.stretches == [(stamps[0], stamps[5999]), (stamps[6000], stamps[-1])]
     assert profile.notes == ["profiled from 200 of its rows spread over the file; the rows, dead letters and first "
                              "and last times counted in all of them"]
+
+
+def test_a_title_line_or_excels_separator_line_above_the_header_is_named_with_what_to_do(tmp_path: Path) -> None:
+    rows = [f"{T0 + FIVE * i:%Y-%m-%dT%H:%M:%SZ},{v},a" for i, v in enumerate(values(20))]
+    title = csv(tmp_path / "title.csv", "Report: CPU load, generated 2024-03-05\ntimestamp,value,kind", rows)
+    with pytest.raises(AnalyzeError) as error:
+        profile_file(title, None, set())
+    assert str(error.value) == (
+        f"{title}: has no rows (21 malformed, e.g. CSV row 1 has 3 fields, the header 2): the first line, 'Report: CPU "
+        "load, generated 2024-03-05', should be the header naming the columns (e.g. timestamp,value); if it is a "
+        "title, delete it or start it with #")
+    sep = csv(tmp_path / "sep.csv", "sep=;\ntimestamp;value", [row.rpartition(",")[0].replace(",", ";") for row in rows])
+    with pytest.raises(AnalyzeError) as error:
+        profile_file(sep, None, set())
+    assert str(error.value) == (
+        f"{sep}: the first line, 'sep=;', is Excel's separator line, not the header naming the columns (e.g. "
+        "timestamp,value): delete it or start it with # (the separator is found from the header)")
