@@ -642,8 +642,9 @@ def all_times(path: Path, table: Table, column: str, time_of_day: str, unit: str
                 continue
             if table.flatten:
                 record = flattened(record)
-            value, of_day = _cell(record.get(column)), _cell(record.get(time_of_day)) if time_of_day else ""
-            time = _storable([f"{value} {of_day}" if time_of_day else value], unit)[0] if value and of_day is not None else None
+            # As the profile's stamps: "<date> <time of day>", missing when either part is.
+            parts = [_cell(record.get(name)) for name in (column, time_of_day) if name]
+            time = _storable([" ".join(map(str, parts))], unit)[0] if None not in parts else None
             if time is not None:
                 spread.add(time)
     except (ConfigError, OSError) as exc:
