@@ -304,3 +304,15 @@ def test_a_title_line_or_excels_separator_line_above_the_header_is_named_with_wh
     assert str(error.value) == (
         f"{sep}: the first line, 'sep=;', is Excel's separator line, not the header naming the columns (e.g. "
         "timestamp,value): delete it or start it with # (the separator is found from the header)")
+
+
+def test_a_sampled_file_with_the_time_of_day_in_a_column_of_its_own_counts_every_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(analyze, "SAMPLE_BLOCKS", 4)
+    monkeypatch.setattr(analyze, "BLOCK_ROWS", 50)
+    stamps = [T0 + FIVE * i for i in range(3000)]
+    rows = [f"{t:%Y-%m-%d},{t:%H:%M:%S},{v}" for t, v in zip(stamps, values(3000), strict=True)]
+    rows[1234] = f"{stamps[1234]:%Y-%m-%d},,1.0"  # no time of day: a dead letter
+    profile = profile_file(csv(tmp_path / "split.csv", "date,time,value", rows), None, set())
+    assert (profile.time_field, profile.time_of_day_field, profile.rows, profile.malformed, profile.first,
+            profile.last, profile.interval_s) == ("date", "time", 3000, 1, stamps[0], stamps[-1], 300.0)
