@@ -2,7 +2,8 @@
 
 For each file: the time column (named, or the first column whose values all
 read as times: ISO 8601 text, epoch numbers in s/ms/us/ns when the column is
-named like a time or its numbers rise like one, or spreadsheet serial dates), the sampling interval (median
+named like a time or its numbers rise like one, spreadsheet serial dates, or whole numbers written as dates
+(20150101, 20150101093000, a year) in a column named like a time), the sampling interval (median
 step between distinct times; irregular sampling and gaps are reported), the
 numeric columns (95% of the present values numbers, of any sign; true/false read as 1/0) and categorical
 columns (few distinct text values, or status codes); row numbers, ids and columns of one value are kept in
@@ -52,6 +53,7 @@ from qraft_core.events import safe_text
 from qraft_core.lander import STORE_TIME_RANGE
 from qraft_core.operators.aggregate import DEFAULT_STATS, LARGEST_VALUE
 from qraft_core.operators.pipeline import MAX_BAR_SECONDS
+from qraft_core.streams import StreamId
 from qraft_core.timeutil import names_zone
 
 # Column names read as time without looking further (lower case).
@@ -154,6 +156,11 @@ class FileProfile:
     notes: list[str] = field(default_factory=list)
     # Columns of true/false values, read as 1/0 (a flip is a level shift of their mean).
     booleans: list[str] = field(default_factory=list)
+    # The text column naming the series each row belongs to (a long-format file: timestamp,host,value), whose
+    # values split the file into streams `<source>:<value>` (the pipeline's `stream_key`); "": one stream.
+    stream_key: str = ""
+    # The values of `stream_key`, most rows first.
+    series: list[str] = field(default_factory=list)
 
     @property
     def bar_seconds(self) -> int:
@@ -171,6 +178,7 @@ class FileProfile:
             "encoding": self.encoding, "texts": self.texts, "zoneless": self.zoneless,
             "swapped_format": self.swapped_format, "first_malformed": self.first_malformed, "units": self.units,
             "given": self.given, "set_aside": self.set_aside, "notes": self.notes, "booleans": self.booleans,
+            "stream_key": self.stream_key, "series": self.series,
         }
 
 
@@ -192,6 +200,19 @@ class Table:
     # Records rejected as not UTF-8, and good ones holding text beyond ASCII (UTF-8 that reads).
     not_utf8: int = 0
     beyond_ascii: int = 0
+    # The good records of the file, of which `frame` holds a sample (see `_read_records`); 0: all of them.
+    rows: int = 0
+    # The block of consecutive records each row of a sample comes from (its rows follow one another in the file).
+    blocks: list[int] = field(default_factory=list)
+
+    @property
+    def sampled(self) -> bool:
+        return self.rows > self.frame.height
+
+    @property
+    def height(self) -> int:
+        """The good records of the file."""
+        return max(self.rows, self.frame.height)
 
 
 def read_table(path: Path) -> Table:
@@ -219,6 +240,9 @@ def read_table(path: Path) -> Table:
         table = _text_table(path, fmt)
     if table.frame.height == 0:
         bad = f" ({table.malformed} malformed, e.g. {table.first_malformed})" if table.malformed else ""
+        if table.format == "csv" and "the header" in table.first_malformed:
+            bad += (f": the first line, {safe_text(header_line(path, table.encoding).strip(), 80)!r}, should be the header "
+                    "naming the columns (e.g. timestamp,value); if it is a title, delete it or start it with #")
         raise AnalyzeError(f"{path}: has no rows{bad}")
     return table
 
@@ -243,16 +267,33 @@ def _text_table(path: Path, fmt: str) -> Table:
     return replace(windows, encoding="cp1252") if windows.malformed < table.malformed else table
 
 
+# Profiling holds at most SAMPLE_BLOCKS blocks of BLOCK_ROWS consecutive records, spread evenly over the
+# file (a 2 GB CSV held whole as Python text takes about 23 GB); a file that fits is read whole.
+SAMPLE_BLOCKS = 100
+BLOCK_ROWS = 1000
+
+
+# The line Excel writes above a CSV's header to name its separator.
+EXCEL_SEPARATOR = re.compile(r"sep=.?", re.IGNORECASE)
+
+
 def _read_records(path: Path, fmt: str, encoding: Encoding) -> Table:
+    """The records of the file, all of them or an evenly spread sample of blocks of consecutive ones (every
+    `stride`-th block, the stride doubling whenever more than SAMPLE_BLOCKS are held), with exact counts."""
     delimiter = ""
     if fmt == "csv":
         try:
-            delimiter = csv_delimiter(header_line(path, encoding))
+            header = header_line(path, encoding)
         except (ConfigError, OSError, EOFError, UnicodeDecodeError) as exc:
             raise _unreadable(path, fmt, exc) from None
-    columns: dict[str, list[str | None]] = {}
+        if EXCEL_SEPARATOR.fullmatch(header.strip()):
+            raise AnalyzeError(f"{path}: the first line, {header.strip()!r}, is Excel's separator line, not the header "
+                               "naming the columns (e.g. timestamp,value): delete it or start it with # (the separator "
+                               "is found from the header)")
+        delimiter = csv_delimiter(header)
+    blocks: dict[int, list[dict[str, str | None]]] = {}
     nested: set[str] = set()
-    malformed, first_malformed, rows, flatten, not_utf8, beyond_ascii = 0, "", 0, False, 0, 0
+    malformed, first_malformed, rows, flatten, not_utf8, beyond_ascii, stride = 0, "", 0, False, 0, 0, 1
     try:
         for record, raw, error in read_records(path, fmt, [], delimiter=delimiter or ",", encoding=encoding):
             if record is None:
@@ -263,20 +304,29 @@ def _read_records(path: Path, fmt: str, encoding: Encoding) -> Table:
             beyond_ascii += not raw.isascii()
             if any(isinstance(value, dict) and value for value in record.values()):
                 record, flatten = flattened(record), True
-            for name in record:
-                if name not in columns:
-                    columns[name] = [None] * rows
-            for name, values in columns.items():
-                value = record.get(name)
-                if isinstance(value, dict | list):
-                    nested.add(name)
-                values.append(None if value is None or str(value).strip().lower() in MISSING else str(value))
+            block = rows // BLOCK_ROWS
             rows += 1
+            if block % stride:
+                continue
+            nested.update(name for name, value in record.items() if isinstance(value, dict | list))
+            blocks.setdefault(block, []).append({name: _cell(value) for name, value in record.items()})
+            if len(blocks) > SAMPLE_BLOCKS:
+                stride *= 2
+                blocks = {b: kept for b, kept in blocks.items() if b % stride == 0}
     except (ConfigError, OSError) as exc:
         raise _unreadable(path, fmt, exc) from None
-    frame = pl.DataFrame({name: pl.Series(name, values, dtype=pl.Utf8) for name, values in columns.items()})
+    records = [record for kept in blocks.values() for record in kept]
+    names = list(dict.fromkeys(name for record in records for name in record))
+    frame = pl.DataFrame({name: pl.Series(name, [record.get(name) for record in records], dtype=pl.Utf8)
+                          for name in names})
     return Table(frame, fmt, delimiter, malformed, first_malformed, sorted(nested), flatten,
-                 not_utf8=not_utf8, beyond_ascii=beyond_ascii)
+                 not_utf8=not_utf8, beyond_ascii=beyond_ascii, rows=rows,
+                 blocks=[block for block, kept in blocks.items() for _ in kept])
+
+
+def _cell(value: Any) -> str | None:
+    """A value as text, None where missing (empty, `null`, `NA`, ...)."""
+    return None if value is None or str(value).strip().lower() in MISSING else str(value)
 
 
 def _unreadable(path: Path, fmt: str, exc: Exception) -> AnalyzeError:
@@ -365,13 +415,15 @@ def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
         return "iso"
     numbers = _numbers(present)
     if numbers.null_count() == 0:
+        if compact := compact_date_format(present, hinted or "year" in name_words(str(column.name))):
+            return compact
         if hinted and excel_dates(numbers, str(column.name)):
             return "excel" if _mostly_times(present.head(SAMPLE).to_list(), "excel") else None
         magnitude = float(numbers.abs().median())  # type: ignore[arg-type]
         unit = "s" if magnitude < 1e11 else "ms" if magnitude < 1e14 else "us" if magnitude < 1e17 else "ns"
         seconds = numbers / {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
         # Plain numbers pass as epoch times only when named like one, or after 1973 and rising.
-        rising = bool((numbers.diff().drop_nulls() >= 0).mean() or 0 >= 0.95) if numbers.len() > 1 else False
+        rising = float((numbers.diff().drop_nulls() >= 0).mean() or 0) >= 0.95 if numbers.len() > 1 else False  # type: ignore[arg-type]
         if not hinted and not (float(seconds.min()) >= 1e8 and rising):  # type: ignore[arg-type]
             return None
         return unit if _mostly_times(present.head(SAMPLE).to_list(), unit) else None
@@ -381,6 +433,26 @@ def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
     # the hour a clock change skips.
     sample = present.gather_every(max(1, present.len() // SAMPLE)).cast(pl.Utf8).to_list()
     return "iso" if _mostly_times(sample, "iso") else date_format_of(sample)
+
+
+# Dates written as whole numbers, by their number of digits: 20150101, 20150101093000, 2015.
+COMPACT_DATES = {8: "%Y%m%d", 14: "%Y%m%d%H%M%S", 4: "%Y"}
+
+
+def compact_date_format(values: pl.Series, dated: bool) -> str | None:
+    """The COMPACT_DATES format every value of a column named like a time (or a year) is written in, all of them
+    dates the store can hold: such numbers are dates, not epoch seconds of 1970 (20150101 s is 1970-08-22).
+
+    >>> compact_date_format(pl.Series(["20150101", "20150102"]), True), compact_date_format(pl.Series([1900, 1901]), True)
+    ('%Y%m%d', '%Y')
+    >>> compact_date_format(pl.Series(["20151301"]), True), compact_date_format(pl.Series(["20150101"]), False)
+    (None, None)
+    """
+    texts = [str(v).strip() for v in values.to_list()]
+    fmt = COMPACT_DATES.get(len(texts[0])) if dated and texts else None
+    if fmt is None or not all(t.isdigit() and len(t) == len(texts[0]) for t in texts):
+        return None
+    return fmt if all(t is not None for t in _storable(texts, fmt)) else None
 
 
 def excel_dates(numbers: pl.Series, name: str) -> bool:
@@ -493,8 +565,9 @@ def _hinted(column: str) -> bool:
             or (len(words) > 0 and words[-1] in TIME_WORDS and (len(words) > 1 or words[-1] != "at")))
 
 
-def sampling(times: list[datetime]) -> tuple[float, bool, int]:
-    """(median step in seconds, irregular?, gaps) over the distinct sorted times.
+def sampling(times: list[datetime], blocks: list[int] | None = None) -> tuple[float, bool, int]:
+    """(median step in seconds, irregular?, gaps) over the distinct sorted times (of each block of a sample,
+    `blocks` giving each time's).
 
     Irregular: more than a fifth of the steps differ from the median by over 10%.
     A gap is a step longer than five median steps.
@@ -503,13 +576,80 @@ def sampling(times: list[datetime]) -> tuple[float, bool, int]:
     >>> sampling([t0 + timedelta(minutes=5 * i) for i in (0, 1, 2, 3, 10, 11)])
     (300.0, False, 1)
     """
-    distinct = sorted(set(times))
-    if len(distinct) < 2:
+    by_block: dict[int, set[datetime]] = {}
+    for time, block in zip(times, blocks or [0] * len(times), strict=True):
+        by_block.setdefault(block, set()).add(time)
+    steps = pl.Series([(b - a).total_seconds() for distinct in map(sorted, by_block.values())
+                       for a, b in zip(distinct, distinct[1:], strict=False)], dtype=pl.Float64)
+    if steps.len() == 0:
         return 1.0, False, 0
-    steps = pl.Series([(b - a).total_seconds() for a, b in zip(distinct, distinct[1:], strict=False)])
     median = float(steps.median())  # type: ignore[arg-type]
     off = float(((steps - median).abs() > 0.1 * median).mean())  # type: ignore[arg-type]
     return median, off > 0.2, int((steps > 5 * median).sum())
+
+
+# Of a file's distinct times, a pass over it holds this many at most; beyond, the first and last of each day.
+MAX_DISTINCT_TIMES = 2000
+
+
+@dataclass
+class TimeSpread:
+    """The times of every record of a file, gathered in one pass holding a bounded amount: how many are
+    storable, the first and last, and enough of the times for `stretches` (whose gaps are a day at least):
+    all distinct ones while few (a file more than RUN_COST_DAYS a row apart has few in the store's years),
+    else the first and last of each day."""
+
+    count: int = 0
+    distinct: set[datetime] | None = field(default_factory=set)
+    days: dict[int, tuple[datetime, datetime]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, times: list[datetime]) -> TimeSpread:
+        spread = cls()
+        for time in times:
+            spread.add(time)
+        return spread
+
+    def add(self, time: datetime) -> None:
+        self.count += 1
+        day = time.toordinal()
+        first, last = self.days.get(day, (time, time))
+        self.days[day] = (min(first, time), max(last, time))
+        if self.distinct is not None:
+            self.distinct.add(time)
+            if len(self.distinct) > MAX_DISTINCT_TIMES:
+                self.distinct = None
+
+    @property
+    def first(self) -> datetime:
+        return self.days[min(self.days)][0]
+
+    @property
+    def last(self) -> datetime:
+        return self.days[max(self.days)][1]
+
+    def times(self) -> list[datetime]:
+        return sorted(self.distinct if self.distinct is not None else {t for pair in self.days.values() for t in pair})
+
+
+def all_times(path: Path, table: Table, column: str, time_of_day: str, unit: str) -> TimeSpread:
+    """The storable times of every record of a sampled file, read as the file source reads them."""
+    spread = TimeSpread()
+    try:
+        for record, _, _ in read_records(path, table.format, [], delimiter=table.delimiter or ",",
+                                         encoding=table.encoding):
+            if record is None:
+                continue
+            if table.flatten:
+                record = flattened(record)
+            # As the profile's stamps: "<date> <time of day>", missing when either part is.
+            parts = [_cell(record.get(name)) for name in (column, time_of_day) if name]
+            time = _storable([" ".join(map(str, parts))], unit)[0] if None not in parts else None
+            if time is not None:
+                spread.add(time)
+    except (ConfigError, OSError) as exc:
+        raise _unreadable(path, table.format, exc) from None
+    return spread
 
 
 def stretches(times: list[datetime], interval_s: float) -> list[tuple[datetime, datetime]]:
@@ -636,7 +776,13 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         not_a_time(bad, unit) if bad is not None else "timestamp is missing" if len(values) < frame.height else ""), 200)
     if len(set(times)) < 2:
         raise AnalyzeError(f"{path}: needs rows at two different times at least, to tell how often it is sampled")
-    interval, irregular, gaps = sampling(times)
+    # A sample's blocks lie apart in the file: steps are measured within each.
+    blocks = [b for b, s in zip(table.blocks, stamps.is_not_null().to_list(), strict=True) if s] if table.sampled else []
+    interval, irregular, gaps = sampling(times, [b for b, t in zip(blocks, storable, strict=False) if t is not None])
+    spread = all_times(path, table, column, time_of_day, unit) if table.sampled else TimeSpread.of(times)
+    if table.sampled:
+        notes.append(f"profiled from {frame.height} of its rows spread over the file; the rows, dead letters and "
+                     "first and last times counted in all of them")
     numeric, categorical, ignored, booleans = [], [], [], []
     thousands: dict[str, str] = {}
     decimal_comma: list[str] = []
@@ -653,7 +799,9 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         if values_of.len() > 1 and values_of.n_unique() == 1:
             set_aside[name] = f"{CONSTANT}: {safe_text(values_of[0], 40)}"
             continue
-        if numbers.null_count() == 0 and (why := identifier_reason(name, numbers, position == 0)):
+        # A sample's rows follow one another within its first block only.
+        consecutive = numbers.head(BLOCK_ROWS) if table.sampled and numbers.n_unique() == numbers.len() else numbers
+        if numbers.null_count() == 0 and (why := identifier_reason(name, consecutive, position == 0)):
             set_aside[name] = f"a row number/identifier: {why}"
             continue
         separator = thousands_separator(values_of, table.delimiter) if values_of.dtype == pl.Utf8 else None
@@ -706,7 +854,11 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         )
     oversize = {name: count for name in numeric if name not in thousands and name not in decimal_comma
                 and (count := int((_numbers(frame[name]).abs() > LARGEST_VALUE).sum()))}
-    notes += shared_time_notes(times, categorical)
+    key = series_column(frame, stamps, categorical)
+    rows_of = Counter(frame[key].drop_nulls().to_list()) if key else Counter()
+    series = sorted(rows_of, key=lambda value: (-rows_of[value], value))
+    categorical = [name for name in categorical if name != key]
+    notes += shared_time_notes(times, categorical + [key] if key else categorical)
     source = source_name(path, taken)
     if not numeric:
         mixed = {name: found for name in categorical + ignored if len(found := number_units(frame[name])) > 1}
@@ -714,13 +866,42 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
                      "counted per bar" + "".join(f"; {name} holds numbers in several units ({', '.join(found)}): "
                                                   "write them in one to have them read as numbers"
                                                   for name, found in mixed.items()))
-    return FileProfile(path.resolve(), source, table.format, frame.height, column, unit,
-                       min(times), max(times), interval, irregular, gaps, numeric, categorical, ignored,
+    return FileProfile(path.resolve(), source, table.format, table.height, column, unit,
+                       spread.first, spread.last, interval, irregular, gaps, numeric, categorical, ignored,
                        # Rows without a readable time are dead letters of the file source too.
-                       table.delimiter, table.malformed + frame.height - len(times), thousands, table.flatten,
-                       stretches(times, interval), oversize, decimal_comma, time_of_day, table.encoding, texts,
+                       table.delimiter, table.malformed + table.height - spread.count, thousands, table.flatten,
+                       stretches(spread.times(), interval), oversize, decimal_comma, time_of_day, table.encoding, texts,
                        any(zoneless(v, unit) for v in values[:SAMPLE]), swapped_format(values, unit), first_malformed,
-                       units, set_aside=set_aside, notes=notes, booleans=booleans)
+                       units, set_aside=set_aside, notes=notes, booleans=booleans, stream_key=key, series=series)
+
+
+# A column naming series holds at most this many distinct values, each at MIN_SERIES_TIMES distinct times at least.
+MAX_SERIES = MAX_CATEGORIES
+MIN_SERIES_TIMES = 3
+
+
+def series_column(frame: pl.DataFrame, stamps: pl.Series, categorical: list[str]) -> str:
+    """The categorical text column naming the series of a long-format file (timestamp,host,value), or "".
+
+    Such a column tells apart the rows sharing a time: the times repeat, the (time, value) pairs do not
+    (MIN_TIME_SHARE of them), and each of its few values comes back over time (a host reports again and
+    again). Free text and ids do not repeat so; status codes are numbers, counted per bar, not series.
+
+    >>> t = [f"2024-03-01T00:0{i // 2}:00Z" for i in range(8)]
+    >>> frame = pl.DataFrame({"t": t, "host": ["a", "b"] * 4, "level": ["ok"] * 7 + ["bad"]})
+    >>> series_column(frame, frame["t"], ["host", "level"]), series_column(frame[::2], frame["t"][::2], ["host"])
+    ('host', '')
+    """
+    for name in categorical:
+        pairs = pl.DataFrame({"time": stamps, "key": frame[name]}).drop_nulls()
+        if (frame[name].dtype != pl.Utf8 or _numbers(pairs["key"]).null_count() < pairs.height
+                or pairs["time"].n_unique() == pairs.height):
+            continue
+        times_per_key = pairs.group_by("key").agg(pl.col("time").n_unique())["time"]
+        if (times_per_key.len() <= MAX_SERIES and int(times_per_key.min()) >= MIN_SERIES_TIMES  # type: ignore[arg-type]
+                and pairs.unique().height >= MIN_TIME_SHARE * pairs.height):
+            return name
+    return ""
 
 
 def shared_time_notes(times: list[datetime], categorical: list[str]) -> list[str]:
@@ -1092,7 +1273,9 @@ def plan_analysis(profiles: list[FileProfile], rejected: list[str] | None = None
     longest = max(int((b - a) / window) for a, b in spans)
     # As few runs as the events allow: each Dagster run costs seconds whatever it holds.
     # A file holds no more events in a window than it has rows (a second of 1,000 rows in hour windows: 1,000).
-    events_per_window = sum(min(window.total_seconds() / (p.interval_s or 1.0), p.rows) for p in profiles)
+    # Each series of a long-format file holds a row at each time.
+    events_per_window = sum(min(window.total_seconds() / (p.interval_s or 1.0) * max(1, len(p.series)), p.rows)
+                            for p in profiles)
     per_run = max(1, min(int(MAX_EVENTS_PER_RUN / events_per_window), longest))
     return AnalysisPlan(profiles, minutes, spans[0][0], spans[-1][1], per_run, list(rejected or []), spans)
 
@@ -1104,6 +1287,11 @@ def _floor(ts: datetime, step: timedelta) -> datetime:
 
 def feature_columns(profile: FileProfile) -> list[str]:
     return sorted(f"{name}_{stat}" for name in profile.numeric for stat in DEFAULT_STATS)
+
+
+def stream_pattern(profile: FileProfile) -> str:
+    """The streams of a file as a detector names them: its source, or each of its series (`<source>:*`)."""
+    return f"{StreamId.key_prefix(profile.source)}*" if profile.stream_key else profile.source
 
 
 def resolve_detectors(template: dict[str, Any], profiles: list[FileProfile]) -> dict[str, Any]:
@@ -1120,7 +1308,7 @@ def resolve_detectors(template: dict[str, Any], profiles: list[FileProfile]) -> 
             columns = feature_columns(profile)
             matched = sorted({c for c in columns for g in globs if fnmatchcase(c, g)}) if globs else []
             if matched or not globs:
-                by_features.setdefault(tuple(matched), []).append(profile.source)
+                by_features.setdefault(tuple(matched), []).append(stream_pattern(profile))
         for index, (features, streams) in enumerate(sorted(by_features.items())):
             entry = {**spec, "streams": sorted(streams)}
             if globs:
@@ -1178,6 +1366,7 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
         "bar_seconds": min(p.bar_seconds for p in plan.profiles),
         "pipeline_by_source": [
             {"source": p.source, "event_type": EVENT_TYPE, "bar_seconds": p.bar_seconds,
+             **({"stream_key": p.stream_key} if p.stream_key else {}),
              "operators": [{"aggregate": {
                  "method": "stats", "fields": p.numeric,
                  **({"categorical": p.categorical} if p.categorical else {}),
@@ -1190,7 +1379,7 @@ def write_config(plan: AnalysisPlan, directory: Path, data_dir: Path, cards_from
     written = []
     for name, content, note in (
         ("qraft.yaml", qraft, "Inferred by `qraft analyze` from the data; edit freely."),
-        ("sources.yaml", sources, "One file source per analysed file; each is its own stream."),
+        ("sources.yaml", sources, "One file source per analysed file; each is its own stream, or its series are."),
         ("preprocessing.yaml", preprocessing, "Per-field bar statistics; bar size from each file's sampling interval."),
         ("detectors.yaml", detectors, "The default detector set, features resolved for these streams."),
     ):
@@ -1218,6 +1407,9 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
                          f"{p.swapped_format}, set time_format to that in sources.yaml")
         notes += [f"{name} read without its unit {unit!r}" for name, unit in p.units.items()]
         notes += [f"{name} read as 1 (true) and 0 (false)" for name in p.booleans]
+        if p.stream_key:
+            notes.append(f"{len(p.series)} series told apart by {p.stream_key!r} ({', '.join(p.series[:5])}"
+                         f"{', ...' if len(p.series) > 5 else ''}), each its own stream: stream_key in preprocessing.yaml")
         if _floor(p.first, timedelta(seconds=p.bar_seconds)) == _floor(p.last, timedelta(seconds=p.bar_seconds)):
             notes.append(f"the whole file fits in one bar of {_duration(p.bar_seconds)}: nothing can be found in a "
                          "single bar")
@@ -1226,7 +1418,7 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
         notes += [f"{count} value(s) of {name} infinite or beyond {LARGEST_VALUE:g} in size left out of the bar statistics"
                   for name, count in p.oversize.items()]
         lines.append(
-            f"  {shown} → stream {p.source}: {p.rows} rows {p.first:%Y-%m-%d %H:%M} .. {p.last:%Y-%m-%d %H:%M}, "
+            f"  {shown} → {streams_of(p)}: {p.rows} rows {p.first:%Y-%m-%d %H:%M} .. {p.last:%Y-%m-%d %H:%M}, "
             f"time column {p.time_field!r}" + (f" + {p.time_of_day_field!r}" if p.time_of_day_field else "")
             + f" ({p.time_unit}), one every {_duration(p.interval_s)}"
             + (f" ({', '.join(notes)})" if notes else "")
@@ -1238,6 +1430,15 @@ def describe_plan(plan: AnalysisPlan) -> list[str]:
     spans = f" over {len(plan.spans)} time spans (the windows between them hold no data)" if len(plan.spans) > 1 else ""
     lines.append(f"  {plan.windows} windows of {plan.interval_minutes} min in {plan.runs} run(s){spans}")
     return lines
+
+
+def streams_of(profile: FileProfile) -> str:
+    """
+    >>> p = FileProfile(Path("h.csv"), "h", "csv", 2, "t", "iso", datetime.now(UTC), datetime.now(UTC), 1, False, 0, [], [])
+    >>> streams_of(p), streams_of(replace(p, stream_key="host"))
+    ('stream h', 'streams h:<host>')
+    """
+    return f"streams {StreamId.key_prefix(profile.source)}<{profile.stream_key}>" if profile.stream_key else f"stream {profile.source}"
 
 
 def _duration(seconds: float) -> str:

@@ -9,6 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from qraft_core import analyze
+from qraft_core.adapters.file import FileOptions, read_records
 from qraft_core.adapters.parsers import GenericOptions, generic_parser
 from qraft_core.analyze import (
     AnalyzeError,
@@ -18,8 +20,13 @@ from qraft_core.analyze import (
     find_time_column,
     plan_analysis,
     profile_file,
+    write_config,
 )
+from qraft_core.config import load_sources
+from qraft_core.detectors.config import load_detectors
+from qraft_core.operators.pipeline import load_preprocessing
 
+REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 FIVE = timedelta(minutes=5)
 
@@ -181,3 +188,131 @@ def test_a_named_time_column_that_does_not_read_lists_the_formats_tried(tmp_path
         "dates, nor dates written %d/%m/%Y, %m/%d/%Y, %d.%m.%Y, %d-%m-%Y, %m-%d-%Y, %Y/%m/%d, %Y-%m-%d, alone or "
         "followed by a time of day %H:%M, %H:%M:%S, %H:%M:%S.%f, %I:%M %p, %I:%M:%S %p (e.g. '1st of March 0' "
         "is not one of them)")
+
+
+def test_random_large_numbers_are_not_epoch_times(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    path = csv(tmp_path / "bytes.csv", "bytes,value", [f"{rng.randint(1_000_000_000, 2_000_000_000)},{v}"
+                                                       for v in values()])
+    with pytest.raises(AnalyzeError) as error:
+        profile_file(path, None, set())
+    assert str(error.value).startswith(f"{path}: no column holds times")
+
+
+def replayed(profiles: list[FileProfile], folder: Path) -> dict[str, list[datetime]]:
+    """The event times the file sources of the written configuration read, by source."""
+    write_config(plan_analysis(profiles), folder / "config", folder / "data", REPO / "config" / "cards.yaml")
+    times: dict[str, list[datetime]] = {}
+    for source in load_sources(folder / "config").sources:
+        options = FileOptions(**source.options)
+        parse = generic_parser(options, source.name)
+        records = read_records(Path(source.endpoint), options.format, [], delimiter=options.delimiter,
+                               encoding=options.encoding)
+        times[source.name] = [parse(record, "x").timestamp for record, _, _ in records if record is not None]
+    return times
+
+
+@pytest.mark.parametrize(("header", "written", "step", "unit"), [
+    ("date", "%Y%m%d", timedelta(days=1), "%Y%m%d"),
+    ("timestamp", "%Y%m%d", timedelta(days=1), "%Y%m%d"),
+    ("time", "%Y%m%d%H%M%S", FIVE, "%Y%m%d%H%M%S"),
+    ("year", "%Y", timedelta(days=366), "%Y"),
+])
+def test_whole_numbers_written_as_dates_are_dates_not_epoch_seconds(tmp_path: Path, header: str, written: str,
+                                                                      step: timedelta, unit: str) -> None:
+    stamps = [T0 + step * i for i in range(120)]
+    path = csv(tmp_path / "d.csv", f"{header},value", [f"{t:{written}},{v}" for t, v in zip(stamps, values(120),
+                                                                                             strict=True)])
+    profile = profile_file(path, None, set())
+    first, last = (datetime.strptime(f"{t:{written}}", written).replace(tzinfo=UTC) for t in (stamps[0], stamps[-1]))
+    assert (profile.time_field, profile.time_unit, profile.first, profile.last, profile.numeric) == (
+        header, unit, first, last, ["value"])
+    times = replayed([profile], tmp_path)["d"]
+    assert (len(times), min(times), max(times)) == (120, first, last)
+
+
+def long_rows(extra: str = "") -> list[str]:
+    """Three hosts at levels 10, 60 and 110 every 5 minutes; db1 stops after 40 times."""
+    rng = random.Random(4)
+    return [f"{T0 + FIVE * i:%Y-%m-%dT%H:%M:%SZ},{host},{level + rng.gauss(0, 1):.3f}{extra.format(i=i, host=host)}"
+            for i in range(100) for host, level in (("web1", 10), ("web2", 60), ("db1", 110)) if host != "db1" or i < 40]
+
+
+def test_a_long_format_file_is_split_into_one_stream_per_series(tmp_path: Path) -> None:
+    path = csv(tmp_path / "long.csv", "timestamp,host,value", long_rows())
+    profile = profile_file(path, None, set())
+    assert (profile.stream_key, profile.series, profile.numeric, profile.categorical, profile.interval_s, profile.notes) == (
+        "host", ["web1", "web2", "db1"], ["value"], [], 300.0, [])
+    assert describe_plan(plan_analysis([profile]))[0].startswith(
+        "  long.csv → streams long:<host>: 240 rows 2024-03-01 00:00 .. 2024-03-01 08:15, time column 'timestamp' (iso), "
+        "one every 5min (3 series told apart by 'host' (web1, web2, db1), each its own stream: stream_key in "
+        "preprocessing.yaml)")
+    folder = tmp_path / "out"
+    assert len(replayed([profile], folder)["long"]) == 240
+    preprocessing = load_preprocessing(folder / "config")
+    assert [(p.source, p.stream_key) for p in preprocessing.pipeline_by_source] == [("long", "host")]
+    detectors = load_detectors(folder / "config").detectors
+    assert {tuple(d.streams) for d in detectors} == {("long:*",)}
+
+
+def test_free_text_and_ids_do_not_split_a_file_into_streams(tmp_path: Path) -> None:
+    # A request id per row and a free-text message tell the rows at one time apart too, but name no series.
+    ids = csv(tmp_path / "ids.csv", "timestamp,host,value,request", long_rows(",r{i}-{host}"))
+    profile = profile_file(ids, None, set())
+    assert (profile.stream_key, profile.categorical) == ("host", [])
+    # Two rows a time, told apart only by free text and ids; a status label repeats within a time.
+    rng = random.Random(5)
+    rows = [f"{T0 + FIVE * (i // 2):%Y-%m-%dT%H:%M:%SZ},{v},message number {i},r{i},{rng.choice(['ok', 'ok', 'warn'])}"
+            for i, v in enumerate(values(200))]
+    texts = profile_file(csv(tmp_path / "texts.csv", "timestamp,value,message,request,level", rows), None, set())
+    assert (texts.stream_key, texts.series, texts.categorical, texts.ignored) == ("", [], ["level"], ["message", "request"])
+
+
+def test_a_large_file_is_profiled_from_a_bounded_sample_with_exact_counts_and_times(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(analyze, "SAMPLE_BLOCKS", 4)
+    monkeypatch.setattr(analyze, "BLOCK_ROWS", 50)
+    # 10,000 rows every 5 minutes with a 20-day gap after row 6,000, three rows of the wrong width and a row number.
+    stamps = [T0 + FIVE * i + (timedelta(days=20) if i >= 6000 else timedelta(0)) for i in range(10_000)]
+    rows = [f"{t:%Y-%m-%dT%H:%M:%SZ},{i},{v}" for i, (t, v) in enumerate(zip(stamps, values(10_000), strict=True))]
+    for at in (10, 5000, 9000):
+        rows.insert(at, "oops")
+    path = csv(tmp_path / "big.csv", "timestamp,n,value", rows)
+    table = analyze.read_table(path)
+    assert (table.frame.height, table.height, table.malformed) == (200, 10_000, 3)
+    profile = profile_file(path, None, set())
+    assert (profile.rows, profile.malformed, profile.first, profile.last, profile.interval_s, profile.numeric,
+            profile.set_aside) == (10_000, 3, stamps[0], stamps[-1], 300.0, ["value"],
+                                   {"n": "a row number/identifier: a constant step from row to row"})
+    assert profile.stretches == [(stamps[0], stamps[5999]), (stamps[6000], stamps[-1])]
+    assert profile.notes == ["profiled from 200 of its rows spread over the file; the rows, dead letters and first "
+                             "and last times counted in all of them"]
+
+
+def test_a_title_line_or_excels_separator_line_above_the_header_is_named_with_what_to_do(tmp_path: Path) -> None:
+    rows = [f"{T0 + FIVE * i:%Y-%m-%dT%H:%M:%SZ},{v},a" for i, v in enumerate(values(20))]
+    title = csv(tmp_path / "title.csv", "Report: CPU load, generated 2024-03-05\ntimestamp,value,kind", rows)
+    with pytest.raises(AnalyzeError) as error:
+        profile_file(title, None, set())
+    assert str(error.value) == (
+        f"{title}: has no rows (21 malformed, e.g. CSV row 1 has 3 fields, the header 2): the first line, 'Report: CPU "
+        "load, generated 2024-03-05', should be the header naming the columns (e.g. timestamp,value); if it is a "
+        "title, delete it or start it with #")
+    sep = csv(tmp_path / "sep.csv", "sep=;\ntimestamp;value", [row.rpartition(",")[0].replace(",", ";") for row in rows])
+    with pytest.raises(AnalyzeError) as error:
+        profile_file(sep, None, set())
+    assert str(error.value) == (
+        f"{sep}: the first line, 'sep=;', is Excel's separator line, not the header naming the columns (e.g. "
+        "timestamp,value): delete it or start it with # (the separator is found from the header)")
+
+
+def test_a_sampled_file_with_the_time_of_day_in_a_column_of_its_own_counts_every_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(analyze, "SAMPLE_BLOCKS", 4)
+    monkeypatch.setattr(analyze, "BLOCK_ROWS", 50)
+    stamps = [T0 + FIVE * i for i in range(3000)]
+    rows = [f"{t:%Y-%m-%d},{t:%H:%M:%S},{v}" for t, v in zip(stamps, values(3000), strict=True)]
+    rows[1234] = f"{stamps[1234]:%Y-%m-%d},,1.0"  # no time of day: a dead letter
+    profile = profile_file(csv(tmp_path / "split.csv", "date,time,value", rows), None, set())
+    assert (profile.time_field, profile.time_of_day_field, profile.rows, profile.malformed, profile.first,
+            profile.last, profile.interval_s) == ("date", "time", 3000, 1, stamps[0], stamps[-1], 300.0)
