@@ -477,15 +477,18 @@ class SilentSensor(SensorHeartbeat):
         return self.heard
 
 
-@pytest.mark.parametrize(("running_s", "heard", "restarted"), [
-    (3600, (time.time() - 1800, 10), True),  # no tick for half an hour
+@pytest.mark.parametrize(("running_s", "tick_ago_s", "restarted"), [
+    (3600, (1800, 10), True),  # no tick for half an hour
     (3600, (None, None), True),  # never ticked since it started an hour ago
-    (3600, (time.time() - 20, 10), False),  # ticks
+    (3600, (20, 10), False),  # ticks
     (3600, None, False),  # a user stopped the sensor
-    (10, (time.time() - 1800, 10), False),  # starting up
+    (10, (1800, 10), False),  # starting up
 ])
 def test_dagster_is_restarted_when_the_window_sensor_has_been_silent_for_long(
-        tmp_path: Path, running_s: float, heard: tuple[float | None, int | None] | None, restarted: bool) -> None:
+        tmp_path: Path, running_s: float, tick_ago_s: tuple[float | None, int | None] | None, restarted: bool) -> None:
+    # (How long ago the last tick was, not when: the parameters are made when the tests are collected.)
+    heard = None if tick_ago_s is None else (
+        None if tick_ago_s[0] is None else time.time() - tick_ago_s[0], tick_ago_s[1])
     supervisor = ProcessSupervisor({"dagster": [sys.executable, "-c", "import time; time.sleep(600)"]}, {},
                                    tmp_path / "logs", stop_grace_s=5)
     supervisor.start()
