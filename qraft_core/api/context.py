@@ -32,6 +32,7 @@ from qraft_core.explain.catalog import (
 )
 from qraft_core.explain.llm import LlmClient, llm_client
 from qraft_core.explain.templates import load_cards_config
+from qraft_core.operators.stream_names import stream_name_problem
 from qraft_core.services.patterns import CONTROL_CHARACTERS, PatternService, StreamOrSourceQuery
 from qraft_core.store.base import EventStore
 
@@ -65,6 +66,14 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 def plain_text(value: str | None, name: str) -> str | None:
     if value is not None and CONTROL_CHARACTERS.search(value):
         raise ApiError(400, f"{name}: control characters are not allowed")
+    return value
+
+
+def stream_filter(value: str | None, name: str) -> str | None:
+    """A stream or source filter: refused only when no stream the pipeline makes could have this name."""
+    problem = None if value is None else stream_name_problem(value)
+    if problem is not None:
+        raise ApiError(400, f"{name}: {problem}")
     return value
 
 
@@ -159,7 +168,7 @@ class ApiContext:
         cap = self.config.api.max_range_days if capped else None
         begin, finish = resolve_range(self.store, _time(start, "start"), _time(end, "end"), cap)
         return StreamOrSourceQuery(
-            begin, finish, parse_type(type_), plain_text(source, "source"), min_confidence
+            begin, finish, parse_type(type_), stream_filter(source, "source"), min_confidence
         )
 
 

@@ -41,6 +41,7 @@ from qraft_core.operators.base import (
     TrailingOperator,
     build_operator,
 )
+from qraft_core.operators.stream_names import stream_names
 from qraft_core.payload import payload_field
 from qraft_core.streams import StreamId
 
@@ -64,8 +65,8 @@ def _operator_step(entry: Any) -> tuple[str, dict[str, Any]]:
 class SourcePipeline(Strict):
     source: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     event_type: str | None = None
-    # Payload field whose value splits the source into streams "<source>:<value>";
-    # unset, the source is one stream named after it.
+    # Payload field whose value splits the source into streams "<source>:<value>" (made a valid
+    # filter value: see stream_names); unset, the source is one stream named after it.
     stream_key: str | None = None
     # This source's bar size; unset, the file-wide `bar_seconds`.
     bar_seconds: int | None = Field(default=None, ge=1, le=MAX_BAR_SECONDS)
@@ -101,7 +102,8 @@ class SourcePipeline(Strict):
         if self.stream_key is None:
             return pl.lit(self.source)
         value = payload_field(self.stream_key).fill_null("")
-        return pl.concat_str(pl.lit(StreamId.key_prefix(self.source)), value)
+        name = pl.concat_str(pl.lit(StreamId.key_prefix(self.source)), value)
+        return name.map_batches(stream_names, return_dtype=pl.Utf8)
 
     def owns_stream(self, stream: pl.Expr) -> pl.Expr:
         if self.stream_key is None:

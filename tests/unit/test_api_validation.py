@@ -1,18 +1,28 @@
-"""Query parameters the explorer and the REST API refuse before touching the store: 400 `{"error": ...}`."""
+"""Query parameters the explorer and the REST API refuse before touching the store (400 `{"error": ...}`),
+and the stream names they accept: every name the pipeline makes."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import polars as pl
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from qraft_core.api import create_app
 from qraft_core.api.app import add_error_handlers
 from qraft_core.api.explorer.routes import explorer_router
 from qraft_core.api.routes.patterns import patterns_router
 from qraft_core.config import QraftConfig
+from qraft_core.operators.pipeline import SourcePipeline
+from qraft_core.plugins.markets.examples import example_patterns, pattern_rows
+from qraft_core.store.fake import MemoryStore
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class UntouchedStore:
@@ -63,3 +73,28 @@ def test_a_parameter_given_twice_is_refused_naming_it(client: TestClient, query:
     response = client.get(f"/patterns?{query}")
     name = query.split("=")[0]
     assert (response.status_code, response.json()) == (400, {"error": f"{name}: given 2 times; give it once"})
+
+
+def test_every_stream_the_splitter_makes_is_accepted_as_a_filter(memory_store: MemoryStore, tmp_path: Path) -> None:
+    # Keys with control characters or over 256 characters: their streams got findings the API then refused.
+    keys = ["web\x1b]0;pwned\x07\x1b[2J", "x\n- **Forged:**", "tab\there", "L" * 10_240, "L" * 10_239 + "M"]
+    pipeline = SourcePipeline(source="hosts", stream_key="host", operators=["aggregate"])
+    events = pl.DataFrame({"payload": [f'{{"host": {json.dumps(key)}}}' for key in keys]})
+    names = events.select(pipeline.stream_expr().alias("stream"))["stream"].to_list()
+    assert len(set(names)) == len(keys)
+    drift = example_patterns()[0]
+    memory_store.insert("pattern_events", pattern_rows([
+        drift.model_copy(update={"pattern_id": f"p{i}", "source_streams": [name]}) for i, name in enumerate(names)]))
+    runtime = SimpleNamespace(config=QraftConfig(), config_path=REPO / "config", store=memory_store, data_dir=tmp_path)
+    client = TestClient(create_app(runtime))  # type: ignore[arg-type]
+    day = {"start": "2026-01-05T00:00:00Z", "end": "2026-01-06T00:00:00Z"}
+    for i, name in enumerate(names):
+        found = {
+            "patterns": client.get("/patterns", params={**day, "source": name}),
+            "inbox": client.get("/explorer/api/findings", params={**day, "stream": name}),
+            "stream": client.get("/explorer/api/stream", params={**day, "stream": name}),
+        }
+        assert {where: response.status_code for where, response in found.items()} == dict.fromkeys(found, 200)
+        assert [p["pattern_id"] for p in found["patterns"].json()["items"]] == [f"p{i}"]
+        assert [p["pattern_id"] for p in found["inbox"].json()["items"]] == [f"p{i}"]
+        assert [p["pattern_id"] for p in found["stream"].json()["findings"]] == [f"p{i}"]

@@ -189,6 +189,34 @@ def test_a_keyed_stream_context_holds_only_its_own_events() -> None:
     assert (source.source, source.events, source.lines[0].values["max"]) == ("hosts:a", 2, 2.0)
 
 
+# Keys the API would refuse as a filter, and the names their streams get: control characters written
+# as \xNN, long keys cut to 256 characters, and every changed name marked with a hash of its key.
+HOSTILE_KEYS = {
+    "web-1": "hosts:web-1",
+    "web\x1b]0;pwned\x07": "hosts:web\\x1b]0;pwned\\x07~9ea38844c3dc",
+    "x\n- **Forged:**": "hosts:x\\x0a- **Forged:**~994fbbfa3a8e",
+    "L" * 10_240: "hosts:" + "L" * 237 + "~5c34569b20ab",
+    "L" * 10_239 + "M": "hosts:" + "L" * 237 + "~9379e3053e29",
+}
+KEYED_HOSTS = {"pipeline_by_source": [
+    {"source": "hosts", "stream_key": "host", "operators": [{"aggregate": {"fields": ["value"]}}]}]}
+
+
+def test_keys_the_api_would_refuse_give_stream_names_it_accepts_the_same_on_every_run() -> None:
+    config = PreprocessingConfig.model_validate(KEYED_HOSTS)
+    frame = pl.concat([events([i, i + 1], stream="hosts", extra={"host": key})
+                       for i, key in enumerate(HOSTILE_KEYS)]).drop("stream")
+    for _ in range(2):  # a replay names the streams as the first run did
+        bars = compute_bars(config, frame, pl.DataFrame())["hosts"]
+        assert dict(bars.group_by("stream").agg(pl.col("value_max").max()).rows()) == {
+            name: float(i + 1) for i, name in enumerate(HOSTILE_KEYS.values())}
+    # The card's context finds the events of a renamed stream.
+    rows = frame.with_columns(pl.lit("hosts").alias("source"))
+    renamed = HOSTILE_KEYS["web\x1b]0;pwned\x07"]
+    context = summarise_context(rows, _pattern(renamed), T0, T0 + timedelta(hours=1), 60, config)
+    assert [(source.source, source.events) for source in context.sources] == [(renamed, 2)]
+
+
 def test_generic_modules_name_no_market_field() -> None:
     core = REPO / "qraft_core"
     generic = [core / name for name in (

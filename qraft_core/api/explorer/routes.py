@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 
-from qraft_core.api.context import plain_text
+from qraft_core.api.context import plain_text, stream_filter
 from qraft_core.api.explorer import queries
 from qraft_core.evaluate import DEFAULT_TRUTH
 from qraft_core.events import iso
@@ -30,6 +30,7 @@ from qraft_core.explain.catalog import (
     parse_type,
     resolve_range,
 )
+from qraft_core.operators.stream_names import MAX_STREAM_NAME_CHARS
 from qraft_core.replays import ReplayRegistry
 
 STATIC = Path(__file__).parent / "static"
@@ -73,15 +74,16 @@ def _add_finding_routes(router: APIRouter, runtime: Any) -> None:
         start: str | None = Query(None, description="ISO 8601, inclusive, on window_start"),
         end: str | None = Query(None, description="ISO 8601, exclusive"),
         type: str | None = Query(None),
-        stream: str | None = Query(None, max_length=256),
+        stream: str | None = Query(None, max_length=MAX_STREAM_NAME_CHARS),
         min_confidence: float | None = Query(None, ge=0.0, le=1.0, allow_inf_nan=False),
         verdict: str = Query("any", pattern="^(" + "|".join(queries.VERDICT_FILTERS) + ")$"),
         limit: int = Query(50, ge=1, le=config.api.max_page),
         cursor: str | None = Query(None, max_length=2000),
     ) -> dict[str, Any]:
         """The inbox: findings with their verdicts, filtered, a keyset page at a time."""
-        for name, value in (("type", type), ("stream", stream), ("cursor", cursor)):
+        for name, value in (("type", type), ("cursor", cursor)):
             plain_text(value, name)
+        stream_filter(stream, "stream")
         begin, finish = resolve_range(
             runtime.store,
             parse_time(start, "start") if start else None,
@@ -127,12 +129,12 @@ def _add_stream_routes(router: APIRouter, runtime: Any) -> None:
 
     @router.get("/stream", responses=_errors(400))
     def stream(
-        stream: str = Query(..., min_length=1, max_length=256),
+        stream: str = Query(..., min_length=1, max_length=MAX_STREAM_NAME_CHARS),
         start: str | None = Query(None),
         end: str | None = Query(None),
     ) -> dict[str, Any]:
         """One stream's features with its findings and detector alarms (default: its newest 3 hours of bars)."""
-        plain_text(stream, "stream")
+        stream_filter(stream, "stream")
         with runtime.store.session():
             if start and end:
                 begin, finish = parse_time(start, "start"), parse_time(end, "end")
