@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
@@ -32,7 +32,7 @@ import polars as pl
 from pydantic import ValidationError
 
 from qraft_core.bus.base import BusMessage, BusUnavailable, Consumer
-from qraft_core.config import LanderConfig
+from qraft_core.config import ConfigError, LanderConfig
 from qraft_core.events import (
     DEAD_LETTER_KEY,
     MAX_RECORD_BYTES,
@@ -83,6 +83,50 @@ async def _hand_back(messages: Sequence[BusMessage]) -> None:
 
 def _source_of(subject: str, prefix: str) -> str:
     return subject[len(prefix) + 1 :] if subject.startswith(prefix + ".") else subject
+
+
+# The `source` label of what the lander counts for a subject that names no configured source.
+UNKNOWN_SOURCE = "unknown"
+# How often, at most, the configured source names are read again for a name not among them.
+SOURCES_REREAD_S = 30.0
+
+
+class _SourceLabels:
+    """The `source` label of the lander's metrics: only a configured source's name (any valid source
+    name when the configured ones are not given) is one, every other subject counts as UNKNOWN_SOURCE,
+    so publishers cannot add a series per subject. The names are read again, at most every
+    SOURCES_REREAD_S, when a valid name not among them comes: a source added later gets its label.
+
+    >>> configured, now = ["cpu"], [0.0]
+    >>> labels = _SourceLabels(lambda: configured, lambda: now[0])
+    >>> labels.of("cpu"), labels.of("mem"), labels.of("a b"), _SourceLabels(None, time.monotonic).of("mem")
+    ('cpu', 'unknown', 'unknown', 'mem')
+    >>> configured.append("mem")
+    >>> labels.of("mem")  # read again only SOURCES_REREAD_S after the last reading
+    'unknown'
+    >>> now[0] = SOURCES_REREAD_S
+    >>> labels.of("mem")
+    'mem'
+    """
+
+    def __init__(self, configured: Callable[[], Collection[str]] | None, clock: Callable[[], float]) -> None:
+        self._configured = configured
+        self._clock = clock
+        self._names: frozenset[str] = frozenset()
+        self._read_at: float | None = None
+
+    def of(self, source: str) -> str:
+        if not SOURCE_NAME.fullmatch(source):
+            return UNKNOWN_SOURCE
+        if self._configured is None:
+            return source
+        if source not in self._names and (self._read_at is None or self._clock() - self._read_at >= SOURCES_REREAD_S):
+            self._read_at = self._clock()
+            try:
+                self._names = frozenset(self._configured())
+            except ConfigError as exc:  # a sources.yaml broken mid-edit: the names read before stay
+                log.warning("metrics labels: %s", exc)
+        return source if source in self._names else UNKNOWN_SOURCE
 
 
 def _validation_reason(exc: ValidationError) -> str:
@@ -651,7 +695,9 @@ class Lander:
         subject_prefix: str = "qraft.raw",
         interval: timedelta = timedelta(minutes=1),
         clock: Callable[[], float] = time.monotonic,
+        sources: Callable[[], Collection[str]] | None = None,
     ) -> None:
+        """`sources`: the names of the configured sources, for the metrics' `source` label."""
         self.consumer = consumer
         self.store = store
         self.config = config
@@ -659,6 +705,7 @@ class Lander:
         self.interval = interval
         self.clock = clock
         self.stats = LanderStats()
+        self._source_labels = _SourceLabels(sources, clock)
         if isinstance(store, ClickHouseStore):  # see `LanderConfig.store_keep_open_s`
             store.keep_open_s = max(store.keep_open_s, config.store_keep_open_s)
         self._known: dict[str, _KnownIds] = {}
@@ -926,11 +973,11 @@ class Lander:
         self.stats.landed += batch.landed
         self.stats.dead_lettered += batch.dead_lettered
         for source, n in batch.raw_events.group_by("source").len().iter_rows():
-            EVENTS_LANDED.labels(source).inc(n)
+            EVENTS_LANDED.labels(self._source_labels.of(source)).inc(n)
             self.stats.by_source[source] = self.stats.by_source.get(source, 0) + n
         if batch.dead_lettered:
             for source, n in batch.dead_letters.group_by("source").len().iter_rows():
-                EVENTS_DEAD_LETTERED.labels(source).inc(n)
+                EVENTS_DEAD_LETTERED.labels(self._source_labels.of(source)).inc(n)
 
     async def _lag(self) -> int | None:
         """Messages not yet landed, or None while the bus does not answer (warned once per

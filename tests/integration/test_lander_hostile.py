@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
 
 from qraft_core.bus.nats_bus import NatsBus
 from qraft_core.config import LanderConfig
 from qraft_core.lander import Lander, LanderStats
+from qraft_core.metrics import EVENTS_DEAD_LETTERED, EVENTS_LANDED
 from qraft_core.store import ClickHouseStore
 from tests.integration.test_lander import SETTINGS, connect
 
@@ -27,19 +31,20 @@ def line(event_id: str, timestamp: datetime, *, ingest: datetime = INGESTED, val
     }).encode()
 
 
-async def publish(url: str, *messages: bytes) -> None:
+async def publish(url: str, *messages: bytes, source: str = "metrics") -> None:
     bus = await NatsBus(url, SETTINGS).connect()
     try:
         for data in messages:
-            await bus.publish_raw("metrics", data)
+            await bus.publish_raw(source, data)
     finally:
         await bus.close()
 
 
-async def land(url: str, store: ClickHouseStore) -> LanderStats:
+async def land(url: str, store: ClickHouseStore, sources: Collection[str] | None = None) -> LanderStats:
     bus = await connect(url)
     try:
-        return await Lander(bus, store, CONFIG).run(asyncio.Event(), until_idle=True)
+        lander = Lander(bus, store, CONFIG, sources=None if sources is None else lambda: sources)
+        return await lander.run(asyncio.Event(), until_idle=True)
     finally:
         await bus.close()
 
@@ -102,3 +107,30 @@ def test_hostile_lines_cost_only_themselves(nats_server, chdb_store):
     assert chdb_store.count("dead_letters") == {"": len(hostile)}
     assert sorted(chdb_store.select("raw_events", columns=("event_id",))["event_id"].to_list()) == [
         "g-0", "g-1", "g-2"]
+
+
+def _counted() -> dict[tuple[str, str], float]:
+    return {(sample.name, sample.labels["source"]): sample.value
+            for counter in (EVENTS_LANDED, EVENTS_DEAD_LETTERED)
+            for family in counter.collect() for sample in family.samples if sample.name.endswith("_total")}
+
+
+@pytest.mark.parametrize(("configured", "landed_as"), [(["metrics"], "unknown"), (None, "stranger")])
+def test_metrics_count_subjects_of_no_configured_source_as_unknown(nats_server, chdb_store, configured, landed_as):
+    hostile = ['x\x1b[31m', 'a"b\\c</script>', "\u202eevil\u200b"]
+    asyncio.run(publish(nats_server.url, line("m-1", T0)))
+    asyncio.run(publish(nats_server.url, line("s-1", T0).replace(b'"metrics"', b'"stranger"'), source="stranger"))
+    for subject in hostile:
+        asyncio.run(publish(nats_server.url, b'{"not": "an event"}', source=subject))
+    before = _counted()
+    stats = asyncio.run(land(nats_server.url, chdb_store, configured))
+    assert (stats.landed, stats.dead_lettered) == (2, 3)
+    counted = {key: value - before.get(key, 0.0) for key, value in _counted().items() if value != before.get(key)}
+    # Before, each subject was a series of its own, named as published.
+    assert counted == {
+        ("qraft_events_landed_total", "metrics"): 1.0,
+        ("qraft_events_landed_total", landed_as): 1.0,
+        ("qraft_events_dead_lettered_total", "unknown"): 3.0,
+    }
+    # The dead letters still say which subject each came from.
+    assert sorted(chdb_store.select("dead_letters", columns=("source",))["source"].to_list()) == sorted(hostile)
