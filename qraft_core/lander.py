@@ -89,12 +89,16 @@ def _source_of(subject: str, prefix: str) -> str:
 UNKNOWN_SOURCE = "unknown"
 # How often, at most, the configured source names are read again for a name not among them.
 SOURCES_REREAD_S = 30.0
+# Without the configured names, the most distinct valid names that get a label of their own: a
+# deployment publishing from its own producers has a handful; a publisher making up subjects
+# must not add a series per subject.
+MAX_SOURCE_LABELS = 256
 
 
 class _SourceLabels:
-    """The `source` label of the lander's metrics: only a configured source's name (any valid source
-    name when the configured ones are not given) is one, every other subject counts as UNKNOWN_SOURCE,
-    so publishers cannot add a series per subject. The names are read again, at most every
+    """The `source` label of the lander's metrics: only a configured source's name (when the
+    configured ones are not given, any valid source name among the first MAX_SOURCE_LABELS seen) is
+    one, every other subject counts as UNKNOWN_SOURCE, so publishers cannot add a series per subject. The names are read again, at most every
     SOURCES_REREAD_S, when a valid name not among them comes: a source added later gets its label.
 
     >>> configured, now = ["cpu"], [0.0]
@@ -107,6 +111,9 @@ class _SourceLabels:
     >>> now[0] = SOURCES_REREAD_S
     >>> labels.of("mem")
     'mem'
+    >>> free = _SourceLabels(None, time.monotonic)
+    >>> [free.of(f"s{i}") for i in range(MAX_SOURCE_LABELS + 1)][-2:], free.of("s0")
+    (['s255', 'unknown'], 's0')
     """
 
     def __init__(self, configured: Callable[[], Collection[str]] | None, clock: Callable[[], float]) -> None:
@@ -119,7 +126,9 @@ class _SourceLabels:
         if not SOURCE_NAME.fullmatch(source):
             return UNKNOWN_SOURCE
         if self._configured is None:
-            return source
+            if source not in self._names and len(self._names) < MAX_SOURCE_LABELS:
+                self._names = self._names | {source}
+            return source if source in self._names else UNKNOWN_SOURCE
         if source not in self._names and (self._read_at is None or self._clock() - self._read_at >= SOURCES_REREAD_S):
             self._read_at = self._clock()
             try:
