@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
@@ -32,7 +32,7 @@ import polars as pl
 from pydantic import ValidationError
 
 from qraft_core.bus.base import BusMessage, BusUnavailable, Consumer
-from qraft_core.config import ConfigError, LanderConfig
+from qraft_core.config import LanderConfig
 from qraft_core.events import (
     DEAD_LETTER_KEY,
     MAX_RECORD_BYTES,
@@ -85,56 +85,34 @@ def _source_of(subject: str, prefix: str) -> str:
     return subject[len(prefix) + 1 :] if subject.startswith(prefix + ".") else subject
 
 
-# The `source` label of what the lander counts for a subject that names no configured source.
+# The `source` label of what the lander counts for a subject that is no valid source name, or
+# comes after MAX_SOURCE_LABELS others.
 UNKNOWN_SOURCE = "unknown"
-# How often, at most, the configured source names are read again for a name not among them.
-SOURCES_REREAD_S = 30.0
-# Without the configured names, the most distinct valid names that get a label of their own: a
-# deployment publishing from its own producers has a handful; a publisher making up subjects
-# must not add a series per subject.
+# The most distinct source names that get a label of their own: a deployment has a handful of
+# sources (configured ones and its own producers); a publisher making up subjects must not add a
+# series per subject.
 MAX_SOURCE_LABELS = 256
 
 
 class _SourceLabels:
-    """The `source` label of the lander's metrics: only a configured source's name (when the
-    configured ones are not given, any valid source name among the first MAX_SOURCE_LABELS seen) is
-    one, every other subject counts as UNKNOWN_SOURCE, so publishers cannot add a series per subject. The names are read again, at most every
-    SOURCES_REREAD_S, when a valid name not among them comes: a source added later gets its label.
+    """The `source` label of the lander's metrics: a valid source name among the first
+    MAX_SOURCE_LABELS seen is one; every other subject counts as UNKNOWN_SOURCE.
 
-    >>> configured, now = ["cpu"], [0.0]
-    >>> labels = _SourceLabels(lambda: configured, lambda: now[0])
-    >>> labels.of("cpu"), labels.of("mem"), labels.of("a b"), _SourceLabels(None, time.monotonic).of("mem")
-    ('cpu', 'unknown', 'unknown', 'mem')
-    >>> configured.append("mem")
-    >>> labels.of("mem")  # read again only SOURCES_REREAD_S after the last reading
-    'unknown'
-    >>> now[0] = SOURCES_REREAD_S
-    >>> labels.of("mem")
-    'mem'
-    >>> free = _SourceLabels(None, time.monotonic)
-    >>> [free.of(f"s{i}") for i in range(MAX_SOURCE_LABELS + 1)][-2:], free.of("s0")
-    (['s255', 'unknown'], 's0')
+    >>> labels = _SourceLabels()
+    >>> labels.of("cpu"), labels.of("a b"), labels.of('x"</script>')
+    ('cpu', 'unknown', 'unknown')
+    >>> [labels.of(f"s{i}") for i in range(MAX_SOURCE_LABELS)][-2:], labels.of("cpu")
+    (['s254', 'unknown'], 'cpu')
     """
 
-    def __init__(self, configured: Callable[[], Collection[str]] | None, clock: Callable[[], float]) -> None:
-        self._configured = configured
-        self._clock = clock
-        self._names: frozenset[str] = frozenset()
-        self._read_at: float | None = None
+    def __init__(self) -> None:
+        self._names: set[str] = set()
 
     def of(self, source: str) -> str:
         if not SOURCE_NAME.fullmatch(source):
             return UNKNOWN_SOURCE
-        if self._configured is None:
-            if source not in self._names and len(self._names) < MAX_SOURCE_LABELS:
-                self._names = self._names | {source}
-            return source if source in self._names else UNKNOWN_SOURCE
-        if source not in self._names and (self._read_at is None or self._clock() - self._read_at >= SOURCES_REREAD_S):
-            self._read_at = self._clock()
-            try:
-                self._names = frozenset(self._configured())
-            except ConfigError as exc:  # a sources.yaml broken mid-edit: the names read before stay
-                log.warning("metrics labels: %s", exc)
+        if source not in self._names and len(self._names) < MAX_SOURCE_LABELS:
+            self._names.add(source)
         return source if source in self._names else UNKNOWN_SOURCE
 
 
@@ -704,9 +682,7 @@ class Lander:
         subject_prefix: str = "qraft.raw",
         interval: timedelta = timedelta(minutes=1),
         clock: Callable[[], float] = time.monotonic,
-        sources: Callable[[], Collection[str]] | None = None,
     ) -> None:
-        """`sources`: the names of the configured sources, for the metrics' `source` label."""
         self.consumer = consumer
         self.store = store
         self.config = config
@@ -714,7 +690,7 @@ class Lander:
         self.interval = interval
         self.clock = clock
         self.stats = LanderStats()
-        self._source_labels = _SourceLabels(sources, clock)
+        self._source_labels = _SourceLabels()
         if isinstance(store, ClickHouseStore):  # see `LanderConfig.store_keep_open_s`
             store.keep_open_s = max(store.keep_open_s, config.store_keep_open_s)
         self._known: dict[str, _KnownIds] = {}
