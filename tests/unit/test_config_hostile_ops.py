@@ -104,12 +104,16 @@ def test_a_boolean_from_the_environment_is_refused_naming_the_variable(tmp_path)
                                  "expected a number, not true (got True)")
 
 
-def test_a_plugin_raising_anything_at_import_is_one_plugin_error(tmp_path, monkeypatch):
-    (tmp_path / "qraft_raising_plugin.py").write_text('raise RuntimeError("no licence file")\n')
+@pytest.mark.parametrize(("raised", "told"), [
+    ('RuntimeError("no licence file")', "RuntimeError: no licence file"),
+    ('SystemExit("plugin exits the process at import")', "SystemExit: plugin exits the process at import"),
+])
+def test_a_plugin_raising_anything_at_import_is_one_plugin_error(tmp_path, monkeypatch, raised, told):
+    (tmp_path / "qraft_raising_plugin.py").write_text(f"raise {raised}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(PluginError) as caught:
         load_plugins(["qraft_raising_plugin"])
-    assert str(caught.value) == "plugin 'qraft_raising_plugin' failed while loading: RuntimeError: no licence file"
+    assert str(caught.value) == f"plugin 'qraft_raising_plugin' failed while loading: {told}"
     assert "qraft_raising_plugin" not in sys.modules
 
 
