@@ -38,7 +38,8 @@ def demo(ctx: click.Context, keep: bool, as_json: bool) -> None:
     os.environ.setdefault("QRAFT_PARTITIONS_ALLOWED_LATENESS_S", "0")
     found = services(ctx, runs_pipeline=True)
     with run_progress() as on_run:
-        summary = run_demo(found.pipeline, keep, click.echo, on_run)
+        # With --json, stdout holds the JSON alone: the steps go to stderr, as the progress bar does.
+        summary = run_demo(found.pipeline, keep, lambda line: click.echo(line, err=as_json), on_run)
     emit(summary, as_json, _demo_text(found.runtime, summary))
 
 

@@ -13,14 +13,15 @@ Float64 column per feature (null where a stream does not have it) and
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
 import polars as pl
 
-from qraft_core.events import utc
+from qraft_core.events import iso, utc
 from qraft_core.operators import OperatorContext, PreprocessingConfig, run_pipeline
-from qraft_core.operators.base import BAR_TIME_DTYPE, TrailingOperator
+from qraft_core.operators.base import BAR_TIME_DTYPE, BaseOperator, TrailingOperator
 from qraft_core.store.base import EventStore, Filter
 from qraft_core.store.schema import spec
 
@@ -28,20 +29,26 @@ FEATURES_TABLE = "features"
 BASE_COLUMNS = ("window_start", "bar_time", "stream", "event_count")
 EVENT_COLUMNS = ["event_id", "source", "type", "timestamp", "payload"]
 
+log = logging.getLogger(__name__)
+
 
 def compute_bars(
     pipeline: PreprocessingConfig,
     events: pl.DataFrame,
     history: pl.DataFrame,
     dropped: dict[str, int] | None = None,
+    failed: dict[str, str] | None = None,
 ) -> dict[str, pl.DataFrame]:
     """The bars of each configured source from its clean events.
 
     `history` is the wide features frame of the bars just before the events
     (what trailing operators read); `dropped` collects unusable events by reason.
+    A source whose operators raise has no bars: `failed` gets why, by source, and
+    the other sources go on (one source's plugin operator must not stop them all).
     """
     bars: dict[str, pl.DataFrame] = {}
     dropped = {} if dropped is None else dropped
+    failed = {} if failed is None else failed
     for source_pipeline in pipeline.ordered():
         selected = pl.col("source") == source_pipeline.source
         if source_pipeline.event_type is not None:
@@ -57,8 +64,43 @@ def compute_bars(
             source_pipeline.source, pipeline.bar_seconds_of(source_pipeline), bars=bars, dropped=dropped
         )
         source_events = events.filter(selected).sort("timestamp", "event_id")
-        bars[source_pipeline.source] = run_pipeline(source_pipeline, operators, source_events, context)
+        try:
+            bars[source_pipeline.source] = run_pipeline(source_pipeline, operators, source_events, context)
+        except Exception as exc:  # noqa: BLE001 - an operator (a plugin's too) may raise anything
+            operator = _raising_operator(exc, operators)
+            where = "its pipeline" if operator is None else f"operator {operator.name}"
+            failed[source_pipeline.source] = f"{where}: {type(exc).__name__}: {exc}"
     return bars
+
+
+def _raising_operator(error: BaseException, operators: list[BaseOperator[Any]]) -> BaseOperator[Any] | None:
+    """The operator whose code raised `error`: the last one of `operators` on its traceback."""
+    found = None
+    traceback = error.__traceback__
+    while traceback is not None:
+        holder = traceback.tb_frame.f_locals.get("self")
+        if any(holder is operator for operator in operators):
+            found = holder
+        traceback = traceback.tb_next
+    return found
+
+
+def within_range(
+    bars: dict[str, pl.DataFrame], start: datetime, end: datetime
+) -> tuple[dict[str, pl.DataFrame], dict[str, int]]:
+    """Each source's bars inside [start, end), and how many bars of each source were outside: written,
+    they would lie where no run of this range replaces them (an operator that moved `bar_time`)."""
+    inside: dict[str, pl.DataFrame] = {}
+    outside: dict[str, int] = {}
+    for source, frame in bars.items():
+        if frame.height == 0:
+            inside[source] = frame
+            continue
+        kept = frame.filter((pl.col("bar_time") >= start) & (pl.col("bar_time") < end))
+        if kept.height < frame.height:
+            outside[source] = frame.height - kept.height
+        inside[source] = kept
+    return inside, outside
 
 
 def feature_rows(bars: dict[str, pl.DataFrame], start: datetime, interval: timedelta) -> pl.DataFrame:
@@ -119,7 +161,9 @@ def materialize_features(
     """Compute the bars of the clean events in [start, end) and replace them in `features`.
 
     Idempotent: rerunning a range rewrites the same rows. Returns metadata:
-    rows written, streams (names), windows, events read and events dropped as unusable.
+    rows written, streams (names), windows, events read, events dropped as unusable,
+    failed_sources (why each source whose operators raised has no bars) and
+    bars_outside_range (bars of each source dated outside [start, end), not written).
     """
     start, end = utc(start), utc(end)
     _check_grid(pipeline, start, end, interval)
@@ -134,12 +178,22 @@ def materialize_features(
             columns=EVENT_COLUMNS,
             where=[Filter("source", "in", sources)],
         )
+        failed: dict[str, str] = {}
+        outside: dict[str, int] = {}
         if events.height:
             history = load_features(store, start - lookback, start) if lookback else _wide(_empty_rows())
-            rows = feature_rows(compute_bars(pipeline, events, history, dropped), start, interval)
+            bars, outside = within_range(compute_bars(pipeline, events, history, dropped, failed), start, end)
+            rows = feature_rows(bars, start, interval)
         else:
             rows = _empty_rows()  # bars come from events; without any, the range has none to compute
         written = store.replace_window(FEATURES_TABLE, start, end, rows)
+    span = f"[{iso(start)}, {iso(end)})"
+    for source, reason in failed.items():
+        log.error("features of source %s failed on windows %s: %s; it has no bars there, the other sources go on",
+                  source, span, reason)
+    for source, count in outside.items():
+        log.warning("features of source %s: %d bar(s) dated outside windows %s were dropped (an operator "
+                    "moved bar_time)", source, count, span)
     windows = -(-(end - start) // interval)
     return {
         "rows": written,
@@ -147,6 +201,8 @@ def materialize_features(
         "windows": windows,
         "events": events.height,
         "dropped_events": sum(dropped.values()),
+        "failed_sources": failed,
+        "bars_outside_range": outside,
     }
 
 

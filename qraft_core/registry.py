@@ -21,10 +21,19 @@ qraft_core.registry.UnknownName: unknown colour 'blue' (known: green, red)
 Traceback (most recent call last):
 ...
 qraft_core.registry.DuplicateName: colour 'red' is taken by '#f00'
+
+Names, and texts registered (display names), are shown on terminals and in cards' Markdown, so
+control characters (a newline, NUL, a right-to-left override) are refused in them:
+
+>>> colours.add("pink", "#fcc\\n# heading")
+Traceback (most recent call last):
+...
+qraft_core.registry.UnsafeText: colour 'pink': its text holds control character U+000A
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
@@ -45,6 +54,27 @@ class DuplicateName(ValueError):
     """A second object registered under a taken name."""
 
 
+class UnsafeText(ValueError):
+    """A name or registered text holding a control character."""
+
+
+# Besides the Cc control characters: the bidirectional overrides and isolates, which reorder what
+# a terminal or a rendered card shows.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def control_character(text: str) -> str | None:
+    """The first control character of `text` as U+XXXX, or None.
+
+    >>> control_character("load (%)"), control_character("a\\u202eb")
+    (None, 'U+202E')
+    """
+    for char in text:
+        if unicodedata.category(char) == "Cc" or char in _BIDI_CONTROLS:
+            return f"U+{ord(char):04X}"
+    return None
+
+
 def _holder(item: object) -> str:
     return getattr(item, "__qualname__", None) or repr(item)
 
@@ -61,6 +91,10 @@ class Registry(Mapping[str, T]):
         self._items: dict[str, T] = {}
 
     def add(self, name: str, item: T) -> T:
+        for what, text in (("its name", name), ("its text", item)):
+            found = control_character(text) if isinstance(text, str) else None
+            if found is not None:
+                raise UnsafeText(f"{self.kind} {name!r}: {what} holds control character {found}")
         known = self._items.get(name)
         if known is not None and known is not item and known != item:
             raise DuplicateName(f"{self.kind} {name!r} is taken by {_holder(known)}")

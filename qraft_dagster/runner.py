@@ -51,7 +51,9 @@ class DagsterPipelineRunner:
         os.environ.update(jvm_crash_env(self.rt.crash_dir, {"JAVA_TOOL_OPTIONS": os.environ.get("JAVA_TOOL_OPTIONS", "")}))
         outcome = run_replay(self.definitions, self.instance, self.rt, start, end, on_progress)
         return WindowRuns(runs=outcome["runs"], failed_runs=outcome["failed_runs"],
-                          detector_seconds=outcome["detector_seconds"])
+                          detector_seconds=outcome["detector_seconds"],
+                          detector_failures=outcome["detector_failures"],
+                          detector_first_failure=outcome["detector_first_failure"])
 
     def run_due(self, on_run: Callable[[str, bool], None]) -> PendingRuns:
         counts = PendingRuns()

@@ -360,6 +360,11 @@ class StreamDetector:
         new_state: str,
         **more: Any,
     ) -> Signal:
+        """A signal of this detector at `time`; ValueError when the score or confidence is not a finite
+        number (stored, it would break every later read of the finding)."""
+        for name, value in (("score", score), ("confidence", confidence)):
+            if not math.isfinite(value):
+                raise ValueError(f"detector {self.name}: signal {name} must be a finite number (got {value!r})")
         return Signal(
             detector=self.name,
             engine=self.engine,

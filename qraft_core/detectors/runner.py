@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -45,6 +46,11 @@ WRITE_BATCH_SPAN = timedelta(days=30)
 # in a run that died half-way, while a stream's state (a few KB) is written once per this many of
 # its bars instead of after every window: 1 s bars in 1-minute windows, every 10 minutes.
 SNAPSHOT_EVERY_BARS = 600
+# Signals kept per detector, stream and window; the rest are counted, not stored. The calibrated
+# detectors allow at most 48 alarms a day, and no built-in one raises more than a few per bar, so
+# this is reached only by a detector gone wrong, whose flood of findings would otherwise cost
+# minutes of pattern and card building per window.
+MAX_SIGNALS_PER_WINDOW = 1000
 
 
 class DetectorStateMissing(RuntimeError):
@@ -122,8 +128,35 @@ def restore_detectors(
     return detectors, sorted(changed | damaged)
 
 
+class DetectorOutputError(ValueError):
+    """A detector returned something that is not a usable signal of the window it read."""
+
+
+def signal_problem(found: object, window: tuple[datetime, datetime] | None) -> str | None:
+    """Why one item a detector returned cannot be stored as a signal of `window`, or None.
+
+    A non-finite number would be stored as null and break every later read of the finding; a time
+    outside the window would be stored but never become a pattern (patterns are built per window).
+    """
+    if not isinstance(found, Signal):
+        return f"returned a {type(found).__name__}, not a Signal"
+    numbers = {"score": found.score, "confidence": found.confidence,
+               **{f"fields.{k}": v for k, v in found.fields.items()},
+               **{f"extra.{k}": v for k, v in found.extra.items()}}
+    for name, value in numbers.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return f"returned a signal whose {name} is {value!r}, not a finite number"
+    if not 0.0 <= found.confidence <= 1.0:
+        return f"returned a signal whose confidence is {found.confidence!r}, not between 0 and 1"
+    if window is not None and not (window[0] <= utc(found.time) < window[1]):
+        return (f"returned a signal dated {iso(found.time)}, outside its window "
+                f"[{iso(window[0])}, {iso(window[1])})")
+    return None
+
+
 class DetectorClock:
-    """Seconds each detector spent reading bars, and the bars it read, summed over a run.
+    """Seconds each detector spent reading bars, and the bars it read, summed over a run; also its
+    failures and the signals it raised beyond MAX_SIGNALS_PER_WINDOW.
 
     One monotonic clock reading around each call, which feeds a stream's whole window at once, so
     the cost is two clock reads per detector, stream and window, not per bar.
@@ -134,28 +167,46 @@ class DetectorClock:
         self.bars: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
         self.first_failure: dict[str, str] = {}
+        self.signals_dropped: Counter[str] = Counter()
 
-    def failed(self, name: str, stream: str, error: Exception) -> None:
-        """Count a detector that raised on a stream's bars; the first such error of a run is kept."""
-        message = f"{stream}: {type(error).__name__}: {error}"
+    def failed(self, name: str, stream: str, window_start: datetime | None, error: Exception) -> None:
+        """Count a detector that failed on a stream's bars; the first such error of a run is kept."""
+        where = stream if window_start is None else f"{stream} in window {iso(window_start)}"
+        message = f"{where}: {type(error).__name__}: {error}"
         log.error("detector %s failed on %s; its state on the stream starts afresh", name, message)
         self.failures[name] += 1
         self.first_failure.setdefault(name, message)
 
-    def update(self, name: str, detector: StreamDetector, bars: pl.DataFrame) -> list[Signal]:
+    def update(self, name: str, detector: StreamDetector, bars: pl.DataFrame,
+               window: tuple[datetime, datetime] | None = None) -> list[Signal]:
+        """The detector's signals on these bars; DetectorOutputError when any is unusable."""
         began = time.perf_counter()
-        signals = detector.update(bars)
+        found = detector.update(bars)
         self.seconds[name] += time.perf_counter() - began
         self.bars[name] += bars.height
-        return signals
+        if not isinstance(found, list):
+            raise DetectorOutputError(f"detector {name} returned a {type(found).__name__}, not a list of signals")
+        for item in found:
+            problem = signal_problem(item, window)
+            if problem is not None:
+                raise DetectorOutputError(f"detector {name} {problem}")
+        if len(found) > MAX_SIGNALS_PER_WINDOW:
+            self.signals_dropped[name] += len(found) - MAX_SIGNALS_PER_WINDOW
+            log.warning("detector %s raised %d signals on %s%s; only the first %d are kept", name, len(found),
+                        detector.stream, "" if window is None else f" in window {iso(window[0])}",
+                        MAX_SIGNALS_PER_WINDOW)
+            found = found[:MAX_SIGNALS_PER_WINDOW]
+        return found
 
     def metadata(self, specs: list[DetectorSpec]) -> dict[str, dict[str, float] | dict[str, int] | dict[str, str]]:
-        """detector_seconds, detector_bars and detector_failures of every configured detector (0 for one
-        never fed or never failing), and the first error of each that failed."""
+        """detector_seconds, detector_bars, detector_failures and detector_signals_dropped of every
+        configured detector (0 for one never fed, never failing or within bounds), and the first error
+        of each that failed."""
         return {"detector_seconds": {spec.name: round(self.seconds[spec.name], 6) for spec in specs},
                 "detector_bars": {spec.name: self.bars[spec.name] for spec in specs},
                 "detector_failures": {spec.name: self.failures[spec.name] for spec in specs},
-                "detector_first_failure": dict(self.first_failure)}
+                "detector_first_failure": dict(self.first_failure),
+                "detector_signals_dropped": {spec.name: self.signals_dropped[spec.name] for spec in specs}}
 
 
 def run_window(
@@ -163,8 +214,12 @@ def run_window(
     detectors: dict[tuple[str, str], StreamDetector],
     bars: pl.DataFrame,
     clock: DetectorClock | None = None,
+    window: tuple[datetime, datetime] | None = None,
 ) -> list[Signal]:
-    """Feed one window's bars to every matching detector (created on first sight of a stream)."""
+    """Feed one window's bars to every matching detector (created on first sight of a stream).
+
+    `window` ([start, end)) is where the bars lie: a signal dated outside it is the detector's failure.
+    """
     signals: list[Signal] = []
     clock = clock or DetectorClock()
     if bars.height == 0:
@@ -172,25 +227,29 @@ def run_window(
     for (stream,), stream_bars in sorted(bars.partition_by("stream", as_dict=True, maintain_order=True).items()):
         columns: list[str] | None = None
         for spec in specs:
-            if not spec.matches(str(stream)):
+            key = (spec.name, str(stream))
+            if not spec.matches(key[1]):
                 continue
-            detector = detectors.get((spec.name, str(stream)))
-            if detector is None:
-                features = None
-                if spec.has_globs:
-                    columns = feature_columns(stream_bars) if columns is None else columns
-                    features = spec.resolve_features(columns)
-                    if not features:
-                        continue  # nothing on this stream for the detector (yet)
-                detector = detectors[(spec.name, str(stream))] = spec.build(str(stream), features)
             try:
-                signals.extend(clock.update(spec.name, detector, stream_bars))
+                detector = detectors.get(key)
+                if detector is None:
+                    features = None
+                    if spec.has_globs:
+                        columns = feature_columns(stream_bars) if columns is None else columns
+                        features = spec.resolve_features(columns)
+                        if not features:
+                            continue  # nothing on this stream for the detector (yet)
+                    detector = detectors[key] = spec.build(key[1], features)
+                # Each detector gets its own frame (a clone shares the data): one that changes its
+                # input in place must not change what the next detector on the stream reads.
+                signals.extend(clock.update(spec.name, detector, stream_bars.clone(), window))
             except Exception as exc:  # noqa: BLE001
-                # What a stream holds must not stop the pipeline: a detector that raises on these
-                # bars (an overflow, a library's own error) is counted in the run's metadata, and
-                # its state on the stream, left half-updated, is dropped to start afresh.
-                clock.failed(spec.name, str(stream), exc)
-                del detectors[(spec.name, str(stream))]
+                # What a stream holds must not stop the pipeline: a detector that cannot be built, raises
+                # on these bars (an overflow, a library's own error) or returns unusable signals is counted
+                # in the run's metadata, and its state on the stream, maybe half-updated, is dropped to
+                # start afresh.
+                clock.failed(spec.name, key[1], None if window is None else window[0], exc)
+                detectors.pop(key, None)
     return signals
 
 
@@ -222,13 +281,22 @@ def detection_rows(window_start: datetime, signals: list[Signal]) -> pl.DataFram
 
 
 def state_rows(
-    window_start: datetime, specs: list[DetectorSpec], detectors: dict[tuple[str, str], StreamDetector]
+    window_start: datetime, specs: list[DetectorSpec], detectors: dict[tuple[str, str], StreamDetector],
+    clock: DetectorClock,
 ) -> pl.DataFrame:
-    """A snapshot: the state of every detector on every stream after the window."""
+    """A snapshot: the state of every detector on every stream after the window. A detector whose
+    state cannot be read is counted as failed there and starts afresh."""
     hashes = {spec.name: spec.config_hash for spec in specs}
-    rows = [{"window_start": window_start, "detector": name, "stream": stream,
-             "state": encode_state(detector.get_state()), "config_hash": hashes[name]}
-            for (name, stream), detector in sorted(detectors.items())]
+    rows = []
+    for (name, stream), detector in sorted(detectors.items()):
+        try:
+            state = encode_state(detector.get_state())
+        except Exception as exc:  # noqa: BLE001 - a detector's own code may raise anything
+            clock.failed(name, stream, window_start, exc)
+            del detectors[(name, stream)]
+            continue
+        rows.append({"window_start": window_start, "detector": name, "stream": stream,
+                     "state": state, "config_hash": hashes[name]})
     return pl.DataFrame(rows, schema=_STATE_SCHEMA)
 
 
@@ -264,13 +332,14 @@ def resume_point(
 
 def replay(
     specs: list[DetectorSpec], detectors: dict[tuple[str, str], StreamDetector],
-    by_window: dict[int, pl.DataFrame], first_index: int,
+    by_window: dict[int, pl.DataFrame], first_index: int, origin: datetime, interval: timedelta,
 ) -> Counter[str]:
     """Feed the windows before `first_index` again (their signals are stored already); returns the
-    bars fed per stream."""
+    bars fed per stream. Window `i` starts at `origin + i * interval`, checked as in the first run."""
     fed: Counter[str] = Counter()
     for index in sorted(i for i in by_window if i < first_index):
-        run_window(specs, detectors, by_window[index])
+        window_start = origin + index * interval
+        run_window(specs, detectors, by_window[index], window=(window_start, window_start + interval))
         fed.update(by_window[index]["stream"].to_list())
     return fed
 
@@ -333,7 +402,7 @@ def materialize_detections(
         restarted: list[str] = []
         if snapshot is not None and last_with_bars >= first_index:  # no bars to read: no state needed
             detectors, restarted = restore_detectors(store, specs, snapshot, interval)
-        since_snapshot = replay(specs, detectors, by_window, first_index) if last_with_bars >= first_index \
+        since_snapshot = replay(specs, detectors, by_window, first_index, replay_from, interval) if last_with_bars >= first_index \
             else Counter()
         replayed = since_snapshot.total()
         busy = 0  # windows with bars not written yet
@@ -341,7 +410,7 @@ def materialize_detections(
             marked.append(window_start)
             bars = by_window.get(index)
             if bars is not None:
-                signals = run_window(specs, detectors, bars, clock)
+                signals = run_window(specs, detectors, bars, clock, (window_start, window_end))
                 if signals:
                     detection_frames.append(detection_rows(window_start, signals))
                 signals_by_detector.update(s.detector for s in signals)
@@ -349,7 +418,7 @@ def materialize_detections(
                 events_processed += int(bars["event_count"].sum())
                 since_snapshot.update(bars["stream"].to_list())
                 if index == last_with_bars or max(since_snapshot.values()) >= SNAPSHOT_EVERY_BARS:
-                    state_frames.append(state_rows(window_start, specs, detectors))
+                    state_frames.append(state_rows(window_start, specs, detectors, clock))
                     since_snapshot.clear()
                 busy += 1
             if busy == WRITE_BATCH_WINDOWS or window_end - written_until >= WRITE_BATCH_SPAN:

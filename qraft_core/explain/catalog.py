@@ -10,14 +10,18 @@ import base64
 import csv
 import io
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
+from pydantic import ValidationError
 
 from qraft_core.events import PatternEvent, PatternType, iso, utc
 from qraft_core.store.base import STORE_TIME_RANGE, EventStore, Filter
+
+log = logging.getLogger(__name__)
 
 EXPORT_COLUMNS = (
     "pattern_id",
@@ -210,7 +214,17 @@ def patterns_page(
         cursor=cursor,
         columns=["window_start", "pattern_id", "body"],
     )
-    return [PatternEvent.model_validate_json(body) for body in frame["body"]], next_cursor
+    patterns = []
+    for pattern_id, body in frame.select("pattern_id", "body").iter_rows():
+        try:
+            patterns.append(PatternEvent.model_validate_json(body))
+        except ValidationError as exc:
+            # One row the current model cannot read (written by a faulty detector or an older
+            # version) must not hide the rest of the page.
+            first = exc.errors()[0]
+            log.warning("pattern %s is skipped: its stored body does not read as a pattern event (%s: %s)",
+                        pattern_id, ".".join(map(str, first["loc"])), first["msg"])
+    return patterns, next_cursor
 
 
 def iter_patterns(

@@ -11,9 +11,12 @@ and names the metric after the field itself; plugins register their own sets
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
-from qraft_core.registry import Registry
+from qraft_core.registry import Registry, control_character
+
+log = logging.getLogger(__name__)
 
 Metrics = dict[str, tuple[str, str]]
 MetricSet = Callable[[Sequence[str]], Metrics]
@@ -38,9 +41,18 @@ def field_levels(columns: Sequence[str]) -> Metrics:
 
 
 def metrics_for(columns: Sequence[str]) -> Metrics:
-    """Every registered set's metrics over `columns`, plugin sets first (a name is taken once)."""
+    """Every registered set's metrics over `columns`, plugin sets first (a name is taken once).
+
+    A plugin's metric named with a control character (a newline would start a line of its own in a
+    card) is left out, and logged naming the set and the metric.
+    """
     merged: Metrics = {}
-    for metric_set in [*METRIC_SETS.values(), field_levels]:
+    for set_name, metric_set in [*METRIC_SETS.items(), ("generic", field_levels)]:
         for name, spec in metric_set(columns).items():
+            found = control_character(name) if metric_set is not field_levels else None
+            if found is not None:
+                log.warning("metric set %s: metric %r is left out: its name holds control character %s",
+                            set_name, name, found)
+                continue
             merged.setdefault(name, spec)
     return merged

@@ -40,7 +40,10 @@ def load_plugins(names: Iterable[str] = ()) -> list[str]:
         except ImportError as exc:
             _loaded.discard(name)
             raise PluginError(f"plugin {name!r} cannot be imported: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - a plugin's own code may raise anything while it registers
+        except KeyboardInterrupt:
+            _loaded.discard(name)
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a plugin's own code may raise anything, sys.exit() too
             _loaded.discard(name)
             raise PluginError(f"plugin {name!r} failed while loading: {type(exc).__name__}: {exc}") from exc
     return sorted(_loaded)

@@ -12,7 +12,8 @@ from qraft_core.services.ports import PendingRuns, WindowRuns
 @dataclass
 class FakePipelineRunner:
     """Calls `produce(start, end)` for each materialized range (a test writes rows there);
-    `fail` makes every run fail; `detector_seconds` is what a successful range reports.
+    `fail` makes every run fail; `detector_seconds` and `detector_failures` (with their first errors) are
+    what a successful range reports.
     The ranges asked for are kept in `materialized`."""
 
     windows_per_run: int = 1
@@ -20,6 +21,8 @@ class FakePipelineRunner:
     produce: Callable[[datetime, datetime], None] = lambda start, end: None
     fail: bool = False
     detector_seconds: dict[str, float] = field(default_factory=dict)
+    detector_failures: dict[str, int] = field(default_factory=dict)
+    detector_first_failure: dict[str, str] = field(default_factory=dict)
     materialized: list[tuple[datetime, datetime]] = field(default_factory=list)
 
     def materialize(
@@ -32,7 +35,9 @@ class FakePipelineRunner:
         windows = int((end - start).total_seconds() / self.interval_s)
         runs = -(-windows // self.windows_per_run)
         on_progress(windows)
-        return WindowRuns(runs=runs, detector_seconds=dict(self.detector_seconds))
+        return WindowRuns(runs=runs, detector_seconds=dict(self.detector_seconds),
+                          detector_failures=dict(self.detector_failures),
+                          detector_first_failure=dict(self.detector_first_failure))
 
     def run_due(self, on_run: Callable[[str, bool], None]) -> PendingRuns:
         on_run("fake-run-1", not self.fail)

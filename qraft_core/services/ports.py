@@ -18,11 +18,14 @@ from qraft_core.bus.base import Consumer, Publisher
 @dataclass
 class WindowRuns:
     """How materializing a window range went: runs started, the ids of those that failed, and the
-    seconds each detector spent reading bars, summed over the runs (the runner's `detector_seconds`)."""
+    seconds each detector spent reading bars, summed over the runs (the runner's `detector_seconds`);
+    the detectors that failed on some stream's window, how often, and the first error of each."""
 
     runs: int = 0
     failed_runs: list[str] = field(default_factory=list)
     detector_seconds: dict[str, float] = field(default_factory=dict)
+    detector_failures: dict[str, int] = field(default_factory=dict)
+    detector_first_failure: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

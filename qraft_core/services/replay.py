@@ -173,7 +173,11 @@ class ReplayService:
             with told_run_failures() as failures:
                 outcome = self.pipeline.materialize(start, end, on_progress)
             summary |= {"runs": outcome.runs, "failed_runs": outcome.failed_runs,
-                        "config_hash": config_hash(self.config_path), "detector_seconds": outcome.detector_seconds}
+                        "config_hash": config_hash(self.config_path), "detector_seconds": outcome.detector_seconds,
+                        # A detector failing on a stream's window restarts there and the run goes on: said here,
+                        # or a succeeded replay would hide the findings it lost.
+                        "detector_failures": outcome.detector_failures,
+                        "detector_first_failure": outcome.detector_first_failure}
             if outcome.failed_runs:
                 status = "failed"
                 summary["error"] = failures[0] if failures else (

@@ -66,3 +66,25 @@ def test_a_replay_over_a_failing_run_records_the_line_and_no_counts(broken, conf
         audit = broken.store.select("audit_log", columns=["action", "after"])
     assert audit["action"].to_list()[-1] == "replay"
     assert json.loads(audit["after"].to_list()[-1])["error"] == result.summary["error"]
+
+
+def test_a_replay_says_which_detectors_failed_on_a_stream_and_the_first_error(config_dir, monkeypatch):
+    from qraft_cli import pipeline_services
+    from qraft_core.detectors.calibrated import CalibratedAnomaly
+    from qraft_core.services.replay import ReplayRequest
+
+    monkeypatch.setenv("QRAFT_MLFLOW_ENABLED", "false")
+    rt = Runtime.load(config_dir)
+    rt.store.insert("raw_events", land_batch([("qraft.raw.binance_spot", _trades(300))]).raw_events)
+
+    def explode(self, bars):  # type: ignore[no-untyped-def]
+        raise ValueError("exploded")
+
+    monkeypatch.setattr(CalibratedAnomaly, "update", explode)
+    services = pipeline_services(config_dir, runs_pipeline=True, ephemeral=True)
+    result = services.replays.run(ReplayRequest(T0, T0 + timedelta(minutes=5)))
+    assert result.status == "succeeded"
+    # Failing on its stream in every window, it restarted each time; the other detectors ran on.
+    assert result.summary["detector_failures"] == {"bar_anomaly": 5}
+    assert result.summary["detector_first_failure"] == {
+        "bar_anomaly": "binance_spot: in window 2026-01-05T00:00:00.000Z: ValueError: exploded"}

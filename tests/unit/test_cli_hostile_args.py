@@ -110,3 +110,20 @@ def test_replay_status_of_an_unknown_replay_with_json_is_a_json_error(stored: Me
     assert json.loads(result.stdout) == {"error": "no replay nosuch"}
     human = CliRunner().invoke(main, ["replay", "status", "nosuch"])
     assert (human.exit_code, human.stderr) == (2, "error: no replay nosuch\n")
+
+
+def test_demo_json_is_the_only_thing_on_stdout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("QRAFT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr("qraft_cli.pipeline.services", lambda ctx, runs_pipeline=False: bootstrap(
+        ctx.obj["config_dir"], store=MemoryStore()))
+
+    def run_demo(pipeline: Any, keep: bool, echo: Any, on_run: Any) -> dict[str, Any]:
+        echo("1/3 publishing the file sources to NATS")
+        return {"landed": 15}
+
+    monkeypatch.setattr("qraft_cli.pipeline.run_demo", run_demo)
+    monkeypatch.setattr("qraft_cli.pipeline._demo_text", lambda rt, summary: "")
+    result = CliRunner().invoke(main, ["--config-dir", CONFIG, "demo", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"landed": 15}
+    assert "1/3 publishing the file sources to NATS" in result.stderr

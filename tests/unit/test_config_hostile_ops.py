@@ -104,12 +104,16 @@ def test_a_boolean_from_the_environment_is_refused_naming_the_variable(tmp_path)
                                  "expected a number, not true (got True)")
 
 
-def test_a_plugin_raising_anything_at_import_is_one_plugin_error(tmp_path, monkeypatch):
-    (tmp_path / "qraft_raising_plugin.py").write_text('raise RuntimeError("no licence file")\n')
+@pytest.mark.parametrize(("raised", "told"), [
+    ('RuntimeError("no licence file")', "RuntimeError: no licence file"),
+    ('SystemExit("plugin exits the process at import")', "SystemExit: plugin exits the process at import"),
+])
+def test_a_plugin_raising_anything_at_import_is_one_plugin_error(tmp_path, monkeypatch, raised, told):
+    (tmp_path / "qraft_raising_plugin.py").write_text(f"raise {raised}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(PluginError) as caught:
         load_plugins(["qraft_raising_plugin"])
-    assert str(caught.value) == "plugin 'qraft_raising_plugin' failed while loading: RuntimeError: no licence file"
+    assert str(caught.value) == f"plugin 'qraft_raising_plugin' failed while loading: {told}"
     assert "qraft_raising_plugin" not in sys.modules
 
 
@@ -121,3 +125,25 @@ def test_a_raising_plugin_in_qraft_yaml_is_a_config_error(tmp_path, monkeypatch)
     message = refusal(tmp_path, {"plugins": ["qraft_keyerror_plugin"]})
     assert message == (f"{tmp_path / 'qraft.yaml'}: plugins: plugin 'qraft_keyerror_plugin' failed while loading: "
                        "KeyError: 'vocabulary'")
+
+
+def test_a_plugin_vocabulary_with_a_control_character_is_refused_naming_plugin_and_name(tmp_path, monkeypatch):
+    (tmp_path / "qraft_vocab_plugin.py").write_text(
+        "from qraft_core.explain.templates import register_vocabulary\n"
+        "register_vocabulary({'en': {'load_zz': 'load\\u202e'}})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginError) as caught:
+        load_plugins(["qraft_vocab_plugin"])
+    assert str(caught.value) == ("plugin 'qraft_vocab_plugin' failed while loading: UnsafeText: en field name "
+                                 "'load_zz': its text holds control character U+202E")
+
+
+def test_a_plugin_metric_named_with_a_newline_is_left_out_and_named(monkeypatch, caplog):
+    from qraft_core.patterns.metrics import METRIC_SETS, metrics_for
+
+    monkeypatch.setitem(METRIC_SETS._items, "evil", lambda columns: {
+        "{x}\n# injected": ("load_mean", "delta"), "load level": ("load_mean", "delta")})
+    metrics = metrics_for(["load_mean"])
+    assert "{x}\n# injected" not in metrics and metrics["load level"] == ("load_mean", "delta")
+    assert "metric set evil: metric '{x}\\n# injected' is left out: its name holds control character U+000A" \
+        in caplog.text

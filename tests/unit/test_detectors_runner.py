@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, ClassVar
 
 import polars as pl
 import pytest
 
 from qraft_core.detectors import DetectorStateMissing, load_detectors, materialize_detections
+from qraft_core.detectors.base import DETECTORS, Signal, StreamDetector
 from qraft_core.detectors.capymoa_engine import capymoa_available
+from qraft_core.detectors.config import DetectorSpec
+from qraft_core.detectors.runner import MAX_SIGNALS_PER_WINDOW
 from qraft_core.detectors.synthetic import START, synthetic_features
 from qraft_core.store.fake import MemoryStore
 
@@ -187,8 +193,106 @@ def test_a_detector_raising_on_a_streams_bars_is_counted_and_the_rest_goes_on(mo
     meta = run(store, 0, 60)
     assert {name: n for name, n in meta["detector_failures"].items() if n} == {"bar_anomaly": 1}
     assert meta["detector_first_failure"] == {
-        "bar_anomaly": "binance_spot:ETHUSDT: OverflowError: (34, 'Numerical result out of range')"
+        "bar_anomaly": "binance_spot:ETHUSDT in window 2026-01-05T00:30:00.000Z: OverflowError: (34, 'Numerical result out of range')"
     }
     # Every other detector, and the failing one on the other stream, found exactly what they find anyway.
     untouched = [r for r in detections(clean_store, 0, 60) if not (r[2] == "bar_anomaly" and "ETH" in r[3])]
     assert [r for r in detections(store, 0, 60) if not (r[2] == "bar_anomaly" and "ETH" in r[3])] == untouched
+
+
+POISONED = START + 30 * MINUTE
+
+
+class Hostile(StreamDetector):
+    """A user's detector that misbehaves, as `mode` says, on ETHUSDT's bars of minute 30."""
+
+    engine: ClassVar[str] = "qraft"
+    kind: ClassVar[str] = "anomaly"
+    defaults: ClassVar[dict[str, Any]] = {"mode": "none", "n": 0}
+
+    def _fresh_state(self) -> Any:
+        if self.param("mode") == "build" and "ETH" in self.stream:
+            raise ValueError("cannot build on ETHUSDT")
+        return {"broken": False}
+
+    def get_state(self) -> bytes | dict[str, Any]:
+        if self.state["broken"]:
+            raise RuntimeError("state unreadable")
+        return super().get_state()
+
+    def update(self, rows: pl.DataFrame) -> list[Signal]:
+        mode = self.param("mode")
+        if mode == "mutate":  # on every stream and window: renames the columns of the frame it is given
+            rows.columns = [f"{c}_x" for c in rows.columns]
+            return []
+        if "ETH" not in self.stream or POISONED not in rows["bar_time"].to_list():
+            return []
+        made = {"signal_inf": lambda: self.signal(POISONED, math.inf, 0.5, {"log_return": 1.0}, "a", "b"),
+                "nan": lambda: replace(self.signal(POISONED, 1.0, 0.5, {"log_return": 1.0}, "a", "b"), score=math.nan),
+                "future": lambda: self.signal(POISONED + timedelta(days=10), 1.0, 0.5, {"log_return": 1.0}, "a", "b"),
+                "not_signal": lambda: {"time": POISONED}}
+        if mode == "getstate":
+            self.state["broken"] = True
+        if mode == "many":
+            return [self.signal(POISONED, 1.0, 0.5, {"log_return": 1.0}, "a", "b", group=f"g{i}")
+                    for i in range(self.param("n"))]
+        return [made[mode]()] if mode in made else []
+
+
+def hostile_run(monkeypatch, mode: str, **params: Any) -> tuple[dict[str, Any], MemoryStore]:  # type: ignore[no-untyped-def]
+    monkeypatch.setitem(DETECTORS._items, "qraft/Hostile", Hostile)
+    config = load_detectors(REPO / "config")
+    spec = DetectorSpec(name="hostile", engine="qraft", algorithm="Hostile", kind="anomaly",
+                        features=["log_return"], streams=["binance_spot:*"], params={"mode": mode, **params})
+    # First, so a detector it harmed would come after it on the same stream.
+    config = config.model_copy(update={"detectors": [spec, *config.detectors]})
+    store = MemoryStore()
+    return run(store, 0, 60, config), store
+
+
+def others(store: MemoryStore) -> list[tuple]:
+    return [r for r in detections(store, 0, 60) if r[2] != "hostile"]
+
+
+@pytest.mark.parametrize(("mode", "error"), [
+    ("signal_inf", "ValueError: detector hostile: signal score must be a finite number (got inf)"),
+    ("nan", "DetectorOutputError: detector hostile returned a signal whose score is nan, not a finite number"),
+    ("future", "DetectorOutputError: detector hostile returned a signal dated 2026-01-15T00:30:00.000Z, outside "
+               "its window [2026-01-05T00:30:00.000Z, 2026-01-05T00:31:00.000Z)"),
+    ("not_signal", "DetectorOutputError: detector hostile returned a dict, not a Signal"),
+    ("getstate", "RuntimeError: state unreadable"),
+])
+def test_a_detector_returning_unusable_signals_fails_alone_on_its_stream(monkeypatch, mode: str, error: str) -> None:
+    clean = MemoryStore()
+    run(clean, 0, 60)
+    meta, store = hostile_run(monkeypatch, mode)
+    window = "2026-01-05T00:59:00.000Z" if mode == "getstate" else "2026-01-05T00:30:00.000Z"  # its next snapshot
+    assert meta["detector_failures"]["hostile"] == 1
+    assert meta["detector_first_failure"] == {"hostile": f"binance_spot:ETHUSDT in window {window}: {error}"}
+    assert [r for r in detections(store, 0, 60) if r[2] == "hostile"] == []
+    assert others(store) == others(clean)
+
+
+def test_a_detector_that_cannot_be_built_on_one_stream_fails_there_alone(monkeypatch) -> None:
+    clean = MemoryStore()
+    run(clean, 0, 60)
+    meta, store = hostile_run(monkeypatch, "build")
+    assert meta["detector_failures"]["hostile"] == 60  # tried again in every window
+    assert meta["detector_first_failure"] == {
+        "hostile": "binance_spot:ETHUSDT in window 2026-01-05T00:00:00.000Z: ValueError: cannot build on ETHUSDT"}
+    assert others(store) == others(clean)
+
+
+def test_a_detector_changing_its_input_frame_does_not_change_what_the_others_read(monkeypatch) -> None:
+    clean = MemoryStore()
+    run(clean, 0, 60)
+    meta, store = hostile_run(monkeypatch, "mutate")
+    assert sum(meta["detector_failures"].values()) == 0
+    assert others(store) == others(clean)
+
+
+def test_signals_beyond_the_bound_per_window_are_counted_not_stored(monkeypatch) -> None:
+    meta, store = hostile_run(monkeypatch, "many", n=MAX_SIGNALS_PER_WINDOW + 5)
+    assert meta["signals_by_detector"]["hostile"] == MAX_SIGNALS_PER_WINDOW
+    assert meta["detector_signals_dropped"]["hostile"] == 5
+    assert len([r for r in detections(store, 0, 60) if r[2] == "hostile"]) == MAX_SIGNALS_PER_WINDOW

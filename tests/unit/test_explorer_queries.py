@@ -1,5 +1,6 @@
 """The explorer's queries on the in-memory store: inbox paging with verdicts, series, raw values."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -73,3 +74,21 @@ def test_raw_values_keep_measurements_of_the_streams_symbol(memory_store):
     # The trade id (a counter) and the event time (epoch ms) are not measurements.
     assert raw["columns"] == {"p": [10.5, 11.0, 10.0], "q": [2.0, 1.0, 3.0]}
     assert len(raw["times"]) == 3
+
+
+def test_a_stored_pattern_that_does_not_read_is_skipped_and_named_not_fatal_to_its_page(memory_store, caplog):
+    from qraft_core.explain.catalog import patterns_page
+
+    rows = pattern_rows(PATTERNS)
+    broken = PATTERNS[1].pattern_id
+    # What a non-finite score became in JSON before detectors' signals were checked.
+    body = json.loads(rows["body"][1])
+    body["details"]["metrics"]["score"] = None
+    rows = rows.with_columns(pl.when(pl.col("pattern_id") == broken).then(pl.lit(json.dumps(body)))
+                             .otherwise(pl.col("body")).alias("body"))
+    memory_store.insert("pattern_events", rows)
+    page, cursor = patterns_page(memory_store, DAY, 10)
+    assert [p.pattern_id for p in page] == [p.pattern_id for p in PATTERNS if p.pattern_id != broken]
+    assert cursor is None
+    assert f"pattern {broken} is skipped: its stored body does not read as a pattern event " \
+           "(details.metrics.score: Input should be a valid number)" in caplog.text

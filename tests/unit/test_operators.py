@@ -6,6 +6,7 @@ import json
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import polars as pl
 import pytest
@@ -22,6 +23,7 @@ from qraft_core.operators import (
     build_operator,
     load_preprocessing,
 )
+from qraft_core.operators.base import BaseOperator, OperatorParams
 from qraft_core.operators.derive import DeriveError, parse_expression
 from qraft_core.operators.pipeline import PreprocessingConfig
 from qraft_core.store.fake import MemoryStore
@@ -362,6 +364,8 @@ def test_features_wide_frame_on_a_memory_store(memory_store: MemoryStore) -> Non
         "windows": 2,
         "events": 8,
         "dropped_events": 0,
+        "failed_sources": {},
+        "bars_outside_range": {},
     }
     wide = load_features(memory_store, T0, T0 + timedelta(minutes=2))
     assert wide.columns[:4] == ["window_start", "bar_time", "stream", "event_count"]
@@ -404,7 +408,8 @@ def test_features_reject_ranges_off_the_bar_grid(memory_store: MemoryStore) -> N
 
 def test_empty_range_writes_nothing(memory_store: MemoryStore) -> None:
     meta = materialize_features(memory_store, SMALL_CONFIG, T0, at(120), timedelta(minutes=1))
-    assert meta == {"rows": 0, "streams": [], "windows": 2, "events": 0, "dropped_events": 0}
+    assert meta == {"rows": 0, "streams": [], "windows": 2, "events": 0, "dropped_events": 0,
+                    "failed_sources": {}, "bars_outside_range": {}}
     empty = load_features(memory_store, T0, at(120))
     assert empty.columns == ["window_start", "bar_time", "stream", "event_count", "items"]
 
@@ -428,3 +433,51 @@ def test_windows_with_gaps_give_the_same_rows_one_by_one(memory_store: MemorySto
     # The first bar after the silent minute is more than max_gap_bars after the last one.
     after_gap = whole.filter(pl.col("bar_time") == at(120), pl.col("stream") == "binance_spot:BTC")
     assert after_gap["log_return"].item() == 0.0
+
+
+class HostileParams(OperatorParams):
+    mode: str = "raise"
+
+
+class HostileOperator(BaseOperator[HostileParams]):
+    """A user's operator that raises, or moves every bar a day later."""
+
+    name: ClassVar[str] = "hostile_op"
+    params_model: ClassVar[type[OperatorParams]] = HostileParams
+
+    def apply(self, frame: pl.DataFrame, context: OperatorContext) -> pl.DataFrame:
+        if self.options.mode == "raise":
+            raise RuntimeError("exploded")
+        return frame.with_columns(pl.col("bar_time") + pl.duration(days=1))
+
+
+def hostile_features(store: MemoryStore, monkeypatch: pytest.MonkeyPatch, mode: str) -> dict[str, object]:
+    """Two minutes of trades and a headline, with the hostile operator last in binance_spot's chain."""
+    monkeypatch.setitem(OPERATORS._items, "hostile_op", HostileOperator)
+    config = SMALL_CONFIG.model_dump()
+    config["pipeline_by_source"][1]["operators"].append({"hostile_op": {"mode": mode}})
+    rows = [("binance_spot", "trade", 10.0 * i + 1, {"s": "BTC", "p": 100.0 + i, "q": 1.0, "m": False})
+            for i in range(12)]
+    store.insert("clean_events", clean_rows([*rows, ("news", "headline", 42.0, {"headline": "ETF approval nears"})]))
+    return materialize_features(store, PreprocessingConfig.model_validate(config), T0, at(120), timedelta(minutes=1))
+
+
+def test_an_operator_raising_on_one_source_leaves_the_other_sources_bars(
+    memory_store: MemoryStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    meta = hostile_features(memory_store, monkeypatch, "raise")
+    assert meta["failed_sources"] == {"binance_spot": "operator hostile_op: RuntimeError: exploded"}
+    assert meta["streams"] == ["news"] and meta["rows"] == 1
+    assert "features of source binance_spot failed on windows [2026-01-05T00:00:00.000Z, " \
+           "2026-01-05T00:02:00.000Z): operator hostile_op: RuntimeError: exploded; it has no bars there, " \
+           "the other sources go on" in caplog.text
+
+
+def test_bars_an_operator_dates_outside_the_range_are_dropped_and_counted(
+    memory_store: MemoryStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    meta = hostile_features(memory_store, monkeypatch, "shift")
+    assert meta["bars_outside_range"] == {"binance_spot": 12} and meta["failed_sources"] == {}
+    assert memory_store.select("features")["stream"].to_list() == ["news"]
+    assert "features of source binance_spot: 12 bar(s) dated outside windows [2026-01-05T00:00:00.000Z, " \
+           "2026-01-05T00:02:00.000Z) were dropped (an operator moved bar_time)" in caplog.text

@@ -93,6 +93,7 @@ def test_a_replay_recomputes_records_and_audits_its_window(config_dir: Path) -> 
         "runs": 5, "failed_runs": [], "partitions": 5, "events": 0, "dead_letters": 0,
         "dead_letters_by_reason": {}, "pattern_events": 2, "pattern_events_by_type": {"concept_drift": 2},
         "no_data": True, "detector_seconds": {"value_drift": 1.25, "idle": 0.0}, "status": "succeeded",
+        "detector_failures": {}, "detector_first_failure": {},
     }
     assert services.replays.status(result.record.id)[0].status == "succeeded"
     audit = store.select("audit_log").to_dicts()
