@@ -18,6 +18,7 @@ from qraft_cli import emit, main, pipeline_services
 from qraft_cli.pipeline import run_progress
 from qraft_core.analyze import AnalyzeError, describe_plan, finding_rows, infer_config
 from qraft_core.config import CONFIG_DIR_ENV, ENV_PREFIX
+from qraft_core.display import printable, printable_lines
 from qraft_core.patterns.materialize import load_pattern_events
 from qraft_core.process_lock import LockHeld, hold_lock
 from qraft_core.services.pipeline import fresh_data_dir, top_cards
@@ -48,7 +49,8 @@ def analyze(ctx: click.Context, files: tuple[Path, ...], time_field: str | None,
     `qraft --config-dir ... up` on it.
     """
     def echo(text: str) -> None:
-        click.echo(text, err=as_json)
+        # Lines name files, streams and fields of the user's data: their control characters are escaped.
+        click.echo(printable_lines(text), err=as_json)
 
     try:
         with interrupts() as check:
@@ -134,7 +136,7 @@ def _analyze_locked(ctx: click.Context, files: tuple[Path, ...], time_field: str
     plan = infer_config(list(files), time_field, config_dir, data_dir or output / "data", cards_file)
     echo(f"inferred settings, written to {config_dir}/:")
     for line in describe_plan(plan):
-        echo(line)
+        echo(printable(line))
     ctx.obj["config_dir"] = str(config_dir)  # the configuration this command runs from here on (errors name its parts)
     found = pipeline_services(config_dir, runs_pipeline=True)
     rt = found.runtime
@@ -156,13 +158,13 @@ def _analyze_locked(ctx: click.Context, files: tuple[Path, ...], time_field: str
         return
     lines = ["", f"{len(findings)} finding(s) in {summary['landed']} events "
              f"({runs['succeeded']} runs, {runs['failed']} failed):"]
-    lines += [f"  {f['timestamp']}  {f['type']:<15} {', '.join(f['source_streams'])}  "
+    lines += [f"  {f['timestamp']}  {f['type']:<15} {', '.join(map(printable, f['source_streams']))}  "
               f"confidence {f['confidence']:.2f}  {f['pattern_id']}" for f in findings]
     cards = top_cards(rt)
     if cards:
         lines += ["", "The most confident finding of each type, as its card:", "", *cards]
     lines += ["", f"Configuration: {config_dir} (run it with `qraft --config-dir {config_dir} up`)"]
-    emit(None, False, "\n".join(lines))
+    emit(None, False, printable_lines("\n".join(lines)))
     _exit_if_failed(runs)
 
 

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from qraft_cli import emit, main, services
 from qraft_core.annotations import UnknownPattern
+from qraft_core.display import printable, printable_lines
 from qraft_core.events import PatternType, iso
 from qraft_core.explain.catalog import PatternQuery, QueryError, parse_time
 from qraft_core.services.patterns import PatternService
@@ -110,9 +111,10 @@ def patterns_list(
         raise click.BadParameter(str(exc), param_hint="--cursor") from None
     if next_cursor:  # on stderr, so that stdout stays the list scripts read
         click.echo(f"more patterns than --limit {limit}: the next page is --cursor {next_cursor}", err=True)
+    # Stream names and states come from the data: escaped, so that they cannot drive the terminal or split a row.
     lines = [
-        f"{iso(p.window_start)}  {p.type.value:<14} {p.confidence:.2f}  {','.join(p.source_streams):<20} "
-        f"{p.pattern_id}  {p.details.prev_state} → {p.details.new_state}"
+        f"{iso(p.window_start)}  {p.type.value:<14} {p.confidence:.2f}  {','.join(map(printable, p.source_streams)):<20} "
+        f"{p.pattern_id}  {printable(p.details.prev_state)} → {printable(p.details.new_state)}"
         for p in page
     ]
     emit([p.model_dump(mode="json") for p in page], as_json, "\n".join(lines) or "no patterns in this range")
@@ -136,7 +138,7 @@ def patterns_show(ctx: click.Context, pattern_id: str, mode: str, lang: str | No
     """One pattern's card, with its clean-data context and annotations."""
     with _known_pattern(as_json):
         card = services(ctx).patterns.show(pattern_id, mode, lang)  # type: ignore[arg-type]
-    emit(card.model_dump(mode="json"), as_json, card.markdown)
+    emit(card.model_dump(mode="json"), as_json, printable_lines(card.markdown))
 
 
 @patterns_group.command("annotate")
@@ -167,7 +169,8 @@ def patterns_annotations(ctx: click.Context, pattern_id: str, as_json: bool) -> 
     """One pattern's verdicts and notes, oldest first."""
     with _known_pattern(as_json):
         annotations = services(ctx).patterns.annotations(pattern_id)
-    lines = [f"{iso(a.created_at)}  {a.label:<11} {a.author}  {a.note}".rstrip() for a in annotations]
+    lines = [f"{iso(a.created_at)}  {a.label:<11} {printable(a.author)}  {printable(a.note)}".rstrip()
+             for a in annotations]
     emit([a.model_dump(mode="json") for a in annotations], as_json, "\n".join(lines) or "no annotations")
 
 

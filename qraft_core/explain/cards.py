@@ -2,6 +2,9 @@
 
 Every number on a card is a field of the pattern event or of its clean-data
 context, formatted; the templates in `config/cards.yaml` only choose the words.
+Every name from the data (stream, field, state, sample text) enters a template as
+literal inline Markdown (`markdown_inline`), so a card's lines are the templates' lines
+whatever the data holds.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pydantic import BaseModel
 
 from qraft_core.annotations import Annotation, annotation_line
 from qraft_core.config import config_dir
+from qraft_core.display import markdown_inline
 from qraft_core.events import AlgorithmInfo, Contributor, PatternEvent, iso, utc
 from qraft_core.explain.context import ContextSummary, SourceContext
 from qraft_core.explain.templates import (
@@ -131,13 +135,13 @@ class _Wording:
         return fill(template, values, f"cards.yaml: languages.{self.lang}.types.{pattern.type.value}.{part}")
 
     def field(self, name: str) -> str:
-        """The display name of a field."""
-        return field_name(self.language, self.lang, name)
+        """The display name of a field, as literal Markdown."""
+        return markdown_inline(field_name(self.language, self.lang, name))
 
     def named(self, name: str) -> str:
         """The display name with the raw field name beside it, when they differ."""
-        display = self.field(name)
-        return display if display == name else self.phrase("named_field", name=display, field=name)
+        display, raw = self.field(name), markdown_inline(name)
+        return display if display == raw else self.phrase("named_field", name=display, field=raw)
 
     def change(self, value: float, unit: str) -> str:
         return change_text(value, unit, unit_name(self.language, self.lang, unit))
@@ -201,19 +205,31 @@ def _source_lines(source: SourceContext, words: _Wording) -> list[str]:
     lines = [
         words.phrase(
             "context_source",
-            source=source.source,
+            source=markdown_inline(source.source),
             events=source.events,
             before=source.before,
             after=source.after,
         )
     ]
     for line in source.lines:
-        values = {k: fmt_number(v) if isinstance(v, float) else v for k, v in line.values.items()}
-        if "field" in values:
-            values["field"] = words.named(str(values["field"]))
+        values = {
+            key: words.named(value) if key == "field" and isinstance(value, str)
+            else markdown_inline(value) if isinstance(value, str)
+            else fmt_number(value) if isinstance(value, float)
+            else value
+            for key, value in line.values.items()
+        }
         lines.append(words.phrase(line.phrase, **values))
-        lines += [NESTED + words.phrase("context_example", text=text) for text in line.examples]
+        lines += [NESTED + words.phrase("context_example", text=markdown_inline(text)) for text in line.examples]
     return lines
+
+
+def _states(pattern: PatternEvent) -> dict[str, str]:
+    """The detector's words for the state before and after (category values, cluster names), as literal Markdown."""
+    return {
+        "prev_state": markdown_inline(pattern.details.prev_state or "?"),
+        "new_state": markdown_inline(pattern.details.new_state or "?"),
+    }
 
 
 def _card_values(
@@ -229,9 +245,8 @@ def _card_values(
         "type_name": words.language.types[pattern.type].title,
         "time": fmt_time(pattern.timestamp),
         "window_start": fmt_time(pattern.window_start),
-        "streams": words.join(pattern.source_streams),
-        "prev_state": pattern.details.prev_state or "?",
-        "new_state": pattern.details.new_state or "?",
+        "streams": words.join(markdown_inline(stream) for stream in pattern.source_streams),
+        **_states(pattern),
         "changes": words.join(short_changes) or words.phrase("no_changes"),
         "contributors": words.join(
             words.phrase("scored_field", field=words.field(c.field), score=f"{c.score:.2f}") for c in contributors
@@ -255,9 +270,8 @@ def _markdown(
     words: _Wording,
 ) -> str:
     """The card as Markdown: a heading, the summary, then one bullet per section."""
-    details = pattern.details
-    if details.prev_state or details.new_state:
-        state = words.phrase("state_change", prev_state=details.prev_state or "?", new_state=details.new_state or "?")
+    if pattern.details.prev_state or pattern.details.new_state:
+        state = words.phrase("state_change", **_states(pattern))
     else:
         state = words.phrase("no_state_change")
     params = json.dumps(pattern.algorithm.params, sort_keys=True, ensure_ascii=False)
@@ -265,7 +279,10 @@ def _markdown(
         "context_window", start=fmt_minute(context.start), end=fmt_minute(context.end), minutes=context.minutes
     )
     notes = [
-        words.phrase("annotation", **{**annotation_line(a), "label": words.language.labels[a.label]})
+        words.phrase("annotation", **{
+            **{key: markdown_inline(value) for key, value in annotation_line(a).items()},
+            "label": words.language.labels[a.label],
+        })
         for a in annotations
     ]
     bullet = "\n  - "

@@ -150,3 +150,61 @@ def test_the_pipeline_and_streams_pages_show_the_store(page, explorer_url, explo
     page.locator("#stream-chart svg.chart").wait_for(state="attached")
     streams = sorted(store.count("features", group_by="stream"))
     assert page.locator("#streams .stream-row td:first-child").all_inner_texts() == streams
+
+
+# Names a data set may hold: markup, a forged card line, a bidi override that reverses what follows it.
+HOSTILE_STREAM = "m:<img src=x onerror=alert(1)>"
+HOSTILE_FIELD = "</script><img src=x onerror=alert(7)>cpu\u202e"
+HOSTILE_CARD_FIELD = "x\n- **Forged:** [c](javascript:alert(2))\u202e"
+
+
+def _with_hostile_names(route: Any) -> None:
+    """The finding's real data, its stream and a contributing column renamed to hostile names."""
+    response = route.fetch()
+    data = response.json()
+    for stream in data["streams"]:
+        stream["stream"] = HOSTILE_STREAM
+        stream["columns"] = {HOSTILE_FIELD: next(iter(stream["columns"].values())), **stream["columns"]}
+    data["pattern"]["explain"]["top_contributors"].insert(0, {"field": HOSTILE_FIELD, "score": 0.5})
+    route.fulfill(response=response, json=data)
+
+
+def _with_hostile_card_line(route: Any) -> None:
+    """The finding's real card with a line naming a hostile field, as the card renderer writes it."""
+    from qraft_core.display import markdown_inline
+
+    response = route.fetch()
+    card = response.json()
+    card["markdown"] += f"\n- **By how much:** {markdown_inline(HOSTILE_CARD_FIELD)} +45"
+    route.fulfill(response=response, json=card)
+
+
+def test_names_from_the_data_are_shown_as_text_on_the_finding_page(page, explorer_url):
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.route(re.compile(r"/explorer/api/finding/"), _with_hostile_names)
+    page.route(re.compile(r"/explain/"), _with_hostile_card_line)
+    _open_first_finding(page, explorer_url)
+    overlay = page.locator("#finding-chart svg.chart rect.overlay")
+    box = overlay.bounding_box()
+    for fraction in (0.2, 0.5, 0.8):
+        page.mouse.move(box["x"] + box["width"] * fraction, box["y"] + box["height"] / 2)
+    tip = page.locator("#finding-chart .chart-tip")
+    shown = tip.text_content()
+    assert f"{HOSTILE_STREAM} · {HOSTILE_FIELD.removesuffix(chr(0x202E))}\\u202e  ★ contributor: " in shown
+    # The override is shown as its escape, not applied: it cannot reverse the value after it.
+    assert "\u202e" not in shown
+    card = page.locator("#card .card-body")
+    card.locator("li", has_text="Forged").wait_for()
+    assert card.locator("strong", has_text="Forged").count() == 0 and card.locator("a").count() == 0
+    assert card.locator("li", has_text="Forged").inner_text() == (
+        "By how much: x\\n- **Forged:** [c](javascript:alert(2))\\u202e +45"
+    )
+    assert page.locator("img").count() == 0
+    assert dialogs == []
+
+
+def test_the_explorer_allows_only_its_own_scripts(page, explorer_url):
+    response = page.goto(f"{explorer_url}/#/")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    page.locator("#findings .finding-row").first.wait_for()

@@ -1,7 +1,9 @@
-"""`qraft analyze` refuses to run beside another on the same folder, and says when a run failed."""
+"""`qraft analyze` refuses to run beside another on the same folder, says when a run failed, and prints
+names from the data escaped."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from click.testing import CliRunner
 
 from qraft_cli import main
 from qraft_cli.analyze import OUTPUT_FOLDER, _exit_if_failed
+from qraft_core.analyze import AnalyzeError
 from qraft_core.process_lock import hold_lock
 
 
@@ -36,3 +39,20 @@ def test_a_failed_run_is_exit_1_with_its_reason(capsys: pytest.CaptureFixture[st
     assert exited.value.code == 1
     assert capsys.readouterr().err == ("error: 1 pipeline run(s) failed, the later windows were not analysed; "
                                        "see the Dagster UI for the run's logs\n")
+
+
+def test_the_plan_prints_field_names_with_their_control_characters_escaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    series = tmp_path / "m.jsonl"
+    series.write_text("".join(
+        json.dumps({"ts": f"2020-01-01T{i // 60:02d}:{i % 60:02d}:00Z", "cpu\x1b[2J": i % 7}) + "\n" for i in range(120)
+    ))
+
+    def stop_after_the_plan(*_: object, **__: object) -> None:
+        raise AnalyzeError("stopped after the plan")
+
+    monkeypatch.setattr("qraft_cli.analyze.pipeline_services", stop_after_the_plan)
+    result = CliRunner().invoke(main, ["analyze", str(series), "--data-dir", str(tmp_path / "d")])
+    assert "\x1b" not in result.output
+    assert r"fields cpu\x1b[2J" in result.output

@@ -10,10 +10,10 @@ import pytest
 
 from qraft_core.annotations import add_annotation
 from qraft_core.config import ConfigError, ExplainConfig, QraftConfig
-from qraft_core.events import PatternEvent
+from qraft_core.events import Contributor, PatternEvent
 from qraft_core.explain import load_cards_config, load_context, materialize_cards, render_card
 from qraft_core.explain.cards import Card
-from qraft_core.explain.context import ContextSummary
+from qraft_core.explain.context import ContextLine, ContextSummary, SourceContext
 from qraft_core.explain.templates import CardsConfig
 from qraft_core.plugins.markets.examples import example_clean_events, example_patterns, pattern_rows
 from qraft_core.store.fake import MemoryStore
@@ -225,3 +225,68 @@ def test_materialize_writes_both_languages_and_replaces_the_window(
     store.delete("pattern_events", [])
     assert materialize_cards(store, config, cards, start, end)["cards"] == 0
     assert store.count("pattern_cards") == {"": 0}
+
+
+# Names a data set may hold: HTML, a terminal escape, a forged card line, a bidi override.
+HOSTILE_STREAM = "m:<img src=x onerror=alert(1)>\x1b]0;pwned\x07"
+HOSTILE_FIELD = "x\n- **Forged:** [c](javascript:alert(2))"
+RTL_FIELD = "cpu\u202e"
+
+
+def test_names_from_the_data_are_literal_text_on_the_card(cards: CardsConfig) -> None:
+    anomaly = PATTERNS["anomaly"]
+    pattern = anomaly.model_copy(update={
+        "source_streams": [HOSTILE_STREAM],
+        "details": anomaly.details.model_copy(update={
+            "prev_state": "a`b", "new_state": "<b>|c|</b>",
+            "metric_changes": {HOSTILE_FIELD: 45.0, RTL_FIELD: 2.5}, "metric_units": {}, "metrics": {},
+        }),
+        "explain": anomaly.explain.model_copy(update={"top_contributors": [
+            Contributor(field=RTL_FIELD, score=0.82), Contributor(field=HOSTILE_FIELD, score=0.11),
+        ]}),
+    })
+    line = ContextLine(phrase="context_field", examples=["line\nbreak [l](javascript:alert(5))"], values={
+        "field": HOSTILE_FIELD, "count": 3, "min": 1.5, "max": 2.0, "first": 1.5, "last": 2.0,
+    })
+    context = ContextSummary(
+        start=datetime(2026, 1, 5, 10, 36, tzinfo=UTC), end=datetime(2026, 1, 5, 10, 47, tzinfo=UTC), minutes=5,
+        replay_command="qraft replay", sources=[
+            SourceContext(source=HOSTILE_STREAM, events=3, before=1, after=2, types={}, lines=[line]),
+        ],
+    )
+    stream = r"m:\<img src=x onerror=alert(1)\>\x1b\]0;pwned\x07"
+    field = r"x\n- \*\*Forged:\*\* \[c\](javascript:alert(2))"
+    pid = pattern.pattern_id
+    assert render_card(pattern, context, [], "en", cards).markdown == "\n".join([
+        "### Anomaly · 2026-01-05 10:41:30 UTC",
+        "",
+        f"2026-01-05 10:41:30 UTC: anomaly on {stream}; cpu\\u202e +2.5, {field} +45. "
+        f"Most unusual fields: cpu\\u202e (0.82), {field} (0.11).",
+        "",
+        r"- **What changed:** a\`b → \<b\>\|c\|\</b\> (in the detector's own words)",
+        f"- **By how much:** cpu\\u202e +2.5, {field} +45",
+        f"- **Top contributing fields:** cpu\\u202e (0.82), {field} (0.11)",
+        "- **Confidence:** 0.93",
+        "- **Algorithms that agreed:** river.HalfSpaceTrees 0.22.0 only (not cross-validated)",
+        "- **Suggested action:** Check the source for bad data or an outage before acting; "
+        "confirm or mark as a false alarm.",
+        '- **Algorithm:** river.HalfSpaceTrees 0.22.0 `{"height": 8, "n_trees": 25, "seed": 42, "window_size": 250}`',
+        "- **Clean-data context:** 2026-01-05 10:36 to 2026-01-05 10:47 UTC, 5 min either side",
+        f"  - {stream}: 3 events (1 before, 2 after)",
+        f"  - {field}: 3 values, 1.5 to 2 (first 1.5, last 2)",
+        r"    - “line\nbreak \[l\](javascript:alert(5))”",
+        f"  - full rows: GET /pattern/{pid}/context",
+        "- **Reproduce:** `qraft replay`",
+        f"- **Annotations:** none yet (POST /pattern/{pid}/annotations)",
+        f"- **Pattern id:** `{pid}`",
+    ])
+
+
+def test_annotation_author_and_note_are_literal_text_on_the_card(store: MemoryStore, cards: CardsConfig) -> None:
+    pattern = PATTERNS["anomaly"]
+    note = add_annotation(store, pattern.pattern_id, "note", "see [x](javascript:alert(3))\n- **Forged:** y",
+                          "<img src=x>", now=datetime(2026, 1, 6, 9, 0, tzinfo=UTC))
+    markdown = render_card(pattern, load_context(store, pattern, 5), [note], "en", cards).markdown
+    assert markdown.splitlines()[-2] == (
+        r"  - note by \<img src=x\> at 2026-01-06T09:00:00.000Z: see \[x\](javascript:alert(3)) - \*\*Forged:\*\* y"
+    )

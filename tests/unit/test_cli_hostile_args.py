@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from qraft_cli import main
 from qraft_core.bootstrap import bootstrap
+from qraft_core.events import iso
 from qraft_core.plugins.markets.examples import example_patterns, pattern_rows
 from qraft_core.store.fake import MemoryStore
 
@@ -127,3 +128,25 @@ def test_demo_json_is_the_only_thing_on_stdout(monkeypatch: pytest.MonkeyPatch, 
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"landed": 15}
     assert "1/3 publishing the file sources to NATS" in result.stderr
+
+
+def test_names_from_the_data_reach_the_terminal_escaped_and_json_keeps_them_exact(stored: MemoryStore) -> None:
+    stream = "web\x1b]0;pwned\x07\x1b[2J\nsplit"
+    details = PATTERNS[1].details.model_copy(update={"new_state": "\x1b[31mRED", "metric_changes": {"\x1b[32mx": 1.0}})
+    hostile = PATTERNS[1].model_copy(update={
+        "pattern_id": "00000000-0000-5000-8000-000000000001", "source_streams": [stream], "details": details,
+    })
+    stored.insert("pattern_events", pattern_rows([hostile]))
+    listed = CliRunner().invoke(main, ["patterns", "list", *DAY])
+    shown = CliRunner().invoke(main, ["patterns", "show", hostile.pattern_id])
+    for result in (listed, shown):
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.output and "\x07" not in result.output
+    row = next(line for line in listed.output.splitlines() if hostile.pattern_id in line)
+    assert row.startswith(f"{iso(hostile.window_start)}  anomaly") and row.endswith(r"\x1b[31mRED")
+    assert r"web\x1b]0;pwned\x07\x1b[2J\nsplit" in row
+    assert r"on web\x1b\]0;pwned\x07\x1b\[2J\nsplit;" in shown.output
+    as_json = CliRunner().invoke(main, ["patterns", "list", *DAY, "--json"])
+    assert next(p for p in json.loads(as_json.output) if p["pattern_id"] == hostile.pattern_id)["source_streams"] == [
+        stream
+    ]

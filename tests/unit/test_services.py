@@ -382,7 +382,8 @@ def test_annotation_text_cannot_forge_card_lines(config_dir: Path) -> None:
     [annotation] = patterns.annotations("p1")
     assert annotation.note == "seen twice\n- **Confidence** 0.01"  # stored as written
     markdown = patterns.show("p1").markdown
-    assert "seen twice - **Confidence** 0.01" in markdown and "\n- **Confidence** 0.01" not in markdown
+    # One line, its markup shown as written.
+    assert r"seen twice - \*\*Confidence\*\* 0.01" in markdown and "\n- **Confidence**" not in markdown
     with pytest.raises(ValueError, match="^note: control characters other than line breaks and tabs"):
         patterns.annotate("p1", "note", "a\x00b")
     with pytest.raises(ValueError, match="^author: control characters are not allowed"):

@@ -3,6 +3,8 @@
 // into; double-click zooms back out. Markers (vertical lines), bands (shaded ranges),
 // levels (horizontal segments) and points (highlighted bars) annotate the series.
 
+import { clear, displayText, h } from "./util.js";
+
 const SVG = "http://www.w3.org/2000/svg";
 const MARGIN = { left: 64, right: 16, top: 4, bottom: 22 };
 const PANEL_GAP = 6;
@@ -122,7 +124,7 @@ function render(wrap, tip, spec, state, redraw) {
     const y = (v) => y0 + h - ((v - lo) / (hi - lo || 1)) * h;
     layout.push({ panel, y0, h, y });
     const g = s("g", { class: "panel", "data-title": panel.title }, svg);
-    s("text", { x: MARGIN.left, y: top + 10, class: "panel-title" }, g).textContent = panel.title;
+    s("text", { x: MARGIN.left, y: top + 10, class: "panel-title" }, g).textContent = displayText(panel.title);
     s("text", { x: width - MARGIN.right, y: top + 10, class: "panel-readout", "text-anchor": "end" }, g);
     s("rect", { x: MARGIN.left, y: y0, width: plotW, height: h, class: "plot-bg" }, g);
     for (const tick of niceTicks(lo, hi, Math.max(2, Math.floor(h / 28)))) {
@@ -241,17 +243,18 @@ function smallestStep(times) {
 }
 
 function showReadout(svg, layout, t, tip, event, step) {
-  const lines = [`<b>${new Date(t).toISOString().slice(0, step < 60000 ? 23 : 19).replace("T", " ")}</b>`];
-  layout.forEach(({ panel }, index) => {
+  // Text nodes only: panel titles hold stream and field names from the data. Each title is
+  // isolated (bdi) so that right-to-left text in a name cannot move the value after it.
+  const lines = layout.map(({ panel }, index) => {
     const series = panel.series[0];
     const i = series ? bisect(series.times, t) : -1;
     const value = i >= 0 ? series.values[i] : null;
     const text = `${fmtValue(value)}`;
     const readout = svg.querySelectorAll(".panel-readout")[index];
     if (readout) readout.textContent = text;
-    lines.push(`${panel.title}: ${text}`);
+    return [h("br"), h("bdi", {}, panel.title), `: ${text}`];
   });
-  tip.innerHTML = lines.join("<br>");
+  clear(tip, h("b", {}, new Date(t).toISOString().slice(0, step < 60000 ? 23 : 19).replace("T", " ")), lines);
   tip.hidden = false;
   const box = svg.getBoundingClientRect();
   tip.style.left = `${Math.min(event.clientX - box.left + 14, box.width - 220)}px`;

@@ -62,8 +62,16 @@ export function h(tag, attrs = {}, ...children) {
 function append(el, children) {
   for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
-    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    el.append(child instanceof Node ? child : document.createTextNode(displayText(child)));
   }
+}
+
+// Bidi embeddings, overrides and isolates (U+202A-202E, U+2066-2069) in a name from the data would
+// reverse the text after it (a card's numbers): shown as their escapes, as cards and the CLI show them.
+const BIDI_CONTROLS = /[\u202a-\u202e\u2066-\u2069]/g;
+
+export function displayText(value) {
+  return String(value).replace(BIDI_CONTROLS, (char) => `\\u${char.charCodeAt(0).toString(16)}`);
 }
 
 export function clear(el, ...children) {
@@ -131,7 +139,7 @@ export function routeTo(path, params) {
   location.hash = `#/${path}${query}`;
 }
 
-// A tiny Markdown renderer for cards: headings, bullet lists (nested), **bold**, `code`.
+// A tiny Markdown renderer for cards: headings, bullet lists (nested), **bold**, `code`, backslash escapes.
 export function markdown(text) {
   const root = h("div.md");
   let lists = [];
@@ -156,13 +164,17 @@ export function markdown(text) {
   return root;
 }
 
+// A backslash-escaped character (cards escape the markup in names from the data), **bold**, `code`.
+const INLINE = /\\([!-/:-@[-`{-~])|\*\*((?:\\.|[^\\])+?)\*\*|`([^`]+)`/g;
+
 function inline(text) {
   const parts = [];
-  const pattern = /\*\*(.+?)\*\*|`([^`]+)`/g;
   let last = 0;
-  for (const match of text.matchAll(pattern)) {
+  for (const match of text.matchAll(INLINE)) {
     parts.push(text.slice(last, match.index));
-    parts.push(match[1] !== undefined ? h("strong", {}, match[1]) : h("code", {}, match[2]));
+    if (match[1] !== undefined) parts.push(match[1]);
+    else if (match[2] !== undefined) parts.push(h("strong", {}, inline(match[2])));
+    else parts.push(h("code", {}, match[3]));
     last = match.index + match[0].length;
   }
   parts.push(text.slice(last));
