@@ -115,6 +115,8 @@ def test_replay_status_of_an_unknown_replay_with_json_is_a_json_error(stored: Me
 
 def test_demo_json_is_the_only_thing_on_stdout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("QRAFT_DATA_DIR", str(tmp_path / "data"))
+    # (Set here so that it is unset again after the test: `demo` sets it in its own process.)
+    monkeypatch.setenv("QRAFT_PARTITIONS_ALLOWED_LATENESS_S", "0")
     monkeypatch.setattr("qraft_cli.pipeline.services", lambda ctx, runs_pipeline=False: bootstrap(
         ctx.obj["config_dir"], store=MemoryStore()))
 
