@@ -103,7 +103,7 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
 
     Children that exit are restarted with backoff; Ctrl-C or SIGTERM stops them all.
     """
-    from qraft_dagster.execute import ensure_dagster_home
+    from qraft_dagster.execute import create_instance_storage, ensure_dagster_home
 
     # A bad file stops `up` here with the file and key named, not its children one restart after another.
     validate_config(ctx.obj["config_dir"])
@@ -133,6 +133,9 @@ def up(ctx: click.Context, no_ui: bool, no_sources: bool) -> None:
         supervisor.take_lock()
         if not no_ui:
             check_ports_free(rt)
+        if workspace is not None:
+            # `dagster dev`, its daemon and the heartbeat below each open the instance.
+            create_instance_storage(Path(env["DAGSTER_HOME"]))
         supervisor.start()
         click.echo(f"NATS {redact(url)}; logs in {rt.data_dir / 'logs'}/")
         if not no_ui:

@@ -80,6 +80,15 @@ def ensure_dagster_home(dagster_home: Path, settings: DagsterConfig | None = Non
     return dagster_home
 
 
+def create_instance_storage(dagster_home: Path) -> None:
+    """Create the instance's storages (their files and schema) here, once, before the processes that
+    share them start: two processes creating them at once can stamp the schema twice, and every
+    later reader then fails ("more than one head present")."""
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        instance.get_run_records(limit=1)
+        instance.all_instigator_state()
+
+
 def open_instance(dagster_home: Path, settings: DagsterConfig | None = None) -> DagsterInstance:
     """The persistent instance under the data directory (the one `dagster dev` there uses)."""
     os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(dagster_home, settings))

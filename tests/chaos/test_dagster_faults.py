@@ -82,8 +82,9 @@ def test_a_killed_code_server_worker_is_noticed_and_dagster_restarted_until_wind
         up = subprocess.Popen([sys.executable, "-m", "qraft_cli", "--config-dir", str(config), "up"],
                               env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        assert wait_for(lambda: dagster_home.is_dir() and sensor_ticks(dagster_home) > 0, timeout_s=600,
-                        every_s=5), output.read_text()
+        # (Read once `up` has created the instance and started Dagster: see `create_instance_storage`.)
+        assert wait_for(lambda: "Dagster UI:" in output.read_text() and sensor_ticks(dagster_home) > 0,
+                        timeout_s=600, every_s=5), output.read_text()
         workers = processes_of(dagster_home, "dagster api grpc")
         assert workers
         for pid in workers:
