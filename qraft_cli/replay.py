@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from qraft_cli import emit, main, runtime, services, validate_config
 from qraft_core.config import ConfigError
+from qraft_core.display import printable
 from qraft_core.events import iso
 from qraft_core.explain.catalog import QueryError, parse_time
 from qraft_core.replays import ReplayConflict
@@ -50,6 +51,12 @@ def replay_text(result: ReplayResult) -> str:
     if summary["detector_seconds"]:  # the slowest detector first: where a slow replay spends its time
         spent = sorted(summary["detector_seconds"].items(), key=lambda item: (-item[1], item[0]))
         lines.append("  detector seconds: " + ", ".join(f"{name} {seconds:.2f}" for name, seconds in spent))
+    failures = summary.get("detector_failures") or {}
+    if failures:  # the run went on without them on the streams where they failed: say so, not only "succeeded"
+        first = summary.get("detector_first_failure") or {}
+        lines.append("  detector failures (each restarted on its stream, the run went on):")
+        lines += [f"    {name}: {count}" + (f"; first: {printable(first[name])}" if name in first else "")
+                  for name, count in sorted(failures.items())]
     if diff is not None:
         lines += (["  golden differences:", *("    " + line for line in diff.lines())] if diff.regression
                   else ["  golden: no differences"])

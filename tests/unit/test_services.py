@@ -116,6 +116,18 @@ def test_the_replay_text_names_the_slowest_detector_first(config_dir: Path) -> N
     assert text.splitlines()[-1] == "  detector seconds: value_drift 1.25, value_outlier 0.50, idle 0.00"
 
 
+def test_the_replay_text_lists_the_detectors_that_failed_with_their_first_error(config_dir: Path) -> None:
+    runner = FakePipelineRunner(detector_failures={"value_drift": 3, "value_outlier": 1},
+                                detector_first_failure={"value_drift": "ValueError: bad bars\x1b[2J"})
+    services, _ = _services(config_dir, runner)
+    text = replay_text(services.replays.run(ReplayRequest(START, END)))
+    assert text.splitlines()[-3:] == [
+        "  detector failures (each restarted on its stream, the run went on):",
+        r"    value_drift: 3; first: ValueError: bad bars\x1b[2J",
+        "    value_outlier: 1",
+    ]
+
+
 def test_a_replay_run_in_a_real_mlflow_store_carries_each_detectors_seconds(config_dir: Path, tmp_path: Path) -> None:
     import mlflow
 
