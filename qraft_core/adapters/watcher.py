@@ -313,6 +313,10 @@ class WatcherAdapter(LiveAdapter):
                 return None, f"CSV row has {len(values)} values for {len(names)} columns"
             if values == names:  # a file appended to the watched one with its header
                 return None, "CSV row repeats the header line"
+            if len(names) == 1 and (separator := next((s for s in (";", "\t", "|") if s in names[0]), None)):
+                # Every row would lack the time field, which says nothing of the cause.
+                return None, (f"CSV header {names[0][:80]!r} is one column: the watcher reads comma-separated "
+                              f"CSV only, this file looks {separator!r}-separated (the file source reads it)")
             return dict(zip(names, values, strict=True)), ""
         record, error = decode_json_record(raw)
         return record, f"line {error}" if error else ""

@@ -157,3 +157,19 @@ def test_utf16_tab_separated_text_as_excel_saves_unicode_text_is_read_by_its_hea
         {"id": "1", "ts": "1767571200", "ville": "Zürich", "état": "prêt"},
         {"id": "2", "ts": "1767571201", "ville": "Besançon", "état": "€ reçu"},
     ]
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_a_csv_separated_otherwise_than_by_commas_is_dead_lettered_naming_its_separator(
+        tmp_path: Path, separator: str) -> None:
+    """Before, every row's reason was that it had no time field, which says nothing of the cause."""
+    folder, state = tmp_path / "in", tmp_path / "state"
+    folder.mkdir()
+    target = folder / "export.csv"
+    target.write_text(f"id{separator}ts\n1{separator}1767571200\n")
+    settled(target)
+    bus = MemoryBus()
+    asyncio.run(watcher(folder, state).scan(bus))
+    assert published(bus) == [
+        ("dead", f"CSV header {f'id{separator}ts'!r} is one column: the watcher reads comma-separated CSV only, "
+                 f"this file looks {separator!r}-separated (the file source reads it)")]
