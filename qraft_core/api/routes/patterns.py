@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from qraft_core.api.cache import CACHED_TABLES, Body
 from qraft_core.api.context import ApiContext, errors, json_body, known_pattern, respond
 from qraft_core.events import iso
+from qraft_core.operators.stream_names import MAX_STREAM_NAME_CHARS
 
 PatternId = Annotated[str, PathParam(min_length=1, max_length=256, description="A pattern's id")]
 # What a card is built from: the pattern, its annotations, its clean context and stored LLM texts.
@@ -22,7 +23,7 @@ def confidence_query() -> Any:
 def source_query() -> Any:
     return Query(
         None,
-        max_length=256,
+        max_length=MAX_STREAM_NAME_CHARS,
         description="A source (all of its streams, e.g. binance_spot) or one stream (binance_spot:BTCUSDT)",
     )
 
