@@ -7,6 +7,7 @@ import polars as pl
 
 from qraft_core.annotations import add_annotation
 from qraft_core.api.explorer import queries
+from qraft_core.events import iso as iso_ms
 from qraft_core.explain.catalog import PatternQuery
 from qraft_core.plugins.markets.examples import example_patterns, pattern_rows
 
@@ -74,6 +75,25 @@ def test_raw_values_keep_measurements_of_the_streams_symbol(memory_store):
     # The trade id (a counter) and the event time (epoch ms) are not measurements.
     assert raw["columns"] == {"p": [10.5, 11.0, 10.0], "q": [2.0, 1.0, 3.0]}
     assert len(raw["times"]) == 3
+
+
+def test_raw_values_of_a_stream_whose_key_the_name_rule_changed(memory_store):
+    from qraft_core.operators.stream_names import stream_name
+
+    t0 = datetime(2026, 1, 5, tzinfo=UTC)
+    keys = ["web\x1b[2J", "web", "L" * 300]
+    memory_store.insert("clean_events", pl.DataFrame({
+        "event_id": ["e0", "e1", "e2"], "source": ["hosts"] * 3, "type": ["record"] * 3,
+        "timestamp": [t0 + timedelta(seconds=i) for i in range(3)],
+        "ingest_time": [t0] * 3, "window_start": [t0] * 3,
+        "payload": [json.dumps({"host": key, "load": 1.5 + i}) for i, key in enumerate(keys)],
+        "repaired": [0] * 3,
+    }))
+    for index, key in ((0, keys[0]), (2, keys[2])):
+        name = stream_name(f"hosts:{key}")
+        assert name != f"hosts:{key}"
+        raw = queries.raw_values(memory_store, name, t0, t0 + timedelta(minutes=1), 100)
+        assert raw["times"] == [iso_ms(t0 + timedelta(seconds=index))]
 
 
 def test_a_stored_pattern_that_does_not_read_is_skipped_and_named_not_fatal_to_its_page(memory_store, caplog):

@@ -24,6 +24,7 @@ from qraft_core.explain.catalog import (
     patterns_page,
 )
 from qraft_core.explain.context import context_window, pattern_sources
+from qraft_core.operators.stream_names import stream_name
 from qraft_core.store.base import EventStore, Filter
 from qraft_core.streams import StreamId
 from qraft_core.timeutil import parse_iso
@@ -190,7 +191,7 @@ def raw_values(
     rows: list[dict[str, float]] = []
     for ts, text in zip(frame["timestamp"].head(max_rows), frame["payload"].head(max_rows), strict=True):
         payload = json.loads(text)
-        if symbol and symbol not in payload.values():
+        if symbol and symbol not in payload.values() and not _renamed_key_of(payload, source, stream):
             continue
         stamps.append(ts)
         rows.append(_numbers(payload))
@@ -203,6 +204,13 @@ def raw_values(
         if len({x for x in v if x is not None}) > 1 and not _is_counter(v, len(stamps)) and not _is_epoch(v, middle)
     }
     return {"times": [iso(t) for t in stamps], "columns": measured, "truncated": truncated}
+
+
+def _renamed_key_of(payload: dict[str, Any], source: str, stream: str) -> bool:
+    """Whether a payload value is the key of `stream` as the stream-name rule changed it (a key with
+    control characters or too long: `qraft_core.operators.stream_names`)."""
+    return "~" in stream and any(
+        isinstance(value, str) and stream_name(f"{source}:{value}") == stream for value in payload.values())
 
 
 def _is_counter(values: list[float | None], n: int) -> bool:
