@@ -16,6 +16,16 @@ import click
 from qraft_core.config import CONFIG_DIR_ENV, ConfigError
 
 
+class PathOption(click.Path):
+    """`click.Path` refusing an empty value: `Path("")` is the current folder, which an empty
+    `--out ""` (a variable left unset) never means."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path names nothing (write . for the current folder)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class QraftGroup(click.Group):
     """Turns configuration, store and bus errors into one clear line and exit code 2."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from qraft_cli import emit, main, pipeline_services
+from qraft_cli import PathOption, emit, main, pipeline_services
 from qraft_cli.pipeline import run_progress
 from qraft_core.analyze import AnalyzeError, describe_plan, finding_rows, infer_config
 from qraft_core.config import CONFIG_DIR_ENV, ENV_PREFIX
@@ -34,9 +34,9 @@ PROJECT_CONFIG = Path(__file__).resolve().parents[1] / "config"
 
 @main.command("analyze")
 # A folder among the files is left out with the reason, as any file that cannot be analysed (not all of them).
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=PathOption(path_type=Path))
 @click.option("--time-field", help="The column holding event times (default: detected).")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--data-dir", type=PathOption(file_okay=False, path_type=Path),
               help=f"Where the store, bus and Dagster data go (default: {OUTPUT_FOLDER}/data next to the first file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as a JSON list.")
 @click.pass_context

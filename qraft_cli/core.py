@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qraft_cli import emit, main, validate_config
+from qraft_cli import PathOption, emit, main, validate_config
 from qraft_core.events import export_json_schemas
 
 
@@ -27,7 +27,7 @@ def config_validate(ctx: click.Context, as_json: bool) -> None:
 
 
 @config_group.command("schemas")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("config/schemas"),
+@click.option("--out", type=PathOption(file_okay=False, path_type=Path), default=Path("config/schemas"),
               show_default=True, help="Folder to write the JSON Schemas to.")
 @click.option("--json", "as_json", is_flag=True, help="Print the files written as JSON.")
 def config_schemas(out: Path, as_json: bool) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from qraft_cli import emit, main, runtime
+from qraft_cli import PathOption, emit, main, runtime
 from qraft_core.evaluate import DEFAULT_TRUTH, MAX_ALLOWANCE_S, PROFILES, evaluate_store
 from qraft_core.explain.catalog import QueryError, parse_time
 from qraft_core.operators.pipeline import load_preprocessing
@@ -60,7 +60,7 @@ def _time(ctx: click.Context, param: click.Parameter, value: str | None) -> date
 
 
 @main.command("evaluate")
-@click.option("--truth", "truth_path", type=click.Path(path_type=Path), default=DEFAULT_TRUTH,
+@click.option("--truth", "truth_path", type=PathOption(path_type=Path), default=DEFAULT_TRUTH,
               show_default=True, help="Ground truth JSON (the demo's format; a pattern may give a labelled "
               "window {start, end} instead of a time).")
 @click.option("--start", callback=_time, help="Window start (ISO 8601, naive means UTC); default: the truth "

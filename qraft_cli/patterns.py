@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 from tqdm import tqdm
 
-from qraft_cli import emit, main, services
+from qraft_cli import PathOption, emit, main, services
 from qraft_core.annotations import UnknownPattern
 from qraft_core.display import printable, printable_lines
 from qraft_core.events import PatternType, iso
@@ -212,7 +212,7 @@ def patterns_stats(ctx: click.Context, as_json: bool) -> None:
               help="CSV (one row per pattern) or a JSON array of pattern events.")
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, writable=True, allow_dash=True, path_type=Path),
+    type=PathOption(dir_okay=False, writable=True, allow_dash=True, path_type=Path),
     required=True,
     help="File to write ('-': standard output).",
 )

@@ -12,7 +12,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from qraft_cli import emit, main, runtime, services, validate_config
+from qraft_cli import PathOption, emit, main, runtime, services, validate_config
 from qraft_core.config import ConfigError
 from qraft_core.display import printable
 from qraft_core.events import iso
@@ -80,7 +80,7 @@ def _known_sources(ctx: click.Context, sources: tuple[str, ...]) -> None:
                    "The windows are recomputed for every source, as detector state spans them.")
 @click.option("--wait", is_flag=True, help="Run in the foreground and print the summary (default: start it in the background).")
 @click.option("--in-process", is_flag=True, help="Use a throw-away Dagster instance (for CI); implies --wait.")
-@click.option("--compare", "golden", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--compare", "golden", type=PathOption(dir_okay=False, path_type=Path),
               help="Compare the replayed pattern events with this golden file; exit 1 on a difference.")
 @click.option("--write-golden", is_flag=True, help="Write the replayed pattern events to the --compare file.")
 @click.option("--tolerance", default=0.05, show_default=True, help="Allowed confidence difference against the golden file.")

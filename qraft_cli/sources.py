@@ -14,7 +14,7 @@ import click
 import polars as pl
 from tqdm import tqdm
 
-from qraft_cli import emit, main, runtime, services
+from qraft_cli import PathOption, emit, main, runtime, services
 from qraft_core.adapters.base import DEAD_LETTER_KEY, AdapterStats
 from qraft_core.adapters.file import file_format
 from qraft_core.adapters.parsers import GenericOptions
@@ -147,7 +147,7 @@ async def ingest(
 
 @main.command("ingest")
 @click.argument("source_name", metavar="SOURCE")
-@click.option("--from", "from_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--from", "from_file", type=PathOption(exists=True, dir_okay=False, path_type=Path),
               help="Replay this CSV/JSONL/Parquet file under SOURCE's name and parser.")
 @click.option("--speed", type=float, default=0.0, show_default=True,
               help="With --from: event-time speed-up (60 = one hour per minute); 0 = as fast as possible.")

@@ -152,3 +152,20 @@ def test_names_from_the_data_reach_the_terminal_escaped_and_json_keeps_them_exac
     assert next(p for p in json.loads(as_json.output) if p["pattern_id"] == hostile.pattern_id)["source_streams"] == [
         stream
     ]
+
+
+@pytest.mark.parametrize("args", [
+    ["config", "schemas", "--out", ""],
+    ["patterns", "export", "--out", ""],
+    ["evaluate", "--truth", " "],
+    ["replay", "--start", "2026-01-05T00:00:00Z", "--end", "2026-01-05T00:01:00Z", "--compare", ""],
+    ["analyze", ""],
+])
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
+        args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before, `config schemas --out ""` wrote into the current folder and `patterns export --out ""` raised.
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["--config-dir", str(Path(CONFIG).resolve()), *args])
+    assert result.exit_code == 2, result.output
+    assert "an empty path names nothing (write . for the current folder)" in result.output
+    assert list(tmp_path.iterdir()) == []
