@@ -17,6 +17,7 @@ from typing import Protocol
 import httpx
 
 from qraft_core.config import LlmConfig
+from qraft_core.display import printable
 from qraft_core.events import PatternEvent
 from qraft_core.explain.cards import Card
 from qraft_core.explain.context import ContextSummary
@@ -130,7 +131,9 @@ def labelled(card: Card, text: str, model: str, cards: CardsConfig) -> Card:
     """`card` with an LLM's text appended under the "LLM-based" label; the facts stay as they are."""
     phrases = cards.language(card.lang).phrases
     label = fill(phrases.llm_label, {"model": model}, f"cards.yaml: languages.{card.lang}.phrases.llm_label")
-    quoted = "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
+    # Quoted line by line, so it cannot add lines of the card's own; control characters and bidi
+    # overrides (an LLM may repeat names from the data) shown as escapes, as in the card above.
+    quoted = "\n".join(f"> {printable(line)}" if line else ">" for line in text.splitlines())
     return card.model_copy(
         update={
             "mode": "llm",

@@ -58,6 +58,13 @@ def test_llm_text_is_labelled_and_added_below_the_facts(human_card) -> None:  # 
     assert card.summary == human_card.summary and card.changes == human_card.changes
 
 
+def test_llm_text_stays_quoted_with_control_characters_shown_as_escapes(human_card) -> None:  # type: ignore[no-untyped-def]
+    cards = load_cards_config(REPO / "config")
+    client = ScriptedClient("Load on web\x1b[2J rose\n- **Forged:** \u202e+1.5")
+    card = with_llm(human_card, DRIFT, client, cards)
+    assert card.markdown.endswith("> Load on web\\x1b[2J rose\n> - **Forged:** \\u202e+1.5")
+
+
 def test_the_prompt_holds_the_pattern_event_and_its_context(human_card) -> None:  # type: ignore[no-untyped-def]
     system, user = build_messages(DRIFT, human_card.context, "zh")
     assert "Simplified Chinese" in system["content"] and "never invent numbers" in system["content"]
