@@ -35,12 +35,13 @@ from qraft_core.explain.context import context_filters, context_window
 from qraft_core.explain.llm import LlmClient
 from qraft_core.explain.materialize import explain_pattern
 from qraft_core.explain.templates import CardsConfig, load_cards_config
+from qraft_core.operators.stream_names import CONTROL_CHARACTERS
 from qraft_core.store.base import EventStore, Filter
 
 ExportFormat = Literal["csv", "json"]
-# Control characters in an id, a filter or an author: refused, as they would split a log or card line
-# into forged ones. A note may span lines (tab, line feed, carriage return), nothing else.
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters in an id, a filter or an author (`CONTROL_CHARACTERS`, the stream-name rule's):
+# refused, as they would split a log or card line into forged ones. A note may span lines (tab, line
+# feed, carriage return), nothing else.
 NOTE_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 CONTEXT_COLUMNS = ["event_id", "source", "type", "timestamp", "payload"]
 
