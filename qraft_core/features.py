@@ -20,8 +20,13 @@ from typing import Any
 import polars as pl
 
 from qraft_core.events import iso, utc
-from qraft_core.operators import OperatorContext, PreprocessingConfig, run_pipeline
-from qraft_core.operators.base import BAR_TIME_DTYPE, BaseOperator, TrailingOperator
+from qraft_core.operators import (
+    OperatorContext,
+    PreprocessingConfig,
+    failing_operator,
+    run_pipeline,
+)
+from qraft_core.operators.base import BAR_TIME_DTYPE, TrailingOperator
 from qraft_core.store.base import EventStore, Filter
 from qraft_core.store.schema import spec
 
@@ -67,22 +72,10 @@ def compute_bars(
         try:
             bars[source_pipeline.source] = run_pipeline(source_pipeline, operators, source_events, context)
         except Exception as exc:  # noqa: BLE001 - an operator (a plugin's too) may raise anything
-            operator = _raising_operator(exc, operators)
-            where = "its pipeline" if operator is None else f"operator {operator.name}"
+            operator = failing_operator(exc)
+            where = "its pipeline" if operator is None else f"operator {operator}"
             failed[source_pipeline.source] = f"{where}: {type(exc).__name__}: {exc}"
     return bars
-
-
-def _raising_operator(error: BaseException, operators: list[BaseOperator[Any]]) -> BaseOperator[Any] | None:
-    """The operator whose code raised `error`: the last one of `operators` on its traceback."""
-    found = None
-    traceback = error.__traceback__
-    while traceback is not None:
-        holder = traceback.tb_frame.f_locals.get("self")
-        if any(holder is operator for operator in operators):
-            found = holder
-        traceback = traceback.tb_next
-    return found
 
 
 def within_range(

@@ -13,6 +13,7 @@ from qraft_core.operators.base import (
 from qraft_core.operators.pipeline import (
     PreprocessingConfig,
     SourcePipeline,
+    failing_operator,
     load_preprocessing,
     run_pipeline,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "SourcePipeline",
     "StatefulOperator",
     "build_operator",
+    "failing_operator",
     "load_preprocessing",
     "register_operator",
     "run_pipeline",

@@ -199,6 +199,21 @@ def load_preprocessing(directory: Path | str | None = None) -> PreprocessingConf
     return parse_model(PreprocessingFile, read_yaml(path), path).preprocessing
 
 
+_OPERATOR_NOTE = "raised by operator "
+
+
+def failing_operator(error: BaseException) -> str | None:
+    """The name of the operator `run_pipeline` found raising `error`, or None (the chain's own check).
+
+    >>> error = ValueError("x")
+    >>> error.add_note(_OPERATOR_NOTE + "aggregate")
+    >>> failing_operator(error), failing_operator(ValueError("y"))
+    ('aggregate', None)
+    """
+    notes = getattr(error, "__notes__", [])
+    return next((note.removeprefix(_OPERATOR_NOTE) for note in notes if note.startswith(_OPERATOR_NOTE)), None)
+
+
 def run_pipeline(
     pipeline: SourcePipeline,
     operators: list[BaseOperator[Any]],
@@ -211,7 +226,12 @@ def run_pipeline(
     """
     frame = events.with_columns(pipeline.stream_expr().alias("stream"))
     for operator in operators:
-        frame = operator.apply(frame, context)
+        try:
+            frame = operator.apply(frame, context)
+        except Exception as exc:
+            # Raised on as it is, naming the operator for whoever reports it (`failing_operator`).
+            exc.add_note(f"{_OPERATOR_NOTE}{operator.name}")
+            raise
     if "bar_time" not in frame.columns:
         raise OperatorError(
             f"the pipeline of {pipeline.source} ends without bars: add an aggregating operator "
