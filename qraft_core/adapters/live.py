@@ -18,10 +18,10 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, TypeVar
 from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, Field, model_validator
@@ -204,6 +204,30 @@ async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+T = TypeVar("T")
+
+
+class Stopped(Exception):
+    """The source was asked to stop while it waited."""
+
+
+async def unless_stopped(stop: asyncio.Event, awaitable: Awaitable[T]) -> T:
+    """What `awaitable` gives, unless `stop` is set first: it is then cancelled and Stopped raised, so
+    a stop or a reload never waits for a slow request."""
+    work = asyncio.ensure_future(awaitable)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+    if work.cancelled():
+        raise Stopped
+    return work.result()
 
 
 class RateLimiter:

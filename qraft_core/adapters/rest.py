@@ -39,9 +39,11 @@ from qraft_core.adapters.live import (
     LiveAdapter,
     NetworkOptions,
     RateLimiter,
+    Stopped,
     fill_placeholders,
     sleep_or_stop,
     ssl_context,
+    unless_stopped,
 )
 from qraft_core.adapters.parsers import raw_json
 from qraft_core.bus.base import Publisher
@@ -431,6 +433,8 @@ class RestAdapter(LiveAdapter):
             while not stop.is_set():
                 try:
                     body = await self._fetch(client, stop)
+                except Stopped:
+                    break
                 except _GiveUp:
                     body = None
                 except _BadBody as bad:
@@ -446,12 +450,12 @@ class RestAdapter(LiveAdapter):
     async def _fetch(self, client: httpx.AsyncClient, stop: asyncio.Event) -> bytes | None:
         """The body of a changed 200 response, None when unchanged; _GiveUp after the retries."""
         for attempt in range(self.options.max_retries + 1):
-            await self.limiter.acquire()
+            await unless_stopped(stop, self.limiter.acquire())  # a low rate_limit_per_s waits long
             self.stats.extra["requests"] += 1
             wait: float | None = None
             try:
                 async with asyncio.timeout(self.options.timeout_s):
-                    status, headers, body = await self._request(client)
+                    status, headers, body = await unless_stopped(stop, self._request(client))
             except (httpx.TimeoutException, TimeoutError) as exc:
                 self.error("timeout", "request timed out after %ss (%s)", self.options.timeout_s,
                            type(exc).__name__)

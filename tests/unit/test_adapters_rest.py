@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from qraft_core.adapters.base import AdapterStats
 from qraft_core.adapters.registry import build_adapter
 from qraft_core.adapters.rest import RestAdapter, compile_path, retry_after_seconds, select
+from qraft_core.bus.fake import MemoryBus
 from qraft_core.config import SourceConfig
 
 DOC = {"data": [{"s": "A", "px": {"bid": 1, "ask": 2}, "tags": ["x", "y"]},
@@ -61,3 +65,33 @@ def test_records_path_reaching_a_list_reads_its_items(tmp_path: Path) -> None:
 ])
 def test_retry_after(header: str | None, seconds: float | None) -> None:
     assert retry_after_seconds(header, datetime(2026, 1, 5, tzinfo=UTC)) == seconds
+
+
+def test_a_stop_does_not_wait_for_the_request_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = SourceConfig(name="r", type="rest", endpoint="http://h", options={"timeout_s": 600})
+    adapter = build_adapter(source, tmp_path)
+    assert isinstance(adapter, RestAdapter)
+    requests: list[str] = []
+
+    async def hanging_request(client: Any) -> Any:
+        requests.append("started")
+        try:
+            await asyncio.Event().wait()  # a server that never answers within timeout_s
+        except asyncio.CancelledError:
+            requests.append("cancelled")
+            raise
+
+    monkeypatch.setattr(adapter, "_request", hanging_request)
+
+    async def run() -> AdapterStats:
+        stop = asyncio.Event()
+        task = asyncio.create_task(adapter.run(MemoryBus(), stop))
+        while not requests:
+            await asyncio.sleep(0)
+        stop.set()
+        # Far under timeout_s: only a guard against hanging the suite.
+        return await asyncio.wait_for(task, 10)
+
+    stats = asyncio.run(run())
+    assert requests == ["started", "cancelled"]
+    assert (stats.errors, stats.extra["requests"]) == (0, 1)
