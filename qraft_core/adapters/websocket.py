@@ -215,7 +215,6 @@ class WebSocketAdapter(LiveAdapter):
                     break
                 if not self._stalled:
                     self._disconnect_reason = f"{type(exc).__name__}: {exc}"
-                self.error("connect", "connection lost: %s", self._disconnect_reason)
                 refused = exc.sent if isinstance(exc, ConnectionClosed) else None
                 if refused is not None and refused.code in _REFUSED_FRAME:
                     self._fail(f"frame refused: the server sent {_REFUSED_FRAME[refused.code]} "
@@ -223,6 +222,9 @@ class WebSocketAdapter(LiveAdapter):
                     await self.flush(publisher)
             if stop.is_set():
                 break
+            # Any end of the stream not asked for is counted, a normal close (1000) by the server too:
+            # a server closing every connection at once would otherwise show in no metric.
+            self.error("connect", "connection lost: %s", self._disconnect_reason or "server closed the stream")
             delay = self.backoff.next()
             self.note_disconnect(self._disconnect_reason or "server closed the stream")
             self.reconnected(delay, self._last_disconnect)
