@@ -4,7 +4,11 @@ Three kinds of secret reach messages: credentials inside URLs (a store DSN
 `http://user:pass@host`, `nats://user:pass@host`, `nats://token@host`),
 secret query parameters (`?password=...`), and the values of secret
 environment variables (an LLM key, the API key, a store password), which can
-appear anywhere, e.g. echoed back in an upstream error.
+appear anywhere, e.g. echoed back in an upstream error. A live source adds its
+credentials' values (`add_secret_values`), whatever their variables are named. A
+secret value is masked in every form a message may quote it: as it is, escaped
+(`repr`), and URL-encoded (`%2B` or `%2b`, a space as `+`), as a URL echoed by a
+server or logged by an HTTP client shows it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import re
 import sys
 import threading
 import traceback
+from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 MASK = "***"
@@ -33,6 +39,8 @@ _MIN_SECRET_LEN = 6
 # The shell's working folders end like a password variable (`DB_PWD`) but name a folder: masking them
 # would hide the folder in every message naming a file under it.
 _NOT_SECRETS = frozenset({"PWD", "OLDPWD"})
+# Values added by the sources that hold them (their variables may have any name).
+_added_secrets: frozenset[str] = frozenset()
 
 
 def _userinfo(match: re.Match[str]) -> str:
@@ -62,14 +70,53 @@ def redact(text: str) -> str:
     text = _URL_USERINFO.sub(_userinfo, text)
     text = _SECRET_PARAM.sub(lambda m: m["name"] + MASK, text)
     text = _BEARER.sub(lambda m: m["name"] + MASK, text)
-    for value in secret_values():
-        # Also as an error message quotes it: escaped (`b'k-SECRET\\n'` for a value read from a
-        # secret file with its trailing newline).
-        forms = {value, repr(value)[1:-1], repr(value.encode())[2:-1], value.strip()}
-        for form in sorted(forms, key=len, reverse=True):
+    pattern = secrets_pattern(tuple(secret_values()) + tuple(sorted(_added_secrets)))
+    return text if pattern is None else pattern.sub(MASK, text)
+
+
+def add_secret_values(values: Iterable[str]) -> None:
+    """Mask `values` in every message from now on, as the values of secret environment variables are."""
+    global _added_secrets
+    # A new set replaces the old one: threads reading it never see it half updated.
+    _added_secrets = _added_secrets | {value for value in values if len(value) >= _MIN_SECRET_LEN}
+
+
+def _encoded(char: str) -> str:
+    """A pattern for `char` as it is or percent-encoded in either case (a space also as `+`)."""
+    escapes = "".join(
+        "%" + "".join(f"[{digit.lower()}{digit}]" if digit.isalpha() else digit for digit in f"{byte:02X}")
+        for byte in char.encode("utf-8", "surrogatepass")
+    )
+    plus = r"|\+" if char == " " else ""
+    return f"(?:{re.escape(char)}|{escapes}{plus})"
+
+
+@lru_cache(maxsize=32)
+def secrets_pattern(values: tuple[str, ...]) -> re.Pattern[str] | None:
+    """A pattern matching each of `values` as a message may quote it, the longest form first; None
+    when no value is long enough to be masked without masking ordinary words.
+
+    Forms: the value and its surrounding-whitespace-less self (a secret file's trailing newline),
+    URL-encoded in any way (`quote`, `quote_plus`, lower- or upper-case escapes), and escaped as
+    `'...'` or `b'...'` quote it (a backslash as two, a newline as `\\n`).
+
+    >>> pattern = secrets_pattern(("k+y/s3cret", "x"))
+    >>> pattern.sub("***", "a k+y/s3cret b k%2By%2fs3cret c k%2by/s3cret d x")
+    'a *** b *** c *** d x'
+    >>> secrets_pattern(("short",)) is None
+    True
+    """
+    forms: dict[str, str] = {}  # pattern -> the text it was made from, to order by length
+    for value in values:
+        for form in {value, value.strip()}:
             if len(form) >= _MIN_SECRET_LEN:
-                text = text.replace(form, MASK)
-    return text
+                forms["".join(map(_encoded, form))] = form
+        for escaped in {repr(value)[1:-1], repr(value.encode("utf-8", "surrogatepass"))[2:-1]} - {value}:
+            if len(escaped) >= _MIN_SECRET_LEN:
+                forms[re.escape(escaped)] = escaped
+    if not forms:
+        return None
+    return re.compile("|".join(sorted(forms, key=lambda pattern: len(forms[pattern]), reverse=True)))
 
 
 def _redacted_arg(value: Any) -> Any:

@@ -18,10 +18,10 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, TypeVar
 from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, Field, model_validator
@@ -37,14 +37,13 @@ from qraft_core.metrics import (
     ADAPTER_LAG_SECONDS,
     ADAPTER_RECONNECTS,
 )
+from qraft_core.redact import MASK, add_secret_values, secrets_pattern
 
 log = logging.getLogger(__name__)
 
 LIVE_VERSION = "qraft-live/1"
 GAP_EVENT_TYPE = "source_gap"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-# Shorter secrets are not masked in log lines: they would mask ordinary words.
-_MIN_MASKED_SECRET = 6
 # What HTTP and websocket clients refuse in a header value (they log the value when they do).
 _NOT_IN_HEADER = re.compile(r"[^\x20-\x7e\t]")
 
@@ -130,20 +129,6 @@ def check_url(endpoint: str, where: str, expected: str) -> None:
         raise ConfigError(f"{where}: expected {expected} with a port in 1-65535 (got {endpoint!r})")
 
 
-def secret_forms(secrets: Mapping[str, str]) -> list[str]:
-    """The texts a secret can take in a log line, longest first: itself and its escaped forms (an
-    error message quoting it as `'...'` or `b'...'` shows a backslash as two, a newline as `\\n`).
-
-    >>> secret_forms({"k": "a\\tb-cd-ef"})
-    ['a\\\\tb-cd-ef', 'a\\tb-cd-ef']
-    """
-    forms = set()
-    for value in secrets.values():
-        if len(value) >= _MIN_MASKED_SECRET:
-            forms.update({value, repr(value)[1:-1], repr(value.encode("utf-8", "surrogatepass"))[2:-1]})
-    return sorted(forms, key=len, reverse=True)
-
-
 def check_header_value(value: str, where: str) -> None:
     """A ConfigError naming `where` when `value` holds what a header cannot (a control or non-ASCII
     character); the value itself is not shown, as it may be a secret."""
@@ -219,6 +204,30 @@ async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+T = TypeVar("T")
+
+
+class Stopped(Exception):
+    """The source was asked to stop while it waited."""
+
+
+async def unless_stopped(stop: asyncio.Event, awaitable: Awaitable[T]) -> T:
+    """What `awaitable` gives, unless `stop` is set first: it is then cancelled and Stopped raised, so
+    a stop or a reload never waits for a slow request."""
+    work = asyncio.ensure_future(awaitable)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+    if work.cancelled():
+        raise Stopped
+    return work.result()
 
 
 class RateLimiter:
@@ -346,8 +355,10 @@ class LiveAdapter(RecordAdapter):
             self.headers[name] = fill_placeholders(value, self.secrets, where)
         self.reconnects = 0
         self.log_fields = {"source": source.name, "source_type": self.type_name}
-        # This source's secrets are masked in what it logs, whatever their variables are named.
-        self.secret_forms = secret_forms(self.secrets)
+        # This source's secrets are masked in what it logs, whatever their variables are named, and
+        # in every log line of the process (an HTTP client logging the URL it requests).
+        self.secret_pattern = secrets_pattern(tuple(sorted(set(self.secrets.values()))))
+        add_secret_values(self.secrets.values())
 
     async def publish(
         self, publisher: Publisher, batch: list[StandardEvent], failures: list[tuple[str, bytes]]
@@ -373,9 +384,7 @@ class LiveAdapter(RecordAdapter):
         if value is None or isinstance(value, bool | int | float):
             return value
         text = str(value)
-        for form in self.secret_forms:
-            text = text.replace(form, "***")
-        return text
+        return text if self.secret_pattern is None else self.secret_pattern.sub(MASK, text)
 
     def reconnected(self, delay: float, reason: str) -> None:
         self.reconnects += 1

@@ -39,9 +39,11 @@ from qraft_core.adapters.live import (
     LiveAdapter,
     NetworkOptions,
     RateLimiter,
+    Stopped,
     fill_placeholders,
     sleep_or_stop,
     ssl_context,
+    unless_stopped,
 )
 from qraft_core.adapters.parsers import raw_json
 from qraft_core.bus.base import Publisher
@@ -156,7 +158,9 @@ def missing_at(document: Any, steps: tuple[Step, ...]) -> str | None:
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """Retry-After as seconds: a number of seconds or an HTTP date.
+    """Retry-After as seconds: a number of seconds or an HTTP date; None when it is not usable (then
+    the backoff applies): not a number or date, negative, or a date already past (the server's clock
+    or header is wrong, and retrying at once would hammer it).
 
     >>> retry_after_seconds("3")
     3.0
@@ -165,6 +169,8 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     >>> retry_after_seconds("soon") is None
     True
     >>> retry_after_seconds("nan") is None
+    True
+    >>> retry_after_seconds("-5") is None
     True
     >>> retry_after_seconds("Mon, 05 Jan 2026 00:00:10 -0000", datetime(2026, 1, 5, tzinfo=UTC))
     10.0
@@ -176,14 +182,15 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     except ValueError:
         pass
     else:
-        return max(seconds, 0.0) if math.isfinite(seconds) else None
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     # A date in "-0000" (no zone) is read without one; HTTP dates are GMT.
     when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
+    seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return seconds if seconds >= 0 else None
 
 
 Span = tuple[int, int]  # where one JSON value lies in a text: [start, end)
@@ -431,6 +438,8 @@ class RestAdapter(LiveAdapter):
             while not stop.is_set():
                 try:
                     body = await self._fetch(client, stop)
+                except Stopped:
+                    break
                 except _GiveUp:
                     body = None
                 except _BadBody as bad:
@@ -444,14 +453,15 @@ class RestAdapter(LiveAdapter):
         return self.stats
 
     async def _fetch(self, client: httpx.AsyncClient, stop: asyncio.Event) -> bytes | None:
-        """The body of a changed 200 response, None when unchanged; _GiveUp after the retries."""
+        """The body of a changed 200 response, None when unchanged; _GiveUp after the retries, Stopped
+        as soon as the source is stopped."""
         for attempt in range(self.options.max_retries + 1):
-            await self.limiter.acquire()
+            await unless_stopped(stop, self.limiter.acquire())  # a low rate_limit_per_s waits long
             self.stats.extra["requests"] += 1
             wait: float | None = None
             try:
                 async with asyncio.timeout(self.options.timeout_s):
-                    status, headers, body = await self._request(client)
+                    status, headers, body = await unless_stopped(stop, self._request(client))
             except (httpx.TimeoutException, TimeoutError) as exc:
                 self.error("timeout", "request timed out after %ss (%s)", self.options.timeout_s,
                            type(exc).__name__)

@@ -3,7 +3,10 @@
 The adapter subscribes to the configured symbols, reconnects with backoff and
 jitter when the server closes, stalls or drops the connection, and publishes
 a `source_gap` event when a reconnect may have lost trades (the next trade id
-of a symbol is not the one after the last seen). Duplicate or out-of-order
+of a symbol is not the one after the last seen). Only integer ids that form a
+sequence are checked: those the format defines as one (Binance trade and
+aggregate ids), and others (a generic `id_field`) once each id seen has been
+the one after the last; UUIDs or sparse ids never make a gap. Duplicate or out-of-order
 trades keep their stable ids, so the bus and `raw_events` drop the copies.
 Only a frame that answers a SUBSCRIBE request of this source (its id, and
 nothing but `result` or `error` besides) is taken as a reply; any other frame
@@ -163,12 +166,15 @@ class WebSocketAdapter(LiveAdapter):
             meta=EventMeta(parser_version=f"{PARSER_VERSION}:{self.source.parser}", origin=self.origin),
         )
         self.sequence_key = _BINANCE_STREAMS.get(self.source.parser, ("", self.options.id_field or ""))[1]
+        # Whether the format defines the ids as a sequence; otherwise the ids seen have to show one.
+        self.defined_sequence = self.source.parser in _BINANCE_STREAMS
         self._batch: list[StandardEvent] = []
         self._failures: list[tuple[str, bytes]] = []
         self._batch_started = 0.0
         self._last_message = 0.0
-        # Per symbol: (event time, sequential id) of the newest event seen; least recently seen first.
-        self._last_seen: OrderedDict[str, tuple[datetime, Any]] = OrderedDict()
+        # Per symbol: event time and id of the newest event seen, and whether the ids are a sequence
+        # (None: not known yet, one id seen); least recently seen first.
+        self._last_seen: OrderedDict[str, tuple[datetime, Any, bool | None]] = OrderedDict()
         # Symbols whose first new event after a reconnect still has to be checked for a gap.
         self._gap_check: set[str] = set()
         self._disconnect_reason = ""
@@ -209,7 +215,6 @@ class WebSocketAdapter(LiveAdapter):
                     break
                 if not self._stalled:
                     self._disconnect_reason = f"{type(exc).__name__}: {exc}"
-                self.error("connect", "connection lost: %s", self._disconnect_reason)
                 refused = exc.sent if isinstance(exc, ConnectionClosed) else None
                 if refused is not None and refused.code in _REFUSED_FRAME:
                     self._fail(f"frame refused: the server sent {_REFUSED_FRAME[refused.code]} "
@@ -217,6 +222,9 @@ class WebSocketAdapter(LiveAdapter):
                     await self.flush(publisher)
             if stop.is_set():
                 break
+            # Any end of the stream not asked for is counted, a normal close (1000) by the server too:
+            # a server closing every connection at once would otherwise show in no metric.
+            self.error("connect", "connection lost: %s", self._disconnect_reason or "server closed the stream")
             delay = self.backoff.next()
             self.note_disconnect(self._disconnect_reason or "server closed the stream")
             self.reconnected(delay, self._last_disconnect)
@@ -355,21 +363,26 @@ class WebSocketAdapter(LiveAdapter):
         seq = event.payload.get(self.sequence_key, event.event_id) if self.sequence_key else event.event_id
         previous = self._last_seen.get(key)
         if previous is None:
-            self._last_seen[key] = (event.timestamp, seq)
+            self._last_seen[key] = (event.timestamp, seq, True if self.defined_sequence else None)
             if len(self._last_seen) > MAX_TRACKED_KEYS:
                 forgotten, _ = self._last_seen.popitem(last=False)
                 self._gap_check.discard(forgotten)
             return
         self._last_seen.move_to_end(key)
-        comparable = isinstance(seq, int) and isinstance(previous[1], int)
-        if comparable and seq <= previous[1]:
+        last_time, last_seq, in_sequence = previous
+        integers = type(seq) is int and type(last_seq) is int
+        if integers and seq <= last_seq:
             return  # a duplicate or late trade: its stable id lets the store drop or place it
+        follows = integers and seq == last_seq + 1
         if key in self._gap_check:
             self._gap_check.discard(key)
-            if not comparable or seq != previous[1] + 1:
-                self._add(gap_event(self.source.name, key, previous[0], event.timestamp, previous[1], seq,
+            if in_sequence and integers and not follows:
+                self._add(gap_event(self.source.name, key, last_time, event.timestamp, last_seq, seq,
                                     self._last_disconnect, self.reconnects))
-        self._last_seen[key] = (event.timestamp, seq)
+        elif not self.defined_sequence:
+            # Ids that skipped some without a reconnect (sparse, or not integers) are no sequence.
+            in_sequence = follows and in_sequence is not False
+        self._last_seen[key] = (event.timestamp, seq, in_sequence)
 
     def _add(self, event: StandardEvent) -> None:
         if not self._batch and not self._failures:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -106,8 +107,8 @@ def serve() -> Iterator[Callable[[list[Answer]], tuple[str, Server]]]:
 
 
 def poll(url: str, scripted: Server, tmp_path: Path, requests: int, bus: MemoryBus | None = None,
-         **options: Any) -> tuple[Any, list, list]:
-    source = SourceConfig(name="r", type="rest", endpoint=url, options={
+         credentials: dict[str, str] | None = None, **options: Any) -> tuple[Any, list, list]:
+    source = SourceConfig(name="r", type="rest", endpoint=url, credentials=credentials or {}, options={
         "interval_s": 0.01, "records": "$.data[*]", "timeout_s": 1.0, "max_retries": 1,
         "backoff_initial_s": 0.01, "backoff_max_s": 0.02, "id_field": "id", "time_field": "ts",
         "conditional": False, **options})
@@ -271,3 +272,28 @@ def test_one_response_keeps_at_most_100_dead_letters_in_few_messages_and_counts_
     assert (stats.published, stats.dead_lettered) == (1, 101)
     # The events in one message, the letters in messages of many: 101 letters of ~110 bytes fit one.
     assert len(bus.queue) == 2
+
+
+def echo_redirect(handler: BaseHTTPRequestHandler) -> None:
+    reply(301, Location="https://example.com" + handler.path)(handler)
+
+
+def echo_not_found(handler: BaseHTTPRequestHandler) -> None:
+    reply(404, b"not found: " + handler.path.encode())(handler)
+
+
+def test_a_secret_in_a_url_the_server_echoes_is_masked_in_its_url_encoded_forms(
+    serve, tmp_path, monkeypatch, caplog
+):
+    # Not a secret by its name: only `credentials` says it is one.
+    monkeypatch.setenv("QRAFT_TEST_PROBE", "s3cr3t+key/with=chars")
+    url, scripted = serve([echo_redirect, echo_not_found, reply(200, GOOD)])
+    with caplog.at_level(logging.WARNING, logger="qraft_core.adapters.live"):
+        stats, events, letters = poll(url.replace("/data", "/api/{tok}/data"), scripted, tmp_path, requests=3,
+                                      credentials={"tok": "QRAFT_TEST_PROBE"}, params={"apikey": "{tok}"})
+    assert [r.getMessage() for r in caplog.records] == [
+        "source r: HTTP 301 redirect to https://example.com/api/***/data?apikey=*** not followed "
+        "(set the endpoint to it); not retried",
+        "source r: HTTP 404: not found: /api/***/data?apikey=***; not retried",
+    ]
+    assert ([e["event_id"] for e in events], stats.errors) == (["r:1"], 2)

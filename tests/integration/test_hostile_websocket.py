@@ -171,3 +171,37 @@ def test_frames_shaped_like_replies_are_records_unless_they_answer_the_subscript
     # with ids never sent.
     assert sorted(e["event_id"] for e in events) == ["ws:1", "ws:2", "ws:3"]
     assert (letters, stats.errors) == ([], 0)
+
+
+def test_a_server_closing_normally_each_connection_is_counted_as_an_error(tmp_path: Path) -> None:
+    from prometheus_client import REGISTRY
+
+    connections: list[int] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        connections.append(1)
+        await ws.close()  # 1000, normal closure: not asked for by the client
+
+    def errors() -> float:
+        return REGISTRY.get_sample_value("qraft_adapter_errors_total",
+                                         {"source": "ws_closing", "kind": "connect"}) or 0.0
+
+    async def run() -> Any:
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            source = SourceConfig(name="ws_closing", type="websocket", endpoint=f"ws://127.0.0.1:{port}",
+                                  options={"backoff_initial_s": 0.01, "backoff_max_s": 0.02})
+            adapter = build_adapter(source, tmp_path)
+            stop = asyncio.Event()
+            task = asyncio.create_task(adapter.run(MemoryBus(), stop))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while adapter.stats.extra.get("reconnects", 0) < 3 and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            stop.set()
+            return await asyncio.wait_for(task, 10)
+
+    before = errors()
+    stats = asyncio.run(run())
+    assert stats.extra["reconnects"] >= 3
+    assert stats.errors == stats.extra["reconnects"] == errors() - before

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from qraft_core.adapters import websocket
 from qraft_core.adapters.registry import build_adapter
 from qraft_core.adapters.websocket import WebSocketAdapter
@@ -207,3 +209,29 @@ def test_sequence_tracking_keeps_long_keys_as_hashes_and_forgets_the_least_recen
     ws.handle_message(record("A", 5))
     gaps = [m["payload"] for m in published(ws) if m.get("type") == "source_gap"]
     assert [(gap["key"], gap["last_id"], gap["next_id"]) for gap in gaps] == [("A", 2, 5)]
+
+
+@pytest.mark.parametrize(("parser", "before", "after", "gaps"), [
+    ("generic", ["0b7c-uuid-a", "f3e1-uuid-b"], ["9a2d-uuid-c"], []),  # no sequence in UUIDs
+    ("generic", [10, 20], [30], []),  # sparse ids
+    ("generic", [10], [30], []),  # one id tells nothing
+    ("generic", [1, 2, 4, 5], [9], []),  # ids skipped without a reconnect: not a sequence
+    ("generic", [1, 2], [5], [(2, 5)]),
+    ("generic", [1, 2], ["x-5"], []),
+    ("binance_trade", [1], [5], [(1, 5)]),  # the format defines the sequence
+])
+def test_a_gap_is_recorded_only_for_integer_ids_that_form_a_sequence(
+    tmp_path: Path, parser: str, before: list[Any], after: list[Any], gaps: list[tuple[int, int]]
+) -> None:
+    ws = adapter(tmp_path, parser, id_field="t", time_field="T")
+
+    def record(record_id: Any) -> str:
+        return json.dumps({"e": "trade", "s": "A", "t": record_id, "T": MS, "E": MS})
+
+    for record_id in before:
+        ws.handle_message(record(record_id))
+    ws.note_disconnect("server closed the stream (code 1000)")
+    for record_id in after:
+        ws.handle_message(record(record_id))
+    found = [m["payload"] for m in published(ws) if m["type"] == "source_gap"]
+    assert [(gap["last_id"], gap["next_id"]) for gap in found] == gaps
