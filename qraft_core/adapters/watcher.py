@@ -23,11 +23,10 @@ import asyncio
 import codecs
 import csv
 import hashlib
-import io
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -118,6 +117,43 @@ def _line_end(path: Path, offset: int) -> int | None:
             if chunk.endswith(b"\r") and (following := handle.read(1)):  # a CR at the chunk's end
                 return offset + (following == b"\n")
     return None
+
+
+def _csv_units(data: bytes, encoding: Encoding, after_header: bool) -> Iterator[tuple[bytes, list[str], str]]:
+    """(bytes, values, csv problem) of each CSV row in `data`, a line end inside a quoted field being part of
+    its row. Before the header, each blank or comment line is a unit of its own (a quote in a comment opens
+    nothing). A last row whose quote is still open at the end of `data` is not yielded: it waits for more.
+
+    >>> [unit for unit, _, _ in _csv_units(b'# a "note\\nid,v\\n1,"x\\r\\ny"\\n2,"open\\n', "utf-8", False)]
+    [b'# a "note\\n', b'id,v\\n', b'1,"x\\r\\ny"\\n']
+    """
+    lines = data.splitlines(keepends=True)
+    taken = 0
+    if not after_header:
+        while taken < len(lines) and before_header(lines[taken].decode("utf-8", "replace")):
+            yield lines[taken], [], ""
+            taken += 1
+    pulled, exhausted = taken, False
+
+    def feed() -> Iterator[str]:
+        nonlocal pulled, exhausted
+        for line in lines[taken:]:
+            pulled += 1
+            yield _utf8(line, encoding).decode("utf-8", "surrogateescape")
+        exhausted = True
+
+    reader = csv.reader(feed())
+    while True:
+        try:
+            values, problem = next(reader), ""
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field over the csv module's size limit: the rest of its line is dropped
+            values, problem = [], str(exc)
+        if exhausted:  # the reader asked for a line after the last one: the row's quote is still open
+            return
+        yield b"".join(lines[taken:pulled]), values, problem
+        taken = pulled
 
 
 @register_adapter
@@ -244,10 +280,10 @@ class WatcherAdapter(LiveAdapter):
             with path.open("rb") as handle:
                 handle.seek(position["offset"])
                 chunk = handle.read(READ_CHUNK_BYTES)
-            complete = _complete(chunk)  # an unfinished last line waits for its line end
-            if not complete and chunk and len(chunk) < READ_CHUNK_BYTES and self._settled(path):
-                complete = chunk  # ... until the file is complete: then it is the last line
-            if not complete:
+            # An unfinished last line waits for its line end, until the file is complete: then it is the last line.
+            final = bool(chunk) and len(chunk) < READ_CHUNK_BYTES and self._settled(path)
+            data = chunk if final else _complete(chunk)
+            if not data:
                 if len(chunk) < READ_CHUNK_BYTES:
                     return read
                 # One line longer than a whole chunk: a dead letter, then read on after it. Without a line end
@@ -257,12 +293,9 @@ class WatcherAdapter(LiveAdapter):
                     if not self._settled(path):
                         return read
                     end = path.stat().st_size
-                size = end - position["offset"]
-                reason = f"line is oversize: {size} bytes, more than the {READ_CHUNK_BYTES} read at once"
-                log.warning("source %s: %s: a line at byte %d is a dead letter: %s", self.source.name, path,
-                            position["offset"], reason, extra=self.log_fields)
-                await self.publish(publisher, [], [(reason, chunk[:MAX_DEAD_LETTER_RAW])])
-                self._save(path, position, offset=end, size=end)
+                await self._oversize(publisher, path, position, end, chunk,
+                                     f"line is oversize: {end - position['offset']} bytes, "
+                                     f"more than the {READ_CHUNK_BYTES} read at once")
                 read += 1
                 continue
             header = position["header"]
@@ -270,17 +303,20 @@ class WatcherAdapter(LiveAdapter):
             batch: list[StandardEvent] = []
             failures: list[tuple[str, bytes]] = []
             # Excel's "CSV UTF-8" starts with a byte order mark: it is no part of the first line (the header).
-            consumed = len(codecs.BOM_UTF8) if start == 0 and complete.startswith(codecs.BOM_UTF8) else 0
-            for line in complete[consumed:].splitlines(keepends=True):
-                consumed += len(line)
-                raw = _utf8(line.rstrip(b"\r\n"), self.options.encoding)
+            consumed = len(codecs.BOM_UTF8) if start == 0 and data.startswith(codecs.BOM_UTF8) else 0
+            body = data[consumed:]
+            units = (_csv_units(body, self.options.encoding, header is not None) if fmt == "csv"
+                     else ((line, [], "") for line in body.splitlines(keepends=True)))
+            for unit, values, problem in units:
+                consumed += len(unit)
+                raw = _utf8(unit.rstrip(b"\r\n"), self.options.encoding)
                 if fmt == "csv" and header is None:
                     text = raw.decode("utf-8", "replace")
                     if not before_header(text):
                         header = column_names(next(csv.reader([text]), []))
                     continue
                 read += 1
-                record, error = self._record(raw, fmt, header)
+                record, error = self._csv_record(raw, values, problem, header) if fmt == "csv" else self._json(raw)
                 if record is None:
                     failures.append((error, raw))
                 else:
@@ -291,35 +327,64 @@ class WatcherAdapter(LiveAdapter):
                     self._save(path, position, offset=start + consumed, size=start + consumed, header=header)
             await self.publish(publisher, batch, failures)
             self._save(path, position, offset=start + consumed, size=start + consumed, header=header)
+            if consumed < len(data):  # a CSV row whose quote is still open waits for the rest of it ...
+                if final:  # ... unless the file is complete
+                    reason = (f"CSV row is not CSV: a quote opened in it is never closed "
+                              f"({len(data) - consumed} bytes to the file's end)")
+                elif consumed:
+                    continue  # read again from the row's start
+                elif len(chunk) < READ_CHUNK_BYTES:
+                    return read
+                else:
+                    reason = (f"CSV row is oversize: a quote opened in it is not closed within the "
+                              f"{READ_CHUNK_BYTES} bytes read at once")
+                await self._oversize(publisher, path, position, start + len(data), data[consumed:], reason)
+                read += 1
+
+    async def _oversize(
+        self, publisher: Publisher, path: Path, position: dict[str, Any], end: int, raw: bytes, reason: str
+    ) -> None:
+        """The bytes from the position to `end` are one dead letter; reading goes on after them."""
+        log.warning("source %s: %s: a line at byte %d is a dead letter: %s", self.source.name, path,
+                    position["offset"], reason, extra=self.log_fields)
+        await self.publish(publisher, [], [(reason, raw[:MAX_DEAD_LETTER_RAW])])
+        self._save(path, position, offset=end, size=end)
 
     @staticmethod
-    def _record(raw: bytes, fmt: str, header: list[str] | None) -> tuple[dict[str, Any] | None, str]:
+    def _json(raw: bytes) -> tuple[dict[str, Any] | None, str]:
         if not raw.strip():
             return None, "empty line"
-        if fmt == "csv":
-            if len(raw) > MAX_RECORD_BYTES:
-                return None, f"CSV row is oversize: {len(raw)} bytes > {MAX_RECORD_BYTES}"
-            try:
-                text = raw.decode("utf-8")
-                values = [value.strip() for value in next(csv.reader(io.StringIO(text)), [])]
-            except UnicodeDecodeError as exc:
-                return None, f"CSV row is not UTF-8: {exc.reason} at byte {exc.start}"
-            except csv.Error as exc:
-                return None, f"CSV row is not CSV: {exc}"
-            names = header or []
-            if len(values) != len(names):
-                if values and values[0].startswith("#"):
-                    return None, "CSV row is a comment line"
-                return None, f"CSV row has {len(values)} values for {len(names)} columns"
-            if values == names:  # a file appended to the watched one with its header
-                return None, "CSV row repeats the header line"
-            if len(names) == 1 and (separator := next((s for s in (";", "\t", "|") if s in names[0]), None)):
-                # Every row would lack the time field, which says nothing of the cause.
-                return None, (f"CSV header {names[0][:80]!r} is one column: the watcher reads comma-separated "
-                              f"CSV only, this file looks {separator!r}-separated (the file source reads it)")
-            return dict(zip(names, values, strict=True)), ""
         record, error = decode_json_record(raw)
         return record, f"line {error}" if error else ""
+
+    @staticmethod
+    def _csv_record(
+        raw: bytes, values: list[str], problem: str, header: list[str] | None
+    ) -> tuple[dict[str, Any] | None, str]:
+        """The row `_csv_units` read as `values` (or failed to read: `problem`), judged against the header."""
+        if not raw.strip():
+            return None, "empty line"
+        if len(raw) > MAX_RECORD_BYTES:
+            return None, f"CSV row is oversize: {len(raw)} bytes > {MAX_RECORD_BYTES}"
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return None, f"CSV row is not UTF-8: {exc.reason} at byte {exc.start}"
+        if problem:
+            return None, f"CSV row is not CSV: {problem}"
+        values = [value.strip() for value in values]
+        names = header or []
+        if len(values) != len(names):
+            if values and values[0].startswith("#"):
+                return None, "CSV row is a comment line"
+            return None, f"CSV row has {len(values)} values for {len(names)} columns"
+        if values == names:  # a file appended to the watched one with its header
+            return None, "CSV row repeats the header line"
+        if len(names) == 1 and (separator := next((s for s in (";", "\t", "|") if s in names[0]), None)):
+            # Every row would lack the time field, which says nothing of the cause.
+            return None, (f"CSV header {names[0][:80]!r} is one column: the watcher reads comma-separated "
+                          f"CSV only, this file looks {separator!r}-separated (the file source reads it)")
+        return dict(zip(names, values, strict=True)), ""
 
     async def _parquet(self, publisher: Publisher, path: Path) -> int:
         position = self._position(path)
