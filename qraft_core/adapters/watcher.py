@@ -24,6 +24,7 @@ import codecs
 import csv
 import hashlib
 import logging
+import os
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -78,6 +79,11 @@ def _digest(path: Path, start: int, end: int) -> str:
     with path.open("rb") as handle:
         handle.seek(start)
         return hashlib.sha256(handle.read(end - start)).hexdigest()
+
+
+def _same_inode(stat: os.stat_result, position: dict[str, Any]) -> bool:
+    """Whether `stat` is of the file `position` was read from (a state saved before devices were kept matches any)."""
+    return stat.st_ino == position["inode"] and stat.st_dev == position.get("device", stat.st_dev)
 
 
 def _tail_start(offset: int) -> int:
@@ -180,6 +186,7 @@ class WatcherAdapter(LiveAdapter):
             raise self.state.broken(f"'files' is not an object of file positions ({', '.join(sorted(fields))})")
         # Files reported as unreadable (format, permissions), so each is reported once until it reads.
         self._unreadable: set[str] = set()
+        self._unsaved = False  # positions changed since the state file was written
 
     @property
     def folder(self) -> Path:
@@ -196,7 +203,6 @@ class WatcherAdapter(LiveAdapter):
 
     async def scan(self, publisher: Publisher) -> int:
         """Publish whatever is new in the folder; returns the number of records read."""
-        read = 0
         if not self.folder.is_dir():  # removed or unmounted while watched
             self._report_once(self.folder, "list", f"{self.folder} is not a folder any more; trying again")
             return 0
@@ -206,31 +212,104 @@ class WatcherAdapter(LiveAdapter):
             self._report_once(self.folder, "list", f"{self.folder} cannot be listed ({exc.strerror or exc})")
             return 0
         self._unreadable.discard(str(self.folder))
-        for path in paths:
-            try:
-                fmt = file_format(path, self.options.format)
-            except ConfigError as exc:
-                self._report_once(path, "format", str(exc))
-                continue
-            try:
-                if fmt == "parquet":
-                    read += await self._parquet(publisher, path)
-                elif self.files.get(str(path.resolve()), {}).get("offset", 0) == 0 and utf16_encoding(path):
-                    read += await self._utf16(publisher, path, fmt)
-                else:
-                    read += await self._text(publisher, path, fmt)
-            except FileNotFoundError:
-                continue  # removed between the listing and the read
-            except OSError as exc:
-                self._report_once(path, "read", f"{path} cannot be read ({exc.strerror or exc}); "
-                                  "trying again at every scan")
-                continue
-            except ConfigError as exc:  # `utf16_encoding` could not read the file's first bytes
-                if path.exists():  # else removed between the listing and the read
-                    self._report_once(path, "read", f"{exc}; trying again at every scan")
-                continue
-            self._unreadable.discard(str(path))
+        listed = {str(path.resolve()) for path in paths}
+        self._follow_renames(listed)
+        # A file renamed away from the pattern (a rotated log) is read to its end first, named as it was.
+        rotated = [(Path(key), Path(position["rotated_from"])) for key, position in self.files.items()
+                   if "rotated_from" in position and key not in listed]
+        read = 0
+        try:
+            for path, named in rotated + [(path, path) for path in paths]:
+                read += await self._read(publisher, path, named)
+        finally:
+            self._store()  # once a scan (and after each full batch), so many files cost linear time
         return read
+
+    async def _read(self, publisher: Publisher, path: Path, named: Path) -> int:
+        """Read what is new in `path` (its format told by the name `named`); returns the number of records read."""
+        try:
+            fmt = file_format(named, self.options.format)
+        except ConfigError as exc:
+            self._report_once(path, "format", str(exc))
+            return 0
+        try:
+            if fmt == "parquet":
+                read = await self._parquet(publisher, path)
+            elif self.files.get(str(path.resolve()), {}).get("offset", 0) == 0 and utf16_encoding(path):
+                read = await self._utf16(publisher, path, fmt)
+            else:
+                read = await self._text(publisher, path, fmt)
+            if path != named and self._settled(path) and self.files[str(path.resolve())]["size"] >= path.stat().st_size:
+                del self.files[str(path.resolve())]  # a rotated file read to its end: nothing more comes
+        except FileNotFoundError:
+            return 0  # removed between the listing and the read
+        except OSError as exc:
+            self._report_once(path, "read", f"{path} cannot be read ({exc.strerror or exc}); "
+                              "trying again at every scan")
+            return 0
+        except ConfigError as exc:  # `utf16_encoding` could not read the file's first bytes
+            if path.exists():  # else removed between the listing and the read
+                self._report_once(path, "read", f"{exc}; trying again at every scan")
+            return 0
+        self._unreadable.discard(str(path))
+        return read
+
+    def _follow_renames(self, listed: set[str]) -> None:
+        """Move each position whose file is not at its path any more to the file's new name in the same folder
+        (a log rotated by renaming it, `app.jsonl` to `app.jsonl.1`), so its last lines are read; drop the others,
+        saying so when bytes of them were left unread."""
+        gone: dict[str, tuple[dict[str, Any], bool]] = {}
+        for key, position in self.files.items():
+            try:
+                stat = os.stat(key)
+            except (FileNotFoundError, NotADirectoryError):
+                gone[key] = position, False
+                continue
+            except OSError:
+                continue  # cannot tell: kept
+            if not _same_inode(stat, position):
+                gone[key] = position, True
+        folders: dict[Path, dict[int, list[Path]]] = {}
+        for key in gone:
+            del self.files[key]
+        for key, (position, replaced) in gone.items():
+            moved = self._renamed(Path(key).parent, position, folders)
+            if moved is not None and str(moved) not in self.files:
+                if str(moved) in listed:
+                    position.pop("rotated_from", None)
+                else:
+                    position.setdefault("rotated_from", key)
+                self.files[str(moved)] = position
+                continue
+            unread = position.get("seen", position["size"]) - position["size"]
+            if replaced:
+                self.error("rotation", "%s was replaced, and the file it was is not in its folder any more (moved "
+                           "elsewhere, compressed or deleted): its bytes from byte %d on were not read (%d seen at "
+                           "the last scan, and any written since)", key, position["size"], unread)
+            elif unread > 0:
+                self.error("rotation", "%s was removed before it was read to its end: its %d bytes from byte %d "
+                           "on were not read", key, unread, position["size"])
+
+    def _renamed(self, folder: Path, position: dict[str, Any], folders: dict[Path, dict[int, list[Path]]]) -> Path | None:
+        """The file of `position` under another name in `folder`, or None."""
+        if folder not in folders:
+            by_inode: dict[int, list[Path]] = {}
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        if entry.is_file(follow_symlinks=False):
+                            by_inode.setdefault(entry.inode(), []).append(Path(entry.path))
+            except OSError:
+                pass  # the folder went away too
+            folders[folder] = by_inode
+        for path in folders[folder].get(position["inode"], []):
+            try:
+                stat = path.stat()
+                if _same_inode(stat, position) and self._unchanged(path, stat, position):
+                    return path
+            except OSError:
+                continue
+        return None
 
     def _report_once(self, path: Path, kind: str, message: str) -> None:
         if str(path) not in self._unreadable:
@@ -240,38 +319,49 @@ class WatcherAdapter(LiveAdapter):
     def _settled(self, path: Path) -> bool:
         return time.time() - path.stat().st_mtime >= self.options.settle_s
 
+    @staticmethod
+    def _unchanged(path: Path, stat: os.stat_result, position: dict[str, Any]) -> bool:
+        """Whether the file of `position`, at `path`, still holds the bytes read from it."""
+        # A file rewritten in place keeps its inode and may keep its first bytes (a regenerated
+        # export starts with the same header and rows): the bytes just before the offset must still
+        # be those read, or reading on from there would skip rows and read from the middle of one.
+        changed = position.get("head") and stat.st_mtime_ns != position.get("mtime")
+        return not (
+            position["size"] > stat.st_size
+            or (changed and _head(path, position["size"]) != position["head"])
+            or (changed and position.get("tail")
+                and _digest(path, _tail_start(position["offset"]), position["offset"]) != position["tail"])
+        )
+
     def _position(self, path: Path) -> dict[str, Any]:
         """The saved position of `path`, reset when the file was replaced or truncated."""
         stat = path.stat()
         key = str(path.resolve())
         position = self.files.get(key)
-        # A file rewritten in place keeps its inode and may keep its first bytes (a regenerated
-        # export starts with the same header and rows): the bytes just before the offset must still
-        # be those read, or reading on from there would skip rows and read from the middle of one.
-        changed = position is not None and position.get("head") and stat.st_mtime_ns != position.get("mtime")
-        if position is not None and (
-            position["inode"] != stat.st_ino or position["size"] > stat.st_size
-            or (changed and _head(path, position["size"]) != position["head"])
-            or (changed and position.get("tail")
-                and _digest(path, _tail_start(position["offset"]), position["offset"]) != position["tail"])
-        ):
+        if position is not None and not (_same_inode(stat, position) and self._unchanged(path, stat, position)):
             log.warning("source %s: %s was replaced or truncated; reading it from the start",
                         self.source.name, path, extra=self.log_fields)
             position = None
         if position is None:
             position = {"inode": stat.st_ino, "size": 0, "offset": 0, "rows": 0, "header": None}
             self.files[key] = position
-        position["mtime"] = stat.st_mtime_ns
+        position.update(device=stat.st_dev, mtime=stat.st_mtime_ns, seen=stat.st_size)
         return position
 
     def _save(self, path: Path, position: dict[str, Any], **changes: Any) -> None:
+        """Keep what was read of `path`; the state file is written by `_store`."""
         position.update(changes)
         if position["size"] and (not position.get("head") or position.get("head_size", 0) < HEAD_BYTES):
             position["head"], position["head_size"] = _head(path, position["size"]), min(position["size"], HEAD_BYTES)
         if position["offset"]:
             position["tail"] = _digest(path, _tail_start(position["offset"]), position["offset"])
         self.files[str(path.resolve())] = position
-        self.state.save({"files": self.files})
+        self._unsaved = True
+
+    def _store(self) -> None:
+        if self._unsaved:
+            self.state.save({"files": self.files})
+            self._unsaved = False
 
     async def _text(self, publisher: Publisher, path: Path, fmt: str) -> int:
         position = self._position(path)
@@ -325,6 +415,7 @@ class WatcherAdapter(LiveAdapter):
                     await self.publish(publisher, batch, failures)
                     batch, failures = [], []
                     self._save(path, position, offset=start + consumed, size=start + consumed, header=header)
+                    self._store()
             await self.publish(publisher, batch, failures)
             self._save(path, position, offset=start + consumed, size=start + consumed, header=header)
             if consumed < len(data):  # a CSV row whose quote is still open waits for the rest of it ...
@@ -443,6 +534,7 @@ class WatcherAdapter(LiveAdapter):
             if len(batch) + len(failures) >= self.options.batch_size:
                 await self.publish(publisher, batch, failures)
                 self._save(path, position, rows=position["rows"] + len(batch) + len(failures))
+                self._store()
                 batch, failures = [], []
         await self.publish(publisher, batch, failures)
         self._save(path, position, rows=position["rows"] + len(batch) + len(failures), size=size)
