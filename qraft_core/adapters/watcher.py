@@ -14,7 +14,10 @@ every line (a CSV header too) is Windows-1252, as Excel's plain "CSV" is. A
 UTF-16 file (Excel's "Unicode text") is read whole once complete, as the file
 source reads it (its separator, Excel's tab included, taken from its header), and again from the
 record it stopped at when it grows. A line ends at LF, CRLF or a lone CR (classic Mac line ends, as the
-file source reads them); a UTF-8 byte order mark before the first line is dropped.
+file source reads them); a UTF-8 byte order mark before the first line is dropped. CSV is read by rows, not
+lines: a quoted field may hold line ends. A file renamed in its folder (a log rotated to `app.jsonl.1`) is
+followed by its inode and read to its end; one that went away unread is reported with the bytes missed.
+Positions of files gone are dropped, and the state is written once a scan and after each full batch.
 """
 
 from __future__ import annotations
@@ -239,8 +242,9 @@ class WatcherAdapter(LiveAdapter):
                 read = await self._utf16(publisher, path, fmt)
             else:
                 read = await self._text(publisher, path, fmt)
-            if path != named and self._settled(path) and self.files[str(path.resolve())]["size"] >= path.stat().st_size:
-                del self.files[str(path.resolve())]  # a rotated file read to its end: nothing more comes
+            key = str(path.resolve())
+            if path != named and self._settled(path) and self.files[key]["size"] >= path.stat().st_size:
+                del self.files[key]  # a rotated file read to its end and unchanged since: nothing more comes
         except FileNotFoundError:
             return 0  # removed between the listing and the read
         except OSError as exc:
@@ -272,16 +276,17 @@ class WatcherAdapter(LiveAdapter):
         folders: dict[Path, dict[int, list[Path]]] = {}
         for key in gone:
             del self.files[key]
+            self._unsaved = True
         for key, (position, replaced) in gone.items():
             moved = self._renamed(Path(key).parent, position, folders)
-            if moved is not None and str(moved) not in self.files:
+            if moved is not None:
                 if str(moved) in listed:
                     position.pop("rotated_from", None)
-                else:
+                else:  # read at every scan until complete, though the pattern does not match its new name
                     position.setdefault("rotated_from", key)
-                self.files[str(moved)] = position
+                self.files.setdefault(str(moved), position)  # a second link to a file read already is not moved
                 continue
-            unread = position.get("seen", position["size"]) - position["size"]
+            unread = max(0, position.get("seen", 0) - position["size"])
             if replaced:
                 self.error("rotation", "%s was replaced, and the file it was is not in its folder any more (moved "
                            "elsewhere, compressed or deleted): its bytes from byte %d on were not read (%d seen at "
