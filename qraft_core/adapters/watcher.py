@@ -422,7 +422,8 @@ class WatcherAdapter(LiveAdapter):
                     self._save(path, position, offset=start + consumed, size=start + consumed, header=header)
                     self._store()
             await self.publish(publisher, batch, failures)
-            self._save(path, position, offset=start + consumed, size=start + consumed, header=header)
+            if consumed:  # else only a CSV row still waiting for its closing quote: nothing changed
+                self._save(path, position, offset=start + consumed, size=start + consumed, header=header)
             if consumed < len(data):  # a CSV row whose quote is still open waits for the rest of it ...
                 if final:  # ... unless the file is complete
                     reason = (f"CSV row is not CSV: a quote opened in it is never closed "

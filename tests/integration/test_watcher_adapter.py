@@ -177,6 +177,9 @@ def test_a_quoted_csv_field_holding_line_breaks_is_one_row_even_when_it_arrives_
     target.write_bytes(b'id,ts,note\n1,1767571201,"first line\r\n')
     asyncio.run(adapter.scan(bus))
     assert bus.published() == ([], [])  # the quote is still open: the row waits for the rest of it
+    waiting = (state / "drop.watch.json").stat().st_ino  # a new file at each write
+    asyncio.run(adapter.scan(bus))
+    assert (state / "drop.watch.json").stat().st_ino == waiting  # and waiting changes no state
     with target.open("ab") as handle:
         handle.write(b'second ""line""\n"\n2,1767571202,ok\n')
     asyncio.run(adapter.scan(bus))
