@@ -164,3 +164,53 @@ def test_run_polls_until_stopped(tmp_path: Path) -> None:
         return drained(bus)
 
     assert asyncio.run(scenario()) == ["drop:1", "drop:2"]
+
+
+def test_a_quoted_csv_field_holding_line_breaks_is_one_row_even_when_it_arrives_in_pieces(tmp_path: Path) -> None:
+    """Before, the watcher split CSV at every line end: the field was cut at its first line break without a word,
+    and its next line became a dead letter of its own."""
+    folder, state = tmp_path / "in", tmp_path / "state"
+    folder.mkdir()
+    target = folder / "notes.csv"
+    bus = MemoryBus()
+    adapter = watcher(folder, state, "*.csv")
+    target.write_bytes(b'id,ts,note\n1,1767571201,"first line\r\n')
+    asyncio.run(adapter.scan(bus))
+    assert bus.published() == ([], [])  # the quote is still open: the row waits for the rest of it
+    waiting = (state / "drop.watch.json").stat().st_ino  # a new file at each write
+    asyncio.run(adapter.scan(bus))
+    assert (state / "drop.watch.json").stat().st_ino == waiting  # and waiting changes no state
+    with target.open("ab") as handle:
+        handle.write(b'second ""line""\n"\n2,1767571202,ok\n')
+    asyncio.run(adapter.scan(bus))
+    events, letters = bus.published()
+    assert [event["payload"] for event in events] == [
+        {"id": "1", "ts": "1767571201", "note": 'first line\r\nsecond "line"'},
+        {"id": "2", "ts": "1767571202", "note": "ok"},
+    ]
+    assert letters == []
+
+
+def test_a_csv_quote_never_closed_is_a_dead_letter_once_complete_or_once_over_a_read_chunk(tmp_path, monkeypatch):
+    monkeypatch.setattr(watcher_module, "READ_CHUNK_BYTES", 64)
+    folder, state = tmp_path / "in", tmp_path / "state"
+    folder.mkdir()
+    open_at_end = folder / "end.csv"
+    open_at_end.write_bytes(b'id,ts\n1,1767571201\n2,"1767571202\nrest')
+    long_quote = folder / "long.csv"  # 25 + 11 bytes a line: 64 bytes hold the row's first 4 lines, not its end
+    long_quote.write_bytes(b'id,ts,note\n1,1767571201,"abcdefghij\n' + b"abcdefghij\n" * 9 + b"3,1767571203,ok\n")
+    adapter = watcher(folder, state, "*.csv")
+    bus = MemoryBus()
+    assert asyncio.run(adapter.scan(bus)) == 9
+    events, letters = bus.published()
+    # Past the 64 bytes, the quote's lines are rows of their own, and the row after them is read.
+    oversize = "CSV row is oversize: a quote opened in it is not closed within the 64 bytes read at once"
+    assert [event["event_id"] for event in events] == ["drop:1", "drop:3"]
+    assert [letter["reason"] for letter in letters] == [oversize] + ["CSV row has 1 values for 3 columns"] * 6
+    bus.queue.clear()
+    past = time.time() - 3600
+    os.utime(open_at_end, (past, past))
+    asyncio.run(adapter.scan(bus))
+    assert drained(bus) == [("dead", "CSV row is not CSV: a quote opened in it is never closed (18 bytes to the "
+                                     "file's end)")]
+    assert asyncio.run(adapter.scan(bus)) == 0
