@@ -500,6 +500,11 @@ class DatabaseAdapter(LiveAdapter):
             self.error("missing_column", "table %s has no column(s) %s (columns: %s); retrying",
                        options.table, ", ".join(missing), ", ".join(names))
             return None
+        if options.key_column and options.key_column not in names:
+            # Without it every row would have the same identity, hence the same event id.
+            self.error("missing_column", "options.key_column: table %s has no column %s (columns: %s); retrying",
+                       options.table, options.key_column, ", ".join(names))
+            return None
         table = sa.table(options.table, *(sa.column(name) for name in names), schema=options.schema_name)
         self.cursor_unique = [options.cursor_column] in self._unique_columns(inspector)
         if self.table_missing:
@@ -543,7 +548,9 @@ class DatabaseAdapter(LiveAdapter):
         table = self.table
         keys = [table.c[name] for name in self.cursor_columns]
         chosen = [table.c[name] for name in self.options.columns] if self.options.columns else list(table.c)
-        chosen += [column for column in keys if column.name not in {c.name for c in chosen}]
+        # The cursor and the key are read even when not listed: they place and name each row.
+        needed = [*self.cursor_columns, *([self.options.key_column] if self.options.key_column else [])]
+        chosen += [table.c[name] for name in dict.fromkeys(needed) if name not in {c.name for c in chosen}]
         return table, keys, chosen
 
     def _fetch(self, connection: sa.Connection) -> _Batch:
