@@ -43,3 +43,62 @@ def test_postgres_a_key_column_not_listed_in_columns_is_read_and_names_each_row(
     assert stats.errors >= 1
     assert ("source db: options.key_column: table orders has no column order_id (columns: id, updated_at, amount); "
             "retrying") in caplog.text
+
+
+def letter_ids(letters: list[dict[str, Any]]) -> list[int]:
+    return [json.loads(letter["raw"])["id"] for letter in letters]
+
+
+def test_postgres_each_row_with_a_null_cursor_is_one_dead_letter_when_one_is_fixed_and_another_added(
+        pg_database, tmp_path):
+    url = pg_url(pg_database)
+    execute(url, "CREATE TABLE t (id int PRIMARY KEY, ts timestamptz, v text)",
+            "INSERT INTO t VALUES (1, '2026-12-01 10:00+00', 'ok'), (2, NULL, 'nullA'), (3, NULL, 'nullB')")
+    options = {"table": "t", "cursor_column": "ts", "tiebreak_column": "id", "time_field": "ts"}
+    bus = MemoryBus()
+
+    async def run(state: Path, **keyed: Any) -> None:
+        adapter = build_adapter(source(url, **options, **keyed), state)
+        stop = asyncio.Event()
+        task = asyncio.create_task(adapter.run(bus, stop))
+        await until(lambda: letter_ids(outcome(bus)[1]) == [2, 3], "the first rows with a NULL cursor")
+        # Row 2 is fixed and row 4 comes without a time: their count stays 2. Row 0 sorts before both.
+        await asyncio.to_thread(execute, url, "UPDATE t SET ts = '2026-12-01 10:05+00' WHERE id = 2",
+                                "INSERT INTO t VALUES (4, NULL, 'nullC'), (0, NULL, 'nullZ')")
+        await until(lambda: letter_ids(outcome(bus)[1]) == [2, 3, 0, 4], "the new rows with a NULL cursor")
+        await until(lambda: [e["payload"]["id"] for e in outcome(bus)[0]] == [1, 2], "the fixed row")
+        # Quiet polls and a restart dead-letter nothing again.
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    for keyed in ({"key_column": "id"}, {}):
+        state = tmp_path / ("keyed" if keyed else "hashed")
+        bus = MemoryBus()
+        asyncio.run(run(state, **keyed))
+        events, letters, _ = poll_once(url, state, **options, **keyed)
+        assert (events, letters) == ([], [])
+        assert ([e["payload"]["id"] for e in outcome(bus)[0]], letter_ids(outcome(bus)[1])) == ([1, 2], [2, 3, 0, 4])
+        execute(url, "UPDATE t SET ts = NULL WHERE id = 2", "UPDATE t SET ts = '2026-12-01 10:10+00' "
+                "WHERE id = 0", "UPDATE t SET ts = NULL WHERE id = 1")
+        events, letters, _ = poll_once(url, state, **options, **keyed)
+        # Rows 1 and 2 lost their time again: each is a dead letter once more.
+        assert ([e["payload"]["id"] for e in events], letter_ids(letters)) == ([0], [1, 2])
+        execute(url, "DELETE FROM t", "INSERT INTO t VALUES (1, '2026-12-01 10:00+00', 'ok'), (2, NULL, 'nullA'), "
+                "(3, NULL, 'nullB')")
+
+
+def test_a_state_file_counting_the_null_rows_keeps_them_dead_lettered_once(tmp_path):
+    from tests.integration.test_hostile_database import T, sqlite
+
+    url = sqlite(tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY, seq INTEGER, at INTEGER)",
+                 f"INSERT INTO t VALUES (1, 10, {T}), (2, NULL, {T}), (3, NULL, {T})")
+    # An older version dead-lettered row 2 and counted it.
+    (tmp_path / "db.cursor.json").write_text(json.dumps({
+        "cursor": [{"kind": "plain", "value": 10}], "null_rows": 1, "table": "t", "schema_name": None,
+        "cursor_column": "seq", "tiebreak_column": None}))
+    events, letters, _ = poll_once(url, tmp_path, table="t", cursor_column="seq", key_column="id")
+    assert (events, letter_ids(letters)) == ([], [3])
+    saved = json.loads((tmp_path / "db.cursor.json").read_text())
+    assert (saved["null_letters"], "null_rows" in saved) == (["2", "3"], False)
+    assert poll_once(url, tmp_path, table="t", cursor_column="seq", key_column="id")[:2] == ([], [])
