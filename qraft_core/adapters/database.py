@@ -295,6 +295,7 @@ class DatabaseAdapter(LiveAdapter):
         self.connections: dict[int, Any] = {}
         self.progress_at = 0.0
         self.null_overflow = False
+        self.behind = False  # every row was last seen before the saved position
 
     @property
     def cursor_columns(self) -> list[str]:
@@ -527,8 +528,6 @@ class DatabaseAdapter(LiveAdapter):
                         self.state.path, extra=self.log_fields)
             self._start_over()
             self._save()
-        elif self.cursor is not None:
-            self._check_position(connection, table)
         return table
 
     def _unique_columns(self, inspector: sa.Inspector) -> list[list[str]]:
@@ -540,17 +539,22 @@ class DatabaseAdapter(LiveAdapter):
         return unique
 
     def _check_position(self, connection: sa.Connection, table: sa.TableClause) -> None:
-        """Warn when every row is before the saved position: a table emptied and refilled, or dropped and
-        recreated while the poller was not looking, has its new rows below the old cursor."""
+        """Warn, once each time it happens, when every row is before the saved position: a table emptied and
+        refilled, or dropped and recreated while the poller was not looking, has its new rows below the old
+        cursor. Asked on each poll that finds nothing, in one query an index on the cursor serves."""
         assert self.cursor is not None
         first = table.c[self.options.cursor_column]
-        has_rows, reaches = connection.execute(sa.select(
-            sa.exists().where(first.is_not(None)), sa.exists().where(first >= self.cursor[0]))).one()
-        if has_rows and not reaches:
-            log.warning("source %s: every row of table %s is before the position saved in %s (%s %s): was the "
-                        "table recreated? Rows before the position are not read; move the state file away to "
-                        "read the table from the start", self.source.name, self.options.table, self.state.path,
-                        self.options.cursor_column, self.cursor[0], extra=self.log_fields)
+        # The largest as text: it is only shown, and a value the driver cannot read must not fail the poll.
+        largest, reaches = connection.execute(sa.select(
+            sa.cast(sa.func.max(first), sa.String), sa.exists().where(first >= self.cursor[0]))).one()
+        behind = largest is not None and not reaches
+        if behind and not self.behind:
+            log.warning("source %s: every row of table %s is before the position saved in %s (%s %s, the table's "
+                        "largest %s): was the table emptied or recreated? Rows before the position are not read; "
+                        "move the state file away to read the table from the start", self.source.name,
+                        self.options.table, self.state.path, self.options.cursor_column, self.cursor[0], largest,
+                        extra=self.log_fields)
+        self.behind = behind
 
     def _selection(self, connection: sa.Connection) -> tuple[
             sa.TableClause, list[sa.ColumnClause[Any]], list[sa.ColumnClause[Any]]] | None:
@@ -572,7 +576,7 @@ class DatabaseAdapter(LiveAdapter):
         selection = self._selection(connection)
         if selection is None:
             return _Batch([], up_to_date=True)
-        _, keys, chosen = selection
+        table, keys, chosen = selection
         # A NULL cursor would stop the reading for good (nothing is greater than NULL).
         query = sa.select(*chosen).where(*(key.is_not(None) for key in keys))
         emitted = Counter([] if self._strict else self.at_cursor)
@@ -581,6 +585,10 @@ class DatabaseAdapter(LiveAdapter):
         # The rows already emitted at the cursor value come again: ask for as many more.
         limit = self.options.batch_size + emitted.total()
         rows = self._rows(connection, query.order_by(*keys).limit(limit), chosen)
+        if rows or self.cursor is None:
+            self.behind = False  # rows at or after the position
+        else:
+            self._check_position(connection, table)
         fresh = []
         for row in rows:
             if emitted[row.identity] and row.cursor == self.cursor:

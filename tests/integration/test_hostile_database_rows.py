@@ -102,3 +102,42 @@ def test_a_state_file_counting_the_null_rows_keeps_them_dead_lettered_once(tmp_p
     saved = json.loads((tmp_path / "db.cursor.json").read_text())
     assert (saved["null_letters"], "null_rows" in saved) == (["2", "3"], False)
     assert poll_once(url, tmp_path, table="t", cursor_column="seq", key_column="id")[:2] == ([], [])
+
+
+def test_postgres_a_table_emptied_and_refilled_while_polling_is_one_warning_each_time(pg_database, tmp_path, caplog):
+    url = pg_url(pg_database)
+    execute(url, "CREATE TABLE t (id serial PRIMARY KEY, v text, at bigint)",
+            "INSERT INTO t (v, at) SELECT 'old' || g, 1767571200 FROM generate_series(1, 5) g")
+    adapter = build_adapter(source(url, table="t"), tmp_path)
+    bus = MemoryBus()
+    refill = ("BEGIN; TRUNCATE t RESTART IDENTITY; INSERT INTO t (v, at) SELECT 'new' || g, 1767571200 "
+              "FROM generate_series(1, 3) g; COMMIT")
+    warning = (f"source db: every row of table t is before the position saved in {tmp_path / 'db.cursor.json'} "
+               "(id {saved}, the table's largest 3): was the table emptied or recreated? Rows before the position "
+               "are not read; move the state file away to read the table from the start")
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "was the table emptied" in r.getMessage()]
+
+    def values() -> list[str]:
+        return [e["payload"]["v"] for e in outcome(bus)[0]]
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(adapter.run(bus, stop))
+        await until(lambda: len(values()) == 5, "the first rows")
+        await asyncio.to_thread(execute, url, refill)
+        await until(lambda: len(warnings()) == 1, "the refilled table reported")
+        await asyncio.sleep(0.3)  # several quiet polls: still one warning
+        # Rows after the position are read; emptied and refilled again, it is said again.
+        await asyncio.to_thread(execute, url, "INSERT INTO t (id, v, at) VALUES (9, 'after', 1767571200)")
+        await until(lambda: len(values()) == 6, "the row after the position")
+        await asyncio.to_thread(execute, url, refill)
+        await until(lambda: len(warnings()) == 2, "the second refill reported")
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    with caplog.at_level(logging.WARNING, logger="qraft_core.adapters.database"):
+        asyncio.run(run())
+    assert values() == ["old1", "old2", "old3", "old4", "old5", "after"]
+    assert warnings() == [warning.format(saved=5), warning.format(saved=9)]
