@@ -188,6 +188,9 @@ _OPTION_PROBLEM = re.compile(
 # The rows with a NULL cursor that were dead-lettered and are still in the table are remembered (by key, or
 # by a hash of the row), up to this many: beyond it, the others wait until some are fixed, with a warning.
 _NULL_ROWS_KEPT = 10_000
+# Without a tie-breaker, a full batch takes in every row at its last cursor value, up to this many: the next
+# batch re-reads them once, where batches ending inside a value would re-read all before them each time.
+_VALUE_MAX_ROWS = 100_000
 _warned_time_cursor: set[str] = set()
 T = TypeVar("T")
 
@@ -296,6 +299,7 @@ class DatabaseAdapter(LiveAdapter):
         self.progress_at = 0.0
         self.null_overflow = False
         self.behind = False  # every row was last seen before the saved position
+        self.crowded: tuple[Any, ...] | None = None  # the last cursor value said to hold too many rows
 
     @property
     def cursor_columns(self) -> list[str]:
@@ -585,6 +589,9 @@ class DatabaseAdapter(LiveAdapter):
         # The rows already emitted at the cursor value come again: ask for as many more.
         limit = self.options.batch_size + emitted.total()
         rows = self._rows(connection, query.order_by(*keys).limit(limit), chosen)
+        full = len(rows) == limit
+        if full and len(keys) == 1 and not self.cursor_unique:
+            rows = self._with_last_value(connection, keys[0], chosen, rows)
         if rows or self.cursor is None:
             self.behind = False  # rows at or after the position
         else:
@@ -595,7 +602,23 @@ class DatabaseAdapter(LiveAdapter):
                 emitted[row.identity] -= 1
                 continue
             fresh.append(row)
-        return _Batch(fresh, up_to_date=len(rows) < limit)
+        return _Batch(fresh, up_to_date=not full)
+
+    def _with_last_value(self, connection: sa.Connection, cursor: sa.ColumnClause[Any],
+                         chosen: list[sa.ColumnClause[Any]], rows: list[_Row]) -> list[_Row]:
+        """`rows` with every row sharing the last one's cursor value, read in one query."""
+        last = rows[-1].cursor
+        query = sa.select(*chosen).where(cursor == last[0]).limit(_VALUE_MAX_ROWS + 1)
+        at_last = self._rows(connection, query, chosen)
+        if len(at_last) <= _VALUE_MAX_ROWS:
+            return [row for row in rows if row.cursor != last] + at_last
+        if last != self.crowded:
+            self.crowded = last
+            log.warning("source %s: more than %d rows of table %s share %s %s: without a tiebreak_column they are "
+                        "read again in each batch, which grows slow; a tiebreak_column (a unique column such as "
+                        "the primary key) reads them once", self.source.name, _VALUE_MAX_ROWS, self.options.table,
+                        self.options.cursor_column, last[0], extra=self.log_fields)
+        return rows
 
     def _rows(self, connection: sa.Connection, query: sa.Select[Any],
               chosen: list[sa.ColumnClause[Any]]) -> list[_Row]:

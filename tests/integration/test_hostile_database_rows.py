@@ -141,3 +141,51 @@ def test_postgres_a_table_emptied_and_refilled_while_polling_is_one_warning_each
         asyncio.run(run())
     assert values() == ["old1", "old2", "old3", "old4", "old5", "after"]
     assert warnings() == [warning.format(saved=5), warning.format(saved=9)]
+
+
+def catch_up(adapter: Any, bus: MemoryBus) -> list[int]:
+    """Fetch and publish batches until the table is read up to date; the rows each query read."""
+    reads: list[int] = []
+    read = adapter._read
+
+    def counted(connection: Any, query: Any) -> Any:
+        rows = read(connection, query)
+        reads.append(len(rows))
+        return rows
+
+    adapter._read = counted
+    adapter.engine = adapter._engine()
+    try:
+        while True:
+            with adapter._connection() as connection:
+                batch = adapter._fetch(connection)
+            if batch.rows:
+                asyncio.run(adapter._publish_rows(bus, batch.rows))
+            if batch.up_to_date:
+                return reads
+    finally:
+        adapter.engine.dispose()
+
+
+def test_postgres_rows_sharing_a_cursor_value_without_tiebreak_are_read_a_bounded_number_of_times(
+        pg_database, tmp_path):
+    url = pg_url(pg_database)
+    execute(url, "CREATE TABLE t (v int, ts timestamptz)",
+            "INSERT INTO t SELECT g, '2026-01-05 00:00:00+00' FROM generate_series(1, 3000) g",
+            "INSERT INTO t SELECT 3000 + g, '2026-01-05 00:00:01+00' FROM generate_series(1, 10) g")
+    options = {"table": "t", "cursor_column": "ts", "time_field": "ts", "batch_size": 100}
+    adapter = build_adapter(source(url, **options), tmp_path)
+    bus = MemoryBus()
+    # The first batch takes in every row at its last value; the next re-reads them once.
+    assert catch_up(adapter, bus) == [100, 3000, 3010]
+    assert sorted(e["payload"]["v"] for e in outcome(bus)[0]) == list(range(1, 3011))
+    assert len(json.loads((tmp_path / "db.cursor.json").read_text())["at_cursor"]) == 10
+    # Batches ending inside values of every size, rows added at the last value: none lost or repeated.
+    execute(url, "INSERT INTO t SELECT 4000 + g, '2026-01-05 00:00:01+00'::timestamptz + (g / 70) * "
+            "interval '1 second' FROM generate_series(0, 999) g")
+    catch_up(adapter, bus)
+    execute(url, "INSERT INTO t SELECT 5000 + g, '2026-01-05 00:00:15+00' FROM generate_series(1, 3) g")
+    catch_up(adapter, bus)
+    expected = [*range(1, 3011), *range(4000, 5000), 5001, 5002, 5003]
+    assert sorted(e["payload"]["v"] for e in outcome(bus)[0]) == expected
+    assert len({e["event_id"] for e in outcome(bus)[0]}) == len(expected)
