@@ -682,7 +682,7 @@ class DatabaseAdapter(LiveAdapter):
         fresh = present - kept
         if fresh and options.key_column:
             found = self._rows(connection, query, chosen)
-        new = []
+        new: list[_Row] = []
         for row in found[:_NULL_ROWS_KEPT]:
             if fresh[row.identity] and len(new) < options.batch_size:
                 fresh[row.identity] -= 1
