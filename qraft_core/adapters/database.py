@@ -185,6 +185,12 @@ _TIME_LIKE = re.compile(r"(_at|_on|_ts|^ts|time|date|stamp|modified|updated|crea
 _OPTION_PROBLEM = re.compile(
     r'invalid connection option "[^"]*"|invalid [\w ]+? value(?:: "[^"]*")?(?: for connection option "[^"]*")?'
     r'|missing "=" after "[^"]*" in connection info string')
+# The rows with a NULL cursor that were dead-lettered and are still in the table are remembered (by key, or
+# by a hash of the row), up to this many: beyond it, the others wait until some are fixed, with a warning.
+_NULL_ROWS_KEPT = 10_000
+# Without a tie-breaker, a full batch takes in every row at its last cursor value, up to this many: the next
+# batch re-reads them once, where batches ending inside a value would re-read all before them each time.
+_VALUE_MAX_ROWS = 100_000
 _warned_time_cursor: set[str] = set()
 T = TypeVar("T")
 
@@ -210,6 +216,13 @@ class _Row:
 class _Batch:
     rows: list[_Row]
     up_to_date: bool  # fewer rows came than asked for
+
+
+@dataclass
+class _NullRows:
+    kept: Counter[str]  # the rows remembered as dead-lettered that still have a NULL cursor
+    new: list[_Row]  # the rows with a NULL cursor not yet dead-lettered (at most batch_size)
+    more: bool  # more than _NULL_ROWS_KEPT rows have a NULL cursor
 
 
 @register_adapter
@@ -258,8 +271,10 @@ class DatabaseAdapter(LiveAdapter):
             self.cursor: tuple[Any, ...] | None = (
                 tuple(_decode_cursor(part) for part in saved["cursor"]) if saved.get("cursor") else None
             )
-            # How many rows with a NULL cursor have been dead-lettered (they are read by position).
-            self.null_rows: int = int(saved.get("null_rows", 0))
+            # The rows with a NULL cursor dead-lettered and still there, by identity (as _Row.identity).
+            self.null_letters: Counter[str] = Counter(str(item) for item in saved.get("null_letters", []))
+            # A state file of an older version counts them instead: the first ones in key order.
+            self.null_legacy: int = int(saved.get("null_rows", 0))
             # Without a tie-breaker: the rows emitted at the cursor value (None: all rows at it, as saved
             # before these were kept).
             at_cursor = saved.get("at_cursor")
@@ -282,6 +297,9 @@ class DatabaseAdapter(LiveAdapter):
         # The driver connection each worker thread uses, to cut when it hangs; when a worker last made progress.
         self.connections: dict[int, Any] = {}
         self.progress_at = 0.0
+        self.null_overflow = False
+        self.behind = False  # every row was last seen before the saved position
+        self.crowded: tuple[Any, ...] | None = None  # the last cursor value said to hold too many rows
 
     @property
     def cursor_columns(self) -> list[str]:
@@ -297,7 +315,7 @@ class DatabaseAdapter(LiveAdapter):
     def _changes(self, saved: dict[str, Any]) -> list[str]:
         """How the saved position's reading differs from the configured one (state files of older versions
         name only the table)."""
-        if not saved.get("cursor") and not saved.get("null_rows"):
+        if not saved.get("cursor") and not saved.get("null_rows") and not saved.get("null_letters"):
             return []
         changes = [f"{key} {saved[key]!r} is now {value!r}" for key, value in self._reading().items()
                    if key in saved and saved[key] != value]
@@ -306,7 +324,8 @@ class DatabaseAdapter(LiveAdapter):
         return changes
 
     def _start_over(self) -> None:
-        self.cursor, self.null_rows, self.at_cursor, self.table_missing = None, 0, None, False
+        self.cursor, self.at_cursor, self.table_missing = None, None, False
+        self.null_letters, self.null_legacy = Counter(), 0
 
     async def run(self, publisher: Publisher, stop: asyncio.Event) -> AdapterStats:
         self.engine = self._engine()
@@ -334,7 +353,7 @@ class DatabaseAdapter(LiveAdapter):
                 if batch.rows:
                     await self._publish_rows(publisher, batch.rows)
                 if nulls is not None:
-                    await self._publish_null_rows(publisher, *nulls)
+                    await self._publish_null_rows(publisher, nulls)
                 if batch.up_to_date and await sleep_or_stop(stop, self.options.interval_s):
                     break
         finally:
@@ -491,7 +510,7 @@ class DatabaseAdapter(LiveAdapter):
         if not names:
             self.error("missing_table", "table %s%s does not exist yet; retrying every %ss",
                        where, options.table, options.interval_s)
-            if not self.table_missing and (self.cursor is not None or self.null_rows):
+            if not self.table_missing and (self.cursor is not None or self.null_letters or self.null_legacy):
                 self.table_missing = True
                 self._save()
             return None
@@ -499,6 +518,11 @@ class DatabaseAdapter(LiveAdapter):
         if missing:
             self.error("missing_column", "table %s has no column(s) %s (columns: %s); retrying",
                        options.table, ", ".join(missing), ", ".join(names))
+            return None
+        if options.key_column and options.key_column not in names:
+            # Without it every row would have the same identity, hence the same event id.
+            self.error("missing_column", "options.key_column: table %s has no column %s (columns: %s); retrying",
+                       options.table, options.key_column, ", ".join(names))
             return None
         table = sa.table(options.table, *(sa.column(name) for name in names), schema=options.schema_name)
         self.cursor_unique = [options.cursor_column] in self._unique_columns(inspector)
@@ -508,8 +532,6 @@ class DatabaseAdapter(LiveAdapter):
                         self.state.path, extra=self.log_fields)
             self._start_over()
             self._save()
-        elif self.cursor is not None:
-            self._check_position(connection, table)
         return table
 
     def _unique_columns(self, inspector: sa.Inspector) -> list[list[str]]:
@@ -521,17 +543,22 @@ class DatabaseAdapter(LiveAdapter):
         return unique
 
     def _check_position(self, connection: sa.Connection, table: sa.TableClause) -> None:
-        """Warn when every row is before the saved position: a table emptied and refilled, or dropped and
-        recreated while the poller was not looking, has its new rows below the old cursor."""
+        """Warn, once each time it happens, when every row is before the saved position: a table emptied and
+        refilled, or dropped and recreated while the poller was not looking, has its new rows below the old
+        cursor. Asked on each poll that finds nothing, in one query an index on the cursor serves."""
         assert self.cursor is not None
         first = table.c[self.options.cursor_column]
-        has_rows, reaches = connection.execute(sa.select(
-            sa.exists().where(first.is_not(None)), sa.exists().where(first >= self.cursor[0]))).one()
-        if has_rows and not reaches:
-            log.warning("source %s: every row of table %s is before the position saved in %s (%s %s): was the "
-                        "table recreated? Rows before the position are not read; move the state file away to "
-                        "read the table from the start", self.source.name, self.options.table, self.state.path,
-                        self.options.cursor_column, self.cursor[0], extra=self.log_fields)
+        # The largest as text: it is only shown, and a value the driver cannot read must not fail the poll.
+        largest, reaches = connection.execute(sa.select(
+            sa.cast(sa.func.max(first), sa.String), sa.exists().where(first >= self.cursor[0]))).one()
+        behind = largest is not None and not reaches
+        if behind and not self.behind:
+            log.warning("source %s: every row of table %s is before the position saved in %s (%s %s, the table's "
+                        "largest %s): was the table emptied or recreated? Rows before the position are not read; "
+                        "move the state file away to read the table from the start", self.source.name,
+                        self.options.table, self.state.path, self.options.cursor_column, self.cursor[0], largest,
+                        extra=self.log_fields)
+        self.behind = behind
 
     def _selection(self, connection: sa.Connection) -> tuple[
             sa.TableClause, list[sa.ColumnClause[Any]], list[sa.ColumnClause[Any]]] | None:
@@ -543,7 +570,9 @@ class DatabaseAdapter(LiveAdapter):
         table = self.table
         keys = [table.c[name] for name in self.cursor_columns]
         chosen = [table.c[name] for name in self.options.columns] if self.options.columns else list(table.c)
-        chosen += [column for column in keys if column.name not in {c.name for c in chosen}]
+        # The cursor and the key are read even when not listed: they place and name each row.
+        needed = [*self.cursor_columns, *([self.options.key_column] if self.options.key_column else [])]
+        chosen += [table.c[name] for name in dict.fromkeys(needed) if name not in {c.name for c in chosen}]
         return table, keys, chosen
 
     def _fetch(self, connection: sa.Connection) -> _Batch:
@@ -551,7 +580,7 @@ class DatabaseAdapter(LiveAdapter):
         selection = self._selection(connection)
         if selection is None:
             return _Batch([], up_to_date=True)
-        _, keys, chosen = selection
+        table, keys, chosen = selection
         # A NULL cursor would stop the reading for good (nothing is greater than NULL).
         query = sa.select(*chosen).where(*(key.is_not(None) for key in keys))
         emitted = Counter([] if self._strict else self.at_cursor)
@@ -560,13 +589,36 @@ class DatabaseAdapter(LiveAdapter):
         # The rows already emitted at the cursor value come again: ask for as many more.
         limit = self.options.batch_size + emitted.total()
         rows = self._rows(connection, query.order_by(*keys).limit(limit), chosen)
+        full = len(rows) == limit
+        if full and len(keys) == 1 and not self.cursor_unique:
+            rows = self._with_last_value(connection, keys[0], chosen, rows)
+        if rows or self.cursor is None:
+            self.behind = False  # rows at or after the position
+        else:
+            self._check_position(connection, table)
         fresh = []
         for row in rows:
             if emitted[row.identity] and row.cursor == self.cursor:
                 emitted[row.identity] -= 1
                 continue
             fresh.append(row)
-        return _Batch(fresh, up_to_date=len(rows) < limit)
+        return _Batch(fresh, up_to_date=not full)
+
+    def _with_last_value(self, connection: sa.Connection, cursor: sa.ColumnClause[Any],
+                         chosen: list[sa.ColumnClause[Any]], rows: list[_Row]) -> list[_Row]:
+        """`rows` with every row sharing the last one's cursor value, read in one query."""
+        last = rows[-1].cursor
+        query = sa.select(*chosen).where(cursor == last[0]).limit(_VALUE_MAX_ROWS + 1)
+        at_last = self._rows(connection, query, chosen)
+        if len(at_last) <= _VALUE_MAX_ROWS:
+            return [row for row in rows if row.cursor != last] + at_last
+        if last != self.crowded:
+            self.crowded = last
+            log.warning("source %s: more than %d rows of table %s share %s %s: without a tiebreak_column they are "
+                        "read again in each batch, which grows slow; a tiebreak_column (a unique column such as "
+                        "the primary key) reads them once", self.source.name, _VALUE_MAX_ROWS, self.options.table,
+                        self.options.cursor_column, last[0], extra=self.log_fields)
+        return rows
 
     def _rows(self, connection: sa.Connection, query: sa.Select[Any],
               chosen: list[sa.ColumnClause[Any]]) -> list[_Row]:
@@ -604,26 +656,38 @@ class DatabaseAdapter(LiveAdapter):
         key_column = self.options.key_column
         # As text, so a key read as text (a batch with an unreadable value) is the same key.
         identity = str(record.get(key_column)) if key_column else hashlib.sha256(raw).hexdigest()[:32]
-        cursor = tuple(values[name] for name in self.cursor_columns)
+        cursor = tuple(values.get(name) for name in self.cursor_columns)  # (a key read alone has none)
         if len(raw) > MAX_RECORD_BYTES:
             return _Row(cursor, None, raw[:MAX_DEAD_LETTER_RAW], len(raw), identity)
         return _Row(cursor, record, raw, len(raw), identity)
 
-    def _fetch_null_rows(self, connection: sa.Connection) -> tuple[int, list[_Row]]:
-        """How many rows have a NULL cursor, and those not yet dead-lettered, found by position (runs in a
-        worker thread)."""
+    def _fetch_null_rows(self, connection: sa.Connection) -> _NullRows | None:
+        """The rows with a NULL cursor, told apart by identity, so a row fixed and another added is seen
+        (runs in a worker thread). With a key_column only the keys are read until a new one shows; without,
+        the rows are read whole, to be hashed."""
         selection = self._selection(connection)
         if selection is None:
-            return self.null_rows, []
+            return None
         table, keys, chosen = selection
-        without = sa.or_(*(key.is_(None) for key in keys))
-        order = [table.c[name] for name in (self.options.key_column, self.options.tiebreak_column)
+        options = self.options
+        order = [table.c[name] for name in (options.key_column, options.tiebreak_column)
                  if name and name not in self.cursor_columns[:1]]
-        count = connection.execute(sa.select(sa.func.count()).select_from(table).where(without)).scalar_one()
-        if count <= self.null_rows:
-            return count, []
-        query = sa.select(*chosen).where(without).order_by(*order).offset(self.null_rows)
-        return count, self._rows(connection, query.limit(self.options.batch_size), chosen)
+        query = (sa.select(*chosen).where(sa.or_(*(key.is_(None) for key in keys))).order_by(*order)
+                 .limit(_NULL_ROWS_KEPT + 1))
+        probe = [table.c[options.key_column]] if options.key_column else chosen
+        found = self._rows(connection, query.with_only_columns(*probe), probe)
+        identities = [row.identity for row in found[:_NULL_ROWS_KEPT]]
+        present = Counter(identities)
+        kept = (self.null_letters + Counter(identities[:self.null_legacy])) & present
+        fresh = present - kept
+        if fresh and options.key_column:
+            found = self._rows(connection, query, chosen)
+        new: list[_Row] = []
+        for row in found[:_NULL_ROWS_KEPT]:
+            if fresh[row.identity] and len(new) < options.batch_size:
+                fresh[row.identity] -= 1
+                new.append(row)
+        return _NullRows(kept, new, len(found) > _NULL_ROWS_KEPT)
 
     @property
     def _strict(self) -> bool:
@@ -669,20 +733,26 @@ class DatabaseAdapter(LiveAdapter):
             return (cursor,) if self.cursor_unique else (cursor, row.identity)
         return (cursor,) if key_column == options.cursor_column else (row.record.get(key_column), cursor)
 
-    async def _publish_null_rows(self, publisher: Publisher, count: int, rows: list[_Row]) -> None:
-        if count < self.null_rows:
-            self.null_rows = count  # some were fixed or deleted
-        if not rows:
-            return
-        columns = ", ".join(self.cursor_columns)
-        reason = f"row has NULL in the cursor column(s) {columns}, so it cannot be read in cursor order"
-        await self.publish(publisher, [], [(reason, row.raw) for row in rows])
-        self.null_rows += len(rows)
-        self._save()
+    async def _publish_null_rows(self, publisher: Publisher, nulls: _NullRows) -> None:
+        if nulls.more and not self.null_overflow:
+            log.warning("source %s: more than %d rows of table %s have a NULL cursor: the first %d (in key order) "
+                        "are dead letters, the others wait until some are fixed or deleted", self.source.name,
+                        _NULL_ROWS_KEPT, self.options.table, _NULL_ROWS_KEPT, extra=self.log_fields)
+        self.null_overflow = nulls.more
+        if nulls.new:
+            columns = ", ".join(self.cursor_columns)
+            reason = f"row has NULL in the cursor column(s) {columns}, so it cannot be read in cursor order"
+            await self.publish(publisher, [], [(reason, row.raw) for row in nulls.new])
+        # Rows fixed or deleted are forgotten: one that has a NULL cursor again is a new dead letter.
+        letters = nulls.kept + Counter(row.identity for row in nulls.new)
+        if letters != self.null_letters or self.null_legacy:
+            self.null_letters, self.null_legacy = letters, 0
+            self._save()
 
     def _save(self) -> None:
         cursor = None if self.cursor is None else [_encode_cursor(value) for value in self.cursor]
-        self.state.save({"cursor": cursor, "at_cursor": self.at_cursor, "null_rows": self.null_rows,
+        self.state.save({"cursor": cursor, "at_cursor": self.at_cursor,
+                         "null_letters": sorted(self.null_letters.elements()),
                          "table_missing": self.table_missing, **self._reading()})
 
 

@@ -470,9 +470,9 @@ def test_postgres_a_table_dropped_and_recreated_is_read_from_the_start_or_said_t
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert poll_once(url, tmp_path, table="t")[:2] == ([], [])
-    assert (f"source db: every row of table t is before the position saved in {state} (id 3): was the table "
-            "recreated? Rows before the position are not read; move the state file away to read the table from "
-            "the start") in caplog.text
+    assert (f"source db: every row of table t is before the position saved in {state} (id 3, the table's "
+            "largest 2): was the table emptied or recreated? Rows before the position are not read; move the state "
+            "file away to read the table from the start") in caplog.text
 
 
 def test_postgres_a_connection_option_the_driver_refuses_stops_the_source_as_a_config_error(tmp_path):
