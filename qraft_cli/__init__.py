@@ -7,6 +7,8 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -133,6 +135,25 @@ def emit(data: Any, as_json: bool, human: str | None = None) -> None:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
     else:
         click.echo(human if human is not None else json.dumps(data, indent=2, default=str))
+
+
+@contextmanager
+def json_errors(as_json: bool) -> Iterator[None]:
+    """With --json, a refusal inside (a usage error, a bad configuration, a store or file error) is
+    `{"error": "..."}` on stdout and exit 2, for the script reading stdout; without, click and
+    `QraftGroup` print it on stderr as for any command."""
+    from qraft_core.bus.base import BusError
+    from qraft_core.redact import redact
+    from qraft_core.store.base import StoreError
+
+    if not as_json:
+        yield
+        return
+    try:
+        yield
+    except (click.ClickException, ConfigError, StoreError, BusError, OSError) as exc:
+        emit({"error": redact(os_problem(exc) if isinstance(exc, OSError) else str(exc))}, as_json)
+        sys.exit(2)
 
 
 def runtime(ctx: click.Context) -> Any:
