@@ -156,10 +156,21 @@ def json_errors(as_json: bool) -> Iterator[None]:
         sys.exit(2)
 
 
+def checked_config_dir(ctx: click.Context) -> str:
+    """The command's configuration folder, every file of it checked once (ConfigError): a damaged
+    file stops any command, not only those that read it."""
+    from qraft_core.validation import validate_all
+
+    if not ctx.obj.get("config_checked"):
+        validate_all(ctx.obj["config_dir"])
+        ctx.obj["config_checked"] = True
+    return str(ctx.obj["config_dir"])
+
+
 def runtime(ctx: click.Context) -> Any:
     from qraft_core.runtime import Runtime
 
-    return Runtime.load(ctx.obj["config_dir"])
+    return Runtime.load(checked_config_dir(ctx))
 
 
 # The entry point that runs a claimed replay in the background (for `qraft replay` and `qraft api`).
@@ -169,7 +180,7 @@ REPLAY_WORKER = [sys.executable, "-m", "qraft_cli.worker"]
 def services(ctx: click.Context, runs_pipeline: bool = False, ephemeral: bool = False) -> Any:
     """The services of this command's configuration (`qraft_core.bootstrap`); with `runs_pipeline`,
     windows are materialized in this process by Dagster (on a throw-away instance when `ephemeral`)."""
-    return pipeline_services(Path(ctx.obj["config_dir"]), runs_pipeline, ephemeral)
+    return pipeline_services(Path(checked_config_dir(ctx)), runs_pipeline, ephemeral)
 
 
 def pipeline_services(config_dir: Path, runs_pipeline: bool = False, ephemeral: bool = False) -> Any:
