@@ -7,6 +7,8 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -135,10 +137,40 @@ def emit(data: Any, as_json: bool, human: str | None = None) -> None:
         click.echo(human if human is not None else json.dumps(data, indent=2, default=str))
 
 
+@contextmanager
+def json_errors(as_json: bool) -> Iterator[None]:
+    """With --json, a refusal inside (a usage error, a bad configuration, a store or file error) is
+    `{"error": "..."}` on stdout and exit 2, for the script reading stdout; without, click and
+    `QraftGroup` print it on stderr as for any command."""
+    from qraft_core.bus.base import BusError
+    from qraft_core.redact import redact
+    from qraft_core.store.base import StoreError
+
+    if not as_json:
+        yield
+        return
+    try:
+        yield
+    except (click.ClickException, ConfigError, StoreError, BusError, OSError) as exc:
+        emit({"error": redact(os_problem(exc) if isinstance(exc, OSError) else str(exc))}, as_json)
+        sys.exit(2)
+
+
+def checked_config_dir(ctx: click.Context) -> str:
+    """The command's configuration folder, every file of it checked once (ConfigError): a damaged
+    file stops any command, not only those that read it."""
+    from qraft_core.validation import validate_all
+
+    if not ctx.obj.get("config_checked"):
+        validate_all(ctx.obj["config_dir"])
+        ctx.obj["config_checked"] = True
+    return str(ctx.obj["config_dir"])
+
+
 def runtime(ctx: click.Context) -> Any:
     from qraft_core.runtime import Runtime
 
-    return Runtime.load(ctx.obj["config_dir"])
+    return Runtime.load(checked_config_dir(ctx))
 
 
 # The entry point that runs a claimed replay in the background (for `qraft replay` and `qraft api`).
@@ -148,7 +180,7 @@ REPLAY_WORKER = [sys.executable, "-m", "qraft_cli.worker"]
 def services(ctx: click.Context, runs_pipeline: bool = False, ephemeral: bool = False) -> Any:
     """The services of this command's configuration (`qraft_core.bootstrap`); with `runs_pipeline`,
     windows are materialized in this process by Dagster (on a throw-away instance when `ephemeral`)."""
-    return pipeline_services(Path(ctx.obj["config_dir"]), runs_pipeline, ephemeral)
+    return pipeline_services(Path(checked_config_dir(ctx)), runs_pipeline, ephemeral)
 
 
 def pipeline_services(config_dir: Path, runs_pipeline: bool = False, ephemeral: bool = False) -> Any:

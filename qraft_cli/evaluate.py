@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from qraft_cli import PathOption, emit, main, runtime
+from qraft_cli import PathOption, emit, json_errors, main, runtime
 from qraft_core.evaluate import DEFAULT_TRUTH, MAX_ALLOWANCE_S, PROFILES, evaluate_store
 from qraft_core.explain.catalog import QueryError, parse_time
 from qraft_core.operators.pipeline import load_preprocessing
@@ -76,12 +76,13 @@ def evaluate(ctx: click.Context, truth_path: Path, start: datetime | None, end: 
     """Precision, recall, detection delay, false alarm rate and the window-based (NAB) score per pattern
     type, beside a periodic baseline, every finding with the truth item it matched or "false alarm", and
     every truth item with the finding that matched it or "missed"."""
-    rt = runtime(ctx)
-    bar_sizes = load_preprocessing(rt.config_path)
-    try:
-        report = evaluate_store(rt.store, truth_path, start, end, early_s, bar_sizes.bar_seconds_for_stream)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    with json_errors(as_json):
+        rt = runtime(ctx)
+        bar_sizes = load_preprocessing(rt.config_path)
+        try:
+            report = evaluate_store(rt.store, truth_path, start, end, early_s, bar_sizes.bar_seconds_for_stream)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     for warning in report["warnings"]:
         click.echo(f"warning: {warning}", err=True)
     emit(report, as_json, report_table(report))

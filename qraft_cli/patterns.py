@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any, TypeVar
 import click
 from tqdm import tqdm
 
-from qraft_cli import PathOption, emit, main, services
+from qraft_cli import PathOption, emit, json_errors, main, services
 from qraft_core.annotations import UnknownPattern
 from qraft_core.display import printable, printable_lines
 from qraft_core.events import PatternType, iso
@@ -70,13 +69,11 @@ MAX_LIMIT = 1000
 def _known_pattern(as_json: bool = False) -> Iterator[None]:
     """An unknown pattern id is a usage error naming the argument, not a traceback; with --json, the
     error as JSON on stdout (exit 2) for the script reading it."""
-    try:
-        yield
-    except UnknownPattern as exc:
-        if as_json:
-            emit({"error": str(exc)}, as_json)
-            sys.exit(2)
-        raise click.BadParameter(str(exc), param_hint="PATTERN_ID") from None
+    with json_errors(as_json):
+        try:
+            yield
+        except UnknownPattern as exc:
+            raise click.BadParameter(str(exc), param_hint="PATTERN_ID") from None
 
 
 @main.group("patterns")
@@ -233,16 +230,17 @@ def patterns_export(
 
     Without --since/--until every stored pattern is exported, whatever the span; pages keep memory flat.
     """
-    patterns = services(ctx).patterns
-    query = _query(patterns, type_, since, until, source, min_confidence, capped=False)
-    if out == Path("-"):
-        _export_to_stdout(patterns, query, fmt, as_json)
-        return
-    with tqdm(total=patterns.count(query), unit="pattern", desc="export", disable=None) as progress:
-        try:
-            summary = patterns.export(query, fmt, out, progress.update)  # type: ignore[arg-type]
-        except OSError as exc:  # a missing folder, a full disk: the file is named, nothing half-written kept
-            raise click.FileError(str(out), exc.strerror or str(exc)) from None
+    with json_errors(as_json):
+        patterns = services(ctx).patterns
+        query = _query(patterns, type_, since, until, source, min_confidence, capped=False)
+        if out == Path("-"):
+            _export_to_stdout(patterns, query, fmt, as_json)
+            return
+        with tqdm(total=patterns.count(query), unit="pattern", desc="export", disable=None) as progress:
+            try:
+                summary = patterns.export(query, fmt, out, progress.update)  # type: ignore[arg-type]
+            except OSError as exc:  # a missing folder, a full disk: `out` is named (not the staged file)
+                raise OSError(exc.errno, exc.strerror or str(exc), str(out)) from None
     emit(summary, as_json, f"wrote {summary['patterns']} patterns to {out}")
 
 

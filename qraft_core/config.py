@@ -8,7 +8,9 @@ environment variables (for example `QRAFT_NATS_URL`, `QRAFT_STORE_DSN`).
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -537,14 +539,31 @@ def safe_key(key: Any) -> str:
     return _shorten(redact(repr(key)), 60)
 
 
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of a file; a FIFO, a device or a socket is an OSError "not a regular file" rather
+    than read (a FIFO would wait for a writer forever, /dev/zero never ends). A folder is an
+    IsADirectoryError, as for `Path.read_bytes`."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO does not wait for its writer
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read()
+    finally:
+        os.close(fd)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """The mapping a YAML configuration file holds; any damage is a ConfigError naming the file.
 
-    Missing, a folder, unreadable, binary, not UTF-8, empty, not YAML, nested deeper than
-    `MAX_CONFIG_DEPTH` or expanding (through aliases) to more than `MAX_CONFIG_VALUES` values.
+    Missing, a folder, a FIFO or a device, unreadable, binary, not UTF-8, empty, not YAML, nested
+    deeper than `MAX_CONFIG_DEPTH` or expanding (through aliases) to more than `MAX_CONFIG_VALUES` values.
     """
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: file not found") from exc
     except IsADirectoryError as exc:

@@ -38,12 +38,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from qraft_core.config import read_regular_file
 from qraft_core.events import PatternType, iso, utc
 from qraft_core.explain.catalog import resolve_range
 from qraft_core.store.base import STORE_TIME_RANGE, Filter
@@ -57,6 +59,9 @@ DEFAULT_TOLERANCE_S = 180.0
 # the stream's bar size, two of the demo's 10 s bars.
 EARLY_BARS = 2
 DEFAULT_EARLY_S = 20.0
+# What a truth item may hold: `description` and `details` are for people (the demo writes them), not scored.
+ITEM_KEYS = ("id", "type", "stream", "time", "window", "description", "details")
+WINDOW_KEYS = ("start", "end")
 # Allowances beyond a year are typos (1e999 is infinity), and would overflow the dates they move.
 MAX_ALLOWANCE_S = 366 * 86400
 
@@ -109,17 +114,43 @@ def load_truth(path: Path) -> Truth:
     `patterns[0].time`) and what was expected.
     """
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_regular_file(path), object_pairs_hook=_JsonObject.of)
     except FileNotFoundError:
         raise ValueError(f"{path}: ground truth file not found") from None
-    except OSError as exc:
+    except OSError as exc:  # unreadable, a folder, a FIFO
         raise ValueError(f"{path}: cannot read the ground truth file ({exc.strerror or exc})") from None
     except ValueError as exc:  # not UTF-8, not JSON
         raise ValueError(f"{path}: not a ground truth file (not JSON: {exc})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not a ground truth file (JSON nested too deeply)") from None
     try:
         return _truth(data)
     except TruthError as exc:
         raise ValueError(f"{path}: {exc}") from None
+
+
+class _JsonObject(dict[str, Any]):
+    """A JSON object that remembers the keys written twice in it (`json` keeps the last silently)."""
+
+    repeated: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, pairs: list[tuple[str, Any]]) -> _JsonObject:
+        made = cls(pairs)
+        if len(made) < len(pairs):
+            made.repeated = tuple(key for key, times in Counter(key for key, _ in pairs).items() if times > 1)
+        return made
+
+
+def _check_keys(value: dict[str, Any], key: str, known: Sequence[str] | None = None) -> None:
+    """An object the format reads has each key once and, when `known` is given, only those keys."""
+    where = f"{key}." if key else ""
+    repeated = getattr(value, "repeated", ())
+    if repeated:
+        raise TruthError(f"{where}{repeated[0]}", "given twice (only one value can be scored)")
+    unknown = next((name for name in value if name not in known), None) if known is not None else None
+    if unknown is not None:
+        raise TruthError(f"{where}{unknown}", f"an unknown key (expected one of {', '.join(known or ())})")
 
 
 class TruthError(ValueError):
@@ -133,6 +164,7 @@ def _truth(data: Any) -> Truth:
     if not isinstance(data, dict):
         raise TruthError("(top level)", f'expected an object {{"version", "window", "patterns": [...]}}, '
                                         f"got {_kind(data)}")
+    _check_keys(data, "")  # other keys (the demo's `seed`, `malformed`) describe the file
     version = data.get("version", TRUTH_VERSION)
     if isinstance(version, bool) or version != TRUTH_VERSION:
         raise TruthError("version", f"expected {TRUTH_VERSION} (the only version this Qraft reads), got {version!r}")
@@ -164,9 +196,12 @@ def _truth_item(pattern: Any, key: str) -> Item:
     """One entry of `patterns`: a point in time, or a labelled window (time defaults to its start)."""
     if not isinstance(pattern, dict):
         raise TruthError(key, f'expected an object {{"id", "type", "stream", "time"}}, got {_kind(pattern)}')
+    _check_keys(pattern, key, ITEM_KEYS)
     ident = pattern.get("id", "")
     if not isinstance(ident, str):
         raise TruthError(f"{key}.id", f"expected a string, got {_kind(ident)}")
+    if "id" in pattern and not ident.strip():
+        raise TruthError(f"{key}.id", f"expected a name, got {ident!r} (leave the id out for none)")
     kind = pattern.get("type")
     if kind not in KNOWN_TYPES:
         raise TruthError(f"{key}.type", _expected(pattern, "type", f"one of {', '.join(KNOWN_TYPES)}"))
@@ -182,6 +217,10 @@ def _truth_item(pattern: Any, key: str) -> Item:
         time = _time(pattern["time"], f"{key}.time")
     else:
         raise TruthError(key, 'needs a "time" or a "window" {"start", "end"}')
+    # With both, the window is matched and delays count from the time (the onset): it must lie inside.
+    if start is not None and end is not None and not start <= time <= end:
+        raise TruthError(f"{key}.time", f"{iso(time)} is outside the item's window [{iso(start)}, {iso(end)}] "
+                                        "(with a window, the time is the onset delays count from)")
     return Item(kind, stream, time, ident, start, end)
 
 
@@ -189,6 +228,7 @@ def _range(value: Any, key: str, both: bool) -> tuple[datetime | None, datetime 
     """A window {"start", "end"}: with `both`, each is required; the start no later than the end."""
     if not isinstance(value, dict):
         raise TruthError(key, f'expected an object {{"start", "end"}} of ISO 8601 times, got {_kind(value)}')
+    _check_keys(value, key, WINDOW_KEYS)
     if both and not ("start" in value and "end" in value):
         raise TruthError(key, 'needs both "start" and "end" (ISO 8601 times)')
     start = _time(value["start"], f"{key}.start") if "start" in value else None
@@ -233,7 +273,8 @@ def _kind(value: Any) -> str:
     """How a JSON value is named in an error: its kind, and the value when it is short."""
     names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
              float: "a number", type(None): "null"}
-    name = names.get(type(value), type(value).__name__)
+    # isinstance, not type(): the objects `load_truth` reads are `_JsonObject`s.
+    name = next((name for kind, name in names.items() if isinstance(value, kind)), type(value).__name__)
     return name if isinstance(value, dict | list) or value is None else f"{name} ({json.dumps(value)[:40]})"
 
 
@@ -438,16 +479,34 @@ def early_allowances(truth: Truth, early_s: float | None = None,
     return allowances
 
 
+def _named(items: Sequence[Item]) -> str:
+    """Truth items by id (their time when they have none), the first five."""
+    ids = [t.id or iso(t.time) for t in items]
+    return ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+
+
 def unseen_stream_warnings(truth: Sequence[Item], seen: set[str]) -> list[str]:
     """One line per truth stream that has neither events nor findings in the window (a misspelt name
     leaves its items missed, silently otherwise)."""
-    warnings = []
-    for stream in sorted({t.stream for t in truth} - seen):
-        ids = [t.id or iso(t.time) for t in truth if t.stream == stream]
-        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
-        warnings.append(f"stream {stream!r} of truth item(s) {shown} has no events or findings in the window "
-                        f"(streams seen: {', '.join(sorted(seen)[:10]) or 'none'})")
-    return warnings
+    return [f"stream {stream!r} of truth item(s) {_named([t for t in truth if t.stream == stream])} has no "
+            f"events or findings in the window (streams seen: {', '.join(sorted(seen)[:10]) or 'none'})"
+            for stream in sorted({t.stream for t in truth} - seen)]
+
+
+def in_window(item: Item, start: datetime, end: datetime) -> bool:
+    """Whether a truth item is scored in [start, end): its time inside, or its labelled window
+    overlapping (a window that began before `start` still counts)."""
+    if item.start is not None and item.end is not None:
+        return item.start < end and start <= item.end
+    return start <= item.time < end
+
+
+def outside_warnings(truth: Sequence[Item], start: datetime, end: datetime) -> list[str]:
+    """A line naming the truth items the window leaves out (a mistyped date or zone would raise the
+    recall, silently otherwise)."""
+    outside = [t for t in sorted(truth, key=_order) if not in_window(t, start, end)]
+    return [f"truth item(s) {_named(outside)} lie outside the window [{iso(start)}, {iso(end)}) and are "
+            "not scored"] if outside else []
 
 
 def evaluate_findings(
@@ -466,12 +525,12 @@ def evaluate_findings(
     window, to warn of truth streams with neither events nor findings (not checked when None).
     """
     allowances = early_allowances(truth, early_s, bar_seconds)
-    inside = [replace(t, early_s=allowances[t.stream]) for t in truth.items if start <= t.time < end]
+    inside = [replace(t, early_s=allowances[t.stream]) for t in truth.items if in_window(t, start, end)]
     baseline = periodic_baseline(findings, inside, start, end)
     fallback = early_s if early_s is not None else truth.early_s if truth.early_s is not None else DEFAULT_EARLY_S
     distinct = set(allowances.values())
-    warnings = ([] if seen_streams is None
-                else unseen_stream_warnings(inside, seen_streams | {f.stream for f in findings}))
+    warnings = outside_warnings(truth.items, start, end) + (
+        [] if seen_streams is None else unseen_stream_warnings(inside, seen_streams | {f.stream for f in findings}))
     return {
         "window": {"start": iso(start), "end": iso(end)},
         "tolerance_s": truth.tolerance_s,

@@ -168,8 +168,9 @@ class PatternService:
 
     def export(self, query: PatternQuery, fmt: ExportFormat, out: Path,
                on_page: Callable[[int], None] = lambda rows: None) -> dict[str, Any]:
-        """Write the query's pattern events to `out` (see `export_text`); the file appears whole or
-        not at all. `on_page` gets the size of each page written."""
+        """Write the query's pattern events to `out` (see `export_text`); a file appears whole or not
+        at all. A symlink's target is written, not the link replaced; a device or a FIFO (/dev/null, a
+        pipe) is written through, as the shell's `>` would. `on_page` gets the size of each page written."""
         written = 0
 
         def count(rows: int) -> None:
@@ -177,14 +178,20 @@ class PatternService:
             written += rows
             on_page(rows)
 
-        staged = out.with_name(f".{out.name}.partial")
-        try:
-            with staged.open("w", encoding="utf-8", newline="") as handle:
-                for chunk in self.export_text(query, fmt, count):
-                    handle.write(chunk)
-            staged.replace(out)
-        except BaseException:  # a store error, a full disk, Ctrl-C: no half-written file left behind
-            staged.unlink(missing_ok=True)
-            raise
+        def write(path: Path) -> None:
+            with path.open("w", encoding="utf-8", newline="") as handle:
+                handle.writelines(self.export_text(query, fmt, count))
+
+        target = out.resolve()
+        if target.exists() and not target.is_file():  # renaming over it would delete a device node
+            write(target)
+        else:
+            staged = target.with_name(f".{target.name}.partial")
+            try:
+                write(staged)
+                staged.replace(target)
+            except BaseException:  # a store error, a full disk, Ctrl-C: no half-written file left behind
+                staged.unlink(missing_ok=True)
+                raise
         return {"patterns": written, "format": fmt, "out": str(out),
                 "start": iso(query.start), "end": iso(query.end)}

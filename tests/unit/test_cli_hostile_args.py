@@ -3,6 +3,7 @@ JSON that parses, and no silent truncation."""
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,20 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
     assert result.exit_code == 2, result.output
     assert "an empty path names nothing (write . for the current folder)" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_export_it_cannot_write_is_one_line_naming_the_file(stored: MemoryStore, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "nosuch" / "p.csv"
+    refused = CliRunner().invoke(main, ["patterns", "export", *DAY, "--out", str(out), "--json"])
+    assert (refused.exit_code, json.loads(refused.stdout)) == (2, {"error": f"{out}: No such file or directory"})
+
+    def disk_full(*args: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")  # as a write to /dev/full: no file name
+
+    monkeypatch.setattr("qraft_core.services.patterns.PatternService.export", disk_full)
+    out = tmp_path / "p.csv"
+    refused = CliRunner().invoke(main, ["patterns", "export", *DAY, "--out", str(out)])
+    assert (refused.exit_code, refused.stderr) == (2, f"error: {out}: No space left on device\n")
+    refused = CliRunner().invoke(main, ["patterns", "export", *DAY, "--out", str(out), "--json"])
+    assert (refused.exit_code, json.loads(refused.stdout)) == (2, {"error": f"{out}: No space left on device"})

@@ -164,3 +164,14 @@ def test_a_wrong_config_dir_stops_every_command_with_one_line(tmp_path, monkeypa
         result = CliRunner().invoke(main, ["--config-dir", str(tmp_path / "confg"), *args])
         assert (result.exit_code, result.output.strip()) == (
             2, f"error: {tmp_path / 'confg'}: configuration folder not found (set --config-dir or QRAFT_CONFIG_DIR)")
+
+
+@pytest.mark.parametrize("command", [["stats", "--json"], ["patterns", "list", "--json"], ["evaluate"]])
+def test_a_damaged_file_stops_commands_that_do_not_read_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           command: list[str]) -> None:
+    config = bundled(tmp_path)
+    damage(config, "detectors.yaml", b"detectors: \xff\n")
+    monkeypatch.setenv("QRAFT_DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(main, ["--config-dir", str(config), *command])
+    assert (result.exit_code, result.stderr) == (2, f"error: {config}/detectors.yaml: <top>: expected UTF-8 text, "
+                                                    "found byte 0xff at offset 11 (save the file as UTF-8)\n")

@@ -182,8 +182,8 @@ def test_an_inverted_window_is_refused_as_patterns_export_refuses_it(tmp_path: P
     with pytest.raises(QueryError, match="must be after start"):
         evaluate_store(MemoryStore(), write_truth(tmp_path), T0, T0)
     monkeypatch.setenv("QRAFT_DATA_DIR", str(tmp_path / "data"))
-    for command in (["evaluate", "--truth", str(write_truth(tmp_path)), "--start", "2020-01-02", "--end", "2020-01-01",
-                     "--json"], ["patterns", "export", "--since", "2020-01-02", "--until", "2020-01-01", "--out", str(tmp_path / "p.jsonl")]):
+    for command in (["evaluate", "--truth", str(write_truth(tmp_path)), "--start", "2020-01-02", "--end", "2020-01-01"],
+                    ["patterns", "export", "--since", "2020-01-02", "--until", "2020-01-01", "--out", str(tmp_path / "p.jsonl")]):
         refused = CliRunner().invoke(main, command)
         assert refused.exit_code == 2 and refused.output.splitlines()[-1] == (
             "Error: end (2020-01-01T00:00:00.000Z) must be after start (2020-01-02T00:00:00.000Z)"), refused.output

@@ -4,6 +4,7 @@ the early allowance follows the stream's bar size."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,18 @@ def with_item(**changes: Any) -> dict[str, Any]:
      "window: end (2024-03-01T00:00:00.000Z) is before start (2024-03-03T00:00:00.000Z)"),
     ({"version": 1, "window": WINDOW, "patterns": [ITEM, {**ITEM, "time": "2024-03-01T11:00:00Z"}]},
      "patterns[1].id: 'x' is already the id of patterns[0]"),
+    ('{"version": 1, "version": 2, "patterns": []}', "version: given twice (only one value can be scored)"),
+    ('{"patterns": [{"type": "anomaly", "stream": "m", "time": "2024-03-01T10:00:00Z", '
+     '"time": "2024-03-01T11:00:00Z"}]}', "patterns[0].time: given twice (only one value can be scored)"),
+    (with_item(severity=3), "patterns[0].severity: an unknown key (expected one of id, type, stream, time, window, "
+                            "description, details)"),
+    (with_item(window={"start": "2024-03-01T09:00:00Z", "stop": "2024-03-01T11:00:00Z"}),
+     "patterns[0].window.stop: an unknown key (expected one of start, end)"),
+    (with_item(id=""), "patterns[0].id: expected a name, got '' (leave the id out for none)"),
+    (with_item(window={"start": "2024-03-01T11:00:00Z", "end": "2024-03-01T12:00:00Z"}),
+     "patterns[0].time: 2024-03-01T10:00:00.000Z is outside the item's window [2024-03-01T11:00:00.000Z, "
+     "2024-03-01T12:00:00.000Z] (with a window, the time is the onset delays count from)"),
+    ("[" * 100_000 + "]" * 100_000, "not a ground truth file (JSON nested too deeply)"),
 ])
 def test_a_truth_file_it_cannot_score_is_refused_naming_the_key(tmp_path: Path, data: Any, message: str) -> None:
     path = truth_file(tmp_path, data)
@@ -92,9 +105,13 @@ def test_the_cli_refuses_a_bad_truth_file_with_exit_2_and_no_traceback(tmp_path:
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QRAFT_DATA_DIR", str(tmp_path / "data"))
     path = truth_file(tmp_path, with_item(type=["anomaly"]))
-    refused = CliRunner().invoke(main, ["evaluate", "--truth", str(path), "--json"])
+    message = f"{path}: patterns[0].type: expected one of {TYPES}, got a list"
+    refused = CliRunner().invoke(main, ["evaluate", "--truth", str(path)])
     assert refused.exit_code == 2 and refused.exception is not None and isinstance(refused.exception, SystemExit)
-    assert refused.output.splitlines()[-1] == f"Error: {path}: patterns[0].type: expected one of {TYPES}, got a list"
+    assert refused.output.splitlines()[-1] == f"Error: {message}"
+    # With --json, the error is on stdout for the script reading it.
+    refused = CliRunner().invoke(main, ["evaluate", "--truth", str(path), "--json"])
+    assert (refused.exit_code, json.loads(refused.stdout)) == (2, {"error": message})
 
 
 T0 = datetime(2024, 3, 2, 6, tzinfo=UTC)
@@ -179,3 +196,38 @@ def test_evaluate_reads_any_iso_time_the_other_commands_read(tmp_path: Path, mon
                                        "--end", "2024-03-01T12:30"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["window"] == {"start": "2024-03-01T00:00:00.000Z", "end": "2024-03-01T12:30:00.000Z"}
+
+
+def test_a_time_inside_its_window_is_the_onset_and_the_window_is_matched(tmp_path: Path) -> None:
+    truth = load_truth(truth_file(tmp_path, with_item(
+        window={"start": "2024-03-01T09:00:00Z", "end": "2024-03-01T12:00:00Z"}, description="spike", details={})))
+    assert [(t.time.hour, t.start.hour if t.start else None) for t in truth.items] == [(10, 9)]
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fifo = tmp_path / "truth.json"
+    os.mkfifo(fifo)  # no writer ever comes: reading it would wait forever
+    with pytest.raises(ValueError) as refused:
+        load_truth(fifo)
+    assert str(refused.value) == f"{fifo}: cannot read the ground truth file (not a regular file)"
+    config = tmp_path / "config"
+    config.mkdir()
+    os.mkfifo(config / "qraft.yaml")
+    monkeypatch.setenv("QRAFT_DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(main, ["--config-dir", str(config), "config", "validate"])
+    assert (result.exit_code, result.stderr) == (2, f"error: {config}/qraft.yaml: cannot be read (not a regular file)\n")
+
+
+def test_truth_items_outside_the_window_are_named_and_an_overlapping_window_is_scored() -> None:
+    start, end = T0, T0 + timedelta(hours=1)
+    truth = Truth([Item("anomaly", "m", T0 + timedelta(minutes=5), "in"),
+                   Item("anomaly", "m", T0 - timedelta(seconds=1), "before"),
+                   Item("anomaly", "m", end, "at-end"),  # the end is exclusive
+                   Item("anomaly", "m", T0 - timedelta(minutes=10), "overlaps",
+                        T0 - timedelta(minutes=10), T0 + timedelta(minutes=10)),
+                   Item("anomaly", "m", end + timedelta(minutes=1), "later", end + timedelta(minutes=1),
+                        end + timedelta(minutes=2))], 180, start, end)
+    report = evaluate_findings([], truth, start, end, 100)
+    assert report["warnings"] == ["truth item(s) before, at-end, later lie outside the window "
+                                  "[2024-03-02T06:00:00.000Z, 2024-03-02T07:00:00.000Z) and are not scored"]
+    assert [t["id"] for t in report["truth_items"]] == ["overlaps", "in"]

@@ -270,6 +270,33 @@ def test_patterns_export_writes_the_whole_file(config_dir: Path, tmp_path: Path)
     assert not list(tmp_path.glob(".*partial"))
 
 
+def test_an_export_to_a_symlink_writes_its_target_and_keeps_the_link(config_dir: Path, tmp_path: Path) -> None:
+    services, store = _services(config_dir)
+    store.insert("pattern_events", pattern_rows([_pattern(1)]))
+    target, link = tmp_path / "target.json", tmp_path / "link.json"
+    target.write_text("keep")
+    link.symlink_to(target.name)
+    services.patterns.export(services.patterns.query(since=START, until=END), "json", link)
+    assert link.is_symlink() and [p["pattern_id"] for p in json.loads(target.read_text())] == ["p1"]
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_an_export_to_a_fifo_is_written_through_not_replaced(config_dir: Path, tmp_path: Path) -> None:
+    import stat
+    import threading
+
+    services, store = _services(config_dir)
+    store.insert("pattern_events", pattern_rows([_pattern(1)]))
+    fifo = tmp_path / "patterns.json"
+    os.mkfifo(fifo)
+    read: list[str] = []
+    reader = threading.Thread(target=lambda: read.append(fifo.read_text()), daemon=True)
+    reader.start()
+    services.patterns.export(services.patterns.query(since=START, until=END), "json", fifo)
+    reader.join(timeout=10)  # only waited out when the FIFO was replaced and the reader never gets data
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and [p["pattern_id"] for p in json.loads(read[0])] == ["p1"]
+
+
 def test_a_source_is_added_then_replaced_and_a_bad_one_leaves_the_file_alone(config_dir: Path) -> None:
     services, store = _services(config_dir)
     path = config_dir / "sources.yaml"
