@@ -4,7 +4,8 @@ The corpus (`qraft_core.demo.corpus`) and the measures (`qraft_core.demo.quality
 are described there; both detector sets read the same bars in the same run.
 Prints JSON lines {"bench", "value", "unit", "baseline", "ratio"} for the defaults' findings (their
 signals merged into pattern events as the pipeline does), then the same five for their raw signals
-(bench names prefixed `signals_`):
+(bench names prefixed `signals_`), then the findings' five on the operations scenarios
+(`qraft_core.demo.scenarios`, seeds 1 to `--scenario-seeds`; prefixed `scenarios_`):
 
 - window_standard_score: the benchmark window score (100 perfect, 0 no findings),
   baseline: the River loop at its own best threshold;
@@ -13,16 +14,18 @@ signals merged into pattern events as the pipeline does), then the same five for
 - false_alarms_per_10k_rows_nothing_planted, drift_recall_within_200_rows,
   false_findings_per_10k_rows_drift_only: the issue's goals, beside the loop's.
 
-Usage: uv run python bench/bench_quality.py [--streams 48] [--bars 4000] [--seed 11]
+Usage: uv run python bench/bench_quality.py [--streams 48] [--bars 4000] [--seed 11] [--scenario-seeds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from qraft_core.demo.corpus import generate_corpus
 from qraft_core.demo.quality import compare
+from qraft_core.demo.scenarios import generate_scenarios
 
 
 def _line(bench: str, value: float, unit: str, baseline: float) -> str:
@@ -30,23 +33,30 @@ def _line(bench: str, value: float, unit: str, baseline: float) -> str:
     return json.dumps({"bench": bench, "value": value, "unit": unit, "baseline": baseline, "ratio": ratio})
 
 
+def _lines(prefix: str, ours: dict[str, float], result: dict[str, Any]) -> None:
+    river = result["river"]
+    print(_line(f"{prefix}window_standard_score", ours["window_standard_score"], "score",
+                river["window_standard_score"]))
+    print(_line(f"{prefix}precision_at_equal_recall", ours["precision"], "precision",
+                result["river_precision_at_equal_recall"]))
+    for name, unit in (("false_alarms_per_10k_rows_nothing_planted", "alarms/10k rows"),
+                       ("drift_recall_within_200_rows", "recall"),
+                       ("false_findings_per_10k_rows_drift_only", "findings/10k rows")):
+        print(_line(f"{prefix}{name}", ours[name], unit, river[name]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=48)
     parser.add_argument("--bars", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--scenario-seeds", type=int, default=5, help="seeds 1..N of the operations scenarios")
     args = parser.parse_args()
     result = compare(generate_corpus(args.streams, args.bars, args.seed))
-    river = result["river"]
-    for prefix, ours in (("", result["defaults"]), ("signals_", result["signals"])):
-        print(_line(f"{prefix}window_standard_score", ours["window_standard_score"], "score",
-                    river["window_standard_score"]))
-        print(_line(f"{prefix}precision_at_equal_recall", ours["precision"], "precision",
-                    result["river_precision_at_equal_recall"]))
-        for name, unit in (("false_alarms_per_10k_rows_nothing_planted", "alarms/10k rows"),
-                           ("drift_recall_within_200_rows", "recall"),
-                           ("false_findings_per_10k_rows_drift_only", "findings/10k rows")):
-            print(_line(f"{prefix}{name}", ours[name], unit, river[name]))
+    _lines("", result["defaults"], result)
+    _lines("signals_", result["signals"], result)
+    scenarios = compare(generate_scenarios(range(1, args.scenario_seeds + 1)))
+    _lines("scenarios_", scenarios["defaults"], scenarios)
 
 
 if __name__ == "__main__":

@@ -585,7 +585,7 @@ class CalibratedAnomaly(CalibratedDetector):
             scores,
             "expected: " + ", ".join(f"{f} ≈ {v:.4g}" for f, v in pending["expected"].items()),
             f"observed: {top} = {pending['values'][top]:.4g} "
-            f"({sign}{scores[top]:.1f} scales, tail probability {pending['p_value']:.2g})",
+            f"({sign}{_scales(scores[top])} scales, tail probability {pending['p_value']:.2g})",
             onset=onset,
             lag_bars=pending["seen"],
         )
@@ -900,6 +900,11 @@ class CalibratedDrift(CalibratedDetector):
             # The values moved there smoothly (a daily cycle not yet profiled, a slow wander): the
             # baseline follows them, but a level shift is a jump.
             return None
+        if not level_change and len({v for _, v, _ in window}) == 1:
+            # One reading throughout, either side of the change point (a run of zeros, a sensor
+            # still stuck): the values did not change; the spread the residuals show is the
+            # daily profile's, moving under them.
+            return None
         if self._recurring(feature, onset.timestamp(), channel, baseline.step_s):
             # The baseline follows a step of the daily or weekly cycle (re-anchored above).
             return None
@@ -985,6 +990,12 @@ class CalibratedDrift(CalibratedDetector):
                     and abs(new) <= min(2.0 * standard_error, 0.5 * abs(step_now))):
                 return True
         return False
+
+
+def _scales(score: float) -> str:
+    """A score in scales for a card: one decimal, or three significant digits once it is large
+    (after a run of one value the scale is the smallest spread, and a score reaches 1e150)."""
+    return f"{score:.1f}" if score < 1e4 else f"{score:.3g}"
 
 
 def _detrended(values: list[float]) -> list[float]:

@@ -60,3 +60,17 @@ def test_no_finding_is_dated_inside_the_warm_up() -> None:
     found = [s.finding_time.strftime("%H:%M") for s in detector.update(stream.bars.head(300))]
     assert datetime.fromtimestamp(detector.state["warm_s"], UTC).strftime("%H:%M") == "10:15"
     assert found == []
+
+
+def test_the_first_activity_after_a_run_of_zeros_is_told_in_readable_scales() -> None:
+    # After zeros the scale is the smallest spread (1e-150), so the first non-zero maximum is
+    # 2e151 scales away; the card printed all 152 digits of it.
+    from datetime import timedelta
+
+    import polars as pl
+
+    t0 = datetime(2026, 1, 5, tzinfo=UTC)
+    jobs = [0.0] * 200 + [19.88] + [0.0] * 10
+    bars = pl.DataFrame({"bar_time": [t0 + timedelta(minutes=i) for i in range(len(jobs))], "jobs_max": jobs})
+    found = CalibratedAnomaly("spikes", "batch", ["jobs_max"]).update(bars)
+    assert [s.new_state for s in found] == ["observed: jobs_max = 19.88 (+1.99e+151 scales, tail probability 0)"]
