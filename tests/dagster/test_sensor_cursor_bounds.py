@@ -2,7 +2,8 @@
 
 A `through` before the first partition is raised to it and one off the window grid is floored to it;
 a time later than the end of the partitions or the clock is dropped. Each change is one warning in
-the tick's log, and the runs requested all lie inside the partitions, on the grid.
+the tick's log, and the runs requested (re-runs of failed runs too) all lie inside the partitions,
+on the grid.
 """
 
 import json
@@ -116,3 +117,32 @@ def test_a_through_off_the_window_grid_is_floored_to_it(
     assert run_keys == [run_key]
     assert warnings == [PREFIX + f"'through' {iso(datetime.fromisoformat(through))} is off the window grid "
                                  f"(partitions.interval_minutes {interval}); floored to {floored}"]
+
+
+def test_a_failed_run_is_rerun_only_over_windows_inside_a_range_whose_start_moved_past_it(
+        config_dir, monkeypatch, tmp_path):
+    import re
+
+    from qraft_dagster.definitions import build_definitions
+    from qraft_dagster.execute import execute_request, open_instance
+
+    _landed(config_dir, monkeypatch)
+    instance = open_instance(tmp_path / "dagster")
+    detectors = config_dir / "detectors.yaml"
+    good = detectors.read_text()
+    detectors.write_text(re.sub(r"algorithm: \w+", "algorithm: NoSuchAlgorithm", good, count=1))  # a broken deploy
+    defs = build_definitions(str(config_dir))
+    first = defs.resolve_sensor_def("qraft_window_sensor").evaluate_tick(
+        build_sensor_context(instance=instance, resources=defs.resources))
+    assert [r.run_key for r in first.run_requests] == [FIRST_RUN]
+    failed = execute_request(defs, instance, first.run_requests[0])
+    assert not failed.success
+
+    detectors.write_text(good)
+    monkeypatch.setenv("QRAFT_PARTITIONS_START", "2026-01-05T00:03:00Z")  # the range now starts later
+    defs = build_definitions(str(config_dir))
+    heal = defs.resolve_sensor_def("qraft_window_sensor").evaluate_tick(
+        build_sensor_context(instance=instance, cursor=first.cursor, resources=defs.resources))
+    assert [r.run_key for r in heal.run_requests] == [
+        f"retry:2026-01-05T00:03:00.000Z:2026-01-05T00:07:00.000Z:{failed.run_id}"]
+    assert execute_request(defs, instance, heal.run_requests[0]).success
