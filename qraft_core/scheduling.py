@@ -279,7 +279,7 @@ def read_cursor(text: str | None) -> CursorReading:
 
 
 def last_window_end(config: PartitionsConfig, now: datetime) -> datetime:
-    """No partition exists past the end, or (with an open end) past the current window."""
+    """Where the partitions end: the configured end, or (with an open end) the start of the current window."""
     return config.end if config.end is not None else floor_to(now, config.interval)
 
 
@@ -303,7 +303,8 @@ def bound_cursor(
     # Windows are handed out up to the end of a bounded range, and the watermark may reach it whatever
     # the clock says; with an open end, both follow the clock.
     by_end = by_clock if config.end is None else (config.end, f"the end of the partitions ({iso(config.end)})")
-    limits = {"through": by_end, "heal.from": by_end, "max_event_time": max(by_clock, by_end),
+    by_later = by_end if by_end[0] > latest else by_clock
+    limits = {"through": by_end, "heal.from": by_end, "max_event_time": by_later,
               "landed_seen": by_clock, "quiet_since": by_clock}
     for key, (limit, what) in limits.items():
         part, name = (cursor["heal"], "from") if key == "heal.from" else (cursor, key)
