@@ -181,6 +181,8 @@ def _parse(value: str | None) -> datetime | None:
 
 # The time marks of the window sensor's cursor (`plan_windows`), each an ISO 8601 time or null.
 CURSOR_TIMES = ("through", "landed_seen", "max_event_time", "quiet_since")
+# The cursor's marks that are window starts or ends, so lie on the window grid inside the partitions.
+WINDOW_MARKS = ("through", "heal.from")
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,53 @@ def read_cursor(text: str | None) -> CursorReading:
     return CursorReading(cursor, frozenset(dropped), warnings)
 
 
+def last_window_end(config: PartitionsConfig, now: datetime) -> datetime:
+    """Where the partitions end: the configured end, or (with an open end) the start of the current window."""
+    return config.end if config.end is not None else floor_to(now, config.interval)
+
+
+def bound_cursor(
+    reading: CursorReading, now: datetime, config: PartitionsConfig, first_window: datetime, clock_skew: timedelta
+) -> CursorReading:
+    """`reading` with its time marks held to what the sensor can have written, one warning per change.
+
+    A `through` before the first partition (`partitions.start` moved forward, or a rolling start passed a
+    stopped sensor) is raised to it; a window mark off the window grid (`partitions.interval_minutes`
+    changed) is floored to it, so the window it cut is handed out again rather than skipped. A time mark
+    later than the sensor can have written (past the end of the partitions, or the current time plus
+    `clock_skew`: a clock that once ran ahead, a hand edit) would stop the sensor for good; it is dropped,
+    as a malformed one is (`read_cursor`).
+    """
+    cursor = {**reading.cursor, "heal": dict(reading.cursor["heal"])}
+    dropped = set(reading.dropped)
+    warnings = list(reading.warnings)
+    latest = now + clock_skew
+    by_clock = latest, f"the current time plus the allowed clock skew ({clock_skew.total_seconds():.0f} s)"
+    # Windows are handed out up to the end of a bounded range, and the watermark may reach it whatever
+    # the clock says; with an open end, both follow the clock.
+    by_end = by_clock if config.end is None else (config.end, f"the end of the partitions ({iso(config.end)})")
+    by_later = by_end if by_end[0] > latest else by_clock
+    limits = {"through": by_end, "heal.from": by_end, "max_event_time": by_later,
+              "landed_seen": by_clock, "quiet_since": by_clock}
+    for key, (limit, what) in limits.items():
+        part, name = (cursor["heal"], "from") if key == "heal.from" else (cursor, key)
+        if (value := cursor_time(part, name)) is None:
+            continue
+        if value > limit:
+            del part[name]
+            dropped.add(key)
+            warnings.append(f"window sensor cursor: {key!r} {iso(value)} is later than {what}; dropped")
+        elif key == "through" and value < first_window:
+            part[name] = iso(first_window)
+            warnings.append(f"window sensor cursor: {key!r} {iso(value)} is before the first partition "
+                            f"({iso(first_window)}); raised to it")
+        elif key in WINDOW_MARKS and value != floor_to(value, config.interval):
+            part[name] = iso(floor_to(value, config.interval))
+            warnings.append(f"window sensor cursor: {key!r} {iso(value)} is off the window grid "
+                            f"(partitions.interval_minutes {config.interval_minutes}); floored to {part[name]}")
+    return CursorReading(cursor, frozenset(dropped), warnings)
+
+
 def cursor_time(cursor: dict[str, Any], key: str) -> datetime | None:
     """A time mark of a cursor from `read_cursor`."""
     return _parse(cursor.get(key))
@@ -320,11 +369,15 @@ def plan_windows(
     what landed when they start, so late events in their windows need no run of their own.
     """
     interval = config.interval
-    through = _parse(cursor.get("through"))
-    if through is None:
+    last_end = last_window_end(config, now)
+    pinned = _parse(cursor.get("through"))
+    if pinned is None:
         # Start where the data starts, not at the first partition of a long range.
         starts_at = seen.min_event_time or first_window
         through = max(first_window, floor_to(starts_at, interval))
+    else:
+        # On the grid inside the partitions, so no request starts outside them (`bound_cursor` says why).
+        through = max(first_window, min(floor_to(pinned, interval), last_end))
     landed_seen = _parse(cursor.get("landed_seen")) or EPOCH
     max_event_time = _parse(cursor.get("max_event_time"))
     quiet_since = _parse(cursor.get("quiet_since")) or now
@@ -368,8 +421,7 @@ def plan_windows(
             closed_end = ceil_to(max_event_time + timedelta(milliseconds=1), interval)
         else:
             closed_end = floor_to(max_event_time - timedelta(seconds=config.allowed_lateness_s), interval)
-        # No partition exists past the end, or (with an open end) past the current time.
-        closed_end = min(closed_end, config.end if config.end is not None else floor_to(now, interval))
+        closed_end = min(closed_end, last_end)
         runs_left = max(0, config.max_runs_per_tick - len(requests))
         closed_end = min(closed_end, through + interval * config.max_windows_per_run * runs_left)
         if closed_end > through:
@@ -378,7 +430,7 @@ def plan_windows(
 
     new_cursor: dict[str, Any] = {
         # Before any data there is nothing to pin: the first landing decides where windows start.
-        "through": iso(through) if max_event_time is not None else None,
+        "through": iso(through) if max_event_time is not None or pinned is not None else None,
         "landed_seen": iso(landed_seen),
         "max_event_time": iso(max_event_time) if max_event_time else None,
         "quiet_since": iso(quiet_since),

@@ -6,7 +6,9 @@ turns the plans into run requests. Run keys are derived from the windows (and,
 for late data, the landing mark; for a re-run, the failed run), so a request is
 never issued twice. A damaged stored cursor is read part by part (`read_cursor`):
 what is malformed is dropped with a warning in the tick's log, and a lost
-`through` resumes after the newest materialized window.
+`through` resumes after the newest materialized window. Times the sensor cannot
+have written are held to the partitions and the clock (`bound_cursor`), with a
+warning too.
 
 Self-healing: a run whose worker process died is marked failed (with the JVM
 crash file when there is one); every failed run is re-requested from the first
@@ -15,7 +17,7 @@ window not materialized, ahead of the queue, up to RUN_RETRIES times.
 
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dagster import (
@@ -50,6 +52,7 @@ from qraft_core.scheduling import (
     EPOCH,
     FailedRun,
     WindowRequest,
+    bound_cursor,
     cursor_time,
     jump_bound,
     observe_landing,
@@ -158,7 +161,10 @@ def build_window_sensor(job: JobDefinition | UnresolvedAssetJobDefinition) -> Se
         """Materializes windows once they close; re-runs windows that received late events or whose run failed."""
         rt = qraft.runtime
         partitions = rt.config.partitions
-        reading = read_cursor(context.cursor)
+        now = datetime.now(UTC)
+        first_window = partition_start(partitions, now)
+        reading = bound_cursor(read_cursor(context.cursor), now, partitions, first_window,
+                               timedelta(seconds=rt.config.lander.live_max_future_s))
         for warning in reading.warnings:
             context.log.warning(warning)
         cursor = reading.cursor
@@ -171,7 +177,7 @@ def build_window_sensor(job: JobDefinition | UnresolvedAssetJobDefinition) -> Se
         since = cursor_time(cursor, "landed_seen") or EPOCH
         seen = observe_landing(rt.store, since, cursor_time(cursor, "max_event_time"), jump_bound(partitions))
         waiting = waiting_windows(context.instance, partitions) if seen.max_landed_at is not None else []
-        plan = plan_windows(cursor, seen, datetime.now(UTC), partitions, partition_start(partitions), waiting)
+        plan = plan_windows(cursor, seen, now, partitions, first_window, waiting)
         if plan.skipped_late:
             context.log.warning(f"{plan.skipped_late} late window(s) older than max_reopen_windows were not reopened")
         requests = plan.requests
@@ -182,7 +188,8 @@ def build_window_sensor(job: JobDefinition | UnresolvedAssetJobDefinition) -> Se
         failures, heal["failures_seen"] = failed_runs(context.instance, partitions, heal.get("failures_seen", 0.0))
         if failures:
             done = {window_of(key) for key in context.instance.get_materialized_partitions(LAST_ASSET)}
-            first = cursor_time(heal, "from") or partition_start(partitions)
+            # The range's start may have moved past the first window ever handed out.
+            first = max(cursor_time(heal, "from") or first_window, first_window)
             retries, given_up = plan_retries(failures, done, first, partitions)
             requests = retries + requests
             for failure in given_up:
