@@ -7,7 +7,7 @@ on the grid.
 """
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import pytest
 from dagster import build_sensor_context
@@ -15,21 +15,9 @@ from dagster import build_sensor_context
 from qraft_core.events import iso
 from qraft_core.lander import land_batch
 from qraft_core.runtime import Runtime
+from tests.dagster.test_sensor_cursor_damage import FIRST_RUN, _trades
 
-T0 = datetime(2026, 1, 5, tzinfo=UTC)
-FIRST_RUN = "closed:2026-01-05T00:00:00.000Z:2026-01-05T00:07:00.000Z"
 PREFIX = "window sensor cursor: "
-
-
-def _trades(n: int, step_s: float) -> bytes:
-    lines = []
-    for i in range(n):
-        ts = (T0 + timedelta(seconds=i * step_s)).isoformat()
-        lines.append(json.dumps({
-            "event_id": f"e{i}", "source": "binance_spot", "type": "trade", "timestamp": ts,
-            "ingest_time": ts, "payload": {"p": "100.5", "q": "2"}, "meta": {"parser_version": "test/1"},
-        }))
-    return "\n".join(lines).encode()
 
 
 def _landed(config_dir, monkeypatch, interval_minutes: int = 1) -> str:

@@ -3,35 +3,15 @@ once read; and the state those leave."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from qraft_core.adapters.live import JsonState
-from qraft_core.adapters.registry import build_adapter
-from qraft_core.bus.fake import MemoryBus
-from qraft_core.config import SourceConfig
-
-
-def line(n: int) -> bytes:
-    return json.dumps({"id": n, "timestamp": 1767571200 + n}).encode() + b"\n"
-
-
-def watcher(folder: Path, state: Path, **options: Any) -> Any:
-    return build_adapter(SourceConfig(name="w", type="watcher", endpoint=str(folder),
-                                      options={"id_field": "id", **options}), state)
-
-
-def scan(adapter: Any) -> tuple[list[Any], list[str]]:
-    bus = MemoryBus()
-    asyncio.run(adapter.scan(bus))
-    published, dead = bus.published()
-    return [body["payload"]["id"] for body in published], [letter["reason"] for letter in dead]
+from tests.integration.test_hostile_watcher import line, scan, watcher
 
 
 def settle(path: Path) -> None:
