@@ -162,7 +162,15 @@ def checked_config_dir(ctx: click.Context) -> str:
     from qraft_core.validation import validate_all
 
     if not ctx.obj.get("config_checked"):
-        validate_all(ctx.obj["config_dir"])
+        # Only errors stop a command: what a source's options merely look like (a cursor without a
+        # tiebreak) is `config validate`'s to say, not a line on every command's stderr.
+        adapters = logging.getLogger("qraft_core.adapters")
+        level = adapters.level
+        adapters.setLevel(logging.ERROR)
+        try:
+            validate_all(ctx.obj["config_dir"])
+        finally:
+            adapters.setLevel(level)
         ctx.obj["config_checked"] = True
     return str(ctx.obj["config_dir"])
 

@@ -283,6 +283,10 @@ def last_window_end(config: PartitionsConfig, now: datetime) -> datetime:
     return config.end if config.end is not None else floor_to(now, config.interval)
 
 
+# How far ahead of the sensor's clock a landing time may lie before it is taken for a clock that ran away.
+LANDER_CLOCK_ALLOWANCE = timedelta(days=1)
+
+
 def bound_cursor(
     reading: CursorReading, now: datetime, config: PartitionsConfig, first_window: datetime, clock_skew: timedelta
 ) -> CursorReading:
@@ -293,7 +297,11 @@ def bound_cursor(
     changed) is floored to it, so the window it cut is handed out again rather than skipped. A time mark
     later than the sensor can have written (past the end of the partitions, or the current time plus
     `clock_skew`: a clock that once ran ahead, a hand edit) would stop the sensor for good; it is dropped,
-    as a malformed one is (`read_cursor`).
+    as a malformed one is (`read_cursor`). `landed_seen` is stamped by the lander's clock, which may run
+    minutes apart from the sensor's on another host: it is dropped only a day ahead
+    (`LANDER_CLOCK_ALLOWANCE`), or every tick would read the landings again from the start. The
+    watermark `max_event_time` is the data's own (a file may hold events dated ahead of any clock) and
+    windows close no later than the current one anyway: it is kept.
     """
     cursor = {**reading.cursor, "heal": dict(reading.cursor["heal"])}
     dropped = set(reading.dropped)
@@ -303,9 +311,8 @@ def bound_cursor(
     # Windows are handed out up to the end of a bounded range, and the watermark may reach it whatever
     # the clock says; with an open end, both follow the clock.
     by_end = by_clock if config.end is None else (config.end, f"the end of the partitions ({iso(config.end)})")
-    by_later = by_end if by_end[0] > latest else by_clock
-    limits = {"through": by_end, "heal.from": by_end, "max_event_time": by_later,
-              "landed_seen": by_clock, "quiet_since": by_clock}
+    by_lander = now + max(clock_skew, LANDER_CLOCK_ALLOWANCE), "the current time plus a day (the lander's clock)"
+    limits = {"through": by_end, "heal.from": by_end, "landed_seen": by_lander, "quiet_since": by_clock}
     for key, (limit, what) in limits.items():
         part, name = (cursor["heal"], "from") if key == "heal.from" else (cursor, key)
         if (value := cursor_time(part, name)) is None:

@@ -256,7 +256,7 @@ class DatabaseAdapter(LiveAdapter):
                               f"{exc.name or exc}, which is not installed") from None
         assert isinstance(options, DatabaseOptions)
         if (options.tiebreak_column is None and _TIME_LIKE.search(options.cursor_column)
-                and where not in _warned_time_cursor):
+                and where not in _warned_time_cursor and log.isEnabledFor(logging.WARNING)):  # (said once, when heard)
             _warned_time_cursor.add(where)
             log.warning("%s.options.cursor_column: %r looks like a timestamp, which rows may share, and there is "
                         "no tiebreak_column: rows sharing it are told apart by %s; a tiebreak_column (a unique "

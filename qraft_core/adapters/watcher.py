@@ -128,6 +128,10 @@ def _line_end(path: Path, offset: int) -> int | None:
     return None
 
 
+# A quoted CSV field holding more line breaks than this is taken for a stray quote (see `_text`).
+MAX_QUOTED_LINES = 1000
+
+
 def _csv_units(data: bytes, encoding: Encoding, after_header: bool) -> Iterator[tuple[bytes, list[str], str]]:
     """(bytes, values, csv problem) of each CSV row in `data`, a line end inside a quoted field being part of
     its row. Before the header, each blank or comment line is a unit of its own (a quote in a comment opens
@@ -287,7 +291,12 @@ class WatcherAdapter(LiveAdapter):
                 self.files.setdefault(str(moved), position)  # a second link to a file read already is not moved
                 continue
             unread = max(0, position.get("seen", 0) - position["size"])
-            if replaced:
+            if replaced and unread == 0:
+                # Read to its end at the last scan: an export rewritten and renamed over (the safe way to
+                # write one) is nothing to count; lines added to it since the last scan cannot be known.
+                log.warning("source %s: %s was replaced after it was read to its end; reading the new file "
+                            "from its start", self.source.name, key)
+            elif replaced:
                 self.error("rotation", "%s was replaced, and the file it was is not in its folder any more (moved "
                            "elsewhere, compressed or deleted): its bytes from byte %d on were not read (%d seen at "
                            "the last scan, and any written since)", key, position["size"], unread)
@@ -425,17 +434,21 @@ class WatcherAdapter(LiveAdapter):
             if consumed:  # else only a CSV row still waiting for its closing quote: nothing changed
                 self._save(path, position, offset=start + consumed, size=start + consumed, header=header)
             if consumed < len(data):  # a CSV row whose quote is still open waits for the rest of it ...
+                pending = data[consumed:]
                 if final:  # ... unless the file is complete
-                    reason = (f"CSV row is not CSV: a quote opened in it is never closed "
-                              f"({len(data) - consumed} bytes to the file's end)")
+                    reason = "CSV row is not CSV: a quote opened in it is never closed"
+                elif len(chunk) >= READ_CHUNK_BYTES or pending.count(b"\n") > MAX_QUOTED_LINES:
+                    reason = (f"CSV row is not CSV: a quote opened in it is not closed within {MAX_QUOTED_LINES} "
+                              f"lines or the {READ_CHUNK_BYTES} bytes read at once")
                 elif consumed:
                     continue  # read again from the row's start
-                elif len(chunk) < READ_CHUNK_BYTES:
-                    return read
                 else:
-                    reason = (f"CSV row is oversize: a quote opened in it is not closed within the "
-                              f"{READ_CHUNK_BYTES} bytes read at once")
-                await self._oversize(publisher, path, position, start + len(data), data[consumed:], reason)
+                    return read
+                # A stray quote, most likely: only the row's first line is the dead letter, and the rows after
+                # it are read as rows (a whole run of good rows is not lost to it).
+                first = pending.splitlines(keepends=True)[0]
+                await self._oversize(publisher, path, position, start + consumed + len(first),
+                                     first.rstrip(b"\r\n"), reason)
                 read += 1
 
     async def _oversize(

@@ -74,20 +74,20 @@ def test_a_landed_seen_in_the_future_is_dropped_so_what_landed_is_seen(config_di
     assert run_keys == [FIRST_RUN]
     assert stored["landed_seen"] < "2099"
     assert warnings == [PREFIX + "'landed_seen' 2099-01-01T00:00:00.000Z is later than the current time plus "
-                                 "the allowed clock skew (300 s); dropped"]
+                                 "a day (the lander's clock); dropped"]
 
 
-def test_a_max_event_time_in_the_future_closes_no_window_early(config_dir, monkeypatch, tmp_path, capfd):
+def test_a_watermark_ahead_of_the_clock_is_kept(config_dir, monkeypatch, tmp_path, capfd):
+    # A file's events may be dated ahead of any clock: the watermark is the data's, and windows close up
+    # to the end of the partitions tick by tick (when it was dropped, no window closed again).
     newest = _landed(config_dir, monkeypatch)
     cursor = {"through": "2026-01-05T00:07:00Z", "landed_seen": newest, "max_event_time": "2099-01-01T00:00:00Z"}
     run_keys, stored, warnings = _tick(config_dir, tmp_path, capfd, cursor)
-    assert run_keys == []
-    # The windows handed out stay handed out; the watermark is learned again from the next landing.
-    assert (stored["through"], stored["max_event_time"]) == ("2026-01-05T00:07:00.000Z", None)
-    # Later than the clock or the end of the partitions, whichever is later (unit tests check both wordings).
-    [warning] = warnings
-    assert warning.startswith(PREFIX + "'max_event_time' 2099-01-01T00:00:00.000Z is later than the ")
-    assert warning.endswith("; dropped")
+    assert run_keys == ["closed:2026-01-05T00:07:00.000Z:2026-01-05T01:07:00.000Z",
+                        "closed:2026-01-05T01:07:00.000Z:2026-01-05T02:07:00.000Z",
+                        "closed:2026-01-05T02:07:00.000Z:2026-01-05T03:00:00.000Z"]
+    assert (stored["through"], stored["max_event_time"], warnings) == (
+        "2026-01-05T03:00:00.000Z", "2099-01-01T00:00:00.000Z", [])
 
 
 @pytest.mark.parametrize(("interval", "through", "run_key", "floored"), [

@@ -201,16 +201,36 @@ def test_a_csv_quote_never_closed_is_a_dead_letter_once_complete_or_once_over_a_
     long_quote.write_bytes(b'id,ts,note\n1,1767571201,"abcdefghij\n' + b"abcdefghij\n" * 9 + b"3,1767571203,ok\n")
     adapter = watcher(folder, state, "*.csv")
     bus = MemoryBus()
-    assert asyncio.run(adapter.scan(bus)) == 9
+    assert asyncio.run(adapter.scan(bus)) == 12
     events, letters = bus.published()
-    # Past the 64 bytes, the quote's lines are rows of their own, and the row after them is read.
-    oversize = "CSV row is oversize: a quote opened in it is not closed within the 64 bytes read at once"
+    # Past the 64 bytes, the quoted row's first line is the dead letter; the lines after it are rows of
+    # their own, and the row after them is read.
+    unclosed = "CSV row is not CSV: a quote opened in it is not closed within 1000 lines or the 64 bytes read at once"
     assert [event["event_id"] for event in events] == ["drop:1", "drop:3"]
-    assert [letter["reason"] for letter in letters] == [oversize] + ["CSV row has 1 values for 3 columns"] * 6
+    assert [letter["reason"] for letter in letters] == [unclosed] + ["CSV row has 1 values for 3 columns"] * 9
+    assert letters[0]["raw"] == '1,1767571201,"abcdefghij'
     bus.queue.clear()
     past = time.time() - 3600
     os.utime(open_at_end, (past, past))
     asyncio.run(adapter.scan(bus))
-    assert drained(bus) == [("dead", "CSV row is not CSV: a quote opened in it is never closed (18 bytes to the "
-                                     "file's end)")]
+    assert drained(bus) == [("dead", "CSV row is not CSV: a quote opened in it is never closed"),
+                            ("dead", "CSV row has 1 values for 2 columns")]
     assert asyncio.run(adapter.scan(bus)) == 0
+
+
+def test_a_stray_quote_in_a_csv_still_written_costs_its_line_not_the_rows_after_it(tmp_path):
+    # Before, every row after a stray opening quote waited for the file to settle (or 8 MiB), then all of
+    # them were one dead letter cut to 16 KiB: the good rows were lost.
+    folder, state = tmp_path / "in", tmp_path / "state"
+    folder.mkdir()
+    live = folder / "live.csv"
+    rows = b"".join(b"%d,%d\n" % (n, 1767571200 + n) for n in range(3, 1100))
+    live.write_bytes(b'id,ts\n1,1767571201\n2,"1767571202\n' + rows)
+    adapter = watcher(folder, state, "*.csv")
+    bus = MemoryBus()
+    asyncio.run(adapter.scan(bus))
+    events, letters = bus.published()
+    assert [event["event_id"] for event in events] == [f"drop:{n}" for n in [1, *range(3, 1100)]]
+    assert [(letter["reason"], letter["raw"]) for letter in letters] == [
+        ("CSV row is not CSV: a quote opened in it is not closed within 1000 lines or the 8388608 bytes read "
+         "at once", '2,"1767571202')]

@@ -108,3 +108,19 @@ def test_the_state_is_written_once_a_scan_and_after_each_full_batch_and_drops_fi
     assert scan(adapter) == ([100, 101, 102], [])
     assert writes == [40, 1, 1]  # the full batch of two, then the scan's end
     assert saved_files(tmp_path / "state") == ["f00.jsonl"]
+
+
+def test_an_export_read_to_its_end_and_renamed_over_is_read_again_without_an_error(folder, tmp_path, caplog):
+    # The safe way to rewrite an export: write a new file, rename it over the old one. Every byte of the
+    # old one had been read, so nothing is counted as an error (before, each rewrite counted one).
+    export = folder / "export.jsonl"
+    export.write_bytes(line(1) + line(2))
+    adapter = watcher(folder, tmp_path / "state")
+    assert scan(adapter) == ([1, 2], [])
+    staged = tmp_path / "export.jsonl.tmp"
+    staged.write_bytes(line(1) + line(2) + line(3))
+    os.replace(staged, export)
+    assert scan(adapter) == ([1, 2, 3], [])
+    assert adapter.stats.errors == 0
+    assert (f"source w: {export} was replaced after it was read to its end; reading the new file from its start"
+            in caplog.messages)

@@ -175,3 +175,23 @@ def test_a_damaged_file_stops_commands_that_do_not_read_it(tmp_path: Path, monke
     result = CliRunner().invoke(main, ["--config-dir", str(config), *command])
     assert (result.exit_code, result.stderr) == (2, f"error: {config}/detectors.yaml: <top>: expected UTF-8 text, "
                                                     "found byte 0xff at offset 11 (save the file as UTF-8)\n")
+
+
+def test_the_check_every_command_makes_adds_no_warning_of_the_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    # A database source whose timestamp cursor has no tiebreak is `config validate`'s to warn about; before,
+    # the check at the start of every command printed it on each command's stderr.
+    from qraft_core.adapters import database
+
+    monkeypatch.setattr(database, "_warned_time_cursor", set())
+    config = bundled(tmp_path)
+    (config / "sources.yaml").write_text(
+        "sources:\n  - name: orders\n    type: database\n    endpoint: sqlite:///orders.db\n"
+        "    options: {table: orders, cursor_column: updated_at, time_field: updated_at}\n")
+    monkeypatch.setenv("QRAFT_DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(main, ["--config-dir", str(config), "stats", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r.getMessage() for r in caplog.records if "looks like a timestamp" in r.getMessage()] == []
+    validate = CliRunner().invoke(main, ["--config-dir", str(config), "config", "validate"])
+    assert validate.exit_code == 0
+    assert [r.levelname for r in caplog.records if "looks like a timestamp" in r.getMessage()] == ["WARNING"]

@@ -1,5 +1,6 @@
 """Cursor times the window sensor cannot have written (`bound_cursor`), and the windows planned from them."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -78,21 +79,35 @@ def test_a_through_off_the_window_grid_is_floored_to_it(interval, through, floor
                                          f"(partitions.interval_minutes {interval}); floored to {floored}"]
 
 
-@pytest.mark.parametrize("key", ["landed_seen", "quiet_since", "max_event_time"])
-def test_a_clock_mark_later_than_the_clock_is_dropped(key):
-    reading = bound(f'{{"{key}": "2099-01-01T00:00:00Z"}}', at(1), OPEN)
+def test_a_quiet_since_later_than_the_clock_is_dropped():
+    reading = bound('{"quiet_since": "2099-01-01T00:00:00Z"}', at(1), OPEN)
     assert reading.cursor == {"heal": {}}
-    assert reading.dropped == {key}
-    assert reading.warnings == [PREFIX + f"'{key}' 2099-01-01T00:00:00.000Z is later than {CLOCK}; dropped"]
+    assert reading.dropped == {"quiet_since"}
+    assert reading.warnings == [PREFIX + f"'quiet_since' 2099-01-01T00:00:00.000Z is later than {CLOCK}; dropped"]
 
 
-def test_the_watermark_may_reach_the_end_of_a_bounded_range_whatever_the_clock_says():
-    """Data of a bounded range may lie ahead of the clock; only past the end is the watermark refused."""
-    before_the_data = datetime(2025, 12, 1, tzinfo=UTC)
-    assert bound('{"max_event_time": "2026-01-05T02:59:59Z"}', before_the_data).warnings == []
-    assert bound('{"max_event_time": "2026-01-05T03:00:01Z"}', before_the_data).warnings == [
-        PREFIX + "'max_event_time' 2026-01-05T03:00:01.000Z is later than the end of the partitions "
-                 "(2026-01-05T03:00:00.000Z); dropped"]
+def test_a_landing_time_is_dropped_only_a_day_ahead_of_the_clock():
+    """`landed_seen` is stamped by the lander's clock: minutes apart from the sensor's is another host,
+    not a mark to drop (each tick would read every landing again from the start)."""
+    assert bound('{"landed_seen": "2026-01-05T01:10:00Z"}', at(1), OPEN).warnings == []
+    reading = bound('{"landed_seen": "2026-01-06T01:00:01Z"}', at(1), OPEN)
+    assert reading.dropped == {"landed_seen"}
+    assert reading.warnings == [PREFIX + "'landed_seen' 2026-01-06T01:00:01.000Z is later than the current time "
+                                         "plus a day (the lander's clock); dropped"]
+
+
+def test_a_watermark_ahead_of_the_clock_is_kept_and_windows_go_on_closing_up_to_the_current_one():
+    """Events a file dates ahead of the clock set the watermark; the windows up to the current one
+    close tick by tick with no new landing (when the watermark was dropped, none closed again)."""
+    text = '{"through": "2026-01-05T00:00:00Z", "max_event_time": "2026-01-06T18:00:00Z"}'
+    reading = bound(text, at(2), OPEN)
+    assert (reading.cursor, reading.warnings) == (read_cursor(text).cursor, [])
+    config = OPEN.model_copy(update={"max_windows_per_run": 60, "max_runs_per_tick": 1})
+    first = plan_windows(reading.cursor, NOTHING, at(2), config, T0)
+    second = plan_windows(bound_cursor(read_cursor(json.dumps(first.cursor)), at(2), config, T0, SKEW).cursor,
+                          NOTHING, at(2), config, T0)
+    assert keys(first) + keys(second) == ["closed:2026-01-05T00:00:00.000Z:2026-01-05T01:00:00.000Z",
+                                          "closed:2026-01-05T01:00:00.000Z:2026-01-05T02:00:00.000Z"]
 
 
 def test_the_first_window_handed_out_is_dropped_when_later_than_the_end_and_floored_to_the_grid():
