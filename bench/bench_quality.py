@@ -14,17 +14,18 @@ signals merged into pattern events as the pipeline does), then the same five for
 - false_alarms_per_10k_rows_nothing_planted, drift_recall_within_200_rows,
   false_findings_per_10k_rows_drift_only: the issue's goals, beside the loop's.
 
-Usage: uv run python bench/bench_quality.py [--streams 48] [--bars 4000] [--seed 11] [--scenario-seeds 5]
+Usage: uv run python bench/bench_quality.py [--streams 48] [--bars 4000] [--seed 11] [--scenario-seeds 5] [--per-scenario]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from qraft_core.demo.corpus import generate_corpus
-from qraft_core.demo.quality import compare
+from qraft_core.demo.quality import compare, detect, per_stream_kind
 from qraft_core.demo.scenarios import generate_scenarios
 
 
@@ -51,12 +52,20 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--scenario-seeds", type=int, default=5, help="seeds 1..N of the operations scenarios")
+    parser.add_argument("--per-scenario", action="store_true",
+                        help="also each scenario's false findings and planted changes found, on stderr")
     args = parser.parse_args()
     result = compare(generate_corpus(args.streams, args.bars, args.seed))
     _lines("", result["defaults"], result)
     _lines("signals_", result["signals"], result)
-    scenarios = compare(generate_scenarios(range(1, args.scenario_seeds + 1)))
+    streams = generate_scenarios(range(1, args.scenario_seeds + 1))
+    scenarios = compare(streams)
     _lines("scenarios_", scenarios["defaults"], scenarios)
+    if args.per_scenario:
+        findings, _ = detect(streams)
+        for name, (false, bars, found, planted) in per_stream_kind(streams, findings).items():
+            print(f"{name:22s} false findings per 10k rows {1e4 * false / bars:5.2f}   found {found}/{planted}",
+                  file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -186,3 +186,18 @@ def compare(corpus: Sequence[Stream], config: DetectorsConfig | None = None) -> 
         "river_precision_at_equal_recall": precision_at_recall(corpus, candidates, ours["recall"]),
         "rows": sum(s.bars.height for s in corpus),
     }
+
+
+def per_stream_kind(corpus: Sequence[Stream], findings: Sequence[Item]) -> dict[str, tuple[int, int, int, int]]:
+    """Per `Stream.background` (a scenario's name): (findings outside every labelled window, bars,
+    labelled windows found, labelled windows)."""
+    counts: dict[str, list[int]] = {}
+    for stream in corpus:
+        mine = [f for f in findings if f.stream == stream.name]
+        tally = counts.setdefault(stream.background, [0, 0, 0, 0])
+        tally[0] += sum(1 for f in mine if not _inside(f, stream.truth))
+        tally[1] += stream.bars.height
+        tally[2] += sum(1 for t in stream.truth if any(_inside(f, [t]) for f in mine))
+        tally[3] += len(stream.truth)
+    return {kind: (a, b, c, d) for kind, (a, b, c, d) in counts.items()}
+

@@ -62,3 +62,15 @@ def test_findings_are_the_signals_merged_as_the_pipeline_merges_them() -> None:
                signal("other", "concept_drift", 120, 0), signal("spikes", "anomaly", 1000, 3)]
     assert [(f.type, f.id, (f.time - t0).seconds) for f in merged(signals, 10, MergeConfig())] == [
         ("concept_drift", "other", 120), ("anomaly", "spikes", 970)]
+
+
+def test_findings_are_tallied_per_scenario() -> None:
+    from qraft_core.demo.quality import per_stream_kind
+    from qraft_core.demo.scenarios import scenario
+
+    stream = scenario("step-2-spreads-1m", 1)
+    [label] = stream.truth
+    findings = [Item("concept_drift", stream.name, label.time + timedelta(minutes=5), "a"),  # in the window
+                Item("anomaly", stream.name, label.time - timedelta(hours=3), "b"),  # outside every window
+                Item("anomaly", "another-stream", label.time, "c")]
+    assert per_stream_kind([stream], findings) == {"step-2-spreads-1m": (1, 6000, 1, 1)}
