@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -83,13 +83,16 @@ def rest_source(url: str, **extra: Any) -> SourceConfig:
                         credentials={"token": "QRAFT_TEST_QUOTES_TOKEN"}, **extra)
 
 
-async def run_until(adapter: Any, bus: MemoryBus, scripted: Scripted, requests: int) -> Any:
+async def run_until(adapter: Any, bus: MemoryBus, scripted: Scripted, requests: int,
+                    handled: Callable[[Any], bool] = lambda adapter: True) -> Any:
+    """Run until the server saw `requests` requests and `handled(adapter)` (a stop cancels a request
+    in flight, so a test of what the adapter made of the last answer waits for it)."""
     stop = asyncio.Event()
     task = asyncio.create_task(adapter.run(bus, stop))
-    for _ in range(600):
-        if len(scripted.requests) >= requests or task.done():
+    for _ in range(2400):
+        if (len(scripted.requests) >= requests and handled(adapter)) or task.done():
             break
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.005)
     stop.set()
     return await asyncio.wait_for(task, 10)
 
@@ -241,6 +244,7 @@ def test_a_secret_echoed_by_the_server_is_masked_in_the_warning(
     holder.append(scripted)
     monkeypatch.setenv("QRAFT_TEST_QUOTES_TOKEN", "k-SECRET\\999")
     with caplog.at_level(logging.WARNING):
-        stats = asyncio.run(run_until(build_adapter(rest_source(url), tmp_path), MemoryBus(), scripted, requests=1))
+        stats = asyncio.run(run_until(build_adapter(rest_source(url), tmp_path), MemoryBus(), scripted, requests=1,
+                                      handled=lambda adapter: adapter.stats.errors > 0))
     assert stats.errors == 1
     assert [r.getMessage() for r in caplog.records] == ['source quotes: HTTP 401: unknown key "***" (***); not retried']
