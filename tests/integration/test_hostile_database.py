@@ -48,11 +48,23 @@ def poll_once(url: str, state: Path, **options: Any) -> tuple[list[dict[str, Any
     """Run the poller until it has read the table up to date (two quiet polls), then stop it."""
     adapter = build_adapter(source(url, **options), state)
     bus = MemoryBus()
+    polls = {"up_to_date": 0}
+    fetch = adapter._fetch
+
+    def counted_fetch(*args: Any) -> Any:
+        batch = fetch(*args)
+        polls["up_to_date"] += batch.up_to_date
+        return batch
+
+    adapter._fetch = counted_fetch
 
     async def run() -> Any:
         stop = asyncio.Event()
         task = asyncio.create_task(adapter.run(bus, stop))
-        await asyncio.sleep(0.3)
+        # The second poll that found the table read up to date began after the first one's rows
+        # (and the rows without a cursor it looked for) were published; a table that cannot be
+        # read at all shows as failed queries instead.
+        await until(lambda: polls["up_to_date"] >= 2 or adapter.stats.errors >= 2 or task.done(), "two quiet polls")
         stop.set()
         return await asyncio.wait_for(task, 10)
 
