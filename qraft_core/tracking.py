@@ -13,12 +13,15 @@ True
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import os
+import time
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qraft_core.events import iso
+from qraft_core.redact import redact
 
 if TYPE_CHECKING:
     from qraft_core.config import QraftConfig
@@ -28,6 +31,15 @@ log = logging.getLogger(__name__)
 
 # MLflow rejects longer parameter values.
 _MAX_PARAM_CHARS = 500
+# MLflow's own defaults (7 retries with backoff, 120 s per request) hold a detections run for
+# minutes when the server is down or hangs; a run waits a few seconds instead. A value the user
+# set in the environment wins.
+_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+# After a failure, tracking to that URI is skipped this long (one warning, not one per window).
+PAUSE_SECONDS = 300.0
+# Tracking URI -> clock reading until which it is skipped; shared by the trackers of a process
+# (each materialization makes its own).
+_paused_until: dict[str, float] = {}
 
 
 def default_tracking_uri(data_dir: Path) -> str:
@@ -58,10 +70,13 @@ def detector_seconds_metrics(seconds: Mapping[str, float]) -> dict[str, float]:
 class Tracker:
     """Logs runs to MLflow at `tracking_uri` under `experiment`; a no-op when disabled."""
 
-    def __init__(self, tracking_uri: str, experiment: str = "qraft", enabled: bool = True) -> None:
+    def __init__(self, tracking_uri: str, experiment: str = "qraft", enabled: bool = True,
+                 pause_seconds: float = PAUSE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.enabled = enabled
+        self.pause_seconds = pause_seconds
+        self.clock = clock
 
     @classmethod
     def from_config(cls, config: QraftConfig) -> Tracker:
@@ -78,14 +93,19 @@ class Tracker:
     ) -> str | None:
         """Record one run; returns its MLflow run id (None when disabled or when MLflow failed).
 
-        A tracking outage never fails what is being tracked: it is logged and the record skipped.
+        A tracking outage never fails what is being tracked: it is logged once and records are
+        skipped for `pause_seconds`, then tried again.
         """
-        if not self.enabled:
+        if not self.enabled or self.clock() < _paused_until.get(self.tracking_uri, float("-inf")):
             return None
+        for name, value in _HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
         try:
             return self._log_run(run_name, params, metrics, tags)
         except Exception as exc:  # noqa: BLE001 - any MLflow failure (server, store, client) is skipped
-            log.warning("could not record run %r in MLflow at %s: %s", run_name, self.tracking_uri, exc)
+            _paused_until[self.tracking_uri] = self.clock() + self.pause_seconds
+            log.warning("could not record run %r in MLflow at %s (records skipped for %.0f s): %s", run_name,
+                        redact(self.tracking_uri), self.pause_seconds, redact(str(exc)))
             return None
 
     def _log_run(
