@@ -24,7 +24,13 @@ from functools import lru_cache
 from typing import Any
 
 MASK = "***"
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/@\s\"'<>]+)@")
+# User information ends at the last `@` before the host. A password may hold `/` (base64) or `@`;
+# a query (`?mail=a@b`) or the next URL in a list (`://`) is not user information. Without a colon,
+# a token never holds `/`, so an `@` in a path (`/users/@alice`) is left alone.
+_URL_USERINFO = re.compile(
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)"
+    r"(?P<userinfo>[^/:@\s\"'<>]*:(?:(?!://)[^?#\s\"'<>])+|[^/@\s\"'<>]+)@"
+)
 _SECRET_PARAM = re.compile(
     r"(?P<name>\b(?:password|passwd|pwd|token|access_token|api_key|apikey|secret|access_key|secret_key)=)"
     r"(?P<value>[^&\s\"'<>]+)",

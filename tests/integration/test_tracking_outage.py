@@ -70,6 +70,7 @@ def test_a_server_that_never_answers_costs_one_bounded_attempt_then_tracking_pau
 ) -> None:
     # The user's own timeout is kept (the default would wait 120 s per attempt).
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
     clock = Clock()
     tracker = Tracker(f"http://alice:{PASSWORD}@127.0.0.1:{silent_server.port}", clock=clock)

@@ -30,6 +30,18 @@ from qraft_core.store.sessions import ServerClients
             "401 from endpoint: Authorization: Bearer ***",
         ),
         ("http://plain.host:8123/db", "http://plain.host:8123/db"),
+        # A base64 password holds `/`; the user information ends at the last `@` before the host.
+        (
+            "http://qraft:Zm9v/YmFy+YQ==@clickhouse:8123/default",
+            "http://qraft:***@clickhouse:8123/default",
+        ),
+        ("nats://user:pa/ss@nats:4222", "nats://user:***@nats:4222"),
+        ("http://u:p@ss/w@rd@h:1/db", "http://u:***@h:1/db"),
+        ("got 'nats://a:x/y@n1:4222,nats://a:x/y@n2:4222'", "got 'nats://a:***@n1:4222,nats://a:***@n2:4222'"),
+        # An `@` in a path or a query is not user information.
+        ("http://u:pw@h/x?mail=a@b.org", "http://u:***@h/x?mail=a@b.org"),
+        ("http://h:8123/find?mail=a@b.org", "http://h:8123/find?mail=a@b.org"),
+        ("see https://h/users/@alice", "see https://h/users/@alice"),
         ("no secret here", "no secret here"),
     ],
 )
