@@ -18,6 +18,7 @@ from dagster import (
 )
 
 from qraft_core.config import QraftConfig, SourcesFile, config_dir, load_qraft_config, load_sources
+from qraft_core.redact import install_redaction
 from qraft_dagster.assets.discovery import build_discovery_assets
 from qraft_dagster.assets.ingest import build_clean_events, ingest_specs
 from qraft_dagster.partitions import build_partitions
@@ -67,4 +68,7 @@ def build_definitions(
 @dg.definitions
 def defs() -> Definitions:
     """The code location of `workspace.yaml`: the configuration in QRAFT_CONFIG_DIR (default ./config)."""
+    # Every Dagster process loads this (code server, run workers, `dagster dev`): their log lines and
+    # tracebacks reach the compute logs and the UI, so secrets are masked as in the CLI's.
+    install_redaction()
     return build_definitions(config_dir())
