@@ -33,3 +33,12 @@ def unknown_cli_usage(argv: Sequence[str]) -> list[str]:
     options = {opt for param in command.params for opt in [*param.opts, *param.secondary_opts]}
     return [f"unknown option {arg!r} in {shlex.join(argv)}"
             for arg in args if arg.startswith("--") and arg.split("=")[0] not in options]
+
+
+def mlflow_admits(argv: Sequence[str], host: str) -> bool:
+    """Whether `mlflow server` started with `argv` answers a request whose Host header is `host`
+    (MLflow 3 turns away other hosts than localhost and private IPs unless --allowed-hosts names them)."""
+    from mlflow.server.security_utils import get_default_allowed_hosts, is_allowed_host_header
+
+    allowed = argv[argv.index("--allowed-hosts") + 1].split(",") if "--allowed-hosts" in argv else None
+    return is_allowed_host_header(allowed or get_default_allowed_hosts(), host)

@@ -3,6 +3,7 @@
 
 import json
 import re
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
@@ -11,7 +12,7 @@ import yaml
 from qraft_core.config import load_qraft_config
 from qraft_dagster.instance import instance_settings
 
-from .conftest import DEPLOY, interpolate, unknown_cli_usage
+from .conftest import DEPLOY, interpolate, mlflow_admits, unknown_cli_usage
 
 COMPOSE = DEPLOY / "compose" / "compose.yaml"
 SCHEMA = json.loads((DEPLOY / "schemas" / "compose-spec.json").read_text())
@@ -109,3 +110,11 @@ def test_the_three_nats_servers_form_one_jetstream_cluster(compose):
         assert flag(command, "--cluster_name") == "qraft"
         routes = {r.removeprefix("nats://").split(":")[0] for r in flag(command, "--routes").split(",")}
         assert routes == set(nodes) - {name}
+
+
+def test_mlflow_answers_qraft_at_its_service_name_and_the_published_port(compose):
+    uri = compose["services"]["lander"]["environment"]["QRAFT_MLFLOW_TRACKING_URI"]
+    command = compose["services"]["mlflow"]["command"]
+    assert mlflow_admits(command, urlsplit(uri).netloc)
+    assert mlflow_admits(command, "localhost:5000") and mlflow_admits(command, "127.0.0.1:5000")
+    assert not mlflow_admits(command, "attacker.example:5000")

@@ -3,6 +3,7 @@ the Kubernetes API schemas (bundled by kubernetes-validate), then checked for wh
 cannot see: references that resolve, commands that exist, settings that load."""
 
 import copy
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -11,7 +12,7 @@ import yaml
 from qraft_core.config import load_qraft_config
 from qraft_dagster.instance import instance_settings
 
-from .conftest import DEPLOY, unknown_cli_usage
+from .conftest import DEPLOY, mlflow_admits, unknown_cli_usage
 from .kustomize import pod_specs, render
 
 # The oldest Kubernetes release still supported upstream when these manifests were written.
@@ -113,3 +114,12 @@ def test_nats_routes_name_every_pod_of_the_statefulset(rendered):
     routes = sorted(line.strip() for line in config.splitlines() if line.strip().startswith("nats://"))
     service = nats["spec"]["serviceName"]
     assert routes == [f"nats://nats-{i}.{service}:6222" for i in range(nats["spec"]["replicas"])]
+
+
+def test_mlflow_answers_qraft_at_its_service_name_and_through_a_port_forward(rendered):
+    _, resources = rendered
+    uri = next(r for r in resources if r["metadata"]["name"] == "qraft-env")["data"]["QRAFT_MLFLOW_TRACKING_URI"]
+    [command] = [c["args"] for _, pod in pod_specs(resources) for c in pod["containers"] if c["name"] == "mlflow"]
+    for host in (urlsplit(uri).netloc, "mlflow.qraft.svc.cluster.local:5000", "mlflow.qraft.svc:5000", "localhost:5000"):
+        assert mlflow_admits(command, host), host
+    assert not mlflow_admits(command, "attacker.example:5000")
