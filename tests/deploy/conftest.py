@@ -6,8 +6,10 @@ import re
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -42,3 +44,48 @@ def mlflow_admits(argv: Sequence[str], host: str) -> bool:
 
     allowed = argv[argv.index("--allowed-hosts") + 1].split(",") if "--allowed-hosts" in argv else None
     return is_allowed_host_header(allowed or get_default_allowed_hosts(), host)
+
+
+ALERTS = REPO / "dashboards" / "prometheus" / "alerts.yml"
+_METRIC_NAME = re.compile(r"\b(qraft_[a-z0-9_]+)\b")
+_SERIES_SUFFIX = re.compile(r"_(?:total|bucket|sum|count|created)$")
+# The job names the target-down alert and the Grafana "up" panel select.
+QRAFT_JOB = re.compile(r"qraft-.*")
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
+
+
+def alert_metrics() -> dict[str, set[str]]:
+    """The metric families each alert rule reads (a counter's `_total`, a histogram's `_bucket` dropped)."""
+    return {rule["alert"]: {_SERIES_SUFFIX.sub("", name) for name in _METRIC_NAME.findall(rule["expr"])}
+            for rule in alert_rules()}
+
+
+def _option(argv: Sequence[str], name: str) -> int:
+    return int(argv[argv.index(name) + 1])
+
+
+def served_metrics(argv: Sequence[str]) -> tuple[int, set[str]] | None:
+    """The port a process started with `argv` serves /metrics on and the metric families there (None
+    for a process that serves none)."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from qraft_core import metrics, monitoring
+    from qraft_dagster import monitoring as dagster_monitoring
+
+    argv = list(argv)
+    if argv[:2] in (["qraft", "land"], ["qraft", "sources"]) and "--metrics-port" in argv:
+        return _option(argv, "--metrics-port"), {
+            collector._name for collector in vars(metrics).values() if isinstance(collector, MetricWrapperBase)}
+    if argv[:2] == ["qraft", "api"]:
+        return _option(argv, "--port"), set(monitoring.FAMILIES)
+    if argv[:3] == ["python", "-m", "qraft_dagster.monitoring"]:
+        return _option(argv, "--port"), set(dagster_monitoring.FAMILIES)
+    return None
+
+
+def unscraped_alerts(scraped: set[str]) -> dict[str, set[str]]:
+    """Each alert rule with the metric families it reads that no scraped target serves."""
+    return {alert: names - scraped for alert, names in alert_metrics().items() if names - scraped}

@@ -12,12 +12,12 @@ import yaml
 from qraft_core.config import load_qraft_config
 from qraft_dagster.instance import instance_settings
 
-from .conftest import DEPLOY, interpolate, mlflow_admits, unknown_cli_usage
+from .conftest import DEPLOY, QRAFT_JOB, interpolate, mlflow_admits, served_metrics, unknown_cli_usage, unscraped_alerts
 
 COMPOSE = DEPLOY / "compose" / "compose.yaml"
 SCHEMA = json.loads((DEPLOY / "schemas" / "compose-spec.json").read_text())
 STACK = {"clickhouse", "nats-1", "nats-2", "nats-3", "postgres", "dagster-code", "dagster-webserver",
-         "dagster-daemon", "lander", "sources", "api", "mlflow", "superset", "prometheus",
+         "dagster-daemon", "lander", "sources", "api", "monitor", "mlflow", "superset", "prometheus",
          "alertmanager", "grafana"}
 
 
@@ -77,16 +77,25 @@ def test_the_qraft_environment_is_a_valid_configuration_with_dagster_on_postgres
     assert settings["run_coordinator"]["config"] == {"max_concurrent_runs": 1}
 
 
-def test_prometheus_scrapes_the_ports_the_processes_serve(compose):
+def test_prometheus_scrapes_every_metric_an_alert_reads_from_the_process_serving_it(compose):
     scrape = yaml.safe_load((COMPOSE.parent / "prometheus.yml").read_text())
-    targets = {t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
-    served = set()
-    for name, service in compose["services"].items():
-        command = service.get("command", [])
-        if "--metrics-port" in command:
-            served.add(f"{name}:{command[command.index('--metrics-port') + 1]}")
-    assert targets == served == {"lander:9464", "sources:9465"}
+    served = {name: served_metrics(service.get("command", [])) for name, service in compose["services"].items()}
+    scraped: set[str] = set()
+    for job in scrape["scrape_configs"]:
+        assert QRAFT_JOB.fullmatch(job["job_name"]), job["job_name"]
+        for target in (t for c in job["static_configs"] for t in c["targets"]):
+            host, port = target.split(":")
+            assert served.get(host) is not None and served[host][0] == int(port), target
+            scraped |= served[host][1]
+    assert unscraped_alerts(scraped) == {}
+    # Every process serving metrics is scraped.
+    assert {f"{name}:{s[0]}" for name, s in served.items() if s is not None} == {
+        t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
     assert scrape["rule_files"] == ["alerts.yml"]
+
+
+def test_the_scrape_check_sees_an_alert_without_a_target():
+    assert unscraped_alerts({"qraft_events_landed"})["QraftWindowsBehind"] == {"qraft_windows_behind"}
 
 
 def test_no_secret_is_written_into_the_file(compose):

@@ -12,7 +12,7 @@ import yaml
 from qraft_core.config import load_qraft_config
 from qraft_dagster.instance import instance_settings
 
-from .conftest import DEPLOY, mlflow_admits, unknown_cli_usage
+from .conftest import DEPLOY, QRAFT_JOB, mlflow_admits, served_metrics, unknown_cli_usage, unscraped_alerts
 from .kustomize import pod_specs, render
 
 # The oldest Kubernetes release still supported upstream when these manifests were written.
@@ -123,3 +123,35 @@ def test_mlflow_answers_qraft_at_its_service_name_and_through_a_port_forward(ren
     for host in (urlsplit(uri).netloc, "mlflow.qraft.svc.cluster.local:5000", "mlflow.qraft.svc:5000", "localhost:5000"):
         assert mlflow_admits(command, host), host
     assert not mlflow_admits(command, "attacker.example:5000")
+
+
+def scrape_job_name(pod_labels: dict[str, str]) -> str:
+    """The `job` label Prometheus gives a discovered pod: the job's name, unless a relabeling sets it."""
+    config = yaml.safe_load((DEPLOY / "k8s" / "base" / "prometheus.yml").read_text())
+    [job] = config["scrape_configs"]
+    name: str = job["job_name"]
+    for rule in job["relabel_configs"]:
+        if rule.get("target_label") == "job":
+            [source] = rule["source_labels"]
+            label = source.removeprefix("__meta_kubernetes_pod_label_")
+            value = next(v for k, v in pod_labels.items() if k.replace(".", "_").replace("/", "_").replace("-", "_") == label)
+            name = rule["replacement"].replace("$1", value)
+    return name
+
+
+def test_prometheus_scrapes_every_metric_an_alert_reads_from_the_pod_serving_it(rendered):
+    _, resources = rendered
+    scraped: set[str] = set()
+    for workload in (r for r in resources if "template" in r.get("spec", {})):
+        template = workload["spec"]["template"]
+        annotations = template["metadata"].get("annotations", {})
+        served = [s for c in template["spec"]["containers"] if (s := served_metrics(c.get("args", []))) is not None]
+        name = workload["metadata"]["name"]
+        # Every pod serving metrics is annotated for discovery, with the port it serves them on.
+        assert (annotations.get("prometheus.io/scrape") == "true") == bool(served), name
+        if served:
+            [(port, families)] = served
+            assert annotations["prometheus.io/port"] == str(port), name
+            assert QRAFT_JOB.fullmatch(scrape_job_name(template["metadata"]["labels"])), name
+            scraped |= families
+    assert unscraped_alerts(scraped) == {}
