@@ -155,3 +155,22 @@ def test_prometheus_scrapes_every_metric_an_alert_reads_from_the_pod_serving_it(
             assert QRAFT_JOB.fullmatch(scrape_job_name(template["metadata"]["labels"])), name
             scraped |= families
     assert unscraped_alerts(scraped) == {}
+
+
+# These images start as root and hand their data folder to their own user themselves.
+OWN_THEIR_VOLUMES = ("clickhouse/clickhouse-server:", "postgres:", "nats:")
+
+
+def test_every_pod_writing_a_persistent_volume_owns_it(rendered):
+    # Block-storage volumes (EBS, PD, Azure Disk) are root-owned: a non-root process writes to one only
+    # with the pod's fsGroup.
+    _, resources = rendered
+    checked = []
+    for owner, pod in pod_specs(resources):
+        persistent = [v for v in pod.get("volumes", []) if "persistentVolumeClaim" in v or v.get("volumeClaimTemplate")]
+        if not persistent or all(c["image"].startswith(OWN_THEIR_VOLUMES) for c in pod["containers"]):
+            continue
+        context = pod.get("securityContext", {})
+        assert context.get("fsGroup") is not None and context.get("runAsNonRoot") is True, owner
+        checked.append(owner)
+    assert {"sources", "mlflow", "prometheus"} <= set(checked)
