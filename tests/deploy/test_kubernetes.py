@@ -9,7 +9,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from qraft_core.config import load_qraft_config
+from qraft_core.config import load_qraft_config, load_sources
+from qraft_core.detectors import load_detectors
 from qraft_dagster.instance import instance_settings
 
 from .conftest import DEPLOY, QRAFT_JOB, mlflow_admits, served_metrics, unknown_cli_usage, unscraped_alerts
@@ -174,3 +175,23 @@ def test_every_pod_writing_a_persistent_volume_owns_it(rendered):
         assert context.get("fsGroup") is not None and context.get("runAsNonRoot") is True, owner
         checked.append(owner)
     assert {"sources", "mlflow", "prometheus"} <= set(checked)
+
+
+def test_qraft_pods_read_the_configuration_from_a_config_map_made_from_config(rendered, tmp_path):
+    _, resources = rendered
+    environment = next(r for r in resources if r["metadata"]["name"] == "qraft-env")["data"]
+    files = next(r for r in resources if r["metadata"]["name"] == "qraft-config")["data"]
+    assert set(files) == {p.name for p in (DEPLOY.parent / "config").glob("*.yaml")} - {"sources.examples.yaml"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    config = load_qraft_config(tmp_path, environment)
+    assert load_sources(tmp_path) is not None and load_detectors(tmp_path).enabled
+    assert config.store.dsn is not None
+    for owner, pod in pod_specs(resources):
+        for container in (c for c in pod["containers"] if c["image"].split("/")[-1].startswith("qraft:")):
+            if container["name"] == "mlflow":
+                continue
+            mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+            volume = mounts.get(environment["QRAFT_CONFIG_DIR"])
+            assert volume is not None, owner
+            assert next(v for v in pod["volumes"] if v["name"] == volume)["configMap"]["name"] == "qraft-config", owner
