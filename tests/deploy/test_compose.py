@@ -12,7 +12,15 @@ import yaml
 from qraft_core.config import load_qraft_config
 from qraft_dagster.instance import instance_settings
 
-from .conftest import DEPLOY, QRAFT_JOB, interpolate, mlflow_admits, served_metrics, unknown_cli_usage, unscraped_alerts
+from .conftest import (
+    DEPLOY,
+    QRAFT_JOB,
+    interpolate,
+    mlflow_admits,
+    served_metrics,
+    unknown_cli_usage,
+    unscraped_alerts,
+)
 
 COMPOSE = DEPLOY / "compose" / "compose.yaml"
 SCHEMA = json.loads((DEPLOY / "schemas" / "compose-spec.json").read_text())

@@ -13,7 +13,14 @@ from qraft_core.config import load_qraft_config, load_sources
 from qraft_core.detectors import load_detectors
 from qraft_dagster.instance import instance_settings
 
-from .conftest import DEPLOY, QRAFT_JOB, mlflow_admits, served_metrics, unknown_cli_usage, unscraped_alerts
+from .conftest import (
+    DEPLOY,
+    QRAFT_JOB,
+    mlflow_admits,
+    served_metrics,
+    unknown_cli_usage,
+    unscraped_alerts,
+)
 from .kustomize import pod_specs, render
 
 # The oldest Kubernetes release still supported upstream when these manifests were written.
