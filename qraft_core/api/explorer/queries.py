@@ -340,8 +340,15 @@ def stream_view(
     }
 
 
-def default_range(store: EventStore, stream: str, span: timedelta) -> tuple[datetime, datetime]:
-    """The stream's bars of the last `span` up to its newest (all of them when they span less)."""
+def stream_range(
+    store: EventStore, stream: str, start: datetime | None, end: datetime | None, span: timedelta
+) -> tuple[datetime, datetime]:
+    """[start, end) as given; with one bound, `span` from or up to it; with neither, the stream's
+    bars of the last `span` up to its newest (all of them when they span less)."""
+    if start is not None:
+        return start, end or start + span
+    if end is not None:
+        return end - span, end
     bars = store.extent("features", "bar_time", [Filter("stream", "=", stream)])
     if bars is None:
         now = datetime.now(UTC)
