@@ -50,6 +50,12 @@ def _problem(found: Mapping[str, Any]) -> str:
     return f"{where}: {found['msg']}"
 
 
+def _is_json(media_type: str | None) -> bool:
+    """Whether a Content-Type is one FastAPI parses as JSON (application/json, any +json)."""
+    subtype = (media_type or "").split(";")[0].strip().lower().partition("/")[2]
+    return subtype == "json" or subtype.endswith("+json")
+
+
 class SingleValuedQuery:
     """ASGI middleware: a query parameter given twice is a 400 naming it. Every parameter takes one
     value, and FastAPI keeps the last of several: `?type=concept_drift&type=anomaly` silently meant
@@ -146,13 +152,21 @@ def add_error_handlers(app: FastAPI) -> None:
     async def bad_input(_: Request, exc: Exception) -> JSONResponse:
         return error(400, str(exc))
 
-    async def invalid(_: Request, exc: Exception) -> JSONResponse:
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
+        media_type = request.headers.get("content-type")
+        if not _is_json(media_type) and any(found["loc"][0] == "body" for found in exc.errors()):
+            # FastAPI reads any other body as bytes, then says only that they are no object.
+            got = repr(media_type) if media_type else "no Content-Type"
+            return error(400, f"body: must be JSON sent with Content-Type: application/json (got {got})")
         return error(400, "; ".join(_problem(found) for found in exc.errors()))
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         # Unknown paths (404), wrong methods (405) and unreadable bodies get the same {"error": ...} shape.
         assert isinstance(exc, StarletteHTTPException)
+        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI says only "error parsing the body"
+            bad = exc.__cause__
+            return error(400, f"body: not valid UTF-8 (byte {bad.start} is 0x{bad.object[bad.start]:02x})")
         return error(exc.status_code, str(exc.detail), exc.headers)
 
     async def unavailable(_: Request, exc: Exception) -> JSONResponse:

@@ -37,6 +37,17 @@ class Filter:
     value: Any
 
 
+@dataclass(frozen=True)
+class GroupSummary:
+    """One group's rows (de-duplicated), the first and last value of the table's time column,
+    and the asked-for columns' values in its row at that last time."""
+
+    rows: int
+    first: datetime
+    last: datetime
+    latest: dict[str, Any]
+
+
 class StoreError(RuntimeError):
     """The store could not do what was asked (transient or not)."""
 
@@ -95,11 +106,17 @@ class EventStore(Protocol):
         where: Sequence[Filter] = (),
         group_by: str | None = None,
     ) -> dict[str, int]:
-        """Row counts (de-duplicated); keyed by group value, or {"": n} without group_by."""
+        """Row counts (de-duplicated); keyed by group value, or {"": n} without group_by.
+
+        Grouped by an array column, a row counts once for each of its elements."""
         ...
 
     def max_time(self, table: str, group_by: str) -> dict[str, datetime]:
         """The latest value of the table's time column per group value."""
+        ...
+
+    def summarize(self, table: str, group_by: str, latest: Sequence[str] = ()) -> dict[str, GroupSummary]:
+        """Per group value, in one pass over the table: its `GroupSummary`."""
         ...
 
     def extent(self, table: str, column: str, where: Sequence[Filter] = ()) -> tuple[Any, Any] | None:

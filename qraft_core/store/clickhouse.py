@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 
 from qraft_core.redact import redact
-from qraft_core.store.base import STREAM_SEPARATORS, Filter, StoreError
+from qraft_core.store.base import STREAM_SEPARATORS, Filter, GroupSummary, StoreError
 from qraft_core.store.cluster import StoreLayout, apply_migrations, delete_statement
 from qraft_core.store.schema import spec
 from qraft_core.store.sessions import ENGINE, ServerClients, lock_path_of
@@ -221,21 +221,35 @@ class ClickHouseStore:
             if group_by is None:
                 rows = client.query(f"SELECT '', count() FROM {table_spec.name}{final} {clause}", parameters=params).result_rows
             else:
-                key = checked_identifier(group_by)
+                key = _group_key(table_spec, group_by)
                 rows = client.query(
                     f"SELECT toString({key}), count() FROM {table_spec.name}{final} {clause} GROUP BY {key}",
                     parameters=params,
                 ).result_rows
         return {str(k): int(n) for k, n in rows}
 
+    def summarize(self, table: str, group_by: str, latest: Sequence[str] = ()) -> dict[str, GroupSummary]:
+        table_spec = spec(table)
+        time = _time_column(table_spec)
+        key = checked_identifier(group_by)
+        picks = "".join(f", argMax({checked_identifier(c)}, {time})" for c in latest)
+        with self._client_in_session() as client:
+            rows = client.query(
+                f"SELECT toString({key}), count(), min({time}), max({time}){picks} "
+                f"FROM {table_spec.name}{_final(table_spec)} GROUP BY {key}"
+            ).result_rows
+        return {
+            str(group): GroupSummary(int(n), _as_utc(first), _as_utc(last), dict(zip(latest, values, strict=True)))
+            for group, n, first, last, *values in rows
+        }
+
     def max_time(self, table: str, group_by: str) -> dict[str, datetime]:
         table_spec = spec(table)
-        if table_spec.time_column is None:
-            raise ValueError(f"table {table} has no time column")
+        time = _time_column(table_spec)
         key = checked_identifier(group_by)
         with self._client_in_session() as client:
             rows = client.query(
-                f"SELECT toString({key}), max({table_spec.time_column}) FROM {table_spec.name} GROUP BY {key}"
+                f"SELECT toString({key}), max({time}) FROM {table_spec.name} GROUP BY {key}"
             ).result_rows
         return {str(k): _as_utc(t) for k, t in rows if t is not None}
 
@@ -265,6 +279,18 @@ class ClickHouseStore:
 
 def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _time_column(table_spec: TableSpec) -> str:
+    if table_spec.time_column is None:
+        raise ValueError(f"table {table_spec.name} has no time column")
+    return table_spec.time_column
+
+
+def _group_key(table_spec: TableSpec, column: str) -> str:
+    """The GROUP BY expression for `column`: an array column groups by each of its elements."""
+    key = checked_identifier(column)
+    return f"arrayJoin({key})" if bare_type(table_spec.columns[column]).startswith("Array(") else key
 
 
 def _final(table_spec: TableSpec) -> str:

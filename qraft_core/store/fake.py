@@ -9,7 +9,7 @@ from typing import Any
 
 import polars as pl
 
-from qraft_core.store.base import STREAM_SEPARATORS, Filter
+from qraft_core.store.base import STREAM_SEPARATORS, Filter, GroupSummary
 from qraft_core.store.clickhouse import _conform
 from qraft_core.store.schema import TableSpec, spec
 
@@ -134,8 +134,23 @@ class MemoryStore:
         frame = self._rows(table, start, end, where)
         if group_by is None:
             return {"": frame.height}
+        if isinstance(frame.schema[group_by], pl.List):
+            frame = frame.explode(group_by).drop_nulls(group_by)
         grouped = frame.group_by(group_by).len()
         return {str(k): int(n) for k, n in grouped.iter_rows()}
+
+    def summarize(self, table: str, group_by: str, latest: Sequence[str] = ()) -> dict[str, GroupSummary]:
+        time = spec(table).time_column
+        assert time is not None
+        frame = self._rows(table, None, None, ()).sort(time)
+        grouped = frame.group_by(group_by).agg(
+            pl.len(), pl.col(time).first().alias("_first"), pl.col(time).last().alias("_last"),
+            *(pl.col(c).last() for c in latest),
+        )
+        return {
+            str(row[group_by]): GroupSummary(row["len"], row["_first"], row["_last"], {c: row[c] for c in latest})
+            for row in grouped.iter_rows(named=True)
+        }
 
     def max_time(self, table: str, group_by: str) -> dict[str, datetime]:
         table_spec = spec(table)

@@ -208,3 +208,74 @@ def test_the_explorer_allows_only_its_own_scripts(page, explorer_url):
     response = page.goto(f"{explorer_url}/#/")
     assert "script-src 'self'" in response.headers["content-security-policy"]
     page.locator("#findings .finding-row").first.wait_for()
+
+
+def _with_builtin_field_names(route: Any) -> None:
+    """The finding's real data with changes measured on fields named like what every JS object inherits."""
+    response = route.fetch()
+    data = response.json()
+    details = data["pattern"]["details"]
+    details["metric_changes"] = {"constructor": 1.0, "toString": 2.0, "__proto__": 3.0, "valueOf": 4.0}
+    details["metric_units"] = {"valueOf": "trades"}
+    details["metrics"] = {"constructor_before": 5.0, "constructor_after": 6.0, "toString_before": 7.0}
+    route.fulfill(response=response, json=data)
+
+
+def test_fields_named_like_object_builtins_show_only_their_own_units(page, explorer_url):
+    # Before, "Δ constructor" read "1 function Object() { [native code] }".
+    page.route(re.compile(r"/explorer/api/finding/"), _with_builtin_field_names)
+    _open_first_finding(page, explorer_url)
+    rows = page.locator("#what-changed tr")
+    shown = {rows.nth(i).locator("th").inner_text(): rows.nth(i).locator("td").inner_text() for i in range(rows.count())}
+    assert {k: v.strip() for k, v in shown.items() if k not in ("Before", "After")} == {
+        "Δ constructor": "1", "Δ toString": "2", "Δ __proto__": "3", "Δ valueOf": "4 trades", "constructor": "5 → 6",
+    }
+
+
+def _with_values_at_the_float_limits(route: Any) -> None:
+    """The finding's real data as a drift whose contributing column swings between ±1e308."""
+    response = route.fetch()
+    data = response.json()
+    data["pattern"]["type"] = "concept_drift"
+    stream = data["streams"][0]
+    name = next(iter(stream["columns"]))
+    stream["columns"][name] = [1e308 if i % 2 else -1e308 for i in range(len(stream["times"]))]
+    data["pattern"]["explain"]["top_contributors"] = [{"field": name, "score": 1.0}]
+    route.fulfill(response=response, json=data)
+
+
+def test_values_near_the_float_limits_draw_at_finite_places(page, explorer_url):
+    # Before, the padded range overflowed: lines at y=-Infinity and levels "before Infinity".
+    page.route(re.compile(r"/explorer/api/finding/"), _with_values_at_the_float_limits)
+    _open_first_finding(page, explorer_url)
+    chart = page.locator("#finding-chart svg.chart")
+    chart.locator("line.level").first.wait_for(state="attached")
+    drawn = chart.evaluate("""svg => [...svg.querySelectorAll('line, path, rect, circle, text')].flatMap(
+        el => ['x1', 'x2', 'y1', 'y2', 'd', 'y', 'cy', 'height'].map(a => el.getAttribute(a)).filter(Boolean))""")
+    assert drawn and not [a for a in drawn if "Infinity" in a or "NaN" in a]
+    labels = chart.locator("text.level-label").all_text_contents()
+    assert labels and not [label for label in labels if "Infinity" in label or "NaN" in label]
+
+
+def test_addresses_naming_no_readable_finding_show_an_error(page, explorer_url):
+    # Before, a malformed escape left a blank page (an uncaught URIError) and an empty id asked for "undefined".
+    page.goto(f"{explorer_url}/#/finding/%E0%A4%A")
+    assert "This address cannot be read" in page.locator("#view .error").inner_text()
+    page.goto(f"{explorer_url}/#/finding/")
+    assert "No finding named in the address" in page.locator("#view .error").inner_text()
+    page.goto(f"{explorer_url}/#/constructor")
+    assert page.locator("#view .error").inner_text() == "No page constructor"
+
+
+def test_the_inbox_shows_its_findings_without_waiting_for_the_stream_names(page, explorer_url, explorer_store):
+    # Before, it waited for the whole stream catalog, only to fill the stream filter's drop-down.
+    held: list[Any] = []
+    page.route(re.compile(r"/explorer/api/streams"), lambda route: held.append(route))
+    page.goto(f"{explorer_url}/#/")
+    page.locator("#findings .finding-row").first.wait_for()
+    assert held
+    held[0].continue_()
+    suggested = page.locator("#stream-names option")
+    suggested.first.wait_for(state="attached")
+    assert sorted(suggested.evaluate_all("options => options.map(o => o.value)")) == sorted(
+        explorer_store.store.count("features", group_by="stream"))

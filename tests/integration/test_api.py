@@ -498,17 +498,22 @@ def test_unknown_paths_wrong_methods_and_unreadable_bodies_answer_in_the_error_s
         client.get("/explorer/static/../../../etc/passwd"),
         client.delete("/patterns"),
         client.post(annotations, content=b"{label: note}", headers=json_body),
-        client.post(annotations, content=b"\xff", headers=json_body),
+        client.post(annotations, content=b'{"label": "\xff"}', headers=json_body),
         # Before, the last of the two verdicts was stored without a word.
         client.post(annotations, content=b'{"label": "confirmed", "label": "false_alarm"}', headers=json_body),
+        # Valid JSON of the wrong media type: before, "Input should be a valid dictionary".
+        client.post(annotations, content=b'{"label": "note"}', headers={**json_body, "content-type": "text/plain"}),
+        client.post(annotations, content=b'{"label": "note"}', headers={"X-API-Key": KEY}),
     ]
     assert [(a.status_code, a.json()) for a in answers] == [
         (404, {"error": "Not Found"}),
         (404, {"error": "Not Found"}),
         (405, {"error": "Method Not Allowed"}),
         (400, {"error": "body: not valid JSON at character 1 (Expecting property name enclosed in double quotes)"}),
-        (400, {"error": "There was an error parsing the body"}),
+        (400, {"error": "body: not valid UTF-8 (byte 11 is 0xff)"}),
         (400, {"error": "body: the key 'label' is written twice"}),
+        (400, {"error": "body: must be JSON sent with Content-Type: application/json (got 'text/plain')"}),
+        (400, {"error": "body: must be JSON sent with Content-Type: application/json (got no Content-Type)"}),
     ]
     assert answers[2].headers["allow"] == "GET"
 

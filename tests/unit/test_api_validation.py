@@ -52,6 +52,9 @@ def client() -> TestClient:
         ("/explorer/api/findings", {"type": "\x00"}, "type: control characters are not allowed"),
         ("/explorer/api/findings", {"cursor": "a\x1bb"}, "cursor: control characters are not allowed"),
         ("/explorer/api/finding/a%00b", {}, "pattern_id: control characters are not allowed"),
+        ("/explorer/api/stream", {"stream": "s", "start": "garbage"}, "start: 'garbage' is not an ISO 8601 time"),
+        ("/explorer/api/stream", {"stream": "s", "end": "garbage"}, "end: 'garbage' is not an ISO 8601 time"),
+        ("/explorer/api/stream", {"stream": "s", "start": "2026-01-05", "end": "nope"}, "end: 'nope' is not"),
         ("/explorer/api/findings", {"min_confidence": "nan"}, "query.min_confidence: Input should be a finite number"),
         ("/explorer/api/findings", {"min_confidence": "inf"}, "query.min_confidence: Input should be a finite number"),
         ("/explorer/api/findings", {"min_confidence": "2"}, "query.min_confidence: Input should be less than or equal"),
@@ -98,3 +101,24 @@ def test_every_stream_the_splitter_makes_is_accepted_as_a_filter(memory_store: M
         assert [p["pattern_id"] for p in found["patterns"].json()["items"]] == [f"p{i}"]
         assert [p["pattern_id"] for p in found["inbox"].json()["items"]] == [f"p{i}"]
         assert [p["pattern_id"] for p in found["stream"].json()["findings"]] == [f"p{i}"]
+
+
+@pytest.mark.parametrize(
+    ("params", "window"),
+    [
+        ({"start": "2026-01-05T10:00:00Z"}, ("2026-01-05T10:00:00.000Z", "2026-01-05T13:00:00.000Z")),
+        ({"end": "2026-01-05T10:00:00Z"}, ("2026-01-05T07:00:00.000Z", "2026-01-05T10:00:00.000Z")),
+        ({"start": "2026-01-05T09:00:00Z", "end": "2026-01-05T09:30:00Z"},
+         ("2026-01-05T09:00:00.000Z", "2026-01-05T09:30:00.000Z")),
+    ],
+)
+def test_a_stream_range_with_one_bound_spans_three_hours_from_it(memory_store: MemoryStore,
+                                                                  params: dict[str, str],
+                                                                  window: tuple[str, str]) -> None:
+    # A lone bound was silently dropped for the stream's newest three hours.
+    config = QraftConfig()
+    app = FastAPI()
+    add_error_handlers(app)
+    app.include_router(explorer_router(SimpleNamespace(config=config, store=memory_store, data_dir="/nonexistent")))
+    body = TestClient(app).get("/explorer/api/stream", params={"stream": "s", **params}).json()
+    assert (body["start"], body["end"]) == window

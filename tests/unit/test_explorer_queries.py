@@ -9,6 +9,7 @@ from qraft_core.annotations import add_annotation
 from qraft_core.api.explorer import queries
 from qraft_core.events import iso as iso_ms
 from qraft_core.explain.catalog import PatternQuery
+from qraft_core.operators.stream_names import MAX_STREAM_NAME_CHARS
 from qraft_core.plugins.markets.examples import example_patterns, pattern_rows
 
 PATTERNS = example_patterns()
@@ -112,3 +113,45 @@ def test_a_stored_pattern_that_does_not_read_is_skipped_and_named_not_fatal_to_i
     assert cursor is None
     assert f"pattern {broken} is skipped: its stored body does not read as a pattern event " \
            "(details.metrics.score: Input should be a valid number)" in caplog.text
+
+
+class CountingStore:
+    """The in-memory store, counting the calls the code under test makes."""
+
+    def __init__(self, store):
+        self.store, self.calls = store, []
+
+    def __getattr__(self, name):
+        self.calls.append(name)
+        return getattr(self.store, name)
+
+
+def test_the_stream_catalog_costs_a_few_grouped_queries_whatever_the_number_of_streams(memory_store):
+    t0 = datetime(2026, 1, 5, tzinfo=UTC)
+    streams = [f"bulk:{i:04d}" for i in range(3000)] + ["bulk:" + "Y" * 5000]
+    bars = 2
+    memory_store.insert("features", pl.DataFrame({
+        "window_start": [t0] * bars * len(streams),
+        "bar_time": [t0 + timedelta(minutes=b) for _ in streams for b in range(bars)],
+        "stream": [s for s in streams for _ in range(bars)],
+        "event_count": [1] * bars * len(streams),
+        # The columns are the newest bar's: the older one has others.
+        "names": [["old"] if b == 0 else ["value_mean", "value_max"] for _ in streams for b in range(bars)],
+        "values": [[1.0] if b == 0 else [1.0, 2.0] for _ in streams for b in range(bars)],
+        "items": [[] for _ in range(bars * len(streams))],
+    }, schema_overrides={"items": pl.List(pl.Utf8)}))
+    drift = PATTERNS[0].model_copy(update={"source_streams": ["bulk:0001", "bulk:0002"]})
+    other = PATTERNS[1].model_copy(update={"source_streams": ["bulk:0001"]})
+    memory_store.insert("pattern_events", pattern_rows([drift, other]))
+    counting = CountingStore(memory_store)
+    catalog = queries.stream_catalog(counting)
+    assert len(counting.calls) <= 3
+    assert len(catalog) == len(streams)
+    by_name = {c["stream"]: c for c in catalog}
+    assert by_name["bulk:0001"] == {
+        "stream": "bulk:0001", "columns": ["value_mean", "value_max"], "bars": 2,
+        "first_bar": iso_ms(t0), "last_bar": iso_ms(t0 + timedelta(minutes=1)), "findings": 2,
+    }
+    assert by_name["bulk:0002"]["findings"] == 1 and by_name["bulk:0003"]["findings"] == 0
+    # A name longer than any the pipeline makes is cut, not sent whole.
+    assert max(len(c["stream"]) for c in catalog) <= MAX_STREAM_NAME_CHARS

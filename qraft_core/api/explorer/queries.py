@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from qraft_core.explain.catalog import (
     patterns_page,
 )
 from qraft_core.explain.context import context_window, pattern_sources
-from qraft_core.operators.stream_names import stream_name
+from qraft_core.operators.stream_names import MAX_STREAM_NAME_CHARS, stream_name
 from qraft_core.store.base import EventStore, Filter
 from qraft_core.streams import StreamId
 from qraft_core.timeutil import parse_iso
@@ -90,32 +89,26 @@ def newest_finding(store: EventStore) -> dict[str, Any]:
 
 # -- streams and series -----------------------------------------------------
 def stream_catalog(store: EventStore) -> list[dict[str, Any]]:
-    """Every stream with features: its columns (read from its newest bar), bars, extent, findings."""
-    newest = store.max_time("features", "stream")
-    bars = store.count("features", group_by="stream")
-    findings: Counter[str] = Counter()
-    for streams in store.select("pattern_events", columns=["source_streams"])["source_streams"]:
-        findings.update(streams)
-    catalog = []
-    for stream in sorted(newest):
-        last = store.select(
-            "features",
-            where=[Filter("stream", "=", stream), Filter("bar_time", "=", newest[stream])],
-            columns=["names"],
-            limit=1,
-        )
-        first = store.extent("features", "bar_time", [Filter("stream", "=", stream)])
-        catalog.append(
-            {
-                "stream": stream,
-                "columns": list(last["names"][0]) if last.height else [],
-                "bars": bars.get(stream, 0),
-                "first_bar": iso(first[0]) if first else None,
-                "last_bar": iso(newest[stream]),
-                "findings": findings[stream],
-            }
-        )
-    return catalog
+    """Every stream with features: its columns (those of its newest bar), bars, extent, findings.
+
+    Two grouped queries whatever the number of streams: asking about each stream in turn held
+    the store for minutes with thousands of them, locking every other process out.
+    """
+    summaries = store.summarize("features", "stream", latest=["names"])
+    findings = store.count("pattern_events", group_by="source_streams")
+    return [
+        {
+            # Longer names than the pipeline makes come only from rows written by hand: cut, they
+            # still tell the streams apart without bloating the page.
+            "stream": _short(stream, MAX_STREAM_NAME_CHARS),
+            "columns": [_short(name, MAX_STREAM_NAME_CHARS) for name in summary.latest["names"]],
+            "bars": summary.rows,
+            "first_bar": iso(summary.first),
+            "last_bar": iso(summary.last),
+            "findings": findings.get(stream, 0),
+        }
+        for stream, summary in sorted(summaries.items())
+    ]
 
 
 def feature_series(
@@ -347,8 +340,15 @@ def stream_view(
     }
 
 
-def default_range(store: EventStore, stream: str, span: timedelta) -> tuple[datetime, datetime]:
-    """The stream's bars of the last `span` up to its newest (all of them when they span less)."""
+def stream_range(
+    store: EventStore, stream: str, start: datetime | None, end: datetime | None, span: timedelta
+) -> tuple[datetime, datetime]:
+    """[start, end) as given; with one bound, `span` from or up to it; with neither, the stream's
+    bars of the last `span` up to its newest (all of them when they span less)."""
+    if start is not None:
+        return start, end or start + span
+    if end is not None:
+        return end - span, end
     bars = store.extent("features", "bar_time", [Filter("stream", "=", stream)])
     if bars is None:
         now = datetime.now(UTC)

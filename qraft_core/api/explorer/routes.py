@@ -45,6 +45,8 @@ _MEANING = {400: "Bad input", 401: "API key missing or wrong (reads need it)", 4
 # Bounds on what one chart request reads, so a wide window cannot exhaust the API.
 MAX_BARS = 20_000
 MAX_RAW_ROWS = 20_000
+# What a stream's chart shows when the request does not give both ends of the range.
+STREAM_SPAN = timedelta(hours=3)
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -139,13 +141,13 @@ def _add_stream_routes(router: APIRouter, runtime: Any) -> None:
         start: str | None = Query(None),
         end: str | None = Query(None),
     ) -> dict[str, Any]:
-        """One stream's features with its findings and detector alarms (default: its newest 3 hours of bars)."""
+        """One stream's features with its findings and detector alarms over [start, end): with one
+        bound, the 3 hours from or up to it; with neither, the stream's newest 3 hours of bars."""
         stream_filter(stream, "stream")
+        begin = parse_time(start, "start") if start else None
+        finish = parse_time(end, "end") if end else None
         with runtime.store.session():
-            if start and end:
-                begin, finish = parse_time(start, "start"), parse_time(end, "end")
-            else:
-                begin, finish = queries.default_range(runtime.store, stream, timedelta(hours=3))
+            begin, finish = queries.stream_range(runtime.store, stream, begin, finish, STREAM_SPAN)
             check_range(begin, finish, config.api.max_range_days)
             return {
                 "start": iso(begin),

@@ -1,5 +1,5 @@
 // The explorer's shell: the write key, the navigation and the hash router.
-import { apiKey, clear, currentRoute, errorBox, h, setApiKey } from "./util.js";
+import { apiKey, clear, currentRoute, errorBox, h, own, setApiKey } from "./util.js";
 import { evaluationPage } from "./evaluation.js";
 import { findingPage } from "./finding.js";
 import { inboxPage } from "./inbox.js";
@@ -18,9 +18,15 @@ const view = document.getElementById("view");
 let teardown = null;
 
 async function show() {
-  const route = currentRoute();
+  let route;
+  try {
+    route = currentRoute();
+  } catch (error) {
+    clear(view, errorBox(new Error(`This address cannot be read (${error.message}): ${location.hash}`)));
+    return;
+  }
   const name = route.path[0] || "";
-  const page = PAGES[name];
+  const page = own(PAGES, name);
   document.querySelectorAll("[data-nav]").forEach((link) => {
     link.classList.toggle("active", link.dataset.nav === (name === "" || name === "finding" ? "inbox" : name));
   });

@@ -21,7 +21,7 @@ export const ms = (iso) => Date.parse(iso);
 
 function niceTicks(min, max, count) {
   if (!(max > min)) return [min];
-  const raw = (max - min) / count;
+  const raw = ((max / 2 - min / 2) / count) * 2; // halves first: max - min may overflow near ±1e308
   const step = [1, 2, 2.5, 5, 10].map((m) => m * 10 ** Math.floor(Math.log10(raw))).find((v) => v >= raw);
   const ticks = [];
   for (let v = Math.ceil(min / step) * step; v <= max + step * 1e-9; v += step) ticks.push(+v.toPrecision(12));
@@ -59,9 +59,9 @@ function extent(values) {
     if (v > hi) hi = v;
   }
   if (lo === Infinity) return [0, 1];
-  if (lo === hi) return [lo - (Math.abs(lo) || 1) * 0.05, hi + (Math.abs(hi) || 1) * 0.05];
-  const pad = (hi - lo) * 0.06;
-  return [lo - pad, hi + pad];
+  // Halves and clamps: hi - lo, and the padded ends, overflow to ±Infinity near ±1e308.
+  const pad = lo === hi ? (Math.abs(lo) || 1) * 0.05 : (hi / 2 - lo / 2) * 0.12;
+  return [Math.max(lo - pad, -Number.MAX_VALUE), Math.min(hi + pad, Number.MAX_VALUE)];
 }
 
 // The index of the last time <= t (times sorted ascending), or -1.
@@ -121,7 +121,7 @@ function render(wrap, tip, spec, state, redraw) {
       series.values.filter((_, i) => series.times[i] >= t0 && series.times[i] <= t1));
     for (const level of panel.levels || []) visible.push(level.value);
     const [lo, hi] = panel.domain || extent(visible);
-    const y = (v) => y0 + h - ((v - lo) / (hi - lo || 1)) * h;
+    const y = (v) => y0 + h - ((v / 2 - lo / 2) / (hi / 2 - lo / 2 || 1)) * h;
     layout.push({ panel, y0, h, y });
     const g = s("g", { class: "panel", "data-title": panel.title }, svg);
     s("text", { x: MARGIN.left, y: top + 10, class: "panel-title" }, g).textContent = displayText(panel.title);

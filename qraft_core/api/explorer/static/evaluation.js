@@ -1,6 +1,6 @@
 // Evaluation against the ground truth file: scores per type, each truth item with the
 // finding that matched it and its delay, and the false alarms.
-import { ApiError, api, clear, fmtNum, fmtTime, h, section, TYPE_LABEL } from "./util.js";
+import { ApiError, api, clear, fmtNum, fmtTime, h, own, section, TYPE_LABEL } from "./util.js";
 
 export async function evaluationPage(view) {
   let data;
@@ -31,8 +31,8 @@ function scores(report) {
     h("thead", {}, h("tr", {}, ["Type", "Truth", "Findings", "Hits", "Precision", "Recall", "Mean delay", "p95 delay", "False alarms", "Baseline precision", "Baseline recall"].map((t) => h("th", {}, t)))),
     h("tbody", {}, kinds.map((kind) => {
       const d = report.detectors[kind];
-      const b = report.baseline[kind] || {};
-      return h(`tr${kind === "overall" ? ".total" : ""}`, {}, h("td", {}, TYPE_LABEL[kind] || kind),
+      const b = own(report.baseline, kind) || {};
+      return h(`tr${kind === "overall" ? ".total" : ""}`, {}, h("td", {}, own(TYPE_LABEL, kind) || kind),
         h("td.num", {}, d.truth), h("td.num", {}, d.findings), h("td.num", {}, d.true_positives),
         h("td.num", {}, pct(d.precision)), h("td.num", {}, pct(d.recall)),
         h("td.num", {}, d.delay_mean_s === null ? "—" : `${fmtNum(d.delay_mean_s)} s`),
@@ -47,7 +47,7 @@ function truthTable(items) {
   return h("table.grid.compact#truth", {},
     h("thead", {}, h("tr", {}, ["Time (UTC)", "Type", "Stream", "Matched finding", "Delay"].map((t) => h("th", {}, t)))),
     h("tbody", {}, items.map((item) => h(`tr.${item.finding ? "hit" : "miss"}`, {},
-      h("td.num", {}, fmtTime(item.time)), h("td", {}, TYPE_LABEL[item.type] || item.type), h("td", {}, item.stream),
+      h("td.num", {}, fmtTime(item.time)), h("td", {}, own(TYPE_LABEL, item.type) || item.type), h("td", {}, item.stream),
       h("td", {}, item.finding ? findingLink(item.finding, fmtTime(item.finding_time, false)) : h("span.missed", {}, "missed")),
       h("td.num", {}, item.delay_s === null ? "—" : `${fmtNum(item.delay_s)} s`)))));
 }
@@ -56,5 +56,5 @@ function falseAlarms(alarms) {
   if (!alarms.length) return h("p.empty", {}, "None.");
   return h("table.grid.compact#false-alarms", {},
     h("tbody", {}, alarms.map((a) => h("tr", {}, h("td.num", {}, findingLink(a.finding, fmtTime(a.time))),
-      h("td", {}, TYPE_LABEL[a.type] || a.type), h("td", {}, a.stream)))));
+      h("td", {}, own(TYPE_LABEL, a.type) || a.type), h("td", {}, a.stream)))));
 }

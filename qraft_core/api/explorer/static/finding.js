@@ -2,7 +2,7 @@
 // contributors, the algorithms that agreed, the raw context rows, verdicts and a replay.
 import { ms, timeChart } from "./chart.js";
 import { algorithms, confidenceBar } from "./inbox.js";
-import { api, clear, errorBox, fmtNum, fmtTime, h, markdown, section, typePill, verdictPill } from "./util.js";
+import { api, clear, errorBox, fmtNum, fmtTime, h, markdown, own, section, typePill, verdictPill } from "./util.js";
 
 const REPLAY_POLL_MS = 1500;
 const TERMINAL = new Set(["succeeded", "failed", "regression"]);
@@ -10,6 +10,7 @@ const LEVEL_TYPES = new Set(["concept_drift", "cluster_change"]);
 
 export async function findingPage(view, route) {
   const id = route.path[1];
+  if (id === undefined) throw new Error("No finding named in the address: open one from the inbox.");
   const minutes = route.params.get("minutes") || "15";
   const data = await api(`/explorer/api/finding/${encodeURIComponent(id)}?minutes=${encodeURIComponent(minutes)}`);
   const pattern = data.pattern;
@@ -112,7 +113,8 @@ export function chartSpec(data, allColumns) {
 function levels(times, values, changeTime) {
   const mean = (pick) => {
     const chosen = values.filter((v, i) => v !== null && pick(times[i]));
-    return chosen.length ? chosen.reduce((a, b) => a + b, 0) / chosen.length : null;
+    // A running mean: a sum of values near ±1e308 would overflow to ±Infinity.
+    return chosen.length ? chosen.reduce((m, v, i) => m - m / (i + 1) + v / (i + 1), 0) : null;
   };
   const before = mean((t) => t < changeTime);
   const after = mean((t) => t >= changeTime);
@@ -128,12 +130,12 @@ function stateTable(pattern) {
     ["Before", details.prev_state],
     ["After", details.new_state],
     ...Object.entries(details.metric_changes).map(([name, value]) => [
-      `Δ ${name}`, `${fmtNum(value)} ${details.metric_units[name] || ""}`,
+      `Δ ${name}`, `${fmtNum(value)} ${own(details.metric_units, name) || ""}`,
     ]),
   ];
   // Metrics measured on clean data before and after the finding, paired by name.
   const measured = Object.keys(details.metrics).filter((k) => k.endsWith("_before"))
-    .map((k) => k.slice(0, -7)).filter((name) => `${name}_after` in details.metrics);
+    .map((k) => k.slice(0, -7)).filter((name) => Object.hasOwn(details.metrics, `${name}_after`));
   for (const name of measured) {
     rows.push([`${name}`, `${fmtNum(details.metrics[`${name}_before`])} → ${fmtNum(details.metrics[`${name}_after`])}`]);
   }

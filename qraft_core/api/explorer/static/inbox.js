@@ -7,7 +7,6 @@ const FILTERS = ["start", "end", "type", "stream", "min_confidence", "verdict"];
 
 export async function inboxPage(view, route) {
   const params = route.params;
-  const streams = (await api("/explorer/api/streams")).streams;
   const cursors = [null];
   const table = h("div.table-wrap");
   const timeline = h("div.chart-box#timeline");
@@ -15,7 +14,8 @@ export async function inboxPage(view, route) {
   const live = h("span.live", { title: "The list refreshes itself when new findings arrive" }, "live");
   let known = null;
 
-  const form = filterForm(params, streams);
+  const streamNames = h("datalist#stream-names");
+  const form = filterForm(params, streamNames);
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const next = new URLSearchParams();
@@ -60,12 +60,16 @@ export async function inboxPage(view, route) {
 
   clear(view, h("div.page-head", {}, h("h1", {}, "Findings"), form), section("Inbox", status, timeline, table));
   await load(null);
+  // The stream names only suggest: the inbox does not wait for them.
+  api("/explorer/api/streams")
+    .then(({ streams }) => clear(streamNames, streams.map((s) => h("option", { value: s.stream }))))
+    .catch(() => {});
   await poll();
   const timer = setInterval(poll, POLL_MS);
   return () => clearInterval(timer);
 }
 
-function filterForm(params, streams) {
+function filterForm(params, streamNames) {
   const select = (name, options, label) =>
     h("label", {}, label, h("select", { name }, options.map(([value, text]) =>
       h("option", { value, selected: (params.get(name) || "") === value }, text))));
@@ -75,7 +79,7 @@ function filterForm(params, streams) {
     h("label", {}, "From (UTC)", h("input", { name: "start", placeholder: "2026-01-05T00:00:00Z", value: params.get("start") || "", size: 20 })),
     h("label", {}, "To", h("input", { name: "end", placeholder: "newest", value: params.get("end") || "", size: 20 })),
     select("type", [["", "all types"], ...Object.entries(TYPE_LABEL)], "Type"),
-    select("stream", [["", "all streams"], ...streams.map((s) => [s.stream, s.stream])], "Stream"),
+    h("label", {}, "Stream", h("input", { name: "stream", list: "stream-names", placeholder: "all streams", value: params.get("stream") || "", size: 24 }), streamNames),
     h("label", {}, "Min confidence", h("input", { name: "min_confidence", type: "number", min: 0, max: 1, step: 0.05, value: params.get("min_confidence") || "", size: 5 })),
     select("verdict", [["any", "any verdict"], ["unreviewed", "unreviewed"], ["confirmed", "confirmed"], ["false_alarm", "false alarm"]], "Verdict"),
     h("button", { type: "submit" }, "Apply"),

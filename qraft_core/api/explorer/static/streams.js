@@ -1,7 +1,7 @@
 // Streams: per stream a chart of every feature column with its findings overlaid,
 // and per detector its alarm scores over time and its human-verdict precision.
 import { ms, timeChart } from "./chart.js";
-import { api, clear, fmtInt, fmtNum, fmtTime, h, routeTo, section } from "./util.js";
+import { api, clear, fmtInt, fmtNum, fmtTime, h, own, routeTo, section } from "./util.js";
 
 export async function streamsPage(view, route) {
   const { streams } = await api("/explorer/api/streams");
@@ -70,10 +70,10 @@ function detectorTable(signals, stats) {
   return h("table.grid.compact#detectors", {},
     h("thead", {}, h("tr", {}, ["Detector", "Algorithm", "Alarms", "Mean score", "Verdict precision"].map((t) => h("th", {}, t)))),
     h("tbody", {}, names.map((name) => {
-      const own = signals.filter((s) => s.detector === name);
-      const verdicts = stats[own[0].algorithm];
-      return h("tr", {}, h("td", {}, name), h("td", {}, own[0].algorithm), h("td.num", {}, own.length),
-        h("td.num", {}, fmtNum(own.reduce((a, s) => a + s.score, 0) / own.length, 3)),
+      const alarms = signals.filter((s) => s.detector === name);
+      const verdicts = own(stats, alarms[0].algorithm);
+      return h("tr", {}, h("td", {}, name), h("td", {}, alarms[0].algorithm), h("td.num", {}, alarms.length),
+        h("td.num", {}, fmtNum(alarms.reduce((a, s) => a + s.score, 0) / alarms.length, 3)),
         h("td.num", {}, verdicts && verdicts.precision !== null ? `${(verdicts.precision * 100).toFixed(0)}% of ${verdicts.confirmed + verdicts.false_alarm}` : "no verdicts"));
     })));
 }

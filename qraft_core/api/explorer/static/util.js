@@ -80,6 +80,12 @@ export function clear(el, ...children) {
   return el;
 }
 
+// `object[key]` when `key` is the object's own: names from the data such as "constructor" or
+// "__proto__" must not reach the properties every object inherits.
+export function own(object, key) {
+  return Object.hasOwn(object, key) ? object[key] : undefined;
+}
+
 export const TYPE_LABEL = {
   concept_drift: "Concept drift",
   anomaly: "Anomaly",
@@ -112,11 +118,11 @@ export function pill(kind, text) {
 }
 
 export function typePill(type) {
-  return pill(`t-${type}`, TYPE_LABEL[type] || type);
+  return pill(`t-${type}`, own(TYPE_LABEL, type) || type);
 }
 
 export function verdictPill(verdict) {
-  return pill(`v-${verdict}`, VERDICT_LABEL[verdict] || verdict);
+  return pill(`v-${verdict}`, own(VERDICT_LABEL, verdict) || verdict);
 }
 
 export function errorBox(error) {
@@ -127,7 +133,8 @@ export function section(title, ...children) {
   return h("section.panel", {}, h("h2", {}, title), ...children);
 }
 
-// Hash routes: "#/finding/<id>?minutes=15" -> {path: ["finding", id], params}.
+// Hash routes: "#/finding/<id>?minutes=15" -> {path: ["finding", id], params}; a malformed
+// escape (`%E0%A4%A`) throws a URIError.
 export function currentRoute() {
   const raw = location.hash.replace(/^#\/?/, "");
   const [path, query = ""] = raw.split("?");
