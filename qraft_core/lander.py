@@ -21,13 +21,14 @@ import logging
 import math
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Any, Literal
 
 import msgspec
+import numpy as np
 import polars as pl
 from pydantic import ValidationError
 
@@ -42,7 +43,14 @@ from qraft_core.events import (
     safe_text,
     stable_id,
 )
-from qraft_core.landing.compiled import SOURCE_NAME, CompiledRows, is_plain, line_count
+from qraft_core.landing.compiled import (
+    SOURCE_NAME,
+    CompiledRows,
+    is_plain,
+    line_count,
+    lines_of,
+    nonblank_lines,
+)
 from qraft_core.metrics import (
     CONSUMER_LAG,
     EVENTS_DEAD_LETTERED,
@@ -158,21 +166,48 @@ def _store_range_problem(row: tuple[Any, ...]) -> str | None:
     return None
 
 
-class _Message:
-    """One bus message: its lines, where they start in the batch, and its checksum (part of every
-    letter id of its lines), computed once, if needed."""
+# Dead letters one message gets a line each; its further bad lines are counted in one more
+# letter (`_Message.overflow`), so a message of millions of short bad lines costs about its size.
+MAX_LETTERS_PER_MESSAGE = 10_000
+# How often the bus is told the messages of a batch still being judged are in progress (well
+# within the consumer's ack wait), so a long judgement is not redelivered meanwhile.
+IN_PROGRESS_EVERY_S = 5.0
+_BYTE_ORDER_MARK = b"\xef\xbb\xbf"
+# What a line that may be an event holds unless it escapes a character (`_may_be_event`).
+_EVENT_KEYS = tuple(f'"{name}"'.encode() for name in StandardEvent.model_fields)
 
-    def __init__(self, subject: str, source: str, data: bytes, offset: int) -> None:
+
+def _may_be_event(line: bytes) -> bool:
+    """False for a line that cannot be an event: not an object, or lacking a field's key
+    (written without escapes). Lines past a message's letter bound are judged whole only if True."""
+    return line.lstrip()[:1] == b"{" and (b"\\" in line or all(key in line for key in _EVENT_KEYS))
+
+
+class _Message:
+    """One bus message: its lines, where they start in the batch, its checksum (part of every
+    letter id of its lines, computed once, if needed) and its stream sequence (the same on every
+    redelivery, distinct for each publish), when the bus tells it."""
+
+    def __init__(self, subject: str, source: str, data: bytes, offset: int, sequence: int | None = None) -> None:
         self.subject = subject
         self.source = safe_text(source)
         self.data = data
         self.line_count = line_count(data)
         self.offset = offset
+        self.sequence = sequence
+        self.letters = 0  # dead letters of its own so far
+        self.overflow: _Rejection | None = None  # the first bad line past MAX_LETTERS_PER_MESSAGE
+        self.more = 0  # bad lines past MAX_LETTERS_PER_MESSAGE
 
     @functools.cached_property
-    def lines(self) -> list[bytes]:
-        """Split only for a message with a line to judge: plain ones are decoded whole."""
-        return self.data.split(b"\n")
+    def _ends(self) -> Any:
+        """Where each line ends; found only for a message with a line to judge (plain ones are
+        decoded whole), and kept as one array, not an object per line."""
+        return np.append(np.flatnonzero(np.frombuffer(self.data, np.uint8) == ord("\n")), len(self.data))
+
+    def line(self, index: int) -> bytes:
+        start = int(self._ends[index - 1]) + 1 if index else 0
+        return self.data[start:int(self._ends[index])]
 
     @functools.cached_property
     def checksum(self) -> str:
@@ -218,8 +253,10 @@ class _Judge:
         self.letter_ids: set[str] = set()
 
     def letter_id(self, message: _Message, index: int) -> str:
-        """Stable across redeliveries of a message; distinct for each bad line, even identical ones."""
-        base = stable_id("lander", message.source, message.checksum, index)
+        """Stable across redeliveries of a message; distinct for each bad line, even identical ones,
+        and (with the stream sequence) for each publish of the same message."""
+        sequence = () if message.sequence is None else (message.sequence,)
+        base = stable_id("lander", message.source, message.checksum, index, *sequence)
         letter, copy = base, 0
         while letter in self.letter_ids:  # the same message twice in one batch
             copy += 1
@@ -229,8 +266,24 @@ class _Judge:
 
     def reject(self, message: _Message, index: int, reason: str, raw: bytes | str,
                event_id: object = "", event_time: datetime | None = None, order: tuple[int, int] | None = None) -> None:
-        self.rejections.append(_Rejection(order or (0, message.offset + index), message, index, reason, raw,
-                                          event_id, event_time))
+        rejection = _Rejection(order or (0, message.offset + index), message, index, reason, raw, event_id, event_time)
+        if message.letters < MAX_LETTERS_PER_MESSAGE:
+            message.letters += 1
+            self.rejections.append(rejection)
+        else:
+            self.count_more(message, rejection)
+
+    @staticmethod
+    def counting_only(message: _Message) -> bool:
+        """Whether a further bad line of `message` is only counted (its letter bound is reached
+        and the first line past it kept as the sample)."""
+        return message.overflow is not None
+
+    @staticmethod
+    def count_more(message: _Message, rejection: _Rejection | None = None) -> None:
+        message.more += 1
+        if message.overflow is None:
+            message.overflow = rejection
 
     def accept(self, message: _Message, index: int, row: tuple[Any, ...], origin: str) -> None:
         self.rows.append((*row, origin, message.offset + index, message.offset + index))
@@ -264,19 +317,21 @@ class _Judge:
         if not repeated.any():
             return candidates
         kept: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
-        for row in candidates.filter(repeated).iter_rows(named=True):
+        # The same event delivered twice is stored once, nothing is lost: its first copy stands for
+        # it (and, as a version that loses, is one dead letter).
+        versions = candidates.filter(repeated).unique(["source", "event_id", "type", "timestamp", "payload"],
+                                                      keep="first", maintain_order=True)
+        for row in versions.iter_rows(named=True):
             key = (row["source"], row["event_id"])
             if key not in kept:
                 kept[key] = (row["position"], row)
                 continue
             position, other = kept[key]
-            if all(row[c] == other[c] for c in ("type", "timestamp", "payload")):
-                continue  # the same event delivered twice: it is stored, nothing is lost
             newer, older = (row, other) if row["ingest_time"] >= other["ingest_time"] else (other, row)
             kept[key] = (position, newer)
             message, index = self.locate(older["line"])
             self.reject(message, index, superseded_reason(newer["timestamp"], newer["ingest_time"]),
-                        message.lines[index], older["event_id"], older["timestamp"], (0, row["position"]))
+                        message.line(index), older["event_id"], older["timestamp"], (0, row["position"]))
         winners = pl.DataFrame([{**row, "position": position} for position, row in kept.values()],
                                schema=_CANDIDATE_SCHEMA)
         return pl.concat([candidates.filter(~repeated), winners]).sort("position")
@@ -299,13 +354,14 @@ class _Judge:
             self.reject(message, index,
                         f"event time {iso(row['timestamp'])} is more than {spread.days} days from the median "
                         f"event time {iso(row['median'])} of its source's backfill batch",
-                        message.lines[index], row["event_id"], row["timestamp"], (1, row["position"]))
+                        message.line(index), row["event_id"], row["timestamp"], (1, row["position"]))
         return kept.filter(~pl.col("far")).drop("median", "far")
 
     def _dead_letters(self) -> pl.DataFrame:
         letters = []
         low, high = STORE_TIME_RANGE
-        for rejection in sorted(self.rejections, key=attrgetter("order")):
+        overflows = [_overflow_letter(m, m.overflow) for m in self.messages if m.overflow is not None]
+        for rejection in sorted([*self.rejections, *overflows], key=attrgetter("order")):
             event_time = rejection.event_time
             if event_time is not None and not low <= event_time <= high:
                 event_time = None  # a dead letter keeps such a time in its raw text only
@@ -323,6 +379,15 @@ class _Judge:
         return pl.DataFrame(letters, schema=_DEAD_SCHEMA)
 
 
+def _overflow_letter(message: _Message, sample: _Rejection) -> _Rejection:
+    """The one dead letter of the bad lines of `message` past MAX_LETTERS_PER_MESSAGE: their
+    number, and the first of them (`sample`) as their example, after every other letter of the batch."""
+    reason = (f"{message.more} more bad lines in this message from line {sample.index + 1} on, beyond the "
+              f"{MAX_LETTERS_PER_MESSAGE} dead-lettered one by one; the first of them: {sample.reason}")
+    return _Rejection((2, message.offset), message, sample.index, reason, sample.raw, sample.event_id,
+                      sample.event_time)
+
+
 def superseded_reason(timestamp: datetime, ingest_time: datetime) -> str:
     return (f"{SUPERSEDED}: event id re-sent with different content; the version with event time "
             f"{iso(timestamp)} ingested at {iso(ingest_time)} is kept")
@@ -337,6 +402,7 @@ def land_batch(
     now: datetime | None = None,
     bounds: EventTimeBounds | None = None,
     compiled: bool = True,
+    sequences: Sequence[int | None] | None = None,
 ) -> LandedBatch:
     """Split (subject, data) messages into raw-event rows and dead-letter rows.
 
@@ -350,7 +416,9 @@ def land_batch(
 
     Plain events are decoded and checked a whole message at a time (`landing.compiled`); the
     other lines, and all of them with `compiled=False`, by `_judge_line`, which names reasons.
-    Both give the same batch.
+    Both give the same batch. An empty message is a dead letter; a message's bad lines past
+    MAX_LETTERS_PER_MESSAGE are counted in one. `sequences` (the stream sequence of each
+    message, when the bus tells it) makes each publish of the same bad message letters of its own.
 
     >>> good = (b'{"event_id":"e1","source":"s","type":"t","timestamp":"2026-01-05T00:00:01Z",'
     ...         b'"ingest_time":"2026-01-05T00:00:02Z","payload":{"p":1},"meta":{"parser_version":"v1"}}')
@@ -364,17 +432,20 @@ def land_batch(
     parser = _LineParser()
     rows = CompiledRows()
     offset = 0
-    for subject, data in messages:
-        message = _Message(subject, _source_of(subject, subject_prefix), data, offset)
+    for (subject, data), sequence in zip(messages, sequences or [None] * len(messages), strict=True):
+        message = _Message(subject, _source_of(subject, subject_prefix), data, offset, sequence)
         judge.messages.append(message)
         judge.offsets.append(offset)
         offset += message.line_count
+        if not data.strip():
+            judge.reject(message, 0, "empty message", data[:4096])
+            continue
         if compiled:
             judged = rows.add(message.source, message.data, message.line_count, message.offset, max_payload_bytes)
         else:
-            judged = [index for index, line in enumerate(message.lines) if line.strip()]
-        for index in judged:
-            _judge_line(judge, parser, message, index, max_payload_bytes)
+            judged = nonblank_lines(data)
+        for index, line in _picked(data, judged):
+            _judge_line(judge, parser, message, index, max_payload_bytes, line)
     if compiled:
         accepted, refused = rows.checked(STORE_TIME_RANGE, (judge.bounds.live_max_future, judge.bounds.live_max_age))
         judge.frames.append(accepted)
@@ -383,8 +454,24 @@ def land_batch(
     return judge.batch()
 
 
-def _judge_line(judge: _Judge, parser: _LineParser, message: _Message, index: int, max_payload_bytes: int) -> None:
-    line, subject = message.lines[index], message.subject
+def _picked(data: bytes, indexes: Sequence[int]) -> Iterator[tuple[int, bytes]]:
+    """(index, line) of the lines of `data` at `indexes` (ascending), read in one pass."""
+    wanted = iter(indexes)
+    next_index = next(wanted, None)
+    for index, line in enumerate(lines_of(data)):
+        if next_index is None:
+            return
+        if index == next_index:
+            yield index, line
+            next_index = next(wanted, None)
+
+
+def _judge_line(judge: _Judge, parser: _LineParser, message: _Message, index: int, max_payload_bytes: int,
+                line: bytes | None = None) -> None:
+    """Judge line `index` of `message` (`line`, if the caller holds it)."""
+    line, subject = message.line(index) if line is None else line, message.subject
+    if judge.counting_only(message) and not _may_be_event(line):
+        return judge.count_more(message)
 
     def reject(reason: str, raw: bytes | str = line, event: dict[str, Any] | None = None) -> None:
         event = event or {}
@@ -392,6 +479,8 @@ def _judge_line(judge: _Judge, parser: _LineParser, message: _Message, index: in
 
     if len(line) > max_payload_bytes:
         return reject(f"oversize: {len(line)} bytes > {max_payload_bytes}", line[:4096])
+    if line.startswith(_BYTE_ORDER_MARK):
+        return reject("malformed JSON: the line begins with a UTF-8 byte order mark")
     try:
         document, finite = parser.parse(line)
     except RecursionError:
@@ -401,7 +490,7 @@ def _judge_line(judge: _Judge, parser: _LineParser, message: _Message, index: in
     if not isinstance(document, dict):
         return reject(f"not an event object: {type(document).__name__}")
     if DEAD_LETTER_KEY in document:
-        envelope = document[DEAD_LETTER_KEY] or {}
+        envelope = {} if document[DEAD_LETTER_KEY] is None else document[DEAD_LETTER_KEY]
         if not isinstance(envelope, dict):
             return reject("adapter: malformed dead-letter envelope")
         return reject(f"adapter: {safe_text(envelope.get('reason', 'unparseable record'))}",
@@ -914,9 +1003,7 @@ class Lander:
                             store_error_kind(exc), exc, delay)
                 if stop.is_set():
                     return None
-                # Keep the bus from redelivering what is still being landed, and the batches behind it.
-                await asyncio.gather(*(m.in_progress() for m in [*messages, *self._waiting, *self._fetched()]),
-                                     return_exceptions=True)
+                await self._keep_in_progress(messages)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=delay)
                 delay = min(delay * 2, self.config.retry_max_s)
@@ -928,7 +1015,21 @@ class Lander:
             max_payload_bytes=self.config.max_payload_bytes,
             interval=self.interval,
             bounds=EventTimeBounds.of(self.config),
+            sequences=[m.sequence for m in messages],
         )
+
+    async def _judged(self, messages: Sequence[BusMessage]) -> LandedBatch:
+        """`_judge` in a thread, telling the bus every IN_PROGRESS_EVERY_S that the messages (and
+        the batch fetched behind them) are still being worked on."""
+        judging = asyncio.ensure_future(asyncio.to_thread(self._judge, messages))
+        while not (await asyncio.wait({judging}, timeout=IN_PROGRESS_EVERY_S))[0]:
+            await self._keep_in_progress(messages)
+        return judging.result()
+
+    async def _keep_in_progress(self, messages: Sequence[BusMessage]) -> None:
+        """Keep the bus from redelivering what is still being landed, and the batches behind it."""
+        held = {id(m): m for m in [*messages, *self._waiting, *self._fetched()]}
+        await asyncio.gather(*(m.in_progress() for m in held.values()), return_exceptions=True)
 
     async def _land(self, batch: LandedBatch, messages: list[BusMessage], stop: asyncio.Event,
                     started: float) -> int:
@@ -950,7 +1051,7 @@ class Lander:
         if not messages:
             return 0
         started = time.perf_counter()
-        return await self._land(self._judge(messages), messages, stop, started)
+        return await self._land(await self._judged(messages), messages, stop, started)
 
     def _count(self, batch: LandedBatch, messages: int) -> None:
         self.stats.batches += 1
@@ -998,7 +1099,7 @@ class Lander:
                 if messages:
                     self._waiting = messages
                     self._fetching = asyncio.create_task(self._collect(stop))
-                    batch = await asyncio.to_thread(self._judge, messages)
+                    batch = await self._judged(messages)
                 if writing is not None:
                     try:
                         await writing

@@ -76,6 +76,9 @@ class StoredMessage:
 class BusMessage(Protocol):
     subject: str
     data: bytes
+    # Where the stream holds the message: the same on every redelivery, distinct for each publish
+    # (None where the bus does not tell).
+    sequence: int | None
 
     async def ack(self) -> None: ...
 

@@ -19,6 +19,7 @@ class MemoryMessage:
     data: bytes
     bus: MemoryBus
     acked: bool = False
+    sequence: int | None = None
 
     async def ack(self) -> None:
         self.acked = True
@@ -59,7 +60,7 @@ class MemoryBus:
             self.seen_ids.add(message_id)
         subject = self.settings.subject(source)
         self.stream.append((subject, data))
-        self.queue.append(MemoryMessage(subject, data, self))
+        self.queue.append(MemoryMessage(subject, data, self, sequence=len(self.stream)))
 
     def published(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The events and the dead letters (their `qraft_dead_letter` bodies) in the queued messages."""
@@ -80,7 +81,8 @@ class MemoryBus:
         if durable not in self.consumers:
             return False
         self.consumers.discard(durable)
-        self.queue = deque(MemoryMessage(subject, data, self) for subject, data in self.stream)
+        self.queue = deque(MemoryMessage(subject, data, self, sequence=sequence)
+                           for sequence, (subject, data) in enumerate(self.stream, 1))
         return True
 
     async def fetch(self, max_messages: int, timeout_s: float) -> list[MemoryMessage]:

@@ -63,12 +63,16 @@ def seed_urls(url: str | Sequence[str]) -> list[str]:
 
 
 class NatsMessage:
-    __slots__ = ("_msg", "data", "subject")
+    __slots__ = ("_msg", "data", "sequence", "subject")
 
     def __init__(self, msg: Any) -> None:
         self._msg = msg
         self.subject: str = msg.subject
         self.data: bytes = msg.data
+        try:
+            self.sequence: int | None = msg.metadata.sequence.stream
+        except nats.errors.NotJSMessageError:  # no JetStream ack subject to read it from
+            self.sequence = None
 
     async def ack(self) -> None:
         await self._msg.ack()

@@ -12,9 +12,11 @@ names the reason. `tests/unit/test_fuzz_land_batch.py` checks that both give the
 
 from __future__ import annotations
 
+import io
 import math
 import re
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from itertools import compress
 from operator import attrgetter
@@ -105,14 +107,52 @@ def line_count(data: bytes) -> int:
     return int(np.count_nonzero(np.frombuffer(data, np.uint8) == ord("\n"))) + 1
 
 
-def _longest_line(data: bytes) -> int:
-    """The length of the longest line of `data`, found without splitting it into lines.
+# Line indexes to judge are kept 4 bytes each: a message may hold millions of bad lines.
+_INDEX = "I"
 
-    >>> _longest_line(b"ab\\ncde\\n"), _longest_line(b"abcd"), _longest_line(b"")
-    (3, 4, 0)
+
+def lines_of(data: bytes) -> Iterator[bytes]:
+    """The lines of `data`, one at a time (a message of millions of short lines split at once is
+    an object per line, many times its own size).
+
+    >>> list(lines_of(b"a\\n\\nb")), list(lines_of(b"a\\n")), list(lines_of(b""))
+    ([b'a', b'', b'b'], [b'a', b''], [b''])
     """
-    ends = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n"))
-    return int(np.diff(ends, prepend=-1, append=len(data)).max()) - 1
+    line = b"\n"  # as if after a newline: no data is one empty line
+    for line in io.BytesIO(data):
+        yield line[:-1] if line[-1:] == b"\n" else line
+    if line[-1:] == b"\n":
+        yield b""
+
+
+def nonblank_lines(data: bytes) -> Sequence[int]:
+    """The indexes of the lines of `data` that hold more than blanks.
+
+    >>> list(nonblank_lines(b"a\\n \\n\\nb"))
+    [0, 3]
+    """
+    return array(_INDEX, (index for index, line in enumerate(lines_of(data)) if line.strip()))
+
+
+def _longest_line(data: bytes) -> int:
+    """The length of the longest line of `data`, found without splitting it into lines, a block at a
+    time (a message of millions of short lines would otherwise need arrays many times its size).
+
+    >>> _longest_line(b"ab\\ncde\\n"), _longest_line(b"abcd"), _longest_line(b""), _longest_line(b"a\\n" * 70_000 + b"bb")
+    (3, 4, 0, 2)
+    """
+    bytes_ = np.frombuffer(data, np.uint8)
+    longest, previous = 0, -1  # the end of the line before the block
+    for start in range(0, len(data), _BLOCK):
+        ends = np.flatnonzero(bytes_[start:start + _BLOCK] == ord("\n")) + start
+        if len(ends):
+            longest = max(longest, int(np.diff(ends, prepend=previous).max()) - 1)
+            previous = int(ends[-1])
+    return max(longest, len(data) - previous - 1)
+
+
+# Bytes `_longest_line` looks at at once.
+_BLOCK = 1 << 16
 
 
 def _all_plain(data: bytes, max_payload_bytes: int) -> bool:
@@ -127,7 +167,7 @@ def _all_plain(data: bytes, max_payload_bytes: int) -> bool:
     return (b"\\" not in data or b"\\u" not in data) and b"\x7f" not in data
 
 
-def _decode(data: bytes, lines: int, max_payload_bytes: int) -> tuple[list[_Event], Sequence[int], list[int]]:
+def _decode(data: bytes, lines: int, max_payload_bytes: int) -> tuple[list[_Event], Sequence[int], Sequence[int]]:
     """(events, the line index of each, the indexes of non-blank lines left to the judge) of a
     message of `lines` lines.
 
@@ -141,8 +181,8 @@ def _decode(data: bytes, lines: int, max_payload_bytes: int) -> tuple[list[_Even
         else:
             if len(events) == lines:
                 return events, range(len(events)), []
-    events, indexes, judged = [], [], []
-    for index, line in enumerate(data.split(b"\n")):
+    events, indexes, judged = [], [], array(_INDEX)
+    for index, line in enumerate(lines_of(data)):
         if not line.strip():
             continue
         if len(line) <= max_payload_bytes and is_plain(line):
@@ -298,11 +338,11 @@ class CompiledRows:
         self._template_of_rows: list[tuple[int, int]] = []  # (template or -1, rows) of each message
         self._positions: list[int] = []
 
-    def add(self, source: str, data: bytes, lines: int, offset: int, max_payload_bytes: int) -> list[int]:
+    def add(self, source: str, data: bytes, lines: int, offset: int, max_payload_bytes: int) -> Sequence[int]:
         """Decodes the `lines` lines of a message of `source`, its first line at batch position
         `offset`; returns the indexes of the non-blank lines left to the judge."""
         if not SOURCE_NAME.fullmatch(source):  # no event of a source so named lands: the judge says why
-            return [index for index, line in enumerate(data.split(b"\n")) if line.strip()]
+            return nonblank_lines(data)
         events, indexes, judged = _decode(data, lines, max_payload_bytes)
         if not all(map(source.__eq__, map(_SOURCE, events))):  # lines of another source: the judge names the subject
             matches = [event.source == source for event in events]

@@ -141,6 +141,7 @@ class RelayedMessage:
         self.message = message
         self.subject = message.subject
         self.data = message.data
+        self.sequence = message.sequence
         self.on_ack = on_ack
 
     async def ack(self) -> None:

@@ -130,3 +130,30 @@ def test_metrics_count_subjects_that_are_no_source_name_as_unknown(nats_server, 
     }
     # The dead letters still say which subject each came from.
     assert sorted(chdb_store.select("dead_letters", columns=("source",))["source"].to_list()) == sorted(hostile)
+
+
+def test_the_same_bad_message_published_in_later_batches_is_a_dead_letter_each_time(nats_server, chdb_store):
+    counted = []
+    for _ in range(3):
+        asyncio.run(publish(nats_server.url, b"ERROR: sensor offline"))
+        counted.append(asyncio.run(land(nats_server.url, chdb_store)).dead_lettered)
+    assert counted == [1, 1, 1]
+    assert chdb_store.select("dead_letters", columns=["letter_id"])["letter_id"].n_unique() == 3
+
+
+def test_a_redelivered_bad_message_stays_one_dead_letter(nats_server, chdb_store):
+    asyncio.run(publish(nats_server.url, b"ERROR: sensor offline"))
+
+    async def land_twice() -> None:
+        bus = await connect(nats_server.url)
+        try:
+            messages = await bus.fetch(1, 5)
+            lander = Lander(bus, chdb_store, CONFIG)
+            await lander._land(lander._judge(messages), [], asyncio.Event(), 0.0)  # written, never acknowledged
+            await messages[0].nak()
+            await lander.run(asyncio.Event(), until_idle=True)  # the redelivery, landed again
+        finally:
+            await bus.close()
+
+    asyncio.run(land_twice())
+    assert chdb_store.select("dead_letters", columns=["letter_id"]).height == 1
