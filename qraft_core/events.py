@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticSerializationError
 
 # The time format of every event field; imported from here by most modules.
-from qraft_core.timeutil import ambiguous_epoch
 from qraft_core.timeutil import iso as iso
 from qraft_core.timeutil import utc as utc
 
@@ -183,16 +182,6 @@ class StandardEvent(BaseModel):
     ingest_time: datetime
     payload: dict[str, Any]
     meta: EventMeta
-
-    @field_validator("timestamp", "ingest_time", mode="before")
-    @classmethod
-    def _unambiguous_epoch(cls, value: Any) -> Any:
-        """Pydantic reads any number above 2e10 as milliseconds; `ambiguous_epoch` refuses those a
-        unit is not evident for (253402300800 is year 10000 in seconds, 1978 in milliseconds)."""
-        problem = ambiguous_epoch(value)
-        if problem:
-            raise ValueError(problem)
-        return value
 
     @field_validator("timestamp", "ingest_time")
     @classmethod

@@ -35,33 +35,6 @@ _OFFSET = re.compile(r"\d:\d\d(:\d\d(\.\d+)?)?\s*[+-]\d\d(:?\d\d)?$")
 _LEAP_SECOND = re.compile(r"(\d{2}:\d{2}:)60(?=\D|$)")
 
 
-# Epoch numbers as the event model reads them: seconds up to 2e10 (the year 2603), milliseconds
-# from 1e12 (September 2001 on, the 13 digits clocks write). Between them a number is seconds
-# after 2603 or milliseconds before 2001, and nothing tells which: it is refused.
-EPOCH_SECONDS_MAX = 2e10
-EPOCH_MILLISECONDS_MIN = 1e12
-
-
-def ambiguous_epoch(value: object) -> str | None:
-    """Why an epoch number (or its text) is no time without its unit named, or None.
-
-    >>> ambiguous_epoch(1767571200), ambiguous_epoch("1767571200123"), ambiguous_epoch("soon")
-    (None, None, None)
-    >>> ambiguous_epoch(253402300800)
-    'epoch number 253402300800 is ambiguous: as seconds it lies after the year 2603, as milliseconds before 2001; write the time as ISO 8601 text'
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        number = abs(float(value))
-    except (ValueError, OverflowError):
-        return None
-    if not EPOCH_SECONDS_MAX < number < EPOCH_MILLISECONDS_MIN:
-        return None
-    return (f"epoch number {value} is ambiguous: as seconds it lies after the year 2603, as milliseconds before 2001; "
-            "write the time as ISO 8601 text")
-
-
 def utc(ts: datetime) -> datetime:
     """The same instant as an aware UTC datetime (naive values are taken as UTC)."""
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
