@@ -852,20 +852,20 @@ class CalibratedDrift(CalibratedDetector):
     def _alarm(self, time: datetime, feature: str, channel: str, alarmed: str) -> Signal | None:
         """The finding of an alarm on `channel` (`alarmed`: the channel whose statistic crossed)."""
         state = self.state
-        excursion_bars = state["cusum"][feature][channel]["bars"]
-        # The alarm's own excursion calibrates too: a stream that keeps alarming raises its level.
-        state["excursions"][channel].learn(state["cusum"][feature][channel]["peak"])
-        for excursion in state["cusum"][feature].values():
-            excursion.update(EMPTY_EXCURSION)
+        alarmed_excursion = state["cusum"][feature][channel]
         baseline = state["baselines"][feature]
-        before_level, before_scale = baseline.expected(time.timestamp()), max(baseline.scale, baseline.floor())
+        before_scale = max(baseline.scale, baseline.floor())
         # The change point: the split of the recent bars (twice the excursion, at most
         # `segment_bars`) that best separates their means, or their spreads.
-        window = state["recent"][feature][-(2 * excursion_bars + 10):]
+        window = state["recent"][feature][-(2 * alarmed_excursion["bars"] + 10):]
         values = [v - (season if baseline.seasonal else 0.0) for _, v, season in window]
         centre = statistics.fmean(values)
         level_change = channel in LEVEL_CHANNELS
         split = change_point(values if level_change else [abs(v - centre) for v in values], margin=2)
+        # The alarm's own excursion calibrates too: a stream that keeps alarming raises its level.
+        state["excursions"][channel].learn(alarmed_excursion["peak"])
+        for excursion in state["cusum"][feature].values():
+            excursion.update(EMPTY_EXCURSION)
         smooth = level_change and not self._jumped(values, split)
         if smooth and alarmed not in LEVEL_CHANNELS:
             # The level moved without a jump while the spread changed: it is the spread.
@@ -887,15 +887,24 @@ class CalibratedDrift(CalibratedDetector):
         profile = statistics.fmean(season for _, _, season in window[split:])
         plain, level = (level_after + profile, level_after) if baseline.seasonal else (level_after, level_after - profile)
         baseline.anchor(plain, level, trend, weight * spread_after + (1 - weight) * before_scale, len(after))
-        mean_after = self._shown(feature, statistics.fmean(after))
+        # The card's figures are alike either side of the change point, so that they move the way
+        # its words say: means of the bars before and since it, and their mean absolute deviations.
+        # On a seasonal stream the values are less their profile, and both means are put back at
+        # the times of day since the change (the one since is then the readings' own mean).
+        shown_at = profile if baseline.seasonal else 0.0
+        mean_before, mean_after = statistics.fmean(before), statistics.fmean(after)
+        spread_before = statistics.fmean(abs(v - mean_before) for v in before)
         spread_unit = " on the square-root scale of counts" if state["counts"][feature] else ""
         if level_change:
-            strength = abs(statistics.fmean(after) - statistics.fmean(before)) / before_scale
-            described = f"{feature} ≈ {mean_after:.4g} (mean since the change); level went {channel}"
+            strength = abs(mean_after - mean_before) / before_scale
+            went = channel if mean_after == mean_before else "up" if mean_after > mean_before else "down"
+            described = (f"{feature} ≈ {self._shown(feature, mean_after + shown_at):.4g} (mean since the change); "
+                         f"level went {went}")
         else:
-            strength = abs(math.log(max(spread_after, baseline.floor()) / before_scale))
+            strength = abs(math.log(max(spread_after, baseline.floor()) / max(spread_before, baseline.floor())))
+            went = channel if spread_after == spread_before else "wider" if spread_after > spread_before else "narrower"
             described = (f"{feature} spread ≈ {spread_after:.4g} (mean absolute deviation since the change"
-                         f"{spread_unit}); spread went {channel}")
+                         f"{spread_unit}); spread went {went}")
         if smooth:
             # The values moved there smoothly (a daily cycle not yet profiled, a slow wander): the
             # baseline follows them, but a level shift is a jump.
@@ -924,8 +933,8 @@ class CalibratedDrift(CalibratedDetector):
             strength,
             confidence_of(strength, float(self.param("confidence_scale"))),
             {feature: 1.0},
-            f"{feature} ≈ {self._shown(feature, before_level):.4g}, spread ≈ {before_scale:.4g}{spread_unit}"
-            " (before the change)",
+            f"{feature} ≈ {self._shown(feature, mean_before + shown_at):.4g}, spread ≈ {spread_before:.4g}{spread_unit}"
+            f" (before the change{', at the same times of day' if baseline.seasonal else ''})",
             described,
             onset=onset,
             lag_bars=len(after) - 1,  # (`after` holds the change point itself)
