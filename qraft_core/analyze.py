@@ -65,6 +65,9 @@ TIME_WORDS = ("when", "at", "ts")
 EPOCH_UNITS = ("s", "ms", "us", "ns", "excel")
 # Bar sizes a person reads at a glance; each divides the next window sizes.
 BAR_SIZES = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+# How far the sampling interval may exceed a bar size and still take it: a collector's timestamps run a few
+# ms late, spreadsheet serial dates are rounded (3600.03 s); a bar twice as long would halve the resolution.
+BAR_TOLERANCE = 0.01
 # Window lengths a partition schedule can have (divisors of an hour, whole hours dividing a day).
 WINDOW_MINUTES = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 240, 360, 480, 720, 1440)
 # A window holds at least this many bars, so one run has something to detect on.
@@ -683,12 +686,12 @@ def stretches(times: list[datetime], interval_s: float) -> list[tuple[datetime, 
 
 
 def bar_size(interval_s: float) -> int:
-    """The smallest round bar size at or above the sampling interval (at most a day).
+    """The smallest round bar size at or above the sampling interval, within BAR_TOLERANCE (at most a day).
 
-    >>> [bar_size(s) for s in (0.2, 1, 7, 300, 301, 3600, 86400, 10 * 86400)]
-    [1, 1, 10, 300, 600, 3600, 86400, 86400]
+    >>> [bar_size(s) for s in (0.2, 1, 7, 300, 301, 310, 3600.03, 86400, 10 * 86400)]
+    [1, 1, 10, 300, 300, 600, 3600, 86400, 86400]
     """
-    return next((size for size in BAR_SIZES if size >= interval_s - 1e-9), MAX_BAR_SECONDS)
+    return next((size for size in BAR_SIZES if size * (1 + BAR_TOLERANCE) >= interval_s), MAX_BAR_SECONDS)
 
 
 def window_minutes(bars: list[int], span: timedelta, whole: timedelta | None = None) -> int:
