@@ -422,12 +422,9 @@ def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
             return compact
         if hinted and excel_dates(numbers, str(column.name)):
             return "excel" if _mostly_times(present.head(SAMPLE).to_list(), "excel") else None
-        magnitude = float(numbers.abs().median())  # type: ignore[arg-type]
-        unit = "s" if magnitude < 1e11 else "ms" if magnitude < 1e14 else "us" if magnitude < 1e17 else "ns"
-        seconds = numbers / {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
+        unit = epoch_unit(numbers)
         # Plain numbers pass as epoch times only when named like one, or after 1973 and rising.
-        rising = float((numbers.diff().drop_nulls() >= 0).mean() or 0) >= 0.95 if numbers.len() > 1 else False  # type: ignore[arg-type]
-        if not hinted and not (float(seconds.min()) >= 1e8 and rising):  # type: ignore[arg-type]
+        if not hinted and not all(epoch_evidence(numbers, unit)):
             return None
         return unit if _mostly_times(present.head(SAMPLE).to_list(), unit) else None
     if numbers.null_count() < present.len() * MIN_TIME_SHARE:
@@ -436,6 +433,23 @@ def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
     # the hour a clock change skips.
     sample = present.gather_every(max(1, present.len() // SAMPLE)).cast(pl.Utf8).to_list()
     return "iso" if _mostly_times(sample, "iso") else date_format_of(sample)
+
+
+def epoch_unit(numbers: pl.Series) -> str:
+    """The epoch unit numbers would be in, by their size: seconds up to 1e11 (the year 5138), then ms, us, ns."""
+    magnitude = float(numbers.abs().median())  # type: ignore[arg-type]
+    return "s" if magnitude < 1e11 else "ms" if magnitude < 1e14 else "us" if magnitude < 1e17 else "ns"
+
+
+def epoch_evidence(numbers: pl.Series, unit: str) -> tuple[bool, bool]:
+    """(after 1973, rising): what tells numbers that are epoch times from other numbers.
+
+    >>> epoch_evidence(pl.Series([1.7e9, 1.7e9 + 60]), "s"), epoch_evidence(pl.Series([50.2, 48.9, 51.0]), "s")
+    ((True, True), (False, False))
+    """
+    seconds = numbers / {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
+    rising = float((numbers.diff().drop_nulls() >= 0).mean() or 0) >= 0.95 if numbers.len() > 1 else False  # type: ignore[arg-type]
+    return float(seconds.min()) >= 1e8, rising  # type: ignore[arg-type]
 
 
 # Dates written as whole numbers, by their number of digits: 20150101, 20150101093000, 2015.
@@ -495,6 +509,15 @@ def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tupl
                                f"ns) or spreadsheet serial dates, nor dates written {', '.join(DATES)}, alone or "
                                f"followed by a time of day {', '.join(TIMES_OF_DAY)} (e.g. {_first_value(frame[named])!r} "
                                "is not one of them)")
+        numbers = _numbers(frame[named].drop_nulls())
+        if unit in EPOCH_UNITS and unit != "excel" and not any(epoch_evidence(numbers, unit)):
+            # Neither dated after 1973 nor rising: a value column named by mistake (cpu = 50 is 1970-01-01 00:00:50).
+            others = [c for c in frame.columns if c != named and time_unit_of(frame[c], hinted=_hinted(c))]
+            first = _parsed([numbers[0]], unit)[0]
+            raise AnalyzeError(
+                f"{path}: column {named!r} holds numbers like {_first_value(frame[named])!r} that read as epoch times "
+                f"({unit}) of {f'{first:%Y-%m-%d %H:%M:%S}' if first else 'no date'}, not rising: not a time column "
+                f"(columns that read as times: {', '.join(others) or 'none'})")
         return named, unit, ""
     ranked = sorted(frame.columns, key=lambda c: (c.lower() not in TIME_NAMES, not _hinted(c)))
     best: tuple[int, str, str] | None = None
