@@ -868,6 +868,8 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         notes.append(", ".join(f"{name} ({why})" for name, why in by_values.items())
                      + " watched all the same: the file has no other column")
         set_aside = {name: why for name, why in set_aside.items() if name not in by_values}
+    ambiguous = [why for name in categorical + ignored
+                 if frame[name].dtype == pl.Utf8 and (why := comma_ambiguity(name, frame[name], bool(table.delimiter)))]
     if not numeric and not categorical:
         examples = [f"{name!r} holds e.g. {_not_a_number(frame[name])!r}" for name in ignored
                     if frame[name].drop_nulls().len()]
@@ -877,7 +879,9 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
             + (f" ({'; '.join(examples)}: numbers must be plain like 1234.5, or grouped like 1,234.5 "
                "or 1 234, or with a decimal comma like 1234,5 in a file not separated by commas)"
                if examples else "")
+            + "".join(f"; {why}" for why in ambiguous)
         )
+    notes += ambiguous
     oversize = {name: count for name in numeric if name not in thousands and name not in decimal_comma
                 and (count := int((_numbers(frame[name]).abs() > LARGEST_VALUE).sum()))}
     key = series_column(frame, stamps, categorical)
@@ -1055,23 +1059,44 @@ def thousands_separator(values: pl.Series, delimiter: str) -> str | None:
     return None
 
 
+# The list separators of spreadsheets whose decimal mark is a comma (Excel writes ";" exactly where it is).
+DECIMAL_COMMA_DELIMITERS = (";", "\t")
+
+
 def written_with_decimal_comma(values: pl.Series, delimiter: str) -> bool:
     """Whether a text column of a file not separated by commas holds numbers written with a decimal comma
-    ("-1,5", "1.234,5"): MIN_NUMBER_SHARE of them such numbers or plain whole ones, and at least one
-    comma that cannot be a thousands separator (not followed by exactly three digits: "1,500" alone
-    could be either, and is not read).
+    ("-1,5", "1.234,5"): MIN_NUMBER_SHARE of them such numbers or plain whole ones, some with a comma, and
+    either a comma that cannot group thousands ("1,5", "0,080", "1234,567") or the file separated by ";" or
+    tabs and no value holding a "." ("49,604" there is 49.604; elsewhere it could be 49604, and is not read).
 
     >>> written_with_decimal_comma(pl.Series(["-1,5", "2", "1.234,25"]), ";"), written_with_decimal_comma(pl.Series(["1,5"]), ",")
     (True, False)
+    >>> written_with_decimal_comma(pl.Series(["0,080", "-0,118"]), "|"), written_with_decimal_comma(pl.Series(["1,500"]), "|")
+    (True, False)
     >>> written_with_decimal_comma(pl.Series(["1,500", "2,250"]), ";"), written_with_decimal_comma(pl.Series(["1.5", "2,5"]), ";")
-    (False, False)
+    (True, False)
     """
     if delimiter == ",":
         return False
     texts = [str(v).strip() for v in values.to_list()]
-    read = sum(decimal_comma_number(t) is not None for t in texts)
-    return read >= MIN_NUMBER_SHARE * len(texts) and any(
-        decimal_comma_number(t) is not None and len(t.rpartition(",")[2]) not in (0, 3) for t in texts if "," in t)
+    commas = [t for t in texts if "," in t and decimal_comma_number(t) is not None]
+    if not commas or sum(decimal_comma_number(t) is not None for t in texts) < MIN_NUMBER_SHARE * len(texts):
+        return False
+    return (delimiter in DECIMAL_COMMA_DELIMITERS and not any("." in t for t in texts)) or any(
+        grouped_number(t, ",") is None for t in commas)
+
+
+def comma_ambiguity(name: str, values: pl.Series, delimited: bool) -> str:
+    """Why a text column of numbers written with a comma before exactly 3 digits is not read (one reading is
+    as good as the other: "49,604" is 49.604 or 49604), and what makes it read; "" for other columns."""
+    texts = [str(v).strip() for v in values.drop_nulls().to_list()]
+    if not any("," in t for t in texts) or (
+            sum(decimal_comma_number(t) is not None for t in texts) < MIN_NUMBER_SHARE * len(texts)):
+        return ""
+    example = next(t for t in texts if "," in t)
+    return (f"{name} read as text: a comma before exactly 3 digits may group thousands or mark decimals "
+            f"({safe_text(example, 40)!r}); write its numbers with a decimal point"
+            + (", or save the file separated by ';' to have the comma read as decimal" if delimited else ""))
 
 
 def written_with_unit(values: pl.Series) -> str:
