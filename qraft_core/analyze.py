@@ -65,6 +65,9 @@ TIME_WORDS = ("when", "at", "ts")
 EPOCH_UNITS = ("s", "ms", "us", "ns", "excel")
 # Bar sizes a person reads at a glance; each divides the next window sizes.
 BAR_SIZES = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+# How far the sampling interval may exceed a bar size and still take it: a collector's timestamps run a few
+# ms late, spreadsheet serial dates are rounded (3600.03 s); a bar twice as long would halve the resolution.
+BAR_TOLERANCE = 0.01
 # Window lengths a partition schedule can have (divisors of an hour, whole hours dividing a day).
 WINDOW_MINUTES = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 240, 360, 480, 720, 1440)
 # A window holds at least this many bars, so one run has something to detect on.
@@ -419,12 +422,9 @@ def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
             return compact
         if hinted and excel_dates(numbers, str(column.name)):
             return "excel" if _mostly_times(present.head(SAMPLE).to_list(), "excel") else None
-        magnitude = float(numbers.abs().median())  # type: ignore[arg-type]
-        unit = "s" if magnitude < 1e11 else "ms" if magnitude < 1e14 else "us" if magnitude < 1e17 else "ns"
-        seconds = numbers / {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
+        unit = epoch_unit(numbers)
         # Plain numbers pass as epoch times only when named like one, or after 1973 and rising.
-        rising = float((numbers.diff().drop_nulls() >= 0).mean() or 0) >= 0.95 if numbers.len() > 1 else False  # type: ignore[arg-type]
-        if not hinted and not (float(seconds.min()) >= 1e8 and rising):  # type: ignore[arg-type]
+        if not hinted and not all(epoch_evidence(numbers, unit)):
             return None
         return unit if _mostly_times(present.head(SAMPLE).to_list(), unit) else None
     if numbers.null_count() < present.len() * MIN_TIME_SHARE:
@@ -433,6 +433,23 @@ def time_unit_of(column: pl.Series, hinted: bool) -> str | None:
     # the hour a clock change skips.
     sample = present.gather_every(max(1, present.len() // SAMPLE)).cast(pl.Utf8).to_list()
     return "iso" if _mostly_times(sample, "iso") else date_format_of(sample)
+
+
+def epoch_unit(numbers: pl.Series) -> str:
+    """The epoch unit numbers would be in, by their size: seconds up to 1e11 (the year 5138), then ms, us, ns."""
+    magnitude = float(numbers.abs().median())  # type: ignore[arg-type]
+    return "s" if magnitude < 1e11 else "ms" if magnitude < 1e14 else "us" if magnitude < 1e17 else "ns"
+
+
+def epoch_evidence(numbers: pl.Series, unit: str) -> tuple[bool, bool]:
+    """(after 1973, rising): what tells numbers that are epoch times from other numbers.
+
+    >>> epoch_evidence(pl.Series([1.7e9, 1.7e9 + 60]), "s"), epoch_evidence(pl.Series([50.2, 48.9, 51.0]), "s")
+    ((True, True), (False, False))
+    """
+    seconds = numbers / {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
+    rising = float((numbers.diff().drop_nulls() >= 0).mean() or 0) >= 0.95 if numbers.len() > 1 else False  # type: ignore[arg-type]
+    return float(seconds.min()) >= 1e8, rising  # type: ignore[arg-type]
 
 
 # Dates written as whole numbers, by their number of digits: 20150101, 20150101093000, 2015.
@@ -492,6 +509,15 @@ def find_time_column(frame: pl.DataFrame, path: Path, named: str | None) -> tupl
                                f"ns) or spreadsheet serial dates, nor dates written {', '.join(DATES)}, alone or "
                                f"followed by a time of day {', '.join(TIMES_OF_DAY)} (e.g. {_first_value(frame[named])!r} "
                                "is not one of them)")
+        numbers = _numbers(frame[named].drop_nulls())
+        if unit in EPOCH_UNITS and unit != "excel" and not any(epoch_evidence(numbers, unit)):
+            # Neither dated after 1973 nor rising: a value column named by mistake (cpu = 50 is 1970-01-01 00:00:50).
+            others = [c for c in frame.columns if c != named and time_unit_of(frame[c], hinted=_hinted(c))]
+            first = _parsed([numbers[0]], unit)[0]
+            raise AnalyzeError(
+                f"{path}: column {named!r} holds numbers like {_first_value(frame[named])!r} that read as epoch times "
+                f"({unit}) of {f'{first:%Y-%m-%d %H:%M:%S}' if first else 'no date'}, not rising: not a time column "
+                f"(columns that read as times: {', '.join(others) or 'none'})")
         return named, unit, ""
     ranked = sorted(frame.columns, key=lambda c: (c.lower() not in TIME_NAMES, not _hinted(c)))
     best: tuple[int, str, str] | None = None
@@ -683,12 +709,12 @@ def stretches(times: list[datetime], interval_s: float) -> list[tuple[datetime, 
 
 
 def bar_size(interval_s: float) -> int:
-    """The smallest round bar size at or above the sampling interval (at most a day).
+    """The smallest round bar size at or above the sampling interval, within BAR_TOLERANCE (at most a day).
 
-    >>> [bar_size(s) for s in (0.2, 1, 7, 300, 301, 3600, 86400, 10 * 86400)]
-    [1, 1, 10, 300, 600, 3600, 86400, 86400]
+    >>> [bar_size(s) for s in (0.2, 1, 7, 300, 301, 310, 3600.03, 86400, 10 * 86400)]
+    [1, 1, 10, 300, 300, 600, 3600, 86400, 86400]
     """
-    return next((size for size in BAR_SIZES if size >= interval_s - 1e-9), MAX_BAR_SECONDS)
+    return next((size for size in BAR_SIZES if size * (1 + BAR_TOLERANCE) >= interval_s), MAX_BAR_SECONDS)
 
 
 def window_minutes(bars: list[int], span: timedelta, whole: timedelta | None = None) -> int:
@@ -842,6 +868,8 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
         notes.append(", ".join(f"{name} ({why})" for name, why in by_values.items())
                      + " watched all the same: the file has no other column")
         set_aside = {name: why for name, why in set_aside.items() if name not in by_values}
+    ambiguous = [why for name in categorical + ignored
+                 if frame[name].dtype == pl.Utf8 and (why := comma_ambiguity(name, frame[name], bool(table.delimiter)))]
     if not numeric and not categorical:
         examples = [f"{name!r} holds e.g. {_not_a_number(frame[name])!r}" for name in ignored
                     if frame[name].drop_nulls().len()]
@@ -851,7 +879,9 @@ def profile_file(path: Path, time_field: str | None, taken: set[str]) -> FilePro
             + (f" ({'; '.join(examples)}: numbers must be plain like 1234.5, or grouped like 1,234.5 "
                "or 1 234, or with a decimal comma like 1234,5 in a file not separated by commas)"
                if examples else "")
+            + "".join(f"; {why}" for why in ambiguous)
         )
+    notes += ambiguous
     oversize = {name: count for name in numeric if name not in thousands and name not in decimal_comma
                 and (count := int((_numbers(frame[name]).abs() > LARGEST_VALUE).sum()))}
     key = series_column(frame, stamps, categorical)
@@ -1029,23 +1059,44 @@ def thousands_separator(values: pl.Series, delimiter: str) -> str | None:
     return None
 
 
+# The list separators of spreadsheets whose decimal mark is a comma (Excel writes ";" exactly where it is).
+DECIMAL_COMMA_DELIMITERS = (";", "\t")
+
+
 def written_with_decimal_comma(values: pl.Series, delimiter: str) -> bool:
     """Whether a text column of a file not separated by commas holds numbers written with a decimal comma
-    ("-1,5", "1.234,5"): MIN_NUMBER_SHARE of them such numbers or plain whole ones, and at least one
-    comma that cannot be a thousands separator (not followed by exactly three digits: "1,500" alone
-    could be either, and is not read).
+    ("-1,5", "1.234,5"): MIN_NUMBER_SHARE of them such numbers or plain whole ones, some with a comma, and
+    either a comma that cannot group thousands ("1,5", "0,080", "1234,567") or the file separated by ";" or
+    tabs and no value holding a "." ("49,604" there is 49.604; elsewhere it could be 49604, and is not read).
 
     >>> written_with_decimal_comma(pl.Series(["-1,5", "2", "1.234,25"]), ";"), written_with_decimal_comma(pl.Series(["1,5"]), ",")
     (True, False)
+    >>> written_with_decimal_comma(pl.Series(["0,080", "-0,118"]), "|"), written_with_decimal_comma(pl.Series(["1,500"]), "|")
+    (True, False)
     >>> written_with_decimal_comma(pl.Series(["1,500", "2,250"]), ";"), written_with_decimal_comma(pl.Series(["1.5", "2,5"]), ";")
-    (False, False)
+    (True, False)
     """
     if delimiter == ",":
         return False
     texts = [str(v).strip() for v in values.to_list()]
-    read = sum(decimal_comma_number(t) is not None for t in texts)
-    return read >= MIN_NUMBER_SHARE * len(texts) and any(
-        decimal_comma_number(t) is not None and len(t.rpartition(",")[2]) not in (0, 3) for t in texts if "," in t)
+    commas = [t for t in texts if "," in t and decimal_comma_number(t) is not None]
+    if not commas or sum(decimal_comma_number(t) is not None for t in texts) < MIN_NUMBER_SHARE * len(texts):
+        return False
+    return (delimiter in DECIMAL_COMMA_DELIMITERS and not any("." in t for t in texts)) or any(
+        grouped_number(t, ",") is None for t in commas)
+
+
+def comma_ambiguity(name: str, values: pl.Series, delimited: bool) -> str:
+    """Why a text column of numbers written with a comma before exactly 3 digits is not read (one reading is
+    as good as the other: "49,604" is 49.604 or 49604), and what makes it read; "" for other columns."""
+    texts = [str(v).strip() for v in values.drop_nulls().to_list()]
+    if not any("," in t for t in texts) or (
+            sum(decimal_comma_number(t) is not None for t in texts) < MIN_NUMBER_SHARE * len(texts)):
+        return ""
+    example = next(t for t in texts if "," in t)
+    return (f"{name} read as text: a comma before exactly 3 digits may group thousands or mark decimals "
+            f"({safe_text(example, 40)!r}); write its numbers with a decimal point"
+            + (", or save the file separated by ';' to have the comma read as decimal" if delimited else ""))
 
 
 def written_with_unit(values: pl.Series) -> str:

@@ -234,9 +234,9 @@ def test_files_that_cannot_be_analysed_are_left_out_with_their_reason(tmp_path: 
     good = series(tmp_path / "good.csv", timedelta(minutes=5), 50)
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "one.csv").write_text("timestamp,value\n2014-02-01T00:00:00Z,1\n2014-02-01T00:00:00Z,2\n")
-    # "1,325" could be 1.325 in a file separated by ";" (see test_analyze_hostile for the readable ones).
-    (tmp_path / "thousands.csv").write_text("timestamp;value\n" + "\n".join(
-        f"{t.isoformat()};{1000 + int(abs(v) * 100):,}" for t, v in noisy(4, 50)))
+    # "1,325" could be 1.325 in a file separated by "|" (see test_analyze_hostile for the readable ones).
+    (tmp_path / "thousands.csv").write_text("timestamp|value\n" + "\n".join(
+        f"{t.isoformat()}|{1000 + int(abs(v) * 100):,}" for t, v in noisy(4, 50)))
     bad = ["empty.csv", "one.csv", "thousands.csv"]
     profiles, rejected = profile_files([tmp_path / name for name in bad[:2]] + [good] + [tmp_path / n for n in bad[2:]],
                                        None)
@@ -246,7 +246,9 @@ def test_files_that_cannot_be_analysed_are_left_out_with_their_reason(tmp_path: 
         "one.csv: needs rows at two different times at least, to tell how often it is sampled",
         "thousands.csv: no numeric or categorical column besides the time column 'timestamp' ('value' holds e.g. "
         "'1,325': numbers must be plain like 1234.5, or grouped like 1,234.5 or 1 234, or with a decimal comma like "
-        "1234,5 in a file not separated by commas)",
+        "1234,5 in a file not separated by commas); value read as text: a comma before exactly 3 digits may group "
+        "thousands or mark decimals ('1,325'); write its numbers with a decimal point, or save the file separated "
+        "by ';' to have the comma read as decimal",
     ]
     with pytest.raises(AnalyzeError, match=r"(?s)no file can be analysed:.*empty.csv: is empty.*one.csv: needs"):
         profile_files([tmp_path / name for name in bad], None)

@@ -63,12 +63,15 @@ def test_numbers_with_thousands_separators_are_numbers(tmp_path: Path) -> None:
 
 
 def test_a_comma_that_may_be_a_decimal_comma_is_not_read_as_thousands(tmp_path: Path) -> None:
-    # Separated by ";", "1,500" may be 1.5: neither reading is taken.
+    # Separated by "|", "1,500" may be 1.5: neither reading is taken, and the plan says why.
     path = tmp_path / "eu.csv"
-    path.write_text("timestamp;value;other\n" + "".join(
-        f"{T0 + STEP * i:%Y-%m-%dT%H:%M:%SZ};{['1,500', '2,250'][i % 2]};{i % 7}\n" for i in range(40)))
+    path.write_text("timestamp|value|other\n" + "".join(
+        f"{T0 + STEP * i:%Y-%m-%dT%H:%M:%SZ}|{['1,500', '2,250'][i % 2]}|{i % 7}\n" for i in range(40)))
     profile = profile_file(path, None, set())
     assert (profile.numeric, profile.categorical, profile.thousands) == (["other"], ["value"], {})
+    assert profile.notes == ["value read as text: a comma before exactly 3 digits may group thousands or mark "
+                             "decimals ('1,500'); write its numbers with a decimal point, or save the file "
+                             "separated by ';' to have the comma read as decimal"]
 
 
 def minute_series(path: Path, start: datetime, rows: int) -> Path:
@@ -225,11 +228,11 @@ def test_numbers_with_a_decimal_comma_are_numbers(tmp_path: Path) -> None:
         f"{T0 + STEP * i:%Y-%m-%dT%H:%M:%SZ};{levels[i % 4]};{['1,500', '2,250'][i % 2]}\n" for i in range(40)))
     plan = infer_config([tmp_path / "eu.csv"], None, tmp_path / "config", tmp_path / "data")
     [p] = plan.profiles
-    # "1,500" alone may be 1.5 or 1500: still neither reading is taken.
-    assert (p.numeric, p.decimal_comma, p.categorical) == (["value"], ["value"], ["ambiguous"])
+    # "1,500" alone may be 1.5 or 1500; in a ";" file without a "." decimal, it is 1.5.
+    assert (p.numeric, p.decimal_comma, p.categorical) == (["value", "ambiguous"], ["value", "ambiguous"], [])
     payloads = landed_payloads(tmp_path / "config", tmp_path)
     assert [x["value"] for x in payloads["eu"][:4]] == [-1.5, 2, 1234.25, 0.125]
-    assert [x["ambiguous"] for x in payloads["eu"][:2]] == ["1,500", "2,250"]
+    assert [x["ambiguous"] for x in payloads["eu"][:2]] == [1.5, 2.25]
 
 
 def test_a_json_file_holding_one_array_of_objects_is_read_like_json_lines(tmp_path: Path) -> None:
