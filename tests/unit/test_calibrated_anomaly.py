@@ -124,3 +124,10 @@ def test_a_12_sigma_spike_on_gaussian_noise_is_found() -> None:
     # spike at bar 2000 got a tail probability above the alarm level (found then: nothing).
     assert {seed: _anomaly_bars(_gaussian_bars(seed, 2100, {2000: 12.0})) for seed in (10, 13, 15)} == {
         10: [2000], 13: [2000], 15: [2000]}
+
+
+def test_one_earlier_spike_at_the_same_time_of_day_is_no_pattern() -> None:
+    # Two unrelated 12-sigma spikes three days apart at the same minute: one earlier extreme
+    # at that time of day made the second a seasonal recurrence (found then: only bar 2000).
+    later = 2000 + 3 * 1440
+    assert _anomaly_bars(_gaussian_bars(2, later + 100, {2000: 12.0, later: 12.0})) == [2000, later]
