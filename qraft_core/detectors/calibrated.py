@@ -7,8 +7,8 @@ predict better than the plain level, and a running scale (mean absolute
 residual). A bar's residual divided by the scale is its score.
 
 - `CalibratedAnomaly` turns scores into tail probabilities with a
-  peaks-over-threshold model (`TailModel`: a generalized Pareto tail above a
-  running high quantile, its shape from running quantiles further out) and raises an anomaly when the probability (times the number
+  peaks-over-threshold model (`TailModel`: an exponential tail above a running
+  high quantile) and raises an anomaly when the probability (times the number
   of features) falls below `alarm_probability`. An extreme bar is confirmed a
   few bars later: if the values stay shifted it was a level shift (left to the
   drift detector; the baseline re-anchors) unless its first bar was beyond
@@ -111,18 +111,13 @@ def _profile_rates(step_s: float) -> tuple[float, float, float, float]:
 
 
 class TailModel:
-    """Generalized Pareto tail of a score, fitted to five running quantiles (peaks over threshold).
+    """Generalized Pareto tail of a score, fitted to three running quantiles (peaks over threshold).
 
-    The quantiles at `quantile` (q) and four times halfway from there to 1 (for q = 0.9: 90, 95,
-    97.5, 98.75 and 99.375%) give the tail's shape and scale. The shape is Pickands' estimator over
-    two doublings of the tail share, from the spans 90-97.5% and 97.5-99.375% (kept in [0,
-    `max_shape`]: exponential for light tails, a power law for heavy ones); the scale, the span of
-    the first doubling. Three quantiles one doubling apart measured the shape with a spread of
-    about 0.3 on Gaussian scores: capped at 0.5, a light tail often read as a power law and hid a
-    12-sigma spike. The wider spans halve that spread, and the far quantiles see how far the
-    scores really go. Quantiles move by small steps, so a single outlier barely changes the model,
-    while a stream whose ordinary values are heavy-tailed gets a heavy tail and does not alarm on
-    them.
+    The quantiles at `quantile` (q), (1+q)/2 and (3+q)/4 give the tail's shape
+    (Pickands' estimator, kept in [0, 0.5]: exponential for light tails, a power
+    law for heavy ones) and scale. Quantiles move by small steps, so a single
+    outlier barely changes the model, while a stream whose ordinary values are
+    heavy-tailed gets a heavy tail and does not alarm on them.
 
     >>> tail = TailModel(0.9, 500)
     >>> for i in range(200):
@@ -131,27 +126,14 @@ class TailModel:
     (1.0, True)
     """
 
-    LEVELS = 5  # tail shares (1 - q) / 2^i, i < LEVELS
-
     def __init__(self, quantile: float, memory: float, first: int = 50, max_shape: float = 0.5) -> None:
-        self.shares = tuple((1.0 - quantile) / 2**i for i in range(self.LEVELS))
+        self.shares = (1.0 - quantile, (1.0 - quantile) / 2, (1.0 - quantile) / 4)  # tail shares
         self.memory = memory
         self.first_size = first  # scores collected before the first fit
         self.max_shape = max_shape
         self.first: list[float] = []
         self.levels: list[float] = []  # the running quantiles
         self.count = 0
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # A model saved with three quantiles (90, 95, 97.5%): the two far ones are read off its fit.
-        self.__dict__.update(state)
-        if len(self.shares) < self.LEVELS:
-            self.shares = tuple(self.shares[0] / 2**i for i in range(self.LEVELS))
-            if self.levels:
-                low, middle, high = self.levels
-                second = high - middle
-                ratio = min(max(second / max(middle - low, 1e-9), 1.0), 2.0**self.max_shape)  # its 2^shape
-                self.levels += [high + second * ratio, high + second * (ratio + ratio * ratio)]
 
     @property
     def ready(self) -> bool:
@@ -161,10 +143,9 @@ class TailModel:
         """(threshold, scale, shape) of the tail above the lowest quantile, for scores that come in
         steps of `resolution` (a quantized reading): quantiles inside one step measure nothing of
         the tail, so the quantiles are taken to be at least a step apart."""
-        low, middle, inner, _, outer = self.levels
-        first = max(middle - low, resolution, 1e-9)
-        near, far = max(inner - low, 2 * resolution, 1e-9), max(outer - inner, 2 * resolution, 1e-9)
-        shape = min(max(math.log(far / near) / math.log(4.0), 0.0), self.max_shape)
+        low, middle, high = self.levels
+        first, second = max(middle - low, resolution, 1e-9), max(high - middle, resolution, 1e-9)
+        shape = min(max(math.log(second / first) / math.log(2.0), 0.0), self.max_shape)
         scale = first / math.log(2.0) if shape < 1e-6 else first * shape / (2.0**shape - 1.0)
         return low, scale, shape
 
@@ -204,15 +185,17 @@ class TailModel:
             return
         # Stochastic approximation of each quantile, in steps proportional to the tail's width,
         # large at first (1/n) to settle fast, then fixed (forgetting beyond `memory` scores).
+        # (Written out for the three quantiles: this runs for every score.)
         self.count += 1
-        levels, shares = self.levels, self.shares
-        width = max(levels[2] - levels[0], 1e-9)
+        low, middle, high = self.levels
+        low_share, middle_share, high_share = self.shares
+        width = max(high - low, 1e-9)
         memory = min(self.memory, 50.0 + self.count)
-        below = -math.inf  # each quantile kept at or above the one before
-        for i, share in enumerate(shares):
-            level = levels[i]
-            level += width / (memory * share) * ((1.0 if score > level else 0.0) - share)
-            levels[i] = below = max(level, below)
+        low += width / (memory * low_share) * ((1.0 if score > low else 0.0) - low_share)
+        middle += width / (memory * middle_share) * ((1.0 if score > middle else 0.0) - middle_share)
+        high += width / (memory * high_share) * ((1.0 if score > high else 0.0) - high_share)
+        middle = max(middle, low)
+        self.levels[:] = low, middle, max(high, middle)
 
 
 class SeasonalBaseline:
