@@ -13,9 +13,10 @@ residual). A bar's residual divided by the scale is its score.
   few bars later: if the values stay shifted it was a level shift (left to the
   drift detector; the baseline re-anchors) unless its first bar was beyond
   `extreme_probability` (then it is an anomaly at that bar all the same); if an
-  extreme comes at the same time of day or week as two earlier ones (extremes,
-  those of the warm-up included, or bars beyond `clip` scales that were not
-  extreme) it is seasonal and not reported.
+  extreme comes a day or a week after an earlier one, or at the same time of
+  day or week as two earlier ones (extremes, those of the warm-up included, or
+  bars beyond `clip` scales that were not extreme), it is seasonal and not
+  reported.
 - `CalibratedDrift` runs two-sided CUSUM tests on the calibrated residuals,
   for the level and for the spread. The alarm level is the larger of
   `threshold` and the `excursion_probability` quantile of the stream's own
@@ -604,18 +605,19 @@ class CalibratedAnomaly(CalibratedDetector):
             del times[0]
 
     def _recurring(self, epoch_s: float, baselines: dict[str, SeasonalBaseline]) -> bool:
-        """Whether two earlier extreme or notable bars came at this time of day or week (records
-        this extreme). One at the same time of an earlier day is likely by chance (an unrelated
-        incident, a notable bar of a noisy stream); two are a pattern."""
+        """Whether an extreme or notable bar came at this time a day or a week before, or two
+        came at this time of earlier days or weeks (records this extreme). A daily event shows
+        every day: one alone several days back, with nothing at that time since, is an unrelated
+        incident (or a noisy stream's notable bar); two are a pattern."""
         state = self.state
         step = min(b.step_s for b in baselines.values())
         tolerance = max(float(self.param("recurrence_s")), int(self.param("recurrence_bars")) * step)
-        earlier = [t for kind in ("extremes", "notable") for t in state.get(kind, [])
+        earlier = [epoch_s - t for kind in ("extremes", "notable") for t in state.get(kind, [])
                    if DAY_S / 2 <= epoch_s - t <= RECURRENCE_S]
-        same_time = sum(1 for t in earlier if any(
-            min((epoch_s - t) % period, period - (epoch_s - t) % period) <= tolerance for period in (DAY_S, WEEK_S)))
+        same_time = [gap for gap in earlier if any(
+            min(gap % period, period - gap % period) <= tolerance for period in (DAY_S, WEEK_S))]
         self._remember("extremes", epoch_s)
-        return same_time > 1
+        return len(same_time) > 1 or any(min(abs(gap - DAY_S), abs(gap - WEEK_S)) <= tolerance for gap in same_time)
 
 
 DRIFT_PARAMS: dict[str, Any] = {
