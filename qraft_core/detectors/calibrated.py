@@ -13,9 +13,10 @@ residual). A bar's residual divided by the scale is its score.
   few bars later: if the values stay shifted it was a level shift (left to the
   drift detector; the baseline re-anchors) unless its first bar was beyond
   `extreme_probability` (then it is an anomaly at that bar all the same); if an
-  extreme recurs at the same time of day or week (extremes of the warm-up
-  count, and so do two bars beyond `clip` scales that were not extreme) it is
-  seasonal and not reported again.
+  extreme comes a day or a week after an earlier one, or at the same time of
+  day or week as two earlier ones (extremes, those of the warm-up included, or
+  bars beyond `clip` scales that were not extreme), it is seasonal and not
+  reported.
 - `CalibratedDrift` runs two-sided CUSUM tests on the calibrated residuals,
   for the level and for the spread. The alarm level is the larger of
   `threshold` and the `excursion_probability` quantile of the stream's own
@@ -87,6 +88,11 @@ Z_SQUARE = 1.6
 # `aggregate.LARGEST_VALUE`): values of 1e-150 to 1e150 in size are scored alike, and spreads
 # square to at least 1e-300, a normal float, so no ratio of a spread or a score underflows to zero.
 SMALLEST_SPREAD = 1e-150
+# How long, and how many, extreme and notable bars are remembered to tell a daily or weekly
+# recurrence (at most one every ten minutes over the span: a stream more often beyond `clip`
+# remembers a shorter span).
+RECURRENCE_S = 2 * WEEK_S
+RECURRENCE_MEMORY = int(RECURRENCE_S / 600)
 
 
 def _rate(half_life: float) -> float:
@@ -503,8 +509,7 @@ class CalibratedAnomaly(CalibratedDetector):
             # After the warm-up, a bar beyond `clip` scales that is not extreme (a daily spike the
             # profile has partly learnt) is remembered as notable: two of them at the same time
             # of earlier days make an extreme there a recurrence too.
-            kind = "notable" if warm else "extremes"
-            state[kind] = [*state.get(kind, [])[-31:], time.timestamp()]
+            self._remember("notable" if warm else "extremes", time.timestamp())
         if extreme:
             outliers = [f for f, p in p_values.items() if p < alarm_probability]
             state["pending"] = {
@@ -590,28 +595,29 @@ class CalibratedAnomaly(CalibratedDetector):
             lag_bars=pending["seen"],
         )
 
+    def _remember(self, kind: str, epoch_s: float) -> None:
+        """Record an extreme or notable bar for `_recurring`: those of the last `RECURRENCE_S`, at
+        most `RECURRENCE_MEMORY` of them. (A count alone, 32, was ten hours of an hourly event:
+        a daily recurrence could never be seen.)"""
+        times = self.state.setdefault(kind, [])  # ("notable" is absent from older states)
+        times.append(epoch_s)
+        while epoch_s - times[0] > RECURRENCE_S or len(times) > RECURRENCE_MEMORY:
+            del times[0]
+
     def _recurring(self, epoch_s: float, baselines: dict[str, SeasonalBaseline]) -> bool:
-        """Whether an extreme, or two notable bars, came at this time of day or week before
-        (records this extreme)."""
+        """Whether an extreme or notable bar came at this time a day or a week before, or two
+        came at this time of earlier days or weeks (records this extreme). A daily event shows
+        every day: one alone several days back, with nothing at that time since, is an unrelated
+        incident (or a noisy stream's notable bar); two are a pattern."""
         state = self.state
         step = min(b.step_s for b in baselines.values())
         tolerance = max(float(self.param("recurrence_s")), int(self.param("recurrence_bars")) * step)
-
-        def same_time(times: list[float]) -> int:
-            return sum(
-                1 for t in times
-                if epoch_s - t >= DAY_S / 2 and any(
-                    min((epoch_s - t) % period, period - (epoch_s - t) % period) <= tolerance
-                    for period in (DAY_S, WEEK_S))
-            )
-
-        recent = [t for t in state["extremes"] if epoch_s - t <= 2 * WEEK_S]
-        state["notable"] = [t for t in state.get("notable", []) if epoch_s - t <= 2 * WEEK_S]
-        # One notable bar at the same time of an earlier day is likely by chance on a noisy
-        # stream; two are a pattern.
-        recurring = same_time(recent) > 0 or same_time(state["notable"]) > 1
-        state["extremes"] = [*recent[-31:], epoch_s]
-        return recurring
+        earlier = [epoch_s - t for kind in ("extremes", "notable") for t in state.get(kind, [])
+                   if DAY_S / 2 <= epoch_s - t <= RECURRENCE_S]
+        same_time = [gap for gap in earlier if any(
+            min(gap % period, period - gap % period) <= tolerance for period in (DAY_S, WEEK_S))]
+        self._remember("extremes", epoch_s)
+        return len(same_time) > 1 or any(min(abs(gap - DAY_S), abs(gap - WEEK_S)) <= tolerance for gap in same_time)
 
 
 DRIFT_PARAMS: dict[str, Any] = {
