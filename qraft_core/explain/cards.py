@@ -144,7 +144,8 @@ class _Wording:
         return display if display == raw else self.phrase("named_field", name=display, field=raw)
 
     def change(self, value: float, unit: str) -> str:
-        return change_text(value, unit, unit_name(self.language, self.lang, unit))
+        # A unit may come from the data (a column's `250 ms`), so it is literal Markdown like a name.
+        return change_text(value, unit, markdown_inline(unit_name(self.language, self.lang, unit)))
 
     def join(self, items: Iterable[str]) -> str:
         return self.phrase("separator").join(items)

@@ -282,6 +282,18 @@ def test_names_from_the_data_are_literal_text_on_the_card(cards: CardsConfig) ->
     ])
 
 
+def test_a_unit_from_the_data_is_literal_text_on_the_card(cards: CardsConfig) -> None:
+    anomaly = PATTERNS["anomaly"]
+    pattern = anomaly.model_copy(update={"details": anomaly.details.model_copy(update={
+        "metric_changes": {"latency": 2.5}, "metric_units": {"latency": "<u>ms</u>"}, "metrics": {},
+    })})
+    context = ContextSummary(start=pattern.timestamp, end=pattern.timestamp, minutes=5, replay_command="qraft replay",
+                             sources=[])
+    markdown = render_card(pattern, context, [], "en", cards).markdown
+    assert r"latency +2.5 \<u\>ms\</u\>" in markdown
+    assert "<u>" not in markdown
+
+
 def test_annotation_author_and_note_are_literal_text_on_the_card(store: MemoryStore, cards: CardsConfig) -> None:
     pattern = PATTERNS["anomaly"]
     note = add_annotation(store, pattern.pattern_id, "note", "see [x](javascript:alert(3))\n- **Forged:** y",
