@@ -26,10 +26,12 @@ from typing import Any
 MASK = "***"
 # User information ends at the last `@` before the host. A password may hold `/` (base64) or `@`;
 # a query (`?mail=a@b`) or the next URL in a list (`://`) is not user information. Without a colon,
-# a token never holds `/`, so an `@` in a path (`/users/@alice`) is left alone.
+# a token never holds `/`, so an `@` in a path (`/users/@alice`) is left alone; nor is a port followed
+# by a path (`host:8800/users/@alice`) a password. The scheme is a whole run of scheme characters
+# (one start per run, not one per character, keeps the scan linear on `a-a-a-...` runs).
 _URL_USERINFO = re.compile(
-    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)"
-    r"(?P<userinfo>[^/:@\s\"'<>]*:(?:(?!://)[^?#\s\"'<>])+|[^/@\s\"'<>]+)@"
+    r"(?P<scheme>(?<![A-Za-z0-9+.\-])[A-Za-z0-9+.\-]+://)"
+    r"(?P<userinfo>[^/:@\s\"'<>]*:(?!\d{1,5}/)(?:(?!://)[^?#\s\"'<>])+|[^/@\s\"'<>]+)@"
 )
 _SECRET_PARAM = re.compile(
     r"(?P<name>\b(?:password|passwd|pwd|token|access_token|api_key|apikey|secret|access_key|secret_key)=)"

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,9 +39,74 @@ _MAX_PARAM_CHARS = 500
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 # After a failure, tracking to that URI is skipped this long (one warning, not one per window).
 PAUSE_SECONDS = 300.0
-# Tracking URI -> clock reading until which it is skipped; shared by the trackers of a process
-# (each materialization makes its own).
-_paused_until: dict[str, float] = {}
+
+
+class _ScopedEnvironment:
+    """Sets default environment values while at least one caller is inside it, and removes them
+    after the last one leaves.
+
+    MLflow's client takes its HTTP limits only from the environment (read at each request), so
+    the tracker's limits are set around its own calls: a user's MLflow calls outside them and
+    child processes keep MLflow's defaults. Values already set (the user's) are left as they are.
+    """
+
+    def __init__(self, defaults: Mapping[str, str]) -> None:
+        self.defaults = dict(defaults)
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._added: list[str] = []
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        with self._lock:
+            if self._inside == 0:
+                self._added = [name for name in self.defaults if name not in os.environ]
+                os.environ.update({name: self.defaults[name] for name in self._added})
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._inside -= 1
+                if self._inside == 0:
+                    for name in self._added:
+                        # A value set meanwhile by someone else is theirs.
+                        if os.environ.get(name) == self.defaults[name]:
+                            del os.environ[name]
+
+
+_http_limits = _ScopedEnvironment(_HTTP_DEFAULTS)
+
+
+class TrackingPause:
+    """Until when tracking to each URI is skipped after a failure, read on one clock.
+
+    Callers for one URI take turns: while an attempt is in flight the others wait for it, so an
+    outage costs one bounded attempt and one warning however many threads were tracking.
+    """
+
+    def __init__(self, seconds: float = PAUSE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self._until: dict[str, float] = {}
+        self._turns: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def turn(self, uri: str) -> Iterator[bool]:
+        """Holds `uri`'s turn; yields whether to try it now (False while it is paused)."""
+        with self._lock:
+            turn = self._turns.setdefault(uri, threading.Lock())
+        with turn:
+            yield self.clock() >= self._until.get(uri, float("-inf"))
+
+    def pause(self, uri: str) -> None:
+        """Skip `uri` for `seconds` from now (called in its turn, after a failure)."""
+        self._until[uri] = self.clock() + self.seconds
+
+
+# The pause shared by the trackers of a process (each materialization makes its own tracker).
+process_pause = TrackingPause()
 
 
 def default_tracking_uri(data_dir: Path) -> str:
@@ -71,12 +138,11 @@ class Tracker:
     """Logs runs to MLflow at `tracking_uri` under `experiment`; a no-op when disabled."""
 
     def __init__(self, tracking_uri: str, experiment: str = "qraft", enabled: bool = True,
-                 pause_seconds: float = PAUSE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+                 pause: TrackingPause | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.enabled = enabled
-        self.pause_seconds = pause_seconds
-        self.clock = clock
+        self.pause = process_pause if pause is None else pause
 
     @classmethod
     def from_config(cls, config: QraftConfig) -> Tracker:
@@ -94,19 +160,21 @@ class Tracker:
         """Record one run; returns its MLflow run id (None when disabled or when MLflow failed).
 
         A tracking outage never fails what is being tracked: it is logged once and records are
-        skipped for `pause_seconds`, then tried again.
+        skipped for the pause's `seconds`, then tried again.
         """
-        if not self.enabled or self.clock() < _paused_until.get(self.tracking_uri, float("-inf")):
+        if not self.enabled:
             return None
-        for name, value in _HTTP_DEFAULTS.items():
-            os.environ.setdefault(name, value)
-        try:
-            return self._log_run(run_name, params, metrics, tags)
-        except Exception as exc:  # noqa: BLE001 - any MLflow failure (server, store, client) is skipped
-            _paused_until[self.tracking_uri] = self.clock() + self.pause_seconds
-            log.warning("could not record run %r in MLflow at %s (records skipped for %.0f s): %s", run_name,
-                        redact(self.tracking_uri), self.pause_seconds, redact(str(exc)))
-            return None
+        with self.pause.turn(self.tracking_uri) as open_:
+            if not open_:
+                return None
+            try:
+                with _http_limits.applied():
+                    return self._log_run(run_name, params, metrics, tags)
+            except Exception as exc:  # noqa: BLE001 - any MLflow failure (server, store, client) is skipped
+                self.pause.pause(self.tracking_uri)
+                log.warning("could not record run %r in MLflow at %s (records skipped for %.0f s): %s", run_name,
+                            redact(self.tracking_uri), self.pause.seconds, redact(str(exc)))
+                return None
 
     def _log_run(
         self, run_name: str, params: Mapping[str, Any], metrics: Mapping[str, float], tags: Mapping[str, str] | None

@@ -9,11 +9,19 @@ from pathlib import Path
 
 import pytest
 
+from qraft_core import tracking
 from qraft_core.bus.embedded import EmbeddedNats
 from qraft_core.store import ClickHouseStore, open_store
 from qraft_core.store.fake import MemoryStore
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def fresh_tracking_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's trackers share a pause of their own: a tracking failure in one test (which skips
+    that URI for minutes) does not silence the trackers of the next."""
+    monkeypatch.setattr(tracking, "process_pause", tracking.TrackingPause())
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from qraft_core.tracking import Tracker
+from qraft_core.tracking import Tracker, TrackingPause
 
 PASSWORD = "S3cretPassw0rd"
 
@@ -73,7 +73,8 @@ def test_a_server_that_never_answers_costs_one_bounded_attempt_then_tracking_pau
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
     clock = Clock()
-    tracker = Tracker(f"http://alice:{PASSWORD}@127.0.0.1:{silent_server.port}", clock=clock)
+    pause = TrackingPause(clock=clock)
+    tracker = Tracker(f"http://alice:{PASSWORD}@127.0.0.1:{silent_server.port}", pause=pause)
     with caplog.at_level(logging.WARNING, logger="qraft_core.tracking"):
         assert tracker.log_run("window 1", {"a": 1}, {"m": 1.0}) is None
         attempts = len(silent_server.connections)
@@ -81,14 +82,14 @@ def test_a_server_that_never_answers_costs_one_bounded_attempt_then_tracking_pau
         assert 1 <= attempts <= 2
         assert tracker.log_run("window 2", {"a": 1}, {"m": 1.0}) is None
         # Another tracker of the same server in this process (the next materialization) waits too.
-        assert Tracker(tracker.tracking_uri, clock=clock).log_run("window 3", {}, {}) is None
+        assert Tracker(tracker.tracking_uri, pause=pause).log_run("window 3", {}, {}) is None
     assert len(silent_server.connections) == attempts
     [warning] = warnings(caplog)
     assert "'window 1'" in warning and "skipped for" in warning
     assert PASSWORD not in warning and "alice:***@" in warning
 
     caplog.clear()
-    clock.now += tracker.pause_seconds
+    clock.now += pause.seconds
     with caplog.at_level(logging.WARNING, logger="qraft_core.tracking"):
         assert tracker.log_run("window 4", {}, {}) is None
     assert len(silent_server.connections) > attempts
@@ -102,7 +103,7 @@ def test_a_refused_port_gives_up_without_mlflows_retries(
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
     # A backoff of 0 keeps this test fast; the number of retries is the tracker's own.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
-    tracker = Tracker(f"http://alice:{PASSWORD}@127.0.0.1:{refused_port()}", clock=Clock())
+    tracker = Tracker(f"http://alice:{PASSWORD}@127.0.0.1:{refused_port()}", pause=TrackingPause(clock=Clock()))
     with caplog.at_level(logging.WARNING, logger="qraft_core.tracking"):
         assert tracker.log_run("window 1", {}, {}) is None
         assert tracker.log_run("window 2", {}, {}) is None
@@ -116,5 +117,5 @@ def test_the_users_retry_setting_is_kept(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
-    Tracker(f"http://127.0.0.1:{refused_port()}", clock=Clock()).log_run("x", {}, {})
+    Tracker(f"http://127.0.0.1:{refused_port()}", pause=TrackingPause(clock=Clock())).log_run("x", {}, {})
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"

@@ -24,6 +24,7 @@ from qraft_core.store.sessions import ServerClients
             "nats://svc:***@n1:4222,nats://svc:***@n2:4222",
         ),
         ("nats://s3cr3t-token@nats:4222", "nats://***@nats:4222"),
+        ("--dsn=-http://u:hunter22@h", "--dsn=-http://u:***@h"),
         ("http://h:8123/?user=a&password=topsecret&x=1", "http://h:8123/?user=a&password=***&x=1"),
         (
             "401 from endpoint: Authorization: Bearer sk-live-123",
@@ -42,11 +43,29 @@ from qraft_core.store.sessions import ServerClients
         ("http://u:pw@h/x?mail=a@b.org", "http://u:***@h/x?mail=a@b.org"),
         ("http://h:8123/find?mail=a@b.org", "http://h:8123/find?mail=a@b.org"),
         ("see https://h/users/@alice", "see https://h/users/@alice"),
+        # A port followed by a path is not a password, even with an `@` further on.
+        ("GET http://api:8800/users/@alice", "GET http://api:8800/users/@alice"),
+        ("https://registry.npmjs.org:443/@types/node", "https://registry.npmjs.org:443/@types/node"),
+        ("http://qraft:8800pw/x@ch:8123/db", "http://qraft:***@ch:8123/db"),
         ("no secret here", "no secret here"),
     ],
 )
 def test_credentials_are_masked(text: str, expected: str) -> None:
     assert redact(text) == expected
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Scheme-like runs (`a-a-a-...://`, `a.a.a...://`) before a long path: a scan that restarts at
+        # every character of the run takes minutes on these; a linear one takes milliseconds.
+        "a-" * 4000 + "a://u:" + "/x" * 100_000,
+        "a." * 100_000 + "://",
+    ],
+)
+def test_a_long_hostile_message_is_redacted_in_one_pass(text: str) -> None:
+    assert redact(text) == text
 
 
 def test_values_of_secret_environment_variables_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:

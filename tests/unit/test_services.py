@@ -32,17 +32,20 @@ from qraft_core.services.pipeline import reset_consumer, run_lander
 from qraft_core.services.replay import ReplayRequest
 from qraft_core.store.fake import MemoryStore
 from qraft_core.supervisor import ProcessSupervisor
-from qraft_core.tracking import Tracker, default_tracking_uri
+from qraft_core.tracking import Tracker, TrackingPause, default_tracking_uri
 
 START = datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
 END = START + timedelta(minutes=5)
 
 
 class RecordingTracker(Tracker):
-    """A tracker whose MLflow calls are recorded instead of sent; `broken`: every call fails."""
+    """A tracker whose MLflow calls are recorded instead of sent; `broken`: every call fails.
+
+    Its pause is its own: a broken tracker does not silence the next test's.
+    """
 
     def __init__(self, broken: bool = False) -> None:
-        super().__init__("memory://", enabled=True)
+        super().__init__("memory://", enabled=True, pause=TrackingPause())
         self.broken = broken
         self.runs: list[dict[str, Any]] = []
 
