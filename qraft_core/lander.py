@@ -317,16 +317,19 @@ class _Judge:
         if not repeated.any():
             return candidates
         kept: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
-        # The same event delivered twice is stored once, nothing is lost: its first copy stands for
-        # it (and, as a version that loses, is one dead letter).
-        versions = candidates.filter(repeated).unique(["source", "event_id", "type", "timestamp", "payload"],
-                                                      keep="first", maintain_order=True)
+        # The same row delivered twice is stored once, nothing is lost: its first copy stands for
+        # it (and, as a version that loses, is one dead letter). Its ingest time is part of it: a
+        # version re-sent later is newer than the versions between (as across batches).
+        versions = candidates.filter(repeated).unique(
+            ["source", "event_id", "type", "timestamp", "payload", "ingest_time"], keep="first", maintain_order=True)
         for row in versions.iter_rows(named=True):
             key = (row["source"], row["event_id"])
             if key not in kept:
                 kept[key] = (row["position"], row)
                 continue
             position, other = kept[key]
+            if all(row[c] == other[c] for c in ("type", "timestamp", "payload")):
+                continue  # the kept version again, as a stored one re-sent is (`_resolve_stored_versions`)
             newer, older = (row, other) if row["ingest_time"] >= other["ingest_time"] else (other, row)
             kept[key] = (position, newer)
             message, index = self.locate(older["line"])

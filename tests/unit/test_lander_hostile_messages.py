@@ -13,7 +13,7 @@ from qraft_core.bus.fake import MemoryBus, MemoryMessage
 from qraft_core.config import LanderConfig
 from qraft_core.lander import MAX_LETTERS_PER_MESSAGE, Lander, land_batch
 from qraft_core.store.fake import MemoryStore
-from tests.unit.test_land_batch import NOW, SUBJECT, event_line
+from tests.unit.test_land_batch import NOW, SUBJECT, event_line, land_lines
 
 
 def test_a_message_of_more_bad_lines_than_the_bound_gets_one_letter_for_the_rest():
@@ -118,3 +118,19 @@ def test_an_older_version_sent_twice_is_one_superseded_letter():
     batch = land_batch([(SUBJECT, b"\n".join([v1, v2, v1]))], now=NOW)
     assert batch.raw_events["payload"].to_list() == ['{"v":2}']
     assert batch.dead_lettered == 1
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_an_older_version_re_sent_after_a_newer_one_wins_as_it_does_across_batches(compiled):
+    v1 = event_line("v", payload={"v": 1}, ingest_time="2026-01-05T00:03:17Z")
+    v2 = event_line("v", payload={"v": 2}, ingest_time="2026-01-05T00:03:18Z")
+    v1_again = event_line("v", payload={"v": 1}, ingest_time="2026-01-05T00:03:19Z")
+    batch = land_batch([(SUBJECT, b"\n".join([v1, v2, v1_again]))], now=NOW, compiled=compiled)
+    store = MemoryStore()
+    for line in (v1, v2, v1_again):
+        land_lines(store, line)
+    stored = store.tables["raw_events"]
+    assert batch.raw_events.select("payload", "ingest_time").rows() == stored.select("payload", "ingest_time").rows()
+    assert batch.raw_events["payload"].to_list() == ['{"v":1}']
+    assert batch.raw_events["ingest_time"].dt.second().to_list() == [19]
+    assert batch.dead_lettered == store.tables["dead_letters"].height == 2
