@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
 import json
 import logging
 import math
@@ -166,8 +167,9 @@ def _store_range_problem(row: tuple[Any, ...]) -> str | None:
     return None
 
 
-# Dead letters one message gets a line each; its further bad lines are counted in one more
-# letter (`_Message.overflow`), so a message of millions of short bad lines costs about its size.
+# Dead letters one message gets a line each (its first bad lines, whatever order they are found
+# in); its further bad lines are counted in one more letter (`_Message.overflow`), so a message of
+# millions of short bad lines costs about its size.
 MAX_LETTERS_PER_MESSAGE = 10_000
 # How often the bus is told the messages of a batch still being judged are in progress (well
 # within the consumer's ack wait), so a long judgement is not redelivered meanwhile.
@@ -195,9 +197,11 @@ class _Message:
         self.line_count = line_count(data)
         self.offset = offset
         self.sequence = sequence
-        self.letters = 0  # dead letters of its own so far
-        self.overflow: _Rejection | None = None  # the first bad line past MAX_LETTERS_PER_MESSAGE
-        self.more = 0  # bad lines past MAX_LETTERS_PER_MESSAGE
+        # Its dead letters so far, at most MAX_LETTERS_PER_MESSAGE of its lowest bad lines: a heap
+        # by line index, highest first (negated), so a lower bad line found late takes its place.
+        self.letters: list[tuple[int, _Rejection]] = []
+        self.overflow: _Rejection | None = None  # the lowest bad line of those past the bound
+        self.more = 0  # bad lines past the bound
 
     @functools.cached_property
     def _ends(self) -> Any:
@@ -249,7 +253,6 @@ class _Judge:
         self.offsets: list[int] = []  # of each message's first line in the batch
         self.frames: list[pl.DataFrame] = []  # rows of whole messages (`landing.compiled`)
         self.rows: list[tuple[Any, ...]] = []  # rows of lines judged one by one
-        self.rejections: list[_Rejection] = []
         self.letter_ids: set[str] = set()
 
     def letter_id(self, message: _Message, index: int) -> str:
@@ -267,22 +270,23 @@ class _Judge:
     def reject(self, message: _Message, index: int, reason: str, raw: bytes | str,
                event_id: object = "", event_time: datetime | None = None, order: tuple[int, int] | None = None) -> None:
         rejection = _Rejection(order or (0, message.offset + index), message, index, reason, raw, event_id, event_time)
-        if message.letters < MAX_LETTERS_PER_MESSAGE:
-            message.letters += 1
-            self.rejections.append(rejection)
+        if len(message.letters) < MAX_LETTERS_PER_MESSAGE:
+            heapq.heappush(message.letters, (-index, rejection))
+        elif index < -message.letters[0][0]:  # found late (judged whole, or a version that lost)
+            self.count_more(message, heapq.heapreplace(message.letters, (-index, rejection))[1])
         else:
             self.count_more(message, rejection)
 
     @staticmethod
-    def counting_only(message: _Message) -> bool:
-        """Whether a further bad line of `message` is only counted (its letter bound is reached
-        and the first line past it kept as the sample)."""
-        return message.overflow is not None
+    def counting_only(message: _Message, index: int) -> bool:
+        """Whether bad line `index` of `message` would only be counted: it lies past the line
+        kept as the sample of those beyond the letter bound."""
+        return message.overflow is not None and index > message.overflow.index
 
     @staticmethod
     def count_more(message: _Message, rejection: _Rejection | None = None) -> None:
         message.more += 1
-        if message.overflow is None:
+        if rejection is not None and (message.overflow is None or rejection.index < message.overflow.index):
             message.overflow = rejection
 
     def accept(self, message: _Message, index: int, row: tuple[Any, ...], origin: str) -> None:
@@ -317,16 +321,19 @@ class _Judge:
         if not repeated.any():
             return candidates
         kept: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
-        # The same event delivered twice is stored once, nothing is lost: its first copy stands for
-        # it (and, as a version that loses, is one dead letter).
-        versions = candidates.filter(repeated).unique(["source", "event_id", "type", "timestamp", "payload"],
-                                                      keep="first", maintain_order=True)
+        # The same row delivered twice is stored once, nothing is lost: its first copy stands for
+        # it (and, as a version that loses, is one dead letter). Its ingest time is part of it: a
+        # version re-sent later is newer than the versions between (as across batches).
+        versions = candidates.filter(repeated).unique(
+            ["source", "event_id", "type", "timestamp", "payload", "ingest_time"], keep="first", maintain_order=True)
         for row in versions.iter_rows(named=True):
             key = (row["source"], row["event_id"])
             if key not in kept:
                 kept[key] = (row["position"], row)
                 continue
             position, other = kept[key]
+            if all(row[c] == other[c] for c in ("type", "timestamp", "payload")):
+                continue  # the kept version again, as a stored one re-sent is (`_resolve_stored_versions`)
             newer, older = (row, other) if row["ingest_time"] >= other["ingest_time"] else (other, row)
             kept[key] = (position, newer)
             message, index = self.locate(older["line"])
@@ -361,7 +368,8 @@ class _Judge:
         letters = []
         low, high = STORE_TIME_RANGE
         overflows = [_overflow_letter(m, m.overflow) for m in self.messages if m.overflow is not None]
-        for rejection in sorted([*self.rejections, *overflows], key=attrgetter("order")):
+        rejections = [rejection for message in self.messages for _, rejection in message.letters]
+        for rejection in sorted([*rejections, *overflows], key=attrgetter("order")):
             event_time = rejection.event_time
             if event_time is not None and not low <= event_time <= high:
                 event_time = None  # a dead letter keeps such a time in its raw text only
@@ -381,10 +389,11 @@ class _Judge:
 
 def _overflow_letter(message: _Message, sample: _Rejection) -> _Rejection:
     """The one dead letter of the bad lines of `message` past MAX_LETTERS_PER_MESSAGE: their
-    number, and the first of them (`sample`) as their example, after every other letter of the batch."""
+    number, and the first of them (`sample`) as their example, after every other letter of the
+    batch. Its id is that of the index past the message's last line: the same in every delivery."""
     reason = (f"{message.more} more bad lines in this message from line {sample.index + 1} on, beyond the "
               f"{MAX_LETTERS_PER_MESSAGE} dead-lettered one by one; the first of them: {sample.reason}")
-    return _Rejection((2, message.offset), message, sample.index, reason, sample.raw, sample.event_id,
+    return _Rejection((2, message.offset), message, message.line_count, reason, sample.raw, sample.event_id,
                       sample.event_time)
 
 
@@ -416,8 +425,8 @@ def land_batch(
 
     Plain events are decoded and checked a whole message at a time (`landing.compiled`); the
     other lines, and all of them with `compiled=False`, by `_judge_line`, which names reasons.
-    Both give the same batch. An empty message is a dead letter; a message's bad lines past
-    MAX_LETTERS_PER_MESSAGE are counted in one. `sequences` (the stream sequence of each
+    Both give the same batch. An empty message is a dead letter; a message's bad lines after
+    its first MAX_LETTERS_PER_MESSAGE are counted in one. `sequences` (the stream sequence of each
     message, when the bus tells it) makes each publish of the same bad message letters of its own.
 
     >>> good = (b'{"event_id":"e1","source":"s","type":"t","timestamp":"2026-01-05T00:00:01Z",'
@@ -470,7 +479,7 @@ def _judge_line(judge: _Judge, parser: _LineParser, message: _Message, index: in
                 line: bytes | None = None) -> None:
     """Judge line `index` of `message` (`line`, if the caller holds it)."""
     line, subject = message.line(index) if line is None else line, message.subject
-    if judge.counting_only(message) and not _may_be_event(line):
+    if judge.counting_only(message, index) and not _may_be_event(line):
         return judge.count_more(message)
 
     def reject(reason: str, raw: bytes | str = line, event: dict[str, Any] | None = None) -> None:

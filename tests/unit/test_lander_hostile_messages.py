@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import tracemalloc
 
@@ -13,7 +14,7 @@ from qraft_core.bus.fake import MemoryBus, MemoryMessage
 from qraft_core.config import LanderConfig
 from qraft_core.lander import MAX_LETTERS_PER_MESSAGE, Lander, land_batch
 from qraft_core.store.fake import MemoryStore
-from tests.unit.test_land_batch import NOW, SUBJECT, event_line
+from tests.unit.test_land_batch import NOW, SUBJECT, event_line, land_lines
 
 
 def test_a_message_of_more_bad_lines_than_the_bound_gets_one_letter_for_the_rest():
@@ -118,3 +119,41 @@ def test_an_older_version_sent_twice_is_one_superseded_letter():
     batch = land_batch([(SUBJECT, b"\n".join([v1, v2, v1]))], now=NOW)
     assert batch.raw_events["payload"].to_list() == ['{"v":2}']
     assert batch.dead_lettered == 1
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_an_older_version_re_sent_after_a_newer_one_wins_as_it_does_across_batches(compiled):
+    v1 = event_line("v", payload={"v": 1}, ingest_time="2026-01-05T00:03:17Z")
+    v2 = event_line("v", payload={"v": 2}, ingest_time="2026-01-05T00:03:18Z")
+    v1_again = event_line("v", payload={"v": 1}, ingest_time="2026-01-05T00:03:19Z")
+    batch = land_batch([(SUBJECT, b"\n".join([v1, v2, v1_again]))], now=NOW, compiled=compiled)
+    store = MemoryStore()
+    for line in (v1, v2, v1_again):
+        land_lines(store, line)
+    stored = store.tables["raw_events"]
+    assert batch.raw_events.select("payload", "ingest_time").rows() == stored.select("payload", "ingest_time").rows()
+    assert batch.raw_events["payload"].to_list() == ['{"v":1}']
+    assert batch.raw_events["ingest_time"].dt.second().to_list() == [19]
+    assert batch.dead_lettered == store.tables["dead_letters"].height == 2
+
+
+def test_the_letter_bound_keeps_the_first_bad_lines_whichever_judge_finds_them_and_in_any_batch():
+    # Lines with a number that overflows are refused late by the compiled judge (`CompiledRows.checked`).
+    def compact(line: bytes) -> bytes:  # as adapters write them: a payload matching its message's template
+        return json.dumps(json.loads(line), separators=(",", ":")).encode()
+
+    overflowing = [compact(event_line(f"inf{i}", payload={"a": 1})).replace(b'"a":1', b'"a":1e999') for i in range(2)]
+    data = b"\n".join([compact(event_line("good", payload={"a": 1})), *overflowing, *[b"x"] * MAX_LETTERS_PER_MESSAGE])
+    templates = [(SUBJECT, event_line(f"o{k}", payload={f"k{k}": 1})) for k in range(40)]
+    deliveries = [([(SUBJECT, data)], True), ([(SUBJECT, data)], False), ([*templates, (SUBJECT, data)], True)]
+    letters = []
+    for messages, compiled in deliveries:
+        sequences = [*range(100, 100 + len(messages) - 1), 7]  # the message is stream sequence 7 each time
+        batch = land_batch(messages, now=NOW, compiled=compiled, sequences=sequences)
+        letters.append(batch.dead_letters.select("letter_id", "reason", "raw", "event_id").rows())
+    assert letters[0] == letters[1] == letters[2]
+    assert len(letters[0]) == MAX_LETTERS_PER_MESSAGE + 1
+    assert letters[0][0][1].startswith("invalid event: payload")  # line 2, the first bad one, has its own
+    assert letters[0][-1][1].startswith(f"2 more bad lines in this message from line {MAX_LETTERS_PER_MESSAGE + 2} "
+                                        f"on, beyond the {MAX_LETTERS_PER_MESSAGE} dead-lettered one by one; "
+                                        "the first of them: malformed JSON")
