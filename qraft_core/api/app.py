@@ -10,6 +10,7 @@ thread pool: the store is safe to share between threads (see
 
 from __future__ import annotations
 
+import email.message
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -51,9 +52,14 @@ def _problem(found: Mapping[str, Any]) -> str:
 
 
 def _is_json(media_type: str | None) -> bool:
-    """Whether a Content-Type is one FastAPI parses as JSON (application/json, any +json)."""
-    subtype = (media_type or "").split(";")[0].strip().lower().partition("/")[2]
-    return subtype == "json" or subtype.endswith("+json")
+    """Whether a Content-Type is one FastAPI parses as JSON (application/json, application/*+json),
+    read the way FastAPI reads it: `text/json` is not one."""
+    if not media_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = media_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
 class SingleValuedQuery:

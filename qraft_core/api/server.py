@@ -27,6 +27,8 @@ REQUEST_DEADLINE_S = 10.0
 MAX_CONCURRENCY = 200
 # The request line and headers of one request; browsers and clients send a few KiB.
 MAX_HEAD_BYTES = 64 * 1024
+# A body of no stated length (chunked) is parsed this much at a time, to find where the next head starts.
+BODY_SLICE = 1024
 _OVERLOADED = "the API is serving as many connections as it takes; retry shortly"
 
 
@@ -53,6 +55,8 @@ class RequestDeadline(HttpToolsProtocol):
     _reading_head: bool
     _head_bytes: int
     _head_tail: bytes
+    # Of the request whose body is being read: how much is left to arrive, if its head says.
+    _body_left: int | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -67,18 +71,51 @@ class RequestDeadline(HttpToolsProtocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        if self._reading_head:
-            # Counted before parsing, since httptools buffers a header until it ends; only up to
-            # the blank line that ends the head (its end may straddle two reads: hence the tail).
-            seen = self._head_tail + data
-            end = seen.find(b"\r\n\r\n")
-            self._head_bytes += len(data) if end < 0 else end + 4 - len(self._head_tail)
-            self._head_tail = seen[-3:]
+        # Fed to the parser a request's head, then its body, at a time, so that every head is
+        # counted wherever in a read it starts, and before it is parsed: httptools buffers a header
+        # until it ends. A websocket upgrade hands the connection to another protocol.
+        while data and self.transport.get_protocol() is self and not self.transport.is_closing():
+            if not self._reading_head:
+                data = self._feed_body(data)
+                continue
+            size = self._count_head(data)
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
                              f"the request line and headers are over {MAX_HEAD_BYTES} bytes")
                 return
-        super().data_received(data)
+            super().data_received(data[:size])
+            data = data[size:]
+
+    def _count_head(self, data: bytes) -> int:
+        """How much of `data` is the head being read, up to the blank line that ends it (which may
+        straddle two reads: hence the tail); counts it, but not the line ends the parser skips
+        before a request line."""
+        start = len(data) - len(data.lstrip(b"\r\n")) if not self._head_bytes else 0
+        seen = self._head_tail + data[start:]
+        end = seen.find(b"\r\n\r\n")
+        size = len(data) if end < 0 else start + end + 4 - len(self._head_tail)
+        self._head_bytes += size - start
+        self._head_tail = seen[-3:]
+        return size
+
+    def _feed_body(self, data: bytes) -> bytes:
+        """Feeds the part of `data` that is the body being read; returns the rest. A body of stated
+        length is fed whole. Where one of no stated length (chunked) ends, only parsing finds out:
+        it goes in slices, and all of the slice it ends in counts as the next head (over by less
+        than a slice, never under)."""
+        if self._body_left:
+            piece = data[:self._body_left]
+            self._body_left -= len(piece)
+            super().data_received(piece)
+            return data[len(piece):]
+        piece = data[:BODY_SLICE]
+        super().data_received(piece)
+        if self._reading_head:
+            self._head_bytes += len(piece)
+            self._head_tail = piece[-3:]
+        else:  # this body goes on, or the slice held a new head and part of its body (how much: unknown)
+            self._body_left = None
+        return data[len(piece):]
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(HTTPStatus.BAD_REQUEST, f"invalid HTTP request: {msg}")
@@ -102,6 +139,9 @@ class RequestDeadline(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
+        lengths = [value for name, value in self.headers if name == b"content-length"]
+        chunked = any(name == b"transfer-encoding" for name, _ in self.headers)
+        self._body_left = int(lengths[0]) if len(lengths) == 1 and lengths[0].isdigit() and not chunked else None
         if self._capacity is None or (len(self.connections) < self._capacity and len(self.tasks) < self._capacity):
             super().on_headers_complete()
             return

@@ -7,6 +7,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from qraft_core.events import iso
 from qraft_core.replays import ReplayRegistry
 from qraft_core.store.base import Filter
@@ -232,21 +234,25 @@ def test_fields_named_like_object_builtins_show_only_their_own_units(page, explo
     }
 
 
-def _with_values_at_the_float_limits(route: Any) -> None:
-    """The finding's real data as a drift whose contributing column swings between ±1e308."""
-    response = route.fetch()
-    data = response.json()
-    data["pattern"]["type"] = "concept_drift"
-    stream = data["streams"][0]
-    name = next(iter(stream["columns"]))
-    stream["columns"][name] = [1e308 if i % 2 else -1e308 for i in range(len(stream["times"]))]
-    data["pattern"]["explain"]["top_contributors"] = [{"field": name, "score": 1.0}]
-    route.fulfill(response=response, json=data)
+def _with_values_between(low: float, high: float) -> Any:
+    """The finding's real data as a drift whose contributing column swings between `low` and `high`."""
+    def fulfill(route: Any) -> None:
+        response = route.fetch()
+        data = response.json()
+        data["pattern"]["type"] = "concept_drift"
+        stream = data["streams"][0]
+        name = next(iter(stream["columns"]))
+        stream["columns"][name] = [high if i % 2 else low for i in range(len(stream["times"]))]
+        data["pattern"]["explain"]["top_contributors"] = [{"field": name, "score": 1.0}]
+        route.fulfill(response=response, json=data)
+    return fulfill
 
 
-def test_values_near_the_float_limits_draw_at_finite_places(page, explorer_url):
+# Up to the largest doubles: before, the value axis' ticks stepped past them to Infinity and never stopped.
+@pytest.mark.parametrize(("low", "high"), [(-1e308, 1e308), (0.0, 1.79e308), (-1.7e308, 1.7e308)])
+def test_values_near_the_float_limits_draw_at_finite_places(page, explorer_url, low, high):
     # Before, the padded range overflowed: lines at y=-Infinity and levels "before Infinity".
-    page.route(re.compile(r"/explorer/api/finding/"), _with_values_at_the_float_limits)
+    page.route(re.compile(r"/explorer/api/finding/"), _with_values_between(low, high))
     _open_first_finding(page, explorer_url)
     chart = page.locator("#finding-chart svg.chart")
     chart.locator("line.level").first.wait_for(state="attached")

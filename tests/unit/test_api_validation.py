@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from qraft_core.api import create_app
 from qraft_core.api.app import add_error_handlers
 from qraft_core.api.explorer.routes import explorer_router
+from qraft_core.api.routes.annotations import annotations_router
 from qraft_core.api.routes.patterns import patterns_router
 from qraft_core.config import QraftConfig
 from qraft_core.operators.pipeline import SourcePipeline
@@ -41,6 +42,7 @@ def client() -> TestClient:
     add_error_handlers(app)
     app.include_router(explorer_router(runtime))
     app.include_router(patterns_router(api))  # type: ignore[arg-type]
+    app.include_router(annotations_router(api))  # type: ignore[arg-type]
     return TestClient(app)
 
 
@@ -76,6 +78,16 @@ def test_a_parameter_given_twice_is_refused_naming_it(client: TestClient, query:
     response = client.get(f"/patterns?{query}")
     name = query.split("=")[0]
     assert (response.status_code, response.json()) == (400, {"error": f"{name}: given 2 times; give it once"})
+
+
+@pytest.mark.parametrize("media_type", ["text/json", "text/plain", "application/octet-stream", "json/text"])
+def test_a_json_body_sent_as_another_media_type_is_refused_naming_it(client: TestClient, media_type: str) -> None:
+    # Before, `text/json` (a JSON subtype under another main type, which FastAPI does not parse) got
+    # "Input should be a valid dictionary or object to extract fields from".
+    response = client.post("/pattern/p1/annotations", content=b'{"label": "note"}',
+                           headers={"content-type": media_type})
+    assert (response.status_code, response.json()) == (
+        400, {"error": f"body: must be JSON sent with Content-Type: application/json (got {media_type!r})"})
 
 
 def test_every_stream_the_splitter_makes_is_accepted_as_a_filter(memory_store: MemoryStore, tmp_path: Path) -> None:

@@ -22,9 +22,14 @@ export const ms = (iso) => Date.parse(iso);
 function niceTicks(min, max, count) {
   if (!(max > min)) return [min];
   const raw = ((max / 2 - min / 2) / count) * 2; // halves first: max - min may overflow near ±1e308
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * 10 ** Math.floor(Math.log10(raw))).find((v) => v >= raw);
+  const nice = [1, 2, 2.5, 5, 10].map((m) => m * 10 ** Math.floor(Math.log10(raw))).find((v) => v >= raw);
+  const step = Number.isFinite(nice) ? nice : raw; // no round step above raw is below MAX_VALUE
   const ticks = [];
-  for (let v = Math.ceil(min / step) * step; v <= max + step * 1e-9; v += step) ticks.push(+v.toPrecision(12));
+  // Near MAX_VALUE, `max + step * 1e-9` and `v` overflow to Infinity (and Infinity <= Infinity forever):
+  // hence the slack on v's side, the finiteness test and the cap.
+  for (let v = Math.ceil(min / step) * step; Number.isFinite(v) && v - step * 1e-9 <= max && ticks.length <= count + 1; v += step) {
+    ticks.push(+v.toPrecision(12));
+  }
   return ticks;
 }
 
