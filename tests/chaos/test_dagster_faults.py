@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -39,24 +42,35 @@ def processes_of(dagster_home: Path, marker: str) -> list[int]:
     return found
 
 
+def read_instance(dagster_home: Path, read: Callable[[Any], int]) -> int:
+    """`read` of the Dagster instance, or 0 while its storage cannot be read yet: the daemon and the
+    runs write the same SQLite files, and a reader may meet them locked or half created under load
+    (a drill that never gets past this still fails, when its wait runs out)."""
+    from dagster import DagsterInstance
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with DagsterInstance.from_config(str(dagster_home)) as instance:
+            return read(instance)
+    except (SQLAlchemyError, sqlite3.Error, OSError):
+        return 0
+
+
 def sensor_ticks(dagster_home: Path) -> int:
     """How many ticks the daemon recorded for the window sensor."""
-    from dagster import DagsterInstance
-
     from qraft_dagster.execute import sensor_origins, workspace_file
 
-    with DagsterInstance.from_config(str(dagster_home)) as instance:
+    def ticks(instance: Any) -> int:
         origins = sensor_origins(workspace_file(dagster_home))
         return sum(len(instance.get_ticks(origin.get_id(), origin.get_selector().get_id())) for origin in origins)
 
+    return read_instance(dagster_home, ticks)
+
 
 def materialized_windows(dagster_home: Path) -> int:
-    from dagster import DagsterInstance
-
     from qraft_dagster.sensors.windows import LAST_ASSET
 
-    with DagsterInstance.from_config(str(dagster_home)) as instance:
-        return len(instance.get_materialized_partitions(LAST_ASSET))
+    return read_instance(dagster_home, lambda instance: len(instance.get_materialized_partitions(LAST_ASSET)))
 
 
 def test_a_killed_code_server_worker_is_noticed_and_dagster_restarted_until_windows_are_materialized(tmp_path):
