@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -43,16 +42,16 @@ def processes_of(dagster_home: Path, marker: str) -> list[int]:
 
 
 def read_instance(dagster_home: Path, read: Callable[[Any], int]) -> int:
-    """`read` of the Dagster instance, or 0 while its storage cannot be read yet: the daemon and the
-    runs write the same SQLite files, and a reader may meet them locked or half created under load
-    (a drill that never gets past this still fails, when its wait runs out)."""
+    """`read` of the Dagster instance, or 0 while its storage cannot be read: while `dagster dev` is
+    restarted its daemon and runs open the same SQLite files, and a reader may meet them locked or
+    half created under load, raised as SQLAlchemy's, sqlite3's or Dagster's own errors (a drill
+    that never gets past this still fails, when its wait runs out)."""
     from dagster import DagsterInstance
-    from sqlalchemy.exc import SQLAlchemyError
 
     try:
         with DagsterInstance.from_config(str(dagster_home)) as instance:
             return read(instance)
-    except (SQLAlchemyError, sqlite3.Error, OSError):
+    except Exception:
         return 0
 
 
