@@ -15,14 +15,12 @@ import argparse
 import json
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import numpy as np
-import polars as pl
 
-from qraft_core.demo.corpus import ANOMALY_WINDOW_BARS, DRIFT_WINDOW_BARS, Stream
-from qraft_core.demo.scenarios import bar_size
-from qraft_core.evaluate import Item
+from qraft_core.demo.corpus import Stream
+from qraft_core.demo.scenarios import labelled_stream
 
 START_S = 1_717_372_800  # 2024-06-03 00:00 UTC, a Monday
 DAY = 86_400
@@ -190,29 +188,7 @@ FAMILIES: dict[str, Callable] = {
 def make(name: str, seed: int) -> Stream:
     rng = np.random.default_rng([list(FAMILIES).index(name), seed, 7331])
     times, values, planted = FAMILIES[name](rng)
-    bar_s = bar_size(times)
-    stream = f"{name}-s{seed}"
-    bars = (
-        pl.DataFrame({"t": times, "v": values})
-        .with_columns((pl.col("t") // bar_s * bar_s).alias("bar_s"))
-        .group_by("bar_s", maintain_order=True)
-        .agg(pl.len().alias("event_count"), pl.col("v").mean().alias("value_mean"),
-             pl.col("v").min().alias("value_min"), pl.col("v").max().alias("value_max"),
-             pl.col("v").last().alias("value_last"), pl.col("v").std().alias("value_std"))
-        .sort("bar_s")
-        .select(pl.from_epoch("bar_s", time_unit="s").dt.cast_time_unit("ms").dt.replace_time_zone("UTC")
-                .alias("bar_time"), pl.lit(stream).alias("stream"), pl.col("event_count").cast(pl.Int64),
-                "value_mean", "value_min", "value_max", "value_last", "value_std")
-    )
-    truth = []
-    for i, (kind, index) in enumerate(planted):
-        at = datetime.fromtimestamp(int(times[index]) // bar_s * bar_s, UTC)
-        early, late = ANOMALY_WINDOW_BARS if kind == "anomaly" else DRIFT_WINDOW_BARS
-        truth.append(Item(kind, stream, at, f"{stream}#{i}", at - timedelta(seconds=early * bar_s),
-                          at + timedelta(seconds=late * bar_s)))
-    kinds = {k for k, _ in planted}
-    family = "nothing" if not kinds else "anomaly" if kinds == {"anomaly"} else "drift"
-    return Stream(stream, family, name, bar_s, bars, truth)
+    return labelled_stream(f"{name}-s{seed}", name, times, values, planted)
 
 
 def run_one(args: tuple[str, int]) -> dict:

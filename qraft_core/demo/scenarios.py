@@ -183,8 +183,14 @@ def scenario(name: str, seed: int) -> Stream:
     """One scenario's stream, drawn from (its position in `SCENARIOS`, seed)."""
     rng = np.random.default_rng([list(SCENARIOS).index(name), seed])
     times, values, planted = SCENARIOS[name](rng)
+    return labelled_stream(f"{name}-s{seed}", name, times, values, planted)
+
+
+def labelled_stream(stream: str, name: str, times: np.ndarray, values: np.ndarray,
+                    planted: list[tuple[str, int]]) -> Stream:
+    """Readings at `times` (epoch seconds) as the bars `qraft analyze` would make of them, with a truth
+    item per (type, reading index) planted."""
     bar_s = bar_size(times)
-    stream = f"{name}-s{seed}"
     bars = (
         pl.DataFrame({"t": times, "v": values})
         .with_columns((pl.col("t") // bar_s * bar_s).alias("bar_s"))
