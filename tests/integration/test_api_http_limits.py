@@ -16,15 +16,20 @@ from tests.integration.test_api_concurrency import serving
 runtime = test_api.runtime
 
 
-def exchange(port: int, request: bytes) -> tuple[int, dict[str, str]]:
-    """Send `request` on a fresh connection; the status and JSON body of the answer, read to its close."""
+def answer_to(port: int, request: bytes) -> bytes:
+    """Send `request` in one write on a fresh connection; everything answered, read to its close."""
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.settimeout(20)
         sock.sendall(request)
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
+    return answer
+
+
+def exchange(port: int, request: bytes) -> tuple[int, dict[str, str]]:
+    """The status and JSON body of the answer to `request`."""
+    head, _, body = answer_to(port, request).partition(b"\r\n\r\n")
     assert b"content-type: application/json" in head.lower()
     return int(head.split()[1]), json.loads(body)
 
@@ -53,14 +58,8 @@ def test_a_head_over_the_limit_is_431_and_one_within_it_is_served(runtime: Runti
 
 
 def statuses(port: int, request: bytes) -> list[int]:
-    """Send `request` in one write on a fresh connection; the status of every answer, read to its close."""
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.settimeout(20)
-        sock.sendall(request)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
+    """The status of every answer to `request`."""
+    return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer_to(port, request))]
 
 
 def test_a_head_is_counted_wherever_in_a_read_it_starts(runtime: RuntimeStub) -> None:
